@@ -1,0 +1,1 @@
+"""isle.runtime"""

@@ -1,0 +1,263 @@
+"""Every ctypes binding isle uses: the only place that talks to libc or makes raw syscalls.
+
+Failures raise ``OSError(errno, message)``. Components take a ``Syscalls`` object (the real
+``LinuxSyscalls`` or the recording ``FakeSyscalls``) so unit tests run without root::
+
+    fake = FakeSyscalls()
+    fake.unshare(CLONE_NEWNS | CLONE_NEWUTS)
+    assert fake.calls == [("unshare", (CLONE_NEWNS | CLONE_NEWUTS,))]
+
+libc is loaded on first use, so importing this module costs nothing but ctypes itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from typing import Any, Protocol
+
+__all__ = [
+    "Syscalls",
+    "LinuxSyscalls",
+    "FakeSyscalls",
+    "libc",
+    "syscall_nr",
+    "CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWUSER", "CLONE_NEWPID",
+    "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME", "NAMESPACE_FLAGS",
+    "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_SYNCHRONOUS", "MS_REMOUNT",
+    "MS_MANDLOCK", "MS_DIRSYNC", "MS_NOSYMFOLLOW", "MS_NOATIME", "MS_NODIRATIME", "MS_BIND",
+    "MS_MOVE", "MS_REC", "MS_SILENT", "MS_UNBINDABLE", "MS_PRIVATE", "MS_SLAVE", "MS_SHARED",
+    "MS_RELATIME", "MS_STRICTATIME", "MS_LAZYTIME", "MNT_DETACH", "MNT_FORCE",
+    "PR_SET_PDEATHSIG", "PR_SET_DUMPABLE", "PR_SET_KEEPCAPS", "PR_SET_NAME",
+    "PR_CAPBSET_READ", "PR_CAPBSET_DROP", "PR_SET_SECUREBITS", "PR_SET_NO_NEW_PRIVS",
+    "PR_SET_CHILD_SUBREAPER", "PR_CAP_AMBIENT", "PR_CAP_AMBIENT_RAISE",
+    "PR_CAP_AMBIENT_CLEAR_ALL", "PR_SET_SECCOMP",
+]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+#: OCI namespace type -> clone flag
+NAMESPACE_FLAGS = {
+    "pid": CLONE_NEWPID,
+    "network": CLONE_NEWNET,
+    "mount": CLONE_NEWNS,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYSCALLS = {
+    "x86_64": {
+        "pivot_root": 155, "capget": 125, "capset": 126, "setns": 308, "unshare": 272,
+        "seccomp": 317, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 135,
+    },
+    "aarch64": {
+        "pivot_root": 41, "capget": 90, "capset": 91, "setns": 268, "unshare": 97,
+        "seccomp": 277, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 92,
+    },
+}
+
+
+def syscall_nr(name: str) -> int:
+    return _SYSCALLS[platform.machine()][name]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def libc() -> ctypes.CDLL:
+    """The process's libc, loaded once, with errno captured."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        if path is not None:
+            raise OSError(err, f"{what}: {os.strerror(err)}", path)
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+class Syscalls(Protocol):
+    """What components may ask of the kernel; LinuxSyscalls does it, FakeSyscalls records it."""
+
+    def unshare(self, flags: int) -> None: ...
+    def setns(self, fd: int, nstype: int = 0) -> None: ...
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None: ...
+    def umount2(self, target: str, flags: int = 0) -> None: ...
+    def pivot_root(self, new_root: str, put_old: str) -> None: ...
+    def sethostname(self, name: str) -> None: ...
+    def setdomainname(self, name: str) -> None: ...
+    def prctl(self, option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int: ...
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
+    def capget(self) -> tuple[int, int, int]: ...
+
+
+class LinuxSyscalls:
+    """The real kernel."""
+
+    def unshare(self, flags: int) -> None:
+        _check(libc().unshare(ctypes.c_int(flags)), "unshare")
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        _check(libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None:
+        ret = libc().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+        _check(ret, f"mount {source or fstype} on {target}", target)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        _check(libc().umount2(_b(target), ctypes.c_int(flags)), f"umount {target}", target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        ret = libc().syscall(ctypes.c_long(syscall_nr("pivot_root")), _b(new_root), _b(put_old))
+        _check(ret, "pivot_root", new_root)
+
+    def sethostname(self, name: str) -> None:
+        b = name.encode()
+        _check(libc().sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
+
+    def setdomainname(self, name: str) -> None:
+        b = name.encode()
+        _check(libc().setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
+
+    def prctl(self, option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+        ul = ctypes.c_ulong
+        return _check(libc().prctl(ctypes.c_int(option), ul(a2), ul(a3), ul(a4), ul(a5)),
+                      f"prctl({option})")
+
+    # capabilities: _LINUX_CAPABILITY_VERSION_3, two 32-bit words per set
+    def capget(self) -> tuple[int, int, int]:
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        data = (ctypes.c_uint32 * 6)()
+        _check(libc().syscall(ctypes.c_long(syscall_nr("capget")), hdr, data), "capget")
+        eff = data[0] | (data[3] << 32)
+        perm = data[1] | (data[4] << 32)
+        inh = data[2] | (data[5] << 32)
+        return eff, perm, inh
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        m = 0xFFFFFFFF
+        data = (ctypes.c_uint32 * 6)(
+            effective & m, permitted & m, inheritable & m,
+            effective >> 32, permitted >> 32, inheritable >> 32,
+        )
+        _check(libc().syscall(ctypes.c_long(syscall_nr("capset")), hdr, data), "capset")
+
+    def raw_syscall(self, name: str, *args: Any) -> int:
+        return _check(libc().syscall(ctypes.c_long(syscall_nr(name)), *args), name)
+
+
+class FakeSyscalls:
+    """Records each call as (name, args); ``fail[name] = errno`` makes that call raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.fail: dict[str, int] = {}
+        self.caps = (0, 0, 0)
+
+    def _rec(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+        if name in self.fail:
+            err = self.fail[name]
+            raise OSError(err, f"{name}: {os.strerror(err)}")
+
+    def unshare(self, flags: int) -> None:
+        self._rec("unshare", flags)
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        self._rec("setns", fd, nstype)
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+              data: str | None = None) -> None:
+        self._rec("mount", source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        self._rec("umount2", target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._rec("pivot_root", new_root, put_old)
+
+    def sethostname(self, name: str) -> None:
+        self._rec("sethostname", name)
+
+    def setdomainname(self, name: str) -> None:
+        self._rec("setdomainname", name)
+
+    def prctl(self, option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+        self._rec("prctl", option, a2, a3, a4, a5)
+        return 0
+
+    def capget(self) -> tuple[int, int, int]:
+        self._rec("capget")
+        return self.caps
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        self._rec("capset", effective, permitted, inheritable)
+        self.caps = (effective, permitted, inheritable)

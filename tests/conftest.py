@@ -1,0 +1,49 @@
+"""Shared test plumbing: host probes for markers, per-test roots, and leak checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _has(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
+
+
+# marker -> (probe, reason). CI has all of them; a missing one skips with the reason.
+PROBES = {
+    "root": (_is_root, "needs root"),
+    "qemu": (lambda: _has("qemu-system-x86_64"), "needs qemu-system-x86_64"),
+    "registry": (lambda: _has("docker-registry"), "needs Debian's docker-registry"),
+    "podman": (lambda: _has("podman") and _is_root(), "needs podman and root"),
+    "netns": (lambda: _is_root() and _has("ip"), "needs root and iproute2"),
+    "kvm": (lambda: "vmx" in open("/proc/cpuinfo").read() or "svm" in open("/proc/cpuinfo").read(),
+            "no vmx/svm in /proc/cpuinfo"),
+    "cgroup2": (lambda: os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+                and bool(open("/sys/fs/cgroup/cgroup.controllers").read().strip()),
+                "no unified cgroup v2 hierarchy with controllers"),
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name, (probe, reason) in PROBES.items():
+        if item.get_closest_marker(name) is not None and not probe():
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def tmp_root(tmp_path: Path) -> Path:
+    """A private root for isle's state in this test."""
+    d = tmp_path / "isle-root"
+    d.mkdir()
+    return d
