@@ -1,0 +1,455 @@
+"""Layer tarballs in and out, safely: unpack into overlayfs form, tar a directory, apply by copy.
+
+Unpacking resolves every parent directory with ``O_PATH|O_NOFOLLOW`` from the layer root, so
+no entry can reach outside it: ``..`` entries and hard links out of the tree are dropped, absolute
+names are taken relative to the root, and a path through a symlink is refused instead of being
+followed. Whiteouts become overlayfs whiteouts (``.wh.x`` -> char device 0/0 ``x``;
+``.wh..wh..opq`` -> ``trusted.overlay.opaque=y``), so each layer is a ready overlay lowerdir.
+Every dropped entry is listed in ``Unpacker.skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable
+from typing import IO, Any, BinaryIO
+
+from isle.errors import ImageError
+
+__all__ = ["Unpacker", "unpack_layer", "HashReader", "decompressor", "tar_dir", "apply_layers",
+           "OPAQUE_XATTR", "is_whiteout"]
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+WH_PREFIX = ".wh."
+WH_OPAQUE = ".wh..wh..opq"
+_DIRFLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+BUF = 1 << 20
+
+
+class _Skip(Exception):
+    pass
+
+
+class HashReader:
+    """A file object that hashes (and optionally copies to ``sink``) everything read through it."""
+
+    def __init__(self, src: Any, sink: Callable[[bytes], Any] | None = None) -> None:
+        self.src, self.sink = src, sink
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        b: bytes = self.src.read(n)
+        if b:
+            self.hasher.update(b)
+            self.size += len(b)
+            if self.sink:
+                self.sink(b)
+        return b
+
+    def drain(self) -> None:
+        while self.read(BUF):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+
+class IterReader:
+    """File-like view of an iterator of byte chunks (an HTTP body)."""
+
+    def __init__(self, it: Any) -> None:
+        self.it, self.buf = iter(it), b""
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return self.buf + b"".join(self.it)
+        while len(self.buf) < n:
+            try:
+                self.buf += next(self.it)
+            except StopIteration:
+                break
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def decompressor(src: Any, compression: str) -> Any:
+    """A readable stream of the uncompressed layer."""
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=src, mode="rb")
+    if compression == "zstd":
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(src, read_size=BUF, read_across_frames=True)
+    if compression == "":
+        return src
+    raise ImageError(f"unknown layer compression {compression!r}")
+
+
+def _clean(name: str) -> list[str] | None:
+    parts: list[str] = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            return None
+        parts.append(p)
+    return parts
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class Unpacker:
+    """Extract tar members under ``root`` (an empty, private directory) without escaping it."""
+
+    def __init__(self, root: str, *, owners: bool | None = None, devices: bool | None = None) -> None:
+        self.root = root
+        self.root_fd = os.open(root, _DIRFLAGS)
+        self.dirs: dict[str, int] = {}
+        self.owners = os.geteuid() == 0 if owners is None else owners
+        self.devices = os.geteuid() == 0 if devices is None else devices
+        self.skipped: list[tuple[str, str]] = []
+        self.dir_meta: list[tuple[list[str], tarfile.TarInfo]] = []
+
+    def close(self) -> None:
+        self._flush_dirs()
+        os.close(self.root_fd)
+
+    def _flush_dirs(self) -> None:
+        for fd in self.dirs.values():
+            os.close(fd)
+        self.dirs.clear()
+
+    def _dir(self, parts: list[str], create: bool) -> int:
+        if not parts:
+            return self.root_fd
+        key = "/".join(parts)
+        fd = self.dirs.get(key)
+        if fd is not None:
+            return fd
+        parent = self._dir(parts[:-1], create)
+        try:
+            fd = os.open(parts[-1], _DIRFLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise _Skip(f"{key}: no such directory") from None
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+            fd = os.open(parts[-1], _DIRFLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise _Skip(f"{key} is a symlink or not a directory; not followed") from None
+            raise
+        if len(self.dirs) > 200:
+            self._flush_dirs()
+        self.dirs[key] = fd
+        return fd
+
+    def _forget(self, key: str) -> None:
+        for k in [k for k in self.dirs if k == key or k.startswith(key + "/")]:
+            os.close(self.dirs.pop(k))
+
+    def _remove(self, parent: int, name: str, key: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._forget(key)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            try:
+                for e in os.listdir(fd):
+                    _rm_at(fd, e)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+
+    def extract(self, tf: tarfile.TarFile) -> None:
+        for m in tf:
+            try:
+                self._member(tf, m)
+            except _Skip as s:
+                self.skipped.append((m.name, str(s)))
+        self._finish_dirs()
+
+    def _finish_dirs(self) -> None:
+        self._flush_dirs()
+        for parts, m in self.dir_meta:
+            try:
+                parent = self._dir(parts[:-1], False)
+                os.utime(parts[-1], ns=(int(m.mtime * 1e9),) * 2, dir_fd=parent,
+                         follow_symlinks=False)
+            except (_Skip, OSError):
+                pass
+        self._flush_dirs()
+
+    def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = _clean(m.name)
+        if parts is None:
+            raise _Skip("path has '..' components; dropped")
+        if not parts:
+            if m.isdir():
+                self._meta(self.root_fd, ".", m, None)
+            return
+        base = parts[-1]
+        parent = self._dir(parts[:-1], True)
+        key = "/".join(parts)
+        if base.startswith(WH_PREFIX):
+            if base == WH_OPAQUE:
+                os.setxattr(f"/proc/self/fd/{parent}", OPAQUE_XATTR, b"y")
+                return
+            if base.startswith(WH_PREFIX + WH_PREFIX):
+                raise _Skip("aufs metadata; dropped")
+            target = base[len(WH_PREFIX):]
+            self._remove(parent, target, "/".join(parts[:-1] + [target]))
+            os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
+            return
+        if m.isdir():
+            try:
+                st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    self._remove(parent, base, key)
+                    os.mkdir(base, 0o700, dir_fd=parent)
+            except FileNotFoundError:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=parent)
+            try:
+                self._meta(fd, None, m, None)
+            finally:
+                os.close(fd)
+            self.dir_meta.append((parts, m))
+            return
+        self._remove(parent, base, key)
+        if m.isreg():
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=parent)
+            try:
+                src = tf.extractfile(m)
+                if src is not None:
+                    with os.fdopen(os.dup(fd), "wb", buffering=0) as out:
+                        shutil.copyfileobj(src, out, BUF)
+                self._meta(fd, None, m, None)
+            finally:
+                os.close(fd)
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=parent)
+            self._meta(None, base, m, parent)
+        elif m.islnk():
+            tparts = _clean(m.linkname)
+            if not tparts:
+                raise _Skip(f"hard link to {m.linkname!r} leaves the layer; dropped")
+            tparent = self._dir(tparts[:-1], False)
+            try:
+                os.link(tparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            except (FileNotFoundError, PermissionError) as e:
+                raise _Skip(f"hard link target {m.linkname!r}: {e.strerror}") from None
+        elif m.ischr() or m.isblk():
+            if not self.devices:
+                raise _Skip("device node not allowed here; dropped")
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
+            self._meta(None, base, m, parent)
+        elif m.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=parent)
+            self._meta(None, base, m, parent)
+        else:
+            raise _Skip(f"unsupported tar entry type {m.type!r}")
+
+    def _meta(self, fd: int | None, name: str | None, m: tarfile.TarInfo, parent: int | None) -> None:
+        """Ownership, then xattrs and mode (chown clears set-id bits), then times."""
+        is_link = m.issym()
+        target: Any = fd if fd is not None else name
+        kw: dict[str, Any] = {} if fd is not None else {"dir_fd": parent, "follow_symlinks": False}
+        if name == ".":
+            target, kw = self.root, {}
+        if self.owners:
+            try:
+                os.chown(target, m.uid, m.gid, **kw)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+        for k, v in m.pax_headers.items():
+            if k.startswith("SCHILY.xattr."):
+                xname = k[len("SCHILY.xattr."):]
+                val = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
+                path = target if fd is not None or name == "." else \
+                    f"/proc/self/fd/{parent}/{name}"
+                try:
+                    os.setxattr(path, xname, val, follow_symlinks=False)
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    self.skipped.append((m.name, f"xattr {xname}: {e.strerror}"))
+        if not is_link:
+            os.chmod(target, m.mode & 0o7777, **kw)
+        ns = int(m.mtime * 1_000_000_000)
+        try:
+            os.utime(target, ns=(ns, ns), **kw)
+        except OSError:
+            pass
+
+
+def _rm_at(dirfd: int, name: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
+        try:
+            for e in os.listdir(fd):
+                _rm_at(fd, e)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=dirfd)
+    else:
+        os.unlink(name, dir_fd=dirfd)
+
+
+def unpack_layer(compressed: Any, dest: str, compression: str,
+                 **kw: Any) -> tuple[str, int, list[tuple[str, str]]]:
+    """Decompress + untar ``compressed`` into ``dest`` in one pass.
+
+    Returns (diff_id, uncompressed size, skipped entries). Raises ImageError on a corrupt stream.
+    """
+    raw = HashReader(decompressor(compressed, compression))
+    u = Unpacker(dest, **kw)
+    try:
+        with tarfile.open(fileobj=raw, mode="r|", bufsize=BUF) as tf:  # type: ignore[call-overload]
+            u.extract(tf)
+        raw.drain()
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ImageError(f"corrupt or truncated layer: {e}") from e
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise ImageError(f"corrupt zstd layer: {e}") from e
+        raise
+    finally:
+        u.close()
+    return raw.digest, raw.size, u.skipped
+
+
+def tar_dir(src: str, out: IO[bytes] | BinaryIO, *, overlay_whiteouts: bool = True,
+            prefix: str = "") -> None:
+    """Write ``src`` as a PAX tar (sorted, numeric owners, xattrs, hard links, devices).
+
+    With ``overlay_whiteouts`` an overlay upper dir's char 0/0 files become ``.wh.`` entries and
+    opaque directories get a ``.wh..wh..opq`` entry, i.e. a standard layer diff.
+    """
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUF) as tf:
+        for top, dirs, files in os.walk(src):
+            dirs.sort()
+            rel = os.path.relpath(top, src)
+            rel = "" if rel == "." else rel + "/"
+            names = sorted(dirs + files)
+            if overlay_whiteouts and rel and _xattr(top, OPAQUE_XATTR) == b"y":
+                _add_whiteout(tf, prefix + rel + WH_OPAQUE)
+            for name in names:
+                path = os.path.join(top, name)
+                st = os.lstat(path)
+                arc = prefix + rel + name
+                if overlay_whiteouts and is_whiteout(st):
+                    _add_whiteout(tf, prefix + rel + WH_PREFIX + name)
+                    continue
+                ti = tf.gettarinfo(path, arc)
+                ti.uname = ti.gname = ""
+                for x in _xattrs(path):
+                    if not x.startswith("trusted.overlay."):
+                        v = _xattr(path, x)
+                        if v is not None:
+                            ti.pax_headers["SCHILY.xattr." + x] = v.decode("utf-8",
+                                                                           "surrogateescape")
+                if ti.isreg():
+                    with open(path, "rb") as f:
+                        tf.addfile(ti, f)
+                else:
+                    tf.addfile(ti)
+
+
+def _add_whiteout(tf: tarfile.TarFile, name: str) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.mode, ti.size = tarfile.REGTYPE, 0o644, 0
+    tf.addfile(ti)
+
+
+def _xattrs(path: str) -> list[str]:
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def apply_layers(layer_dirs: list[str], dest: str) -> None:
+    """The copy fallback: merge overlay-form layers (lowest first) into ``dest``."""
+    for layer in layer_dirs:
+        for top, dirs, files in os.walk(layer):
+            rel = os.path.relpath(top, layer)
+            dtop = dest if rel == "." else os.path.join(dest, rel)
+            if rel != "." and _xattr(top, OPAQUE_XATTR) == b"y":
+                for e in os.listdir(dtop):
+                    _rm_at_path(os.path.join(dtop, e))
+            for name in sorted(dirs + files):
+                s, d = os.path.join(top, name), os.path.join(dtop, name)
+                st = os.lstat(s)
+                if is_whiteout(st):
+                    _rm_at_path(d)
+                    continue
+                try:
+                    dst = os.lstat(d)
+                    if not (stat.S_ISDIR(st.st_mode) and stat.S_ISDIR(dst.st_mode)):
+                        _rm_at_path(d)
+                except FileNotFoundError:
+                    pass
+                if stat.S_ISDIR(st.st_mode):
+                    os.makedirs(d, exist_ok=True)
+                elif stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(s), d)
+                elif stat.S_ISREG(st.st_mode):
+                    shutil.copyfile(s, d, follow_symlinks=False)
+                else:
+                    os.mknod(d, st.st_mode, st.st_rdev)
+                try:
+                    os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
+                except OSError:
+                    pass
+                if not stat.S_ISLNK(st.st_mode):
+                    os.chmod(d, stat.S_IMODE(st.st_mode))
+                for x in _xattrs(s):
+                    if not x.startswith("trusted.overlay."):
+                        v = _xattr(s, x)
+                        if v is not None:
+                            try:
+                                os.setxattr(d, x, v, follow_symlinks=False)
+                            except OSError:
+                                pass
+                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _rm_at_path(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)

@@ -1,0 +1,65 @@
+"""A container rootfs from image layers: overlayfs at workdir/rootfs, or a copy where it cannot mount.
+
+    workdir/rootfs   the merged view (mount point, or the copy)
+    workdir/upper    overlay upperdir: the container's changes (what ``commit`` turns into a layer)
+    workdir/work     overlay workdir
+"""
+
+from __future__ import annotations
+
+import os
+
+from isle.image.layers import apply_layers
+from isle.sys.libc import MNT_DETACH, LinuxSyscalls
+
+__all__ = ["mount_rootfs", "unmount_rootfs", "is_mounted", "overlay_options"]
+
+MAX_OPTIONS = 4000   # the kernel copies mount data into one page
+
+
+def overlay_options(layer_dirs: list[str], upper: str, work: str) -> str:
+    lower = ":".join(_esc(d) for d in reversed(layer_dirs))   # overlay lists the top layer first
+    return f"lowerdir={lower},upperdir={_esc(upper)},workdir={_esc(work)}"
+
+
+def _esc(p: str) -> str:
+    return p.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def is_mounted(path: str) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> str:
+    rootfs, upper, work = (os.path.join(workdir, n) for n in ("rootfs", "upper", "work"))
+    for d in (rootfs, upper, work):
+        os.makedirs(d, exist_ok=True)
+    lowers = list(layer_dirs)
+    if not lowers:                      # FROM scratch: overlay still wants one lowerdir
+        empty = os.path.join(workdir, "empty")
+        os.makedirs(empty, exist_ok=True)
+        lowers = [empty]
+    opts = overlay_options(lowers, upper, work)
+    if not copy and len(opts) <= MAX_OPTIONS:
+        try:
+            LinuxSyscalls().mount("overlay", rootfs, "overlay", 0, opts)
+            return rootfs
+        except OSError:
+            pass
+    if not os.path.exists(os.path.join(workdir, ".copy")):
+        apply_layers(layer_dirs, rootfs)
+        open(os.path.join(workdir, ".copy"), "w").close()
+    return rootfs
+
+
+def unmount_rootfs(workdir: str) -> None:
+    rootfs = os.path.join(workdir, "rootfs")
+    if not os.path.exists(rootfs) or not is_mounted(rootfs):
+        return
+    sc = LinuxSyscalls()
+    try:
+        sc.umount2(rootfs, 0)
+    except OSError:
+        sc.umount2(rootfs, MNT_DETACH)

@@ -1,0 +1,90 @@
+"""Image references: ``[registry/]repo[:tag][@sha256:...]`` with Docker's defaults.
+
+    >>> r = Reference.parse("busybox")
+    >>> str(r), r.registry, r.repository, r.familiar
+    ('docker.io/library/busybox:latest', 'docker.io', 'library/busybox', 'busybox:latest')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from isle.errors import ConfigError
+
+__all__ = ["Reference", "DEFAULT_REGISTRY"]
+
+DEFAULT_REGISTRY = "docker.io"
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, s: str, default_tag: str = "latest") -> Reference:
+        orig = s
+        if not s or s != s.strip():
+            raise ConfigError("reference", f"invalid image reference {orig!r}")
+        digest = ""
+        if "@" in s:
+            s, digest = s.split("@", 1)
+            if not _DIGEST.match(digest):
+                raise ConfigError("reference", f"invalid digest in {orig!r}")
+        tag = ""
+        slash = s.rfind("/")
+        colon = s.rfind(":")
+        if colon > slash:
+            s, tag = s[:colon], s[colon + 1:]
+            if not _TAG.match(tag):
+                raise ConfigError("reference", f"invalid tag {tag!r} in {orig!r}")
+        parts = s.split("/")
+        if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+            registry, parts = parts[0], parts[1:]
+        else:
+            registry = DEFAULT_REGISTRY
+        if registry in ("index.docker.io", "registry-1.docker.io"):
+            registry = DEFAULT_REGISTRY
+        if registry == DEFAULT_REGISTRY and len(parts) == 1:
+            parts = ["library", *parts]
+        for p in parts:
+            if not _COMPONENT.match(p):
+                raise ConfigError("reference", f"invalid repository name {orig!r} "
+                                  "(lowercase letters, digits and separators only)")
+        if not tag and not digest:
+            tag = default_tag
+        return cls(registry, "/".join(parts), tag, digest)
+
+    @property
+    def name(self) -> str:
+        """registry/repository without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        s = self.name
+        if self.tag:
+            s += f":{self.tag}"
+        if self.digest:
+            s += f"@{self.digest}"
+        return s
+
+    @property
+    def familiar(self) -> str:
+        """Docker's short display form (``busybox:latest``, ``localhost:5000/x:1``)."""
+        n = self.name
+        if self.registry == DEFAULT_REGISTRY:
+            n = self.repository.removeprefix("library/")
+        if self.tag:
+            n += f":{self.tag}"
+        if self.digest:
+            n += f"@{self.digest}"
+        return n
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(self.registry, self.repository, tag, "")

@@ -1,0 +1,219 @@
+"""OCI image-spec and Docker v2 media types, descriptors, manifests and indexes as plain data.
+
+Parsing raises ``ImageError`` naming the bad field (``manifest.layers[2].digest: ...``).
+Image configs stay dicts (OCI ``config`` keys: Env, Cmd, Entrypoint, WorkingDir, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from isle.errors import ImageError
+
+__all__ = [
+    "MT_OCI_MANIFEST", "MT_OCI_INDEX", "MT_OCI_CONFIG", "MT_OCI_LAYER", "MT_OCI_LAYER_GZIP",
+    "MT_OCI_LAYER_ZSTD", "MT_DOCKER_MANIFEST", "MT_DOCKER_LIST", "MT_DOCKER_CONFIG",
+    "MT_DOCKER_LAYER_GZIP", "MANIFEST_TYPES", "INDEX_TYPES", "LAYER_TYPES",
+    "Descriptor", "Manifest", "Index", "Platform",
+    "sha256_digest", "check_digest", "parse_manifest_or_index", "canonical_json",
+    "layer_compression", "chain_ids",
+]
+
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MT_OCI_LAYER_ND_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MT_DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
+INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
+#: layer media type -> compression ("gzip", "zstd", "")
+LAYER_TYPES = {
+    MT_OCI_LAYER: "",
+    MT_OCI_LAYER_GZIP: "gzip",
+    MT_OCI_LAYER_ZSTD: "zstd",
+    MT_OCI_LAYER_ND_GZIP: "gzip",
+    MT_DOCKER_LAYER_GZIP: "gzip",
+    MT_DOCKER_LAYER_FOREIGN: "gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "",
+}
+
+_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _DIGEST_RE.match(value):
+        raise ImageError(f"{where}: not a sha256 digest: {value!r}")
+    return value
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def layer_compression(media_type: str, where: str = "layer") -> str:
+    try:
+        return LAYER_TYPES[media_type]
+    except KeyError:
+        raise ImageError(f"{where}.mediaType: unknown layer media type {media_type!r}") from None
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI ChainID of each layer prefix (image-spec config.md)."""
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(d if not out else sha256_digest(f"{out[-1]} {d}".encode()))
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Platform:
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Platform:
+        return cls(os=d.get("os", ""), architecture=d.get("architecture", ""),
+                   variant=d.get("variant", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            d["variant"] = self.variant
+        return d
+
+    @classmethod
+    def parse(cls, s: str) -> Platform:
+        parts = s.split("/")
+        if len(parts) < 2 or len(parts) > 3 or not all(parts):
+            raise ImageError(f"platform: expected os/arch[/variant], got {s!r}")
+        return cls(os=parts[0], architecture=parts[1], variant=parts[2] if len(parts) == 3 else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    platform: Platform | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    urls: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Descriptor:
+        if not isinstance(d, dict):
+            raise ImageError(f"{where}: expected an object")
+        mt = d.get("mediaType")
+        if not isinstance(mt, str):
+            raise ImageError(f"{where}.mediaType: missing")
+        size = d.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise ImageError(f"{where}.size: expected a non-negative integer, got {size!r}")
+        plat = d.get("platform")
+        return cls(media_type=mt, digest=check_digest(d.get("digest"), f"{where}.digest"),
+                   size=size, platform=Platform.from_dict(plat) if isinstance(plat, dict) else None,
+                   annotations=dict(d.get("annotations") or {}), urls=tuple(d.get("urls") or ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.platform:
+            d["platform"] = self.platform.to_dict()
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], media_type: str = "") -> Manifest:
+        mt = d.get("mediaType") or media_type or MT_OCI_MANIFEST
+        if d.get("schemaVersion") != 2:
+            raise ImageError(f"manifest.schemaVersion: expected 2, got {d.get('schemaVersion')!r}")
+        layers = d.get("layers")
+        if not isinstance(layers, list):
+            raise ImageError("manifest.layers: expected a list")
+        descs = tuple(Descriptor.from_dict(x, f"manifest.layers[{i}]") for i, x in enumerate(layers))
+        for i, ld in enumerate(descs):
+            layer_compression(ld.media_type, f"manifest.layers[{i}]")
+        return cls(media_type=mt, config=Descriptor.from_dict(d.get("config"), "manifest.config"),
+                   layers=descs, annotations=dict(d.get("annotations") or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type,
+                             "config": self.config.to_dict(),
+                             "layers": [x.to_dict() for x in self.layers]}
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Index:
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], media_type: str = "") -> Index:
+        ms = d.get("manifests")
+        if not isinstance(ms, list):
+            raise ImageError("index.manifests: expected a list")
+        return cls(media_type=d.get("mediaType") or media_type or MT_OCI_INDEX,
+                   manifests=tuple(Descriptor.from_dict(x, f"index.manifests[{i}]")
+                                   for i, x in enumerate(ms)),
+                   annotations=dict(d.get("annotations") or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type,
+                             "manifests": [m.to_dict() for m in self.manifests]}
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+    def select(self, want: Platform) -> Descriptor:
+        """The manifest for want (variant optional), else ImageError listing what exists."""
+        for m in self.manifests:
+            p = m.platform
+            if p and p.os == want.os and p.architecture == want.architecture and (
+                    not want.variant or p.variant == want.variant):
+                return m
+        have = [f"{m.platform.os}/{m.platform.architecture}" for m in self.manifests if m.platform]
+        raise ImageError(f"no manifest for platform {want.os}/{want.architecture}; "
+                         f"index has {', '.join(have) or 'none'}")
+
+
+def parse_manifest_or_index(data: bytes, media_type: str = "") -> Manifest | Index:
+    try:
+        d = json.loads(data)
+    except ValueError as exc:
+        raise ImageError(f"manifest: not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ImageError("manifest: expected a JSON object")
+    mt = d.get("mediaType") or media_type
+    if mt in INDEX_TYPES or (not mt and "manifests" in d):
+        return Index.from_dict(d, mt)
+    if mt in MANIFEST_TYPES or (not mt and "layers" in d):
+        return Manifest.from_dict(d, mt)
+    raise ImageError(f"manifest.mediaType: unsupported {mt!r}")
