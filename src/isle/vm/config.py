@@ -1,0 +1,101 @@
+"""MachineConfig: everything QEMU needs to know about one VM, as plain frozen data (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from isle.errors import ConfigError
+
+__all__ = ["Chardev", "Drive", "Nic", "SerialPort", "MemoryBackend", "MachineConfig", "replace"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chardev:
+    """A host end: 'file' (path; append keeps what is there), 'socket' (unix path, QEMU listens) or 'null'."""
+
+    backend: str
+    path: str = ""
+    append: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("file", "socket", "null"):
+            raise ConfigError("chardev.backend", f"{self.backend!r} is not file, socket or null")
+        if self.backend != "null" and not self.path:
+            raise ConfigError("chardev.path", f"a {self.backend} chardev needs a path")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drive:
+    id: str
+    path: str
+    format: str = "raw"
+    readonly: bool = False
+    #: snapshot=on: writes go to a temp file QEMU deletes (a throwaway writable disk)
+    snapshot: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nic:
+    """user: QEMU's slirp (no host setup); tap: an existing tap device made by the net layer."""
+
+    id: str
+    kind: str = "user"
+    ifname: str = ""
+    mac: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialPort:
+    """A named virtio-serial port (/sys/class/virtio-ports/*/name in the guest), nr fixed for stability."""
+
+    name: str
+    chardev: Chardev
+    nr: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryBackend:
+    """Guest RAM in a file: share=True writes through (a template), False maps it copy-on-write (a clone)."""
+
+    path: str
+    share: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MachineConfig:
+    name: str
+    machine: str = "microvm"  # or "q35" (firmware, full OS)
+    accel: str = "tcg"
+    vcpus: int = 1
+    memory_mib: int = 128
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+    firmware: str = ""  # q35 only: a pflash/bios image; empty = QEMU's SeaBIOS
+    drives: tuple[Drive, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    serial_ports: tuple[SerialPort, ...] = ()
+    #: the legacy UART (ttyS0): kernel console / firmware console
+    console: Chardev = field(default_factory=lambda: Chardev(backend="null"))
+    qmp_socket: str = ""
+    memory_backend: MemoryBackend | None = None
+    incoming: str = ""  # "defer": wait for migrate-incoming over QMP
+    pidfile: str = ""
+
+    def __post_init__(self) -> None:
+        if self.machine not in ("microvm", "q35"):
+            raise ConfigError("machine", f"{self.machine!r} is not microvm or q35")
+        if self.accel not in ("kvm", "tcg"):
+            raise ConfigError("accel", f"{self.accel!r} is not kvm or tcg")
+        if not 1 <= self.vcpus <= 64:
+            raise ConfigError("vcpus", f"{self.vcpus} is not between 1 and 64")
+        if not 16 <= self.memory_mib <= 1 << 20:
+            raise ConfigError("memory_mib", f"{self.memory_mib} MiB is not between 16 MiB and 1 TiB")
+        if self.machine == "microvm" and not self.kernel:
+            raise ConfigError("kernel", "a microvm boots a kernel directly: kernel is required")
+        ids = [d.id for d in self.drives] + [n.id for n in self.nics]
+        if len(ids) != len(set(ids)):
+            raise ConfigError("drives", f"device ids are not unique: {ids}")
+        nrs = [p.nr for p in self.serial_ports]
+        if len(nrs) != len(set(nrs)) or any(n < 1 for n in nrs):
+            raise ConfigError("serial_ports", f"port numbers must be unique and >= 1: {nrs}")

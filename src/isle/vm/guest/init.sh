@@ -1,0 +1,44 @@
+#!/bin/busybox sh
+# isle guest init (PID 1 in the initramfs; busybox only).
+# Loads the modules listed in /modules.order, mounts the image disk (/dev/vda, read-only, fstype from
+# isle.rootfs=) under an overlay whose upper layer is a tmpfs, says "ready" on the control port and
+# then waits for ONE job: a base64 shell script that runs the bundle's process with stdout and stderr
+# on their own virtio ports. It reports "exit N", forwards "kill SIG" to the process, and powers off.
+# Its own messages go to the kernel console (a log file on the host), never to the program's stdout.
+/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f; }
+for m in $(cat /modules.order); do insmod "/lib/modules/$m.ko" || fail "insmod $m"; done
+fstype=erofs
+for a in $(cat /proc/cmdline); do case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; esac; done
+
+# virtio ports appear asynchronously after virtio_console probes; find them by name
+port() {
+  for d in /sys/class/virtio-ports/*; do
+    [ "$(cat "$d/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }
+  done
+  return 1
+}
+n=0
+while ! ctl=$(port org.isle.ctl) || [ ! -e "$ctl" ]; do
+  n=$((n + 1)); [ $n -gt 2000 ] && fail "no control port"; usleep 1000
+done
+exec 3<>"$ctl"
+n=0
+while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 2000 ] && fail "no root disk /dev/vda"; usleep 1000; done
+mkdir -p /lower /rw /newroot
+if [ "$fstype" = ext4 ]; then opts=ro,noload; else opts=ro; fi
+mount -t "$fstype" -o "$opts" /dev/vda /lower || fail "mount $fstype /dev/vda"
+mount -t tmpfs -o mode=0755 rw /rw && mkdir -p /rw/upper /rw/work
+mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot || fail "overlay"
+echo ready >&3
+# the job: one line of base64; it may read further lines (kill SIG) itself
+read -r job <&3 || fail "control port closed before a job"
+echo "$job" | base64 -d > /job.sh || fail "bad job encoding"
+. /job.sh
+# a job that returns without reporting is a bug in isle's host side
+echo "exit 125" >&3
+poweroff -f

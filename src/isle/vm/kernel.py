@@ -1,0 +1,184 @@
+"""Guest kernel provisioning: Debian's cloud kernel via `apt-get download`, cached with the few modules isle needs.
+
+Cache layout (``<cache>/kernel``):
+
+    current -> 6.1.0-56-cloud-amd64/       the kernel microVMs boot
+    6.1.0-56-cloud-amd64/vmlinuz           bzImage (LZ4 in Debian's cloud config)
+    6.1.0-56-cloud-amd64/vmlinux           the ELF inside it, bootable by PVH entry (no decompression)
+    6.1.0-56-cloud-amd64/config            the kernel's .config
+    6.1.0-56-cloud-amd64/modules/*.ko      only MODULES and their dependencies
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from isle.errors import VMError
+from isle.sys import proc
+
+__all__ = ["GuestKernel", "MODULES", "META_PACKAGE", "kernel_dir", "find", "fetch", "module_load_order"]
+
+META_PACKAGE = "linux-image-cloud-amd64"
+#: modules the guest init loads (the cloud config builds them as =m); deps are added automatically
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs")
+
+
+@dataclass(frozen=True, slots=True)
+class GuestKernel:
+    version: str
+    dir: str
+
+    @property
+    def vmlinuz(self) -> str:
+        return os.path.join(self.dir, "vmlinuz")
+
+    @property
+    def vmlinux(self) -> str:
+        return os.path.join(self.dir, "vmlinux")
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.dir, "config")
+
+    @property
+    def modules_dir(self) -> str:
+        return os.path.join(self.dir, "modules")
+
+    def module(self, name: str) -> str:
+        return os.path.join(self.modules_dir, f"{name}.ko")
+
+
+def kernel_dir(cache: str | None = None) -> str:
+    if cache is None:
+        from isle.config import default_settings
+
+        cache = default_settings().cache
+    return os.path.join(cache, "kernel")
+
+
+def find(cache: str | None = None) -> GuestKernel:
+    """The cached kernel, or VMError saying how to get one."""
+    cur = os.path.join(kernel_dir(cache), "current")
+    if not os.path.isfile(os.path.join(cur, "vmlinuz")):
+        raise VMError(f"no guest kernel cached in {kernel_dir(cache)}: run scripts/fetch-guest-kernel")
+    real = os.path.realpath(cur)
+    return GuestKernel(version=os.path.basename(real), dir=real)
+
+
+def _modinfo_depends(path: str) -> list[str]:
+    with open(path, "rb") as f:
+        data = f.read()
+    i = data.find(b"\0depends=")
+    if i < 0:
+        return []
+    end = data.index(b"\0", i + 1)
+    deps = data[i + 9:end].decode()
+    return [d for d in deps.split(",") if d]
+
+
+def module_load_order(modules_dir: str, wanted: tuple[str, ...] = MODULES) -> list[str]:
+    """Names of wanted modules and their deps, dependencies first (what insmod needs)."""
+    order: list[str] = []
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in stack:
+            raise VMError(f"module dependency cycle: {' -> '.join(stack + (name,))}")
+        path = os.path.join(modules_dir, f"{name}.ko")
+        if not os.path.exists(path):
+            raise VMError(f"guest kernel module {name} missing from {modules_dir}")
+        for dep in _modinfo_depends(path):
+            visit(dep.replace("-", "_"), stack + (name,))
+        order.append(name)
+
+    for m in wanted:
+        visit(m, ())
+    return order
+
+
+def _resolve_package() -> str:
+    out = proc.run(["apt-cache", "depends", META_PACKAGE], timeout=60).stdout.decode()
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Depends:") and "linux-image-" in line:
+            return line.split(":", 1)[1].strip()
+    raise VMError(f"apt-cache knows no kernel behind {META_PACKAGE} (run apt-get update?)")
+
+
+def _extract_vmlinux(vmlinuz: str, out: str) -> bool:
+    """Pull the ELF vmlinux out of an LZ4 bzImage (scripts/extract-vmlinux's idea); False if not LZ4."""
+    with open(vmlinuz, "rb") as f:
+        data = f.read()
+    i = data.find(b"\x02\x21\x4c\x18")  # legacy LZ4 frame magic
+    if i < 0:
+        return False
+    r = proc.run(["lz4", "-dc"], input=data[i:], timeout=120, check=False)
+    if not r.stdout.startswith(b"\x7fELF"):
+        return False
+    with open(out, "wb") as f:
+        f.write(r.stdout)
+    return True
+
+
+def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKernel:
+    """Download (once) and unpack Debian's cloud kernel into the cache; idempotent."""
+    try:
+        return find(cache)
+    except VMError:
+        pass
+    base = kernel_dir(cache)
+    os.makedirs(base, exist_ok=True)
+    package = package or _resolve_package()
+    version = package.removeprefix("linux-image-")
+    with tempfile.TemporaryDirectory(dir=base, prefix=".fetch-") as tmp:
+        proc.run(["apt-get", "download", "-q", package], cwd=tmp, timeout=600)
+        debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if not debs:
+            raise VMError(f"apt-get download {package} produced no .deb")
+        x = os.path.join(tmp, "x")
+        proc.run(["dpkg-deb", "-x", os.path.join(tmp, debs[0]), x], timeout=300)
+        stage = os.path.join(tmp, version)
+        os.makedirs(os.path.join(stage, "modules"))
+        shutil.copy(os.path.join(x, "boot", f"vmlinuz-{version}"), os.path.join(stage, "vmlinuz"))
+        shutil.copy(os.path.join(x, "boot", f"config-{version}"), os.path.join(stage, "config"))
+        kos: dict[str, str] = {}
+        for root, _, files in os.walk(os.path.join(x, "lib", "modules", version, "kernel")):
+            for f in files:
+                if f.endswith(".ko"):
+                    kos[f[:-3].replace("-", "_")] = os.path.join(root, f)
+        tmpmods = os.path.join(tmp, "allmods")
+        os.makedirs(tmpmods)
+        for name, path in kos.items():
+            os.symlink(path, os.path.join(tmpmods, f"{name}.ko"))
+        for name in module_load_order(tmpmods):
+            shutil.copy(kos[name], os.path.join(stage, "modules", f"{name}.ko"))
+        _extract_vmlinux(os.path.join(stage, "vmlinuz"), os.path.join(stage, "vmlinux"))
+        final = os.path.join(base, version)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(stage, final)
+    link = os.path.join(base, f".current.{os.getpid()}")
+    os.symlink(version, link)
+    os.replace(link, os.path.join(base, "current"))
+    return find(cache)
+
+
+def _main() -> int:
+    import sys
+
+    cache = sys.argv[1] if len(sys.argv) > 1 else None
+    try:
+        k = fetch(cache)
+    except (VMError, OSError) as exc:
+        print(f"fetch-guest-kernel: {exc}", file=sys.stderr)
+        return 1
+    print(f"guest kernel {k.version} in {k.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
