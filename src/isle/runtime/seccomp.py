@@ -14,7 +14,7 @@ canonical ``json.dumps``, one sha256 and one file read: no ctypes, no libseccomp
 Rule semantics follow runc (libcontainer/seccomp): SCMP_ACT_KILL is KILL_THREAD; ERRNO/TRACE
 default to EPERM; a rule whose action equals the default action is dropped; conditions on the
 same argument index are split into one rule per condition (libseccomp refuses them in one rule);
-NOTIFY is refused as the default action and for ``write``; more than 32 syscall entries turn on
+NOTIFY is refused as the default action and for ``write``; more than 32 syscall names turn on
 libseccomp's binary-tree optimisation.
 
 Syscall names (where isle is deliberately stricter than runc, which ignores any name its
@@ -90,7 +90,7 @@ FLAG_TSYNC_ESRCH = 16
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}\Z")
 _U64 = (1 << 64) - 1
-_OPTIMIZE_ABOVE = 32  # runc: binary tree once there are more than 32 syscall entries
+_OPTIMIZE_ABOVE = 32  # runc: binary tree above 32 syscalls (its specconv makes one entry a name)
 
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(__file__), "profiles", "docker-default.json")
 _CACHE_FORMAT = b"isle-seccomp-cache-1"
@@ -227,7 +227,8 @@ def plan(seccomp: dict[str, Any]) -> Plan:
         for j, name in enumerate(names):
             for group in groups:
                 rules.append(Rule(f"{field}.names[{j}]", name, act, tuple(group)))
-    return Plan(default, tuple(arches), tuple(rules), len(syscalls) > _OPTIMIZE_ABOVE, flags)
+    n_names = sum(len(sc["names"]) for sc in syscalls)
+    return Plan(default, tuple(arches), tuple(rules), n_names > _OPTIMIZE_ABOVE, flags)
 
 
 # ---- libseccomp: only on a cache miss ------------------------------------------------------
@@ -287,11 +288,22 @@ def compile_plan(p: Plan, *, unknown_names: str = "error") -> bytes:
         return flt.export_bpf()
 
 
+def _default_cache_dir() -> str:
+    """$ISLE_SECCOMP_CACHE, else <isle cache>/seccomp (same rules as isle.config's cache)."""
+    if v := os.environ.get("ISLE_SECCOMP_CACHE"):
+        return v
+    if v := os.environ.get("ISLE_CACHE"):
+        return os.path.join(v, "seccomp")
+    if os.geteuid() != 0:
+        return os.path.join(os.path.expanduser("~"), ".cache", "isle", "seccomp")
+    return "/var/cache/isle/seccomp"
+
+
 def cache_path(seccomp: dict[str, Any], *, cache_dir: str | None = None,
                unknown_names: str = "error") -> str:
     """Where the compiled program for this section lives: sha256 of the canonical JSON, the
     machine arch, the libseccomp build and isle's translation version."""
-    d = cache_dir or os.environ.get("ISLE_SECCOMP_CACHE") or "/var/cache/isle/seccomp"
+    d = cache_dir or _default_cache_dir()
     h = sha256(_CACHE_FORMAT)
     h.update(json.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
     h.update(b"\0" + os.uname().machine.encode() + b"\0" + _lib_identity())
@@ -325,8 +337,9 @@ def compile_filter(seccomp: dict[str, Any], *, cache_dir: str | None = None,
                    use_cache: bool = True, unknown_names: str = "error") -> bytes:
     """The BPF program (bytes of struct sock_filter[]) for an OCI ``linux.seccomp`` section.
 
-    Raises ConfigError naming the bad field. Cached under ``$ISLE_SECCOMP_CACHE`` or
-    /var/cache/isle/seccomp; a hit neither validates again nor touches libseccomp.
+    Raises ConfigError naming the bad field. Cached under ``$ISLE_SECCOMP_CACHE``, else
+    ``$ISLE_CACHE/seccomp``, else /var/cache/isle/seccomp (~/.cache/isle/seccomp rootless);
+    a hit neither validates again nor touches libseccomp.
     """
     if unknown_names not in ("error", "ignore"):
         raise ValueError(f"unknown_names must be 'error' or 'ignore', not {unknown_names!r}")
