@@ -1,0 +1,172 @@
+"""IP address management, pure: subnet checks, overlap detection and address leases.
+
+    leases = Leases({})
+    net = Network(name="n", id="..", subnets=(plan_subnet("10.89.0.0/24"),))
+    leases.allocate(net, "ctr1")          # ["10.89.0.2"]  (.1 is the gateway)
+    leases.release_owner("ctr1")
+
+The caller persists ``Leases.data`` (``{network: {ip: owner}}``) under a lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+
+from isle.errors import ConfigError
+from isle.net.types import Network, Subnet
+
+__all__ = ["parse_subnet", "plan_subnet", "check_overlap", "pick_free_subnet", "ula_subnet",
+           "Leases", "IPNet"]
+
+IPNet = IPv4Network | IPv6Network
+
+
+def parse_subnet(text: str, field: str = "subnet") -> IPNet:
+    """A CIDR network ("10.89.0.0/24"); a host address with prefix is refused, naming the fix."""
+    text = text.strip()
+    if "/" not in text:
+        raise ConfigError(field, f"{text!r} has no prefix length (e.g. {text}/24)")
+    try:
+        net = ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ip_network(text, strict=False)
+        except ValueError:
+            raise ConfigError(field, f"{text!r} is not an IP network in CIDR form "
+                                     "(e.g. 10.89.0.0/24)") from None
+        raise ConfigError(field, f"{text} is not a network address (did you mean {loose}?)") from None
+    if net.num_addresses < 4:
+        raise ConfigError(field, f"{text} is too small for containers (at most /30 or /126)")
+    return net
+
+
+def _addr(text: str, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        raise ConfigError(field, f"{text!r} is not an IP address") from None
+
+
+def plan_subnet(subnet: str, gateway: str | None = None, ip_range: str | None = None,
+                *, internal: bool = False) -> Subnet:
+    """Validate one subnet with its gateway (default: first host) and lease range."""
+    net = parse_subnet(subnet)
+    gw = None
+    if gateway:
+        g = _addr(gateway, "gateway")
+        if g not in net:
+            raise ConfigError("gateway", f"{gateway} is outside the subnet {net}")
+        if g == net.network_address or (net.version == 4 and g == net.broadcast_address):
+            raise ConfigError("gateway", f"{gateway} is the network or broadcast address of {net}")
+        gw = str(g)
+    else:  # internal networks keep a gateway address too: aardvark-dns listens there
+        gw = str(net.network_address + 1)
+    rng = None
+    if ip_range:
+        r = parse_subnet(ip_range, "ip-range")
+        if r.version != net.version or not r.subnet_of(net):  # type: ignore[arg-type]
+            raise ConfigError("ip-range", f"{ip_range} is not inside the subnet {net}")
+        rng = str(r)
+    return Subnet(subnet=str(net), gateway=gw, ip_range=rng)
+
+
+def check_overlap(subnets: Iterable[str], others: Mapping[str, Iterable[str]]) -> None:
+    """Refuse a subnet that overlaps one of ``others`` ({owner: [cidr]}), naming the owner."""
+    for s in subnets:
+        a = ip_network(s)
+        for owner, theirs in others.items():
+            for t in theirs:
+                b = ip_network(t, strict=False)
+                if a.version == b.version and a.overlaps(b):  # type: ignore[arg-type]
+                    raise ConfigError("subnet", f"{s} overlaps {t} of {owner}")
+
+
+def pick_free_subnet(pool: str, prefixlen: int, taken: Iterable[str]) -> str:
+    """The first /prefixlen in pool that overlaps nothing in taken (networks, host routes)."""
+    used = [ip_network(t, strict=False) for t in taken]
+    for cand in ip_network(pool).subnets(new_prefix=prefixlen):
+        if not any(cand.version == u.version and cand.overlaps(u) for u in used):  # type: ignore[arg-type]
+            return str(cand)
+    raise ConfigError("subnet", f"no free /{prefixlen} left in the pool {pool}; pass --subnet")
+
+
+def ula_subnet(seed: str) -> str:
+    """A unique-local /64 (fdXX:XXXX:XXXX:XXXX::/64) derived from a network id."""
+    h = int(seed[:14].ljust(14, "0"), 16)
+    return str(IPv6Network(((0xFD << 120) | (h << 64), 64)))
+
+
+class Leases:
+    """{network name: {ip: owner}}; owners are container ids (or "vm-<id>")."""
+
+    def __init__(self, data: dict[str, dict[str, str]]) -> None:
+        self.data = data
+
+    def owners(self) -> set[str]:
+        return {o for ips in self.data.values() for o in ips.values()}
+
+    def of(self, network: str, owner: str) -> list[str]:
+        return [ip for ip, o in self.data.get(network, {}).items() if o == owner]
+
+    def members(self, network: str) -> set[str]:
+        return set(self.data.get(network, {}).values())
+
+    def allocate(self, net: Network, owner: str, requested: Iterable[str] = ()) -> list[str]:
+        """One address per subnet: the requested one (checked) or the first free in its range."""
+        table = self.data.setdefault(net.name, {})
+        want = [_addr(r, "ip") for r in requested]
+        subnets = [(ip_network(s.subnet), s) for s in net.subnets]
+        for w in want:
+            if not any(w.version == n.version and w in n for n, _ in subnets):
+                cidrs = ", ".join(str(n) for n, _ in subnets)
+                raise ConfigError("ip", f"{w} is outside the subnets of network {net.name} ({cidrs})")
+        got: list[str] = []
+        for n, s in subnets:
+            mine = [w for w in want if w.version == n.version and w in n]
+            if mine:
+                ip = mine[0]
+                reserved = {n.network_address, s.gateway and ip_address(s.gateway)}
+                if n.version == 4:
+                    reserved.add(n.broadcast_address)
+                if ip in reserved:
+                    raise ConfigError("ip", f"{ip} is reserved in {n} (network, gateway or broadcast)")
+                holder = table.get(str(ip))
+                if holder is not None and holder != owner:
+                    raise ConfigError("ip", f"{ip} is already taken on network {net.name} by {holder[:12]}")
+                got.append(str(ip))
+            else:
+                got.append(str(self._first_free(net.name, n, s, table)))
+        for ip in got:
+            table[ip] = owner
+        return got
+
+    @staticmethod
+    def _first_free(name: str, n: IPNet, s: Subnet, table: dict[str, str]):  # type: ignore[no-untyped-def]
+        rng = ip_network(s.ip_range) if s.ip_range else n
+        skip = {n.network_address}
+        if s.gateway:
+            skip.add(ip_address(s.gateway))
+        last = n.broadcast_address if n.version == 4 else None
+        start = int(rng.network_address)
+        end = int(rng.broadcast_address)
+        for i in range(start, end + 1):
+            ip = ipaddress.ip_address(i) if n.version == 4 else ipaddress.IPv6Address(i)
+            if ip in skip or ip == last or str(ip) in table:
+                continue
+            return ip
+        raise ConfigError("ip", f"network {name} has no free address left in {rng}")
+
+    def release(self, network: str, owner: str) -> list[str]:
+        table = self.data.get(network, {})
+        gone = [ip for ip, o in table.items() if o == owner]
+        for ip in gone:
+            del table[ip]
+        if not table:
+            self.data.pop(network, None)
+        return gone
+
+    def release_owner(self, owner: str) -> None:
+        for net in list(self.data):
+            self.release(net, owner)

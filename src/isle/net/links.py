@@ -1,0 +1,73 @@
+"""Links isle makes or checks itself, over netlink (pyroute2): taps for VMs, bridge ports, routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isle.errors import NotFound
+
+__all__ = ["create_tap", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
+
+
+def _ipr() -> Any:
+    from pyroute2 import IPRoute  # lazy: pyroute2 costs ~100 ms to import
+
+    return IPRoute()
+
+
+def link_names() -> list[str]:
+    with _ipr() as ipr:
+        return [ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links()]
+
+
+def link_exists(name: str) -> bool:
+    with _ipr() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def create_tap(name: str, bridge: str, mtu: int | None = None) -> None:
+    """A persistent tap enslaved to bridge and up (QEMU opens it by name, vnet_hdr allowed)."""
+    with _ipr() as ipr:
+        br = ipr.link_lookup(ifname=bridge)
+        if not br:
+            raise NotFound(f"bridge {bridge} does not exist")
+        ipr.link("add", ifname=name, kind="tuntap", mode="tap", vnet_hdr=True)
+        try:
+            (idx,) = ipr.link_lookup(ifname=name)
+            kw: dict[str, Any] = {"master": br[0], "state": "up"}
+            if mtu:
+                kw["mtu"] = mtu
+            ipr.link("set", index=idx, **kw)
+        except BaseException:
+            ipr.link("del", ifname=name)
+            raise
+
+
+def delete_link(name: str) -> bool:
+    """Delete a host link by name; False if it was not there."""
+    with _ipr() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return False
+        ipr.link("del", index=idx[0])
+        return True
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    with _ipr() as ipr:
+        br = ipr.link_lookup(ifname=bridge)
+        if not br:
+            return []
+        return [ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links() if ln.get_attr("IFLA_MASTER") == br[0]]
+
+
+def route_cidrs() -> list[str]:
+    """Destinations of the host's routes (main table), to keep new subnets off them."""
+    out: list[str] = []
+    with _ipr() as ipr:
+        for fam in (2, 10):
+            for r in ipr.get_routes(family=fam, table=254):
+                dst = r.get_attr("RTA_DST")
+                if dst and r["dst_len"]:
+                    out.append(f"{dst}/{r['dst_len']}")
+    return out

@@ -1,0 +1,478 @@
+"""NetworkManager: the one object the engine and the VM layer call for networks.
+
+    nm = NetworkManager(root=settings.root + "/networks", runroot=settings.runroot + "/networks")
+    nm.create("web", subnet="10.89.5.0/24")
+    ns = nm.create_netns(cid)                        # the runtime joins this netns (OCI path)
+    att = nm.connect(cid, ns, [("web", {"aliases": ["db"]})], ports=parse_publish("8080:80"))
+    files = nm.render_etc(cid, hostname="c1")        # {"/etc/hosts": ..., ...}
+    nm.teardown(cid)                                 # idempotent; also after a crash
+    nm.gc(live_ids)                                  # undo everything of ids not in live_ids
+
+Every change runs under one lock per root. A container's record is written before netavark runs,
+so a crash at any point leaves something teardown/gc can undo; a failed connect undoes itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from isle.errors import AlreadyExists, CommandError, ConfigError, InvalidState, NotFound, Unsupported
+from isle.net import etc, ipam, links, netns, ports as portlib
+from isle.net.netavark import AARDVARK, NETAVARK, Netavark
+from isle.net.store import Store, check_name
+from isle.net.types import (Attachment, Network, NetworkAttachment, PortMapping, Subnet,
+                            TapAttachment)
+
+__all__ = ["NetworkManager", "DEFAULT_SUBNET", "DEFAULT_BRIDGE", "SUBNET_POOL"]
+
+DEFAULT_SUBNET = "10.77.0.0/16"     # off podman's 10.88/16, docker's 172.17/16 and this host's routes
+DEFAULT_BRIDGE = "isle0"
+SUBNET_POOL = "10.78.0.0/15"        # user networks without --subnet get a free /24 from here
+NetSpec = str | tuple[str, dict[str, Any]]
+
+
+class NetworkManager:
+    def __init__(self, root: str, runroot: str, *, default_name: str = "bridge",
+                 default_subnet: str = DEFAULT_SUBNET, default_bridge: str = DEFAULT_BRIDGE,
+                 pool: str = SUBNET_POOL, netavark: str = NETAVARK, aardvark: str = AARDVARK) -> None:
+        self.store = Store(root, runroot)
+        self.default_name = default_name
+        self.default_subnet = default_subnet
+        self.default_bridge = default_bridge
+        self.pool = pool
+        self.nv = Netavark(self.store.netavark_dir, netavark, aardvark)
+        #: "isle" + 4 hex of this root + "t": taps of another root are never touched by gc
+        self._tap_prefix = "isle" + hashlib.sha256(self.store.root.encode()).hexdigest()[:4] + "t"
+
+    # networks ------------------------------------------------------------------------------
+    def create(self, name: str, subnet: str | Sequence[str] | None = None,
+               gateway: str | Sequence[str] | None = None, ip_range: str | Sequence[str] | None = None,
+               internal: bool = False, labels: dict[str, str] | None = None, ipv6: bool = False,
+               driver: str = "bridge") -> Network:
+        """A new bridge network; bad or overlapping subnets are refused and nothing is written."""
+        check_name(name)
+        if name in ("none", "host", "default") or name.startswith("container:"):
+            raise ConfigError("network", f"{name!r} is a reserved network mode name")
+        if driver != "bridge":
+            raise Unsupported(f"network driver {driver!r}: only 'bridge' is supported")
+        with self.store.lock():
+            self._ensure_default()
+            if self.store.network(name):
+                raise AlreadyExists(f"network {name} already exists")
+            net = self._plan(name, _seq(subnet), _seq(gateway), _seq(ip_range), internal, ipv6,
+                             labels or {})
+            self.store.save_network(net)
+            return net
+
+    def _plan(self, name: str, subnets: list[str], gateways: list[str], ranges: list[str],
+              internal: bool, ipv6: bool, labels: dict[str, str], *, nid: str | None = None,
+              bridge: str | None = None, default: bool = False) -> Network:
+        nid = nid or secrets.token_hex(32)
+        others = {f"network {n.name}": [s.subnet for s in n.subnets] for n in self.store.networks()}
+        ours = {s for v in others.values() for s in v}
+        others["a host route"] = [r for r in links.route_cidrs() if r not in ours
+                                  and not r.startswith("fe80:")]
+        if not any(":" not in s for s in subnets):     # IPv4 always, as Docker does
+            taken = [s for v in others.values() for s in v]
+            subnets = [ipam.pick_free_subnet(self.pool, 24, taken)] + subnets
+        if ipv6 and not any(":" in s for s in subnets):
+            subnets.append(ipam.ula_subnet(nid))
+        if len(gateways) > len(subnets) or len(ranges) > len(subnets):
+            raise ConfigError("gateway", "more --gateway/--ip-range values than subnets")
+        planned: list[Subnet] = []
+        for i, s in enumerate(subnets):
+            planned.append(ipam.plan_subnet(s, gateways[i] if i < len(gateways) else None,
+                                            ranges[i] if i < len(ranges) else None, internal=internal))
+        cidrs = [p.subnet for p in planned]
+        for i, c in enumerate(cidrs):
+            ipam.check_overlap([c], {"another subnet of this network": cidrs[:i]})
+        ipam.check_overlap(cidrs, others)
+        return Network(name=name, id=nid, bridge=bridge or f"isle-{nid[:8]}", subnets=tuple(planned),
+                       internal=internal, ipv6=any(":" in c for c in cidrs),
+                       dns_enabled=not default, default=default, labels=dict(labels),
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def _ensure_default(self) -> None:
+        if self.store.network(self.default_name) is None:
+            nid = hashlib.sha256(f"{self.store.root}:{self.default_name}".encode()).hexdigest()
+            self.store.save_network(self._plan(self.default_name, [self.default_subnet], [], [],
+                                               False, False, {}, nid=nid,
+                                               bridge=self.default_bridge, default=True))
+
+    def _get(self, name: str) -> Network:
+        if name == self.default_name:
+            self._ensure_default()
+        net = self.store.network(check_name(name))
+        if net is None:
+            raise NotFound(f"network {name} not found")
+        return net
+
+    def list(self) -> list[Network]:
+        with self.store.lock():
+            self._ensure_default()
+            return self.store.networks()
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """The definition plus its members: {id: {name, interface, ips, mac, aliases}}."""
+        with self.store.lock():
+            net = self._get(name)
+            members = {}
+            for rec in self.store.records():
+                n = rec["networks"].get(name)
+                if n:
+                    members[rec["id"]] = {"name": rec["name"], "interface": n["interface"],
+                                          "ips": n["ips"], "mac": n.get("mac", ""),
+                                          "aliases": n["aliases"], "tap": rec.get("tap")}
+            return {**net.to_dict(), "containers": members}
+
+    def remove(self, name: str) -> None:
+        """Delete a network; refused while containers or VMs are connected to it."""
+        with self.store.lock():
+            net = self._get(name)
+            if net.default:
+                raise InvalidState(f"network {name} is the default network and cannot be removed")
+            members = self._members(name)
+            if members:
+                raise InvalidState(f"network {name} has {len(members)} connected container(s): "
+                                   + ", ".join(sorted(m[:12] for m in members)))
+            self.store.delete_network(name)
+
+    def prune(self) -> list[str]:
+        """Remove every non-default network without members; returns their names."""
+        gone = []
+        with self.store.lock():
+            for net in self.store.networks():
+                if not net.default and not self._members(net.name):
+                    self.store.delete_network(net.name)
+                    gone.append(net.name)
+        return gone
+
+    def _members(self, name: str) -> set[str]:
+        recs = {r["id"] for r in self.store.records() if name in r["networks"]}
+        return recs | self.store.leases().members(name)
+
+    # namespaces and connections ----------------------------------------------------------------
+    def create_netns(self, container_id: str) -> str:
+        """A persistent netns for the container (loopback up), under runroot; reused if present."""
+        path = self.store.netns_path(container_id)
+        if netns.is_netns(path):
+            return path
+        if os.path.exists(path):
+            netns.remove(path)
+        return netns.create(path)
+
+    def connect(self, container_id: str, ns_path: str, networks: Sequence[NetSpec] = ("bridge",),
+                ports: Sequence[PortMapping] = (), *, name: str | None = None,
+                hostname: str | None = None, dns: Sequence[str] = ()) -> Attachment:
+        """Attach the namespace to networks (first = primary, which carries the ports).
+
+        networks: names or (name, {"ip": "10.89.0.5" | [..], "aliases": [..], "mac": ".."}).
+        ports with host_port 0 get a random free host port; the result says which.
+        """
+        specs = [(n, {}) if isinstance(n, str) else (n[0], dict(n[1] or {})) for n in networks]
+        if not specs:
+            raise ConfigError("network", "no network given")
+        for d in dns:
+            etc.render_resolv(host_resolv="", dns=[d])     # validates the address
+        with self.store.lock():
+            rec = self.store.record(container_id) or {
+                "id": container_id, "name": name or hostname or container_id[:12],
+                "ns_path": ns_path, "networks": {}, "ports": [], "dns": list(dns)}
+            if rec["networks"] and rec["ns_path"] != ns_path:
+                raise InvalidState(f"container {container_id[:12]} is attached via {rec['ns_path']}")
+            rec["ns_path"] = ns_path
+            nets = [(self._get(n), o) for n, o in specs]
+            seen: set[str] = set()
+            for net, _ in nets:
+                if net.name in rec["networks"] or net.name in seen:
+                    raise AlreadyExists(f"container {container_id[:12]} is already connected "
+                                        f"to network {net.name}")
+                seen.add(net.name)
+            resolved = self._plan_ports(container_id, rec, nets[0][0], ports)
+            return self._connect(rec, nets, resolved)
+
+    def _plan_ports(self, cid: str, rec: dict[str, Any], primary: Network,
+                    ports: Sequence[PortMapping]) -> list[PortMapping]:
+        if not ports:
+            return []
+        if rec["networks"]:
+            raise InvalidState("ports can only be published when the container is first connected")
+        if primary.internal:
+            raise ConfigError("publish", f"network {primary.name} is internal: ports cannot be published")
+        taken = [PortMapping.from_dict(p) for r in self.store.records() if r["id"] != cid
+                 for p in r.get("ports", [])]
+        portlib.check_conflicts(ports, taken)
+        for pm in ports:
+            for i in range(pm.range if pm.host_port else 0):
+                if not portlib.host_port_free(pm.host_ip, pm.host_port + i, pm.proto):
+                    raise ConfigError("publish", f"host port {pm.host_port + i}/{pm.proto} is "
+                                      "already in use on the host")
+        return portlib.resolve_random(ports, taken)
+
+    def _connect(self, rec: dict[str, Any], nets: list[tuple[Network, dict[str, Any]]],
+                 ports: list[PortMapping]) -> Attachment:
+        cid = rec["id"]
+        added: list[str] = []
+        try:
+            for i, (net, o) in enumerate(nets):
+                leases = self.store.leases()
+                want = o.get("ip") or o.get("ips") or []
+                ips = leases.allocate(net, cid, [want] if isinstance(want, str) else want)
+                self.store.save_leases(leases)
+                iface = _next_iface(rec["networks"])
+                aliases = list(o.get("aliases") or [])
+                if net.dns_enabled and cid[:12] not in aliases and cid[:12] != rec["name"]:
+                    aliases.append(cid[:12])
+                pm = ports if i == 0 else []
+                opts = self.nv.options(container_id=cid, name=rec["name"], net=net, interface=iface,
+                                       ips=ips, aliases=aliases, mac=o.get("mac"), ports=pm,
+                                       dns_servers=rec.get("dns") or [])
+                rec["networks"][net.name] = {"interface": iface, "ips": ips, "aliases": aliases,
+                                             "options": opts, "state": "setting-up"}
+                if pm:
+                    rec["ports"] = [p.to_dict() for p in pm]
+                added.append(net.name)
+                self.store.save_record(rec)          # before netavark: a crash stays undoable
+                status = self.nv.setup(rec["ns_path"], opts)
+                rec["networks"][net.name].update(_from_status(status, iface))
+                rec["networks"][net.name]["state"] = "ready"
+                self.store.save_record(rec)
+        except BaseException:
+            for n in reversed(added):
+                self._teardown_one(rec, n, strict=False)
+            if rec["networks"]:
+                self.store.save_record(rec)
+            else:
+                self.store.delete_record(cid)
+            raise
+        return self._attachment(rec)
+
+    def _teardown_one(self, rec: dict[str, Any], name: str, strict: bool = True) -> None:
+        """Undo one network of a record (netavark teardown), release its leases, drop the entry."""
+        ent = rec["networks"][name]
+        err: Exception | None = None
+        if ent.get("state") != "planned":
+            try:
+                self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"])
+            except CommandError as exc:
+                err = exc
+        net = self.store.network(name)
+        if (net is not None and not self._others_on(name, rec["id"])
+                and links.link_exists(net.bridge) and not links.bridge_ports(net.bridge)):
+            links.delete_link(net.bridge)   # netavark keeps a bridge it could not empty
+        leases = self.store.leases()
+        leases.release(name, rec["id"])
+        self.store.save_leases(leases)
+        del rec["networks"][name]
+        if ent["options"].get("port_mappings"):
+            rec["ports"] = []
+        if err is not None and strict:
+            raise err
+
+    def _others_on(self, name: str, cid: str) -> bool:
+        return any(r["id"] != cid and name in r["networks"] for r in self.store.records())
+
+    def _nv_teardown(self, ns_path: str, opts: dict[str, Any], iface: str) -> None:
+        if netns.is_netns(ns_path):
+            try:
+                self.nv.teardown(ns_path, opts)
+                return
+            except CommandError as exc:
+                if "veth" not in str(exc):
+                    raise
+                # the interface is gone (or never made): give netavark one to delete, so that it
+                # also removes the bridge and the network's rules when this was the last member
+                netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "dummy"])
+                self.nv.teardown(ns_path, opts)
+                return
+        tmp = self.store.netns_path(f".teardown-{os.getpid()}-{secrets.token_hex(4)}")
+        netns.create(tmp)
+        try:
+            netns.run_in(tmp, ["ip", "link", "add", iface, "type", "dummy"])
+            self.nv.teardown(tmp, opts)
+        finally:
+            netns.remove(tmp)
+
+    def disconnect(self, container_id: str, network: str) -> None:
+        """Detach from one network (its published ports go with it if it was the primary)."""
+        with self.store.lock():
+            rec = self.store.record(container_id)
+            if rec is None or network not in rec["networks"]:
+                raise NotFound(f"container {container_id[:12]} is not connected to network {network}")
+            self._teardown_one(rec, network)
+            if rec["networks"]:
+                self.store.save_record(rec)
+            else:
+                self.store.delete_record(container_id)
+
+    def teardown(self, container_id: str) -> None:
+        """Undo every network, tap, lease and the netns isle made for the container. Idempotent."""
+        with self.store.lock():
+            self._teardown_all(container_id)
+
+    def _teardown_all(self, cid: str) -> list[str]:
+        errors: list[str] = []
+        rec = self.store.record(cid)
+        if rec is not None:
+            if rec.get("tap"):
+                links.delete_link(rec["tap"])
+            for name in list(rec["networks"]):
+                try:
+                    self._teardown_one(rec, name)
+                except CommandError as exc:
+                    errors.append(f"{name}: {exc}")
+                self.store.save_record(rec)
+            self.store.delete_record(cid)
+        leases = self.store.leases()
+        leases.release_owner(cid)
+        self.store.save_leases(leases)
+        path = self.store.netns_path(cid)
+        if os.path.lexists(path):
+            netns.remove(path)
+        return errors
+
+    def gc(self, live: Iterable[str]) -> dict[str, list[str]]:
+        """Tear down every container/VM whose id is not in live; delete orphaned isle taps."""
+        alive = set(live)
+        removed: list[str] = []
+        errors: list[str] = []
+        with self.store.lock():
+            ids = ({r["id"] for r in self.store.records()} | self.store.leases().owners()
+                   | {i for i in self.store.netns_ids() if not i.startswith(".")})
+            for cid in sorted(ids):
+                if cid in alive or (cid.startswith("vm-") and cid[3:] in alive):
+                    continue
+                errors += self._teardown_all(cid)
+                removed.append(cid)
+            for i in self.store.netns_ids():
+                if i.startswith(".teardown-"):
+                    netns.remove(self.store.netns_path(i))
+            taps = {r.get("tap") for r in self.store.records()}
+            for n in links.link_names():       # tap names carry this root's tag
+                if n.startswith(self._tap_prefix) and n not in taps:
+                    links.delete_link(n)
+                    removed.append(n)
+        return {"removed": removed, "errors": errors}
+
+    # reading back ----------------------------------------------------------------------------
+    def attachment(self, container_id: str) -> Attachment | None:
+        rec = self.store.record(container_id)
+        return self._attachment(rec) if rec else None
+
+    def port(self, container_id: str) -> list[PortMapping]:
+        rec = self.store.record(container_id)
+        return [PortMapping.from_dict(p) for p in (rec or {}).get("ports", [])]
+
+    def _attachment(self, rec: dict[str, Any]) -> Attachment:
+        nets = {k: NetworkAttachment(network=k, interface=v["interface"], ips=tuple(v["ips"]),
+                                     prefixlens=tuple(v.get("prefixlens", ())),
+                                     gateways=tuple(v.get("gateways", ())), mac=v.get("mac", ""),
+                                     aliases=tuple(v["aliases"]),
+                                     dns_servers=tuple(v.get("dns_servers", ())))
+                for k, v in rec["networks"].items()}
+        return Attachment(container_id=rec["id"], ns_path=rec["ns_path"], networks=nets,
+                          ports=tuple(PortMapping.from_dict(p) for p in rec.get("ports", [])))
+
+    def render_etc(self, container_id: str, *, hostname: str | None = None, dns: Sequence[str] = (),
+                   dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
+                   add_hosts: Sequence[str] = (), mode: str = "bridge",
+                   host_resolv: str | None = None, host_hosts: str | None = None) -> dict[str, str]:
+        """/etc/hosts, /etc/resolv.conf, /etc/hostname text for the container (writes nothing).
+
+        mode: "bridge" (its networks), "none", or "host" (the host's files plus extras).
+        """
+        if host_resolv is None:
+            host_resolv = _read("/etc/resolv.conf")
+        rec = self.store.record(container_id) if mode == "bridge" else None
+        att = self._attachment(rec) if rec else None
+        hn = hostname or container_id[:12]
+        ips: list[str] = []
+        names = [rec["name"]] if rec else []
+        net_dns: list[str] = []
+        if att and att.networks:
+            primary = next(iter(att.networks.values()))
+            ips = [i for i in primary.ips if ipaddress.ip_address(i).version == 4] or list(primary.ips)
+            for n in att.networks.values():
+                net_dns += [d for d in n.dns_servers if d not in net_dns]
+        gw = att.gateway if att else None
+        extra = [etc.parse_add_host(h, gw) for h in add_hosts]
+        hosts = etc.render_hosts(hostname=hn, ips=ips, names=names, add_hosts=extra,
+                                 base=(host_hosts if host_hosts is not None else _read("/etc/hosts"))
+                                 if mode == "host" else None)
+        resolv = etc.render_resolv(host_resolv=host_resolv, network_dns=net_dns, dns=dns,
+                                   dns_search=dns_search, dns_options=dns_options,
+                                   host_network=mode == "host")
+        return {"/etc/hosts": hosts, "/etc/resolv.conf": resolv, "/etc/hostname": hn + "\n"}
+
+    # VMs ---------------------------------------------------------------------------------------
+    def attach_tap(self, vm_id: str, network: str = "bridge", *, ip: str | None = None,
+                   ports: Sequence[PortMapping] = (), name: str | None = None,
+                   aliases: Sequence[str] = ()) -> TapAttachment:
+        """A tap on the network's bridge with an address lease, DNS name and published ports.
+
+        netavark sets the network up (bridge, NAT, DNS, port forwards) for an anchor netns whose
+        own interface is then emptied and downed; the VM's tap answers for the leased address.
+        """
+        owner = f"vm-{vm_id}"
+        tap = self._tap_prefix + hashlib.sha256(owner.encode()).hexdigest()[:6]
+        ns = self.create_netns(owner)
+        try:
+            att = self.connect(owner, ns, [(network, {"ip": ip, "aliases": list(aliases)})],
+                               ports, name=name or vm_id[:12])
+            (na,) = att.networks.values()
+            netns.run_in(ns, ["ip", "addr", "flush", "dev", na.interface])
+            netns.run_in(ns, ["ip", "link", "set", na.interface, "down"])
+            with self.store.lock():
+                rec = self.store.record(owner)
+                assert rec is not None
+                rec["tap"] = tap
+                self.store.save_record(rec)
+                links.create_tap(tap, self._get(network).bridge)
+        except BaseException:
+            self.teardown(owner)
+            raise
+        v4 = next((i for i, a in enumerate(na.ips) if ":" not in a), 0)
+        mac = "02:" + ":".join(f"{b:02x}" for b in hashlib.sha256(tap.encode()).digest()[:5])
+        return TapAttachment(vm_id=vm_id, tap=tap, ip=na.ips[v4], prefixlen=na.prefixlens[v4],
+                             mac=mac, gateway=na.gateways[0] if na.gateways else None,
+                             dns_servers=na.dns_servers, ports=att.ports)
+
+    def detach_tap(self, vm_id: str) -> None:
+        self.teardown(f"vm-{vm_id}")
+
+
+def _seq(v: str | Sequence[str] | None) -> list[str]:
+    if v is None or v == "":
+        return []
+    return [v] if isinstance(v, str) else list(v)
+
+
+def _next_iface(nets: dict[str, Any]) -> str:
+    used = {v["interface"] for v in nets.values()}
+    i = 0
+    while f"eth{i}" in used:
+        i += 1
+    return f"eth{i}"
+
+
+def _from_status(status: dict[str, Any], iface: str) -> dict[str, Any]:
+    inf = (status.get("interfaces") or {}).get(iface) or {}
+    subs = inf.get("subnets") or []
+    return {"mac": inf.get("mac_address", ""),
+            "prefixlens": [int(s["ipnet"].split("/")[1]) for s in subs],
+            "gateways": [s["gateway"] for s in subs if s.get("gateway")],
+            "dns_servers": [str(d) for d in status.get("dns_server_ips") or []]}
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""

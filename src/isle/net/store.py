@@ -1,0 +1,124 @@
+"""isle's record of its networks: definitions under root, leases and attachments under runroot.
+
+    root/<name>.json             one network definition (survives reboots)
+    root/.lock                   serialises every change below
+    runroot/leases.json          {network: {ip: owner}}
+    runroot/containers/<id>.json what was set up for one container or VM, written *before* setup
+                                 so teardown/gc can undo a setup that crashed half-way
+    runroot/netns/<id>           persistent network namespaces isle made
+    runroot/netavark/            netavark's --config dir (aardvark-dns state)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from isle.errors import ConfigError
+from isle.net.ipam import Leases
+from isle.net.types import Network
+from isle.sys.fs import atomic_write, flock
+
+__all__ = ["Store", "check_name"]
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+
+
+def check_name(name: str, what: str = "network") -> str:
+    if not _NAME.match(name or ""):
+        raise ConfigError(what, f"{name!r} is not a valid name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, <= 64)")
+    return name
+
+
+class Store:
+    def __init__(self, root: str, runroot: str) -> None:
+        self.root = root
+        self.runroot = runroot
+        self.containers_dir = os.path.join(runroot, "containers")
+        self.netns_dir = os.path.join(runroot, "netns")
+        self.netavark_dir = os.path.join(runroot, "netavark")
+        for d in (root, runroot, self.containers_dir, self.netns_dir, self.netavark_dir):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with flock(os.path.join(self.root, ".lock")):
+            yield
+
+    # networks ----------------------------------------------------------------------------
+    def _net_path(self, name: str) -> str:
+        return os.path.join(self.root, check_name(name) + ".json")
+
+    def network(self, name: str) -> Network | None:
+        try:
+            with open(self._net_path(name)) as f:
+                return Network.from_dict(json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def networks(self) -> list[Network]:
+        out = []
+        for fn in sorted(os.listdir(self.root)):
+            if fn.endswith(".json") and not fn.startswith("."):
+                with open(os.path.join(self.root, fn)) as f:
+                    out.append(Network.from_dict(json.load(f)))
+        return out
+
+    def save_network(self, net: Network) -> None:
+        atomic_write(self._net_path(net.name), json.dumps(net.to_dict(), indent=1).encode())
+
+    def delete_network(self, name: str) -> None:
+        os.unlink(self._net_path(name))
+
+    # leases ------------------------------------------------------------------------------
+    def leases(self) -> Leases:
+        try:
+            with open(os.path.join(self.runroot, "leases.json")) as f:
+                return Leases(json.load(f))
+        except FileNotFoundError:
+            return Leases({})
+
+    def save_leases(self, leases: Leases) -> None:
+        atomic_write(os.path.join(self.runroot, "leases.json"), json.dumps(leases.data).encode())
+
+    # attachment records ------------------------------------------------------------------
+    def _rec_path(self, cid: str) -> str:
+        if "/" in cid or cid.startswith("."):
+            raise ConfigError("container", f"{cid!r} is not a valid id")
+        return os.path.join(self.containers_dir, cid + ".json")
+
+    def record(self, cid: str) -> dict[str, Any] | None:
+        try:
+            with open(self._rec_path(cid)) as f:
+                return dict(json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for fn in sorted(os.listdir(self.containers_dir)):
+            if fn.endswith(".json"):
+                rec = self.record(fn[:-5])
+                if rec is not None:
+                    out.append(rec)
+        return out
+
+    def save_record(self, rec: dict[str, Any]) -> None:
+        atomic_write(self._rec_path(rec["id"]), json.dumps(rec, indent=1).encode())
+
+    def delete_record(self, cid: str) -> None:
+        try:
+            os.unlink(self._rec_path(cid))
+        except FileNotFoundError:
+            pass
+
+    def netns_path(self, cid: str) -> str:
+        self._rec_path(cid)
+        return os.path.join(self.netns_dir, cid)
+
+    def netns_ids(self) -> list[str]:
+        return sorted(os.listdir(self.netns_dir))
