@@ -18,14 +18,15 @@ for a in $(cat /proc/cmdline); do case "$a" in isle.rootfs=*) fstype=${a#isle.ro
 # virtio ports appear asynchronously after virtio_console probes; find them by name
 port() {
   for d in /sys/class/virtio-ports/*; do
-    [ "$(cat "$d/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }
+    [ "$(cat "$d/name" 2>/dev/null)" = "$1" ] && [ -e "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
   done
   return 1
 }
-n=0
-while ! ctl=$(port org.isle.ctl) || [ ! -e "$ctl" ]; do
-  n=$((n + 1)); [ $n -gt 2000 ] && fail "no control port"; usleep 1000
-done
+waitport() {
+  n=0
+  while ! port "$1"; do n=$((n + 1)); [ $n -gt 3000 ] && return 1; usleep 1000; done
+}
+ctl=$(waitport org.isle.ctl) || { ctl=; fail "no control port"; }
 exec 3<>"$ctl"
 n=0
 while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 2000 ] && fail "no root disk /dev/vda"; usleep 1000; done

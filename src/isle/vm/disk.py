@@ -1,0 +1,101 @@
+"""Disk images: the read-only image disk built from a rootfs (erofs or ext4, cached per content), and qemu-img."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+
+from isle.errors import CommandError, ConfigError, VMError
+from isle.sys import proc
+
+__all__ = ["rootfs_image", "tree_digest", "info", "check_bootable", "overlay"]
+
+
+def tree_digest(root: str) -> str:
+    """A digest of a directory tree's names, modes, owners, sizes, mtimes and link targets.
+
+    Image layers are immutable once unpacked, so metadata identifies content without reading it all.
+    """
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(p).encode())
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                h.update(str(st.st_rdev).encode())
+    return h.hexdigest()
+
+
+def rootfs_image(rootfs: str, cache: str, fstype: str = "erofs") -> str:
+    """Path of a read-only disk image holding rootfs (built once per tree digest)."""
+    if fstype not in ("erofs", "ext4"):
+        raise ConfigError("fstype", f"{fstype!r} is not erofs or ext4")
+    if not os.path.isdir(rootfs):
+        raise ConfigError("root.path", f"{rootfs} is not a directory")
+    d = os.path.join(cache, "disks")
+    os.makedirs(d, exist_ok=True)
+    out = os.path.join(d, f"{tree_digest(rootfs)[:24]}.{fstype}")
+    if os.path.exists(out):
+        return out
+    tmp = f"{out}.tmp.{os.getpid()}"
+    try:
+        if fstype == "erofs":
+            proc.run(["mkfs.erofs", "--quiet", "-T0", tmp, rootfs], timeout=600)
+        else:
+            used = sum(os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(rootfs) for f in fs)
+            size_mib = max(16, int(used * 1.3 / 2**20) + 16)
+            proc.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-d", rootfs, tmp,
+                      f"{size_mib}M"], timeout=600)
+        os.rename(tmp, out)
+    except CommandError as exc:
+        raise VMError(f"could not build a {fstype} disk from {rootfs}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def info(path: str) -> dict[str, object]:
+    """qemu-img info as a dict; VMError naming the path when it is not an image QEMU can read."""
+    if not os.path.exists(path):
+        raise ConfigError("disk", f"{path} does not exist")
+    try:
+        r = proc.run(["qemu-img", "info", "--output=json", path], timeout=30)
+    except CommandError as exc:
+        raise VMError(f"{path} is not a disk image QEMU can read: {exc}") from exc
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def check_bootable(path: str) -> str:
+    """Format of a user-brought OS disk (raw or qcow2); VMError if it cannot be one.
+
+    A raw disk must carry an MBR/GPT boot signature: any file is 'raw' to QEMU, so that is the check.
+    """
+    fmt = str(info(path).get("format"))
+    if fmt == "qcow2":
+        return fmt
+    if fmt != "raw":
+        raise VMError(f"{path}: disk format {fmt} is not raw or qcow2")
+    with open(path, "rb") as f:
+        sector = f.read(512)
+    if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
+        raise VMError(f"{path} is not a disk image: no MBR/GPT boot signature in its first sector")
+    return fmt
+
+
+def overlay(base: str, path: str, base_format: str | None = None) -> str:
+    """A qcow2 overlay at path whose backing file is base (shared, never written)."""
+    fmt = base_format or str(info(base).get("format"))
+    try:
+        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(base), "-F", fmt,
+                  path], timeout=60)
+    except CommandError as exc:
+        raise VMError(f"could not create overlay {path} over {base}: {exc}") from exc
+    return path

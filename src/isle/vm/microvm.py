@@ -1,0 +1,235 @@
+"""Run one microVM: spawn QEMU from a MachineConfig, speak the guest init's control protocol, clean up.
+
+Control protocol (port org.isle.ctl, one line each):  guest -> host  ready | started | exit N | error MSG
+                                                      host -> guest  <base64 job script> | kill SIGNUM
+The program's stdout and stderr have their own ports (org.isle.stdout / org.isle.stderr) whose host
+ends are files QEMU opens (a pipe or tty given as /proc/self/fd/N); the kernel console is a log file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+from isle.errors import VMError
+from isle.sys import proc
+from isle.vm import accel as _accel
+from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, SerialPort
+from isle.vm.qemu import argv as qemu_argv
+
+__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir"]
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Boot:
+    """What a microVM boots: kernel, initramfs, image disk and size."""
+
+    kernel: str
+    initrd: str
+    rootdisk: str
+    fstype: str = "erofs"
+    vcpus: int = 1
+    memory_mib: int = 128
+    accel: str = "tcg"
+
+
+def cmdline(fstype: str, tsc_khz: int | None) -> str:
+    """Kernel command line; each item paid for under TCG (see DESIGN notes in the vm README)."""
+    parts = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "cryptomgr.notests", "tsc=reliable",
+             "i8042.noaux", "i8042.nokbd", f"isle.rootfs={fstype}"]
+    if tsc_khz:
+        parts.insert(3, f"tsc_early_khz={tsc_khz}")
+    return " ".join(parts)
+
+
+def short_dir(prefix: str = "isle-vm-") -> str:
+    """A private directory with a short path (unix socket paths must stay under 108 bytes)."""
+    base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_sock: bool = False,
+                   memory_backend: MemoryBackend | None = None, incoming: str = "",
+                   name: str = "isle") -> MachineConfig:
+    """The MachineConfig of an isle microVM (pure: paths in, data out)."""
+    ports = [
+        SerialPort(name="org.isle.ctl", nr=1,
+                   chardev=Chardev(backend="socket", path=os.path.join(rundir, "ctl.sock"))),
+        SerialPort(name="org.isle.stdout", nr=2,
+                   chardev=Chardev(backend="file", path=stdout) if stdout else Chardev(backend="null")),
+        SerialPort(name="org.isle.stderr", nr=3,
+                   chardev=Chardev(backend="file", path=stderr) if stderr else Chardev(backend="null")),
+    ]
+    if stdin_sock:
+        ports.append(SerialPort(name="org.isle.stdin", nr=4,
+                                chardev=Chardev(backend="socket", path=os.path.join(rundir, "in.sock"))))
+    return MachineConfig(
+        name=name, machine="microvm", accel=boot.accel, vcpus=boot.vcpus, memory_mib=boot.memory_mib,
+        kernel=boot.kernel, initrd=boot.initrd,
+        cmdline=cmdline(boot.fstype, _accel.host_tsc_khz() if boot.accel == "tcg" else None),
+        drives=(Drive(id="image", path=boot.rootdisk, readonly=True),),
+        serial_ports=tuple(ports),
+        console=Chardev(backend="file", path=os.path.join(rundir, "console.log"), append=False),
+        qmp_socket=os.path.join(rundir, "qmp.sock"),
+        memory_backend=memory_backend, incoming=incoming,
+        pidfile=os.path.join(rundir, "qemu.pid"),
+    )
+
+
+def _pdeathsig() -> None:
+    from isle.sys.libc import LinuxSyscalls
+
+    LinuxSyscalls().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class MicroVM:
+    """One QEMU process and its control channel; always call close() (or use ``with``)."""
+
+    def __init__(self, cfg: MachineConfig, rundir: str, *, pass_fds: tuple[int, ...] = (),
+                 die_with_parent: bool = True, own_rundir: bool = True) -> None:
+        self.cfg = cfg
+        self.rundir = rundir
+        self.own_rundir = own_rundir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ctl: socket.socket | None = None
+        self._buf = b""
+        self._pass_fds = pass_fds
+        self._die_with_parent = die_with_parent
+
+    def __enter__(self) -> MicroVM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- process -------------------------------------------------------------------------------
+    def spawn(self) -> None:
+        if not proc.which("qemu-system-x86_64"):
+            raise VMError("qemu-system-x86_64 not found: install Debian's qemu-system-x86")
+        log = open(os.path.join(self.rundir, "qemu.log"), "wb")
+        try:
+            self.proc = proc.spawn(qemu_argv(self.cfg), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, pass_fds=self._pass_fds,
+                                   start_new_session=True,
+                                   preexec_fn=_pdeathsig if self._die_with_parent else None)
+        finally:
+            log.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def diagnose(self) -> str:
+        """Why a VM went wrong, from QEMU's own log and the tail of the kernel console."""
+        bits = []
+        if self.proc is not None and self.proc.poll() is not None:
+            rc = self.proc.returncode
+            bits.append(f"QEMU killed by signal {-rc}" if rc < 0 else f"QEMU exited {rc}")
+        for name, n in (("qemu.log", 3), ("console.log", 4)):
+            try:
+                with open(os.path.join(self.rundir, name), "rb") as f:
+                    tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()[-n:]
+            except OSError:
+                continue
+            if tail:
+                bits.append(f"{name}: " + " | ".join(t.strip() for t in tail))
+        return "; ".join(bits)
+
+    # -- control channel -----------------------------------------------------------------------
+    def connect(self, timeout: float = 30.0) -> None:
+        path = os.path.join(self.rundir, "ctl.sock")
+        deadline = time.monotonic() + timeout
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                s.connect(path)
+                self.ctl = s
+                return
+            except OSError:
+                s.close()
+            if not self.alive():
+                raise VMError(f"QEMU ended before its control socket opened: {self.diagnose()}")
+            if time.monotonic() > deadline:
+                raise VMError(f"control socket {path} not ready after {timeout:.0f}s")
+            time.sleep(0.002)
+
+    def send(self, line: bytes) -> None:
+        assert self.ctl is not None
+        try:
+            self.ctl.sendall(line + b"\n")
+        except OSError as exc:
+            raise VMError(f"control channel to the guest broke: {exc}; {self.diagnose()}") from exc
+
+    def send_job(self, script: str) -> None:
+        self.send(base64.b64encode(script.encode()))
+
+    def signal(self, signum: int) -> None:
+        self.send(f"kill {int(signum)}".encode())
+
+    def readline(self, timeout: float | None) -> str:
+        """Next control line from the guest; VMError on EOF (QEMU gone) or timeout."""
+        assert self.ctl is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise VMError(f"guest did not answer within {timeout:.0f}s; {self.diagnose()}")
+            r, _, _ = select.select([self.ctl], [], [], left if left is None else min(left, 1.0))
+            if not r:
+                continue
+            chunk = self.ctl.recv(4096)
+            if not chunk:
+                if self.proc is not None:
+                    try:
+                        self.proc.wait(2)
+                    except subprocess.TimeoutExpired:
+                        pass
+                raise VMError(f"the guest went away without reporting: {self.diagnose()}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace").strip()
+
+    def expect(self, word: str, timeout: float | None) -> str:
+        """Read until a line starting with word; 'error ...' from the guest raises VMError."""
+        while True:
+            line = self.readline(timeout)
+            if line.startswith("error"):
+                raise VMError(f"guest init failed: {line[6:]}; {self.diagnose()}")
+            if line.split(" ", 1)[0] == word:
+                return line
+
+    def wait_exit(self, timeout: float | None = None) -> int:
+        line = self.expect("exit", timeout)
+        try:
+            return int(line.split()[1])
+        except (IndexError, ValueError) as exc:
+            raise VMError(f"bad exit report from the guest: {line!r}") from exc
+
+    # -- teardown ------------------------------------------------------------------------------
+    def close(self, grace: float = 3.0) -> None:
+        """Wait briefly for QEMU to power off, else kill it; remove the run directory."""
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+        p = self.proc
+        if p is not None and p.poll() is None:
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        if self.own_rundir:
+            shutil.rmtree(self.rundir, ignore_errors=True)
