@@ -1,11 +1,12 @@
-"""The OCI ``linux.seccomp`` section compiled to a kernel BPF filter (via libseccomp, cached) and loaded.
+"""The OCI ``linux.seccomp`` section compiled to a BPF filter (libseccomp, cached) and loaded.
 
 Three steps, each usable alone::
 
     prog = compile_filter(spec["linux"]["seccomp"])      # bytes of struct sock_filter[]
     fd = install_filter(prog, flags=filter_flags(spec["linux"]["seccomp"]))
     if fd is not None:                                   # the profile uses SCMP_ACT_NOTIFY
-        send_listener(seccomp["listenerPath"], fd, state, metadata=seccomp.get("listenerMetadata", ""))
+        send_listener(seccomp["listenerPath"], fd, state,
+                      metadata=seccomp.get("listenerMetadata", ""))
 
 ``plan()`` is the pure part (validation + translation to libseccomp rules, errors name the field);
 ``compile_filter`` runs the plan through libseccomp only on a cache miss. A cache hit costs one
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple
 from isle.errors import ConfigError, Unsupported
 
 try:  # the builtin module imports in ~1 ms; hashlib (OpenSSL) in ~7 ms
-    from _sha256 import sha256
+    from _sha256 import sha256  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - Python >= 3.12 renamed it
     from hashlib import sha256
 
@@ -269,7 +270,8 @@ def compile_plan(p: Plan, *, unknown_names: str = "error") -> bytes:
         for field, arch in p.arches:
             token = lib.arch_token(arch)
             if token == 0:
-                raise ConfigError(field, f"architecture {arch} is not supported by libseccomp {version}")
+                raise ConfigError(field, f"architecture {arch} is not supported by "
+                                         f"libseccomp {version}")
             flt.arch_add(token)
         if p.optimize and p.rules:
             flt.attr_set(ATTR_CTL_OPTIMIZE, 2)

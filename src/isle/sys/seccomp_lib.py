@@ -164,8 +164,9 @@ def seccomp_set_mode_filter(prog: bytes, flags: int = 0) -> int:
         raise ValueError(f"a BPF program is a non-empty multiple of 8 bytes, got {len(prog)}")
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    ret = libc().syscall(ctypes.c_long(syscall_nr("seccomp")), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-                         ctypes.c_uint(flags), ctypes.byref(fprog))
+    ret = libc().syscall(ctypes.c_long(syscall_nr("seccomp")),
+                         ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                         ctypes.byref(fprog))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}): {os.strerror(err)}")
@@ -175,6 +176,7 @@ def seccomp_set_mode_filter(prog: bytes, flags: int = 0) -> int:
 def seccomp_get_action_avail(action: int) -> bool:
     """Whether this kernel supports a filter return action (SECCOMP_RET_*)."""
     val = ctypes.c_uint32(action)
-    ret = libc().syscall(ctypes.c_long(syscall_nr("seccomp")), ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL),
-                         ctypes.c_uint(0), ctypes.byref(val))
-    return ret == 0
+    ret = libc().syscall(ctypes.c_long(syscall_nr("seccomp")),
+                         ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL), ctypes.c_uint(0),
+                         ctypes.byref(val))
+    return bool(ret == 0)
