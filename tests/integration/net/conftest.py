@@ -1,0 +1,110 @@
+"""Fixtures for network tests: a NetworkManager on a private root, namespaces as containers."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from isle.net import NetworkManager
+
+FW_SHARED = re.compile(r"^(:|-P |-N NETAVARK-HOSTPORT-|-N NETAVARK_FORWARD|-A (PREROUTING|OUTPUT) -m "
+                       r"addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT|-A POSTROUTING -j "
+                       r"NETAVARK-HOSTPORT-MASQ|-A NETAVARK-HOSTPORT-(MASQ|SETMARK) |-A FORWARD -m "
+                       r"comment --comment \"netavark firewall plugin rules\"|#|\*|COMMIT)")
+
+
+def firewall() -> set[str]:
+    """iptables/ip6tables rules (nft backend) minus netavark's shared base chains and counters."""
+    out: set[str] = set()
+    for tool in ("iptables-save", "ip6tables-save"):
+        text = subprocess.run([tool], capture_output=True, text=True, timeout=30).stdout
+        out |= {f"{tool[:3]} {ln}" for ln in text.splitlines() if not FW_SHARED.match(ln)}
+    return out
+
+
+def aardvark_pids(path: str) -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if "aardvark-dns" in cmd and path in cmd and "(defunct)" not in cmd:
+                try:
+                    state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    continue
+                if state != "Z":
+                    pids.append(int(d))
+    return pids
+
+
+def run_in(ns: str, *argv: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", f"--net={ns}", "--", *argv], capture_output=True, text=True,
+                          timeout=timeout, check=check)
+
+
+class Procs:
+    """Processes standing in for containers; all killed at the end of the test."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, ns: str, *argv: str, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(["nsenter", f"--net={ns}", "--", *argv], **kw)
+        self.procs.append(p)
+        return p
+
+    def py_server(self, ns: str, port: int, reply: str = "peer") -> subprocess.Popen:
+        """A TCP server that answers each connection with the peer's address (or a fixed text)."""
+        code = ("import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else 2)\n"
+                "s.setsockopt(1,2,1); s.bind((sys.argv[1],int(sys.argv[2]))); s.listen(8)\n"
+                "print('ready',flush=True)\n"
+                "while True:\n c,a=s.accept(); c.sendall((a[0] if sys.argv[3]=='peer' else sys.argv[3]).encode()); c.close()\n")
+        p = self.spawn(ns, sys.executable, "-c", code, "0.0.0.0", str(port), reply,
+                       stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        return p
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def nm(tmp_path) -> Iterator[NetworkManager]:
+    tag = secrets.token_hex(3)
+    m = NetworkManager(root=str(tmp_path / "isle-test-root" / "networks"),
+                       runroot=str(tmp_path / "isle-test-run" / "networks"),
+                       default_subnet=f"10.209.{secrets.randbelow(250)}.0/24",
+                       default_bridge=f"isletst{tag}")
+    yield m
+    m.gc(set())       # a failing test must not leave its containers behind either
+
+
+class Kit:
+    """Helpers handed to tests as a fixture (test modules cannot import conftest under importlib)."""
+
+    firewall = staticmethod(firewall)
+    aardvark_pids = staticmethod(aardvark_pids)
+    run_in = staticmethod(run_in)
+
+
+@pytest.fixture
+def kit() -> type[Kit]:
+    return Kit
