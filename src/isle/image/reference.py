@@ -75,11 +75,16 @@ class Reference:
         return s
 
     @property
+    def familiar_name(self) -> str:
+        """Docker's short repository name (``busybox``, ``localhost:5000/x``)."""
+        if self.registry == DEFAULT_REGISTRY:
+            return self.repository.removeprefix("library/")
+        return self.name
+
+    @property
     def familiar(self) -> str:
         """Docker's short display form (``busybox:latest``, ``localhost:5000/x:1``)."""
-        n = self.name
-        if self.registry == DEFAULT_REGISTRY:
-            n = self.repository.removeprefix("library/")
+        n = self.familiar_name
         if self.tag:
             n += f":{self.tag}"
         if self.digest:

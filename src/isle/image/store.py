@@ -328,6 +328,12 @@ class ImageStore:
             idx["images"][img.id]["names"].append(full)
         return self.resolve(img.id)
 
+    def add_repo_digest(self, image_id: str, repo_digest: str) -> None:
+        with self._edit() as idx:
+            rec = idx["images"].get(image_id)
+            if rec is not None and repo_digest not in rec.setdefault("repo_digests", []):
+                rec["repo_digests"].append(repo_digest)
+
     def remove(self, ref: str, force: bool = False) -> list[str]:
         """rmi: untag a name (the image goes when its last name does) or remove by id.
 

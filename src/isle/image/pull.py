@@ -1,0 +1,138 @@
+"""``isle pull``: manifest (or index -> platform), config, then layers in parallel, each in one pass.
+
+Each layer is downloaded, hashed, stored, decompressed and unpacked as its bytes arrive; the
+blob becomes visible only after its digest and size matched, the unpacked layer only after its
+diff_id matched the config, and the image record only after every layer is in place. A pull killed
+midway leaves nothing but files in ``tmp/`` (removed by the next gc).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from isle.errors import ImageError
+from isle.image.layers import HashReader, IterReader, unpack_layer
+from isle.image.reference import Reference
+from isle.image.registry import RegistryClient
+from isle.image.store import Image, ImageStore
+from isle.oci.image_spec import (
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    check_digest,
+    layer_compression,
+    parse_manifest_or_index,
+)
+
+__all__ = ["pull", "Progress", "NullProgress", "default_platform"]
+
+
+class Progress(Protocol):
+    def start(self, key: str, total: int) -> None: ...
+    def advance(self, key: str, n: int) -> None: ...
+    def done(self, key: str, status: str) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class NullProgress:
+    def start(self, key: str, total: int) -> None: pass
+    def advance(self, key: str, n: int) -> None: pass
+    def done(self, key: str, status: str) -> None: pass
+    def message(self, text: str) -> None: pass
+
+
+def default_platform() -> Platform:
+    import os
+    m = os.uname().machine
+    return Platform(os="linux", architecture={"x86_64": "amd64", "aarch64": "arm64"}.get(m, m))
+
+
+def pull(store: ImageStore, ref: str, client: RegistryClient, *, platform: Platform | None = None,
+         progress: Progress | None = None, jobs: int = 4) -> Image:
+    r = Reference.parse(ref)
+    prog = progress or NullProgress()
+    with store.writing():
+        body, mt, digest = client.get_manifest(r.repository, r.digest or r.tag)
+        m = parse_manifest_or_index(body, mt)
+        if isinstance(m, Index):
+            d = m.select(platform or default_platform())
+            prog.message(f"{r.familiar}: index -> {d.platform.os}/{d.platform.architecture} "
+                         f"manifest {d.digest[:19]}" if d.platform else "")
+            body, mt, digest = client.get_manifest(r.repository, d.digest)
+            m = parse_manifest_or_index(body, mt)
+            if not isinstance(m, Manifest):
+                raise ImageError(f"{r}: index entry {d.digest} is itself an index")
+        config_bytes = client.get_blob(r.repository, m.config.digest)
+        try:
+            config: dict[str, Any] = json.loads(config_bytes)
+        except ValueError:
+            raise ImageError(f"config {m.config.digest}: not JSON") from None
+        diff_ids = config.get("rootfs", {}).get("diff_ids")
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(m.layers):
+            raise ImageError(f"config {m.config.digest}: rootfs.diff_ids has "
+                             f"{len(diff_ids or [])} entries for {len(m.layers)} layers")
+        for i, did in enumerate(diff_ids):
+            check_digest(did, f"config.rootfs.diff_ids[{i}]")
+        todo = [(lay, did) for lay, did in zip(m.layers, diff_ids, strict=True)
+                if not (store.has_layer(did) and store.blobs.has(lay.digest))]
+        for lay, _ in zip(m.layers, diff_ids, strict=True):
+            if all(lay is not t[0] for t in todo):
+                prog.done(lay.digest, "already exists")
+        if todo:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+                futs = [ex.submit(_fetch_layer, store, client, r.repository, lay, did, prog)
+                        for lay, did in todo]
+                errors = [f.exception() for f in futs]
+            for e in errors:
+                if e is not None:
+                    raise e
+        store.blobs.put(config_bytes, m.config.digest)
+        names = [str(r)] if r.tag else []
+        return store.add_image(body, names, repo_digest=f"{r.name}@{digest}")
+
+
+def _fetch_layer(store: ImageStore, client: RegistryClient, repo: str, layer: Descriptor,
+                 diff_id: str, prog: Progress) -> None:
+    comp = layer_compression(layer.media_type)
+    if store.blobs.has(layer.digest):
+        store.unpack_blob(layer, diff_id)
+        prog.done(layer.digest, "unpacked from store")
+        return
+    prog.start(layer.digest, layer.size)
+    tmpd = tempfile.mkdtemp(prefix="layer-", dir=store.blobs.tmp_dir)
+    try:
+        with store.blobs.writer(layer.digest, layer.size) as w:
+            resp = client.blob_stream(repo, layer.digest)
+            try:
+                def sink(b: bytes) -> None:
+                    w.write(b)
+                    prog.advance(layer.digest, len(b))
+                src = HashReader(IterReader(resp.iter_raw(1 << 20)), sink=sink)
+                try:
+                    got_diff, size, _ = unpack_layer(src, tmpd, comp)
+                except ImageError as e:
+                    src.drain()
+                    if w.digest != layer.digest:
+                        raise ImageError(f"layer {layer.digest}: digest mismatch "
+                                         f"(got {w.digest})") from e
+                    raise ImageError(f"layer {layer.digest}: {e}") from e
+                src.drain()
+            finally:
+                resp.close()
+            w.commit()       # raises on digest or size mismatch, removing the temp blob
+        if got_diff != diff_id:
+            raise ImageError(f"layer {layer.digest}: uncompressed digest {got_diff} does not "
+                             f"match the config's diff_id {diff_id}")
+        store.add_layer_dir(diff_id, tmpd, size)
+        prog.done(layer.digest, "pull complete")
+    except BaseException:
+        prog.done(layer.digest, "failed")
+        raise
+    finally:
+        shutil.rmtree(tmpd, ignore_errors=True)
+
