@@ -1,0 +1,138 @@
+"""cgroupfs file plumbing shared by v1 and v2: one open per write, tracked mkdir, patient rmdir."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from isle.errors import ConfigError, InvalidState, IsleError, Unsupported
+
+__all__ = ["read", "read_int", "read_kv", "write", "write_field", "mkdirs", "rmdirs", "errname"]
+
+
+def errname(e: OSError) -> str:
+    return errno.errorcode.get(e.errno or 0, str(e.errno))
+
+
+def read(path: str) -> str:
+    with open(path, "rb", buffering=0) as f:
+        return f.read().decode().strip()
+
+
+def read_int(path: str) -> int | None:
+    """An integer file; "max" (v2) -> None; absent -> None."""
+    try:
+        s = read(path)
+    except FileNotFoundError:
+        return None
+    if s == "max" or not s:
+        return None
+    return int(s.split()[0])
+
+
+def read_kv(path: str) -> dict[str, int]:
+    """A flat-keyed file ("key value" per line: memory.events, cpu.stat, oom_control)."""
+    out: dict[str, int] = {}
+    try:
+        text = read(path)
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            continue
+    return out
+
+
+def write(path: str, value: str) -> None:
+    """Write value with one write(2); cgroupfs treats each write as one command."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def write_field(directory: str, file: str, value: str, field: str,
+                alternates: tuple[str, ...] = ()) -> None:
+    """Write one planned value; map the kernel's refusal to an error that names the OCI field."""
+    for name in (file, *alternates):
+        try:
+            write(os.path.join(directory, name), value)
+            return
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise ConfigError(field, f"kernel refused {value} for {name}: {errname(e)}") from e
+    if not os.path.isdir(directory):
+        raise InvalidState(f"cgroup {directory} does not exist (create() it first)")
+    raise Unsupported(f"{field}: not supported here ({file} is absent in {directory})")
+
+
+def mkdirs(mount: str, path: str) -> list[str]:
+    """mkdir -p mount+path; return the directories this call created, shallowest first.
+
+    A concurrent destroy may remove a shared parent between our mkdirs; retry the walk then.
+    """
+    made: list[str] = []
+    for _ in range(3):
+        cur = mount
+        try:
+            for part in [p for p in path.split("/") if p]:
+                cur = os.path.join(cur, part)
+                try:
+                    os.mkdir(cur, 0o755)
+                    made.append(cur)
+                except FileExistsError:
+                    pass
+            return made
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            rmdirs(made)
+            raise IsleError(f"cannot create cgroup {cur}: {e.strerror}") from e
+    rmdirs(made)
+    raise IsleError(f"cannot create cgroup {mount}{path}: parent kept disappearing")
+
+
+def _rmdir_patiently(d: str, patience: float) -> None:
+    delay, waited = 0.002, 0.0
+    while True:
+        try:
+            os.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or waited >= patience:
+                raise
+        time.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.1)
+
+
+def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
+    """Remove the directories we created, deepest first.
+
+    Under a leaf, cgroups the container made itself go first. A leaf that stays busy
+    (processes still inside) is an error; a shared parent still holding others' cgroups stays.
+    """
+    for leaf in leaves:
+        if leaf not in created or not os.path.isdir(leaf):
+            continue
+        for top, dirs, _ in os.walk(leaf, topdown=False):
+            for d in dirs:
+                try:
+                    _rmdir_patiently(os.path.join(top, d), 1.0)
+                except OSError as e:
+                    raise InvalidState(f"cannot remove cgroup {top}/{d}: {e.strerror}") from e
+    for d in sorted(created, key=lambda p: p.count("/"), reverse=True):
+        try:
+            _rmdir_patiently(d, 2.0 if d in leaves else 0.0)
+        except OSError as e:
+            if d in leaves:
+                raise InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
+                                   "(processes still inside?)") from e
