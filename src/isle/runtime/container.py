@@ -1,0 +1,515 @@
+"""The container lifecycle, runtime side: create, start, kill, delete, run, exec, pause, resume.
+
+    c = create(root, "c1", bundle)        # init waits on exec.fifo; state "created"
+    start(root, "c1")                     # init execs the process; poststart hooks run
+    kill(root, "c1", 15); delete(root, "c1", force=True)
+
+Every failure in create undoes what it did (process, cgroup, state dir) before raising.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from isle.errors import AlreadyExists, ConfigError, InvalidState, IsleError, Unsupported
+from isle.runtime.state import (CREATED, CREATING, PAUSED, RUNNING, STOPPED, Container, alive,
+                                now_rfc3339, proc_starttime)
+
+__all__ = ["create", "start", "kill", "delete", "run", "exec_process", "pause", "resume",
+           "Options"]
+
+CHILD_ERROR = IsleError
+
+
+class Options:
+    """Flags shared by create/run/exec (runc's)."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.bundle: str = kw.get("bundle") or os.getcwd()
+        self.pid_file: str | None = kw.get("pid_file")
+        self.console_socket: str | None = kw.get("console_socket")
+        self.no_pivot: bool = bool(kw.get("no_pivot"))
+        self.preserve_fds: int = int(kw.get("preserve_fds") or 0)
+        self.systemd_cgroup: bool = bool(kw.get("systemd_cgroup"))
+        self.foreground: bool = bool(kw.get("foreground"))
+
+
+def _child_error(msg: str) -> IsleError:
+    # messages from the init already name the field ("mounts[2]: ...")
+    return ConfigError("", msg) if ":" in msg else IsleError(msg)
+
+
+def _write_pid_file(path: str | None, pid: int) -> None:
+    if path:
+        from isle.sys.fs import atomic_write
+
+        atomic_write(os.path.abspath(path), str(pid).encode(), 0o644)
+
+
+def _connect_console(path: str) -> int:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as exc:
+        s.close()
+        raise ConfigError("--console-socket", f"{path}: {os.strerror(exc.errno or 0)}") from None
+    return s.detach()
+
+
+def _resolve_rootfs(cfg: dict[str, Any], bundle: str) -> str:
+    p = cfg["root"]["path"]
+    rootfs = os.path.normpath(p if p.startswith("/") else os.path.join(bundle, p))
+    if not os.path.isdir(rootfs):
+        raise ConfigError("root.path", f"{rootfs}: no such directory")
+    return os.path.realpath(rootfs)
+
+
+def _check_support(cfg: dict[str, Any], opts: Options) -> None:
+    if opts.systemd_cgroup:
+        raise Unsupported("--systemd-cgroup: the systemd cgroup driver is not supported by "
+                          "isle-runtime; use cgroupfs")
+    lx = cfg.get("linux") or {}
+    types = [n["type"] for n in lx.get("namespaces") or []]
+    if "mount" not in types:
+        raise ConfigError("linux.namespaces", "a mount namespace is required")
+    for i, n in enumerate(lx.get("namespaces") or []):
+        if n.get("path") and not os.path.exists(n["path"]):
+            raise ConfigError(f"linux.namespaces[{i}].path", f"{n['path']}: no such file")
+    proc = cfg.get("process")
+    if proc is None:
+        raise ConfigError("process", "is required to create a container")
+    if proc.get("terminal") and not opts.console_socket and not opts.foreground:
+        raise ConfigError("process.terminal", "needs --console-socket (or terminal: false)")
+    if lx.get("seccomp"):
+        try:
+            from isle.runtime import seccomp  # noqa: F401
+        except ImportError:
+            raise Unsupported("linux.seccomp: seccomp support is not available in this build"
+                              ) from None
+
+
+def _write_maps(pid: int, lx: dict[str, Any]) -> None:
+    if os.geteuid() != 0:
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+    for key, fname in (("gidMappings", "gid_map"), ("uidMappings", "uid_map")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in lx[key])
+        try:
+            with open(f"/proc/{pid}/{fname}", "w") as f:
+                f.write(lines)
+        except OSError as exc:
+            raise ConfigError(f"linux.{key}", f"the kernel refused the mapping "
+                              f"{lines.strip()!r}: {os.strerror(exc.errno or 0)}") from None
+
+
+def create(root: str, cid: str, opts: Options) -> Container:
+    from isle.oci import runtime_spec
+
+    bundle = os.path.abspath(opts.bundle)
+    cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
+    rootfs = _resolve_rootfs(cfg, bundle)
+    _check_support(cfg, opts)
+    ctr = Container(root, cid)
+    os.makedirs(root, 0o711, exist_ok=True)
+    try:
+        os.mkdir(ctr.dir, 0o711)
+    except FileExistsError:
+        raise AlreadyExists(f"container with id {cid!r} already exists") from None
+    console_fd = None
+    try:
+        ctr.data = {"ociVersion": cfg["ociVersion"], "id": cid, "status": CREATING,
+                    "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
+                    "annotations": cfg.get("annotations") or {}, "config": cfg}
+        lx = cfg.get("linux") or {}
+        from isle.runtime.cgroup import manager, resources_with_defaults
+
+        cg = manager(lx.get("cgroupsPath"), cid)
+        if cg is not None:
+            ctr.data["cgroup"] = cg.to_state()
+            ctr.save()
+            cg.create()
+            ctr.data["cgroup"] = cg.to_state()
+            ctr.save()
+            cg.set(resources_with_defaults(lx.get("resources"), lx.get("devices")))
+        else:
+            ctr.save()
+        os.mkfifo(ctr.fifo, 0o622)
+        if opts.console_socket and (cfg["process"].get("terminal")):
+            console_fd = _connect_console(opts.console_socket)
+        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd)
+        ctr.data["status"] = CREATED
+        ctr.save()
+        _write_pid_file(opts.pid_file, ctr.data["pid"])
+        return ctr
+    except BaseException:
+        if console_fd is not None:
+            os.close(console_fd)
+        _destroy(ctr, hooks=False)
+        raise
+
+
+def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, rootfs: str,
+                console_fd: int | None) -> None:
+    from isle.runtime import hooks
+    from isle.runtime.init import Chan, preload, stage1
+
+    prog = preload(cfg, cfg["process"])
+    p2c_r, p2c_w = os.pipe()
+    c2p_r, c2p_w = os.pipe()
+    hook_state = ctr.hook_state(CREATING)
+    child_opts = {"rootfs": rootfs, "bundle": ctr.data["bundle"], "fifo": ctr.fifo,
+                  "no_pivot": opts.no_pivot, "preserve_fds": opts.preserve_fds,
+                  "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog}
+    pid = os.fork()
+    if pid == 0:
+        os.close(p2c_w)
+        os.close(c2p_r)
+        stage1(Chan(p2c_r, c2p_w), cfg, child_opts)
+        os._exit(1)  # not reached
+    os.close(p2c_r)
+    os.close(c2p_w)
+    if console_fd is not None:
+        os.close(console_fd)
+    chan = Chan(c2p_r, p2c_w)
+    ctr.data["stage1"] = pid
+    reaped = False
+    try:
+        if cg is not None:
+            try:
+                cg.apply(pid)
+            except OSError as exc:
+                raise IsleError(f"joining cgroup: {exc}") from None
+        lx = cfg.get("linux") or {}
+        new_user = any(n["type"] == "user" and not n.get("path")
+                       for n in lx.get("namespaces") or [])
+        if new_user:
+            _recv(chan, "userns")
+            _write_maps(pid, lx)
+            chan.send(op="maps")
+        chan.send(op="go")
+        init_pid = _recv(chan, "pid")["pid"]
+        os.waitpid(pid, 0)
+        reaped = True
+        ctr.data["pid"] = init_pid
+        ctr.data["starttime"] = proc_starttime(init_pid)
+        ctr.save()
+        _recv(chan, "hooks")
+        state = dict(hook_state, pid=init_pid)
+        hk = cfg.get("hooks")
+        hooks.run_hooks(hk, "prestart", state)
+        hooks.run_hooks(hk, "createRuntime", state)
+        chan.send(op="go")
+        _recv(chan, "ready")
+    finally:
+        chan.close()
+        if not reaped:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
+def _recv(chan: Any, op: str) -> dict[str, Any]:
+    msg = chan.recv()
+    if msg is None:
+        raise IsleError(f"container init exited unexpectedly (waiting for {op})")
+    if "error" in msg:
+        raise _child_error(msg["error"])
+    if msg.get("op") != op:
+        raise IsleError(f"protocol error: expected {op!r}, got {msg!r}")
+    return msg  # type: ignore[no-any-return]
+
+
+def start(root: str, cid: str, foreground: bool = False) -> Container:
+    import select
+
+    ctr = Container(root, cid).load()
+    status = ctr.status()
+    if status != CREATED:
+        raise InvalidState(f"cannot start a container that is {status}"
+                           if status != STOPPED else "cannot start a container that has stopped")
+    fd = os.open(ctr.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        while True:
+            if p.poll(100):
+                if os.read(fd, 1):
+                    break
+            if not alive(ctr.pid, ctr.data.get("starttime")):
+                raise IsleError("container init died before start")
+    finally:
+        os.close(fd)
+    os.unlink(ctr.fifo)
+    ctr.data["status"] = RUNNING
+    ctr.save()
+    from isle.runtime import hooks
+
+    for w in hooks.run_hooks((ctr.data.get("config") or {}).get("hooks"), "poststart",
+                             ctr.hook_state(RUNNING), warn_only=True):
+        _warn(w)
+    return ctr
+
+
+def _warn(msg: str) -> None:
+    os.write(2, f"isle-runtime: warning: {msg}\n".encode())
+
+
+def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
+    ctr = Container(root, cid).load()
+    status = ctr.status()
+    if status == STOPPED:
+        raise InvalidState("container not running")
+    cg = ctr.cgroup()
+    if all_ and cg is not None:
+        for p in cg.pids():
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        if status == PAUSED and sig == 9:
+            cg.thaw()
+        return
+    assert ctr.pid
+    os.kill(ctr.pid, sig)
+    if status == PAUSED and sig == 9 and cg is not None:
+        cg.thaw()
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    ctr = Container(root, cid)
+    if not ctr.exists():
+        if force:
+            return
+        ctr.load()  # raises NotFound
+    with ctr.lock():
+        ctr.load()
+        status = ctr.status()
+        if status in (RUNNING, PAUSED) and not force:
+            raise InvalidState(f"cannot delete container {cid} that is not stopped: {status}")
+        _destroy(ctr, hooks=ctr.data.get("status") != CREATING)
+
+
+def _wait_gone(pid: int, starttime: int | None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while alive(pid, starttime) and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # only succeeds if we are its (sub)reaper
+        except ChildProcessError:
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _destroy(ctr: Container, hooks: bool) -> None:
+    """Kill what is left, remove the cgroup, run poststop hooks, remove the state dir."""
+    d = ctr.data
+    cg = None
+    try:
+        cg = ctr.cgroup()
+    except Exception:  # noqa: BLE001 -- a half-written cgroup state still must not block delete
+        cg = None
+    pid, st = d.get("pid"), d.get("starttime")
+    s1 = d.get("stage1")
+    if s1 and alive(s1, None) and not pid:
+        try:
+            os.kill(s1, 9)
+        except OSError:
+            pass
+    if pid and alive(pid, st):
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    if cg is not None:
+        try:
+            for p in cg.pids():
+                try:
+                    os.kill(p, 9)
+                except OSError:
+                    pass
+            if cg.frozen():
+                cg.thaw()
+        except OSError:
+            pass
+    if pid:
+        _wait_gone(pid, st)
+    if cg is not None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if not cg.pids():
+                    break
+            except OSError:
+                break
+            time.sleep(0.005)
+        try:
+            cg.destroy()
+        except OSError as exc:
+            _warn(f"removing cgroup: {exc}")
+    if hooks:
+        from isle.runtime import hooks as hk
+
+        for w in hk.run_hooks((d.get("config") or {}).get("hooks"), "poststop",
+                              ctr.hook_state(STOPPED), warn_only=True):
+            _warn(w)
+    _rmtree(ctr.dir)
+
+
+def _rmtree(d: str) -> None:
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return
+    for n in names:
+        p = os.path.join(d, n)
+        if os.path.isdir(p) and not os.path.islink(p):
+            _rmtree(p)
+        else:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _wait_forwarding(pid: int) -> int:
+    """Wait for pid (we are its subreaper), forwarding terminal signals; -> exit code."""
+    import signal
+
+    def fwd(sig: int, _frame: Any) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(s, fwd)
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        if wpid == pid:
+            return _exit_code(status)
+
+
+def run(root: str, cid: str, opts: Options, detach: bool) -> int:
+    from isle.sys import libc as L
+
+    if not detach:
+        opts.foreground = True
+        L.LinuxSyscalls().prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    ctr = create(root, cid, opts)
+    try:
+        start(root, cid)
+    except BaseException:
+        _destroy(ctr, hooks=True)
+        raise
+    if detach:
+        return 0
+    code = _wait_forwarding(ctr.data["pid"])
+    ctr.load()
+    _destroy(ctr, hooks=True)
+    return code
+
+
+def pause(root: str, cid: str) -> None:
+    ctr = Container(root, cid).load()
+    status = ctr.status()
+    if status != RUNNING:
+        raise InvalidState(f"cannot pause a container that is {status}")
+    cg = ctr.cgroup()
+    if cg is None:
+        raise Unsupported("pause needs a freezer cgroup")
+    cg.freeze()
+
+
+def resume(root: str, cid: str) -> None:
+    ctr = Container(root, cid).load()
+    status = ctr.status()
+    if status != PAUSED:
+        raise InvalidState(f"cannot resume a container that is {status}")
+    ctr.cgroup().thaw()
+
+
+def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
+                 detach: bool) -> int:
+    from isle.runtime.init import Chan, exec_stage1, preload
+    from isle.sys import libc as L
+
+    ctr = Container(root, cid).load()
+    status = ctr.status()
+    if status not in (RUNNING, CREATED):
+        raise InvalidState(f"cannot exec in a {status} container")
+    cfg = ctr.data["config"]
+    if proc.get("terminal") and not opts.console_socket and detach:
+        raise ConfigError("process.terminal", "needs --console-socket with --detach")
+    console_fd = _connect_console(opts.console_socket) if (
+        opts.console_socket and proc.get("terminal")) else None
+    if not detach:
+        L.LinuxSyscalls().prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    cg = ctr.cgroup()
+    prog = preload(cfg, proc)
+    p2c_r, p2c_w = os.pipe()
+    c2p_r, c2p_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(p2c_w)
+        os.close(c2p_r)
+        exec_stage1(Chan(p2c_r, c2p_w), cfg, proc, ctr.data["pid"],
+                    {"console_fd": console_fd, "preserve_fds": opts.preserve_fds,
+                     "seccomp_prog": prog})
+        os._exit(1)
+    os.close(p2c_r)
+    os.close(c2p_w)
+    if console_fd is not None:
+        os.close(console_fd)
+    chan = Chan(c2p_r, p2c_w)
+    reaped = False
+    try:
+        if cg is not None:
+            cg.apply(pid)
+        chan.send(op="go")
+        xpid = _recv(chan, "pid")["pid"]
+        os.waitpid(pid, 0)
+        reaped = True
+        msg = chan.recv()
+        if msg is not None and "error" in msg:
+            if not detach:
+                _wait_forwarding(xpid)
+            raise _child_error(msg["error"])
+    except BaseException:
+        chan.close()
+        if not reaped:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        raise
+    chan.close()
+    _write_pid_file(opts.pid_file, xpid)
+    if detach:
+        return 0
+    return _wait_forwarding(xpid)

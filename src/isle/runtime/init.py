@@ -1,0 +1,409 @@
+"""The forked side of create and exec: join/unshare namespaces, fork into the pid ns, set up, exec.
+
+Process tree (runc's shape, without the re-exec): runtime -> stage-1 child (joins and
+unshares namespaces; the parent writes uid/gid maps and joins it to the cgroup) -> container
+init (pid 1 of the new pid ns: rootfs, console, process settings, waits on exec.fifo, execs).
+Parent and children talk over a ``Chan`` (JSON lines on two pipes); any failure is sent back as
+``{"error": ...}`` so the runtime prints one message and cleans up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from isle.errors import ConfigError, Unsupported
+from isle.sys import libc as L
+
+__all__ = ["Chan", "stage1", "exec_stage1", "NS_PROC_NAMES"]
+
+NS_PROC_NAMES = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
+                 "cgroup": "cgroup", "time": "time", "mount": "mnt"}
+_JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+
+
+class Chan:
+    """JSON-line messages over a pipe pair; recv() is None at EOF."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd, self.buf = rfd, wfd, b""
+
+    def send(self, **msg: Any) -> None:
+        os.write(self.wfd, json.dumps(msg).encode() + b"\n")
+
+    def recv(self) -> dict[str, Any] | None:
+        while b"\n" not in self.buf:
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def expect(self, op: str) -> dict[str, Any]:
+        msg = self.recv()
+        if msg is None:
+            raise EOFError(f"runtime went away while waiting for {op!r}")
+        if "error" in msg:
+            raise _Relay(msg["error"])
+        if msg.get("op") != op:
+            raise RuntimeError(f"protocol: expected {op!r}, got {msg!r}")
+        return msg
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _Relay(Exception):
+    pass
+
+
+def _fail(chan: Chan, exc: BaseException) -> None:
+    if os.environ.get("ISLE_RUNTIME_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, ConfigError):
+        msg = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        if exc.strerror and exc.strerror not in str(exc.args[-1]):
+            msg = str(exc)
+    else:
+        msg = str(exc)
+    try:
+        chan.send(error=msg)
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def preload(cfg: dict[str, Any], proc: dict[str, Any]) -> bytes | None:
+    """Import (in the runtime, before fork) what the child needs after pivot_root / setns mnt,
+    and compile the seccomp filter; returns the BPF program or None."""
+    import fcntl  # noqa: F401
+    import termios  # noqa: F401
+
+    from isle.runtime import hooks, process, rootfs  # noqa: F401
+
+    if proc.get("rlimits"):
+        import resource  # noqa: F401
+    if proc.get("terminal") or proc.get("consoleSize"):
+        import socket  # noqa: F401
+        import struct  # noqa: F401
+    if os.environ.get("ISLE_RUNTIME_DEBUG"):
+        import traceback  # noqa: F401
+    sc = (cfg.get("linux") or {}).get("seccomp")
+    return _seccomp_prog(sc) if sc else None
+
+
+def _ns_fd_join(sys: L.Syscalls, typ: str, path: str, field: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(field, f"{path}: {os.strerror(exc.errno or 0)}") from None
+    try:
+        sys.setns(fd, L.NAMESPACE_FLAGS[typ])
+    except OSError as exc:
+        raise ConfigError(field, f"setns {typ} {path}: {os.strerror(exc.errno or 0)}") from None
+    finally:
+        os.close(fd)
+
+
+def _become_root_in_userns() -> None:
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError:
+        pass  # root not mapped: keep the ids we have; caps still apply in the new ns
+
+
+def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Child of the runtime: namespaces, then fork the container's init. Never returns."""
+    sys = L.LinuxSyscalls()
+    try:
+        sys.prctl(L.PR_SET_PDEATHSIG, 9)
+        lx = cfg.get("linux") or {}
+        nss = lx.get("namespaces") or []
+        new = 0
+        for i, ns in enumerate(sorted(nss, key=lambda n: n["type"] != "user")):
+            if ns.get("path"):
+                idx = nss.index(ns)
+                _ns_fd_join(sys, ns["type"], ns["path"], f"linux.namespaces[{idx}].path")
+            else:
+                new |= L.NAMESPACE_FLAGS[ns["type"]]
+        if new & L.CLONE_NEWUSER:
+            sys.unshare(L.CLONE_NEWUSER)
+            chan.send(op="userns")
+            chan.expect("maps")
+            _become_root_in_userns()
+        chan.expect("go")
+        rest = new & ~L.CLONE_NEWUSER
+        if rest:
+            try:
+                sys.unshare(rest)
+            except OSError as exc:
+                raise Unsupported(f"linux.namespaces: unshare: {os.strerror(exc.errno or 0)}"
+                                  ) from None
+        offs = lx.get("timeOffsets")
+        if offs and new & L.CLONE_NEWTIME:
+            lines = "".join(f"{k} {v.get('secs', 0)} {v.get('nanosecs', 0)}\n"
+                            for k, v in offs.items())
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write(lines)
+        pid = os.fork()
+        if pid == 0:
+            _init(sys, chan, cfg, opts, bool(new & L.CLONE_NEWUSER) or any(
+                n["type"] == "user" for n in nss))
+        chan.send(op="pid", pid=pid)
+        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001 -- everything goes back to the runtime
+        _fail(chan, exc)
+
+
+def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str, Any],
+          in_userns: bool) -> None:
+    """The container's init. Never returns: execs the process or exits with the error sent."""
+    from isle.runtime import hooks, process, rootfs
+
+    try:
+        proc = cfg["process"]
+        lx = cfg.get("linux") or {}
+        rootdir = opts["rootfs"]
+        os.setsid()
+        types = {n["type"] for n in lx.get("namespaces") or []}
+        if "uts" in types:
+            if cfg.get("hostname"):
+                sys.sethostname(cfg["hostname"])
+            if cfg.get("domainname"):
+                sys.setdomainname(cfg["domainname"])
+        if lx.get("namespaces") and "network" in types and not any(
+                n.get("path") for n in lx["namespaces"] if n["type"] == "network"):
+            _loopback_up()
+        rootfs.prepare_root(sys, rootdir, lx.get("rootfsPropagation"))
+        mounts = cfg.get("mounts") or []
+        rootfs.do_mounts(sys, mounts, rootdir, opts["bundle"])
+        dev_bound = any(m["destination"].rstrip("/") == "/dev" and "bind" in (
+            m.get("type") or "") + ",".join(m.get("options") or []) for m in mounts)
+        if not dev_bound:
+            rootfs.setup_dev(sys, rootdir, lx.get("devices") or [], in_userns)
+        fifo_fd = os.open(opts["fifo"], os.O_PATH | os.O_CLOEXEC)
+        chan.send(op="hooks")
+        chan.expect("go")
+        hooks.run_hooks(cfg.get("hooks"), "createContainer", opts["hook_state"])
+        rootfs.pivot(sys, rootdir, opts.get("no_pivot", False))
+        console = opts.get("console_fd")
+        if proc.get("terminal") and console is not None:
+            _setup_console(sys, console, proc)
+        elif proc.get("terminal"):
+            _inherit_tty()
+        rootfs.finalize(sys, lx, bool(cfg["root"].get("readonly")))
+        _exec_common(sys, chan, cfg, proc, fifo_fd=fifo_fd, hook_state=opts["hook_state"],
+                     preserve_fds=opts.get("preserve_fds", 0), in_userns=in_userns,
+                     opts_prog=opts.get("seccomp_prog"))
+    except BaseException as exc:  # noqa: BLE001
+        _fail(chan, exc)
+
+
+def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: dict[str, Any],
+                 *, fifo_fd: int | None, hook_state: dict[str, Any] | None, preserve_fds: int,
+                 in_userns: bool, opts_prog: bytes | None) -> None:
+    """Process settings, seccomp, then (after exec.fifo for init) execve. Never returns."""
+    from isle.runtime import hooks, process
+
+    lx = cfg.get("linux") or {}
+    process.set_oom_score(proc.get("oomScoreAdj"))
+    process.set_rlimits(proc.get("rlimits") or [])
+    process.lsm_labels(proc)
+    nnp = bool(proc.get("noNewPrivileges"))
+    sc = lx.get("seccomp")
+    prog = opts_prog if sc else None
+    if prog is not None and not nnp:
+        _install_seccomp(prog, sc, hook_state)  # needs CAP_SYS_ADMIN without NNP: do it now
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+        cwd_done = True
+    except OSError:
+        cwd_done = False
+    process.set_user_and_caps(sys, proc, in_userns)
+    if not cwd_done:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            raise ConfigError("process.cwd", f"{cwd}: {os.strerror(exc.errno or 0)}") from None
+    if nnp:
+        sys.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    env = proc.get("env") or []
+    exe = process.lookup_exec(proc["args"][0], env)
+    _close_extra_fds(preserve_fds, keep={chan.rfd, chan.wfd, fifo_fd or -1})
+    if fifo_fd is not None:
+        chan.send(op="ready")
+        chan.close()
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
+    if prog is not None and nnp:
+        _install_seccomp(prog, sc, hook_state)
+    if hook_state is not None and (cfg.get("hooks") or {}).get("startContainer"):
+        hooks.run_hooks(cfg["hooks"], "startContainer", dict(hook_state, status="running"))
+    envd = dict(e.split("=", 1) for e in env)
+    os.execve(exe, proc["args"], envd)
+
+
+def _seccomp_prog(sc: dict[str, Any]) -> bytes:
+    try:
+        from isle.runtime import seccomp
+    except ImportError:
+        raise Unsupported("linux.seccomp: seccomp support is not available in this build") from None
+    return seccomp.compile_filter(sc)  # type: ignore[no-any-return]
+
+
+def _install_seccomp(prog: bytes, sc: dict[str, Any], state: dict[str, Any] | None) -> None:
+    from isle.runtime import seccomp
+
+    flags = 0
+    for f in sc.get("flags") or []:
+        flags |= {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
+                  "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}.get(f, 0)
+    listener = seccomp.install_filter(prog, flags=flags)
+    if listener is not None and sc.get("listenerPath"):
+        seccomp.send_listener(sc["listenerPath"], listener, dict(
+            state or {}, metadata=sc.get("listenerMetadata", "")))
+        os.close(listener)
+
+
+def _close_extra_fds(preserve: int, keep: set[int]) -> None:
+    limit = 2 + preserve
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > limit and fd not in keep:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+    for fd in range(3, limit + 1):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+
+
+def _loopback_up() -> None:
+    import fcntl
+    import socket
+    import struct
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s.fileno(), 0x8913, ifr))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh", b"lo", flags | 1))  # IFF_UP
+    finally:
+        s.close()
+
+
+def _setup_console(sys: L.LinuxSyscalls, console_fd: int, proc: dict[str, Any]) -> None:
+    """Make a pty in the container's devpts, send the master over --console-socket, use slave."""
+    import fcntl
+    import socket
+    import termios
+
+    from isle.runtime import rootfs
+
+    master, slave = os.openpty()
+    size = proc.get("consoleSize")
+    if size:
+        import struct
+
+        fcntl.ioctl(slave, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+    path = os.ttyname(slave)
+    rootfs.mount_console(sys, path)
+    sock = socket.socket(fileno=console_fd)
+    try:
+        socket.send_fds(sock, [path.encode()], [master])
+    finally:
+        sock.close()
+    os.close(master)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _inherit_tty() -> None:
+    """terminal: true without a console socket (foreground run): adopt an inherited tty."""
+    import fcntl
+    import termios
+
+    if os.isatty(0):
+        try:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        except OSError:
+            pass
+
+
+def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid: int,
+                opts: dict[str, Any]) -> None:
+    """Child of `exec`: join the container's namespaces, fork, set up proc, exec. Never returns."""
+    sys = L.LinuxSyscalls()
+    try:
+        sys.prctl(L.PR_SET_PDEATHSIG, 9)
+        chan.expect("go")
+        types = {n["type"] for n in (cfg.get("linux") or {}).get("namespaces") or []}
+        in_userns = "user" in types
+        for t in _JOIN_ORDER:
+            if t not in types:
+                continue
+            name = NS_PROC_NAMES[t]
+            path = f"/proc/{init_pid}/ns/{name}"
+            try:
+                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+            except FileNotFoundError:
+                continue
+            _ns_fd_join(sys, t, path, f"namespace {t}")
+            if t == "user":
+                _become_root_in_userns()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if proc.get("terminal"):
+                    os.setsid()
+                    if opts.get("console_fd") is not None:
+                        _setup_console_exec(opts["console_fd"], proc)
+                _exec_common(sys, chan, cfg, proc, fifo_fd=None, hook_state=None,
+                             preserve_fds=opts.get("preserve_fds", 0), in_userns=in_userns,
+                             opts_prog=opts.get("seccomp_prog"))
+            except BaseException as exc:  # noqa: BLE001
+                _fail(chan, exc)
+        chan.send(op="pid", pid=pid)
+        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(chan, exc)
+
+
+def _setup_console_exec(console_fd: int, proc: dict[str, Any]) -> None:
+    import fcntl
+    import socket
+    import termios
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    sock = socket.socket(fileno=console_fd)
+    try:
+        socket.send_fds(sock, [path.encode()], [master])
+    finally:
+        sock.close()
+    os.close(master)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
