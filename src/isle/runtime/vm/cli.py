@@ -1,0 +1,171 @@
+"""isle-vm-runtime: runc's command line over microVMs (create/start/state/kill/delete/run/list/features/spec).
+
+Errors exit 1 with the message on stderr (and appended to --log), like runc; `run` exits with the
+guest program's own exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+__all__ = ["main", "DEFAULT_ROOT"]
+
+DEFAULT_ROOT = "/run/isle-vm-runtime"
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="isle-vm-runtime", description="OCI runtime: bundles in microVMs")
+    ap.add_argument("--root", default=os.environ.get("ISLE_VM_RUNTIME_ROOT", DEFAULT_ROOT))
+    ap.add_argument("--log", default="")
+    ap.add_argument("--log-format", default="text")
+    ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--systemd-cgroup", action="store_true")
+    ap.add_argument("--rootless", default="false")
+    ap.add_argument("-v", "--version", action="version", version="isle-vm-runtime 0.1.0")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    for verb in ("create", "run"):
+        p = sub.add_parser(verb)
+        p.add_argument("-b", "--bundle", default=".")
+        p.add_argument("--pid-file", default=None)
+        p.add_argument("--console-socket", default=None)
+        p.add_argument("--no-pivot", action="store_true")
+        p.add_argument("--no-new-keyring", action="store_true")
+        p.add_argument("--preserve-fds", type=int, default=0)
+        if verb == "run":
+            p.add_argument("-d", "--detach", action="store_true")
+            p.add_argument("--keep", action="store_true")
+        p.add_argument("id")
+    for verb in ("start", "state"):
+        sub.add_parser(verb).add_argument("id")
+    p = sub.add_parser("kill")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("id")
+    p.add_argument("signal", nargs="?", default="SIGTERM")
+    p = sub.add_parser("delete")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("id")
+    p = sub.add_parser("list")
+    p.add_argument("-f", "--format", default="table")
+    p.add_argument("-q", "--quiet", action="store_true")
+    sub.add_parser("features")
+    p = sub.add_parser("spec")
+    p.add_argument("-b", "--bundle", default=".")
+    p.add_argument("--rootless", action="store_true")
+    p = sub.add_parser("exec")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    for verb in ("pause", "resume", "ps", "events", "update", "checkpoint", "restore"):
+        p = sub.add_parser(verb)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    return ap
+
+
+def parse_signal(s: str) -> int:
+    from isle.errors import ConfigError
+
+    if s.isdigit():
+        n = int(s)
+    else:
+        name = s.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        n = getattr(signal, name, 0)
+    if not 0 < int(n) < 65:
+        raise ConfigError("signal", f"{s!r} is not a signal")
+    return int(n)
+
+
+def _features() -> dict[str, Any]:
+    return {"ociVersionMin": "1.0.0", "ociVersionMax": "1.1.0",
+            "hooks": [], "mountOptions": ["ro", "nosuid", "nodev", "noexec", "mode", "size"],
+            "linux": {"namespaces": [], "capabilities": [], "cgroup": {"v1": False, "v2": False},
+                      "seccomp": {"enabled": False}},
+            "annotations": {"org.isle.isolation": "vm", "org.isle.vm.isolation": "microvm (QEMU)"}}
+
+
+def _dispatch(a: argparse.Namespace) -> int:
+    from isle.config import default_settings
+    from isle.errors import InvalidState, Unsupported
+    from isle.runtime.vm import runner
+    from isle.runtime.vm import state as st
+
+    settings = default_settings()
+    if a.verb == "run":
+        if a.detach:
+            runner.create(a.id, a.bundle, a.root, settings, a.pid_file)
+            runner.start(a.id, a.root)
+            return 0
+        return runner.run(a.id, a.bundle, a.root, settings, a.pid_file)
+    if a.verb == "create":
+        runner.create(a.id, a.bundle, a.root, settings, a.pid_file)
+    elif a.verb == "start":
+        runner.start(a.id, a.root)
+    elif a.verb == "state":
+        print(json.dumps(st.load(a.root, a.id).oci(), indent=2))
+    elif a.verb == "kill":
+        runner.kill(a.id, a.root, parse_signal(a.signal))
+    elif a.verb == "delete":
+        runner.delete(a.id, a.root, a.force)
+    elif a.verb == "list":
+        states = [st.load(a.root, i) for i in st.list_ids(a.root)]
+        if a.quiet:
+            print("\n".join(s.id for s in states))
+        elif a.format == "json":
+            print(json.dumps([s.oci() for s in states]))
+        else:
+            print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
+            for s in states:
+                print(f"{s.id:<20} {s.pid:<8} {s.status:<10} {s.bundle:<40} {s.created}")
+    elif a.verb == "features":
+        print(json.dumps(_features(), indent=2))
+    elif a.verb == "spec":
+        from isle.oci.runtime_spec import default_spec
+
+        path = os.path.join(a.bundle, "config.json")
+        if os.path.exists(path):
+            raise InvalidState(f"File {path} exists. Remove it first")
+        spec = default_spec(rootless=a.rootless)
+        spec.setdefault("annotations", {})["org.isle.isolation"] = "vm"
+        with open(path, "w") as f:
+            json.dump(spec, f, indent=2)
+    elif a.verb == "exec":
+        raise Unsupported("exec: a VM runs one process; exec into microVMs is not supported yet")
+    else:
+        raise Unsupported(f"{a.verb}: not supported by the VM runtime")
+    return 0
+
+
+def _log(a: argparse.Namespace | None, msg: str) -> None:
+    print(f"isle-vm-runtime: {msg}", file=sys.stderr)
+    if a is not None and a.log:
+        try:
+            with open(a.log, "a") as f:
+                if a.log_format == "json":
+                    f.write(json.dumps({"level": "error", "msg": msg}) + "\n")
+                else:
+                    f.write(f"level=error msg={msg!r}\n")
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from isle.errors import IsleError
+
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return _dispatch(a)
+    except IsleError as exc:
+        _log(a, str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""The VM runtime's work: provision a bundle for a microVM, run it in the foreground, or detach a monitor.
+
+The monitor (one small process per VM, like conmon's child) is QEMU's parent: it holds the control
+channel, starts the job on `start`, forwards `kill`, records the exit code in <root>/<id>/exit and
+exits with that code, so a subreaper (conmon) sees the program's real status.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from isle.config import Settings
+from isle.errors import IsleError, VMError
+from isle.oci import runtime_spec
+from isle.runtime.vm import spec as vmspec
+from isle.runtime.vm import state as st
+from isle.vm import accel, disk, initramfs, kernel
+from isle.vm import job as vmjob
+from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
+
+__all__ = ["Prepared", "prepare", "run", "create", "start", "kill", "READY_TIMEOUT"]
+
+READY_TIMEOUT = float(os.environ.get("ISLE_VM_READY_TIMEOUT", "90"))
+FAILED = 255  # exit code recorded when the VM itself failed (QEMU died, guest vanished)
+
+
+@dataclass(slots=True)
+class Prepared:
+    cfg: dict[str, Any]
+    boot: Boot
+    script: str
+    template: bool
+
+
+def prepare(bundle: str, settings: Settings) -> Prepared:
+    """Validate config.json and make sure kernel, initramfs and image disk are cached."""
+    bundle = os.path.abspath(bundle)
+    cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
+    job = vmspec.to_job(cfg)
+    vcpus, mem = vmspec.vm_size(cfg)
+    ann = cfg.get("annotations") or {}
+    fstype = ann.get("org.isle.vm.rootfs", "erofs")
+    k = kernel.find(settings.cache)
+    boot = Boot(kernel=k.vmlinuz, initrd=initramfs.build(k, settings.cache),
+                rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
+                fstype=fstype, vcpus=vcpus, memory_mib=mem, accel=accel.detect()[0])
+    template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in ("1", "true")
+    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template)
+
+
+def _out_path(fd: int) -> str:
+    """A path QEMU can open for our fd: pipes, files and ttys reopen through /proc/self/fd."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode):
+        raise VMError(f"fd {fd} is a socket: the VM runtime needs a pipe, file or tty for stdio")
+    return f"/proc/self/fd/{fd}"
+
+
+def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *,
+           die_with_parent: bool = True) -> MicroVM:
+    """Start QEMU (cold, or restored from a template) with our stdout/stderr; connected, not yet ready."""
+    out, err = os.dup(out_fd), os.dup(err_fd)
+    try:
+        if p.template:
+            from isle.vm import snapshot
+
+            return snapshot.restore(p.boot, settings.cache, stdout=_out_path(out), stderr=_out_path(err),
+                                    pass_fds=(out, err), die_with_parent=die_with_parent)
+        rundir = short_dir()
+        cfg = machine_config(p.boot, rundir, stdout=_out_path(out), stderr=_out_path(err))
+        vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent)
+        try:
+            vm.spawn()
+            vm.connect()
+        except BaseException:
+            vm.close(grace=0)
+            raise
+        return vm
+    finally:
+        os.close(out)
+        os.close(err)
+
+
+def _write_pid(pid_file: str | None, pid: int) -> None:
+    if pid_file:
+        from isle.sys.fs import atomic_write
+
+        atomic_write(pid_file, str(pid).encode())
+
+
+def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None) -> int:
+    """`run` in the foreground: boot, run the job, stream stdio, return its exit code, clean up."""
+    d = st.create_dir(root, cid)
+    vm: MicroVM | None = None
+    try:
+        p = prepare(bundle, settings)
+        s = st.State(id=cid, bundle=os.path.abspath(bundle), pid=os.getpid(),
+                     annotations=p.cfg.get("annotations") or {})
+        st.save(root, s)
+        vm = launch(p, settings, 1, 2)
+        vm.send_job(p.script)
+        vm.expect("started", READY_TIMEOUT)
+        s.status, s.qemu_pid, s.rundir = "running", vm.pid, vm.rundir
+        st.save(root, s)
+        _write_pid(pid_file, os.getpid())
+        fwd = vm
+
+        def forward(signum: int, _frame: Any) -> None:
+            try:
+                fwd.signal(signum)
+            except VMError:
+                pass
+
+        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            return vm.wait_exit(None)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+    finally:
+        if vm is not None:
+            vm.close()
+        st.remove(root, cid)
+        del d
+
+
+# -- detached: create / start / kill -------------------------------------------------------------
+def create(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None) -> None:
+    """Boot the VM to 'ready' under a detached monitor; the job waits for `start`."""
+    d = st.create_dir(root, cid)
+    try:
+        p = prepare(bundle, settings)
+    except BaseException:
+        st.remove(root, cid)
+        raise
+    s = st.State(id=cid, bundle=os.path.abspath(bundle), annotations=p.cfg.get("annotations") or {})
+    st.save(root, s)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # intermediate: new session, then the monitor, so it is nobody's child but init's
+        os.close(r)
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                code = _monitor(root, s, p, settings, w)
+                os._exit(code)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read().decode(errors="replace").strip()
+    if not msg.startswith("ok"):
+        st.remove(root, cid)
+        raise VMError(msg or "the VM monitor died before the guest was ready")
+    _write_pid(pid_file, int(msg.split()[1]))
+    del d
+
+
+def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: int) -> int:
+    """The detached monitor's life; returns the exit code for os._exit."""
+    vm: MicroVM | None = None
+    code = FAILED
+    sdir = os.path.join(root, s.id)
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        vm = launch(p, settings, 1, 2)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        vm.expect("ready", READY_TIMEOUT)
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        lsock.bind(os.path.join(vm.rundir, "monitor.sock"))
+        lsock.listen(8)
+        s.status, s.pid, s.qemu_pid, s.rundir = "created", os.getpid(), vm.pid, vm.rundir
+        st.save(root, s)
+        os.write(ready_w, f"ok {os.getpid()}\n".encode())
+        os.close(ready_w)
+        ready_w = -1
+        code = _serve(root, s, p, vm, lsock)
+    except IsleError as exc:
+        if ready_w >= 0:
+            os.write(ready_w, f"error {exc}\n".encode())
+        else:
+            _note(sdir, "error", str(exc))
+    except BaseException as exc:  # the monitor must never die silently
+        if ready_w >= 0:
+            os.write(ready_w, f"error monitor: {exc!r}\n".encode())
+    finally:
+        if vm is not None:
+            vm.close()
+        if os.path.isdir(sdir):
+            _note(sdir, "exit", str(code))
+    return code
+
+
+def _note(sdir: str, name: str, text: str) -> None:
+    from isle.sys.fs import atomic_write
+
+    try:
+        atomic_write(os.path.join(sdir, name), text.encode())
+    except OSError:
+        pass
+
+
+def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socket) -> int:
+    assert vm.ctl is not None
+    started = False
+    waiting: list[socket.socket] = []  # `start` callers answered once the guest says started
+    stop = {"sig": 0}
+
+    def on_term(signum: int, _f: Any) -> None:
+        stop["sig"] = signum
+
+    signal.signal(signal.SIGTERM, on_term)
+    while True:
+        if stop["sig"]:
+            return 128 + stop["sig"]
+        try:
+            r, _, _ = select.select([vm.ctl, lsock], [], [], 1.0)
+        except InterruptedError:
+            continue
+        if vm.ctl in r or b"\n" in vm._buf:
+            line = vm.readline(5)
+            if line == "started":
+                started = True
+                s.status = "running"
+                st.save(root, s)
+                for c in waiting:
+                    c.sendall(b"ok\n")
+                    c.close()
+                waiting.clear()
+            elif line.startswith("exit"):
+                return int(line.split()[1])
+            elif line.startswith("error"):
+                raise VMError(f"guest init failed: {line[6:]}")
+        if lsock in r:
+            conn, _ = lsock.accept()
+            conn.settimeout(5)
+            try:
+                cmd = conn.recv(256).decode().split()
+            except OSError:
+                conn.close()
+                continue
+            if cmd[:1] == ["start"]:
+                if started:
+                    conn.sendall(b"error already started\n")
+                    conn.close()
+                else:
+                    vm.send_job(p.script)
+                    waiting.append(conn)
+            elif cmd[:1] == ["kill"] and len(cmd) == 2:
+                sig = int(cmd[1])
+                conn.sendall(b"ok\n")
+                conn.close()
+                if started:
+                    vm.signal(sig)
+                else:  # nothing runs yet: the VM itself is what a signal stops
+                    return 128 + sig
+            else:
+                conn.sendall(b"error unknown command\n")
+                conn.close()
+
+
+def _ask(s: st.State, line: str, timeout: float = READY_TIMEOUT) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.path.join(s.rundir, "monitor.sock"))
+        sock.sendall(line.encode() + b"\n")
+        ans = sock.recv(4096).decode().strip()
+    except OSError as exc:
+        raise VMError(f"container {s.id}: its VM monitor does not answer ({exc})") from exc
+    finally:
+        sock.close()
+    if not ans.startswith("ok"):
+        raise VMError(f"container {s.id}: {ans.removeprefix('error ') or 'monitor went away'}")
+
+
+def start(cid: str, root: str) -> None:
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status != "created":
+        raise InvalidState(f"container {cid} is {s.status}, not created")
+    _ask(s, "start")
+
+
+def kill(cid: str, root: str, sig: int) -> None:
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status not in ("created", "running"):
+        raise InvalidState(f"container {cid} is {s.status}: cannot signal it")
+    _ask(s, f"kill {sig}", timeout=10)
+
+
+def delete(cid: str, root: str, force: bool = False) -> None:
+    import shutil
+    import time
+
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status in ("created", "running") and not force and s.status != "created":
+        raise InvalidState(f"container {cid} is running: stop it or use --force")
+    if st.pid_alive(s.pid):
+        os.kill(s.pid, signal.SIGTERM)
+        for _ in range(300):
+            if not st.pid_alive(s.pid):
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(s.pid, signal.SIGKILL)
+    if st.pid_alive(s.qemu_pid):
+        os.kill(s.qemu_pid, signal.SIGKILL)
+    if s.rundir and os.path.basename(s.rundir).startswith("isle-vm-"):
+        shutil.rmtree(s.rundir, ignore_errors=True)
+    st.remove(root, cid)
+

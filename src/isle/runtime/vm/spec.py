@@ -1,0 +1,106 @@
+"""OCI config.json -> what a microVM runs (a vm.job.Job) and how big it is (vcpus, memory)."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from typing import Any
+
+from isle.errors import ConfigError
+from isle.vm.job import GuestMount, Job
+
+__all__ = ["to_job", "vm_size", "rootfs_path", "MIN_MEMORY_MIB", "DEFAULT_MEMORY_MIB", "ANNOTATION"]
+
+ANNOTATION = "org.isle.isolation"
+MIN_MEMORY_MIB = 64
+DEFAULT_MEMORY_MIB = 128
+
+
+def rootfs_path(cfg: dict[str, Any], bundle: str) -> str:
+    p = cfg.get("root", {}).get("path", "rootfs")
+    p = p if os.path.isabs(p) else os.path.join(bundle, p)
+    if not os.path.isdir(p):
+        raise ConfigError("root.path", f"{p} is not a directory")
+    return p
+
+
+def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
+    p = cfg.get("process")
+    if not p or not p.get("args"):
+        raise ConfigError("process.args", "a VM runs one process: process.args must not be empty")
+    user = p.get("user", {})
+    rl = []
+    for i, r in enumerate(p.get("rlimits", [])):
+        num = getattr(resource, r.get("type", ""), None)
+        if num is None:
+            raise ConfigError(f"process.rlimits[{i}].type", f"unknown rlimit {r.get('type')!r}")
+        rl.append((int(num), int(r.get("soft", 0)), int(r.get("hard", 0))))
+    mounts = tuple(
+        GuestMount(type="devtmpfs" if m.get("destination") == "/dev" else m.get("type", ""),
+                   destination=m["destination"], source=m.get("source", "none"),
+                   options=tuple(o for o in m.get("options", [])
+                                 if not (m.get("destination") == "/dev" and "=" in o)))
+        for m in cfg.get("mounts", []) if m.get("destination"))
+    return Job(
+        args=tuple(p["args"]), env=tuple(p.get("env", [])), cwd=p.get("cwd", "/") or "/",
+        uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+        additional_gids=tuple(int(g) for g in user.get("additionalGids", [])),
+        hostname=cfg.get("hostname", ""), rlimits=tuple(rl),
+        no_new_privs=bool(p.get("noNewPrivileges", False)), mounts=mounts, stdin=stdin)
+
+
+def _count_cpus(spec: str, field: str) -> int:
+    n = 0
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                if int(b) < int(a):
+                    raise ValueError
+                n += int(b) - int(a) + 1
+            else:
+                int(part)
+                n += 1
+        except ValueError:
+            raise ConfigError(field, f"{spec!r} is not a cpu list like 0-2,4") from None
+    return n
+
+
+def vm_size(cfg: dict[str, Any], host_cpus: int | None = None) -> tuple[int, int]:
+    """(vcpus, memory MiB) from linux.resources: memory.limit -> RAM, cpu quota/period or cpus -> vCPUs.
+
+    Annotations org.isle.vm.memory (MiB) and org.isle.vm.vcpus override both.
+    """
+    host_cpus = host_cpus or os.cpu_count() or 1
+    res = cfg.get("linux", {}).get("resources", {}) or {}
+    ann = cfg.get("annotations", {}) or {}
+    mem = DEFAULT_MEMORY_MIB
+    limit = (res.get("memory") or {}).get("limit")
+    if limit is not None and int(limit) > 0:
+        mem = math.ceil(int(limit) / 2**20)
+        if mem < MIN_MEMORY_MIB:
+            raise ConfigError("linux.resources.memory.limit",
+                              f"{mem} MiB is below the {MIN_MEMORY_MIB} MiB a microVM needs")
+    cpu = res.get("cpu") or {}
+    vcpus = 1
+    if cpu.get("quota") and int(cpu["quota"]) > 0:
+        vcpus = math.ceil(int(cpu["quota"]) / int(cpu.get("period") or 100000))
+    elif cpu.get("cpus"):
+        vcpus = _count_cpus(str(cpu["cpus"]), "linux.resources.cpu.cpus")
+    if "org.isle.vm.memory" in ann:
+        try:
+            mem = int(ann["org.isle.vm.memory"])
+        except ValueError:
+            raise ConfigError("annotations.org.isle.vm.memory", "not a number of MiB") from None
+        if mem < MIN_MEMORY_MIB:
+            raise ConfigError("annotations.org.isle.vm.memory", f"below {MIN_MEMORY_MIB} MiB")
+    if "org.isle.vm.vcpus" in ann:
+        try:
+            vcpus = int(ann["org.isle.vm.vcpus"])
+        except ValueError:
+            raise ConfigError("annotations.org.isle.vm.vcpus", "not a number") from None
+    return max(1, min(vcpus, host_cpus)), mem

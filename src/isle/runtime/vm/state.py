@@ -1,0 +1,96 @@
+"""Per-container state of the VM runtime: <root>/<id>/state.json, written atomically, like runc's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from isle.errors import AlreadyExists, ConfigError, NotFound
+from isle.sys.fs import atomic_write
+
+__all__ = ["State", "load", "save", "create_dir", "remove", "list_ids", "pid_alive"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(slots=True, kw_only=True)
+class State:
+    id: str
+    bundle: str
+    status: str = "creating"  # creating | created | running | stopped
+    pid: int = 0  # the monitor (parent of QEMU; exits with the guest program's exit code)
+    qemu_pid: int = 0
+    rundir: str = ""
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    annotations: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+
+    def oci(self) -> dict[str, Any]:
+        """What `state` prints (runtime-spec 'state')."""
+        return {"ociVersion": "1.0.2", "id": self.id, "status": self.status, "pid": self.pid,
+                "bundle": self.bundle, "rootfs": os.path.join(self.bundle, "rootfs"),
+                "created": self.created, "owner": "", "annotations": self.annotations}
+
+
+def _dir(root: str, cid: str) -> str:
+    if not _ID.match(cid):
+        raise ConfigError("container-id", f"{cid!r} is not a valid id")
+    return os.path.join(root, cid)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def create_dir(root: str, cid: str) -> str:
+    d = _dir(root, cid)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        raise AlreadyExists(f"container {cid} already exists") from None
+    return d
+
+
+def save(root: str, st: State) -> None:
+    atomic_write(os.path.join(_dir(root, st.id), "state.json"), json.dumps(asdict(st)).encode())
+
+
+def load(root: str, cid: str) -> State:
+    path = os.path.join(_dir(root, cid), "state.json")
+    try:
+        with open(path) as f:
+            st = State(**json.load(f))
+    except FileNotFoundError:
+        raise NotFound(f"container {cid} does not exist") from None
+    try:  # the monitor records the guest's exit code when the program ends
+        with open(os.path.join(root, cid, "exit")) as f:
+            st.exit_code = int(f.read().strip())
+            st.status = "stopped"
+    except (OSError, ValueError):
+        pass
+    if st.status in ("created", "running") and not pid_alive(st.pid):
+        st.status = "stopped"
+    return st
+
+
+def remove(root: str, cid: str) -> None:
+    shutil.rmtree(_dir(root, cid), ignore_errors=True)
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        return sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "state.json")))
+    except FileNotFoundError:
+        return []
