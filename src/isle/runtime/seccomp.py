@@ -16,7 +16,9 @@ Rule semantics follow runc (libcontainer/seccomp): SCMP_ACT_KILL is KILL_THREAD;
 default to EPERM; a rule whose action equals the default action is dropped; conditions on the
 same argument index are split into one rule per condition (libseccomp refuses them in one rule);
 NOTIFY is refused as the default action and for ``write``; more than 32 syscall names turn on
-libseccomp's binary-tree optimisation.
+libseccomp's binary-tree optimisation; unless the default action lets calls through, syscalls
+numbered above the profile's largest (per arch) get ENOSYS, not the default errno
+(``seccomp_bpf.enosys_prologue``), so libc falls back from syscalls newer than the profile.
 
 Syscall names (where isle is deliberately stricter than runc, which ignores any name its
 libseccomp cannot resolve): a name that is not syntactically a syscall name (``[a-z_][a-z0-9_]*``)
@@ -64,6 +66,7 @@ ACTIONS = {
 }
 _WITH_ERRNO = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 _EPERM = 1
+_ERRNO_ENOSYS = 0x00050000 | 38
 
 #: OCI operator -> enum scmp_compare
 OPERATORS = {
@@ -94,7 +97,7 @@ _U64 = (1 << 64) - 1
 _OPTIMIZE_ABOVE = 32  # runc: binary tree above 32 syscalls (its specconv makes one entry a name)
 
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(__file__), "profiles", "docker-default.json")
-_CACHE_FORMAT = b"isle-seccomp-cache-1"
+_CACHE_FORMAT = b"isle-seccomp-cache-2"
 _MAGIC = b"ISLEBPF1"
 
 
@@ -115,6 +118,8 @@ class Plan(NamedTuple):
     rules: tuple[Rule, ...]
     optimize: bool
     flags: int
+    names: tuple[tuple[str, str], ...] = ()  # (field, name) of every syscall named, kept or not
+    enosys: bool = False  # prepend the -ENOSYS prologue (seccomp_bpf) for unknown-newer syscalls
 
 
 def _obj(v: Any, field: str) -> dict[str, Any]:
@@ -205,6 +210,7 @@ def plan(seccomp: dict[str, Any]) -> Plan:
         raise ConfigError(f"{F}.listenerPath", "is required when an action is SCMP_ACT_NOTIFY")
     syscalls = _list(seccomp.get("syscalls"), f"{F}.syscalls")
     rules: list[Rule] = []
+    all_names: list[tuple[str, str]] = []
     for i, sc in enumerate(syscalls):
         field = f"{F}.syscalls[{i}]"
         sc = _obj(sc, field)
@@ -218,6 +224,7 @@ def plan(seccomp: dict[str, Any]) -> Plan:
         for j, name in enumerate(names):
             if not isinstance(name, str) or not _NAME.match(name):
                 raise ConfigError(f"{field}.names[{j}]", f"not a syscall name: {json.dumps(name)}")
+            all_names.append((f"{field}.names[{j}]", name))
             if sc["action"] == "SCMP_ACT_NOTIFY" and name == "write":
                 raise ConfigError(f"{field}.names[{j}]", "SCMP_ACT_NOTIFY cannot be used for write "
                                   "(the runtime needs it to hand over the listener fd)")
@@ -228,8 +235,11 @@ def plan(seccomp: dict[str, Any]) -> Plan:
         for j, name in enumerate(names):
             for group in groups:
                 rules.append(Rule(f"{field}.names[{j}]", name, act, tuple(group)))
-    n_names = sum(len(sc["names"]) for sc in syscalls)
-    return Plan(default, tuple(arches), tuple(rules), n_names > _OPTIMIZE_ABOVE, flags)
+    # like runc: no ENOSYS prologue when the default lets calls through (allow, log, trace)
+    lenient = default in (ACTIONS["SCMP_ACT_ALLOW"], ACTIONS["SCMP_ACT_LOG"]) \
+        or default & 0xFFFF0000 == ACTIONS["SCMP_ACT_TRACE"] or default == _ERRNO_ENOSYS
+    return Plan(default, tuple(arches), tuple(rules), len(all_names) > _OPTIMIZE_ABOVE, flags,
+                tuple(all_names), not lenient)
 
 
 # ---- libseccomp: only on a cache miss ------------------------------------------------------
@@ -266,6 +276,14 @@ def compile_plan(p: Plan, *, unknown_names: str = "error") -> bytes:
         flt = lib.new_filter(p.default_action)
     except OSError as e:
         raise ConfigError(f"{F}.defaultAction", f"libseccomp {version} refused it: {e}") from e
+    unknown = set()
+    for field, name in p.names:
+        if lib.resolve(name) == NR_SCMP_ERROR:
+            if unknown_names != "ignore":
+                raise ConfigError(field, f"unknown syscall {json.dumps(name)} (libseccomp "
+                                  f"{version} knows no such syscall on any architecture)")
+            unknown.add(name)
+    tokens = [lib.arch_native()]
     with flt:
         for field, arch in p.arches:
             token = lib.arch_token(arch)
@@ -273,21 +291,31 @@ def compile_plan(p: Plan, *, unknown_names: str = "error") -> bytes:
                 raise ConfigError(field, f"architecture {arch} is not supported by "
                                          f"libseccomp {version}")
             flt.arch_add(token)
+            tokens.append(token)
         if p.optimize and p.rules:
             flt.attr_set(ATTR_CTL_OPTIMIZE, 2)
         for r in p.rules:
+            if r.syscall in unknown:
+                continue
             nr = lib.resolve(r.syscall)
-            if nr == NR_SCMP_ERROR:
-                if unknown_names == "ignore":
-                    continue
-                raise ConfigError(r.field, f"unknown syscall {json.dumps(r.syscall)} (libseccomp "
-                                  f"{version} knows no such syscall on any architecture)")
             try:
                 flt.rule_add(r.action, nr, list(r.args))
             except OSError as e:
                 raise ConfigError(r.field, f"libseccomp {version} refused the rule for "
                                   f"{r.syscall}: {e.strerror}") from e
-        return flt.export_bpf()
+        prog = flt.export_bpf()
+    if not p.enosys:
+        return prog
+    from isle.runtime.seccomp_bpf import AUDIT_ARCH_X86_64, enosys_prologue
+
+    x32 = lib.arch_token("x32")
+    maxima: dict[int, dict[str, int]] = {}
+    for token in dict.fromkeys(tokens):
+        audit, half = (AUDIT_ARCH_X86_64, "x32") if token == x32 else (token, "native")
+        nrs = [lib.resolve(name, token) for _, name in p.names if name not in unknown]
+        if any(nr >= 0 for nr in nrs):
+            maxima.setdefault(audit, {})[half] = max(nr for nr in nrs if nr >= 0)
+    return enosys_prologue(maxima) + prog
 
 
 def _default_cache_dir() -> str:
