@@ -344,6 +344,9 @@ def cache_path(seccomp: dict[str, Any], *, cache_dir: str | None = None,
 def _read_cached(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None  # a filter others could have written is not trusted: rebuilt
             data = f.read()
     except OSError:
         return None
@@ -389,7 +392,13 @@ def compile_filter(seccomp: dict[str, Any], *, cache_dir: str | None = None,
 
 def install_filter(prog: bytes, *, flags: int = 0) -> int | None:
     """Load prog into the calling thread (with TSYNC: the process). Needs no_new_privs set or
-    CAP_SYS_ADMIN. Returns the notify listener fd when flags has FLAG_NEW_LISTENER, else None."""
+    CAP_SYS_ADMIN. Returns the notify listener fd when flags has FLAG_NEW_LISTENER, else None.
+
+    After this, the caller's own syscalls are filtered: with a listener, hand the fd out with
+    ``write`` only (NOTIFY on write is refused by ``plan``), e.g. write its number to the parent,
+    which takes it with pidfd_getfd and calls ``send_listener`` from the host side, as runc does;
+    calling ``send_listener`` in the filtered process works only if connect/sendmsg are not
+    themselves notified."""
     from isle.sys.seccomp_lib import seccomp_set_mode_filter
 
     ret = seccomp_set_mode_filter(prog, flags)

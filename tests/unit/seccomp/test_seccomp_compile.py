@@ -58,6 +58,16 @@ def test_a_corrupt_entry_is_ignored_and_rebuilt(tmp_path: Path, damage: Any) -> 
     assert entry.read_bytes()[40:] == good
 
 
+def test_an_entry_others_could_write_is_not_trusted(tmp_path: Path) -> None:
+    good = S.compile_filter(SMALL, cache_dir=str(tmp_path))
+    [entry] = _entries(tmp_path)
+    fake = b"\x06\x00\x00\x00\x00\x00\xff\x7f"
+    entry.write_bytes(b"ISLEBPF1" + hashlib.sha256(fake).digest() + fake)
+    entry.chmod(0o666)
+    assert S.compile_filter(SMALL, cache_dir=str(tmp_path)) == good
+    assert entry.stat().st_mode & 0o777 == 0o600
+
+
 def test_key_is_canonical_and_covers_content(tmp_path: Path) -> None:
     reordered = json.loads(json.dumps(SMALL))
     reordered = {"syscalls": reordered["syscalls"], "defaultAction": "SCMP_ACT_ALLOW"}
