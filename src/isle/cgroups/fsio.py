@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 
 from isle.errors import ConfigError, InvalidState, IsleError, Unsupported
 
-__all__ = ["read", "read_int", "read_kv", "write", "write_field", "mkdirs", "rmdirs", "errname"]
+__all__ = ["read", "read_int", "read_kv", "write", "write_field", "mkdirs", "rmdirs", "errname",
+           "undo"]
 
 
 def errname(e: OSError) -> str:
@@ -49,7 +51,7 @@ def read_kv(path: str) -> dict[str, int]:
 
 def write(path: str, value: str) -> None:
     """Write value with one write(2); cgroupfs treats each write as one command."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
     finally:
@@ -107,7 +109,7 @@ def _rmdir_patiently(d: str, patience: float) -> None:
         except FileNotFoundError:
             return
         except OSError as e:
-            if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or waited >= patience:
+            if e.errno != errno.EBUSY or waited >= patience:  # EBUSY: tasks still leaving
                 raise
         time.sleep(delay)
         waited += delay
@@ -136,3 +138,11 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
             if d in leaves:
                 raise InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
                                    "(processes still inside?)") from e
+
+
+def undo(destroy: Callable[[], None], err: BaseException) -> None:
+    """Roll back a half-made cgroup after err; a failing rollback is noted on err, not raised."""
+    try:
+        destroy()
+    except (OSError, IsleError) as e:
+        err.add_note(f"also failed to remove the cgroup: {e}")

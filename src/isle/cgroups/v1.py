@@ -255,9 +255,9 @@ class V1Manager:
             for file, value, field in plan:
                 fsio.write_field(self._dir_for(file), file, value, field,
                                  ALTERNATES.get(file, ()))
-        except IsleError:
+        except IsleError as e:
             if self._fresh:
-                self.destroy()
+                fsio.undo(self.destroy, e)
             raise
 
     def _memory_order(self, plan: Plan) -> Plan:

@@ -214,9 +214,9 @@ class V2Manager:
                                   "eBPF program, which isle does not load")
             for file, value, field in self._plan(resources):
                 fsio.write_field(self.dir, file, value, field)
-        except IsleError:
+        except IsleError as e:
             if self._fresh:
-                self.destroy()
+                fsio.undo(self.destroy, e)
             raise
 
     def apply(self, pid: int) -> None:

@@ -32,8 +32,12 @@ def test_detect_setup_on_fake_trees(tmp_path: Path, kind: str) -> None:
     assert detect_setup(str(fake_tree(tmp_path, kind))) == kind
 
 
-def test_detect_setup_this_host_is_hybrid() -> None:
-    assert detect_setup() == "hybrid"
+def test_detect_setup_agrees_with_mount_table() -> None:
+    with open("/proc/self/mountinfo") as f:
+        fstype = {ln.split()[4]: ln.split(" - ")[1].split()[0] for ln in f}
+    want = ("v2" if fstype.get("/sys/fs/cgroup") == "cgroup2" else
+            "hybrid" if fstype.get("/sys/fs/cgroup/unified") == "cgroup2" else "v1")
+    assert detect_setup() == want
 
 
 def test_slices_expand_like_systemd() -> None:
@@ -89,8 +93,8 @@ def test_relative_path_joins_own_cgroup_per_hierarchy(tmp_path: Path) -> None:
     assert m.dir("cpuacct") == f"{root}/cpu,cpuacct/c/ctr/abc"
     assert m.dir("pids") == f"{root}/pids/ctr/abc"  # not listed in /proc/self/cgroup: root
     assert m.unified.dir == f"{root}/unified/uni/ctr/abc"
-    v2 = manager_for("ctr/abc", "abc", root=str(fake_tree(tmp_path / "2", "v2"))
-                     if (tmp_path / "2").mkdir() is None else "", self_cgroup=SELF)
+    (tmp_path / "2").mkdir()
+    v2 = manager_for("ctr/abc", "abc", root=str(fake_tree(tmp_path / "2", "v2")), self_cgroup=SELF)
     assert v2.dir == f"{tmp_path}/2/uni/ctr/abc"
 
 
