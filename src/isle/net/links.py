@@ -6,7 +6,7 @@ from typing import Any
 
 from isle.errors import NotFound
 
-__all__ = ["create_tap", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
+__all__ = ["create_tap", "create_bridge", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
 
 
 def _ipr() -> Any:
@@ -41,6 +41,11 @@ def create_tap(name: str, bridge: str, mtu: int | None = None) -> None:
         except BaseException:
             ipr.link("del", ifname=name)
             raise
+
+
+def create_bridge(name: str) -> None:
+    with _ipr() as ipr:
+        ipr.link("add", ifname=name, kind="bridge")
 
 
 def delete_link(name: str) -> bool:

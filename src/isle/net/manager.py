@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from isle.errors import AlreadyExists, CommandError, ConfigError, InvalidState, NotFound, Unsupported
+from isle.errors import (AlreadyExists, CommandError, ConfigError, InvalidState, IsleError, NotFound,
+                         Unsupported)
 from isle.net import etc, ipam, links, netns, ports as portlib
 from isle.net.netavark import AARDVARK, NETAVARK, Netavark
 from isle.net.store import Store, check_name
@@ -254,50 +255,49 @@ class NetworkManager:
         return self._attachment(rec)
 
     def _teardown_one(self, rec: dict[str, Any], name: str, strict: bool = True) -> None:
-        """Undo one network of a record (netavark teardown), release its leases, drop the entry."""
+        """Undo one network of a record (netavark teardown), release its leases, drop the entry.
+
+        If netavark cannot finish, the entry and its leases stay so a later teardown/gc retries.
+        """
         ent = rec["networks"][name]
-        err: Exception | None = None
-        if ent.get("state") != "planned":
-            try:
-                self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"])
-            except CommandError as exc:
-                err = exc
-        net = self.store.network(name)
-        if (net is not None and not self._others_on(name, rec["id"])
-                and links.link_exists(net.bridge) and not links.bridge_ports(net.bridge)):
-            links.delete_link(net.bridge)   # netavark keeps a bridge it could not empty
+        try:
+            self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"])
+        except CommandError:
+            ent["state"] = "teardown-failed"
+            if strict:
+                raise
+            return
         leases = self.store.leases()
         leases.release(name, rec["id"])
         self.store.save_leases(leases)
         del rec["networks"][name]
         if ent["options"].get("port_mappings"):
             rec["ports"] = []
-        if err is not None and strict:
-            raise err
-
-    def _others_on(self, name: str, cid: str) -> bool:
-        return any(r["id"] != cid and name in r["networks"] for r in self.store.records())
 
     def _nv_teardown(self, ns_path: str, opts: dict[str, Any], iface: str) -> None:
-        if netns.is_netns(ns_path):
-            try:
-                self.nv.teardown(ns_path, opts)
-                return
-            except CommandError as exc:
-                if "veth" not in str(exc):
-                    raise
-                # the interface is gone (or never made): give netavark one to delete, so that it
-                # also removes the bridge and the network's rules when this was the last member
-                netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "dummy"])
-                self.nv.teardown(ns_path, opts)
-                return
-        tmp = self.store.netns_path(f".teardown-{os.getpid()}-{secrets.token_hex(4)}")
-        netns.create(tmp)
+        """netavark teardown, converging from any half-made state.
+
+        A gone netns is replaced by a temporary one with a stand-in interface. If netavark cannot
+        undo (a setup killed half-way leaves rules it cannot find), redo the setup completely and
+        undo that: netavark's setup is additive, so this reaches a state its teardown fully undoes.
+        """
+        tmp = None
+        if not netns.is_netns(ns_path):
+            tmp = os.path.join(self.store.netns_dir, f".teardown-{os.getpid()}-{secrets.token_hex(4)}")
+            netns.create(tmp)
+            _stand_in(tmp, iface)
+        ns = tmp or ns_path
         try:
-            netns.run_in(tmp, ["ip", "link", "add", iface, "type", "dummy"])
-            self.nv.teardown(tmp, opts)
+            try:
+                self.nv.teardown(ns, opts)
+            except CommandError:
+                if f" {iface}:" in netns.run_in(ns, ["ip", "-o", "link"]).decode().replace("@", ":"):
+                    netns.run_in(ns, ["ip", "link", "del", iface])
+                self.nv.setup(ns, opts)
+                self.nv.teardown(ns, opts)
         finally:
-            netns.remove(tmp)
+            if tmp:
+                netns.remove(tmp)
 
     def disconnect(self, container_id: str, network: str) -> None:
         """Detach from one network (its published ports go with it if it was the primary)."""
@@ -314,7 +314,9 @@ class NetworkManager:
     def teardown(self, container_id: str) -> None:
         """Undo every network, tap, lease and the netns isle made for the container. Idempotent."""
         with self.store.lock():
-            self._teardown_all(container_id)
+            errors = self._teardown_all(container_id)
+        if errors:
+            raise IsleError("network teardown incomplete (gc retries): " + "; ".join(errors))
 
     def _teardown_all(self, cid: str) -> list[str]:
         errors: list[str] = []
@@ -326,8 +328,10 @@ class NetworkManager:
                 try:
                     self._teardown_one(rec, name)
                 except CommandError as exc:
-                    errors.append(f"{name}: {exc}")
+                    errors.append(f"{cid[:12]} on {name}: {exc}")
                 self.store.save_record(rec)
+            if errors:        # keep what could not be undone (record, leases, netns) for a retry
+                return errors
             self.store.delete_record(cid)
         leases = self.store.leases()
         leases.release_owner(cid)
@@ -352,7 +356,7 @@ class NetworkManager:
                 removed.append(cid)
             for i in self.store.netns_ids():
                 if i.startswith(".teardown-"):
-                    netns.remove(self.store.netns_path(i))
+                    netns.remove(os.path.join(self.store.netns_dir, i))
             taps = {r.get("tap") for r in self.store.records()}
             for n in links.link_names():       # tap names carry this root's tag
                 if n.startswith(self._tap_prefix) and n not in taps:
@@ -468,6 +472,11 @@ def _from_status(status: dict[str, Any], iface: str) -> dict[str, Any]:
             "prefixlens": [int(s["ipnet"].split("/")[1]) for s in subs],
             "gateways": [s["gateway"] for s in subs if s.get("gateway")],
             "dns_servers": [str(d) for d in status.get("dns_server_ips") or []]}
+
+
+def _stand_in(ns_path: str, iface: str) -> None:
+    """An interface named iface for netavark to delete (a veth pair: no dummy driver everywhere)."""
+    netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "veth", "peer", "name", "isle-standin"])
 
 
 def _read(path: str) -> str:

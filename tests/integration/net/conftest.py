@@ -13,7 +13,7 @@ import pytest
 
 from isle.net import NetworkManager
 
-FW_SHARED = re.compile(r"^(:|-P |-N NETAVARK-HOSTPORT-|-N NETAVARK_FORWARD|-A (PREROUTING|OUTPUT) -m "
+FW_SHARED = re.compile(r"^(:NETAVARK-HOSTPORT-|:NETAVARK_FORWARD|:[A-Z]+ [A-Z]+|-P |-N NETAVARK-HOSTPORT-|-N NETAVARK_FORWARD|-A (PREROUTING|OUTPUT) -m "
                        r"addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT|-A POSTROUTING -j "
                        r"NETAVARK-HOSTPORT-MASQ|-A NETAVARK-HOSTPORT-(MASQ|SETMARK) |-A FORWARD -m "
                        r"comment --comment \"netavark firewall plugin rules\"|#|\*|COMMIT)")
@@ -24,7 +24,7 @@ def firewall() -> set[str]:
     out: set[str] = set()
     for tool in ("iptables-save", "ip6tables-save"):
         text = subprocess.run([tool], capture_output=True, text=True, timeout=30).stdout
-        out |= {f"{tool[:3]} {ln}" for ln in text.splitlines() if not FW_SHARED.match(ln)}
+        out |= {f"{tool[:3]} {ln.split(' [')[0]}" for ln in text.splitlines() if not FW_SHARED.match(ln)}
     return out
 
 

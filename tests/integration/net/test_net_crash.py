@@ -1,0 +1,98 @@
+"""SIGKILLed containers and an isle killed mid-setup leave nothing once teardown/gc has run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from isle.net import parse_publish
+from isle.net.netavark import NETAVARK
+
+pytestmark = [pytest.mark.netns, pytest.mark.root]
+
+
+def links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return {ln.split(": ")[1].split("@")[0] for ln in out.splitlines()}
+
+
+def assert_clean(nm, kit, fw0, links0):
+    assert links() == links0
+    assert kit.firewall() == fw0, kit.firewall() ^ fw0
+    assert nm.store.leases().data == {} and nm.store.records() == []
+    assert os.listdir(nm.store.netns_dir) == []
+    assert kit.aardvark_pids(nm.store.netavark_dir) == []
+
+
+@pytest.mark.timeout(60)
+def test_sigkilled_container_without_persistent_netns(nm, kit):
+    """The engine may pass /proc/PID/ns/net; once PID is SIGKILLed that netns is gone."""
+    fw0, links0 = kit.firewall(), links()
+    nm.create("isle-test-k", subnet="10.203.1.0/24")
+    p = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        time.sleep(0.2)
+        att = nm.connect("k1" * 32, f"/proc/{p.pid}/ns/net", ["isle-test-k"],
+                         parse_publish("127.0.0.1:18222:80"))
+        assert att.ip == "10.203.1.2" and links() != links0
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    nm.teardown("k1" * 32)
+    assert_clean(nm, kit, fw0, links0)
+
+
+WRAPPER = """#!/bin/sh
+# netavark that stops mid-way: before or after the real setup, then waits to be killed
+case " $* " in
+  *" setup "*)
+    [ "{phase}" = after ] && {{ {nv} "$@" >/dev/null || exit 1; }}
+    touch {marker}
+    exec sleep 60 ;;
+esac
+exec {nv} "$@"
+"""
+
+CHILD = """
+import sys
+from isle.net import NetworkManager, parse_publish
+nm = NetworkManager(root=sys.argv[1], runroot=sys.argv[2], netavark=sys.argv[3],
+                    default_subnet="10.203.9.0/24", default_bridge="isletstcrash")
+nm.connect("x" * 64, nm.create_netns("x" * 64), [("isle-test-c", {"aliases": ["k"]})],
+           parse_publish("127.0.0.1:18223:80"))
+"""
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+@pytest.mark.timeout(60)
+def test_isle_killed_mid_setup_is_undone_by_gc(nm, kit, tmp_path, phase):
+    fw0, links0 = kit.firewall(), links()
+    nm.create("isle-test-c", subnet="10.203.2.0/24")
+    marker = tmp_path / "marker"
+    wrapper = tmp_path / "netavark-wrapper"
+    wrapper.write_text(WRAPPER.format(phase=phase, nv=NETAVARK, marker=marker))
+    wrapper.chmod(0o755)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, nm.store.root, nm.store.runroot,
+                              str(wrapper)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert child.poll() is None, "child exited before setup"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    recs = nm.store.records()
+    assert [r["networks"]["isle-test-c"]["state"] for r in recs] == ["setting-up"]
+    if phase == "after":
+        assert links() != links0 and kit.firewall() != fw0
+    report = nm.gc(live=set())
+    assert report["removed"] == ["x" * 64] and report["errors"] == []
+    assert_clean(nm, kit, fw0, links0)
+    nm.remove("isle-test-c")

@@ -1,0 +1,48 @@
+"""Outbound traffic is masqueraded: a namespace plays the outside host, routed via a veth."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+
+import pytest
+
+from isle.net import netns
+
+pytestmark = [pytest.mark.netns, pytest.mark.root]
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A namespace at 198.51.100.2 reachable from the host over isle-test veth (198.51.100.1/30)."""
+    path = str(tmp_path / "outside-ns")
+    netns.create(path)
+    host_end = f"isletsto{secrets.token_hex(3)}"
+    try:
+        subprocess.run(["nsenter", f"--net={path}", "ip", "link", "add", "eth9", "type", "veth",
+                        "peer", "name", host_end, "netns", "1"], check=True, timeout=10)
+        subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
+                        "ip addr add 198.51.100.2/30 dev eth9 && ip link set eth9 up"],
+                       check=True, timeout=10)
+        subprocess.run(["ip", "addr", "add", "198.51.100.1/30", "dev", host_end], check=True)
+        subprocess.run(["ip", "link", "set", host_end, "up"], check=True)
+        yield path
+    finally:
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+        netns.remove(path)
+
+
+@pytest.mark.timeout(60)
+def test_outbound_is_masqueraded_and_internal_networks_stay_inside(nm, procs, kit, outside):
+    nm.create("isle-test-nat", subnet="10.201.9.0/24")
+    nm.create("isle-test-int", subnet="10.201.10.0/24", internal=True)
+    ns1, ns2 = nm.create_netns("n1" * 32), nm.create_netns("n2" * 32)
+    nm.connect("n1" * 32, ns1, ["isle-test-nat"])
+    nm.connect("n2" * 32, ns2, ["isle-test-int"])
+    procs.py_server(outside, 9)
+    r = kit.run_in(ns1, "busybox", "nc", "-w", "3", "198.51.100.2", "9")
+    assert r.stdout == "198.51.100.1"          # the outside host sees the host's address, not 10.201.9.2
+    r = kit.run_in(ns2, "busybox", "nc", "-w", "2", "198.51.100.2", "9", check=False)
+    assert r.returncode != 0 and r.stdout == ""
+    nm.teardown("n1" * 32)
+    nm.teardown("n2" * 32)
