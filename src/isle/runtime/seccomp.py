@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - Python >= 3.12 renamed it
 __all__ = [
     "ACTIONS", "OPERATORS", "ARCHITECTURES", "FLAGS", "Rule", "Plan", "plan", "compile_plan",
     "compile_filter", "cache_path", "filter_flags", "install_filter", "send_listener",
-    "default_profile", "DEFAULT_PROFILE_PATH", "FLAG_NEW_LISTENER", "FLAG_TSYNC_ESRCH",
+    "default_profile", "DEFAULT_PROFILE_PATH", "FLAG_NEW_LISTENER", "FLAG_TSYNC_ESRCH", "features",
 ]
 
 F = "linux.seccomp"
@@ -91,6 +91,8 @@ FLAGS = {
 }
 FLAG_NEW_LISTENER = 8
 FLAG_TSYNC_ESRCH = 16
+_WAIT_KILLABLE_RECV = FLAGS["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
+_NEEDS = {_WAIT_KILLABLE_RECV: FLAG_NEW_LISTENER}  # the kernel takes it only with a listener
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}\Z")
 _U64 = (1 << 64) - 1
@@ -156,7 +158,9 @@ def _action(name: Any, errno_ret: Any, field: str, errno_field: str) -> int:
 
 def filter_flags(seccomp: dict[str, Any]) -> int:
     """The flags for seccomp(2): OCI ``flags``, plus NEW_LISTENER if any rule uses SCMP_ACT_NOTIFY
-    (and TSYNC_ESRCH with TSYNC then, which the kernel requires alongside NEW_LISTENER)."""
+    (and TSYNC_ESRCH with TSYNC then, which the kernel requires alongside NEW_LISTENER).
+    WAIT_KILLABLE_RECV is dropped when there is no listener: it means nothing then and the
+    kernel would refuse it."""
     flags = 0
     for i, name in enumerate(_list(seccomp.get("flags"), f"{F}.flags")):
         if name not in FLAGS:
@@ -167,6 +171,8 @@ def filter_flags(seccomp: dict[str, Any]) -> int:
         flags |= FLAG_NEW_LISTENER
         if flags & FLAGS["SECCOMP_FILTER_FLAG_TSYNC"]:
             flags |= FLAG_TSYNC_ESRCH
+    else:
+        flags &= ~_WAIT_KILLABLE_RECV
     return flags
 
 
@@ -432,3 +438,23 @@ def default_profile() -> dict[str, Any]:
     with open(DEFAULT_PROFILE_PATH, "rb") as f:
         data: dict[str, Any] = json.loads(f.read())
     return data
+
+
+def features() -> dict[str, Any]:
+    """The ``linux.seccomp`` object of ``isle-runtime features`` (OCI runtime-spec features.md):
+    actions and operators isle maps, arches this libseccomp knows, flags this kernel takes."""
+    from isle.sys.seccomp_lib import Libseccomp, seccomp_flag_supported
+
+    path = _lib_path()
+    if path is None:
+        return {"enabled": False}
+    lib = Libseccomp(path)
+    return {
+        "enabled": True,
+        "actions": sorted(ACTIONS),
+        "operators": sorted(OPERATORS),
+        "archs": sorted(a for a, name in ARCHITECTURES.items() if lib.arch_token(name)),
+        "knownFlags": sorted(FLAGS),
+        "supportedFlags": sorted(f for f, bit in FLAGS.items()
+                                 if seccomp_flag_supported(bit | _NEEDS.get(bit, 0))),
+    }

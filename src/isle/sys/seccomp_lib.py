@@ -14,6 +14,7 @@ from isle.sys.libc import libc, syscall_nr
 
 __all__ = [
     "Libseccomp", "Filter", "ArgCmp", "seccomp_set_mode_filter", "seccomp_get_action_avail",
+    "seccomp_flag_supported",
     "NR_SCMP_ERROR", "ATTR_ACT_BADARCH", "ATTR_CTL_NNP", "ATTR_CTL_OPTIMIZE",
     "SECCOMP_SET_MODE_FILTER", "SECCOMP_GET_ACTION_AVAIL",
 ]
@@ -180,3 +181,12 @@ def seccomp_get_action_avail(action: int) -> bool:
                          ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL), ctypes.c_uint(0),
                          ctypes.byref(val))
     return bool(ret == 0)
+
+
+def seccomp_flag_supported(flag: int) -> bool:
+    """Whether this kernel accepts a SECCOMP_FILTER_FLAG_* bit: with a NULL program it answers
+    EINVAL for unknown flags and EFAULT (after the flag check) for known ones; nothing is loaded."""
+    ret = libc().syscall(ctypes.c_long(syscall_nr("seccomp")),
+                         ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flag),
+                         ctypes.c_void_p(0))
+    return bool(ret < 0 and ctypes.get_errno() == 14)  # EFAULT

@@ -152,6 +152,23 @@ def test_conditions_on_different_args_are_anded() -> None:
     assert status == 0 and got == [-errno.EXDEV, 0, 0]
 
 
+@pytest.mark.parametrize("flags", [
+    ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+    ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],  # dropped: no listener
+])
+def test_oci_flags_are_accepted_by_the_kernel(flags: list[str]) -> None:
+    sec = {"defaultAction": "SCMP_ACT_ALLOW", "flags": flags, "syscalls": [
+        {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EXDEV}]}
+
+    def body(_: int | None) -> list[Any]:
+        with open("/proc/self/status") as f:
+            mode = [ln.split()[1] for ln in f if ln.startswith("Seccomp:")]
+        return [sys_call("getcwd", 0, 0), mode]
+
+    status, got = in_filtered_child(sec, body)
+    assert status == 0 and got == [-errno.EXDEV, ["2"]]
+
+
 def test_log_allows() -> None:
     sec = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["getcwd"], "action": "SCMP_ACT_LOG"}]}
@@ -178,6 +195,7 @@ def test_notify_hands_the_listener_to_the_agent_which_answers(tmp_path: Path) ->
 
     path = str(tmp_path / "agent.sock")
     sec = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path, "listenerMetadata": "hello",
+           "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
     assert S.filter_flags(sec) & S.FLAG_NEW_LISTENER
     agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

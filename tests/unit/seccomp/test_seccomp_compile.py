@@ -143,3 +143,12 @@ def test_docker_default_compiles_and_bad_action_never_reaches_libseccomp(tmp_pat
         S.compile_filter({**SMALL, "defaultAction": "SCMP_ACT_FOO"}, cache_dir=str(tmp_path))
     assert _entries(tmp_path) == []  # nothing cached for a bad profile
     assert os.listdir(tmp_path) == []
+
+
+def test_features_describe_this_host() -> None:
+    f = S.features()
+    assert f["enabled"] is True
+    assert "SCMP_ACT_NOTIFY" in f["actions"] and "SCMP_CMP_MASKED_EQ" in f["operators"]
+    assert {"SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"} <= set(f["archs"])
+    assert set(f["supportedFlags"]) <= set(f["knownFlags"]) == set(S.FLAGS)
+    assert "SECCOMP_FILTER_FLAG_TSYNC" in f["supportedFlags"]  # Linux >= 3.17

@@ -172,3 +172,11 @@ def test_notify_on_write_is_refused_like_runc() -> None:
 def test_not_an_object() -> None:
     with pytest.raises(ConfigError, match="^linux.seccomp: must be an object"):
         plan([])  # type: ignore[arg-type]
+
+
+def test_wait_killable_recv_only_with_a_listener() -> None:
+    flag = {"flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"], "listenerPath": "/x"}
+    assert filter_flags({"defaultAction": "SCMP_ACT_ALLOW", **flag}) == 0
+    notify = {"defaultAction": "SCMP_ACT_ALLOW", **flag,
+              "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}
+    assert filter_flags(notify) == 32 | S.FLAG_NEW_LISTENER
