@@ -365,9 +365,20 @@ class ImageStore:
         self.gc()
         return out
 
+    def _build_cache(self) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self.root, "buildcache.json")) as f:
+                d: dict[str, Any] = json.load(f)
+                return d
+        except (OSError, ValueError):
+            return {}
+
     def prune(self, all_images: bool = False) -> list[str]:
-        """Remove images without names (and with all_images, every unused one)."""
+        """Remove images without names (with all_images: every unused one, and the build cache)."""
         removed = []
+        if all_images:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.root, "buildcache.json"))
         for img in self.list():
             if (not img.names or all_images) and not self._users(img.id):
                 with self._edit() as idx:
@@ -385,6 +396,9 @@ class ImageStore:
             for img in self.list():
                 keep_blobs |= {img.id, img.digest, *(x.digest for x in img.manifest.layers)}
                 keep_layers |= {d.split(":", 1)[1] for d in img.diff_ids}
+            for e in self._build_cache().values():       # isle build's layer cache
+                keep_blobs.add(e["layer"]["digest"])
+                keep_layers.add(e["diff_id"].split(":", 1)[1])
             nb = nl = 0
             for d in self.blobs.all():
                 if d not in keep_blobs:

@@ -1,0 +1,1 @@
+"""isle build: Containerfile parsing and the builder."""
