@@ -417,6 +417,9 @@ def send_listener(listener_path: str, fd: int, state: dict[str, Any], *, metadat
     one message of JSON with the fd attached as SCM_RIGHTS, over a unix stream socket."""
     import socket
 
+    if "metadata" in state:  # tolerate callers that put listenerMetadata into the state
+        state = dict(state)
+        metadata = metadata or str(state.pop("metadata") or "")
     msg = {
         "ociVersion": state.get("ociVersion", oci_version),
         "fds": ["seccompFd"],
