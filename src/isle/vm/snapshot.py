@@ -1,0 +1,152 @@
+"""Fast start from templates: boot once per (kernel, initramfs, image disk, size), pause at 'ready', save.
+
+A template's guest RAM lives in a /dev/shm file (memory-backend-file, share=on) and the rest of the
+VM state in a migration file written with the x-ignore-shared capability (RAM is not copied into it).
+A clone maps the same RAM file copy-on-write (share=off), so clones share every page they do not
+write, and loads the small state file with ``-incoming defer`` + migrate-incoming.
+
+The writable layer is the guest's own tmpfs overlay upper, in copy-on-write RAM: each clone's writes
+are private to it, and nothing is attached after restore. Identity (hostname, env, args) comes with
+the job, which only arrives after restore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import asdict, dataclass
+
+from isle.sys.fs import flock
+from isle.vm.config import MemoryBackend
+from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
+from isle.vm.qmp import Monitor
+
+__all__ = ["Template", "key", "ensure", "restore", "remove", "SHM"]
+
+SHM = "/dev/shm"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    key: str
+    dir: str
+    ram: str
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.dir, "vmstate")
+
+
+def key(boot: Boot) -> str:
+    """Templates are per kernel, initramfs, disk, filesystem, size and accelerator (and QEMU binary)."""
+    from isle.sys import proc
+
+    qemu = proc.which("qemu-system-x86_64") or ""
+    parts = [f"{k}={v}" for k, v in sorted(asdict(boot).items())]
+    for p in (boot.kernel, boot.initrd, boot.rootdisk, qemu):
+        try:
+            st = os.stat(p)
+            parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(p)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _template(boot: Boot, cache: str) -> Template:
+    k = key(boot)
+    return Template(key=k, dir=os.path.join(cache, "templates", k),
+                    ram=os.path.join(SHM, f"isle-tpl-{k}.ram"))
+
+
+def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
+    """The template for boot, made now if missing (one cold boot + save, under a lock)."""
+    t = _template(boot, cache)
+    os.makedirs(os.path.dirname(t.dir), exist_ok=True)
+    with flock(t.dir + ".lock"):
+        if os.path.exists(t.state) and os.path.exists(t.ram):
+            return t
+        shutil.rmtree(t.dir, ignore_errors=True)
+        os.makedirs(t.dir)
+        rundir = short_dir("isle-vm-tpl-")
+        cfg = machine_config(boot, rundir, stdout="", stderr="", name=f"isle-tpl-{t.key}",
+                             memory_backend=MemoryBackend(path=t.ram, share=True))
+        vm = MicroVM(cfg, rundir)
+        tmp = t.state + ".tmp"
+        try:
+            vm.spawn()
+            vm.connect()
+            vm.expect("ready", timeout)
+            mon = Monitor(cfg.qmp_socket, alive=vm.alive)
+            try:
+                mon.cmd("stop")
+                mon.cmd("migrate-set-capabilities",
+                        capabilities=[{"capability": "x-ignore-shared", "state": True}])
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    mon.send_fd(fd, "tplout")
+                finally:
+                    os.close(fd)
+                mon.cmd("migrate", uri="fd:tplout")
+                mon.wait_migration(timeout)
+                mon.cmd("quit")
+            finally:
+                mon.close()
+            os.rename(tmp, t.state)
+        except BaseException:
+            for p in (tmp, t.ram):
+                if os.path.exists(p):
+                    os.unlink(p)
+            shutil.rmtree(t.dir, ignore_errors=True)
+            raise
+        finally:
+            vm.close(grace=5)
+    return t
+
+
+def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple[int, ...] = (),
+            die_with_parent: bool = True, timeout: float = 60.0) -> MicroVM:
+    """A running clone of the template (made if missing), connected, its guest waiting for a job.
+
+    The guest said 'ready' before the save; that line is replayed so callers treat clones and
+    cold boots alike.
+    """
+    t = ensure(boot, cache)
+    rundir = short_dir()
+    cfg = machine_config(boot, rundir, stdout=stdout, stderr=stderr, incoming="defer",
+                         memory_backend=MemoryBackend(path=t.ram, share=False))
+    vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
+    try:
+        vm.spawn()
+        mon = Monitor(cfg.qmp_socket, alive=vm.alive)
+        try:
+            mon.cmd("migrate-set-capabilities",
+                    capabilities=[{"capability": "x-ignore-shared", "state": True}])
+            fd = os.open(t.state, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                mon.send_fd(fd, "tplin")
+            finally:
+                os.close(fd)
+            mon.cmd("migrate-incoming", uri="fd:tplin")
+            mon.wait_migration(timeout)  # the template was saved stopped: resume explicitly
+            mon.cmd("cont")
+        finally:
+            mon.close()
+        vm.connect()
+        vm._buf = b"ready\n"
+    except BaseException:
+        vm.close(grace=0)
+        raise
+    return vm
+
+
+def remove(cache: str, boot: Boot | None = None) -> None:
+    """Delete one template (or all under cache) with its /dev/shm RAM file."""
+    base = os.path.join(cache, "templates")
+    keys = [key(boot)] if boot else [d for d in os.listdir(base)
+                                     if os.path.isdir(os.path.join(base, d))] if os.path.isdir(base) else []
+    for k in keys:
+        shutil.rmtree(os.path.join(base, k), ignore_errors=True)
+        for p in (os.path.join(SHM, f"isle-tpl-{k}.ram"), os.path.join(base, f"{k}.lock")):
+            if os.path.exists(p):
+                os.unlink(p)
