@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-from typing import Any, Protocol
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing imports re: ~10 ms of isle-runtime's start-up
+    from typing import Any, Protocol
+else:
+    Protocol = object
 
 __all__ = [
     "Syscalls",
@@ -112,7 +115,7 @@ _SYSCALLS = {
 
 
 def syscall_nr(name: str) -> int:
-    return _SYSCALLS[platform.machine()][name]
+    return _SYSCALLS[os.uname().machine][name]
 
 
 _libc: ctypes.CDLL | None = None
@@ -261,3 +264,49 @@ class FakeSyscalls:
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self._rec("capset", effective, permitted, inheritable)
         self.caps = (effective, permitted, inheritable)
+
+
+# ---- bpf(2), for cgroup v2 device programs (isle.cgroups.devbpf) ------------------------------
+_BPF_NR = {"x86_64": 321, "aarch64": 280}
+_BPF_PROG_LOAD, _BPF_PROG_ATTACH = 5, 8
+
+
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    nr = _BPF_NR[os.uname().machine]
+    return _check(libc().syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr,
+                                 ctypes.c_uint(len(attr))), "bpf")
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str, *,
+                  expected_attach_type: int = 0) -> int:
+    """Load a BPF program; returns its fd. A verifier refusal raises OSError with its log."""
+    import struct
+
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(0)
+    for log_size in (0, 65536):
+        if log_size:
+            log = ctypes.create_string_buffer(log_size)
+        attr = ctypes.create_string_buffer(72)
+        struct.pack_into("<IIQQIIQ", attr, 0, prog_type, len(insns) // 8,
+                         ctypes.addressof(code), ctypes.addressof(lic), 1 if log_size else 0,
+                         log_size, ctypes.addressof(log) if log_size else 0)
+        struct.pack_into("<I", attr, 68, expected_attach_type)
+        try:
+            return _bpf(_BPF_PROG_LOAD, attr)
+        except OSError as e:
+            if e.errno != 22 or log_size:  # EINVAL: ask again for the verifier's reasons
+                msg = log.value.decode(errors="replace").strip().splitlines()[-3:]
+                raise OSError(e.errno, f"bpf prog load: {e.strerror}"
+                              + (": " + " | ".join(msg) if msg else "")) from None
+    raise AssertionError("unreachable")
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Attach a loaded program to a target (a cgroup directory fd)."""
+    import struct
+
+    attr = ctypes.create_string_buffer(20)
+    struct.pack_into("<IIII", attr, 0, target_fd, prog_fd, attach_type, flags)
+    _bpf(_BPF_PROG_ATTACH, attr)
