@@ -1,0 +1,120 @@
+"""`isle network` verbs: create, ls, inspect, rm, connect, disconnect, prune (one engine call each)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+__all__ = ["register", "network_group"]
+
+
+def _nets(ctx: click.Context) -> Any:
+    from isle.config import Settings
+    from isle.engine.networks import Networks
+
+    obj = ctx.find_root().obj
+    nets = getattr(obj, "networks", None)
+    if nets is not None and hasattr(nets, "create"):
+        return nets
+    settings = obj if isinstance(obj, Settings) else getattr(obj, "settings", None) or Settings()
+    return Networks(settings)
+
+
+@click.group("network")
+def network_group() -> None:
+    """Manage networks."""
+
+
+@network_group.command("create")
+@click.argument("name")
+@click.option("--subnet", multiple=True, help="CIDR subnet (repeat for IPv4 + IPv6)")
+@click.option("--gateway", multiple=True, help="gateway address, one per subnet")
+@click.option("--ip-range", multiple=True, help="allocate container addresses from this CIDR")
+@click.option("--internal", is_flag=True, help="no outbound traffic, no published ports")
+@click.option("--label", multiple=True, help="KEY=VALUE")
+@click.option("--ipv6", is_flag=True, help="add an IPv6 subnet (a unique-local /64 if none given)")
+@click.option("-d", "--driver", default="bridge", show_default=True)
+@click.pass_context
+def create_cmd(ctx: click.Context, name: str, subnet: tuple[str, ...], gateway: tuple[str, ...],
+               ip_range: tuple[str, ...], internal: bool, label: tuple[str, ...], ipv6: bool,
+               driver: str) -> None:
+    """Create a bridge network."""
+    r = _nets(ctx).create(name, subnet=subnet, gateway=gateway, ip_range=ip_range,
+                          internal=internal, labels=label, ipv6=ipv6, driver=driver)
+    click.echo(r["Id"])
+
+
+@network_group.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="names only")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def ls_cmd(ctx: click.Context, quiet: bool, fmt: str) -> None:
+    """List networks."""
+    nets = _nets(ctx).list()
+    if quiet:
+        for n in nets:
+            click.echo(n["Name"])
+    elif fmt == "json":
+        click.echo(json.dumps(nets, indent=2))
+    else:
+        click.echo(f"{'NETWORK ID':<14}{'NAME':<24}{'DRIVER':<9}SUBNETS")
+        for n in nets:
+            subs = ",".join(s["subnet"] for s in n["Subnets"])
+            click.echo(f"{n['Id'][:12]:<14}{n['Name']:<24}{n['Driver']:<9}{subs}")
+
+
+@network_group.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def inspect_cmd(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Show networks and their members as JSON."""
+    nets = _nets(ctx)
+    click.echo(json.dumps([nets.inspect(n) for n in names], indent=2))
+
+
+@network_group.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def rm_cmd(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Remove networks (refused while containers are connected)."""
+    for n in _nets(ctx).remove(names):
+        click.echo(n)
+
+
+@network_group.command("prune")
+@click.option("-f", "--force", is_flag=True, help="do not ask")
+@click.pass_context
+def prune_cmd(ctx: click.Context, force: bool) -> None:
+    """Remove all networks without containers (the default network stays)."""
+    if not force:
+        click.confirm("Remove all networks not used by at least one container?", abort=True)
+    for n in _nets(ctx).prune():
+        click.echo(n)
+
+
+@network_group.command("connect")
+@click.argument("network")
+@click.argument("container")
+@click.option("--ip", multiple=True, help="static address (IPv4 and/or IPv6)")
+@click.option("--alias", multiple=True, help="extra DNS name on this network")
+@click.pass_context
+def connect_cmd(ctx: click.Context, network: str, container: str, ip: tuple[str, ...],
+                alias: tuple[str, ...]) -> None:
+    """Connect a running container to a network."""
+    _nets(ctx).connect(network, container, ip=ip, aliases=alias)
+
+
+@network_group.command("disconnect")
+@click.argument("network")
+@click.argument("container")
+@click.pass_context
+def disconnect_cmd(ctx: click.Context, network: str, container: str) -> None:
+    """Disconnect a container from a network."""
+    _nets(ctx).disconnect(network, container)
+
+
+def register(group: click.Group) -> None:
+    """Add the `network` group to the main CLI."""
+    group.add_command(network_group)

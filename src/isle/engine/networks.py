@@ -1,0 +1,90 @@
+"""Networks as user-facing objects: a thin facade over isle.net for the CLI and the API.
+
+    nets = Networks(settings)
+    nets.create("web", subnet=["10.89.5.0/24"])      # report dicts, Docker-ish field names
+    nets.connect("web", container)                   # container by id, id prefix or name
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from isle.config import Settings
+from isle.errors import ConfigError, NotFound
+from isle.net import Network, NetworkManager
+
+__all__ = ["Networks", "network_manager"]
+
+
+def network_manager(settings: Settings) -> NetworkManager:
+    """The NetworkManager for these settings (one per root)."""
+    return NetworkManager(root=os.path.join(settings.root, "networks"),
+                          runroot=os.path.join(settings.runroot, "networks"))
+
+
+def report(net: Network) -> dict[str, Any]:
+    return {"Name": net.name, "Id": net.id, "Driver": net.driver, "Bridge": net.bridge,
+            "Subnets": [s.to_dict() for s in net.subnets], "Internal": net.internal,
+            "IPv6": net.ipv6, "DNS": net.dns_enabled, "Labels": dict(net.labels),
+            "Created": net.created}
+
+
+def parse_labels(labels: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for lab in labels:
+        k, _, v = lab.partition("=")
+        if not k:
+            raise ConfigError("label", f"{lab!r} is not KEY=VALUE")
+        out[k] = v
+    return out
+
+
+class Networks:
+    def __init__(self, settings: Settings, nm: NetworkManager | None = None) -> None:
+        self.nm = nm or network_manager(settings)
+
+    def create(self, name: str, *, subnet: Sequence[str] = (), gateway: Sequence[str] = (),
+               ip_range: Sequence[str] = (), internal: bool = False, labels: Sequence[str] = (),
+               ipv6: bool = False, driver: str = "bridge") -> dict[str, Any]:
+        return report(self.nm.create(name, list(subnet) or None, list(gateway) or None,
+                                     list(ip_range) or None, internal, parse_labels(labels),
+                                     ipv6, driver))
+
+    def list(self) -> list[dict[str, Any]]:
+        return [report(n) for n in self.nm.list()]
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        d = self.nm.inspect(name)
+        net = Network.from_dict({k: v for k, v in d.items() if k != "containers"})
+        return {**report(net), "Containers": d["containers"]}
+
+    def remove(self, names: Sequence[str]) -> list[str]:
+        for n in names:
+            self.nm.remove(n)
+        return list(names)
+
+    def prune(self) -> list[str]:
+        return self.nm.prune()
+
+    def _find(self, ref: str) -> dict[str, Any]:
+        recs = self.nm.store.records()
+        hit = ([r for r in recs if r["id"] == ref or r["name"] == ref]
+               or [r for r in recs if r["id"].startswith(ref)])
+        if len(hit) != 1:
+            raise NotFound(f"no running container {ref!r} with a network namespace"
+                           if not hit else f"{ref!r} matches {len(hit)} containers")
+        return hit[0]
+
+    def connect(self, network: str, container: str, *, ip: Sequence[str] = (),
+                aliases: Sequence[str] = ()) -> dict[str, Any]:
+        """Connect a container that already has a network namespace (it is on some network)."""
+        rec = self._find(container)
+        att = self.nm.connect(rec["id"], rec["ns_path"],
+                              [(network, {"ips": list(ip), "aliases": list(aliases)})],
+                              name=rec["name"])
+        return att.networks[network].to_dict()
+
+    def disconnect(self, network: str, container: str) -> None:
+        self.nm.disconnect(self._find(container)["id"], network)
