@@ -1,0 +1,110 @@
+"""Guest pieces built on the host: cpio newc archives, module order, job scripts, disks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from isle.errors import ConfigError, VMError
+from isle.vm import disk, initramfs, kernel
+from isle.vm.job import GuestMount, Job, render
+
+
+def test_newc_is_read_back_by_cpio(tmp_path: Path) -> None:
+    if not shutil.which("cpio"):
+        pytest.skip("needs cpio")
+    data = initramfs.newc([
+        initramfs.Entry("bin", stat.S_IFDIR | 0o755),
+        initramfs.Entry("bin/hello", stat.S_IFREG | 0o755, b"#!/bin/sh\necho hi\n"),
+        initramfs.Entry("bin/sh", stat.S_IFLNK | 0o777, target="busybox"),
+    ])
+    assert len(data) % 512 == 0
+    out = subprocess.run(["cpio", "-t", "-v"], input=data, capture_output=True, check=True).stdout.decode()
+    assert "bin/hello" in out and "bin/sh -> busybox" in out
+    subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
+    assert (tmp_path / "bin/hello").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert os.readlink(tmp_path / "bin/sh") == "busybox"
+
+
+def _fake_ko(d: Path, name: str, deps: str) -> None:
+    (d / f"{name}.ko").write_bytes(b"\x7fELF....\0license=GPL\0depends=" + deps.encode() + b"\0name=x\0")
+
+
+def test_module_order_puts_dependencies_first(tmp_path: Path) -> None:
+    _fake_ko(tmp_path, "virtio_ring", "")
+    _fake_ko(tmp_path, "virtio", "virtio_ring")
+    _fake_ko(tmp_path, "virtio_blk", "virtio,virtio_ring")
+    _fake_ko(tmp_path, "overlay", "")
+    assert kernel.module_load_order(str(tmp_path), ("virtio_blk", "overlay")) == \
+        ["virtio_ring", "virtio", "virtio_blk", "overlay"]
+
+
+def test_missing_module_is_named(tmp_path: Path) -> None:
+    _fake_ko(tmp_path, "virtio_blk", "virtio")
+    with pytest.raises(VMError, match="virtio missing"):
+        kernel.module_load_order(str(tmp_path), ("virtio_blk",))
+
+
+def test_no_kernel_cached_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(VMError, match="scripts/fetch-guest-kernel"):
+        kernel.find(str(tmp_path))
+
+
+def test_job_script_quotes_everything_and_keeps_stdio_apart() -> None:
+    job = Job(args=("sh", "-c", "echo 'a b'; exit 3"), env=("A=x y", "B=$(reboot)"), cwd="/w d",
+              uid=1000, gid=100, additional_gids=(5, 6), hostname="h'x", rlimits=((7, 64, 128),),
+              no_new_privs=True,
+              mounts=(GuestMount(type="proc", destination="/proc", source="proc", options=("nosuid",)),
+                      GuestMount(type="bind", destination="/etc/hosts", source="/x", options=("rbind",))))
+    s = render(job)
+    assert "hostname 'h'\"'\"'x'" in s
+    assert "mount -t proc -o nosuid proc /newroot/proc" in s
+    assert "/etc/hosts" not in s  # host paths cannot reach a VM
+    assert "-e 'B=$(reboot)'" in s and "-e 'A=x y'" in s
+    assert "-w '/w d' -u 1000 -g 100 -G 5,6 -l 7:64:128 -n" in s
+    assert '<"$in" >"$out" 2>"$err" &' in s
+    assert s.rstrip().endswith("poweroff -f")
+
+
+def test_job_script_is_valid_sh() -> None:
+    sh = shutil.which("sh")
+    assert sh
+    s = render(Job(args=("true",), hostname="x"))
+    subprocess.run([sh, "-n", "-c", s], check=True)
+
+
+def test_rootfs_image_cached_by_content(tmp_path: Path) -> None:
+    if not shutil.which("mkfs.erofs"):
+        pytest.skip("needs erofs-utils")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hostname").write_text("x\n")
+    a = disk.rootfs_image(str(root), str(tmp_path / "c"))
+    assert a == disk.rootfs_image(str(root), str(tmp_path / "c"))
+    with open(a, "rb") as f:
+        f.seek(1024)
+        assert f.read(4) == bytes.fromhex("e2e1f5e0")  # erofs superblock magic
+    (root / "etc/hostname").write_text("changed\n")
+    assert disk.rootfs_image(str(root), str(tmp_path / "c")) != a
+    assert not [p for p in os.listdir(tmp_path / "c" / "disks") if ".tmp." in p]
+
+
+def test_rootfs_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="root.path"):
+        disk.rootfs_image(str(tmp_path / "nope"), str(tmp_path))
+
+
+def test_not_a_disk_image(tmp_path: Path) -> None:
+    if not shutil.which("qemu-img"):
+        pytest.skip("needs qemu-img")
+    p = tmp_path / "notes.txt"
+    p.write_text("hello, I am not a disk\n" * 100)
+    with pytest.raises(VMError, match="not a disk image"):
+        disk.check_bootable(str(p))
+    with pytest.raises(ConfigError):
+        disk.check_bootable(str(tmp_path / "missing.img"))

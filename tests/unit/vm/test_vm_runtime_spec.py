@@ -1,0 +1,82 @@
+"""OCI config.json -> VM job and size, with errors naming the field."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import pytest
+
+from isle.errors import AlreadyExists, ConfigError, NotFound
+from isle.runtime.vm import dispatch, wants_vm
+from isle.runtime.vm import spec as vmspec
+from isle.runtime.vm import state as st
+
+
+def _cfg(**over: object) -> dict:
+    c = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "hostname": "h",
+         "process": {"args": ["sh"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 1, "gid": 2},
+                     "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}]},
+         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                     "options": ["nosuid", "mode=755"]}]}
+    c.update(over)
+    return c
+
+
+def test_to_job() -> None:
+    j = vmspec.to_job(_cfg())
+    assert j.args == ("sh",) and j.uid == 1 and j.gid == 2 and j.hostname == "h"
+    assert j.rlimits == ((resource.RLIMIT_NOFILE, 10, 20),)
+    dev = [m for m in j.mounts if m.destination == "/dev"][0]
+    assert dev.type == "devtmpfs" and dev.options == ("nosuid",)
+
+
+def test_bad_rlimit_and_empty_args_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"process.rlimits\[0\].type"):
+        vmspec.to_job(_cfg(process={"args": ["x"], "rlimits": [{"type": "RLIMIT_BOGUS"}]}))
+    with pytest.raises(ConfigError, match="process.args"):
+        vmspec.to_job(_cfg(process={"args": []}))
+
+
+@pytest.mark.parametrize("res,want", [
+    ({}, (1, 128)),
+    ({"memory": {"limit": 512 * 2**20}}, (1, 512)),
+    ({"cpu": {"quota": 150000, "period": 100000}}, (2, 128)),
+    ({"cpu": {"cpus": "0-1,3"}}, (3, 128)),
+    ({"cpu": {"cpus": "0-63"}}, (4, 128)),  # never more vCPUs than host CPUs
+])
+def test_vm_size(res: dict, want: tuple[int, int]) -> None:
+    assert vmspec.vm_size(_cfg(linux={"resources": res}), host_cpus=4) == want
+
+
+def test_vm_size_errors_name_fields() -> None:
+    with pytest.raises(ConfigError, match="linux.resources.memory.limit"):
+        vmspec.vm_size(_cfg(linux={"resources": {"memory": {"limit": 16 * 2**20}}}))
+    with pytest.raises(ConfigError, match="linux.resources.cpu.cpus"):
+        vmspec.vm_size(_cfg(linux={"resources": {"cpu": {"cpus": "3-1"}}}))
+    assert vmspec.vm_size(_cfg(annotations={"org.isle.vm.memory": "256", "org.isle.vm.vcpus": "2"}),
+                          host_cpus=8) == (2, 256)
+
+
+def test_state_roundtrip_and_dead_monitor_means_stopped(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    st.create_dir(root, "c1")
+    with pytest.raises(AlreadyExists):
+        st.create_dir(root, "c1")
+    st.save(root, st.State(id="c1", bundle="/b", status="running", pid=2**22 + 7))
+    s = st.load(root, "c1")
+    assert s.status == "stopped" and s.oci()["id"] == "c1" and st.list_ids(root) == ["c1"]
+    with pytest.raises(NotFound):
+        st.load(root, "c2")
+    with pytest.raises(ConfigError):
+        st.load(root, "../etc")
+
+
+def test_wants_vm_and_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.json").write_text('{"annotations": {"org.isle.isolation": "vm"}}')
+    assert wants_vm(str(tmp_path)) and not wants_vm(str(tmp_path / "none"))
+    assert dispatch(["--root", str(tmp_path / "r"), "state", "nosuch"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert dispatch(["--root", str(tmp_path / "r"), "kill", "x", "SIGNOPE"]) == 1
+    assert dispatch(["features"]) == 0
