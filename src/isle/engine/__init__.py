@@ -1,1 +1,1 @@
-"""isle.engine"""
+"""isle.engine: containers and volumes as user-facing objects (see engine.Engine)."""

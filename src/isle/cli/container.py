@@ -1,0 +1,485 @@
+"""Container verbs: run, create, start, stop, restart, kill, rm, ps, logs, exec, inspect, wait, ..."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+__all__ = ["register"]
+
+F = Callable[..., Any]
+
+
+def _run_options(f: F) -> F:
+    opts = [
+        click.option("-d", "--detach", is_flag=True, help="Run in the background, print the id."),
+        click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits."),
+        click.option("-i", "--interactive", is_flag=True, help="Keep stdin open."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        click.option("--name", default=""),
+        click.option("-e", "--env", multiple=True),
+        click.option("--env-file", multiple=True),
+        click.option("-w", "--workdir", default=""),
+        click.option("-u", "--user", default=""),
+        click.option("--group-add", multiple=True),
+        click.option("--entrypoint", default=None),
+        click.option("-v", "--volume", multiple=True),
+        click.option("--mount", multiple=True),
+        click.option("--tmpfs", multiple=True),
+        click.option("--read-only", is_flag=True),
+        click.option("-m", "--memory", default=""),
+        click.option("--memory-swap", default=""),
+        click.option("--cpus", default=""),
+        click.option("--cpu-shares", "-c", type=int, default=0),
+        click.option("--cpuset-cpus", default=""),
+        click.option("--pids-limit", type=int, default=0),
+        click.option("--ulimit", multiple=True),
+        click.option("--cap-add", multiple=True),
+        click.option("--cap-drop", multiple=True),
+        click.option("--privileged", is_flag=True),
+        click.option("--security-opt", multiple=True),
+        click.option("-h", "--hostname", default=""),
+        click.option("-l", "--label", multiple=True),
+        click.option("--init", is_flag=True),
+        click.option("--restart", default="no"),
+        click.option("--stop-signal", default="SIGTERM"),
+        click.option("--stop-timeout", type=int, default=10),
+        click.option("--health-cmd", default=""),
+        click.option("--health-interval", default=""),
+        click.option("--health-timeout", default=""),
+        click.option("--health-retries", type=int, default=0),
+        click.option("--health-start-period", default=""),
+        click.option("--no-healthcheck", is_flag=True),
+        click.option("--runtime", default=""),
+        click.option("--isolation", default="container"),
+        click.option("--network", "--net", default="none"),
+        click.option("-p", "--publish", multiple=True),
+        click.option("-P", "--publish-all", is_flag=True),
+        click.option("--ip", default=""),
+        click.option("--dns", multiple=True),
+        click.option("--add-host", multiple=True),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _build_options(kw: dict[str, Any]) -> Any:
+    """Flag values -> RunOptions (every parser names the flag on error)."""
+    from isle.engine import options as O
+    from isle.errors import ConfigError
+
+    env = dict(os.environ)
+    envs: list[str] = []
+    for path in kw["env_file"]:
+        envs += O.parse_env_file(path, env)
+    envs += O.parse_env(list(kw["env"]), env)
+    mounts = [O.parse_volume(v) for v in kw["volume"]] + [O.parse_mount(m) for m in kw["mount"]] \
+        + [O.parse_tmpfs(t) for t in kw["tmpfs"]]
+    seccomp, nnp = "", False
+    for so in kw["security_opt"]:
+        k, sep, v = so.partition("=")
+        if so in ("no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"):
+            nnp = True
+        elif so in ("no-new-privileges=false", "no-new-privileges:false"):
+            nnp = False
+        elif k == "seccomp" and sep and v:
+            if v != "unconfined" and not os.path.isfile(v):
+                raise ConfigError("--security-opt", f"seccomp profile {v!r} not found")
+            seccomp = v if v == "unconfined" else os.path.abspath(v)
+        elif k in ("apparmor", "label"):
+            pass
+        else:
+            raise ConfigError("--security-opt", f"invalid option {so!r}")
+    hc = None
+    if kw["no_healthcheck"]:
+        hc = O.Healthcheck(test=["NONE"])
+    elif kw["health_cmd"]:
+        hc = O.Healthcheck(test=["CMD-SHELL", kw["health_cmd"]])
+        if kw["health_interval"]:
+            hc.interval = O.parse_duration("--health-interval", kw["health_interval"])
+        if kw["health_timeout"]:
+            hc.timeout = O.parse_duration("--health-timeout", kw["health_timeout"])
+        if kw["health_retries"]:
+            hc.retries = kw["health_retries"]
+        if kw["health_start_period"]:
+            hc.start_period = O.parse_duration("--health-start-period", kw["health_start_period"])
+    if kw["pids_limit"] < 0 and kw["pids_limit"] != -1:
+        raise ConfigError("--pids-limit", "must be -1 (unlimited) or positive")
+    ms = kw["memory_swap"]
+    for p in kw["publish"]:
+        _check_publish(p)
+    ep = kw["entrypoint"]
+    return O.RunOptions(
+        image=kw["image"], command=list(kw["command"]), name=kw["name"], detach=kw["detach"],
+        remove=kw["remove"], interactive=kw["interactive"], tty=kw["tty"], env=envs,
+        workdir=kw["workdir"], user=kw["user"], group_add=list(kw["group_add"]),
+        entrypoint=None if ep is None else ([ep] if ep else []), mounts=mounts,
+        read_only=kw["read_only"],
+        memory=O.parse_bytes("--memory", kw["memory"]) if kw["memory"] else 0,
+        memory_swap=-1 if ms == "-1" else (O.parse_bytes("--memory-swap", ms) if ms else 0),
+        cpus=O.parse_cpus(kw["cpus"]) if kw["cpus"] else 0.0, cpu_shares=kw["cpu_shares"],
+        cpuset_cpus=kw["cpuset_cpus"], pids_limit=max(kw["pids_limit"], 0),
+        ulimits=[O.parse_ulimit(u) for u in kw["ulimit"]],
+        cap_add=O.check_caps("--cap-add", list(kw["cap_add"])),
+        cap_drop=O.check_caps("--cap-drop", list(kw["cap_drop"])),
+        privileged=kw["privileged"], seccomp=seccomp, no_new_privileges=nnp,
+        hostname=kw["hostname"], labels=O.parse_labels(list(kw["label"])), init=kw["init"],
+        restart=O.parse_restart(kw["restart"]), stop_signal=kw["stop_signal"],
+        stop_timeout=kw["stop_timeout"], healthcheck=hc, runtime=kw["runtime"],
+        isolation=kw["isolation"], network=kw["network"], publish=list(kw["publish"]),
+        publish_all=kw["publish_all"], ip=kw["ip"], dns=list(kw["dns"]),
+        extra_hosts=list(kw["add_host"]),
+    )
+
+
+def _check_publish(p: str) -> None:
+    from isle.errors import ConfigError
+
+    spec = p.rsplit("/", 1)[0]
+    for part in spec.split(":")[-2:]:
+        if not part or "." in part:
+            continue
+        for port in part.split("-"):
+            if not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError("--publish", f"invalid port {port!r} in {p!r} (1-65535)")
+
+
+def _engine(ctx: click.Context) -> Any:
+    return ctx.obj.engine
+
+
+def _out(s: str) -> None:
+    sys.stdout.write(s + "\n")
+
+
+def register(cli: click.Group) -> None:
+    cmds: list[click.Command] = []
+
+    def verb(*a: Any, **k: Any) -> Callable[[F], click.Command]:
+        def deco(f: F) -> click.Command:
+            c = click.command(*a, **k)(f)
+            cmds.append(c)
+            return c
+        return deco
+
+    run_ctx = {"allow_interspersed_args": False, "ignore_unknown_options": False}
+
+    @verb("run", context_settings=run_ctx)
+    @_run_options
+    @click.pass_context
+    def run(ctx: click.Context, **kw: Any) -> int:
+        """Create and start a container; in the foreground, exit with its exit code."""
+        opts = _build_options(kw)
+        if opts.tty and not opts.interactive and not sys.stdin.isatty():
+            pass
+        rep = _engine(ctx).run(opts)
+        if opts.detach:
+            _out(rep.id)
+            return 0
+        return int(rep.exit_code or 0)
+
+    @verb("create", context_settings=run_ctx)
+    @_run_options
+    @click.pass_context
+    def create(ctx: click.Context, **kw: Any) -> int:
+        """Create a container (not started); print its id."""
+        rep = _engine(ctx).create(_build_options(kw))
+        _out(rep.id)
+        return 0
+
+    @verb("start")
+    @click.option("-a", "--attach", is_flag=True, help="(accepted; output is in `isle logs`)")
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def start(ctx: click.Context, attach: bool, containers: tuple[str, ...]) -> int:
+        """Start one or more created or stopped containers."""
+        for c in containers:
+            rep = _engine(ctx).start(c)
+            _out(c)
+            del rep
+        return 0
+
+    def _each(ctx: click.Context, refs: tuple[str, ...], fn: Callable[[str], Any]) -> int:
+        from isle.errors import IsleError
+
+        rc = 0
+        for r in refs:
+            try:
+                fn(r)
+                _out(r)
+            except IsleError as exc:
+                if len(refs) == 1:
+                    raise
+                sys.stderr.write(f"isle: error: {exc}\n")
+                rc = exc.exit_code
+        return rc
+
+    @verb("stop")
+    @click.option("-t", "--time", "timeout", type=int, default=None)
+    @click.option("-s", "--signal", "sig", default=None)
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def stop(ctx: click.Context, timeout: int | None, sig: str | None,
+             containers: tuple[str, ...]) -> int:
+        """Stop containers: stop signal, then SIGKILL after the timeout."""
+        return _each(ctx, containers, lambda c: _engine(ctx).stop(c, timeout))
+
+    @verb("restart")
+    @click.option("-t", "--time", "timeout", type=int, default=None)
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def restart(ctx: click.Context, timeout: int | None, containers: tuple[str, ...]) -> int:
+        """Restart containers."""
+        return _each(ctx, containers, lambda c: _engine(ctx).restart(c, timeout))
+
+    @verb("kill")
+    @click.option("-s", "--signal", "sig", default="KILL")
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def kill(ctx: click.Context, sig: str, containers: tuple[str, ...]) -> int:
+        """Send a signal (default KILL) to containers."""
+        return _each(ctx, containers, lambda c: _engine(ctx).kill(c, sig))
+
+    @verb("rm")
+    @click.option("-f", "--force", is_flag=True)
+    @click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes too.")
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def rm(ctx: click.Context, force: bool, volumes: bool, containers: tuple[str, ...]) -> int:
+        """Remove containers (-f: even running ones)."""
+        return _each(ctx, containers, lambda c: _engine(ctx).rm(c, force=force, volumes=volumes))
+
+    @verb("pause")
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def pause(ctx: click.Context, containers: tuple[str, ...]) -> int:
+        """Freeze all processes of containers."""
+        return _each(ctx, containers, lambda c: _engine(ctx).pause(c))
+
+    @verb("unpause")
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def unpause(ctx: click.Context, containers: tuple[str, ...]) -> int:
+        """Thaw paused containers."""
+        return _each(ctx, containers, lambda c: _engine(ctx).unpause(c))
+
+    @verb("wait")
+    @click.argument("containers", nargs=-1, required=True)
+    @click.pass_context
+    def wait(ctx: click.Context, containers: tuple[str, ...]) -> int:
+        """Block until containers stop; print their exit codes."""
+        for c in containers:
+            _out(str(_engine(ctx).wait(c)))
+        return 0
+
+    @verb("rename")
+    @click.argument("container")
+    @click.argument("new_name")
+    @click.pass_context
+    def rename(ctx: click.Context, container: str, new_name: str) -> int:
+        """Rename a container."""
+        _engine(ctx).rename(container, new_name)
+        return 0
+
+    @verb("ps")
+    @click.option("-a", "--all", "all_", is_flag=True)
+    @click.option("-q", "--quiet", is_flag=True)
+    @click.option("-f", "--filter", "filters", multiple=True)
+    @click.option("--format", "fmt", default="")
+    @click.option("-n", "--last", type=int, default=-1)
+    @click.option("-l", "--latest", is_flag=True)
+    @click.option("--no-trunc", is_flag=True)
+    @click.option("-s", "--size", is_flag=True)
+    @click.pass_context
+    def ps(ctx: click.Context, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str,
+           last: int, latest: bool, no_trunc: bool, size: bool) -> int:
+        """List containers (running; -a all)."""
+        rows = _engine(ctx).ps(all=all_, filters=list(filters), last=1 if latest else last)
+        if quiet:
+            for r in rows:
+                _out(r.full_id if no_trunc else r.ID)
+            return 0
+        _print_rows(rows, fmt, no_trunc)
+        return 0
+
+    @verb("inspect")
+    @click.option("-f", "--format", "fmt", default="")
+    @click.option("--type", "typ", default="")
+    @click.option("-s", "--size", is_flag=True)
+    @click.argument("objects", nargs=-1, required=True)
+    @click.pass_context
+    def inspect(ctx: click.Context, fmt: str, typ: str, size: bool, objects: tuple[str, ...]) -> int:
+        """Docker-compatible JSON for containers (and volumes, images)."""
+        from isle.engine.views import render_template
+        from isle.errors import NotFound
+
+        eng = _engine(ctx)
+        out: list[Any] = []
+        rc = 0
+        for o in objects:
+            try:
+                if typ in ("", "container"):
+                    try:
+                        out.append(eng.inspect(o))
+                        continue
+                    except NotFound:
+                        if typ == "container":
+                            raise
+                if typ in ("", "volume"):
+                    try:
+                        out.append(eng.volumes.inspect(o))
+                        continue
+                    except NotFound:
+                        if typ == "volume":
+                            raise
+                if typ in ("", "image"):
+                    out.append(_image_inspect(eng, o))
+                    continue
+                raise NotFound(f"no such object: {o}")
+            except NotFound as exc:
+                sys.stderr.write(f"isle: error: {exc}\n")
+                rc = 1
+        if fmt:
+            for d in out:
+                _out(render_template(fmt, d))
+        else:
+            _out(json.dumps(out, indent=4))
+        return rc
+
+    @verb("logs")
+    @click.option("-f", "--follow", is_flag=True)
+    @click.option("-n", "--tail", default="all")
+    @click.option("--since", default="")
+    @click.option("--until", default="")
+    @click.option("-t", "--timestamps", is_flag=True)
+    @click.argument("container")
+    @click.pass_context
+    def logs(ctx: click.Context, follow: bool, tail: str, since: str, until: str,
+             timestamps: bool, container: str) -> int:
+        """Show a container's output (stdout and stderr kept apart)."""
+        from isle.errors import ConfigError
+
+        if tail == "all":
+            n = -1
+        elif tail.isdigit():
+            n = int(tail)
+        else:
+            raise ConfigError("--tail", f"invalid number {tail!r}")
+        for stream, data in _engine(ctx).logs(container, follow=follow, tail=n, since=since,
+                                              until=until, timestamps=timestamps):
+            (sys.stderr if stream == "stderr" else sys.stdout).buffer.write(data)
+            if follow:
+                (sys.stderr if stream == "stderr" else sys.stdout).flush()
+        return 0
+
+    @verb("exec", context_settings=run_ctx)
+    @click.option("-i", "--interactive", is_flag=True)
+    @click.option("-t", "--tty", is_flag=True)
+    @click.option("-d", "--detach", is_flag=True)
+    @click.option("-e", "--env", multiple=True)
+    @click.option("--env-file", multiple=True)
+    @click.option("-u", "--user", default="")
+    @click.option("-w", "--workdir", default="")
+    @click.option("--privileged", is_flag=True)
+    @click.argument("container")
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    @click.pass_context
+    def exec_(ctx: click.Context, interactive: bool, tty: bool, detach: bool, env: tuple[str, ...],
+              env_file: tuple[str, ...], user: str, workdir: str, privileged: bool,
+              container: str, command: tuple[str, ...]) -> int:
+        """Run a command in a running container."""
+        from isle.engine import options as O
+
+        host = dict(os.environ)
+        envs: list[str] = []
+        for p in env_file:
+            envs += O.parse_env_file(p, host)
+        envs += O.parse_env(list(env), host)
+        return int(_engine(ctx).exec(container, list(command), interactive=interactive, tty=tty,
+                                     env=envs, user=user, workdir=workdir, detach=detach,
+                                     privileged=privileged))
+
+    exec_.name = "exec"
+
+    @verb("top")
+    @click.argument("container")
+    @click.argument("ps_args", nargs=-1)
+    @click.pass_context
+    def top(ctx: click.Context, container: str, ps_args: tuple[str, ...]) -> int:
+        """Show a container's processes."""
+        header, rows = _engine(ctx).top(container, list(ps_args) or None)
+        _table([header] + rows)
+        return 0
+
+    from isle.cli import container_more
+
+    container_more.register(verb, _engine, _out, _table)
+
+    for c in cmds:
+        cli.add_command(c)
+    grp = click.Group("container", help="Manage containers (the same verbs, grouped).")
+    for c in cmds:
+        grp.add_command(c)
+        if c.name == "ps":
+            grp.add_command(c, "ls")
+        if c.name == "rm":
+            grp.add_command(c, "remove")
+    container_more.register_group(grp, _engine, _out)
+    cli.add_command(grp)
+
+
+def _image_inspect(eng: Any, ref: str) -> dict[str, Any]:
+    img = eng.store.resolve(ref)
+    return {"Id": img.id, "RepoTags": img.names, "RepoDigests": img.repo_digests,
+            "Created": img.config.get("created", ""), "Size": img.size,
+            "Architecture": img.config.get("architecture", ""), "Os": img.config.get("os", ""),
+            "Config": img.config.get("config", {}), "RootFS": img.config.get("rootfs", {})}
+
+
+def _table(rows: list[list[str]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        _out("   ".join(cells).rstrip())
+
+
+def _print_rows(rows: list[Any], fmt: str, no_trunc: bool) -> None:
+    from isle.engine.views import render_template
+
+    if fmt == "json":
+        for r in rows:
+            _out(json.dumps(r.template_fields()))
+        return
+    if fmt:
+        table = fmt.startswith("table")
+        body = fmt[5:].strip() if table else fmt
+        if table:
+            import re
+
+            hdr = re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: _HEAD.get(m.group(1), m.group(1).upper()), body)
+            _out(hdr.replace("\\t", "\t"))
+        for r in rows:
+            _out(render_template(body, r.template_fields()))
+        return
+    table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    for r in rows:
+        cmd = r.Command if no_trunc or len(r.Command) <= 22 else r.Command[:19] + '…"'
+        table.append([r.full_id if no_trunc else r.ID, r.Image, cmd, r.RunningFor, r.Status,
+                      r.Ports, r.Names])
+    _table(table)
+
+
+_HEAD = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
+         "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS", "State": "STATE",
+         "Ports": "PORTS", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+         "Size": "SIZE", "ImageID": "IMAGE ID", "LocalVolumes": "LOCAL VOLUMES"}

@@ -1,0 +1,382 @@
+"""The Engine facade: containers and volumes as user-facing objects; every verb is one method.
+
+    eng = Engine(Settings(root=..., runroot=...))
+    rep = eng.run(RunOptions(image="busybox", command=["echo", "hi"], remove=True))
+    rep.exit_code  # 0
+
+Containers run under conmon (monitor.py) so they outlive `isle`; records live in SQLite (db.py);
+the truth about a running container is re-derived cheaply from conmon's exit file and
+pid + start-time checks (`_refresh`), so a killed CLI, monitor, or a wiped runroot never lies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from isle.config import Settings, default_settings
+from isle.engine import lifecycle
+from isle.engine.db import ContainerRecord, Db
+from isle.engine.layout import ContainerPaths, alive
+from isle.engine.names import check_name, random_name
+from isle.engine.options import RunOptions, parse_signal
+from isle.engine.queries import Queries
+from isle.engine.reports import CreateReport, PruneReport, RmReport, RunReport
+from isle.errors import ConfigError, InvalidState, NotFound, Unsupported
+from isle.sys.fs import flock
+
+__all__ = ["Engine"]
+
+
+class Engine(lifecycle.Lifecycle, Queries):
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.s = settings or default_settings()
+        self._db: Db | None = None
+        self._store: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def db(self) -> Db:
+        if self._db is None:
+            self._db = Db(self.s.db_path)
+        return self._db
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            try:
+                from isle.image.store import ImageStore
+            except ImportError as exc:
+                raise Unsupported("the image store (isle.image.store) is not available") from exc
+            self._store = ImageStore.from_settings(self.s)
+            self._store.set_users_callback(self._image_users)
+        return self._store
+
+    def _image_users(self, image_id: str) -> list[str]:
+        return [r.id for r in self.db.list_containers() if r.image_id == image_id]
+
+    def paths(self, cid: str) -> ContainerPaths:
+        return ContainerPaths.of(self.s, cid)
+
+    @contextlib.contextmanager
+    def _locked(self, cid: str) -> Any:
+        p = self.paths(cid)
+        os.makedirs(os.path.dirname(p.lock), exist_ok=True)
+        with flock(p.lock):
+            yield
+
+    def get(self, ref: str) -> ContainerRecord:
+        """A container record by id, name or id prefix, its state brought up to date."""
+        return self._refresh(self.db.get_container(ref))
+
+    # -- create / start / run ------------------------------------------------------------------
+    def create(self, opts: RunOptions) -> CreateReport:
+        if opts.isolation == "vm":
+            raise Unsupported("--isolation vm is not available yet (it arrives with the VM "
+                              "runtime); use --isolation container")
+        if opts.isolation not in ("container", "default", ""):
+            raise ConfigError("--isolation", f"unknown isolation {opts.isolation!r} (container, vm)")
+        if opts.remove and opts.restart.name != "no":
+            raise ConfigError("--restart", "conflicting options: --restart and --rm")
+        if opts.network not in ("none", "host", "default", "bridge", ""):
+            self._check_network(opts)
+        from isle.engine.ocicli import resolve_runtime
+
+        explicit = bool(opts.runtime) or "ISLE_RUNTIME" in os.environ or self.s.runtime != "isle-runtime"
+        opts.runtime = resolve_runtime(opts.runtime or self.s.runtime, explicit=explicit)
+        if opts.stop_signal:
+            parse_signal("--stop-signal", opts.stop_signal)
+        img = self.store.resolve(opts.image)
+        from isle.engine.spec import _resources, command_line
+
+        command_line(opts, img.config.get("config") or {})
+        if not self.s.rootless:
+            _resources(opts)  # validate limits now, not at start
+        cid = os.urandom(32).hex()
+        name = check_name(opts.name) if opts.name else random_name()
+        for m in opts.mounts:
+            if m.type == "volume" and not m.source:
+                m.source = os.urandom(32).hex()
+                m.anonymous = True
+        rec = ContainerRecord(id=cid, name=name, image=opts.image, image_id=img.id,
+                              created=time.time(), state="created", opts=opts.to_dict())
+        if not opts.name:
+            for _ in range(20):
+                try:
+                    self.db.insert_container(rec)
+                    break
+                except Exception:
+                    rec.name = random_name() + "_" + os.urandom(2).hex()
+            else:
+                self.db.insert_container(rec)
+        else:
+            self.db.insert_container(rec)
+        os.makedirs(self.paths(cid).bundle, exist_ok=True)
+        return CreateReport(id=cid, name=rec.name)
+
+    def _check_network(self, opts: RunOptions) -> None:
+        try:
+            import isle.net  # noqa: F401
+
+            if hasattr(isle.net, "NetworkManager"):
+                return
+        except ImportError:
+            pass
+        raise ConfigError("--network", f"network {opts.network!r} not found "
+                          "(available here: none, host)")
+
+    def start(self, ref: str) -> RunReport:
+        rec = self.get(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(self.db.get_container(rec.id))
+            if rec.state == "running":
+                return RunReport(id=rec.id, name=rec.name, exit_code=None)
+            if rec.state == "paused":
+                raise InvalidState(f"cannot start a paused container {rec.name}, try unpause instead")
+            self.db.update_container(rec.id, stopped_by_user=False)
+            self._start(rec, attach=False, foreground=False)
+        return RunReport(id=rec.id, name=rec.name, exit_code=None)
+
+    def run(self, opts: RunOptions, *, stdin_fd: int | None = 0, stdout_fd: int = 1,
+            stderr_fd: int = 2) -> RunReport:
+        """`isle run`: create + start; in the foreground stream I/O and return the exit code."""
+        rep = self.create(opts)
+        rec = self.db.get_container(rep.id)
+        if opts.detach:
+            try:
+                with self._locked(rec.id):
+                    self._start(rec, attach=False, foreground=False)
+            except BaseException:
+                self._remove_after_failure(rec, opts)
+                raise
+            return RunReport(id=rec.id, name=rec.name, exit_code=None)
+        return self._run_foreground(rec, opts, stdin_fd, stdout_fd, stderr_fd)
+
+    def _remove_after_failure(self, rec: ContainerRecord, opts: RunOptions) -> None:
+        if opts.remove:
+            with contextlib.suppress(Exception):
+                self.rm(rec.id, force=True, volumes=True)
+        else:
+            with contextlib.suppress(Exception):
+                self.db.update_container(rec.id, state="exited", exit_code=128, finished_at=time.time())
+
+    # -- stop / kill / restart / pause ----------------------------------------------------------
+    def stop(self, ref: str, timeout: int | None = None) -> RmReport:
+        rec = self.get(ref)
+        opts = RunOptions.from_dict(rec.opts)
+        t = opts.stop_timeout if timeout is None else timeout
+        if rec.state in ("running", "paused"):
+            self.db.update_container(rec.id, stopped_by_user=True)
+            if rec.state == "paused":
+                with contextlib.suppress(Exception):
+                    self._oci(rec).resume(rec.id)
+            self._signal(rec, parse_signal("--stop-signal", opts.stop_signal or "SIGTERM"))
+            if not self._wait_dead(rec, t):
+                self._signal(rec, signal.SIGKILL)
+                self._wait_dead(rec, 10)
+            self._reap(rec)
+        return RmReport(id=rec.id, name=rec.name)
+
+    def kill(self, ref: str, sig: str = "KILL") -> RmReport:
+        rec = self.get(ref)
+        n = parse_signal("--signal", sig)
+        if rec.state not in ("running", "paused"):
+            raise InvalidState(f"cannot kill container {rec.name}: container is not running")
+        self.db.update_container(rec.id, stopped_by_user=True, event="kill")
+        self._signal(rec, n)
+        if n == signal.SIGKILL:
+            self._wait_dead(rec, 10)
+            self._reap(rec)
+        return RmReport(id=rec.id, name=rec.name)
+
+    def restart(self, ref: str, timeout: int | None = None) -> RmReport:
+        rec = self.get(ref)
+        self.stop(rec.id, timeout)
+        self.start(rec.id)
+        self.db.add_event("container", "restart", rec.id)
+        return RmReport(id=rec.id, name=rec.name)
+
+    def pause(self, ref: str) -> RmReport:
+        rec = self.get(ref)
+        if rec.state != "running":
+            raise InvalidState(f"container {rec.name} is not running")
+        self._oci(rec).pause(rec.id)
+        self.db.update_container(rec.id, state="paused", event="pause")
+        return RmReport(id=rec.id, name=rec.name)
+
+    def unpause(self, ref: str) -> RmReport:
+        rec = self.get(ref)
+        if rec.state != "paused":
+            raise InvalidState(f"container {rec.name} is not paused")
+        self._oci(rec).resume(rec.id)
+        self.db.update_container(rec.id, state="running", event="unpause")
+        return RmReport(id=rec.id, name=rec.name)
+
+    def wait(self, ref: str) -> int:
+        rec = self.get(ref)
+        while rec.state in ("running", "paused"):
+            if alive(rec.monitor_pid, rec.monitor_start):
+                from isle.engine.attach import wait_pid_exit
+
+                wait_pid_exit(rec.monitor_pid, 1.0)
+            else:
+                time.sleep(0.05)
+            rec = self.get(rec.id)
+        return rec.exit_code
+
+    # -- rm / prune / rename ----------------------------------------------------------------------
+    def rm(self, ref: str, *, force: bool = False, volumes: bool = False) -> RmReport:
+        rec = self.get(ref)
+        if rec.state in ("running", "paused") and not force:
+            raise InvalidState(f"cannot remove container {rec.name}: container is {rec.state}: "
+                               "stop the container before removing or force remove")
+        with self._locked(rec.id):
+            rec = self._refresh(self.db.get_container(rec.id))
+            if rec.state in ("running", "paused"):
+                self.db.update_container(rec.id, stopped_by_user=True)
+                if rec.state == "paused":
+                    with contextlib.suppress(Exception):
+                        self._oci(rec).resume(rec.id)
+                self._signal(rec, signal.SIGKILL)
+                self._wait_dead(rec, 10)
+            self._release(rec, final=True)
+            self.db.delete_container(rec.id)
+        if volumes:
+            self._remove_anon_volumes(rec)
+        return RmReport(id=rec.id, name=rec.name)
+
+    def _remove_anon_volumes(self, rec: ContainerRecord) -> None:
+        from isle.engine.volumes import Volumes
+
+        vols = Volumes(self.s, self.db)
+        for m in RunOptions.from_dict(rec.opts).mounts:
+            if m.type == "volume" and m.anonymous and m.source:
+                with contextlib.suppress(NotFound):
+                    vols.remove(m.source, self._volume_users(m.source))
+
+    def container_prune(self) -> PruneReport:
+        rep = PruneReport()
+        for rec in self.db.list_containers():
+            rec = self._refresh(rec)
+            if rec.state in ("exited", "created", "dead"):
+                with contextlib.suppress(NotFound):
+                    self.rm(rec.id)
+                    rep.deleted.append(rec.id)
+        return rep
+
+    def rename(self, ref: str, new: str) -> RmReport:
+        rec = self.get(ref)
+        name = check_name(new)
+        import sqlite3
+
+        try:
+            self.db.update_container(rec.id, name=name, event="rename")
+        except sqlite3.IntegrityError:
+            from isle.errors import AlreadyExists
+
+            raise AlreadyExists(f'the container name "/{name}" is already in use') from None
+        return RmReport(id=rec.id, name=name)
+
+    def cleanup(self, cid: str) -> None:
+        """conmon's exit command: record the exit, release resources, apply the restart policy."""
+        try:
+            rec = self.db.get_container(cid)
+        except NotFound:
+            return
+        with self._locked(rec.id):
+            rec = self._refresh(self.db.get_container(rec.id))
+            if rec.state in ("running", "paused"):
+                return
+            opts = RunOptions.from_dict(rec.opts)
+            self._release(rec, final=opts.remove)
+            if opts.remove:
+                self.db.delete_container(rec.id)
+                self._remove_anon_volumes(rec)
+                return
+            if self._should_restart(rec, opts):
+                delay = min(0.1 * (2 ** rec.restart_count), 10.0)
+                time.sleep(delay)
+                rec = self.db.get_container(rec.id)
+                if rec.stopped_by_user or rec.state != "exited":
+                    return
+                self.db.update_container(rec.id, restart_count=rec.restart_count + 1)
+                self._start(self.db.get_container(rec.id), attach=False, foreground=False)
+
+    @staticmethod
+    def _should_restart(rec: ContainerRecord, opts: RunOptions) -> bool:
+        p = opts.restart
+        if rec.stopped_by_user or p.name == "no":
+            return False
+        if p.name == "on-failure":
+            return rec.exit_code != 0 and (p.max_retries == 0 or rec.restart_count < p.max_retries)
+        return True
+
+    # -- queries ---------------------------------------------------------------------------------
+    def list(self, *, all: bool = False) -> list[ContainerRecord]:
+        out = []
+        for rec in self.db.list_containers():
+            rec = self._refresh(rec)
+            if all or rec.state in ("running", "paused"):
+                out.append(rec)
+        return out
+
+    def _volume_users(self, name: str) -> list[str]:
+        users = []
+        for rec in self.db.list_containers():
+            for m in rec.opts.get("mounts", []):
+                if m.get("type") == "volume" and m.get("source") == name:
+                    users.append(rec.id[:12])
+        return users
+
+    def info(self) -> dict[str, Any]:
+        recs = self.list(all=True)
+        from isle.engine.ocicli import resolve_runtime
+
+        try:
+            rt = resolve_runtime(self.s.runtime, explicit="ISLE_RUNTIME" in os.environ)
+        except ConfigError as exc:
+            rt = f"unavailable ({exc})"
+        return {
+            "Containers": len(recs),
+            "ContainersRunning": sum(r.state == "running" for r in recs),
+            "ContainersPaused": sum(r.state == "paused" for r in recs),
+            "ContainersStopped": sum(r.state not in ("running", "paused") for r in recs),
+            "Images": len(self.store.list()),
+            "Volumes": len(self.db.list_volumes()),
+            "Root": self.s.root, "RunRoot": self.s.runroot,
+            "DefaultRuntime": self.s.runtime, "RuntimePath": rt, "Rootless": self.s.rootless,
+            "CgroupDriver": "cgroupfs", "CgroupVersion": _cgroup_version(),
+            "Isolation": ["container"], "Monitor": "conmon",
+            "KernelVersion": os.uname().release, "OperatingSystem": _os_name(),
+            "NCPU": os.cpu_count(), "MemTotal": _mem_total(),
+        }
+
+    def dump_json(self, obj: Any) -> str:
+        return json.dumps(obj, indent=4)
+
+
+def _cgroup_version() -> str:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "2"
+    return "1" if os.path.isdir("/sys/fs/cgroup/memory") else "unknown"
+
+
+def _os_name() -> str:
+    with contextlib.suppress(OSError):
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    return "Linux"
+
+
+def _mem_total() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    return 0
+

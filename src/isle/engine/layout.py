@@ -1,0 +1,98 @@
+"""Where one container's files live, and cheap liveness facts about its processes.
+
+    <root>/containers/<id>/       bundle: config.json, rootfs/ (mount), upper/, work/, ctr.log,
+                                  hostname, hosts, resolv.conf, attach socket (conmon)
+    <runroot>/containers/<id>/    pidfile, conmon.pid, exit, oom  (conmon's persist dir)
+    <runroot>/exits/<id>          conmon's exit file;  <runroot>/socket/<short id> -> bundle
+    <runroot>/locks/<id>.lock     per-container flock (start/stop/cleanup/rm serialise on it)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from isle.config import Settings
+
+__all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPaths:
+    bundle: str
+    run: str
+    exit_dir: str
+    socket_dir: str
+    lock: str
+
+    @classmethod
+    def of(cls, s: Settings, cid: str) -> ContainerPaths:
+        return cls(
+            bundle=os.path.join(s.containers_dir, cid),
+            run=os.path.join(s.runroot, "containers", cid),
+            exit_dir=os.path.join(s.runroot, "exits"),
+            socket_dir=os.path.join(s.runroot, "socket"),
+            lock=os.path.join(s.runroot, "locks", cid + ".lock"),
+        )
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.bundle, "config.json")
+
+    @property
+    def rootfs(self) -> str:
+        return os.path.join(self.bundle, "rootfs")
+
+    @property
+    def upper(self) -> str:
+        return os.path.join(self.bundle, "upper")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.bundle, "ctr.log")
+
+    @property
+    def exit_file(self) -> str:
+        return os.path.join(self.run, "exit")
+
+    @property
+    def oom_file(self) -> str:
+        return os.path.join(self.run, "oom")
+
+    @property
+    def pidfile(self) -> str:
+        return os.path.join(self.run, "pidfile")
+
+    @property
+    def monitor_pidfile(self) -> str:
+        return os.path.join(self.run, "conmon.pid")
+
+
+def proc_start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (0 if gone or a zombie): pid + start time name one process."""
+    if pid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            rest = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    if rest[0] in (b"Z", b"X"):
+        return 0
+    return int(rest[19])
+
+
+def alive(pid: int, start: int) -> bool:
+    return pid > 0 and start > 0 and proc_start_time(pid) == start
+
+
+def read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            s = f.read().strip()
+    except OSError:
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        return None

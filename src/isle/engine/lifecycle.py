@@ -1,0 +1,429 @@
+"""The container lifecycle under the monitor: start (conmon + runtime), refresh the truth, release.
+
+Mixed into Engine; kept apart so engine.py stays a readable list of verbs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from isle.engine.db import ContainerRecord
+from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int
+from isle.engine.options import RunOptions
+from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
+from isle.errors import CommandError, ConfigError, IsleError
+from isle.sys.fs import atomic_write
+
+if TYPE_CHECKING:
+    import socket
+
+    from isle.config import Settings
+    from isle.engine.db import Db
+    from isle.engine.ocicli import OciRuntime
+
+__all__ = ["Lifecycle", "classify_runtime_error"]
+
+
+def classify_runtime_error(msg: str) -> IsleError:
+    """Runtime create/start stderr -> Docker's 127 (not found) / 126 (cannot invoke) / 125."""
+    low = msg.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return CommandNotFound(msg.strip())
+    if "permission denied" in low or "is a directory" in low or "exec format error" in low:
+        return CannotInvoke(msg.strip())
+    return IsleError(msg.strip() or "the runtime failed to start the container")
+
+
+class Lifecycle:
+    s: Settings
+    db: Db
+    store: Any
+
+    def paths(self, cid: str) -> ContainerPaths: ...  # provided by Engine
+
+    def _oci(self, rec: ContainerRecord) -> OciRuntime:
+        from isle.engine.ocicli import OciRuntime
+
+        return OciRuntime(rec.opts.get("runtime") or "runc", self.s.runtime_root)
+
+    def _exit_command(self, cid: str) -> list[str]:
+        return [sys.executable, "-m", "isle.cli.main", "--root", self.s.root,
+                "--runroot", self.s.runroot, "container", "cleanup", cid]
+
+    # -- start --------------------------------------------------------------------------------
+    def _start(self, rec: ContainerRecord, *, attach: bool,
+               foreground: bool) -> socket.socket | None:
+        """conmon -> `runtime create`; then `runtime start`. Caller holds the container lock."""
+        from isle.engine.monitor import MonitorArgs, conmon_argv, conmon_path, connect_attach, read_sync
+        from isle.sys import proc
+
+        p = self.paths(rec.id)
+        opts = RunOptions.from_dict(rec.opts)
+        oci = self._oci(rec)
+        self._release(rec, final=False)
+        for d in (p.run, p.exit_dir, p.socket_dir, p.bundle):
+            os.makedirs(d, exist_ok=True)
+        for f in (p.exit_file, p.oom_file, p.pidfile, p.monitor_pidfile,
+                  os.path.join(p.exit_dir, rec.id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f)
+        img = self.store.resolve(rec.image_id)
+        rootfs = self.store.mount_rootfs(img, p.bundle, copy=self.s.rootless)
+        sock = None
+        try:
+            spec = self._spec(rec, opts, img, rootfs)
+            atomic_write(p.config, json.dumps(spec).encode())
+            use_exit_cmd = not foreground or opts.restart.name != "no"
+            margs = MonitorArgs(
+                container_id=rec.id, name=rec.name, runtime_path=oci.path,
+                runtime_root=self.s.runtime_root, bundle=p.bundle, persist_dir=p.run,
+                exit_dir=p.exit_dir, socket_dir=p.socket_dir, log_path=p.log,
+                stdin=opts.interactive and attach, tty=opts.tty,
+                exit_command=self._exit_command(rec.id) if use_exit_cmd else [],
+                conmon=conmon_path())
+            argv = conmon_argv(margs)
+            r, w = os.pipe()
+            env = dict(os.environ)
+            env["_OCI_SYNCPIPE"] = str(w)
+            try:
+                with open(os.path.join(p.run, "conmon.err"), "wb") as errf:
+                    child = proc.spawn(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                                       stdout=errf, stderr=errf, close_fds=True)
+                os.close(w)
+                w = -1
+                child.wait()
+                try:
+                    pid = read_sync(r, argv)
+                except CommandError as exc:
+                    raise classify_runtime_error(exc.stderr or str(exc)) from None
+            finally:
+                os.close(r)
+                if w >= 0:
+                    os.close(w)
+            mon = read_int(p.monitor_pidfile) or 0
+            self.db.update_container(rec.id, state="running", pid=pid,
+                                     pid_start=proc_start_time(pid), monitor_pid=mon,
+                                     monitor_start=proc_start_time(mon), started_at=time.time(),
+                                     finished_at=0.0, exit_code=0, oom_killed=False, error="",
+                                     event="start")
+            if attach:
+                sock = connect_attach(p.bundle)
+            try:
+                oci.start(rec.id)
+            except CommandError as exc:
+                raise classify_runtime_error(exc.stderr or str(exc)) from None
+            return sock
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            self._fail_start(rec, str(exc))
+            raise
+
+    def _fail_start(self, rec: ContainerRecord, err: str) -> None:
+        with contextlib.suppress(Exception):
+            self._signal(rec, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self._release(rec, final=False)
+        with contextlib.suppress(Exception):
+            code = 127 if "not found" in err else 126 if "permission denied" in err else 128
+            self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
+                                     finished_at=time.time(), error=err[:2000])
+
+    def _spec(self, rec: ContainerRecord, opts: RunOptions, img: Any, rootfs: str) -> dict[str, Any]:
+        from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
+        from isle.engine.volumes import Volumes, safe_join
+
+        p = self.paths(rec.id)
+        hostname = opts.hostname or rec.id[:12]
+        mounts = Volumes(self.s, self.db).resolve(opts.mounts, rootfs)
+        etc = self._etc_files(p, hostname, opts)
+
+        def _read(rel: str) -> str:
+            try:
+                with open(safe_join(rootfs, rel), errors="replace") as f:
+                    return f.read()
+            except OSError:
+                return ""
+
+        seccomp = None
+        if not opts.privileged and opts.seccomp != "unconfined":
+            if opts.seccomp:
+                try:
+                    with open(opts.seccomp) as f:
+                        seccomp = json.load(f)
+                except (OSError, ValueError) as exc:
+                    raise ConfigError("--security-opt", f"seccomp profile {opts.seccomp}: {exc}") from None
+            else:
+                seccomp = load_default_seccomp()
+        netns: str | None = None if opts.network in ("none", "", "default", "bridge") else ""
+        init = ""
+        if opts.init:
+            init = shutil.which("tini-static") or shutil.which("docker-init") or ""
+            if not init:
+                raise ConfigError("--init", "no static init (tini-static) on this host")
+        uid_map: list[dict[str, int]] = []
+        gid_map: list[dict[str, int]] = []
+        if self.s.rootless:
+            from isle.engine.rootless import id_maps
+
+            uid_map, gid_map = id_maps()
+        inp = SpecInputs(container_id=rec.id, rootfs=rootfs,
+                         image_config=img.config.get("config") or {}, hostname=hostname,
+                         passwd=_read("/etc/passwd"), group=_read("/etc/group"), mounts=mounts,
+                         etc_files=etc, netns_path=netns,
+                         cgroups_path="" if self.s.rootless else f"/isle-{rec.id}",
+                         init_path=init, seccomp_profile=seccomp, rootless=self.s.rootless,
+                         uid_map=uid_map, gid_map=gid_map)
+        spec = build_spec(opts, inp)
+        _precheck_command(rootfs, spec["process"])
+        return spec
+
+    def _etc_files(self, p: ContainerPaths, hostname: str, opts: RunOptions) -> dict[str, str]:
+        files = {}
+        hn = os.path.join(p.bundle, "hostname")
+        atomic_write(hn, (hostname + "\n").encode())
+        files["/etc/hostname"] = hn
+        hosts = os.path.join(p.bundle, "hosts")
+        if opts.network == "host":
+            with open("/etc/hosts", "rb") as f:
+                atomic_write(hosts, f.read())
+        else:
+            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                     f"127.0.0.1\t{hostname}"] + [h.replace(":", "\t", 1) for h in opts.extra_hosts]
+            atomic_write(hosts, ("\n".join(lines) + "\n").encode())
+        files["/etc/hosts"] = hosts
+        rc = os.path.join(p.bundle, "resolv.conf")
+        if opts.dns:
+            atomic_write(rc, "".join(f"nameserver {d}\n" for d in opts.dns).encode())
+        else:
+            try:
+                with open("/etc/resolv.conf", "rb") as f:
+                    data = f.read()
+            except OSError:
+                data = b""
+            atomic_write(rc, data)
+        files["/etc/resolv.conf"] = rc
+        return files
+
+    # -- foreground run -------------------------------------------------------------------------
+    def _run_foreground(self, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
+                        stdout_fd: int, stderr_fd: int) -> RunReport:
+        from isle.engine.attach import pump, raw_terminal, wait_pid_exit
+
+        p = self.paths(rec.id)
+        try:
+            with self._locked(rec.id):  # type: ignore[attr-defined]
+                sock = self._start(rec, attach=True, foreground=True)
+        except BaseException:
+            self._remove_after_failure(rec, opts)  # type: ignore[attr-defined]
+            raise
+        rec = self.db.get_container(rec.id)
+        assert sock is not None
+        old: dict[int, Any] = {}
+        if not opts.tty:
+            def _fwd(sig: int, _f: Any) -> None:
+                with contextlib.suppress(OSError):
+                    if alive(rec.pid, rec.pid_start):
+                        os.kill(rec.pid, sig)
+            for sg in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                       signal.SIGUSR1, signal.SIGUSR2):
+                old[sg] = signal.signal(sg, _fwd)
+        resize = None
+        if opts.tty and stdin_fd is not None and os.isatty(stdin_fd):
+            resize = _resizer(p.bundle, stdin_fd)
+        try:
+            with raw_terminal(stdin_fd) if (opts.tty and opts.interactive and stdin_fd is not None) \
+                    else contextlib.nullcontext():
+                pump(sock, stdin_fd=stdin_fd if opts.interactive else None,
+                     stdout_fd=stdout_fd, stderr_fd=stderr_fd, on_resize=resize)
+        finally:
+            sock.close()
+            for sg, h in old.items():
+                signal.signal(sg, h)
+        if alive(rec.monitor_pid, rec.monitor_start):
+            wait_pid_exit(rec.monitor_pid, 30)
+        code = read_int(p.exit_file)
+        if code is None:
+            for _ in range(200):
+                time.sleep(0.005)
+                code = read_int(p.exit_file)
+                if code is not None:
+                    break
+        if opts.restart.name != "no":  # the exit command owns the record from here
+            return RunReport(id=rec.id, name=rec.name, exit_code=code if code is not None else 255)
+        with self._locked(rec.id):  # type: ignore[attr-defined]
+            rec = self._refresh(self.db.get_container(rec.id))
+            if opts.remove:
+                self._release(rec, final=True)
+                self.db.delete_container(rec.id)
+                self._remove_anon_volumes(rec)  # type: ignore[attr-defined]
+            else:
+                self._release(rec, final=False)
+        return RunReport(id=rec.id, name=rec.name, exit_code=rec.exit_code, removed=opts.remove)
+
+    # -- truth ----------------------------------------------------------------------------------
+    def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
+        """Re-derive a live container's state from conmon's exit file and pid liveness."""
+        if rec.state not in ("running", "paused"):
+            return rec
+        p = self.paths(rec.id)
+        code = read_int(p.exit_file)
+        if code is None:
+            if alive(rec.pid, rec.pid_start) or alive(rec.monitor_pid, rec.monitor_start):
+                return rec
+            code = read_int(p.exit_file)  # written between our two looks
+        err = ""
+        if code is None:
+            code, err = 255, "the monitor died and left no exit code"
+            finished = time.time()
+        else:
+            try:
+                finished = os.stat(p.exit_file).st_mtime
+            except OSError:
+                finished = time.time()
+        oom = os.path.exists(p.oom_file)
+        self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
+                                 finished_at=finished, oom_killed=oom, error=err,
+                                 event="oom" if oom else "die")
+        rec.state, rec.exit_code, rec.pid, rec.finished_at, rec.oom_killed, rec.error = (
+            "exited", code, 0, finished, oom, err)
+        return rec
+
+    def _signal(self, rec: ContainerRecord, sig: int) -> None:
+        if not alive(rec.pid, rec.pid_start):
+            return
+        if not self._oci(rec).kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL):
+            with contextlib.suppress(OSError):
+                os.kill(rec.pid, sig)
+
+    def _wait_dead(self, rec: ContainerRecord, timeout: float) -> bool:
+        from isle.engine.attach import wait_pid_exit
+
+        if not alive(rec.pid, rec.pid_start):
+            return True
+        wait_pid_exit(rec.pid, timeout)
+        return not alive(rec.pid, rec.pid_start)
+
+    def _reap(self, rec: ContainerRecord) -> None:
+        """After the container died: let conmon write its exit file, then record and release."""
+        from isle.engine.attach import wait_pid_exit
+
+        if alive(rec.monitor_pid, rec.monitor_start):
+            wait_pid_exit(rec.monitor_pid, 10)
+        with self._locked(rec.id):  # type: ignore[attr-defined]
+            cur = self._refresh(self.db.get_container(rec.id))
+            if cur.state == "exited":
+                self._release(cur, final=False)
+
+    def _release(self, rec: ContainerRecord, *, final: bool) -> None:
+        """Give back what a (dead) container held: runtime state, cgroups, rootfs mount."""
+        p = self.paths(rec.id)
+        if alive(rec.pid, rec.pid_start) and rec.state not in ("running", "paused"):
+            with contextlib.suppress(OSError):
+                os.kill(rec.pid, signal.SIGKILL)
+        if os.path.isdir(os.path.join(self.s.runtime_root, rec.id)):
+            with contextlib.suppress(CommandError):
+                self._oci(rec).delete(rec.id, force=True)
+        _remove_cgroups(f"isle-{rec.id}")
+        with contextlib.suppress(Exception):
+            self.store.unmount_rootfs(p.bundle)
+        if not os.path.isdir(p.run) and not final:
+            return
+        for f in (os.path.join(p.exit_dir, rec.id), os.path.join(p.socket_dir, rec.id[:12])):
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+        if final:
+            shutil.rmtree(p.run, ignore_errors=True)
+            _rmtree_bundle(p.bundle)
+            with contextlib.suppress(OSError):
+                os.unlink(p.lock)
+
+
+def _rmtree_bundle(bundle: str) -> None:
+    rootfs = os.path.join(bundle, "rootfs")
+    with contextlib.suppress(OSError):
+        with open("/proc/self/mountinfo") as f:
+            if any(line.split()[4] == rootfs for line in f):
+                return  # never recurse into a live mount
+    shutil.rmtree(bundle, ignore_errors=True)
+
+
+def _remove_cgroups(name: str) -> None:
+    """Fallback when the runtime lost its state: kill what is left in our cgroups and rmdir them."""
+    base = "/sys/fs/cgroup"
+    try:
+        ctrls = os.listdir(base)
+    except OSError:
+        return
+    for c in ctrls:
+        d = os.path.join(base, c, name)
+        if not os.path.isdir(d):
+            continue
+        for _ in range(50):
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids = [int(x) for x in f.read().split()]
+            except OSError:
+                pids = []
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+
+
+def _precheck_command(rootfs: str, process: dict[str, Any]) -> None:
+    """Docker's 127/126 before anything starts: resolve argv[0] in the rootfs like execvp would."""
+    from isle.engine.volumes import safe_join
+
+    argv0 = process["args"][0]
+    if "/" in argv0:
+        cands = [argv0 if argv0.startswith("/") else os.path.join(process.get("cwd") or "/", argv0)]
+    else:
+        path = next((e.split("=", 1)[1] for e in process.get("env", []) if e.startswith("PATH=")),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        cands = [os.path.join(d or "/", argv0) for d in path.split(":")]
+    for c in cands:
+        try:
+            host = safe_join(rootfs, c)
+        except ConfigError:
+            continue
+        if os.path.isfile(host):
+            if not os.access(host, os.X_OK):
+                raise CannotInvoke(f"exec: {argv0!r}: permission denied")
+            return
+        if os.path.isdir(host) and "/" in argv0:
+            raise CannotInvoke(f"exec: {argv0!r}: is a directory")
+    if os.path.isdir(os.path.join(rootfs, "bin")) or os.path.isdir(os.path.join(rootfs, "usr")):
+        where = "" if "/" in argv0 else " in $PATH"
+        raise CommandNotFound(f"exec: {argv0!r}: executable file not found{where}")
+
+
+def _resizer(bundle: str, fd: int) -> Any:
+    import fcntl
+    import struct
+    import termios
+
+    def resize() -> None:
+        with contextlib.suppress(OSError):
+            rows, cols = struct.unpack("hhhh", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+            ctl = os.path.join(bundle, "ctl")
+            wfd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(wfd, f"1 {rows} {cols}\n".encode())
+            finally:
+                os.close(wfd)
+    return resize

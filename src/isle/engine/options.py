@@ -1,0 +1,358 @@
+"""Run options (Docker's flags) as data, and the parsers that turn flag strings into them.
+
+Pure: every parser raises ConfigError naming the flag and the bad value, never touches the host.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from isle.errors import ConfigError
+
+__all__ = [
+    "RunOptions", "MountSpec", "Ulimit", "RestartPolicy", "Healthcheck",
+    "parse_bytes", "parse_cpus", "parse_volume", "parse_mount", "parse_tmpfs", "parse_ulimit",
+    "parse_restart", "parse_env", "parse_env_file", "parse_labels", "check_caps", "parse_signal",
+    "parse_duration", "ALL_CAPS", "DEFAULT_CAPS",
+]
+
+#: Docker's default capability set (moby oci/caps/defaults.go)
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+ALL_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+
+SIGNALS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16,
+    "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24,
+    "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
+}
+
+RLIMITS = {
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+    "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class MountSpec:
+    type: str  # bind | volume | tmpfs
+    target: str
+    source: str = ""  # host path (bind) or volume name ("" = anonymous volume)
+    readonly: bool = False
+    options: list[str] = field(default_factory=list)  # tmpfs: size=..,mode=..
+    anonymous: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Ulimit:
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass(slots=True, kw_only=True)
+class RestartPolicy:
+    name: str = "no"  # no | on-failure | always | unless-stopped
+    max_retries: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class Healthcheck:
+    test: list[str] = field(default_factory=list)  # ["CMD-SHELL", "..."] or ["NONE"]
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class RunOptions:
+    """Everything `isle create/run` accepts, already parsed and validated."""
+
+    image: str
+    command: list[str] = field(default_factory=list)
+    name: str = ""
+    detach: bool = False
+    remove: bool = False
+    interactive: bool = False
+    tty: bool = False
+    env: list[str] = field(default_factory=list)  # KEY=VALUE, CLI order (image env merged later)
+    workdir: str = ""
+    user: str = ""
+    group_add: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None  # None: image's; [] : reset
+    mounts: list[MountSpec] = field(default_factory=list)
+    read_only: bool = False
+    memory: int = 0
+    memory_swap: int = 0  # 0 = default (2x memory); -1 unlimited
+    cpus: float = 0.0
+    cpu_shares: int = 0
+    cpuset_cpus: str = ""
+    pids_limit: int = 0
+    ulimits: list[Ulimit] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    seccomp: str = ""  # "" default profile, "unconfined", or a path
+    no_new_privileges: bool = False
+    hostname: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    init: bool = False
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_signal: str = "SIGTERM"
+    stop_timeout: int = 10
+    healthcheck: Healthcheck | None = None
+    runtime: str = ""
+    isolation: str = "container"
+    network: str = "none"  # none | host | <network name(s), comma-separated>
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    ip: str = ""
+    dns: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunOptions:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["mounts"] = [MountSpec(**m) for m in kw.get("mounts", [])]
+        kw["ulimits"] = [Ulimit(**u) for u in kw.get("ulimits", [])]
+        kw["restart"] = RestartPolicy(**kw.get("restart", {}))
+        if kw.get("healthcheck"):
+            kw["healthcheck"] = Healthcheck(**kw["healthcheck"])
+        return cls(**kw)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(flag: str, value: str) -> int:
+    """'512m' -> 536870912; Docker's RAMInBytes (binary units, optional 'b' suffix)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", value.lower())
+    if not m:
+        raise ConfigError(flag, f"invalid size {value!r} (want a number with optional b, k, m, g)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    return n
+
+
+def parse_cpus(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise ConfigError("--cpus", f"invalid number {value!r}") from None
+    if v < 0:
+        raise ConfigError("--cpus", f"must be positive, got {value!r}")
+    return v
+
+
+def parse_duration(flag: str, value: str) -> float:
+    """'30s', '1m30s', '500ms', '2' (seconds) -> seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)", value)
+    if not parts or "".join(a + b for a, b in parts) != value:
+        raise ConfigError(flag, f"invalid duration {value!r} (e.g. 30s, 1m30s, 500ms)")
+    mult = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+    return sum(float(a) * mult[b] for a, b in parts)
+
+
+def parse_volume(value: str) -> MountSpec:
+    """-v SRC:DST[:ro|rw] ; -v DST (anonymous volume). SRC starting with / or . is a bind."""
+    parts = value.split(":")
+    opts: list[str] = []
+    if len(parts) == 1:
+        src, dst = "", parts[0]
+    elif len(parts) == 2:
+        src, dst = parts
+    elif len(parts) == 3:
+        src, dst, o = parts
+        opts = [x for x in o.split(",") if x]
+    else:
+        raise ConfigError("--volume", f"invalid spec {value!r} (want SRC:DST[:ro])")
+    if not dst.startswith("/"):
+        raise ConfigError("--volume", f"{value!r}: container path {dst!r} must be absolute")
+    ro = False
+    for o in opts:
+        if o == "ro":
+            ro = True
+        elif o in ("rw", "z", "Z", "shared", "slave", "private", "rshared", "rslave", "rprivate",
+                   "nocopy", "copy"):
+            pass
+        else:
+            raise ConfigError("--volume", f"{value!r}: unknown option {o!r}")
+    if not src:
+        return MountSpec(type="volume", target=dst, readonly=ro, anonymous=True)
+    if src.startswith("/") or src.startswith("."):
+        import os
+
+        return MountSpec(type="bind", source=os.path.abspath(src), target=dst, readonly=ro)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", src):
+        raise ConfigError("--volume", f"{value!r}: invalid volume name {src!r}")
+    return MountSpec(type="volume", source=src, target=dst, readonly=ro)
+
+
+def parse_mount(value: str) -> MountSpec:
+    """--mount type=bind|volume|tmpfs,source=..,target=..,readonly,tmpfs-size=..,tmpfs-mode=.."""
+    kv: dict[str, str] = {}
+    for item in value.split(","):
+        if not item:
+            continue
+        k, _, v = item.partition("=")
+        kv[k.strip().lower()] = v.strip() if _ else "true"
+    mtype = kv.pop("type", "volume")
+    src = kv.pop("source", kv.pop("src", ""))
+    dst = kv.pop("target", kv.pop("destination", kv.pop("dst", "")))
+    ro_v = kv.pop("readonly", kv.pop("ro", "false"))
+    ro = ro_v in ("true", "1", "")
+    if mtype not in ("bind", "volume", "tmpfs"):
+        raise ConfigError("--mount", f"{value!r}: unknown type {mtype!r} (bind, volume, tmpfs)")
+    if not dst.startswith("/"):
+        raise ConfigError("--mount", f"{value!r}: target must be an absolute path")
+    opts: list[str] = []
+    if mtype == "tmpfs":
+        if src:
+            raise ConfigError("--mount", f"{value!r}: tmpfs takes no source")
+        if "tmpfs-size" in kv:
+            opts.append(f"size={parse_bytes('--mount tmpfs-size', kv.pop('tmpfs-size'))}")
+        if "tmpfs-mode" in kv:
+            opts.append(f"mode={kv.pop('tmpfs-mode')}")
+    for k in ("bind-propagation", "volume-nocopy", "consistency", "z"):
+        kv.pop(k, None)
+    if kv:
+        raise ConfigError("--mount", f"{value!r}: unknown key(s) {', '.join(sorted(kv))}")
+    if mtype == "bind":
+        if not src:
+            raise ConfigError("--mount", f"{value!r}: bind needs a source")
+        import os
+
+        return MountSpec(type="bind", source=os.path.abspath(src), target=dst, readonly=ro)
+    if mtype == "volume":
+        return MountSpec(type="volume", source=src, target=dst, readonly=ro, anonymous=not src)
+    return MountSpec(type="tmpfs", target=dst, readonly=ro, options=opts)
+
+
+def parse_tmpfs(value: str) -> MountSpec:
+    """--tmpfs /path[:size=64m,mode=1777]"""
+    dst, _, o = value.partition(":")
+    if not dst.startswith("/"):
+        raise ConfigError("--tmpfs", f"{value!r}: path must be absolute")
+    opts = [x for x in o.split(",") if x]
+    return MountSpec(type="tmpfs", target=dst, options=opts)
+
+
+def parse_ulimit(value: str) -> Ulimit:
+    """--ulimit nofile=1024[:2048]"""
+    name, sep, lim = value.partition("=")
+    if not sep or name not in RLIMITS:
+        raise ConfigError("--ulimit", f"invalid ulimit {value!r} (want NAME=SOFT[:HARD], "
+                          f"NAME one of {', '.join(sorted(RLIMITS))})")
+    soft_s, _, hard_s = lim.partition(":")
+    try:
+        soft = int(soft_s)
+        hard = int(hard_s) if hard_s else soft
+    except ValueError:
+        raise ConfigError("--ulimit", f"invalid ulimit value in {value!r}") from None
+    if soft > hard:
+        raise ConfigError("--ulimit", f"{value!r}: soft limit {soft} exceeds hard limit {hard}")
+    return Ulimit(name=name, soft=soft, hard=hard)
+
+
+def parse_restart(value: str) -> RestartPolicy:
+    name, _, n = value.partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped"):
+        raise ConfigError("--restart", f"invalid policy {value!r} "
+                          "(no, on-failure[:N], always, unless-stopped)")
+    if n and name != "on-failure":
+        raise ConfigError("--restart", f"{value!r}: only on-failure takes a retry count")
+    try:
+        retries = int(n) if n else 0
+    except ValueError:
+        raise ConfigError("--restart", f"{value!r}: retry count must be a number") from None
+    if retries < 0:
+        raise ConfigError("--restart", f"{value!r}: retry count must be >= 0")
+    return RestartPolicy(name=name, max_retries=retries)
+
+
+def parse_env(values: list[str], host_env: dict[str, str]) -> list[str]:
+    """-e K=V keeps V; -e K takes K from the host environment (dropped when unset), like Docker."""
+    out: list[str] = []
+    for v in values:
+        k, sep, _ = v.partition("=")
+        if not k:
+            raise ConfigError("--env", f"invalid variable {v!r}")
+        if sep:
+            out.append(v)
+        elif k in host_env:
+            out.append(f"{k}={host_env[k]}")
+    return out
+
+
+def parse_env_file(path: str, host_env: dict[str, str]) -> list[str]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ConfigError("--env-file", f"{path}: {exc.strerror}") from None
+    vals = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return parse_env(vals, host_env)
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        k, _, val = v.partition("=")
+        if not k:
+            raise ConfigError("--label", f"invalid label {v!r}")
+        out[k] = val
+    return out
+
+
+def check_caps(flag: str, caps: list[str]) -> list[str]:
+    """Normalise 'net_admin' -> 'CAP_NET_ADMIN'; 'ALL' passes; unknown names are errors."""
+    out = []
+    for c in caps:
+        u = c.upper()
+        if u == "ALL":
+            out.append("ALL")
+            continue
+        if not u.startswith("CAP_"):
+            u = "CAP_" + u
+        if u not in ALL_CAPS:
+            raise ConfigError(flag, f"unknown capability {c!r}")
+        out.append(u)
+    return out
+
+
+def parse_signal(flag: str, value: str) -> int:
+    v = value.upper()
+    if v.isdigit():
+        n = int(v)
+        if 1 <= n <= 64:
+            return n
+        raise ConfigError(flag, f"invalid signal {value!r}")
+    v = v.removeprefix("SIG")
+    if v in SIGNALS:
+        return SIGNALS[v]
+    m = re.fullmatch(r"RTMIN(\+\d+)?", v)
+    if m:
+        return 34 + int(m.group(1) or 0)
+    raise ConfigError(flag, f"invalid signal {value!r}")

@@ -1,0 +1,222 @@
+"""Read-side verbs mixed into Engine: inspect, ps rows, logs, exec, top, volumes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from isle.engine.db import ContainerRecord
+from isle.engine.layout import alive
+from isle.engine.options import RunOptions
+from isle.engine.reports import ContainerSummary, PruneReport
+from isle.errors import ConfigError, InvalidState, NotFound
+
+__all__ = ["Queries"]
+
+
+class Queries:
+    def _image_config(self, rec: ContainerRecord) -> dict[str, Any]:
+        try:
+            img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
+        except (NotFound, Exception):
+            return {}
+        return img.config.get("config") or {}
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        from isle.engine.views import inspect_json
+
+        rec = self.get(ref)  # type: ignore[attr-defined]
+        p = self.paths(rec.id)  # type: ignore[attr-defined]
+        return inspect_json(rec, self._image_config(rec), bundle=p.bundle, log_path=p.log,
+                            rootfs=p.rootfs, upper=p.upper)
+
+    def ps(self, *, all: bool = False, filters: list[str] | None = None,
+           last: int = -1) -> list[ContainerSummary]:
+        from isle.engine.views import summary
+
+        recs = self.list(all=all or last >= 0 or bool(filters))  # type: ignore[attr-defined]
+        cfgs: dict[str, dict[str, Any]] = {}
+        now = time.time()
+        rows = []
+        for rec in recs:
+            if rec.image_id not in cfgs:
+                cfgs[rec.image_id] = self._image_config(rec)
+            rows.append(summary(rec, cfgs[rec.image_id], now))
+        for f in filters or []:
+            rows = [r for r in rows if _match(r, f)]
+        if last >= 0:
+            rows = rows[:last]
+        return rows
+
+    # -- logs ------------------------------------------------------------------------------------
+    def logs(self, ref: str, *, follow: bool = False, tail: int = -1, since: str = "",
+             until: str = "", timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
+        """(stream, bytes) chunks of the container's output, Docker's `logs` semantics."""
+        from isle.engine import logs as L
+
+        rec = self.get(ref)  # type: ignore[attr-defined]
+        path = self.paths(rec.id).log  # type: ignore[attr-defined]
+        t0 = L.parse_since(since)
+        t1 = L.parse_since(until) if until else 0.0
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        entries = [e for e in L.read_entries(path) if e.time >= t0 and (not t1 or e.time <= t1)]
+        if tail >= 0:
+            entries = entries[-tail:] if tail else []
+        for e in entries:
+            yield e.stream, (e.ts.encode() + b" " if timestamps else b"") + e.data
+        if follow and not t1:
+            def running() -> bool:
+                cur = self.get(rec.id)  # type: ignore[attr-defined]
+                return cur.state in ("running", "paused")
+
+            # re-read from where read_entries stopped (size may have grown since)
+            start = size if entries or size else 0
+            for e in L.follow(path, start, running):
+                if e.time >= t0:
+                    yield e.stream, (e.ts.encode() + b" " if timestamps else b"") + e.data
+
+    # -- exec ------------------------------------------------------------------------------------
+    def exec(self, ref: str, cmd: list[str], *, interactive: bool = False, tty: bool = False,
+             env: list[str] | None = None, user: str = "", workdir: str = "",
+             detach: bool = False, privileged: bool = False) -> int:
+        """Run cmd in a running container with our stdio; its exit code (126/127 like Docker)."""
+        from isle.engine.lifecycle import _precheck_command
+        from isle.engine.spec import SpecInputs, process_spec
+        from isle.engine.volumes import safe_join
+        from isle.sys import proc
+        from isle.sys.fs import atomic_write
+
+        rec = self.get(ref)  # type: ignore[attr-defined]
+        if rec.state == "paused":
+            raise InvalidState(f"container {rec.name} is paused, unpause the container before exec")
+        if rec.state != "running":
+            raise InvalidState(f"container {rec.id[:12]} is not running")
+        if not cmd:
+            raise ConfigError("exec", "no command given")
+        p = self.paths(rec.id)  # type: ignore[attr-defined]
+        opts = RunOptions.from_dict(rec.opts)
+        if privileged:
+            opts.privileged = True
+
+        def _read(rel: str) -> str:
+            try:
+                with open(safe_join(p.rootfs, rel), errors="replace") as f:
+                    return f.read()
+            except OSError:
+                return ""
+
+        inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self._image_config(rec),
+                         hostname=opts.hostname or rec.id[:12], passwd=_read("/etc/passwd"),
+                         group=_read("/etc/group"))
+        ps = process_spec(opts, inp, args=list(cmd), env=env or [], user=user or None,
+                          workdir=workdir or None, tty=tty)
+        if os.path.ismount(p.rootfs) or os.listdir(p.rootfs):
+            _precheck_command(p.rootfs, ps)
+        spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
+        atomic_write(spec_path, json.dumps(ps).encode())
+        oci = self._oci(rec)  # type: ignore[attr-defined]
+        argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
+        try:
+            kw: dict[str, Any] = {}
+            if detach:
+                import subprocess
+
+                kw = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+                      "stderr": subprocess.PIPE}
+            elif not interactive:
+                import subprocess
+
+                kw = {"stdin": subprocess.DEVNULL}
+            child = proc.spawn(argv, **kw)
+            _, err = child.communicate() if detach else (None, None)
+            rc = child.wait()
+            if detach and rc != 0:
+                from isle.engine.lifecycle import classify_runtime_error
+
+                raise classify_runtime_error((err or b"").decode(errors="replace"))
+            if rc == 255 and not alive(rec.pid, rec.pid_start):
+                raise InvalidState(f"container {rec.id[:12]} is not running")
+            return rc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(spec_path)
+
+    def top(self, ref: str, ps_args: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+        from isle.sys import proc
+
+        rec = self.get(ref)  # type: ignore[attr-defined]
+        if rec.state not in ("running", "paused"):
+            raise InvalidState(f"container {rec.id[:12]} is not running")
+        pids = self._pids(rec)
+        fmt = ps_args or ["-o", "uid,pid,ppid,c,stime,tty,time,cmd"]
+        out = proc.run(["ps", *fmt, "-p", ",".join(map(str, pids))], check=False,
+                       timeout=10).stdout.decode()
+        lines = out.splitlines()
+        if not lines:
+            return [], []
+        header = lines[0].split()
+        rows = [ln.split(None, len(header) - 1) for ln in lines[1:]]
+        return header, rows
+
+    def _pids(self, rec: ContainerRecord) -> list[int]:
+        for ctrl in ("pids", "memory", "cpu,cpuacct", "freezer", "unified"):
+            path = f"/sys/fs/cgroup/{ctrl}/isle-{rec.id}/cgroup.procs"
+            with contextlib.suppress(OSError):
+                with open(path) as f:
+                    pids = [int(x) for x in f.read().split()]
+                if pids:
+                    return sorted(pids)
+        return [rec.pid]
+
+    # -- volumes ---------------------------------------------------------------------------------
+    @property
+    def volumes(self) -> Any:
+        from isle.engine.volumes import Volumes
+
+        return Volumes(self.s, self.db)  # type: ignore[attr-defined]
+
+    def volume_rm(self, name: str, *, force: bool = False) -> None:
+        self.volumes.remove(name, self._volume_users(name), force=force)  # type: ignore[attr-defined]
+
+    def volume_prune(self, *, all: bool = False) -> PruneReport:
+        rep = PruneReport()
+        for v in self.volumes.list():
+            if not all and not v.anonymous:
+                continue
+            if self._volume_users(v.name):  # type: ignore[attr-defined]
+                continue
+            self.volumes.remove(v.name, [])
+            rep.deleted.append(v.name)
+        return rep
+
+
+def _match(row: ContainerSummary, f: str) -> bool:
+    k, sep, v = f.partition("=")
+    if not sep:
+        raise ConfigError("--filter", f"bad format of filter {f!r} (expected name=value)")
+    if k == "id":
+        return row.full_id.startswith(v)
+    if k == "name":
+        import re
+
+        return re.search(v, row.Names) is not None
+    if k == "status":
+        if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
+            raise ConfigError("--filter", f"invalid filter 'status={v}'")
+        return row.State == v
+    if k == "label":
+        lk, lsep, lv = v.partition("=")
+        return lk in row.labels and (not lsep or row.labels[lk] == lv)
+    if k == "exited":
+        return row.State == "exited" and str(row.exit_code) == v
+    if k == "ancestor":
+        return v in (row.Image, row.ImageID) or row.ImageID.startswith("sha256:" + v)
+    raise ConfigError("--filter", f"invalid filter {k!r}")
+

@@ -1,0 +1,296 @@
+"""Run options + image config -> OCI runtime config.json (a dict). Pure: no host access.
+
+Docker's defaults: capability set, masked and read-only /proc paths, /dev and /sys mounts,
+default seccomp profile (src/isle/runtime/profiles/docker-default.json), cgroup resources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions
+from isle.errors import ConfigError
+
+__all__ = ["SpecInputs", "build_spec", "process_spec", "resolve_user", "command_line",
+           "merge_env", "MASKED_PATHS", "READONLY_PATHS", "load_default_seccomp"]
+
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_PROFILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "runtime", "profiles",
+                        "docker-default.json")
+
+
+def load_default_seccomp() -> dict[str, Any] | None:
+    try:
+        with open(_PROFILE) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+@dataclass(slots=True, kw_only=True)
+class SpecInputs:
+    """What the engine resolved on the host for this container (paths, ids, files)."""
+
+    container_id: str
+    rootfs: str
+    image_config: dict[str, Any] = field(default_factory=dict)  # OCI image config "config" object
+    hostname: str = ""
+    passwd: str = ""  # contents of the rootfs /etc/passwd (for -u NAME)
+    group: str = ""
+    #: resolved mounts: [{"destination", "type", "source", "options"}] (binds, volumes, tmpfs)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hosts -> host path to bind
+    netns_path: str | None = None  # None: new empty netns; "" : host network
+    cgroups_path: str = ""
+    init_path: str = ""  # host path of a static init (tini) for --init
+    seccomp_profile: dict[str, Any] | None = None
+    rootless: bool = False
+    uid_map: list[dict[str, int]] = field(default_factory=list)
+    gid_map: list[dict[str, int]] = field(default_factory=list)
+
+
+def command_line(opts: RunOptions, image_config: dict[str, Any]) -> list[str]:
+    """Docker's rule: entrypoint (flag or image) + (args or, if the entrypoint was not reset, image Cmd)."""
+    if opts.entrypoint is not None:
+        ep = list(opts.entrypoint)
+        cmd = list(opts.command)
+    else:
+        ep = list(image_config.get("Entrypoint") or [])
+        cmd = list(opts.command) if opts.command else list(image_config.get("Cmd") or [])
+    argv = ep + cmd
+    if not argv:
+        raise ConfigError("command", "no command given and the image has no Cmd or Entrypoint")
+    return argv
+
+
+def merge_env(opts_env: list[str], image_env: list[str], *, hostname: str, tty: bool) -> list[str]:
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if tty:
+        env["TERM"] = "xterm"
+    for kv in list(image_env) + list(opts_env):
+        k, _, v = kv.partition("=")
+        env[k] = v
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _lookup(db: str, name: str, want_field: int) -> list[str] | None:
+    for line in db.splitlines():
+        parts = line.split(":")
+        if len(parts) > want_field and parts[0] == name:
+            return parts
+    return None
+
+
+def resolve_user(spec: str, passwd: str, group: str, group_add: list[str]) -> dict[str, Any]:
+    """'-u name|uid[:group|gid]' against the rootfs' /etc/passwd and /etc/group -> OCI user."""
+    user, _, grp = (spec or "0").partition(":")
+    if user.isdigit():
+        uid = int(user)
+        ent = next((ln.split(":") for ln in passwd.splitlines()
+                    if len(ln.split(":")) > 3 and ln.split(":")[2] == user), None)
+        gid = int(ent[3]) if ent else 0
+        uname = ent[0] if ent else ""
+    else:
+        ent = _lookup(passwd, user, 3)
+        if ent is None:
+            raise ConfigError("--user", f"unable to find user {user}: no matching entries in passwd file")
+        uid, gid, uname = int(ent[2]), int(ent[3]), user
+    if grp:
+        gid = _gid(grp, group)
+    extra: list[int] = []
+    if uname:
+        for line in group.splitlines():
+            p = line.split(":")
+            if len(p) > 3 and uname in p[3].split(",") and int(p[2]) != gid:
+                extra.append(int(p[2]))
+    for g in group_add:
+        extra.append(_gid(g, group, flag="--group-add"))
+    out: dict[str, Any] = {"uid": uid, "gid": gid}
+    if extra:
+        out["additionalGids"] = sorted(set(extra))
+    return out
+
+
+def _gid(grp: str, group: str, flag: str = "--user") -> int:
+    if grp.isdigit():
+        return int(grp)
+    ent = _lookup(group, grp, 2)
+    if ent is None:
+        raise ConfigError(flag, f"unable to find group {grp}: no matching entries in group file")
+    return int(ent[2])
+
+
+def _caps(opts: RunOptions) -> list[str]:
+    if opts.privileged:
+        return list(ALL_CAPS)
+    caps = list(DEFAULT_CAPS)
+    if "ALL" in opts.cap_drop:
+        caps = []
+    else:
+        caps = [c for c in caps if c not in opts.cap_drop]
+    if "ALL" in opts.cap_add:
+        caps = list(ALL_CAPS)
+    else:
+        caps += [c for c in opts.cap_add if c not in caps]
+    return caps
+
+
+def process_spec(opts: RunOptions, inp: SpecInputs, *, args: list[str] | None = None,
+                 env: list[str] | None = None, user: str | None = None, workdir: str | None = None,
+                 tty: bool | None = None) -> dict[str, Any]:
+    """The OCI "process" object; exec reuses it with its own args/env/user/workdir."""
+    ic = inp.image_config
+    argv = args if args is not None else command_line(opts, ic)
+    if opts.init and args is None and inp.init_path:
+        argv = ["/sbin/docker-init", "--"] + argv
+    use_tty = opts.tty if tty is None else tty
+    base_env = merge_env(opts.env, list(ic.get("Env") or []), hostname=inp.hostname, tty=use_tty)
+    if env:
+        base_env = merge_env(env, base_env, hostname=inp.hostname, tty=use_tty)
+    u = resolve_user(user if user is not None else (opts.user or ic.get("User") or ""),
+                     inp.passwd, inp.group, opts.group_add)
+    caps = _caps(opts)
+    proc: dict[str, Any] = {
+        "terminal": use_tty,
+        "user": u,
+        "args": argv,
+        "env": base_env,
+        "cwd": workdir or opts.workdir or ic.get("WorkingDir") or "/",
+        "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+        "rlimits": [{"type": "RLIMIT_" + r.name.upper(), "soft": r.soft, "hard": r.hard}
+                    for r in opts.ulimits],
+        "noNewPrivileges": opts.no_new_privileges,
+    }
+    if not proc["rlimits"]:
+        del proc["rlimits"]
+    return proc
+
+
+def _resources(opts: RunOptions) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    mem: dict[str, Any] = {}
+    if opts.memory:
+        if opts.memory < 6 * 1024 * 1024:
+            raise ConfigError("--memory", "minimum memory limit allowed is 6MB")
+        mem["limit"] = opts.memory
+        if opts.memory_swap == -1:
+            mem["swap"] = -1
+        elif opts.memory_swap:
+            if opts.memory_swap < opts.memory:
+                raise ConfigError("--memory-swap", "must be larger than or equal to --memory")
+            mem["swap"] = opts.memory_swap
+        else:
+            mem["swap"] = opts.memory * 2
+    elif opts.memory_swap and opts.memory_swap != -1:
+        raise ConfigError("--memory-swap", "needs --memory as well")
+    if mem:
+        res["memory"] = mem
+    cpu: dict[str, Any] = {}
+    if opts.cpus:
+        cpu["period"] = 100000
+        cpu["quota"] = int(opts.cpus * 100000)
+    if opts.cpu_shares:
+        cpu["shares"] = opts.cpu_shares
+    if opts.cpuset_cpus:
+        cpu["cpus"] = opts.cpuset_cpus
+    if cpu:
+        res["cpu"] = cpu
+    if opts.pids_limit:
+        res["pids"] = {"limit": opts.pids_limit}
+    return res
+
+
+_DEFAULT_DEVICES = [  # Docker's default allow list for the device cgroup
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},
+]
+
+
+def _base_mounts(opts: RunOptions, rootless: bool) -> list[dict[str, Any]]:
+    sys_opts = ["nosuid", "noexec", "nodev", "ro"]
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+         + ([] if rootless else ["gid=5"])},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+    ]
+    if rootless:
+        mounts.append({"destination": "/sys", "type": "bind", "source": "/sys",
+                       "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    else:
+        mounts.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                       "options": sys_opts})
+        mounts.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                       "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+    return mounts
+
+
+def build_spec(opts: RunOptions, inp: SpecInputs) -> dict[str, Any]:
+    """The whole config.json for one container."""
+    proc = process_spec(opts, inp)
+    mounts = _base_mounts(opts, inp.rootless)
+    for dest, src in inp.etc_files.items():
+        mounts.append({"destination": dest, "type": "bind", "source": src,
+                       "options": ["rbind", "rprivate"] + (["ro"] if opts.read_only else [])})
+    if opts.init and inp.init_path:
+        mounts.append({"destination": "/sbin/docker-init", "type": "bind", "source": inp.init_path,
+                       "options": ["rbind", "ro", "rprivate"]})
+    mounts += inp.mounts
+    namespaces: list[dict[str, Any]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if inp.netns_path is None:
+        namespaces.append({"type": "network"})
+    elif inp.netns_path:
+        namespaces.append({"type": "network", "path": inp.netns_path})
+    linux: dict[str, Any] = {"namespaces": namespaces}
+    if inp.rootless:
+        namespaces.append({"type": "user"})
+        linux["uidMappings"] = inp.uid_map
+        linux["gidMappings"] = inp.gid_map
+    else:
+        linux["resources"] = {"devices": [{"allow": True, "access": "rwm"}] if opts.privileged
+                              else list(_DEFAULT_DEVICES)}
+        linux["resources"].update(_resources(opts))
+        if inp.cgroups_path:
+            linux["cgroupsPath"] = inp.cgroups_path
+    if not opts.privileged:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+        if opts.seccomp != "unconfined" and inp.seccomp_profile:
+            linux["seccomp"] = inp.seccomp_profile
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": proc,
+        "root": {"path": inp.rootfs, "readonly": opts.read_only},
+        "hostname": inp.hostname,
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": {"org.isle.isolation": opts.isolation,
+                        **{f"org.isle.label.{k}": v for k, v in opts.labels.items()}},
+    }
+    return spec
