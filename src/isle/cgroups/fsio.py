@@ -5,9 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
 
 from isle.errors import ConfigError, InvalidState, IsleError, Unsupported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["read", "read_int", "read_kv", "write", "write_field", "mkdirs", "rmdirs", "errname",
            "undo"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from isle.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms at start-up; only type checkers need it
+    from typing import Any
 
 __all__ = ["R", "Plan", "section", "num", "opt_num", "device_rules", "page_size",
            "DEFAULT_ALLOWED_DEVICES"]
