@@ -129,7 +129,7 @@ def _human(n: float) -> str:
 def images_cmd(ctx: click.Context, quiet: bool, digests: bool, no_trunc: bool, all_: bool,
                filters: tuple[str, ...], fmt: str, reference: str | None) -> None:
     """List images."""
-    from isle.engine.images import list_row
+    from isle.engine.images import list_row, ref_matches
     flt = list(filters) + ([f"reference={reference}"] if reference else [])
     imgs = _images(ctx).list(flt)
     if quiet:
@@ -141,6 +141,9 @@ def images_cmd(ctx: click.Context, quiet: bool, digests: bool, no_trunc: bool, a
         click.echo("\n".join(seen)) if seen else None
         return
     rows = [r for i in imgs for r in list_row(i)]
+    pats = [f.split("=", 1)[1] for f in flt if f.startswith("reference=")]
+    if pats:
+        rows = [r for r in rows if r["Name"] and all(ref_matches(r["Name"], p) for p in pats)]
     if fmt == "json":
         for r in rows:
             click.echo(json.dumps(r))

@@ -17,7 +17,7 @@ from isle.errors import ConfigError
 from isle.image.reference import Reference
 from isle.image.store import Image, ImageStore
 
-__all__ = ["Images", "inspect_dict", "list_row"]
+__all__ = ["Images", "inspect_dict", "list_row", "ref_matches"]
 
 
 class Images:
@@ -145,20 +145,19 @@ class Images:
         return bootstrap_debian(self.store, ref, variant=variant, mirror=mirror)
 
 
+def ref_matches(name: str, pattern: str) -> bool:
+    """Docker's reference filter: the pattern against the familiar or full name, with or without tag."""
+    r = Reference.parse(name)
+    return any(fnmatch.fnmatch(c, pattern) for c in (r.familiar, str(r), r.familiar_name, r.name))
+
+
 def _apply_filter(store: ImageStore, imgs: list[Image], f: str) -> list[Image]:
     key, _, val = f.partition("=")
     if key == "dangling":
         want = val.lower() in ("true", "1")
         return [i for i in imgs if (not i.names) == want]
     if key == "reference":
-        def match(i: Image) -> bool:
-            for n in i.names:
-                r = Reference.parse(n)
-                for cand in (r.familiar, str(r), r.familiar.split(":")[0], r.name):
-                    if fnmatch.fnmatch(cand, val):
-                        return True
-            return False
-        return [i for i in imgs if match(i)]
+        return [i for i in imgs if any(ref_matches(n, val) for n in i.names)]
     if key == "label":
         k, eq, v = val.partition("=")
         return [i for i in imgs if k in (i.config.get("config", {}).get("Labels") or {}) and (
@@ -236,7 +235,8 @@ def list_row(img: Image) -> list[dict[str, Any]]:
         repo = r.familiar_name if r else "<none>"
         digest = next((d.split("@")[1] for d in img.repo_digests
                        if r and d.startswith(r.name + "@")), "<none>")
-        rows.append({"ID": img.short_id, "Id": img.id, "Repository": repo,
+        rows.append({"ID": img.short_id, "Id": img.id, "Name": str(r) if r else "",
+                     "Repository": repo,
                      "Tag": r.tag if r else "<none>", "Digest": digest,
                      "CreatedAt": img.config.get("created", ""),
                      "CreatedSince": _since(img.config.get("created", "")),

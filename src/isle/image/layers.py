@@ -287,7 +287,10 @@ class Unpacker:
                 path = target if fd is not None or name == "." else \
                     f"/proc/self/fd/{parent}/{name}"
                 try:
-                    os.setxattr(path, xname, val, follow_symlinks=False)
+                    if isinstance(path, int):
+                        os.setxattr(path, xname, val)
+                    else:
+                        os.setxattr(path, xname, val, follow_symlinks=False)
                 except OSError as e:
                     if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                         raise

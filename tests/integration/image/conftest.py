@@ -21,7 +21,8 @@ import pytest
 from isle.config import Settings
 
 REPO = Path(__file__).resolve().parents[3]
-ISLE = str(REPO / ".venv" / "bin" / "isle")
+# the image verbs standalone: the same click commands the main `isle` CLI registers
+ISLE = [str(REPO / ".venv" / "bin" / "python"), "-m", "isle.cli.images"]
 
 
 @dataclass
@@ -115,14 +116,20 @@ def settings(tmp_root: Path) -> Settings:
     return Settings(root=str(tmp_root), runroot=str(tmp_root / "run"), cache=str(tmp_root / "cache"))
 
 
-def isle(root: Path, *args: str, check: bool = True, timeout: float = 120,
+def run_isle(root: Path, *args: str, check: bool = True, timeout: float = 120,
          input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `isle` CLI with --root."""
     e = dict(os.environ)
     e.update(env or {})
-    cp = subprocess.run([ISLE, "--root", str(root), *args], capture_output=True, timeout=timeout,
+    cp = subprocess.run([*ISLE, "--root", str(root), *args], capture_output=True, timeout=timeout,
                         input=input, env=e)
     if check and cp.returncode != 0:
         raise AssertionError(f"isle {' '.join(args)} exited {cp.returncode}: "
                              f"{cp.stderr.decode()[-2000:]}")
     return cp
+
+
+@pytest.fixture
+def isle():
+    """run_isle(root, *args, check=True): the image CLI with --root, as a subprocess."""
+    return run_isle

@@ -89,8 +89,8 @@ def _instruction(text: str, line: int, where: str) -> Instruction:
         while rest.startswith("--"):
             tok, _, after = rest.partition(" ")
             m = _FLAG.match(tok)
-            if not m:
-                raise ConfigError(f"{where}:{line}", f"{cmd}: bad flag {tok!r}")
+            if not m or (m.group(2) is None and m.group(1) != "link"):
+                raise ConfigError(f"{where}:{line}", f"{cmd}: bad flag {tok!r} (use --name=value)")
             flags[m.group(1)] = m.group(2) if m.group(2) is not None else "true"
             rest = after.strip()
     ins = Instruction(cmd, rest, line, flags, None, where)
