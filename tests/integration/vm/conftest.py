@@ -1,0 +1,88 @@
+"""VM test plumbing: a private cache (the real guest kernel linked in), busybox bundles, QEMU leak checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from isle.oci.runtime_spec import default_spec
+
+REPO = Path(__file__).resolve().parents[3]
+RUNTIME = str(REPO / ".venv" / "bin" / "isle-vm-runtime")
+REAL_KERNELS = "/var/cache/isle/kernel"
+
+
+@pytest.fixture(scope="session")
+def vm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not os.path.exists(os.path.join(REAL_KERNELS, "current", "vmlinuz")):
+        pytest.skip("no guest kernel cached: run scripts/fetch-guest-kernel")
+    c = tmp_path_factory.mktemp("vmcache")
+    os.symlink(REAL_KERNELS, c / "kernel")
+    yield str(c)
+    from isle.vm import snapshot
+
+    snapshot.remove(str(c))
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    d = tmp_path_factory.mktemp("bbrootfs") / "rootfs"
+    subprocess.run(["/work/shared/peers/busybox-rootfs", str(d)], check=True, capture_output=True)
+    return str(d)
+
+
+def make_bundle(dest: Path, rootfs: str, args: list[str], **proc: object) -> str:
+    dest.mkdir(parents=True, exist_ok=True)
+    os.symlink(rootfs, dest / "rootfs")
+    spec = default_spec()
+    spec["process"].update({"args": args, "terminal": False, **proc})
+    spec.setdefault("annotations", {})["org.isle.isolation"] = "vm"
+    (dest / "config.json").write_text(json.dumps(spec))
+    return str(dest)
+
+
+def qemus(marker: str) -> list[int]:
+    """QEMU processes whose command line mentions marker (e.g. our cache dir)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if cmd.startswith(b"qemu-system") and marker.encode() in cmd:
+                out.append(int(d))
+    return out
+
+
+def rundirs() -> set[str]:
+    return {p for p in os.listdir("/run") if p.startswith("isle-vm-")} if os.path.isdir("/run") else set()
+
+
+@pytest.fixture
+def vm_env(vm_cache: str) -> Iterator[dict[str, str]]:
+    """Environment for the runtime CLI; after the test no QEMU or run directory may remain."""
+    before = rundirs()
+    env = dict(os.environ, ISLE_CACHE=vm_cache, ISLE_VM_READY_TIMEOUT="100")
+    env.pop("ISLE_VM_TEMPLATE", None)
+    yield env
+    assert qemus(vm_cache) == [], "QEMU left running"
+    assert rundirs() - before == set(), "run directory left behind"
+
+
+class VMHelpers:
+    runtime = RUNTIME
+    make_bundle = staticmethod(make_bundle)
+    qemus = staticmethod(qemus)
+
+
+@pytest.fixture
+def vmh() -> type[VMHelpers]:
+    """Helpers for VM tests (test modules cannot import conftest under --import-mode=importlib)."""
+    return VMHelpers

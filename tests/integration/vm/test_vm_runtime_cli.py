@@ -1,0 +1,135 @@
+"""isle-vm-runtime end to end under TCG: stdio, exit codes, process settings, lifecycle, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
+
+RUNTIME = str(__import__("pathlib").Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime")
+
+
+def rt(root: Path, *args: str, env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+    if "stdout" not in kw:
+        kw["capture_output"] = True
+    return subprocess.run([RUNTIME, "--root", str(root), *args], env=env, timeout=150,
+                          **kw)  # type: ignore[call-overload]
+
+
+@pytest.mark.timeout(180)
+def test_run_keeps_stdout_stderr_apart_and_exit_code_exact(tmp_path: Path, busybox_rootfs: str,
+                                                          vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
+                    ["sh", "-c", "echo out; echo err >&2; echo out2; exit 42"])
+    r = rt(tmp_path / "root", "run", "-b", b, "c1", env=vm_env)
+    assert r.returncode == 42, r.stderr
+    assert r.stdout == b"out\nout2\n"  # no kernel console line may leak in
+    assert r.stderr == b"err\n"
+    assert not (tmp_path / "root" / "c1").exists()
+
+
+@pytest.mark.timeout(180)
+def test_run_applies_user_cwd_env_hostname_rlimits_and_a_writable_root(
+        tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
+    script = ('echo "$(id -u):$(id -g) $(pwd) $FOO $(hostname) $(ulimit -n)"; '
+              'echo data > /tmp/f && cat /tmp/f; touch /etc/x 2>/dev/null || echo ro-etc-ok')
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", script],
+                    user={"uid": 65534, "gid": 65534}, cwd="/tmp", env=["PATH=/bin", "FOO=bar baz"],
+                    rlimits=[{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 256}])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    cfg["hostname"] = "vmbox"
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    r = rt(tmp_path / "root", "run", "-b", b, "c2", env=vm_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["65534:65534 /tmp bar baz vmbox 256", "data", "ro-etc-ok"]
+
+
+@pytest.mark.timeout(240)
+def test_create_start_kill_delete(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
+                    ["sh", "-c", 'trap "echo got-term; exit 5" TERM; echo up; while :; do sleep 0.1; done'])
+    root = tmp_path / "root"
+    out = open(tmp_path / "out", "wb")
+    r = rt(root, "create", "-b", b, "--pid-file", str(tmp_path / "pid"), "c3", env=vm_env,
+           stdout=out, stderr=out)
+    assert r.returncode == 0
+    state = json.loads(rt(root, "state", "c3", env=vm_env).stdout)
+    assert state["status"] == "created" and state["pid"] == int((tmp_path / "pid").read_text())
+    assert rt(root, "start", "c3", env=vm_env).returncode == 0
+    assert json.loads(rt(root, "state", "c3", env=vm_env).stdout)["status"] == "running"
+    assert rt(root, "start", "c3", env=vm_env).returncode == 1  # already running
+    assert b"c3" in rt(root, "list", env=vm_env).stdout
+    deadline = time.monotonic() + 60
+    while b"up" not in (tmp_path / "out").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rt(root, "kill", "c3", "TERM", env=vm_env).returncode == 0
+    deadline = time.monotonic() + 60
+    while json.loads(rt(root, "state", "c3", env=vm_env).stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert (root / "c3" / "exit").read_text() == "5"
+    assert rt(root, "delete", "c3", env=vm_env).returncode == 0
+    assert rt(root, "state", "c3", env=vm_env).returncode == 1
+    out.close()
+    assert (tmp_path / "out").read_bytes() == b"up\ngot-term\n"
+
+
+@pytest.mark.timeout(180)
+def test_delete_force_of_a_created_vm(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["true"])
+    root = tmp_path / "root"
+    with open(os.devnull, "wb") as dn:
+        assert rt(root, "create", "-b", b, "c4", env=vm_env, stdout=dn, stderr=dn).returncode == 0
+    assert rt(root, "delete", "--force", "c4", env=vm_env).returncode == 0
+    assert not (root / "c4").exists()
+
+
+@pytest.mark.timeout(180)
+def test_qemu_sigkilled_mid_run_is_a_clear_error(tmp_path: Path, busybox_rootfs: str,
+                                                 vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", "echo up; sleep 100"])
+    root = tmp_path / "root"
+    p = subprocess.Popen([RUNTIME, "--root", str(root), "run", "-b", b, "c5"], env=vm_env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"up\n"
+    qpid = json.loads((root / "c5" / "state.json").read_text())["qemu_pid"]
+    os.kill(qpid, signal.SIGKILL)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert b"QEMU killed by signal 9" in err
+    assert not (root / "c5").exists()
+
+
+def test_no_kernel_cached_is_a_clear_error(tmp_path: Path, busybox_rootfs: str,
+                                           vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["true"])
+    env = dict(vm_env, ISLE_CACHE=str(tmp_path / "empty-cache"))
+    r = rt(tmp_path / "root", "run", "-b", b, "c6", env=env)
+    assert r.returncode == 1 and b"fetch-guest-kernel" in r.stderr
+    assert not (tmp_path / "root" / "c6").exists()
+
+
+@pytest.mark.timeout(240)
+def test_template_clones_answer_fast_and_keep_writes_private(tmp_path: Path, busybox_rootfs: str,
+                                                             vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
+                    ["sh", "-c", "cat /seen 2>/dev/null || echo fresh; echo x > /seen; exit 3"])
+    env = dict(vm_env, ISLE_VM_TEMPLATE="1")
+    times = []
+    for i in range(3):
+        t0 = time.monotonic()
+        r = rt(tmp_path / "root", "run", "-b", b, f"t{i}", env=env)
+        times.append(time.monotonic() - t0)
+        assert (r.returncode, r.stdout) == (3, b"fresh\n"), r.stderr
+    # the first run made the template (a cold boot); clones skip the boot
+    assert min(times[1:]) < times[0]
+    assert vmh.qemus(vm_env["ISLE_CACHE"]) == []
