@@ -4,9 +4,9 @@ The contract (implemented in ``v1.py``, ``v2.py``; chosen by ``manager_for``)::
 
     setup = detect_setup()                      # "v1" | "v2" | "hybrid"
     m = manager_for(cgroups_path, container_id)  # path per OCI ``linux.cgroupsPath`` rules
-    writes = m.plan(resources)                   # pure: [(relative file, value)], ConfigError names the field
-    m.create()                                   # mkdir only what isle creates; remembers it
-    m.set(resources)                             # apply plan(); kernel refusal -> ConfigError naming the field
+    writes = m.plan(resources)    # pure: [(relative file, value)]; ConfigError names the field
+    m.create()                    # mkdir only what isle creates; remembers it
+    m.set(resources)              # apply plan(); kernel refusal -> ConfigError naming the field
     m.apply(pid)                                 # move pid into every hierarchy
     m.freeze(); m.thaw(); m.frozen()             # pause / resume
     m.pids(); m.stats(); m.oom_kills()
@@ -24,7 +24,8 @@ else:
 
 __all__ = ["CgroupManager", "Write"]
 
-#: one planned write: (file relative to the controller's cgroup dir, e.g. "memory.limit_in_bytes", value)
+#: one planned write: (file relative to the controller's cgroup dir, value),
+#: e.g. ("memory.limit_in_bytes", "67108864")
 Write = tuple[str, str]
 
 

@@ -1,4 +1,4 @@
-"""Where a container's cgroup lives: OCI ``linux.cgroupsPath`` rules and the host's cgroup mounts."""
+"""Where a container's cgroup lives: OCI ``linux.cgroupsPath`` rules, the host's cgroup mounts."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from isle.errors import ConfigError
 
 TYPE_CHECKING = False

@@ -1,4 +1,4 @@
-"""cgroup v1 manager (one directory per controller hierarchy); with a unified half on hybrid hosts."""
+"""cgroup v1 manager (a directory per controller hierarchy), with a unified half on hybrid hosts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 from isle.cgroups import fsio
 from isle.cgroups.resources import (
-    R,
     Plan,
+    R,
     device_line,
     device_rules,
     num,
@@ -110,11 +110,11 @@ class V1Manager:
             out.append(("net_cls.classid", str(cid), f"{R}.network.classID"))
         for i, p in enumerate(net.get("priorities") or []):
             f = f"{R}.network.priorities[{i}]"
-            name = text(p, "name", f)
-            if not name or " " in name:
-                raise ConfigError(f"{f}.name", f"{name!r} is not an interface name")
-            out.append(("net_prio.ifpriomap", f"{name} {num(p.get('priority'), f + '.priority')}",
-                        f))
+            ifname = text(p, "name", f)
+            if not ifname or " " in ifname:
+                raise ConfigError(f"{f}.name", f"{ifname!r} is not an interface name")
+            prio = num(p.get("priority"), f"{f}.priority")
+            out.append(("net_prio.ifpriomap", f"{ifname} {prio}", f))
         if res.get("unified"):
             if not self.unified:
                 raise ConfigError(f"{R}.unified", "needs cgroup v2; this host runs cgroup v1")

@@ -12,7 +12,7 @@ import os
 import time
 
 from isle.cgroups import fsio
-from isle.cgroups.resources import R, Plan, device_rules, num, opt_num, page_size, section, text
+from isle.cgroups.resources import Plan, R, device_rules, num, opt_num, page_size, section, text
 from isle.errors import ConfigError, IsleError, Unsupported
 
 TYPE_CHECKING = False
@@ -159,8 +159,10 @@ class V2Manager:
             dw = opt_num(d, "weight", f, lo=10, hi=1000)
             if dw:
                 out.append(("io.weight", f"{_dev(d, f)} {io_weight(dw)}", f"{f}.weight"))
-        for key, kind in (("throttleReadBpsDevice", "rbps"), ("throttleWriteBpsDevice", "wbps"),
-                          ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
+        for key, kind in (("throttleReadBpsDevice", "rbps"),
+                          ("throttleWriteBpsDevice", "wbps"),
+                          ("throttleReadIOPSDevice", "riops"),
+                          ("throttleWriteIOPSDevice", "wiops")):
             for i, d in enumerate(bio.get(key) or []):
                 f = f"{fb}.{key}[{i}]"
                 rate = num(d.get("rate"), f"{f}.rate", lo=0)

@@ -73,7 +73,8 @@ def test_missing_file_is_unsupported_and_fresh_cgroup_is_removed(root: Path) -> 
     assert not (root / "isle").exists() and m.created == []
 
 
-def test_devices_cannot_be_enforced_without_bpf(root: Path) -> None:
+def test_devices_unenforceable_is_unsupported_not_ignored(root: Path) -> None:
+    # a fake tree is no cgroup2 directory: the eBPF program cannot attach (or, unprivileged, load)
     m = manager_for("/c3", "c3", root=str(root))
     m.create()
     with pytest.raises(Unsupported, match=r"^linux\.resources\.devices: .*eBPF"):
