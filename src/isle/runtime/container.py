@@ -139,6 +139,7 @@ def create(root: str, cid: str, opts: Options) -> Container:
         else:
             ctr.save()
         os.mkfifo(ctr.fifo, 0o622)
+        os.chmod(ctr.fifo, 0o622)  # past the umask: an init in a user ns writes it as "other"
         if opts.console_socket and (cfg["process"].get("terminal")):
             console_fd = _connect_console(opts.console_socket)
         _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd)
@@ -162,7 +163,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
     hook_state = ctr.hook_state(CREATING)
-    child_opts = {"rootfs": rootfs, "bundle": ctr.data["bundle"], "fifo": ctr.fifo,
+    # O_PATH here, not in the init: a user-namespaced init may not traverse the runtime root
+    fifo_fd = os.open(ctr.fifo, os.O_PATH | os.O_CLOEXEC)
+    child_opts = {"rootfs": rootfs, "bundle": ctr.data["bundle"], "fifo_fd": fifo_fd,
                   "no_pivot": opts.no_pivot, "preserve_fds": opts.preserve_fds,
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog}
     pid = os.fork()
@@ -173,6 +176,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os._exit(1)  # not reached
     os.close(p2c_r)
     os.close(c2p_w)
+    os.close(fifo_fd)
     if console_fd is not None:
         os.close(console_fd)
     chan = Chan(c2p_r, p2c_w)
@@ -190,8 +194,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         if new_user:
             _recv(chan, "userns")
             _write_maps(pid, lx)
-            chan.send(op="maps")
-        chan.send(op="go")
+            _send(chan, "maps")
+        _send(chan, "go")
         init_pid = _recv(chan, "pid")["pid"]
         os.waitpid(pid, 0)
         reaped = True
@@ -200,13 +204,13 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         ctr.save()
         if cg is not None and not early:
             _join_cgroup(cg, init_pid)
-        chan.send(op="cgroup")
+        _send(chan, "cgroup")
         _recv(chan, "hooks")
         state = dict(hook_state, pid=init_pid)
         hk = cfg.get("hooks")
         hooks.run_hooks(hk, "prestart", state)
         hooks.run_hooks(hk, "createRuntime", state)
-        chan.send(op="go")
+        _send(chan, "go")
         _recv(chan, "ready")
     finally:
         chan.close()
@@ -223,6 +227,15 @@ def _join_cgroup(cg: Any, pid: int) -> None:
         cg.apply(pid)
     except OSError as exc:
         raise IsleError(f"joining cgroup: {exc}") from None
+
+
+def _send(chan: Any, op: str) -> None:
+    """Send op; if the child already died, raise the error it left in the pipe instead."""
+    try:
+        chan.send(op=op)
+    except BrokenPipeError:
+        _recv(chan, "(an error)")
+        raise IsleError("container init exited unexpectedly") from None
 
 
 def _recv(chan: Any, op: str) -> dict[str, Any]:

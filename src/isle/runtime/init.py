@@ -199,7 +199,7 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
             m.get("type") or "") + ",".join(m.get("options") or []) for m in mounts)
         if not dev_bound:
             rootfs.setup_dev(sys, rootdir, lx.get("devices") or [], in_userns)
-        fifo_fd = os.open(opts["fifo"], os.O_PATH | os.O_CLOEXEC)
+        fifo_fd = opts["fifo_fd"]
         joined()
         chan.send(op="hooks")
         chan.expect("go")

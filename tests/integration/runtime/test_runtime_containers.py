@@ -1,0 +1,235 @@
+"""isle-runtime against the real kernel: isolation, lifecycle, exec, pause, hooks, console, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+RUNTIME = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "isle-runtime")
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
+
+
+def _own_cgroup_dirs(cid: str) -> list[str]:
+    out = []
+    for base in Path("/sys/fs/cgroup").iterdir():
+        for root, dirs, _ in os.walk(base):
+            if root.count("/") > 8:
+                dirs[:] = []
+            out += [os.path.join(root, d) for d in dirs if d == cid]
+    return out
+
+
+def test_run_isolates_pid_uts_root_caps_rlimits_and_returns_exit_code(rt, bundle):
+    script = ("echo pid=$$; hostname; id -u; touch /x 2>/dev/null && echo rw || echo ro; "
+              "wc -c </proc/cpuinfo; grep -E 'Cap(Eff|Bnd)' /proc/self/status; ulimit -n; "
+              "ls /proc | grep -c '^[0-9]'; exit 7")
+
+    def edit(c):
+        c["hostname"] = "islebox"
+        c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]
+        c["linux"]["maskedPaths"].append("/proc/cpuinfo")
+
+    cp = rt("run", "-b", str(bundle(["sh", "-c", script], edit)), "c1", check=False)
+    assert cp.returncode == 7, cp.stderr
+    lines = cp.stdout.split("\n")
+    assert lines[0] == "pid=1"
+    assert lines[1] == "islebox"
+    assert lines[2] == "0"
+    assert lines[3] == "ro"
+    assert lines[4].strip() == "0"  # masked
+    # default caps: AUDIT_WRITE(29) KILL(5) NET_BIND_SERVICE(10)
+    assert lines[5].split()[1] == lines[6].split()[1] == "0000000020000420"
+    assert lines[7] == "123"
+    assert int(lines[8]) <= 3  # only this container's processes are visible
+    assert not (rt.root / "c1").exists()  # run deletes afterwards
+
+
+def test_lifecycle_create_start_state_kill_delete(rt, bundle, tmp_path):
+    b = bundle(["sleep", "60"])
+    pidfile = tmp_path / "pid"
+    rt("create", "--bundle", str(b), "--pid-file", str(pidfile), "c2")
+    st = rt.state("c2")
+    assert st["status"] == "created" and st["pid"] == int(pidfile.read_text())
+    assert st["bundle"] == str(b) and st["id"] == "c2"
+    assert _own_cgroup_dirs("c2"), "create made a cgroup"
+    assert rt("start", "c2", check=False).returncode == 0
+    assert rt.state("c2")["status"] == "running"
+    assert rt("start", "c2", check=False).returncode == 1  # cannot start twice
+    cp = rt("delete", "c2", check=False)
+    assert cp.returncode == 1 and "not stopped" in cp.stderr
+    assert [ln for ln in rt("list", "-q").stdout.split()] == ["c2"]
+    listed = json.loads(rt("list", "--format", "json").stdout)
+    assert listed[0]["status"] == "running"
+    rt("kill", "c2", "KILL")  # pid 1 of a pid ns ignores TERM without a handler
+    for _ in range(200):
+        if rt.state("c2")["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert rt.state("c2")["status"] == "stopped"
+    rt("delete", "c2")
+    assert not (rt.root / "c2").exists()
+    assert not _own_cgroup_dirs("c2")
+    assert rt("state", "c2", check=False).returncode == 1
+
+
+def test_delete_force_after_init_sigkilled_leaves_nothing(rt, bundle):
+    rt("run", "-d", "-b", str(bundle(["sleep", "60"])), "c3")
+    pid = rt.state("c3")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    rt("delete", "--force", "c3")
+    assert not (rt.root / "c3").exists() and not _own_cgroup_dirs("c3")
+    assert rt("delete", "--force", "c3").returncode == 0  # idempotent like runc
+
+
+def test_user_namespace_maps_root_to_unprivileged_host_uid(rt, bundle):
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+
+    b = bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 30"], edit)
+    rt("create", "-b", str(b), "u1", stdout=None)
+    pid = rt.state("u1")["pid"]
+    with open(f"/proc/{pid}/status") as f:
+        uids = [ln for ln in f if ln.startswith("Uid:")][0].split()
+    assert uids[1] == "200000"
+    rt("delete", "--force", "u1")
+
+
+def test_pause_resume_exec_and_ps(rt, bundle):
+    rt("run", "--detach", "-b", str(bundle(["sleep", "60"])), "p1")
+    rt("pause", "p1")
+    assert rt.state("p1")["status"] == "paused"
+    assert rt("exec", "p1", "true", check=False).returncode == 1  # no exec while paused
+    rt("resume", "p1")
+    assert rt.state("p1")["status"] == "running"
+    cp = rt("exec", "-e", "FOO=bar", "--cwd", "/tmp", "p1", "sh", "-c",
+            "echo $FOO $(pwd) $$; exit 5", check=False)
+    assert cp.returncode == 5
+    foo, cwd, pid = cp.stdout.split()
+    assert (foo, cwd) == ("bar", "/tmp") and int(pid) > 1
+    pids = json.loads(rt("ps", "--format", "json", "p1").stdout)
+    assert rt.state("p1")["pid"] in pids
+    proc = {"args": ["sleep", "30"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 65534,
+                                                                               "gid": 65534}}
+    pf = rt.root.parent / "exec.json"
+    pf.write_text(json.dumps(proc))
+    pidf = rt.root.parent / "exec.pid"
+    rt("exec", "--process", str(pf), "--detach", "--pid-file", str(pidf), "p1")
+    xpid = int(pidf.read_text())
+    with open(f"/proc/{xpid}/status") as f:
+        assert [ln for ln in f if ln.startswith("Uid:")][0].split()[1] == "65534"
+    assert len(json.loads(rt("ps", "--format", "json", "p1").stdout)) == 2
+    rt("kill", "--all", "p1", "9")
+    rt("delete", "--force", "p1")
+
+
+def test_hooks_get_state_on_stdin(rt, bundle, tmp_path):
+    out = tmp_path / "hooks"
+    out.mkdir()
+
+    def hook(kind):
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/{kind}.json"]}
+
+    def edit(c):
+        c["hooks"] = {k: [hook(k)] for k in ("createRuntime", "createContainer", "poststart",
+                                             "poststop")}
+        c["annotations"] = {"org.test": "yes"}
+
+    rt("run", "-b", str(bundle(["true"], edit)), "h1")
+    states = {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
+    assert set(states) == {"createRuntime", "createContainer", "poststart", "poststop"}
+    assert states["createRuntime"]["id"] == "h1" and states["createRuntime"]["pid"] > 0
+    assert states["createRuntime"]["status"] == "creating"
+    assert states["poststart"]["status"] == "running"
+    assert states["poststop"]["status"] == "stopped"
+    assert states["poststart"]["annotations"] == {"org.test": "yes"}
+
+
+def test_failing_create_hook_fails_create_and_leaves_nothing(rt, bundle):
+    def edit(c):
+        c["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
+
+    cp = rt("create", "-b", str(bundle(["true"], edit)), "h2", check=False)
+    assert cp.returncode == 1 and "hooks.createRuntime[0]" in cp.stderr
+    assert not (rt.root / "h2").exists() and not _own_cgroup_dirs("h2")
+
+
+def test_console_socket_gets_a_working_pty(rt, bundle, tmp_path):
+    sock_path = str(tmp_path / "console.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+
+    def edit(c):
+        c["process"]["terminal"] = True
+
+    b = bundle(["sh", "-c", "tty; stty size; echo done"], edit)
+    import subprocess
+
+    p = subprocess.Popen([RUNTIME, "--root", str(rt.root), "create", "-b", str(b),
+                          "--console-socket", sock_path, "t1"], stderr=subprocess.PIPE)
+    conn, _ = srv.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    master = fds[0]
+    assert p.wait(timeout=20) == 0, p.stderr.read()
+    rt("start", "t1")
+    data = b""
+    deadline = time.monotonic() + 10
+    while b"done" not in data and time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 1024)
+        except OSError:
+            break
+        data += chunk
+    os.close(master)
+    conn.close()
+    srv.close()
+    p.stderr.close()
+    text = data.decode()
+    assert "/dev/pts/0" in text or "/dev/console" in text, text
+    rt("delete", "--force", "t1")
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda c: c["linux"]["namespaces"].append({"type": "foo"}), "linux.namespaces[5].type"),
+    (lambda c: c["root"].update(path="/nonexistent/rootfs"), "root.path"),
+    (lambda c: c["process"].update(args=[]), "process.args"),
+    (lambda c: (c["linux"]["namespaces"].append({"type": "user"}),
+                c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 10},
+                                               {"containerID": 5, "hostID": 3000, "size": 10}],
+                                  gidMappings=[{"containerID": 0, "hostID": 0, "size": 1}])),
+     "linux.uidMappings"),
+    (lambda c: c["mounts"].append({"destination": "/x", "type": "bind", "source": "/nope",
+                                   "options": ["bind"]}), "mounts[7].source"),
+    (lambda c: c["linux"].update(sysctl={"kernel.no_such_knob": "1"}), "linux.sysctl"),
+    (lambda c: c["process"].update(args=["/no/such/binary"]), "process.args[0]"),
+])
+def test_bad_input_is_one_clear_error_and_leaves_nothing(rt, bundle, edit, field):
+    cp = rt("create", "-b", str(bundle(["true"], edit)), "bad", check=False)
+    assert cp.returncode == 1
+    assert field in cp.stderr and len(cp.stderr.strip().splitlines()) == 1, cp.stderr
+    assert not (rt.root / "bad").exists()
+    assert not _own_cgroup_dirs("bad")
+
+
+def test_malformed_json_and_json_log(rt, tmp_path):
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "config.json").write_text("{not json")
+    log = tmp_path / "log.json"
+    import subprocess
+
+    cp = subprocess.run([RUNTIME, "--root", str(rt.root), "--log", str(log), "--log-format",
+                         "json", "create", "--bundle", str(b), "m1"], capture_output=True,
+                        text=True, timeout=10)
+    assert cp.returncode == 1 and "malformed JSON" in cp.stderr
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and "malformed JSON" in entry["msg"] and entry["time"]
