@@ -1,0 +1,64 @@
+"""V1Manager.set() against fake per-controller dirs: absent files, BFQ fallback, rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import isle.cgroups
+from isle.cgroups import V1Manager, manager_for
+from isle.errors import InvalidState, Unsupported
+
+FILES = {"memory": ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+         "blkio": ["blkio.bfq.weight", "blkio.bfq.weight_device"],
+         "pids": ["pids.max"]}
+
+
+@pytest.fixture
+def m(tmp_path: Path) -> V1Manager:
+    mounts = {}
+    for ctrl, files in FILES.items():
+        leaf = tmp_path / ctrl / "c"
+        leaf.mkdir(parents=True)
+        for f in files:
+            (leaf / f).write_text("")
+        mounts[ctrl] = str(tmp_path / ctrl)
+    return V1Manager("/c", mounts)
+
+
+def test_absent_kernel_memory_file_is_unsupported_naming_field(m: V1Manager) -> None:
+    with pytest.raises(Unsupported, match=r"^linux\.resources\.memory\.kernel: .*"
+                                          r"memory\.kmem\.limit_in_bytes is absent"):
+        m.set({"memory": {"limit": 1 << 20, "kernel": 1 << 20}})
+    # writes before the refusal happened (the cgroup was not made by this manager: kept)
+    assert (Path(m.dir("memory")) / "memory.limit_in_bytes").read_text() == str(1 << 20)
+    assert Path(m.dir("memory")).is_dir()
+
+
+def test_blkio_weight_falls_back_to_bfq(m: V1Manager) -> None:
+    m.set({"blockIO": {"weight": 300, "weightDevice": [{"major": 8, "minor": 0,
+                                                         "weight": 200}]}})
+    leaf = Path(m.dir("blkio"))
+    assert (leaf / "blkio.bfq.weight").read_text() == "300"
+    assert (leaf / "blkio.bfq.weight_device").read_text() == "8:0 200"
+
+
+def test_set_before_create_is_invalid_state(tmp_path: Path) -> None:
+    (tmp_path / "pids").mkdir()
+    m = V1Manager("/nope", {"pids": str(tmp_path / "pids")})
+    with pytest.raises(InvalidState, match="create"):
+        m.set({"pids": {"limit": 3}})
+
+
+def test_no_v1_mounts_is_unsupported(tmp_path: Path) -> None:
+    with pytest.raises(Unsupported, match="no cgroup v1"):
+        manager_for(None, "x", setup="v1", root=str(tmp_path))
+
+
+def test_public_surface() -> None:
+    assert sorted(isle.cgroups.__all__) == sorted([
+        "CgroupManager", "Write", "V1Manager", "V2Manager", "detect_setup", "manager_for",
+        "manager_from_state", "DEFAULT_ALLOWED_DEVICES"])
+    for name in isle.cgroups.__all__:
+        assert hasattr(isle.cgroups, name)
