@@ -71,7 +71,9 @@ class MachineConfig:
     kernel: str = ""
     initrd: str = ""
     cmdline: str = ""
-    firmware: str = ""  # q35 only: a pflash/bios image; empty = QEMU's SeaBIOS
+    firmware: str = ""  # q35 only: a -bios image; empty = QEMU's SeaBIOS
+    #: q35 UEFI: (code, vars) pflash images; code read-only, vars this VM's own copy
+    pflash: tuple[str, ...] = ()
     drives: tuple[Drive, ...] = ()
     nics: tuple[Nic, ...] = ()
     serial_ports: tuple[SerialPort, ...] = ()

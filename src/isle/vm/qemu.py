@@ -28,7 +28,7 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
     machine = "microvm,pit=off,pic=off,isa-serial=on" if micro else "q35"
     if cfg.memory_backend is not None:
         machine += ",memory-backend=mem"
-    a = [qemu, "-name", _esc(cfg.name), "-nodefaults", "-no-user-config", "-nographic",
+    a = [qemu, "-name", _esc(cfg.name), "-nodefaults", "-no-user-config", "-display", "none",
          "-machine", machine, "-accel", cfg.accel, "-smp", str(cfg.vcpus), "-m", f"{cfg.memory_mib}M"]
     if cfg.accel == "kvm":
         a += ["-cpu", "host"]
@@ -45,6 +45,9 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
         a += ["-append", cfg.cmdline]
     if cfg.firmware and not micro:
         a += ["-bios", cfg.firmware]
+    for i, fw in enumerate(cfg.pflash if not micro else ()):
+        ro = ",readonly=on" if i == 0 else ""
+        a += ["-drive", f"if=pflash,format=raw,unit={i},file={_esc(fw)}{ro}"]
     a += ["-chardev", _chardev("console", cfg.console), "-serial", "chardev:console"]
     blk = "virtio-blk-device" if micro else "virtio-blk-pci"
     for d in cfg.drives:

@@ -19,7 +19,7 @@ def test_microvm_golden() -> None:
         console=Chardev(backend="file", path="/r/console.log", append=False),
         qmp_socket="/r/qmp.sock")
     assert qemu.argv(cfg) == [
-        "qemu-system-x86_64", "-name", "t", "-nodefaults", "-no-user-config", "-nographic",
+        "qemu-system-x86_64", "-name", "t", "-nodefaults", "-no-user-config", "-display", "none",
         "-machine", "microvm,pit=off,pic=off,isa-serial=on", "-accel", "tcg", "-smp", "1", "-m", "128M",
         "-no-reboot", "-kernel", "/k/vmlinuz", "-initrd", "/k/initrd", "-append", "console=ttyS0 quiet",
         "-chardev", "file,id=console,path=/r/console.log,append=off", "-serial", "chardev:console",
