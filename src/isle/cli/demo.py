@@ -31,7 +31,8 @@ def run_demo(ctx: Any) -> int:
          f"{(time.monotonic() - t) * 1000:.0f} ms")
     _say("3. isle run -d busybox sleep 30; ps; stop; logs; rm")
     d = eng.run(RunOptions(image="busybox", detach=True, name="isle-demo-" + str(int(time.time())),
-                           command=["sh", "-c", "echo started; exec sleep 30"]))
+                           command=["sh", "-c", "trap 'echo got SIGTERM; exit 0' TERM; "
+                                    "echo started; sleep 30 & wait"]))
     for r in eng.ps(all=False):
         if r.full_id == d.id:
             _say(f"   ps: {r.ID}  {r.Names}  {r.Status}")

@@ -116,6 +116,9 @@ class Engine(lifecycle.Lifecycle, Queries):
         else:
             self.db.insert_container(rec)
         os.makedirs(self.paths(cid).bundle, exist_ok=True)
+        for m in opts.mounts:
+            if m.type == "volume":
+                self.volumes.create(m.source, anonymous=m.anonymous)
         return CreateReport(id=cid, name=rec.name)
 
     def _check_network(self, opts: RunOptions) -> None:
