@@ -124,10 +124,10 @@ def _fetch_layer(store: ImageStore, client: RegistryClient, repo: str, layer: De
                 src.drain()
             finally:
                 resp.close()
+            if got_diff != diff_id and w.digest == layer.digest:
+                raise ImageError(f"layer {layer.digest}: uncompressed digest {got_diff} does not "
+                                 f"match the config's diff_id {diff_id}")
             w.commit()       # raises on digest or size mismatch, removing the temp blob
-        if got_diff != diff_id:
-            raise ImageError(f"layer {layer.digest}: uncompressed digest {got_diff} does not "
-                             f"match the config's diff_id {diff_id}")
         store.add_layer_dir(diff_id, tmpd, size)
         prog.done(layer.digest, "pull complete")
     except BaseException:

@@ -72,34 +72,40 @@ class RegistryClient:
                 ok: tuple[int, ...] = (200,), **kw: Any) -> httpx.Response:
         """One call with auth, retries and scheme fallback; raises RegistryError unless status in ok."""
         last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(0.2 * 2 ** attempt, 3))
-            headers = {**kw.pop("headers", {}), **self._auth_headers(scope)}
+        base_headers = dict(kw.pop("headers", {}))
+        failures = 0
+        authed = False
+        while failures <= self.retries:
+            headers = {**base_headers, **self._auth_headers(scope)}
             try:
                 req = self.http.build_request(method, self.url(path), headers=headers, **kw)
                 resp = self.http.send(req, stream=stream)
-            except httpx.ConnectError as e:
-                if not self._scheme_known and self.scheme == "https":
-                    self.scheme = "http"
-                    last = e
-                    continue
-                last = e
-                continue
             except httpx.TransportError as e:
                 last = e
+                if isinstance(e, httpx.ConnectError) and not self._scheme_known \
+                        and self.scheme == "https":
+                    self.scheme = "http"        # insecure registry: fall back to plain HTTP
+                    continue
                 if "content" in kw and not isinstance(kw["content"], bytes | str):
-                    break       # a streamed body cannot be sent again
+                    break                        # a streamed body cannot be sent again
+                failures += 1
+                time.sleep(min(0.2 * 2 ** failures, 3))
                 continue
             self._scheme_known = True
-            if resp.status_code == 401 and self._authenticate(resp, scope):
+            if resp.status_code == 401 and not authed:
+                authed = True
                 resp.close()
-                headers = {**headers, **self._auth_headers(scope)}
-                kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                self._authenticate(resp, scope)
                 continue
-            if resp.status_code in RETRY_STATUS and attempt < self.retries:
+            if resp.status_code == 401:
+                resp.close()
+                raise RegistryError(f"{self.registry}: authentication required"
+                                    + (" (credentials rejected)" if self.credentials else ""))
+            if resp.status_code in RETRY_STATUS and failures < self.retries:
                 resp.close()
                 last = RegistryError(f"{self.registry}: {method} {path}: HTTP {resp.status_code}")
+                failures += 1
+                time.sleep(min(0.2 * 2 ** failures, 3))
                 continue
             if resp.status_code not in ok:
                 if stream:
@@ -114,15 +120,12 @@ class RegistryClient:
         chal = resp.headers.get("www-authenticate", "")
         kind, _, rest = chal.partition(" ")
         if kind.lower() == "basic":
-            if self._basic or not self.credentials:
-                raise RegistryError(f"{self.registry}: authentication required"
-                                    + ("" if not self.credentials else " (credentials rejected)"))
+            if not self.credentials:
+                raise RegistryError(f"{self.registry}: authentication required")
             self._basic = True
             return True
         if kind.lower() != "bearer":
             raise RegistryError(f"{self.registry}: unsupported auth challenge {chal!r}")
-        if scope in self._tokens:
-            raise RegistryError(f"{self.registry}: access denied for {scope}")
         params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
         realm = params.pop("realm", "")
         if not realm:
