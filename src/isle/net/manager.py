@@ -24,7 +24,7 @@ from typing import Any
 
 from isle.errors import (AlreadyExists, CommandError, ConfigError, InvalidState, IsleError, NotFound,
                          Unsupported)
-from isle.net import etc, ipam, links, netns, ports as portlib
+from isle.net import etc, ipam, links, netns, slirp, ports as portlib
 from isle.net.netavark import AARDVARK, NETAVARK, Netavark
 from isle.net.store import Store, check_name
 from isle.net.types import (Attachment, Network, NetworkAttachment, PortMapping, Subnet,
@@ -305,7 +305,11 @@ class NetworkManager:
             rec = self.store.record(container_id)
             if rec is None or network not in rec["networks"]:
                 raise NotFound(f"container {container_id[:12]} is not connected to network {network}")
-            self._teardown_one(rec, network)
+            if network == "slirp4netns" and rec.get("slirp"):
+                self._stop_slirp(rec)
+                rec["ports"] = []
+            else:
+                self._teardown_one(rec, network)
             if rec["networks"]:
                 self.store.save_record(rec)
             else:
@@ -324,6 +328,8 @@ class NetworkManager:
         if rec is not None:
             if rec.get("tap"):
                 links.delete_link(rec["tap"])
+            if rec.get("slirp"):
+                self._stop_slirp(rec)
             for name in list(rec["networks"]):
                 try:
                     self._teardown_one(rec, name)
@@ -413,6 +419,57 @@ class NetworkManager:
                                    dns_search=dns_search, dns_options=dns_options,
                                    host_network=mode == "host")
         return {"/etc/hosts": hosts, "/etc/resolv.conf": resolv, "/etc/hostname": hn + "\n"}
+
+    # rootless -----------------------------------------------------------------------------------
+    def connect_slirp(self, container_id: str, target: str | int, ports: Sequence[PortMapping] = (),
+                      *, userns_path: str | None = None, name: str | None = None) -> Attachment:
+        """User-mode networking (slirp4netns) for a netns path or a pid in it: what rootless
+        containers get. The namespace sees tap0 10.0.2.100/24, gateway .2, DNS .3; ports are
+        host sockets of slirp4netns, so a busy host port fails right here."""
+        with self.store.lock():
+            if self.store.record(container_id):
+                raise AlreadyExists(f"container {container_id[:12]} already has a network")
+            ns_path = target if isinstance(target, str) else f"/proc/{target}/ns/net"
+            rec: dict[str, Any] = {"id": container_id, "name": name or container_id[:12],
+                                   "ns_path": ns_path, "networks": {}, "ports": [], "dns": []}
+            taken = [PortMapping.from_dict(p) for r in self.store.records() for p in r["ports"]]
+            portlib.check_conflicts(ports, taken)
+            for pm in ports:
+                for i in range(pm.range if pm.host_port else 0):
+                    if not portlib.host_port_free(pm.host_ip, pm.host_port + i, pm.proto):
+                        raise ConfigError("publish", f"host port {pm.host_port + i}/{pm.proto} is "
+                                          "already in use on the host")
+            resolved = portlib.resolve_random(ports, taken)
+            sockdir = os.path.join(self.store.runroot, "slirp")
+            os.makedirs(sockdir, exist_ok=True)
+            api = os.path.join(sockdir, hashlib.sha256(container_id.encode()).hexdigest()[:16])
+            rec["slirp"] = {"pid": 0, "api": api}
+            self.store.save_record(rec)
+            try:
+                rec["slirp"]["pid"] = slirp.start(target, api, userns_path=userns_path)
+                self.store.save_record(rec)
+                for pm in resolved:
+                    slirp.add_hostfwd(api, pm)
+            except BaseException:
+                self._stop_slirp(rec)
+                self.store.delete_record(container_id)
+                raise
+            rec["ports"] = [p.to_dict() for p in resolved]
+            rec["networks"]["slirp4netns"] = {
+                "interface": "tap0", "ips": [slirp.GUEST_IP], "prefixlens": [slirp.PREFIX],
+                "gateways": [slirp.GATEWAY], "dns_servers": [slirp.DNS], "aliases": [],
+                "mac": "", "options": {}, "state": "ready"}
+            self.store.save_record(rec)
+            return self._attachment(rec)
+
+    @staticmethod
+    def _stop_slirp(rec: dict[str, Any]) -> None:
+        s = rec.get("slirp") or {}
+        if s.get("pid"):
+            slirp.stop(int(s["pid"]))
+        if s.get("api") and os.path.lexists(s["api"]):
+            os.unlink(s["api"])
+        rec["networks"].pop("slirp4netns", None)
 
     # VMs ---------------------------------------------------------------------------------------
     def attach_tap(self, vm_id: str, network: str = "bridge", *, ip: str | None = None,

@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-
 import pytest
 
-from isle.net import netns
-
 pytestmark = [pytest.mark.netns, pytest.mark.root]
-
-
-@pytest.fixture
-def outside(tmp_path):
-    """A namespace at 198.51.100.2 reachable from the host over isle-test veth (198.51.100.1/30)."""
-    path = str(tmp_path / "outside-ns")
-    netns.create(path)
-    host_end = f"isletsto{secrets.token_hex(3)}"
-    try:
-        subprocess.run(["nsenter", f"--net={path}", "ip", "link", "add", "eth9", "type", "veth",
-                        "peer", "name", host_end, "netns", "1"], check=True, timeout=10)
-        subprocess.run(["nsenter", f"--net={path}", "sh", "-c",
-                        "ip addr add 198.51.100.2/30 dev eth9 && ip link set eth9 up"],
-                       check=True, timeout=10)
-        subprocess.run(["ip", "addr", "add", "198.51.100.1/30", "dev", host_end], check=True)
-        subprocess.run(["ip", "link", "set", host_end, "up"], check=True)
-        yield path
-    finally:
-        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
-        netns.remove(path)
 
 
 @pytest.mark.timeout(60)
