@@ -148,8 +148,6 @@ def create(root: str, cid: str, opts: Options) -> Container:
         _write_pid_file(opts.pid_file, ctr.data["pid"])
         return ctr
     except BaseException:
-        if console_fd is not None:
-            os.close(console_fd)
         _destroy(ctr, hooks=False)
         raise
 
@@ -159,7 +157,12 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     from isle.runtime import hooks
     from isle.runtime.init import Chan, preload, stage1
 
-    prog = preload(cfg, cfg["process"])
+    try:
+        prog = preload(cfg, cfg["process"])
+    except BaseException:
+        if console_fd is not None:
+            os.close(console_fd)
+        raise
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
     hook_state = ctr.hook_state(CREATING)

@@ -99,7 +99,13 @@ def preload(cfg: dict[str, Any], proc: dict[str, Any]) -> bytes | None:
     if os.environ.get("ISLE_RUNTIME_DEBUG"):
         import traceback  # noqa: F401
     sc = (cfg.get("linux") or {}).get("seccomp")
-    return _seccomp_prog(sc) if sc else None
+    if not sc:
+        return None
+    import isle.sys.seccomp_lib  # noqa: F401  (install_filter imports it lazily)
+
+    if sc.get("listenerPath"):
+        import socket  # noqa: F401
+    return _seccomp_prog(sc)
 
 
 def _ns_fd_join(sys: L.Syscalls, typ: str, path: str, field: str) -> None:
@@ -276,14 +282,11 @@ def _seccomp_prog(sc: dict[str, Any]) -> bytes:
 def _install_seccomp(prog: bytes, sc: dict[str, Any], state: dict[str, Any] | None) -> None:
     from isle.runtime import seccomp
 
-    flags = 0
-    for f in sc.get("flags") or []:
-        flags |= {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
-                  "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}.get(f, 0)
-    listener = seccomp.install_filter(prog, flags=flags)
-    if listener is not None and sc.get("listenerPath"):
-        seccomp.send_listener(sc["listenerPath"], listener, dict(
-            state or {}, metadata=sc.get("listenerMetadata", "")))
+    listener = seccomp.install_filter(prog, flags=seccomp.filter_flags(sc))
+    if listener is not None:
+        if sc.get("listenerPath"):
+            seccomp.send_listener(sc["listenerPath"], listener, dict(
+                state or {}, metadata=sc.get("listenerMetadata", "")))
         os.close(listener)
 
 
