@@ -86,5 +86,9 @@ class Networks:
                               name=rec["name"])
         return att.networks[network].to_dict()
 
+    def port(self, container: str) -> list[str]:
+        """`isle port`: "80/tcp -> 127.0.0.1:8080" lines for a container's published ports."""
+        return [str(p) for p in self.nm.port(self._find(container)["id"])]
+
     def disconnect(self, network: str, container: str) -> None:
         self.nm.disconnect(self._find(container)["id"], network)
