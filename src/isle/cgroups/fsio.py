@@ -6,6 +6,7 @@ import errno
 import os
 import time
 
+from isle.cgroups.paths import DEFAULT_PARENT
 from isle.errors import ConfigError, InvalidState, IsleError, Unsupported
 
 TYPE_CHECKING = False
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["read", "read_int", "read_kv", "write", "write_field", "mkdirs", "rmdirs", "errname",
-           "undo"]
+           "undo", "prune_default_parent"]
 
 
 def errname(e: OSError) -> str:
@@ -141,6 +142,16 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
             if d in leaves:
                 raise InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
                                    "(processes still inside?)") from e
+
+
+def prune_default_parent(mount: str, path: str) -> None:
+    """isle's default parent ("/isle", from a missing cgroupsPath) is shared by every container
+    that uses it, whichever made it; the last one out removes it (a busy rmdir is a no-op)."""
+    if path.startswith(DEFAULT_PARENT + "/") and path.count("/") == 2:
+        try:
+            os.rmdir(mount + DEFAULT_PARENT)
+        except OSError:
+            pass
 
 
 def undo(destroy: Callable[[], None], err: BaseException) -> None:

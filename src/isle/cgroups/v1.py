@@ -357,6 +357,9 @@ class V1Manager:
         """rmdir what create() made, deepest first (and cgroups the container made inside)."""
         fsio.rmdirs(self.created, tuple(self.dirs()))
         self.created = []
+        if not self.paths:
+            for mnt in dict.fromkeys(self.mounts.values()):
+                fsio.prune_default_parent(mnt, self.path)
         if self.unified:
             self.unified.destroy()
         self._fresh = False

@@ -193,3 +193,16 @@ def test_destroy_removes_cgroups_the_container_made(cg: V1Manager) -> None:
     os.mkdir(f"{cg.dir('memory')}/inner")
     cg.destroy()
     assert _all_dirs(cg.path) == []
+
+
+def test_default_parent_is_removed_by_the_last_container_out() -> None:
+    ids = [f"isle-test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    a, b = (manager_for(None, i) for i in ids)
+    existed = os.path.isdir(f"{CG}/memory/isle")
+    a.create()
+    b.create()
+    a.destroy()  # b still inside /isle: it stays
+    assert os.path.isdir(f"{CG}/memory/isle/{ids[1]}")
+    b.destroy()  # b did not make /isle, but it is isle's shared parent and now empty
+    if not existed:
+        assert _all_dirs("/isle") == []
