@@ -106,7 +106,8 @@ def _add(tf: tarfile.TarFile, name: str, data: Any, size: int) -> None:
 
 
 def _save_oci(store: ImageStore, images: list[tuple[str, Image]], put: Any) -> None:
-    put("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 31)
+    layout = b'{"imageLayoutVersion":"1.0.0"}'
+    put("oci-layout", layout, len(layout))
     done: set[str] = set()
     manifests = []
     for ref, img in images:
@@ -152,7 +153,7 @@ def _save_docker(store: ImageStore, images: list[tuple[str, Image]], tf: tarfile
             tf.addfile(ti, src)
             if src.read(1) or src.digest != diff_id:
                 raise ImageError(f"layer {desc.digest}: stored content does not match {diff_id}")
-        tags = [Reference.parse(n).familiar for n in _names_for(ref, img)]
+        tags = [str(Reference.parse(n)) for n in _names_for(ref, img)]
         for t in tags:
             repo, _, tag = t.rpartition(":")
             repos.setdefault(repo, {})[tag] = img.diff_ids[-1][7:] if img.diff_ids else ""
