@@ -1,0 +1,196 @@
+"""VM start-up and density: isle-vm-runtime vs a hand-written QEMU command line, cold vs template.
+
+    .venv/bin/python bench/vm_bench.py [--runs 5] [--clones 10] [--json out.json]
+
+Emits every sample (seconds, MiB) with host details; the summary compares medians against targets:
+cold runtime <= 1.1 x the floor, template first output <= 0.5 s and >= 6 x faster than cold,
+PSS per idle template clone (128 MiB guest) <= 64 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME = os.path.join(REPO, ".venv", "bin", "isle-vm-runtime")
+sys.path.insert(0, os.path.join(REPO, "src"))
+
+
+def bundle(dest: str, rootfs: str, args: list[str], template: bool = False) -> str:
+    from isle.oci.runtime_spec import default_spec
+
+    os.makedirs(dest, exist_ok=True)
+    if not os.path.exists(os.path.join(dest, "rootfs")):
+        os.symlink(rootfs, os.path.join(dest, "rootfs"))
+    spec = default_spec()
+    spec["process"].update({"args": args, "terminal": False})
+    ann = spec.setdefault("annotations", {})
+    ann["org.isle.isolation"] = "vm"
+    if template:
+        ann["org.isle.vm.template"] = "true"
+    with open(os.path.join(dest, "config.json"), "w") as f:
+        json.dump(spec, f)
+    return dest
+
+
+def floor_once(kernel: str, initrd: str, disk: str, khz: int) -> float:
+    """The same guest work started by a hand-written QEMU argv and a bare socket: isle's floor."""
+    d = tempfile.mkdtemp(prefix="isle-vm-floor-", dir="/run")
+    job = ("out=$(waitport org.isle.stdout); err=$(waitport org.isle.stderr)\n"
+           "/bin/isle-exec -r /newroot -e PATH=/bin -- true </dev/null >$out 2>$err\n"
+           'echo "exit $?" >&3\npoweroff -f\n')
+    argv = ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
+            "-machine", "microvm,pit=off,pic=off,isa-serial=on", "-accel", "tcg", "-m", "128M",
+            "-no-reboot", "-kernel", kernel, "-initrd", initrd,
+            "-append", f"console=ttyS0 quiet panic=-1 tsc_early_khz={khz} reboot=t cryptomgr.notests "
+                       "tsc=reliable i8042.noaux i8042.nokbd isle.rootfs=erofs",
+            "-chardev", f"file,id=con,path={d}/console.log", "-serial", "chardev:con",
+            "-drive", f"file={disk},format=raw,if=none,id=image,readonly=on",
+            "-device", "virtio-blk-device,drive=image", "-device", "virtio-serial-device",
+            "-chardev", f"socket,id=c1,path={d}/ctl.sock,server=on,wait=off",
+            "-device", "virtserialport,chardev=c1,name=org.isle.ctl,nr=1",
+            "-chardev", "null,id=c2", "-device", "virtserialport,chardev=c2,name=org.isle.stdout,nr=2",
+            "-chardev", "null,id=c3", "-device", "virtserialport,chardev=c3,name=org.isle.stderr,nr=3"]
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    s = socket.socket(socket.AF_UNIX)
+    while True:
+        try:
+            s.connect(f"{d}/ctl.sock")
+            break
+        except OSError:
+            time.sleep(0.002)
+    s.sendall(base64.b64encode(job.encode()) + b"\n")
+    buf = b""
+    while b"exit" not in buf:
+        buf += s.recv(100)
+    p.wait()
+    dt = time.monotonic() - t0
+    s.close()
+    shutil.rmtree(d)
+    return dt
+
+
+def runtime_once(b: str, root: str, cid: str, env: dict[str, str]) -> tuple[float, float]:
+    """(seconds to first stdout byte, seconds to exit) of `isle-vm-runtime run`."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([RUNTIME, "--root", root, "run", "-b", b, cid], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    first = p.stdout.read(1)
+    t1 = time.monotonic() - t0
+    _, err = p.communicate()
+    if p.returncode != 0 or not first:
+        raise SystemExit(f"runtime failed: rc={p.returncode} {err.decode()}")
+    return t1, time.monotonic() - t0
+
+
+def pss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--clones", type=int, default=10)
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+
+    from isle.vm import accel, disk, initramfs, kernel, snapshot
+
+    work = tempfile.mkdtemp(prefix="isle-vm-bench-")
+    cache = os.path.join(work, "cache")
+    os.makedirs(cache)
+    os.symlink(kernel.kernel_dir(), os.path.join(cache, "kernel"))
+    rootfs = os.path.join(work, "rootfs")
+    subprocess.run(["/work/shared/peers/busybox-rootfs", rootfs], check=True, capture_output=True)
+    env = dict(os.environ, ISLE_CACHE=cache)
+    env.pop("ISLE_VM_TEMPLATE", None)
+    root = os.path.join(work, "state")
+    k = kernel.find(cache)
+    initrd = initramfs.build(k, cache)
+    img = disk.rootfs_image(rootfs, cache)
+    khz = accel.host_tsc_khz() or 0
+    samples: dict[str, list[float]] = {"floor_s": [], "cold_exit_s": [], "cold_first_s": [],
+                                       "tpl_exit_s": [], "tpl_first_s": [], "clone_pss_mib": [],
+                                       "clone_plus_monitor_pss_mib": []}
+    clones: list[str] = []
+    try:
+        b_true = bundle(os.path.join(work, "b-true"), rootfs, ["true"])
+        b_echo = bundle(os.path.join(work, "b-echo"), rootfs, ["echo", "hi"])
+        b_tpl = bundle(os.path.join(work, "b-tpl"), rootfs, ["echo", "hi"], template=True)
+        runtime_once(b_echo, root, "warm", env)  # caches initramfs/disk, warms page cache
+        for i in range(a.runs):
+            samples["floor_s"].append(floor_once(k.vmlinuz, initrd, img, khz))
+            t0 = time.monotonic()
+            r = subprocess.run([RUNTIME, "--root", root, "run", "-b", b_true, f"t{i}"], env=env)
+            assert r.returncode == 0
+            samples["cold_exit_s"].append(time.monotonic() - t0)
+            first, _ = runtime_once(b_echo, root, f"e{i}", env)
+            samples["cold_first_s"].append(first)
+        runtime_once(b_tpl, root, "tplwarm", env)  # makes the template
+        for i in range(a.runs):
+            first, end = runtime_once(b_tpl, root, f"p{i}", env)
+            samples["tpl_first_s"].append(first)
+            samples["tpl_exit_s"].append(end)
+        # density: idle clones of one template, each blocked in `sleep`
+        b_idle = bundle(os.path.join(work, "b-idle"), rootfs, ["sleep", "3600"], template=True)
+        for i in range(a.clones):
+            cid = f"idle{i}"
+            with open(os.devnull, "wb") as dn:
+                subprocess.run([RUNTIME, "--root", root, "run", "-d", "-b", b_idle, cid], env=env,
+                               check=True, stdout=dn, stderr=dn)
+            clones.append(cid)
+        time.sleep(2)
+        for cid in clones:
+            with open(os.path.join(root, cid, "state.json")) as f:
+                stj = json.load(f)
+            q, m = pss_mib(stj["qemu_pid"]), pss_mib(stj["pid"])
+            samples["clone_pss_mib"].append(q)
+            samples["clone_plus_monitor_pss_mib"].append(q + m)
+    finally:
+        for cid in clones:
+            subprocess.run([RUNTIME, "--root", root, "delete", "--force", cid], env=env)
+        snapshot.remove(cache)
+        shutil.rmtree(work, ignore_errors=True)
+
+    med = {k2: statistics.median(v) for k2, v in samples.items() if v}
+    checks = {
+        "cold_vs_floor": (med["cold_exit_s"] / med["floor_s"], "<= 1.1"),
+        "tpl_first_output_s": (med["tpl_first_s"], "<= 0.5"),
+        "cold_over_tpl_first_output": (med["cold_first_s"] / med["tpl_first_s"], ">= 6"),
+        "clone_pss_mib": (med["clone_pss_mib"], "<= 64"),
+    }
+    host = {"machine": platform.machine(), "kernel": platform.release(), "cpus": os.cpu_count(),
+            "accel": accel.detect()}
+    result = {"host": host, "samples": samples, "median": med,
+              "checks": {k2: {"value": v, "target": t} for k2, (v, t) in checks.items()}}
+    for k2, v in med.items():
+        print(f"{k2:<28} median {v:8.3f}   samples {[round(x, 3) for x in samples[k2]]}")
+    for k2, (v, t) in checks.items():
+        print(f"{k2:<28} {v:8.3f}  target {t}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise SystemExit(main())
