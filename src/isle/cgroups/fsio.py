@@ -13,8 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["read", "read_int", "read_kv", "write", "write_field", "mkdirs", "rmdirs", "errname",
-           "undo", "prune_default_parent"]
+__all__ = ["read", "read_int", "read_kv", "read_lines", "write", "write_field", "mkdirs",
+           "rmdirs", "errname", "undo", "prune_default_parent"]
 
 
 def errname(e: OSError) -> str:
@@ -51,6 +51,13 @@ def read_kv(path: str) -> dict[str, int]:
         except ValueError:
             continue
     return out
+
+
+def read_lines(path: str) -> list[str]:
+    try:
+        return read(path).splitlines()
+    except FileNotFoundError:
+        return []
 
 
 def write(path: str, value: str) -> None:

@@ -337,19 +337,35 @@ class V1Manager:
 
         cs = (fsio.read_kv(os.path.join(self.dir("cpu"), "cpu.stat"))
               if "cpu" in self.mounts else {})
+        def lines(ctrl: str, file: str) -> list[str]:
+            return fsio.read_lines(os.path.join(self.dir(ctrl), file)) if ctrl in self.mounts \
+                else []
+
         limit = get("memory", "memory.limit_in_bytes")
-        plim = get("pids", "pids.max")
+        percpu = " ".join(lines("cpuacct", "cpuacct.usage_percpu")).split()
+        io = []
+        for ln in lines("blkio", "blkio.throttle.io_service_bytes_recursive"):
+            dev, _, rest = ln.partition(" ")
+            op, _, val = rest.partition(" ")
+            if ":" in dev and op in ("Read", "Write"):
+                mj, mn = dev.split(":")
+                io.append({"major": int(mj), "minor": int(mn), "op": op.lower(),
+                           "value": int(val)})
         return {
             "cpu": {"usage_ns": get("cpuacct", "cpuacct.usage") or 0,
                     "user_ns": get("cpuacct", "cpuacct.usage_user") or 0,
                     "system_ns": get("cpuacct", "cpuacct.usage_sys") or 0,
+                    "percpu_ns": [int(x) for x in percpu],
                     "throttled_periods": cs.get("nr_throttled", 0),
                     "throttled_ns": cs.get("throttled_time", 0)},
             "memory": {"usage": get("memory", "memory.usage_in_bytes"),
                        "limit": None if limit is None or limit >= _UNLIMITED else limit,
                        "max_usage": get("memory", "memory.max_usage_in_bytes"),
-                       "failcnt": get("memory", "memory.failcnt") or 0},
-            "pids": {"current": get("pids", "pids.current"), "limit": plim},
+                       "failcnt": get("memory", "memory.failcnt") or 0,
+                       "stat": (fsio.read_kv(os.path.join(self.dir("memory"), "memory.stat"))
+                                if "memory" in self.mounts else {})},
+            "pids": {"current": get("pids", "pids.current"), "limit": get("pids", "pids.max")},
+            "io": {"service_bytes": io},
             "oom_kills": self.oom_kills(),
         }
 

@@ -258,21 +258,34 @@ class V2Manager:
         return fsio.read_kv(os.path.join(self.dir, "memory.events")).get("oom_kill", 0)
 
     def stats(self) -> dict[str, Any]:
+        """Same shape as V1Manager.stats(); values the kernel does not keep are 0/None/[]."""
         d = self.dir
         cs = fsio.read_kv(os.path.join(d, "cpu.stat"))
         ev = fsio.read_kv(os.path.join(d, "memory.events"))
+        io = []
+        for ln in fsio.read_lines(os.path.join(d, "io.stat")):
+            dev, *kvs = ln.split()
+            mj, _, mn = dev.partition(":")
+            vals = dict(kv.split("=", 1) for kv in kvs if "=" in kv)
+            for key, op in (("rbytes", "read"), ("wbytes", "write")):
+                if key in vals:
+                    io.append({"major": int(mj), "minor": int(mn), "op": op,
+                               "value": int(vals[key])})
         return {
             "cpu": {"usage_ns": cs.get("usage_usec", 0) * 1000,
                     "user_ns": cs.get("user_usec", 0) * 1000,
                     "system_ns": cs.get("system_usec", 0) * 1000,
+                    "percpu_ns": [],
                     "throttled_periods": cs.get("nr_throttled", 0),
                     "throttled_ns": cs.get("throttled_usec", 0) * 1000},
             "memory": {"usage": fsio.read_int(os.path.join(d, "memory.current")),
                        "limit": fsio.read_int(os.path.join(d, "memory.max")),
                        "max_usage": fsio.read_int(os.path.join(d, "memory.peak")),
-                       "failcnt": ev.get("max", 0)},
+                       "failcnt": ev.get("max", 0),
+                       "stat": fsio.read_kv(os.path.join(d, "memory.stat"))},
             "pids": {"current": fsio.read_int(os.path.join(d, "pids.current")),
                      "limit": fsio.read_int(os.path.join(d, "pids.max"))},
+            "io": {"service_bytes": io},
             "oom_kills": ev.get("oom_kill", 0),
         }
 

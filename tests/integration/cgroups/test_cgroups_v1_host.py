@@ -92,6 +92,8 @@ def test_create_set_read_back_apply_destroy(cg: V1Manager) -> None:
     st = cg.stats()
     assert st["memory"]["limit"] == 64 << 20 and st["pids"]["limit"] == 42
     assert st["cpu"]["usage_ns"] > 0 and st["oom_kills"] == 0
+    assert sum(st["cpu"]["percpu_ns"]) == st["cpu"]["usage_ns"]
+    assert "total_rss" in st["memory"]["stat"] and isinstance(st["io"]["service_bytes"], list)
 
 
 def test_devices_are_enforced(cg: V1Manager) -> None:

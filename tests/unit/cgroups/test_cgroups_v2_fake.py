@@ -120,11 +120,17 @@ def test_stats_and_oom_kills(root: Path) -> None:
     (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\n")
     (leaf / "pids.current").write_text("3\n")
     (leaf / "pids.max").write_text("10\n")
+    (leaf / "memory.stat").write_text("anon 4096\nfile 0\n")
+    (leaf / "io.stat").write_text("8:0 rbytes=512 wbytes=1024 rios=1 wios=2 dbytes=0 dios=0\n")
     assert m.stats() == {
-        "cpu": {"usage_ns": 1500000, "user_ns": 1000000, "system_ns": 500000,
+        "cpu": {"usage_ns": 1500000, "user_ns": 1000000, "system_ns": 500000, "percpu_ns": [],
                 "throttled_periods": 2, "throttled_ns": 30000},
-        "memory": {"usage": 4096, "limit": None, "max_usage": None, "failcnt": 7},
-        "pids": {"current": 3, "limit": 10}, "oom_kills": 1}
+        "memory": {"usage": 4096, "limit": None, "max_usage": None, "failcnt": 7,
+                   "stat": {"anon": 4096, "file": 0}},
+        "pids": {"current": 3, "limit": 10},
+        "io": {"service_bytes": [{"major": 8, "minor": 0, "op": "read", "value": 512},
+                                 {"major": 8, "minor": 0, "op": "write", "value": 1024}]},
+        "oom_kills": 1}
     assert m.oom_kills() == 1
     kernel_removes(leaf)
     m.destroy()
