@@ -25,6 +25,7 @@ from isle.engine.layout import ContainerPaths, alive
 from isle.engine.names import check_name, random_name
 from isle.engine.options import RunOptions, parse_signal
 from isle.engine.queries import Queries
+from isle.engine.transfer import Transfer
 from isle.engine.reports import CreateReport, PruneReport, RmReport, RunReport
 from isle.errors import ConfigError, InvalidState, NotFound, Unsupported
 from isle.sys.fs import flock
@@ -32,7 +33,7 @@ from isle.sys.fs import flock
 __all__ = ["Engine"]
 
 
-class Engine(lifecycle.Lifecycle, Queries):
+class Engine(lifecycle.Lifecycle, Queries, Transfer):
     def __init__(self, settings: Settings | None = None) -> None:
         self.s = settings or default_settings()
         self._db: Db | None = None
