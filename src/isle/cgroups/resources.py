@@ -8,8 +8,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms at start-up; only type checkers need it
     from typing import Any
 
-__all__ = ["R", "Plan", "section", "num", "opt_num", "device_rules", "page_size",
-           "DEFAULT_ALLOWED_DEVICES"]
+__all__ = ["R", "Plan", "section", "entries", "dev_id", "num", "opt_num", "text", "device_rules",
+           "device_line", "page_size", "DEFAULT_ALLOWED_DEVICES"]
 
 R = "linux.resources"
 #: internal plan entry: (file, value, OCI field it came from)
@@ -23,6 +23,27 @@ def section(res: dict[str, Any], key: str, field: str | None = None) -> dict[str
     if not isinstance(v, dict):
         raise ConfigError(field or f"{R}.{key}", "must be an object")
     return v
+
+
+def entries(d: dict[str, Any], key: str, field: str) -> list[tuple[str, dict[str, Any]]]:
+    """A list of objects at d[key], each with its field name: [("<field>.<key>[0]", {...})]."""
+    v = d.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ConfigError(f"{field}.{key}", "must be a list")
+    out = []
+    for i, item in enumerate(v):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{field}.{key}[{i}]", "must be an object")
+        out.append((f"{field}.{key}[{i}]", item))
+    return out
+
+
+def dev_id(d: dict[str, Any], field: str) -> str:
+    """"major:minor" of a blockIO device entry."""
+    major = num(d.get("major"), f"{field}.major", lo=0)
+    return f"{major}:{num(d.get('minor'), f'{field}.minor', lo=0)}"
 
 
 def num(value: Any, field: str, lo: int | None = None, hi: int | None = None) -> int:

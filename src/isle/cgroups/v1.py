@@ -9,8 +9,10 @@ from isle.cgroups import fsio
 from isle.cgroups.resources import (
     Plan,
     R,
+    dev_id,
     device_line,
     device_rules,
+    entries,
     num,
     opt_num,
     page_size,
@@ -98,8 +100,7 @@ class V1Manager:
             out.append(("pids.max", "max" if plim < 0 else str(plim), f"{R}.pids.limit"))
         out += self._plan_blkio(section(res, "blockIO"))
         v2_huge = "hugetlb" not in self.mounts and "hugetlb" in self.unified_controllers
-        for i, h in enumerate(res.get("hugepageLimits") or []):
-            f = f"{R}.hugepageLimits[{i}]"
+        for f, h in entries(res, "hugepageLimits", R):
             size = page_size(h.get("pageSize"), f"{f}.pageSize")
             lim = num(h.get("limit"), f"{f}.limit", lo=0)
             name = f"hugetlb.{size}.max" if v2_huge else f"hugetlb.{size}.limit_in_bytes"
@@ -108,8 +109,7 @@ class V1Manager:
         cid = opt_num(net, "classID", f"{R}.network", lo=0)
         if cid is not None:
             out.append(("net_cls.classid", str(cid), f"{R}.network.classID"))
-        for i, p in enumerate(net.get("priorities") or []):
-            f = f"{R}.network.priorities[{i}]"
+        for f, p in entries(net, "priorities", f"{R}.network"):
             ifname = text(p, "name", f)
             if not ifname or " " in ifname:
                 raise ConfigError(f"{f}.name", f"{ifname!r} is not an interface name")
@@ -212,9 +212,8 @@ class V1Manager:
         lw = opt_num(bio, "leafWeight", fb, lo=10, hi=1000)
         if lw:
             out.append(("blkio.leaf_weight", str(lw), f"{fb}.leafWeight"))
-        for i, d in enumerate(bio.get("weightDevice") or []):
-            f = f"{fb}.weightDevice[{i}]"
-            dev = _dev(d, f)
+        for f, d in entries(bio, "weightDevice", fb):
+            dev = dev_id(d, f)
             dw = opt_num(d, "weight", f, lo=10, hi=1000)
             if dw:
                 out.append(("blkio.weight_device", f"{dev} {dw}", f"{f}.weight"))
@@ -225,10 +224,9 @@ class V1Manager:
                           ("throttleWriteBpsDevice", "write_bps_device"),
                           ("throttleReadIOPSDevice", "read_iops_device"),
                           ("throttleWriteIOPSDevice", "write_iops_device")):
-            for i, d in enumerate(bio.get(key) or []):
-                f = f"{fb}.{key}[{i}]"
+            for f, d in entries(bio, key, fb):
                 rate = num(d.get("rate"), f"{f}.rate", lo=0)
-                out.append((f"blkio.throttle.{file}", f"{_dev(d, f)} {rate}", f"{f}.rate"))
+                out.append((f"blkio.throttle.{file}", f"{dev_id(d, f)} {rate}", f"{f}.rate"))
         return out
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -391,9 +389,6 @@ class V1Manager:
         return cls(d["path"], d["mounts"], paths=d.get("paths"), unified=uni,
                    created=d.get("created"), setup=d.get("setup"))
 
-
-def _dev(d: dict[str, Any], f: str) -> str:
-    return f"{num(d.get('major'), f + '.major', lo=0)}:{num(d.get('minor'), f + '.minor', lo=0)}"
 
 
 def _cpuset_fill(new_dirs: list[str]) -> None:

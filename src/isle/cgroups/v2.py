@@ -12,7 +12,18 @@ import os
 import time
 
 from isle.cgroups import fsio
-from isle.cgroups.resources import Plan, R, device_rules, num, opt_num, page_size, section, text
+from isle.cgroups.resources import (
+    Plan,
+    R,
+    dev_id,
+    device_rules,
+    entries,
+    num,
+    opt_num,
+    page_size,
+    section,
+    text,
+)
 from isle.errors import ConfigError, IsleError, Unsupported
 
 TYPE_CHECKING = False
@@ -57,9 +68,6 @@ def swap_max(swap: int, memory: int, field: str) -> int:
 def _lim(v: int) -> str:
     return "max" if v < 0 else str(v)
 
-
-def _dev(d: dict[str, Any], f: str) -> str:
-    return f"{num(d.get('major'), f + '.major', lo=0)}:{num(d.get('minor'), f + '.minor', lo=0)}"
 
 
 class V2Manager:
@@ -136,8 +144,7 @@ class V2Manager:
             out.append(("pids.max", _lim(plim), f"{R}.pids.limit"))
         out += self._plan_io(section(res, "blockIO"))
         # hugetlb
-        for i, h in enumerate(res.get("hugepageLimits") or []):
-            f = f"{R}.hugepageLimits[{i}]"
+        for f, h in entries(res, "hugepageLimits", R):
             size = page_size(h.get("pageSize"), f"{f}.pageSize")
             lim = num(h.get("limit"), f"{f}.limit", lo=0)
             out.append((f"hugetlb.{size}.max", str(lim), f"{f}.limit"))
@@ -152,21 +159,19 @@ class V2Manager:
             out.append(("io.weight", f"default {io_weight(w)}", f"{fb}.weight"))
         if opt_num(bio, "leafWeight", fb):
             raise Unsupported(f"{fb}.leafWeight: cgroup v2 has no leaf weight")
-        for i, d in enumerate(bio.get("weightDevice") or []):
-            f = f"{fb}.weightDevice[{i}]"
+        for f, d in entries(bio, "weightDevice", fb):
             if opt_num(d, "leafWeight", f):
                 raise Unsupported(f"{f}.leafWeight: cgroup v2 has no leaf weight")
             dw = opt_num(d, "weight", f, lo=10, hi=1000)
             if dw:
-                out.append(("io.weight", f"{_dev(d, f)} {io_weight(dw)}", f"{f}.weight"))
+                out.append(("io.weight", f"{dev_id(d, f)} {io_weight(dw)}", f"{f}.weight"))
         for key, kind in (("throttleReadBpsDevice", "rbps"),
                           ("throttleWriteBpsDevice", "wbps"),
                           ("throttleReadIOPSDevice", "riops"),
                           ("throttleWriteIOPSDevice", "wiops")):
-            for i, d in enumerate(bio.get(key) or []):
-                f = f"{fb}.{key}[{i}]"
+            for f, d in entries(bio, key, fb):
                 rate = num(d.get("rate"), f"{f}.rate", lo=0)
-                out.append(("io.max", f"{_dev(d, f)} {kind}={rate or 'max'}", f"{f}.rate"))
+                out.append(("io.max", f"{dev_id(d, f)} {kind}={rate or 'max'}", f"{f}.rate"))
         return out
 
     def device_rules(self, resources: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -196,3 +196,18 @@ def test_v2_devices_rendered_as_data() -> None:
         {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
         {"allow": True, "type": "c", "major": 136, "minor": None, "access": "rw"}]
     assert V2.plan({"devices": FULL["devices"]}) == []
+
+
+@pytest.mark.parametrize("res,field", [
+    ({"hugepageLimits": ["2MB"]}, r"linux.resources.hugepageLimits\[0\]"),
+    ({"hugepageLimits": {"pageSize": "2MB"}}, "linux.resources.hugepageLimits"),
+    ({"blockIO": {"weightDevice": [None]}}, r"linux.resources.blockIO.weightDevice\[0\]"),
+    ({"network": {"priorities": [{"name": "eth 0", "priority": 1}]}},
+     r"linux.resources.network.priorities\[0\].name"),
+])
+def test_malformed_lists_name_the_entry(res: dict[str, Any], field: str) -> None:
+    for m in (V1, V2):
+        if "network" in res and m is V2:
+            continue
+        with pytest.raises(ConfigError, match=rf"^{field}: "):
+            m.plan(res)
