@@ -179,6 +179,9 @@ class NetworkManager:
         specs = [(n, {}) if isinstance(n, str) else (n[0], dict(n[1] or {})) for n in networks]
         if not specs:
             raise ConfigError("network", "no network given")
+        if not self.nv.available():
+            raise Unsupported(f"{self.nv.binary} is missing: apt-get install netavark aardvark-dns "
+                              "(or use connect_slirp)")
         for d in dns:
             etc.render_resolv(host_resolv="", dns=[d])     # validates the address
         with self.store.lock():
