@@ -235,10 +235,10 @@ class V1Manager:
         made: list[str] = []
         try:
             for mnt in dict.fromkeys(self.mounts.values()):
-                new = fsio.mkdirs(mnt, self.paths.get(mnt, self.path))
-                made += new
+                path = self.paths.get(mnt, self.path)
+                made += fsio.mkdirs(mnt, path)
                 if mnt == self.mounts.get("cpuset"):
-                    _cpuset_fill(new)
+                    _cpuset_fill(mnt, path)
             if self.unified:
                 self.unified.create()
         except BaseException:
@@ -391,15 +391,19 @@ class V1Manager:
 
 
 
-def _cpuset_fill(new_dirs: list[str]) -> None:
-    """A new v1 cpuset cgroup starts with empty cpus/mems; no task can join until they are
-    copied down from the parent (only into directories isle just made)."""
-    for d in new_dirs:
-        parent = os.path.dirname(d)
-        for f in ("cpuset.cpus", "cpuset.mems"):
-            if fsio.read(os.path.join(d, f)):
-                continue
-            v = fsio.read(os.path.join(parent, f))
+def _cpuset_fill(mount: str, path: str) -> None:
+    """A new v1 cpuset cgroup starts with empty cpus/mems, and no task can join it until they
+    are copied down from its parent. Empty ancestors (made by another tool that did not fill
+    them) are filled on the way down too, as runc does: an empty cpuset is unusable to anyone."""
+    cur = mount
+    have = {f: fsio.read(os.path.join(cur, f)) for f in ("cpuset.cpus", "cpuset.mems")}
+    for part in [p for p in path.split("/") if p]:
+        cur = os.path.join(cur, part)
+        for f, parent_val in have.items():
+            v = fsio.read(os.path.join(cur, f))
             if not v:
-                raise IsleError(f"cpuset cgroup {parent} has an empty {f}; cannot populate {d}")
-            fsio.write(os.path.join(d, f), v)
+                if not parent_val:
+                    raise IsleError(f"cpuset cgroup {os.path.dirname(cur)} has an empty {f}")
+                fsio.write(os.path.join(cur, f), parent_val)
+                v = parent_val
+            have[f] = v

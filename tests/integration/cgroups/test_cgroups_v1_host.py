@@ -208,3 +208,25 @@ def test_default_parent_is_removed_by_the_last_container_out() -> None:
     b.destroy()  # b did not make /isle, but it is isle's shared parent and now empty
     if not existed:
         assert _all_dirs("/isle") == []
+
+
+def test_empty_cpuset_parent_made_by_another_tool_is_filled(cg: V1Manager) -> None:
+    parent = f"{CG}/cpuset{cg.path}"
+    os.mkdir(parent)  # like a tool that makes a parent and leaves its cpuset empty
+    try:
+        assert _read("cpuset", cg.path, "cpuset.cpus") == ""
+        child = manager_for(f"{cg.path}/ctr", "t")
+        child.create()
+        root_cpus = _read("cpuset", "", "cpuset.cpus")
+        assert _read("cpuset", f"{cg.path}/ctr", "cpuset.cpus") == root_cpus
+        p = subprocess.Popen(["sleep", "5"])
+        try:
+            child.apply(p.pid)
+        finally:
+            p.kill()
+            p.wait()
+        child.destroy()
+        assert os.path.isdir(parent)  # not ours: filled, but kept
+    finally:
+        for d in _all_dirs(cg.path):
+            os.rmdir(d)

@@ -54,6 +54,10 @@ def test_systemd_form_maps_to_scope_path() -> None:
     assert systemd_path(":docker:abc") == "/system.slice/docker-abc.scope"
     assert systemd_path("user.slice::abc") == "/user.slice/abc.scope"
     assert systemd_path("system.slice:x:my.slice") == "/system.slice/my.slice"
+    # containerd/kubelet with the systemd driver
+    assert systemd_path("kubepods-burstable-pod12.slice:cri-containerd:abc") == (
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/"
+        "cri-containerd-abc.scope")
 
 
 def test_resolve_rules() -> None:
