@@ -133,3 +133,9 @@ def run_isle(root: Path, *args: str, check: bool = True, timeout: float = 120,
 def isle():
     """run_isle(root, *args, check=True): the image CLI with --root, as a subprocess."""
     return run_isle
+
+
+@pytest.fixture
+def isle_argv() -> list[str]:
+    """argv prefix of the image CLI (before --root), for tests that manage the process."""
+    return list(ISLE)
