@@ -137,7 +137,7 @@ def main() -> int:
         b_tpl = bundle(os.path.join(work, "b-tpl"), rootfs, ["echo", "hi"], template=True)
         runtime_once(b_echo, root, "warm", env)  # caches initramfs/disk, warms page cache
         for i in range(a.runs):
-            samples["floor_s"].append(floor_once(k.vmlinuz, initrd, img, khz))
+            samples["floor_s"].append(floor_once(k.boot_image, initrd, img, khz))
             t0 = time.monotonic()
             r = subprocess.run([RUNTIME, "--root", root, "run", "-b", b_true, f"t{i}"], env=env)
             assert r.returncode == 0

@@ -47,6 +47,11 @@ class GuestKernel:
     def modules_dir(self) -> str:
         return os.path.join(self.dir, "modules")
 
+    @property
+    def boot_image(self) -> str:
+        """What -kernel gets: the ELF vmlinux (PVH entry, no decompression: ~0.4 s less under TCG)."""
+        return self.vmlinux if os.path.exists(self.vmlinux) else self.vmlinuz
+
     def module(self, name: str) -> str:
         return os.path.join(self.modules_dir, f"{name}.ko")
 

@@ -47,7 +47,7 @@ def prepare(bundle: str, settings: Settings) -> Prepared:
     ann = cfg.get("annotations") or {}
     fstype = ann.get("org.isle.vm.rootfs", "erofs")
     k = kernel.find(settings.cache)
-    boot = Boot(kernel=k.vmlinuz, initrd=initramfs.build(k, settings.cache),
+    boot = Boot(kernel=k.boot_image, initrd=initramfs.build(k, settings.cache),
                 rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
                 fstype=fstype, vcpus=vcpus, memory_mib=mem, accel=accel.detect()[0])
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in ("1", "true")

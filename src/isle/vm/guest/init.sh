@@ -11,9 +11,12 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f; }
-for m in $(cat /modules.order); do insmod "/lib/modules/$m.ko" || fail "insmod $m"; done
 fstype=erofs
 for a in $(cat /proc/cmdline); do case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; esac; done
+for m in $(cat /modules.order); do
+  case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
+  insmod "/lib/modules/$m.ko" || fail "insmod $m"
+done
 
 # virtio ports appear asynchronously after virtio_console probes; find them by name
 port() {
