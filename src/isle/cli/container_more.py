@@ -159,6 +159,21 @@ def register_group(grp: click.Group, engine: Callable[[click.Context], Any],
         out(f"Total reclaimed space: {rep.reclaimed}B")
         return 0
 
+    @grp.command("healthcheck")
+    @click.option("--loop", is_flag=True, hidden=True)
+    @click.argument("container")
+    @click.pass_context
+    def healthcheck(ctx: click.Context, loop: bool, container: str) -> int:
+        """Run a container's health check now; print healthy/unhealthy/starting."""
+        from isle.engine import health
+
+        if loop:
+            health.run_loop(engine(ctx), container)
+            return 0
+        status = health.check_once(engine(ctx), container)
+        out(status)
+        return 0 if status == "healthy" else 1
+
     @grp.command("cleanup", hidden=True)
     @click.argument("container")
     @click.pass_context

@@ -173,8 +173,11 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         rec = self.get(ref)
         opts = RunOptions.from_dict(rec.opts)
         t = opts.stop_timeout if timeout is None else timeout
+        self.db.update_container(rec.id, stopped_by_user=True)
+        if rec.state not in ("running", "paused"):
+            with self._locked(rec.id):  # a restart may be in flight: let it land, then stop it
+                rec = self._refresh(self.db.get_container(rec.id))
         if rec.state in ("running", "paused"):
-            self.db.update_container(rec.id, stopped_by_user=True)
             if rec.state == "paused":
                 with contextlib.suppress(Exception):
                     self._oci(rec).resume(rec.id)

@@ -114,6 +114,13 @@ class Lifecycle:
                                      monitor_start=proc_start_time(mon), started_at=time.time(),
                                      finished_at=0.0, exit_code=0, oom_killed=False, error="",
                                      event="start")
+            from isle.engine.health import healthcheck_of, spawn_loop
+
+            if healthcheck_of(opts, img.config.get("config") or {}) is not None:
+                extra = dict(rec.extra)
+                extra["health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+                self.db.update_container(rec.id, extra=extra)
+                spawn_loop(self.s, rec.id)
             if attach:
                 sock = connect_attach(p.bundle)
             try:

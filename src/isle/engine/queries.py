@@ -148,6 +148,39 @@ class Queries:
             with contextlib.suppress(OSError):
                 os.unlink(spec_path)
 
+    def exec_capture(self, ref: str, cmd: list[str], *, timeout: float = 30) -> tuple[int, str]:
+        """Run cmd in the container, capturing combined output (health checks)."""
+        import subprocess
+
+        from isle.engine.spec import SpecInputs, process_spec
+        from isle.sys import proc
+        from isle.sys.fs import atomic_write
+
+        rec = self.get(ref)  # type: ignore[attr-defined]
+        if rec.state != "running":
+            raise InvalidState(f"container {rec.id[:12]} is not running")
+        p = self.paths(rec.id)  # type: ignore[attr-defined]
+        opts = RunOptions.from_dict(rec.opts)
+        inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self._image_config(rec),
+                         hostname=opts.hostname or rec.id[:12])
+        ps = process_spec(opts, inp, args=cmd, user="0", tty=False)
+        spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
+        atomic_write(spec_path, json.dumps(ps).encode())
+        try:
+            child = proc.spawn(self._oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False),  # type: ignore[attr-defined]
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            try:
+                out, _ = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, _ = child.communicate()
+                return -1, f"Health check exceeded timeout ({timeout}s)"
+            return child.returncode, out.decode(errors="replace")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(spec_path)
+
     def top(self, ref: str, ps_args: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
         from isle.sys import proc
 

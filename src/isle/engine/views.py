@@ -52,7 +52,10 @@ def human_duration(seconds: float) -> str:
 
 def _status(rec: ContainerRecord, now: float) -> str:
     if rec.state == "running":
-        return f"Up {human_duration(now - rec.started_at)}"
+        h = (rec.extra.get("health") or {}).get("Status")
+        hs = {"starting": " (health: starting)", "healthy": " (healthy)",
+              "unhealthy": " (unhealthy)"}.get(h or "", "")
+        return f"Up {human_duration(now - rec.started_at)}{hs}"
     if rec.state == "paused":
         return f"Up {human_duration(now - rec.started_at)} (Paused)"
     if rec.state == "created":

@@ -1,0 +1,104 @@
+"""Restart policies, health checks, cp/diff/commit/export, stats/top, rename/pause, events, prune."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root]
+
+
+def _until(fn, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+def test_restart_on_failure_counts_and_stops(isle):
+    cid = isle("run", "-d", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3").stdout.strip()
+
+    def done():
+        i = isle.inspect(cid)
+        return i if i["RestartCount"] == 2 and i["State"]["Status"] == "exited" else None
+    info = _until(done, 30)
+    assert info["State"]["ExitCode"] == 3
+    assert info["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    time.sleep(0.5)  # no further restarts
+    assert isle.inspect(cid)["RestartCount"] == 2
+
+
+def test_restart_always_until_stopped(isle):
+    cid = isle("run", "-d", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2").stdout.strip()
+    _until(lambda: isle.inspect(cid)["RestartCount"] >= 2, 30)
+    isle("stop", "-t", "1", cid)
+    n = isle.inspect(cid)["RestartCount"]
+    time.sleep(1.0)
+    info = isle.inspect(cid)
+    assert info["State"]["Status"] == "exited" and info["RestartCount"] == n
+
+
+def test_health_check(isle):
+    isle("run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "0.2s",
+         "--health-retries", "1", "busybox", "sh", "-c", "sleep 0.7; touch /tmp/ok; sleep 30")
+    _until(lambda: isle.inspect("hc")["State"]["Health"]["Status"] == "unhealthy")
+    _until(lambda: isle.inspect("hc")["State"]["Health"]["Status"] == "healthy")
+    assert "(healthy)" in isle("ps", "--format", "{{.Status}}").stdout
+    isle("rm", "-f", "hc")
+    time.sleep(0.5)  # the loop notices and exits (the leak check counts our children)
+
+
+def test_cp_diff_commit_export(isle, tmp_path):
+    isle("run", "-d", "--name", "cc", "busybox", "sh", "-c",
+         "echo made > /new.txt; rm /etc/group; sleep 30")
+    time.sleep(0.3)
+    (tmp_path / "h.txt").write_text("from host\n")
+    isle("cp", str(tmp_path / "h.txt"), "cc:/root/")
+    assert isle("exec", "cc", "cat", "/root/h.txt").stdout == "from host\n"
+    isle("cp", "cc:/new.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "made\n"
+    assert isle("cp", "cc:/nope", str(tmp_path), check=False).returncode == 1
+    diff = isle("diff", "cc").stdout.splitlines()
+    assert "A /new.txt" in diff and "D /etc/group" in diff and "A /root/h.txt" in diff
+    assert not any("resolv.conf" in d for d in diff)
+    img = isle("commit", "-c", 'CMD ["cat", "/new.txt"]', "cc", "mine:v1").stdout.strip()
+    assert img.startswith("sha256:")
+    assert isle("run", "--rm", "mine:v1").stdout == "made\n"
+    data = isle.argv("export", "cc")
+    import subprocess
+
+    tar = subprocess.run(data, capture_output=True, env=isle.env, timeout=60).stdout
+    names = tarfile.open(fileobj=io.BytesIO(tar)).getnames()
+    assert any(n.endswith("new.txt") for n in names) and not any(n.endswith("etc/group") for n in names)
+    isle("rm", "-f", "cc")
+    isle("rmi", "mine:v1", check=False)
+
+
+def test_stats_top_pause_rename_events_prune(isle):
+    isle("run", "-d", "--name", "s1", "-m", "64m", "busybox", "sleep", "30")
+    st = json.loads(isle("stats", "--no-stream", "--format", "json", "s1").stdout)
+    assert st["Name"] == "s1" and st["MemLimit"] == 64 << 20 and st["PIDs"] == 1
+    top = isle("top", "s1").stdout
+    assert "sleep 30" in top
+    isle("pause", "s1")
+    assert isle.inspect("s1")["State"]["Status"] == "paused"
+    assert isle("exec", "s1", "true", check=False).returncode == 1
+    isle("unpause", "s1")
+    isle("rename", "s1", "s2")
+    assert isle.inspect("s2")["Name"] == "/s2"
+    isle("create", "--name", "other", "busybox", "true")
+    assert isle("rename", "s2", "other", check=False).returncode == 1
+    ev = [json.loads(x) for x in isle("events", "--since", "1m", "--until", "0s", "--format",
+                                       "json").stdout.splitlines()]
+    assert {"create", "start", "pause", "unpause", "rename"} <= {e["Action"] for e in ev}
+    out = isle("container", "prune", "-f").stdout
+    assert "Deleted Containers" in out
+    assert isle("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["s2"]
+    isle("rm", "-f", "s2")
