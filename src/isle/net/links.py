@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from isle.errors import NotFound
 
-__all__ = ["create_tap", "create_bridge", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
+__all__ = ["create_tap", "master_of", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
 
 
 def _ipr() -> Any:
@@ -43,9 +44,12 @@ def create_tap(name: str, bridge: str, mtu: int | None = None) -> None:
             raise
 
 
-def create_bridge(name: str) -> None:
-    with _ipr() as ipr:
-        ipr.link("add", ifname=name, kind="bridge")
+def master_of(name: str) -> str | None:
+    """The bridge a link is enslaved to (from sysfs), or None."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{name}/master"))
+    except OSError:
+        return None
 
 
 def delete_link(name: str) -> bool:

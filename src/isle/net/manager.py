@@ -245,6 +245,7 @@ class NetworkManager:
                 self.store.save_record(rec)          # before netavark: a crash stays undoable
                 status = self.nv.setup(rec["ns_path"], opts)
                 rec["networks"][net.name].update(_from_status(status, iface))
+                rec["networks"][net.name]["host_veth"] = _host_peer(rec["ns_path"], iface)
                 rec["networks"][net.name]["state"] = "ready"
                 self.store.save_record(rec)
         except BaseException:
@@ -264,7 +265,7 @@ class NetworkManager:
         """
         ent = rec["networks"][name]
         try:
-            self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"])
+            self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"], ent.get("host_veth"))
         except CommandError:
             ent["state"] = "teardown-failed"
             if strict:
@@ -277,7 +278,8 @@ class NetworkManager:
         if ent["options"].get("port_mappings"):
             rec["ports"] = []
 
-    def _nv_teardown(self, ns_path: str, opts: dict[str, Any], iface: str) -> None:
+    def _nv_teardown(self, ns_path: str, opts: dict[str, Any], iface: str,
+                     peer: str | None = None) -> None:
         """netavark teardown, converging from any half-made state.
 
         A gone netns is replaced by a temporary one with a stand-in interface. If netavark cannot
@@ -286,6 +288,11 @@ class NetworkManager:
         """
         tmp = None
         if not netns.is_netns(ns_path):
+            # the kernel destroys a dead netns (and the veth into it) asynchronously: delete the
+            # host end now, or netavark still sees a member and keeps the bridge and its rules
+            (info,) = opts["network_info"].values()
+            if peer and links.master_of(peer) == info["network_interface"]:
+                links.delete_link(peer)
             tmp = os.path.join(self.store.netns_dir, f".teardown-{os.getpid()}-{secrets.token_hex(4)}")
             netns.create(tmp)
             _stand_in(tmp, iface)
@@ -309,7 +316,7 @@ class NetworkManager:
             if rec is None or network not in rec["networks"]:
                 raise NotFound(f"container {container_id[:12]} is not connected to network {network}")
             if network == "slirp4netns" and rec.get("slirp"):
-                self._stop_slirp(rec)
+                slirp.stop_for(rec)
                 rec["ports"] = []
             else:
                 self._teardown_one(rec, network)
@@ -332,7 +339,7 @@ class NetworkManager:
             if rec.get("tap"):
                 links.delete_link(rec["tap"])
             if rec.get("slirp"):
-                self._stop_slirp(rec)
+                slirp.stop_for(rec)
             for name in list(rec["networks"]):
                 try:
                     self._teardown_one(rec, name)
@@ -423,89 +430,23 @@ class NetworkManager:
                                    host_network=mode == "host")
         return {"/etc/hosts": hosts, "/etc/resolv.conf": resolv, "/etc/hostname": hn + "\n"}
 
-    # rootless -----------------------------------------------------------------------------------
+    # rootless and VMs (bodies in rootless.py and vmtap.py) ------------------------------------
     def connect_slirp(self, container_id: str, target: str | int, ports: Sequence[PortMapping] = (),
                       *, userns_path: str | None = None, name: str | None = None) -> Attachment:
-        """User-mode networking (slirp4netns) for a netns path or a pid in it: what rootless
-        containers get. The namespace sees tap0 10.0.2.100/24, gateway .2, DNS .3; ports are
-        host sockets of slirp4netns, so a busy host port fails right here."""
-        with self.store.lock():
-            if self.store.record(container_id):
-                raise AlreadyExists(f"container {container_id[:12]} already has a network")
-            ns_path = target if isinstance(target, str) else f"/proc/{target}/ns/net"
-            rec: dict[str, Any] = {"id": container_id, "name": name or container_id[:12],
-                                   "ns_path": ns_path, "networks": {}, "ports": [], "dns": []}
-            taken = [PortMapping.from_dict(p) for r in self.store.records() for p in r["ports"]]
-            portlib.check_conflicts(ports, taken)
-            for pm in ports:
-                for i in range(pm.range if pm.host_port else 0):
-                    if not portlib.host_port_free(pm.host_ip, pm.host_port + i, pm.proto):
-                        raise ConfigError("publish", f"host port {pm.host_port + i}/{pm.proto} is "
-                                          "already in use on the host")
-            resolved = portlib.resolve_random(ports, taken)
-            sockdir = os.path.join(self.store.runroot, "slirp")
-            os.makedirs(sockdir, exist_ok=True)
-            api = os.path.join(sockdir, hashlib.sha256(container_id.encode()).hexdigest()[:16])
-            rec["slirp"] = {"pid": 0, "api": api}
-            self.store.save_record(rec)
-            try:
-                rec["slirp"]["pid"] = slirp.start(target, api, userns_path=userns_path)
-                self.store.save_record(rec)
-                for pm in resolved:
-                    slirp.add_hostfwd(api, pm)
-            except BaseException:
-                self._stop_slirp(rec)
-                self.store.delete_record(container_id)
-                raise
-            rec["ports"] = [p.to_dict() for p in resolved]
-            rec["networks"]["slirp4netns"] = {
-                "interface": "tap0", "ips": [slirp.GUEST_IP], "prefixlens": [slirp.PREFIX],
-                "gateways": [slirp.GATEWAY], "dns_servers": [slirp.DNS], "aliases": [],
-                "mac": "", "options": {}, "state": "ready"}
-            self.store.save_record(rec)
-            return self._attachment(rec)
+        """User-mode networking (slirp4netns) for a netns path or a pid in it (rootless)."""
+        from isle.net import rootless
 
-    @staticmethod
-    def _stop_slirp(rec: dict[str, Any]) -> None:
-        s = rec.get("slirp") or {}
-        if s.get("pid"):
-            slirp.stop(int(s["pid"]))
-        if s.get("api") and os.path.lexists(s["api"]):
-            os.unlink(s["api"])
-        rec["networks"].pop("slirp4netns", None)
+        return rootless.connect_slirp(self, container_id, target, ports, userns_path=userns_path,
+                                      name=name)
 
-    # VMs ---------------------------------------------------------------------------------------
     def attach_tap(self, vm_id: str, network: str = "bridge", *, ip: str | None = None,
                    ports: Sequence[PortMapping] = (), name: str | None = None,
                    aliases: Sequence[str] = ()) -> TapAttachment:
-        """A tap on the network's bridge with an address lease, DNS name and published ports.
+        """A tap on the network's bridge with an address lease, DNS name and published ports."""
+        from isle.net import vmtap
 
-        netavark sets the network up (bridge, NAT, DNS, port forwards) for an anchor netns whose
-        own interface is then emptied and downed; the VM's tap answers for the leased address.
-        """
-        owner = f"vm-{vm_id}"
-        tap = self._tap_prefix + hashlib.sha256(owner.encode()).hexdigest()[:6]
-        ns = self.create_netns(owner)
-        try:
-            att = self.connect(owner, ns, [(network, {"ip": ip, "aliases": list(aliases)})],
-                               ports, name=name or vm_id[:12])
-            (na,) = att.networks.values()
-            netns.run_in(ns, ["ip", "addr", "flush", "dev", na.interface])
-            netns.run_in(ns, ["ip", "link", "set", na.interface, "down"])
-            with self.store.lock():
-                rec = self.store.record(owner)
-                assert rec is not None
-                rec["tap"] = tap
-                self.store.save_record(rec)
-                links.create_tap(tap, self._get(network).bridge)
-        except BaseException:
-            self.teardown(owner)
-            raise
-        v4 = next((i for i, a in enumerate(na.ips) if ":" not in a), 0)
-        mac = "02:" + ":".join(f"{b:02x}" for b in hashlib.sha256(tap.encode()).digest()[:5])
-        return TapAttachment(vm_id=vm_id, tap=tap, ip=na.ips[v4], prefixlen=na.prefixlens[v4],
-                             mac=mac, gateway=na.gateways[0] if na.gateways else None,
-                             dns_servers=na.dns_servers, ports=att.ports)
+        return vmtap.attach_tap(self, vm_id, network, ip=ip, ports=ports, name=name,
+                                aliases=aliases)
 
     def detach_tap(self, vm_id: str) -> None:
         self.teardown(f"vm-{vm_id}")
@@ -537,6 +478,23 @@ def _from_status(status: dict[str, Any], iface: str) -> dict[str, Any]:
 def _stand_in(ns_path: str, iface: str) -> None:
     """An interface named iface for netavark to delete (a veth pair: no dummy driver everywhere)."""
     netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "veth", "peer", "name", "isle-standin"])
+
+
+def _host_peer(ns_path: str, iface: str) -> str | None:
+    """Name of the host end of the veth whose namespace end is iface ("eth0@if12" -> ifindex 12)."""
+    try:
+        out = netns.run_in(ns_path, ["ip", "-o", "link", "show", "dev", iface]).decode()
+        idx = int(out.split("@if", 1)[1].split(":", 1)[0])
+    except (CommandError, IndexError, ValueError):
+        return None
+    for name in os.listdir("/sys/class/net"):
+        try:
+            with open(f"/sys/class/net/{name}/ifindex") as f:
+                if int(f.read()) == idx:
+                    return name
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _read(path: str) -> str:

@@ -13,12 +13,13 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Any
 
 from isle.errors import CommandError, ConfigError
 from isle.net.types import PortMapping
 from isle.sys import proc
 
-__all__ = ["start", "add_hostfwd", "stop", "is_running", "GUEST_IP", "GATEWAY", "DNS", "PREFIX"]
+__all__ = ["start", "add_hostfwd", "stop", "stop_for", "is_running", "GUEST_IP", "GATEWAY", "DNS", "PREFIX"]
 
 SLIRP = "slirp4netns"
 GUEST_IP, GATEWAY, DNS, PREFIX = "10.0.2.100", "10.0.2.2", "10.0.2.3", 24
@@ -119,3 +120,13 @@ def stop(pid: int, timeout: float = 5) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def stop_for(rec: dict[str, Any]) -> None:
+    """Stop the slirp4netns of an attachment record and forget it (idempotent)."""
+    s = rec.get("slirp") or {}
+    if s.get("pid"):
+        stop(int(s["pid"]))
+    if s.get("api") and os.path.lexists(s["api"]):
+        os.unlink(s["api"])
+    rec["networks"].pop("slirp4netns", None)
