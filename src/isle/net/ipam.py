@@ -83,10 +83,13 @@ def check_overlap(subnets: Iterable[str], others: Mapping[str, Iterable[str]]) -
                     raise ConfigError("subnet", f"{s} overlaps {t} of {owner}")
 
 
-def pick_free_subnet(pool: str, prefixlen: int, taken: Iterable[str]) -> str:
-    """The first /prefixlen in pool that overlaps nothing in taken (networks, host routes)."""
+def pick_free_subnet(pool: str, prefixlen: int, taken: Iterable[str], start: int = 0) -> str:
+    """A /prefixlen in pool that overlaps nothing in taken (networks, host routes), scanning from
+    candidate number ``start`` (mod the count; callers hash their root in so roots spread out)."""
     used = [ip_network(t, strict=False) for t in taken]
-    for cand in ip_network(pool).subnets(new_prefix=prefixlen):
+    cands = list(ip_network(pool).subnets(new_prefix=prefixlen))
+    k = start % len(cands)
+    for cand in cands[k:] + cands[:k]:
         if not any(cand.version == u.version and cand.overlaps(u) for u in used):  # type: ignore[arg-type]
             return str(cand)
     raise ConfigError("subnet", f"no free /{prefixlen} left in the pool {pool}; pass --subnet")

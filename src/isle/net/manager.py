@@ -34,18 +34,26 @@ __all__ = ["NetworkManager", "DEFAULT_SUBNET", "DEFAULT_BRIDGE", "SUBNET_POOL"]
 
 DEFAULT_SUBNET = "10.77.0.0/16"     # off podman's 10.88/16, docker's 172.17/16 and this host's routes
 DEFAULT_BRIDGE = "isle0"
+PRIVATE_DEFAULT_POOL = "10.79.0.0/16"   # default networks of other roots (tests): a /24 each
+SYSTEM_ROOTS = ("/var/lib/isle/networks",
+                os.path.join(os.path.expanduser("~"), ".local", "share", "isle", "networks"))
 SUBNET_POOL = "10.78.0.0/15"        # user networks without --subnet get a free /24 from here
 NetSpec = str | tuple[str, dict[str, Any]]
 
 
 class NetworkManager:
     def __init__(self, root: str, runroot: str, *, default_name: str = "bridge",
-                 default_subnet: str = DEFAULT_SUBNET, default_bridge: str = DEFAULT_BRIDGE,
+                 default_subnet: str | None = None, default_bridge: str | None = None,
                  pool: str = SUBNET_POOL, netavark: str = NETAVARK, aardvark: str = AARDVARK) -> None:
         self.store = Store(root, runroot)
         self.default_name = default_name
-        self.default_subnet = default_subnet
-        self.default_bridge = default_bridge
+        # the system root's default network is isle0 on 10.77.0.0/16; any other root (tests,
+        # --root) gets its own bridge and a free /24, so roots never share a bridge or addresses
+        system = os.path.abspath(root) in SYSTEM_ROOTS
+        self._root_tag = hashlib.sha256(self.store.root.encode()).hexdigest()
+        self.default_subnet = default_subnet or (DEFAULT_SUBNET if system else None)
+        self.default_bridge = default_bridge or (DEFAULT_BRIDGE if system
+                                                 else f"isle{self._root_tag[:6]}d")
         self.pool = pool
         self.nv = Netavark(self.store.netavark_dir, netavark, aardvark)
         #: "isle" + 4 hex of this root + "t": taps of another root are never touched by gc
@@ -81,7 +89,9 @@ class NetworkManager:
                                   and not r.startswith("fe80:")]
         if not any(":" not in s for s in subnets):     # IPv4 always, as Docker does
             taken = [s for v in others.values() for s in v]
-            subnets = [ipam.pick_free_subnet(self.pool, 24, taken)] + subnets
+            pool = PRIVATE_DEFAULT_POOL if default else self.pool
+            start = int(hashlib.sha256(f"{self.store.root}:{name}".encode()).hexdigest()[:8], 16)
+            subnets = [ipam.pick_free_subnet(pool, 24, taken, start=start)] + subnets
         if ipv6 and not any(":" in s for s in subnets):
             subnets.append(ipam.ula_subnet(nid))
         if len(gateways) > len(subnets) or len(ranges) > len(subnets):
@@ -102,7 +112,8 @@ class NetworkManager:
     def _ensure_default(self) -> None:
         if self.store.network(self.default_name) is None:
             nid = hashlib.sha256(f"{self.store.root}:{self.default_name}".encode()).hexdigest()
-            self.store.save_network(self._plan(self.default_name, [self.default_subnet], [], [],
+            subnets = [self.default_subnet] if self.default_subnet else []
+            self.store.save_network(self._plan(self.default_name, subnets, [], [],
                                                False, False, {}, nid=nid,
                                                bridge=self.default_bridge, default=True))
 

@@ -97,3 +97,8 @@ def test_dual_stack_gets_one_address_per_family():
     assert L.allocate(n, "c2", ["fd00:89::99"]) == ["10.89.0.3", "fd00:89::99"]
     L.release_owner("c1")
     assert L.owners() == {"c2"}
+
+
+def test_pick_free_subnet_scans_from_start_and_wraps():
+    assert pick_free_subnet("10.79.0.0/22", 24, [], start=2) == "10.79.2.0/24"
+    assert pick_free_subnet("10.79.0.0/22", 24, ["10.79.3.0/24"], start=7) == "10.79.0.0/24"
