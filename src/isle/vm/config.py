@@ -83,6 +83,8 @@ class MachineConfig:
     memory_backend: MemoryBackend | None = None
     incoming: str = ""  # "defer": wait for migrate-incoming over QMP
     pidfile: str = ""
+    #: inherited fds QEMU takes as fd sets (-add-fd fd=N,set=N; open them as /dev/fdset/N)
+    fdsets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.machine not in ("microvm", "q35"):

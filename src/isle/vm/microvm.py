@@ -25,7 +25,7 @@ from isle.vm import accel as _accel
 from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, SerialPort
 from isle.vm.qemu import argv as qemu_argv
 
-__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir"]
+__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -60,7 +60,7 @@ def short_dir(prefix: str = "isle-vm-") -> str:
 
 def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_sock: bool = False,
                    memory_backend: MemoryBackend | None = None, incoming: str = "",
-                   name: str = "isle") -> MachineConfig:
+                   name: str = "isle", fdsets: tuple[int, ...] = ()) -> MachineConfig:
     """The MachineConfig of an isle microVM (pure: paths in, data out)."""
     ports = [
         SerialPort(name="org.isle.ctl", nr=1,
@@ -70,9 +70,10 @@ def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_s
         SerialPort(name="org.isle.stderr", nr=3,
                    chardev=Chardev(backend="file", path=stderr) if stderr else Chardev(backend="null")),
     ]
-    if stdin_sock:
-        ports.append(SerialPort(name="org.isle.stdin", nr=4,
-                                chardev=Chardev(backend="socket", path=os.path.join(rundir, "in.sock"))))
+    # always present so cold boots, templates and clones share one device layout
+    ports.append(SerialPort(name="org.isle.stdin", nr=4,
+                            chardev=Chardev(backend="socket", path=os.path.join(rundir, "in.sock"))
+                            if stdin_sock else Chardev(backend="null")))
     return MachineConfig(
         name=name, machine="microvm", accel=boot.accel, vcpus=boot.vcpus, memory_mib=boot.memory_mib,
         kernel=boot.kernel, initrd=boot.initrd,
@@ -82,8 +83,25 @@ def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_s
         console=Chardev(backend="file", path=os.path.join(rundir, "console.log"), append=False),
         qmp_socket=os.path.join(rundir, "qmp.sock"),
         memory_backend=memory_backend, incoming=incoming,
-        pidfile=os.path.join(rundir, "qemu.pid"),
+        pidfile=os.path.join(rundir, "qemu.pid"), fdsets=fdsets,
     )
+
+
+def host_end(fd: int) -> tuple[str, tuple[int, ...]]:
+    """(path QEMU opens, fd sets to pass) so guest output lands on our fd as if we wrote it.
+
+    A regular file opened write-only is shared through an fd set (QEMU dups it: one file offset,
+    like runc's children); pipes, ttys and other files are reopened via /proc/self/fd/N.
+    """
+    import fcntl
+    import stat as _stat
+
+    st = os.fstat(fd)
+    if _stat.S_ISSOCK(st.st_mode):
+        raise VMError(f"fd {fd} is a socket: the VM runtime needs a pipe, file or tty for output")
+    if _stat.S_ISREG(st.st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+        return f"/dev/fdset/{fd}", (fd,)
+    return f"/proc/self/fd/{fd}", ()
 
 
 def _pdeathsig() -> None:
@@ -105,6 +123,7 @@ class MicroVM:
         self._buf = b""
         self._pass_fds = pass_fds
         self._die_with_parent = die_with_parent
+        self._stdin_sock: socket.socket | None = None
 
     def __enter__(self) -> MicroVM:
         return self
@@ -166,6 +185,36 @@ class MicroVM:
                 raise VMError(f"control socket {path} not ready after {timeout:.0f}s")
             time.sleep(0.002)
 
+    def feed_stdin(self, fd: int) -> None:
+        """Copy fd to the guest's org.isle.stdin port until EOF, in a thread; EOF reaches the guest."""
+        import threading
+
+        path = os.path.join(self.rundir, "in.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        for _ in range(5000):
+            try:
+                s.connect(path)
+                break
+            except OSError:
+                time.sleep(0.002)
+        else:
+            s.close()
+            raise VMError(f"stdin socket {path} never opened")
+
+        def pump() -> None:
+            # half-close on EOF: a full close could make QEMU drop data the guest has not read yet;
+            # after SHUT_WR QEMU reads the rest, then sees EOF and the guest's read returns 0
+            try:
+                while chunk := os.read(fd, 65536):
+                    s.sendall(chunk)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        self._stdin_sock = s
+
+        threading.Thread(target=pump, name="isle-vm-stdin", daemon=True).start()
+
     def send(self, line: bytes) -> None:
         assert self.ctl is not None
         try:
@@ -224,6 +273,9 @@ class MicroVM:
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
+        if self._stdin_sock is not None:
+            self._stdin_sock.close()
+            self._stdin_sock = None
         p = self.proc
         if p is not None and p.poll() is None:
             try:

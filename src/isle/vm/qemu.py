@@ -32,6 +32,8 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
          "-machine", machine, "-accel", cfg.accel, "-smp", str(cfg.vcpus), "-m", f"{cfg.memory_mib}M"]
     if cfg.accel == "kvm":
         a += ["-cpu", "host"]
+    for fd in cfg.fdsets:
+        a += ["-add-fd", f"fd={fd},set={fd}"]
     if cfg.memory_backend is not None:
         mb = cfg.memory_backend
         a += ["-object", f"memory-backend-file,id=mem,size={cfg.memory_mib}M,"

@@ -105,7 +105,8 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
 
 
 def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple[int, ...] = (),
-            die_with_parent: bool = True, timeout: float = 60.0) -> MicroVM:
+            die_with_parent: bool = True, timeout: float = 60.0, stdin_sock: bool = False,
+            fdsets: tuple[int, ...] = ()) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
     The guest said 'ready' before the save; that line is replayed so callers treat clones and
@@ -114,6 +115,7 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
     t = ensure(boot, cache)
     rundir = short_dir()
     cfg = machine_config(boot, rundir, stdout=stdout, stderr=stderr, incoming="defer",
+                         stdin_sock=stdin_sock, fdsets=fdsets,
                          memory_backend=MemoryBackend(path=t.ram, share=False))
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
     try:

@@ -133,3 +133,18 @@ def test_template_clones_answer_fast_and_keep_writes_private(tmp_path: Path, bus
     # the first run made the template (a cold boot); clones skip the boot
     assert min(times[1:]) < times[0]
     assert vmh.qemus(vm_env["ISLE_CACHE"]) == []
+
+
+@pytest.mark.timeout(180)
+def test_stdin_is_forwarded_and_shared_output_file_keeps_one_offset(
+        tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", "wc -l; echo done >&2"])
+    log = tmp_path / "log"
+    with open(log, "wb") as f:  # one file description for us, stdout and stderr (like `>log 2>&1`)
+        f.write(b"before\n")
+        f.flush()
+        r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "c8"],
+                           env=vm_env, input=b"x\n" * 1000, stdout=f, stderr=f, timeout=150)
+        f.write(b"after\n")
+    assert r.returncode == 0
+    assert log.read_bytes() == b"before\n1000\ndone\nafter\n"

@@ -78,9 +78,27 @@ def test_chardev_needs_a_path() -> None:
 def test_isle_microvm_config_and_cmdline() -> None:
     boot = microvm.Boot(kernel="/k", initrd="/i", rootdisk="/d.ext4", fstype="ext4", vcpus=2, memory_mib=256)
     cfg = microvm.machine_config(boot, "/run/x", stdout="/proc/self/fd/7", stderr="")
-    assert [p.name for p in cfg.serial_ports] == ["org.isle.ctl", "org.isle.stdout", "org.isle.stderr"]
+    assert [p.name for p in cfg.serial_ports] == ["org.isle.ctl", "org.isle.stdout", "org.isle.stderr",
+                                                 "org.isle.stdin"]
+    assert cfg.serial_ports[3].chardev.backend == "null"  # same layout with or without stdin
     assert cfg.serial_ports[2].chardev.backend == "null"
     assert cfg.drives[0].readonly and cfg.drives[0].path == "/d.ext4"
     assert "isle.rootfs=ext4" in cfg.cmdline and "quiet" in cfg.cmdline
     assert microvm.cmdline("erofs", 2596142).split()[3] == "tsc_early_khz=2596142"
     assert "tsc_early_khz" not in microvm.cmdline("erofs", None)
+
+
+def test_fdsets_and_host_ends(tmp_path) -> None:
+    cfg = MachineConfig(name="f", kernel="/k", fdsets=(7, 9))
+    a = qemu.argv(cfg)
+    assert ["-add-fd", "fd=7,set=7", "-add-fd", "fd=9,set=9"] == a[a.index("-add-fd"):a.index("-add-fd") + 4]
+    import os
+
+    with open(tmp_path / "f", "wb") as f:
+        assert microvm.host_end(f.fileno()) == (f"/dev/fdset/{f.fileno()}", (f.fileno(),))
+    r, w = os.pipe()
+    try:
+        assert microvm.host_end(w) == (f"/proc/self/fd/{w}", ())
+    finally:
+        os.close(r)
+        os.close(w)

@@ -22,7 +22,7 @@ from isle.runtime.vm import spec as vmspec
 from isle.runtime.vm import state as st
 from isle.vm import accel, disk, initramfs, kernel
 from isle.vm import job as vmjob
-from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
+from isle.vm.microvm import Boot, MicroVM, host_end, machine_config, short_dir
 
 __all__ = ["Prepared", "prepare", "run", "create", "start", "kill", "READY_TIMEOUT"]
 
@@ -36,13 +36,23 @@ class Prepared:
     boot: Boot
     script: str
     template: bool
+    stdin: bool = False
 
 
-def prepare(bundle: str, settings: Settings) -> Prepared:
+def stdin_wanted(fd: int = 0) -> bool:
+    """Forward stdin when it is a pipe, file or socket (never a tty or /dev/null)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISREG(mode) and os.fstat(fd).st_size > 0)
+
+
+def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared:
     """Validate config.json and make sure kernel, initramfs and image disk are cached."""
     bundle = os.path.abspath(bundle)
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
-    job = vmspec.to_job(cfg)
+    job = vmspec.to_job(cfg, stdin=stdin)
     vcpus, mem = vmspec.vm_size(cfg)
     ann = cfg.get("annotations") or {}
     fstype = ann.get("org.isle.vm.rootfs", "erofs")
@@ -51,15 +61,7 @@ def prepare(bundle: str, settings: Settings) -> Prepared:
                 rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
                 fstype=fstype, vcpus=vcpus, memory_mib=mem, accel=accel.detect()[0])
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in ("1", "true")
-    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template)
-
-
-def _out_path(fd: int) -> str:
-    """A path QEMU can open for our fd: pipes, files and ttys reopen through /proc/self/fd."""
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISSOCK(mode):
-        raise VMError(f"fd {fd} is a socket: the VM runtime needs a pipe, file or tty for stdio")
-    return f"/proc/self/fd/{fd}"
+    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
 
 def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *,
@@ -67,13 +69,16 @@ def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *,
     """Start QEMU (cold, or restored from a template) with our stdout/stderr; connected, not yet ready."""
     out, err = os.dup(out_fd), os.dup(err_fd)
     try:
+        (opath, ofds), (epath, efds) = host_end(out), host_end(err)
         if p.template:
             from isle.vm import snapshot
 
-            return snapshot.restore(p.boot, settings.cache, stdout=_out_path(out), stderr=_out_path(err),
-                                    pass_fds=(out, err), die_with_parent=die_with_parent)
+            return snapshot.restore(p.boot, settings.cache, stdout=opath, stderr=epath,
+                                    pass_fds=(out, err), die_with_parent=die_with_parent,
+                                    stdin_sock=p.stdin, fdsets=ofds + efds)
         rundir = short_dir()
-        cfg = machine_config(p.boot, rundir, stdout=_out_path(out), stderr=_out_path(err))
+        cfg = machine_config(p.boot, rundir, stdout=opath, stderr=epath, stdin_sock=p.stdin,
+                             fdsets=ofds + efds)
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent)
         try:
             vm.spawn()
@@ -99,11 +104,13 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
     d = st.create_dir(root, cid)
     vm: MicroVM | None = None
     try:
-        p = prepare(bundle, settings)
+        p = prepare(bundle, settings, stdin=stdin_wanted(0))
         s = st.State(id=cid, bundle=os.path.abspath(bundle), pid=os.getpid(),
                      annotations=p.cfg.get("annotations") or {})
         st.save(root, s)
         vm = launch(p, settings, 1, 2)
+        if p.stdin:
+            vm.feed_stdin(0)
         vm.send_job(p.script)
         vm.expect("started", READY_TIMEOUT)
         s.status, s.qemu_pid, s.rundir = "running", vm.pid, vm.rundir
@@ -135,7 +142,7 @@ def create(cid: str, bundle: str, root: str, settings: Settings, pid_file: str |
     """Boot the VM to 'ready' under a detached monitor; the job waits for `start`."""
     d = st.create_dir(root, cid)
     try:
-        p = prepare(bundle, settings)
+        p = prepare(bundle, settings, stdin=stdin_wanted(0))
     except BaseException:
         st.remove(root, cid)
         raise
@@ -170,8 +177,11 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
     sdir = os.path.join(root, s.id)
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
+        stdin = os.dup(0)
         os.dup2(devnull, 0)
         vm = launch(p, settings, 1, 2)
+        if p.stdin:
+            vm.feed_stdin(stdin)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         vm.expect("ready", READY_TIMEOUT)
