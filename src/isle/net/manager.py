@@ -170,8 +170,14 @@ class NetworkManager:
         return recs | self.store.leases().members(name)
 
     # namespaces and connections ----------------------------------------------------------------
-    def create_netns(self, container_id: str) -> str:
-        """A persistent netns for the container (loopback up), under runroot; reused if present."""
+    def create_netns(self, container_id: str) -> str | None:
+        """A persistent netns for the container (loopback up), under runroot; reused if present.
+
+        None when not root: a rootless container's netns must belong to its user namespace, so
+        the runtime makes it and the engine then calls ``connect_slirp(id, pid_of_init)``.
+        """
+        if os.geteuid() != 0:
+            return None
         path = self.store.netns_path(container_id)
         if netns.is_netns(path):
             return path

@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Any
 
-from isle.errors import CommandError, ConfigError
+from isle.errors import CommandError, ConfigError, Unsupported
 from isle.net.types import PortMapping
 from isle.sys import proc
 
@@ -31,6 +31,10 @@ def start(target: str | int, api_socket: str, *, userns_path: str | None = None,
 
     api_socket is bound relative to its directory (unix socket paths are limited to 108 bytes).
     """
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        mode = oct(os.stat("/dev/net/tun").st_mode & 0o777) if os.path.exists("/dev/net/tun") else "missing"
+        raise Unsupported(f"/dev/net/tun is not usable by uid {os.getuid()} (mode {mode}); "
+                          "rootless networking needs it world read-writable (Debian's udev: 0666)")
     r, w = os.pipe()
     sockdir, sockname = os.path.split(api_socket)
     argv = [SLIRP, "--configure", f"--mtu={mtu}", "--disable-host-loopback",

@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from isle.errors import Unsupported
 from isle.net import links, netns
 from isle.net.types import PortMapping, TapAttachment
 
@@ -29,6 +30,8 @@ def attach_tap(nm: NetworkManager, vm_id: str, network: str = "bridge", *, ip: s
     owner = f"vm-{vm_id}"
     tap = nm._tap_prefix + hashlib.sha256(owner.encode()).hexdigest()[:6]
     ns = nm.create_netns(owner)
+    if ns is None:
+        raise Unsupported("VM taps on bridge networks need root (rootless VMs use QEMU user networking)")
     try:
         att = nm.connect(owner, ns, [(network, {"ip": ip, "aliases": list(aliases)})],
                          ports, name=name or vm_id[:12])
