@@ -268,6 +268,11 @@ class NetworkManager:
         except BaseException:
             for n in reversed(added):
                 self._teardown_one(rec, n, strict=False)
+            leases = self.store.leases()             # a lease taken just before the failure
+            for net, _ in nets:
+                if net.name not in rec["networks"]:
+                    leases.release(net.name, cid)
+            self.store.save_leases(leases)
             if rec["networks"]:
                 self.store.save_record(rec)
             else:
