@@ -330,7 +330,8 @@ def unpack_layer(compressed: Any, dest: str, compression: str,
     raw = HashReader(decompressor(compressed, compression))
     u = Unpacker(dest, **kw)
     try:
-        with tarfile.open(fileobj=raw, mode="r|", bufsize=BUF) as tf:  # type: ignore[call-overload]
+        # a small bufsize: tarfile's stream copies its remaining buffer on every read
+        with tarfile.open(fileobj=raw, mode="r|", bufsize=32 << 10) as tf:  # type: ignore[call-overload]
             u.extract(tf)
         raw.drain()
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from isle.image.layers import apply_layers
-from isle.sys.libc import MNT_DETACH, LinuxSyscalls
+from isle.sys.libc import MNT_DETACH, LinuxSyscalls, fs_mount
 
 __all__ = ["mount_rootfs", "unmount_rootfs", "is_mounted", "overlay_options"]
 
@@ -42,9 +42,18 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
         os.makedirs(empty, exist_ok=True)
         lowers = [empty]
     opts = overlay_options(lowers, upper, work)
+    if len(opts) > MAX_OPTIONS:
+        opts = overlay_options([_short(d) for d in lowers], upper, work)
     if not copy and len(opts) <= MAX_OPTIONS:
         try:
             LinuxSyscalls().mount("overlay", rootfs, "overlay", 0, opts)
+            return rootfs
+        except OSError:
+            pass
+    elif not copy:                       # too long even so: fsconfig "lowerdir+" (Linux >= 6.8)
+        try:
+            fs_mount("overlay", rootfs, [("lowerdir+", d) for d in reversed(lowers)]
+                     + [("upperdir", upper), ("workdir", work)])
             return rootfs
         except OSError:
             pass
@@ -52,6 +61,24 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
         apply_layers(layer_dirs, rootfs)
         open(os.path.join(workdir, ".copy"), "w").close()
     return rootfs
+
+
+def _short(layer: str) -> str:
+    """images/l/<12 hex> -> ../layers/<hex>/diff: keeps many-layer mount options under a page."""
+    parent = os.path.dirname(layer)                       # .../layers/<hex>
+    if os.path.basename(layer) != "diff" or os.path.basename(os.path.dirname(parent)) != "layers":
+        return layer
+    h = os.path.basename(parent)
+    ldir = os.path.join(os.path.dirname(os.path.dirname(parent)), "l")
+    os.makedirs(ldir, exist_ok=True)
+    link = os.path.join(ldir, h[:12])
+    target = os.path.join("..", "layers", h, "diff")
+    try:
+        os.symlink(target, link)
+    except FileExistsError:
+        if os.readlink(link) != target:
+            return layer
+    return link
 
 
 def unmount_rootfs(workdir: str) -> None:

@@ -104,12 +104,14 @@ _SYSCALLS = {
         "seccomp": 317, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 135,
+        "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     },
     "aarch64": {
         "pivot_root": 41, "capget": 90, "capset": 91, "setns": 268, "unshare": 97,
         "seccomp": 277, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 92,
+        "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     },
 }
 
@@ -310,3 +312,36 @@ def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int =
     attr = ctypes.create_string_buffer(20)
     struct.pack_into("<IIII", attr, 0, target_fd, prog_fd, attach_type, flags)
     _bpf(_BPF_PROG_ATTACH, attr)
+
+
+# -- the new mount API (fsopen/fsconfig/fsmount/move_mount): mount options without a page limit --
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+
+
+def fs_mount(fstype: str, target: str, options: list[tuple[str, str]]) -> None:
+    """Mount fstype at target with each (key, value) set by fsconfig (e.g. overlay "lowerdir+")."""
+    lc = libc()
+    sysc = lc.syscall
+    fd = _check(sysc(ctypes.c_long(syscall_nr("fsopen")), _b(fstype), ctypes.c_uint(1)),
+                f"fsopen {fstype}")
+    try:
+        for k, v in options:
+            _check(sysc(ctypes.c_long(syscall_nr("fsconfig")), ctypes.c_int(fd),
+                        ctypes.c_uint(FSCONFIG_SET_STRING), _b(k), _b(v), ctypes.c_int(0)),
+                   f"fsconfig {k}={v}", target)
+        _check(sysc(ctypes.c_long(syscall_nr("fsconfig")), ctypes.c_int(fd),
+                    ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0)),
+               f"fsconfig create {fstype}", target)
+        mfd = _check(sysc(ctypes.c_long(syscall_nr("fsmount")), ctypes.c_int(fd), ctypes.c_uint(1),
+                          ctypes.c_uint(0)), f"fsmount {fstype}", target)
+        try:
+            _check(sysc(ctypes.c_long(syscall_nr("move_mount")), ctypes.c_int(mfd), b"",
+                        ctypes.c_int(AT_FDCWD), _b(target),
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {fstype}", target)
+        finally:
+            os.close(mfd)
+    finally:
+        os.close(fd)

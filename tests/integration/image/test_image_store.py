@@ -135,3 +135,19 @@ def test_cli_images_listing(tmp_root: Path, isle) -> None:
     bad = isle(tmp_root, "images", "--filter", "colour=red", check=False)
     assert bad.returncode == 1 and b"filter" in bad.stderr
     assert b"Untagged: example.com/x/y:2" in isle(tmp_root, "rmi", "example.com/x/y:2").stdout
+
+
+def test_many_layers_still_mount_with_overlay(store: ImageStore, tmp_path: Path) -> None:
+    img = store.resolve("busybox")
+    for i in range(60):                       # > one page of absolute lowerdir paths
+        u = tmp_path / f"u{i}"
+        u.mkdir()
+        (u / f"f{i}").write_text(str(i))
+        img = store.commit(str(u), img, {}, names=["tall:1"])
+    work = tmp_path / "w"
+    rootfs = Path(store.mount_rootfs(img, str(work)))
+    try:
+        assert is_mounted(str(rootfs))
+        assert (rootfs / "f0").read_text() == "0" and (rootfs / "f59").read_text() == "59"
+    finally:
+        store.unmount_rootfs(str(work))
