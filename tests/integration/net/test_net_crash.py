@@ -96,3 +96,22 @@ def test_isle_killed_mid_setup_is_undone_by_gc(nm, kit, tmp_path, phase):
     assert report["removed"] == ["x" * 64] and report["errors"] == []
     assert_clean(nm, kit, fw0, links0)
     nm.remove("isle-test-c")
+
+
+@pytest.mark.timeout(60)
+def test_gc_keeps_live_containers_and_vms(nm, kit):
+    nm.create("isle-test-g", subnet="10.203.4.0/24")
+    live, dead = "l" * 64, "d" * 64
+    nm.connect(live, nm.create_netns(live), ["isle-test-g"])
+    nm.connect(dead, nm.create_netns(dead), ["isle-test-g"])
+    tap = nm.attach_tap("vmlive", "isle-test-g")
+    nm.create_netns("orphan" * 4)                        # isle died between netns and connect
+    report = nm.gc(live={live, "vmlive"})
+    assert sorted(report["removed"]) == sorted([dead, "orphan" * 4])
+    assert {r["id"] for r in nm.store.records()} == {live, "vm-vmlive"}
+    assert tap.tap in links()
+    gw = nm.inspect("isle-test-g")["subnets"][0]["gateway"]
+    assert kit.run_in(nm.store.netns_path(live), "busybox", "ping", "-c1", "-W2", gw).returncode == 0
+    nm.teardown(live)
+    nm.detach_tap("vmlive")
+    assert nm.store.leases().data == {} and os.listdir(nm.store.netns_dir) == []
