@@ -15,6 +15,7 @@ from importlib import resources
 
 from isle.errors import VMError
 from isle.sys import proc
+from isle.vm.job import premount_script
 from isle.vm.kernel import GuestKernel, module_load_order
 
 __all__ = ["Entry", "newc", "build", "exec_helper", "APPLETS"]
@@ -99,6 +100,7 @@ def entries(kernel: GuestKernel, cache: str) -> list[Entry]:
                                  "newroot", "tmp")]
     out.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     out.append(Entry("init", stat.S_IFREG | 0o755, _guest_file("init.sh")))
+    out.append(Entry("premount.sh", stat.S_IFREG | 0o644, premount_script().encode()))
     out.append(Entry("bin/busybox", stat.S_IFREG | 0o755, bb))
     out.append(Entry("bin/isle-exec", stat.S_IFREG | 0o755, helper))
     out += [Entry(f"bin/{a}", stat.S_IFLNK | 0o777, target="busybox") for a in APPLETS]

@@ -22,6 +22,39 @@ class GuestMount:
     options: tuple[str, ...] = ()
 
 
+#: mounts the guest makes on /newroot before 'ready' (so a template has them done): runc's and
+#: Docker's defaults as to_job maps them; a job asking for exactly one of these skips it, others
+#: are unmounted. Every fork+exec saved matters under TCG after a restore (cold translation caches).
+STANDARD_MOUNTS = (
+    GuestMount(type="proc", destination="/proc", source="proc"),
+    GuestMount(type="devtmpfs", destination="/dev", source="tmpfs", options=("nosuid", "strictatime")),
+    GuestMount(type="devpts", destination="/dev/pts", source="devpts",
+               options=("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
+    GuestMount(type="tmpfs", destination="/dev/shm", source="shm",
+               options=("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+    GuestMount(type="mqueue", destination="/dev/mqueue", source="mqueue",
+               options=("nosuid", "noexec", "nodev")),
+    GuestMount(type="sysfs", destination="/sys", source="sysfs", options=("nosuid", "noexec", "nodev", "ro")),
+)
+
+
+def _mount_line(m: GuestMount) -> str:
+    opts = [o for o in m.options if o not in _DROP]
+    dest = _q("/newroot" + m.destination)
+    o = f" -o {_q(','.join(opts))}" if opts else ""
+    return (f"{{ [ -d {dest} ] || mkdir -p {dest}; }} && mount -t {m.type}{o} {_q(m.source)} {dest}"
+            f" || echo 'isle-init: mount {m.destination} failed'")
+
+
+def premount_script() -> str:
+    """What init.sh runs before 'ready' (shipped in the initramfs as /premount.sh)."""
+    return "".join(_mount_line(m) + "\n" for m in STANDARD_MOUNTS)
+
+
+def _key(m: GuestMount) -> tuple[str, str, tuple[str, ...]]:
+    return (m.type, m.destination, tuple(o for o in m.options if o not in _DROP))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     args: tuple[str, ...]
@@ -44,18 +77,20 @@ def _q(s: str) -> str:
 
 
 def render(job: Job) -> str:
-    """Shell (busybox ash) sourced by init.sh with fd 3 = control port and waitport() defined."""
+    """Shell (busybox ash) sourced by init.sh: fd 3 is the control port, $out/$err/$inp the stdio ports."""
     lines = ["set +e"]
     if job.hostname:
-        lines.append(f"hostname {_q(job.hostname)}")
-    for m in job.mounts:
-        if m.type not in GUEST_FS:
-            continue
-        opts = [o for o in m.options if o not in _DROP]
-        dest = _q("/newroot" + m.destination)
-        o = f" -o {_q(','.join(opts))}" if opts else ""
-        lines.append(f"mkdir -p {dest} && mount -t {m.type}{o} {_q(m.source)} {dest}"
-                     f" || echo 'isle-init: mount {m.destination} failed'")
+        lines.append(f"echo {_q(job.hostname)} > /proc/sys/kernel/hostname")  # a builtin: no fork
+    wanted = [m for m in job.mounts if m.type in GUEST_FS]
+    keys = {_key(m) for m in wanted}
+    unused = [m for m in STANDARD_MOUNTS if _key(m) not in keys]
+    if unused:  # deepest first
+        paths = sorted((_q("/newroot" + m.destination) for m in unused), key=len, reverse=True)
+        lines.append("umount " + " ".join(paths) + " 2>/dev/null")
+    standard = {_key(m) for m in STANDARD_MOUNTS}
+    for m in wanted:
+        if _key(m) not in standard:
+            lines.append(_mount_line(m))
     x = ["/bin/isle-exec", "-r", "/newroot", "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
     if job.additional_gids:
         x += ["-G", ",".join(map(str, job.additional_gids))]
@@ -66,13 +101,8 @@ def render(job: Job) -> str:
     for e in job.env:
         x += ["-e", e]
     x += ["--", *job.args]
-    lines += [
-        "out=$(waitport org.isle.stdout) || fail 'no stdout port'",
-        "err=$(waitport org.isle.stderr) || fail 'no stderr port'",
-        "in=/dev/null",
-    ]
-    if job.stdin:
-        lines.append("in=$(waitport org.isle.stdin) || fail 'no stdin port'")
+    # init.sh found the ports: $out, $err, $inp
+    lines.append("in=$inp" if job.stdin else "in=/dev/null")
     lines += [
         " ".join(_q(a) for a in x) + ' <"$in" >"$out" 2>"$err" &',
         "pid=$!",

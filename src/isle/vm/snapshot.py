@@ -105,8 +105,8 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
 
 
 def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple[int, ...] = (),
-            die_with_parent: bool = True, timeout: float = 60.0, stdin_sock: bool = False,
-            fdsets: tuple[int, ...] = ()) -> MicroVM:
+            die_with_parent: bool = True, timeout: float = 60.0,
+            fdsets: tuple[int, ...] = (), stdin_fd: int | None = None) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
     The guest said 'ready' before the save; that line is replayed so callers treat clones and
@@ -115,11 +115,16 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
     t = ensure(boot, cache)
     rundir = short_dir()
     cfg = machine_config(boot, rundir, stdout=stdout, stderr=stderr, incoming="defer",
-                         stdin_sock=stdin_sock, fdsets=fdsets,
+                         stdin_sock=stdin_fd is not None, fdsets=fdsets,
                          memory_backend=MemoryBackend(path=t.ram, share=False))
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
     try:
         vm.spawn()
+        # connect host ends BEFORE loading state: a port whose host end is closed at resume tells
+        # the guest 'host disconnected', and a guest blocked reading it would see EOF
+        vm.connect()
+        if stdin_fd is not None:
+            vm.feed_stdin(stdin_fd)
         mon = Monitor(cfg.qmp_socket, alive=vm.alive)
         try:
             mon.cmd("migrate-set-capabilities",
@@ -134,7 +139,6 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
             mon.cmd("cont")
         finally:
             mon.close()
-        vm.connect()
         vm._buf = b"ready\n"
     except BaseException:
         vm.close(grace=0)

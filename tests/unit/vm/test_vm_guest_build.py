@@ -62,8 +62,9 @@ def test_job_script_quotes_everything_and_keeps_stdio_apart() -> None:
               mounts=(GuestMount(type="proc", destination="/proc", source="proc", options=("nosuid",)),
                       GuestMount(type="bind", destination="/etc/hosts", source="/x", options=("rbind",))))
     s = render(job)
-    assert "hostname 'h'\"'\"'x'" in s
-    assert "mount -t proc -o nosuid proc /newroot/proc" in s
+    assert "echo 'h'\"'\"'x' > /proc/sys/kernel/hostname" in s
+    assert "mount -t proc -o nosuid proc /newroot/proc" in s  # not the standard proc: mounted
+    assert "umount /newroot/dev/mqueue" in s  # standard mounts the job did not ask for go
     assert "/etc/hosts" not in s  # host paths cannot reach a VM
     assert "-e 'B=$(reboot)'" in s and "-e 'A=x y'" in s
     assert "-w '/w d' -u 1000 -g 100 -G 5,6 -l 7:64:128 -n" in s
@@ -108,3 +109,11 @@ def test_not_a_disk_image(tmp_path: Path) -> None:
         disk.check_bootable(str(p))
     with pytest.raises(ConfigError):
         disk.check_bootable(str(tmp_path / "missing.img"))
+
+
+def test_standard_mounts_are_not_mounted_twice() -> None:
+    from isle.vm.job import STANDARD_MOUNTS, premount_script
+
+    s = render(Job(args=("true",), mounts=STANDARD_MOUNTS))
+    assert "mount -t" not in s and "umount" not in s
+    assert premount_script().count("mount -t") == len(STANDARD_MOUNTS)

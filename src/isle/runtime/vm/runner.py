@@ -64,7 +64,7 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
 
-def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *,
+def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *, in_fd: int = 0,
            die_with_parent: bool = True) -> MicroVM:
     """Start QEMU (cold, or restored from a template) with our stdout/stderr; connected, not yet ready."""
     out, err = os.dup(out_fd), os.dup(err_fd)
@@ -75,7 +75,7 @@ def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *,
 
             return snapshot.restore(p.boot, settings.cache, stdout=opath, stderr=epath,
                                     pass_fds=(out, err), die_with_parent=die_with_parent,
-                                    stdin_sock=p.stdin, fdsets=ofds + efds)
+                                    stdin_fd=in_fd if p.stdin else None, fdsets=ofds + efds)
         rundir = short_dir()
         cfg = machine_config(p.boot, rundir, stdout=opath, stderr=epath, stdin_sock=p.stdin,
                              fdsets=ofds + efds)
@@ -83,6 +83,8 @@ def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *,
         try:
             vm.spawn()
             vm.connect()
+            if p.stdin:
+                vm.feed_stdin(in_fd)
         except BaseException:
             vm.close(grace=0)
             raise
@@ -109,8 +111,6 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
                      annotations=p.cfg.get("annotations") or {})
         st.save(root, s)
         vm = launch(p, settings, 1, 2)
-        if p.stdin:
-            vm.feed_stdin(0)
         vm.send_job(p.script)
         vm.expect("started", READY_TIMEOUT)
         s.status, s.qemu_pid, s.rundir = "running", vm.pid, vm.rundir
@@ -179,9 +179,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
         devnull = os.open(os.devnull, os.O_RDWR)
         stdin = os.dup(0)
         os.dup2(devnull, 0)
-        vm = launch(p, settings, 1, 2)
-        if p.stdin:
-            vm.feed_stdin(stdin)
+        vm = launch(p, settings, 1, 2, in_fd=stdin)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         vm.expect("ready", READY_TIMEOUT)

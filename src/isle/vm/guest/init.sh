@@ -18,10 +18,12 @@ for m in $(cat /modules.order); do
   insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done
 
-# virtio ports appear asynchronously after virtio_console probes; find them by name
+# virtio ports appear asynchronously after virtio_console probes; find them by name once, with
+# shell builtins only (every fork+exec is slow under TCG)
 port() {
   for d in /sys/class/virtio-ports/*; do
-    [ "$(cat "$d/name" 2>/dev/null)" = "$1" ] && [ -e "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
+    read -r pn < "$d/name" 2>/dev/null || continue
+    [ "$pn" = "$1" ] && [ -e "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
   done
   return 1
 }
@@ -30,6 +32,9 @@ waitport() {
   while ! port "$1"; do n=$((n + 1)); [ $n -gt 3000 ] && return 1; usleep 1000; done
 }
 ctl=$(waitport org.isle.ctl) || { ctl=; fail "no control port"; }
+out=$(waitport org.isle.stdout) || fail "no stdout port"
+err=$(waitport org.isle.stderr) || fail "no stderr port"
+inp=$(waitport org.isle.stdin) || fail "no stdin port"
 exec 3<>"$ctl"
 n=0
 while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 2000 ] && fail "no root disk /dev/vda"; usleep 1000; done
@@ -38,9 +43,14 @@ if [ "$fstype" = ext4 ]; then opts=ro,noload; else opts=ro; fi
 mount -t "$fstype" -o "$opts" /dev/vda /lower || fail "mount $fstype /dev/vda"
 mount -t tmpfs -o mode=0755 rw /rw && mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot || fail "overlay"
+. /premount.sh
 echo ready >&3
 # the job: one line of base64; it may read further lines (kill SIG) itself
-read -r job <&3 || fail "control port closed before a job"
+# (a host end that is briefly closed, e.g. around a restore, reads as EOF: retry for a while)
+n=0
+until read -r job <&3 && [ -n "$job" ]; do
+  n=$((n + 1)); [ $n -gt 3000 ] && fail "control port closed before a job"; usleep 10000
+done
 echo "$job" | base64 -d > /job.sh || fail "bad job encoding"
 . /job.sh
 # a job that returns without reporting is a bug in isle's host side
