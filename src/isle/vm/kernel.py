@@ -106,12 +106,15 @@ def module_load_order(modules_dir: str, wanted: tuple[str, ...] = MODULES) -> li
 
 
 def _resolve_package() -> str:
-    out = proc.run(["apt-cache", "depends", META_PACKAGE], timeout=60).stdout.decode()
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("Depends:") and "linux-image-" in line:
-            return line.split(":", 1)[1].strip()
-    raise VMError(f"apt-cache knows no kernel behind {META_PACKAGE} (run apt-get update?)")
+    for attempt in (1, 2):
+        out = proc.run(["apt-cache", "depends", META_PACKAGE], timeout=60, check=False).stdout.decode()
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("Depends:") and "linux-image-" in line:
+                return line.split(":", 1)[1].strip()
+        if attempt == 1:  # a fresh machine may have no package lists yet
+            proc.run(["apt-get", "update", "-qq"], timeout=600, check=False)
+    raise VMError(f"apt-cache knows no kernel behind {META_PACKAGE} even after apt-get update")
 
 
 def _extract_vmlinux(vmlinuz: str, out: str) -> bool:
@@ -178,6 +181,9 @@ def _main() -> int:
     cache = sys.argv[1] if len(sys.argv) > 1 else None
     try:
         k = fetch(cache)
+        from isle.vm import initramfs  # build the guest helper and initramfs now, not on first boot
+
+        initramfs.build(k, os.path.dirname(kernel_dir(cache)))
     except (VMError, OSError) as exc:
         print(f"fetch-guest-kernel: {exc}", file=sys.stderr)
         return 1
