@@ -70,6 +70,11 @@ def test_create_start_kill_delete(tmp_path: Path, busybox_rootfs: str, vm_env: d
     deadline = time.monotonic() + 60
     while b"up" not in (tmp_path / "out").read_bytes() and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert rt(root, "pause", "c3", env=vm_env).returncode == 0
+    assert json.loads(rt(root, "state", "c3", env=vm_env).stdout)["status"] == "paused"
+    assert rt(root, "delete", "c3", env=vm_env).returncode == 1  # paused is not stopped
+    assert rt(root, "resume", "c3", env=vm_env).returncode == 0
+    assert json.loads(rt(root, "state", "c3", env=vm_env).stdout)["status"] == "running"
     assert rt(root, "kill", "c3", "TERM", env=vm_env).returncode == 0
     deadline = time.monotonic() + 60
     while json.loads(rt(root, "state", "c3", env=vm_env).stdout)["status"] != "stopped":

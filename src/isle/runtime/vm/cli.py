@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rootless", action="store_true")
     p = sub.add_parser("exec")
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    for verb in ("pause", "resume", "ps", "events", "update", "checkpoint", "restore"):
+    for verb in ("pause", "resume"):
+        sub.add_parser(verb).add_argument("id")
+    for verb in ("ps", "events", "update", "checkpoint", "restore"):
         p = sub.add_parser(verb)
         p.add_argument("rest", nargs=argparse.REMAINDER)
     return ap
@@ -119,6 +121,10 @@ def _dispatch(a: argparse.Namespace) -> int:
             print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
             for s in states:
                 print(f"{s.id:<20} {s.pid:<8} {s.status:<10} {s.bundle:<40} {s.created}")
+    elif a.verb == "pause":
+        runner.pause(a.id, a.root)
+    elif a.verb == "resume":
+        runner.resume(a.id, a.root)
     elif a.verb == "features":
         print(json.dumps(_features(), indent=2))
     elif a.verb == "spec":

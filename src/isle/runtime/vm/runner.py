@@ -24,7 +24,8 @@ from isle.vm import accel, disk, initramfs, kernel
 from isle.vm import job as vmjob
 from isle.vm.microvm import Boot, MicroVM, host_end, machine_config, short_dir
 
-__all__ = ["Prepared", "prepare", "run", "create", "start", "kill", "READY_TIMEOUT"]
+__all__ = ["Prepared", "prepare", "run", "create", "start", "kill", "delete", "pause", "resume",
+           "READY_TIMEOUT"]
 
 READY_TIMEOUT = float(os.environ.get("ISLE_VM_READY_TIMEOUT", "90"))
 FAILED = 255  # exit code recorded when the VM itself failed (QEMU died, guest vanished)
@@ -304,7 +305,7 @@ def kill(cid: str, root: str, sig: int) -> None:
     from isle.errors import InvalidState
 
     s = st.load(root, cid)
-    if s.status not in ("created", "running"):
+    if s.status not in ("created", "running", "paused"):
         raise InvalidState(f"container {cid} is {s.status}: cannot signal it")
     _ask(s, f"kill {sig}", timeout=10)
 
@@ -316,8 +317,8 @@ def delete(cid: str, root: str, force: bool = False) -> None:
     from isle.errors import InvalidState
 
     s = st.load(root, cid)
-    if s.status in ("created", "running") and not force and s.status != "created":
-        raise InvalidState(f"container {cid} is running: stop it or use --force")
+    if s.status in ("running", "paused") and not force:
+        raise InvalidState(f"container {cid} is {s.status}: stop it or use --force")
     if st.pid_alive(s.pid):
         os.kill(s.pid, signal.SIGTERM)
         for _ in range(300):
@@ -332,3 +333,36 @@ def delete(cid: str, root: str, force: bool = False) -> None:
         shutil.rmtree(s.rundir, ignore_errors=True)
     st.remove(root, cid)
 
+
+
+def _qmp(s: st.State, command: str) -> None:
+    from isle.vm.qmp import Monitor
+
+    mon = Monitor(os.path.join(s.rundir, "qmp.sock"), timeout=10)
+    try:
+        mon.cmd(command)
+    finally:
+        mon.close()
+
+
+def pause(cid: str, root: str) -> None:
+    """Freeze the whole VM (QMP stop): the guest's clock and every vCPU halt, like a cgroup freeze."""
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status != "running":
+        raise InvalidState(f"container {cid} is {s.status}, not running")
+    _qmp(s, "stop")
+    s.status = "paused"
+    st.save(root, s)
+
+
+def resume(cid: str, root: str) -> None:
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status != "paused":
+        raise InvalidState(f"container {cid} is {s.status}, not paused")
+    _qmp(s, "cont")
+    s.status = "running"
+    st.save(root, s)

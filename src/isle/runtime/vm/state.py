@@ -22,7 +22,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class State:
     id: str
     bundle: str
-    status: str = "creating"  # creating | created | running | stopped
+    status: str = "creating"  # creating | created | running | paused | stopped
     pid: int = 0  # the monitor (parent of QEMU; exits with the guest program's exit code)
     qemu_pid: int = 0
     rundir: str = ""
@@ -80,7 +80,7 @@ def load(root: str, cid: str) -> State:
             st.status = "stopped"
     except (OSError, ValueError):
         pass
-    if st.status in ("created", "running") and not pid_alive(st.pid):
+    if st.status in ("created", "running", "paused") and not pid_alive(st.pid):
         st.status = "stopped"
     return st
 
