@@ -57,7 +57,7 @@ def _run_options(f: F) -> F:
         click.option("--no-healthcheck", is_flag=True),
         click.option("--runtime", default=""),
         click.option("--isolation", default="container"),
-        click.option("--network", "--net", default="none"),
+        click.option("--network", "--net", default=""),
         click.option("-p", "--publish", multiple=True),
         click.option("-P", "--publish-all", is_flag=True),
         click.option("--ip", default=""),
@@ -114,8 +114,6 @@ def _build_options(kw: dict[str, Any]) -> Any:
     if kw["pids_limit"] < 0 and kw["pids_limit"] != -1:
         raise ConfigError("--pids-limit", "must be -1 (unlimited) or positive")
     ms = kw["memory_swap"]
-    for p in kw["publish"]:
-        _check_publish(p)
     ep = kw["entrypoint"]
     return O.RunOptions(
         image=kw["image"], command=list(kw["command"]), name=kw["name"], detach=kw["detach"],
@@ -138,18 +136,6 @@ def _build_options(kw: dict[str, Any]) -> Any:
         publish_all=kw["publish_all"], ip=kw["ip"], dns=list(kw["dns"]),
         extra_hosts=list(kw["add_host"]),
     )
-
-
-def _check_publish(p: str) -> None:
-    from isle.errors import ConfigError
-
-    spec = p.rsplit("/", 1)[0]
-    for part in spec.split(":")[-2:]:
-        if not part or "." in part:
-            continue
-        for port in part.split("-"):
-            if not port.isdigit() or not 0 < int(port) <= 65535:
-                raise ConfigError("--publish", f"invalid port {port!r} in {p!r} (1-65535)")
 
 
 def _engine(ctx: click.Context) -> Any:

@@ -39,12 +39,15 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _images(ctx: click.Context) -> Any:
+    """The Images facade; on the engine's own store (so rmi knows which images are in use)."""
     from isle.engine.images import Images
     obj = ctx.find_root().obj
     imgs = getattr(obj, "images", None)
     if imgs is not None and hasattr(imgs, "pull"):
         return imgs
-    return Images(_settings(ctx))
+    engine = getattr(obj, "engine", None) if hasattr(type(obj), "engine") else None
+    store = getattr(engine, "store", None) if engine is not None else None
+    return Images(_settings(ctx), store=store)
 
 
 def _creds(s: str | None) -> tuple[str, str] | None:

@@ -83,8 +83,9 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             raise ConfigError("--isolation", f"unknown isolation {opts.isolation!r} (container, vm)")
         if opts.remove and opts.restart.name != "no":
             raise ConfigError("--restart", "conflicting options: --restart and --rm")
-        if opts.network not in ("none", "host", "default", "bridge", ""):
-            self._check_network(opts)
+        from isle.engine import netplug
+
+        netplug.validate(self.s, opts)
         from isle.engine.ocicli import resolve_runtime
 
         explicit = bool(opts.runtime) or "ISLE_RUNTIME" in os.environ or self.s.runtime != "isle-runtime"
@@ -121,17 +122,6 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             if m.type == "volume":
                 self.volumes.create(m.source, anonymous=m.anonymous)
         return CreateReport(id=cid, name=rec.name)
-
-    def _check_network(self, opts: RunOptions) -> None:
-        try:
-            import isle.net  # noqa: F401
-
-            if hasattr(isle.net, "NetworkManager"):
-                return
-        except ImportError:
-            pass
-        raise ConfigError("--network", f"network {opts.network!r} not found "
-                          "(available here: none, host)")
 
     def start(self, ref: str) -> RunReport:
         rec = self.get(ref)

@@ -21,9 +21,10 @@ __all__ = ["Images", "inspect_dict", "list_row", "ref_matches"]
 
 
 class Images:
-    def __init__(self, settings: Settings, *, runtime: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, runtime: str | None = None,
+                 store: ImageStore | None = None) -> None:
         self.settings = settings
-        self.store = ImageStore.from_settings(settings)
+        self.store = store if store is not None else ImageStore.from_settings(settings)
         self.runtime = runtime or settings.runtime
 
     def set_users_callback(self, fn: Callable[[str], list[str]]) -> None:

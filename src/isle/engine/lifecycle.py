@@ -148,10 +148,20 @@ class Lifecycle:
         from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
         from isle.engine.volumes import Volumes, safe_join
 
+        from isle.engine import netplug
+
         p = self.paths(rec.id)
         hostname = opts.hostname or rec.id[:12]
         mounts = Volumes(self.s, self.db).resolve(opts.mounts, rootfs)
-        etc = self._etc_files(p, hostname, opts)
+        netns, net_files, net_extra = netplug.connect(self.s, rec.id, rec.name, hostname, opts,
+                                                      img.config.get("config") or {})
+        if net_extra or rec.extra.get("netns"):
+            extra = {k: v for k, v in rec.extra.items()
+                     if k not in ("ports", "ports_display", "netns", "ip", "networks")}
+            extra.update(net_extra)
+            self.db.update_container(rec.id, extra=extra)
+            rec.extra = extra
+        etc = self._etc_files(p, hostname, opts, net_files)
 
         def _read(rel: str) -> str:
             try:
@@ -170,7 +180,6 @@ class Lifecycle:
                     raise ConfigError("--security-opt", f"seccomp profile {opts.seccomp}: {exc}") from None
             else:
                 seccomp = load_default_seccomp()
-        netns: str | None = None if opts.network in ("none", "", "default", "bridge") else ""
         init = ""
         if opts.init:
             init = shutil.which("tini-static") or shutil.which("docker-init") or ""
@@ -193,8 +202,15 @@ class Lifecycle:
         _precheck_command(rootfs, spec["process"])
         return spec
 
-    def _etc_files(self, p: ContainerPaths, hostname: str, opts: RunOptions) -> dict[str, str]:
+    def _etc_files(self, p: ContainerPaths, hostname: str, opts: RunOptions,
+                   net_files: dict[str, str]) -> dict[str, str]:
         files = {}
+        if net_files:
+            for dest, text in net_files.items():
+                host = os.path.join(p.bundle, os.path.basename(dest))
+                atomic_write(host, text.encode())
+                files[dest] = host
+            return files
         hn = os.path.join(p.bundle, "hostname")
         atomic_write(hn, (hostname + "\n").encode())
         files["/etc/hostname"] = hn
@@ -340,6 +356,11 @@ class Lifecycle:
             with contextlib.suppress(CommandError):
                 self._oci(rec).delete(rec.id, force=True)
         _remove_cgroups(f"isle-{rec.id}")
+        if rec.extra.get("netns"):
+            from isle.engine import netplug
+
+            with contextlib.suppress(Exception):
+                netplug.teardown(self.s, rec.id, RunOptions.from_dict(rec.opts))
         with contextlib.suppress(Exception):
             self.store.unmount_rootfs(p.bundle)
         if not os.path.isdir(p.run) and not final:

@@ -29,7 +29,7 @@ def _isle_runtime_works() -> str | None:
 
 
 #: flip to True once isle-runtime runs the engine's test suite; until then the *default* is runc
-ISLE_RUNTIME_IS_DEFAULT = False
+ISLE_RUNTIME_IS_DEFAULT = True
 
 
 def resolve_runtime(name: str, *, explicit: bool = True) -> str:

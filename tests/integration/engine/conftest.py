@@ -19,6 +19,8 @@ class Isle:
     def __init__(self, root: Path, runroot: Path) -> None:
         self.root, self.runroot = root, runroot
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")}
+        if os.environ.get("ISLE_TEST_RUNTIME"):  # run the suite on another runtime (runc, crun...)
+            self.env["ISLE_RUNTIME"] = os.environ["ISLE_TEST_RUNTIME"]
 
     def argv(self, *args: str) -> list[str]:
         return [ISLE, "--root", str(self.root), "--runroot", str(self.runroot), *args]

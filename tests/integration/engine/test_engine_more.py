@@ -102,3 +102,32 @@ def test_stats_top_pause_rename_events_prune(isle):
     assert "Deleted Containers" in out
     assert isle("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["s2"]
     isle("rm", "-f", "s2")
+
+
+@pytest.mark.netns
+def test_published_port_through_bridge(isle):
+    import urllib.request
+
+    isle("run", "-d", "--name", "web", "-p", "127.0.0.1::80", "busybox", "httpd", "-f", "-p", "80",
+         "-h", "/etc")
+    hostport = isle("port", "web", "80").stdout.strip()
+    assert hostport.startswith("127.0.0.1:")
+    info = isle.inspect("web")
+    assert info["NetworkSettings"]["IPAddress"]
+    body = _until(lambda: _get(f"http://{hostport}/hostname"))
+    assert body.strip() == info["Id"][:12]
+    isle("rm", "-f", "web")
+    cp = isle("run", "--rm", "--network", "nosuchnet", "busybox", "true", check=False)
+    assert cp.returncode == 125 and "nosuchnet" in cp.stderr
+    cp = isle("run", "--rm", "--network", "none", "-p", "80", "busybox", "true", check=False)
+    assert cp.returncode == 125
+    del urllib
+
+
+def _get(url):
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=2).read().decode()
+    except OSError:
+        return None
