@@ -21,8 +21,8 @@ import pytest
 from isle.config import Settings
 
 REPO = Path(__file__).resolve().parents[3]
-# the image verbs standalone: the same click commands the main `isle` CLI registers
-ISLE = [str(REPO / ".venv" / "bin" / "python"), "-m", "isle.cli.images"]
+# the real `isle` CLI (its image verbs come from isle.cli.images.register)
+ISLE = [str(REPO / ".venv" / "bin" / "isle")]
 
 
 @dataclass
