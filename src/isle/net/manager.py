@@ -297,6 +297,9 @@ class NetworkManager:
         leases.release(name, rec["id"])
         self.store.save_leases(leases)
         del rec["networks"][name]
+        net = self.store.network(name)
+        if net is not None and not leases.members(name):
+            self.nv.drop_empty_chains(net)
         if ent["options"].get("port_mappings"):
             rec["ports"] = []
 

@@ -18,17 +18,33 @@ from isle.errors import CommandError
 from isle.net.types import Network, PortMapping
 from isle.sys import proc
 
-__all__ = ["Netavark", "NETAVARK", "AARDVARK"]
+__all__ = ["Netavark", "NETAVARK", "AARDVARK", "nv_name", "chain_hash"]
 
 NETAVARK = "/usr/lib/podman/netavark"
 AARDVARK = "/usr/lib/podman/aardvark-dns"
 
 
+def nv_name(net: Network) -> str:
+    """The name netavark knows a network by. netavark derives its iptables chains from the name
+    alone (NETAVARK-<sha512(name)[:13]>), so isle's names ("bridge" in every root) would share
+    chains across roots, and the last teardown in one root would flush another's: use the id."""
+    return "isle-" + _nid(net)[:12]
+
+
+def _nid(net: Network) -> str:
+    return net.id if len(net.id) == 64 else hashlib.sha256(net.id.encode()).hexdigest()
+
+
+def chain_hash(net: Network) -> str:
+    """netavark's per-network chain suffix for this network (for checks and gc)."""
+    return hashlib.sha512(nv_name(net).encode()).hexdigest().upper()[:13]
+
+
 def network_json(net: Network) -> dict[str, Any]:
     """A Network as netavark's ``network_info`` entry."""
-    nid = net.id if len(net.id) == 64 else hashlib.sha256(net.id.encode()).hexdigest()
+    nid = _nid(net)
     return {
-        "name": net.name,
+        "name": nv_name(net),
         "id": nid,
         "driver": net.driver,
         "network_interface": net.bridge,
@@ -70,8 +86,8 @@ class Netavark:
         opts: dict[str, Any] = {
             "container_id": container_id,
             "container_name": name,
-            "networks": {net.name: per},
-            "network_info": {net.name: network_json(net)},
+            "networks": {nv_name(net): per},
+            "network_info": {nv_name(net): network_json(net)},
             "port_mappings": [port_json(p) for p in ports] or None,
         }
         if dns_servers:
@@ -110,6 +126,14 @@ class Netavark:
             errs = [e for e in errs if e and not e.startswith("netavark encountered multiple")]
             if not all(e == _NO_DNS_ENTRY for e in errs):
                 raise
+
+
+    def drop_empty_chains(self, net: Network) -> None:
+        """Delete the network's port-forward chain that netavark 1.4 leaves behind, empty, after
+        the last member's teardown. ``-X`` refuses a chain that has rules or is referenced."""
+        for tool in ("iptables", "ip6tables"):
+            for chain in (f"NETAVARK-DN-{chain_hash(net)}", f"NETAVARK-{chain_hash(net)}"):
+                proc.run([tool, "-w", "-t", "nat", "-X", chain], timeout=30, check=False)
 
 
 _NO_DNS_ENTRY = "IO error: No such file or directory (os error 2)"

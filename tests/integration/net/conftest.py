@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from isle.net import NetworkManager, netns
+from isle.net import Network, NetworkManager, netns
+from isle.net.netavark import chain_hash
 
 FW_SHARED = re.compile(r"^(:NETAVARK-HOSTPORT-|:NETAVARK_FORWARD|:[A-Z]+ [A-Z]+|-P |-N NETAVARK-HOSTPORT-|-N NETAVARK_FORWARD|-A (PREROUTING|OUTPUT) -m "
                        r"addrtype --dst-type LOCAL -j NETAVARK-HOSTPORT-DNAT|-A POSTROUTING -j "
@@ -19,13 +21,39 @@ FW_SHARED = re.compile(r"^(:NETAVARK-HOSTPORT-|:NETAVARK_FORWARD|:[A-Z]+ [A-Z]+|
                        r"comment --comment \"netavark firewall plugin rules\"|#|\*|COMMIT)")
 
 
-def firewall() -> set[str]:
-    """iptables/ip6tables rules (nft backend) minus netavark's shared base chains and counters."""
+def _needles(nm: NetworkManager) -> list[str]:
+    """Text that marks a rule or link as this test's: subnets, chain hashes, bridges, taps."""
+    out: list[str] = []
+    for net in nm.seen_nets.values():   # type: ignore[attr-defined]
+        out += [chain_hash(net), net.bridge]
+        for s in net.subnets:
+            n = ipaddress.ip_network(s.subnet)
+            out.append(str(n.network_address).rsplit(".", 1)[0] + "." if n.version == 4
+                       else str(n.network_address).rstrip(":"))
+    return out + [nm._tap_prefix]
+
+
+def firewall(nm: NetworkManager | None = None) -> set[str]:
+    """iptables/ip6tables rules (nft backend) minus netavark's shared base chains and counters;
+    with nm, only the rules of that manager's networks (other engineers run containers too)."""
     out: set[str] = set()
+    needles = _needles(nm) if nm is not None else None
     for tool in ("iptables-save", "ip6tables-save"):
         text = subprocess.run([tool], capture_output=True, text=True, timeout=30).stdout
-        out |= {f"{tool[:3]} {ln.split(' [')[0]}" for ln in text.splitlines() if not FW_SHARED.match(ln)}
+        out |= {f"{tool[:3]} {ln.split(' [')[0]}" for ln in text.splitlines()
+                if not FW_SHARED.match(ln) and (needles is None or any(x in ln for x in needles))}
     return out
+
+
+def links(nm: NetworkManager | None = None) -> set[str]:
+    """Host links; with nm, only its bridges, their ports and its taps."""
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = {ln.split(": ")[1].split("@")[0] for ln in out.splitlines()}
+    if nm is None:
+        return names
+    mine = set(_needles(nm))
+    return {n for n in names if n in mine or n.startswith(nm._tap_prefix)
+            or os.path.basename(os.path.realpath(f"/sys/class/net/{n}/master")) in mine}
 
 
 def aardvark_pids(path: str) -> list[int]:
@@ -86,10 +114,23 @@ def procs() -> Iterator[Procs]:
     p.close()
 
 
+class TrackingNM(NetworkManager):
+    """A NetworkManager that remembers every network it planned (for scoped leak checks)."""
+
+    def __init__(self, *a, **kw) -> None:
+        self.seen_nets: dict[str, Network] = {}
+        super().__init__(*a, **kw)
+
+    def _plan(self, *a, **kw) -> Network:
+        net = super()._plan(*a, **kw)
+        self.seen_nets[net.name] = net
+        return net
+
+
 @pytest.fixture
 def nm(tmp_path) -> Iterator[NetworkManager]:
     tag = secrets.token_hex(3)
-    m = NetworkManager(root=str(tmp_path / "isle-test-root" / "networks"),
+    m = TrackingNM(root=str(tmp_path / "isle-test-root" / "networks"),
                        runroot=str(tmp_path / "isle-test-run" / "networks"),
                        default_subnet=f"10.209.{secrets.randbelow(250)}.0/24",
                        default_bridge=f"isletst{tag}")
@@ -101,6 +142,7 @@ class Kit:
     """Helpers handed to tests as a fixture (test modules cannot import conftest under importlib)."""
 
     firewall = staticmethod(firewall)
+    links = staticmethod(links)
     aardvark_pids = staticmethod(aardvark_pids)
     run_in = staticmethod(run_in)
 

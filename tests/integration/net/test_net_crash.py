@@ -16,14 +16,9 @@ from isle.net.netavark import NETAVARK
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
 
-def links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return {ln.split(": ")[1].split("@")[0] for ln in out.splitlines()}
-
-
 def assert_clean(nm, kit, fw0, links0):
-    assert links() == links0
-    assert kit.firewall() == fw0, kit.firewall() ^ fw0
+    assert kit.links(nm) == links0
+    assert kit.firewall(nm) == fw0, kit.firewall(nm) ^ fw0
     assert nm.store.leases().data == {} and nm.store.records() == []
     assert os.listdir(nm.store.netns_dir) == []
     assert kit.aardvark_pids(nm.store.netavark_dir) == []
@@ -32,14 +27,14 @@ def assert_clean(nm, kit, fw0, links0):
 @pytest.mark.timeout(60)
 def test_sigkilled_container_without_persistent_netns(nm, kit):
     """The engine may pass /proc/PID/ns/net; once PID is SIGKILLed that netns is gone."""
-    fw0, links0 = kit.firewall(), links()
+    fw0, links0 = kit.firewall(nm), kit.links(nm)
     nm.create("isle-test-k", subnet="10.203.1.0/24")
     p = subprocess.Popen(["unshare", "--net", "sleep", "60"])
     try:
         time.sleep(0.2)
         att = nm.connect("k1" * 32, f"/proc/{p.pid}/ns/net", ["isle-test-k"],
                          parse_publish("127.0.0.1:18222:80"))
-        assert att.ip == "10.203.1.2" and links() != links0
+        assert att.ip == "10.203.1.2" and kit.links(nm) != links0
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -71,7 +66,7 @@ nm.connect("x" * 64, nm.create_netns("x" * 64), [("isle-test-c", {"aliases": ["k
 @pytest.mark.parametrize("phase", ["before", "after"])
 @pytest.mark.timeout(60)
 def test_isle_killed_mid_setup_is_undone_by_gc(nm, kit, tmp_path, phase):
-    fw0, links0 = kit.firewall(), links()
+    fw0, links0 = kit.firewall(nm), kit.links(nm)
     nm.create("isle-test-c", subnet="10.203.2.0/24")
     marker = tmp_path / "marker"
     wrapper = tmp_path / "netavark-wrapper"
@@ -91,7 +86,7 @@ def test_isle_killed_mid_setup_is_undone_by_gc(nm, kit, tmp_path, phase):
     recs = nm.store.records()
     assert [r["networks"]["isle-test-c"]["state"] for r in recs] == ["setting-up"]
     if phase == "after":
-        assert links() != links0 and kit.firewall() != fw0
+        assert kit.links(nm) != links0 and kit.firewall(nm) != fw0
     report = nm.gc(live=set())
     assert report["removed"] == ["x" * 64] and report["errors"] == []
     assert_clean(nm, kit, fw0, links0)
@@ -109,7 +104,7 @@ def test_gc_keeps_live_containers_and_vms(nm, kit):
     report = nm.gc(live={live, "vmlive"})
     assert sorted(report["removed"]) == sorted([dead, "orphan" * 4])
     assert {r["id"] for r in nm.store.records()} == {live, "vm-vmlive"}
-    assert tap.tap in links()
+    assert tap.tap in kit.links(nm)
     gw = nm.inspect("isle-test-g")["subnets"][0]["gateway"]
     assert kit.run_in(nm.store.netns_path(live), "busybox", "ping", "-c1", "-W2", gw).returncode == 0
     nm.teardown(live)

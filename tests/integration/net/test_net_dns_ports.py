@@ -20,8 +20,8 @@ def fetch(host: str, port: int) -> str:
 
 @pytest.mark.timeout(60)
 def test_user_network_names_aliases_ports_and_clean_teardown(nm, procs, kit, tmp_path):
-    firewall, run_in = kit.firewall, kit.run_in
-    fw0 = firewall()
+    run_in = kit.run_in
+    fw0 = kit.firewall(nm)
     nm.create("isle-test-web", subnet="10.201.7.0/24")
     a_id, b_id, c_id = "a" * 64, "b" * 64, "c" * 64
     ns_a, ns_b, ns_c = nm.create_netns(a_id), nm.create_netns(b_id), nm.create_netns(c_id)
@@ -78,9 +78,9 @@ def test_user_network_names_aliases_ports_and_clean_teardown(nm, procs, kit, tmp
         nm.teardown(cid)
     nm.remove("isle-test-web")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not any(br in links for br in bridges)
+    assert not any(br in links for br in bridges) and kit.links(nm) == set()
     assert nm.store.leases().data == {} and nm.store.records() == []
     assert os.listdir(nm.store.netns_dir) == []
-    left = firewall() - fw0
+    left = kit.firewall(nm) - fw0
     assert not left, left
     assert kit.aardvark_pids(nm.store.netavark_dir) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 
 import pytest
 
@@ -14,14 +13,9 @@ from isle.net import PortMapping, parse_publish
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
 
-def links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return {ln.split(": ")[1].split("@")[0] for ln in out.splitlines()}
-
-
 def state(nm, kit):
     return (sorted(n.name for n in nm.list()), nm.store.leases().data, nm.store.records(),
-            links(), kit.firewall())
+            kit.links(nm), kit.firewall(nm))
 
 
 def test_network_create_errors(nm):

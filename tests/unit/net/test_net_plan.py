@@ -18,9 +18,10 @@ def test_options_json_matches_netavark_schema():
     assert opts == {
         "container_id": "c" * 64,
         "container_name": "one",
-        "networks": {"web": {"interface_name": "eth0", "static_ips": ["10.89.0.2"], "aliases": ["db"]}},
-        "network_info": {"web": {
-            "name": "web", "id": "a" * 64, "driver": "bridge", "network_interface": "isle-aaaaaaaa",
+        "networks": {"isle-aaaaaaaaaaaa": {"interface_name": "eth0", "static_ips": ["10.89.0.2"],
+                                           "aliases": ["db"]}},
+        "network_info": {"isle-aaaaaaaaaaaa": {
+            "name": "isle-aaaaaaaaaaaa", "id": "a" * 64, "driver": "bridge", "network_interface": "isle-aaaaaaaa",
             "subnets": [{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}],
             "ipv6_enabled": False, "internal": False, "dns_enabled": True,
             "ipam_options": {"driver": "host-local"}, "options": {}}},
