@@ -154,3 +154,18 @@ def test_errors_name_the_line(tmp_path: Path, isle, text: str, where: str) -> No
     assert not ImageStore(str(tmp_path / "r" / "images")).exists("x:1")
     leftovers = [p for p in os.listdir(tmp_path / "r" / "images" / "tmp")]
     assert leftovers == []
+
+
+def test_run_through_isle_runtime_by_default(tmp_path: Path, isle) -> None:
+    ctx = tmp_path / "c"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        'FROM busybox\nSHELL ["/bin/sh", "-eu", "-c"]\nRUN echo "$0 via isle-runtime" > /r\n'
+        "ONBUILD RUN echo later\n")
+    cp = isle(tmp_path / "r", "--runroot", str(tmp_path / "run"), "build", "-t", "ir:1", str(ctx))
+    store = ImageStore(str(tmp_path / "r" / "images"))
+    img = store.resolve("ir:1")
+    assert (Path(img.layer_dirs[-1]) / "r").read_text() == "/bin/sh via isle-runtime\n"
+    assert img.config["config"]["Shell"] == ["/bin/sh", "-eu", "-c"]
+    assert img.config["config"]["OnBuild"] == ["RUN echo later"]
+    assert b"isle-runtime" not in cp.stderr or b"error" not in cp.stderr

@@ -11,7 +11,7 @@ from typing import Any
 from isle.errors import CommandError, ConfigError
 from isle.sys import proc
 
-__all__ = ["run_spec", "run_in_bundle", "resolve_user", "DEFAULT_CAPS"]
+__all__ = ["run_spec", "run_in_bundle", "resolve_user", "resolve_runtime", "DEFAULT_CAPS"]
 
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
@@ -88,12 +88,25 @@ def resolve_user(rootfs: str, user: str) -> tuple[int, int]:
     return uid, gid if gid is not None else 0
 
 
+def resolve_runtime(name: str) -> str:
+    """A runtime name on PATH, or beside this Python (the venv's isle-runtime), or a path."""
+    if "/" in name:
+        return name
+    found = proc.which(name)
+    if found:
+        return found
+    import sys
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else name
+
+
 def run_in_bundle(runtime: str, state_root: str, bundle: str, cid: str, spec: dict[str, Any],
                   out: Callable[[str], None], timeout: float = 3600) -> None:
     """``RUNTIME --root STATE run --bundle BUNDLE CID``; its output goes line by line to out."""
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
     os.makedirs(state_root, exist_ok=True)
+    runtime = resolve_runtime(runtime)
     argv = [runtime, "--root", state_root, "run", "--bundle", bundle, cid]
     p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                    stderr=subprocess.STDOUT)
