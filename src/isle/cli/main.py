@@ -58,12 +58,20 @@ def cli(ctx: click.Context, root: str | None, runroot: str | None, runtime: str 
     ctx.obj = Ctx(root, runroot, runtime)
 
 
-def _register() -> None:
+#: verbs served by container/volume/system alone: for them the image and network CLIs stay unimported
+OWN_VERBS = {"run", "create", "start", "stop", "restart", "kill", "rm", "ps", "logs", "exec", "wait",
+             "top", "stats", "cp", "pause", "unpause", "rename", "port", "diff", "commit", "export",
+             "events", "volume", "info", "version", "demo", "system"}
+
+
+def _register(verb: str = "") -> None:
     from isle.cli import container, system, volume
 
     container.register(cli)
     volume.register(cli)
     system.register(cli)
+    if verb in OWN_VERBS:
+        return
     try:
         from isle.cli import images
     except ImportError:
@@ -101,9 +109,9 @@ def _verb(args: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     from isle.errors import IsleError
 
-    _register()
     args = sys.argv[1:] if argv is None else argv
     verb = _verb(args)
+    _register(verb)
     try:
         rv = cli.main(args=args, prog_name="isle", standalone_mode=False)
     except click.exceptions.Abort:

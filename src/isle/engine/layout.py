@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from isle.config import Settings
 
-__all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int"]
+__all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int", "write_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +96,14 @@ def read_int(path: str) -> int | None:
         return int(s)
     except ValueError:
         return None
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Replace path atomically (rename) without fsync: bundle files die with the container anyway."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)

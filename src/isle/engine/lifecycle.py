@@ -20,7 +20,7 @@ from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int
 from isle.engine.options import RunOptions
 from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
 from isle.errors import CommandError, ConfigError, IsleError
-from isle.sys.fs import atomic_write
+from isle.engine.layout import write_file
 
 if TYPE_CHECKING:
     import socket
@@ -80,7 +80,7 @@ class Lifecycle:
         sock = None
         try:
             spec = self._spec(rec, opts, img, rootfs)
-            atomic_write(p.config, json.dumps(spec).encode())
+            write_file(p.config, json.dumps(spec).encode())
             use_exit_cmd = not foreground or opts.restart.name != "no"
             margs = MonitorArgs(
                 container_id=rec.id, name=rec.name, runtime_path=oci.path,
@@ -208,31 +208,31 @@ class Lifecycle:
         if net_files:
             for dest, text in net_files.items():
                 host = os.path.join(p.bundle, os.path.basename(dest))
-                atomic_write(host, text.encode())
+                write_file(host, text.encode())
                 files[dest] = host
             return files
         hn = os.path.join(p.bundle, "hostname")
-        atomic_write(hn, (hostname + "\n").encode())
+        write_file(hn, (hostname + "\n").encode())
         files["/etc/hostname"] = hn
         hosts = os.path.join(p.bundle, "hosts")
         if opts.network == "host":
             with open("/etc/hosts", "rb") as f:
-                atomic_write(hosts, f.read())
+                write_file(hosts, f.read())
         else:
             lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                      f"127.0.0.1\t{hostname}"] + [h.replace(":", "\t", 1) for h in opts.extra_hosts]
-            atomic_write(hosts, ("\n".join(lines) + "\n").encode())
+            write_file(hosts, ("\n".join(lines) + "\n").encode())
         files["/etc/hosts"] = hosts
         rc = os.path.join(p.bundle, "resolv.conf")
         if opts.dns:
-            atomic_write(rc, "".join(f"nameserver {d}\n" for d in opts.dns).encode())
+            write_file(rc, "".join(f"nameserver {d}\n" for d in opts.dns).encode())
         else:
             try:
                 with open("/etc/resolv.conf", "rb") as f:
                     data = f.read()
             except OSError:
                 data = b""
-            atomic_write(rc, data)
+            write_file(rc, data)
         files["/etc/resolv.conf"] = rc
         return files
 
@@ -352,9 +352,17 @@ class Lifecycle:
         if alive(rec.pid, rec.pid_start) and rec.state not in ("running", "paused"):
             with contextlib.suppress(OSError):
                 os.kill(rec.pid, signal.SIGKILL)
-        if os.path.isdir(os.path.join(self.s.runtime_root, rec.id)):
-            with contextlib.suppress(CommandError):
-                self._oci(rec).delete(rec.id, force=True)
+        state_dir = os.path.join(self.s.runtime_root, rec.id)
+        if os.path.isdir(state_dir):
+            rt = os.path.basename(rec.opts.get("runtime") or "")
+            if rt in _KNOWN_RUNTIMES and not alive(rec.pid, rec.pid_start) \
+                    and rec.state not in ("running", "paused"):
+                # what `delete` of a stopped container does for these runtimes (no hooks are
+                # ever set by isle): cgroups (below) and the state dir, minus a process start
+                shutil.rmtree(state_dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(CommandError):
+                    self._oci(rec).delete(rec.id, force=True)
         _remove_cgroups(f"isle-{rec.id}")
         if rec.extra.get("netns"):
             from isle.engine import netplug
@@ -373,6 +381,9 @@ class Lifecycle:
             _rmtree_bundle(p.bundle)
             with contextlib.suppress(OSError):
                 os.unlink(p.lock)
+
+
+_KNOWN_RUNTIMES = {"runc", "crun", "isle-runtime"}
 
 
 def _rmtree_bundle(bundle: str) -> None:

@@ -91,7 +91,7 @@ class Queries:
         from isle.engine.spec import SpecInputs, process_spec
         from isle.engine.volumes import safe_join
         from isle.sys import proc
-        from isle.sys.fs import atomic_write
+        from isle.engine.layout import write_file
 
         rec = self.get(ref)  # type: ignore[attr-defined]
         if rec.state == "paused":
@@ -120,7 +120,7 @@ class Queries:
         if os.path.ismount(p.rootfs) or os.listdir(p.rootfs):
             _precheck_command(p.rootfs, ps)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
-        atomic_write(spec_path, json.dumps(ps).encode())
+        write_file(spec_path, json.dumps(ps).encode())
         oci = self._oci(rec)  # type: ignore[attr-defined]
         argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
         try:
@@ -154,7 +154,7 @@ class Queries:
 
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
-        from isle.sys.fs import atomic_write
+        from isle.engine.layout import write_file
 
         rec = self.get(ref)  # type: ignore[attr-defined]
         if rec.state != "running":
@@ -165,7 +165,7 @@ class Queries:
                          hostname=opts.hostname or rec.id[:12])
         ps = process_spec(opts, inp, args=cmd, user="0", tty=False)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
-        atomic_write(spec_path, json.dumps(ps).encode())
+        write_file(spec_path, json.dumps(ps).encode())
         try:
             child = proc.spawn(self._oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False),  # type: ignore[attr-defined]
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
