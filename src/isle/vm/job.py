@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["GuestMount", "Job", "render"]
+__all__ = ["GuestMount", "Job", "render", "render_exec", "premount_script", "STANDARD_MOUNTS"]
 
 #: propagation/bind flags mean nothing inside the guest; everything else goes to mount -o
 _DROP = {"bind", "rbind", "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
@@ -76,6 +76,26 @@ def _q(s: str) -> str:
     return shlex.quote(s)
 
 
+def _exec_argv(job: Job) -> list[str]:
+    x = ["/bin/isle-exec", "-r", "/newroot", "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
+    if job.additional_gids:
+        x += ["-G", ",".join(map(str, job.additional_gids))]
+    for res, soft, hard in job.rlimits:
+        x += ["-l", f"{res}:{soft}:{hard}"]
+    if job.no_new_privs:
+        x += ["-n"]
+    for e in job.env:
+        x += ["-e", e]
+    return x + ["--", *job.args]
+
+
+def render_exec(job: Job, slot: int) -> str:
+    """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'."""
+    stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
+    return (" ".join(_q(a) for a in _exec_argv(job)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e"\n'
+            f'echo "xexit {slot} $?" >&3\n')
+
+
 def render(job: Job) -> str:
     """Shell (busybox ash) sourced by init.sh: fd 3 is the control port, $out/$err/$inp the stdio ports."""
     lines = ["set +e"]
@@ -91,23 +111,17 @@ def render(job: Job) -> str:
     for m in wanted:
         if _key(m) not in standard:
             lines.append(_mount_line(m))
-    x = ["/bin/isle-exec", "-r", "/newroot", "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
-    if job.additional_gids:
-        x += ["-G", ",".join(map(str, job.additional_gids))]
-    for res, soft, hard in job.rlimits:
-        x += ["-l", f"{res}:{soft}:{hard}"]
-    if job.no_new_privs:
-        x += ["-n"]
-    for e in job.env:
-        x += ["-e", e]
-    x += ["--", *job.args]
+    x = _exec_argv(job)
     # init.sh found the ports: $out, $err, $inp
     lines.append("in=$inp" if job.stdin else "in=/dev/null")
     lines += [
         " ".join(_q(a) for a in x) + ' <"$in" >"$out" 2>"$err" &',
         "pid=$!",
         "echo started >&3",
-        '( while read -r c a <&3; do case "$c" in kill) kill -"$a" "$pid" 2>/dev/null;; esac; done ) &',
+        '( while read -r c a b <&3; do case "$c" in',
+        '    kill) kill -"$a" "$pid" 2>/dev/null;;',
+        '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
+        '  esac; done ) &',
         'wait "$pid"; code=$?',
         'echo "exit $code" >&3',
         "poweroff -f",

@@ -25,9 +25,11 @@ from isle.vm import accel as _accel
 from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, SerialPort
 from isle.vm.qemu import argv as qemu_argv
 
-__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end"]
+__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "EXEC_SLOTS"]
 
 PR_SET_PDEATHSIG = 1
+#: how many `exec`s may run at once in one VM
+EXEC_SLOTS = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +76,12 @@ def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_s
     ports.append(SerialPort(name="org.isle.stdin", nr=4,
                             chardev=Chardev(backend="socket", path=os.path.join(rundir, "in.sock"))
                             if stdin_sock else Chardev(backend="null")))
+    # exec slots: out/err/in ports per concurrent `exec`, their host ends sockets the exec caller uses
+    for i in range(1, EXEC_SLOTS + 1):
+        for k, (suffix, tag) in enumerate((("out", "o"), ("err", "e"), ("in", "i"))):
+            ports.append(SerialPort(name=f"org.isle.x{i}.{suffix}", nr=5 + 3 * (i - 1) + k,
+                                    chardev=Chardev(backend="socket",
+                                                    path=os.path.join(rundir, f"x{i}{tag}.sock"))))
     return MachineConfig(
         name=name, machine="microvm", accel=boot.accel, vcpus=boot.vcpus, memory_mib=boot.memory_mib,
         kernel=boot.kernel, initrd=boot.initrd,

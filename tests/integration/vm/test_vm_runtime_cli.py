@@ -153,3 +153,29 @@ def test_stdin_is_forwarded_and_shared_output_file_keeps_one_offset(
         f.write(b"after\n")
     assert r.returncode == 0
     assert log.read_bytes() == b"before\n1000\ndone\nafter\n"
+
+
+@pytest.mark.timeout(200)
+def test_exec_beside_a_foreground_run(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str],
+                                      vmh) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
+                        ["sh", "-c", "echo up; while [ ! -e /tmp/stop ]; do sleep 0.1; done; echo bye"])
+    root = tmp_path / "root"
+    p = subprocess.Popen([RUNTIME, "--root", str(root), "run", "-b", b, "c9"], env=vm_env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"
+        r = rt(root, "exec", "-u", "65534:65534", "--cwd", "/tmp", "c9", "sh", "-c",
+               "echo $(id -u) $(pwd); echo e >&2; exit 7", env=vm_env)
+        assert (r.returncode, r.stdout, r.stderr) == (7, b"65534 /tmp\n", b"e\n")
+        r = rt(root, "exec", "c9", "sh", "-c", "wc -c", env=vm_env, input=b"12345")
+        assert (r.returncode, r.stdout) == (0, b"5\n")
+        r = rt(root, "exec", "c9", "/nonexistent", env=vm_env)
+        assert r.returncode == 127 and b"nonexistent" in r.stderr
+        assert rt(root, "exec", "c9", "touch", "/tmp/stop", env=vm_env).returncode == 0
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0 and out == b"bye\n"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -78,8 +78,12 @@ def test_chardev_needs_a_path() -> None:
 def test_isle_microvm_config_and_cmdline() -> None:
     boot = microvm.Boot(kernel="/k", initrd="/i", rootdisk="/d.ext4", fstype="ext4", vcpus=2, memory_mib=256)
     cfg = microvm.machine_config(boot, "/run/x", stdout="/proc/self/fd/7", stderr="")
-    assert [p.name for p in cfg.serial_ports] == ["org.isle.ctl", "org.isle.stdout", "org.isle.stderr",
-                                                 "org.isle.stdin"]
+    assert [p.name for p in cfg.serial_ports][:4] == ["org.isle.ctl", "org.isle.stdout", "org.isle.stderr",
+                                                     "org.isle.stdin"]
+    assert [(p.name, p.nr) for p in cfg.serial_ports][4:] == [
+        ("org.isle.x1.out", 5), ("org.isle.x1.err", 6), ("org.isle.x1.in", 7),
+        ("org.isle.x2.out", 8), ("org.isle.x2.err", 9), ("org.isle.x2.in", 10)]
+    assert cfg.serial_ports[4].chardev.path == "/run/x/x1o.sock"
     assert cfg.serial_ports[3].chardev.backend == "null"  # same layout with or without stdin
     assert cfg.serial_ports[2].chardev.backend == "null"
     assert cfg.drives[0].readonly and cfg.drives[0].path == "/d.ext4"

@@ -57,7 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bundle", default=".")
     p.add_argument("--rootless", action="store_true")
     p = sub.add_parser("exec")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("--cwd", default=None)
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-u", "--user", default=None)
+    p.add_argument("-p", "--process", default=None)
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--pid-file", default=None)
+    p.add_argument("--console-socket", default=None)
+    p.add_argument("id")
+    p.add_argument("args", nargs=argparse.REMAINDER)
     for verb in ("pause", "resume"):
         sub.add_parser(verb).add_argument("id")
     for verb in ("ps", "events", "update", "checkpoint", "restore"):
@@ -138,10 +147,45 @@ def _dispatch(a: argparse.Namespace) -> int:
         with open(path, "w") as f:
             json.dump(spec, f, indent=2)
     elif a.verb == "exec":
-        raise Unsupported("exec: a VM runs one process; exec into microVMs is not supported yet")
+        return _exec(a)
     else:
         raise Unsupported(f"{a.verb}: not supported by the VM runtime")
     return 0
+
+
+def _exec(a: argparse.Namespace) -> int:
+    """runc exec: args (or -p process.json) run beside the container's process, stdio streamed."""
+    import dataclasses
+
+    from isle.errors import ConfigError, Unsupported
+    from isle.oci.runtime_spec import load
+    from isle.runtime.vm import runner
+    from isle.runtime.vm import spec as vmspec
+    from isle.runtime.vm import state as st
+
+    if a.detach or a.tty:
+        raise Unsupported("exec: --detach and --tty are not supported by the VM runtime")
+    s = st.load(a.root, a.id)
+    cfg = load(os.path.join(s.bundle, "config.json"))
+    if a.process:
+        with open(a.process) as f:
+            cfg = {"process": json.load(f)}
+    elif a.args:
+        cfg["process"] = dict(cfg.get("process") or {}, args=a.args)
+    else:
+        raise ConfigError("args", "exec needs a command or --process")
+    job = vmspec.to_job({"process": cfg["process"]}, stdin=runner.stdin_wanted(0))
+    if a.cwd:
+        job = dataclasses.replace(job, cwd=a.cwd)
+    if a.env:
+        job = dataclasses.replace(job, env=job.env + tuple(a.env))
+    if a.user:
+        uid, _, gid = a.user.partition(":")
+        try:
+            job = dataclasses.replace(job, uid=int(uid), gid=int(gid or 0))
+        except ValueError:
+            raise ConfigError("user", f"{a.user!r} is not uid[:gid]") from None
+    return runner.exec_(a.id, a.root, job)
 
 
 def _log(a: argparse.Namespace | None, msg: str) -> None:

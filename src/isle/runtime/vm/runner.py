@@ -113,24 +113,14 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         st.save(root, s)
         vm = launch(p, settings, 1, 2)
         vm.send_job(p.script)
-        vm.expect("started", READY_TIMEOUT)
-        s.status, s.qemu_pid, s.rundir = "running", vm.pid, vm.rundir
+        lsock = _listen(vm)
+        s.qemu_pid, s.rundir = vm.pid, vm.rundir
         st.save(root, s)
         _write_pid(pid_file, os.getpid())
-        fwd = vm
-
-        def forward(signum: int, _frame: Any) -> None:
-            try:
-                fwd.signal(signum)
-            except VMError:
-                pass
-
-        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
-            return vm.wait_exit(None)
+            return _serve(root, s, p, vm, lsock, job_sent=True, forward_signals=True)
         finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
+            lsock.close()
     finally:
         if vm is not None:
             vm.close()
@@ -184,9 +174,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         vm.expect("ready", READY_TIMEOUT)
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        lsock.bind(os.path.join(vm.rundir, "monitor.sock"))
-        lsock.listen(8)
+        lsock = _listen(vm)
         s.status, s.pid, s.qemu_pid, s.rundir = "created", os.getpid(), vm.pid, vm.rundir
         st.save(root, s)
         os.write(ready_w, f"ok {os.getpid()}\n".encode())
@@ -218,16 +206,46 @@ def _note(sdir: str, name: str, text: str) -> None:
         pass
 
 
-def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socket) -> int:
+def _listen(vm: MicroVM) -> socket.socket:
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    lsock.bind(os.path.join(vm.rundir, "monitor.sock"))
+    lsock.listen(8)
+    return lsock
+
+
+def _recvline(conn: socket.socket, limit: int = 1 << 20) -> str:
+    buf = b""
+    while not buf.endswith(b"\n") and len(buf) < limit:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").strip()
+
+
+def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socket, *,
+           job_sent: bool = False, forward_signals: bool = False) -> int:
+    """The monitor loop: guest control lines, and start/kill/exec requests on monitor.sock."""
+    from isle.vm.microvm import EXEC_SLOTS
+
     assert vm.ctl is not None
     started = False
     waiting: list[socket.socket] = []  # `start` callers answered once the guest says started
+    slots: dict[int, socket.socket | None] = {i: None for i in range(1, EXEC_SLOTS + 1)}
+    busy: set[int] = set()
     stop = {"sig": 0}
 
     def on_term(signum: int, _f: Any) -> None:
-        stop["sig"] = signum
+        if forward_signals:
+            try:
+                vm.signal(signum)
+            except VMError:
+                pass
+        else:
+            stop["sig"] = signum
 
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in (signal.SIGTERM,) + ((signal.SIGINT, signal.SIGHUP) if forward_signals else ()):
+        signal.signal(sig, on_term)
     while True:
         if stop["sig"]:
             return 128 + stop["sig"]
@@ -246,19 +264,53 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
                     c.close()
                 waiting.clear()
             elif line.startswith("exit"):
+                for c in slots.values():
+                    if c is not None:
+                        c.close()
                 return int(line.split()[1])
+            elif line.startswith("xexit"):
+                _, slot, code = line.split()
+                c = slots.get(int(slot))
+                slots[int(slot)] = None
+                busy.discard(int(slot))
+                if c is not None:
+                    try:
+                        c.sendall(f"exit {code}\n".encode())
+                    except OSError:
+                        pass
+                    c.close()
             elif line.startswith("error"):
                 raise VMError(f"guest init failed: {line[6:]}")
         if lsock in r:
             conn, _ = lsock.accept()
             conn.settimeout(5)
             try:
-                cmd = conn.recv(256).decode().split()
+                cmd = conn.recv(4096).decode().split()
             except OSError:
                 conn.close()
                 continue
-            if cmd[:1] == ["start"]:
-                if started:
+            if cmd[:1] == ["alloc"]:
+                free = [i for i in slots if i not in busy]
+                if not started or not free:
+                    conn.sendall(b"error " + (b"all exec slots are busy" if started
+                                              else b"the container's process has not started") + b"\n")
+                    conn.close()
+                    continue
+                i = free[0]
+                try:
+                    conn.sendall(f"slot {i}\n".encode())
+                    req = _recvline(conn).split()
+                except OSError:
+                    conn.close()
+                    continue
+                if req[:2] != ["exec", str(i)] or len(req) != 3:
+                    conn.close()
+                    continue
+                busy.add(i)
+                slots[i] = conn
+                vm.send(f"exec {i} {req[2]}".encode())
+            elif cmd[:1] == ["start"]:
+                if started or job_sent:
                     conn.sendall(b"error already started\n")
                     conn.close()
                 else:
@@ -366,3 +418,73 @@ def resume(cid: str, root: str) -> None:
     _qmp(s, "cont")
     s.status = "running"
     st.save(root, s)
+
+
+def exec_(cid: str, root: str, job: vmjob.Job) -> int:
+    """Run one more process in a running VM on a free exec slot; stream its stdio; its exit code."""
+    import base64
+    import threading
+
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status != "running":
+        raise InvalidState(f"container {cid} is {s.status}, not running")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    socks: list[socket.socket] = [conn]
+    try:
+        try:
+            conn.connect(os.path.join(s.rundir, "monitor.sock"))
+            conn.sendall(b"alloc\n")
+            ans = _recvline(conn, 256).split()
+        except OSError as exc:
+            raise VMError(f"container {cid}: its VM monitor does not answer ({exc})") from exc
+        if ans[:1] != ["slot"]:
+            raise VMError(f"container {cid}: exec refused: {' '.join(ans[1:]) or 'monitor went away'}")
+        i = int(ans[1])
+        ends = {}
+        for tag in ("o", "e") + (("i",) if job.stdin else ()):
+            x = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            x.connect(os.path.join(s.rundir, f"x{i}{tag}.sock"))
+            socks.append(x)
+            ends[tag] = x
+        if job.stdin:
+            xi = ends["i"]
+
+            def pump() -> None:
+                try:
+                    while chunk := os.read(0, 65536):
+                        xi.sendall(chunk)
+                    xi.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+            threading.Thread(target=pump, daemon=True).start()
+        script = base64.b64encode(vmjob.render_exec(job, i).encode()).decode()
+        conn.sendall(f"exec {i} {script}\n".encode())
+        outs = {ends["o"]: 1, ends["e"]: 2}
+        code: int | None = None
+        buf = b""
+        while True:
+            watch = list(outs) + ([conn] if code is None else [])
+            r, _, _ = select.select(watch, [], [], None if code is None else 0.2)
+            if not r:
+                return code if code is not None else FAILED  # drained after the exit report
+            for x in r:
+                data = x.recv(65536)
+                if x is conn:
+                    if not data:
+                        raise VMError(f"container {cid} ended while exec was running")
+                    buf += data
+                    if b"\n" in buf:
+                        line = buf.split(b"\n", 1)[0].decode().split()
+                        if line[:1] != ["exit"]:
+                            raise VMError(f"exec: {' '.join(line)}")
+                        code = int(line[1])
+                elif data:
+                    os.write(outs[x], data)
+                else:
+                    del outs[x]
+    finally:
+        for x in socks:
+            x.close()

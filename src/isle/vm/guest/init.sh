@@ -35,6 +35,10 @@ ctl=$(waitport org.isle.ctl) || { ctl=; fail "no control port"; }
 out=$(waitport org.isle.stdout) || fail "no stdout port"
 err=$(waitport org.isle.stderr) || fail "no stderr port"
 inp=$(waitport org.isle.stdin) || fail "no stdin port"
+for i in 1 2; do  # exec slots (vm.microvm.EXEC_SLOTS)
+  eval "x${i}o=\$(waitport org.isle.x$i.out) && x${i}e=\$(waitport org.isle.x$i.err) && x${i}i=\$(waitport org.isle.x$i.in)" \
+    || fail "no exec slot $i ports"
+done
 exec 3<>"$ctl"
 n=0
 while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 2000 ] && fail "no root disk /dev/vda"; usleep 1000; done
