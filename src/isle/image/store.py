@@ -360,6 +360,11 @@ class ImageStore:
                 raise InvalidState(f"image {ref} is in use by container(s) "
                                    f"{', '.join(u[:12] for u in users)}; use -f to remove it")
             out += [f"Untagged: {Reference.parse(n).familiar}" for n in rec["names"]]
+            if users:
+                # forced while containers use it: untag only; the layers stay under their
+                # overlays and `image prune` removes the image once nothing uses it
+                rec["names"] = []
+                return out
             del idx["images"][image_id]
             out.append(f"Deleted: {image_id}")
         self.gc()

@@ -95,8 +95,12 @@ def test_names_rmi_in_use_and_prune(store: ImageStore) -> None:
     with pytest.raises(InvalidState, match="in use by container.*c0ffeec0ffee"):
         store.remove("busybox")
     assert store.prune(all_images=True) == []                          # in use: kept
-    out = store.remove("busybox", force=True)
-    assert out[-1] == f"Deleted: {img.id}"
+    assert store.remove("busybox", force=True) == ["Untagged: busybox:latest"]
+    kept = store.resolve(img.id)                 # forced while in use: untagged, layers kept
+    assert kept.names == [] and all(os.path.isdir(d) for d in kept.layer_dirs)
+    assert store.prune() == []                                          # still in use
+    store.set_users_callback(lambda iid: [])
+    assert store.prune() == [img.id]
     assert store.list() == [] and os.listdir(store.layers_dir) == []
     assert store.blobs.all() == []                                       # gc removed the blobs
 
