@@ -178,6 +178,8 @@ def register(cli: click.Group) -> None:
     def create(ctx: click.Context, **kw: Any) -> int:
         """Create a container (not started); print its id."""
         rep = _engine(ctx).create(_build_options(kw))
+        for w in rep.warnings:
+            sys.stderr.write(f"WARNING: {w}\n")
         _out(rep.id)
         return 0
 

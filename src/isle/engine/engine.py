@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -96,8 +97,12 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         from isle.engine.spec import _resources, command_line
 
         command_line(opts, img.config.get("config") or {})
+        warnings: list[str] = []
         if not self.s.rootless:
             _resources(opts)  # validate limits now, not at start
+        elif _resources(opts):
+            warnings.append("resource limits are ignored: a rootless container on this host "
+                            "has no delegated cgroup (cgroup v1)")
         cid = os.urandom(32).hex()
         name = check_name(opts.name) if opts.name else random_name()
         for m in opts.mounts:
@@ -121,7 +126,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         for m in opts.mounts:
             if m.type == "volume":
                 self.volumes.create(m.source, anonymous=m.anonymous)
-        return CreateReport(id=cid, name=rec.name)
+        return CreateReport(id=cid, name=rec.name, warnings=warnings)
 
     def start(self, ref: str) -> RunReport:
         rec = self.get(ref)
@@ -139,6 +144,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             stderr_fd: int = 2) -> RunReport:
         """`isle run`: create + start; in the foreground stream I/O and return the exit code."""
         rep = self.create(opts)
+        for w in rep.warnings:
+            sys.stderr.write(f"WARNING: {w}\n")
         rec = self.db.get_container(rep.id)
         if opts.detach:
             try:

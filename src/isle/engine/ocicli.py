@@ -22,10 +22,24 @@ def _isle_runtime_works() -> str | None:
             return None
     except (ImportError, ValueError):
         return None
-    cand = os.path.join(os.path.dirname(sys.executable), "isle-runtime")
-    if os.access(cand, os.X_OK):
-        return cand
-    return proc.which("isle-runtime")
+    for cand in (os.path.join(os.path.dirname(sys.executable), "isle-runtime"),
+                 proc.which("isle-runtime")):
+        if cand and os.access(cand, os.X_OK) and _interpreter_ok(cand):
+            return cand
+    return None
+
+
+def _interpreter_ok(path: str) -> bool:
+    """A script's #! interpreter must be executable by us (a venv under /root is not, for users)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    if not head.startswith(b"#!"):
+        return True
+    interp = head[2:].split(b"\n", 1)[0].split()[0].decode()
+    return os.access(os.path.realpath(interp), os.X_OK)
 
 
 #: flip to True once isle-runtime runs the engine's test suite; until then the *default* is runc

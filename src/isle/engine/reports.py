@@ -38,6 +38,7 @@ class RunReport:
     name: str
     exit_code: int | None  # None when detached
     removed: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
