@@ -24,9 +24,12 @@ from typing import IO, Any, BinaryIO
 from isle.errors import ImageError
 
 __all__ = ["Unpacker", "unpack_layer", "HashReader", "decompressor", "tar_dir", "apply_layers",
-           "OPAQUE_XATTR", "is_whiteout"]
+           "OPAQUE_XATTR", "is_whiteout", "is_opaque"]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+# without root (no CAP_MKNOD / trusted.*): overlayfs's userxattr forms (Linux >= 6.7)
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+USER_WHITEOUT_XATTR = "user.overlay.whiteout"
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
 _DIRFLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -104,8 +107,16 @@ def _clean(name: str) -> list[str] | None:
     return parts
 
 
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+def is_whiteout(st: os.stat_result, path: str | None = None) -> bool:
+    """An overlay whiteout: char device 0/0, or (rootless) an empty file marked by xattr."""
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    return (path is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0
+            and _xattr(path, USER_WHITEOUT_XATTR) is not None)
+
+
+def is_opaque(path: str) -> bool:
+    return _xattr(path, OPAQUE_XATTR) == b"y" or _xattr(path, USER_OPAQUE_XATTR) == b"y"
 
 
 class Unpacker:
@@ -117,6 +128,7 @@ class Unpacker:
         self.dirs: dict[str, int] = {}
         self.owners = os.geteuid() == 0 if owners is None else owners
         self.devices = os.geteuid() == 0 if devices is None else devices
+        self.rootless = os.geteuid() != 0
         self.skipped: list[tuple[str, str]] = []
         self.dir_meta: list[tuple[list[str], tarfile.TarInfo]] = []
 
@@ -206,13 +218,22 @@ class Unpacker:
         key = "/".join(parts)
         if base.startswith(WH_PREFIX):
             if base == WH_OPAQUE:
-                os.setxattr(f"/proc/self/fd/{parent}", OPAQUE_XATTR, b"y")
+                os.setxattr(f"/proc/self/fd/{parent}",
+                            USER_OPAQUE_XATTR if self.rootless else OPAQUE_XATTR, b"y")
                 return
             if base.startswith(WH_PREFIX + WH_PREFIX):
                 raise _Skip("aufs metadata; dropped")
             target = base[len(WH_PREFIX):]
             self._remove(parent, target, "/".join(parts[:-1] + [target]))
-            os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
+            if not self.rootless:
+                os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
+            else:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o600, dir_fd=parent)
+                try:
+                    os.setxattr(fd, USER_WHITEOUT_XATTR, b"y")
+                finally:
+                    os.close(fd)
             return
         if m.isdir():
             try:
@@ -358,19 +379,19 @@ def tar_dir(src: str, out: IO[bytes] | BinaryIO, *, overlay_whiteouts: bool = Tr
             rel = os.path.relpath(top, src)
             rel = "" if rel == "." else rel + "/"
             names = sorted(dirs + files)
-            if overlay_whiteouts and rel and _xattr(top, OPAQUE_XATTR) == b"y":
+            if overlay_whiteouts and rel and is_opaque(top):
                 _add_whiteout(tf, prefix + rel + WH_OPAQUE)
             for name in names:
                 path = os.path.join(top, name)
                 st = os.lstat(path)
                 arc = prefix + rel + name
-                if overlay_whiteouts and is_whiteout(st):
+                if overlay_whiteouts and is_whiteout(st, path):
                     _add_whiteout(tf, prefix + rel + WH_PREFIX + name)
                     continue
                 ti = tf.gettarinfo(path, arc)
                 ti.uname = ti.gname = ""
                 for x in _xattrs(path):
-                    if not x.startswith("trusted.overlay."):
+                    if not x.startswith(("trusted.overlay.", "user.overlay.")):
                         v = _xattr(path, x)
                         if v is not None:
                             ti.pax_headers["SCHILY.xattr." + x] = v.decode("utf-8",
@@ -408,13 +429,13 @@ def apply_layers(layer_dirs: list[str], dest: str) -> None:
         for top, dirs, files in os.walk(layer):
             rel = os.path.relpath(top, layer)
             dtop = dest if rel == "." else os.path.join(dest, rel)
-            if rel != "." and _xattr(top, OPAQUE_XATTR) == b"y":
+            if rel != "." and is_opaque(top):
                 for e in os.listdir(dtop):
                     _rm_at_path(os.path.join(dtop, e))
             for name in sorted(dirs + files):
                 s, d = os.path.join(top, name), os.path.join(dtop, name)
                 st = os.lstat(s)
-                if is_whiteout(st):
+                if is_whiteout(st, s):
                     _rm_at_path(d)
                     continue
                 try:
@@ -438,7 +459,7 @@ def apply_layers(layer_dirs: list[str], dest: str) -> None:
                 if not stat.S_ISLNK(st.st_mode):
                     os.chmod(d, stat.S_IMODE(st.st_mode))
                 for x in _xattrs(s):
-                    if not x.startswith("trusted.overlay."):
+                    if not x.startswith(("trusted.overlay.", "user.overlay.")):
                         v = _xattr(s, x)
                         if v is not None:
                             try:

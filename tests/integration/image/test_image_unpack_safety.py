@@ -156,3 +156,49 @@ def test_corrupt_and_truncated_layers_are_rejected(tmp_path: Path) -> None:
         d.mkdir()
         with pytest.raises(ImageError, match="corrupt|truncated"):
             unpack_layer(io.BytesIO(bad), str(d), comp)
+
+
+def test_unpack_without_root_uses_user_xattr_whiteouts() -> None:
+    """As uid 65534: no devices, no chown, whiteouts/opaque dirs as user.overlay.* xattrs."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    tmp_path = Path(tempfile.mkdtemp(prefix="isle-nobody-"))   # pytest's tmp is 0700 root
+    try:
+        _nobody_unpack(tmp_path, subprocess, sys)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _nobody_unpack(tmp_path: Path, subprocess, sys) -> None:  # type: ignore[no-untyped-def]
+    low = _tar([(_e("etc/passwd"), b"root"), (_e("var/old"), b"o"), (_e("keep"), b"k")])
+    up = _tar([(_e("etc/.wh.passwd"), b""), (_e("var/.wh..wh..opq"), b""), (_e("var/new"), b"n"),
+               (_e("null", tarfile.CHRTYPE, devmajor=1, devminor=3), None),
+               (_e("owned", uid=1000, gid=1000), b"x")])
+    for name, data in (("low.tar", low), ("up.tar", up)):
+        (tmp_path / name).write_bytes(data.getvalue())
+    for d in ("low", "up", "merged"):
+        (tmp_path / d).mkdir()
+    os.chown(tmp_path, 65534, 65534)
+    for p in tmp_path.iterdir():
+        os.chown(p, 65534, 65534)
+    code = f"""
+import os
+from isle.image.layers import unpack_layer, apply_layers
+t = {str(tmp_path)!r}
+for n in ("low", "up"):
+    with open(f"{{t}}/{{n}}.tar", "rb") as f:
+        _, _, skipped = unpack_layer(f, f"{{t}}/{{n}}", "")
+print(sorted(s[0] for s in skipped))
+apply_layers([f"{{t}}/low", f"{{t}}/up"], f"{{t}}/merged")
+print(sorted(os.listdir(f"{{t}}/merged")), os.listdir(f"{{t}}/merged/var"), os.listdir(f"{{t}}/merged/etc"))
+"""
+    cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.splitlines()
+    assert lines[0] == "['null']"                              # the device was dropped
+    assert lines[1] == "['etc', 'keep', 'owned', 'var'] ['new'] []"
+    assert os.getxattr(tmp_path / "up" / "var", "user.overlay.opaque") == b"y"
+    assert os.lstat(tmp_path / "up" / "owned").st_uid == 65534
