@@ -245,8 +245,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
                 if rec.state == "paused":
                     with contextlib.suppress(Exception):
                         self._oci(rec).resume(rec.id)
-                self._signal(rec, signal.SIGKILL)
-                self._wait_dead(rec, 10)
+                self._kill_for_removal(rec)
+                rec.state = "exited"
             self._release(rec, final=True)
             self.db.delete_container(rec.id)
         if volumes:

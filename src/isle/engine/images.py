@@ -1,8 +1,8 @@
 """Images as the CLI and API see them: one method per verb over isle.image, Docker-shaped reports.
 
-    imgs = Images(settings)                 # imgs.store is the ImageStore
-    imgs.set_users_callback(fn)             # fn(image_id) -> [container ids]; rmi refuses those
-    imgs.pull("busybox", tls_verify=False)
+imgs = Images(settings)                 # imgs.store is the ImageStore
+imgs.set_users_callback(fn)             # fn(image_id) -> [container ids]; rmi refuses those
+imgs.pull("busybox", tls_verify=False)
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ __all__ = ["Images", "inspect_dict", "list_row", "ref_matches"]
 
 
 class Images:
-    def __init__(self, settings: Settings, *, runtime: str | None = None,
-                 store: ImageStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, runtime: str | None = None, store: ImageStore | None = None
+    ) -> None:
         self.settings = settings
         self.store = store if store is not None else ImageStore.from_settings(settings)
         self.runtime = runtime or settings.runtime
@@ -54,9 +55,15 @@ class Images:
             if not h.get("empty_layer") and li < len(sizes):
                 size = sizes[li]
                 li += 1
-            rows.append({"Id": "<missing>", "Created": h.get("created", ""),
-                         "CreatedBy": h.get("created_by", ""), "Size": size,
-                         "Comment": h.get("comment", "")})
+            rows.append(
+                {
+                    "Id": "<missing>",
+                    "Created": h.get("created", ""),
+                    "CreatedBy": h.get("created_by", ""),
+                    "Size": size,
+                    "Comment": h.get("comment", ""),
+                }
+            )
         rows.reverse()
         if rows:
             rows[0]["Id"] = img.id
@@ -79,75 +86,129 @@ class Images:
         return self.store.disk_usage()
 
     # -- registries ----------------------------------------------------------------------------
-    def client(self, registry: str, *, tls_verify: bool = True, authfile: str | None = None,
-               creds: tuple[str, str] | None = None, ca_file: str | None = None) -> Any:
+    def client(
+        self,
+        registry: str,
+        *,
+        tls_verify: bool = True,
+        authfile: str | None = None,
+        creds: tuple[str, str] | None = None,
+        ca_file: str | None = None,
+    ) -> Any:
         from isle.image.auth import get_credentials
         from isle.image.registry import RegistryClient
-        return RegistryClient(registry, credentials=creds or get_credentials(registry, authfile),
-                              tls_verify=tls_verify, ca_file=ca_file)
 
-    def pull(self, ref: str, *, tls_verify: bool = True, authfile: str | None = None,
-             creds: tuple[str, str] | None = None, platform: str | None = None,
-             progress: Any = None, ca_file: str | None = None) -> Image:
+        return RegistryClient(
+            registry,
+            credentials=creds or get_credentials(registry, authfile),
+            tls_verify=tls_verify,
+            ca_file=ca_file,
+        )
+
+    def pull(
+        self,
+        ref: str,
+        *,
+        tls_verify: bool = True,
+        authfile: str | None = None,
+        creds: tuple[str, str] | None = None,
+        platform: str | None = None,
+        progress: Any = None,
+        ca_file: str | None = None,
+    ) -> Image:
         from isle.image.pull import pull
         from isle.oci.image_spec import Platform
-        r = Reference.parse(ref)
-        with self.client(r.registry, tls_verify=tls_verify, authfile=authfile, creds=creds,
-                         ca_file=ca_file) as c:
-            return pull(self.store, str(r), c, progress=progress,
-                        platform=Platform.parse(platform) if platform else None)
 
-    def push(self, ref: str, dest: str | None = None, *, tls_verify: bool = True,
-             authfile: str | None = None, creds: tuple[str, str] | None = None,
-             progress: Any = None, ca_file: str | None = None) -> str:
+        r = Reference.parse(ref)
+        with self.client(
+            r.registry, tls_verify=tls_verify, authfile=authfile, creds=creds, ca_file=ca_file
+        ) as c:
+            return pull(
+                self.store,
+                str(r),
+                c,
+                progress=progress,
+                platform=Platform.parse(platform) if platform else None,
+            )
+
+    def push(
+        self,
+        ref: str,
+        dest: str | None = None,
+        *,
+        tls_verify: bool = True,
+        authfile: str | None = None,
+        creds: tuple[str, str] | None = None,
+        progress: Any = None,
+        ca_file: str | None = None,
+    ) -> str:
         from isle.image.push import push
+
         img = self.store.resolve(ref)
         target = Reference.parse(dest or ref)
-        with self.client(target.registry, tls_verify=tls_verify, authfile=authfile, creds=creds,
-                         ca_file=ca_file) as c:
+        with self.client(
+            target.registry, tls_verify=tls_verify, authfile=authfile, creds=creds, ca_file=ca_file
+        ) as c:
             return push(self.store, img, str(target), c, progress=progress)
 
-    def login(self, registry: str, user: str, password: str, *, tls_verify: bool = True,
-              authfile: str | None = None, ca_file: str | None = None) -> str:
+    def login(
+        self,
+        registry: str,
+        user: str,
+        password: str,
+        *,
+        tls_verify: bool = True,
+        authfile: str | None = None,
+        ca_file: str | None = None,
+    ) -> str:
         from isle.image.auth import store_credentials
         from isle.image.registry import RegistryClient
-        with RegistryClient(registry, credentials=(user, password), tls_verify=tls_verify,
-                            ca_file=ca_file) as c:
+
+        with RegistryClient(
+            registry, credentials=(user, password), tls_verify=tls_verify, ca_file=ca_file
+        ) as c:
             c.ping()
         return store_credentials(registry, user, password, authfile)
 
     def logout(self, registry: str, authfile: str | None = None) -> bool:
         from isle.image.auth import remove_credentials
+
         return remove_credentials(registry, authfile)
 
     # -- archives ------------------------------------------------------------------------------
     def save(self, refs: list[str], out: Any, fmt: str = "docker-archive") -> None:
         from isle.image import archive
+
         archive.save(self.store, refs, out, fmt)
 
     def load(self, src: Any) -> list[Image]:
         from isle.image import archive
+
         return archive.load(self.store, src)
 
-    def import_(self, src: Any, ref: str | None, changes: list[str] | None = None,
-                message: str = "") -> Image:
+    def import_(
+        self, src: Any, ref: str | None, changes: list[str] | None = None, message: str = ""
+    ) -> Image:
         from isle.image import archive
+
         return archive.import_rootfs(self.store, src, ref, changes or [], message)
 
     # -- build ---------------------------------------------------------------------------------
     def build(self, context: str, **kw: Any) -> Image:
         from isle.image.build.builder import build
+
         kw.setdefault("runtime", self.runtime)
         kw.setdefault("state_dir", self.settings.runroot)
         return build(self.store, context, **kw)
 
     def bootstrap(self, ref: str, *, variant: str = "minbase", mirror: str | None = None) -> Image:
         from isle.image.defaults import bootstrap_debian
+
         return bootstrap_debian(self.store, ref, variant=variant, mirror=mirror)
 
 
 def ref_matches(name: str, pattern: str) -> bool:
-    """Docker's reference filter: the pattern against the familiar or full name, with or without tag."""
+    """Docker's reference filter: pattern vs the familiar or full name, with or without tag."""
     r = Reference.parse(name)
     return any(fnmatch.fnmatch(c, pattern) for c in (r.familiar, str(r), r.familiar_name, r.name))
 
@@ -161,16 +222,30 @@ def _apply_filter(store: ImageStore, imgs: list[Image], f: str) -> list[Image]:
         return [i for i in imgs if any(ref_matches(n, val) for n in i.names)]
     if key == "label":
         k, eq, v = val.partition("=")
-        return [i for i in imgs if k in (i.config.get("config", {}).get("Labels") or {}) and (
-            not eq or i.config["config"]["Labels"][k] == v)]
+        return [
+            i
+            for i in imgs
+            if k in (i.config.get("config", {}).get("Labels") or {})
+            and (not eq or i.config["config"]["Labels"][k] == v)
+        ]
     if key in ("before", "since"):
         ref = store.resolve(val).config.get("created", "")
-        return [i for i in imgs if (i.config.get("created", "") < ref if key == "before"
-                                    else i.config.get("created", "") > ref)]
+        return [
+            i
+            for i in imgs
+            if (
+                i.config.get("created", "") < ref
+                if key == "before"
+                else i.config.get("created", "") > ref
+            )
+        ]
     if key == "id":
-        return [i for i in imgs if i.id.removeprefix("sha256:").startswith(val.removeprefix("sha256:"))]
-    raise ConfigError("filter", f"unknown image filter {key!r} "
-                      "(dangling, reference, label, before, since, id)")
+        return [
+            i for i in imgs if i.id.removeprefix("sha256:").startswith(val.removeprefix("sha256:"))
+        ]
+    raise ConfigError(
+        "filter", f"unknown image filter {key!r} (dangling, reference, label, before, since, id)"
+    )
 
 
 def inspect_dict(img: Image) -> dict[str, Any]:
@@ -186,23 +261,41 @@ def inspect_dict(img: Image) -> dict[str, Any]:
         "Created": c.get("created", ""),
         "DockerVersion": "",
         "Author": c.get("author", ""),
-        "Config": {"Hostname": "", "Domainname": "", "User": cfg.get("User", ""),
-                   "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
-                   "ExposedPorts": cfg.get("ExposedPorts"), "Tty": False, "OpenStdin": False,
-                   "StdinOnce": False, "Env": cfg.get("Env"), "Cmd": cfg.get("Cmd"),
-                   "Healthcheck": cfg.get("Healthcheck"), "Image": "",
-                   "Volumes": cfg.get("Volumes"), "WorkingDir": cfg.get("WorkingDir", ""),
-                   "Entrypoint": cfg.get("Entrypoint"), "OnBuild": cfg.get("OnBuild"),
-                   "Labels": cfg.get("Labels"), "StopSignal": cfg.get("StopSignal"),
-                   "Shell": cfg.get("Shell")},
+        "Config": {
+            "Hostname": "",
+            "Domainname": "",
+            "User": cfg.get("User", ""),
+            "AttachStdin": False,
+            "AttachStdout": False,
+            "AttachStderr": False,
+            "ExposedPorts": cfg.get("ExposedPorts"),
+            "Tty": False,
+            "OpenStdin": False,
+            "StdinOnce": False,
+            "Env": cfg.get("Env"),
+            "Cmd": cfg.get("Cmd"),
+            "Healthcheck": cfg.get("Healthcheck"),
+            "Image": "",
+            "Volumes": cfg.get("Volumes"),
+            "WorkingDir": cfg.get("WorkingDir", ""),
+            "Entrypoint": cfg.get("Entrypoint"),
+            "OnBuild": cfg.get("OnBuild"),
+            "Labels": cfg.get("Labels"),
+            "StopSignal": cfg.get("StopSignal"),
+            "Shell": cfg.get("Shell"),
+        },
         "Architecture": c.get("architecture", ""),
         "Variant": c.get("variant", ""),
         "Os": c.get("os", ""),
         "Size": img.size,
         "VirtualSize": img.size,
-        "GraphDriver": {"Name": "overlay", "Data": {
-            "LowerDir": ":".join(reversed(img.layer_dirs[:-1])),
-            "UpperDir": img.layer_dirs[-1] if img.layer_dirs else ""}},
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": ":".join(reversed(img.layer_dirs[:-1])),
+                "UpperDir": img.layer_dirs[-1] if img.layer_dirs else "",
+            },
+        },
         "RootFS": {"Type": "layers", "Layers": img.diff_ids},
         "Metadata": {"LastTagTime": img.added},
         "Digest": img.digest,
@@ -221,8 +314,14 @@ def _since(created: str) -> str:
     except ValueError:
         return "N/A"
     s = (_dt.datetime.now(_dt.timezone.utc) - t).total_seconds()
-    for unit, n in (("years", 31536000), ("months", 2592000), ("weeks", 604800), ("days", 86400),
-                    ("hours", 3600), ("minutes", 60)):
+    for unit, n in (
+        ("years", 31536000),
+        ("months", 2592000),
+        ("weeks", 604800),
+        ("days", 86400),
+        ("hours", 3600),
+        ("minutes", 60),
+    ):
         if s >= 2 * n:
             return f"{int(s // n)} {unit} ago"
     return "About a minute ago" if s >= 60 else "Less than a minute ago"
@@ -234,12 +333,22 @@ def list_row(img: Image) -> list[dict[str, Any]]:
     names = [Reference.parse(n) for n in img.names] or [None]
     for r in names:
         repo = r.familiar_name if r else "<none>"
-        digest = next((d.split("@")[1] for d in img.repo_digests
-                       if r and d.startswith(r.name + "@")), "<none>")
-        rows.append({"ID": img.short_id, "Id": img.id, "Name": str(r) if r else "",
-                     "Repository": repo,
-                     "Tag": r.tag if r else "<none>", "Digest": digest,
-                     "CreatedAt": img.config.get("created", ""),
-                     "CreatedSince": _since(img.config.get("created", "")),
-                     "Size": img.size, "Containers": "N/A"})
+        digest = next(
+            (d.split("@")[1] for d in img.repo_digests if r and d.startswith(r.name + "@")),
+            "<none>",
+        )
+        rows.append(
+            {
+                "ID": img.short_id,
+                "Id": img.id,
+                "Name": str(r) if r else "",
+                "Repository": repo,
+                "Tag": r.tag if r else "<none>",
+                "Digest": digest,
+                "CreatedAt": img.config.get("created", ""),
+                "CreatedSince": _since(img.config.get("created", "")),
+                "Size": img.size,
+                "Containers": "N/A",
+            }
+        )
     return rows

@@ -55,8 +55,7 @@ class Lifecycle:
         return OciRuntime(rec.opts.get("runtime") or "runc", self.s.runtime_root)
 
     def _exit_command(self, cid: str) -> list[str]:
-        return [sys.executable, "-m", "isle.cli.main", "--root", self.s.root,
-                "--runroot", self.s.runroot, "container", "cleanup", cid]
+        return [sys.executable, "-m", "isle.engine.exitcmd", self.s.root, self.s.runroot, cid]
 
     # -- start --------------------------------------------------------------------------------
     def _start(self, rec: ContainerRecord, *, attach: bool,
@@ -321,11 +320,23 @@ class Lifecycle:
         return rec
 
     def _signal(self, rec: ContainerRecord, sig: int) -> None:
+        """Signal the container's init (what `runtime kill ID SIG` does, minus a process start);
+        SIGKILL of a pid namespace's init takes every process in it along."""
         if not alive(rec.pid, rec.pid_start):
             return
-        if not self._oci(rec).kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL):
+        try:
+            os.kill(rec.pid, sig)
+        except OSError:
+            self._oci(rec).kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL)
+
+    def _kill_for_removal(self, rec: ContainerRecord) -> None:
+        """rm -f: the monitor first (so no exit command runs for a record about to vanish),
+        then the container; wait until its init is gone."""
+        if alive(rec.monitor_pid, rec.monitor_start):
             with contextlib.suppress(OSError):
-                os.kill(rec.pid, sig)
+                os.kill(rec.monitor_pid, signal.SIGKILL)
+        self._signal(rec, signal.SIGKILL)
+        self._wait_dead(rec, 10)
 
     def _wait_dead(self, rec: ContainerRecord, timeout: float) -> bool:
         from isle.engine.attach import wait_pid_exit
