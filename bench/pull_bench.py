@@ -37,11 +37,16 @@ def start_registry(d: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = s.getsockname()[1]
     (d / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n"
-        f"  filesystem:\n    rootdirectory: {d / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    p = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        f"  filesystem:\n    rootdirectory: {d / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    p = subprocess.Popen(
+        ["docker-registry", "serve", str(d / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     import httpx
+
     for _ in range(200):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
@@ -63,12 +68,14 @@ def make_image(d: Path, ref: str) -> dict[str, Any]:
     rnd = os.urandom(1 << 20)
     for i in range(4):
         u = d / f"u{i}"
-        if i < 2:           # ~6000 small files, half-compressible
+        if i < 2:  # ~6000 small files, half-compressible
             for j in range(3000):
                 p = u / f"usr/share/data{i}/{j % 50}/f{j}.txt"
                 p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes((b"line %d of some text\n" % j) * 100 + rnd[j * 64:(j + 1) * 64 + 2000])
-        else:               # one 40 MB file: half random, half text
+                p.write_bytes(
+                    (b"line %d of some text\n" % j) * 100 + rnd[j * 64 : (j + 1) * 64 + 2000]
+                )
+        else:  # one 40 MB file: half random, half text
             (u / "opt").mkdir(parents=True, exist_ok=True)
             with open(u / "opt" / f"big{i}.bin", "wb") as f:
                 for k in range(40):
@@ -77,8 +84,11 @@ def make_image(d: Path, ref: str) -> dict[str, Any]:
         shutil.rmtree(u)
     with RegistryClient(ref.split("/")[0], tls_verify=False) as c:
         push(store, img, ref, c)
-    return {"layers": len(img.layer_dirs), "unpacked_bytes": img.size,
-            "compressed_bytes": sum(x.size for x in img.manifest.layers)}
+    return {
+        "layers": len(img.layer_dirs),
+        "unpacked_bytes": img.size,
+        "compressed_bytes": sum(x.size for x in img.manifest.layers),
+    }
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -103,8 +113,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pullb", dir="/tmp"))
     reg, addr = start_registry(work)
     samples: dict[str, list[float]] = {"isle": [], "skopeo": [], "podman": []}
-    out: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                                    "python": platform.python_version()}}
+    out: dict[str, Any] = {
+        "host": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        }
+    }
     try:
         ref = f"{addr}/bench/img:1"
         out["image"] = make_image(work / "src", ref)
@@ -118,11 +133,23 @@ def main() -> None:
                 if tool == "isle":
                     dt = timed([*ISLE, "--root", str(d), "pull", ref, "--tls-verify=false", "-q"])
                 elif tool == "skopeo":
-                    dt = timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
-                                f"dir:{d / 'dir'}"])
+                    dt = timed(
+                        [
+                            "skopeo",
+                            "copy",
+                            "-q",
+                            "--src-tls-verify=false",
+                            f"docker://{ref}",
+                            f"dir:{d / 'dir'}",
+                        ]
+                    )
                 else:
-                    pfx = subprocess.run(["/work/shared/peers/podman-env", str(d)], check=True,
-                                         capture_output=True, text=True).stdout.split()
+                    pfx = subprocess.run(
+                        ["/work/shared/peers/podman-env", str(d)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout.split()
                     dt = timed([*pfx, "pull", "-q", "--tls-verify=false", ref])
                     subprocess.run([*pfx, "system", "reset", "-f"], capture_output=True)
                 samples[tool].append(dt)
@@ -133,7 +160,8 @@ def main() -> None:
         out["pull_median_s"] = med
         out["ratio_isle_over"] = {
             p: statistics.median(i / s for i, s in zip(samples["isle"], samples[p], strict=True))
-            for p in ("skopeo", "podman")}
+            for p in ("skopeo", "podman")
+        }
         out["unpack_MBps"] = unpack_throughput(work)
         out["images_listing_s"] = images_listing(work, a.images)
     finally:
@@ -173,12 +201,16 @@ def images_listing(work: Path, n: int) -> dict[str, float]:
     store = ImageStore(str(root / "images"))
     base = store.resolve("busybox")
     for i in range(n - 1):
-        store.commit("", base, {"Labels": {"n": str(i)}}, names=[f"many/img{i}:1"],
-                     empty_layer=True)
+        store.commit(
+            "", base, {"Labels": {"n": str(i)}}, names=[f"many/img{i}:1"], empty_layer=True
+        )
     ts = [timed([*ISLE, "--root", str(root), "images"]) for _ in range(5)]
     tq = [timed([*ISLE, "--root", str(root), "images", "-q"]) for _ in range(5)]
-    return {"images": len(store.list()), "table_median_s": round(statistics.median(ts), 3),
-            "quiet_median_s": round(statistics.median(tq), 3)}
+    return {
+        "images": len(store.list()),
+        "table_median_s": round(statistics.median(ts), 3),
+        "quiet_median_s": round(statistics.median(tq), 3),
+    }
 
 
 if __name__ == "__main__":

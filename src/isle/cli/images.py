@@ -18,10 +18,21 @@ from isle.errors import IsleError
 
 __all__ = ["register", "main"]
 
-TLS = click.option("--tls-verify", type=click.BOOL, default=True, is_flag=False, flag_value=True,
-                   show_default=True, help="verify TLS certificates (false: also allow plain HTTP)")
-AUTHFILE = click.option("--authfile", default=None, envvar="REGISTRY_AUTH_FILE",
-                        help="auth.json with registry credentials")
+TLS = click.option(
+    "--tls-verify",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    help="verify TLS certificates (false: also allow plain HTTP)",
+)
+AUTHFILE = click.option(
+    "--authfile",
+    default=None,
+    envvar="REGISTRY_AUTH_FILE",
+    help="auth.json with registry credentials",
+)
 CREDS = click.option("--creds", default=None, help="USER:PASSWORD for this registry")
 CERT = click.option("--ca-file", default=None, help="a CA bundle to trust for this registry")
 
@@ -41,6 +52,7 @@ def _settings(ctx: click.Context) -> Settings:
 def _images(ctx: click.Context) -> Any:
     """The Images facade; on the engine's own store (so rmi knows which images are in use)."""
     from isle.engine.images import Images
+
     obj = ctx.find_root().obj
     imgs = getattr(obj, "images", None)
     if imgs is not None and hasattr(imgs, "pull"):
@@ -69,10 +81,21 @@ class _Progress:
         self.bar: Any = None
         if self.tty:
             from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TransferSpeedColumn)
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), console=Console(stderr=True))
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+            )
             self.bar.start()
 
     def _say(self, text: str) -> None:
@@ -124,15 +147,29 @@ def _human(n: float) -> str:
 @click.option("--digests", is_flag=True, help="show digests")
 @click.option("--no-trunc", is_flag=True)
 @click.option("-a", "--all", "all_", is_flag=True)
-@click.option("-f", "--filter", "filters", multiple=True,
-              help="dangling=true|false, reference=PATTERN, label=K[=V], before=IMG, since=IMG")
+@click.option(
+    "-f",
+    "--filter",
+    "filters",
+    multiple=True,
+    help="dangling=true|false, reference=PATTERN, label=K[=V], before=IMG, since=IMG",
+)
 @click.option("--format", "fmt", default="table", help="table or json")
 @click.argument("reference", required=False)
 @click.pass_context
-def images_cmd(ctx: click.Context, quiet: bool, digests: bool, no_trunc: bool, all_: bool,
-               filters: tuple[str, ...], fmt: str, reference: str | None) -> None:
+def images_cmd(
+    ctx: click.Context,
+    quiet: bool,
+    digests: bool,
+    no_trunc: bool,
+    all_: bool,
+    filters: tuple[str, ...],
+    fmt: str,
+    reference: str | None,
+) -> None:
     """List images."""
     from isle.engine.images import list_row, ref_matches
+
     flt = list(filters) + ([f"reference={reference}"] if reference else [])
     imgs = _images(ctx).list(flt)
     if quiet:
@@ -156,8 +193,11 @@ def images_cmd(ctx: click.Context, quiet: bool, digests: bool, no_trunc: bool, a
     cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     table = [cols]
     for r in rows:
-        table.append([r["Repository"], r["Tag"]] + ([r["Digest"]] if digests else []) +
-                     [r["Id"] if no_trunc else r["ID"], r["CreatedSince"], _human(r["Size"])])
+        table.append(
+            [r["Repository"], r["Tag"]]
+            + ([r["Digest"]] if digests else [])
+            + [r["Id"] if no_trunc else r["ID"], r["CreatedSince"], _human(r["Size"])]
+        )
     widths = [max(len(row[c]) for row in table) for c in range(len(cols))]
     for row in table:
         click.echo("   ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
@@ -191,8 +231,11 @@ def history_cmd(ctx: click.Context, no_trunc: bool, quiet: bool, fmt: str, ref: 
     click.echo(f"{'IMAGE':<14}{'CREATED':<28}{'CREATED BY':<50}{'SIZE':<10}COMMENT")
     for r in rows:
         iid = r["Id"] if no_trunc or r["Id"] == "<missing>" else r["Id"][7:19]
-        by = r["CreatedBy"] if no_trunc else (r["CreatedBy"][:45] + "…" if len(
-            r["CreatedBy"]) > 46 else r["CreatedBy"])
+        by = (
+            r["CreatedBy"]
+            if no_trunc
+            else (r["CreatedBy"][:45] + "…" if len(r["CreatedBy"]) > 46 else r["CreatedBy"])
+        )
         click.echo(f"{iid:<14}{r['Created'][:26]:<28}{by:<50}{_human(r['Size']):<10}{r['Comment']}")
 
 
@@ -232,8 +275,10 @@ def prune_cmd(ctx: click.Context, all_: bool, force: bool) -> None:
 def df_cmd(ctx: click.Context) -> None:
     """Disk used by images."""
     du = _images(ctx).disk_usage()
-    click.echo(f"images: {du['images']}  blobs: {_human(du['blobs_bytes'])}  "
-               f"layers: {_human(du['layers_bytes'])}")
+    click.echo(
+        f"images: {du['images']}  blobs: {_human(du['blobs_bytes'])}  "
+        f"layers: {_human(du['layers_bytes'])}"
+    )
 
 
 @click.command("pull")
@@ -245,13 +290,28 @@ def df_cmd(ctx: click.Context) -> None:
 @CREDS
 @CERT
 @click.pass_context
-def pull_cmd(ctx: click.Context, ref: str, platform: str | None, quiet: bool, tls_verify: bool,
-             authfile: str | None, creds: str | None, ca_file: str | None) -> None:
+def pull_cmd(
+    ctx: click.Context,
+    ref: str,
+    platform: str | None,
+    quiet: bool,
+    tls_verify: bool,
+    authfile: str | None,
+    creds: str | None,
+    ca_file: str | None,
+) -> None:
     """Pull an image from a registry."""
     prog = _Progress(quiet)
     try:
-        img = _images(ctx).pull(ref, tls_verify=tls_verify, authfile=authfile, creds=_creds(creds),
-                                platform=platform, progress=prog, ca_file=ca_file)
+        img = _images(ctx).pull(
+            ref,
+            tls_verify=tls_verify,
+            authfile=authfile,
+            creds=_creds(creds),
+            platform=platform,
+            progress=prog,
+            ca_file=ca_file,
+        )
     finally:
         prog.close()
     click.echo(img.id)
@@ -266,13 +326,28 @@ def pull_cmd(ctx: click.Context, ref: str, platform: str | None, quiet: bool, tl
 @CREDS
 @CERT
 @click.pass_context
-def push_cmd(ctx: click.Context, source: str, dest: str | None, quiet: bool, tls_verify: bool,
-             authfile: str | None, creds: str | None, ca_file: str | None) -> None:
+def push_cmd(
+    ctx: click.Context,
+    source: str,
+    dest: str | None,
+    quiet: bool,
+    tls_verify: bool,
+    authfile: str | None,
+    creds: str | None,
+    ca_file: str | None,
+) -> None:
     """Push an image to a registry (DEST defaults to SOURCE)."""
     prog = _Progress(quiet)
     try:
-        digest = _images(ctx).push(source, dest, tls_verify=tls_verify, authfile=authfile,
-                                   creds=_creds(creds), progress=prog, ca_file=ca_file)
+        digest = _images(ctx).push(
+            source,
+            dest,
+            tls_verify=tls_verify,
+            authfile=authfile,
+            creds=_creds(creds),
+            progress=prog,
+            ca_file=ca_file,
+        )
     finally:
         prog.close()
     click.echo(digest)
@@ -287,16 +362,24 @@ def push_cmd(ctx: click.Context, source: str, dest: str | None, quiet: bool, tls
 @AUTHFILE
 @CERT
 @click.pass_context
-def login_cmd(ctx: click.Context, registry: str, username: str | None, password: str | None,
-              password_stdin: bool, tls_verify: bool, authfile: str | None,
-              ca_file: str | None) -> None:
+def login_cmd(
+    ctx: click.Context,
+    registry: str,
+    username: str | None,
+    password: str | None,
+    password_stdin: bool,
+    tls_verify: bool,
+    authfile: str | None,
+    ca_file: str | None,
+) -> None:
     """Log in to a registry; credentials go to auth.json."""
     username = username or click.prompt("Username", err=True)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     password = password or click.prompt("Password", hide_input=True, err=True)
-    path = _images(ctx).login(registry, username, password, tls_verify=tls_verify,
-                              authfile=authfile, ca_file=ca_file)
+    path = _images(ctx).login(
+        registry, username, password, tls_verify=tls_verify, authfile=authfile, ca_file=ca_file
+    )
     click.echo(f"Login Succeeded! (credentials in {path})")
 
 
@@ -313,8 +396,12 @@ def logout_cmd(ctx: click.Context, registry: str, authfile: str | None) -> None:
 
 @click.command("save")
 @click.option("-o", "--output", default=None, help="file (default: stdout)")
-@click.option("--format", "fmt", default="docker-archive",
-              type=click.Choice(["docker-archive", "oci-archive", "oci-dir"]))
+@click.option(
+    "--format",
+    "fmt",
+    default="docker-archive",
+    type=click.Choice(["docker-archive", "oci-archive", "oci-dir"]),
+)
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
 def save_cmd(ctx: click.Context, output: str | None, fmt: str, refs: tuple[str, ...]) -> None:
@@ -348,6 +435,7 @@ def load_cmd(ctx: click.Context, input_: str | None, quiet: bool) -> None:
     """Load images from a docker-archive, OCI archive or OCI layout directory."""
     loaded = _images(ctx).load(input_ if input_ else sys.stdin.buffer)
     from isle.image.reference import Reference
+
     for img in loaded:
         names = [Reference.parse(n).familiar for n in img.names]
         click.echo("Loaded image: " + (", ".join(names) if names else img.id))
@@ -359,8 +447,9 @@ def load_cmd(ctx: click.Context, input_: str | None, quiet: bool) -> None:
 @click.option("-c", "--change", "changes", multiple=True, help="Containerfile instruction")
 @click.option("-m", "--message", default="")
 @click.pass_context
-def import_cmd(ctx: click.Context, source: str, ref: str | None, changes: tuple[str, ...],
-               message: str) -> None:
+def import_cmd(
+    ctx: click.Context, source: str, ref: str | None, changes: tuple[str, ...], message: str
+) -> None:
     """Make an image from a rootfs tarball (file or - for stdin)."""
     src: Any = sys.stdin.buffer if source == "-" else source
     img = _images(ctx).import_(src, ref, list(changes), message)
@@ -370,24 +459,43 @@ def import_cmd(ctx: click.Context, source: str, ref: str | None, changes: tuple[
 @click.command("build")
 @click.argument("context", default=".")
 @click.option("-t", "--tag", "tags", multiple=True)
-@click.option("-f", "--file", "file", default=None, help="Containerfile (default CONTEXT/Containerfile or Dockerfile)")
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    default=None,
+    help="Containerfile (default CONTEXT/Containerfile or Dockerfile)",
+)
 @click.option("--build-arg", "build_args", multiple=True, help="K=V")
 @click.option("--target", default=None)
 @click.option("--no-cache", is_flag=True)
 @click.option("--runtime", default=None, help="OCI runtime for RUN (default: isle-runtime)")
 @click.option("-q", "--quiet", is_flag=True)
 @click.pass_context
-def build_cmd(ctx: click.Context, context: str, tags: tuple[str, ...], file: str | None,
-              build_args: tuple[str, ...], target: str | None, no_cache: bool,
-              runtime: str | None, quiet: bool) -> None:
+def build_cmd(
+    ctx: click.Context,
+    context: str,
+    tags: tuple[str, ...],
+    file: str | None,
+    build_args: tuple[str, ...],
+    target: str | None,
+    no_cache: bool,
+    runtime: str | None,
+    quiet: bool,
+) -> None:
     """Build an image from a Containerfile."""
     args = {}
     for kv in build_args:
         k, eq, v = kv.partition("=")
         args[k] = v if eq else os.environ.get(k, "")
-    kw: dict[str, Any] = {"tags": list(tags), "file": file, "build_args": args, "target": target,
-                          "no_cache": no_cache,
-                          "out": (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))}
+    kw: dict[str, Any] = {
+        "tags": list(tags),
+        "file": file,
+        "build_args": args,
+        "target": target,
+        "no_cache": no_cache,
+        "out": (lambda s: None) if quiet else (lambda s: click.echo(s, err=True)),
+    }
     if runtime:
         kw["runtime"] = runtime
     img = _images(ctx).build(context, **kw)
@@ -406,19 +514,42 @@ def bootstrap_cmd(ctx: click.Context, ref: str, variant: str, mirror: str | None
 
 def register(cli: click.Group) -> None:
     """Add the image verbs (top level and the ``image`` group) to cli."""
-    for cmd in (images_cmd, pull_cmd, push_cmd, login_cmd, logout_cmd, save_cmd, load_cmd,
-                import_cmd, tag_cmd, rmi_cmd, history_cmd, build_cmd):
+    for cmd in (
+        images_cmd,
+        pull_cmd,
+        push_cmd,
+        login_cmd,
+        logout_cmd,
+        save_cmd,
+        load_cmd,
+        import_cmd,
+        tag_cmd,
+        rmi_cmd,
+        history_cmd,
+        build_cmd,
+    ):
         cli.add_command(cmd)
 
     @cli.group("image")
     def image_group() -> None:
         """Manage images."""
 
-    for name, cmd in (("inspect", inspect_cmd), ("history", history_cmd), ("tag", tag_cmd),
-                      ("rm", rmi_cmd), ("prune", prune_cmd), ("bootstrap", bootstrap_cmd),
-                      ("ls", images_cmd), ("df", df_cmd), ("pull", pull_cmd), ("push", push_cmd),
-                      ("save", save_cmd), ("load", load_cmd), ("import", import_cmd),
-                      ("build", build_cmd)):
+    for name, cmd in (
+        ("inspect", inspect_cmd),
+        ("history", history_cmd),
+        ("tag", tag_cmd),
+        ("rm", rmi_cmd),
+        ("prune", prune_cmd),
+        ("bootstrap", bootstrap_cmd),
+        ("ls", images_cmd),
+        ("df", df_cmd),
+        ("pull", pull_cmd),
+        ("push", push_cmd),
+        ("save", save_cmd),
+        ("load", load_cmd),
+        ("import", import_cmd),
+        ("build", build_cmd),
+    ):
         image_group.add_command(cmd, name)
 
 

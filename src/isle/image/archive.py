@@ -23,10 +23,10 @@ from isle.image.reference import Reference
 from isle.image.store import Image, ImageStore, now_iso
 from isle.oci.image_spec import (
     INDEX_TYPES,
+    MT_OCI_INDEX,
     MT_OCI_LAYER,
     MT_OCI_LAYER_GZIP,
     MT_OCI_LAYER_ZSTD,
-    MT_OCI_INDEX,
     Descriptor,
     Index,
     Manifest,
@@ -60,10 +60,12 @@ def save(store: ImageStore, refs: list[str], out: Any, fmt: str = "docker-archiv
                 else:
                     for b in data:
                         f.write(b)
+
         _save_oci(store, images, put)
     else:
-        raise ConfigError("format", f"unknown archive format {fmt!r} "
-                          "(docker-archive, oci-archive, oci-dir)")
+        raise ConfigError(
+            "format", f"unknown archive format {fmt!r} (docker-archive, oci-archive, oci-dir)"
+        )
 
 
 def _names_for(ref: str, img: Image) -> list[str]:
@@ -101,7 +103,7 @@ def _add(tf: tarfile.TarFile, name: str, data: Any, size: int) -> None:
     ti.size, ti.mode, ti.mtime = size, 0o644, 0
     f = io.BytesIO(data) if isinstance(data, bytes) else _IterFile(data)
     tf.addfile(ti, f)
-    if f.read(1):                   # also runs the source's end-of-stream digest check
+    if f.read(1):  # also runs the source's end-of-stream digest check
         raise ImageError(f"{name}: longer than its recorded size {size}")
 
 
@@ -121,8 +123,14 @@ def _save_oci(store: ImageStore, images: list[tuple[str, Image]], put: Any) -> N
             put(f"blobs/sha256/{img.digest[7:]}", mbytes, len(mbytes))
         for n in _names_for(ref, img) or [""]:
             ann = {REF_NAME: n, CTRD_NAME: n} if n else {}
-            manifests.append(Descriptor(media_type=img.manifest.media_type, digest=img.digest,
-                                        size=len(mbytes), annotations=ann).to_dict())
+            manifests.append(
+                Descriptor(
+                    media_type=img.manifest.media_type,
+                    digest=img.digest,
+                    size=len(mbytes),
+                    annotations=ann,
+                ).to_dict()
+            )
     index = canonical_json({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": manifests})
     put("index.json", index, len(index))
 
@@ -145,8 +153,10 @@ def _save_docker(store: ImageStore, images: list[tuple[str, Image]], tf: tarfile
                 continue
             done.add(path)
             size = store.layer_size(diff_id)
-            raw = decompressor(_IterFile(store.blobs.iter_verified(desc.digest)),
-                               layer_compression(desc.media_type))
+            raw = decompressor(
+                _IterFile(store.blobs.iter_verified(desc.digest)),
+                layer_compression(desc.media_type),
+            )
             src = HashReader(raw)
             ti = tarfile.TarInfo(path)
             ti.size, ti.mode, ti.mtime = size, 0o644, 0
@@ -171,8 +181,11 @@ class _Source:
     def __init__(self, path: str) -> None:
         self.dir = path if os.path.isdir(path) else None
         self.tf = None if self.dir else tarfile.open(path, "r:*")
-        self.members = {} if self.tf is None else {
-            os.path.normpath(m.name): m for m in self.tf.getmembers() if m.isfile()}
+        self.members = (
+            {}
+            if self.tf is None
+            else {os.path.normpath(m.name): m for m in self.tf.getmembers() if m.isfile()}
+        )
 
     def has(self, name: str) -> bool:
         if self.dir:
@@ -219,8 +232,10 @@ def load(store: ImageStore, src: Any) -> list[Image]:
                     return _load_oci(store, s)
                 if s.has("manifest.json"):
                     return _load_docker(store, s)
-            raise ImageError(f"{src}: neither a docker-archive (manifest.json) nor an OCI layout "
-                             "(oci-layout + index.json)")
+            raise ImageError(
+                f"{src}: neither a docker-archive (manifest.json) nor an OCI layout "
+                "(oci-layout + index.json)"
+            )
         finally:
             s.close()
     finally:
@@ -239,6 +254,7 @@ def _copy_blob(store: ImageStore, s: _Source, d: Descriptor) -> None:
 
 def _load_oci(store: ImageStore, s: _Source) -> list[Image]:
     from isle.image.pull import default_platform
+
     index = Index.from_dict(json.loads(s.read("index.json")))
     out = []
     for d in index.manifests:
@@ -254,7 +270,9 @@ def _load_oci(store: ImageStore, s: _Source) -> list[Image]:
         if not isinstance(m, Manifest):
             raise ImageError(f"manifest {mdesc.digest}: expected an image manifest")
         _copy_blob(store, s, m.config)
-        diff_ids = json.loads(store.blobs.get(m.config.digest)).get("rootfs", {}).get("diff_ids", [])
+        diff_ids = (
+            json.loads(store.blobs.get(m.config.digest)).get("rootfs", {}).get("diff_ids", [])
+        )
         if len(diff_ids) != len(m.layers):
             raise ImageError(f"config {m.config.digest}: diff_ids do not match the layers")
         for lay, did in zip(m.layers, diff_ids, strict=True):
@@ -288,8 +306,10 @@ def _load_docker(store: ImageStore, s: _Source) -> list[Image]:
         config = json.loads(cfg_bytes)
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(e.get("Layers", [])):
-            raise ImageError(f"manifest.json[{i}]: {len(e.get('Layers', []))} layers but config "
-                             f"has {len(diff_ids)} diff_ids")
+            raise ImageError(
+                f"manifest.json[{i}]: {len(e.get('Layers', []))} layers but config "
+                f"has {len(diff_ids)} diff_ids"
+            )
         layers = []
         for path, did in zip(e["Layers"], diff_ids, strict=True):
             with s.open(path) as f, store.blobs.writer() as w:
@@ -305,10 +325,15 @@ def _load_docker(store: ImageStore, s: _Source) -> list[Image]:
             elif mt == MT_OCI_LAYER and digest != did:
                 raise ImageError(f"{path}: content {digest} does not match diff_id {did}")
             layers.append(desc)
-        manifest = Manifest(media_type="application/vnd.oci.image.manifest.v1+json",
-                            config=Descriptor(media_type="application/vnd.oci.image.config.v1+json",
-                                              digest=cfg_digest, size=len(cfg_bytes)),
-                            layers=tuple(layers))
+        manifest = Manifest(
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            config=Descriptor(
+                media_type="application/vnd.oci.image.config.v1+json",
+                digest=cfg_digest,
+                size=len(cfg_bytes),
+            ),
+            layers=tuple(layers),
+        )
         names = [str(Reference.parse(t)) for t in (e.get("RepoTags") or [])]
         out.append(store.add_image(canonical_json(manifest.to_dict()), names))
     return out
@@ -325,10 +350,12 @@ def _sniff(head: bytes) -> str:
 
 
 # -- import -----------------------------------------------------------------------------------
-def import_rootfs(store: ImageStore, src: Any, ref: str | None, changes: list[str],
-                  message: str = "") -> Image:
+def import_rootfs(
+    store: ImageStore, src: Any, ref: str | None, changes: list[str], message: str = ""
+) -> Image:
     """A one-layer image from a rootfs tarball (plain, gzip or zstd)."""
     from isle.image.build.parser import apply_changes
+
     f = open(src, "rb") if isinstance(src, str) else src
     try:
         with store.writing():
@@ -344,10 +371,20 @@ def import_rootfs(store: ImageStore, src: Any, ref: str | None, changes: list[st
             cfg: dict[str, Any] = {}
             apply_changes(cfg, changes)
             created = now_iso()
-            config = {"architecture": _arch(), "os": "linux", "created": created, "config": cfg,
-                      "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                      "history": [{"created": created, "created_by": "isle import",
-                                   **({"comment": message} if message else {})}]}
+            config = {
+                "architecture": _arch(),
+                "os": "linux",
+                "created": created,
+                "config": cfg,
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                "history": [
+                    {
+                        "created": created,
+                        "created_by": "isle import",
+                        **({"comment": message} if message else {}),
+                    }
+                ],
+            }
             return store.write_image(config, [desc], [ref] if ref else [])
     finally:
         if isinstance(src, str):

@@ -53,7 +53,9 @@ def get_credentials(registry: str, authfile: str | None = None) -> tuple[str, st
             try:
                 user, _, pw = base64.b64decode(entry["auth"]).decode().partition(":")
             except ValueError:
-                raise ConfigError(f"{p}: auths.{registry}.auth", "not base64 user:password") from None
+                raise ConfigError(
+                    f"{p}: auths.{registry}.auth", "not base64 user:password"
+                ) from None
             return user, pw
     return None
 
@@ -63,7 +65,9 @@ def store_credentials(registry: str, user: str, password: str, authfile: str | N
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     with flock(path + ".lock"):
         d = _load(path)
-        d["auths"][_key(registry)] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+        d["auths"][_key(registry)] = {
+            "auth": base64.b64encode(f"{user}:{password}".encode()).decode()
+        }
         atomic_write(path, json.dumps(d, indent=1).encode(), mode=0o600)
     return path
 

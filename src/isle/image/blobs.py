@@ -20,13 +20,15 @@ CHUNK = 1 << 20
 
 
 class BlobWriter:
-    """Stream bytes in; ``commit()`` checks them and makes the blob visible; ``abort()`` drops them."""
+    """Stream bytes in; ``commit()`` checks them and publishes the blob; ``abort()`` drops them."""
 
     def __init__(self, store: BlobStore, expected: str | None, size: int | None) -> None:
         self.store, self.expected, self.expected_size = store, expected, size
         self.hasher = hashlib.sha256()
         self.size = 0
-        self.tmp = os.path.join(store.tmp_dir, f"blob-{os.getpid()}-{id(self):x}-{os.urandom(4).hex()}")
+        self.tmp = os.path.join(
+            store.tmp_dir, f"blob-{os.getpid()}-{id(self):x}-{os.urandom(4).hex()}"
+        )
         self.f: BinaryIO = open(self.tmp, "wb")
 
     def write(self, data: bytes) -> int:
@@ -45,8 +47,9 @@ class BlobWriter:
             if self.expected and got != self.expected:
                 raise ImageError(f"blob {self.expected}: digest mismatch (got {got})")
             if self.expected_size is not None and self.size != self.expected_size:
-                raise ImageError(f"blob {self.expected or got}: size {self.size}, "
-                                 f"expected {self.expected_size}")
+                raise ImageError(
+                    f"blob {self.expected or got}: size {self.size}, expected {self.expected_size}"
+                )
         except ImageError:
             self.abort()
             raise

@@ -23,8 +23,17 @@ from typing import IO, Any, BinaryIO
 
 from isle.errors import ImageError
 
-__all__ = ["Unpacker", "unpack_layer", "HashReader", "decompressor", "tar_dir", "apply_layers",
-           "OPAQUE_XATTR", "is_whiteout", "is_opaque"]
+__all__ = [
+    "Unpacker",
+    "unpack_layer",
+    "HashReader",
+    "decompressor",
+    "tar_dir",
+    "apply_layers",
+    "OPAQUE_XATTR",
+    "is_whiteout",
+    "is_opaque",
+]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # without root (no CAP_MKNOD / trusted.*): overlayfs's userxattr forms (Linux >= 6.7)
@@ -90,7 +99,10 @@ def decompressor(src: Any, compression: str) -> Any:
         return gzip.GzipFile(fileobj=src, mode="rb")
     if compression == "zstd":
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(src, read_size=BUF, read_across_frames=True)
+
+        return zstandard.ZstdDecompressor().stream_reader(
+            src, read_size=BUF, read_across_frames=True
+        )
     if compression == "":
         return src
     raise ImageError(f"unknown layer compression {compression!r}")
@@ -111,8 +123,12 @@ def is_whiteout(st: os.stat_result, path: str | None = None) -> bool:
     """An overlay whiteout: char device 0/0, or (rootless) an empty file marked by xattr."""
     if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
         return True
-    return (path is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0
-            and _xattr(path, USER_WHITEOUT_XATTR) is not None)
+    return (
+        path is not None
+        and stat.S_ISREG(st.st_mode)
+        and st.st_size == 0
+        and _xattr(path, USER_WHITEOUT_XATTR) is not None
+    )
 
 
 def is_opaque(path: str) -> bool:
@@ -122,7 +138,9 @@ def is_opaque(path: str) -> bool:
 class Unpacker:
     """Extract tar members under ``root`` (an empty, private directory) without escaping it."""
 
-    def __init__(self, root: str, *, owners: bool | None = None, devices: bool | None = None) -> None:
+    def __init__(
+        self, root: str, *, owners: bool | None = None, devices: bool | None = None
+    ) -> None:
         self.root = root
         self.root_fd = os.open(root, _DIRFLAGS)
         self.dirs: dict[str, int] = {}
@@ -199,8 +217,9 @@ class Unpacker:
         for parts, m in self.dir_meta:
             try:
                 parent = self._dir(parts[:-1], False)
-                os.utime(parts[-1], ns=(int(m.mtime * 1e9),) * 2, dir_fd=parent,
-                         follow_symlinks=False)
+                os.utime(
+                    parts[-1], ns=(int(m.mtime * 1e9),) * 2, dir_fd=parent, follow_symlinks=False
+                )
             except (_Skip, OSError):
                 pass
         self._flush_dirs()
@@ -218,18 +237,25 @@ class Unpacker:
         key = "/".join(parts)
         if base.startswith(WH_PREFIX):
             if base == WH_OPAQUE:
-                os.setxattr(f"/proc/self/fd/{parent}",
-                            USER_OPAQUE_XATTR if self.rootless else OPAQUE_XATTR, b"y")
+                os.setxattr(
+                    f"/proc/self/fd/{parent}",
+                    USER_OPAQUE_XATTR if self.rootless else OPAQUE_XATTR,
+                    b"y",
+                )
                 return
             if base.startswith(WH_PREFIX + WH_PREFIX):
                 raise _Skip("aufs metadata; dropped")
-            target = base[len(WH_PREFIX):]
+            target = base[len(WH_PREFIX) :]
             self._remove(parent, target, "/".join(parts[:-1] + [target]))
             if not self.rootless:
                 os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
             else:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                             0o600, dir_fd=parent)
+                fd = os.open(
+                    target,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                    0o600,
+                    dir_fd=parent,
+                )
                 try:
                     os.setxattr(fd, USER_WHITEOUT_XATTR, b"y")
                 finally:
@@ -243,8 +269,9 @@ class Unpacker:
                     os.mkdir(base, 0o700, dir_fd=parent)
             except FileNotFoundError:
                 os.mkdir(base, 0o700, dir_fd=parent)
-            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         dir_fd=parent)
+            fd = os.open(
+                base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+            )
             try:
                 self._meta(fd, None, m, None)
             finally:
@@ -253,8 +280,12 @@ class Unpacker:
             return
         self._remove(parent, base, key)
         if m.isreg():
-            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=parent)
+            fd = os.open(
+                base,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=parent,
+            )
             try:
                 src = tf.extractfile(m)
                 if src is not None:
@@ -272,8 +303,9 @@ class Unpacker:
                 raise _Skip(f"hard link to {m.linkname!r} leaves the layer; dropped")
             tparent = self._dir(tparts[:-1], False)
             try:
-                os.link(tparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent,
-                        follow_symlinks=False)
+                os.link(
+                    tparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False
+                )
             except (FileNotFoundError, PermissionError) as e:
                 raise _Skip(f"hard link target {m.linkname!r}: {e.strerror}") from None
         elif m.ischr() or m.isblk():
@@ -288,7 +320,9 @@ class Unpacker:
         else:
             raise _Skip(f"unsupported tar entry type {m.type!r}")
 
-    def _meta(self, fd: int | None, name: str | None, m: tarfile.TarInfo, parent: int | None) -> None:
+    def _meta(
+        self, fd: int | None, name: str | None, m: tarfile.TarInfo, parent: int | None
+    ) -> None:
         """Ownership, then xattrs and mode (chown clears set-id bits), then times."""
         is_link = m.issym()
         target: Any = fd if fd is not None else name
@@ -303,10 +337,9 @@ class Unpacker:
                     raise
         for k, v in m.pax_headers.items():
             if k.startswith("SCHILY.xattr."):
-                xname = k[len("SCHILY.xattr."):]
+                xname = k[len("SCHILY.xattr.") :]
                 val = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
-                path = target if fd is not None or name == "." else \
-                    f"/proc/self/fd/{parent}/{name}"
+                path = target if fd is not None or name == "." else f"/proc/self/fd/{parent}/{name}"
                 try:
                     if isinstance(path, int):
                         os.setxattr(path, xname, val)
@@ -342,8 +375,9 @@ def _rm_at(dirfd: int, name: str) -> None:
         os.unlink(name, dir_fd=dirfd)
 
 
-def unpack_layer(compressed: Any, dest: str, compression: str,
-                 **kw: Any) -> tuple[str, int, list[tuple[str, str]]]:
+def unpack_layer(
+    compressed: Any, dest: str, compression: str, **kw: Any
+) -> tuple[str, int, list[tuple[str, str]]]:
     """Decompress + untar ``compressed`` into ``dest`` in one pass.
 
     Returns (diff_id, uncompressed size, skipped entries). Raises ImageError on a corrupt stream.
@@ -366,8 +400,9 @@ def unpack_layer(compressed: Any, dest: str, compression: str,
     return raw.digest, raw.size, u.skipped
 
 
-def tar_dir(src: str, out: IO[bytes] | BinaryIO, *, overlay_whiteouts: bool = True,
-            prefix: str = "") -> None:
+def tar_dir(
+    src: str, out: IO[bytes] | BinaryIO, *, overlay_whiteouts: bool = True, prefix: str = ""
+) -> None:
     """Write ``src`` as a PAX tar (sorted, numeric owners, xattrs, hard links, devices).
 
     With ``overlay_whiteouts`` an overlay upper dir's char 0/0 files become ``.wh.`` entries and
@@ -394,8 +429,9 @@ def tar_dir(src: str, out: IO[bytes] | BinaryIO, *, overlay_whiteouts: bool = Tr
                     if not x.startswith(("trusted.overlay.", "user.overlay.")):
                         v = _xattr(path, x)
                         if v is not None:
-                            ti.pax_headers["SCHILY.xattr." + x] = v.decode("utf-8",
-                                                                           "surrogateescape")
+                            ti.pax_headers["SCHILY.xattr." + x] = v.decode(
+                                "utf-8", "surrogateescape"
+                            )
                 if ti.isreg():
                     with open(path, "rb") as f:
                         tf.addfile(ti, f)

@@ -1,8 +1,8 @@
-"""A container rootfs from image layers: overlayfs at workdir/rootfs, or a copy where it cannot mount.
+"""A container rootfs from image layers: overlayfs at workdir/rootfs, or a copy if it cannot mount.
 
-    workdir/rootfs   the merged view (mount point, or the copy)
-    workdir/upper    overlay upperdir: the container's changes (what ``commit`` turns into a layer)
-    workdir/work     overlay workdir
+workdir/rootfs   the merged view (mount point, or the copy)
+workdir/upper    overlay upperdir: the container's changes (what ``commit`` turns into a layer)
+workdir/work     overlay workdir
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from isle.sys.libc import MNT_DETACH, LinuxSyscalls, fs_mount
 
 __all__ = ["mount_rootfs", "unmount_rootfs", "is_mounted", "overlay_options"]
 
-MAX_OPTIONS = 4000   # the kernel copies mount data into one page
+MAX_OPTIONS = 4000  # the kernel copies mount data into one page
 
 
 def overlay_options(layer_dirs: list[str], upper: str, work: str) -> str:
-    lower = ":".join(_esc(d) for d in reversed(layer_dirs))   # overlay lists the top layer first
+    lower = ":".join(_esc(d) for d in reversed(layer_dirs))  # overlay lists the top layer first
     return f"lowerdir={lower},upperdir={_esc(upper)},workdir={_esc(work)}"
 
 
@@ -37,7 +37,7 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
     for d in (rootfs, upper, work):
         os.makedirs(d, exist_ok=True)
     lowers = list(layer_dirs)
-    if not lowers:                      # FROM scratch: overlay still wants one lowerdir
+    if not lowers:  # FROM scratch: overlay still wants one lowerdir
         empty = os.path.join(workdir, "empty")
         os.makedirs(empty, exist_ok=True)
         lowers = [empty]
@@ -50,10 +50,14 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
             return rootfs
         except OSError:
             pass
-    elif not copy:                       # too long even so: fsconfig "lowerdir+" (Linux >= 6.8)
+    elif not copy:  # too long even so: fsconfig "lowerdir+" (Linux >= 6.8)
         try:
-            fs_mount("overlay", rootfs, [("lowerdir+", d) for d in reversed(lowers)]
-                     + [("upperdir", upper), ("workdir", work)])
+            fs_mount(
+                "overlay",
+                rootfs,
+                [("lowerdir+", d) for d in reversed(lowers)]
+                + [("upperdir", upper), ("workdir", work)],
+            )
             return rootfs
         except OSError:
             pass
@@ -65,7 +69,7 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
 
 def _short(layer: str) -> str:
     """images/l/<12 hex> -> ../layers/<hex>/diff: keeps many-layer mount options under a page."""
-    parent = os.path.dirname(layer)                       # .../layers/<hex>
+    parent = os.path.dirname(layer)  # .../layers/<hex>
     if os.path.basename(layer) != "diff" or os.path.basename(os.path.dirname(parent)) != "layers":
         return layer
     h = os.path.basename(parent)

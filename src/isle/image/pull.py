@@ -1,4 +1,4 @@
-"""``isle pull``: manifest (or index -> platform), config, then layers in parallel, each in one pass.
+"""``isle pull``: manifest (or index -> platform), config, then layers in parallel, one pass each.
 
 Each layer is downloaded, hashed, stored, decompressed and unpacked as its bytes arrive; the
 blob becomes visible only after its digest and size matched, the unpacked layer only after its
@@ -40,20 +40,35 @@ class Progress(Protocol):
 
 
 class NullProgress:
-    def start(self, key: str, total: int) -> None: pass
-    def advance(self, key: str, n: int) -> None: pass
-    def done(self, key: str, status: str) -> None: pass
-    def message(self, text: str) -> None: pass
+    def start(self, key: str, total: int) -> None:
+        pass
+
+    def advance(self, key: str, n: int) -> None:
+        pass
+
+    def done(self, key: str, status: str) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
 
 
 def default_platform() -> Platform:
     import os
+
     m = os.uname().machine
     return Platform(os="linux", architecture={"x86_64": "amd64", "aarch64": "arm64"}.get(m, m))
 
 
-def pull(store: ImageStore, ref: str, client: RegistryClient, *, platform: Platform | None = None,
-         progress: Progress | None = None, jobs: int = 4) -> Image:
+def pull(
+    store: ImageStore,
+    ref: str,
+    client: RegistryClient,
+    *,
+    platform: Platform | None = None,
+    progress: Progress | None = None,
+    jobs: int = 4,
+) -> Image:
     r = Reference.parse(ref)
     prog = progress or NullProgress()
     with store.writing():
@@ -61,8 +76,12 @@ def pull(store: ImageStore, ref: str, client: RegistryClient, *, platform: Platf
         m = parse_manifest_or_index(body, mt)
         if isinstance(m, Index):
             d = m.select(platform or default_platform())
-            prog.message(f"{r.familiar}: index -> {d.platform.os}/{d.platform.architecture} "
-                         f"manifest {d.digest[:19]}" if d.platform else "")
+            prog.message(
+                f"{r.familiar}: index -> {d.platform.os}/{d.platform.architecture} "
+                f"manifest {d.digest[:19]}"
+                if d.platform
+                else ""
+            )
             body, mt, digest = client.get_manifest(r.repository, d.digest)
             m = parse_manifest_or_index(body, mt)
             if not isinstance(m, Manifest):
@@ -74,19 +93,26 @@ def pull(store: ImageStore, ref: str, client: RegistryClient, *, platform: Platf
             raise ImageError(f"config {m.config.digest}: not JSON") from None
         diff_ids = config.get("rootfs", {}).get("diff_ids")
         if not isinstance(diff_ids, list) or len(diff_ids) != len(m.layers):
-            raise ImageError(f"config {m.config.digest}: rootfs.diff_ids has "
-                             f"{len(diff_ids or [])} entries for {len(m.layers)} layers")
+            raise ImageError(
+                f"config {m.config.digest}: rootfs.diff_ids has "
+                f"{len(diff_ids or [])} entries for {len(m.layers)} layers"
+            )
         for i, did in enumerate(diff_ids):
             check_digest(did, f"config.rootfs.diff_ids[{i}]")
-        todo = [(lay, did) for lay, did in zip(m.layers, diff_ids, strict=True)
-                if not (store.has_layer(did) and store.blobs.has(lay.digest))]
+        todo = [
+            (lay, did)
+            for lay, did in zip(m.layers, diff_ids, strict=True)
+            if not (store.has_layer(did) and store.blobs.has(lay.digest))
+        ]
         for lay, _ in zip(m.layers, diff_ids, strict=True):
             if all(lay is not t[0] for t in todo):
                 prog.done(lay.digest, "already exists")
         if todo:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-                futs = [ex.submit(_fetch_layer, store, client, r.repository, lay, did, prog)
-                        for lay, did in todo]
+                futs = [
+                    ex.submit(_fetch_layer, store, client, r.repository, lay, did, prog)
+                    for lay, did in todo
+                ]
                 errors = [f.exception() for f in futs]
             for e in errors:
                 if e is not None:
@@ -96,8 +122,14 @@ def pull(store: ImageStore, ref: str, client: RegistryClient, *, platform: Platf
         return store.add_image(body, names, repo_digest=f"{r.name}@{digest}")
 
 
-def _fetch_layer(store: ImageStore, client: RegistryClient, repo: str, layer: Descriptor,
-                 diff_id: str, prog: Progress) -> None:
+def _fetch_layer(
+    store: ImageStore,
+    client: RegistryClient,
+    repo: str,
+    layer: Descriptor,
+    diff_id: str,
+    prog: Progress,
+) -> None:
     comp = layer_compression(layer.media_type)
     if store.blobs.has(layer.digest):
         store.unpack_blob(layer, diff_id)
@@ -109,25 +141,30 @@ def _fetch_layer(store: ImageStore, client: RegistryClient, repo: str, layer: De
         with store.blobs.writer(layer.digest, layer.size) as w:
             resp = client.blob_stream(repo, layer.digest)
             try:
+
                 def sink(b: bytes) -> None:
                     w.write(b)
                     prog.advance(layer.digest, len(b))
+
                 src = HashReader(IterReader(resp.iter_raw(1 << 20)), sink=sink)
                 try:
                     got_diff, size, _ = unpack_layer(src, tmpd, comp)
                 except ImageError as e:
                     src.drain()
                     if w.digest != layer.digest:
-                        raise ImageError(f"layer {layer.digest}: digest mismatch "
-                                         f"(got {w.digest})") from e
+                        raise ImageError(
+                            f"layer {layer.digest}: digest mismatch (got {w.digest})"
+                        ) from e
                     raise ImageError(f"layer {layer.digest}: {e}") from e
                 src.drain()
             finally:
                 resp.close()
             if got_diff != diff_id and w.digest == layer.digest:
-                raise ImageError(f"layer {layer.digest}: uncompressed digest {got_diff} does not "
-                                 f"match the config's diff_id {diff_id}")
-            w.commit()       # raises on digest or size mismatch, removing the temp blob
+                raise ImageError(
+                    f"layer {layer.digest}: uncompressed digest {got_diff} does not "
+                    f"match the config's diff_id {diff_id}"
+                )
+            w.commit()  # raises on digest or size mismatch, removing the temp blob
         store.add_layer_dir(diff_id, tmpd, size)
         prog.done(layer.digest, "pull complete")
     except BaseException:
@@ -135,4 +172,3 @@ def _fetch_layer(store: ImageStore, client: RegistryClient, repo: str, layer: De
         raise
     finally:
         shutil.rmtree(tmpd, ignore_errors=True)
-

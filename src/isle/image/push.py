@@ -1,4 +1,4 @@
-"""``isle push``: layers (skipped if present, mounted from a sibling repo if possible), config, manifest."""
+"""``isle push``: layers (skipped if present, else mounted from a sibling), config, manifest."""
 
 from __future__ import annotations
 
@@ -13,13 +13,23 @@ from isle.oci.image_spec import Descriptor
 __all__ = ["push"]
 
 
-def push(store: ImageStore, image: Image, dest: str, client: RegistryClient, *,
-         progress: Progress | None = None, jobs: int = 4) -> str:
+def push(
+    store: ImageStore,
+    image: Image,
+    dest: str,
+    client: RegistryClient,
+    *,
+    progress: Progress | None = None,
+    jobs: int = 4,
+) -> str:
     """Push image to dest (a full reference on client's registry); returns the manifest digest."""
     r = Reference.parse(dest)
     prog = progress or NullProgress()
-    siblings = [Reference.parse(n.split("@")[0]).repository for n in image.repo_digests + image.names
-                if Reference.parse(n.split("@")[0]).registry == r.registry]
+    siblings = [
+        Reference.parse(n.split("@")[0]).repository
+        for n in image.repo_digests + image.names
+        if Reference.parse(n.split("@")[0]).registry == r.registry
+    ]
     siblings = [s for s in dict.fromkeys(siblings) if s != r.repository]
 
     def one(d: Descriptor) -> None:
@@ -36,6 +46,7 @@ def push(store: ImageStore, image: Image, dest: str, client: RegistryClient, *,
             for b in store.blobs.iter_verified(d.digest):
                 prog.advance(d.digest, len(b))
                 yield b
+
         client.upload_blob(r.repository, d.digest, d.size, chunks())  # type: ignore[arg-type]
         prog.done(d.digest, "pushed")
 

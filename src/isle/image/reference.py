@@ -1,8 +1,8 @@
 """Image references: ``[registry/]repo[:tag][@sha256:...]`` with Docker's defaults.
 
-    >>> r = Reference.parse("busybox")
-    >>> str(r), r.registry, r.repository, r.familiar
-    ('docker.io/library/busybox:latest', 'docker.io', 'library/busybox', 'busybox:latest')
+>>> r = Reference.parse("busybox")
+>>> str(r), r.registry, r.repository, r.familiar
+('docker.io/library/busybox:latest', 'docker.io', 'library/busybox', 'busybox:latest')
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Reference:
         slash = s.rfind("/")
         colon = s.rfind(":")
         if colon > slash:
-            s, tag = s[:colon], s[colon + 1:]
+            s, tag = s[:colon], s[colon + 1 :]
             if not _TAG.match(tag):
                 raise ConfigError("reference", f"invalid tag {tag!r} in {orig!r}")
         parts = s.split("/")
@@ -55,8 +55,11 @@ class Reference:
             parts = ["library", *parts]
         for p in parts:
             if not _COMPONENT.match(p):
-                raise ConfigError("reference", f"invalid repository name {orig!r} "
-                                  "(lowercase letters, digits and separators only)")
+                raise ConfigError(
+                    "reference",
+                    f"invalid repository name {orig!r} "
+                    "(lowercase letters, digits and separators only)",
+                )
         if not tag and not digest:
             tag = default_tag
         return cls(registry, "/".join(parts), tag, digest)

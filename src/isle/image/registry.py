@@ -1,4 +1,4 @@
-"""OCI distribution-spec client over httpx: manifests, blobs, uploads, blob mounts, token/basic auth.
+"""OCI distribution client over httpx: manifests, blobs, uploads, blob mounts, token/basic auth.
 
 Transient failures (connection errors, 429, 5xx) are retried with backoff. With
 ``tls_verify=False`` the client tries HTTPS without verification, then plain HTTP
@@ -30,18 +30,28 @@ def _host_url(registry: str) -> str:
 
 
 class RegistryClient:
-    def __init__(self, registry: str, *, credentials: tuple[str, str] | None = None,
-                 tls_verify: bool = True, ca_file: str | None = None, retries: int = 3,
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: tuple[str, str] | None = None,
+        tls_verify: bool = True,
+        ca_file: str | None = None,
+        retries: int = 3,
+        timeout: float = 60.0,
+    ) -> None:
         self.registry = registry
         self.host = _host_url(registry)
         self.credentials = credentials
         self.retries = retries
         self.tls_verify = tls_verify
         verify: Any = ca_file or tls_verify
-        self.http = httpx.Client(verify=verify, timeout=httpx.Timeout(timeout, connect=10.0),
-                                 follow_redirects=True,
-                                 limits=httpx.Limits(max_connections=16))
+        self.http = httpx.Client(
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=16),
+        )
         self.scheme = "https"
         self._scheme_known = tls_verify
         self._tokens: dict[str, str] = {}
@@ -68,9 +78,17 @@ class RegistryClient:
             return {"Authorization": _basic(self.credentials)}
         return {}
 
-    def request(self, method: str, path: str, *, scope: str, stream: bool = False,
-                ok: tuple[int, ...] = (200,), **kw: Any) -> httpx.Response:
-        """One call with auth, retries and scheme fallback; raises RegistryError unless status in ok."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        stream: bool = False,
+        ok: tuple[int, ...] = (200,),
+        **kw: Any,
+    ) -> httpx.Response:
+        """One call with auth, retries, scheme fallback; RegistryError unless status in ok."""
         last: Exception | None = None
         base_headers = dict(kw.pop("headers", {}))
         failures = 0
@@ -82,14 +100,17 @@ class RegistryClient:
                 resp = self.http.send(req, stream=stream)
             except httpx.TransportError as e:
                 last = e
-                if isinstance(e, httpx.ConnectError) and not self._scheme_known \
-                        and self.scheme == "https":
-                    self.scheme = "http"        # insecure registry: fall back to plain HTTP
+                if (
+                    isinstance(e, httpx.ConnectError)
+                    and not self._scheme_known
+                    and self.scheme == "https"
+                ):
+                    self.scheme = "http"  # insecure registry: fall back to plain HTTP
                     continue
                 if "content" in kw and not isinstance(kw["content"], bytes | str):
-                    break                        # a streamed body cannot be sent again
+                    break  # a streamed body cannot be sent again
                 failures += 1
-                time.sleep(min(0.2 * 2 ** failures, 3))
+                time.sleep(min(0.2 * 2**failures, 3))
                 continue
             self._scheme_known = True
             if resp.status_code == 401 and not authed:
@@ -99,19 +120,22 @@ class RegistryClient:
                 continue
             if resp.status_code == 401:
                 resp.close()
-                raise RegistryError(f"{self.registry}: authentication required"
-                                    + (" (credentials rejected)" if self.credentials else ""))
+                raise RegistryError(
+                    f"{self.registry}: authentication required"
+                    + (" (credentials rejected)" if self.credentials else "")
+                )
             if resp.status_code in RETRY_STATUS and failures < self.retries:
                 resp.close()
                 last = RegistryError(f"{self.registry}: {method} {path}: HTTP {resp.status_code}")
                 failures += 1
-                time.sleep(min(0.2 * 2 ** failures, 3))
+                time.sleep(min(0.2 * 2**failures, 3))
                 continue
             if resp.status_code not in ok:
                 if stream:
                     resp.read()
-                raise RegistryError(f"{self.registry}: {method} {path}: HTTP {resp.status_code}"
-                                    f"{_errors(resp)}")
+                raise RegistryError(
+                    f"{self.registry}: {method} {path}: HTTP {resp.status_code}{_errors(resp)}"
+                )
             return resp
         raise RegistryError(f"{self.registry}: {method} {path}: {last}") from last
 
@@ -154,8 +178,12 @@ class RegistryClient:
 
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
         """(body, media type, digest) of a manifest or index, verified when ref is a digest."""
-        r = self.request("GET", f"/v2/{repo}/manifests/{ref}", scope=f"repository:{repo}:pull",
-                         headers={"Accept": ACCEPT_MANIFESTS})
+        r = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=f"repository:{repo}:pull",
+            headers={"Accept": ACCEPT_MANIFESTS},
+        )
         body = r.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if ref.startswith("sha256:") and digest != ref:
@@ -165,8 +193,9 @@ class RegistryClient:
 
     def blob_stream(self, repo: str, digest: str) -> httpx.Response:
         """A streaming response for a blob; the caller iterates and closes it."""
-        return self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull",
-                            stream=True)
+        return self.request(
+            "GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True
+        )
 
     def get_blob(self, repo: str, digest: str) -> bytes:
         r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull")
@@ -175,16 +204,25 @@ class RegistryClient:
         return r.content
 
     def has_blob(self, repo: str, digest: str) -> bool:
-        r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull,push",
-                         ok=(200, 404))
+        r = self.request(
+            "HEAD",
+            f"/v2/{repo}/blobs/{digest}",
+            scope=f"repository:{repo}:pull,push",
+            ok=(200, 404),
+        )
         return r.status_code == 200
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository blob mount; True if the registry mounted it."""
         scope = f"repository:{repo}:pull,push"
-        r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(201, 202),
-                         params={"mount": digest, "from": from_repo})
-        if r.status_code == 202:          # not mounted: cancel the upload it started
+        r = self.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            scope=scope,
+            ok=(201, 202),
+            params={"mount": digest, "from": from_repo},
+        )
+        if r.status_code == 202:  # not mounted: cancel the upload it started
             loc = r.headers.get("location")
             if loc:
                 try:
@@ -194,7 +232,9 @@ class RegistryClient:
             return False
         return True
 
-    def upload_blob(self, repo: str, digest: str, size: int, chunks: Iterator[bytes] | bytes) -> None:
+    def upload_blob(
+        self, repo: str, digest: str, size: int, chunks: Iterator[bytes] | bytes
+    ) -> None:
         scope = f"repository:{repo}:pull,push"
         r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
         loc = r.headers.get("location")
@@ -203,19 +243,30 @@ class RegistryClient:
         if loc.startswith("/"):
             loc = self.url(loc)
         loc += ("&" if "?" in loc else "?") + f"digest={digest}"
-        self.request("PUT", loc, scope=scope, ok=(201,),
-                     headers={"Content-Type": "application/octet-stream",
-                              "Content-Length": str(size)},
-                     content=chunks)
+        self.request(
+            "PUT",
+            loc,
+            scope=scope,
+            ok=(201,),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            content=chunks,
+        )
 
     def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
-        self.request("PUT", f"/v2/{repo}/manifests/{ref}", scope=f"repository:{repo}:pull,push",
-                     ok=(201, 200), headers={"Content-Type": media_type}, content=body)
+        self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=f"repository:{repo}:pull,push",
+            ok=(201, 200),
+            headers={"Content-Type": media_type},
+            content=body,
+        )
         return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def _basic(creds: tuple[str, str] | None) -> str:
     import base64
+
     assert creds
     return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
 
@@ -223,6 +274,8 @@ def _basic(creds: tuple[str, str] | None) -> str:
 def _errors(resp: httpx.Response) -> str:
     try:
         errs = resp.json().get("errors") or []
-        return ": " + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs) if errs else ""
+        return (
+            ": " + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs) if errs else ""
+        )
     except ValueError:
         return ""

@@ -54,12 +54,12 @@ def now_iso() -> str:
 
 @dataclass(slots=True, kw_only=True)
 class Image:
-    id: str                      # config digest
-    names: list[str]             # full references, e.g. docker.io/library/busybox:latest
-    digest: str                  # manifest digest
-    config: dict[str, Any]       # the OCI image config (whole document)
-    layer_dirs: list[str]        # unpacked layers, lowest first
-    size: int                    # uncompressed bytes
+    id: str  # config digest
+    names: list[str]  # full references, e.g. docker.io/library/busybox:latest
+    digest: str  # manifest digest
+    config: dict[str, Any]  # the OCI image config (whole document)
+    layer_dirs: list[str]  # unpacked layers, lowest first
+    size: int  # uncompressed bytes
     manifest: Manifest
     repo_digests: list[str] = field(default_factory=list)
     added: str = ""
@@ -136,10 +136,17 @@ class ImageStore:
             raise ImageError(f"image {image_id}: record points at an index, not a manifest")
         config = json.loads(self.blobs.get(image_id))
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        return Image(id=image_id, names=list(rec.get("names", [])), digest=rec["manifest"],
-                     config=config, layer_dirs=[self.layer_dir(d) for d in diff_ids],
-                     size=sum(self.layer_size(d) for d in diff_ids), manifest=m,
-                     repo_digests=list(rec.get("repo_digests", [])), added=rec.get("added", ""))
+        return Image(
+            id=image_id,
+            names=list(rec.get("names", [])),
+            digest=rec["manifest"],
+            config=config,
+            layer_dirs=[self.layer_dir(d) for d in diff_ids],
+            size=sum(self.layer_size(d) for d in diff_ids),
+            manifest=m,
+            repo_digests=list(rec.get("repo_digests", [])),
+            added=rec.get("added", ""),
+        )
 
     def list(self) -> list[Image]:
         return [self._load(i, r) for i, r in self._read_index()["images"].items()]
@@ -152,7 +159,9 @@ class ImageStore:
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
-                raise ConfigError("image", f"{ref!r} matches {len(hits)} images; use more of the id")
+                raise ConfigError(
+                    "image", f"{ref!r} matches {len(hits)} images; use more of the id"
+                )
         try:
             r = Reference.parse(ref)
         except ConfigError:
@@ -162,8 +171,9 @@ class ImageStore:
         if r.digest:
             for i, rec in images.items():
                 if rec["manifest"] == r.digest and (
-                        any(n.startswith(r.name + "@") for n in rec.get("repo_digests", []))
-                        or any(Reference.parse(n).name == r.name for n in rec.get("names", []))):
+                    any(n.startswith(r.name + "@") for n in rec.get("repo_digests", []))
+                    or any(Reference.parse(n).name == r.name for n in rec.get("names", []))
+                ):
                     return i
             return None
         full = str(r)
@@ -175,12 +185,13 @@ class ImageStore:
     def resolve(self, ref: str) -> Image:
         """An image by name, name@digest, full or short id; NotFound if absent.
 
-        ``busybox`` / ``busybox:latest`` is made offline from the host's busybox-static on first use.
+        ``busybox`` / ``busybox:latest`` is made offline from the host's busybox-static.
         """
         idx = self._read_index()
         image_id = self._find(ref, idx)
         if image_id is None:
             from isle.image import defaults
+
             if defaults.is_default(ref):
                 return defaults.ensure(self, ref)
             raise NotFound(f"image {ref!r} not found")
@@ -190,8 +201,14 @@ class ImageStore:
         return self._find(ref, self._read_index()) is not None
 
     # -- adding ----------------------------------------------------------------------------
-    def add_image(self, manifest_bytes: bytes, names: list[str], repo_digest: str = "",
-                  *, replace_names: bool = True) -> Image:
+    def add_image(
+        self,
+        manifest_bytes: bytes,
+        names: list[str],
+        repo_digest: str = "",
+        *,
+        replace_names: bool = True,
+    ) -> Image:
         """Record an image whose manifest, config and layers are already in the store.
 
         Names move to this image from whatever image had them (Docker's tag semantics).
@@ -203,8 +220,10 @@ class ImageStore:
         config = json.loads(self.blobs.get(m.config.digest))
         diff_ids = config.get("rootfs", {}).get("diff_ids")
         if not isinstance(diff_ids, list) or len(diff_ids) != len(m.layers):
-            raise ImageError(f"config {m.config.digest}: rootfs.diff_ids does not match "
-                             f"the manifest's {len(m.layers)} layers")
+            raise ImageError(
+                f"config {m.config.digest}: rootfs.diff_ids does not match "
+                f"the manifest's {len(m.layers)} layers"
+            )
         for i, d in enumerate(diff_ids):
             if not self.has_layer(d):
                 raise ImageError(f"layer {i} ({d}) is not unpacked in the store")
@@ -252,16 +271,19 @@ class ImageStore:
             if src.digest != layer.digest:
                 raise ImageError(f"blob {layer.digest}: stored content is corrupt")
             if expected_diff_id and diff_id != expected_diff_id:
-                raise ImageError(f"layer {layer.digest}: diff_id {diff_id} does not match the "
-                                 f"config's {expected_diff_id}")
+                raise ImageError(
+                    f"layer {layer.digest}: diff_id {diff_id} does not match the "
+                    f"config's {expected_diff_id}"
+                )
             self.add_layer_dir(diff_id, tmpd, size)
             return diff_id
         finally:
             shutil.rmtree(tmpd, ignore_errors=True)
 
-    def write_layer_from_dir(self, src: str, *, overlay_whiteouts: bool,
-                             level: int = 3) -> tuple[Descriptor, str]:
-        """tar+gzip a directory into a layer blob and unpack it into the store; (descriptor, diff_id)."""
+    def write_layer_from_dir(
+        self, src: str, *, overlay_whiteouts: bool, level: int = 3
+    ) -> tuple[Descriptor, str]:
+        """tar+gzip a directory into a layer blob, unpack it in the store; (descriptor, diff_id)"""
         with self.blobs.writer() as w:
             gz = gzip.GzipFile(fileobj=w, mode="wb", compresslevel=level, mtime=0)  # type: ignore[arg-type]
             diff = _HashWriter(gz)
@@ -274,26 +296,44 @@ class ImageStore:
             raise ImageError(f"layer {digest}: re-read diff_id {diff_id} != written {diff.digest}")
         return desc, diff_id
 
-    def write_image(self, config: dict[str, Any], layers: list[Descriptor],
-                    names: list[str]) -> Image:
+    def write_image(
+        self, config: dict[str, Any], layers: list[Descriptor], names: list[str]
+    ) -> Image:
         cbytes = canonical_json(config)
         cdigest = self.blobs.put(cbytes)
-        manifest = Manifest(media_type=MT_OCI_MANIFEST,
-                            config=Descriptor(media_type=MT_OCI_CONFIG, digest=cdigest,
-                                              size=len(cbytes)),
-                            layers=tuple(layers))
+        manifest = Manifest(
+            media_type=MT_OCI_MANIFEST,
+            config=Descriptor(media_type=MT_OCI_CONFIG, digest=cdigest, size=len(cbytes)),
+            layers=tuple(layers),
+        )
         return self.add_image(canonical_json(manifest.to_dict()), names)
 
-    def commit(self, upper_dir: str, parent_image: Image | None,
-               config_changes: dict[str, Any] | None = None, *, names: list[str] | None = None,
-               created_by: str = "", comment: str = "", author: str = "",
-               empty_layer: bool = False) -> Image:
+    def commit(
+        self,
+        upper_dir: str,
+        parent_image: Image | None,
+        config_changes: dict[str, Any] | None = None,
+        *,
+        names: list[str] | None = None,
+        created_by: str = "",
+        comment: str = "",
+        author: str = "",
+        empty_layer: bool = False,
+    ) -> Image:
         """A new image = parent + the overlay upper dir as one layer, with config_changes merged
         into ``config`` (Env, Cmd, Entrypoint, WorkingDir, User, Labels, ExposedPorts, ...)."""
         with self.writing():
-            base: dict[str, Any] = json.loads(json.dumps(parent_image.config)) if parent_image \
-                else {"architecture": _arch(), "os": "linux", "config": {},
-                      "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+            base: dict[str, Any] = (
+                json.loads(json.dumps(parent_image.config))
+                if parent_image
+                else {
+                    "architecture": _arch(),
+                    "os": "linux",
+                    "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": []},
+                    "history": [],
+                }
+            )
             layers = list(parent_image.manifest.layers) if parent_image else []
             cfg = base.setdefault("config", {})
             for k, v in (config_changes or {}).items():
@@ -313,7 +353,8 @@ class ImageStore:
                 desc, diff_id = self.write_layer_from_dir(upper_dir, overlay_whiteouts=True)
                 layers.append(desc)
                 base.setdefault("rootfs", {"type": "layers"}).setdefault("diff_ids", []).append(
-                    diff_id)
+                    diff_id
+                )
             base.setdefault("history", []).append(hist)
             base["created"] = hist["created"]
             return self.write_image(base, layers, names or [])
@@ -353,12 +394,16 @@ class ImageStore:
                 rec["names"].remove(full)
                 return [f"Untagged: {Reference.parse(full).familiar}"]
             if full not in rec["names"] and len(rec["names"]) > 1 and not force:
-                raise InvalidState(f"image {ref} is referenced by several names "
-                                   f"({', '.join(rec['names'])}); use -f to remove it")
+                raise InvalidState(
+                    f"image {ref} is referenced by several names "
+                    f"({', '.join(rec['names'])}); use -f to remove it"
+                )
             users = self._users(image_id)
             if users and not force:
-                raise InvalidState(f"image {ref} is in use by container(s) "
-                                   f"{', '.join(u[:12] for u in users)}; use -f to remove it")
+                raise InvalidState(
+                    f"image {ref} is in use by container(s) "
+                    f"{', '.join(u[:12] for u in users)}; use -f to remove it"
+                )
             out += [f"Untagged: {Reference.parse(n).familiar}" for n in rec["names"]]
             if users:
                 # forced while containers use it: untag only; the layers stay under their
@@ -401,7 +446,7 @@ class ImageStore:
             for img in self.list():
                 keep_blobs |= {img.id, img.digest, *(x.digest for x in img.manifest.layers)}
                 keep_layers |= {d.split(":", 1)[1] for d in img.diff_ids}
-            for e in self._build_cache().values():       # isle build's layer cache
+            for e in self._build_cache().values():  # isle build's layer cache
                 keep_blobs.add(e["layer"]["digest"])
                 keep_layers.add(e["diff_id"].split(":", 1)[1])
             nb = nl = 0
@@ -427,17 +472,23 @@ class ImageStore:
                     with contextlib.suppress(OSError):
                         total += os.lstat(os.path.join(top, f)).st_blocks * 512
             return total
-        return {"images": len(self._read_index()["images"]), "blobs_bytes": du(self.blobs.dir),
-                "layers_bytes": du(self.layers_dir)}
+
+        return {
+            "images": len(self._read_index()["images"]),
+            "blobs_bytes": du(self.blobs.dir),
+            "layers_bytes": du(self.layers_dir),
+        }
 
     # -- rootfs ------------------------------------------------------------------------------
     def mount_rootfs(self, img: Image, workdir: str, *, copy: bool = False) -> str:
-        """workdir/rootfs = overlay(lower=img layers, upper=workdir/upper); copy if overlay fails."""
+        """workdir/rootfs = overlay(lower=layers, upper=workdir/upper); a copy if overlay fails."""
         from isle.image import mount
+
         return mount.mount_rootfs(img.layer_dirs, workdir, copy=copy)
 
     def unmount_rootfs(self, workdir: str) -> None:
         from isle.image import mount
+
         mount.unmount_rootfs(workdir)
 
     # -- tar helpers for export/import ------------------------------------------------------
@@ -454,6 +505,7 @@ class ImageStore:
 class _HashWriter:
     def __init__(self, out: Any) -> None:
         import hashlib
+
         self.out, self.h = out, hashlib.sha256()
 
     def write(self, b: bytes) -> int:

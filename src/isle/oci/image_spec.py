@@ -15,12 +15,29 @@ from typing import Any
 from isle.errors import ImageError
 
 __all__ = [
-    "MT_OCI_MANIFEST", "MT_OCI_INDEX", "MT_OCI_CONFIG", "MT_OCI_LAYER", "MT_OCI_LAYER_GZIP",
-    "MT_OCI_LAYER_ZSTD", "MT_DOCKER_MANIFEST", "MT_DOCKER_LIST", "MT_DOCKER_CONFIG",
-    "MT_DOCKER_LAYER_GZIP", "MANIFEST_TYPES", "INDEX_TYPES", "LAYER_TYPES",
-    "Descriptor", "Manifest", "Index", "Platform",
-    "sha256_digest", "check_digest", "parse_manifest_or_index", "canonical_json",
-    "layer_compression", "chain_ids",
+    "MT_OCI_MANIFEST",
+    "MT_OCI_INDEX",
+    "MT_OCI_CONFIG",
+    "MT_OCI_LAYER",
+    "MT_OCI_LAYER_GZIP",
+    "MT_OCI_LAYER_ZSTD",
+    "MT_DOCKER_MANIFEST",
+    "MT_DOCKER_LIST",
+    "MT_DOCKER_CONFIG",
+    "MT_DOCKER_LAYER_GZIP",
+    "MANIFEST_TYPES",
+    "INDEX_TYPES",
+    "LAYER_TYPES",
+    "Descriptor",
+    "Manifest",
+    "Index",
+    "Platform",
+    "sha256_digest",
+    "check_digest",
+    "parse_manifest_or_index",
+    "canonical_json",
+    "layer_compression",
+    "chain_ids",
 ]
 
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -89,8 +106,9 @@ class Platform:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Platform:
-        return cls(os=d.get("os", ""), architecture=d.get("architecture", ""),
-                   variant=d.get("variant", ""))
+        return cls(
+            os=d.get("os", ""), architecture=d.get("architecture", ""), variant=d.get("variant", "")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = {"architecture": self.architecture, "os": self.os}
@@ -126,9 +144,14 @@ class Descriptor:
         if not isinstance(size, int) or size < 0:
             raise ImageError(f"{where}.size: expected a non-negative integer, got {size!r}")
         plat = d.get("platform")
-        return cls(media_type=mt, digest=check_digest(d.get("digest"), f"{where}.digest"),
-                   size=size, platform=Platform.from_dict(plat) if isinstance(plat, dict) else None,
-                   annotations=dict(d.get("annotations") or {}), urls=tuple(d.get("urls") or ()))
+        return cls(
+            media_type=mt,
+            digest=check_digest(d.get("digest"), f"{where}.digest"),
+            size=size,
+            platform=Platform.from_dict(plat) if isinstance(plat, dict) else None,
+            annotations=dict(d.get("annotations") or {}),
+            urls=tuple(d.get("urls") or ()),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -154,16 +177,25 @@ class Manifest:
         layers = d.get("layers")
         if not isinstance(layers, list):
             raise ImageError("manifest.layers: expected a list")
-        descs = tuple(Descriptor.from_dict(x, f"manifest.layers[{i}]") for i, x in enumerate(layers))
+        descs = tuple(
+            Descriptor.from_dict(x, f"manifest.layers[{i}]") for i, x in enumerate(layers)
+        )
         for i, ld in enumerate(descs):
             layer_compression(ld.media_type, f"manifest.layers[{i}]")
-        return cls(media_type=mt, config=Descriptor.from_dict(d.get("config"), "manifest.config"),
-                   layers=descs, annotations=dict(d.get("annotations") or {}))
+        return cls(
+            media_type=mt,
+            config=Descriptor.from_dict(d.get("config"), "manifest.config"),
+            layers=descs,
+            annotations=dict(d.get("annotations") or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type,
-                             "config": self.config.to_dict(),
-                             "layers": [x.to_dict() for x in self.layers]}
+        d: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.media_type,
+            "config": self.config.to_dict(),
+            "layers": [x.to_dict() for x in self.layers],
+        }
         if self.annotations:
             d["annotations"] = dict(self.annotations)
         return d
@@ -180,14 +212,20 @@ class Index:
         ms = d.get("manifests")
         if not isinstance(ms, list):
             raise ImageError("index.manifests: expected a list")
-        return cls(media_type=d.get("mediaType") or media_type or MT_OCI_INDEX,
-                   manifests=tuple(Descriptor.from_dict(x, f"index.manifests[{i}]")
-                                   for i, x in enumerate(ms)),
-                   annotations=dict(d.get("annotations") or {}))
+        return cls(
+            media_type=d.get("mediaType") or media_type or MT_OCI_INDEX,
+            manifests=tuple(
+                Descriptor.from_dict(x, f"index.manifests[{i}]") for i, x in enumerate(ms)
+            ),
+            annotations=dict(d.get("annotations") or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type,
-                             "manifests": [m.to_dict() for m in self.manifests]}
+        d: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.media_type,
+            "manifests": [m.to_dict() for m in self.manifests],
+        }
         if self.annotations:
             d["annotations"] = dict(self.annotations)
         return d
@@ -196,12 +234,18 @@ class Index:
         """The manifest for want (variant optional), else ImageError listing what exists."""
         for m in self.manifests:
             p = m.platform
-            if p and p.os == want.os and p.architecture == want.architecture and (
-                    not want.variant or p.variant == want.variant):
+            if (
+                p
+                and p.os == want.os
+                and p.architecture == want.architecture
+                and (not want.variant or p.variant == want.variant)
+            ):
                 return m
         have = [f"{m.platform.os}/{m.platform.architecture}" for m in self.manifests if m.platform]
-        raise ImageError(f"no manifest for platform {want.os}/{want.architecture}; "
-                         f"index has {', '.join(have) or 'none'}")
+        raise ImageError(
+            f"no manifest for platform {want.os}/{want.architecture}; "
+            f"index has {', '.join(have) or 'none'}"
+        )
 
 
 def parse_manifest_or_index(data: bytes, media_type: str = "") -> Manifest | Index:

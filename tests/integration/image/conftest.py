@@ -27,7 +27,7 @@ ISLE = [str(REPO / ".venv" / "bin" / "isle")]
 
 @dataclass
 class Registry:
-    addr: str                 # 127.0.0.1:PORT
+    addr: str  # 127.0.0.1:PORT
     proc: subprocess.Popen
     user: str = ""
     password: str = ""
@@ -48,28 +48,63 @@ def _free_port() -> int:
 def start_registry(d: Path, *, auth: bool = False, tls: bool = False) -> Registry:
     d.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    cfg = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: true",
-           "storage:", f"  filesystem:", f"    rootdirectory: {d / 'data'}", "  delete:",
-           "    enabled: true", "http:", f"  addr: 127.0.0.1:{port}", "  secret: isle-test"]
+    cfg = [
+        "version: 0.1",
+        "log:",
+        "  level: error",
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {d / 'data'}",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+        "  secret: isle-test",
+    ]
     reg = Registry(addr=f"127.0.0.1:{port}", proc=None)  # type: ignore[arg-type]
     if tls:
         key, crt = d / "key.pem", d / "cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext",
-                        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                        "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-keyout",
+                str(key),
+                "-out",
+                str(crt),
+            ],
+            check=True,
+            capture_output=True,
+        )
         cfg += ["  tls:", f"    certificate: {crt}", f"    key: {key}"]
         reg.tls, reg.ca = True, str(crt)
     if auth:
         reg.user, reg.password = "isleuser", "islepass-" + os.urandom(4).hex()
         hp = d / "htpasswd"
-        subprocess.run(["htpasswd", "-Bbc", str(hp), reg.user, reg.password], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["htpasswd", "-Bbc", str(hp), reg.user, reg.password], check=True, capture_output=True
+        )
         cfg += ["auth:", "  htpasswd:", "    realm: isle-test", f"    path: {hp}"]
     (d / "config.yml").write_text("\n".join(cfg) + "\n")
     log = open(d / "registry.log", "wb")
-    reg.proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    reg.proc = subprocess.Popen(
+        ["docker-registry", "serve", str(d / "config.yml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -113,19 +148,33 @@ def registry_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 
 @pytest.fixture
 def settings(tmp_root: Path) -> Settings:
-    return Settings(root=str(tmp_root), runroot=str(tmp_root / "run"), cache=str(tmp_root / "cache"))
+    return Settings(
+        root=str(tmp_root), runroot=str(tmp_root / "run"), cache=str(tmp_root / "cache")
+    )
 
 
-def run_isle(root: Path, *args: str, check: bool = True, timeout: float = 120,
-         input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_isle(
+    root: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 120,
+    input: bytes | None = None,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """Run the real `isle` CLI with --root."""
     e = dict(os.environ)
     e.update(env or {})
-    cp = subprocess.run([*ISLE, "--root", str(root), *args], capture_output=True, timeout=timeout,
-                        input=input, env=e)
+    cp = subprocess.run(
+        [*ISLE, "--root", str(root), *args],
+        capture_output=True,
+        timeout=timeout,
+        input=input,
+        env=e,
+    )
     if check and cp.returncode != 0:
-        raise AssertionError(f"isle {' '.join(args)} exited {cp.returncode}: "
-                             f"{cp.stderr.decode()[-2000:]}")
+        raise AssertionError(
+            f"isle {' '.join(args)} exited {cp.returncode}: {cp.stderr.decode()[-2000:]}"
+        )
     return cp
 
 

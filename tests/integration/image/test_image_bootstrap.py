@@ -23,15 +23,32 @@ def test_bootstrap_debian_minbase(tmp_path: Path, isle) -> None:
     work = tmp_path / "w"
     rootfs = store.mount_rootfs(img, str(work))
     try:
-        out = subprocess.run(["chroot", rootfs, "/bin/sh", "-c",
-                              "cat /etc/debian_version; dpkg-query -W -f='${Package}\\n' apt bash;"
-                              " ls /var/cache/apt/archives"], capture_output=True, text=True,
-                             check=True).stdout.split()
+        out = subprocess.run(
+            [
+                "chroot",
+                rootfs,
+                "/bin/sh",
+                "-c",
+                "cat /etc/debian_version; dpkg-query -W -f='${Package}\\n' apt bash;"
+                " ls /var/cache/apt/archives",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
     finally:
         store.unmount_rootfs(str(work))
     assert out[0].startswith("12.") and out[1:3] == ["apt", "bash"]
-    assert out[3:] == ["partial"]                                      # no .debs kept
-    bad = isle(root, "image", "bootstrap", "debian:nosuchsuite", "--mirror",
-               "http://127.0.0.1:9/debian", check=False, timeout=600)
+    assert out[3:] == ["partial"]  # no .debs kept
+    bad = isle(
+        root,
+        "image",
+        "bootstrap",
+        "debian:nosuchsuite",
+        "--mirror",
+        "http://127.0.0.1:9/debian",
+        check=False,
+        timeout=600,
+    )
     assert bad.returncode != 0 and b"debootstrap" in bad.stderr
     assert [i.names for i in store.list()] == [["docker.io/library/debian:bookworm"]]

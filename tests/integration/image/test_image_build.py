@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -77,8 +76,18 @@ def _files(img_dirs: list[str]) -> dict[str, Path]:
 
 def test_multistage_build_and_cache(tmp_path: Path, context: Path, isle) -> None:
     root = tmp_path / "root"
-    args = ["build", "-t", "built:1", "--runtime", "runc", "--target", "final",
-            "--build-arg", "MSG=yo", str(context)]
+    args = [
+        "build",
+        "-t",
+        "built:1",
+        "--runtime",
+        "runc",
+        "--target",
+        "final",
+        "--build-arg",
+        "MSG=yo",
+        str(context),
+    ]
     cp = isle(root, *args)
     log = cp.stderr.decode()
     assert "STEP 1/" in log and "--> Using cache" not in log and "never" not in log
@@ -88,11 +97,20 @@ def test_multistage_build_and_cache(tmp_path: Path, context: Path, isle) -> None
     files = _files(img.layer_dirs)
     assert files["/greet"].read_text() == "yo hello world\n"
     assert files["/who-user"].read_text() == "1234\n"
-    assert set(files) == {"/greet", "/busybox", "/who-user", "/copied/a.txt", "/copied/keep.txt",
-                          "/copied/who-user"}                      # skip.log ignored
+    assert set(files) == {
+        "/greet",
+        "/busybox",
+        "/who-user",
+        "/copied/a.txt",
+        "/copied/keep.txt",
+        "/copied/who-user",
+    }  # skip.log ignored
     c = img.config["config"]
-    assert c["Cmd"] == ["/busybox", "cat", "/greet"] and "Entrypoint" not in c or \
-        c.get("Entrypoint") == []
+    assert (
+        c["Cmd"] == ["/busybox", "cat", "/greet"]
+        and "Entrypoint" not in c
+        or c.get("Entrypoint") == []
+    )
     assert c["Labels"] == {"org.example": "yes"} and c["ExposedPorts"] == {"8080/tcp": {}}
     assert c["Volumes"] == {"/data": {}} and c["StopSignal"] == "SIGTERM"
     assert c["Healthcheck"]["Test"] == ["CMD", "/busybox", "true"]
@@ -137,13 +155,16 @@ def test_base_stage_contents(tmp_path: Path, context: Path, isle) -> None:
     assert any("id -u" in json.loads(h)["CreatedBy"] for h in hist)
 
 
-@pytest.mark.parametrize("text,where", [
-    ("FROM busybox\nRUN true\nBOGUS x\n", "Containerfile:3"),
-    ("FROM busybox\nCOPY missing.txt /\n", "Containerfile:2"),
-    ("FROM busybox\nRUN exit 3\n", "Containerfile:2"),
-    ("FROM nosuchimage:1\n", "Containerfile:1"),
-    ("FROM busybox\nCOPY ../outside /\n", "Containerfile:2"),
-])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ("FROM busybox\nRUN true\nBOGUS x\n", "Containerfile:3"),
+        ("FROM busybox\nCOPY missing.txt /\n", "Containerfile:2"),
+        ("FROM busybox\nRUN exit 3\n", "Containerfile:2"),
+        ("FROM nosuchimage:1\n", "Containerfile:1"),
+        ("FROM busybox\nCOPY ../outside /\n", "Containerfile:2"),
+    ],
+)
 def test_errors_name_the_line(tmp_path: Path, isle, text: str, where: str) -> None:
     ctx = tmp_path / "c"
     ctx.mkdir()
@@ -161,7 +182,8 @@ def test_run_through_isle_runtime_by_default(tmp_path: Path, isle) -> None:
     ctx.mkdir()
     (ctx / "Containerfile").write_text(
         'FROM busybox\nSHELL ["/bin/sh", "-eu", "-c"]\nRUN echo "$0 via isle-runtime" > /r\n'
-        "ONBUILD RUN echo later\n")
+        "ONBUILD RUN echo later\n"
+    )
     cp = isle(tmp_path / "r", "--runroot", str(tmp_path / "run"), "build", "-t", "ir:1", str(ctx))
     store = ImageStore(str(tmp_path / "r" / "images"))
     img = store.resolve("ir:1")

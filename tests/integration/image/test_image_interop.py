@@ -6,8 +6,8 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,10 @@ PEERS = Path("/work/shared/peers")
 
 @pytest.fixture
 def podman() -> list[str]:
-    d = tempfile.mkdtemp(prefix="ipod", dir="/tmp")      # podman wants a runroot < 50 chars
-    prefix = subprocess.run([str(PEERS / "podman-env"), d], check=True,
-                            capture_output=True, text=True).stdout.split()
+    d = tempfile.mkdtemp(prefix="ipod", dir="/tmp")  # podman wants a runroot < 50 chars
+    prefix = subprocess.run(
+        [str(PEERS / "podman-env"), d], check=True, capture_output=True, text=True
+    ).stdout.split()
     yield prefix
     subprocess.run([*prefix, "rm", "-af"], capture_output=True, timeout=60)
     subprocess.run([*prefix, "system", "reset", "-f"], capture_output=True, timeout=60)
@@ -43,8 +44,14 @@ def run_with_runc(store: ImageStore, ref: str, work: Path, args: list[str]) -> s
     lines: list[str] = []
     try:
         env = img.config.get("config", {}).get("Env") or ["PATH=/bin:/usr/bin"]
-        run_in_bundle("runc", str(work / "state"), str(work), "isle-test-" + os.urandom(4).hex(),
-                      run_spec(args, env, "/", 0, 0), lines.append)
+        run_in_bundle(
+            "runc",
+            str(work / "state"),
+            str(work),
+            "isle-test-" + os.urandom(4).hex(),
+            run_spec(args, env, "/", 0, 0),
+            lines.append,
+        )
     finally:
         store.unmount_rootfs(str(work))
     return "\n".join(lines)
@@ -61,8 +68,16 @@ def test_isle_push_skopeo_copy_podman_run(registry, tmp_path: Path, isle, podman
     idx = json.loads((oci / "index.json").read_text())
     assert idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "x"
     sh(*podman, "pull", "--tls-verify=false", ref)
-    out = sh(*podman, "run", "--rm", "--network=none", ref, "sh", "-c",
-             "echo ran-under-podman; ls /bin | wc -l")
+    out = sh(
+        *podman,
+        "run",
+        "--rm",
+        "--network=none",
+        ref,
+        "sh",
+        "-c",
+        "echo ran-under-podman; ls /bin | wc -l",
+    )
     assert out.split()[0] == "ran-under-podman" and int(out.split()[1]) > 50
 
 
@@ -71,22 +86,34 @@ def test_skopeo_push_isle_pull_and_run(registry, tmp_path: Path, isle) -> None:
     root = tmp_path / "isle"
     store = ImageStore(str(root / "images"))
     (tmp_path / "u").mkdir()
-    (tmp_path / "u" / "unique").write_bytes(os.urandom(64))     # new blobs: skopeo must recompress
+    (tmp_path / "u" / "unique").write_bytes(os.urandom(64))  # new blobs: skopeo must recompress
     store.commit(str(tmp_path / "u"), store.resolve("busybox"), {}, names=["uniq:1"])
     isle(root, "save", "-o", str(tmp_path / "bb.tar"), "uniq:1")
     isle(root, "save", "--format", "oci-archive", "-o", str(tmp_path / "bb-oci.tar"), "busybox")
     ref1 = f"{registry.addr}/interop/from-skopeo-docker:1"
     ref2 = f"{registry.addr}/interop/from-skopeo-oci:1"
-    sh("skopeo", "copy", "--dest-tls-verify=false", "--dest-compress", "--dest-compress-format=zstd",
-       f"docker-archive:{tmp_path / 'bb.tar'}", f"docker://{ref1}")
-    sh("skopeo", "copy", "--dest-tls-verify=false",
-       f"oci-archive:{tmp_path / 'bb-oci.tar'}:docker.io/library/busybox:latest", f"docker://{ref2}")
+    sh(
+        "skopeo",
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress",
+        "--dest-compress-format=zstd",
+        f"docker-archive:{tmp_path / 'bb.tar'}",
+        f"docker://{ref1}",
+    )
+    sh(
+        "skopeo",
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci-archive:{tmp_path / 'bb-oci.tar'}:docker.io/library/busybox:latest",
+        f"docker://{ref2}",
+    )
     other = tmp_path / "other"
     for ref in (ref1, ref2):
         isle(other, "pull", ref, "--tls-verify=false")
     store = ImageStore(str(other / "images"))
     zimg = store.resolve(ref1)
-    assert zimg.manifest.layers[-1].media_type.endswith("+zstd")      # the new layer; the base
+    assert zimg.manifest.layers[-1].media_type.endswith("+zstd")  # the new layer; the base
     # layer skopeo found in the registry already, gzip: one image, mixed compression
     out = run_with_runc(store, ref1, tmp_path / "w1", ["sh", "-c", "echo isle-ran-it"])
     assert out.strip() == "isle-ran-it"
@@ -106,7 +133,9 @@ def test_save_load_with_podman_both_ways(tmp_path: Path, isle, podman) -> None:
     assert "example.org/isle/saved:3" in sh(*podman, "load", "-i", str(dock))
     sh(*podman, "rmi", "example.org/isle/saved:3")
     assert "example.org/isle/saved:3" in sh(*podman, "load", "-i", str(oci))
-    out = sh(*podman, "run", "--rm", "--network=none", "example.org/isle/saved:3", "echo", "loaded-ok")
+    out = sh(
+        *podman, "run", "--rm", "--network=none", "example.org/isle/saved:3", "echo", "loaded-ok"
+    )
     assert out.strip() == "loaded-ok"
     insp = json.loads(sh("skopeo", "inspect", f"oci:{ocidir}:docker.io/library/busybox:latest"))
     assert insp["Layers"] and insp["Architecture"] == "amd64"
@@ -120,8 +149,9 @@ def test_save_load_with_podman_both_ways(tmp_path: Path, isle, podman) -> None:
         assert "localhost/from-podman:1" in out
         img = ImageStore(str(fresh / "images")).resolve("localhost/from-podman:1")
         assert (Path(img.layer_dirs[0]) / "bin" / "busybox").exists()
-    bad = isle(tmp_path / "x", "load", "-i", str(tmp_path / "pod-docker-archive.tar") + "nope",
-               check=False)
+    bad = isle(
+        tmp_path / "x", "load", "-i", str(tmp_path / "pod-docker-archive.tar") + "nope", check=False
+    )
     assert bad.returncode != 0
 
 
@@ -134,11 +164,27 @@ def test_import_rootfs_tarball(tmp_path: Path, isle) -> None:
     with tarfile.open(tgz, "w:gz") as tf:
         tf.add(src, ".")
     root = tmp_path / "isle"
-    iid = isle(root, "import", str(tgz), "imported:1", "-c", 'CMD ["/bin/cat", "/etc/motd"]',
-               "-c", "ENV A=b", "-m", "from a tarball").stdout.decode().strip()
+    iid = (
+        isle(
+            root,
+            "import",
+            str(tgz),
+            "imported:1",
+            "-c",
+            'CMD ["/bin/cat", "/etc/motd"]',
+            "-c",
+            "ENV A=b",
+            "-m",
+            "from a tarball",
+        )
+        .stdout.decode()
+        .strip()
+    )
     img = ImageStore(str(root / "images")).resolve("imported:1")
-    assert img.id == iid and img.config["config"] == {"Cmd": ["/bin/cat", "/etc/motd"],
-                                                       "Env": ["A=b"]}
+    assert img.id == iid and img.config["config"] == {
+        "Cmd": ["/bin/cat", "/etc/motd"],
+        "Env": ["A=b"],
+    }
     assert (Path(img.layer_dirs[0]) / "etc" / "motd").read_text() == "imported\n"
     assert os.readlink(Path(img.layer_dirs[0]) / "etc" / "link") == "motd"
     assert img.config["history"][0]["comment"] == "from a tarball"

@@ -51,13 +51,16 @@ def _tmp_bytes(root: Path) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_mid_layer_leaves_no_image_and_next_pull_completes(big_image: str,
-                                                                     tmp_path: Path,
-                                                                     isle_argv: list[str]) -> None:
+def test_sigkill_mid_layer_leaves_no_image_and_next_pull_completes(
+    big_image: str, tmp_path: Path, isle_argv: list[str]
+) -> None:
     ISLE = isle_argv
     root = tmp_path / "r"
-    p = subprocess.Popen([*ISLE, "--root", str(root), "pull", big_image, "--tls-verify=false", "-q"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [*ISLE, "--root", str(root), "pull", big_image, "--tls-verify=false", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while _tmp_bytes(root) < (8 << 20) and p.poll() is None and time.time() < deadline:
         time.sleep(0.002)
@@ -69,29 +72,39 @@ def test_sigkill_mid_layer_leaves_no_image_and_next_pull_completes(big_image: st
     store = ImageStore(str(root / "images"))
     assert not store.exists(big_image) and store.list() == []
     assert os.listdir(store.layers_dir) == [] or all(
-        store.has_layer("sha256:" + h) for h in os.listdir(store.layers_dir))   # only whole layers
-    cp = subprocess.run([*ISLE, "--root", str(root), "pull", big_image, "--tls-verify=false", "-q"],
-                        capture_output=True, timeout=240)
+        store.has_layer("sha256:" + h) for h in os.listdir(store.layers_dir)
+    )  # only whole layers
+    cp = subprocess.run(
+        [*ISLE, "--root", str(root), "pull", big_image, "--tls-verify=false", "-q"],
+        capture_output=True,
+        timeout=240,
+    )
     assert cp.returncode == 0, cp.stderr.decode()[-1000:]
     img = store.resolve(big_image)
     for layer in img.manifest.layers:
-        b"".join(store.blobs.iter_verified(layer.digest))             # every blob verifies
+        b"".join(store.blobs.iter_verified(layer.digest))  # every blob verifies
     assert (Path(img.layer_dirs[1]) / "blob0").stat().st_size == 96 << 20
     store.gc()
-    assert os.listdir(store.blobs.tmp_dir) == []                       # the killed pull's debris
+    assert os.listdir(store.blobs.tmp_dir) == []  # the killed pull's debris
 
 
 @pytest.mark.timeout(300)
-def test_two_concurrent_pulls_end_with_one_copy(big_image: str, tmp_path: Path,
-                                                isle_argv: list[str]) -> None:
+def test_two_concurrent_pulls_end_with_one_copy(
+    big_image: str, tmp_path: Path, isle_argv: list[str]
+) -> None:
     ISLE = isle_argv
     root = tmp_path / "r"
-    procs = [subprocess.Popen([*ISLE, "--root", str(root), "pull", big_image, "--tls-verify=false",
-                               "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*ISLE, "--root", str(root), "pull", big_image, "--tls-verify=false", "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outs]
-    assert outs[0][0] == outs[1][0]                                      # same image id
+    assert outs[0][0] == outs[1][0]  # same image id
     store = ImageStore(str(root / "images"))
     imgs = store.list()
     assert len(imgs) == 1 and imgs[0].names == [big_image]

@@ -37,20 +37,39 @@ def _layer_tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def push_raw(c: RegistryClient, repo: str, tag: str, layers: list[tuple[bytes, str, bytes]],
-             arch: str = "amd64", diff_ids: list[str] | None = None, upload: bool = True) -> str:
+def push_raw(
+    c: RegistryClient,
+    repo: str,
+    tag: str,
+    layers: list[tuple[bytes, str, bytes]],
+    arch: str = "amd64",
+    diff_ids: list[str] | None = None,
+    upload: bool = True,
+) -> str:
     """layers: (blob, media type, uncompressed tar). Returns the manifest digest."""
-    cfg = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": ["sh"]},
-                      "rootfs": {"type": "layers",
-                                 "diff_ids": diff_ids or [_d(t) for _, _, t in layers]}}).encode()
+    cfg = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids or [_d(t) for _, _, t in layers]},
+        }
+    ).encode()
     for blob, _, _ in [*layers, (cfg, "", b"")]:
         if upload:
             c.upload_blob(repo, _d(blob), len(blob), blob)
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                               "digest": _d(cfg), "size": len(cfg)},
-                    "layers": [{"mediaType": mt, "digest": _d(b), "size": len(b)}
-                               for b, mt, _ in layers]}).encode()
+    m = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _d(cfg),
+                "size": len(cfg),
+            },
+            "layers": [{"mediaType": mt, "digest": _d(b), "size": len(b)} for b, mt, _ in layers],
+        }
+    ).encode()
     return c.put_manifest(repo, tag, m, "application/vnd.oci.image.manifest.v1+json")
 
 
@@ -59,8 +78,11 @@ def _state(store: ImageStore) -> list[str]:
     for top, dirs, files in os.walk(store.root):
         if os.path.relpath(top, store.root).startswith("tmp"):
             continue
-        out += [os.path.relpath(os.path.join(top, f), store.root) for f in files
-                if not f.endswith(".lock")]
+        out += [
+            os.path.relpath(os.path.join(top, f), store.root)
+            for f in files
+            if not f.endswith(".lock")
+        ]
     return sorted(out)
 
 
@@ -71,7 +93,7 @@ def test_cli_push_then_pull_roundtrip(registry, tmp_path: Path, isle) -> None:
     pushed = isle(a, "push", ref, "--tls-verify=false")
     digest = pushed.stdout.decode().strip()
     assert digest.startswith("sha256:")
-    assert b"pushed" in pushed.stderr                                   # plain progress lines
+    assert b"pushed" in pushed.stderr  # plain progress lines
     pulled = isle(b, "pull", ref, "--tls-verify=false")
     img_a = ImageStore(str(a / "images")).resolve(ref)
     img_b = ImageStore(str(b / "images")).resolve(ref)
@@ -93,14 +115,46 @@ def test_auth_tls_login_logout(registry_auth, tmp_path: Path, isle) -> None:
     isle(root, "tag", "busybox", ref)
     no = isle(root, "push", ref, "--tls-verify=false", "--authfile", authfile, check=False)
     assert no.returncode != 0 and b"authentication required" in no.stderr
-    bad = isle(root, "login", reg.addr, "-u", reg.user, "-p", "wrong", "--tls-verify=false",
-               "--authfile", authfile, check=False)
+    bad = isle(
+        root,
+        "login",
+        reg.addr,
+        "-u",
+        reg.user,
+        "-p",
+        "wrong",
+        "--tls-verify=false",
+        "--authfile",
+        authfile,
+        check=False,
+    )
     assert bad.returncode != 0 and b"rejected" in bad.stderr and not os.path.exists(authfile)
-    untrusted = isle(root, "login", reg.addr, "-u", reg.user, "-p", reg.password,
-                     "--authfile", authfile, check=False)
+    untrusted = isle(
+        root,
+        "login",
+        reg.addr,
+        "-u",
+        reg.user,
+        "-p",
+        reg.password,
+        "--authfile",
+        authfile,
+        check=False,
+    )
     assert untrusted.returncode != 0 and b"CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
-    isle(root, "login", reg.addr, "-u", reg.user, "--password-stdin", "--ca-file", reg.ca,
-         "--authfile", authfile, input=reg.password.encode() + b"\n")
+    isle(
+        root,
+        "login",
+        reg.addr,
+        "-u",
+        reg.user,
+        "--password-stdin",
+        "--ca-file",
+        reg.ca,
+        "--authfile",
+        authfile,
+        input=reg.password.encode() + b"\n",
+    )
     assert reg.addr in json.loads(Path(authfile).read_text())["auths"]
     isle(root, "push", ref, "--ca-file", reg.ca, "--authfile", authfile)
     other = tmp_path / "o"
@@ -117,26 +171,52 @@ def test_zstd_uncompressed_and_index_platforms(registry, tmp_path: Path) -> None
     t1 = _layer_tar({"zstd-file": b"z" * 10000})
     t2 = _layer_tar({"plain-file": b"p" * 100})
     t3 = _layer_tar({"gz-file": b"g"})
-    amd = push_raw(c, "fmt/multi", "amd64", [(zstandard.compress(t1), "application/vnd.oci.image.layer.v1.tar+zstd", t1),
-                                             (t2, "application/vnd.oci.image.layer.v1.tar", t2)])
-    arm = push_raw(c, "fmt/multi", "arm64", [(gzip.compress(t3), "application/vnd.oci.image.layer.v1.tar+gzip", t3)],
-                   arch="arm64")
+    amd = push_raw(
+        c,
+        "fmt/multi",
+        "amd64",
+        [
+            (zstandard.compress(t1), "application/vnd.oci.image.layer.v1.tar+zstd", t1),
+            (t2, "application/vnd.oci.image.layer.v1.tar", t2),
+        ],
+    )
+    arm = push_raw(
+        c,
+        "fmt/multi",
+        "arm64",
+        [(gzip.compress(t3), "application/vnd.oci.image.layer.v1.tar+gzip", t3)],
+        arch="arm64",
+    )
     sizes = {d: len(c.get_manifest("fmt/multi", d)[0]) for d in (amd, arm)}
-    idx = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                      "manifests": [
-                          {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm,
-                           "size": sizes[arm], "platform": {"os": "linux", "architecture": "arm64"}},
-                          {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd,
-                           "size": sizes[amd], "platform": {"os": "linux", "architecture": "amd64"}},
-                      ]}).encode()
+    idx = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": arm,
+                    "size": sizes[arm],
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                },
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": amd,
+                    "size": sizes[amd],
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+            ],
+        }
+    ).encode()
     c.put_manifest("fmt/multi", "latest", idx, "application/vnd.oci.image.index.v1+json")
     store = ImageStore(str(tmp_path / "s"))
     img = pull(store, f"{registry.addr}/fmt/multi", c, platform=Platform(architecture="amd64"))
     assert img.digest == amd
     assert (Path(img.layer_dirs[0]) / "zstd-file").read_bytes() == b"z" * 10000
     assert (Path(img.layer_dirs[1]) / "plain-file").exists()
-    arm_img = pull(store, f"{registry.addr}/fmt/multi:latest", c,
-                   platform=Platform.parse("linux/arm64"))
+    arm_img = pull(
+        store, f"{registry.addr}/fmt/multi:latest", c, platform=Platform.parse("linux/arm64")
+    )
     assert arm_img.digest == arm and arm_img.config["architecture"] == "arm64"
     with pytest.raises(ImageError, match="no manifest for platform linux/s390x"):
         pull(store, f"{registry.addr}/fmt/multi", c, platform=Platform.parse("linux/s390x"))
@@ -156,11 +236,11 @@ def test_bad_content_is_rejected_and_store_unchanged(registry, tmp_path: Path) -
     data = Path(registry.proc.args[2]).parent / "data" / "docker" / "registry" / "v2"
     blob = data / "blobs" / "sha256" / _d(gz)[7:9] / _d(gz)[7:] / "data"
     saved = blob.read_bytes()
-    blob.write_bytes(saved[: len(saved) // 2])                          # truncated layer
+    blob.write_bytes(saved[: len(saved) // 2])  # truncated layer
     with pytest.raises(ImageError, match="size|truncated|corrupt|mismatch"):
         pull(store, f"{registry.addr}/bad/missing:1", c)
     assert _state(store) == before
-    blob.write_bytes(saved[:-8] + b"\0" * 8)                            # same size, wrong bytes
+    blob.write_bytes(saved[:-8] + b"\0" * 8)  # same size, wrong bytes
     with pytest.raises(ImageError, match="digest mismatch|corrupt"):
         pull(store, f"{registry.addr}/bad/missing:1", c)
     assert _state(store) == before
@@ -169,8 +249,13 @@ def test_bad_content_is_rejected_and_store_unchanged(registry, tmp_path: Path) -
         pull(store, f"{registry.addr}/bad/missing:1", c)
     assert _state(store) == before
     # 2. a config whose diff_id does not match the layer
-    push_raw(c, "bad/diffid", "1", [(gz, "application/vnd.oci.image.layer.v1.tar+gzip", t)],
-             diff_ids=[_d(b"something else")])
+    push_raw(
+        c,
+        "bad/diffid",
+        "1",
+        [(gz, "application/vnd.oci.image.layer.v1.tar+gzip", t)],
+        diff_ids=[_d(b"something else")],
+    )
     with pytest.raises(ImageError, match="does not match the config's diff_id"):
         pull(store, f"{registry.addr}/bad/diffid:1", c)
     assert _state(store) == before
@@ -212,4 +297,4 @@ def test_push_mounts_blobs_from_a_sibling_repo(registry, tmp_path: Path) -> None
         push(store, store.resolve(img.id), f"{registry.addr}/mount/dst:1", c, progress=rec)
     layer = img.manifest.layers[0].digest
     assert (layer, "mounted from mount/src") in rec.events
-    assert all(s != "start" for _, s in rec.events)                     # nothing re-uploaded
+    assert all(s != "start" for _, s in rec.events)  # nothing re-uploaded

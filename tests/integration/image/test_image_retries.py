@@ -30,7 +30,7 @@ class FlakyProxy:
             def log_message(self, *a: object) -> None:
                 pass
 
-            def do_GET(self) -> None:        # noqa: N802
+            def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?")[0]
                 n = proxy.seen.get(path, 0)
                 proxy.seen[path] = n + 1
@@ -39,12 +39,14 @@ class FlakyProxy:
                         self.send_response(503)
                         self.send_header("Content-Length", "0")
                         self.end_headers()
-                    else:                    # drop the connection without an answer
+                    else:  # drop the connection without an answer
                         self.close_connection = True
                         self.connection.shutdown(2)
                     return
-                r = httpx.get(upstream + self.path, headers={
-                    k: v for k, v in self.headers.items() if k.lower() in ("accept",)})
+                r = httpx.get(
+                    upstream + self.path,
+                    headers={k: v for k, v in self.headers.items() if k.lower() in ("accept",)},
+                )
                 self.send_response(r.status_code)
                 for k in ("Content-Type", "Docker-Content-Digest"):
                     if k in r.headers:
@@ -89,8 +91,10 @@ def test_persistent_failure_gives_a_clear_error(registry, pushed: str, tmp_path:
     proxy = FlakyProxy(f"http://{registry.addr}", failures=100, mode="503")
     try:
         store = ImageStore(str(tmp_path / "dst"))
-        with RegistryClient(proxy.addr, tls_verify=False, retries=2) as c, \
-                pytest.raises(RegistryError, match="HTTP 503"):
+        with (
+            RegistryClient(proxy.addr, tls_verify=False, retries=2) as c,
+            pytest.raises(RegistryError, match="HTTP 503"),
+        ):
             pull(store, f"{proxy.addr}/{pushed}", c)
         assert store.list() == []
     finally:

@@ -29,13 +29,17 @@ def test_busybox_offline_is_reproducible_and_runs(store: ImageStore, tmp_path: P
     assert img.config["config"]["Cmd"] == ["sh"]
     assert store.resolve("busybox:latest").id == img.id == store.resolve(img.short_id).id
     other = ImageStore(str(tmp_path / "other"))
-    assert other.resolve("docker.io/library/busybox").id == img.id       # same bytes, same id
+    assert other.resolve("docker.io/library/busybox").id == img.id  # same bytes, same id
     work = tmp_path / "c1"
     rootfs = store.mount_rootfs(img, str(work))
     try:
         assert is_mounted(rootfs)
-        out = subprocess.run(["chroot", rootfs, "/bin/sh", "-c", "echo hi; id -u; cat /etc/passwd"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["chroot", rootfs, "/bin/sh", "-c", "echo hi; id -u; cat /etc/passwd"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.startswith("hi\n0\nroot:x:0:0")
     finally:
         store.unmount_rootfs(str(work))
@@ -49,13 +53,27 @@ def test_commit_captures_changes_and_deletions(store: ImageStore, tmp_path: Path
     work = tmp_path / "c"
     rootfs = store.mount_rootfs(base, str(work))
     try:
-        subprocess.run(["chroot", rootfs, "/bin/sh", "-c",
-                        "echo new > /new; rm /etc/hostname; rm -rf /home; mkdir /home; "
-                        "chmod 4711 /new; mknod /dev-null c 1 3"], check=True)
+        subprocess.run(
+            [
+                "chroot",
+                rootfs,
+                "/bin/sh",
+                "-c",
+                "echo new > /new; rm /etc/hostname; rm -rf /home; mkdir /home; "
+                "chmod 4711 /new; mknod /dev-null c 1 3",
+            ],
+            check=True,
+        )
     finally:
         store.unmount_rootfs(str(work))
-    img = store.commit(str(work / "upper"), base, {"Cmd": ["cat", "/new"], "User": "0"},
-                       names=["mine:v1"], created_by="test commit", comment="c")
+    img = store.commit(
+        str(work / "upper"),
+        base,
+        {"Cmd": ["cat", "/new"], "User": "0"},
+        names=["mine:v1"],
+        created_by="test commit",
+        comment="c",
+    )
     assert img.config["config"]["Cmd"] == ["cat", "/new"]
     assert img.config["config"]["Env"] == base.config["config"]["Env"]
     assert len(img.layer_dirs) == 2 and img.layer_dirs[0] == base.layer_dirs[0]
@@ -77,16 +95,18 @@ def test_copy_fallback_gives_the_same_tree(store: ImageStore, tmp_path: Path) ->
     assert not is_mounted(rootfs)
     assert os.readlink(Path(rootfs) / "bin" / "ls") == "/bin/busybox"
     assert (Path(rootfs) / "etc" / "passwd").read_text().startswith("root:")
-    store.unmount_rootfs(str(tmp_path / "cp"))                          # a no-op, no error
+    store.unmount_rootfs(str(tmp_path / "cp"))  # a no-op, no error
 
 
 def test_names_rmi_in_use_and_prune(store: ImageStore) -> None:
     img = store.resolve("busybox")
     store.tag("busybox", "localhost:5000/a/b:1")
     store.tag("busybox", "extra")
-    assert sorted(store.resolve(img.id).names) == ["docker.io/library/busybox:latest",
-                                                   "docker.io/library/extra:latest",
-                                                   "localhost:5000/a/b:1"]
+    assert sorted(store.resolve(img.id).names) == [
+        "docker.io/library/busybox:latest",
+        "docker.io/library/extra:latest",
+        "localhost:5000/a/b:1",
+    ]
     assert store.remove("extra") == ["Untagged: extra:latest"]
     with pytest.raises(InvalidState, match="several names"):
         store.remove(img.short_id)
@@ -94,15 +114,15 @@ def test_names_rmi_in_use_and_prune(store: ImageStore) -> None:
     store.remove("localhost:5000/a/b:1")
     with pytest.raises(InvalidState, match="in use by container.*c0ffeec0ffee"):
         store.remove("busybox")
-    assert store.prune(all_images=True) == []                          # in use: kept
+    assert store.prune(all_images=True) == []  # in use: kept
     assert store.remove("busybox", force=True) == ["Untagged: busybox:latest"]
-    kept = store.resolve(img.id)                 # forced while in use: untagged, layers kept
+    kept = store.resolve(img.id)  # forced while in use: untagged, layers kept
     assert kept.names == [] and all(os.path.isdir(d) for d in kept.layer_dirs)
-    assert store.prune() == []                                          # still in use
+    assert store.prune() == []  # still in use
     store.set_users_callback(lambda iid: [])
     assert store.prune() == [img.id]
     assert store.list() == [] and os.listdir(store.layers_dir) == []
-    assert store.blobs.all() == []                                       # gc removed the blobs
+    assert store.blobs.all() == []  # gc removed the blobs
 
 
 def test_prune_removes_dangling_only(store: ImageStore, tmp_path: Path) -> None:
@@ -115,12 +135,14 @@ def test_prune_removes_dangling_only(store: ImageStore, tmp_path: Path) -> None:
 
 
 def test_cli_images_listing(tmp_root: Path, isle) -> None:
-    isle(tmp_root, "image", "inspect", "busybox")                      # materialises busybox
+    isle(tmp_root, "image", "inspect", "busybox")  # materialises busybox
     isle(tmp_root, "tag", "busybox", "example.com/x/y:2")
     out = isle(tmp_root, "images").stdout.decode().splitlines()
     assert out[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
-    assert {tuple(line.split()[:2]) for line in out[1:]} == {("busybox", "latest"),
-                                                            ("example.com/x/y", "2")}
+    assert {tuple(line.split()[:2]) for line in out[1:]} == {
+        ("busybox", "latest"),
+        ("example.com/x/y", "2"),
+    }
     ids = isle(tmp_root, "images", "-q").stdout.decode().split()
     assert len(ids) == 1 and len(ids[0]) == 12
     rows = [json.loads(x) for x in isle(tmp_root, "images", "--format", "json").stdout.splitlines()]
@@ -143,7 +165,7 @@ def test_cli_images_listing(tmp_root: Path, isle) -> None:
 
 def test_many_layers_still_mount_with_overlay(store: ImageStore, tmp_path: Path) -> None:
     img = store.resolve("busybox")
-    for i in range(60):                       # > one page of absolute lowerdir paths
+    for i in range(60):  # > one page of absolute lowerdir paths
         u = tmp_path / f"u{i}"
         u.mkdir()
         (u / f"f{i}").write_text(str(i))

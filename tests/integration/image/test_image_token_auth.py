@@ -41,7 +41,7 @@ class TokenGate:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:        # noqa: N802
+            def do_GET(self) -> None:  # noqa: N802
                 url = urllib.parse.urlparse(self.path)
                 if url.path == "/token":
                     q = urllib.parse.parse_qs(url.query)
@@ -57,12 +57,22 @@ class TokenGate:
                 scope = f"repository:{'/'.join(parts[2:-2])}:pull" if len(parts) > 4 else ""
                 if self.headers.get("Authorization") != f"Bearer T:{scope}":
                     realm = f"http://{gate.addr}/token"
-                    self._send(401, b"{}", {"WWW-Authenticate":
-                                            f'Bearer realm="{realm}",service="gate",scope="{scope}"'})
+                    self._send(
+                        401,
+                        b"{}",
+                        {
+                            "WWW-Authenticate": f'Bearer realm="{realm}",service="gate",scope="{scope}"'
+                        },
+                    )
                     return
-                r = httpx.get(upstream + self.path, headers={"Accept": self.headers.get("Accept", "")})
-                self._send(r.status_code, r.content, {k: r.headers[k] for k in ("Content-Type",)
-                                                      if k in r.headers})
+                r = httpx.get(
+                    upstream + self.path, headers={"Accept": self.headers.get("Accept", "")}
+                )
+                self._send(
+                    r.status_code,
+                    r.content,
+                    {k: r.headers[k] for k in ("Content-Type",) if k in r.headers},
+                )
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.addr = f"127.0.0.1:{self.httpd.server_address[1]}"
@@ -82,12 +92,14 @@ def test_bearer_token_flow(registry, tmp_path: Path) -> None:
     gate = TokenGate(f"http://{registry.addr}")
     try:
         store = ImageStore(str(tmp_path / "dst"))
-        with RegistryClient(gate.addr, tls_verify=False) as c, \
-                pytest.raises(RegistryError, match="token service said HTTP 401"):
+        with (
+            RegistryClient(gate.addr, tls_verify=False) as c,
+            pytest.raises(RegistryError, match="token service said HTTP 401"),
+        ):
             pull(store, f"{gate.addr}/tok/bb:1", c)
         with RegistryClient(gate.addr, tls_verify=False, credentials=(USER, PASSWORD)) as c:
             img = pull(store, f"{gate.addr}/tok/bb:1", c)
         assert img.id == src.resolve("busybox").id
-        assert gate.scopes == ["repository:tok/bb:pull"]      # one token, reused for every blob
+        assert gate.scopes == ["repository:tok/bb:pull"]  # one token, reused for every blob
     finally:
         gate.close()

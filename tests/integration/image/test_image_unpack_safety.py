@@ -61,9 +61,9 @@ def test_escape_attempts_are_neutralised(jail: tuple[Path, Path]) -> None:
     before = _snapshot(outside)
     rel_out = os.path.relpath(outside, target)
     entries = [
-        (_e(f"../outside/victim"), b"pwned-dotdot"),
+        (_e("../outside/victim"), b"pwned-dotdot"),
         (_e(f"{rel_out}/new-file"), b"pwned-rel"),
-        (_e(str(outside / "victim")), b"absolute-is-inside"),          # -> target/<abs path>
+        (_e(str(outside / "victim")), b"absolute-is-inside"),  # -> target/<abs path>
         (_e("link", tarfile.SYMTYPE, linkname=str(outside)), None),
         (_e("link/victim"), b"pwned-through-symlink"),
         (_e("dirlink", tarfile.SYMTYPE, linkname="../outside"), None),
@@ -78,15 +78,17 @@ def test_escape_attempts_are_neutralised(jail: tuple[Path, Path]) -> None:
     assert (outside / "victim").read_text() == "original"
     assert (target / "ok.txt").read_text() == "fine"
     assert (target / str(outside).lstrip("/") / "victim").read_text() == "absolute-is-inside"
-    assert os.readlink(target / "link") == str(outside)        # kept, but never followed
+    assert os.readlink(target / "link") == str(outside)  # kept, but never followed
     assert not (target / "dev").exists()
     reasons = {name: why for name, why in skipped}
     assert "'..'" in reasons["../outside/victim"]
     assert "symlink" in reasons["link/victim"] and "symlink" in reasons["dirlink/new"]
     assert "leaves the layer" in reasons["hard"]
     # an absolute link target means the file inside the root, which the absolute entry made
-    assert os.lstat(target / "hard2").st_ino == os.lstat(
-        target / str(outside).lstrip("/") / "victim").st_ino
+    assert (
+        os.lstat(target / "hard2").st_ino
+        == os.lstat(target / str(outside).lstrip("/") / "victim").st_ino
+    )
     assert "device" in reasons["dev"]
     assert diff_id.startswith("sha256:") and size > 0
 
@@ -108,8 +110,12 @@ def test_metadata_whiteouts_and_links_are_kept(tmp_path: Path) -> None:
     ]
     unpack_layer(_tar(entries), str(target), "")
     st = os.lstat(target / "bin" / "tool")
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime) == (0o4755, 1000, 2000,
-                                                                             1_000_000)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime) == (
+        0o4755,
+        1000,
+        2000,
+        1_000_000,
+    )
     assert os.getxattr(target / "bin" / "tool", "user.note") == b"hi"
     assert os.lstat(target / "bin" / "again").st_ino == st.st_ino and st.st_nlink == 2
     d = os.lstat(target / "bin")
@@ -118,7 +124,7 @@ def test_metadata_whiteouts_and_links_are_kept(tmp_path: Path) -> None:
     assert stat.S_ISCHR(n.st_mode) and os.major(n.st_rdev) == 1 and os.minor(n.st_rdev) == 3
     assert stat.S_ISFIFO(os.lstat(target / "fifo").st_mode)
     wh = os.lstat(target / "etc" / "passwd")
-    assert stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0                 # overlay whiteout
+    assert stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0  # overlay whiteout
     assert os.getxattr(target / "var", OPAQUE_XATTR) == b"y"
     s = os.lstat(target / "s")
     assert (s.st_uid, s.st_gid) == (5, 6)
@@ -128,8 +134,9 @@ def test_roundtrip_through_tar_dir_and_copy_fallback(tmp_path: Path) -> None:
     low, up, merged = tmp_path / "low", tmp_path / "up", tmp_path / "merged"
     for d in (low, up, merged):
         d.mkdir()
-    unpack_layer(_tar([(_e("etc/passwd"), b"root"), (_e("var/old"), b"o"), (_e("keep"), b"k")]),
-                 str(low), "")
+    unpack_layer(
+        _tar([(_e("etc/passwd"), b"root"), (_e("var/old"), b"o"), (_e("keep"), b"k")]), str(low), ""
+    )
     buf = io.BytesIO()
     src = tmp_path / "src"
     (src / "var").mkdir(parents=True)
@@ -148,10 +155,15 @@ def test_roundtrip_through_tar_dir_and_copy_fallback(tmp_path: Path) -> None:
 
 def test_corrupt_and_truncated_layers_are_rejected(tmp_path: Path) -> None:
     import gzip
+
     data = _tar([(_e("f"), b"x" * 100_000)]).getvalue()
     gz = gzip.compress(data)
-    for bad, comp in ((gz[: len(gz) // 2], "gzip"), (gz[:20] + b"\0" * 50 + gz[70:], "gzip"),
-                      (b"not a zstd frame", "zstd"), (data[:5000], "")):
+    for bad, comp in (
+        (gz[: len(gz) // 2], "gzip"),
+        (gz[:20] + b"\0" * 50 + gz[70:], "gzip"),
+        (b"not a zstd frame", "zstd"),
+        (data[:5000], ""),
+    ):
         d = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
         d.mkdir()
         with pytest.raises(ImageError, match="corrupt|truncated"):
@@ -164,7 +176,8 @@ def test_unpack_without_root_uses_user_xattr_whiteouts() -> None:
     import subprocess
     import sys
     import tempfile
-    tmp_path = Path(tempfile.mkdtemp(prefix="isle-nobody-"))   # pytest's tmp is 0700 root
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="isle-nobody-"))  # pytest's tmp is 0700 root
     try:
         _nobody_unpack(tmp_path, subprocess, sys)
     finally:
@@ -173,9 +186,15 @@ def test_unpack_without_root_uses_user_xattr_whiteouts() -> None:
 
 def _nobody_unpack(tmp_path: Path, subprocess, sys) -> None:  # type: ignore[no-untyped-def]
     low = _tar([(_e("etc/passwd"), b"root"), (_e("var/old"), b"o"), (_e("keep"), b"k")])
-    up = _tar([(_e("etc/.wh.passwd"), b""), (_e("var/.wh..wh..opq"), b""), (_e("var/new"), b"n"),
-               (_e("null", tarfile.CHRTYPE, devmajor=1, devminor=3), None),
-               (_e("owned", uid=1000, gid=1000), b"x")])
+    up = _tar(
+        [
+            (_e("etc/.wh.passwd"), b""),
+            (_e("var/.wh..wh..opq"), b""),
+            (_e("var/new"), b"n"),
+            (_e("null", tarfile.CHRTYPE, devmajor=1, devminor=3), None),
+            (_e("owned", uid=1000, gid=1000), b"x"),
+        ]
+    )
     for name, data in (("low.tar", low), ("up.tar", up)):
         (tmp_path / name).write_bytes(data.getvalue())
     for d in ("low", "up", "merged"):
@@ -194,11 +213,15 @@ print(sorted(s[0] for s in skipped))
 apply_layers([f"{{t}}/low", f"{{t}}/up"], f"{{t}}/merged")
 print(sorted(os.listdir(f"{{t}}/merged")), os.listdir(f"{{t}}/merged/var"), os.listdir(f"{{t}}/merged/etc"))
 """
-    cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                         sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    cp = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cp.returncode == 0, cp.stderr
     lines = cp.stdout.splitlines()
-    assert lines[0] == "['null']"                              # the device was dropped
+    assert lines[0] == "['null']"  # the device was dropped
     assert lines[1] == "['etc', 'keep', 'owned', 'var'] ['new'] []"
     assert os.getxattr(tmp_path / "up" / "var", "user.overlay.opaque") == b"y"
     assert os.lstat(tmp_path / "up" / "owned").st_uid == 65534

@@ -24,7 +24,7 @@ def test_blob_write_verifies_digest_and_size(tmp_path: Path) -> None:
         with pytest.raises(ImageError, match="size 3, expected 4"):
             w.commit()
     assert sorted(bs.all()) == [d]
-    assert os.listdir(bs.tmp_dir) == []          # nothing half-written left
+    assert os.listdir(bs.tmp_dir) == []  # nothing half-written left
 
 
 def test_blob_read_detects_corruption(tmp_path: Path) -> None:

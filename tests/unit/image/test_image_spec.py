@@ -19,11 +19,18 @@ D = "sha256:" + "b" * 64
 
 
 def manifest(**over: object) -> dict:
-    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": D,
-                    "size": 10},
-         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": D,
-                     "size": 5}]}
+    m = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": D,
+            "size": 10,
+        },
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": D, "size": 5}
+        ],
+    }
     m.update(over)
     return m
 
@@ -45,8 +52,9 @@ def test_bad_digest_and_size_name_the_field() -> None:
     bad = manifest(config={"mediaType": "x", "digest": "md5:abc", "size": 1})
     with pytest.raises(ImageError, match=r"manifest.config.digest"):
         parse_manifest_or_index(json.dumps(bad).encode())
-    bad = manifest(layers=[{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": D,
-                            "size": -1}])
+    bad = manifest(
+        layers=[{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": D, "size": -1}]
+    )
     with pytest.raises(ImageError, match=r"layers\[0\].size"):
         parse_manifest_or_index(json.dumps(bad).encode())
 
@@ -59,12 +67,24 @@ def test_not_json_and_unknown_type() -> None:
 
 
 def test_index_platform_selection() -> None:
-    idx = {"schemaVersion": 2, "mediaType": MT_DOCKER_LIST, "manifests": [
-        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": D,
-         "size": 1, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-         "digest": "sha256:" + "c" * 64, "size": 1,
-         "platform": {"os": "linux", "architecture": "amd64"}}]}
+    idx = {
+        "schemaVersion": 2,
+        "mediaType": MT_DOCKER_LIST,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": D,
+                "size": 1,
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            },
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": "sha256:" + "c" * 64,
+                "size": 1,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+        ],
+    }
     i = parse_manifest_or_index(json.dumps(idx).encode())
     assert isinstance(i, Index)
     assert i.select(Platform(architecture="amd64")).digest == "sha256:" + "c" * 64

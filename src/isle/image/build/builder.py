@@ -39,7 +39,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 @dataclass
 class State:
-    config: dict[str, Any]                 # whole image config
+    config: dict[str, Any]  # whole image config
     layers: list[Descriptor] = field(default_factory=list)
 
     @property
@@ -49,7 +49,9 @@ class State:
 
     @property
     def diff_ids(self) -> list[str]:
-        d: list[str] = self.config.setdefault("rootfs", {"type": "layers"}).setdefault("diff_ids", [])
+        d: list[str] = self.config.setdefault("rootfs", {"type": "layers"}).setdefault(
+            "diff_ids", []
+        )
         return d
 
     def env(self) -> dict[str, str]:
@@ -66,8 +68,17 @@ class Stage:
 
 
 class Builder:
-    def __init__(self, store: ImageStore, context: str, *, runtime: str, state_dir: str,
-                 build_args: dict[str, str], no_cache: bool, out: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: ImageStore,
+        context: str,
+        *,
+        runtime: str,
+        state_dir: str,
+        build_args: dict[str, str],
+        no_cache: bool,
+        out: Callable[[str], None],
+    ) -> None:
         self.store, self.context = store, os.path.abspath(context)
         self.runtime, self.state_dir = runtime, os.path.join(state_dir, "build")
         self.build_args, self.no_cache, self.out = build_args, no_cache, out
@@ -104,9 +115,17 @@ class Builder:
             atomic_write(self.cache_path, json.dumps(c).encode())
 
     def _key(self, st: State, text: str, args: dict[str, str], content: str = "") -> str:
-        return hashlib.sha256(canonical_json({
-            "parent": st.diff_ids, "config": st.cfg, "ins": text, "args": args,
-            "content": content})).hexdigest()
+        return hashlib.sha256(
+            canonical_json(
+                {
+                    "parent": st.diff_ids,
+                    "config": st.cfg,
+                    "ins": text,
+                    "args": args,
+                    "content": content,
+                }
+            )
+        ).hexdigest()
 
     # -- stages ----------------------------------------------------------------------------
     def split(self, ins: list[Instruction]) -> tuple[list[Stage], dict[str, str]]:
@@ -136,8 +155,10 @@ class Builder:
         if target:
             names = [s.name for s in stages]
             if target.lower() not in names:
-                raise ConfigError("--target", f"no stage named {target!r} (have {', '.join(names)})")
-            stages = stages[:names.index(target.lower()) + 1]
+                raise ConfigError(
+                    "--target", f"no stage named {target!r} (have {', '.join(names)})"
+                )
+            stages = stages[: names.index(target.lower()) + 1]
         self.total = sum(1 + len(s.instructions) for s in stages)
         st: State | None = None
         for s in stages:
@@ -182,15 +203,24 @@ class Builder:
 
     def _base(self, s: Stage) -> State:
         if s.base == "scratch":
-            return State({"architecture": _arch(), "os": "linux", "config": {},
-                          "rootfs": {"type": "layers", "diff_ids": []}, "history": []})
+            return State(
+                {
+                    "architecture": _arch(),
+                    "os": "linux",
+                    "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": []},
+                    "history": [],
+                }
+            )
         if s.base.lower() in self.stages:
             prev = self.stages[s.base.lower()]
             return State(json.loads(json.dumps(prev.config)), list(prev.layers))
         try:
             img = self.store.resolve(s.base)
         except NotFound:
-            raise s.from_ins.error(f"image {s.base!r} is not in the store (pull it first)") from None
+            raise s.from_ins.error(
+                f"image {s.base!r} is not in the store (pull it first)"
+            ) from None
         self.out(f"--> {img.short_id}")
         return State(json.loads(json.dumps(img.config)), list(img.manifest.layers))
 
@@ -213,8 +243,9 @@ class Builder:
             raise ins.error("nothing to run")
         created_by = " ".join(argv) if ins.json_args is None else json.dumps(argv)
         if args:
-            created_by = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args.items()) + " " \
-                + created_by
+            created_by = (
+                f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args.items()) + " " + created_by
+            )
         key = self._key(st, "RUN " + json.dumps(argv), args)
         hit = self._cache_get(key)
         if hit:
@@ -243,8 +274,9 @@ class Builder:
                 self.store.unmount_rootfs(work)
             if os.path.exists(os.path.join(work, ".copy")):
                 raise ins.error("RUN needs overlayfs (the copy fallback cannot capture changes)")
-            desc, diff_id = self.store.write_layer_from_dir(os.path.join(work, "upper"),
-                                                            overlay_whiteouts=True)
+            desc, diff_id = self.store.write_layer_from_dir(
+                os.path.join(work, "upper"), overlay_whiteouts=True
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self._cache_put(key, desc, diff_id)
@@ -265,8 +297,12 @@ class Builder:
         try:
             files = self._expand_sources(ins, src_root, srcs, from_context=cleanup is None)
             content = _content_hash(files)
-            key = self._key(st, f"{ins.cmd} {json.dumps(ins.flags, sort_keys=True)} "
-                            f"{json.dumps(words)}", {}, content)
+            key = self._key(
+                st,
+                f"{ins.cmd} {json.dumps(ins.flags, sort_keys=True)} {json.dumps(words)}",
+                {},
+                content,
+            )
             created_by = f"/bin/sh -c #(nop) {ins.cmd} {' '.join(words)}"
             hit = self._cache_get(key)
             if hit:
@@ -303,10 +339,12 @@ class Builder:
         def cleanup() -> None:
             self.store.unmount_rootfs(work)
             shutil.rmtree(work, ignore_errors=True)
+
         return rootfs, cleanup
 
-    def _expand_sources(self, ins: Instruction, root: str, srcs: list[str],
-                        from_context: bool) -> list[tuple[str, str]]:
+    def _expand_sources(
+        self, ins: Instruction, root: str, srcs: list[str], from_context: bool
+    ) -> list[tuple[str, str]]:
         """(absolute path, path relative to root) of every source, globs expanded."""
         out = []
         for s in srcs:
@@ -315,22 +353,39 @@ class Builder:
             rel = posixpath.normpath(s.lstrip("/")) if s.strip("/") else "."
             if rel == ".." or rel.startswith("../"):
                 raise ins.error(f"source {s!r} is outside the build context")
-            hits = sorted(glob.glob(os.path.join(root, rel))) if glob.has_magic(rel) else (
-                [os.path.join(root, rel)] if os.path.lexists(os.path.join(root, rel)) else [])
-            hits = [h for h in hits if not (from_context and _ignored(self.ignore,
-                                                                       os.path.relpath(h, root)))]
+            hits = (
+                sorted(glob.glob(os.path.join(root, rel)))
+                if glob.has_magic(rel)
+                else ([os.path.join(root, rel)] if os.path.lexists(os.path.join(root, rel)) else [])
+            )
+            hits = [
+                h
+                for h in hits
+                if not (from_context and _ignored(self.ignore, os.path.relpath(h, root)))
+            ]
             if not hits:
-                raise ins.error(f"source {s!r} not found" + (" in the build context"
-                                                             if from_context else ""))
+                raise ins.error(
+                    f"source {s!r} not found" + (" in the build context" if from_context else "")
+                )
             for h in hits:
                 real = os.path.realpath(h)
-                if not (real == os.path.realpath(root) or real.startswith(os.path.realpath(root) + os.sep)):
+                if not (
+                    real == os.path.realpath(root)
+                    or real.startswith(os.path.realpath(root) + os.sep)
+                ):
                     raise ins.error(f"source {s!r} resolves outside the build context")
                 out.append((h, os.path.relpath(h, root)))
         return out
 
-    def _stage_files(self, st: State, ins: Instruction, files: list[tuple[str, str]],
-                     srcs: list[str], dest: str, stage: str) -> None:
+    def _stage_files(
+        self,
+        st: State,
+        ins: Instruction,
+        files: list[tuple[str, str]],
+        srcs: list[str],
+        dest: str,
+        stage: str,
+    ) -> None:
         workdir = st.cfg.get("WorkingDir") or "/"
         dir_dest = dest.endswith("/") or len(files) > 1 or dest in (".", "/")
         dest_abs = posixpath.normpath(posixpath.join(workdir, dest))
@@ -340,14 +395,19 @@ class Builder:
         if "chown" in ins.flags:
             owner = self._owner(st, ins, ins.flags["chown"])
         mode = int(ins.flags["chmod"], 8) if "chmod" in ins.flags else None
-        for path, rel in files:
+        for path, _rel in files:
             st_ = os.lstat(path)
             if stat.S_ISDIR(st_.st_mode):
                 target = dest_abs
                 self._mkparents(st, stage, target)
-                _copytree(path, os.path.join(stage, target.lstrip("/")), owner, mode,
-                          self.ignore if path.startswith(self.context) else None,
-                          os.path.relpath(path, self.context))
+                _copytree(
+                    path,
+                    os.path.join(stage, target.lstrip("/")),
+                    owner,
+                    mode,
+                    self.ignore if path.startswith(self.context) else None,
+                    os.path.relpath(path, self.context),
+                )
             elif ins.cmd == "ADD" and _is_archive(path):
                 target = dest_abs
                 self._mkparents(st, stage, target)
@@ -355,8 +415,9 @@ class Builder:
                 os.makedirs(tdir, exist_ok=True)
                 with open(path, "rb") as f:
                     comp = _compression(path)
-                    with tarfile.open(fileobj=decompressor(f, comp) if comp in ("zstd",) else f,
-                                      mode="r|*") as tf:
+                    with tarfile.open(
+                        fileobj=decompressor(f, comp) if comp in ("zstd",) else f, mode="r|*"
+                    ) as tf:
                         u = Unpacker(tdir)
                         try:
                             u.extract(tf)
@@ -390,7 +451,8 @@ class Builder:
         work = tempfile.mkdtemp(prefix="build-user-", dir=self.store.blobs.tmp_dir)
         try:
             rootfs = self.store.mount_rootfs(
-                _FakeImage([self.store.layer_dir(d) for d in st.diff_ids]), work)  # type: ignore[arg-type]
+                _FakeImage([self.store.layer_dir(d) for d in st.diff_ids]), work
+            )  # type: ignore[arg-type]
             try:
                 u, _, g = spec.partition(":")
                 uid, gid = resolve_user(rootfs, u)
@@ -433,8 +495,14 @@ def _copy_one(src: str, dst: str, owner: tuple[int, int] | None, mode: int | Non
     os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns), follow_symlinks=False)
 
 
-def _copytree(src: str, dst: str, owner: tuple[int, int] | None, mode: int | None,
-              ignore: list[tuple[bool, str]] | None, ctx_rel: str) -> None:
+def _copytree(
+    src: str,
+    dst: str,
+    owner: tuple[int, int] | None,
+    mode: int | None,
+    ignore: list[tuple[bool, str]] | None,
+    ctx_rel: str,
+) -> None:
     os.makedirs(dst, exist_ok=True)
     s = os.stat(src)
     os.chmod(dst, mode if mode is not None else stat.S_IMODE(s.st_mode))
@@ -454,8 +522,11 @@ def _copytree(src: str, dst: str, owner: tuple[int, int] | None, mode: int | Non
 def _content_hash(files: list[tuple[str, str]]) -> str:
     h = hashlib.sha256()
     for path, rel in files:
-        for top, dirs, names in (os.walk(path) if os.path.isdir(path) and not os.path.islink(path)
-                                 else [(os.path.dirname(path), [], [os.path.basename(path)])]):
+        for top, dirs, names in (
+            os.walk(path)
+            if os.path.isdir(path) and not os.path.islink(path)
+            else [(os.path.dirname(path), [], [os.path.basename(path)])]
+        ):
             dirs.sort()
             for n in sorted(names + dirs):
                 p = os.path.join(top, n)
@@ -488,8 +559,13 @@ def _load_ignore(context: str) -> list[tuple[bool, str]]:
 
 
 def _match(pat: str, path: str) -> bool:
-    rx = re.escape(pat).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*") \
-        .replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+    rx = (
+        re.escape(pat)
+        .replace(r"\*\*/", "(.*/)?")
+        .replace(r"\*\*", ".*")
+        .replace(r"\*", "[^/]*")
+        .replace(r"\?", "[^/]")
+    )
     return re.fullmatch(rx, path) is not None
 
 
@@ -537,10 +613,19 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
 
-def build(store: ImageStore, context: str, *, tags: list[str] | None = None,
-          file: str | None = None, build_args: dict[str, str] | None = None,
-          target: str | None = None, no_cache: bool = False, runtime: str = "isle-runtime",
-          state_dir: str = "/run/isle", out: Callable[[str], None] = print) -> Image:
+def build(
+    store: ImageStore,
+    context: str,
+    *,
+    tags: list[str] | None = None,
+    file: str | None = None,
+    build_args: dict[str, str] | None = None,
+    target: str | None = None,
+    no_cache: bool = False,
+    runtime: str = "isle-runtime",
+    state_dir: str = "/run/isle",
+    out: Callable[[str], None] = print,
+) -> Image:
     if not os.path.isdir(context):
         raise ConfigError("context", f"{context!r} is not a directory")
     if file is None:
@@ -554,8 +639,15 @@ def build(store: ImageStore, context: str, *, tags: list[str] | None = None,
         text = open(file).read()
     except OSError as e:
         raise ConfigError("file", f"{file}: {e.strerror}") from None
-    b = Builder(store, context, runtime=runtime, state_dir=state_dir,
-                build_args=dict(build_args or {}), no_cache=no_cache, out=out)
+    b = Builder(
+        store,
+        context,
+        runtime=runtime,
+        state_dir=state_dir,
+        build_args=dict(build_args or {}),
+        no_cache=no_cache,
+        out=out,
+    )
     with store.writing():
         st = b.run(text, os.path.basename(file), target)
         st.config["created"] = now_iso()

@@ -13,22 +13,38 @@ from typing import Any
 
 from isle.errors import ConfigError
 
-__all__ = ["Instruction", "parse", "expand", "apply_changes", "apply_config", "KNOWN",
-           "parse_kv"]
+__all__ = ["Instruction", "parse", "expand", "apply_changes", "apply_config", "KNOWN", "parse_kv"]
 
-KNOWN = {"FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY",
-         "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
-         "HEALTHCHECK", "SHELL"}
+KNOWN = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 _FLAG = re.compile(r"^--([a-z-]+)(?:=(.*))?$")
 
 
 @dataclass(slots=True)
 class Instruction:
-    cmd: str                      # upper-case keyword
-    rest: str                     # text after the keyword and flags
+    cmd: str  # upper-case keyword
+    rest: str  # text after the keyword and flags
     line: int
     flags: dict[str, str] = field(default_factory=dict)
-    json_args: list[str] | None = None   # exec (JSON) form
+    json_args: list[str] | None = None  # exec (JSON) form
     where: str = "Containerfile"
 
     def error(self, msg: str) -> ConfigError:
@@ -50,7 +66,9 @@ def parse(text: str, where: str = "Containerfile") -> list[Instruction]:
             break
         if m.group(1).lower() == "escape":
             if m.group(2) not in ("\\", "`"):
-                raise ConfigError(f"{where}:1", f"escape directive must be \\ or `, not {m.group(2)}")
+                raise ConfigError(
+                    f"{where}:1", f"escape directive must be \\ or `, not {m.group(2)}"
+                )
             escape = m.group(2)
     out: list[Instruction] = []
     buf: list[str] = []
@@ -60,7 +78,7 @@ def parse(text: str, where: str = "Containerfile") -> list[Instruction]:
         if not buf and (not s or s.startswith("#")):
             continue
         if buf and (s.startswith("#") or not s):
-            continue                     # comments and blank lines inside a continuation
+            continue  # comments and blank lines inside a continuation
         if not buf:
             start = i
         if s.endswith(escape):
@@ -94,8 +112,16 @@ def _instruction(text: str, line: int, where: str) -> Instruction:
             flags[m.group(1)] = m.group(2) if m.group(2) is not None else "true"
             rest = after.strip()
     ins = Instruction(cmd, rest, line, flags, None, where)
-    if rest.startswith("[") and cmd in ("RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD",
-                                        "VOLUME", "HEALTHCHECK"):
+    if rest.startswith("[") and cmd in (
+        "RUN",
+        "CMD",
+        "ENTRYPOINT",
+        "SHELL",
+        "COPY",
+        "ADD",
+        "VOLUME",
+        "HEALTHCHECK",
+    ):
         try:
             v = json.loads(rest)
             if isinstance(v, list) and all(isinstance(x, str) for x in v):
@@ -116,6 +142,7 @@ _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])([^}]*))?\}|([A-Za-
 
 def expand(s: str, env: dict[str, str]) -> str:
     """$VAR, ${VAR}, ${VAR:-default}, ${VAR:+alt}; ``\\$`` stays a literal $."""
+
     def sub(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(4)
         val = env.get(name, "")
@@ -124,6 +151,7 @@ def expand(s: str, env: dict[str, str]) -> str:
         if m.group(2) == ":+":
             return expand(m.group(3), env) if val else ""
         return val
+
     parts = s.split("\\$")
     return "$".join(_VAR.sub(sub, p) for p in parts)
 
@@ -138,7 +166,7 @@ def parse_kv(ins: Instruction, text: str) -> list[tuple[str, str]]:
         raise ins.error("missing arguments")
     if "=" not in words[0]:
         if ins.cmd == "ARG":
-            return [(words[0], "\0")]       # declared without default
+            return [(words[0], "\0")]  # declared without default
         key, _, val = text.strip().partition(" ")
         if not val.strip():
             raise ins.error(f"{key} needs a value (use {key}=VALUE)")
@@ -198,6 +226,7 @@ def apply_config(cfg: dict[str, Any], ins: Instruction, env: dict[str, str]) -> 
         cfg["User"] = expand(r, env)
     elif c == "WORKDIR":
         import posixpath
+
         w = expand(r, env)
         cfg["WorkingDir"] = posixpath.normpath(posixpath.join(cfg.get("WorkingDir") or "/", w))
     elif c == "STOPSIGNAL":
@@ -235,8 +264,13 @@ def _healthcheck(ins: Instruction, shell: list[str]) -> dict[str, Any]:
         args = None
     hc: dict[str, Any] = {"Test": ["CMD", *args] if args else ["CMD-SHELL", rest]}
     for k, v in ins.flags.items():
-        key = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
-               "start-interval": "StartInterval", "retries": "Retries"}.get(k)
+        key = {
+            "interval": "Interval",
+            "timeout": "Timeout",
+            "start-period": "StartPeriod",
+            "start-interval": "StartInterval",
+            "retries": "Retries",
+        }.get(k)
         if key is None:
             raise ins.error(f"unknown flag --{k}")
         hc[key] = int(v) if key == "Retries" else _duration_ns(ins, v)

@@ -13,42 +13,94 @@ from isle.sys import proc
 
 __all__ = ["run_spec", "run_in_bundle", "resolve_user", "resolve_runtime", "DEFAULT_CAPS"]
 
-DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-                "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-                "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+DEFAULT_CAPS = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
 
 
-def run_spec(args: list[str], env: list[str], cwd: str, uid: int, gid: int,
-             hostname: str = "isle-build") -> dict[str, Any]:
+def run_spec(
+    args: list[str], env: list[str], cwd: str, uid: int, gid: int, hostname: str = "isle-build"
+) -> dict[str, Any]:
     caps = {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")}
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
     ]
     if os.path.exists("/etc/resolv.conf"):
-        mounts.append({"destination": "/etc/resolv.conf", "type": "bind",
-                       "source": os.path.realpath("/etc/resolv.conf"), "options": ["rbind", "ro"]})
+        mounts.append(
+            {
+                "destination": "/etc/resolv.conf",
+                "type": "bind",
+                "source": os.path.realpath("/etc/resolv.conf"),
+                "options": ["rbind", "ro"],
+            }
+        )
     return {
         "ociVersion": "1.0.2",
-        "process": {"terminal": False, "user": {"uid": uid, "gid": gid}, "args": args, "env": env,
-                    "cwd": cwd, "capabilities": caps, "noNewPrivileges": False},
+        "process": {
+            "terminal": False,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": caps,
+            "noNewPrivileges": False,
+        },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                              "/proc/sysrq-trigger"],
+            "readonlyPaths": [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ],
         },
     }
 
@@ -96,20 +148,27 @@ def resolve_runtime(name: str) -> str:
     if found:
         return found
     import sys
+
     beside = os.path.join(os.path.dirname(sys.executable), name)
     return beside if os.access(beside, os.X_OK) else name
 
 
-def run_in_bundle(runtime: str, state_root: str, bundle: str, cid: str, spec: dict[str, Any],
-                  out: Callable[[str], None], timeout: float = 3600) -> None:
+def run_in_bundle(
+    runtime: str,
+    state_root: str,
+    bundle: str,
+    cid: str,
+    spec: dict[str, Any],
+    out: Callable[[str], None],
+    timeout: float = 3600,
+) -> None:
     """``RUNTIME --root STATE run --bundle BUNDLE CID``; its output goes line by line to out."""
     with open(os.path.join(bundle, "config.json"), "w") as f:
         json.dump(spec, f)
     os.makedirs(state_root, exist_ok=True)
     runtime = resolve_runtime(runtime)
     argv = [runtime, "--root", state_root, "run", "--bundle", bundle, cid]
-    p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                   stderr=subprocess.STDOUT)
+    p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[str] = []
     try:
         assert p.stdout is not None
@@ -121,8 +180,7 @@ def run_in_bundle(runtime: str, state_root: str, bundle: str, cid: str, spec: di
     except BaseException:
         p.kill()
         p.wait()
-        proc.run([runtime, "--root", state_root, "delete", "--force", cid], check=False,
-                 timeout=30)
+        proc.run([runtime, "--root", state_root, "delete", "--force", cid], check=False, timeout=30)
         raise
     if rc != 0:
         proc.run([runtime, "--root", state_root, "delete", "--force", cid], check=False, timeout=30)
