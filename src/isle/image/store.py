@@ -152,23 +152,14 @@ class ImageStore:
         return [self._load(i, r) for i, r in self._read_index()["images"].items()]
 
     def _find(self, ref: str, idx: dict[str, Any]) -> str | None:
+        """Image id for a name (first), name@digest, or a full/short id."""
         images = idx["images"]
-        s = ref.removeprefix("sha256:")
-        if len(s) >= 3 and all(c in "0123456789abcdef" for c in s):
-            hits = [i for i in images if i.split(":", 1)[1].startswith(s)]
-            if len(hits) == 1:
-                return hits[0]
-            if len(hits) > 1:
-                raise ConfigError(
-                    "image", f"{ref!r} matches {len(hits)} images; use more of the id"
-                )
+        r: Reference | None
         try:
             r = Reference.parse(ref)
         except ConfigError:
-            if ref.startswith("sha256:"):
-                return None
-            raise
-        if r.digest:
+            r = None
+        if r is not None and r.digest:
             for i, rec in images.items():
                 if rec["manifest"] == r.digest and (
                     any(n.startswith(r.name + "@") for n in rec.get("repo_digests", []))
@@ -176,10 +167,20 @@ class ImageStore:
                 ):
                     return i
             return None
-        full = str(r)
-        for i, rec in images.items():
-            if full in rec.get("names", []):
-                return i
+        if r is not None:
+            full = str(r)
+            for i, rec in images.items():
+                if full in rec.get("names", []):
+                    return i
+        s = ref.removeprefix("sha256:")
+        if len(s) >= 3 and all(c in "0123456789abcdef" for c in s):
+            hits = [i for i in images if i.split(":", 1)[1].startswith(s)]
+            if len(hits) > 1:
+                raise ConfigError("image", f"{ref!r} matches {len(hits)} images; use more of the id")
+            if hits:
+                return hits[0]
+        if r is None and not ref.startswith("sha256:"):
+            Reference.parse(ref)          # raises the reference error
         return None
 
     def resolve(self, ref: str) -> Image:

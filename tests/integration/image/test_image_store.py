@@ -177,3 +177,16 @@ def test_many_layers_still_mount_with_overlay(store: ImageStore, tmp_path: Path)
         assert (rootfs / "f0").read_text() == "0" and (rootfs / "f59").read_text() == "59"
     finally:
         store.unmount_rootfs(str(work))
+
+
+def test_names_win_over_id_prefixes(store: ImageStore, tmp_path: Path) -> None:
+    base = store.resolve("busybox")
+    (tmp_path / "u").mkdir()
+    other = store.commit(str(tmp_path / "u"), base, {"Cmd": ["x"]})
+    prefix = other.id[7:11]
+    store.tag("busybox", prefix)                      # an image *named* like the other's id
+    assert store.resolve(prefix).id == base.id
+    assert store.resolve(other.id[7:20]).id == other.id
+    assert store.resolve(other.id).id == other.id
+    with pytest.raises(NotFound):
+        store.resolve("sha256:" + "0" * 64)
