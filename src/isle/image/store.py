@@ -176,11 +176,13 @@ class ImageStore:
         if len(s) >= 3 and all(c in "0123456789abcdef" for c in s):
             hits = [i for i in images if i.split(":", 1)[1].startswith(s)]
             if len(hits) > 1:
-                raise ConfigError("image", f"{ref!r} matches {len(hits)} images; use more of the id")
+                raise ConfigError(
+                    "image", f"{ref!r} matches {len(hits)} images; use more of the id"
+                )
             if hits:
                 return hits[0]
         if r is None and not ref.startswith("sha256:"):
-            Reference.parse(ref)          # raises the reference error
+            Reference.parse(ref)  # raises the reference error
         return None
 
     def resolve(self, ref: str) -> Image:

@@ -203,15 +203,22 @@ def test_copy_globs_chmod_and_destinations(tmp_path: Path, isle) -> None:
         "COPY --chmod=0600 *.txt globbed/\n"
         'COPY ["three.md", "renamed.md"]\n'
         "COPY d /abs/d2\n"
-        "COPY one.txt two.txt notadir\n")
+        "COPY one.txt two.txt notadir\n"
+    )
     cp = isle(tmp_path / "r", "build", "--runtime", "runc", "-t", "g:1", str(ctx), check=False)
-    assert cp.returncode != 0 and b"Containerfile:6" in cp.stderr and b"must end with /" in cp.stderr
+    assert (
+        cp.returncode != 0 and b"Containerfile:6" in cp.stderr and b"must end with /" in cp.stderr
+    )
     (ctx / "Containerfile").write_text((ctx / "Containerfile").read_text().rsplit("COPY one", 1)[0])
     isle(tmp_path / "r", "build", "--runtime", "runc", "-t", "g:1", str(ctx))
     img = ImageStore(str(tmp_path / "r" / "images")).resolve("g:1")
     files = _files(img.layer_dirs)
-    assert {"/w/globbed/one.txt", "/w/globbed/two.txt", "/w/renamed.md", "/abs/d2/inner.txt"} <= \
-        set(files)
+    assert {
+        "/w/globbed/one.txt",
+        "/w/globbed/two.txt",
+        "/w/renamed.md",
+        "/abs/d2/inner.txt",
+    } <= set(files)
     assert "/w/globbed/three.md" not in files
     assert os.stat(files["/w/globbed/one.txt"]).st_mode & 0o777 == 0o600
     assert os.stat(files["/w/globbed/one.txt"]).st_uid == 0

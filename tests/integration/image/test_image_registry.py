@@ -75,7 +75,7 @@ def push_raw(
 
 def _state(store: ImageStore) -> list[str]:
     out = []
-    for top, dirs, files in os.walk(store.root):
+    for top, _dirs, files in os.walk(store.root):
         if os.path.relpath(top, store.root).startswith("tmp"):
             continue
         out += [

@@ -184,7 +184,7 @@ def test_names_win_over_id_prefixes(store: ImageStore, tmp_path: Path) -> None:
     (tmp_path / "u").mkdir()
     other = store.commit(str(tmp_path / "u"), base, {"Cmd": ["x"]})
     prefix = other.id[7:11]
-    store.tag("busybox", prefix)                      # an image *named* like the other's id
+    store.tag("busybox", prefix)  # an image *named* like the other's id
     assert store.resolve(prefix).id == base.id
     assert store.resolve(other.id[7:20]).id == other.id
     assert store.resolve(other.id).id == other.id

@@ -61,7 +61,8 @@ class TokenGate:
                         401,
                         b"{}",
                         {
-                            "WWW-Authenticate": f'Bearer realm="{realm}",service="gate",scope="{scope}"'
+                            "WWW-Authenticate": f'Bearer realm="{realm}",service="gate",'
+                            f'scope="{scope}"'
                         },
                     )
                     return

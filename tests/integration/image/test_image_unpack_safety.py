@@ -211,7 +211,8 @@ for n in ("low", "up"):
         _, _, skipped = unpack_layer(f, f"{{t}}/{{n}}", "")
 print(sorted(s[0] for s in skipped))
 apply_layers([f"{{t}}/low", f"{{t}}/up"], f"{{t}}/merged")
-print(sorted(os.listdir(f"{{t}}/merged")), os.listdir(f"{{t}}/merged/var"), os.listdir(f"{{t}}/merged/etc"))
+m = f"{{t}}/merged"
+print(sorted(os.listdir(m)), os.listdir(m + "/var"), os.listdir(m + "/etc"))
 """
     cp = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
