@@ -10,7 +10,6 @@ PSS per idle template clone (128 MiB guest) <= 64 MiB.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import platform
@@ -62,7 +61,11 @@ def floor_once(kernel: str, initrd: str, disk: str, khz: int) -> float:
             "-chardev", f"socket,id=c1,path={d}/ctl.sock,server=on,wait=off",
             "-device", "virtserialport,chardev=c1,name=org.isle.ctl,nr=1",
             "-chardev", "null,id=c2", "-device", "virtserialport,chardev=c2,name=org.isle.stdout,nr=2",
-            "-chardev", "null,id=c3", "-device", "virtserialport,chardev=c3,name=org.isle.stderr,nr=3"]
+            "-chardev", "null,id=c3", "-device", "virtserialport,chardev=c3,name=org.isle.stderr,nr=3",
+            "-chardev", "null,id=c4", "-device", "virtserialport,chardev=c4,name=org.isle.stdin,nr=4"]
+    for nr, name in enumerate(("x1.out", "x1.err", "x1.in", "x2.out", "x2.err", "x2.in"), start=5):
+        argv += ["-chardev", f"null,id=c{nr}",
+                 "-device", f"virtserialport,chardev=c{nr},name=org.isle.{name},nr={nr}"]
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     s = socket.socket(socket.AF_UNIX)
@@ -72,7 +75,7 @@ def floor_once(kernel: str, initrd: str, disk: str, khz: int) -> float:
             break
         except OSError:
             time.sleep(0.002)
-    s.sendall(base64.b64encode(job.encode()) + b"\n")
+    s.sendall(f"job {job.count(chr(10))}\n{job}".encode())
     buf = b""
     while b"exit" not in buf:
         buf += s.recv(100)

@@ -1,14 +1,13 @@
 """Run one microVM: spawn QEMU from a MachineConfig, speak the guest init's control protocol, clean up.
 
 Control protocol (port org.isle.ctl, one line each):  guest -> host  ready | started | exit N | error MSG
-                                                      host -> guest  <base64 job script> | kill SIGNUM
+                                                      host -> guest  job N + N script lines | kill SIGNUM | exec SLOT B64
 The program's stdout and stderr have their own ports (org.isle.stdout / org.isle.stderr) whose host
 ends are files QEMU opens (a pipe or tty given as /proc/self/fd/N); the kernel console is a log file.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import select
 import shutil
@@ -231,7 +230,8 @@ class MicroVM:
             raise VMError(f"control channel to the guest broke: {exc}; {self.diagnose()}") from exc
 
     def send_job(self, script: str) -> None:
-        self.send(base64.b64encode(script.encode()))
+        lines = script.rstrip("\n").split("\n")
+        self.send(f"job {len(lines)}\n".encode() + "\n".join(lines).encode())
 
     def signal(self, signum: int) -> None:
         self.send(f"kill {int(signum)}".encode())

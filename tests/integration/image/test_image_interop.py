@@ -198,3 +198,14 @@ def test_import_rootfs_tarball(tmp_path: Path, isle) -> None:
     with open(out, "wb") as f:
         ImageStore.tar_directory(str(src), f)
     assert sorted(tarfile.open(out).getnames()) == ["etc", "etc/link", "etc/motd"]
+
+
+def test_the_store_is_an_oci_layout_skopeo_reads(tmp_path: Path, isle) -> None:
+    root = tmp_path / "isle"
+    isle(root, "tag", "busybox", "example.org/layout/x:5")
+    insp = json.loads(sh("skopeo", "inspect", f"oci:{root / 'images'}:example.org/layout/x:5"))
+    img = ImageStore(str(root / "images")).resolve("example.org/layout/x:5")
+    assert insp["Digest"] == img.digest and insp["Layers"] == [img.manifest.layers[0].digest]
+    sh("skopeo", "copy", f"oci:{root / 'images'}:docker.io/library/busybox:latest",
+       f"dir:{tmp_path / 'copy'}")
+    assert (tmp_path / "copy" / img.manifest.layers[0].digest[7:]).exists()

@@ -2,7 +2,7 @@
 # isle guest init (PID 1 in the initramfs; busybox only).
 # Loads the modules listed in /modules.order, mounts the image disk (/dev/vda, read-only, fstype from
 # isle.rootfs=) under an overlay whose upper layer is a tmpfs, says "ready" on the control port and
-# then waits for ONE job: a base64 shell script that runs the bundle's process with stdout and stderr
+# then waits for ONE job: a shell script (sent as 'job N' + N lines) that runs the bundle's process with stdout and stderr
 # on their own virtio ports. It reports "exit N", forwards "kill SIG" to the process, and powers off.
 # Its own messages go to the kernel console (a log file on the host), never to the program's stdout.
 /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
@@ -49,14 +49,20 @@ mount -t tmpfs -o mode=0755 rw /rw && mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot || fail "overlay"
 . /premount.sh
 echo ready >&3
-# the job: one line of base64; it may read further lines (kill SIG) itself
-# (a host end that is briefly closed, e.g. around a restore, reads as EOF: retry for a while)
+# the job: "job N" then N lines of shell, read with builtins only (no fork: forks are slow under TCG
+# right after a restore); it may read further control lines (kill SIG, exec ...) itself
 n=0
-until read -r job <&3 && [ -n "$job" ]; do
+until read -r w lines <&3 && [ "$w" = job ]; do
   n=$((n + 1)); [ $n -gt 3000 ] && fail "control port closed before a job"; usleep 10000
 done
-echo "$job" | base64 -d > /job.sh || fail "bad job encoding"
-. /job.sh
+script=
+while [ "$lines" -gt 0 ]; do
+  IFS= read -r l <&3 || fail "control port closed inside a job"
+  script="$script$l
+"
+  lines=$((lines - 1))
+done
+eval "$script"
 # a job that returns without reporting is a bug in isle's host side
 echo "exit 125" >&3
 poweroff -f
