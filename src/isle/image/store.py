@@ -109,6 +109,38 @@ class ImageStore:
             d = self._read_index()
             yield d
             atomic_write(self.index_path, json.dumps(d, indent=1, sort_keys=True).encode())
+            self._write_oci_index(d)
+
+    def _write_oci_index(self, d: dict[str, Any]) -> None:
+        """Keep images_dir a valid OCI image layout too (``skopeo inspect oci:<dir>:<name>``)."""
+        manifests = []
+        for rec in d["images"].values():
+            try:
+                size = self.blobs.size(rec["manifest"])
+            except NotFound:
+                continue
+            for n in rec.get("names") or [""]:
+                desc: dict[str, Any] = {
+                    "mediaType": rec.get("media_type") or MT_OCI_MANIFEST,
+                    "digest": rec["manifest"],
+                    "size": size,
+                }
+                if n:
+                    desc["annotations"] = {"org.opencontainers.image.ref.name": n}
+                manifests.append(desc)
+        layout = os.path.join(self.root, "oci-layout")
+        if not os.path.exists(layout):
+            atomic_write(layout, b'{"imageLayoutVersion":"1.0.0"}')
+        atomic_write(
+            os.path.join(self.root, "index.json"),
+            canonical_json(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": manifests,
+                }
+            ),
+        )
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -236,6 +268,7 @@ class ImageStore:
                 rec["names"] = [n for n in rec.get("names", []) if n not in full]
             rec = idx["images"].setdefault(m.config.digest, {"names": [], "added": now_iso()})
             rec["manifest"] = mdigest
+            rec["media_type"] = m.media_type
             for n in full:
                 if n not in rec["names"]:
                     rec["names"].append(n)
