@@ -73,6 +73,7 @@ def pull(
     prog = progress or NullProgress()
     with store.writing():
         body, mt, digest = client.get_manifest(r.repository, r.digest or r.tag)
+        top_digest = digest            # the index's digest when the tag names an index
         m = parse_manifest_or_index(body, mt)
         if isinstance(m, Index):
             d = m.select(platform or default_platform())
@@ -119,7 +120,11 @@ def pull(
                     raise e
         store.blobs.put(config_bytes, m.config.digest)
         names = [str(r)] if r.tag else []
-        return store.add_image(body, names, repo_digest=f"{r.name}@{digest}")
+        img = store.add_image(body, names, repo_digest=f"{r.name}@{digest}")
+        if top_digest != digest:
+            store.add_repo_digest(img.id, f"{r.name}@{top_digest}", move=True)
+            img.repo_digests.append(f"{r.name}@{top_digest}")
+        return img
 
 
 def _fetch_layer(

@@ -193,6 +193,9 @@ class ImageStore:
             r = None
         if r is not None and r.digest:
             for i, rec in images.items():
+                if f"{r.name}@{r.digest}" in rec.get("repo_digests", []):
+                    return i
+            for i, rec in images.items():
                 if rec["manifest"] == r.digest and (
                     any(n.startswith(r.name + "@") for n in rec.get("repo_digests", []))
                     or any(Reference.parse(n).name == r.name for n in rec.get("names", []))
@@ -405,8 +408,14 @@ class ImageStore:
             idx["images"][img.id]["names"].append(full)
         return self.resolve(img.id)
 
-    def add_repo_digest(self, image_id: str, repo_digest: str) -> None:
+    def add_repo_digest(self, image_id: str, repo_digest: str, *, move: bool = False) -> None:
+        """Record name@digest for an image; with move, take it from any other image (an index
+        digest belongs to whichever platform was pulled last)."""
         with self._edit() as idx:
+            if move:
+                for other in idx["images"].values():
+                    if repo_digest in other.get("repo_digests", []):
+                        other["repo_digests"].remove(repo_digest)
             rec = idx["images"].get(image_id)
             if rec is not None and repo_digest not in rec.setdefault("repo_digests", []):
                 rec["repo_digests"].append(repo_digest)

@@ -218,6 +218,9 @@ def test_zstd_uncompressed_and_index_platforms(registry, tmp_path: Path) -> None
         store, f"{registry.addr}/fmt/multi:latest", c, platform=Platform.parse("linux/arm64")
     )
     assert arm_img.digest == arm and arm_img.config["architecture"] == "arm64"
+    idx_digest = c.get_manifest("fmt/multi", "latest")[2]
+    assert f"{registry.addr}/fmt/multi@{idx_digest}" in arm_img.repo_digests
+    assert store.resolve(f"{registry.addr}/fmt/multi@{idx_digest}").id == arm_img.id
     with pytest.raises(ImageError, match="no manifest for platform linux/s390x"):
         pull(store, f"{registry.addr}/fmt/multi", c, platform=Platform.parse("linux/s390x"))
     c.close()
