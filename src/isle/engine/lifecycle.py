@@ -196,9 +196,12 @@ class Lifecycle:
                          etc_files=etc, netns_path=netns,
                          cgroups_path="" if self.s.rootless else f"/isle-{rec.id}",
                          init_path=init, seccomp_profile=seccomp, rootless=self.s.rootless,
-                         uid_map=uid_map, gid_map=gid_map)
+                         uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps())
         spec = build_spec(opts, inp)
-        _precheck_command(rootfs, spec["process"])
+        proc = spec["process"]
+        if init:  # check the user's command, not the init bind-mounted in front of it
+            proc = {**proc, "args": proc["args"][2:]}
+        _precheck_command(rootfs, proc)
         return spec
 
     def _etc_files(self, p: ContainerPaths, hostname: str, opts: RunOptions,
@@ -433,6 +436,13 @@ def _remove_cgroups(name: str) -> None:
                 break
             except OSError:
                 time.sleep(0.02)
+
+
+def _host_caps() -> list[str]:
+    from isle.engine.spec import host_bounding_caps
+
+    with open("/proc/self/status") as f:
+        return host_bounding_caps(f.read())
 
 
 def _precheck_command(rootfs: str, process: dict[str, Any]) -> None:

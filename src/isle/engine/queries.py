@@ -112,9 +112,11 @@ class Queries:
             except OSError:
                 return ""
 
+        from isle.engine.lifecycle import _host_caps
+
         inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self._image_config(rec),
                          hostname=opts.hostname or rec.id[:12], passwd=_read("/etc/passwd"),
-                         group=_read("/etc/group"))
+                         group=_read("/etc/group"), host_caps=_host_caps())
         ps = process_spec(opts, inp, args=list(cmd), env=env or [], user=user or None,
                           workdir=workdir or None, tty=tty)
         if os.path.ismount(p.rootfs) or os.listdir(p.rootfs):

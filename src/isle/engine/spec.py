@@ -15,6 +15,7 @@ from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions
 from isle.errors import ConfigError
 
 __all__ = ["SpecInputs", "build_spec", "process_spec", "resolve_user", "command_line",
+           "host_bounding_caps",
            "merge_env", "MASKED_PATHS", "READONLY_PATHS", "load_default_seccomp"]
 
 MASKED_PATHS = [
@@ -57,6 +58,8 @@ class SpecInputs:
     rootless: bool = False
     uid_map: list[dict[str, int]] = field(default_factory=list)
     gid_map: list[dict[str, int]] = field(default_factory=list)
+    #: the capabilities isle itself may hand out (its bounding set); "all" means these
+    host_caps: list[str] | None = None
 
 
 def command_line(opts: RunOptions, image_config: dict[str, Any]) -> list[str]:
@@ -130,19 +133,30 @@ def _gid(grp: str, group: str, flag: str = "--user") -> int:
     return int(ent[2])
 
 
-def _caps(opts: RunOptions) -> list[str]:
+def _caps(opts: RunOptions, host_caps: list[str] | None = None) -> list[str]:
+    """Docker's rules; "all" (--privileged, --cap-add ALL) is every cap isle itself holds."""
+    every = list(host_caps) if host_caps is not None else list(ALL_CAPS)
     if opts.privileged:
-        return list(ALL_CAPS)
+        return every
     caps = list(DEFAULT_CAPS)
     if "ALL" in opts.cap_drop:
         caps = []
     else:
         caps = [c for c in caps if c not in opts.cap_drop]
     if "ALL" in opts.cap_add:
-        caps = list(ALL_CAPS)
+        caps = every
     else:
         caps += [c for c in opts.cap_add if c not in caps]
     return caps
+
+
+def host_bounding_caps(status_text: str) -> list[str]:
+    """CapBnd of a /proc/PID/status text -> cap names (pure)."""
+    for line in status_text.splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+            return [c for i, c in enumerate(ALL_CAPS) if mask >> i & 1]
+    return list(ALL_CAPS)
 
 
 def process_spec(opts: RunOptions, inp: SpecInputs, *, args: list[str] | None = None,
@@ -159,7 +173,7 @@ def process_spec(opts: RunOptions, inp: SpecInputs, *, args: list[str] | None = 
         base_env = merge_env(env, base_env, hostname=inp.hostname, tty=use_tty)
     u = resolve_user(user if user is not None else (opts.user or ic.get("User") or ""),
                      inp.passwd, inp.group, opts.group_add)
-    caps = _caps(opts)
+    caps = _caps(opts, inp.host_caps)
     proc: dict[str, Any] = {
         "terminal": use_tty,
         "user": u,

@@ -105,3 +105,14 @@ def test_options_roundtrip():
     o = O.RunOptions(image="x", mounts=[O.parse_volume("v:/d")], ulimits=[O.parse_ulimit("nproc=5")],
                      restart=O.parse_restart("always"), healthcheck=O.Healthcheck(test=["NONE"]))
     assert O.RunOptions.from_dict(o.to_dict()) == o
+
+
+def test_privileged_is_bounded_by_what_isle_holds():
+    from isle.engine.spec import host_bounding_caps
+
+    held = host_bounding_caps("CapBnd:\t000001fffeffffff\n")
+    assert "CAP_SYS_RESOURCE" not in held and "CAP_SYS_ADMIN" in held
+    opts = O.RunOptions(image="x", privileged=True)
+    inp = SpecInputs(container_id="c" * 64, rootfs="/r", host_caps=held, passwd=PASSWD)
+    caps = build_spec(opts, inp)["process"]["capabilities"]["bounding"]
+    assert caps == held
