@@ -112,7 +112,7 @@ def test_privileged_is_bounded_by_what_isle_holds():
 
     held = host_bounding_caps("CapBnd:\t000001fffeffffff\n")
     assert "CAP_SYS_RESOURCE" not in held and "CAP_SYS_ADMIN" in held
-    opts = O.RunOptions(image="x", privileged=True)
+    opts = O.RunOptions(image="x", privileged=True, command=["sh"])
     inp = SpecInputs(container_id="c" * 64, rootfs="/r", host_caps=held, passwd=PASSWD)
     caps = build_spec(opts, inp)["process"]["capabilities"]["bounding"]
     assert caps == held
