@@ -22,7 +22,7 @@ def run_demo(ctx: Any) -> int:
     img = eng.store.resolve("busybox")
     _say(f"1. image busybox:latest -> {img.id[:19]} ({len(img.layer_dirs)} layer(s), made offline)")
     t = time.monotonic()
-    _say("2. isle run --rm busybox sh -c 'echo hello from $(hostname); id; cat /proc/1/cmdline'")
+    _say("2. isle run --rm busybox sh -c 'echo hello from $(hostname); id; show /proc/1/cmdline'")
     rep = eng.run(RunOptions(image="busybox", remove=True,
                              command=["sh", "-c", "echo hello from $(hostname); id; "
                                       "tr '\\0' ' ' </proc/1/cmdline; echo"]),
