@@ -32,18 +32,17 @@ RUNC = shutil.which("runc") or "runc"
 
 def timed(argv: list[str]) -> tuple[float, int, int]:
     """-> (seconds, exit code, peak RSS KiB of the process tree it waited for)."""
-    t = time.perf_counter()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode() if p.stderr else ""
-    if p.stderr:
-        p.stderr.close()
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} -> {p.returncode}: {err.strip()}")
-    return dt, p.returncode, ru.ru_maxrss
+    with tempfile.TemporaryFile() as err:  # a file: a created init keeps the runtime's stdio
+        t = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t
+        p.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(argv)} -> {code}: {err.read().decode().strip()}")
+    return dt, code, ru.ru_maxrss
 
 
 def make_bundle(d: Path, seccomp: bool) -> Path:

@@ -233,3 +233,13 @@ def test_malformed_json_and_json_log(rt, tmp_path):
     assert cp.returncode == 1 and "malformed JSON" in cp.stderr
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["level"] == "error" and "malformed JSON" in entry["msg"] and entry["time"]
+
+
+def test_demo_builds_busybox_and_reports(tmp_path):
+    from isle.runtime.demo import run_demo
+
+    lines: list[str] = []
+    assert run_demo(cache=str(tmp_path / "cache"), echo=lines.append) == 42
+    text = "\n".join(lines)
+    assert "hostname inside : isle-demo" in text and "pid inside      : 1" in text
+    assert "0 100000 65536" in text and "exit code       : 42" in text
