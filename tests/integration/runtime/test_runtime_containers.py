@@ -235,11 +235,19 @@ def test_malformed_json_and_json_log(rt, tmp_path):
     assert entry["level"] == "error" and "malformed JSON" in entry["msg"] and entry["time"]
 
 
-def test_demo_builds_busybox_and_reports(tmp_path):
+def test_demo_builds_busybox_and_reports():
+    import shutil
+    import tempfile
+
     from isle.runtime.demo import run_demo
 
+    cache = tempfile.mkdtemp(prefix="isle-rt-demo-")  # traversable by the mapped root
+    os.chmod(cache, 0o755)
     lines: list[str] = []
-    assert run_demo(cache=str(tmp_path / "cache"), echo=lines.append) == 42
+    try:
+        assert run_demo(cache=cache, echo=lines.append) == 42, lines
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     text = "\n".join(lines)
     assert "hostname inside : isle-demo" in text and "pid inside      : 1" in text
     assert "0 100000 65536" in text and "exit code       : 42" in text
