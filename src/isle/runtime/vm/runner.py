@@ -246,9 +246,15 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
 
     for sig in (signal.SIGTERM,) + ((signal.SIGINT, signal.SIGHUP) if forward_signals else ()):
         signal.signal(sig, on_term)
+    import time
+
+    deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if stop["sig"]:
             return 128 + stop["sig"]
+        if job_sent and not started and time.monotonic() > deadline:
+            raise VMError(f"the guest did not start the process within {READY_TIMEOUT:.0f}s; "
+                          f"{vm.diagnose()}")
         try:
             r, _, _ = select.select([vm.ctl, lsock], [], [], 1.0)
         except InterruptedError:
@@ -310,11 +316,13 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
                 slots[i] = conn
                 vm.send(f"exec {i} {req[2]}".encode())
             elif cmd[:1] == ["start"]:
-                if started or job_sent:
+                if started or job_sent:  # (job_sent: a foreground run, or a second start)
                     conn.sendall(b"error already started\n")
                     conn.close()
                 else:
                     vm.send_job(p.script)
+                    job_sent = True
+                    deadline = time.monotonic() + READY_TIMEOUT
                     waiting.append(conn)
             elif cmd[:1] == ["kill"] and len(cmd) == 2:
                 sig = int(cmd[1])
