@@ -80,3 +80,21 @@ def test_wants_vm_and_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "does not exist" in capsys.readouterr().err
     assert dispatch(["--root", str(tmp_path / "r"), "kill", "x", "SIGNOPE"]) == 1
     assert dispatch(["features"]) == 0
+
+
+def test_owns_routes_ids_to_the_vm_runtime(tmp_path: Path) -> None:
+    from isle.runtime.vm import owns, vm_root
+
+    root = str(tmp_path)
+    assert not owns(root, "c1")
+    st.create_dir(vm_root(root), "c1")
+    st.save(vm_root(root), st.State(id="c1", bundle="/b"))
+    assert owns(root, "c1") and not owns(root, "../c1")
+
+
+def test_vm_info_is_plain_data() -> None:
+    import isle.vm
+
+    i = isle.vm.info("/nonexistent-cache")
+    assert i["accel"] in ("kvm", "tcg") and i["accel_reason"]
+    assert "fetch-guest-kernel" in i["guest_kernel_error"]

@@ -1,9 +1,11 @@
 """The VM-isolated OCI runtime: runc's CLI over microVMs (`isle-vm-runtime`), and `dispatch` for isle-runtime.
 
-isle-runtime hands a whole command line here when config.json says ``org.isle.isolation=vm``::
+isle-runtime hands a whole command line here when config.json says ``org.isle.isolation=vm``. Keep
+VM state apart from container state by giving the VM runtime its own root, ``vm_root(root)``::
 
-    from isle.runtime.vm import dispatch, wants_vm
-    if wants_vm(bundle): return dispatch(sys.argv[1:])
+    from isle.runtime.vm import dispatch, owns, vm_root, wants_vm
+    # create/run (have a bundle):   if wants_vm(bundle): return dispatch(["--root", vm_root(root), *verb_argv])
+    # state/kill/delete/... (id):   if owns(root, cid):  return dispatch(["--root", vm_root(root), *verb_argv])
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["dispatch", "wants_vm", "ANNOTATION"]
+__all__ = ["dispatch", "wants_vm", "owns", "vm_root", "ANNOTATION"]
 
 ANNOTATION = "org.isle.isolation"
 
@@ -23,6 +25,16 @@ def wants_vm(bundle: str) -> bool:
             return (json.load(f).get("annotations") or {}).get(ANNOTATION) == "vm"
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def vm_root(root: str) -> str:
+    """Where VM containers of a container-runtime root keep their state."""
+    return os.path.join(root, "vm")
+
+
+def owns(root: str, cid: str) -> bool:
+    """True when container cid under the container runtime's root is a VM container."""
+    return "/" not in cid and os.path.exists(os.path.join(vm_root(root), cid, "state.json"))
 
 
 def dispatch(argv: list[str]) -> int:
