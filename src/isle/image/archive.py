@@ -227,7 +227,7 @@ def load(store: ImageStore, src: Any) -> list[Image]:
         except (tarfile.TarError, OSError) as e:
             raise ImageError(f"{src}: not a tar archive or OCI layout: {e}") from None
         try:
-            with store.writing():
+            with store.transaction():
                 if s.has("index.json") and s.has("oci-layout"):
                     return _load_oci(store, s)
                 if s.has("manifest.json"):
@@ -358,7 +358,7 @@ def import_rootfs(
 
     f = open(src, "rb") if isinstance(src, str) else src
     try:
-        with store.writing():
+        with store.transaction():
             with store.blobs.writer() as w:
                 head = f.read(1 << 20)
                 mt = _sniff(head)

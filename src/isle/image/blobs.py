@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from isle.errors import ImageError, NotFound
@@ -53,7 +53,11 @@ class BlobWriter:
         except ImageError:
             self.abort()
             raise
-        os.rename(self.tmp, self.store.path(got))
+        final = self.store.path(got)
+        existed = os.path.exists(final)
+        os.rename(self.tmp, final)
+        if not existed and self.store.on_new is not None:
+            self.store.on_new(("blob", got))
         return got
 
     def abort(self) -> None:
@@ -77,6 +81,8 @@ class BlobStore:
         self.root = root
         self.dir = os.path.join(root, "blobs", "sha256")
         self.tmp_dir = os.path.join(root, "tmp")
+        #: told ("blob", digest) for each blob this process adds (ImageStore.transaction)
+        self.on_new: Callable[[tuple[str, str]], None] | None = None
         os.makedirs(self.dir, exist_ok=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
 

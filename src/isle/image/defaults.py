@@ -93,7 +93,7 @@ def make_busybox_rootfs(d: str) -> None:
 def _image_from_dir(
     store: ImageStore, rootfs: str, name: str, config: dict[str, Any], created: str, created_by: str
 ) -> Image:
-    with store.writing():
+    with store.transaction():
         desc, diff_id = store.write_layer_from_dir(rootfs, overlay_whiteouts=False)
         cfg = {
             "architecture": _arch(),

@@ -71,7 +71,7 @@ def pull(
 ) -> Image:
     r = Reference.parse(ref)
     prog = progress or NullProgress()
-    with store.writing():
+    with store.transaction():
         body, mt, digest = client.get_manifest(r.repository, r.digest or r.tag)
         top_digest = digest            # the index's digest when the tag names an index
         m = parse_manifest_or_index(body, mt)

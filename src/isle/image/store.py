@@ -84,6 +84,7 @@ class ImageStore:
         self._lock_path = os.path.join(root, "store.lock")
         self._gc_lock_path = os.path.join(root, "gc.lock")
         self._users: Callable[[str], list[str]] = lambda image_id: []
+        self._txn: list[tuple[str, str]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> ImageStore:
@@ -147,6 +148,42 @@ class ImageStore:
         """Held (shared) by anything adding blobs or layers, so gc never deletes them midway."""
         with flock(self._gc_lock_path, shared=True):
             yield
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """writing() + undo: if the block fails, blobs and layers it added that no image
+        references are removed again, so a failed pull/load/build leaves the store as it was."""
+        if self._txn is not None:
+            yield
+            return
+        created: list[tuple[str, str]] = []
+        self._txn = created
+        self.blobs.on_new = created.append
+        try:
+            with self.transaction():
+                yield
+        except BaseException:
+            self._undo(created)
+            raise
+        finally:
+            self._txn = None
+            self.blobs.on_new = None
+
+    def _undo(self, created: list[tuple[str, str]]) -> None:
+        with flock(self._lock_path):
+            keep_blobs: set[str] = set()
+            keep_layers: set[str] = set()
+            for img in self.list():
+                keep_blobs |= {img.id, img.digest, *(x.digest for x in img.manifest.layers)}
+                keep_layers |= set(img.diff_ids)
+            for e in self._build_cache().values():
+                keep_blobs.add(e["layer"]["digest"])
+                keep_layers.add(e["diff_id"])
+            for kind, digest in created:
+                if kind == "blob" and digest not in keep_blobs:
+                    self.blobs.delete(digest)
+                elif kind == "layer" and digest not in keep_layers:
+                    shutil.rmtree(os.path.dirname(self.layer_dir(digest)), ignore_errors=True)
 
     def layer_dir(self, diff_id: str) -> str:
         return os.path.join(self.layers_dir, diff_id.split(":", 1)[1], "diff")
@@ -292,6 +329,8 @@ class ImageStore:
             f.write(str(size))
         try:
             os.rename(tmp, final)
+            if self._txn is not None:
+                self._txn.append(("layer", diff_id))
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             if not os.path.isdir(final):
@@ -361,7 +400,7 @@ class ImageStore:
     ) -> Image:
         """A new image = parent + the overlay upper dir as one layer, with config_changes merged
         into ``config`` (Env, Cmd, Entrypoint, WorkingDir, User, Labels, ExposedPorts, ...)."""
-        with self.writing():
+        with self.transaction():
             base: dict[str, Any] = (
                 json.loads(json.dumps(parent_image.config))
                 if parent_image

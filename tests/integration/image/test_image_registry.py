@@ -251,6 +251,23 @@ def test_bad_content_is_rejected_and_store_unchanged(registry, tmp_path: Path) -
     with pytest.raises(RegistryError, match="HTTP 404"):
         pull(store, f"{registry.addr}/bad/missing:1", c)
     assert _state(store) == before
+    # 1b. two layers, the second corrupt: the good first one must not stay behind either
+    good = _layer_tar({"good": os.urandom(2000)})
+    ggz = gzip.compress(good)
+    push_raw(
+        c,
+        "bad/second",
+        "1",
+        [
+            (ggz, "application/vnd.oci.image.layer.v1.tar+gzip", good),
+            (gz, "application/vnd.oci.image.layer.v1.tar+gzip", t),
+        ],
+    )
+    blob.write_bytes(saved[:-8] + b"\0" * 8)
+    with pytest.raises(ImageError, match="digest mismatch|corrupt"):
+        pull(store, f"{registry.addr}/bad/second:1", c)
+    assert _state(store) == before
+    blob.write_bytes(saved)
     # 2. a config whose diff_id does not match the layer
     push_raw(
         c,

@@ -648,7 +648,7 @@ def build(
         no_cache=no_cache,
         out=out,
     )
-    with store.writing():
+    with store.transaction():
         st = b.run(text, os.path.basename(file), target)
         st.config["created"] = now_iso()
         st.config.setdefault("architecture", _arch())
