@@ -69,21 +69,30 @@ def floor_once(kernel: str, initrd: str, disk: str, khz: int) -> float:
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     s = socket.socket(socket.AF_UNIX)
-    while True:
-        try:
-            s.connect(f"{d}/ctl.sock")
-            break
-        except OSError:
-            time.sleep(0.002)
-    s.sendall(f"job {job.count(chr(10))}\n{job}".encode())
-    buf = b""
-    while b"exit" not in buf:
-        buf += s.recv(100)
-    p.wait()
-    dt = time.monotonic() - t0
-    s.close()
-    shutil.rmtree(d)
-    return dt
+    try:
+        while True:
+            try:
+                s.connect(f"{d}/ctl.sock")
+                break
+            except OSError:
+                if p.poll() is not None:
+                    raise SystemExit("floor QEMU exited early") from None
+                time.sleep(0.002)
+        s.sendall(f"job {job.count(chr(10))}\n{job}".encode())
+        buf = b""
+        while b"exit" not in buf:
+            chunk = s.recv(100)
+            if not chunk:
+                raise SystemExit(f"floor guest went away: {buf!r}")
+            buf += chunk
+        p.wait(60)
+        return time.monotonic() - t0
+    finally:
+        s.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def runtime_once(b: str, root: str, cid: str, env: dict[str, str]) -> tuple[float, float]:

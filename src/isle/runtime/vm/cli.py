@@ -163,8 +163,8 @@ def _exec(a: argparse.Namespace) -> int:
     from isle.runtime.vm import spec as vmspec
     from isle.runtime.vm import state as st
 
-    if a.detach or a.tty:
-        raise Unsupported("exec: --detach and --tty are not supported by the VM runtime")
+    if a.tty:
+        raise Unsupported("exec: --tty is not supported by the VM runtime")
     s = st.load(a.root, a.id)
     cfg = load(os.path.join(s.bundle, "config.json"))
     if a.process:
@@ -185,7 +185,38 @@ def _exec(a: argparse.Namespace) -> int:
             job = dataclasses.replace(job, uid=int(uid), gid=int(gid or 0))
         except ValueError:
             raise ConfigError("user", f"{a.user!r} is not uid[:gid]") from None
-    return runner.exec_(a.id, a.root, job)
+    if not a.detach:
+        return runner.exec_(a.id, a.root, job)
+    # --detach (conmon's way): a daemon streams to our stdio and exits with the process's code;
+    # its pid goes to --pid-file so a subreaper waits for it
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setsid()
+            child = os.fork()
+            if child:
+                os.write(w, f"{child}".encode())
+                os._exit(0)
+            os.close(w)
+            code = 1
+            try:
+                code = runner.exec_(a.id, a.root, job)
+            except Exception as exc:  # reported on the exec's stderr, like runc's
+                print(f"isle-vm-runtime: exec: {exc}", file=sys.stderr)
+            os._exit(code)
+        finally:
+            os._exit(1)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        daemon = f.read().strip()
+    if a.pid_file and daemon:
+        from isle.sys.fs import atomic_write
+
+        atomic_write(a.pid_file, daemon.encode())
+    return 0
 
 
 def _log(a: argparse.Namespace | None, msg: str) -> None:
