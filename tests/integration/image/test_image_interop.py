@@ -209,3 +209,40 @@ def test_the_store_is_an_oci_layout_skopeo_reads(tmp_path: Path, isle) -> None:
     sh("skopeo", "copy", f"oci:{root / 'images'}:docker.io/library/busybox:latest",
        f"dir:{tmp_path / 'copy'}")
     assert (tmp_path / "copy" / img.manifest.layers[0].digest[7:]).exists()
+
+
+def test_load_rejects_a_tampered_archive_and_leaves_the_store_alone(tmp_path: Path, isle) -> None:
+    import io
+
+    src = tmp_path / "src"
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "f").write_text("second layer")
+    st = ImageStore(str(src / "images"))
+    st.commit(str(tmp_path / "u"), st.resolve("busybox"), {}, names=["two:1"])
+    good = tmp_path / "good.tar"
+    isle(src, "save", "-o", str(good), "two:1")
+    bad = tmp_path / "bad.tar"
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as t:
+        ti = tarfile.TarInfo("f")
+        ti.size = 5
+        t.addfile(ti, io.BytesIO(b"evil!"))
+    with tarfile.open(good) as tin, tarfile.open(bad, "w") as tout:
+        layers = json.load(tin.extractfile("manifest.json"))[0]["Layers"]
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isfile() else None
+            if m.name == layers[-1]:                       # swap the last layer's content
+                data = evil.getvalue()
+                m.size = len(data)
+            tout.addfile(m, io.BytesIO(data) if data is not None else None)
+    dst = tmp_path / "dst"
+    isle(dst, "image", "inspect", "busybox")
+    before = sorted(p for p in os.listdir(dst / "images" / "blobs" / "sha256"))
+    cp = isle(dst, "load", "-i", str(bad), check=False)
+    assert cp.returncode != 0 and b"does not match" in cp.stderr
+    assert sorted(os.listdir(dst / "images" / "blobs" / "sha256")) == before
+    assert len(os.listdir(dst / "images" / "layers")) == 1
+    assert [i.names for i in ImageStore(str(dst / "images")).list()] == [
+        ["docker.io/library/busybox:latest"]
+    ]
+    assert b"two:1" in isle(dst, "load", "-i", str(good)).stdout
