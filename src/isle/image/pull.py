@@ -73,7 +73,7 @@ def pull(
     prog = progress or NullProgress()
     with store.transaction():
         body, mt, digest = client.get_manifest(r.repository, r.digest or r.tag)
-        top_digest = digest            # the index's digest when the tag names an index
+        top_digest = digest  # the index's digest when the tag names an index
         m = parse_manifest_or_index(body, mt)
         if isinstance(m, Index):
             d = m.select(platform or default_platform())

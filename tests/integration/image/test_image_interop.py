@@ -206,8 +206,12 @@ def test_the_store_is_an_oci_layout_skopeo_reads(tmp_path: Path, isle) -> None:
     insp = json.loads(sh("skopeo", "inspect", f"oci:{root / 'images'}:example.org/layout/x:5"))
     img = ImageStore(str(root / "images")).resolve("example.org/layout/x:5")
     assert insp["Digest"] == img.digest and insp["Layers"] == [img.manifest.layers[0].digest]
-    sh("skopeo", "copy", f"oci:{root / 'images'}:docker.io/library/busybox:latest",
-       f"dir:{tmp_path / 'copy'}")
+    sh(
+        "skopeo",
+        "copy",
+        f"oci:{root / 'images'}:docker.io/library/busybox:latest",
+        f"dir:{tmp_path / 'copy'}",
+    )
     assert (tmp_path / "copy" / img.manifest.layers[0].digest[7:]).exists()
 
 
@@ -231,7 +235,7 @@ def test_load_rejects_a_tampered_archive_and_leaves_the_store_alone(tmp_path: Pa
         layers = json.load(tin.extractfile("manifest.json"))[0]["Layers"]
         for m in tin.getmembers():
             data = tin.extractfile(m).read() if m.isfile() else None
-            if m.name == layers[-1]:                       # swap the last layer's content
+            if m.name == layers[-1]:  # swap the last layer's content
                 data = evil.getvalue()
                 m.size = len(data)
             tout.addfile(m, io.BytesIO(data) if data is not None else None)
