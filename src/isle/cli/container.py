@@ -63,6 +63,7 @@ def _run_options(f: F) -> F:
         click.option("--ip", default=""),
         click.option("--dns", multiple=True),
         click.option("--add-host", multiple=True),
+        click.option("--log-opt", multiple=True, help="max-size=SIZE (log rotation)"),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -115,6 +116,13 @@ def _build_options(kw: dict[str, Any]) -> Any:
         raise ConfigError("--pids-limit", "must be -1 (unlimited) or positive")
     ms = kw["memory_swap"]
     ep = kw["entrypoint"]
+    log_max = 0
+    for lo in kw["log_opt"]:
+        k, _, v = lo.partition("=")
+        if k == "max-size":
+            log_max = O.parse_bytes("--log-opt max-size", v)
+        elif k not in ("max-file", "mode", "tag"):
+            raise ConfigError("--log-opt", f"unknown log option {k!r} (max-size)")
     return O.RunOptions(
         image=kw["image"], command=list(kw["command"]), name=kw["name"], detach=kw["detach"],
         remove=kw["remove"], interactive=kw["interactive"], tty=kw["tty"], env=envs,
@@ -134,7 +142,7 @@ def _build_options(kw: dict[str, Any]) -> Any:
         stop_timeout=kw["stop_timeout"], healthcheck=hc, runtime=kw["runtime"],
         isolation=kw["isolation"], network=kw["network"], publish=list(kw["publish"]),
         publish_all=kw["publish_all"], ip=kw["ip"], dns=list(kw["dns"]),
-        extra_hosts=list(kw["add_host"]),
+        extra_hosts=list(kw["add_host"]), log_max_size=log_max,
     )
 
 

@@ -14,8 +14,8 @@ import click
 
 __all__ = ["main", "cli"]
 
-#: verbs whose failures are Docker's 125 even when the error class says 1
-RUN_VERBS = {"run", "create", "start"}
+#: verbs whose failures are Docker's 125 even when the error class says 1 (docker start says 1)
+RUN_VERBS = {"run", "create"}
 
 
 class Ctx:

@@ -39,6 +39,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         self.s = settings or default_settings()
         self._db: Db | None = None
         self._store: Any = None
+        self._held: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -69,7 +70,29 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         p = self.paths(cid)
         os.makedirs(os.path.dirname(p.lock), exist_ok=True)
         with flock(p.lock):
-            yield
+            self._held.add(cid)
+            try:
+                yield
+            finally:
+                self._held.discard(cid)
+
+    def _lock_busy(self, cid: str) -> bool:
+        """Another process holds this container's lock (e.g. it is starting it right now)."""
+        import fcntl
+
+        if cid in self._held:
+            return False
+        try:
+            fd = os.open(self.paths(cid).lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def get(self, ref: str) -> ContainerRecord:
         """A container record by id, name or id prefix, its state brought up to date."""

@@ -61,7 +61,8 @@ class Lifecycle:
     def _start(self, rec: ContainerRecord, *, attach: bool,
                foreground: bool) -> socket.socket | None:
         """conmon -> `runtime create`; then `runtime start`. Caller holds the container lock."""
-        from isle.engine.monitor import MonitorArgs, conmon_argv, conmon_path, connect_attach, read_sync
+        from isle.engine.monitor import (LOG_SIZE_MAX, MonitorArgs, conmon_argv, conmon_path,
+                                         connect_attach, read_sync)
         from isle.sys import proc
 
         p = self.paths(rec.id)
@@ -80,6 +81,11 @@ class Lifecycle:
         try:
             spec = self._spec(rec, opts, img, rootfs)
             write_file(p.config, json.dumps(spec).encode())
+            # "running" before the monitor exists: if we die from here on, _refresh finds the
+            # monitor and container through their pid files and never reports a live one as created
+            self.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
+                                     monitor_start=0, started_at=time.time(), finished_at=0.0,
+                                     exit_code=0, oom_killed=False, error="")
             use_exit_cmd = not foreground or opts.restart.name != "no"
             margs = MonitorArgs(
                 container_id=rec.id, name=rec.name, runtime_path=oci.path,
@@ -87,7 +93,7 @@ class Lifecycle:
                 exit_dir=p.exit_dir, socket_dir=p.socket_dir, log_path=p.log,
                 stdin=opts.interactive and attach, tty=opts.tty,
                 exit_command=self._exit_command(rec.id) if use_exit_cmd else [],
-                conmon=conmon_path())
+                conmon=conmon_path(), log_size_max=opts.log_max_size or LOG_SIZE_MAX)
             argv = conmon_argv(margs)
             r, w = os.pipe()
             env = dict(os.environ)
@@ -141,7 +147,7 @@ class Lifecycle:
         with contextlib.suppress(Exception):
             code = 127 if "not found" in err else 126 if "permission denied" in err else 128
             self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
-                                     finished_at=time.time(), error=err[:2000])
+                                     finished_at=time.time(), error=err[:2000], event="die")
 
     def _spec(self, rec: ContainerRecord, opts: RunOptions, img: Any, rootfs: str) -> dict[str, Any]:
         from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
@@ -304,6 +310,19 @@ class Lifecycle:
         if code is None:
             if alive(rec.pid, rec.pid_start) or alive(rec.monitor_pid, rec.monitor_start):
                 return rec
+            if not rec.pid:  # a start in progress or cut short
+                if self._lock_busy(rec.id):  # type: ignore[attr-defined]
+                    return rec  # someone is starting it right now
+                cpid = read_int(p.pidfile) or 0
+                if proc_start_time(cpid):
+                    st = self._oci(rec).state(rec.id) or {}
+                    if st.get("status") in ("running", "paused"):
+                        self.db.update_container(rec.id, pid=cpid, pid_start=proc_start_time(cpid))
+                        rec.pid, rec.pid_start = cpid, proc_start_time(cpid)
+                        return rec
+                    # created but never started: the starter died; undo it, say so
+                    self._fail_start(rec, "the start was interrupted")
+                    return self.db.get_container(rec.id)
             code = read_int(p.exit_file)  # written between our two looks
         err = ""
         if code is None:

@@ -126,6 +126,7 @@ class RunOptions:
     ip: str = ""
     dns: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
+    log_max_size: int = 0  # --log-opt max-size=N: conmon rotates ctr.log beyond N bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

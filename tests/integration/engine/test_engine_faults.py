@@ -36,8 +36,9 @@ def test_monitor_killed_container_keeps_running_then_exit_is_seen(isle):
 def test_cli_killed_during_foreground_run(isle):
     p = subprocess.Popen(isle.argv("run", "--name", "fg", "busybox", "sh", "-c", "sleep 0.5; exit 7"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=isle.env)
-    for _ in range(100):
-        if "fg" in isle("ps", "--format", "{{.Names}}").stdout:
+    for _ in range(100):  # until it is really running (its pid known)
+        if isle("ps", "-a", "--filter", "name=fg", "--format", "{{.ID}}").stdout.strip() and \
+                isle.inspect("fg")["State"]["Pid"] > 0:
             break
         time.sleep(0.05)
     p.kill()
@@ -46,6 +47,29 @@ def test_cli_killed_during_foreground_run(isle):
     st = isle.inspect("fg")["State"]
     assert st["Status"] == "exited" and st["ExitCode"] == 7  # conmon kept the truth
     isle("rm", "fg")
+
+
+def test_cli_killed_mid_start_is_not_reported_running(isle):
+    """A starter killed between `runtime create` and `runtime start`: no live lie afterwards."""
+    cid = isle("create", "--name", "half", "busybox", "sleep", "100").stdout.strip()
+    p = subprocess.Popen(isle.argv("start", "half"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=isle.env)
+    run = isle.runroot / "containers" / cid
+    for _ in range(400):
+        if (run / "pidfile").exists():
+            p.send_signal(signal.SIGSTOP)  # frozen right after create: as good as dead
+            break
+        time.sleep(0.005)
+    p.kill()
+    p.wait()
+    time.sleep(0.3)
+    st = isle.inspect("half")["State"]
+    assert st == isle.inspect("half")["State"]  # settled: the truth does not flip back and forth
+    assert st["Status"] in ("running", "exited")
+    if st["Status"] == "running":  # it got as far as `runtime start`: then it really runs
+        assert st["Pid"] > 0 and os.path.exists(f"/proc/{st['Pid']}")
+    isle("rm", "-f", "half")
+    assert isle("ps", "-aq").stdout == ""
 
 
 def test_wiped_runroot_then_rm_cleans_up(isle):
