@@ -22,7 +22,7 @@ __all__ = ["Entry", "newc", "build", "exec_helper", "APPLETS"]
 
 #: busybox applets init.sh and the job scripts use
 APPLETS = ("sh", "mount", "umount", "mkdir", "cat", "insmod", "usleep", "base64", "poweroff", "kill",
-           "hostname", "echo", "sleep", "ln", "mknod", "ls", "wait", "chmod", "sync", "reboot", "test")
+           "hostname", "echo", "sleep", "ln", "mknod", "ls", "wait", "chmod", "sync", "reboot", "test", "ip")
 
 
 @dataclass(frozen=True, slots=True)

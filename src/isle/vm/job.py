@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["GuestMount", "Job", "render", "render_exec", "premount_script", "STANDARD_MOUNTS"]
+__all__ = ["GuestMount", "GuestNet", "USER_NET", "USER_DNS", "Job", "render", "render_exec", "premount_script", "STANDARD_MOUNTS"]
 
 #: propagation/bind flags mean nothing inside the guest; everything else goes to mount -o
 _DROP = {"bind", "rbind", "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
@@ -56,6 +56,20 @@ def _key(m: GuestMount) -> tuple[str, str, tuple[str, ...]]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GuestNet:
+    """eth0's static configuration (the host side made the tap and leased the address)."""
+
+    address: str  # CIDR, e.g. 10.88.0.5/16
+    gateway: str = ""
+    mac: str = ""
+
+
+#: QEMU user networking's fixed plan (guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3)
+USER_NET = GuestNet(address="10.0.2.15/24", gateway="10.0.2.2")
+USER_DNS = "10.0.2.3"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
@@ -70,6 +84,9 @@ class Job:
     mounts: tuple[GuestMount, ...] = ()
     #: read stdin from the org.isle.stdin port (else /dev/null)
     stdin: bool = False
+    net: GuestNet | None = None
+    #: small host files bind-mounted into the container (/etc/hosts, resolv.conf...): copied in
+    files: tuple[tuple[str, str], ...] = ()
 
 
 def _q(s: str) -> str:
@@ -111,6 +128,17 @@ def render(job: Job) -> str:
     for m in wanted:
         if _key(m) not in standard:
             lines.append(_mount_line(m))
+    for dest, text in job.files:
+        parent = _q("/newroot" + (dest.rsplit("/", 1)[0] or "/"))
+        lines.append(f"[ -d {parent} ] || mkdir -p {parent}")
+        lines.append(f"printf '%s' {_q(text)} > {_q('/newroot' + dest)}")
+    if job.net is not None:
+        n = job.net
+        if n.mac:
+            lines.append(f"ip link set eth0 address {_q(n.mac)}")
+        lines += [f"ip addr add {_q(n.address)} dev eth0", "ip link set eth0 up"]
+        if n.gateway:
+            lines.append(f"ip route add default via {_q(n.gateway)}")
     x = _exec_argv(job)
     # init.sh found the ports: $out, $err, $inp
     lines.append("in=$inp" if job.stdin else "in=/dev/null")

@@ -23,7 +23,7 @@ __all__ = ["GuestKernel", "MODULES", "META_PACKAGE", "kernel_dir", "find", "fetc
 
 META_PACKAGE = "linux-image-cloud-amd64"
 #: modules the guest init loads (the cloud config builds them as =m); deps are added automatically
-MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs")
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs", "virtio_net")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,9 @@ def _extract_vmlinux(vmlinuz: str, out: str) -> bool:
 def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKernel:
     """Download (once) and unpack Debian's cloud kernel into the cache; idempotent."""
     try:
-        return find(cache)
+        k = find(cache)
+        module_load_order(k.modules_dir)  # a cache made when MODULES was shorter is refetched
+        return k
     except VMError:
         pass
     base = kernel_dir(cache)

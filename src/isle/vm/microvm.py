@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from isle.errors import VMError
 from isle.sys import proc
 from isle.vm import accel as _accel
-from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, SerialPort
+from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, Nic, SerialPort
 from isle.vm.qemu import argv as qemu_argv
 
 __all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "EXEC_SLOTS"]
@@ -42,9 +42,11 @@ class Boot:
     vcpus: int = 1
     memory_mib: int = 128
     accel: str = "tcg"
+    #: "" (no NIC), "tap" or "user": part of the device layout, so templates are per net kind
+    net: str = ""
 
 
-def cmdline(fstype: str, tsc_khz: int | None) -> str:
+def cmdline(fstype: str, tsc_khz: int | None, net: bool = False) -> str:
     """Kernel command line; each item was paid for under TCG.
 
     tsc_early_khz: without it ~1 boot in 3 hangs calibrating the TSC; tsc=reliable and
@@ -56,6 +58,8 @@ def cmdline(fstype: str, tsc_khz: int | None) -> str:
              "i8042.noaux", "i8042.nokbd", f"isle.rootfs={fstype}"]
     if tsc_khz:
         parts.insert(3, f"tsc_early_khz={tsc_khz}")
+    if net:
+        parts.append("isle.net=1")
     return " ".join(parts)
 
 
@@ -67,7 +71,8 @@ def short_dir(prefix: str = "isle-vm-") -> str:
 
 def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_sock: bool = False,
                    memory_backend: MemoryBackend | None = None, incoming: str = "",
-                   name: str = "isle", fdsets: tuple[int, ...] = ()) -> MachineConfig:
+                   name: str = "isle", fdsets: tuple[int, ...] = (), tap: str = "",
+                   mac: str = "") -> MachineConfig:
     """The MachineConfig of an isle microVM (pure: paths in, data out)."""
     ports = [
         SerialPort(name="org.isle.ctl", nr=1,
@@ -90,7 +95,11 @@ def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_s
     return MachineConfig(
         name=name, machine="microvm", accel=boot.accel, vcpus=boot.vcpus, memory_mib=boot.memory_mib,
         kernel=boot.kernel, initrd=boot.initrd,
-        cmdline=cmdline(boot.fstype, _accel.host_tsc_khz() if boot.accel == "tcg" else None),
+        cmdline=cmdline(boot.fstype, _accel.host_tsc_khz() if boot.accel == "tcg" else None,
+                        net=bool(boot.net)),
+        # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
+        # features must match the clones' or the migration stream is refused)
+        nics=(Nic(id="net0", kind=boot.net, ifname=tap, mac=mac),) if boot.net else (),
         drives=(Drive(id="image", path=boot.rootdisk, readonly=True),),
         serial_ports=tuple(ports),
         console=Chardev(backend="file", path=os.path.join(rundir, "console.log"), append=False),

@@ -62,7 +62,8 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
     net = "virtio-net-device" if micro else "virtio-net-pci"
     for n in cfg.nics:
         if n.kind == "tap":
-            a += ["-netdev", f"tap,id={n.id},ifname={n.ifname},script=no,downscript=no"]
+            name = f",ifname={n.ifname}" if n.ifname else ""  # none: QEMU makes a tapN it removes
+            a += ["-netdev", f"tap,id={n.id}{name},script=no,downscript=no"]
         else:
             a += ["-netdev", f"user,id={n.id}"]
         a += ["-device", f"{net},netdev={n.id}" + (f",mac={n.mac}" if n.mac else "")]

@@ -106,7 +106,8 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
 
 def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple[int, ...] = (),
             die_with_parent: bool = True, timeout: float = 60.0,
-            fdsets: tuple[int, ...] = (), stdin_fd: int | None = None) -> MicroVM:
+            fdsets: tuple[int, ...] = (), stdin_fd: int | None = None, tap: str = "",
+            mac: str = "") -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
     The guest said 'ready' before the save; that line is replayed so callers treat clones and
@@ -115,7 +116,7 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
     t = ensure(boot, cache)
     rundir = short_dir()
     cfg = machine_config(boot, rundir, stdout=stdout, stderr=stderr, incoming="defer",
-                         stdin_sock=stdin_fd is not None, fdsets=fdsets,
+                         stdin_sock=stdin_fd is not None, fdsets=fdsets, tap=tap, mac=mac,
                          memory_backend=MemoryBackend(path=t.ram, share=False))
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
     try:

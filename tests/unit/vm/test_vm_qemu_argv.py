@@ -44,6 +44,8 @@ def test_clone_uses_private_file_ram_and_deferred_incoming() -> None:
     assert a[-2:] == ["-incoming", "defer"]
     assert ["-cpu", "host"] == a[a.index("-cpu"):a.index("-cpu") + 2]
     assert "tap,id=n0,ifname=tap0,script=no,downscript=no" in a
+    a2 = qemu.argv(MachineConfig(name="t", kernel="/k", nics=(Nic(id="n0", kind="tap"),)))
+    assert "tap,id=n0,script=no,downscript=no" in a2  # a template's throwaway tap
     assert "virtio-net-device,netdev=n0,mac=52:54:00:00:00:01" in a
 
 

@@ -98,3 +98,27 @@ def test_vm_info_is_plain_data() -> None:
     i = isle.vm.info("/nonexistent-cache")
     assert i["accel"] in ("kvm", "tcg") and i["accel_reason"]
     assert "fetch-guest-kernel" in i["guest_kernel_error"]
+
+
+def test_network_annotations(tmp_path: Path) -> None:
+    from isle.vm.job import USER_NET, render
+
+    assert vmspec.net_of(_cfg()) == ("", "", "", None)
+    assert vmspec.net_of(_cfg(annotations={"org.isle.vm.net": "user"}))[0] == "user"
+    kind, tap, mac, net = vmspec.net_of(_cfg(annotations={
+        "org.isle.vm.net": "tap:isletap1", "org.isle.vm.net.address": "10.88.0.5/16",
+        "org.isle.vm.net.gateway": "10.88.0.1", "org.isle.vm.net.mac": "02:00:00:00:00:05"}))
+    assert (kind, tap, mac) == ("tap", "isletap1", "02:00:00:00:00:05")
+    assert net is not None and net.address == "10.88.0.5/16"
+    with pytest.raises(ConfigError, match="org.isle.vm.net"):
+        vmspec.net_of(_cfg(annotations={"org.isle.vm.net": "bridge"}))
+    hosts = tmp_path / "hosts"
+    hosts.write_text("1.2.3.4 x\n")
+    job = vmspec.to_job(_cfg(annotations={"org.isle.vm.net": "user"},
+                             mounts=[{"destination": "/etc/hosts", "type": "bind", "source": str(hosts),
+                                      "options": ["rbind", "ro"]}]))
+    assert job.net == USER_NET
+    assert dict(job.files) == {"/etc/hosts": "1.2.3.4 x\n", "/etc/resolv.conf": "nameserver 10.0.2.3\n"}
+    s = render(job)
+    assert "printf '%s' '1.2.3.4 x\n' > /newroot/etc/hosts" in s
+    assert "ip addr add 10.0.2.15/24 dev eth0" in s and "ip route add default via 10.0.2.2" in s

@@ -60,7 +60,8 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     k = kernel.find(settings.cache)
     boot = Boot(kernel=k.boot_image, initrd=initramfs.build(k, settings.cache),
                 rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
-                fstype=fstype, vcpus=vcpus, memory_mib=mem, accel=accel.detect()[0])
+                fstype=fstype, vcpus=vcpus, memory_mib=mem, accel=accel.detect()[0],
+                net=vmspec.net_of(cfg)[0])
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in ("1", "true")
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
@@ -71,15 +72,17 @@ def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *, in_fd: 
     out, err = os.dup(out_fd), os.dup(err_fd)
     try:
         (opath, ofds), (epath, efds) = host_end(out), host_end(err)
+        _, tap, mac, _ = vmspec.net_of(p.cfg)
         if p.template:
             from isle.vm import snapshot
 
             return snapshot.restore(p.boot, settings.cache, stdout=opath, stderr=epath,
                                     pass_fds=(out, err), die_with_parent=die_with_parent,
-                                    stdin_fd=in_fd if p.stdin else None, fdsets=ofds + efds)
+                                    stdin_fd=in_fd if p.stdin else None, fdsets=ofds + efds,
+                                    tap=tap, mac=mac)
         rundir = short_dir()
         cfg = machine_config(p.boot, rundir, stdout=opath, stderr=epath, stdin_sock=p.stdin,
-                             fdsets=ofds + efds)
+                             fdsets=ofds + efds, tap=tap, mac=mac)
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent)
         try:
             vm.spawn()

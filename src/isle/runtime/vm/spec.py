@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import resource
 from typing import Any
 
 from isle.errors import ConfigError
-from isle.vm.job import GuestMount, Job
+from isle.vm.job import USER_DNS, USER_NET, GuestMount, GuestNet, Job
 
-__all__ = ["to_job", "vm_size", "rootfs_path", "MIN_MEMORY_MIB", "DEFAULT_MEMORY_MIB", "ANNOTATION"]
+__all__ = ["to_job", "net_of", "vm_size", "rootfs_path", "MIN_MEMORY_MIB", "DEFAULT_MEMORY_MIB", "ANNOTATION"]
 
 ANNOTATION = "org.isle.isolation"
 MIN_MEMORY_MIB = 64
@@ -23,6 +24,55 @@ def rootfs_path(cfg: dict[str, Any], bundle: str) -> str:
     if not os.path.isdir(p):
         raise ConfigError("root.path", f"{p} is not a directory")
     return p
+
+
+FILE_LIMIT = 64 * 1024
+
+
+def _files(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Bind mounts of small text files (hosts, resolv.conf, hostname): their content, copied in."""
+    out = []
+    for m in cfg.get("mounts", []):
+        opts = m.get("options", [])
+        if m.get("type") not in ("bind", None, "") and "bind" not in opts and "rbind" not in opts:
+            continue
+        src = m.get("source", "")
+        try:
+            if not os.path.isfile(src) or os.path.getsize(src) > FILE_LIMIT:
+                continue
+            with open(src, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "\0" not in text:
+            out.append((m["destination"], text))
+    return tuple(out)
+
+
+def net_of(cfg: dict[str, Any]) -> tuple[str, str, str, GuestNet | None]:
+    """(kind "" | "tap" | "user", tap name, mac, guest config) from the org.isle.vm.net* annotations.
+
+    The engine makes the tap and leases the address (isle.net.NetworkManager.attach_tap), then says:
+    org.isle.vm.net=tap:NAME, org.isle.vm.net.address=CIDR, .gateway=IP, .mac=MAC.
+    org.isle.vm.net=user gives QEMU user networking (no host setup, outbound only).
+    """
+    ann = cfg.get("annotations") or {}
+    v = ann.get("org.isle.vm.net", "")
+    if not v or v == "none":
+        return "", "", "", None
+    mac = ann.get("org.isle.vm.net.mac", "")
+    if v == "user":
+        return "user", "", mac, USER_NET
+    if not v.startswith("tap:") or not v[4:]:
+        raise ConfigError("annotations.org.isle.vm.net", f"{v!r} is not none, user or tap:NAME")
+    addr = ann.get("org.isle.vm.net.address", "")
+    try:
+        ipaddress.ip_interface(addr)
+    except ValueError:
+        raise ConfigError("annotations.org.isle.vm.net.address",
+                          f"{addr!r} is not an address/prefix") from None
+    return "tap", v[4:], mac, GuestNet(address=addr, gateway=ann.get("org.isle.vm.net.gateway", ""),
+                                       mac=mac)
 
 
 def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
@@ -41,13 +91,21 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
                    destination=m["destination"], source=m.get("source", "none"),
                    options=tuple(o for o in m.get("options", [])
                                  if not (m.get("destination") == "/dev" and "=" in o)))
-        for m in cfg.get("mounts", []) if m.get("destination"))
+        for m in cfg.get("mounts", []) if m.get("destination") and m.get("type") != "bind")
     return Job(
         args=tuple(p["args"]), env=tuple(p.get("env", [])), cwd=p.get("cwd", "/") or "/",
         uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
         additional_gids=tuple(int(g) for g in user.get("additionalGids", [])),
         hostname=cfg.get("hostname", ""), rlimits=tuple(rl),
-        no_new_privs=bool(p.get("noNewPrivileges", False)), mounts=mounts, stdin=stdin)
+        no_new_privs=bool(p.get("noNewPrivileges", False)), mounts=mounts, stdin=stdin,
+        net=net_of(cfg)[3], files=_files(cfg) + _user_dns(cfg))
+
+
+def _user_dns(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """User networking's resolver, unless the bundle brings its own resolv.conf."""
+    if net_of(cfg)[0] != "user" or any(d == "/etc/resolv.conf" for d, _ in _files(cfg)):
+        return ()
+    return (("/etc/resolv.conf", f"nameserver {USER_DNS}\n"),)
 
 
 def _count_cpus(spec: str, field: str) -> int:

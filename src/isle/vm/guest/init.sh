@@ -12,11 +12,16 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f; }
 fstype=erofs
-for a in $(cat /proc/cmdline); do case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; esac; done
+net=
+for a in $(cat /proc/cmdline); do
+  case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};; esac
+done
 for m in $(cat /modules.order); do
   case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
+  case "$net:$m" in :virtio_net|:net_failover|:failover) continue;; esac  # no NIC, no driver
   insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done
+ip link set lo up
 
 # virtio ports appear asynchronously after virtio_console probes; find them by name once, with
 # shell builtins only (every fork+exec is slow under TCG)
