@@ -171,14 +171,10 @@ class ImageStore:
 
     def _undo(self, created: list[tuple[str, str]]) -> None:
         with flock(self._lock_path):
-            keep_blobs: set[str] = set()
-            keep_layers: set[str] = set()
-            for img in self.list():
-                keep_blobs |= {img.id, img.digest, *(x.digest for x in img.manifest.layers)}
-                keep_layers |= set(img.diff_ids)
-            for e in self._build_cache().values():
-                keep_blobs.add(e["layer"]["digest"])
-                keep_layers.add(e["diff_id"])
+            refs = self._referenced()
+            if refs is None:
+                return
+            keep_blobs, keep_layers = refs
             for kind, digest in created:
                 if kind == "blob" and digest not in keep_blobs:
                     self.blobs.delete(digest)
@@ -218,7 +214,31 @@ class ImageStore:
         )
 
     def list(self) -> list[Image]:
-        return [self._load(i, r) for i, r in self._read_index()["images"].items()]
+        """Every readable image (one whose manifest or config is corrupt is left out)."""
+        out = []
+        for i, r in self._read_index()["images"].items():
+            try:
+                out.append(self._load(i, r))
+            except (ImageError, NotFound, ValueError, KeyError):
+                continue
+        return out
+
+    def _referenced(self) -> tuple[set[str], set[str]] | None:
+        """(blob digests, layer diff_ids) that images and the build cache use; None if some
+        record is unreadable (then nothing may be deleted: we cannot tell what it needs)."""
+        keep_blobs: set[str] = set()
+        keep_layers: set[str] = set()
+        for i, r in self._read_index()["images"].items():
+            try:
+                img = self._load(i, r)
+            except (ImageError, NotFound, ValueError, KeyError):
+                return None
+            keep_blobs |= {img.id, img.digest, *(x.digest for x in img.manifest.layers)}
+            keep_layers |= set(img.diff_ids)
+        for e in self._build_cache().values():
+            keep_blobs.add(e["layer"]["digest"])
+            keep_layers.add(e["diff_id"])
+        return keep_blobs, keep_layers
 
     def _find(self, ref: str, idx: dict[str, Any]) -> str | None:
         """Image id for a name (first), name@digest, or a full/short id."""
@@ -525,14 +545,11 @@ class ImageStore:
     def gc(self) -> tuple[int, int]:
         """Delete blobs and layers no image refers to; (blobs, layers) removed."""
         with flock(self._gc_lock_path):
-            keep_blobs: set[str] = set()
-            keep_layers: set[str] = set()
-            for img in self.list():
-                keep_blobs |= {img.id, img.digest, *(x.digest for x in img.manifest.layers)}
-                keep_layers |= {d.split(":", 1)[1] for d in img.diff_ids}
-            for e in self._build_cache().values():  # isle build's layer cache
-                keep_blobs.add(e["layer"]["digest"])
-                keep_layers.add(e["diff_id"].split(":", 1)[1])
+            refs = self._referenced()
+            if refs is None:
+                return 0, 0
+            keep_blobs = refs[0]
+            keep_layers = {d.split(":", 1)[1] for d in refs[1]}
             nb = nl = 0
             for d in self.blobs.all():
                 if d not in keep_blobs:
@@ -542,6 +559,10 @@ class ImageStore:
                 if h not in keep_layers:
                     shutil.rmtree(os.path.join(self.layers_dir, h), ignore_errors=True)
                     nl += 1
+            ldir = os.path.join(self.root, "l")  # short overlay names (mount.py)
+            for link in os.listdir(ldir) if os.path.isdir(ldir) else []:
+                if not os.path.exists(os.path.join(ldir, link)):
+                    os.unlink(os.path.join(ldir, link))
             for t in os.listdir(self.blobs.tmp_dir):
                 shutil.rmtree(os.path.join(self.blobs.tmp_dir, t), ignore_errors=True)
                 with contextlib.suppress(OSError):

@@ -190,3 +190,22 @@ def test_names_win_over_id_prefixes(store: ImageStore, tmp_path: Path) -> None:
     assert store.resolve(other.id).id == other.id
     with pytest.raises(NotFound):
         store.resolve("sha256:" + "0" * 64)
+
+
+def test_a_corrupt_record_is_reported_and_gc_deletes_nothing(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    from isle.errors import ImageError
+
+    base = store.resolve("busybox")
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "f").write_text("x")
+    other = store.commit(str(tmp_path / "u"), base, {"Cmd": ["y"]}, names=["other:1"])
+    with open(store.blobs.path(other.id), "r+b") as f:  # corrupt its config
+        f.write(b"#")
+    with pytest.raises(ImageError, match=f"blob {other.id}: stored content is corrupt"):
+        store.resolve("other:1")
+    assert [i.id for i in store.list()] == [base.id]
+    blobs, layers = sorted(store.blobs.all()), sorted(os.listdir(store.layers_dir))
+    assert store.gc() == (0, 0)
+    assert sorted(store.blobs.all()) == blobs and sorted(os.listdir(store.layers_dir)) == layers
