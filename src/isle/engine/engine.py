@@ -116,8 +116,10 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         opts.runtime = resolve_runtime(opts.runtime or self.s.runtime, explicit=explicit)
         if opts.stop_signal:
             parse_signal("--stop-signal", opts.stop_signal)
-        img = self.store.resolve(opts.image)
+        from isle.engine import fastimage
         from isle.engine.spec import _resources, command_line
+
+        img = fastimage.resolve(self, opts.image)
 
         command_line(opts, img.config.get("config") or {})
         warnings: list[str] = []

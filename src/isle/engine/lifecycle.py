@@ -75,8 +75,10 @@ class Lifecycle:
                   os.path.join(p.exit_dir, rec.id)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f)
-        img = self.store.resolve(rec.image_id)
-        rootfs = self.store.mount_rootfs(img, p.bundle, copy=self.s.rootless)
+        from isle.engine import fastimage
+
+        img = fastimage.resolve(self, rec.image_id)
+        rootfs = fastimage.mount(self, img, p.bundle, copy=self.s.rootless)
         sock = None
         try:
             spec = self._spec(rec, opts, img, rootfs)
@@ -402,8 +404,10 @@ class Lifecycle:
 
             with contextlib.suppress(Exception):
                 netplug.teardown(self.s, rec.id, RunOptions.from_dict(rec.opts))
+        from isle.engine import fastimage
+
         with contextlib.suppress(Exception):
-            self.store.unmount_rootfs(p.bundle)
+            fastimage.unmount(self, p.bundle)
         if not os.path.isdir(p.run) and not final:
             return
         for f in (os.path.join(p.exit_dir, rec.id), os.path.join(p.socket_dir, rec.id[:12])):

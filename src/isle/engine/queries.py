@@ -20,8 +20,10 @@ __all__ = ["Queries"]
 
 class Queries:
     def _image_config(self, rec: ContainerRecord) -> dict[str, Any]:
+        from isle.engine import fastimage
+
         try:
-            img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
+            img = fastimage.resolve(self, rec.image_id)
         except (NotFound, Exception):
             return {}
         return img.config.get("config") or {}
