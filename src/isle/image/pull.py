@@ -14,7 +14,9 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from isle.errors import ImageError
+import httpx
+
+from isle.errors import ImageError, RegistryError
 from isle.image.layers import HashReader, IterReader, unpack_layer
 from isle.image.reference import Reference
 from isle.image.registry import RegistryClient
@@ -111,7 +113,7 @@ def pull(
         if todo:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
                 futs = [
-                    ex.submit(_fetch_layer, store, client, r.repository, lay, did, prog)
+                    ex.submit(_fetch_retrying, store, client, r.repository, lay, did, prog)
                     for lay, did in todo
                 ]
                 errors = [f.exception() for f in futs]
@@ -125,6 +127,30 @@ def pull(
             store.add_repo_digest(img.id, f"{r.name}@{top_digest}", move=True)
             img.repo_digests.append(f"{r.name}@{top_digest}")
         return img
+
+
+def _fetch_retrying(
+    store: ImageStore,
+    client: RegistryClient,
+    repo: str,
+    layer: Descriptor,
+    diff_id: str,
+    prog: Progress,
+) -> None:
+    """A connection lost mid-body starts that layer again (from a clean temp dir)."""
+    for attempt in range(client.retries + 1):
+        try:
+            _fetch_layer(store, client, repo, layer, diff_id, prog)
+            return
+        except (httpx.TransportError, ImageError) as e:
+            transient = isinstance(e, httpx.TransportError) or isinstance(
+                e.__cause__, httpx.TransportError
+            )
+            if not transient or attempt == client.retries:
+                if isinstance(e, httpx.TransportError):
+                    raise RegistryError(f"layer {layer.digest}: {e}") from e
+                raise
+            prog.message(f"{layer.digest[7:19]}: connection lost ({e}); retrying")
 
 
 def _fetch_layer(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
+
+from isle.errors import RegistryError
 from isle.image.pull import NullProgress, Progress
 from isle.image.reference import Reference
 from isle.image.registry import RegistryClient
@@ -47,7 +50,13 @@ def push(
                 prog.advance(d.digest, len(b))
                 yield b
 
-        client.upload_blob(r.repository, d.digest, d.size, chunks())  # type: ignore[arg-type]
+        for attempt in range(client.retries + 1):  # a streamed body is re-read from the store
+            try:
+                client.upload_blob(r.repository, d.digest, d.size, chunks())  # type: ignore[arg-type]
+                break
+            except RegistryError as e:
+                if attempt == client.retries or not isinstance(e.__cause__, httpx.TransportError):
+                    raise
         prog.done(d.digest, "pushed")
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:

@@ -34,7 +34,17 @@ class FlakyProxy:
                 path = self.path.split("?")[0]
                 n = proxy.seen.get(path, 0)
                 proxy.seen[path] = n + 1
-                if n < failures:
+                if n < failures and mode == "cut" and "/blobs/" in path:
+                    r = httpx.get(upstream + self.path)  # headers for it all, then half
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(r.content)))
+                    self.end_headers()
+                    self.wfile.write(r.content[: len(r.content) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if n < failures and mode != "cut":
                     if mode == "503":
                         self.send_response(503)
                         self.send_header("Content-Length", "0")
@@ -74,7 +84,7 @@ def pushed(registry, tmp_path: Path) -> Iterator[str]:
     yield "retry/bb:1"
 
 
-@pytest.mark.parametrize("mode", ["503", "drop"])
+@pytest.mark.parametrize("mode", ["503", "drop", "cut"])
 def test_transient_failures_are_retried(registry, pushed: str, tmp_path: Path, mode: str) -> None:
     proxy = FlakyProxy(f"http://{registry.addr}", failures=2, mode=mode)
     try:
