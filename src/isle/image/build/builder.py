@@ -9,7 +9,6 @@ args, content hash of the sources); hits reuse the stored layer.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import hashlib
 import json
@@ -577,7 +576,7 @@ def _ignored(rules: list[tuple[bool, str]], rel: str) -> bool:
     result = False
     for neg, pat in rules:
         for i in range(1, len(parts) + 1):
-            if _match(pat, "/".join(parts[:i])) or fnmatch.fnmatch("/".join(parts[:i]), pat):
+            if _match(pat, "/".join(parts[:i])):
                 result = not neg
                 break
     return result
