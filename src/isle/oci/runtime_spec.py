@@ -7,7 +7,6 @@ Pure data: the validated config stays a plain dict (cheap to import and to pass 
 
 from __future__ import annotations
 
-import json
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
@@ -56,7 +55,9 @@ def load(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError("config.json", f"cannot read {path}: {exc.strerror}") from None
     try:
-        cfg = json.loads(raw)
+        from isle.oci.fastjson import loads
+
+        cfg = loads(raw)
     except ValueError as exc:
         raise ConfigError("config.json", f"malformed JSON: {exc}") from None
     return validate(cfg)

@@ -131,10 +131,15 @@ def cmd_start(ctx: _Ctx, args: list[str]) -> int:
     return 0
 
 
-def _print_json(obj: Any) -> None:
-    import json
+def _print_json(obj: Any, indent: bool = False) -> None:
+    if indent:
+        import json
 
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        return
+    from isle.oci.fastjson import dumps  # `state` is called often by engines: skip json's re
+
+    sys.stdout.write(dumps(obj) + "\n")
 
 
 def cmd_state(ctx: _Ctx, args: list[str]) -> int:
@@ -252,7 +257,7 @@ def cmd_exec(ctx: _Ctx, args: list[str]) -> int:
 def cmd_features(ctx: _Ctx, args: list[str]) -> int:
     from isle.runtime.features import features
 
-    _print_json(features())
+    _print_json(features(), indent=True)
     return 0
 
 
@@ -323,15 +328,16 @@ def _log(g: dict[str, Any], level: str, msg: str) -> None:
     path = g.get("log")
     if not path:
         return
-    import json
     import time
+
+    from isle.oci.fastjson import dumps
 
     t = time.time()
     ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
     if g.get("log_format") == "json":
-        line = json.dumps({"level": level, "msg": msg, "time": ts})
+        line = dumps({"level": level, "msg": msg, "time": ts})
     else:
-        line = f'time="{ts}" level={level} msg={json.dumps(msg)}'
+        line = f'time="{ts}" level={level} msg={dumps(msg)}'
     try:
         with open(path, "a") as f:
             f.write(line + "\n")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 from isle.errors import ConfigError
+from isle.oci import fastjson as json
 
 __all__ = ["build_process"]
 

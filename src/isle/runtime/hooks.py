@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 TYPE_CHECKING = False
@@ -10,6 +9,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 from isle.errors import IsleError
+from isle.oci import fastjson as json
 
 __all__ = ["run_hooks", "HookError"]
 

@@ -9,13 +9,13 @@ Parent and children talk over a ``Chan`` (JSON lines on two pipes); any failure 
 
 from __future__ import annotations
 
-import json
 import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 from isle.errors import ConfigError, Unsupported
+from isle.oci import fastjson as json
 from isle.sys import libc as L
 
 __all__ = ["Chan", "stage1", "exec_stage1", "NS_PROC_NAMES"]

@@ -14,7 +14,7 @@ TEMPLATE = """#!{python} -SE
 # isle-runtime: lean launcher written by isle/runtime/launcher.py (see there)
 import sys
 sys.dont_write_bytecode = False
-sys.path.insert(0, {src!r})
+sys.path[0] = {src!r}  # not the venv's bin dir: fewer stats per import
 from isle.runtime.cli import main
 sys.exit(main())
 """

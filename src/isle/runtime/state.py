@@ -6,7 +6,6 @@ cgroup frozen -> paused; else running.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 TYPE_CHECKING = False
@@ -14,6 +13,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 from isle.errors import ConfigError, NotFound
+from isle.oci import fastjson as json
 
 __all__ = ["Container", "valid_id", "proc_starttime", "alive", "now_rfc3339"]
 
