@@ -47,25 +47,65 @@ def bundle(dest: str, rootfs: str, args: list[str], template: bool = False) -> s
 def floor_once(kernel: str, initrd: str, disk: str, khz: int) -> float:
     """The same guest work started by a hand-written QEMU argv and a bare socket: isle's floor."""
     d = tempfile.mkdtemp(prefix="isle-vm-floor-", dir="/run")
-    job = ("out=$(waitport org.isle.stdout); err=$(waitport org.isle.stderr)\n"
-           "/bin/isle-exec -r /newroot -e PATH=/bin -- true </dev/null >$out 2>$err\n"
-           'echo "exit $?" >&3\npoweroff -f\n')
-    argv = ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
-            "-machine", "microvm,pit=off,pic=off,isa-serial=on", "-accel", "tcg", "-m", "128M",
-            "-no-reboot", "-kernel", kernel, "-initrd", initrd,
-            "-append", f"console=ttyS0 quiet panic=-1 tsc_early_khz={khz} reboot=t cryptomgr.notests "
-                       "tsc=reliable i8042.noaux i8042.nokbd isle.rootfs=erofs",
-            "-chardev", f"file,id=con,path={d}/console.log", "-serial", "chardev:con",
-            "-drive", f"file={disk},format=raw,if=none,id=image,readonly=on",
-            "-device", "virtio-blk-device,drive=image", "-device", "virtio-serial-device",
-            "-chardev", f"socket,id=c1,path={d}/ctl.sock,server=on,wait=off",
-            "-device", "virtserialport,chardev=c1,name=org.isle.ctl,nr=1",
-            "-chardev", "null,id=c2", "-device", "virtserialport,chardev=c2,name=org.isle.stdout,nr=2",
-            "-chardev", "null,id=c3", "-device", "virtserialport,chardev=c3,name=org.isle.stderr,nr=3",
-            "-chardev", "null,id=c4", "-device", "virtserialport,chardev=c4,name=org.isle.stdin,nr=4"]
+    job = (
+        "out=$(waitport org.isle.stdout); err=$(waitport org.isle.stderr)\n"
+        "/bin/isle-exec -r /newroot -e PATH=/bin -- true </dev/null >$out 2>$err\n"
+        'echo "exit $?" >&3\npoweroff -f\n'
+    )
+    argv = [
+        "qemu-system-x86_64",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        "microvm,pit=off,pic=off,isa-serial=on",
+        "-accel",
+        "tcg",
+        "-m",
+        "128M",
+        "-no-reboot",
+        "-kernel",
+        kernel,
+        "-initrd",
+        initrd,
+        "-append",
+        f"console=ttyS0 quiet panic=-1 tsc_early_khz={khz} reboot=t cryptomgr.notests "
+        "tsc=reliable i8042.noaux i8042.nokbd isle.rootfs=erofs",
+        "-chardev",
+        f"file,id=con,path={d}/console.log",
+        "-serial",
+        "chardev:con",
+        "-drive",
+        f"file={disk},format=raw,if=none,id=image,readonly=on",
+        "-device",
+        "virtio-blk-device,drive=image",
+        "-device",
+        "virtio-serial-device",
+        "-chardev",
+        f"socket,id=c1,path={d}/ctl.sock,server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=c1,name=org.isle.ctl,nr=1",
+        "-chardev",
+        "null,id=c2",
+        "-device",
+        "virtserialport,chardev=c2,name=org.isle.stdout,nr=2",
+        "-chardev",
+        "null,id=c3",
+        "-device",
+        "virtserialport,chardev=c3,name=org.isle.stderr,nr=3",
+        "-chardev",
+        "null,id=c4",
+        "-device",
+        "virtserialport,chardev=c4,name=org.isle.stdin,nr=4",
+    ]
     for nr, name in enumerate(("x1.out", "x1.err", "x1.in", "x2.out", "x2.err", "x2.in"), start=5):
-        argv += ["-chardev", f"null,id=c{nr}",
-                 "-device", f"virtserialport,chardev=c{nr},name=org.isle.{name},nr={nr}"]
+        argv += [
+            "-chardev",
+            f"null,id=c{nr}",
+            "-device",
+            f"virtserialport,chardev=c{nr},name=org.isle.{name},nr={nr}",
+        ]
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     s = socket.socket(socket.AF_UNIX)
@@ -98,8 +138,12 @@ def floor_once(kernel: str, initrd: str, disk: str, khz: int) -> float:
 def runtime_once(b: str, root: str, cid: str, env: dict[str, str]) -> tuple[float, float]:
     """(seconds to first stdout byte, seconds to exit) of `isle-vm-runtime run`."""
     t0 = time.monotonic()
-    p = subprocess.Popen([RUNTIME, "--root", root, "run", "-b", b, cid], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [RUNTIME, "--root", root, "run", "-b", b, cid],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert p.stdout is not None
     first = p.stdout.read(1)
     t1 = time.monotonic() - t0
@@ -139,9 +183,15 @@ def main() -> int:
     initrd = initramfs.build(k, cache)
     img = disk.rootfs_image(rootfs, cache)
     khz = accel.host_tsc_khz() or 0
-    samples: dict[str, list[float]] = {"floor_s": [], "cold_exit_s": [], "cold_first_s": [],
-                                       "tpl_exit_s": [], "tpl_first_s": [], "clone_pss_mib": [],
-                                       "clone_plus_monitor_pss_mib": []}
+    samples: dict[str, list[float]] = {
+        "floor_s": [],
+        "cold_exit_s": [],
+        "cold_first_s": [],
+        "tpl_exit_s": [],
+        "tpl_first_s": [],
+        "clone_pss_mib": [],
+        "clone_plus_monitor_pss_mib": [],
+    }
     clones: list[str] = []
     try:
         b_true = bundle(os.path.join(work, "b-true"), rootfs, ["true"])
@@ -166,8 +216,13 @@ def main() -> int:
         for i in range(a.clones):
             cid = f"idle{i}"
             with open(os.devnull, "wb") as dn:
-                subprocess.run([RUNTIME, "--root", root, "run", "-d", "-b", b_idle, cid], env=env,
-                               check=True, stdout=dn, stderr=dn)
+                subprocess.run(
+                    [RUNTIME, "--root", root, "run", "-d", "-b", b_idle, cid],
+                    env=env,
+                    check=True,
+                    stdout=dn,
+                    stderr=dn,
+                )
             clones.append(cid)
         time.sleep(2)
         for cid in clones:
@@ -189,10 +244,18 @@ def main() -> int:
         "cold_over_tpl_first_output": (med["cold_first_s"] / med["tpl_first_s"], ">= 6"),
         "clone_pss_mib": (med["clone_pss_mib"], "<= 64"),
     }
-    host = {"machine": platform.machine(), "kernel": platform.release(), "cpus": os.cpu_count(),
-            "accel": accel.detect()}
-    result = {"host": host, "samples": samples, "median": med,
-              "checks": {k2: {"value": v, "target": t} for k2, (v, t) in checks.items()}}
+    host = {
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "accel": accel.detect(),
+    }
+    result = {
+        "host": host,
+        "samples": samples,
+        "median": med,
+        "checks": {k2: {"value": v, "target": t} for k2, (v, t) in checks.items()},
+    }
     for k2, v in med.items():
         print(f"{k2:<28} median {v:8.3f}   samples {[round(x, 3) for x in samples[k2]]}")
     for k2, (v, t) in checks.items():

@@ -1,9 +1,9 @@
 """isle.vm: QEMU machines as data (config -> argv), QMP, guest kernel + initramfs, disks, templates.
 
-    accel.detect() -> ("kvm"|"tcg", reason)        kernel.fetch()/find()      initramfs.build()
-    microvm.MicroVM (one microVM and its control channel)   snapshot.ensure()/restore() (templates)
-    machine.MachineStore (full-OS VMs: create/start/stop/rm/ls/inspect/console)
-    info() -> what `isle info` prints about VM support
+accel.detect() -> ("kvm"|"tcg", reason)        kernel.fetch()/find()      initramfs.build()
+microvm.MicroVM (one microVM and its control channel)   snapshot.ensure()/restore() (templates)
+machine.MachineStore (full-OS VMs: create/start/stop/rm/ls/inspect/console)
+info() -> what `isle info` prints about VM support
 """
 
 from __future__ import annotations

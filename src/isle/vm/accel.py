@@ -1,4 +1,4 @@
-"""Choose the QEMU accelerator: KVM only where the CPU advertises vmx/svm AND /dev/kvm opens, else TCG."""
+"""Choose QEMU's accelerator: KVM only where the CPU has vmx/svm AND /dev/kvm opens, else TCG."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def detect(cpuinfo_path: str = "/proc/cpuinfo", kvm_path: str = "/dev/kvm") -> t
 
 
 def host_tsc_khz(cpuinfo_path: str = "/proc/cpuinfo") -> int | None:
-    """The host TSC rate in kHz (for the guest's tsc_early_khz=, which spares TCG a flaky calibration)."""
+    """The host TSC rate in kHz (the guest's tsc_early_khz=: spares TCG a flaky calibration)."""
     try:
         with open(cpuinfo_path) as f:
             for line in f:

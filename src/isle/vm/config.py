@@ -11,7 +11,7 @@ __all__ = ["Chardev", "Drive", "Nic", "SerialPort", "MemoryBackend", "MachineCon
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Chardev:
-    """A host end: 'file' (path; append keeps what is there), 'socket' (unix path, QEMU listens) or 'null'."""
+    """A host end: 'file' (append keeps what is there), 'socket' (QEMU listens) or 'null'."""
 
     backend: str
     path: str = ""
@@ -46,7 +46,7 @@ class Nic:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SerialPort:
-    """A named virtio-serial port (/sys/class/virtio-ports/*/name in the guest), nr fixed for stability."""
+    """A named virtio-serial port (/sys/class/virtio-ports/*/name in the guest); nr fixed."""
 
     name: str
     chardev: Chardev
@@ -55,7 +55,7 @@ class SerialPort:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryBackend:
-    """Guest RAM in a file: share=True writes through (a template), False maps it copy-on-write (a clone)."""
+    """Guest RAM in a file: share=True writes through (template), False is copy-on-write (clone)."""
 
     path: str
     share: bool
@@ -94,7 +94,9 @@ class MachineConfig:
         if not 1 <= self.vcpus <= 64:
             raise ConfigError("vcpus", f"{self.vcpus} is not between 1 and 64")
         if not 16 <= self.memory_mib <= 1 << 20:
-            raise ConfigError("memory_mib", f"{self.memory_mib} MiB is not between 16 MiB and 1 TiB")
+            raise ConfigError(
+                "memory_mib", f"{self.memory_mib} MiB is not between 16 MiB and 1 TiB"
+            )
         if self.machine == "microvm" and not self.kernel:
             raise ConfigError("kernel", "a microvm boots a kernel directly: kernel is required")
         ids = [d.id for d in self.drives] + [n.id for n in self.nics]

@@ -1,4 +1,4 @@
-"""Disk images: the read-only image disk built from a rootfs (erofs or ext4, cached per content), and qemu-img."""
+"""Disk images: the read-only image disk made from a rootfs (erofs/ext4, cached), and qemu-img."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def tree_digest(root: str) -> str:
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
             rel = os.path.relpath(p, root)
-            h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            h.update(
+                f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0{st.st_mtime_ns}\0".encode()
+            )
             if stat.S_ISLNK(st.st_mode):
                 h.update(os.readlink(p).encode())
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
@@ -49,10 +51,14 @@ def rootfs_image(rootfs: str, cache: str, fstype: str = "erofs") -> str:
         if fstype == "erofs":
             proc.run(["mkfs.erofs", "--quiet", "-T0", tmp, rootfs], timeout=600)
         else:
-            used = sum(os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(rootfs) for f in fs)
+            used = sum(
+                os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(rootfs) for f in fs
+            )
             size_mib = max(16, int(used * 1.3 / 2**20) + 16)
-            proc.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-d", rootfs, tmp,
-                      f"{size_mib}M"], timeout=600)
+            proc.run(
+                ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-d", rootfs, tmp, f"{size_mib}M"],
+                timeout=600,
+            )
         os.rename(tmp, out)
     except CommandError as exc:
         raise VMError(f"could not build a {fstype} disk from {rootfs}: {exc}") from exc
@@ -76,7 +82,7 @@ def info(path: str) -> dict[str, object]:
 def check_bootable(path: str) -> str:
     """Format of a user-brought OS disk (raw or qcow2); VMError if it cannot be one.
 
-    A raw disk must carry an MBR/GPT boot signature: any file is 'raw' to QEMU, so that is the check.
+    A raw disk must carry an MBR/GPT boot signature: any file is 'raw' to QEMU, so that is checked.
     """
     fmt = str(info(path).get("format"))
     if fmt == "qcow2":
@@ -94,8 +100,21 @@ def overlay(base: str, path: str, base_format: str | None = None) -> str:
     """A qcow2 overlay at path whose backing file is base (shared, never written)."""
     fmt = base_format or str(info(base).get("format"))
     try:
-        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(base), "-F", fmt,
-                  path], timeout=60)
+        proc.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                os.path.abspath(base),
+                "-F",
+                fmt,
+                path,
+            ],
+            timeout=60,
+        )
     except CommandError as exc:
         raise VMError(f"could not create overlay {path} over {base}: {exc}") from exc
     return path

@@ -1,6 +1,6 @@
-"""The guest initramfs isle builds: busybox-static, isle-exec, the needed modules and init.sh (cpio newc).
+"""The guest initramfs isle builds: busybox-static, isle-exec, needed modules, init.sh (cpio newc).
 
-Built once per content (kernel modules, busybox, init, helper) into ``<cache>/initramfs/<sha>.cpio``.
+Built once per content (modules, busybox, init, helper) into ``<cache>/initramfs/<sha>.cpio``.
 Uncompressed by default: under TCG unpacking ~4 MB costs less than any decompressor (see bench).
 """
 
@@ -21,8 +21,30 @@ from isle.vm.kernel import GuestKernel, module_load_order
 __all__ = ["Entry", "newc", "build", "exec_helper", "APPLETS"]
 
 #: busybox applets init.sh and the job scripts use
-APPLETS = ("sh", "mount", "umount", "mkdir", "cat", "insmod", "usleep", "base64", "poweroff", "kill",
-           "hostname", "echo", "sleep", "ln", "mknod", "ls", "wait", "chmod", "sync", "reboot", "test", "ip")
+APPLETS = (
+    "sh",
+    "mount",
+    "umount",
+    "mkdir",
+    "cat",
+    "insmod",
+    "usleep",
+    "base64",
+    "poweroff",
+    "kill",
+    "hostname",
+    "echo",
+    "sleep",
+    "ln",
+    "mknod",
+    "ls",
+    "wait",
+    "chmod",
+    "sync",
+    "reboot",
+    "test",
+    "ip",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +81,7 @@ def _guest_file(name: str) -> bytes:
 
 
 def exec_helper(cache: str) -> str:
-    """The static isle-exec binary, compiled once per source into the cache (needs gcc + libc6-dev)."""
+    """The static isle-exec binary, compiled once per source into the cache (gcc, libc6-dev)."""
     src = _guest_file("isle-exec.c")
     digest = hashlib.sha256(src).hexdigest()[:16]
     out = os.path.join(cache, "guest", f"isle-exec-{digest}")
@@ -71,7 +93,9 @@ def exec_helper(cache: str) -> str:
         f.write(src)
     try:
         if not proc.which("gcc"):
-            raise VMError("gcc is needed once to build the guest's isle-exec (apt-get install gcc libc6-dev)")
+            raise VMError(
+                "gcc is needed once to build the guest's isle-exec (apt-get install gcc libc6-dev)"
+            )
         proc.run(["gcc", "-static", "-Os", "-s", "-o", f"{out}.{os.getpid()}", tmp_c], timeout=120)
         os.rename(f"{out}.{os.getpid()}", out)
     finally:
@@ -86,7 +110,9 @@ def _busybox() -> str:
                 head = f.read(4096)
             if b"\x7fELF" == head[:4] and b"/lib64/ld-linux" not in head:
                 return cand
-    raise VMError("busybox-static is needed for the guest initramfs (apt-get install busybox-static)")
+    raise VMError(
+        "busybox-static is needed for the guest initramfs (apt-get install busybox-static)"
+    )
 
 
 def entries(kernel: GuestKernel, cache: str) -> list[Entry]:
@@ -96,8 +122,21 @@ def entries(kernel: GuestKernel, cache: str) -> list[Entry]:
     with open(exec_helper(cache), "rb") as f:
         helper = f.read()
     d = stat.S_IFDIR | 0o755
-    out = [Entry(p, d) for p in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "lower", "rw",
-                                 "newroot", "tmp")]
+    out = [
+        Entry(p, d)
+        for p in (
+            "bin",
+            "dev",
+            "proc",
+            "sys",
+            "lib",
+            "lib/modules",
+            "lower",
+            "rw",
+            "newroot",
+            "tmp",
+        )
+    ]
     out.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     out.append(Entry("init", stat.S_IFREG | 0o755, _guest_file("init.sh")))
     out.append(Entry("premount.sh", stat.S_IFREG | 0o644, premount_script().encode()))

@@ -1,15 +1,35 @@
-"""A Job: the one process a microVM runs, rendered as the shell script the guest init sources (pure)."""
+"""A Job: the one process a microVM runs, rendered as the script the guest init sources (pure)."""
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["GuestMount", "GuestNet", "USER_NET", "USER_DNS", "Job", "render", "render_exec", "premount_script", "STANDARD_MOUNTS"]
+__all__ = [
+    "GuestMount",
+    "GuestNet",
+    "USER_NET",
+    "USER_DNS",
+    "Job",
+    "render",
+    "render_exec",
+    "premount_script",
+    "STANDARD_MOUNTS",
+]
 
 #: propagation/bind flags mean nothing inside the guest; everything else goes to mount -o
-_DROP = {"bind", "rbind", "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
-         "runbindable"}
+_DROP = {
+    "bind",
+    "rbind",
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "unbindable",
+    "runbindable",
+}
 #: filesystems the guest kernel can make itself (host paths are not reachable from a VM)
 GUEST_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "devtmpfs"}
 
@@ -27,14 +47,33 @@ class GuestMount:
 #: are unmounted. Every fork+exec saved matters under TCG after a restore (cold translation caches).
 STANDARD_MOUNTS = (
     GuestMount(type="proc", destination="/proc", source="proc"),
-    GuestMount(type="devtmpfs", destination="/dev", source="tmpfs", options=("nosuid", "strictatime")),
-    GuestMount(type="devpts", destination="/dev/pts", source="devpts",
-               options=("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-    GuestMount(type="tmpfs", destination="/dev/shm", source="shm",
-               options=("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
-    GuestMount(type="mqueue", destination="/dev/mqueue", source="mqueue",
-               options=("nosuid", "noexec", "nodev")),
-    GuestMount(type="sysfs", destination="/sys", source="sysfs", options=("nosuid", "noexec", "nodev", "ro")),
+    GuestMount(
+        type="devtmpfs", destination="/dev", source="tmpfs", options=("nosuid", "strictatime")
+    ),
+    GuestMount(
+        type="devpts",
+        destination="/dev/pts",
+        source="devpts",
+        options=("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+    ),
+    GuestMount(
+        type="tmpfs",
+        destination="/dev/shm",
+        source="shm",
+        options=("nosuid", "noexec", "nodev", "mode=1777", "size=65536k"),
+    ),
+    GuestMount(
+        type="mqueue",
+        destination="/dev/mqueue",
+        source="mqueue",
+        options=("nosuid", "noexec", "nodev"),
+    ),
+    GuestMount(
+        type="sysfs",
+        destination="/sys",
+        source="sysfs",
+        options=("nosuid", "noexec", "nodev", "ro"),
+    ),
 )
 
 
@@ -42,8 +81,10 @@ def _mount_line(m: GuestMount) -> str:
     opts = [o for o in m.options if o not in _DROP]
     dest = _q("/newroot" + m.destination)
     o = f" -o {_q(','.join(opts))}" if opts else ""
-    return (f"{{ [ -d {dest} ] || mkdir -p {dest}; }} && mount -t {m.type}{o} {_q(m.source)} {dest}"
-            f" || echo 'isle-init: mount {m.destination} failed'")
+    return (
+        f"{{ [ -d {dest} ] || mkdir -p {dest}; }} && mount -t {m.type}{o} {_q(m.source)} {dest}"
+        f" || echo 'isle-init: mount {m.destination} failed'"
+    )
 
 
 def premount_script() -> str:
@@ -109,12 +150,14 @@ def _exec_argv(job: Job) -> list[str]:
 def render_exec(job: Job, slot: int) -> str:
     """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
-    return (" ".join(_q(a) for a in _exec_argv(job)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e"\n'
-            f'echo "xexit {slot} $?" >&3\n')
+    return (
+        " ".join(_q(a) for a in _exec_argv(job)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e"\n'
+        f'echo "xexit {slot} $?" >&3\n'
+    )
 
 
 def render(job: Job) -> str:
-    """Shell (busybox ash) sourced by init.sh: fd 3 is the control port, $out/$err/$inp the stdio ports."""
+    """Shell (busybox ash) init.sh runs: fd 3 is the control port, $out/$err/$inp stdio ports."""
     lines = ["set +e"]
     if job.hostname:
         lines.append(f"echo {_q(job.hostname)} > /proc/sys/kernel/hostname")  # a builtin: no fork
@@ -149,7 +192,7 @@ def render(job: Job) -> str:
         '( while read -r c a b <&3; do case "$c" in',
         '    kill) kill -"$a" "$pid" 2>/dev/null;;',
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
-        '  esac; done ) &',
+        "  esac; done ) &",
         'wait "$pid"; code=$?',
         'echo "exit $code" >&3',
         "poweroff -f",

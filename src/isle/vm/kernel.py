@@ -1,10 +1,10 @@
-"""Guest kernel provisioning: Debian's cloud kernel via `apt-get download`, cached with the few modules isle needs.
+"""Guest kernel: Debian's cloud kernel via `apt-get download`, cached with the modules isle needs.
 
 Cache layout (``<cache>/kernel``):
 
     current -> 6.1.0-56-cloud-amd64/       the kernel microVMs boot
     6.1.0-56-cloud-amd64/vmlinuz           bzImage (LZ4 in Debian's cloud config)
-    6.1.0-56-cloud-amd64/vmlinux           the ELF inside it, bootable by PVH entry (no decompression)
+    6.1.0-56-cloud-amd64/vmlinux           the ELF inside it, booted by PVH entry (no decompression)
     6.1.0-56-cloud-amd64/config            the kernel's .config
     6.1.0-56-cloud-amd64/modules/*.ko      only MODULES and their dependencies
 """
@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from isle.errors import VMError
 from isle.sys import proc
 
-__all__ = ["GuestKernel", "MODULES", "META_PACKAGE", "kernel_dir", "find", "fetch", "module_load_order"]
+__all__ = [
+    "GuestKernel",
+    "MODULES",
+    "META_PACKAGE",
+    "kernel_dir",
+    "find",
+    "fetch",
+    "module_load_order",
+]
 
 META_PACKAGE = "linux-image-cloud-amd64"
 #: modules the guest init loads (the cloud config builds them as =m); deps are added automatically
@@ -49,7 +57,7 @@ class GuestKernel:
 
     @property
     def boot_image(self) -> str:
-        """What -kernel gets: the ELF vmlinux (PVH entry, no decompression: ~0.4 s less under TCG)."""
+        """What -kernel gets: the ELF vmlinux (PVH entry, no decompression: ~0.4 s less in TCG)."""
         return self.vmlinux if os.path.exists(self.vmlinux) else self.vmlinuz
 
     def module(self, name: str) -> str:
@@ -68,7 +76,9 @@ def find(cache: str | None = None) -> GuestKernel:
     """The cached kernel, or VMError saying how to get one."""
     cur = os.path.join(kernel_dir(cache), "current")
     if not os.path.isfile(os.path.join(cur, "vmlinuz")):
-        raise VMError(f"no guest kernel cached in {kernel_dir(cache)}: run scripts/fetch-guest-kernel")
+        raise VMError(
+            f"no guest kernel cached in {kernel_dir(cache)}: run scripts/fetch-guest-kernel"
+        )
     real = os.path.realpath(cur)
     return GuestKernel(version=os.path.basename(real), dir=real)
 
@@ -80,7 +90,7 @@ def _modinfo_depends(path: str) -> list[str]:
     if i < 0:
         return []
     end = data.index(b"\0", i + 1)
-    deps = data[i + 9:end].decode()
+    deps = data[i + 9 : end].decode()
     return [d for d in deps.split(",") if d]
 
 
@@ -107,7 +117,9 @@ def module_load_order(modules_dir: str, wanted: tuple[str, ...] = MODULES) -> li
 
 def _resolve_package() -> str:
     for attempt in (1, 2):
-        out = proc.run(["apt-cache", "depends", META_PACKAGE], timeout=60, check=False).stdout.decode()
+        out = proc.run(
+            ["apt-cache", "depends", META_PACKAGE], timeout=60, check=False
+        ).stdout.decode()
         for line in out.splitlines():
             line = line.strip()
             if line.startswith("Depends:") and "linux-image-" in line:
@@ -118,7 +130,7 @@ def _resolve_package() -> str:
 
 
 def _extract_vmlinux(vmlinuz: str, out: str) -> bool:
-    """Pull the ELF vmlinux out of an LZ4 bzImage (scripts/extract-vmlinux's idea); False if not LZ4."""
+    """Pull the ELF vmlinux out of an LZ4 bzImage (extract-vmlinux's idea); False if not LZ4."""
     with open(vmlinuz, "rb") as f:
         data = f.read()
     i = data.find(b"\x02\x21\x4c\x18")  # legacy LZ4 frame magic

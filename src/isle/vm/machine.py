@@ -57,12 +57,18 @@ class MachineInfo:
     qmp: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.spec), "status": self.status, "pid": self.pid, "disk": self.disk,
-                "console": self.console, "qmp": self.qmp}
+        return {
+            **asdict(self.spec),
+            "status": self.status,
+            "pid": self.pid,
+            "disk": self.disk,
+            "console": self.console,
+            "qmp": self.qmp,
+        }
 
 
 class MachineStore:
-    """VM records under root/<name>/ (machine.json, disk.qcow2, OVMF vars); sockets under runroot."""
+    """VMs under root/<name>/ (machine.json, disk.qcow2, OVMF vars); sockets under runroot."""
 
     def __init__(self, root: str, runroot: str) -> None:
         self.root = root
@@ -97,8 +103,16 @@ class MachineStore:
             return 0
 
     # -- verbs ---------------------------------------------------------------------------------
-    def create(self, name: str, base: str, *, memory_mib: int = 1024, vcpus: int = 1,
-               firmware: str = "bios", network: str = "none") -> MachineInfo:
+    def create(
+        self,
+        name: str,
+        base: str,
+        *,
+        memory_mib: int = 1024,
+        vcpus: int = 1,
+        firmware: str = "bios",
+        network: str = "none",
+    ) -> MachineInfo:
         if firmware not in ("bios", "uefi"):
             raise ConfigError("firmware", f"{firmware!r} is not bios or uefi")
         if network not in ("none", "user"):
@@ -116,8 +130,15 @@ class MachineStore:
             disk.overlay(base, os.path.join(d, "disk.qcow2"), fmt)
             if firmware == "uefi":
                 shutil.copy(OVMF_VARS, os.path.join(d, "OVMF_VARS.fd"))
-            spec = MachineSpec(name=name, base=os.path.abspath(base), base_format=fmt,
-                               memory_mib=memory_mib, vcpus=vcpus, firmware=firmware, network=network)
+            spec = MachineSpec(
+                name=name,
+                base=os.path.abspath(base),
+                base_format=fmt,
+                memory_mib=memory_mib,
+                vcpus=vcpus,
+                firmware=firmware,
+                network=network,
+            )
             MachineConfig(name=name, machine="q35", vcpus=vcpus, memory_mib=memory_mib)  # validates
             atomic_write(os.path.join(d, "machine.json"), json.dumps(asdict(spec)).encode())
         except BaseException:
@@ -129,13 +150,18 @@ class MachineStore:
         """The MachineConfig start() runs (pure given the record)."""
         spec, d, r = self._load(name), self._dir(name), self._run(name)
         return MachineConfig(
-            name=name, machine="q35", accel=_accel.detect()[0], vcpus=spec.vcpus,
+            name=name,
+            machine="q35",
+            accel=_accel.detect()[0],
+            vcpus=spec.vcpus,
             memory_mib=spec.memory_mib,
             pflash=(OVMF_CODE, os.path.join(d, "OVMF_VARS.fd")) if spec.firmware == "uefi" else (),
             drives=(Drive(id="disk0", path=os.path.join(d, "disk.qcow2"), format="qcow2"),),
             nics=(Nic(id="net0"),) if spec.network == "user" else (),
             console=Chardev(backend="socket", path=os.path.join(r, "console.sock")),
-            qmp_socket=os.path.join(r, "qmp.sock"), pidfile=os.path.join(r, "qemu.pid"))
+            qmp_socket=os.path.join(r, "qmp.sock"),
+            pidfile=os.path.join(r, "qemu.pid"),
+        )
 
     def start(self, name: str) -> MachineInfo:
         if self._pid(name):
@@ -195,16 +221,25 @@ class MachineStore:
     def inspect(self, name: str) -> MachineInfo:
         spec, r = self._load(name), self._run(name)
         pid = self._pid(name)
-        return MachineInfo(spec=spec, status="running" if pid else "stopped", pid=pid,
-                           disk=os.path.join(self._dir(name), "disk.qcow2"),
-                           console=os.path.join(r, "console.sock"), qmp=os.path.join(r, "qmp.sock"))
+        return MachineInfo(
+            spec=spec,
+            status="running" if pid else "stopped",
+            pid=pid,
+            disk=os.path.join(self._dir(name), "disk.qcow2"),
+            console=os.path.join(r, "console.sock"),
+            qmp=os.path.join(r, "qmp.sock"),
+        )
 
     def ls(self) -> list[MachineInfo]:
         try:
             names = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return []
-        return [self.inspect(n) for n in names if os.path.exists(os.path.join(self.root, n, "machine.json"))]
+        return [
+            self.inspect(n)
+            for n in names
+            if os.path.exists(os.path.join(self.root, n, "machine.json"))
+        ]
 
     def console(self, name: str) -> str:
         """Path of the running VM's serial console socket (connect to it, read/write bytes)."""

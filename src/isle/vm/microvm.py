@@ -1,9 +1,10 @@
-"""Run one microVM: spawn QEMU from a MachineConfig, speak the guest init's control protocol, clean up.
+"""Run one microVM: spawn QEMU from a MachineConfig, speak the guest init's protocol, clean up.
 
-Control protocol (port org.isle.ctl, one line each):  guest -> host  ready | started | exit N | error MSG
-                                                      host -> guest  job N + N script lines | kill SIGNUM | exec SLOT B64
+Control protocol (port org.isle.ctl, one line each):
+    guest -> host  ready | started | exit N | xexit SLOT N | error MSG
+    host -> guest  job N (+ N script lines) | kill SIGNUM | exec SLOT B64
 The program's stdout and stderr have their own ports (org.isle.stdout / org.isle.stderr) whose host
-ends are files QEMU opens (a pipe or tty given as /proc/self/fd/N); the kernel console is a log file.
+ends are files QEMU opens (/proc/self/fd/N or an fd set); the kernel console is a log file.
 """
 
 from __future__ import annotations
@@ -54,8 +55,17 @@ def cmdline(fstype: str, tsc_khz: int | None, net: bool = False) -> str:
     i8042.* skip probing a PS/2 controller microvm lacks. Not used: acpi=off (hangs microvm) and
     noapic (breaks its poweroff); rtc=off on the machine costs two 1 s RTC timeouts.
     """
-    parts = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "cryptomgr.notests", "tsc=reliable",
-             "i8042.noaux", "i8042.nokbd", f"isle.rootfs={fstype}"]
+    parts = [
+        "console=ttyS0",
+        "quiet",
+        "panic=-1",
+        "reboot=t",
+        "cryptomgr.notests",
+        "tsc=reliable",
+        "i8042.noaux",
+        "i8042.nokbd",
+        f"isle.rootfs={fstype}",
+    ]
     if tsc_khz:
         parts.insert(3, f"tsc_early_khz={tsc_khz}")
     if net:
@@ -69,34 +79,69 @@ def short_dir(prefix: str = "isle-vm-") -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=base)
 
 
-def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_sock: bool = False,
-                   memory_backend: MemoryBackend | None = None, incoming: str = "",
-                   name: str = "isle", fdsets: tuple[int, ...] = (), tap: str = "",
-                   mac: str = "") -> MachineConfig:
+def machine_config(
+    boot: Boot,
+    rundir: str,
+    *,
+    stdout: str,
+    stderr: str,
+    stdin_sock: bool = False,
+    memory_backend: MemoryBackend | None = None,
+    incoming: str = "",
+    name: str = "isle",
+    fdsets: tuple[int, ...] = (),
+    tap: str = "",
+    mac: str = "",
+) -> MachineConfig:
     """The MachineConfig of an isle microVM (pure: paths in, data out)."""
     ports = [
-        SerialPort(name="org.isle.ctl", nr=1,
-                   chardev=Chardev(backend="socket", path=os.path.join(rundir, "ctl.sock"))),
-        SerialPort(name="org.isle.stdout", nr=2,
-                   chardev=Chardev(backend="file", path=stdout) if stdout else Chardev(backend="null")),
-        SerialPort(name="org.isle.stderr", nr=3,
-                   chardev=Chardev(backend="file", path=stderr) if stderr else Chardev(backend="null")),
+        SerialPort(
+            name="org.isle.ctl",
+            nr=1,
+            chardev=Chardev(backend="socket", path=os.path.join(rundir, "ctl.sock")),
+        ),
+        SerialPort(
+            name="org.isle.stdout",
+            nr=2,
+            chardev=Chardev(backend="file", path=stdout) if stdout else Chardev(backend="null"),
+        ),
+        SerialPort(
+            name="org.isle.stderr",
+            nr=3,
+            chardev=Chardev(backend="file", path=stderr) if stderr else Chardev(backend="null"),
+        ),
     ]
     # always present so cold boots, templates and clones share one device layout
-    ports.append(SerialPort(name="org.isle.stdin", nr=4,
-                            chardev=Chardev(backend="socket", path=os.path.join(rundir, "in.sock"))
-                            if stdin_sock else Chardev(backend="null")))
-    # exec slots: out/err/in ports per concurrent `exec`, their host ends sockets the exec caller uses
+    ports.append(
+        SerialPort(
+            name="org.isle.stdin",
+            nr=4,
+            chardev=Chardev(backend="socket", path=os.path.join(rundir, "in.sock"))
+            if stdin_sock
+            else Chardev(backend="null"),
+        )
+    )
+    # exec slots: out/err/in ports per concurrent `exec`; the exec caller uses their sockets
     for i in range(1, EXEC_SLOTS + 1):
         for k, (suffix, tag) in enumerate((("out", "o"), ("err", "e"), ("in", "i"))):
-            ports.append(SerialPort(name=f"org.isle.x{i}.{suffix}", nr=5 + 3 * (i - 1) + k,
-                                    chardev=Chardev(backend="socket",
-                                                    path=os.path.join(rundir, f"x{i}{tag}.sock"))))
+            ports.append(
+                SerialPort(
+                    name=f"org.isle.x{i}.{suffix}",
+                    nr=5 + 3 * (i - 1) + k,
+                    chardev=Chardev(backend="socket", path=os.path.join(rundir, f"x{i}{tag}.sock")),
+                )
+            )
     return MachineConfig(
-        name=name, machine="microvm", accel=boot.accel, vcpus=boot.vcpus, memory_mib=boot.memory_mib,
-        kernel=boot.kernel, initrd=boot.initrd,
-        cmdline=cmdline(boot.fstype, _accel.host_tsc_khz() if boot.accel == "tcg" else None,
-                        net=bool(boot.net)),
+        name=name,
+        machine="microvm",
+        accel=boot.accel,
+        vcpus=boot.vcpus,
+        memory_mib=boot.memory_mib,
+        kernel=boot.kernel,
+        initrd=boot.initrd,
+        cmdline=cmdline(
+            boot.fstype, _accel.host_tsc_khz() if boot.accel == "tcg" else None, net=bool(boot.net)
+        ),
         # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
         # features must match the clones' or the migration stream is refused)
         nics=(Nic(id="net0", kind=boot.net, ifname=tap, mac=mac),) if boot.net else (),
@@ -104,8 +149,10 @@ def machine_config(boot: Boot, rundir: str, *, stdout: str, stderr: str, stdin_s
         serial_ports=tuple(ports),
         console=Chardev(backend="file", path=os.path.join(rundir, "console.log"), append=False),
         qmp_socket=os.path.join(rundir, "qmp.sock"),
-        memory_backend=memory_backend, incoming=incoming,
-        pidfile=os.path.join(rundir, "qemu.pid"), fdsets=fdsets,
+        memory_backend=memory_backend,
+        incoming=incoming,
+        pidfile=os.path.join(rundir, "qemu.pid"),
+        fdsets=fdsets,
     )
 
 
@@ -135,8 +182,15 @@ def _pdeathsig() -> None:
 class MicroVM:
     """One QEMU process and its control channel; always call close() (or use ``with``)."""
 
-    def __init__(self, cfg: MachineConfig, rundir: str, *, pass_fds: tuple[int, ...] = (),
-                 die_with_parent: bool = True, own_rundir: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: MachineConfig,
+        rundir: str,
+        *,
+        pass_fds: tuple[int, ...] = (),
+        die_with_parent: bool = True,
+        own_rundir: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.rundir = rundir
         self.own_rundir = own_rundir
@@ -159,10 +213,15 @@ class MicroVM:
             raise VMError("qemu-system-x86_64 not found: install Debian's qemu-system-x86")
         log = open(os.path.join(self.rundir, "qemu.log"), "wb")
         try:
-            self.proc = proc.spawn(qemu_argv(self.cfg), stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, pass_fds=self._pass_fds,
-                                   start_new_session=True,
-                                   preexec_fn=_pdeathsig if self._die_with_parent else None)
+            self.proc = proc.spawn(
+                qemu_argv(self.cfg),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=self._pass_fds,
+                start_new_session=True,
+                preexec_fn=_pdeathsig if self._die_with_parent else None,
+            )
         finally:
             log.close()
 
@@ -208,7 +267,7 @@ class MicroVM:
             time.sleep(0.002)
 
     def feed_stdin(self, fd: int) -> None:
-        """Copy fd to the guest's org.isle.stdin port until EOF, in a thread; EOF reaches the guest."""
+        """Copy fd to the guest's org.isle.stdin port in a thread; EOF reaches the guest."""
         import threading
 
         path = os.path.join(self.rundir, "in.sock")

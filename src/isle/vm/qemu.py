@@ -1,4 +1,4 @@
-"""MachineConfig -> QEMU argv, a pure function (golden-tested): microvm + virtio-mmio, or q35 + firmware."""
+"""MachineConfig -> QEMU argv, pure (golden-tested): microvm + virtio-mmio, or q35 + firmware."""
 
 from __future__ import annotations
 
@@ -28,16 +28,34 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
     machine = "microvm,pit=off,pic=off,isa-serial=on" if micro else "q35"
     if cfg.memory_backend is not None:
         machine += ",memory-backend=mem"
-    a = [qemu, "-name", _esc(cfg.name), "-nodefaults", "-no-user-config", "-display", "none",
-         "-machine", machine, "-accel", cfg.accel, "-smp", str(cfg.vcpus), "-m", f"{cfg.memory_mib}M"]
+    a = [
+        qemu,
+        "-name",
+        _esc(cfg.name),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        machine,
+        "-accel",
+        cfg.accel,
+        "-smp",
+        str(cfg.vcpus),
+        "-m",
+        f"{cfg.memory_mib}M",
+    ]
     if cfg.accel == "kvm":
         a += ["-cpu", "host"]
     for fd in cfg.fdsets:
         a += ["-add-fd", f"fd={fd},set={fd}"]
     if cfg.memory_backend is not None:
         mb = cfg.memory_backend
-        a += ["-object", f"memory-backend-file,id=mem,size={cfg.memory_mib}M,"
-                         f"mem-path={_esc(mb.path)},share={'on' if mb.share else 'off'}"]
+        a += [
+            "-object",
+            f"memory-backend-file,id=mem,size={cfg.memory_mib}M,"
+            f"mem-path={_esc(mb.path)},share={'on' if mb.share else 'off'}",
+        ]
     a += ["-no-reboot"]  # a guest reboot or panic ends QEMU: isle treats both as the VM's end
     if cfg.kernel:
         a += ["-kernel", cfg.kernel]
@@ -71,8 +89,12 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
         a += ["-device", "virtio-serial-device" if micro else "virtio-serial-pci"]
         for p in cfg.serial_ports:
             cid = f"port{p.nr}"
-            a += ["-chardev", _chardev(cid, p.chardev),
-                  "-device", f"virtserialport,chardev={cid},name={p.name},nr={p.nr}"]
+            a += [
+                "-chardev",
+                _chardev(cid, p.chardev),
+                "-device",
+                f"virtserialport,chardev={cid},name={p.name},nr={p.nr}",
+            ]
     if cfg.qmp_socket:
         a += ["-qmp", f"unix:{_esc(cfg.qmp_socket)},server=on,wait=off"]
     if cfg.pidfile:

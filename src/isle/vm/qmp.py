@@ -1,4 +1,4 @@
-"""QMP control through the pinned qemu.qmp library (its synchronous 'legacy' client), errors as VMError."""
+"""QMP through the pinned qemu.qmp library (its synchronous 'legacy' client); errors as VMError."""
 
 from __future__ import annotations
 

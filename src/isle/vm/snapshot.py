@@ -1,7 +1,7 @@
-"""Fast start from templates: boot once per (kernel, initramfs, image disk, size), pause at 'ready', save.
+"""Fast start from templates: boot once per (kernel, initramfs, disk, size), pause at 'ready', save.
 
 A template's guest RAM lives in a /dev/shm file (memory-backend-file, share=on) and the rest of the
-VM state in a migration file written with the x-ignore-shared capability (RAM is not copied into it).
+VM state in a migration file written with the x-ignore-shared capability (RAM is not copied).
 A clone maps the same RAM file copy-on-write (share=off), so clones share every page they do not
 write, and loads the small state file with ``-incoming defer`` + migrate-incoming.
 
@@ -39,7 +39,7 @@ class Template:
 
 
 def key(boot: Boot) -> str:
-    """Templates are per kernel, initramfs, disk, filesystem, size and accelerator (and QEMU binary)."""
+    """Templates are per kernel, initramfs, disk, filesystem, size, accelerator and QEMU binary."""
     from isle.sys import proc
 
     qemu = proc.which("qemu-system-x86_64") or ""
@@ -55,8 +55,9 @@ def key(boot: Boot) -> str:
 
 def _template(boot: Boot, cache: str) -> Template:
     k = key(boot)
-    return Template(key=k, dir=os.path.join(cache, "templates", k),
-                    ram=os.path.join(SHM, f"isle-tpl-{k}.ram"))
+    return Template(
+        key=k, dir=os.path.join(cache, "templates", k), ram=os.path.join(SHM, f"isle-tpl-{k}.ram")
+    )
 
 
 def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
@@ -69,8 +70,14 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
         shutil.rmtree(t.dir, ignore_errors=True)
         os.makedirs(t.dir)
         rundir = short_dir("isle-vm-tpl-")
-        cfg = machine_config(boot, rundir, stdout="", stderr="", name=f"isle-tpl-{t.key}",
-                             memory_backend=MemoryBackend(path=t.ram, share=True))
+        cfg = machine_config(
+            boot,
+            rundir,
+            stdout="",
+            stderr="",
+            name=f"isle-tpl-{t.key}",
+            memory_backend=MemoryBackend(path=t.ram, share=True),
+        )
         vm = MicroVM(cfg, rundir)
         tmp = t.state + ".tmp"
         try:
@@ -80,8 +87,10 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
             mon = Monitor(cfg.qmp_socket, alive=vm.alive)
             try:
                 mon.cmd("stop")
-                mon.cmd("migrate-set-capabilities",
-                        capabilities=[{"capability": "x-ignore-shared", "state": True}])
+                mon.cmd(
+                    "migrate-set-capabilities",
+                    capabilities=[{"capability": "x-ignore-shared", "state": True}],
+                )
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 try:
                     mon.send_fd(fd, "tplout")
@@ -104,10 +113,20 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
     return t
 
 
-def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple[int, ...] = (),
-            die_with_parent: bool = True, timeout: float = 60.0,
-            fdsets: tuple[int, ...] = (), stdin_fd: int | None = None, tap: str = "",
-            mac: str = "") -> MicroVM:
+def restore(
+    boot: Boot,
+    cache: str,
+    *,
+    stdout: str,
+    stderr: str,
+    pass_fds: tuple[int, ...] = (),
+    die_with_parent: bool = True,
+    timeout: float = 60.0,
+    fdsets: tuple[int, ...] = (),
+    stdin_fd: int | None = None,
+    tap: str = "",
+    mac: str = "",
+) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
     The guest said 'ready' before the save; that line is replayed so callers treat clones and
@@ -115,9 +134,18 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
     """
     t = ensure(boot, cache)
     rundir = short_dir()
-    cfg = machine_config(boot, rundir, stdout=stdout, stderr=stderr, incoming="defer",
-                         stdin_sock=stdin_fd is not None, fdsets=fdsets, tap=tap, mac=mac,
-                         memory_backend=MemoryBackend(path=t.ram, share=False))
+    cfg = machine_config(
+        boot,
+        rundir,
+        stdout=stdout,
+        stderr=stderr,
+        incoming="defer",
+        stdin_sock=stdin_fd is not None,
+        fdsets=fdsets,
+        tap=tap,
+        mac=mac,
+        memory_backend=MemoryBackend(path=t.ram, share=False),
+    )
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
     try:
         vm.spawn()
@@ -128,8 +156,10 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
             vm.feed_stdin(stdin_fd)
         mon = Monitor(cfg.qmp_socket, alive=vm.alive)
         try:
-            mon.cmd("migrate-set-capabilities",
-                    capabilities=[{"capability": "x-ignore-shared", "state": True}])
+            mon.cmd(
+                "migrate-set-capabilities",
+                capabilities=[{"capability": "x-ignore-shared", "state": True}],
+            )
             fd = os.open(t.state, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 mon.send_fd(fd, "tplin")
@@ -150,8 +180,13 @@ def restore(boot: Boot, cache: str, *, stdout: str, stderr: str, pass_fds: tuple
 def remove(cache: str, boot: Boot | None = None) -> None:
     """Delete one template (or all under cache) with its /dev/shm RAM file."""
     base = os.path.join(cache, "templates")
-    keys = [key(boot)] if boot else [d for d in os.listdir(base)
-                                     if os.path.isdir(os.path.join(base, d))] if os.path.isdir(base) else []
+    keys = (
+        [key(boot)]
+        if boot
+        else [d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))]
+        if os.path.isdir(base)
+        else []
+    )
     for k in keys:
         shutil.rmtree(os.path.join(base, k), ignore_errors=True)
         for p in (os.path.join(SHM, f"isle-tpl-{k}.ram"), os.path.join(base, f"{k}.lock")):

@@ -1,4 +1,4 @@
-"""VM test plumbing: a private cache (the real guest kernel linked in), busybox bundles, QEMU leak checks."""
+"""VM test plumbing: a private cache (real guest kernel linked in), busybox bundles, QEMU leaks."""
 
 from __future__ import annotations
 
@@ -62,7 +62,11 @@ def qemus(marker: str) -> list[int]:
 
 
 def rundirs() -> set[str]:
-    return {p for p in os.listdir("/run") if p.startswith("isle-vm-")} if os.path.isdir("/run") else set()
+    return (
+        {p for p in os.listdir("/run") if p.startswith("isle-vm-")}
+        if os.path.isdir("/run")
+        else set()
+    )
 
 
 @pytest.fixture

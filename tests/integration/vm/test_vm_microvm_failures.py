@@ -30,7 +30,9 @@ def _vm(boot: Boot, **over: object) -> MicroVM:
 
 
 @pytest.mark.timeout(120)
-def test_disk_that_is_not_a_filesystem(tmp_path: Path, vm_cache: str, vm_env: dict[str, str]) -> None:
+def test_disk_that_is_not_a_filesystem(
+    tmp_path: Path, vm_cache: str, vm_env: dict[str, str]
+) -> None:
     junk = tmp_path / "junk.img"
     junk.write_bytes(os.urandom(1 << 20))
     with _vm(_boot(vm_cache, str(junk))) as vm:
@@ -42,10 +44,15 @@ def test_disk_that_is_not_a_filesystem(tmp_path: Path, vm_cache: str, vm_env: di
 
 
 @pytest.mark.timeout(120)
-def test_guest_panic_is_reported(vm_cache: str, busybox_rootfs: str, vm_env: dict[str, str]) -> None:
+def test_guest_panic_is_reported(
+    vm_cache: str, busybox_rootfs: str, vm_env: dict[str, str]
+) -> None:
     boot = _boot(vm_cache, disk.rootfs_image(busybox_rootfs, vm_cache))
-    job = vmjob.Job(args=("sh", "-c", "echo c > /proc/sysrq-trigger"), env=("PATH=/bin",),
-                    mounts=(vmjob.GuestMount(type="proc", destination="/proc", source="proc"),))
+    job = vmjob.Job(
+        args=("sh", "-c", "echo c > /proc/sysrq-trigger"),
+        env=("PATH=/bin",),
+        mounts=(vmjob.GuestMount(type="proc", destination="/proc", source="proc"),),
+    )
     with _vm(boot) as vm:
         vm.spawn()
         vm.connect()
@@ -56,8 +63,9 @@ def test_guest_panic_is_reported(vm_cache: str, busybox_rootfs: str, vm_env: dic
 
 
 @pytest.mark.timeout(120)
-def test_guest_that_never_becomes_ready_times_out(vm_cache: str, busybox_rootfs: str,
-                                                  vm_env: dict[str, str]) -> None:
+def test_guest_that_never_becomes_ready_times_out(
+    vm_cache: str, busybox_rootfs: str, vm_env: dict[str, str]
+) -> None:
     boot = _boot(vm_cache, disk.rootfs_image(busybox_rootfs, vm_cache))
     vm = _vm(boot, cmdline="console=ttyS0 quiet panic=-1 rdinit=/bin/sleep 1000")
     with vm:
@@ -68,8 +76,9 @@ def test_guest_that_never_becomes_ready_times_out(vm_cache: str, busybox_rootfs:
     assert not vm.alive()
 
 
-def test_no_qemu_binary(vm_cache: str, busybox_rootfs: str, monkeypatch: pytest.MonkeyPatch,
-                        vm_env: dict[str, str]) -> None:
+def test_no_qemu_binary(
+    vm_cache: str, busybox_rootfs: str, monkeypatch: pytest.MonkeyPatch, vm_env: dict[str, str]
+) -> None:
     boot = _boot(vm_cache, disk.rootfs_image(busybox_rootfs, vm_cache))
     monkeypatch.setenv("PATH", "/nonexistent")
     with _vm(boot) as vm:

@@ -1,11 +1,11 @@
-"""podman --runtime isle-vm-runtime: the real client drives the VM runtime unchanged (conmon in between)."""
+"""podman --runtime isle-vm-runtime: the real client (and conmon) drive the VM runtime unchanged."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,13 @@ RUNTIME = str(Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime")
 
 
 @pytest.mark.timeout(300)
-def test_podman_run_exec_stop_rm(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str]) -> None:
+def test_podman_run_exec_stop_rm(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str]
+) -> None:
     pmdir = Path(tempfile.mkdtemp(prefix="isle-vm-pm-"))  # podman wants a short runroot
-    prefix = subprocess.run(["/work/shared/peers/podman-env", str(pmdir)], check=True,
-                            capture_output=True, text=True).stdout.split()
+    prefix = subprocess.run(
+        ["/work/shared/peers/podman-env", str(pmdir)], check=True, capture_output=True, text=True
+    ).stdout.split()
     podman = [*prefix, "--runtime", RUNTIME]
 
     def pm(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -27,12 +30,31 @@ def test_podman_run_exec_stop_rm(tmp_path: Path, busybox_rootfs: str, vm_env: di
     with tarfile.open(tmp_path / "bb.tar", "w") as t:
         t.add(busybox_rootfs, arcname=".")
     try:
-        assert pm("import", "--quiet", str(tmp_path / "bb.tar"), "localhost/isle-vm-bb:t").returncode == 0
-        r = pm("run", "--rm", "--network", "none", "localhost/isle-vm-bb:t", "sh", "-c",
-               "echo out; echo err >&2; exit 3")
+        assert (
+            pm("import", "--quiet", str(tmp_path / "bb.tar"), "localhost/isle-vm-bb:t").returncode
+            == 0
+        )
+        r = pm(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "localhost/isle-vm-bb:t",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        )
         assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n"), r.stderr
-        r = pm("run", "-d", "--network", "none", "localhost/isle-vm-bb:t", "sh", "-c",
-               'trap "exit 0" TERM; echo up; while :; do sleep 0.2; done')
+        r = pm(
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "localhost/isle-vm-bb:t",
+            "sh",
+            "-c",
+            'trap "exit 0" TERM; echo up; while :; do sleep 0.2; done',
+        )
         assert r.returncode == 0, r.stderr
         cid = r.stdout.decode().strip()
         r = pm("exec", "-i", cid, "sh", "-c", "cat; exit 4", input=b"via stdin\n")
@@ -43,8 +65,11 @@ def test_podman_run_exec_stop_rm(tmp_path: Path, busybox_rootfs: str, vm_env: di
         assert pm("logs", cid).stdout == b"up\n"
         assert pm("rm", cid).returncode == 0
     finally:
-        subprocess.run([*prefix, "rm", "-af", "-t", "0"], env=vm_env, capture_output=True, timeout=120)
-        subprocess.run([*prefix, "system", "reset", "--force"], env=vm_env, capture_output=True,
-                       timeout=120)
+        subprocess.run(
+            [*prefix, "rm", "-af", "-t", "0"], env=vm_env, capture_output=True, timeout=120
+        )
+        subprocess.run(
+            [*prefix, "system", "reset", "--force"], env=vm_env, capture_output=True, timeout=120
+        )
         subprocess.run(["umount", "-R", str(pmdir / "storage" / "overlay")], capture_output=True)
         shutil.rmtree(pmdir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""isle-vm-runtime end to end under TCG: stdio, exit codes, process settings, lifecycle, failures."""
+"""isle-vm-runtime end to end under TCG: stdio, exit codes, process settings, lifecycle, errors."""
 
 from __future__ import annotations
 
@@ -14,21 +14,26 @@ import pytest
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 
 
-RUNTIME = str(__import__("pathlib").Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime")
+RUNTIME = str(
+    __import__("pathlib").Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime"
+)
 
 
-def rt(root: Path, *args: str, env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+def rt(
+    root: Path, *args: str, env: dict[str, str], **kw: object
+) -> subprocess.CompletedProcess[bytes]:
     if "stdout" not in kw:
         kw["capture_output"] = True
-    return subprocess.run([RUNTIME, "--root", str(root), *args], env=env, timeout=150,
-                          **kw)  # type: ignore[call-overload]
+    return subprocess.run([RUNTIME, "--root", str(root), *args], env=env, timeout=150, **kw)  # type: ignore[call-overload]
 
 
 @pytest.mark.timeout(180)
-def test_run_keeps_stdout_stderr_apart_and_exit_code_exact(tmp_path: Path, busybox_rootfs: str,
-                                                          vm_env: dict[str, str], vmh) -> None:
-    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
-                    ["sh", "-c", "echo out; echo err >&2; echo out2; exit 42"])
+def test_run_keeps_stdout_stderr_apart_and_exit_code_exact(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    b = vmh.make_bundle(
+        tmp_path / "b", busybox_rootfs, ["sh", "-c", "echo out; echo err >&2; echo out2; exit 42"]
+    )
     r = rt(tmp_path / "root", "run", "-b", b, "c1", env=vm_env)
     assert r.returncode == 42, r.stderr
     assert r.stdout == b"out\nout2\n"  # no kernel console line may leak in
@@ -38,28 +43,56 @@ def test_run_keeps_stdout_stderr_apart_and_exit_code_exact(tmp_path: Path, busyb
 
 @pytest.mark.timeout(180)
 def test_run_applies_user_cwd_env_hostname_rlimits_and_a_writable_root(
-        tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
-    script = ('echo "$(id -u):$(id -g) $(pwd) $FOO $(hostname) $(ulimit -n)"; '
-              'echo data > /tmp/f && cat /tmp/f; touch /etc/x 2>/dev/null || echo ro-etc-ok')
-    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", script],
-                    user={"uid": 65534, "gid": 65534}, cwd="/tmp", env=["PATH=/bin", "FOO=bar baz"],
-                    rlimits=[{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 256}])
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    script = (
+        'echo "$(id -u):$(id -g) $(pwd) $FOO $(hostname) $(ulimit -n)"; '
+        "echo data > /tmp/f && cat /tmp/f; touch /etc/x 2>/dev/null || echo ro-etc-ok"
+    )
+    b = vmh.make_bundle(
+        tmp_path / "b",
+        busybox_rootfs,
+        ["sh", "-c", script],
+        user={"uid": 65534, "gid": 65534},
+        cwd="/tmp",
+        env=["PATH=/bin", "FOO=bar baz"],
+        rlimits=[{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 256}],
+    )
     cfg = json.loads(Path(b, "config.json").read_text())
     cfg["hostname"] = "vmbox"
     Path(b, "config.json").write_text(json.dumps(cfg))
     r = rt(tmp_path / "root", "run", "-b", b, "c2", env=vm_env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().splitlines() == ["65534:65534 /tmp bar baz vmbox 256", "data", "ro-etc-ok"]
+    assert r.stdout.decode().splitlines() == [
+        "65534:65534 /tmp bar baz vmbox 256",
+        "data",
+        "ro-etc-ok",
+    ]
 
 
 @pytest.mark.timeout(240)
-def test_create_start_kill_delete(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
-    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
-                    ["sh", "-c", 'trap "echo got-term; exit 5" TERM; echo up; while :; do sleep 0.1; done'])
+def test_create_start_kill_delete(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    b = vmh.make_bundle(
+        tmp_path / "b",
+        busybox_rootfs,
+        ["sh", "-c", 'trap "echo got-term; exit 5" TERM; echo up; while :; do sleep 0.1; done'],
+    )
     root = tmp_path / "root"
     out = open(tmp_path / "out", "wb")
-    r = rt(root, "create", "-b", b, "--pid-file", str(tmp_path / "pid"), "c3", env=vm_env,
-           stdout=out, stderr=out)
+    r = rt(
+        root,
+        "create",
+        "-b",
+        b,
+        "--pid-file",
+        str(tmp_path / "pid"),
+        "c3",
+        env=vm_env,
+        stdout=out,
+        stderr=out,
+    )
     assert r.returncode == 0
     state = json.loads(rt(root, "state", "c3", env=vm_env).stdout)
     assert state["status"] == "created" and state["pid"] == int((tmp_path / "pid").read_text())
@@ -88,7 +121,9 @@ def test_create_start_kill_delete(tmp_path: Path, busybox_rootfs: str, vm_env: d
 
 
 @pytest.mark.timeout(180)
-def test_delete_force_of_a_created_vm(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
+def test_delete_force_of_a_created_vm(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
     b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["true"])
     root = tmp_path / "root"
     with open(os.devnull, "wb") as dn:
@@ -98,12 +133,17 @@ def test_delete_force_of_a_created_vm(tmp_path: Path, busybox_rootfs: str, vm_en
 
 
 @pytest.mark.timeout(180)
-def test_qemu_sigkilled_mid_run_is_a_clear_error(tmp_path: Path, busybox_rootfs: str,
-                                                 vm_env: dict[str, str], vmh) -> None:
+def test_qemu_sigkilled_mid_run_is_a_clear_error(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
     b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", "echo up; sleep 100"])
     root = tmp_path / "root"
-    p = subprocess.Popen([RUNTIME, "--root", str(root), "run", "-b", b, "c5"], env=vm_env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [RUNTIME, "--root", str(root), "run", "-b", b, "c5"],
+        env=vm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert p.stdout is not None
     assert p.stdout.readline() == b"up\n"
     qpid = json.loads((root / "c5" / "state.json").read_text())["qemu_pid"]
@@ -114,8 +154,9 @@ def test_qemu_sigkilled_mid_run_is_a_clear_error(tmp_path: Path, busybox_rootfs:
     assert not (root / "c5").exists()
 
 
-def test_no_kernel_cached_is_a_clear_error(tmp_path: Path, busybox_rootfs: str,
-                                           vm_env: dict[str, str], vmh) -> None:
+def test_no_kernel_cached_is_a_clear_error(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
     b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["true"])
     env = dict(vm_env, ISLE_CACHE=str(tmp_path / "empty-cache"))
     r = rt(tmp_path / "root", "run", "-b", b, "c6", env=env)
@@ -124,10 +165,14 @@ def test_no_kernel_cached_is_a_clear_error(tmp_path: Path, busybox_rootfs: str,
 
 
 @pytest.mark.timeout(240)
-def test_template_clones_answer_fast_and_keep_writes_private(tmp_path: Path, busybox_rootfs: str,
-                                                             vm_env: dict[str, str], vmh) -> None:
-    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
-                    ["sh", "-c", "cat /seen 2>/dev/null || echo fresh; echo x > /seen; exit 3"])
+def test_template_clones_answer_fast_and_keep_writes_private(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    b = vmh.make_bundle(
+        tmp_path / "b",
+        busybox_rootfs,
+        ["sh", "-c", "cat /seen 2>/dev/null || echo fresh; echo x > /seen; exit 3"],
+    )
     env = dict(vm_env, ISLE_VM_TEMPLATE="1")
     times = []
     for i in range(3):
@@ -142,31 +187,58 @@ def test_template_clones_answer_fast_and_keep_writes_private(tmp_path: Path, bus
 
 @pytest.mark.timeout(180)
 def test_stdin_is_forwarded_and_shared_output_file_keeps_one_offset(
-        tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh) -> None:
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
     b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", "wc -l; echo done >&2"])
     log = tmp_path / "log"
     with open(log, "wb") as f:  # one file description for us, stdout and stderr (like `>log 2>&1`)
         f.write(b"before\n")
         f.flush()
-        r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "c8"],
-                           env=vm_env, input=b"x\n" * 1000, stdout=f, stderr=f, timeout=150)
+        r = subprocess.run(
+            [RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "c8"],
+            env=vm_env,
+            input=b"x\n" * 1000,
+            stdout=f,
+            stderr=f,
+            timeout=150,
+        )
         f.write(b"after\n")
     assert r.returncode == 0
     assert log.read_bytes() == b"before\n1000\ndone\nafter\n"
 
 
 @pytest.mark.timeout(200)
-def test_exec_beside_a_foreground_run(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str],
-                                      vmh) -> None:
-    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
-                        ["sh", "-c", "echo up; while [ ! -e /tmp/stop ]; do sleep 0.1; done; echo bye"])
+def test_exec_beside_a_foreground_run(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    b = vmh.make_bundle(
+        tmp_path / "b",
+        busybox_rootfs,
+        ["sh", "-c", "echo up; while [ ! -e /tmp/stop ]; do sleep 0.1; done; echo bye"],
+    )
     root = tmp_path / "root"
-    p = subprocess.Popen([RUNTIME, "--root", str(root), "run", "-b", b, "c9"], env=vm_env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [RUNTIME, "--root", str(root), "run", "-b", b, "c9"],
+        env=vm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         assert p.stdout is not None and p.stdout.readline() == b"up\n"
-        r = rt(root, "exec", "-u", "65534:65534", "--cwd", "/tmp", "c9", "sh", "-c",
-               "echo $(id -u) $(pwd); echo e >&2; exit 7", env=vm_env)
+        r = rt(
+            root,
+            "exec",
+            "-u",
+            "65534:65534",
+            "--cwd",
+            "/tmp",
+            "c9",
+            "sh",
+            "-c",
+            "echo $(id -u) $(pwd); echo e >&2; exit 7",
+            env=vm_env,
+        )
         assert (r.returncode, r.stdout, r.stderr) == (7, b"65534 /tmp\n", b"e\n")
         r = rt(root, "exec", "c9", "sh", "-c", "wc -c", env=vm_env, input=b"12345")
         assert (r.returncode, r.stdout) == (0, b"5\n")

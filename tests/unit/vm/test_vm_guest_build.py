@@ -18,13 +18,17 @@ from isle.vm.job import GuestMount, Job, render
 def test_newc_is_read_back_by_cpio(tmp_path: Path) -> None:
     if not shutil.which("cpio"):
         pytest.skip("needs cpio")
-    data = initramfs.newc([
-        initramfs.Entry("bin", stat.S_IFDIR | 0o755),
-        initramfs.Entry("bin/hello", stat.S_IFREG | 0o755, b"#!/bin/sh\necho hi\n"),
-        initramfs.Entry("bin/sh", stat.S_IFLNK | 0o777, target="busybox"),
-    ])
+    data = initramfs.newc(
+        [
+            initramfs.Entry("bin", stat.S_IFDIR | 0o755),
+            initramfs.Entry("bin/hello", stat.S_IFREG | 0o755, b"#!/bin/sh\necho hi\n"),
+            initramfs.Entry("bin/sh", stat.S_IFLNK | 0o777, target="busybox"),
+        ]
+    )
     assert len(data) % 512 == 0
-    out = subprocess.run(["cpio", "-t", "-v"], input=data, capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["cpio", "-t", "-v"], input=data, capture_output=True, check=True
+    ).stdout.decode()
     assert "bin/hello" in out and "bin/sh -> busybox" in out
     subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
     assert (tmp_path / "bin/hello").read_bytes() == b"#!/bin/sh\necho hi\n"
@@ -32,7 +36,9 @@ def test_newc_is_read_back_by_cpio(tmp_path: Path) -> None:
 
 
 def _fake_ko(d: Path, name: str, deps: str) -> None:
-    (d / f"{name}.ko").write_bytes(b"\x7fELF....\0license=GPL\0depends=" + deps.encode() + b"\0name=x\0")
+    (d / f"{name}.ko").write_bytes(
+        b"\x7fELF....\0license=GPL\0depends=" + deps.encode() + b"\0name=x\0"
+    )
 
 
 def test_module_order_puts_dependencies_first(tmp_path: Path) -> None:
@@ -40,8 +46,12 @@ def test_module_order_puts_dependencies_first(tmp_path: Path) -> None:
     _fake_ko(tmp_path, "virtio", "virtio_ring")
     _fake_ko(tmp_path, "virtio_blk", "virtio,virtio_ring")
     _fake_ko(tmp_path, "overlay", "")
-    assert kernel.module_load_order(str(tmp_path), ("virtio_blk", "overlay")) == \
-        ["virtio_ring", "virtio", "virtio_blk", "overlay"]
+    assert kernel.module_load_order(str(tmp_path), ("virtio_blk", "overlay")) == [
+        "virtio_ring",
+        "virtio",
+        "virtio_blk",
+        "overlay",
+    ]
 
 
 def test_missing_module_is_named(tmp_path: Path) -> None:
@@ -56,11 +66,21 @@ def test_no_kernel_cached_says_how_to_get_one(tmp_path: Path) -> None:
 
 
 def test_job_script_quotes_everything_and_keeps_stdio_apart() -> None:
-    job = Job(args=("sh", "-c", "echo 'a b'; exit 3"), env=("A=x y", "B=$(reboot)"), cwd="/w d",
-              uid=1000, gid=100, additional_gids=(5, 6), hostname="h'x", rlimits=((7, 64, 128),),
-              no_new_privs=True,
-              mounts=(GuestMount(type="proc", destination="/proc", source="proc", options=("nosuid",)),
-                      GuestMount(type="bind", destination="/etc/hosts", source="/x", options=("rbind",))))
+    job = Job(
+        args=("sh", "-c", "echo 'a b'; exit 3"),
+        env=("A=x y", "B=$(reboot)"),
+        cwd="/w d",
+        uid=1000,
+        gid=100,
+        additional_gids=(5, 6),
+        hostname="h'x",
+        rlimits=((7, 64, 128),),
+        no_new_privs=True,
+        mounts=(
+            GuestMount(type="proc", destination="/proc", source="proc", options=("nosuid",)),
+            GuestMount(type="bind", destination="/etc/hosts", source="/x", options=("rbind",)),
+        ),
+    )
     s = render(job)
     assert "echo 'h'\"'\"'x' > /proc/sys/kernel/hostname" in s
     assert "mount -t proc -o nosuid proc /newroot/proc" in s  # not the standard proc: mounted

@@ -1,4 +1,4 @@
-"""MachineConfig -> argv is pure: golden command lines for a microVM, a template clone and a q35 VM."""
+"""MachineConfig -> argv is pure: golden command lines for a microVM, a clone and a q35 VM."""
 
 from __future__ import annotations
 
@@ -11,38 +11,84 @@ from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, Nic, Se
 
 def test_microvm_golden() -> None:
     cfg = MachineConfig(
-        name="t", kernel="/k/vmlinuz", initrd="/k/initrd", cmdline="console=ttyS0 quiet",
+        name="t",
+        kernel="/k/vmlinuz",
+        initrd="/k/initrd",
+        cmdline="console=ttyS0 quiet",
         drives=(Drive(id="image", path="/d/a,b.erofs", readonly=True),),
-        serial_ports=(SerialPort(name="org.isle.ctl", nr=1, chardev=Chardev(backend="socket", path="/r/c")),
-                      SerialPort(name="org.isle.stdout", nr=2,
-                                 chardev=Chardev(backend="file", path="/proc/self/fd/5"))),
+        serial_ports=(
+            SerialPort(name="org.isle.ctl", nr=1, chardev=Chardev(backend="socket", path="/r/c")),
+            SerialPort(
+                name="org.isle.stdout",
+                nr=2,
+                chardev=Chardev(backend="file", path="/proc/self/fd/5"),
+            ),
+        ),
         console=Chardev(backend="file", path="/r/console.log", append=False),
-        qmp_socket="/r/qmp.sock")
+        qmp_socket="/r/qmp.sock",
+    )
     assert qemu.argv(cfg) == [
-        "qemu-system-x86_64", "-name", "t", "-nodefaults", "-no-user-config", "-display", "none",
-        "-machine", "microvm,pit=off,pic=off,isa-serial=on", "-accel", "tcg", "-smp", "1", "-m", "128M",
-        "-no-reboot", "-kernel", "/k/vmlinuz", "-initrd", "/k/initrd", "-append", "console=ttyS0 quiet",
-        "-chardev", "file,id=console,path=/r/console.log,append=off", "-serial", "chardev:console",
-        "-drive", "file=/d/a,,b.erofs,format=raw,if=none,id=image,readonly=on",
-        "-device", "virtio-blk-device,drive=image",
-        "-device", "virtio-serial-device",
-        "-chardev", "socket,id=port1,path=/r/c,server=on,wait=off",
-        "-device", "virtserialport,chardev=port1,name=org.isle.ctl,nr=1",
-        "-chardev", "file,id=port2,path=/proc/self/fd/5,append=on",
-        "-device", "virtserialport,chardev=port2,name=org.isle.stdout,nr=2",
-        "-qmp", "unix:/r/qmp.sock,server=on,wait=off",
+        "qemu-system-x86_64",
+        "-name",
+        "t",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        "microvm,pit=off,pic=off,isa-serial=on",
+        "-accel",
+        "tcg",
+        "-smp",
+        "1",
+        "-m",
+        "128M",
+        "-no-reboot",
+        "-kernel",
+        "/k/vmlinuz",
+        "-initrd",
+        "/k/initrd",
+        "-append",
+        "console=ttyS0 quiet",
+        "-chardev",
+        "file,id=console,path=/r/console.log,append=off",
+        "-serial",
+        "chardev:console",
+        "-drive",
+        "file=/d/a,,b.erofs,format=raw,if=none,id=image,readonly=on",
+        "-device",
+        "virtio-blk-device,drive=image",
+        "-device",
+        "virtio-serial-device",
+        "-chardev",
+        "socket,id=port1,path=/r/c,server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=port1,name=org.isle.ctl,nr=1",
+        "-chardev",
+        "file,id=port2,path=/proc/self/fd/5,append=on",
+        "-device",
+        "virtserialport,chardev=port2,name=org.isle.stdout,nr=2",
+        "-qmp",
+        "unix:/r/qmp.sock,server=on,wait=off",
     ]
 
 
 def test_clone_uses_private_file_ram_and_deferred_incoming() -> None:
-    cfg = MachineConfig(name="c", kernel="/k", accel="kvm", vcpus=2, memory_mib=256,
-                        memory_backend=MemoryBackend(path="/dev/shm/t.ram", share=False),
-                        incoming="defer", nics=(Nic(id="n0", kind="tap", ifname="tap0", mac="52:54:00:00:00:01"),))
+    cfg = MachineConfig(
+        name="c",
+        kernel="/k",
+        accel="kvm",
+        vcpus=2,
+        memory_mib=256,
+        memory_backend=MemoryBackend(path="/dev/shm/t.ram", share=False),
+        incoming="defer",
+        nics=(Nic(id="n0", kind="tap", ifname="tap0", mac="52:54:00:00:00:01"),),
+    )
     a = qemu.argv(cfg)
     assert a[a.index("-machine") + 1].endswith(",memory-backend=mem")
     assert "memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/t.ram,share=off" in a
     assert a[-2:] == ["-incoming", "defer"]
-    assert ["-cpu", "host"] == a[a.index("-cpu"):a.index("-cpu") + 2]
+    assert ["-cpu", "host"] == a[a.index("-cpu") : a.index("-cpu") + 2]
     assert "tap,id=n0,ifname=tap0,script=no,downscript=no" in a
     a2 = qemu.argv(MachineConfig(name="t", kernel="/k", nics=(Nic(id="n0", kind="tap"),)))
     assert "tap,id=n0,script=no,downscript=no" in a2  # a template's throwaway tap
@@ -50,21 +96,31 @@ def test_clone_uses_private_file_ram_and_deferred_incoming() -> None:
 
 
 def test_q35_uses_pci_devices_and_firmware() -> None:
-    cfg = MachineConfig(name="os", machine="q35", firmware="/usr/share/ovmf/OVMF.fd",
-                        drives=(Drive(id="disk0", path="/v/os.qcow2", format="qcow2"),),
-                        console=Chardev(backend="socket", path="/v/console.sock"))
+    cfg = MachineConfig(
+        name="os",
+        machine="q35",
+        firmware="/usr/share/ovmf/OVMF.fd",
+        drives=(Drive(id="disk0", path="/v/os.qcow2", format="qcow2"),),
+        console=Chardev(backend="socket", path="/v/console.sock"),
+    )
     a = qemu.argv(cfg)
     assert a[a.index("-machine") + 1] == "q35"
-    assert ["-bios", "/usr/share/ovmf/OVMF.fd"] == a[a.index("-bios"):a.index("-bios") + 2]
+    assert ["-bios", "/usr/share/ovmf/OVMF.fd"] == a[a.index("-bios") : a.index("-bios") + 2]
     assert "virtio-blk-pci,drive=disk0" in a and "-kernel" not in a
     assert "socket,id=console,path=/v/console.sock,server=on,wait=off" in a
 
 
-@pytest.mark.parametrize("kw,field", [
-    ({"machine": "pc"}, "machine"), ({"accel": "hvf"}, "accel"), ({"vcpus": 0}, "vcpus"),
-    ({"memory_mib": 8}, "memory_mib"), ({"kernel": ""}, "kernel"),
-    ({"drives": (Drive(id="a", path="x"), Drive(id="a", path="y"))}, "drives"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"machine": "pc"}, "machine"),
+        ({"accel": "hvf"}, "accel"),
+        ({"vcpus": 0}, "vcpus"),
+        ({"memory_mib": 8}, "memory_mib"),
+        ({"kernel": ""}, "kernel"),
+        ({"drives": (Drive(id="a", path="x"), Drive(id="a", path="y"))}, "drives"),
+    ],
+)
 def test_bad_config_names_the_field(kw: dict, field: str) -> None:
     args = {"name": "x", "kernel": "/k", **kw}
     with pytest.raises(ConfigError) as ei:
@@ -78,13 +134,24 @@ def test_chardev_needs_a_path() -> None:
 
 
 def test_isle_microvm_config_and_cmdline() -> None:
-    boot = microvm.Boot(kernel="/k", initrd="/i", rootdisk="/d.ext4", fstype="ext4", vcpus=2, memory_mib=256)
+    boot = microvm.Boot(
+        kernel="/k", initrd="/i", rootdisk="/d.ext4", fstype="ext4", vcpus=2, memory_mib=256
+    )
     cfg = microvm.machine_config(boot, "/run/x", stdout="/proc/self/fd/7", stderr="")
-    assert [p.name for p in cfg.serial_ports][:4] == ["org.isle.ctl", "org.isle.stdout", "org.isle.stderr",
-                                                     "org.isle.stdin"]
+    assert [p.name for p in cfg.serial_ports][:4] == [
+        "org.isle.ctl",
+        "org.isle.stdout",
+        "org.isle.stderr",
+        "org.isle.stdin",
+    ]
     assert [(p.name, p.nr) for p in cfg.serial_ports][4:] == [
-        ("org.isle.x1.out", 5), ("org.isle.x1.err", 6), ("org.isle.x1.in", 7),
-        ("org.isle.x2.out", 8), ("org.isle.x2.err", 9), ("org.isle.x2.in", 10)]
+        ("org.isle.x1.out", 5),
+        ("org.isle.x1.err", 6),
+        ("org.isle.x1.in", 7),
+        ("org.isle.x2.out", 8),
+        ("org.isle.x2.err", 9),
+        ("org.isle.x2.in", 10),
+    ]
     assert cfg.serial_ports[4].chardev.path == "/run/x/x1o.sock"
     assert cfg.serial_ports[3].chardev.backend == "null"  # same layout with or without stdin
     assert cfg.serial_ports[2].chardev.backend == "null"
@@ -97,7 +164,9 @@ def test_isle_microvm_config_and_cmdline() -> None:
 def test_fdsets_and_host_ends(tmp_path) -> None:
     cfg = MachineConfig(name="f", kernel="/k", fdsets=(7, 9))
     a = qemu.argv(cfg)
-    assert ["-add-fd", "fd=7,set=7", "-add-fd", "fd=9,set=9"] == a[a.index("-add-fd"):a.index("-add-fd") + 4]
+    assert ["-add-fd", "fd=7,set=7", "-add-fd", "fd=9,set=9"] == a[
+        a.index("-add-fd") : a.index("-add-fd") + 4
+    ]
     import os
 
     with open(tmp_path / "f", "wb") as f:

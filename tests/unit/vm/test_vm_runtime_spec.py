@@ -14,12 +14,27 @@ from isle.runtime.vm import state as st
 
 
 def _cfg(**over: object) -> dict:
-    c = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "hostname": "h",
-         "process": {"args": ["sh"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 1, "gid": 2},
-                     "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}]},
-         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                     "options": ["nosuid", "mode=755"]}]}
+    c = {
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "hostname": "h",
+        "process": {
+            "args": ["sh"],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "user": {"uid": 1, "gid": 2},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}],
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "mode=755"],
+            },
+        ],
+    }
     c.update(over)
     return c
 
@@ -39,13 +54,16 @@ def test_bad_rlimit_and_empty_args_are_named() -> None:
         vmspec.to_job(_cfg(process={"args": []}))
 
 
-@pytest.mark.parametrize("res,want", [
-    ({}, (1, 128)),
-    ({"memory": {"limit": 512 * 2**20}}, (1, 512)),
-    ({"cpu": {"quota": 150000, "period": 100000}}, (2, 128)),
-    ({"cpu": {"cpus": "0-1,3"}}, (3, 128)),
-    ({"cpu": {"cpus": "0-63"}}, (4, 128)),  # never more vCPUs than host CPUs
-])
+@pytest.mark.parametrize(
+    "res,want",
+    [
+        ({}, (1, 128)),
+        ({"memory": {"limit": 512 * 2**20}}, (1, 512)),
+        ({"cpu": {"quota": 150000, "period": 100000}}, (2, 128)),
+        ({"cpu": {"cpus": "0-1,3"}}, (3, 128)),
+        ({"cpu": {"cpus": "0-63"}}, (4, 128)),  # never more vCPUs than host CPUs
+    ],
+)
 def test_vm_size(res: dict, want: tuple[int, int]) -> None:
     assert vmspec.vm_size(_cfg(linux={"resources": res}), host_cpus=4) == want
 
@@ -55,8 +73,9 @@ def test_vm_size_errors_name_fields() -> None:
         vmspec.vm_size(_cfg(linux={"resources": {"memory": {"limit": 16 * 2**20}}}))
     with pytest.raises(ConfigError, match="linux.resources.cpu.cpus"):
         vmspec.vm_size(_cfg(linux={"resources": {"cpu": {"cpus": "3-1"}}}))
-    assert vmspec.vm_size(_cfg(annotations={"org.isle.vm.memory": "256", "org.isle.vm.vcpus": "2"}),
-                          host_cpus=8) == (2, 256)
+    assert vmspec.vm_size(
+        _cfg(annotations={"org.isle.vm.memory": "256", "org.isle.vm.vcpus": "2"}), host_cpus=8
+    ) == (2, 256)
 
 
 def test_state_roundtrip_and_dead_monitor_means_stopped(tmp_path: Path) -> None:
@@ -105,20 +124,40 @@ def test_network_annotations(tmp_path: Path) -> None:
 
     assert vmspec.net_of(_cfg()) == ("", "", "", None)
     assert vmspec.net_of(_cfg(annotations={"org.isle.vm.net": "user"}))[0] == "user"
-    kind, tap, mac, net = vmspec.net_of(_cfg(annotations={
-        "org.isle.vm.net": "tap:isletap1", "org.isle.vm.net.address": "10.88.0.5/16",
-        "org.isle.vm.net.gateway": "10.88.0.1", "org.isle.vm.net.mac": "02:00:00:00:00:05"}))
+    kind, tap, mac, net = vmspec.net_of(
+        _cfg(
+            annotations={
+                "org.isle.vm.net": "tap:isletap1",
+                "org.isle.vm.net.address": "10.88.0.5/16",
+                "org.isle.vm.net.gateway": "10.88.0.1",
+                "org.isle.vm.net.mac": "02:00:00:00:00:05",
+            }
+        )
+    )
     assert (kind, tap, mac) == ("tap", "isletap1", "02:00:00:00:00:05")
     assert net is not None and net.address == "10.88.0.5/16"
     with pytest.raises(ConfigError, match="org.isle.vm.net"):
         vmspec.net_of(_cfg(annotations={"org.isle.vm.net": "bridge"}))
     hosts = tmp_path / "hosts"
     hosts.write_text("1.2.3.4 x\n")
-    job = vmspec.to_job(_cfg(annotations={"org.isle.vm.net": "user"},
-                             mounts=[{"destination": "/etc/hosts", "type": "bind", "source": str(hosts),
-                                      "options": ["rbind", "ro"]}]))
+    job = vmspec.to_job(
+        _cfg(
+            annotations={"org.isle.vm.net": "user"},
+            mounts=[
+                {
+                    "destination": "/etc/hosts",
+                    "type": "bind",
+                    "source": str(hosts),
+                    "options": ["rbind", "ro"],
+                }
+            ],
+        )
+    )
     assert job.net == USER_NET
-    assert dict(job.files) == {"/etc/hosts": "1.2.3.4 x\n", "/etc/resolv.conf": "nameserver 10.0.2.3\n"}
+    assert dict(job.files) == {
+        "/etc/hosts": "1.2.3.4 x\n",
+        "/etc/resolv.conf": "nameserver 10.0.2.3\n",
+    }
     s = render(job)
     assert "printf '%s' '1.2.3.4 x\n' > /newroot/etc/hosts" in s
     assert "ip addr add 10.0.2.15/24 dev eth0" in s and "ip route add default via 10.0.2.2" in s

@@ -1,11 +1,12 @@
-"""The VM-isolated OCI runtime: runc's CLI over microVMs (`isle-vm-runtime`), and `dispatch` for isle-runtime.
+"""The VM-isolated OCI runtime: runc's CLI over microVMs (isle-vm-runtime), dispatch() for others.
 
 isle-runtime hands a whole command line here when config.json says ``org.isle.isolation=vm``. Keep
 VM state apart from container state by giving the VM runtime its own root, ``vm_root(root)``::
 
     from isle.runtime.vm import dispatch, owns, vm_root, wants_vm
-    # create/run (have a bundle):   if wants_vm(bundle): return dispatch(["--root", vm_root(root), *verb_argv])
-    # state/kill/delete/... (id):   if owns(root, cid):  return dispatch(["--root", vm_root(root), *verb_argv])
+    vm_argv = ["--root", vm_root(root), *verb_argv]
+    if wants_vm(bundle): return dispatch(vm_argv)    # create/run: they have a bundle
+    if owns(root, cid): return dispatch(vm_argv)      # state/kill/delete/...: only an id
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def owns(root: str, cid: str) -> bool:
 
 
 def dispatch(argv: list[str]) -> int:
-    """Run one runc-style command line (without the program name) in the VM runtime; its exit code."""
+    """Run one runc-style command line (no program name) in the VM runtime; its exit code."""
     from isle.runtime.vm.cli import main
 
     return main(argv)

@@ -1,4 +1,4 @@
-"""isle-vm-runtime: runc's command line over microVMs (create/start/state/kill/delete/run/list/features/spec).
+"""isle-vm-runtime: runc's command line (create/start/state/kill/delete/run/exec/...) over microVMs.
 
 Errors exit 1 with the message on stderr (and appended to --log), like runc; `run` exits with the
 guest program's own exit code.
@@ -19,7 +19,9 @@ DEFAULT_ROOT = "/run/isle-vm-runtime"
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="isle-vm-runtime", description="OCI runtime: bundles in microVMs")
+    ap = argparse.ArgumentParser(
+        prog="isle-vm-runtime", description="OCI runtime: bundles in microVMs"
+    )
     ap.add_argument("--root", default=os.environ.get("ISLE_VM_RUNTIME_ROOT", DEFAULT_ROOT))
     ap.add_argument("--log", default="")
     ap.add_argument("--log-format", default="text")
@@ -90,11 +92,19 @@ def parse_signal(s: str) -> int:
 
 
 def _features() -> dict[str, Any]:
-    return {"ociVersionMin": "1.0.0", "ociVersionMax": "1.1.0",
-            "hooks": [], "mountOptions": ["ro", "nosuid", "nodev", "noexec", "mode", "size"],
-            "linux": {"namespaces": [], "capabilities": [], "cgroup": {"v1": False, "v2": False},
-                      "seccomp": {"enabled": False}},
-            "annotations": {"org.isle.isolation": "vm", "org.isle.vm.isolation": "microvm (QEMU)"}}
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "hooks": [],
+        "mountOptions": ["ro", "nosuid", "nodev", "noexec", "mode", "size"],
+        "linux": {
+            "namespaces": [],
+            "capabilities": [],
+            "cgroup": {"v1": False, "v2": False},
+            "seccomp": {"enabled": False},
+        },
+        "annotations": {"org.isle.isolation": "vm", "org.isle.vm.isolation": "microvm (QEMU)"},
+    }
 
 
 def _dispatch(a: argparse.Namespace) -> int:

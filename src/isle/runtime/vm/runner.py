@@ -1,4 +1,4 @@
-"""The VM runtime's work: provision a bundle for a microVM, run it in the foreground, or detach a monitor.
+"""The VM runtime's work: provision a bundle, run it in the foreground or under a detached monitor.
 
 The monitor (one small process per VM, like conmon's child) is QEMU's parent: it holds the control
 channel, starts the job on `start`, forwards `kill`, records the exit code in <root>/<id>/exit and
@@ -24,8 +24,18 @@ from isle.vm import accel, disk, initramfs, kernel
 from isle.vm import job as vmjob
 from isle.vm.microvm import Boot, MicroVM, host_end, machine_config, short_dir
 
-__all__ = ["Prepared", "prepare", "run", "create", "start", "kill", "delete", "pause", "resume",
-           "READY_TIMEOUT"]
+__all__ = [
+    "Prepared",
+    "prepare",
+    "run",
+    "create",
+    "start",
+    "kill",
+    "delete",
+    "pause",
+    "resume",
+    "READY_TIMEOUT",
+]
 
 READY_TIMEOUT = float(os.environ.get("ISLE_VM_READY_TIMEOUT", "90"))
 FAILED = 255  # exit code recorded when the VM itself failed (QEMU died, guest vanished)
@@ -46,7 +56,11 @@ def stdin_wanted(fd: int = 0) -> bool:
         mode = os.fstat(fd).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISREG(mode) and os.fstat(fd).st_size > 0)
+    return (
+        stat.S_ISFIFO(mode)
+        or stat.S_ISSOCK(mode)
+        or (stat.S_ISREG(mode) and os.fstat(fd).st_size > 0)
+    )
 
 
 def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared:
@@ -58,17 +72,33 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     ann = cfg.get("annotations") or {}
     fstype = ann.get("org.isle.vm.rootfs", "erofs")
     k = kernel.find(settings.cache)
-    boot = Boot(kernel=k.boot_image, initrd=initramfs.build(k, settings.cache),
-                rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
-                fstype=fstype, vcpus=vcpus, memory_mib=mem, accel=accel.detect()[0],
-                net=vmspec.net_of(cfg)[0])
-    template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in ("1", "true")
+    boot = Boot(
+        kernel=k.boot_image,
+        initrd=initramfs.build(k, settings.cache),
+        rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
+        fstype=fstype,
+        vcpus=vcpus,
+        memory_mib=mem,
+        accel=accel.detect()[0],
+        net=vmspec.net_of(cfg)[0],
+    )
+    template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
+        "1",
+        "true",
+    )
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
 
-def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *, in_fd: int = 0,
-           die_with_parent: bool = True) -> MicroVM:
-    """Start QEMU (cold, or restored from a template) with our stdout/stderr; connected, not yet ready."""
+def launch(
+    p: Prepared,
+    settings: Settings,
+    out_fd: int,
+    err_fd: int,
+    *,
+    in_fd: int = 0,
+    die_with_parent: bool = True,
+) -> MicroVM:
+    """Start QEMU (cold, or a template's clone) on our stdout/stderr; connected, not yet ready."""
     out, err = os.dup(out_fd), os.dup(err_fd)
     try:
         (opath, ofds), (epath, efds) = host_end(out), host_end(err)
@@ -76,13 +106,29 @@ def launch(p: Prepared, settings: Settings, out_fd: int, err_fd: int, *, in_fd: 
         if p.template:
             from isle.vm import snapshot
 
-            return snapshot.restore(p.boot, settings.cache, stdout=opath, stderr=epath,
-                                    pass_fds=(out, err), die_with_parent=die_with_parent,
-                                    stdin_fd=in_fd if p.stdin else None, fdsets=ofds + efds,
-                                    tap=tap, mac=mac)
+            return snapshot.restore(
+                p.boot,
+                settings.cache,
+                stdout=opath,
+                stderr=epath,
+                pass_fds=(out, err),
+                die_with_parent=die_with_parent,
+                stdin_fd=in_fd if p.stdin else None,
+                fdsets=ofds + efds,
+                tap=tap,
+                mac=mac,
+            )
         rundir = short_dir()
-        cfg = machine_config(p.boot, rundir, stdout=opath, stderr=epath, stdin_sock=p.stdin,
-                             fdsets=ofds + efds, tap=tap, mac=mac)
+        cfg = machine_config(
+            p.boot,
+            rundir,
+            stdout=opath,
+            stderr=epath,
+            stdin_sock=p.stdin,
+            fdsets=ofds + efds,
+            tap=tap,
+            mac=mac,
+        )
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent)
         try:
             vm.spawn()
@@ -111,8 +157,12 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
     vm: MicroVM | None = None
     try:
         p = prepare(bundle, settings, stdin=stdin_wanted(0))
-        s = st.State(id=cid, bundle=os.path.abspath(bundle), pid=os.getpid(),
-                     annotations=p.cfg.get("annotations") or {})
+        s = st.State(
+            id=cid,
+            bundle=os.path.abspath(bundle),
+            pid=os.getpid(),
+            annotations=p.cfg.get("annotations") or {},
+        )
         st.save(root, s)
         vm = launch(p, settings, 1, 2)
         vm.send_job(p.script)
@@ -132,7 +182,9 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
 
 
 # -- detached: create / start / kill -------------------------------------------------------------
-def create(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None) -> None:
+def create(
+    cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None
+) -> None:
     """Boot the VM to 'ready' under a detached monitor; the job waits for `start`."""
     d = st.create_dir(root, cid)
     try:
@@ -226,8 +278,16 @@ def _recvline(conn: socket.socket, limit: int = 1 << 20) -> str:
     return buf.decode(errors="replace").strip()
 
 
-def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socket, *,
-           job_sent: bool = False, forward_signals: bool = False) -> int:
+def _serve(
+    root: str,
+    s: st.State,
+    p: Prepared,
+    vm: MicroVM,
+    lsock: socket.socket,
+    *,
+    job_sent: bool = False,
+    forward_signals: bool = False,
+) -> int:
     """The monitor loop: guest control lines, and start/kill/exec requests on monitor.sock."""
     from isle.vm.microvm import EXEC_SLOTS
 
@@ -256,8 +316,9 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
         if stop["sig"]:
             return 128 + stop["sig"]
         if job_sent and not started and time.monotonic() > deadline:
-            raise VMError(f"the guest did not start the process within {READY_TIMEOUT:.0f}s; "
-                          f"{vm.diagnose()}")
+            raise VMError(
+                f"the guest did not start the process within {READY_TIMEOUT:.0f}s; {vm.diagnose()}"
+            )
         try:
             r, _, _ = select.select([vm.ctl, lsock], [], [], 1.0)
         except InterruptedError:
@@ -273,21 +334,21 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
                     c.close()
                 waiting.clear()
             elif line.startswith("exit"):
-                for c in slots.values():
-                    if c is not None:
-                        c.close()
+                for pending in slots.values():
+                    if pending is not None:
+                        pending.close()
                 return int(line.split()[1])
             elif line.startswith("xexit"):
                 _, slot, code = line.split()
-                c = slots.get(int(slot))
+                caller = slots.get(int(slot))
                 slots[int(slot)] = None
                 busy.discard(int(slot))
-                if c is not None:
+                if caller is not None:
                     try:
-                        c.sendall(f"exit {code}\n".encode())
+                        caller.sendall(f"exit {code}\n".encode())
                     except OSError:
                         pass
-                    c.close()
+                    caller.close()
             elif line.startswith("error"):
                 raise VMError(f"guest init failed: {line[6:]}")
         if lsock in r:
@@ -301,8 +362,15 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
             if cmd[:1] == ["alloc"]:
                 free = [i for i in slots if i not in busy]
                 if not started or not free:
-                    conn.sendall(b"error " + (b"all exec slots are busy" if started
-                                              else b"the container's process has not started") + b"\n")
+                    conn.sendall(
+                        b"error "
+                        + (
+                            b"all exec slots are busy"
+                            if started
+                            else b"the container's process has not started"
+                        )
+                        + b"\n"
+                    )
                     conn.close()
                     continue
                 i = free[0]
@@ -328,13 +396,13 @@ def _serve(root: str, s: st.State, p: Prepared, vm: MicroVM, lsock: socket.socke
                     deadline = time.monotonic() + READY_TIMEOUT
                     waiting.append(conn)
             elif cmd[:1] == ["kill"] and len(cmd) == 2:
-                sig = int(cmd[1])
+                signum = int(cmd[1])
                 conn.sendall(b"ok\n")
                 conn.close()
                 if started:
-                    vm.signal(sig)
+                    vm.signal(signum)
                 else:  # nothing runs yet: the VM itself is what a signal stops
-                    return 128 + sig
+                    return 128 + signum
             else:
                 conn.sendall(b"error unknown command\n")
                 conn.close()
@@ -397,7 +465,6 @@ def delete(cid: str, root: str, force: bool = False) -> None:
     st.remove(root, cid)
 
 
-
 def _qmp(s: st.State, command: str) -> None:
     from isle.vm.qmp import Monitor
 
@@ -409,7 +476,7 @@ def _qmp(s: st.State, command: str) -> None:
 
 
 def pause(cid: str, root: str) -> None:
-    """Freeze the whole VM (QMP stop): the guest's clock and every vCPU halt, like a cgroup freeze."""
+    """Freeze the whole VM (QMP stop): the guest's clock and vCPUs halt, like a cgroup freeze."""
     from isle.errors import InvalidState
 
     s = st.load(root, cid)
@@ -451,7 +518,9 @@ def exec_(cid: str, root: str, job: vmjob.Job) -> int:
         except OSError as exc:
             raise VMError(f"container {cid}: its VM monitor does not answer ({exc})") from exc
         if ans[:1] != ["slot"]:
-            raise VMError(f"container {cid}: exec refused: {' '.join(ans[1:]) or 'monitor went away'}")
+            raise VMError(
+                f"container {cid}: exec refused: {' '.join(ans[1:]) or 'monitor went away'}"
+            )
         i = int(ans[1])
         ends = {}
         for tag in ("o", "e") + (("i",) if job.stdin else ()):

@@ -11,7 +11,15 @@ from typing import Any
 from isle.errors import ConfigError
 from isle.vm.job import USER_DNS, USER_NET, GuestMount, GuestNet, Job
 
-__all__ = ["to_job", "net_of", "vm_size", "rootfs_path", "MIN_MEMORY_MIB", "DEFAULT_MEMORY_MIB", "ANNOTATION"]
+__all__ = [
+    "to_job",
+    "net_of",
+    "vm_size",
+    "rootfs_path",
+    "MIN_MEMORY_MIB",
+    "DEFAULT_MEMORY_MIB",
+    "ANNOTATION",
+]
 
 ANNOTATION = "org.isle.isolation"
 MIN_MEMORY_MIB = 64
@@ -50,7 +58,7 @@ def _files(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def net_of(cfg: dict[str, Any]) -> tuple[str, str, str, GuestNet | None]:
-    """(kind "" | "tap" | "user", tap name, mac, guest config) from the org.isle.vm.net* annotations.
+    """(kind "" | "tap" | "user", tap name, mac, guest config) from org.isle.vm.net* annotations.
 
     The engine makes the tap and leases the address (isle.net.NetworkManager.attach_tap), then says:
     org.isle.vm.net=tap:NAME, org.isle.vm.net.address=CIDR, .gateway=IP, .mac=MAC.
@@ -69,10 +77,15 @@ def net_of(cfg: dict[str, Any]) -> tuple[str, str, str, GuestNet | None]:
     try:
         ipaddress.ip_interface(addr)
     except ValueError:
-        raise ConfigError("annotations.org.isle.vm.net.address",
-                          f"{addr!r} is not an address/prefix") from None
-    return "tap", v[4:], mac, GuestNet(address=addr, gateway=ann.get("org.isle.vm.net.gateway", ""),
-                                       mac=mac)
+        raise ConfigError(
+            "annotations.org.isle.vm.net.address", f"{addr!r} is not an address/prefix"
+        ) from None
+    return (
+        "tap",
+        v[4:],
+        mac,
+        GuestNet(address=addr, gateway=ann.get("org.isle.vm.net.gateway", ""), mac=mac),
+    )
 
 
 def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
@@ -87,18 +100,32 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
             raise ConfigError(f"process.rlimits[{i}].type", f"unknown rlimit {r.get('type')!r}")
         rl.append((int(num), int(r.get("soft", 0)), int(r.get("hard", 0))))
     mounts = tuple(
-        GuestMount(type="devtmpfs" if m.get("destination") == "/dev" else m.get("type", ""),
-                   destination=m["destination"], source=m.get("source", "none"),
-                   options=tuple(o for o in m.get("options", [])
-                                 if not (m.get("destination") == "/dev" and "=" in o)))
-        for m in cfg.get("mounts", []) if m.get("destination") and m.get("type") != "bind")
+        GuestMount(
+            type="devtmpfs" if m.get("destination") == "/dev" else m.get("type", ""),
+            destination=m["destination"],
+            source=m.get("source", "none"),
+            options=tuple(
+                o for o in m.get("options", []) if not (m.get("destination") == "/dev" and "=" in o)
+            ),
+        )
+        for m in cfg.get("mounts", [])
+        if m.get("destination") and m.get("type") != "bind"
+    )
     return Job(
-        args=tuple(p["args"]), env=tuple(p.get("env", [])), cwd=p.get("cwd", "/") or "/",
-        uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+        args=tuple(p["args"]),
+        env=tuple(p.get("env", [])),
+        cwd=p.get("cwd", "/") or "/",
+        uid=int(user.get("uid", 0)),
+        gid=int(user.get("gid", 0)),
         additional_gids=tuple(int(g) for g in user.get("additionalGids", [])),
-        hostname=cfg.get("hostname", ""), rlimits=tuple(rl),
-        no_new_privs=bool(p.get("noNewPrivileges", False)), mounts=mounts, stdin=stdin,
-        net=net_of(cfg)[3], files=_files(cfg) + _user_dns(cfg))
+        hostname=cfg.get("hostname", ""),
+        rlimits=tuple(rl),
+        no_new_privs=bool(p.get("noNewPrivileges", False)),
+        mounts=mounts,
+        stdin=stdin,
+        net=net_of(cfg)[3],
+        files=_files(cfg) + _user_dns(cfg),
+    )
 
 
 def _user_dns(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -129,7 +156,7 @@ def _count_cpus(spec: str, field: str) -> int:
 
 
 def vm_size(cfg: dict[str, Any], host_cpus: int | None = None) -> tuple[int, int]:
-    """(vcpus, memory MiB) from linux.resources: memory.limit -> RAM, cpu quota/period or cpus -> vCPUs.
+    """(vcpus, memory MiB) from linux.resources: memory.limit -> RAM, cpu quota or cpus -> vCPUs.
 
     Annotations org.isle.vm.memory (MiB) and org.isle.vm.vcpus override both.
     """
@@ -141,8 +168,10 @@ def vm_size(cfg: dict[str, Any], host_cpus: int | None = None) -> tuple[int, int
     if limit is not None and int(limit) > 0:
         mem = math.ceil(int(limit) / 2**20)
         if mem < MIN_MEMORY_MIB:
-            raise ConfigError("linux.resources.memory.limit",
-                              f"{mem} MiB is below the {MIN_MEMORY_MIB} MiB a microVM needs")
+            raise ConfigError(
+                "linux.resources.memory.limit",
+                f"{mem} MiB is below the {MIN_MEMORY_MIB} MiB a microVM needs",
+            )
     cpu = res.get("cpu") or {}
     vcpus = 1
     if cpu.get("quota") and int(cpu["quota"]) > 0:

@@ -1,4 +1,4 @@
-"""Per-container state of the VM runtime: <root>/<id>/state.json, written atomically, like runc's."""
+"""Per-container state of the VM runtime: <root>/<id>/state.json, written atomically (as runc's)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,17 @@ class State:
 
     def oci(self) -> dict[str, Any]:
         """What `state` prints (runtime-spec 'state')."""
-        return {"ociVersion": "1.0.2", "id": self.id, "status": self.status, "pid": self.pid,
-                "bundle": self.bundle, "rootfs": os.path.join(self.bundle, "rootfs"),
-                "created": self.created, "owner": "", "annotations": self.annotations}
+        return {
+            "ociVersion": "1.0.2",
+            "id": self.id,
+            "status": self.status,
+            "pid": self.pid,
+            "bundle": self.bundle,
+            "rootfs": os.path.join(self.bundle, "rootfs"),
+            "created": self.created,
+            "owner": "",
+            "annotations": self.annotations,
+        }
 
 
 def _dir(root: str, cid: str) -> str:
@@ -91,6 +99,8 @@ def remove(root: str, cid: str) -> None:
 
 def list_ids(root: str) -> list[str]:
     try:
-        return sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "state.json")))
+        return sorted(
+            d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "state.json"))
+        )
     except FileNotFoundError:
         return []
