@@ -16,134 +16,23 @@ F = Callable[..., Any]
 
 
 def _run_options(f: F) -> F:
-    opts = [
-        click.option("-d", "--detach", is_flag=True, help="Run in the background, print the id."),
-        click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits."),
-        click.option("-i", "--interactive", is_flag=True, help="Keep stdin open."),
-        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
-        click.option("--name", default=""),
-        click.option("-e", "--env", multiple=True),
-        click.option("--env-file", multiple=True),
-        click.option("-w", "--workdir", default=""),
-        click.option("-u", "--user", default=""),
-        click.option("--group-add", multiple=True),
-        click.option("--entrypoint", default=None),
-        click.option("-v", "--volume", multiple=True),
-        click.option("--mount", multiple=True),
-        click.option("--tmpfs", multiple=True),
-        click.option("--read-only", is_flag=True),
-        click.option("-m", "--memory", default=""),
-        click.option("--memory-swap", default=""),
-        click.option("--cpus", default=""),
-        click.option("--cpu-shares", "-c", type=int, default=0),
-        click.option("--cpuset-cpus", default=""),
-        click.option("--pids-limit", type=int, default=0),
-        click.option("--ulimit", multiple=True),
-        click.option("--cap-add", multiple=True),
-        click.option("--cap-drop", multiple=True),
-        click.option("--privileged", is_flag=True),
-        click.option("--security-opt", multiple=True),
-        click.option("-h", "--hostname", default=""),
-        click.option("-l", "--label", multiple=True),
-        click.option("--init", is_flag=True),
-        click.option("--restart", default="no"),
-        click.option("--stop-signal", default="SIGTERM"),
-        click.option("--stop-timeout", type=int, default=10),
-        click.option("--health-cmd", default=""),
-        click.option("--health-interval", default=""),
-        click.option("--health-timeout", default=""),
-        click.option("--health-retries", type=int, default=0),
-        click.option("--health-start-period", default=""),
-        click.option("--no-healthcheck", is_flag=True),
-        click.option("--runtime", default=""),
-        click.option("--isolation", default="container"),
-        click.option("--network", "--net", default=""),
-        click.option("-p", "--publish", multiple=True),
-        click.option("-P", "--publish-all", is_flag=True),
-        click.option("--ip", default=""),
-        click.option("--dns", multiple=True),
-        click.option("--add-host", multiple=True),
-        click.option("--log-opt", multiple=True, help="max-size=SIZE (log rotation)"),
-        click.argument("image"),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED),
-    ]
+    from isle.cli.runflags import RUN_FLAGS
+
+    opts: list[Callable[[F], F]] = []
+    for names, dest, kind, default in RUN_FLAGS:
+        if kind == "flag":
+            opts.append(click.option(*names, dest, is_flag=True))
+        elif kind == "multi":
+            opts.append(click.option(*names, dest, multiple=True))
+        elif kind == "int":
+            opts.append(click.option(*names, dest, type=int, default=default))
+        else:
+            opts.append(click.option(*names, dest, default=default))
+    opts += [click.argument("image"),
+             click.argument("command", nargs=-1, type=click.UNPROCESSED)]
     for o in reversed(opts):
         f = o(f)
     return f
-
-
-def _build_options(kw: dict[str, Any]) -> Any:
-    """Flag values -> RunOptions (every parser names the flag on error)."""
-    from isle.engine import options as O
-    from isle.errors import ConfigError
-
-    env = dict(os.environ)
-    envs: list[str] = []
-    for path in kw["env_file"]:
-        envs += O.parse_env_file(path, env)
-    envs += O.parse_env(list(kw["env"]), env)
-    mounts = [O.parse_volume(v) for v in kw["volume"]] + [O.parse_mount(m) for m in kw["mount"]] \
-        + [O.parse_tmpfs(t) for t in kw["tmpfs"]]
-    seccomp, nnp = "", False
-    for so in kw["security_opt"]:
-        k, sep, v = so.partition("=")
-        if so in ("no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"):
-            nnp = True
-        elif so in ("no-new-privileges=false", "no-new-privileges:false"):
-            nnp = False
-        elif k == "seccomp" and sep and v:
-            if v != "unconfined" and not os.path.isfile(v):
-                raise ConfigError("--security-opt", f"seccomp profile {v!r} not found")
-            seccomp = v if v == "unconfined" else os.path.abspath(v)
-        elif k in ("apparmor", "label"):
-            pass
-        else:
-            raise ConfigError("--security-opt", f"invalid option {so!r}")
-    hc = None
-    if kw["no_healthcheck"]:
-        hc = O.Healthcheck(test=["NONE"])
-    elif kw["health_cmd"]:
-        hc = O.Healthcheck(test=["CMD-SHELL", kw["health_cmd"]])
-        if kw["health_interval"]:
-            hc.interval = O.parse_duration("--health-interval", kw["health_interval"])
-        if kw["health_timeout"]:
-            hc.timeout = O.parse_duration("--health-timeout", kw["health_timeout"])
-        if kw["health_retries"]:
-            hc.retries = kw["health_retries"]
-        if kw["health_start_period"]:
-            hc.start_period = O.parse_duration("--health-start-period", kw["health_start_period"])
-    if kw["pids_limit"] < 0 and kw["pids_limit"] != -1:
-        raise ConfigError("--pids-limit", "must be -1 (unlimited) or positive")
-    ms = kw["memory_swap"]
-    ep = kw["entrypoint"]
-    log_max = 0
-    for lo in kw["log_opt"]:
-        k, _, v = lo.partition("=")
-        if k == "max-size":
-            log_max = O.parse_bytes("--log-opt max-size", v)
-        elif k not in ("max-file", "mode", "tag"):
-            raise ConfigError("--log-opt", f"unknown log option {k!r} (max-size)")
-    return O.RunOptions(
-        image=kw["image"], command=list(kw["command"]), name=kw["name"], detach=kw["detach"],
-        remove=kw["remove"], interactive=kw["interactive"], tty=kw["tty"], env=envs,
-        workdir=kw["workdir"], user=kw["user"], group_add=list(kw["group_add"]),
-        entrypoint=None if ep is None else ([ep] if ep else []), mounts=mounts,
-        read_only=kw["read_only"],
-        memory=O.parse_bytes("--memory", kw["memory"]) if kw["memory"] else 0,
-        memory_swap=-1 if ms == "-1" else (O.parse_bytes("--memory-swap", ms) if ms else 0),
-        cpus=O.parse_cpus(kw["cpus"]) if kw["cpus"] else 0.0, cpu_shares=kw["cpu_shares"],
-        cpuset_cpus=kw["cpuset_cpus"], pids_limit=max(kw["pids_limit"], 0),
-        ulimits=[O.parse_ulimit(u) for u in kw["ulimit"]],
-        cap_add=O.check_caps("--cap-add", list(kw["cap_add"])),
-        cap_drop=O.check_caps("--cap-drop", list(kw["cap_drop"])),
-        privileged=kw["privileged"], seccomp=seccomp, no_new_privileges=nnp,
-        hostname=kw["hostname"], labels=O.parse_labels(list(kw["label"])), init=kw["init"],
-        restart=O.parse_restart(kw["restart"]), stop_signal=kw["stop_signal"],
-        stop_timeout=kw["stop_timeout"], healthcheck=hc, runtime=kw["runtime"],
-        isolation=kw["isolation"], network=kw["network"], publish=list(kw["publish"]),
-        publish_all=kw["publish_all"], ip=kw["ip"], dns=list(kw["dns"]),
-        extra_hosts=list(kw["add_host"]), log_max_size=log_max,
-    )
 
 
 def _engine(ctx: click.Context) -> Any:
@@ -171,25 +60,18 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def run(ctx: click.Context, **kw: Any) -> int:
         """Create and start a container; in the foreground, exit with its exit code."""
-        opts = _build_options(kw)
-        if opts.tty and not opts.interactive and not sys.stdin.isatty():
-            pass
-        rep = _engine(ctx).run(opts)
-        if opts.detach:
-            _out(rep.id)
-            return 0
-        return int(rep.exit_code or 0)
+        from isle.cli.runverbs import do_run
+
+        return do_run(ctx.obj, kw)
 
     @verb("create", context_settings=run_ctx)
     @_run_options
     @click.pass_context
     def create(ctx: click.Context, **kw: Any) -> int:
         """Create a container (not started); print its id."""
-        rep = _engine(ctx).create(_build_options(kw))
-        for w in rep.warnings:
-            sys.stderr.write(f"WARNING: {w}\n")
-        _out(rep.id)
-        return 0
+        from isle.cli.runverbs import do_create
+
+        return do_create(ctx.obj, kw)
 
     @verb("start")
     @click.option("-a", "--attach", is_flag=True, help="(accepted; output is in `isle logs`)")

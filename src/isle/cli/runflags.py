@@ -1,0 +1,57 @@
+"""`run`/`create` flags as data: click builds its options from this table, and the fast path
+(cli/fastrun.py) parses the same table without importing click at all."""
+
+from __future__ import annotations
+
+__all__ = ["RUN_FLAGS"]
+
+#: (flag names, destination, kind: flag|str|multi|int, default)
+RUN_FLAGS: list[tuple[tuple[str, ...], str, str, object]] = [
+    (("-d", "--detach"), "detach", "flag", False),
+    (("--rm",), "remove", "flag", False),
+    (("-i", "--interactive"), "interactive", "flag", False),
+    (("-t", "--tty"), "tty", "flag", False),
+    (("--name",), "name", "str", ""),
+    (("-e", "--env"), "env", "multi", ()),
+    (("--env-file",), "env_file", "multi", ()),
+    (("-w", "--workdir"), "workdir", "str", ""),
+    (("-u", "--user"), "user", "str", ""),
+    (("--group-add",), "group_add", "multi", ()),
+    (("--entrypoint",), "entrypoint", "str", None),
+    (("-v", "--volume"), "volume", "multi", ()),
+    (("--mount",), "mount", "multi", ()),
+    (("--tmpfs",), "tmpfs", "multi", ()),
+    (("--read-only",), "read_only", "flag", False),
+    (("-m", "--memory"), "memory", "str", ""),
+    (("--memory-swap",), "memory_swap", "str", ""),
+    (("--cpus",), "cpus", "str", ""),
+    (("-c", "--cpu-shares"), "cpu_shares", "int", 0),
+    (("--cpuset-cpus",), "cpuset_cpus", "str", ""),
+    (("--pids-limit",), "pids_limit", "int", 0),
+    (("--ulimit",), "ulimit", "multi", ()),
+    (("--cap-add",), "cap_add", "multi", ()),
+    (("--cap-drop",), "cap_drop", "multi", ()),
+    (("--privileged",), "privileged", "flag", False),
+    (("--security-opt",), "security_opt", "multi", ()),
+    (("-h", "--hostname"), "hostname", "str", ""),
+    (("-l", "--label"), "label", "multi", ()),
+    (("--init",), "init", "flag", False),
+    (("--restart",), "restart", "str", "no"),
+    (("--stop-signal",), "stop_signal", "str", "SIGTERM"),
+    (("--stop-timeout",), "stop_timeout", "int", 10),
+    (("--health-cmd",), "health_cmd", "str", ""),
+    (("--health-interval",), "health_interval", "str", ""),
+    (("--health-timeout",), "health_timeout", "str", ""),
+    (("--health-retries",), "health_retries", "int", 0),
+    (("--health-start-period",), "health_start_period", "str", ""),
+    (("--no-healthcheck",), "no_healthcheck", "flag", False),
+    (("--runtime",), "runtime", "str", ""),
+    (("--isolation",), "isolation", "str", "container"),
+    (("--network", "--net"), "network", "str", ""),
+    (("-p", "--publish"), "publish", "multi", ()),
+    (("-P", "--publish-all"), "publish_all", "flag", False),
+    (("--ip",), "ip", "str", ""),
+    (("--dns",), "dns", "multi", ()),
+    (("--add-host",), "add_host", "multi", ()),
+    (("--log-opt",), "log_opt", "multi", ()),
+]
