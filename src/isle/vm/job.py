@@ -191,6 +191,7 @@ def render(job: Job) -> str:
         "echo started >&3",
         '( while read -r c a b <&3; do case "$c" in',
         '    kill) kill -"$a" "$pid" 2>/dev/null;;',
+        '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",
         'wait "$pid"; code=$?',

@@ -307,8 +307,9 @@ class MicroVM:
         lines = script.rstrip("\n").split("\n")
         self.send(f"job {len(lines)}\n".encode() + "\n".join(lines).encode())
 
-    def signal(self, signum: int) -> None:
-        self.send(f"kill {int(signum)}".encode())
+    def signal(self, signum: int, all: bool = False) -> None:
+        """Signal the job's process (all=True: every process in the guest but its init)."""
+        self.send(f"{'killall' if all else 'kill'} {int(signum)}".encode())
 
     def readline(self, timeout: float | None) -> str:
         """Next control line from the guest; VMError on EOF (QEMU gone) or timeout."""

@@ -127,7 +127,7 @@ def _dispatch(a: argparse.Namespace) -> int:
     elif a.verb == "state":
         print(json.dumps(st.load(a.root, a.id).oci(), indent=2))
     elif a.verb == "kill":
-        runner.kill(a.id, a.root, parse_signal(a.signal))
+        runner.kill(a.id, a.root, parse_signal(a.signal), all=a.all)
     elif a.verb == "delete":
         runner.delete(a.id, a.root, a.force)
     elif a.verb == "list":

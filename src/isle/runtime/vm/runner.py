@@ -395,12 +395,12 @@ def _serve(
                     job_sent = True
                     deadline = time.monotonic() + READY_TIMEOUT
                     waiting.append(conn)
-            elif cmd[:1] == ["kill"] and len(cmd) == 2:
+            elif cmd[:1] == ["kill"] and len(cmd) in (2, 3):
                 signum = int(cmd[1])
                 conn.sendall(b"ok\n")
                 conn.close()
                 if started:
-                    vm.signal(signum)
+                    vm.signal(signum, all=cmd[2:] == ["all"])
                 else:  # nothing runs yet: the VM itself is what a signal stops
                     return 128 + signum
             else:
@@ -432,13 +432,13 @@ def start(cid: str, root: str) -> None:
     _ask(s, "start")
 
 
-def kill(cid: str, root: str, sig: int) -> None:
+def kill(cid: str, root: str, sig: int, all: bool = False) -> None:
     from isle.errors import InvalidState
 
     s = st.load(root, cid)
     if s.status not in ("created", "running", "paused"):
         raise InvalidState(f"container {cid} is {s.status}: cannot signal it")
-    _ask(s, f"kill {sig}", timeout=10)
+    _ask(s, f"kill {sig}" + (" all" if all else ""), timeout=10)
 
 
 def delete(cid: str, root: str, force: bool = False) -> None:
