@@ -248,8 +248,13 @@ def test_exec_beside_a_foreground_run(
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 0 and out == b"bye\n"
         # kill --all reaches every process in the guest
-        p = subprocess.Popen([RUNTIME, "--root", str(root), "run", "-b", b, "c10"], env=vm_env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [RUNTIME, "--root", str(root), "run", "-b", b, "c10"],
+            env=vm_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         assert p.stdout is not None and p.stdout.readline() == b"up\n"
         assert rt(root, "kill", "--all", "c10", "KILL", env=vm_env).returncode == 0
         p.communicate(timeout=60)
