@@ -57,8 +57,12 @@ def _images(ctx: click.Context) -> Any:
     imgs = getattr(obj, "images", None)
     if imgs is not None and hasattr(imgs, "pull"):
         return imgs
-    engine = getattr(obj, "engine", None) if hasattr(type(obj), "engine") else None
-    store = getattr(engine, "store", None) if engine is not None else None
+    store = None
+    if hasattr(type(obj), "engine"):
+        try:
+            store = obj.engine.store  # the engine's store knows which images are in use
+        except Exception:  # an engine that cannot start must not take image verbs down
+            store = None
     return Images(_settings(ctx), store=store)
 
 
