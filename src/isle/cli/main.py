@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"error: {exc}", code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except OSError as exc:  # the host said no (permissions, space, paths): isle failed
+        _fail(f"error: {exc}", 125)
     except BrokenPipeError:
         raise SystemExit(0) from None
     if isinstance(rv, int) and rv:

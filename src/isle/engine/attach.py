@@ -98,3 +98,69 @@ def wait_pid_exit(pid: int, timeout: float) -> bool:
         return bool(r)
     finally:
         os.close(pfd)
+
+
+def run_with_console(argv: list[str], sock_path: str, *, stdin_fd: int | None = 0,
+                     stdout_fd: int = 1) -> int:
+    """Run a runtime command that hands its pty master to sock_path (--console-socket); copy
+    between that pty and our terminal until the process ends; its exit code."""
+    import subprocess
+
+    from isle.sys import proc
+
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    srv.bind(sock_path)
+    srv.listen(1)
+    child = proc.spawn(argv, stdin=subprocess.DEVNULL)
+    master = -1
+    try:
+        import select
+
+        while master < 0:
+            r, _, _ = select.select([srv], [], [], 0.1)
+            if r:
+                conn, _ = srv.accept()
+                with conn:
+                    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+                master = fds[0]
+            elif child.poll() is not None:
+                return int(child.returncode)
+        if stdin_fd is not None and os.isatty(stdin_fd):
+            import fcntl
+            import termios
+
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(stdin_fd, termios.TIOCGWINSZ,
+                                                                  b"\0" * 8))
+        with raw_terminal(stdin_fd) if stdin_fd is not None else contextlib.nullcontext():
+            sel = selectors.DefaultSelector()
+            sel.register(master, selectors.EVENT_READ)
+            if stdin_fd is not None:
+                sel.register(stdin_fd, selectors.EVENT_READ)
+            done = False
+            while not done:
+                for key, _ in sel.select():
+                    if key.fileobj == master:
+                        try:
+                            data = os.read(master, 65536)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            done = True
+                            break
+                        _write_all(stdout_fd, data)
+                    else:
+                        d = os.read(stdin_fd, 65536) if stdin_fd is not None else b""
+                        if not d:
+                            sel.unregister(stdin_fd)
+                        else:
+                            with contextlib.suppress(OSError):
+                                _write_all(master, d)
+            sel.close()
+        return int(child.wait())
+    finally:
+        if master >= 0:
+            os.close(master)
+        srv.close()
+        with contextlib.suppress(OSError):
+            os.unlink(sock_path)

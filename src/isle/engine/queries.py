@@ -121,6 +121,8 @@ class Queries:
         inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self._image_config(rec),
                          hostname=opts.hostname or rec.id[:12], passwd=_read("/etc/passwd"),
                          group=_read("/etc/group"), host_caps=_host_caps())
+        if detach:
+            tty = False  # nobody would read a detached terminal
         ps = process_spec(opts, inp, args=list(cmd), env=env or [], user=user or None,
                           workdir=workdir or None, tty=tty)
         if os.path.ismount(p.rootfs) or os.listdir(p.rootfs):
@@ -129,6 +131,22 @@ class Queries:
         write_file(spec_path, json.dumps(ps).encode())
         oci = self._oci(rec)  # type: ignore[attr-defined]
         argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
+        if tty and not detach and os.path.basename(oci.path) != "runc":
+            # runc copies a foreground tty itself; other runtimes hand the pty to a console socket
+            from isle.engine.attach import run_with_console
+
+            import shutil
+            import tempfile
+
+            d = tempfile.mkdtemp(prefix="isle-console-")  # short: sun_path holds 108 bytes
+            sock = os.path.join(d, "sock")
+            try:
+                return run_with_console(argv[:-1] + ["--console-socket", sock, argv[-1]], sock,
+                                        stdin_fd=0 if interactive else None)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(spec_path)
         try:
             kw: dict[str, Any] = {}
             if detach:

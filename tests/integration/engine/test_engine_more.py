@@ -131,3 +131,46 @@ def _get(url):
         return urllib.request.urlopen(url, timeout=2).read().decode()
     except OSError:
         return None
+
+
+def test_logs_follow_tail_since(isle):
+    import subprocess
+
+    isle("run", "-d", "--name", "lg", "busybox", "sh", "-c",
+         "for i in 1 2 3; do echo line$i; done; sleep 1; echo late; echo err >&2")
+    time.sleep(0.3)
+    assert isle("logs", "--tail", "2", "lg").stdout == "line2\nline3\n"
+    assert isle("logs", "--since", "1h", "lg").stdout.startswith("line1\n")
+    assert isle("logs", "--since", "2099-01-01T00:00:00Z", "lg").stdout == ""
+    ts = isle("logs", "-t", "--tail", "1", "lg").stdout
+    assert ts.split(" ", 1)[1] == "line3\n" and ts[:4].isdigit()
+    f = subprocess.run(isle.argv("logs", "-f", "lg"), capture_output=True, text=True, timeout=20,
+                       env=isle.env)  # returns once the container has stopped
+    assert f.stdout == "line1\nline2\nline3\nlate\n" and f.stderr == "err\n"
+    assert isle.inspect("lg")["State"]["Status"] == "exited"
+    isle("rm", "lg")
+
+
+def test_exec_tty_detach_and_prunes(isle, tmp_path):
+    import shlex
+    import shutil
+    import subprocess
+
+    isle("run", "-d", "--name", "ex", "busybox", "sleep", "30")
+    if shutil.which("script"):
+        cmd = shlex.join(isle.argv("exec", "-t", "ex", "sh", "-c", "test -t 0 && echo tty"))
+        out = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                             timeout=30, env=isle.env).stdout
+        assert "tty" in out
+    isle("exec", "-d", "ex", "sh", "-c", "echo bg > /tmp/bg")
+    time.sleep(0.3)
+    assert isle("exec", "ex", "cat", "/tmp/bg").stdout == "bg\n"
+    isle("rm", "-f", "ex")
+    isle("volume", "create", "keepme")
+    isle("create", "-v", "/anon", "busybox", "true")
+    out = isle("system", "prune", "-f", "--volumes").stdout
+    assert "Deleted Containers" in out
+    assert isle("ps", "-aq").stdout == ""
+    assert isle("volume", "ls", "-q").stdout.split() == ["keepme"]  # named volumes stay
+    assert isle("volume", "prune", "-f", "-a").stdout.count("keepme") == 1
+    assert isle("volume", "ls", "-q").stdout == ""
