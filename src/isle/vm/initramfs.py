@@ -154,6 +154,36 @@ def build(kernel: GuestKernel, cache: str, *, compress: str = "none") -> str:
     """Path of the cached initramfs for this kernel (built if missing). compress: none|gzip|lz4."""
     if compress not in ("none", "gzip", "lz4"):
         raise VMError(f"initramfs compression {compress!r} not one of none, gzip, lz4")
+    # fast path: the same inputs (by name, size, mtime) as last time -> the same archive, no rebuild
+    d = os.path.join(cache, "initramfs")
+    hint = os.path.join(d, f"inputs-{_inputs_key(kernel, cache, compress)}")
+    try:
+        made = os.readlink(hint)
+        if os.path.exists(made):
+            return made
+    except OSError:
+        pass
+    out = _build(kernel, cache, compress)
+    try:
+        os.symlink(out, f"{hint}.{os.getpid()}")
+        os.replace(f"{hint}.{os.getpid()}", hint)
+    except OSError:
+        pass
+    return out
+
+
+def _inputs_key(kernel: GuestKernel, cache: str, compress: str) -> str:
+    h = hashlib.sha256(f"{compress}\0{kernel.dir}\0".encode())
+    h.update(_guest_file("init.sh") + _guest_file("isle-exec.c") + premount_script().encode())
+    h.update(repr(APPLETS).encode())
+    for p in sorted([_busybox(), *(os.path.join(kernel.modules_dir, m)
+                                   for m in os.listdir(kernel.modules_dir))]):
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def _build(kernel: GuestKernel, cache: str, compress: str) -> str:
     data = newc(entries(kernel, cache))
     digest = hashlib.sha256(data).hexdigest()[:16]
     d = os.path.join(cache, "initramfs")
