@@ -176,8 +176,9 @@ def _inputs_key(kernel: GuestKernel, cache: str, compress: str) -> str:
     h = hashlib.sha256(f"{compress}\0{kernel.dir}\0".encode())
     h.update(_guest_file("init.sh") + _guest_file("isle-exec.c") + premount_script().encode())
     h.update(repr(APPLETS).encode())
-    for p in sorted([_busybox(), *(os.path.join(kernel.modules_dir, m)
-                                   for m in os.listdir(kernel.modules_dir))]):
+    for p in sorted(
+        [_busybox(), *(os.path.join(kernel.modules_dir, m) for m in os.listdir(kernel.modules_dir))]
+    ):
         st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()[:16]

@@ -167,7 +167,7 @@ def host_end(fd: int) -> tuple[str, tuple[int, ...]]:
 
     st = os.fstat(fd)
     if _stat.S_ISSOCK(st.st_mode):
-        raise VMError(f"fd {fd} is a socket: the VM runtime needs a pipe, file or tty for output")
+        raise VMError(f"fd {fd} is a socket: QEMU cannot open it; relay it through a pipe")
     if _stat.S_ISREG(st.st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
         return f"/dev/fdset/{fd}", (fd,)
     return f"/proc/self/fd/{fd}", ()

@@ -263,3 +263,30 @@ def test_exec_beside_a_foreground_run(
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.timeout(180)
+def test_stdout_and_stderr_may_be_sockets(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    import socket
+
+    b = vmh.make_bundle(
+        tmp_path / "b", busybox_rootfs, ["sh", "-c", "seq 1 20000; echo err >&2; exit 2"]
+    )
+    out_r, out_w = socket.socketpair()
+    err_r, err_w = socket.socketpair()
+    with out_r, err_r:
+        with out_w, err_w:
+            r = subprocess.run(
+                [RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "c11"],
+                env=vm_env,
+                stdout=out_w,
+                stderr=err_w,
+                timeout=150,
+            )
+        out = b"".join(iter(lambda: out_r.recv(65536), b""))
+        err = b"".join(iter(lambda: err_r.recv(65536), b""))
+    assert r.returncode == 2
+    assert out == "".join(f"{i}\n" for i in range(1, 20001)).encode()  # nothing lost at exit
+    assert err == b"err\n"

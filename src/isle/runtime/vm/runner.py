@@ -89,6 +89,42 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
 
+def _reopenable(fd: int) -> int:
+    """A dup of fd QEMU can open; a socket (QEMU cannot reopen one) gets a pipe and a relay thread."""
+    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        return os.dup(fd)
+    import threading
+
+    r, w = os.pipe()
+    dst = os.dup(fd)
+
+    def relay() -> None:
+        try:
+            while data := os.read(r, 65536):
+                while data:
+                    data = data[os.write(dst, data) :]
+        except OSError:
+            pass
+        finally:
+            os.close(r)
+            os.close(dst)
+
+    t = threading.Thread(target=relay, name=f"isle-vm-relay-{fd}", daemon=True)
+    t.start()
+    _relays.append(t)
+    return w
+
+
+_relays: list[Any] = []
+
+
+def _drain_relays(timeout: float = 5.0) -> None:
+    """Wait for socket relays to pass on the last output (they end when QEMU's pipe end closes)."""
+    for t in _relays:
+        t.join(timeout)
+    _relays.clear()
+
+
 def launch(
     p: Prepared,
     settings: Settings,
@@ -99,7 +135,7 @@ def launch(
     die_with_parent: bool = True,
 ) -> MicroVM:
     """Start QEMU (cold, or a template's clone) on our stdout/stderr; connected, not yet ready."""
-    out, err = os.dup(out_fd), os.dup(err_fd)
+    out, err = _reopenable(out_fd), _reopenable(err_fd)
     try:
         (opath, ofds), (epath, efds) = host_end(out), host_end(err)
         _, tap, mac, _ = vmspec.net_of(p.cfg)
@@ -177,6 +213,7 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
     finally:
         if vm is not None:
             vm.close()
+        _drain_relays()
         st.remove(root, cid)
         del d
 
@@ -247,6 +284,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
     finally:
         if vm is not None:
             vm.close()
+        _drain_relays()
         if os.path.isdir(sdir):
             _note(sdir, "exit", str(code))
     return code
