@@ -90,7 +90,7 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
 
 
 def _reopenable(fd: int) -> int:
-    """A dup of fd QEMU can open; a socket (QEMU cannot reopen one) gets a pipe and a relay thread."""
+    """A dup of fd QEMU can open; a socket (QEMU cannot reopen one) gets a pipe and a relay."""
     if not stat.S_ISSOCK(os.fstat(fd).st_mode):
         return os.dup(fd)
     import threading
