@@ -251,3 +251,45 @@ def test_demo_builds_busybox_and_reports():
     text = "\n".join(lines)
     assert "hostname inside : isle-demo" in text and "pid inside      : 1" in text
     assert "0 100000 65536" in text and "exit code       : 42" in text
+
+
+@pytest.mark.netns
+def test_joins_netns_by_path_and_time_namespace_offsets(rt, bundle):
+    import subprocess
+    import uuid
+
+    ns = f"isle-rt-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+
+        def edit(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                        if n["type"] != "network"]
+            c["linux"]["namespaces"] += [{"type": "network", "path": f"/run/netns/{ns}"},
+                                         {"type": "time"}]
+            c["linux"]["timeOffsets"] = {"boottime": {"secs": 10 * 86400, "nanosecs": 0}}
+
+        cp = rt("run", "-b", str(bundle(["sh", "-c", "readlink /proc/self/ns/net; cut -d. -f1 "
+                                          "/proc/uptime"], edit)), "n1")
+        netns, uptime = cp.stdout.split()
+        assert netns == f"net:[{os.stat(f'/run/netns/{ns}').st_ino}]"
+        with open("/proc/uptime") as f:
+            host_up = float(f.read().split()[0])
+        assert int(uptime) >= 10 * 86400 + int(host_up) - 5
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+
+
+def test_oom_kills_show_in_state_annotations(rt, bundle):
+    def edit(c):
+        c["linux"]["resources"] = {"memory": {"limit": 16 * 1024 * 1024}}
+
+    b = bundle(["sh", "-c", 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); sleep 60'], edit)
+    rt("run", "-d", "-b", str(b), "oom1")
+    for _ in range(100):
+        st = rt.state("oom1")
+        if int(st.get("annotations", {}).get("org.isle.oom_kills", "0")) > 0:
+            break
+        time.sleep(0.05)
+    assert int(st["annotations"]["org.isle.oom_kills"]) >= 1
+    rt("delete", "--force", "oom1")
