@@ -175,7 +175,10 @@ def main() -> int:
     os.makedirs(cache)
     os.symlink(kernel.kernel_dir(), os.path.join(cache, "kernel"))
     rootfs = os.path.join(work, "rootfs")
-    subprocess.run(["/work/shared/peers/busybox-rootfs", rootfs], check=True, capture_output=True)
+    peers = os.path.join(os.path.dirname(REPO), "shared", "peers")
+    if not os.path.isdir(peers):
+        peers = "/work/shared/peers"
+    subprocess.run([os.path.join(peers, "busybox-rootfs"), rootfs], check=True, capture_output=True)
     env = dict(os.environ, ISLE_CACHE=cache)
     env.pop("ISLE_VM_TEMPLATE", None)
     root = os.path.join(work, "state")

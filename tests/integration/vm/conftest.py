@@ -15,6 +15,11 @@ from isle.oci.runtime_spec import default_spec
 REPO = Path(__file__).resolve().parents[3]
 RUNTIME = str(REPO / ".venv" / "bin" / "isle-vm-runtime")
 REAL_KERNELS = "/var/cache/isle/kernel"
+#: shared/peers sits beside the work tree (CI's clone too); /work/shared on developer machines
+PEERS = next(
+    (p for p in (REPO.parent / "shared" / "peers", Path("/work/shared/peers")) if p.is_dir()),
+    Path("/work/shared/peers"),
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +37,7 @@ def vm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = tmp_path_factory.mktemp("bbrootfs") / "rootfs"
-    subprocess.run(["/work/shared/peers/busybox-rootfs", str(d)], check=True, capture_output=True)
+    subprocess.run([str(PEERS / "busybox-rootfs"), str(d)], check=True, capture_output=True)
     return str(d)
 
 
@@ -82,6 +87,7 @@ def vm_env(vm_cache: str) -> Iterator[dict[str, str]]:
 
 class VMHelpers:
     runtime = RUNTIME
+    peers = PEERS
     make_bundle = staticmethod(make_bundle)
     qemus = staticmethod(qemus)
 

@@ -16,11 +16,11 @@ RUNTIME = str(Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime")
 
 @pytest.mark.timeout(300)
 def test_podman_run_exec_stop_rm(
-    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str]
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
 ) -> None:
     pmdir = Path(tempfile.mkdtemp(prefix="isle-vm-pm-"))  # podman wants a short runroot
     prefix = subprocess.run(
-        ["/work/shared/peers/podman-env", str(pmdir)], check=True, capture_output=True, text=True
+        [str(vmh.peers / "podman-env"), str(pmdir)], check=True, capture_output=True, text=True
     ).stdout.split()
     podman = [*prefix, "--runtime", RUNTIME]
 
