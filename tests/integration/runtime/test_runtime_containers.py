@@ -51,6 +51,41 @@ def test_run_isolates_pid_uts_root_caps_rlimits_and_returns_exit_code(rt, bundle
     assert not (rt.root / "c1").exists()  # run deletes afterwards
 
 
+def test_process_settings_devices_sysctl_and_preserved_fds(rt, bundle, tmp_path):
+    script = ("id -u; id -G; umask; grep NoNewPrivs /proc/self/status | cut -f2; "
+              "cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; "
+              "stat -c '%t:%T %a' /dev/fuse; readlink /dev/ptmx; echo via-fd3 >&3; exit 0")
+
+    def edit(c):
+        c["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5, 7],
+                                "umask": 0o27}
+        c["process"]["oomScoreAdj"] = 500
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                  "fileMode": 0o640}]
+
+    import subprocess
+
+    side = tmp_path / "side"
+    with open(side, "wb") as f:
+        fd = f.fileno()
+        cp = subprocess.run([RUNTIME, "--root", str(rt.root), "run", "--preserve-fds", "1", "-b",
+                             str(bundle(["sh", "-c", script], edit)), "ps1"],
+                            capture_output=True, text=True, timeout=30, pass_fds=(3,),
+                            preexec_fn=lambda: os.dup2(fd, 3))
+    assert cp.returncode == 0, cp.stderr
+    out = cp.stdout.split("\n")
+    assert out[0] == "1000"
+    assert out[1].split() == ["1000", "5", "7"]
+    assert out[2] == "0027"
+    assert out[3] == "1"  # noNewPrivileges from runc's default spec
+    assert out[4] == "500"
+    assert out[5] == "1"
+    assert out[6] == "a:e5 640"  # 10:229 in hex
+    assert out[7] == "pts/ptmx"
+    assert side.read_text() == "via-fd3\n"
+
+
 def test_lifecycle_create_start_state_kill_delete(rt, bundle, tmp_path):
     b = bundle(["sleep", "60"])
     pidfile = tmp_path / "pid"
@@ -293,3 +328,36 @@ def test_oom_kills_show_in_state_annotations(rt, bundle):
         time.sleep(0.05)
     assert int(st["annotations"]["org.isle.oom_kills"]) >= 1
     rt("delete", "--force", "oom1")
+
+
+def test_delete_force_after_runtime_killed_mid_create(rt, bundle, tmp_path):
+    import subprocess
+
+    marker = tmp_path / "hook-started"
+
+    def edit(c):  # the runtime waits in this hook: kill it there
+        c["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+            "sh", "-c", f"touch {marker}; exec sleep 2"]}]}
+
+    p = subprocess.Popen([RUNTIME, "--root", str(rt.root), "create", "-b",
+                          str(bundle(["true"], edit)), "mid1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(500):
+        if marker.exists():
+            break
+        time.sleep(0.01)
+    assert marker.exists()
+    st = json.loads((rt.root / "mid1" / "state.json").read_text())
+    p.kill()
+    p.wait()
+    assert _own_cgroup_dirs("mid1")
+    rt("delete", "--force", "mid1")
+    assert not (rt.root / "mid1").exists() and not _own_cgroup_dirs("mid1")
+    for _ in range(100):  # the init saw the runtime go and exited
+        if not os.path.exists(f"/proc/{st['pid']}") or open(
+                f"/proc/{st['pid']}/stat").read().split(") ")[1][0] == "Z":
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("container init outlived delete --force")
+    time.sleep(2.1)  # let the orphaned hook (sleep 2) finish so nothing is left running
