@@ -148,6 +148,8 @@ class Db:
 
     def get_container(self, ref: str) -> ContainerRecord:
         """By full id, name, or unique id prefix (Docker's rules)."""
+        if not ref:
+            raise NotFound("no such container: (empty name)")
         q = f"SELECT {','.join(_CFIELDS)} FROM containers WHERE "
         rows = self.conn.execute(q + "id = ? OR name = ?", (ref, ref.lstrip("/"))).fetchall()
         if not rows and ref and all(ch in "0123456789abcdef" for ch in ref):
@@ -221,8 +223,10 @@ class Db:
     # -- events ----------------------------------------------------------------------------
     def _event(self, c: sqlite3.Connection, typ: str, action: str, actor: str,
                attrs: dict[str, Any]) -> None:
-        c.execute("INSERT INTO events (time, type, action, actor, attrs) VALUES (?,?,?,?,?)",
-                  (time.time(), typ, action, actor, json.dumps(attrs)))
+        cur = c.execute("INSERT INTO events (time, type, action, actor, attrs) VALUES (?,?,?,?,?)",
+                        (time.time(), typ, action, actor, json.dumps(attrs)))
+        if cur.lastrowid and cur.lastrowid % 1000 == 0:  # keep the newest ~10000 events
+            c.execute("DELETE FROM events WHERE seq <= ?", (cur.lastrowid - 10000,))
 
     def add_event(self, typ: str, action: str, actor: str, attrs: dict[str, Any] | None = None) -> None:
         with self.tx() as c:

@@ -42,7 +42,8 @@ class Queries:
            last: int = -1) -> list[ContainerSummary]:
         from isle.engine.views import summary
 
-        recs = self.list(all=all or last >= 0 or bool(filters))  # type: ignore[attr-defined]
+        by_state = any(f.startswith(("status=", "exited=")) for f in filters or [])
+        recs = self.list(all=all or last >= 0 or by_state)  # type: ignore[attr-defined]
         cfgs: dict[str, dict[str, Any]] = {}
         now = time.time()
         rows = []
