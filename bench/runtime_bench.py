@@ -100,7 +100,7 @@ def scenario(name: str, bundle: Path, rounds: int, work: Path) -> dict[str, Any]
                 split[k]["create"].append(c)
                 split[k]["start"].append(s)
                 split[k]["delete"].append(de)
-    ratios = [a / b for a, b in zip(runs["isle-runtime"], runs["runc"])]
+    ratios = [a / b for a, b in zip(runs["isle-runtime"], runs["runc"], strict=True)]
     ms = lambda xs: round(statistics.median(xs) * 1000, 2)  # noqa: E731
     return {
         "scenario": name,

@@ -8,11 +8,12 @@ missing. Output and errors match ``json`` for the compact form (no indent).
 
 from __future__ import annotations
 
-__all__ = ["loads", "dumps"]
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+__all__ = ["loads", "dumps"]
+
 
 try:
     import _json
@@ -35,9 +36,11 @@ class _Ctx:
         return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
 
 
-_scan = _json.make_scanner(_Ctx()) if _json is not None else None
-_encode = (_json.make_encoder(None, None, _json.encode_basestring_ascii, None, ": ", ", ",
-                              False, False, True) if _json is not None else None)
+# typeshed types these by their Python-level callers; the C functions take what is passed here
+_scan = _json.make_scanner(_Ctx()) if _json is not None else None  # type: ignore[arg-type]
+_encode = (_json.make_encoder(None, None, _json.encode_basestring_ascii,  # type: ignore[arg-type]
+                              None, ": ", ", ", False, False, True)
+           if _json is not None else None)
 
 
 def loads(s: str | bytes) -> Any:

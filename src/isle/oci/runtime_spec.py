@@ -7,11 +7,11 @@ Pure data: the validated config stays a plain dict (cheap to import and to pass 
 
 from __future__ import annotations
 
+from isle.errors import ConfigError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
-
-from isle.errors import ConfigError
 
 __all__ = ["load", "validate", "default_spec", "CAPABILITIES", "NAMESPACE_TYPES", "RLIMITS",
            "HOOK_KINDS", "PROPAGATIONS"]
@@ -127,7 +127,8 @@ def validate(cfg: Any) -> dict[str, Any]:
     hooks = _opt(cfg, "hooks", dict, "", "an object")
     for kind, lst in (hooks or {}).items():
         if kind not in HOOK_KINDS:
-            raise ConfigError(f"hooks.{kind}", f"unknown hook kind (known: {', '.join(HOOK_KINDS)})")
+            raise ConfigError(f"hooks.{kind}",
+                              f"unknown hook kind (known: {', '.join(HOOK_KINDS)})")
         for i, h in enumerate(_t(lst, list, f"hooks.{kind}", "a list")):
             f = f"hooks.{kind}[{i}]"
             _t(h, dict, f, "an object")
@@ -224,7 +225,8 @@ def _linux(lx: dict[str, Any]) -> None:
                 raise ConfigError(f"{f}.size", "must be > 0")
     if "user" in types and not any(n.get("path") for n in lx["namespaces"] if n["type"] == "user"):
         if not lx.get("uidMappings") or not lx.get("gidMappings"):
-            raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+            raise ConfigError("linux.uidMappings",
+                              "a new user namespace needs uidMappings and gidMappings")
     for i, d in enumerate(_opt(lx, "devices", list, "linux", "a list") or []):
         f = f"linux.devices[{i}]"
         _t(d, dict, f, "an object")

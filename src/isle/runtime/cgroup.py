@@ -6,6 +6,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
+
 __all__ = ["manager", "from_state", "resources_with_defaults"]
 
 

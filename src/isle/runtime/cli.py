@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any, Callable
@@ -18,7 +19,8 @@ VERSION = "0.1.0"
 DEFAULT_ROOT = "/run/isle-runtime"
 
 # flag spec: name -> (key, kind) with kind "bool" | "str" | "multi"
-_GLOBAL = {"--root": ("root", "str"), "--log": ("log", "str"), "--log-format": ("log_format", "str"),
+_GLOBAL = {"--root": ("root", "str"), "--log": ("log", "str"),
+           "--log-format": ("log_format", "str"),
            "--debug": ("debug", "bool"), "--systemd-cgroup": ("systemd_cgroup", "bool"),
            "--rootless": ("rootless", "str"), "--criu": ("criu", "str"),
            "-v": ("version", "bool"), "--version": ("version", "bool"),
@@ -37,7 +39,8 @@ _EXEC = {"--console-socket": ("console_socket", "str"), "--pidfd-socket": ("pidf
          "--process": ("process", "str"), "-d": ("detach", "bool"), "--detach": ("detach", "bool"),
          "--pid-file": ("pid_file", "str"), "--process-label": ("process_label", "str"),
          "--apparmor": ("apparmor", "str"), "--no-new-privs": ("no_new_privs", "bool"),
-         "-c": ("cap", "multi"), "--cap": ("cap", "multi"), "--preserve-fds": ("preserve_fds", "str"),
+         "-c": ("cap", "multi"), "--cap": ("cap", "multi"),
+         "--preserve-fds": ("preserve_fds", "str"),
          "--cgroup": ("cgroup", "multi"), "--ignore-paused": ("ignore_paused", "bool")}
 
 

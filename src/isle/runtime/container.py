@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import os
 import time
+
+from isle.errors import AlreadyExists, ConfigError, InvalidState, IsleError, Unsupported
+from isle.runtime.state import (
+    CREATED,
+    CREATING,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    Container,
+    alive,
+    now_rfc3339,
+    proc_starttime,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-from isle.errors import AlreadyExists, ConfigError, InvalidState, IsleError, Unsupported
-from isle.runtime.state import (CREATED, CREATING, PAUSED, RUNNING, STOPPED, Container, alive,
-                                now_rfc3339, proc_starttime)
-
 __all__ = ["create", "start", "kill", "delete", "run", "exec_process", "pause", "resume",
            "Options"]
-
-CHILD_ERROR = IsleError
-
 
 class Options:
     """Flags shared by create/run/exec (runc's)."""
@@ -419,7 +426,7 @@ def _exit_code(status: int) -> int:
 
 def _wait_forwarding(pid: int) -> int:
     """Wait for pid (we are its subreaper), forwarding terminal signals; -> exit code."""
-    import _signal  # the C module: `signal` wraps it in enums, which costs ~3 ms to import
+    import _signal  # type: ignore[import-not-found]  # the C module: `signal` wraps it in enums, which costs ~3 ms to import
 
     def fwd(sig: int, _frame: Any) -> None:
         try:

@@ -16,6 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+
 __all__ = ["run_demo", "make_rootfs", "busybox_binary"]
 
 SCRIPT = ('echo "  hostname inside : $(hostname)"; echo "  pid inside      : $$"; '

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from isle.errors import ConfigError
+from isle.oci import fastjson as json
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
-
-from isle.errors import ConfigError
-from isle.oci import fastjson as json
 
 __all__ = ["build_process"]
 
@@ -36,7 +36,7 @@ def build_process(root: str, cid: str, f: dict[str, Any], args: list[str]) -> di
             raise ConfigError("--process", "must be a JSON object")
         proc.setdefault("cwd", "/")
         _process(proc, "process")
-        return proc  # type: ignore[no-any-return]
+        return proc
     if not args:
         raise ConfigError("exec", "needs a command (args) or --process FILE")
     base = Container(root, cid).load().data.get("config", {}).get("process") or {}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
-    from typing import Any
 
 from isle.oci.runtime_spec import CAPABILITIES, HOOK_KINDS, NAMESPACE_TYPES
 from isle.runtime.plan import _FLAGS, PROPAGATION_FLAGS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+    from typing import Any
 
 __all__ = ["features"]
 

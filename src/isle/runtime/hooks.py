@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
-    from typing import Any
 
 from isle.errors import IsleError
 from isle.oci import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+    from typing import Any
 
 __all__ = ["run_hooks", "HookError"]
 

@@ -10,13 +10,14 @@ Parent and children talk over a ``Chan`` (JSON lines on two pipes); any failure 
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
-    from typing import Any
 
 from isle.errors import ConfigError, Unsupported
 from isle.oci import fastjson as json
 from isle.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+    from typing import Any
 
 __all__ = ["Chan", "stage1", "exec_stage1", "NS_PROC_NAMES"]
 
@@ -137,7 +138,7 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
         lx = cfg.get("linux") or {}
         nss = lx.get("namespaces") or []
         new = 0
-        for i, ns in enumerate(sorted(nss, key=lambda n: n["type"] != "user")):
+        for ns in sorted(nss, key=lambda n: n["type"] != "user"):
             if ns.get("path"):
                 idx = nss.index(ns)
                 _ns_fd_join(sys, ns["type"], ns["path"], f"linux.namespaces[{idx}].path")
@@ -175,7 +176,7 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
 def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str, Any],
           in_userns: bool) -> None:
     """The container's init. Never returns: execs the process or exits with the error sent."""
-    from isle.runtime import hooks, process, rootfs
+    from isle.runtime import hooks, rootfs
 
     try:
         proc = cfg["process"]
@@ -237,7 +238,7 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
     nnp = bool(proc.get("noNewPrivileges"))
     sc = lx.get("seccomp")
     prog = opts_prog if sc else None
-    if prog is not None and not nnp:
+    if prog is not None and sc and not nnp:
         _install_seccomp(prog, sc, hook_state)  # needs CAP_SYS_ADMIN without NNP: do it now
     cwd = proc.get("cwd") or "/"
     try:
@@ -263,7 +264,7 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
         os.write(fd, b"0")
         os.close(fd)
         os.close(fifo_fd)
-    if prog is not None and nnp:
+    if prog is not None and sc and nnp:
         _install_seccomp(prog, sc, hook_state)
     if hook_state is not None and (cfg.get("hooks") or {}).get("startContainer"):
         hooks.run_hooks(cfg["hooks"], "startContainer", dict(hook_state, status="running"))
@@ -276,7 +277,7 @@ def _seccomp_prog(sc: dict[str, Any]) -> bytes:
         from isle.runtime import seccomp
     except ImportError:
         raise Unsupported("linux.seccomp: seccomp support is not available in this build") from None
-    return seccomp.compile_filter(sc)  # type: ignore[no-any-return]
+    return seccomp.compile_filter(sc)
 
 
 def _install_seccomp(prog: bytes, sc: dict[str, Any], state: dict[str, Any] | None) -> None:

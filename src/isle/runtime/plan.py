@@ -7,13 +7,14 @@ execute them.  No syscalls, so all of it is unit-tested without root.
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
-    from typing import Any
 
 from isle.errors import ConfigError
 from isle.oci.runtime_spec import CAPABILITIES
 from isle.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+    from typing import Any
 
 __all__ = ["parse_mount_options", "split_namespaces", "mount_plan", "device_plan",
            "cap_mask", "parse_signal", "secure_join", "DEFAULT_DEVICES", "DEV_SYMLINKS",
@@ -114,9 +115,12 @@ class Mount:
     __slots__ = ("source", "dest", "fstype", "flags", "prop", "data", "bind", "remount", "kind",
                  "index")
 
-    def __init__(self, **kw: Any) -> None:
-        for k in self.__slots__:
-            setattr(self, k, kw.get(k))
+    def __init__(self, *, source: str, dest: str, fstype: str | None, flags: int,
+                 prop: list[int], data: str | None, bind: bool, remount: int, kind: str,
+                 index: int) -> None:
+        self.source, self.dest, self.fstype, self.flags = source, dest, fstype, flags
+        self.prop, self.data, self.bind, self.remount = prop, data, bind, remount
+        self.kind, self.index = kind, index
 
     def __repr__(self) -> str:
         return "Mount(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"

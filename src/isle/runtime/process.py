@@ -7,13 +7,14 @@ while still privileged, bounding set, user switch with keep-caps, then the other
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
-    from typing import Any
 
 from isle.errors import ConfigError, Unsupported
 from isle.runtime.plan import cap_mask
 from isle.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+    from typing import Any
 
 __all__ = ["set_rlimits", "set_oom_score", "set_user_and_caps", "lsm_labels", "lookup_exec",
            "LAST_CAP"]

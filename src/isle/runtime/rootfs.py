@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+
+from isle.errors import ConfigError
+from isle.runtime.plan import (
+    DEV_SYMLINKS,
+    PROPAGATION_FLAGS,
+    Mount,
+    device_plan,
+    mount_plan,
+    secure_join,
+)
+from isle.sys import libc as L
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from collections.abc import Callable
     from typing import Any
-
-from isle.errors import ConfigError
-from isle.runtime.plan import (DEV_SYMLINKS, PROPAGATION_FLAGS, Mount, device_plan, mount_plan,
-                               secure_join)
-from isle.sys import libc as L
 
 __all__ = ["prepare_root", "do_mounts", "setup_dev", "pivot", "finalize", "mount_console"]
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
-    from typing import Any
 
 from isle.errors import ConfigError, NotFound
 from isle.oci import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+    from typing import Any
 
 __all__ = ["Container", "valid_id", "proc_starttime", "alive", "now_rfc3339"]
 
@@ -94,7 +95,7 @@ class Container:
 
     @property
     def pid(self) -> int | None:
-        return self.data.get("pid")  # type: ignore[no-any-return]
+        return self.data.get("pid")
 
     def cgroup(self) -> Any:
         st = self.data.get("cgroup")

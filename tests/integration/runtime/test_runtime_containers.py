@@ -1,4 +1,4 @@
-"""isle-runtime against the real kernel: isolation, lifecycle, exec, pause, hooks, console, errors."""
+"""isle-runtime on the real kernel: isolation, lifecycle, exec, pause, hooks, console, errors."""
 
 from __future__ import annotations
 
