@@ -103,9 +103,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     # -- create / start / run ------------------------------------------------------------------
     def create(self, opts: RunOptions) -> CreateReport:
         if opts.isolation == "vm":
-            raise Unsupported("--isolation vm is not available yet (it arrives with the VM "
-                              "runtime); use --isolation container")
-        if opts.isolation not in ("container", "default", ""):
+            opts.runtime = opts.runtime or _vm_runtime()
+        if opts.isolation not in ("container", "default", "", "vm"):
             raise ConfigError("--isolation", f"unknown isolation {opts.isolation!r} (container, vm)")
         if opts.remove and opts.restart.name != "no":
             raise ConfigError("--restart", "conflicting options: --restart and --rm")
@@ -388,6 +387,19 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
     def dump_json(self, obj: Any) -> str:
         return json.dumps(obj, indent=4)
+
+
+def _vm_runtime() -> str:
+    """isle-vm-runtime beside our interpreter (the VM-isolated OCI runtime), else a clear error."""
+    p = os.path.join(os.path.dirname(sys.executable), "isle-vm-runtime")
+    if os.access(p, os.X_OK):
+        return p
+    from isle.engine.ocicli import resolve_runtime
+
+    try:
+        return resolve_runtime("isle-vm-runtime")
+    except ConfigError:
+        raise Unsupported("--isolation vm needs isle-vm-runtime, which is not installed here") from None
 
 
 def _cgroup_version() -> str:

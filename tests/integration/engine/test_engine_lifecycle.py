@@ -29,8 +29,8 @@ def test_exit_codes_125_126_127(isle):
     assert cp.returncode == 125 and "CAP_BOGUS" in cp.stderr
     cp = isle("run", "--rm", "-p", "99999:80", "busybox", "true", check=False)
     assert cp.returncode == 125 and "99999" in cp.stderr
-    cp = isle("run", "--rm", "--isolation", "vm", "busybox", "true", check=False)
-    assert cp.returncode == 125 and "vm" in cp.stderr
+    cp = isle("run", "--rm", "--isolation", "hyperv", "busybox", "true", check=False)
+    assert cp.returncode == 125 and "hyperv" in cp.stderr
     assert isle("ps", "-aq").stdout == ""
 
 

@@ -1,0 +1,30 @@
+"""--isolation vm: the same verbs drive a microVM through isle-vm-runtime (QEMU; TCG here)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def test_vm_isolation_run_exec_stop_rm(isle):
+    cp = isle("run", "--rm", "--isolation", "vm", "busybox", "sh", "-c", "echo in-vm; exit 3",
+              check=False, timeout=120)
+    assert cp.returncode == 3 and cp.stdout == "in-vm\n"
+    isle("run", "-d", "--isolation", "vm", "--name", "vm1", "busybox", "sh", "-c",
+         "trap 'echo bye; exit 0' TERM; echo up; sleep 100 & wait", timeout=120)
+    for _ in range(100):
+        if "up" in isle("logs", "vm1").stdout:
+            break
+        time.sleep(0.2)
+    host = open("/proc/sys/kernel/osrelease").read().strip()
+    guest = isle("exec", "vm1", "uname", "-r", timeout=60).stdout.strip()
+    assert guest and guest != host  # its own kernel
+    isle("stop", "-t", "10", "vm1", timeout=60)
+    st = isle.inspect("vm1")["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 0
+    assert isle("logs", "vm1").stdout == "up\nbye\n"
+    isle("rm", "vm1")
+    assert isle("ps", "-aq").stdout == ""
