@@ -83,8 +83,10 @@ def _check_support(cfg: dict[str, Any], opts: Options) -> None:
                           "isle-runtime; use cgroupfs")
     lx = cfg.get("linux") or {}
     types = [n["type"] for n in lx.get("namespaces") or []]
-    if "mount" not in types:
-        raise ConfigError("linux.namespaces", "a mount namespace is required")
+    if "mount" not in types and (lx.get("maskedPaths") or lx.get("readonlyPaths")
+                                 or cfg["root"].get("readonly")):
+        raise ConfigError("linux.namespaces", "maskedPaths, readonlyPaths and root.readonly "
+                          "need a mount namespace")
     for i, n in enumerate(lx.get("namespaces") or []):
         if n.get("path") and not os.path.exists(n["path"]):
             raise ConfigError(f"linux.namespaces[{i}].path", f"{n['path']}: no such file")
@@ -389,6 +391,10 @@ def _destroy(ctr: Container, hooks: bool) -> None:
             cg.destroy()
         except OSError as exc:
             _warn(f"removing cgroup: {exc}")
+    cfg = d.get("config") or {}
+    if cfg and not any(n["type"] == "mount" for n in (cfg.get("linux") or {}).get(
+            "namespaces") or []) and d.get("rootfs"):
+        _umount_under(d["rootfs"])  # no mount ns: the spec's mounts landed in ours (as runc's)
     if hooks:
         from isle.runtime import hooks as hk
 
@@ -396,6 +402,20 @@ def _destroy(ctr: Container, hooks: bool) -> None:
                               ctr.hook_state(STOPPED), warn_only=True):
             _warn(w)
     _rmtree(ctr.dir)
+
+
+def _umount_under(rootfs: str) -> None:
+    from isle.sys import libc as L
+
+    with open("/proc/self/mountinfo") as f:
+        mps = [ln.split()[4] for ln in f]
+    sysc = L.LinuxSyscalls()
+    for mp in sorted({m for m in mps if m.startswith(rootfs.rstrip("/") + "/")}, key=len,
+                     reverse=True):
+        try:
+            sysc.umount2(mp, L.MNT_DETACH)
+        except OSError:
+            pass
 
 
 def _rmtree(d: str) -> None:

@@ -192,7 +192,9 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         if lx.get("namespaces") and "network" in types and not any(
                 n.get("path") for n in lx["namespaces"] if n["type"] == "network"):
             _loopback_up()
-        rootfs.prepare_root(sys, rootdir, lx.get("rootfsPropagation"))
+        own_mnt = "mount" in types
+        if own_mnt:
+            rootfs.prepare_root(sys, rootdir, lx.get("rootfsPropagation"))
         mounts = cfg.get("mounts") or []
         cg_wait = [True]
 
@@ -211,7 +213,12 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         chan.send(op="hooks")
         chan.expect("go")
         hooks.run_hooks(cfg.get("hooks"), "createContainer", opts["hook_state"])
-        rootfs.pivot(sys, rootdir, opts.get("no_pivot", False))
+        if own_mnt:
+            rootfs.pivot(sys, rootdir, opts.get("no_pivot", False))
+        else:  # runc's way without a mount namespace: chroot
+            os.chdir(rootdir)
+            os.chroot(".")
+            os.chdir("/")
         console = opts.get("console_fd")
         if proc.get("terminal") and console is not None:
             _setup_console(sys, console, proc)
