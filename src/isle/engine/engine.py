@@ -42,6 +42,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         self._db: Db | None = None
         self._store: Any = None
         self._held: set[str] = set()
+        #: where `run` reports warnings before the container's output (the API may replace it)
+        self.warn: Any = lambda msg: sys.stderr.write(f"WARNING: {msg}\n")
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -171,7 +173,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         """`isle run`: create + start; in the foreground stream I/O and return the exit code."""
         rep = self.create(opts)
         for w in rep.warnings:
-            sys.stderr.write(f"WARNING: {w}\n")
+            self.warn(w)
         rec = self.db.get_container(rep.id)
         if opts.detach:
             try:
