@@ -174,7 +174,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         raise
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
-    hook_state = ctr.hook_state(CREATING)
+    hook_state = ctr.hook_state(CREATED)  # runtime-tools and crun: "created" in create hooks
     # O_PATH here, not in the init: a user-namespaced init may not traverse the runtime root
     fifo_fd = os.open(ctr.fifo, os.O_PATH | os.O_CLOEXEC)
     child_opts = {"rootfs": rootfs, "bundle": ctr.data["bundle"], "fifo_fd": fifo_fd,

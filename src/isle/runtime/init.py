@@ -214,7 +214,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         chan.expect("go")
         hooks.run_hooks(cfg.get("hooks"), "createContainer", opts["hook_state"])
         if own_mnt:
-            rootfs.pivot(sys, rootdir, opts.get("no_pivot", False))
+            rootfs.pivot(sys, rootdir, opts.get("no_pivot", False),
+                         lx.get("rootfsPropagation") or None)
         else:  # runc's way without a mount namespace: chroot
             os.chdir(rootdir)
             os.chroot(".")

@@ -59,6 +59,8 @@ def _mountpoint_of(path: str) -> str:
 def prepare_root(sys: L.Syscalls, rootfs: str, propagation: str | None) -> None:
     """Make / non-shared (or as asked), then bind the rootfs onto itself so it can be pivoted."""
     flag = PROPAGATION_FLAGS.get(propagation or "", L.MS_SLAVE | L.MS_REC)
+    if flag & L.MS_UNBINDABLE:  # the rootfs could not be bound from it: pivot() applies it later
+        flag = L.MS_SLAVE | L.MS_REC
     sys.mount(None, "/", None, flag, None)
     if flag & L.MS_SHARED:
         # pivot_root refuses a shared parent mount
@@ -196,7 +198,7 @@ def setup_dev(sys: L.Syscalls, rootfs: str, devices: list[dict[str, Any]], in_us
             pass
 
 
-def pivot(sys: L.Syscalls, rootfs: str, no_pivot: bool) -> None:
+def pivot(sys: L.Syscalls, rootfs: str, no_pivot: bool, propagation: str | None = None) -> None:
     os.chdir(rootfs)
     if no_pivot:
         sys.mount(rootfs, "/", None, L.MS_MOVE, None)
@@ -207,6 +209,8 @@ def pivot(sys: L.Syscalls, rootfs: str, no_pivot: bool) -> None:
         sys.mount(None, ".", None, L.MS_SLAVE | L.MS_REC, None)
         sys.umount2(".", L.MNT_DETACH)
     os.chdir("/")
+    if propagation:  # the new root was bound from a private parent: give it what was asked
+        sys.mount(None, "/", None, PROPAGATION_FLAGS[propagation], None)
 
 
 def mount_console(sys: L.Syscalls, slave_path: str) -> None:

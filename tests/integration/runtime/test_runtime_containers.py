@@ -182,7 +182,7 @@ def test_hooks_get_state_on_stdin(rt, bundle, tmp_path):
     states = {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
     assert set(states) == {"createRuntime", "createContainer", "poststart", "poststop"}
     assert states["createRuntime"]["id"] == "h1" and states["createRuntime"]["pid"] > 0
-    assert states["createRuntime"]["status"] == "creating"
+    assert states["createRuntime"]["status"] == "created"
     assert states["poststart"]["status"] == "running"
     assert states["poststop"]["status"] == "stopped"
     assert states["poststart"]["annotations"] == {"org.test": "yes"}
