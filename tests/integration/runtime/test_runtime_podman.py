@@ -56,6 +56,7 @@ def test_podman_run_exec_logs_pause_stop_rm(podman):
                  "echo started; while true; do sleep 1; done").stdout.strip()
     assert cid
     assert podman("exec", "isle-pm", "sh", "-c", "echo exec $$").stdout.startswith("exec ")
+    assert "/dev/pts/" in podman("exec", "-t", "isle-pm", "tty").stdout
     assert "isle-pm" in podman("ps", "--format", "{{.Names}}").stdout
     podman("pause", "isle-pm")
     assert podman("inspect", "--format", "{{.State.Status}}", "isle-pm").stdout.strip() == "paused"

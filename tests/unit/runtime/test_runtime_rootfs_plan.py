@@ -101,3 +101,15 @@ def test_lookup_exec_names_missing_program(tmp_path):
     assert process.lookup_exec("tool", [f"PATH=/nope:{tmp_path}"]) == f"{tmp_path}/tool"
     with pytest.raises(ConfigError, match='exec: "nosuch": executable file not found'):
         process.lookup_exec("nosuch", [f"PATH={tmp_path}"])
+
+
+def test_lsm_labels_are_unsupported_only_when_set_and_absent(monkeypatch):
+    from isle.errors import Unsupported
+
+    process.lsm_labels({})  # nothing asked: nothing to do
+    monkeypatch.setattr("os.path.exists", lambda p: False)
+    monkeypatch.setattr("os.path.isdir", lambda p: False)
+    with pytest.raises(Unsupported, match="process.apparmorProfile: 'x': AppArmor is unsupported"):
+        process.lsm_labels({"apparmorProfile": "x"})
+    with pytest.raises(Unsupported, match="process.selinuxLabel"):
+        process.lsm_labels({"selinuxLabel": "system_u:system_r:container_t:s0"})
