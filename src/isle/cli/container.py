@@ -322,42 +322,4 @@ def _image_inspect(eng: Any, ref: str) -> dict[str, Any]:
             "Config": img.config.get("config", {}), "RootFS": img.config.get("rootfs", {})}
 
 
-def _table(rows: list[list[str]]) -> None:
-    if not rows:
-        return
-    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
-        _out("   ".join(cells).rstrip())
-
-
-def _print_rows(rows: list[Any], fmt: str, no_trunc: bool) -> None:
-    from isle.engine.views import render_template
-
-    if fmt == "json":
-        for r in rows:
-            _out(json.dumps(r.template_fields()))
-        return
-    if fmt:
-        table = fmt.startswith("table")
-        body = fmt[5:].strip() if table else fmt
-        if table:
-            import re
-
-            hdr = re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: _HEAD.get(m.group(1), m.group(1).upper()), body)
-            _out(hdr.replace("\\t", "\t"))
-        for r in rows:
-            _out(render_template(body, r.template_fields()))
-        return
-    table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
-    for r in rows:
-        cmd = r.Command if no_trunc or len(r.Command) <= 22 else r.Command[:19] + '…"'
-        table.append([r.full_id if no_trunc else r.ID, r.Image, cmd, r.RunningFor, r.Status,
-                      r.Ports, r.Names])
-    _table(table)
-
-
-_HEAD = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
-         "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS", "State": "STATE",
-         "Ports": "PORTS", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
-         "Size": "SIZE", "ImageID": "IMAGE ID", "LocalVolumes": "LOCAL VOLUMES"}
+from isle.cli.tables import _HEAD, _print_rows, _table  # noqa: E402,F401
