@@ -74,15 +74,20 @@ def register(cli: click.Group) -> None:
         return do_create(ctx.obj, kw)
 
     @verb("start")
-    @click.option("-a", "--attach", is_flag=True, help="(accepted; output is in `isle logs`)")
+    @click.option("-a", "--attach", is_flag=True, help="Stream its output; exit with its code.")
     @click.argument("containers", nargs=-1, required=True)
     @click.pass_context
     def start(ctx: click.Context, attach: bool, containers: tuple[str, ...]) -> int:
         """Start one or more created or stopped containers."""
+        if attach:
+            if len(containers) != 1:
+                from isle.errors import ConfigError
+
+                raise ConfigError("--attach", "attach to one container at a time")
+            return int(_engine(ctx).start(containers[0], attach=True).exit_code or 0)
         for c in containers:
-            rep = _engine(ctx).start(c)
+            _engine(ctx).start(c)
             _out(c)
-            del rep
         return 0
 
     def _each(ctx: click.Context, refs: tuple[str, ...], fn: Callable[[str], Any]) -> int:

@@ -156,8 +156,13 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
                 self.volumes.create(m.source, anonymous=m.anonymous)
         return CreateReport(id=cid, name=rec.name, warnings=warnings)
 
-    def start(self, ref: str) -> RunReport:
+    def start(self, ref: str, *, attach: bool = False) -> RunReport:
+        """Start a created/stopped container; attach=True: stream its output, return its code."""
         rec = self.get(ref)
+        if attach and rec.state not in ("running", "paused"):
+            opts = RunOptions.from_dict(rec.opts)
+            self.db.update_container(rec.id, stopped_by_user=False)
+            return self._run_foreground(rec, opts, 0 if opts.interactive else None, 1, 2)
         with self._locked(rec.id):
             rec = self._refresh(self.db.get_container(rec.id))
             if rec.state == "running":

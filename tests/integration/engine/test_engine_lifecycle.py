@@ -86,3 +86,12 @@ def test_ps_filters_and_json_format(isle):
 def test_wait_and_foreground_stdin(isle):
     cp = isle("run", "--rm", "-i", "busybox", "sh", "-c", "read x; echo got:$x", input="abc\n")
     assert cp.stdout == "got:abc\n"
+
+
+def test_start_attach_returns_the_exit_code(isle):
+    isle("create", "--name", "sa", "busybox", "sh", "-c", "echo attached; exit 4")
+    for _ in range(2):  # a stopped container starts again the same way
+        cp = isle("start", "-a", "sa", check=False)
+        assert cp.returncode == 4 and cp.stdout == "attached\n"
+    assert isle.inspect("sa")["State"]["ExitCode"] == 4
+    isle("rm", "sa")
