@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 from isle.engine.db import ContainerRecord
 from isle.engine.options import RunOptions
-from isle.engine.reports import PruneReport
 from isle.errors import ConfigError, InvalidState, NotFound
 
 __all__ = ["Transfer"]
