@@ -60,8 +60,9 @@ def make_bundle(d: Path, seccomp: bool) -> Path:
 
     rootfs = d / "rootfs"
     if not rootfs.exists():
-        subprocess.run(["sh", "/work/shared/peers/busybox-rootfs", str(rootfs)], check=True,
-                       capture_output=True)
+        from isle.runtime.demo import make_rootfs
+
+        make_rootfs(str(rootfs))
     b = d / ("bundle-seccomp" if seccomp else "bundle")
     b.mkdir(exist_ok=True)
     cfg = default_spec()

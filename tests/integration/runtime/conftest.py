@@ -12,7 +12,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 RUNTIME = str(REPO / ".venv" / "bin" / "isle-runtime")
-BUSYBOX_ROOTFS = "/work/shared/peers/busybox-rootfs"
+
+def _peer(name: str) -> str:
+    """A peers/ helper script: shared/ beside the clone (CI) or /work/shared (sessions)."""
+    for base in (REPO.parent / "shared" / "peers", Path("/work/shared/peers")):
+        if (base / name).exists():
+            return str(base / name)
+    return ""
+
+
+BUSYBOX_ROOTFS = _peer("busybox-rootfs")
+PODMAN_ENV = _peer("podman-env")
+
+
+@pytest.fixture(scope="session")
+def podman_env_script() -> str:
+    """Path of shared/peers/podman-env ("" when this machine has no shared/ peers)."""
+    return PODMAN_ENV
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +40,7 @@ def busybox_rootfs():
     top = tempfile.mkdtemp(prefix="isle-rt-busybox-")
     os.chmod(top, 0o755)
     d = Path(top) / "rootfs"
-    if os.path.exists(BUSYBOX_ROOTFS):
+    if BUSYBOX_ROOTFS:
         subprocess.run(["sh", BUSYBOX_ROOTFS, str(d)], check=True, capture_output=True,
                        timeout=120)
     else:

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 
 RUNTIME = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "isle-runtime")
-PODMAN_ENV = "/work/shared/peers/podman-env"
 
 pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path):
+def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path,
+           podman_env_script: str):
     """podman with private storage, a local busybox image imported from a tarball."""
-    if not os.path.exists(PODMAN_ENV):
-        pytest.skip("no podman-env helper")
+    if not podman_env_script:
+        pytest.skip("no podman-env helper in shared/peers")
     d = tmp_path_factory.mktemp("podman")
-    prefix = subprocess.run(["sh", PODMAN_ENV, str(d / "env")], check=True, capture_output=True,
-                            text=True).stdout.split()
+    prefix = subprocess.run(["sh", podman_env_script, str(d / "env")], check=True,
+                            capture_output=True, text=True).stdout.split()
     env_kv = dict(p.split("=", 1) for p in prefix if "=" in p and not p.startswith("-"))
     argv = [p for p in prefix if p != "env" and "=" not in p]
     env = dict(os.environ, **env_kv)
