@@ -108,6 +108,7 @@ def _opts(ctx: _Ctx, f: dict[str, Any]) -> Any:
         raise UsageError(f"--preserve-fds: not a number: {f.get('preserve_fds')!r}") from None
     return Options(bundle=f.get("bundle"), pid_file=f.get("pid_file"),
                    console_socket=f.get("console_socket"), no_pivot=f.get("no_pivot"),
+                   no_new_keyring=f.get("no_new_keyring"),
                    preserve_fds=pf, systemd_cgroup=ctx.g.get("systemd_cgroup"))
 
 

@@ -40,6 +40,7 @@ class Options:
         self.pid_file: str | None = kw.get("pid_file")
         self.console_socket: str | None = kw.get("console_socket")
         self.no_pivot: bool = bool(kw.get("no_pivot"))
+        self.no_new_keyring: bool = bool(kw.get("no_new_keyring"))
         self.preserve_fds: int = int(kw.get("preserve_fds") or 0)
         self.systemd_cgroup: bool = bool(kw.get("systemd_cgroup"))
         self.foreground: bool = bool(kw.get("foreground"))
@@ -179,6 +180,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     fifo_fd = os.open(ctr.fifo, os.O_PATH | os.O_CLOEXEC)
     child_opts = {"rootfs": rootfs, "bundle": ctr.data["bundle"], "fifo_fd": fifo_fd,
                   "no_pivot": opts.no_pivot, "preserve_fds": opts.preserve_fds,
+                  "cid": ctr.id, "no_new_keyring": opts.no_new_keyring,
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog}
     pid = os.fork()
     if pid == 0:

@@ -183,6 +183,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         lx = cfg.get("linux") or {}
         rootdir = opts["rootfs"]
         os.setsid()
+        if not opts.get("no_new_keyring"):
+            _join_session_keyring(sys, opts["cid"])
         types = {n["type"] for n in lx.get("namespaces") or []}
         if "uts" in types:
             if cfg.get("hostname"):
@@ -313,6 +315,16 @@ def _close_extra_fds(preserve: int, keep: set[int]) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+
+
+def _join_session_keyring(sys: L.LinuxSyscalls, cid: str) -> None:
+    """A fresh session keyring, as runc gives each container (unless --no-new-keyring)."""
+    import ctypes
+
+    try:
+        sys.raw_syscall("keyctl", ctypes.c_long(1), ctypes.c_char_p(cid.encode()))
+    except OSError:
+        pass  # keyrings disabled or out of quota: runc ignores ENOSYS/EDQUOT likewise
 
 
 def _loopback_up() -> None:

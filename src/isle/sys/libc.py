@@ -104,6 +104,7 @@ _SYSCALLS = {
         "seccomp": 317, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 135,
+        "keyctl": 250,
         "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     },
     "aarch64": {
@@ -111,6 +112,7 @@ _SYSCALLS = {
         "seccomp": 277, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
         "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 92,
+        "keyctl": 219,
         "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     },
 }

@@ -361,3 +361,14 @@ def test_delete_force_after_runtime_killed_mid_create(rt, bundle, tmp_path):
     else:
         raise AssertionError("container init outlived delete --force")
     time.sleep(2.1)  # let the orphaned hook (sleep 2) finish so nothing is left running
+
+
+def test_session_keyring_per_container_unless_no_new_keyring(rt, bundle):
+    b = bundle(["sleep", "30"])
+    rt("create", "-b", str(b), "keyring-a")
+    rt("create", "--no-new-keyring", "-b", str(b), "keyring-b")
+    with open("/proc/keys") as f:
+        keys = f.read()
+    assert "keyring   keyring-a:" in keys and "keyring-b" not in keys
+    rt("delete", "--force", "keyring-a")
+    rt("delete", "--force", "keyring-b")
