@@ -96,12 +96,9 @@ def _check_support(cfg: dict[str, Any], opts: Options) -> None:
         raise ConfigError("process", "is required to create a container")
     if proc.get("terminal") and not opts.console_socket and not opts.foreground:
         raise ConfigError("process.terminal", "needs --console-socket (or terminal: false)")
-    if lx.get("seccomp"):
-        try:
-            from isle.runtime import seccomp  # noqa: F401
-        except ImportError:
-            raise Unsupported("linux.seccomp: seccomp support is not available in this build"
-                              ) from None
+    if lx.get("seccomp") and not os.path.exists(os.path.join(os.path.dirname(__file__),
+                                                             "seccomp.py")):
+        raise Unsupported("linux.seccomp: seccomp support is not available in this build")
 
 
 def _write_maps(pid: int, lx: dict[str, Any]) -> None:
@@ -165,10 +162,10 @@ def create(root: str, cid: str, opts: Options) -> Container:
 def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, rootfs: str,
                 console_fd: int | None) -> None:
     from isle.runtime import hooks
-    from isle.runtime.init import Chan, preload, stage1
+    from isle.runtime.init import Chan, preload, seccomp_in_init, stage1
 
     try:
-        prog = preload(cfg, cfg["process"])
+        prog = preload(cfg, cfg["process"], seccomp=not seccomp_in_init(cfg))
     except BaseException:
         if console_fd is not None:
             os.close(console_fd)

@@ -84,9 +84,10 @@ def _fail(chan: Chan, exc: BaseException) -> None:
     os._exit(1)
 
 
-def preload(cfg: dict[str, Any], proc: dict[str, Any]) -> bytes | None:
+def preload(cfg: dict[str, Any], proc: dict[str, Any], seccomp: bool = True) -> bytes | None:
     """Import (in the runtime, before fork) what the child needs after pivot_root / setns mnt,
-    and compile the seccomp filter; returns the BPF program or None."""
+    and compile the seccomp filter (unless seccomp=False: the init then does it itself, see
+    ``seccomp_in_init``); returns the BPF program or None."""
     import fcntl  # noqa: F401
     import termios  # noqa: F401
 
@@ -100,13 +101,26 @@ def preload(cfg: dict[str, Any], proc: dict[str, Any]) -> bytes | None:
     if os.environ.get("ISLE_RUNTIME_DEBUG"):
         import traceback  # noqa: F401
     sc = (cfg.get("linux") or {}).get("seccomp")
-    if not sc:
+    if not sc or not seccomp:
         return None
+    return _seccomp_load(sc)
+
+
+def _seccomp_load(sc: dict[str, Any]) -> bytes:
     import isle.sys.seccomp_lib  # noqa: F401  (install_filter imports it lazily)
 
     if sc.get("listenerPath"):
         import socket  # noqa: F401
     return _seccomp_prog(sc)
+
+
+def seccomp_in_init(cfg: dict[str, Any]) -> bool:
+    """Let the container's init import isle.runtime.seccomp and compile the filter (~20 ms of
+    CPU), while the runtime waits on the kernel to join the cgroup, instead of before the fork.
+    Not with a new user namespace: the mapped root may not read the filter cache."""
+    lx = cfg.get("linux") or {}
+    return bool(lx.get("seccomp")) and not any(
+        n["type"] == "user" and not n.get("path") for n in lx.get("namespaces") or [])
 
 
 def _ns_fd_join(sys: L.Syscalls, typ: str, path: str, field: str) -> None:
@@ -197,6 +211,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         own_mnt = "mount" in types
         if own_mnt:
             rootfs.prepare_root(sys, rootdir, lx.get("rootfsPropagation"))
+        if opts.get("seccomp_prog") is None and lx.get("seccomp"):
+            opts["seccomp_prog"] = _seccomp_load(lx["seccomp"])  # host paths still visible
         mounts = cfg.get("mounts") or []
         cg_wait = [True]
 
