@@ -166,7 +166,8 @@ class Db:
             f"SELECT {','.join(_CFIELDS)} FROM containers ORDER BY created DESC").fetchall()
         return [ContainerRecord(**_dec(_CFIELDS, r)) for r in rows]
 
-    def update_container(self, cid: str, *, event: str = "", **changes: Any) -> None:
+    def update_container(self, cid: str, *, event: str = "", attrs: dict[str, Any] | None = None,
+                         **changes: Any) -> None:
         if not changes and not event:
             return
         with self.tx() as c:
@@ -177,7 +178,7 @@ class Db:
                 if cur.rowcount == 0:
                     raise NotFound(f"no such container: {cid}")
             if event:
-                self._event(c, "container", event, cid, {})
+                self._event(c, "container", event, cid, attrs or {})
 
     def delete_container(self, cid: str) -> None:
         with self.tx() as c:

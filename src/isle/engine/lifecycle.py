@@ -340,7 +340,7 @@ class Lifecycle:
         oom = os.path.exists(p.oom_file)
         self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
                                  finished_at=finished, oom_killed=oom, error=err,
-                                 event="oom" if oom else "die")
+                                 event="oom" if oom else "die", attrs={"exitCode": str(code)})
         rec.state, rec.exit_code, rec.pid, rec.finished_at, rec.oom_killed, rec.error = (
             "exited", code, 0, finished, oom, err)
         return rec

@@ -170,7 +170,8 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
             "Entrypoint": o.entrypoint if o.entrypoint is not None else image_config.get("Entrypoint"),
             "Labels": o.labels, "StopSignal": o.stop_signal, "StopTimeout": o.stop_timeout,
         },
-        "NetworkSettings": {"Networks": {}, "Ports": rec.extra.get("ports", {}),
+        "NetworkSettings": {"Networks": rec.extra.get("networks") or {},
+                            "Ports": rec.extra.get("ports", {}),
                             "IPAddress": rec.extra.get("ip", ""),
                             "SandboxKey": rec.extra.get("netns", "")},
     }
