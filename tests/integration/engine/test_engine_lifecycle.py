@@ -95,3 +95,17 @@ def test_start_attach_returns_the_exit_code(isle):
         assert cp.returncode == 4 and cp.stdout == "attached\n"
     assert isle.inspect("sa")["State"]["ExitCode"] == 4
     isle("rm", "sa")
+
+
+def test_foreground_run_proxies_signals(isle):
+    import signal
+    import subprocess
+
+    p = subprocess.Popen(isle.argv("run", "--rm", "busybox", "sh", "-c",
+                                   "trap 'echo got-int; exit 9' INT; echo ready; sleep 30 & wait"),
+                         stdout=subprocess.PIPE, text=True, env=isle.env)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 9 and out == "got-int\n"
+    assert isle("ps", "-aq").stdout == ""
