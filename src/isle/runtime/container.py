@@ -137,19 +137,23 @@ def create(root: str, cid: str, opts: Options) -> Container:
         from isle.runtime.cgroup import manager, resources_with_defaults
 
         cg = manager(lx.get("cgroupsPath"), cid)
+        res = resources_with_defaults(lx.get("resources"), lx.get("devices"))
+        # the init must be born inside its cgroup when it gets a cgroup namespace; otherwise the
+        # cgroup is made while the init sets up its mounts, and the init itself is moved in
+        early = any(n["type"] == "cgroup" for n in lx.get("namespaces") or [])
         if cg is not None:
             ctr.data["cgroup"] = cg.to_state()
-            cg.create()
-            ctr.data["cgroup"] = cg.to_state()
-            ctr.save()
-            cg.set(resources_with_defaults(lx.get("resources"), lx.get("devices")))
-        else:
-            ctr.save()
+            if early:
+                cg.create()
+                ctr.data["cgroup"] = cg.to_state()
+                ctr.save()
+                cg.set(res)
+        ctr.save()
         os.mkfifo(ctr.fifo, 0o622)
         os.chmod(ctr.fifo, 0o622)  # past the umask: an init in a user ns writes it as "other"
         if opts.console_socket and (cfg["process"].get("terminal")):
             console_fd = _connect_console(opts.console_socket)
-        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd)
+        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early)
         ctr.data["status"] = CREATED
         ctr.save()
         _write_pid_file(opts.pid_file, ctr.data["pid"])
@@ -160,7 +164,7 @@ def create(root: str, cid: str, opts: Options) -> Container:
 
 
 def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, rootfs: str,
-                console_fd: int | None) -> None:
+                console_fd: int | None, res: dict[str, Any], early: bool) -> None:
     from isle.runtime import hooks
     from isle.runtime.init import Chan, preload, seccomp_in_init, stage1
 
@@ -195,9 +199,6 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     reaped = False
     try:
         lx = cfg.get("linux") or {}
-        # the init must be born inside the cgroup when it gets a cgroup namespace; otherwise
-        # join the init itself, overlapping the (slow, v1) cgroup.procs writes with its mounts
-        early = any(n["type"] == "cgroup" for n in lx.get("namespaces") or [])
         if cg is not None and early:
             _join_cgroup(cg, pid)
         new_user = any(n["type"] == "user" and not n.get("path")
@@ -207,6 +208,17 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             _write_maps(pid, lx)
             _send(chan, "maps")
         _send(chan, "go")
+        if cg is not None and not early:
+            try:
+                cg.create()
+                ctr.data["cgroup"] = cg.to_state()
+                cg.set(res)
+            except BaseException:
+                msg = chan.recv()  # learn the init's pid, so the clean-up can stop it
+                if msg and msg.get("op") == "pid":
+                    ctr.data["pid"] = msg["pid"]
+                    ctr.data["starttime"] = proc_starttime(msg["pid"])
+                raise
         init_pid = _recv(chan, "pid")["pid"]
         os.waitpid(pid, 0)
         reaped = True

@@ -246,6 +246,8 @@ def test_console_socket_gets_a_working_pty(rt, bundle, tmp_path):
                                    "options": ["bind"]}), "mounts[7].source"),
     (lambda c: c["linux"].update(sysctl={"kernel.no_such_knob": "1"}), "linux.sysctl"),
     (lambda c: c["process"].update(args=["/no/such/binary"]), "process.args[0]"),
+    (lambda c: c["linux"].update(resources={"cpu": {"cpus": "97-99"}}),
+     "linux.resources.cpu.cpus"),  # the kernel refuses it, after the init was forked
 ])
 def test_bad_input_is_one_clear_error_and_leaves_nothing(rt, bundle, edit, field):
     cp = rt("create", "-b", str(bundle(["true"], edit)), "bad", check=False)
