@@ -12,7 +12,6 @@ pid + start-time checks (`_refresh`), so a killed CLI, monitor, or a wiped runro
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -391,9 +390,6 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             "KernelVersion": os.uname().release, "OperatingSystem": _os_name(),
             "NCPU": os.cpu_count(), "MemTotal": _mem_total(),
         }
-
-    def dump_json(self, obj: Any) -> str:
-        return json.dumps(obj, indent=4)
 
 
 def _vm_runtime() -> str:
