@@ -135,6 +135,10 @@ def test_user_namespace_maps_root_to_unprivileged_host_uid(rt, bundle):
     with open(f"/proc/{pid}/status") as f:
         uids = [ln for ln in f if ln.startswith("Uid:")][0].split()
     assert uids[1] == "200000"
+    rt("start", "u1")
+    cp = rt("exec", "u1", "sh", "-c", "id -u; cat /proc/self/uid_map; echo $$")
+    uid, cid0, host0, size, xpid = cp.stdout.split()
+    assert (uid, cid0, host0, size) == ("0", "0", "200000", "65536") and int(xpid) > 1
     rt("delete", "--force", "u1")
 
 
