@@ -11,6 +11,7 @@ Every dropped entry is listed in ``Unpacker.skipped`` with the reason.
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import hashlib
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "OPAQUE_XATTR",
     "is_whiteout",
     "is_opaque",
+    "spread_subdirs",
 ]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -43,6 +45,33 @@ WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
 _DIRFLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 BUF = 1 << 20
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_subdirs(path: str) -> bool:
+    """``chattr +T``: ext4's Orlov allocator places each new subdirectory in a fresh block group.
+
+    Layers are unpacked in subdirectories of the store's ``tmp/``. Without this their inodes
+    share a group with whatever the host just deleted there, and on ext4 without a journal each
+    new inode then costs a scan past every inode freed in the last minutes (``recently_deleted``):
+    ~300 us instead of ~25 us per file here. False where the file system has no such flag.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf, True)
+        flags = int.from_bytes(buf[:4], "little")
+        if not flags & _FS_TOPDIR_FL:
+            buf[:4] = (flags | _FS_TOPDIR_FL).to_bytes(4, "little")
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, buf)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class _Skip(Exception):

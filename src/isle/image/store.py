@@ -31,7 +31,7 @@ from typing import Any
 
 from isle.errors import ConfigError, ImageError, InvalidState, NotFound
 from isle.image.blobs import BlobStore
-from isle.image.layers import HashReader, apply_layers, tar_dir, unpack_layer
+from isle.image.layers import HashReader, apply_layers, spread_subdirs, tar_dir, unpack_layer
 from isle.image.reference import Reference
 from isle.oci.image_spec import (
     MT_OCI_CONFIG,
@@ -78,6 +78,7 @@ class ImageStore:
         self.root = root
         os.makedirs(root, exist_ok=True)
         self.blobs = BlobStore(root)
+        spread_subdirs(self.blobs.tmp_dir)  # layers unpack in tmp/layer-*: fresh inode groups
         self.layers_dir = os.path.join(root, "layers")
         os.makedirs(self.layers_dir, exist_ok=True)
         self.index_path = os.path.join(root, "repositories.json")
