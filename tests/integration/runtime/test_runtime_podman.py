@@ -43,7 +43,6 @@ def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path,
     pm("system", "reset", "-f", check=False, timeout=120)
 
 
-@pytest.mark.leaks_ok  # podman's conmon/catatonit may linger briefly; the fixture resets podman
 def test_podman_run_exec_logs_pause_stop_rm(podman):
     img = "localhost/isle-busybox:test"
     cp = podman("run", "--rm", "--network", "none", img, "sh", "-c",
