@@ -13,6 +13,7 @@ import os
 
 from isle.errors import ConfigError, Unsupported
 from isle.oci import fastjson as json
+from isle.runtime.plan import split_namespaces
 from isle.sys import libc as L
 
 TYPE_CHECKING = False
@@ -151,13 +152,10 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
         sys.prctl(L.PR_SET_PDEATHSIG, 9)
         lx = cfg.get("linux") or {}
         nss = lx.get("namespaces") or []
-        new = 0
-        for ns in sorted(nss, key=lambda n: n["type"] != "user"):
-            if ns.get("path"):
-                idx = nss.index(ns)
-                _ns_fd_join(sys, ns["type"], ns["path"], f"linux.namespaces[{idx}].path")
-            else:
-                new |= L.NAMESPACE_FLAGS[ns["type"]]
+        new, join = split_namespaces(nss)
+        for typ, path in join:  # user first: the others may be owned by it
+            idx = next(i for i, n in enumerate(nss) if n["type"] == typ)
+            _ns_fd_join(sys, typ, path, f"linux.namespaces[{idx}].path")
         if new & L.CLONE_NEWUSER:
             sys.unshare(L.CLONE_NEWUSER)
             chan.send(op="userns")
