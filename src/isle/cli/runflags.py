@@ -52,6 +52,9 @@ RUN_FLAGS: list[tuple[tuple[str, ...], str, str, object]] = [
     (("-P", "--publish-all"), "publish_all", "flag", False),
     (("--ip",), "ip", "str", ""),
     (("--dns",), "dns", "multi", ()),
+    (("--dns-search",), "dns_search", "multi", ()),
+    (("--dns-option", "--dns-opt"), "dns_option", "multi", ()),
+    (("--network-alias", "--net-alias"), "network_alias", "multi", ()),
     (("--add-host",), "add_host", "multi", ()),
     (("--log-opt",), "log_opt", "multi", ()),
 ]

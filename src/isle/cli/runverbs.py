@@ -99,6 +99,8 @@ def _build_options(kw: dict[str, Any]) -> Any:
         stop_timeout=kw["stop_timeout"], healthcheck=hc, runtime=kw["runtime"],
         isolation=kw["isolation"], network=kw["network"], publish=list(kw["publish"]),
         publish_all=kw["publish_all"], ip=kw["ip"], dns=list(kw["dns"]),
+        dns_search=list(kw["dns_search"]), dns_options=list(kw["dns_option"]),
+        network_aliases=list(kw["network_alias"]),
         extra_hosts=list(kw["add_host"]), log_max_size=log_max,
     )
 

@@ -111,7 +111,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             raise ConfigError("--restart", "conflicting options: --restart and --rm")
         from isle.engine import netplug
 
-        netplug.validate(self.s, opts)
+        netplug.validate(self.s, opts, lookup=self.get)
         from isle.engine.ocicli import resolve_runtime
 
         explicit = bool(opts.runtime) or "ISLE_RUNTIME" in os.environ or self.s.runtime != "isle-runtime"

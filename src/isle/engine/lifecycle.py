@@ -44,6 +44,10 @@ def classify_runtime_error(msg: str) -> IsleError:
     return IsleError(msg.strip() or "the runtime failed to start the container")
 
 
+#: container facts netplug owns (rewritten at every start)
+_NET_KEYS = ("ports", "ports_display", "netns", "ip", "networks", "tap", "slirp", "joined")
+
+
 class Lifecycle:
     s: Settings
     db: Db
@@ -118,6 +122,14 @@ class Lifecycle:
                 if w >= 0:
                     os.close(w)
             mon = read_int(p.monitor_pidfile) or 0
+            if opts.network not in ("none", "host") and self.s.rootless:
+                from isle.engine import netplug
+
+                more = netplug.after_start(self.s, rec.id, rec.name, pid, opts,
+                                           img.config.get("config") or {})
+                if more:
+                    rec.extra = {**rec.extra, **more}
+                    self.db.update_container(rec.id, extra=rec.extra)
             self.db.update_container(rec.id, state="running", pid=pid,
                                      pid_start=proc_start_time(pid), monitor_pid=mon,
                                      monitor_start=proc_start_time(mon), started_at=time.time(),
@@ -163,10 +175,11 @@ class Lifecycle:
         hostname = opts.hostname or rec.id[:12]
         mounts = Volumes(self.s, self.db).resolve(opts.mounts, rootfs)
         netns, net_files, net_extra = netplug.connect(self.s, rec.id, rec.name, hostname, opts,
-                                                      img.config.get("config") or {})
-        if net_extra or rec.extra.get("netns"):
-            extra = {k: v for k, v in rec.extra.items()
-                     if k not in ("ports", "ports_display", "netns", "ip", "networks")}
+                                                      img.config.get("config") or {},
+                                                      lookup=self.get)
+        annotations = net_extra.pop("annotations", {})
+        if net_extra or any(k in rec.extra for k in _NET_KEYS):
+            extra = {k: v for k, v in rec.extra.items() if k not in _NET_KEYS}
             extra.update(net_extra)
             self.db.update_container(rec.id, extra=extra)
             rec.extra = extra
@@ -208,6 +221,7 @@ class Lifecycle:
                          init_path=init, seccomp_profile=seccomp, rootless=self.s.rootless,
                          uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps())
         spec = build_spec(opts, inp)
+        spec["annotations"].update(annotations)
         proc = spec["process"]
         if init:  # check the user's command, not the init bind-mounted in front of it
             proc = {**proc, "args": proc["args"][2:]}
@@ -236,8 +250,17 @@ class Lifecycle:
             write_file(hosts, ("\n".join(lines) + "\n").encode())
         files["/etc/hosts"] = hosts
         rc = os.path.join(p.bundle, "resolv.conf")
-        if opts.dns:
-            write_file(rc, "".join(f"nameserver {d}\n" for d in opts.dns).encode())
+        if opts.dns or opts.dns_search or opts.dns_options:
+            from isle.net import etc as netetc
+
+            try:
+                with open("/etc/resolv.conf") as f:
+                    host = f.read()
+            except OSError:
+                host = ""
+            write_file(rc, netetc.render_resolv(
+                host_resolv=host, dns=opts.dns, dns_search=opts.dns_search,
+                dns_options=opts.dns_options, host_network=opts.network == "host").encode())
         else:
             try:
                 with open("/etc/resolv.conf", "rb") as f:
@@ -405,11 +428,10 @@ class Lifecycle:
                 with contextlib.suppress(CommandError):
                     self._oci(rec).delete(rec.id, force=True)
         _remove_cgroups(f"isle-{rec.id}")
-        if rec.extra.get("netns"):
-            from isle.engine import netplug
+        from isle.engine import netplug  # always: an `isle` killed mid-setup recorded no netns
 
-            with contextlib.suppress(Exception):
-                netplug.teardown(self.s, rec.id, RunOptions.from_dict(rec.opts))
+        with contextlib.suppress(Exception):
+            netplug.teardown(self.s, rec.id, RunOptions.from_dict(rec.opts))
         from isle.engine import fastimage
 
         with contextlib.suppress(Exception):

@@ -1,11 +1,16 @@
-"""The engine's side of container networking: none / host / bridge networks via isle.net.
+"""The engine's side of container networking: the --network modes wired to isle.net.
 
-    none    a new empty netns made by the runtime (loopback only)          (default)
-    host    no netns: the host's network
-    NAME    a persistent netns from NetworkManager, connected to NAME ("bridge" = the default
-            network) with -p/-P ports, --ip, --dns, --add-host; torn down when the container stops
+    (default)        "bridge" (Docker's default network) as root; "slirp4netns" rootless (podman's)
+    none             a new empty netns made by the runtime (loopback only): the fast path
+    host             no netns: the host's network
+    container:NAME   the netns of another running container (its /etc/hosts and resolv.conf too)
+    NAME[,NAME..]    a persistent netns from NetworkManager, connected to the networks with -p/-P,
+                     --ip, --network-alias, --dns, --dns-search; torn down when the container stops
+    vm isolation     a tap on the (first) network's bridge: NetworkManager.attach_tap + annotations
+    slirp4netns      rootless: the runtime makes the netns, then ``after_start`` runs slirp4netns
 
-Publishing ports (-p/-P) or --ip without --network means "bridge", as in Docker.
+Engine calls: validate (create), connect (start, before the spec), after_start (once the init's
+pid is known), teardown (stop/rm), gc (system prune).
 """
 
 from __future__ import annotations
@@ -13,35 +18,70 @@ from __future__ import annotations
 import contextlib
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 from isle.config import Settings
 from isle.engine.options import RunOptions
-from isle.errors import ConfigError
+from isle.errors import ConfigError, InvalidState
 
-__all__ = ["mode_of", "validate", "connect", "teardown"]
+__all__ = ["mode_of", "validate", "connect", "after_start", "teardown", "gc", "SLIRP"]
+
+SLIRP = "slirp4netns"
 
 
-def mode_of(opts: RunOptions) -> str:
+def mode_of(opts: RunOptions, rootless: bool = False) -> str:
     n = opts.network or ""
     if n in ("", "default"):
-        n = "bridge" if (opts.publish or opts.publish_all or opts.ip) else "none"
+        n = SLIRP if rootless else "bridge"
+    if n == "bridge" and rootless:
+        n = SLIRP
     return n
 
 
-def validate(settings: Settings, opts: RunOptions) -> None:
+def _special(mode: str) -> bool:
+    return mode in ("none", "host") or mode.startswith("container:")
+
+
+def validate(settings: Settings, opts: RunOptions,
+             lookup: Callable[[str], Any] | None = None) -> None:
     """Flag-level checks at create time (ports, addresses, network names); no host changes."""
-    mode = mode_of(opts)
-    if mode in ("none", "host") and (opts.publish or opts.publish_all):
-        raise ConfigError("--publish", f"ports cannot be published with --network {mode}")
-    if mode in ("none", "host") and opts.ip:
-        raise ConfigError("--ip", f"--ip needs a bridge network, not --network {mode}")
+    mode = mode_of(opts, settings.rootless)
+    if _special(mode):
+        what = mode.split(":")[0]
+        for flag, val in (("--publish", opts.publish or opts.publish_all), ("--ip", opts.ip),
+                          ("--network-alias", opts.network_aliases)):
+            if val:
+                raise ConfigError(flag, f"{flag} needs a bridge network, not --network {what}")
+    if mode.startswith("container:"):
+        ref = mode.split(":", 1)[1]
+        if not ref:
+            raise ConfigError("--network", "container: needs a container name or id")
+        for flag, val in (("--hostname", opts.hostname), ("--dns", opts.dns),
+                          ("--add-host", opts.extra_hosts), ("--dns-search", opts.dns_search)):
+            if val:
+                raise ConfigError(flag, f"conflicting options: {flag} and --network container:")
+        if lookup is not None:
+            lookup(ref)                  # NotFound names the container
     if opts.publish:
         from isle.net import parse_publish
 
         for p in opts.publish:
             parse_publish(p)
-    if mode not in ("none", "host"):
+    if opts.dns:
+        from isle.net import etc
+
+        etc.render_resolv(host_resolv="", dns=opts.dns)   # names a bad address
+    if opts.extra_hosts:
+        from isle.net import parse_add_host
+
+        for h in opts.extra_hosts:
+            parse_add_host(h, "10.0.0.1")
+    if mode == SLIRP and opts.ip:
+        raise ConfigError("--ip", "--ip needs a bridge network (rootless containers use slirp4netns)")
+    if opts.isolation == "vm" and mode != "none" and not _special(mode) and "," in mode:
+        raise ConfigError("--network", "a VM joins one network")
+    if not _special(mode) and mode != SLIRP:
         nm = _nm(settings)
         for n in mode.split(","):
             if n != nm.default_name:
@@ -54,38 +94,64 @@ def _nm(settings: Settings) -> Any:
     return network_manager(settings)
 
 
+def _ports(opts: RunOptions, image_config: dict[str, Any]) -> list[Any]:
+    from isle.net import parse_expose, parse_publish
+
+    ports = [pm for p in opts.publish for pm in parse_publish(p)]
+    if opts.publish_all:
+        ports += parse_expose(list((image_config.get("ExposedPorts") or {}).keys()))
+    return ports
+
+
 def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOptions,
-            image_config: dict[str, Any]) -> tuple[str | None, dict[str, str], dict[str, Any]]:
-    """-> (netns path for the spec: None new empty / "" host / path, /etc files text, extra facts)."""
-    mode = mode_of(opts)
+            image_config: dict[str, Any], lookup: Callable[[str], Any] | None = None
+            ) -> tuple[str | None, dict[str, str], dict[str, Any]]:
+    """-> (netns path for the spec: None new empty / "" host / path, /etc files text, extra facts).
+
+    extra may hold "annotations" for the spec (VM isolation: the tap the VM's NIC opens).
+    """
+    mode = mode_of(opts, settings.rootless)
     if mode == "none":
         return None, {}, {}
     if mode == "host":
         return "", {}, {}
-    from isle.net import parse_expose, parse_publish
-
+    if mode.startswith("container:"):
+        return _join_container(settings, mode.split(":", 1)[1], lookup)
     nm = _nm(settings)
-    ports = [pm for p in opts.publish for pm in parse_publish(p)]
-    if opts.publish_all:
-        ports += parse_expose(list((image_config.get("ExposedPorts") or {}).keys()))
+    if mode == SLIRP:             # the netns is the runtime's; slirp4netns starts in after_start
+        from isle.net import slirp
+
+        files = nm.render_etc(cid, hostname=hostname, dns=opts.dns or [slirp.DNS],
+                              dns_search=opts.dns_search, dns_options=opts.dns_options,
+                              add_hosts=opts.extra_hosts, mode="none")
+        return None, files, {"slirp": True}
+    ports = _ports(opts, image_config)
+    if opts.isolation == "vm":
+        return _attach_vm(nm, cid, name, hostname, opts, mode, ports)
     ns = nm.create_netns(cid)
     if ns is None:
         raise ConfigError("--network", "bridge networks need root here; rootless containers "
-                          "get --network none")
+                          "get slirp4netns")
     nets: list[Any] = []
     for i, n in enumerate(mode.split(",")):
-        o: dict[str, Any] = {}
+        o: dict[str, Any] = {"aliases": list(opts.network_aliases)}
         if i == 0 and opts.ip:
             o["ip"] = opts.ip
         nets.append((n, o))
     try:
         att = nm.connect(cid, ns, nets, ports, name=name, hostname=hostname, dns=opts.dns)
-        files = nm.render_etc(cid, hostname=hostname, dns=opts.dns, add_hosts=opts.extra_hosts,
+        files = nm.render_etc(cid, hostname=hostname, dns=opts.dns, dns_search=opts.dns_search,
+                              dns_options=opts.dns_options, add_hosts=opts.extra_hosts,
                               mode="bridge")
     except BaseException:
         with contextlib.suppress(Exception):
             nm.teardown(cid)
         raise
+    return ns, files, {**_facts(att), "netns": ns}
+
+
+def _facts(att: Any) -> dict[str, Any]:
+    """Docker-shaped port and network facts of an attachment for the container's record."""
     published: dict[str, list[dict[str, str]]] = {}
     display = []
     for pm in att.ports:
@@ -95,15 +161,73 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
             published.setdefault(key, []).append({"HostIp": hip, "HostPort": str(pm.host_port + k)})
             display.append(f"{hip}:{pm.host_port + k}->{key}")
     first = next(iter(att.networks.values()), None)
-    extra = {"ports": published, "ports_display": display, "netns": ns,
-             "ip": first.ips[0] if first and first.ips else "",
-             "networks": {k: {"IPAddress": v.ips[0] if v.ips else "", "Gateway":
-                              v.gateways[0] if v.gateways else "", "MacAddress": v.mac,
-                              "Aliases": list(v.aliases)} for k, v in att.networks.items()}}
-    return ns, files, extra
+    return {"ports": published, "ports_display": display,
+            "ip": first.ips[0] if first and first.ips else "",
+            "networks": {k: {"IPAddress": v.ips[0] if v.ips else "", "Gateway":
+                             v.gateways[0] if v.gateways else "", "MacAddress": v.mac,
+                             "Aliases": list(v.aliases)} for k, v in att.networks.items()}}
+
+
+def _join_container(settings: Settings, ref: str, lookup: Callable[[str], Any] | None
+                    ) -> tuple[str | None, dict[str, str], dict[str, Any]]:
+    if lookup is None:
+        raise ConfigError("--network", "container: mode needs the engine's container lookup")
+    other = lookup(ref)
+    if other.state not in ("running", "paused") or not other.pid:
+        raise InvalidState(f"container {ref} is not running: cannot join its network namespace")
+    ns = f"/proc/{other.pid}/ns/net"
+    files: dict[str, str] = {}
+    nm = _nm(settings)
+    if nm.store.record(other.id) is not None:
+        files = nm.render_etc(other.id, hostname=other.opts.get("hostname") or other.id[:12],
+                              dns=other.opts.get("dns") or [],
+                              dns_search=other.opts.get("dns_search") or [],
+                              add_hosts=other.opts.get("extra_hosts") or [], mode="bridge")
+    return ns, files, {"joined": other.id}
+
+
+def _attach_vm(nm: Any, cid: str, name: str, hostname: str, opts: RunOptions, mode: str,
+               ports: list[Any]) -> tuple[str | None, dict[str, str], dict[str, Any]]:
+    """A tap on the network's bridge; the VM runtime's NIC opens it (org.isle.vm.net=tap:NAME)."""
+    tap = nm.attach_tap(cid, mode, ip=opts.ip or None, ports=ports, name=name,
+                        aliases=opts.network_aliases)
+    try:
+        files = nm.render_etc(f"vm-{cid}", hostname=hostname, dns=opts.dns,
+                              dns_search=opts.dns_search, dns_options=opts.dns_options,
+                              add_hosts=opts.extra_hosts, mode="bridge")
+        att = nm.attachment(f"vm-{cid}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            nm.detach_tap(cid)
+        raise
+    ann = {"org.isle.vm.net": f"tap:{tap.tap}",
+           "org.isle.vm.net.address": f"{tap.ip}/{tap.prefixlen}",
+           "org.isle.vm.net.mac": tap.mac}
+    if tap.gateway:
+        ann["org.isle.vm.net.gateway"] = tap.gateway
+    return None, files, {**_facts(att), "tap": tap.tap, "annotations": ann}
+
+
+def after_start(settings: Settings, cid: str, name: str, pid: int, opts: RunOptions,
+                image_config: dict[str, Any]) -> dict[str, Any]:
+    """Rootless: slirp4netns into the init's netns (pid known, before the user process runs)."""
+    if mode_of(opts, settings.rootless) != SLIRP or opts.isolation == "vm":
+        return {}
+    nm = _nm(settings)
+    att = nm.connect_slirp(cid, pid, _ports(opts, image_config), name=name)
+    return {**_facts(att), "slirp": True}
 
 
 def teardown(settings: Settings, cid: str, opts: RunOptions) -> None:
-    if mode_of(opts) in ("none", "host"):
+    mode = mode_of(opts, settings.rootless)
+    if _special(mode):
         return
-    _nm(settings).teardown(cid)
+    nm = _nm(settings)
+    if opts.isolation == "vm":
+        nm.detach_tap(cid)
+    nm.teardown(cid)
+
+
+def gc(settings: Settings, live: Iterable[str]) -> dict[str, list[str]]:
+    """Undo the networking of every container id not in live (after crashes; system prune)."""
+    return _nm(settings).gc(live)  # type: ignore[no-any-return]

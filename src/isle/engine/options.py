@@ -122,11 +122,14 @@ class RunOptions:
     healthcheck: Healthcheck | None = None
     runtime: str = ""
     isolation: str = "container"
-    network: str = "none"  # none | host | <network name(s), comma-separated>
+    network: str = ""  # "" default (bridge; slirp4netns rootless) | none | host | container:NAME | names,comma-separated
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
     ip: str = ""
     dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    network_aliases: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
     log_max_size: int = 0  # --log-opt max-size=N: conmon rotates ctr.log beyond N bytes
 

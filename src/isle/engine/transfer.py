@@ -239,6 +239,14 @@ class Transfer:
         out["Containers"] = self.container_prune().deleted  # type: ignore[attr-defined]
         if volumes:
             out["Volumes"] = self.volume_prune().deleted  # type: ignore[attr-defined]
+        from isle.engine import netplug
+
+        live = [r.id for r in self.db.list_containers()]  # type: ignore[attr-defined]
+        try:   # networking left by crashed containers or an `isle` killed mid-setup
+            gone = netplug.gc(self.s, live)  # type: ignore[attr-defined]
+            out["Network attachments"] = [x[:12] for x in gone["removed"]] + gone["errors"]
+        except Exception as exc:
+            out["Network attachments"] = [f"(network gc failed: {exc})"]
         try:
             out["Images"] = list(self.store.prune(all_images=all_images))  # type: ignore[attr-defined]
         except Exception as exc:  # the image store refuses in-use images; report, don't fail

@@ -89,7 +89,7 @@ def summary(rec: ContainerRecord, image_config: dict[str, Any], now: float | Non
         RunningFor=f"{human_duration(now - rec.created)} ago", Status=_status(rec, now),
         State=rec.state, Ports=", ".join(rec.extra.get("ports_display", [])),
         Labels=",".join(f"{k}={v}" for k, v in labels.items()), Mounts=",".join(mounts),
-        Networks=opts.get("network") or "none", created=rec.created, labels=labels,
+        Networks=opts.get("network") or "bridge", created=rec.created, labels=labels,
         exit_code=rec.exit_code, full_id=rec.id)
 
 
@@ -139,7 +139,7 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
         "HostConfig": {
             "Binds": [f"{m.source}:{m.target}" + (":ro" if m.readonly else "")
                       for m in o.mounts if m.type in ("bind", "volume") and not m.anonymous] or None,
-            "NetworkMode": o.network or "none",
+            "NetworkMode": o.network or "bridge",
             "PortBindings": {},
             "RestartPolicy": restart,
             "AutoRemove": o.remove,
