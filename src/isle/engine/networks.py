@@ -43,6 +43,7 @@ def parse_labels(labels: Sequence[str]) -> dict[str, str]:
 
 class Networks:
     def __init__(self, settings: Settings, nm: NetworkManager | None = None) -> None:
+        self.settings = settings
         self.nm = nm or network_manager(settings)
 
     def create(self, name: str, *, subnet: Sequence[str] = (), gateway: Sequence[str] = (),
@@ -84,11 +85,33 @@ class Networks:
         att = self.nm.connect(rec["id"], rec["ns_path"],
                               [(network, {"ips": list(ip), "aliases": list(aliases)})],
                               name=rec["name"])
+        self._refresh_resolv(rec["id"])
         return att.networks[network].to_dict()
+
+    def _refresh_resolv(self, cid: str) -> None:
+        """Point a running container's resolv.conf at its networks' DNS now (podman's connect),
+        keeping its search and options lines; written in place: the file is bind-mounted."""
+        from isle.engine.layout import ContainerPaths
+
+        path = os.path.join(ContainerPaths.of(self.settings, cid).bundle, "resolv.conf")
+        if not os.path.isfile(path) or self.nm.store.record(cid) is None:
+            return
+        with open(path) as f:
+            old = f.read()
+        keep = [ln for ln in old.splitlines() if ln.split()[:1] in (["search"], ["options"])]
+        rec = self.nm.store.record(cid) or {}
+        new = self.nm.render_etc(cid, dns=rec.get("dns") or [])["/etc/resolv.conf"]
+        lines = [ln for ln in new.splitlines() if ln.split()[:1] not in (["search"], ["options"])]
+        with open(path, "r+") as f:
+            f.seek(0)
+            f.write("\n".join(lines + keep) + "\n")
+            f.truncate()
 
     def port(self, container: str) -> list[str]:
         """`isle port`: "80/tcp -> 127.0.0.1:8080" lines for a container's published ports."""
         return [str(p) for p in self.nm.port(self._find(container)["id"])]
 
     def disconnect(self, network: str, container: str) -> None:
-        self.nm.disconnect(self._find(container)["id"], network)
+        cid = self._find(container)["id"]
+        self.nm.disconnect(cid, network)
+        self._refresh_resolv(cid)
