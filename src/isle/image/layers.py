@@ -105,27 +105,98 @@ class HashReader:
 
 
 class IterReader:
-    """File-like view of an iterator of byte chunks (an HTTP body)."""
+    """File-like view of an iterator of byte chunks (an HTTP body); ``sink`` sees every chunk."""
 
-    def __init__(self, it: Any) -> None:
-        self.it, self.buf = iter(it), b""
+    def __init__(self, it: Any, sink: Callable[[bytes], Any] | None = None) -> None:
+        self.it, self.sink = iter(it), sink
+        self.buf, self.pos = b"", 0
+
+    def _next(self) -> bool:
+        for b in self.it:
+            if b:
+                if self.sink:
+                    self.sink(b)
+                self.buf, self.pos = b, 0
+                return True
+        return False
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            return self.buf + b"".join(self.it)
-        while len(self.buf) < n:
-            try:
-                self.buf += next(self.it)
-            except StopIteration:
+            parts = [self.buf[self.pos :]]
+            while self._next():
+                parts.append(self.buf)
+            self.buf, self.pos = b"", 0
+            return b"".join(parts)
+        return _take(self, n, self._next)
+
+    def drain(self) -> None:
+        while self._next():
+            pass
+        self.buf, self.pos = b"", 0
+
+
+def _take(r: Any, n: int, more: Callable[[], bool], attr: str = "buf") -> bytes:
+    """n bytes (fewer only at the end) from r.<attr>[r.pos:], refilled by more(); few copies."""
+    parts: list[bytes] = []
+    while n > 0:
+        b: bytes = getattr(r, attr)
+        if r.pos >= len(b):
+            if not more():
                 break
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+            b = getattr(r, attr)
+        piece = b[r.pos : r.pos + n] if r.pos or n < len(b) else b
+        r.pos += len(piece)
+        n -= len(piece)
+        parts.append(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _Gunzip:
+    """A gzip stream (one or more members, NUL padding after the last) read in big chunks."""
+
+    def __init__(self, src: Any) -> None:
+        self.src = src
+        self.d: Any = None  # None: between members
+        self.tail = b""
+        self.out, self.pos = b"", 0
+
+    def _fill(self) -> bool:
+        while True:
+            if self.d is None:
+                rest = self.tail.lstrip(b"\0")
+                while not rest:
+                    more = self.src.read(BUF)
+                    if not more:
+                        return False
+                    rest = more.lstrip(b"\0")
+                self.d, self.tail = zlib.decompressobj(31), rest
+            if not self.tail:
+                self.tail = self.src.read(BUF)
+                if not self.tail:
+                    raise EOFError("compressed stream ended before the end-of-stream marker")
+            out = self.d.decompress(self.tail, BUF)
+            if self.d.eof:
+                self.tail, self.d = self.d.unused_data, None
+            else:
+                self.tail = self.d.unconsumed_tail
+            if out:
+                self.out, self.pos = out, 0
+                return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self.out[self.pos :]]
+            while self._fill():
+                parts.append(self.out)
+            self.out, self.pos = b"", 0
+            return b"".join(parts)
+        return _take(self, n, self._fill, "out")
 
 
 def decompressor(src: Any, compression: str) -> Any:
     """A readable stream of the uncompressed layer."""
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return _Gunzip(src)
     if compression == "zstd":
         import zstandard
 
@@ -176,6 +247,10 @@ class Unpacker:
         self.owners = os.geteuid() == 0 if owners is None else owners
         self.devices = os.geteuid() == 0 if devices is None else devices
         self.rootless = os.geteuid() != 0
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        self.sgid_dirs: set[str] = set()  # keys of set-gid dirs: new entries take their group
+        if os.fstat(self.root_fd).st_mode & stat.S_ISGID:
+            self.sgid_dirs.add("")
         self.skipped: list[tuple[str, str]] = []
         self.dir_meta: list[tuple[list[str], tarfile.TarInfo]] = []
 
@@ -202,6 +277,8 @@ class Unpacker:
             if not create:
                 raise _Skip(f"{key}: no such directory") from None
             os.mkdir(parts[-1], 0o755, dir_fd=parent)
+            if "/".join(parts[:-1]) in self.sgid_dirs:  # set-gid is inherited
+                self.sgid_dirs.add(key)
             fd = os.open(parts[-1], _DIRFLAGS, dir_fd=parent)
         except OSError as e:
             if e.errno in (errno.ENOTDIR, errno.ELOOP):
@@ -260,80 +337,81 @@ class Unpacker:
         if not parts:
             if m.isdir():
                 self._meta(self.root_fd, ".", m, None)
+                if m.mode & stat.S_ISGID:
+                    self.sgid_dirs.add("")
             return
         base = parts[-1]
         parent = self._dir(parts[:-1], True)
-        key = "/".join(parts)
+        pkey = "/".join(parts[:-1])
+        key = f"{pkey}/{base}" if pkey else base
         if base.startswith(WH_PREFIX):
-            if base == WH_OPAQUE:
-                os.setxattr(
-                    f"/proc/self/fd/{parent}",
-                    USER_OPAQUE_XATTR if self.rootless else OPAQUE_XATTR,
-                    b"y",
-                )
-                return
-            if base.startswith(WH_PREFIX + WH_PREFIX):
-                raise _Skip("aufs metadata; dropped")
-            target = base[len(WH_PREFIX) :]
-            self._remove(parent, target, "/".join(parts[:-1] + [target]))
-            if not self.rootless:
-                os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
-            else:
-                fd = os.open(
-                    target,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                    0o600,
-                    dir_fd=parent,
-                )
-                try:
-                    os.setxattr(fd, USER_WHITEOUT_XATTR, b"y")
-                finally:
-                    os.close(fd)
+            self._whiteout(parent, parts, base)
             return
+        # a new inode is owned by us (group: the parent's if it is set-gid): chown only if needed
+        owned = m.uid == self.euid and m.gid == self.egid and pkey not in self.sgid_dirs
         if m.isdir():
             try:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            except FileExistsError:
                 st = os.stat(base, dir_fd=parent, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):
                     self._remove(parent, base, key)
                     os.mkdir(base, 0o700, dir_fd=parent)
-            except FileNotFoundError:
-                os.mkdir(base, 0o700, dir_fd=parent)
+                owned = False  # made by an earlier entry, maybe for someone else
             fd = os.open(
                 base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
             )
             try:
-                self._meta(fd, None, m, None)
+                self._meta(fd, None, m, None, owned=owned, times=False)  # times: at the end
             finally:
                 os.close(fd)
+            if m.mode & stat.S_ISGID:
+                self.sgid_dirs.add(key)
+            else:
+                self.sgid_dirs.discard(key)
             self.dir_meta.append((parts, m))
             return
-        self._remove(parent, base, key)
         if m.isreg():
-            fd = os.open(
+            fd = self._replacing(
+                parent,
                 base,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=parent,
+                key,
+                lambda: os.open(
+                    base,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=parent,
+                ),
             )
             try:
-                src = tf.extractfile(m)
+                src = tf.extractfile(m) if m.size else None
                 if src is not None:
-                    with os.fdopen(os.dup(fd), "wb", buffering=0) as out:
-                        shutil.copyfileobj(src, out, BUF)
-                self._meta(fd, None, m, None)
+                    while b := src.read(BUF):
+                        while b:
+                            b = b[os.write(fd, b) :]
+                self._meta(fd, None, m, None, owned=owned)
             finally:
                 os.close(fd)
         elif m.issym():
-            os.symlink(m.linkname, base, dir_fd=parent)
-            self._meta(None, base, m, parent)
+            self._replacing(parent, base, key, lambda: os.symlink(m.linkname, base, dir_fd=parent))
+            self._meta(None, base, m, parent, owned=owned)
         elif m.islnk():
             tparts = _clean(m.linkname)
             if not tparts:
                 raise _Skip(f"hard link to {m.linkname!r} leaves the layer; dropped")
             tparent = self._dir(tparts[:-1], False)
             try:
-                os.link(
-                    tparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False
+                self._replacing(
+                    parent,
+                    base,
+                    key,
+                    lambda: os.link(
+                        tparts[-1],
+                        base,
+                        src_dir_fd=tparent,
+                        dst_dir_fd=parent,
+                        follow_symlinks=False,
+                    ),
                 )
             except (FileNotFoundError, PermissionError) as e:
                 raise _Skip(f"hard link target {m.linkname!r}: {e.strerror}") from None
@@ -341,16 +419,60 @@ class Unpacker:
             if not self.devices:
                 raise _Skip("device node not allowed here; dropped")
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
-            self._meta(None, base, m, parent)
+            dev = os.makedev(m.devmajor, m.devminor)
+            self._replacing(
+                parent, base, key, lambda: os.mknod(base, kind | 0o600, dev, dir_fd=parent)
+            )
+            self._meta(None, base, m, parent, owned=owned)
         elif m.isfifo():
-            os.mkfifo(base, 0o600, dir_fd=parent)
-            self._meta(None, base, m, parent)
+            self._replacing(parent, base, key, lambda: os.mkfifo(base, 0o600, dir_fd=parent))
+            self._meta(None, base, m, parent, owned=owned)
         else:
             raise _Skip(f"unsupported tar entry type {m.type!r}")
 
+    def _replacing(self, parent: int, base: str, key: str, make: Callable[[], Any]) -> Any:
+        """make() the entry; if the name is taken (a later entry wins), remove it and retry."""
+        try:
+            return make()
+        except FileExistsError:
+            self._remove(parent, base, key)
+            return make()
+
+    def _whiteout(self, parent: int, parts: list[str], base: str) -> None:
+        if base == WH_OPAQUE:
+            os.setxattr(
+                f"/proc/self/fd/{parent}",
+                USER_OPAQUE_XATTR if self.rootless else OPAQUE_XATTR,
+                b"y",
+            )
+            return
+        if base.startswith(WH_PREFIX + WH_PREFIX):
+            raise _Skip("aufs metadata; dropped")
+        target = base[len(WH_PREFIX) :]
+        self._remove(parent, target, "/".join(parts[:-1] + [target]))
+        if not self.rootless:
+            os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
+        else:
+            fd = os.open(
+                target,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                0o600,
+                dir_fd=parent,
+            )
+            try:
+                os.setxattr(fd, USER_WHITEOUT_XATTR, b"y")
+            finally:
+                os.close(fd)
+
     def _meta(
-        self, fd: int | None, name: str | None, m: tarfile.TarInfo, parent: int | None
+        self,
+        fd: int | None,
+        name: str | None,
+        m: tarfile.TarInfo,
+        parent: int | None,
+        *,
+        owned: bool = False,
+        times: bool = True,
     ) -> None:
         """Ownership, then xattrs and mode (chown clears set-id bits), then times."""
         is_link = m.issym()
@@ -358,12 +480,26 @@ class Unpacker:
         kw: dict[str, Any] = {} if fd is not None else {"dir_fd": parent, "follow_symlinks": False}
         if name == ".":
             target, kw = self.root, {}
-        if self.owners:
+        if self.owners and not owned:
             try:
                 os.chown(target, m.uid, m.gid, **kw)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
+        if m.pax_headers:
+            self._xattrs(target, fd, name, parent, m)
+        if not is_link:
+            os.chmod(target, m.mode & 0o7777, **kw)
+        if times:
+            ns = int(m.mtime * 1_000_000_000)
+            try:
+                os.utime(target, ns=(ns, ns), **kw)
+            except OSError:
+                pass
+
+    def _xattrs(
+        self, target: Any, fd: int | None, name: str | None, parent: int | None, m: tarfile.TarInfo
+    ) -> None:
         for k, v in m.pax_headers.items():
             if k.startswith("SCHILY.xattr."):
                 xname = k[len("SCHILY.xattr.") :]
@@ -378,13 +514,6 @@ class Unpacker:
                     if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                         raise
                     self.skipped.append((m.name, f"xattr {xname}: {e.strerror}"))
-        if not is_link:
-            os.chmod(target, m.mode & 0o7777, **kw)
-        ns = int(m.mtime * 1_000_000_000)
-        try:
-            os.utime(target, ns=(ns, ns), **kw)
-        except OSError:
-            pass
 
 
 def _rm_at(dirfd: int, name: str) -> None:

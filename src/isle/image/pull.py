@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 from isle.errors import ImageError, RegistryError
-from isle.image.layers import HashReader, IterReader, unpack_layer
+from isle.image.layers import IterReader, unpack_layer
 from isle.image.reference import Reference
 from isle.image.registry import RegistryClient
 from isle.image.store import Image, ImageStore
@@ -177,7 +177,8 @@ def _fetch_layer(
                     w.write(b)
                     prog.advance(layer.digest, len(b))
 
-                src = HashReader(IterReader(resp.iter_raw(1 << 20)), sink=sink)
+                # the blob writer hashes the compressed bytes; no second hash here
+                src = IterReader(resp.iter_raw(1 << 20), sink=sink)
                 try:
                     got_diff, size, _ = unpack_layer(src, tmpd, comp)
                 except ImageError as e:
