@@ -130,6 +130,32 @@ def test_metadata_whiteouts_and_links_are_kept(tmp_path: Path) -> None:
     assert (s.st_uid, s.st_gid) == (5, 6)
 
 
+def test_owners_hold_under_set_gid_dirs_and_replaced_entries(tmp_path: Path) -> None:
+    """chown is skipped only when the new inode already has the wanted owner: a set-gid parent
+    (explicit, or inherited by a directory made implicitly) gives its group, so it must not be."""
+    target = tmp_path / "t"
+    target.mkdir()
+    entries = [
+        (_e("g", tarfile.DIRTYPE, mode=0o2775, uid=0, gid=1234), None),
+        (_e("g/f", uid=0, gid=0), b"1"),  # would inherit 1234
+        (_e("g/sub/deep", uid=0, gid=0), b"2"),  # g/sub made implicitly: set-gid inherited
+        (_e("g/l", tarfile.SYMTYPE, linkname="f", uid=0, gid=0), None),
+        (_e("plain/f", uid=0, gid=0), b"3"),
+        (_e("plain/f", uid=7, gid=8), b"4"),  # a later entry replaces the file
+        (_e("plain/f2", uid=0, gid=0, mode=0o640), b"5"),
+        (_e("plain/f2", tarfile.SYMTYPE, linkname="f"), None),  # ... or changes its type
+    ]
+    unpack_layer(_tar(entries), str(target), "")
+    g = os.lstat(target / "g")
+    assert (g.st_gid, stat.S_IMODE(g.st_mode)) == (1234, 0o2775)
+    for rel in ("g/f", "g/sub/deep", "g/l"):
+        st = os.lstat(target / rel)
+        assert (st.st_uid, st.st_gid) == (0, 0), rel
+    st = os.lstat(target / "plain" / "f")
+    assert (st.st_uid, st.st_gid) == (7, 8) and (target / "plain" / "f").read_text() == "4"
+    assert os.readlink(target / "plain" / "f2") == "f"
+
+
 def test_roundtrip_through_tar_dir_and_copy_fallback(tmp_path: Path) -> None:
     low, up, merged = tmp_path / "low", tmp_path / "up", tmp_path / "merged"
     for d in (low, up, merged):
