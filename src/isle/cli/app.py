@@ -45,3 +45,7 @@ def register(verb: str = "") -> None:
         network = None  # type: ignore[assignment]
     if network is not None and hasattr(network, "register"):
         network.register(cli)
+    if verb == "vm" or not verb:
+        from isle.cli import vm
+
+        vm.register(cli)

@@ -187,6 +187,16 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
                 self._remove_after_failure(rec, opts)
                 raise
             return RunReport(id=rec.id, name=rec.name, exit_code=None)
+        from isle.engine import direct
+
+        if direct.eligible(self, opts, stdin_fd):
+            try:
+                rr = direct.run_direct(self, rec, opts, stdin_fd, stdout_fd, stderr_fd)
+            except BaseException:
+                self._remove_after_failure(rec, opts)
+                raise
+            if rr is not None:
+                return rr
         return self._run_foreground(rec, opts, stdin_fd, stdout_fd, stderr_fd)
 
     def _remove_after_failure(self, rec: ContainerRecord, opts: RunOptions) -> None:
@@ -386,10 +396,22 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             "Root": self.s.root, "RunRoot": self.s.runroot,
             "DefaultRuntime": self.s.runtime, "RuntimePath": rt, "Rootless": self.s.rootless,
             "CgroupDriver": "cgroupfs", "CgroupVersion": _cgroup_version(),
-            "Isolation": ["container"], "Monitor": "conmon",
+            "Isolation": ["container", "vm"], "Monitor": "conmon", "VM": (vm := _vm_info(self.s)),
+            "VMAccelerator": f"{vm['accel'].upper()} ({vm['accel_reason']})",
             "KernelVersion": os.uname().release, "OperatingSystem": _os_name(),
             "NCPU": os.cpu_count(), "MemTotal": _mem_total(),
         }
+
+
+def _vm_info(s: Any) -> dict[str, Any]:
+    """Accelerator (KVM/TCG and why), QEMU, guest kernel, templates: what --isolation vm will use."""
+    import isle.vm
+
+    d = isle.vm.info(s.cache)
+    from isle.engine.vms import VMs
+
+    d["templates"] = len(VMs(s).templates())
+    return d
 
 
 def _vm_runtime() -> str:

@@ -222,6 +222,10 @@ class Lifecycle:
                          uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps())
         spec = build_spec(opts, inp)
         spec["annotations"].update(annotations)
+        if opts.isolation == "vm":
+            from isle.engine.vms import annotate
+
+            annotate(self.s, spec, p.bundle)
         proc = spec["process"]
         if init:  # check the user's command, not the init bind-mounted in front of it
             proc = {**proc, "args": proc["args"][2:]}
@@ -335,7 +339,14 @@ class Lifecycle:
         p = self.paths(rec.id)
         code = read_int(p.exit_file)
         if code is None:
-            if alive(rec.pid, rec.pid_start) or alive(rec.monitor_pid, rec.monitor_start):
+            if alive(rec.pid, rec.pid_start):
+                return rec
+            if alive(rec.monitor_pid, rec.monitor_start):
+                if not rec.pid:  # a monitor-less foreground run (direct.py): adopt the pid file
+                    cpid = read_int(p.pidfile) or 0
+                    if proc_start_time(cpid):
+                        rec.pid, rec.pid_start = cpid, proc_start_time(cpid)
+                        self.db.update_container(rec.id, pid=cpid, pid_start=rec.pid_start)
                 return rec
             if not rec.pid:  # a start in progress or cut short
                 if self._lock_busy(rec.id):  # type: ignore[attr-defined]

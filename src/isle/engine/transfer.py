@@ -247,6 +247,9 @@ class Transfer:
             out["Network attachments"] = [x[:12] for x in gone["removed"]] + gone["errors"]
         except Exception as exc:
             out["Network attachments"] = [f"(network gc failed: {exc})"]
+        from isle.engine.vms import VMs
+
+        out["VM templates"] = VMs(self.s).prune_templates()  # type: ignore[attr-defined]
         try:
             out["Images"] = list(self.store.prune(all_images=all_images))  # type: ignore[attr-defined]
         except Exception as exc:  # the image store refuses in-use images; report, don't fail

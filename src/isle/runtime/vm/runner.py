@@ -27,6 +27,7 @@ from isle.vm.microvm import Boot, MicroVM, host_end, machine_config, short_dir
 __all__ = [
     "Prepared",
     "prepare",
+    "boot_of",
     "run",
     "create",
     "start",
@@ -68,11 +69,21 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     bundle = os.path.abspath(bundle)
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     job = vmspec.to_job(cfg, stdin=stdin)
-    vcpus, mem = vmspec.vm_size(cfg)
+    boot = boot_of(cfg, bundle, settings)
     ann = cfg.get("annotations") or {}
-    fstype = ann.get("org.isle.vm.rootfs", "erofs")
+    template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
+        "1",
+        "true",
+    )
+    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
+
+
+def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
+    """What the VM for cfg boots (kernel, initramfs, image disk, size): a template's identity."""
+    vcpus, mem = vmspec.vm_size(cfg)
+    fstype = (cfg.get("annotations") or {}).get("org.isle.vm.rootfs", "erofs")
     k = kernel.find(settings.cache)
-    boot = Boot(
+    return Boot(
         kernel=k.boot_image,
         initrd=initramfs.build(k, settings.cache),
         rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
@@ -82,11 +93,6 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
         accel=accel.detect()[0],
         net=vmspec.net_of(cfg)[0],
     )
-    template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
-        "1",
-        "true",
-    )
-    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
 
 def _reopenable(fd: int) -> int:

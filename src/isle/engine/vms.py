@@ -1,0 +1,186 @@
+"""VMs as user-facing objects: full-OS machines (vm.machine.MachineStore) and microVM templates.
+
+    vms = VMs(settings)
+    vms.create("deb", disk="/images/debian.qcow2", memory_mib=512)   # MachineInfo
+    vms.start("deb"); vms.console("deb") -> socket path; vms.stop("deb"); vms.rm("deb")
+    vms.template_create(engine, "busybox", memory_mib=128)  # boots once, saves; `run --isolation vm` uses it
+    vms.templates() -> [TemplateInfo]; vms.template_rm("busybox" | key) ; vms.prune_templates()
+    annotate(settings, spec, bundle)   # engine hook: org.isle.vm.template=true when a template matches
+
+Machines live under <root>/vms/<name>/, their sockets under <runroot>/vms/<name>/; templates are
+the runtime's (<cache>/templates/<key>/ + /dev/shm/isle-tpl-<key>.ram), labelled <key>.json here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from isle.config import Settings
+from isle.errors import NotFound
+from isle.vm.machine import MachineInfo, MachineStore
+
+__all__ = ["VMs", "TemplateInfo", "annotate", "TEMPLATE_ANNOTATION"]
+
+TEMPLATE_ANNOTATION = "org.isle.vm.template"
+#: set by template_create while it runs its one container: that run makes the template
+_MAKING: dict[str, Any] = {}
+
+
+@dataclass(slots=True)
+class TemplateInfo:
+    key: str
+    image: str
+    memory_mib: int
+    vcpus: int
+    net: str
+    created: str
+    ram_bytes: int  # RAM file size in /dev/shm (pages the clones share)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VMs:
+    """Full-OS machines and microVM templates of one isle root."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.store = MachineStore(os.path.join(settings.root, "vms"),
+                                  os.path.join(settings.runroot, "vms"))
+
+    # -- full-OS machines ---------------------------------------------------------------------
+    def create(self, name: str, *, disk: str, memory_mib: int = 512, vcpus: int = 1,
+               firmware: str = "bios", network: str = "none") -> MachineInfo:
+        return self.store.create(name, disk, memory_mib=memory_mib, vcpus=vcpus,
+                                 firmware=firmware, network=network)
+
+    def start(self, name: str) -> MachineInfo:
+        return self.store.start(name)
+
+    def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
+        return self.store.stop(name, timeout=timeout)
+
+    def rm(self, name: str, force: bool = False) -> None:
+        self.store.rm(name, force=force)
+
+    def ls(self) -> list[MachineInfo]:
+        return self.store.ls()
+
+    def inspect(self, name: str) -> MachineInfo:
+        return self.store.inspect(name)
+
+    def console(self, name: str) -> str:
+        return self.store.console(name)
+
+    # -- templates ----------------------------------------------------------------------------
+    def _tdir(self) -> str:
+        return os.path.join(self.s.cache, "templates")
+
+    def template_create(self, engine: Any, image: str, *, memory_mib: int = 128,
+                        vcpus: int = 1) -> TemplateInfo:
+        """Boot image once at this size, save it; `isle run --isolation vm` then restores it."""
+        from isle.engine.options import RunOptions
+
+        opts = RunOptions(image=image, command=["true"], remove=True, isolation="vm",
+                          memory=memory_mib << 20, cpus=float(vcpus) if vcpus > 1 else 0.0)
+        _MAKING.clear()
+        _MAKING.update(image=image)
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                rep = engine.run(opts, stdin_fd=null, stdout_fd=null, stderr_fd=null)
+            finally:
+                os.close(null)
+            key = _MAKING.get("key", "")
+        finally:
+            _MAKING.clear()
+        if not key or rep.exit_code not in (0, None):
+            raise NotFound(f"no template was made for {image} (its VM exited {rep.exit_code})")
+        return self._info(key)
+
+    def _info(self, key: str) -> TemplateInfo:
+        try:
+            with open(os.path.join(self._tdir(), f"{key}.json")) as f:
+                label = json.load(f)
+        except (OSError, ValueError):
+            label = {}
+        try:
+            ram = os.stat(f"/dev/shm/isle-tpl-{key}.ram").st_blocks * 512
+        except OSError:
+            ram = 0
+        return TemplateInfo(key=key, image=label.get("image", "?"),
+                            memory_mib=int(label.get("memory_mib", 0)),
+                            vcpus=int(label.get("vcpus", 0)), net=label.get("net", ""),
+                            created=label.get("created", ""), ram_bytes=ram)
+
+    def templates(self) -> list[TemplateInfo]:
+        d = self._tdir()
+        if not os.path.isdir(d):
+            return []
+        return [self._info(k) for k in sorted(os.listdir(d))
+                if os.path.isfile(os.path.join(d, k, "vmstate"))]
+
+    def template_rm(self, ref: str) -> list[str]:
+        """Remove templates by key (or key prefix) or by image name; the keys removed."""
+        keys = [t.key for t in self.templates() if t.key.startswith(ref) or t.image == ref]
+        if not keys:
+            raise NotFound(f"no VM template {ref}")
+        for k in keys:
+            self._remove(k)
+        return keys
+
+    def prune_templates(self) -> list[str]:
+        """Remove every template (their /dev/shm RAM files too) and stray labels."""
+        keys = [t.key for t in self.templates()]
+        d = self._tdir()
+        if os.path.isdir(d):
+            keys += [n[:-5] for n in os.listdir(d) if n.endswith(".json") and n[:-5] not in keys]
+        for k in keys:
+            self._remove(k)
+        return keys
+
+    def _remove(self, key: str) -> None:
+        import shutil
+
+        d = self._tdir()
+        shutil.rmtree(os.path.join(d, key), ignore_errors=True)
+        for p in (f"/dev/shm/isle-tpl-{key}.ram", os.path.join(d, f"{key}.lock"),
+                  os.path.join(d, f"{key}.json")):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+def annotate(settings: Settings, spec: dict[str, Any], bundle: str) -> None:
+    """Engine hook for --isolation vm: use a template when one matches (image, kernel, size).
+
+    The match is exact: the key the runtime would restore (vm.snapshot.key of the same Boot).
+    """
+    from isle.errors import IsleError
+    from isle.runtime.vm.runner import boot_of
+    from isle.vm import snapshot
+
+    ann = spec.setdefault("annotations", {})
+    if ann.get(TEMPLATE_ANNOTATION) in ("false", "0"):
+        return
+    try:
+        boot = boot_of(spec, bundle, settings)
+    except IsleError:
+        return  # the runtime reports it with the container's own error
+    key = snapshot.key(boot)
+    d = os.path.join(settings.cache, "templates")
+    if _MAKING:
+        _MAKING["key"] = key
+        ann[TEMPLATE_ANNOTATION] = "true"
+        os.makedirs(d, exist_ok=True)
+        from isle.sys.fs import atomic_write
+
+        label = {"image": _MAKING["image"], "memory_mib": boot.memory_mib, "vcpus": boot.vcpus,
+                 "net": boot.net, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write(os.path.join(d, f"{key}.json"), json.dumps(label).encode())
+    elif os.path.isfile(os.path.join(d, key, "vmstate")) and os.path.exists(
+            f"/dev/shm/isle-tpl-{key}.ram"):
+        ann[TEMPLATE_ANNOTATION] = "true"
