@@ -35,11 +35,22 @@ def _vms(ctx: click.Context) -> Any:
     return VMs(ctx.obj.settings)
 
 
-def relay_console(path: str, in_fd: int | None, out_fd: int, timeout: float = 0) -> None:
+def relay_console(path: str, in_fd: int | None, out_fd: int, timeout: float = 0,
+                  replay: str = "") -> None:
     """Bytes both ways between a console socket and in_fd/out_fd; ends on Ctrl-], stdin EOF,
-    the console closing, or after timeout seconds (0: no limit). A tty stdin is put in raw mode."""
+    the console closing, or after timeout seconds (0: no limit). A tty stdin is put in raw mode.
+
+    replay: the console's log file; what the guest wrote before we connected is printed first.
+    """
+    try:
+        seen = os.path.getsize(replay) if replay else 0
+    except OSError:
+        seen = 0
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
+    if seen:
+        with open(replay, "rb") as f:
+            os.write(out_fd, f.read(seen))
     old = None
     if in_fd is not None and os.isatty(in_fd):
         import termios
@@ -181,7 +192,8 @@ def register(cli: click.Group) -> None:
         path = _vms(ctx).console(name)
         if not no_stdin and os.isatty(0):
             sys.stderr.write(f"Connected to {name} (detach: Ctrl-])\r\n")
-        relay_console(path, None if no_stdin else 0, 1, timeout)
+        relay_console(path, None if no_stdin else 0, 1, timeout,
+                      replay=os.path.join(os.path.dirname(path), "console.log"))
         return 0
 
     @vm.group("template")

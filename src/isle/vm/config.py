@@ -16,6 +16,7 @@ class Chardev:
     backend: str
     path: str = ""
     append: bool = True
+    log: str = ""  # socket only: also append everything the guest writes to this file
 
     def __post_init__(self) -> None:
         if self.backend not in ("file", "socket", "null"):

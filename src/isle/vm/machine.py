@@ -158,7 +158,8 @@ class MachineStore:
             pflash=(OVMF_CODE, os.path.join(d, "OVMF_VARS.fd")) if spec.firmware == "uefi" else (),
             drives=(Drive(id="disk0", path=os.path.join(d, "disk.qcow2"), format="qcow2"),),
             nics=(Nic(id="net0"),) if spec.network == "user" else (),
-            console=Chardev(backend="socket", path=os.path.join(r, "console.sock")),
+            console=Chardev(backend="socket", path=os.path.join(r, "console.sock"),
+                            log=os.path.join(r, "console.log")),
             qmp_socket=os.path.join(r, "qmp.sock"),
             pidfile=os.path.join(r, "qemu.pid"),
         )

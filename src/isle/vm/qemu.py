@@ -18,7 +18,8 @@ def _chardev(id: str, c: Chardev) -> str:
     if c.backend == "null":
         return f"null,id={id}"
     if c.backend == "socket":
-        return f"socket,id={id},path={_esc(c.path)},server=on,wait=off"
+        log = f",logfile={_esc(c.log)},logappend=on" if c.log else ""
+        return f"socket,id={id},path={_esc(c.path)},server=on,wait=off{log}"
     return f"file,id={id},path={_esc(c.path)},append={'on' if c.append else 'off'}"
 
 
