@@ -21,7 +21,7 @@ from isle.engine.db import ContainerRecord
 from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int
 from isle.engine.options import RunOptions
 from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
-from isle.errors import CommandError, ConfigError, IsleError
+from isle.errors import CommandError, ConfigError, IsleError, NotFound
 from isle.engine.layout import write_file
 
 if TYPE_CHECKING:
@@ -417,7 +417,10 @@ class Lifecycle:
         if alive(rec.monitor_pid, rec.monitor_start):
             wait_pid_exit(rec.monitor_pid, 10)
         with self._locked(rec.id):  # type: ignore[attr-defined]
-            cur = self._refresh(self.db.get_container(rec.id))
+            try:
+                cur = self._refresh(self.db.get_container(rec.id))
+            except NotFound:  # a `run --rm` that owned it has removed it already
+                return
             if cur.state == "exited":
                 self._release(cur, final=False)
 

@@ -1,0 +1,148 @@
+"""Foreground `run --rm` without a monitor: the CLI owns stdio and the exit code, the runtime runs once.
+
+`isle run --rm IMAGE CMD` (no -d, no tty) lives exactly as long as its container, so conmon and
+the `create` + `start` pair are pure overhead there: one `<runtime> run --pid-file P ID` does
+create + start + wait + delete in one process. The record says "running" before the runtime
+starts and keeps the runtime's pid + start time as its monitor, so a SIGKILLed `isle` never makes
+`ps` lie (_refresh sees the monitor alive, then dead without an exit file). The container's own
+pid is adopted from the pid file by _refresh, so stop/kill/rm -f from elsewhere work as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
+
+    from isle.engine.db import ContainerRecord
+    from isle.engine.options import RunOptions
+
+from isle.engine.layout import alive, proc_start_time, write_file
+from isle.engine.reports import RunReport
+from isle.errors import NotFound
+
+__all__ = ["eligible", "run_direct"]
+
+_FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+            signal.SIGUSR2)
+_RUNTIMES = {"runc", "crun", "isle-runtime"}  # their `run` waits, forwards signals, deletes
+
+
+def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
+    """Whether nothing but the CLI's own life is needed: no detach/tty/restart/logs afterwards."""
+    if os.environ.get("ISLE_NO_DIRECT_RUN") or not opts.remove or opts.detach or opts.tty:
+        return False
+    if opts.restart.name != "no" or engine.s.rootless or opts.healthcheck is not None:
+        return False
+    if os.path.basename(opts.runtime or "") not in _RUNTIMES:
+        return False
+    # the runtime goes into its own process group (signals reach it once, through us): a
+    # terminal's stdin would stop it with SIGTTIN, so an interactive terminal keeps conmon
+    return not (opts.interactive and stdin_fd is not None and os.isatty(stdin_fd))
+
+
+def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
+               stdout_fd: int, stderr_fd: int) -> RunReport | None:
+    """Run the created record `rec` to its end; None: the image has a healthcheck (use conmon)."""
+    import json
+    import subprocess
+
+    from isle.engine import fastimage
+    from isle.engine.health import healthcheck_of
+    from isle.engine.lifecycle import classify_runtime_error
+    from isle.sys import proc
+
+    p = engine.paths(rec.id)
+    img = fastimage.resolve(engine, rec.image_id)
+    if healthcheck_of(opts, img.config.get("config") or {}) is not None:
+        return None
+    oci = engine._oci(rec)
+    with engine._locked(rec.id):
+        os.makedirs(p.run, exist_ok=True)
+        rootfs = fastimage.mount(engine, img, p.bundle, copy=False)
+        try:
+            spec = engine._spec(rec, opts, img, rootfs)
+            write_file(p.config, json.dumps(spec).encode())
+            engine.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
+                                       monitor_start=0, started_at=time.time(), finished_at=0.0,
+                                       exit_code=0, oom_killed=False, error="")
+            argv = [oci.path, "--root", engine.s.runtime_root, "run", "--bundle", p.bundle,
+                    "--pid-file", p.pidfile, rec.id]
+            stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else subprocess.DEVNULL
+            child = proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=subprocess.PIPE,
+                               process_group=0)
+            engine.db.update_container(rec.id, monitor_pid=child.pid,
+                                       monitor_start=proc_start_time(child.pid), event="start")
+        except BaseException as exc:
+            engine._fail_start(rec, str(exc))
+            raise
+    old = {sg: signal.signal(sg, _forwarder(child.pid)) for sg in _FORWARD}
+    try:
+        started, err = _pump_stderr(child.stderr.fileno(), stderr_fd, p.pidfile)  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
+        code = child.wait()
+    finally:
+        for sg, h in old.items():
+            signal.signal(sg, h)
+    code = 128 - code if code < 0 else code  # the runtime itself was killed (e.g. rm -f)
+    with contextlib.suppress(OSError):
+        write_file(p.exit_file, str(code).encode())
+    with engine._locked(rec.id):
+        try:
+            cur = engine.db.get_container(rec.id)
+        except NotFound:  # removed under us (rm -f): nothing left to record
+            return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
+        if not started:
+            msg = err.decode(errors="replace").strip() or f"the runtime exited {code}"
+            engine._fail_start(cur, msg)
+            engine._release(cur, final=True)
+            engine.db.delete_container(rec.id)
+            engine._remove_anon_volumes(cur)
+            raise classify_runtime_error(msg)
+        engine.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
+                                   finished_at=time.time(), event="die",
+                                   attrs={"exitCode": str(code)})
+        cur.state, cur.pid = "exited", 0
+        engine._release(cur, final=True)
+        engine.db.delete_container(rec.id)
+        engine._remove_anon_volumes(cur)
+    return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
+
+
+def _forwarder(pid: int) -> Any:
+    start = proc_start_time(pid)
+
+    def fwd(sig: int, _f: Any) -> None:
+        with contextlib.suppress(OSError):
+            if alive(pid, start):
+                os.kill(pid, sig)
+    return fwd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _pump_stderr(src: int, dst: int, pidfile: str) -> tuple[bool, bytes]:
+    """Copy the runtime's stderr to ours; until its pid file exists, hold it back (a failed
+    create is reported once, as isle's error). -> (the container was created, held bytes)."""
+    held, started = b"", False
+    while True:
+        chunk = os.read(src, 65536)
+        if not started and (os.path.exists(pidfile) or not chunk):
+            started = os.path.exists(pidfile)
+            if started and held:
+                _write_all(dst, held)
+                held = b""
+        if not chunk:
+            return started, held
+        if started:
+            _write_all(dst, chunk)
+        else:
+            held += chunk
