@@ -123,7 +123,7 @@ class Isle(Engine):
     def __init__(self, tmp: str, runtime: str) -> None:
         self.root, self.runroot = f"{tmp}/isle/root", f"{tmp}/isle/run"
         self.runtime = runtime
-        sh([ISLE, *self.cli()[1:], "run", "--rm", "busybox", "true"])  # makes the image
+        sh([ISLE, *self.cli()[1:], "run", "--rm", "--network", "none", "busybox", "true"])  # makes the image
 
     def cli(self) -> list[str]:
         c = [ISLE, "--root", self.root, "--runroot", self.runroot]

@@ -205,7 +205,10 @@ def _attach_vm(nm: Any, cid: str, name: str, hostname: str, opts: RunOptions, mo
            "org.isle.vm.net.mac": tap.mac}
     if tap.gateway:
         ann["org.isle.vm.net.gateway"] = tap.gateway
-    return None, files, {**_facts(att), "tap": tap.tap, "annotations": ann}
+    facts = _facts(att)
+    for v in facts["networks"].values():
+        v["MacAddress"] = tap.mac          # the VM's NIC, not netavark's anchor interface
+    return None, files, {**facts, "tap": tap.tap, "annotations": ann}
 
 
 def after_start(settings: Settings, cid: str, name: str, pid: int, opts: RunOptions,

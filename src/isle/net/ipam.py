@@ -10,7 +10,9 @@ The caller persists ``Leases.data`` (``{network: {ip: owner}}``) under a lock.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import itertools
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
@@ -104,8 +106,12 @@ def ula_subnet(seed: str) -> str:
 class Leases:
     """{network name: {ip: owner}}; owners are container ids (or "vm-<id>")."""
 
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
+    def __init__(self, data: dict[str, dict[str, str]], last: dict[str, str] | None = None) -> None:
         self.data = data
+        #: {network: last address handed out}: the next search starts after it (Docker's serial
+        #: allocation), so a freed address is not reused at once while peers' ARP caches still
+        #: map it to the old owner's MAC
+        self.last = dict(last or {})
 
     def owners(self) -> set[str]:
         return {o for ips in self.data.values() for o in ips.values()}
@@ -140,13 +146,16 @@ class Leases:
                     raise ConfigError("ip", f"{ip} is already taken on network {net.name} by {holder[:12]}")
                 got.append(str(ip))
             else:
-                got.append(str(self._first_free(net.name, n, s, table)))
+                got.append(str(self._first_free(net.name, n, s, table,
+                                                self.last.get(f"{net.name} {n}"))))
+                self.last[f"{net.name} {n}"] = got[-1]
         for ip in got:
             table[ip] = owner
         return got
 
     @staticmethod
-    def _first_free(name: str, n: IPNet, s: Subnet, table: dict[str, str]):  # type: ignore[no-untyped-def]
+    def _first_free(name: str, n: IPNet, s: Subnet, table: dict[str, str],  # type: ignore[no-untyped-def]
+                    after: str | None = None):
         rng = ip_network(s.ip_range) if s.ip_range else n
         skip = {n.network_address}
         if s.gateway:
@@ -154,7 +163,14 @@ class Leases:
         last = n.broadcast_address if n.version == 4 else None
         start = int(rng.network_address)
         end = int(rng.broadcast_address)
-        for i in range(start, end + 1):
+        first = start
+        if after is not None:
+            with contextlib.suppress(ValueError):
+                a = int(ip_address(after))
+                if start <= a < end:
+                    first = a + 1
+        for i in itertools.chain(range(first, min(end, first + 65536) + 1),
+                                 range(start, min(first, start + 65536))):
             ip = ipaddress.ip_address(i) if n.version == 4 else ipaddress.IPv6Address(i)
             if ip in skip or ip == last or str(ip) in table:
                 continue

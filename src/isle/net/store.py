@@ -78,12 +78,15 @@ class Store:
     def leases(self) -> Leases:
         try:
             with open(os.path.join(self.runroot, "leases.json")) as f:
-                return Leases(json.load(f))
+                d = json.load(f)
+            last = d.pop("\0last", None) if isinstance(d.get("\0last"), dict) else None
+            return Leases(d, last)
         except FileNotFoundError:
             return Leases({})
 
     def save_leases(self, leases: Leases) -> None:
-        atomic_write(os.path.join(self.runroot, "leases.json"), json.dumps(leases.data).encode())
+        d = {**leases.data, "\0last": leases.last} if leases.last else leases.data
+        atomic_write(os.path.join(self.runroot, "leases.json"), json.dumps(d).encode())
 
     # attachment records ------------------------------------------------------------------
     def _rec_path(self, cid: str) -> str:

@@ -61,7 +61,14 @@ def test_allocate_sequential_skips_gateway_and_is_idempotent_per_owner():
     assert L.allocate(n, "c2") == ["10.89.0.3"]
     assert L.members("n") == {"c1", "c2"}
     assert L.release("n", "c1") == ["10.89.0.2"]
-    assert L.allocate(n, "c3") == ["10.89.0.2"]
+    # serial, as Docker: a just-freed address is not reused while peers may still cache its MAC
+    assert L.allocate(n, "c3") == ["10.89.0.4"]
+    small = net(plan_subnet("10.89.1.0/29", ip_range="10.89.1.0/30"))   # .2 and .3 usable
+    L2 = Leases({})
+    assert L2.allocate(small, "a") == ["10.89.1.2"] and L2.allocate(small, "b") == ["10.89.1.3"]
+    L2.release("n", "a")
+    assert L2.allocate(small, "c") == ["10.89.1.2"]          # wraps around to the freed one
+    assert L2.last == {"n 10.89.1.0/29": "10.89.1.2"}
 
 
 def test_allocate_static_checks_subnet_taken_and_reserved():

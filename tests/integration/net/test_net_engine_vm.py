@@ -1,0 +1,57 @@
+"""VMs join isle networks through a tap on the network's bridge: a container reaches a VM by
+name and the VM a container (QEMU, TCG here); `isle rm` leaves no tap, veth, lease or record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from isle.config import Settings
+from isle.engine.networks import network_manager
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.qemu, pytest.mark.slow,
+              pytest.mark.timeout(360)]
+ISLE = os.path.join(os.path.dirname(sys.executable), "isle")
+
+
+def isle(tmp: Path, *args: str, check: bool = True, timeout: float = 120
+         ) -> subprocess.CompletedProcess[str]:
+    cp = subprocess.run([ISLE, "--root", str(tmp / "root"), "--runroot", str(tmp / "run"), *args],
+                        capture_output=True, text=True, timeout=timeout)
+    assert not check or cp.returncode == 0, (args, cp.stdout, cp.stderr)
+    return cp
+
+
+def test_vm_and_container_reach_each_other_by_name(tmp_path):
+    nm = network_manager(Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run")))
+    isle(tmp_path, "network", "create", "--subnet", "10.206.9.0/24", "isle-test-vmnet")
+    try:
+        isle(tmp_path, "run", "--isolation", "vm", "--network", "isle-test-vmnet", "--name", "v1",
+             "-d", "busybox", "sleep", "300")
+        (info,) = json.loads(isle(tmp_path, "inspect", "v1").stdout)
+        tap = nm.store.record(f"vm-{info['Id']}")["tap"]
+        bridge = nm.store.network("isle-test-vmnet").bridge
+        assert os.path.realpath(f"/sys/class/net/{tap}/master").endswith("/" + bridge)
+        vm_ip = info["NetworkSettings"]["Networks"]["isle-test-vmnet"]["IPAddress"]
+        out = isle(tmp_path, "run", "--rm", "--network", "isle-test-vmnet", "busybox", "ping",
+                   "-c3", "-W5", "v1").stdout
+        assert f"({vm_ip})" in out and " 0 packets received" not in out
+        isle(tmp_path, "run", "-d", "--network", "isle-test-vmnet", "--name", "c1", "busybox",
+             "sleep", "300")
+        out = isle(tmp_path, "exec", "v1", "ping", "-c3", "-W5", "c1", check=False).stdout
+        assert "PING c1 (10.206.9." in out and " 0 packets received" not in out, out
+        isle(tmp_path, "rm", "-f", "v1", "c1")
+        assert not os.path.exists(f"/sys/class/net/{tap}")
+        assert nm.store.records() == [] and nm.store.leases().owners() == set()
+        assert nm.store.netns_ids() == []
+    finally:
+        ids = isle(tmp_path, "ps", "-aq", "--no-trunc", check=False).stdout.split()
+        if ids:
+            isle(tmp_path, "rm", "-f", *ids, check=False)
+        nm.gc(set())
+        isle(tmp_path, "network", "rm", "isle-test-vmnet", check=False)
