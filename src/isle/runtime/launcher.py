@@ -15,8 +15,8 @@ TEMPLATE = """#!{python} -SE
 import sys
 sys.dont_write_bytecode = False
 sys.path[0] = {src!r}  # not the venv's bin dir: fewer stats per import
-from isle.runtime.cli import main
-sys.exit(main())
+from isle.runtime.cli import exit_fast, main
+exit_fast(main())
 """
 
 
