@@ -23,6 +23,7 @@ from isle.runtime.state import (
     alive,
     now_rfc3339,
     proc_starttime,
+    trace,
 )
 
 TYPE_CHECKING = False
@@ -118,6 +119,12 @@ def _write_maps(pid: int, lx: dict[str, Any]) -> None:
 def create(root: str, cid: str, opts: Options) -> Container:
     from isle.oci import runtime_spec
 
+    if os.geteuid() == 0:  # the cgroup attach comes ~10 ms from now: start its wait now
+        from isle.cgroups.fsio import warm_attach
+
+        warm_attach()
+
+    trace('create')
     bundle = os.path.abspath(opts.bundle)
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     rootfs = _resolve_rootfs(cfg, bundle)
@@ -148,14 +155,17 @@ def create(root: str, cid: str, opts: Options) -> Container:
                 ctr.data["cgroup"] = cg.to_state()
                 ctr.save()
                 cg.set(res)
+        trace('saved1')
         ctr.save()
         os.mkfifo(ctr.fifo, 0o622)
         os.chmod(ctr.fifo, 0o622)  # past the umask: an init in a user ns writes it as "other"
         if opts.console_socket and (cfg["process"].get("terminal")):
             console_fd = _connect_console(opts.console_socket)
+        trace('spawn')
         _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early)
         ctr.data["status"] = CREATED
         ctr.save()
+        trace('created')
         _write_pid_file(opts.pid_file, ctr.data["pid"])
         return ctr
     except BaseException:
@@ -183,6 +193,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                   "no_pivot": opts.no_pivot, "preserve_fds": opts.preserve_fds,
                   "cid": ctr.id, "no_new_keyring": opts.no_new_keyring,
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog}
+    trace('fork')
     pid = os.fork()
     if pid == 0:
         os.close(p2c_w)
@@ -219,14 +230,17 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                     ctr.data["pid"] = msg["pid"]
                     ctr.data["starttime"] = proc_starttime(msg["pid"])
                 raise
+        trace('cg set')
         init_pid = _recv(chan, "pid")["pid"]
         os.waitpid(pid, 0)
         reaped = True
         ctr.data["pid"] = init_pid
         ctr.data["starttime"] = proc_starttime(init_pid)
         ctr.save()
+        trace('pre-join')
         if cg is not None and not early:
             _join_cgroup(cg, init_pid)
+        trace('joined')
         _send(chan, "cgroup")
         _recv(chan, "hooks")
         state = dict(hook_state, pid=init_pid)
@@ -234,6 +248,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         hooks.run_hooks(hk, "prestart", state)
         hooks.run_hooks(hk, "createRuntime", state)
         _send(chan, "go")
+        trace('go2')
         _recv(chan, "ready")
     finally:
         chan.close()
@@ -292,6 +307,7 @@ def start(root: str, cid: str, foreground: bool = False) -> Container:
                 raise IsleError("container init died before start")
     finally:
         os.close(fd)
+    trace('fifo read')
     os.unlink(ctr.fifo)
     from isle.runtime import hooks
 
@@ -490,9 +506,12 @@ def run(root: str, cid: str, opts: Options, detach: bool) -> int:
         raise
     if detach:
         return 0
+    trace('started')
     code = _wait_forwarding(ctr.data["pid"])
+    trace('exited')
     ctr.load()
     _destroy(ctr, hooks=True)
+    trace('destroyed')
     return code
 
 

@@ -14,6 +14,7 @@ import os
 from isle.errors import ConfigError, Unsupported
 from isle.oci import fastjson as json
 from isle.runtime.plan import split_namespaces
+from isle.runtime.state import trace
 from isle.sys import libc as L
 
 TYPE_CHECKING = False
@@ -162,6 +163,7 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
             chan.expect("maps")
             _become_root_in_userns()
         chan.expect("go")
+        trace('s1 go')
         rest = new & ~L.CLONE_NEWUSER
         if rest:
             try:
@@ -179,6 +181,7 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
         if pid == 0:
             _init(sys, chan, cfg, opts, bool(new & L.CLONE_NEWUSER) or any(
                 n["type"] == "user" for n in nss))
+        trace('s1 forked')
         chan.send(op="pid", pid=pid)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 -- everything goes back to the runtime
@@ -206,29 +209,35 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         if lx.get("namespaces") and "network" in types and not any(
                 n.get("path") for n in lx["namespaces"] if n["type"] == "network"):
             _loopback_up()
+        trace('init start')
         own_mnt = "mount" in types
         if own_mnt:
             rootfs.prepare_root(sys, rootdir, lx.get("rootfsPropagation"))
         if opts.get("seccomp_prog") is None and lx.get("seccomp"):
             opts["seccomp_prog"] = _seccomp_load(lx["seccomp"])  # host paths still visible
+        trace('init prepared')
         mounts = cfg.get("mounts") or []
         cg_wait = [True]
 
         def joined() -> None:  # the runtime has put us in our cgroup
             if cg_wait:
+                trace('init wait cg')
                 chan.expect("cgroup")
                 cg_wait.clear()
 
         rootfs.do_mounts(sys, mounts, rootdir, opts["bundle"], before_cgroup=joined)
+        trace('init mounted')
         dev_bound = any(m["destination"].rstrip("/") == "/dev" and "bind" in (
             m.get("type") or "") + ",".join(m.get("options") or []) for m in mounts)
         if not dev_bound:
             rootfs.setup_dev(sys, rootdir, lx.get("devices") or [], in_userns)
+        trace('init dev')
         fifo_fd = opts["fifo_fd"]
         joined()
         chan.send(op="hooks")
         chan.expect("go")
         hooks.run_hooks(cfg.get("hooks"), "createContainer", opts["hook_state"])
+        trace('init go')
         if own_mnt:
             rootfs.pivot(sys, rootdir, opts.get("no_pivot", False),
                          lx.get("rootfsPropagation") or None)
@@ -236,6 +245,7 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
             os.chdir(rootdir)
             os.chroot(".")
             os.chdir("/")
+        trace('init pivoted')
         console = opts.get("console_fd")
         if proc.get("terminal") and console is not None:
             _setup_console(sys, console, proc)
@@ -280,6 +290,7 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
         sys.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     env = proc.get("env") or []
     exe = process.lookup_exec(proc["args"][0], env)
+    trace('init pre-fifo')
     _close_extra_fds(preserve_fds, keep={chan.rfd, chan.wfd, fifo_fd or -1})
     if fifo_fd is not None:
         chan.send(op="ready")
@@ -292,6 +303,7 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
         _install_seccomp(prog, sc, hook_state)
     if hook_state is not None and (cfg.get("hooks") or {}).get("startContainer"):
         hooks.run_hooks(cfg["hooks"], "startContainer", dict(hook_state, status="running"))
+    trace('init exec')
     envd = dict(e.split("=", 1) for e in env)
     os.execve(exe, proc["args"], envd)
 

@@ -21,6 +21,15 @@ __all__ = ["Container", "valid_id", "proc_starttime", "alive", "now_rfc3339"]
 CREATED, RUNNING, STOPPED, PAUSED, CREATING = "created", "running", "stopped", "paused", "creating"
 
 
+_TRACE = os.environ.get("ISLE_RUNTIME_TRACE")
+
+
+def trace(label: str) -> None:
+    """With ISLE_RUNTIME_TRACE set: a monotonic timestamp per step on stderr (for profiling)."""
+    if _TRACE:
+        os.write(2, f"T {os.getpid()} {time.monotonic_ns() / 1e6:.3f} {label}\n".encode())
+
+
 def valid_id(cid: str) -> str:
     ok = cid and len(cid) <= 1024 and all(c.isalnum() or c in "._-+" for c in cid)
     if not ok or cid in (".", ".."):
