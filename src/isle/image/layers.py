@@ -15,11 +15,13 @@ import fcntl
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import stat
+import struct
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
 from isle.errors import ImageError
@@ -35,6 +37,7 @@ __all__ = [
     "is_whiteout",
     "is_opaque",
     "spread_subdirs",
+    "TarStream",
 ]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -235,6 +238,176 @@ def is_opaque(path: str) -> bool:
     return _xattr(path, OPAQUE_XATTR) == b"y" or _xattr(path, USER_OPAQUE_XATTR) == b"y"
 
 
+_NUL_BLOCK = bytes(512)
+# entries followed by data blocks (tarfile: regular files and types it does not know)
+_NO_DATA_TYPES = {
+    tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE,
+    tarfile.CHRTYPE, tarfile.BLKTYPE,
+}  # fmt: skip
+_PAX_RE = re.compile(rb"(\d+) ([^=]+)=")
+
+
+def _nts(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _nti(b: bytes) -> int:
+    if b[0] in (0o200, 0o377):  # GNU base-256
+        n = int.from_bytes(b[1:], "big")
+        return n - 256 ** (len(b) - 1) if b[0] == 0o377 else n
+    try:
+        return int(b.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        raise tarfile.ReadError("invalid header") from None
+
+
+def _signed_chksum(buf: bytes) -> int:  # some old tars summed signed chars
+    return 256 + sum(struct.unpack_from("148b8x356b", buf))
+
+
+def _pax_records(buf: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while m := _PAX_RE.match(buf, pos):
+        length = int(m.group(1))
+        if length == 0:
+            raise tarfile.ReadError("invalid pax header")
+        key = m.group(2).decode("utf-8", "surrogateescape")
+        out[key] = buf[m.end(2) + 1 : m.start(1) + length - 1].decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def _apply_pax(ti: tarfile.TarInfo, pax: dict[str, str]) -> None:
+    for k, v in pax.items():
+        if k == "path":
+            ti.name = v.rstrip("/")
+        elif k == "linkpath":
+            ti.linkname = v
+        elif k in ("uname", "gname"):
+            setattr(ti, k, v)
+        elif k in ("size", "uid", "gid"):
+            try:
+                setattr(ti, k, int(v))
+            except ValueError:
+                setattr(ti, k, 0)
+        elif k == "mtime":
+            try:
+                ti.mtime = float(v)
+            except ValueError:
+                ti.mtime = 0
+
+
+class TarStream:
+    """Tar entries from a forward-only stream, as ``tarfile.TarInfo``s, without tarfile's stream.
+
+    ustar, GNU (long names and links, base-256 numbers) and pax (``x`` and global ``g``)
+    headers, decoded as ``tarfile`` decodes them (UTF-8, surrogateescape); sparse and
+    multi-volume entries are refused. ``read(n)`` reads the current entry's data.
+    """
+
+    def __init__(self, src: Any) -> None:
+        self.src = src
+        self.glob: dict[str, str] = {}
+        self.left = 0  # data bytes of the current entry not yet read
+        self.pad = 0  # padding after them
+
+    def _exact(self, n: int) -> bytes:
+        b: bytes = self.src.read(n)
+        if len(b) != n:
+            raise tarfile.ReadError("unexpected end of data")
+        return b
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self.left)
+        if n <= 0:
+            return b""
+        b = self._exact(n)
+        self.left -= n
+        return b
+
+    def _skip(self) -> None:
+        n = self.left + self.pad
+        while n > 0:
+            n -= len(self._exact(min(n, BUF)))
+        self.left = self.pad = 0
+
+    def _data(self, size: int) -> None:
+        self.left, self.pad = size, -size % 512
+
+    def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        pax: dict[str, str] = {}
+        longname = longlink = None
+        first = True
+        while True:
+            self._skip()
+            buf = self.src.read(512)
+            if not buf:
+                if first:
+                    raise tarfile.ReadError("empty file")
+                return
+            if len(buf) != 512:
+                raise tarfile.ReadError("truncated header")
+            if buf == _NUL_BLOCK:  # end of archive (an empty layer is just these)
+                return
+            first = False
+            chk = _nti(buf[148:156])
+            if chk != 256 + sum(buf[:148]) + sum(buf[156:]) and chk != _signed_chksum(buf):
+                raise tarfile.ReadError("bad checksum")
+            t = buf[156:157]
+            size = _nti(buf[124:136])
+            if t in (b"x", b"g", b"X"):
+                recs = _pax_records(self._exact(size))
+                self.pad = -size % 512
+                if t == b"g":
+                    self.glob.update(recs)
+                else:
+                    pax.update(recs)
+                continue
+            if t in (b"L", b"K"):
+                v = _nts(self._exact(size))
+                self.pad = -size % 512
+                if t == b"L":
+                    longname = v
+                else:
+                    longlink = v
+                continue
+            if t in (b"S", b"M", b"V"):
+                raise tarfile.ReadError(f"unsupported tar entry type {t!r} (sparse/multi-volume)")
+            ti = tarfile.TarInfo(_nts(buf[0:100]))
+            ti.mode = _nti(buf[100:108])
+            ti.uid = _nti(buf[108:116])
+            ti.gid = _nti(buf[116:124])
+            ti.size = size
+            ti.mtime = _nti(buf[136:148])
+            ti.type = t
+            ti.linkname = _nts(buf[157:257])
+            ti.uname = _nts(buf[265:297])
+            ti.gname = _nts(buf[297:329])
+            ti.devmajor = _nti(buf[329:337])
+            ti.devminor = _nti(buf[337:345])
+            prefix = _nts(buf[345:500])
+            if t == tarfile.AREGTYPE and ti.name.endswith("/"):
+                ti.type = tarfile.DIRTYPE
+            if ti.type == tarfile.DIRTYPE:
+                ti.name = ti.name.rstrip("/")
+            if prefix:
+                ti.name = prefix + "/" + ti.name
+            if longname is not None:
+                ti.name = longname
+            if longlink is not None:
+                ti.linkname = longlink
+            merged = {**self.glob, **pax} if self.glob else pax
+            if merged:
+                if any(k.startswith("GNU.sparse.") for k in merged):
+                    raise tarfile.ReadError("sparse tar entries are not supported")
+                _apply_pax(ti, merged)
+            ti.pax_headers = merged
+            pax, longname, longlink = {}, None, None
+            self._data(0 if ti.type in _NO_DATA_TYPES else ti.size)
+            yield ti
+
+
 class Unpacker:
     """Extract tar members under ``root`` (an empty, private directory) without escaping it."""
 
@@ -310,7 +483,7 @@ class Unpacker:
         else:
             os.unlink(name, dir_fd=parent)
 
-    def extract(self, tf: tarfile.TarFile) -> None:
+    def extract(self, tf: tarfile.TarFile | TarStream) -> None:
         for m in tf:
             try:
                 self._member(tf, m)
@@ -330,7 +503,7 @@ class Unpacker:
                 pass
         self._flush_dirs()
 
-    def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def _member(self, tf: tarfile.TarFile | TarStream, m: tarfile.TarInfo) -> None:
         parts = _clean(m.name)
         if parts is None:
             raise _Skip("path has '..' components; dropped")
@@ -384,7 +557,9 @@ class Unpacker:
                 ),
             )
             try:
-                src = tf.extractfile(m) if m.size else None
+                src: Any = None
+                if m.size:
+                    src = tf if isinstance(tf, TarStream) else tf.extractfile(m)
                 if src is not None:
                     while b := src.read(BUF):
                         while b:
@@ -543,9 +718,7 @@ def unpack_layer(
     raw = HashReader(decompressor(compressed, compression))
     u = Unpacker(dest, **kw)
     try:
-        # a small bufsize: tarfile's stream copies its remaining buffer on every read
-        with tarfile.open(fileobj=raw, mode="r|", bufsize=32 << 10) as tf:  # type: ignore[call-overload]
-            u.extract(tf)
+        u.extract(TarStream(raw))
         raw.drain()
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ImageError(f"corrupt or truncated layer: {e}") from e

@@ -1,0 +1,113 @@
+"""TarStream reads what tarfile reads: every header format, pax and GNU extensions, errors."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from isle.image.layers import TarStream
+
+FIELDS = ("name", "type", "mode", "uid", "gid", "size", "mtime", "linkname", "uname", "gname")
+
+
+def _entries() -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    out: list[tuple[tarfile.TarInfo, bytes | None]] = []
+
+    def add(name: str, type_: bytes = tarfile.REGTYPE, data: bytes | None = None, **kw: object):
+        ti = tarfile.TarInfo(name)
+        ti.type = type_
+        for k, v in kw.items():
+            setattr(ti, k, v)
+        if data is not None:
+            ti.size = len(data)
+        out.append((ti, data))
+
+    add("dir", tarfile.DIRTYPE, mode=0o2755, uid=1, gid=2, mtime=1_600_000_000)
+    add("dir/file", data=b"x" * 1000, mode=0o644, uid=1000, gid=1000, uname="u", gname="g")
+    add("dir/" + "long" * 60 + "/name", data=b"long name")  # > 100 chars: ustar prefix/pax/GNU L
+    add("dir/" + "n" * 150, data=b"")  # no prefix split possible: pax path / GNU L
+    add("sym", tarfile.SYMTYPE, linkname="t" * 150)  # long link target: pax linkpath / GNU K
+    add("hard", tarfile.LNKTYPE, linkname="dir/file")
+    add("dev", tarfile.CHRTYPE, devmajor=1, devminor=3)
+    add("blk", tarfile.BLKTYPE, devmajor=8, devminor=1)
+    add("fifo", tarfile.FIFOTYPE)
+    add("big-ids", data=b"b", uid=3_000_000, gid=2**21 + 5)  # base-256 (GNU) / pax (POSIX)
+    add("ünï/çødé", data=b"utf8")
+    add("frac", data=b"f", mtime=1_600_000_000.25)
+    add("empty-last", data=b"")
+    return out
+
+
+def _archive(fmt: int, xattrs: bool) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for ti, data in _entries():
+            if xattrs and fmt == tarfile.PAX_FORMAT and ti.isreg():
+                ti.pax_headers = {"SCHILY.xattr.user.k": "v\udcff", "SCHILY.xattr.security.x": ""}
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _ours(data: bytes) -> list[tuple]:
+    ts = TarStream(io.BytesIO(data))
+    return [(tuple(getattr(m, f) for f in FIELDS), m.pax_headers, ts.read(1 << 30)) for m in ts]
+
+
+def _theirs(data: bytes) -> list[tuple]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tf:
+        for m in tf:
+            f = tf.extractfile(m) if m.isreg() else None
+            body = f.read() if f else b""
+            out.append((tuple(getattr(m, f) for f in FIELDS), m.pax_headers, body))
+    return out
+
+
+@pytest.mark.parametrize(
+    "fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT], ids=["pax", "gnu", "ustar"]
+)
+def test_same_entries_as_tarfile(fmt: int) -> None:
+    if fmt == tarfile.USTAR_FORMAT:  # ustar cannot hold the long/big/utf-8 ones
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w", format=fmt) as tf:
+            for ti, body in _entries():
+                if len(ti.name) < 100 and ti.uid < 2**21 and ti.name.isascii():
+                    if len(ti.linkname) < 100:
+                        tf.addfile(ti, io.BytesIO(body) if body is not None else None)
+        raw = data.getvalue()
+    else:
+        raw = _archive(fmt, xattrs=True)
+    ours, theirs = _ours(raw), _theirs(raw)
+    assert len(ours) >= 8 and ours == theirs
+
+
+def test_global_pax_headers_and_v7_dirs() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(
+        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "g", "uid": "7"}
+    ) as tf:
+        ti = tarfile.TarInfo("a")
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"a"))
+    raw = bytearray(buf.getvalue())
+    ours, theirs = _ours(bytes(raw)), _theirs(bytes(raw))
+    assert ours == theirs and ours[0][0][3] == 7 and ours[0][1]["comment"] == "g"
+    # an old-style directory: a regular entry whose name ends in '/'
+    v7 = tarfile.TarInfo("olddir/")
+    v7.type = tarfile.AREGTYPE
+    raw = v7.tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
+    assert _ours(raw) == _theirs(raw) and _ours(raw)[0][0][:2] == ("olddir", tarfile.DIRTYPE)
+
+
+def test_damage_is_an_error_and_zero_blocks_are_an_empty_layer() -> None:
+    raw = _archive(tarfile.PAX_FORMAT, xattrs=False)
+    assert _ours(bytes(1024)) == []  # Docker's empty layer
+    for bad in (b"", raw[:700], raw[:1524]):  # nothing, a cut header, cut file data
+        with pytest.raises(tarfile.ReadError):
+            _ours(bad)
+    flipped = bytearray(raw)
+    flipped[0] ^= 1  # the first header's checksum no longer matches
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        _ours(bytes(flipped))
