@@ -107,6 +107,8 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     @click.option("--disk", default="", help="A raw or qcow2 boot disk (never written: a qcow2 "
                   "overlay takes the writes).")
+    @click.option("--from-image", "image", default="", help="Boot an isle image as a whole OS "
+                  "(guest kernel + the image's own init).")
     @click.option("-m", "--memory", default="512M", show_default=True)
     @click.option("--cpus", default=1, type=int, show_default=True)
     @click.option("--firmware", default="bios", type=click.Choice(["bios", "uefi"]),
@@ -114,15 +116,19 @@ def register(cli: click.Group) -> None:
     @click.option("--network", default="none", type=click.Choice(["none", "user"]),
                   show_default=True)
     @click.pass_context
-    def create(ctx: click.Context, name: str, disk: str, memory: str, cpus: int, firmware: str,
-               network: str) -> int:
-        """Create a VM from a disk."""
+    def create(ctx: click.Context, name: str, disk: str, image: str, memory: str, cpus: int,
+               firmware: str, network: str) -> int:
+        """Create a VM from a disk (or from an image)."""
         from isle.errors import ConfigError
 
-        if not disk:
-            raise ConfigError("--disk", "a VM needs a boot disk: --disk PATH")
-        info = _vms(ctx).create(name, disk=disk, memory_mib=_mib("--memory", memory), vcpus=cpus,
-                                firmware=firmware, network=network)
+        if bool(disk) == bool(image):
+            raise ConfigError("--disk", "a VM needs one boot disk: --disk PATH or --from-image REF")
+        if image:
+            info = _vms(ctx).create_from_image(name, image, memory_mib=_mib("--memory", memory),
+                                               vcpus=cpus, network=network)
+        else:
+            info = _vms(ctx).create(name, disk=disk, memory_mib=_mib("--memory", memory),
+                                    vcpus=cpus, firmware=firmware, network=network)
         _out(info.spec.name)
         return 0
 
@@ -204,11 +210,13 @@ def register(cli: click.Group) -> None:
     @click.argument("image")
     @click.option("-m", "--memory", default="128M", show_default=True)
     @click.option("--cpus", default=1, type=int, show_default=True)
+    @click.option("--network", default="", help="As `run --network`: a template serves runs whose "
+                  "network kind (none, tap, user) matches.")
     @click.pass_context
-    def tcreate(ctx: click.Context, image: str, memory: str, cpus: int) -> int:
+    def tcreate(ctx: click.Context, image: str, memory: str, cpus: int, network: str) -> int:
         """Boot IMAGE in a microVM once and save it as a template."""
         t = _vms(ctx).template_create(ctx.obj.engine, image, memory_mib=_mib("--memory", memory),
-                                      vcpus=cpus)
+                                      vcpus=cpus, network=network)
         _out(t.key)
         return 0
 

@@ -58,6 +58,67 @@ class VMs:
         return self.store.create(name, disk, memory_mib=memory_mib, vcpus=vcpus,
                                  firmware=firmware, network=network)
 
+    def create_from_image(self, name: str, image: str, *, memory_mib: int = 512, vcpus: int = 1,
+                          network: str = "none") -> MachineInfo:
+        """A whole-OS VM from an isle image: its disk built once per image, booted by the cached
+        guest kernel + isle's initramfs into the image's own init (systemd, busybox init...)."""
+        from isle.vm import initramfs, kernel
+
+        self.store._dir(name)  # a bad name fails before any work
+        if os.path.exists(os.path.join(self.store.root, name)):
+            from isle.errors import AlreadyExists
+
+            raise AlreadyExists(f"a VM named {name} exists")
+        k = kernel.find(self.s.cache)
+        base, init = self._image_disk(image)
+        return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus, network=network,
+                                 kernel=k.boot_image, initrd=initramfs.build(k, self.s.cache),
+                                 init=init)
+
+    def _image_disk(self, ref: str) -> tuple[str, str]:
+        """(<root>/vms/.disks/<image id>.ext4, its init): the image's layers merged into ext4."""
+        import shutil
+        import tempfile
+
+        from isle.errors import VMError
+        from isle.image.store import ImageStore
+        from isle.sys import proc
+
+        img = ImageStore.from_settings(self.s).resolve(ref)
+        d = os.path.join(self.store.root, ".disks")
+        os.makedirs(d, exist_ok=True)
+        out = os.path.join(d, f"{img.id.split(':')[-1][:24]}.ext4")
+        if os.path.exists(out) and os.path.exists(out + ".init"):
+            with open(out + ".init") as f:
+                return out, f.read().strip()
+        work = tempfile.mkdtemp(prefix="build-", dir=d)
+        mnt, tmp = os.path.join(work, "root"), os.path.join(work, "disk.ext4")
+        os.mkdir(mnt)
+        mounted = False
+        try:
+            if len(img.layer_dirs) == 1:  # overlayfs wants two lowers without an upper
+                mnt = img.layer_dirs[0]
+            else:
+                lower = ":".join(reversed(img.layer_dirs))
+                proc.run(["mount", "-t", "overlay", "-o", f"ro,lowerdir={lower}", "overlay", mnt],
+                         timeout=30)
+                mounted = True
+            init = next((c for c in ("/sbin/init", "/lib/systemd/systemd", "/bin/init")
+                         if os.path.lexists(mnt + c)), "")
+            if not init:
+                raise VMError(f"image {ref} has no init (/sbin/init, /bin/init): it cannot boot")
+            used = int(proc.run(["du", "-sxb", mnt], timeout=300).stdout.split()[0])
+            size_mib = int(used * 1.3 / 2**20) + 256
+            proc.run(["mkfs.ext4", "-q", "-F", "-d", mnt, tmp, f"{size_mib}M"], timeout=900)
+            with open(out + ".init", "w") as f:
+                f.write(init + "\n")
+            os.rename(tmp, out)
+            return out, init
+        finally:
+            if mounted:
+                proc.run(["umount", os.path.join(work, "root")], timeout=30, check=False)
+            shutil.rmtree(work, ignore_errors=True)
+
     def start(self, name: str) -> MachineInfo:
         return self.store.start(name)
 
@@ -81,12 +142,13 @@ class VMs:
         return os.path.join(self.s.cache, "templates")
 
     def template_create(self, engine: Any, image: str, *, memory_mib: int = 128,
-                        vcpus: int = 1) -> TemplateInfo:
+                        vcpus: int = 1, network: str = "") -> TemplateInfo:
         """Boot image once at this size, save it; `isle run --isolation vm` then restores it."""
         from isle.engine.options import RunOptions
 
         opts = RunOptions(image=image, command=["true"], remove=True, isolation="vm",
-                          memory=memory_mib << 20, cpus=float(vcpus) if vcpus > 1 else 0.0)
+                          memory=memory_mib << 20, cpus=float(vcpus) if vcpus > 1 else 0.0,
+                          network=network)
         _MAKING.clear()
         _MAKING.update(image=image)
         try:

@@ -44,6 +44,10 @@ class MachineSpec:
     vcpus: int = 1
     firmware: str = "bios"  # bios (SeaBIOS) | uefi (OVMF)
     network: str = "none"  # none | user
+    #: set for a disk built from an image: microvm + direct kernel boot into the disk's own init
+    kernel: str = ""
+    initrd: str = ""
+    init: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -112,14 +116,18 @@ class MachineStore:
         vcpus: int = 1,
         firmware: str = "bios",
         network: str = "none",
+        kernel: str = "",
+        initrd: str = "",
+        init: str = "",
     ) -> MachineInfo:
+        """A VM over base; with kernel (+initrd, init) it boots that kernel into the disk's init."""
         if firmware not in ("bios", "uefi"):
             raise ConfigError("firmware", f"{firmware!r} is not bios or uefi")
         if network not in ("none", "user"):
             raise ConfigError("network", f"{network!r} is not none or user")
         if firmware == "uefi" and not os.path.exists(OVMF_CODE):
             raise VMError(f"UEFI firmware {OVMF_CODE} missing: apt-get install ovmf")
-        fmt = disk.check_bootable(base)
+        fmt = disk.check_bootable(base) if not kernel else str(disk.info(base).get("format"))
         d = self._dir(name)
         os.makedirs(self.root, exist_ok=True)
         try:
@@ -138,6 +146,9 @@ class MachineStore:
                 vcpus=vcpus,
                 firmware=firmware,
                 network=network,
+                kernel=kernel,
+                initrd=initrd,
+                init=init,
             )
             MachineConfig(name=name, machine="q35", vcpus=vcpus, memory_mib=memory_mib)  # validates
             atomic_write(os.path.join(d, "machine.json"), json.dumps(asdict(spec)).encode())
@@ -149,10 +160,20 @@ class MachineStore:
     def config(self, name: str) -> MachineConfig:
         """The MachineConfig start() runs (pure given the record)."""
         spec, d, r = self._load(name), self._dir(name), self._run(name)
+        acc = _accel.detect()[0]
+        cmdline = ""
+        if spec.kernel:
+            from isle.vm.microvm import cmdline as micro_cmdline
+
+            cmdline = micro_cmdline("ext4", _accel.host_tsc_khz() if acc == "tcg" else None)
+            cmdline = cmdline.replace(" quiet", "") + f" isle.init={spec.init or '/sbin/init'}"
         return MachineConfig(
             name=name,
-            machine="q35",
-            accel=_accel.detect()[0],
+            machine="microvm" if spec.kernel else "q35",
+            kernel=spec.kernel,
+            initrd=spec.initrd,
+            cmdline=cmdline,
+            accel=acc,
             vcpus=spec.vcpus,
             memory_mib=spec.memory_mib,
             pflash=(OVMF_CODE, os.path.join(d, "OVMF_VARS.fd")) if spec.firmware == "uefi" else (),

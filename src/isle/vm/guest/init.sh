@@ -14,13 +14,23 @@ fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f
 fstype=erofs
 net=
 for a in $(cat /proc/cmdline); do
-  case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};; esac
+  case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};;
+    isle.init=*) osinit=${a#isle.init=};; esac
 done
 for m in $(cat /modules.order); do
   case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
   case "$net:$m" in :virtio_net|:net_failover|:failover) continue;; esac  # no NIC, no driver
   insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done
+if [ -n "$osinit" ]; then  # a whole OS (isle vm create --from-image): its disk, its own init
+  n=0
+  while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 5000 ] && fail "no root disk /dev/vda"; usleep 1000; done
+  mkdir -p /newroot
+  mount -t "$fstype" -o rw /dev/vda /newroot || fail "mount $fstype /dev/vda"
+  umount /proc /sys
+  mount --move /dev /newroot/dev 2>/dev/null || umount /dev
+  exec /bin/busybox switch_root /newroot "$osinit"
+fi
 ip link set lo up
 
 # virtio ports appear asynchronously after virtio_console probes; find them by name once, with
