@@ -192,6 +192,7 @@ def breakdown(work: Path, ref: str) -> dict[str, float]:
 
     r = Reference.parse(ref)
     store = ImageStore(str(work / "breakdown" / "images"))
+    drop_caches()  # as before each timed pull: no dirty pages from earlier rounds
     with RegistryClient(r.registry, tls_verify=False) as c:
         t0 = time.perf_counter()
         body, mt, _ = c.get_manifest(r.repository, r.tag)
@@ -229,6 +230,7 @@ def unpack_throughput(work: Path) -> dict[str, float]:
     per = {}
     for i, (lay, did) in enumerate(zip(img.manifest.layers, img.diff_ids, strict=True)):
         os.link(src.blobs.path(lay.digest), store.blobs.path(lay.digest))
+        drop_caches()
         t = time.perf_counter()
         store.unpack_blob(lay, did)
         dt = time.perf_counter() - t
