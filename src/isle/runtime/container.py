@@ -45,6 +45,8 @@ class Options:
         self.preserve_fds: int = int(kw.get("preserve_fds") or 0)
         self.systemd_cgroup: bool = bool(kw.get("systemd_cgroup"))
         self.foreground: bool = bool(kw.get("foreground"))
+        #: `run`: the init execs as soon as it is set up (no exec.fifo round trip with `start`)
+        self.start_now: bool = bool(kw.get("start_now"))
 
 
 def _child_error(msg: str) -> IsleError:
@@ -157,13 +159,14 @@ def create(root: str, cid: str, opts: Options) -> Container:
                 cg.set(res)
         trace('saved1')
         ctr.save()
-        os.mkfifo(ctr.fifo, 0o622)
-        os.chmod(ctr.fifo, 0o622)  # past the umask: an init in a user ns writes it as "other"
+        if not opts.start_now:
+            os.mkfifo(ctr.fifo, 0o622)
+            os.chmod(ctr.fifo, 0o622)  # past the umask: an init in a user ns writes it as "other"
         if opts.console_socket and (cfg["process"].get("terminal")):
             console_fd = _connect_console(opts.console_socket)
         trace('spawn')
         _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early)
-        ctr.data["status"] = CREATED
+        ctr.data["status"] = RUNNING if opts.start_now else CREATED
         ctr.save()
         trace('created')
         _write_pid_file(opts.pid_file, ctr.data["pid"])
@@ -176,7 +179,7 @@ def create(root: str, cid: str, opts: Options) -> Container:
 def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, rootfs: str,
                 console_fd: int | None, res: dict[str, Any], early: bool) -> None:
     from isle.runtime import hooks
-    from isle.runtime.init import Chan, preload, seccomp_in_init, stage1
+    from isle.runtime.init import Chan, init_hooks_wait, preload, seccomp_in_init, stage1
 
     try:
         prog = preload(cfg, cfg["process"], seccomp=not seccomp_in_init(cfg))
@@ -188,11 +191,12 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     c2p_r, c2p_w = os.pipe()
     hook_state = ctr.hook_state(CREATED)  # runtime-tools and crun: "created" in create hooks
     # O_PATH here, not in the init: a user-namespaced init may not traverse the runtime root
-    fifo_fd = os.open(ctr.fifo, os.O_PATH | os.O_CLOEXEC)
+    fifo_fd = None if opts.start_now else os.open(ctr.fifo, os.O_PATH | os.O_CLOEXEC)
     child_opts = {"rootfs": rootfs, "bundle": ctr.data["bundle"], "fifo_fd": fifo_fd,
                   "no_pivot": opts.no_pivot, "preserve_fds": opts.preserve_fds,
                   "cid": ctr.id, "no_new_keyring": opts.no_new_keyring,
-                  "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog}
+                  "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog,
+                  "start_now": opts.start_now}
     trace('fork')
     pid = os.fork()
     if pid == 0:
@@ -202,7 +206,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os._exit(1)  # not reached
     os.close(p2c_r)
     os.close(c2p_w)
-    os.close(fifo_fd)
+    if fifo_fd is not None:
+        os.close(fifo_fd)
     if console_fd is not None:
         os.close(console_fd)
     chan = Chan(c2p_r, p2c_w)
@@ -242,12 +247,13 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             _join_cgroup(cg, init_pid)
         trace('joined')
         _send(chan, "cgroup")
-        _recv(chan, "hooks")
-        state = dict(hook_state, pid=init_pid)
         hk = cfg.get("hooks")
-        hooks.run_hooks(hk, "prestart", state)
-        hooks.run_hooks(hk, "createRuntime", state)
-        _send(chan, "go")
+        if init_hooks_wait(hk):
+            _recv(chan, "hooks")
+            state = dict(hook_state, pid=init_pid)
+            hooks.run_hooks(hk, "prestart", state)
+            hooks.run_hooks(hk, "createRuntime", state)
+            _send(chan, "go")
         trace('go2')
         _recv(chan, "ready")
     finally:
@@ -309,12 +315,18 @@ def start(root: str, cid: str, foreground: bool = False) -> Container:
         os.close(fd)
     trace('fifo read')
     os.unlink(ctr.fifo)
+    _poststart(ctr)
+    return ctr
+
+
+def _poststart(ctr: Container) -> None:
+    hk = (ctr.data.get("config") or {}).get("hooks")
+    if not hk or not hk.get("poststart"):
+        return
     from isle.runtime import hooks
 
-    for w in hooks.run_hooks((ctr.data.get("config") or {}).get("hooks"), "poststart",
-                             ctr.hook_state(RUNNING), warn_only=True):
+    for w in hooks.run_hooks(hk, "poststart", ctr.hook_state(RUNNING), warn_only=True):
         _warn(w)
-    return ctr
 
 
 def _warn(msg: str) -> None:
@@ -498,19 +510,19 @@ def run(root: str, cid: str, opts: Options, detach: bool) -> int:
     if not detach:
         opts.foreground = True
         L.LinuxSyscalls().prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    opts.start_now = True  # create+start in one process: the init does not wait on exec.fifo
     ctr = create(root, cid, opts)
     try:
-        start(root, cid)
+        _poststart(ctr)
     except BaseException:
         _destroy(ctr, hooks=True)
         raise
+    trace('started')
     if detach:
         return 0
-    trace('started')
     code = _wait_forwarding(ctr.data["pid"])
     trace('exited')
-    ctr.load()
-    _destroy(ctr, hooks=True)
+    _destroy(ctr, hooks=True)  # the state we saved: nothing else rewrites it while we wait
     trace('destroyed')
     return code
 

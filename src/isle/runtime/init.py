@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-__all__ = ["Chan", "stage1", "exec_stage1", "NS_PROC_NAMES"]
+__all__ = ["Chan", "stage1", "exec_stage1", "NS_PROC_NAMES", "init_hooks_wait"]
 
 NS_PROC_NAMES = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
                  "cgroup": "cgroup", "time": "time", "mount": "mnt"}
@@ -234,8 +234,9 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         trace('init dev')
         fifo_fd = opts["fifo_fd"]
         joined()
-        chan.send(op="hooks")
-        chan.expect("go")
+        if init_hooks_wait(cfg.get("hooks")):
+            chan.send(op="hooks")
+            chan.expect("go")
         hooks.run_hooks(cfg.get("hooks"), "createContainer", opts["hook_state"])
         trace('init go')
         if own_mnt:
@@ -254,14 +255,19 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         rootfs.finalize(sys, lx, bool(cfg["root"].get("readonly")))
         _exec_common(sys, chan, cfg, proc, fifo_fd=fifo_fd, hook_state=opts["hook_state"],
                      preserve_fds=opts.get("preserve_fds", 0), in_userns=in_userns,
-                     opts_prog=opts.get("seccomp_prog"))
+                     opts_prog=opts.get("seccomp_prog"), start_now=bool(opts.get("start_now")))
     except BaseException as exc:  # noqa: BLE001
         _fail(chan, exc)
 
 
+def init_hooks_wait(hk: dict[str, Any] | None) -> bool:
+    """Whether the init stops for the runtime to run prestart/createRuntime hooks (only if any)."""
+    return bool(hk and (hk.get("prestart") or hk.get("createRuntime")))
+
+
 def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: dict[str, Any],
                  *, fifo_fd: int | None, hook_state: dict[str, Any] | None, preserve_fds: int,
-                 in_userns: bool, opts_prog: bytes | None) -> None:
+                 in_userns: bool, opts_prog: bytes | None, start_now: bool = False) -> None:
     """Process settings, seccomp, then (after exec.fifo for init) execve. Never returns."""
     from isle.runtime import hooks, process
 
@@ -292,9 +298,10 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
     exe = process.lookup_exec(proc["args"][0], env)
     trace('init pre-fifo')
     _close_extra_fds(preserve_fds, keep={chan.rfd, chan.wfd, fifo_fd or -1})
-    if fifo_fd is not None:
+    if fifo_fd is not None or start_now:
         chan.send(op="ready")
         chan.close()
+    if fifo_fd is not None:  # blocks until `start` opens exec.fifo
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
         os.close(fd)
