@@ -14,5 +14,9 @@
     eng.exec(ref, argv, tty=, env=, user=, workdir=, detach=) -> exit code / exec_capture
     eng.top / stats / cp(src, dst) / diff / commit / export(ref, fileobj) / port / events
     eng.volumes.create/list/inspect, volume_rm, volume_prune / system_df / system_prune / info
+VMs (engine/vms.py): vms = VMs(settings); vms.create(name, disk=..) / create_from_image(name, ref)
+    / start / stop(name, timeout) / rm(name, force=) / ls / inspect / console(name) -> socket path;
+    vms.template_create(eng, image, memory_mib=, vcpus=, network=) / templates() / template_rm(ref)
+    / prune_templates() / prune_disks(); `--isolation vm` runs use a matching template by themselves.
 Errors are isle.errors classes (+ reports.CommandNotFound 127, CannotInvoke 126).
 """

@@ -249,7 +249,8 @@ class Transfer:
             out["Network attachments"] = [f"(network gc failed: {exc})"]
         from isle.engine.vms import VMs
 
-        out["VM templates"] = VMs(self.s).prune_templates()  # type: ignore[attr-defined]
+        vms = VMs(self.s)  # type: ignore[attr-defined]
+        out["VM templates"], out["VM image disks"] = vms.prune_templates(), vms.prune_disks()
         try:
             out["Images"] = list(self.store.prune(all_images=all_images))  # type: ignore[attr-defined]
         except Exception as exc:  # the image store refuses in-use images; report, don't fail

@@ -205,6 +205,22 @@ class VMs:
             self._remove(k)
         return keys
 
+    def prune_disks(self) -> list[str]:
+        """Remove image disks (--from-image) no VM is built on."""
+        d = os.path.join(self.store.root, ".disks")
+        if not os.path.isdir(d):
+            return []
+        used = {i.spec.base for i in self.ls()}
+        gone = []
+        for n in sorted(os.listdir(d)):
+            p = os.path.join(d, n)
+            if n.endswith(".ext4") and p not in used:
+                for q in (p, p + ".init"):
+                    if os.path.exists(q):
+                        os.unlink(q)
+                gone.append(n)
+        return gone
+
     def _remove(self, key: str) -> None:
         import shutil
 

@@ -2,7 +2,8 @@
 
 accel.detect() -> ("kvm"|"tcg", reason)        kernel.fetch()/find()      initramfs.build()
 microvm.MicroVM (one microVM and its control channel)   snapshot.ensure()/restore() (templates)
-machine.MachineStore (full-OS VMs: create/start/stop/rm/ls/inspect/console)
+machine.MachineStore (full-OS VMs: create/start/stop/rm/ls/inspect/console; q35 + firmware for a
+user's disk, microvm + guest kernel + isle.init=<the image's init> for a disk built from an image)
 info() -> what `isle info` prints about VM support
 """
 
