@@ -111,3 +111,7 @@ def test_damage_is_an_error_and_zero_blocks_are_an_empty_layer() -> None:
     flipped[0] ^= 1  # the first header's checksum no longer matches
     with pytest.raises(tarfile.ReadError, match="checksum"):
         _ours(bytes(flipped))
+    huge = tarfile.TarInfo("x")  # a pax header claiming 1 GB is refused, not read into memory
+    huge.type, huge.size = tarfile.XHDTYPE, 1 << 30
+    with pytest.raises(tarfile.ReadError, match="refused"):
+        _ours(huge.tobuf(tarfile.USTAR_FORMAT))
