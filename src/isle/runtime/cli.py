@@ -351,6 +351,9 @@ def _log(g: dict[str, Any], level: str, msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from isle.errors import IsleError
+    from isle.runtime.state import trace
+
+    trace("main")
 
     args = sys.argv[1:] if argv is None else argv
     g: dict[str, Any] = {}

@@ -369,6 +369,8 @@ def delete(root: str, cid: str, force: bool = False) -> None:
 
 
 def _wait_gone(pid: int, starttime: int | None, timeout: float = 10.0) -> None:
+    if alive(pid, starttime) and _wait_pidfd(pid, starttime, timeout):
+        return
     deadline = time.monotonic() + timeout
     delay = 0.0005
     while alive(pid, starttime) and time.monotonic() < deadline:
@@ -382,6 +384,29 @@ def _wait_gone(pid: int, starttime: int | None, timeout: float = 10.0) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def _wait_pidfd(pid: int, starttime: int | None, timeout: float) -> bool:
+    """Sleep until pid exits, woken by the kernel (a pidfd polls readable at exit), instead of
+    polling /proc; False where pidfds are missing (the caller polls then)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return False
+    try:
+        if alive(pid, starttime):  # the pidfd names the process we mean, not a reused pid
+            import select
+
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            p.poll(int(timeout * 1000))
+        try:
+            os.waitpid(pid, os.WNOHANG)  # only succeeds if we are its (sub)reaper
+        except ChildProcessError:
+            pass
+        return not alive(pid, starttime)
+    finally:
+        os.close(fd)
 
 
 def _destroy(ctr: Container, hooks: bool) -> None:
@@ -419,13 +444,15 @@ def _destroy(ctr: Container, hooks: bool) -> None:
         _wait_gone(pid, st)
     if cg is not None:
         deadline = time.monotonic() + 5
+        delay = 0.0002  # an exited task leaves cgroup.procs within a ms or so
         while time.monotonic() < deadline:
             try:
                 if not cg.pids():
                     break
             except OSError:
                 break
-            time.sleep(0.005)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
         try:
             cg.destroy()
         except OSError as exc:
