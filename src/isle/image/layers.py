@@ -286,6 +286,8 @@ def _pax_records(buf: bytes) -> dict[str, str]:
 
 def _apply_pax(ti: tarfile.TarInfo, pax: dict[str, str]) -> None:
     for k, v in pax.items():
+        if "\0" in v and k in ("path", "linkpath"):
+            raise tarfile.ReadError(f"pax {k} contains a NUL byte")
         if k == "path":
             ti.name = v.rstrip("/")
         elif k == "linkpath":

@@ -115,3 +115,10 @@ def test_damage_is_an_error_and_zero_blocks_are_an_empty_layer() -> None:
     huge.type, huge.size = tarfile.XHDTYPE, 1 << 30
     with pytest.raises(tarfile.ReadError, match="refused"):
         _ours(huge.tobuf(tarfile.USTAR_FORMAT))
+    nul = io.BytesIO()
+    with tarfile.open(fileobj=nul, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("ok")
+        ti.pax_headers = {"path": "a\0b"}
+        tf.addfile(ti)
+    with pytest.raises(tarfile.ReadError, match="NUL"):
+        _ours(nul.getvalue())
