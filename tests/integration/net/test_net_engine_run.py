@@ -235,3 +235,25 @@ def test_bad_network_input_fails_clearly_and_leaves_nothing(isle):
     assert len(isle.leftovers()["records"]) == 2      # s1 and s3 only: s2, s4 left nothing
     isle("rm", "-f", "ps1", "ps3")
     assert isle.leftovers() == CLEAN
+
+
+@pytest.mark.timeout(120)
+def test_ipv6_internal_labels_and_container_mode_errors(isle):
+    isle("network", "create", "--ipv6", "--internal", "--label", "team=net", "--subnet",
+         "10.206.6.0/24", "isle-test-v6")
+    (info,) = json.loads(isle("network", "inspect", "isle-test-v6").stdout)
+    assert info["IPv6"] and info["Internal"] and info["Labels"] == {"team": "net"}
+    v6 = [s["subnet"] for s in info["Subnets"] if ":" in s["subnet"]]
+    assert v6 and v6[0].startswith("fd")
+    out = isle("run", "--rm", "--network", "isle-test-v6", "busybox", "sh", "-c",
+               "ip -o addr show eth0; echo ROUTES; ip route").stdout
+    addrs, routes = out.split("ROUTES")
+    assert "inet 10.206.6." in addrs and "inet6 " + v6[0].split("::")[0] in addrs
+    assert "default" not in routes                        # --internal: no way out
+    for args, needle in ((["--network", "container:isle-nosuch"], "isle-nosuch"),
+                         (["--network", "container:"], "container"),
+                         (["--network", "host", "--ip", "10.1.1.1"], "--ip")):
+        r = isle("run", "--rm", *args, "busybox", "true", check=False)
+        assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
+    isle("network", "rm", "isle-test-v6")
+    assert isle.leftovers() == CLEAN
