@@ -204,6 +204,10 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.close(c2p_r)
         stage1(Chan(p2c_r, c2p_w), cfg, child_opts)
         os._exit(1)  # not reached
+    if cg is not None and os.geteuid() == 0:
+        from isle.cgroups.fsio import warm_attach
+
+        warm_attach()  # a write while the grace period's effect lasts extends it to the join
     os.close(p2c_r)
     os.close(c2p_w)
     if fifo_fd is not None:

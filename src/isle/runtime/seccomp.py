@@ -38,6 +38,10 @@ import sys
 from typing import Any, NamedTuple
 
 from isle.errors import ConfigError, Unsupported
+from isle.runtime.seccomp_cache import MAGIC as _MAGIC
+from isle.runtime.seccomp_cache import cache_path
+from isle.runtime.seccomp_cache import lib_path as _lib_path
+from isle.runtime.seccomp_cache import read_cached as _read_cached
 
 try:  # the builtin module imports in ~1 ms; hashlib (OpenSSL) in ~7 ms
     from _sha256 import sha256  # type: ignore[import-not-found]
@@ -99,8 +103,6 @@ _U64 = (1 << 64) - 1
 _OPTIMIZE_ABOVE = 32  # runc: binary tree above 32 syscalls (its specconv makes one entry a name)
 
 DEFAULT_PROFILE_PATH = os.path.join(os.path.dirname(__file__), "profiles", "docker-default.json")
-_CACHE_FORMAT = b"isle-seccomp-cache-2"
-_MAGIC = b"ISLEBPF1"
 
 
 class Rule(NamedTuple):
@@ -250,25 +252,6 @@ def plan(seccomp: dict[str, Any]) -> Plan:
 
 # ---- libseccomp: only on a cache miss ------------------------------------------------------
 
-def _lib_path() -> str | None:
-    multiarch = getattr(sys.implementation, "_multiarch", "")
-    for d in (f"/usr/lib/{multiarch}", f"/lib/{multiarch}", "/usr/lib64", "/lib64", "/usr/lib",
-              "/lib", "/usr/local/lib"):
-        p = os.path.join(d, "libseccomp.so.2")
-        if os.path.exists(p):
-            return p
-    return None
-
-
-def _lib_identity() -> bytes:
-    """Which libseccomp would compile: resolved file name, size and mtime (no dlopen)."""
-    p = _lib_path()
-    if p is None:
-        return b"none"
-    st = os.stat(p)
-    return f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}".encode()
-
-
 def compile_plan(p: Plan, *, unknown_names: str = "error") -> bytes:
     """Run a plan through libseccomp and export the BPF program."""
     from isle.sys.seccomp_lib import ATTR_CTL_OPTIMIZE, NR_SCMP_ERROR, Libseccomp
@@ -322,44 +305,6 @@ def compile_plan(p: Plan, *, unknown_names: str = "error") -> bytes:
         if any(nr >= 0 for nr in nrs):
             maxima.setdefault(audit, {})[half] = max(nr for nr in nrs if nr >= 0)
     return enosys_prologue(maxima) + prog
-
-
-def _default_cache_dir() -> str:
-    """$ISLE_SECCOMP_CACHE, else <isle cache>/seccomp (same rules as isle.config's cache)."""
-    if v := os.environ.get("ISLE_SECCOMP_CACHE"):
-        return v
-    if v := os.environ.get("ISLE_CACHE"):
-        return os.path.join(v, "seccomp")
-    if os.geteuid() != 0:
-        return os.path.join(os.path.expanduser("~"), ".cache", "isle", "seccomp")
-    return "/var/cache/isle/seccomp"
-
-
-def cache_path(seccomp: dict[str, Any], *, cache_dir: str | None = None,
-               unknown_names: str = "error") -> str:
-    """Where the compiled program for this section lives: sha256 of the canonical JSON, the
-    machine arch, the libseccomp build and isle's translation version."""
-    d = cache_dir or _default_cache_dir()
-    h = sha256(_CACHE_FORMAT)
-    h.update(json.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
-    h.update(b"\0" + os.uname().machine.encode() + b"\0" + _lib_identity())
-    h.update(b"\0" + unknown_names.encode())
-    return os.path.join(d, h.hexdigest() + ".bpf")
-
-
-def _read_cached(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None  # a filter others could have written is not trusted: rebuilt
-            data = f.read()
-    except OSError:
-        return None
-    head, digest, prog = data[:8], data[8:40], data[40:]
-    if head != _MAGIC or not prog or len(prog) % 8 or sha256(prog).digest() != digest:
-        return None  # corrupt or foreign: rebuilt and overwritten
-    return prog
 
 
 def _write_cached(path: str, prog: bytes) -> None:
