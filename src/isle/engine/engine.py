@@ -130,6 +130,9 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         elif _resources(opts):
             warnings.append("resource limits are ignored: a rootless container on this host "
                             "has no delegated cgroup (cgroup v1)")
+        net_warning = netplug.rootless_fallback(self.s, opts)
+        if net_warning:
+            warnings.append(net_warning)
         cid = os.urandom(32).hex()
         name = check_name(opts.name) if opts.name else random_name()
         for m in opts.mounts:

@@ -25,7 +25,8 @@ from isle.config import Settings
 from isle.engine.options import RunOptions
 from isle.errors import ConfigError, InvalidState
 
-__all__ = ["mode_of", "validate", "connect", "after_start", "teardown", "gc", "SLIRP"]
+__all__ = ["mode_of", "validate", "rootless_fallback", "connect", "after_start", "teardown",
+           "gc", "SLIRP"]
 
 SLIRP = "slirp4netns"
 
@@ -37,6 +38,20 @@ def mode_of(opts: RunOptions, rootless: bool = False) -> str:
     if n == "bridge" and rootless:
         n = SLIRP
     return n
+
+
+def rootless_fallback(settings: Settings, opts: RunOptions) -> str:
+    """Rootless and no usable /dev/net/tun: the *default* network becomes none (a warning
+    says why); an explicit --network still fails at start with the reason."""
+    import os
+
+    if not settings.rootless or (opts.network or "") not in ("", "default") \
+            or opts.isolation == "vm" or opts.publish or opts.publish_all \
+            or os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return ""
+    opts.network = "none"
+    return ("no network: rootless networking (slirp4netns) needs /dev/net/tun read-writable by "
+            f"uid {os.getuid()}; the container runs with --network none")
 
 
 def _special(mode: str) -> bool:

@@ -20,7 +20,8 @@ def _read(path) -> int:
 
 
 def test_monitor_killed_container_keeps_running_then_exit_is_seen(isle):
-    cid = isle("run", "-d", "busybox", "sleep", "100").stdout.strip()
+    # --network none: a reboot also drops netns mounts and bridges, which wiping /run cannot
+    cid = isle("run", "-d", "--network", "none", "busybox", "sleep", "100").stdout.strip()
     run = isle.runroot / "containers" / cid
     os.kill(_read(run / "conmon.pid"), signal.SIGKILL)
     time.sleep(0.2)
@@ -73,7 +74,8 @@ def test_cli_killed_mid_start_is_not_reported_running(isle):
 
 
 def test_wiped_runroot_then_rm_cleans_up(isle):
-    cid = isle("run", "-d", "busybox", "sleep", "100").stdout.strip()
+    # --network none: a reboot also drops netns mounts and bridges, which wiping /run cannot
+    cid = isle("run", "-d", "--network", "none", "busybox", "sleep", "100").stdout.strip()
     run = isle.runroot / "containers" / cid
     pid, mon = _read(run / "pidfile"), _read(run / "conmon.pid")
     os.kill(mon, signal.SIGKILL)

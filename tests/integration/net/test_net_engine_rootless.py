@@ -63,6 +63,13 @@ def _slirps(uid: int) -> list[int]:
 
 
 def test_rootless_run_gets_slirp_network_and_ports(user):
+    os.chmod("/dev/net/tun", 0o600)       # this VM's own mode: the default network falls back
+    cp = as_user(user, "run --rm busybox ip -o link")
+    assert cp.returncode == 0 and "tap0" not in cp.stdout and "/dev/net/tun" in cp.stderr
+    cp = as_user(user, "run --rm -p 127.0.0.1::80 busybox true")   # asked for: a clear error
+    assert cp.returncode != 0 and "/dev/net/tun is not usable" in cp.stderr
+    assert as_user(user, "ps -aq").stdout.split() == []
+    os.chmod("/dev/net/tun", 0o666)
     cp = as_user(user, "run --rm busybox sh -c 'ip -o -4 addr show tap0; cat /etc/resolv.conf'")
     assert cp.returncode == 0, cp.stderr
     assert "10.0.2.100/24" in cp.stdout and "nameserver 10.0.2.3" in cp.stdout
