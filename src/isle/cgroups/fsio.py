@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["read", "read_int", "read_kv", "read_lines", "write", "write_field", "mkdirs",
-           "rmdirs", "errname", "undo", "prune_default_parent", "warm_attach"]
+           "rmdirs", "errname", "undo", "prune_default_parent"]
 
 
 
@@ -169,49 +169,3 @@ def undo(destroy: Callable[[], None], err: BaseException) -> None:
     except (OSError, IsleError) as e:
         err.add_note(f"also failed to remove the cgroup: {e}")
 
-
-def warm_attach(root: str = "/sys/fs/cgroup") -> None:
-    """Start, in a thread, the RCU grace period the kernel waits for on the first cgroup.procs
-    write after a quiet spell (~11 ms: cgroup_threadgroup_rwsem's writer side), so that the
-    container's real attach a few ms later finds it passed and costs ~0.1 ms.
-
-    The thread writes this process's pid into the cgroup it is already in (the unified
-    hierarchy's where there is one): the kernel takes the lock and moves nothing. Best effort:
-    an unwritable or absent cgroupfs (rootless, read-only) makes it a no-op.
-    """
-    try:
-        with open("/proc/self/cgroup", "rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError:
-        return
-    target = None
-    for ln in lines:
-        hid, _, rest = ln.partition(b":")
-        ctrls, _, path = rest.partition(b":")
-        if hid == b"0" and not ctrls:
-            mnt = root if os.path.exists(root + "/cgroup.procs") else root + "/unified"
-        elif ctrls and b"," not in ctrls and not ctrls.startswith(b"name="):
-            mnt = root + "/" + ctrls.decode()
-        else:
-            continue
-        target = mnt + path.decode().rstrip("/") + "/cgroup.procs"
-        break
-    if target is None:
-        return
-    pid = str(os.getpid()).encode()
-
-    def kick() -> None:
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.write(fd, pid)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    import _thread
-
-    _thread.start_new_thread(kick, ())

@@ -121,11 +121,6 @@ def _write_maps(pid: int, lx: dict[str, Any]) -> None:
 def create(root: str, cid: str, opts: Options) -> Container:
     from isle.oci import runtime_spec
 
-    if os.geteuid() == 0:  # the cgroup attach comes ~10 ms from now: start its wait now
-        from isle.cgroups.fsio import warm_attach
-
-        warm_attach()
-
     trace('create')
     bundle = os.path.abspath(opts.bundle)
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
@@ -204,8 +199,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.close(c2p_r)
         stage1(Chan(p2c_r, c2p_w), cfg, child_opts)
         os._exit(1)  # not reached
-    if cg is not None and os.geteuid() == 0:
-        from isle.cgroups.fsio import warm_attach
+    if cg is not None:
+        from isle.runtime.cgroup import warm_attach
 
         warm_attach()  # a write while the grace period's effect lasts extends it to the join
     os.close(p2c_r)
