@@ -113,9 +113,13 @@ class NetworkManager:
         if self.store.network(self.default_name) is None:
             nid = hashlib.sha256(f"{self.store.root}:{self.default_name}".encode()).hexdigest()
             subnets = [self.default_subnet] if self.default_subnet else []
-            self.store.save_network(self._plan(self.default_name, subnets, [], [],
-                                               False, False, {}, nid=nid,
-                                               bridge=self.default_bridge, default=True))
+            try:
+                net = self._plan(self.default_name, subnets, [], [], False, False, {}, nid=nid,
+                                 bridge=self.default_bridge, default=True)
+            except ConfigError:   # the usual subnet is taken (a host route): a free /24 instead
+                net = self._plan(self.default_name, [], [], [], False, False, {}, nid=nid,
+                                 bridge=self.default_bridge, default=True)
+            self.store.save_network(net)
 
     def _get(self, name: str) -> Network:
         if name == self.default_name:

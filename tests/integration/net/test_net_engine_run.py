@@ -257,3 +257,19 @@ def test_ipv6_internal_labels_and_container_mode_errors(isle):
         assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
     isle("network", "rm", "isle-test-v6")
     assert isle.leftovers() == CLEAN
+
+
+def test_default_network_avoids_host_routes(tmp_path):
+    """The default subnet never collides with a host route (this host has 192.0.2.0/24): if the
+    usual one is taken, a free /24 is picked instead of failing every `run`."""
+    import ipaddress
+
+    from isle.net import NetworkManager
+
+    routes = subprocess.run(["ip", "-o", "route"], capture_output=True, text=True).stdout
+    taken = [ln.split()[0] for ln in routes.splitlines() if "/" in ln.split()[0]]
+    assert taken
+    nm = NetworkManager(str(tmp_path / "n"), str(tmp_path / "r"), default_subnet=taken[0])
+    (net,) = [n for n in nm.list() if n.default]
+    mine = ipaddress.ip_network(net.subnets[0].subnet)
+    assert not any(mine.overlaps(ipaddress.ip_network(t, strict=False)) for t in taken)
