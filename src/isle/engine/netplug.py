@@ -26,7 +26,7 @@ from isle.engine.options import RunOptions
 from isle.errors import ConfigError, InvalidState
 
 __all__ = ["mode_of", "validate", "rootless_fallback", "connect", "after_start", "teardown",
-           "gc", "SLIRP"]
+           "attachment_facts", "gc", "SLIRP"]
 
 SLIRP = "slirp4netns"
 
@@ -162,10 +162,10 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
         with contextlib.suppress(Exception):
             nm.teardown(cid)
         raise
-    return ns, files, {**_facts(att), "netns": ns}
+    return ns, files, {**attachment_facts(att), "netns": ns}
 
 
-def _facts(att: Any) -> dict[str, Any]:
+def attachment_facts(att: Any) -> dict[str, Any]:
     """Docker-shaped port and network facts of an attachment for the container's record."""
     published: dict[str, list[dict[str, str]]] = {}
     display = []
@@ -220,7 +220,7 @@ def _attach_vm(nm: Any, cid: str, name: str, hostname: str, opts: RunOptions, mo
            "org.isle.vm.net.mac": tap.mac}
     if tap.gateway:
         ann["org.isle.vm.net.gateway"] = tap.gateway
-    facts = _facts(att)
+    facts = attachment_facts(att)
     for v in facts["networks"].values():
         v["MacAddress"] = tap.mac          # the VM's NIC, not netavark's anchor interface
     return None, files, {**facts, "tap": tap.tap, "annotations": ann}
@@ -233,7 +233,7 @@ def after_start(settings: Settings, cid: str, name: str, pid: int, opts: RunOpti
         return {}
     nm = _nm(settings)
     att = nm.connect_slirp(cid, pid, _ports(opts, image_config), name=name)
-    return {**_facts(att), "slirp": True}
+    return {**attachment_facts(att), "slirp": True}
 
 
 def teardown(settings: Settings, cid: str, opts: RunOptions) -> None:

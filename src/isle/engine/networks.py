@@ -86,7 +86,28 @@ class Networks:
                               [(network, {"ips": list(ip), "aliases": list(aliases)})],
                               name=rec["name"])
         self._refresh_resolv(rec["id"])
+        self._sync_record(rec["id"])
         return att.networks[network].to_dict()
+
+    def _sync_record(self, cid: str) -> None:
+        """The engine's record (inspect, ps) shows the networks the container is on now."""
+        from isle.engine.db import Db
+        from isle.engine.netplug import attachment_facts
+
+        if not os.path.exists(self.settings.db_path):
+            return
+        att = self.nm.attachment(cid)
+        db = Db(self.settings.db_path)
+        try:
+            try:
+                rec = db.get_container(cid)
+            except NotFound:
+                return
+            facts = attachment_facts(att) if att else {"networks": {}, "ip": ""}
+            extra = {**rec.extra, "networks": facts["networks"], "ip": facts["ip"]}
+            db.update_container(cid, extra=extra)
+        finally:
+            db.conn.close()
 
     def _refresh_resolv(self, cid: str) -> None:
         """Point a running container's resolv.conf at its networks' DNS now (podman's connect),
@@ -115,3 +136,4 @@ class Networks:
         cid = self._find(container)["id"]
         self.nm.disconnect(cid, network)
         self._refresh_resolv(cid)
+        self._sync_record(cid)

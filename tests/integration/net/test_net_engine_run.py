@@ -131,11 +131,13 @@ def test_names_aliases_on_user_network_not_on_default_and_connect(isle):
     # connect the running c to the user network: a real second interface, names resolve
     isle("network", "connect", "--alias", "cee", "isle-test-web", "cc")
     assert "eth1" in isle("exec", "cc", "ip", "-o", "link").stdout
+    assert set(isle.inspect("cc")["NetworkSettings"]["Networks"]) == {"bridge", "isle-test-web"}
     assert _pings(isle, "cc", "api") and _pings(isle, "ca", "cee")
     r = isle("network", "rm", "isle-test-web", check=False)
     assert r.returncode != 0 and "connected" in r.stderr
     isle("network", "disconnect", "isle-test-web", "cc")
     assert "eth1" not in isle("exec", "cc", "ip", "-o", "link").stdout
+    assert set(isle.inspect("cc")["NetworkSettings"]["Networks"]) == {"bridge"}
     assert isle("exec", "ca", "ping", "-c1", "-W1", "cee", check=False).returncode != 0
     isle("rm", "-f", "ca", "cb", "cc", "cd")
     assert isle.leftovers() == CLEAN
