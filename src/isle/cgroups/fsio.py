@@ -135,8 +135,15 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
     (processes still inside) is an error; a shared parent still holding others' cgroups stays.
     """
     for leaf in leaves:
-        if leaf not in created or not os.path.isdir(leaf):
+        if leaf not in created:
             continue
+        try:
+            os.rmdir(leaf)  # the usual case: no sub-cgroups, no tasks; else walk below it
+            continue
+        except FileNotFoundError:
+            continue
+        except OSError:
+            pass
         for top, dirs, _ in os.walk(leaf, topdown=False):
             for d in dirs:
                 try:

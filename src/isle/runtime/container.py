@@ -191,7 +191,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                   "no_pivot": opts.no_pivot, "preserve_fds": opts.preserve_fds,
                   "cid": ctr.id, "no_new_keyring": opts.no_new_keyring,
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog,
-                  "start_now": opts.start_now}
+                  "start_now": opts.start_now,
+                  "wait_go": bool(cg is not None and early)}
     trace('fork')
     pid = os.fork()
     if pid == 0:
@@ -222,7 +223,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             _recv(chan, "userns")
             _write_maps(pid, lx)
             _send(chan, "maps")
-        _send(chan, "go")
+        if cg is not None and early:
+            _send(chan, "go")
         if cg is not None and not early:
             try:
                 cg.create()

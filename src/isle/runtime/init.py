@@ -168,7 +168,8 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
             chan.send(op="userns")
             chan.expect("maps")
             _become_root_in_userns()
-        chan.expect("go")
+        if opts.get("wait_go", True):  # the runtime joins us to the cgroup first
+            chan.expect("go")
         trace('s1 go')
         rest = new & ~L.CLONE_NEWUSER
         if rest:
