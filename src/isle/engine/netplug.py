@@ -149,7 +149,9 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
                           "get slirp4netns")
     nets: list[Any] = []
     for i, n in enumerate(mode.split(",")):
-        o: dict[str, Any] = {"aliases": list(opts.network_aliases)}
+        extra_aliases = (opts.network_endpoints.get(n) or {}).get("aliases") or []
+        aliases = list(opts.network_aliases) if i == 0 else []
+        o: dict[str, Any] = {"aliases": aliases + [a for a in extra_aliases if a not in aliases]}
         if i == 0 and opts.ip:
             o["ip"] = opts.ip
         nets.append((n, o))

@@ -105,7 +105,12 @@ class Networks:
                 return
             facts = attachment_facts(att) if att else {"networks": {}, "ip": ""}
             extra = {**rec.extra, "networks": facts["networks"], "ip": facts["ip"]}
-            db.update_container(cid, extra=extra)
+            # the next start joins the same networks (Docker keeps connections over restarts)
+            eps = {k: {"aliases": [a for a in v["Aliases"] if a != cid[:12]]}
+                   for k, v in facts["networks"].items()}
+            opts = {**rec.opts, "network": ",".join(facts["networks"]) or "none",
+                    "network_endpoints": eps}
+            db.update_container(cid, extra=extra, opts=opts)
         finally:
             db.conn.close()
 

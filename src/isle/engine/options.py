@@ -130,6 +130,8 @@ class RunOptions:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     network_aliases: list[str] = field(default_factory=list)
+    #: {network: {"aliases": [..]}} of `isle network connect`, kept for the next start
+    network_endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra_hosts: list[str] = field(default_factory=list)
     log_max_size: int = 0  # --log-opt max-size=N: conmon rotates ctr.log beyond N bytes
 

@@ -132,6 +132,8 @@ def test_names_aliases_on_user_network_not_on_default_and_connect(isle):
     isle("network", "connect", "--alias", "cee", "isle-test-web", "cc")
     assert "eth1" in isle("exec", "cc", "ip", "-o", "link").stdout
     assert set(isle.inspect("cc")["NetworkSettings"]["Networks"]) == {"bridge", "isle-test-web"}
+    isle("restart", "-t", "0", "cc")                  # connections survive a restart (Docker's)
+    assert "eth1" in isle("exec", "cc", "ip", "-o", "link").stdout
     assert _pings(isle, "cc", "api") and _pings(isle, "ca", "cee")
     r = isle("network", "rm", "isle-test-web", check=False)
     assert r.returncode != 0 and "connected" in r.stderr
