@@ -241,13 +241,13 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.waitpid(pid, 0)
         reaped = True
         ctr.data["pid"] = init_pid
-        ctr.data["starttime"] = proc_starttime(init_pid)
-        ctr.save()
         trace('pre-join')
         if cg is not None and not early:
             _join_cgroup(cg, init_pid)
         trace('joined')
-        _send(chan, "cgroup")
+        _send(chan, "cgroup")  # the init waits on this: the state is saved after it
+        ctr.data["starttime"] = proc_starttime(init_pid)
+        ctr.save()
         hk = cfg.get("hooks")
         if init_hooks_wait(hk):
             _recv(chan, "hooks")

@@ -90,6 +90,21 @@ def preload(cfg: dict[str, Any], proc: dict[str, Any], seccomp: bool = True) -> 
     """Import (in the runtime, before fork) what the child needs after pivot_root / setns mnt,
     and compile the seccomp filter (unless seccomp=False: the init then does it itself, see
     ``seccomp_in_init``); returns the BPF program or None."""
+    preload_imports(proc)
+    sc = (cfg.get("linux") or {}).get("seccomp")
+    if not sc:
+        return None
+    import isle.sys.seccomp_lib  # noqa: F401  (the install after pivot_root needs it)
+    from isle.runtime.seccomp_cache import lookup
+
+    prog = lookup(sc)  # a hit is ~0.3 ms and imports no json/re/libseccomp
+    if prog is not None or not seccomp:
+        return prog
+    return _seccomp_load(sc)
+
+
+def preload_imports(proc: dict[str, Any]) -> None:
+    """The modules the init or exec'd process needs once the host's paths are gone."""
     import fcntl  # noqa: F401
     import termios  # noqa: F401
 
@@ -102,16 +117,6 @@ def preload(cfg: dict[str, Any], proc: dict[str, Any], seccomp: bool = True) -> 
         import struct  # noqa: F401
     if os.environ.get("ISLE_RUNTIME_DEBUG"):
         import traceback  # noqa: F401
-    sc = (cfg.get("linux") or {}).get("seccomp")
-    if not sc:
-        return None
-    import isle.sys.seccomp_lib  # noqa: F401  (the install after pivot_root needs it)
-    from isle.runtime.seccomp_cache import lookup
-
-    prog = lookup(sc)  # a hit is ~0.3 ms and imports no json/re/libseccomp
-    if prog is not None or not seccomp:
-        return prog
-    return _seccomp_load(sc)
 
 
 def _seccomp_load(sc: dict[str, Any]) -> bytes:
