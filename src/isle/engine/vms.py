@@ -70,13 +70,14 @@ class VMs:
 
             raise AlreadyExists(f"a VM named {name} exists")
         k = kernel.find(self.s.cache)
-        base, init = self._image_disk(image)
+        base, init = self._image_disk(image, k)
         return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus, network=network,
                                  kernel=k.boot_image, initrd=initramfs.build(k, self.s.cache),
                                  init=init)
 
-    def _image_disk(self, ref: str) -> tuple[str, str]:
-        """(<root>/vms/.disks/<image id>.ext4, its init): the image's layers merged into ext4."""
+    def _image_disk(self, ref: str, k: Any) -> tuple[str, str]:
+        """(<root>/vms/.disks/<image id>-<kernel>.ext4, its init): the image's layers merged into
+        ext4, with the guest kernel's OS modules (ACPI power button) in /lib/modules/<ver>/isle."""
         import shutil
         import tempfile
 
@@ -87,7 +88,7 @@ class VMs:
         img = ImageStore.from_settings(self.s).resolve(ref)
         d = os.path.join(self.store.root, ".disks")
         os.makedirs(d, exist_ok=True)
-        out = os.path.join(d, f"{img.id.split(':')[-1][:24]}.ext4")
+        out = os.path.join(d, f"{img.id.split(':')[-1][:24]}-{k.version}.ext4")
         if os.path.exists(out) and os.path.exists(out + ".init"):
             with open(out + ".init") as f:
                 return out, f.read().strip()
@@ -96,13 +97,21 @@ class VMs:
         os.mkdir(mnt)
         mounted = False
         try:
-            if len(img.layer_dirs) == 1:  # overlayfs wants two lowers without an upper
-                mnt = img.layer_dirs[0]
-            else:
-                lower = ":".join(reversed(img.layer_dirs))
-                proc.run(["mount", "-t", "overlay", "-o", f"ro,lowerdir={lower}", "overlay", mnt],
-                         timeout=30)
-                mounted = True
+            from isle.vm.kernel import os_modules
+
+            mods = os.path.join(work, "mods")
+            libdir = "lib"  # merged /usr: /lib is a symlink a directory here would hide
+            for layer in reversed(img.layer_dirs):
+                p = os.path.join(layer, "lib")
+                if os.path.lexists(p):
+                    if os.path.islink(p):
+                        libdir = os.path.normpath(os.readlink(p)).lstrip("/")
+                    break
+            shutil.copytree(os_modules(k), os.path.join(mods, libdir, "modules", k.version, "isle"))
+            lower = ":".join([mods, *reversed(img.layer_dirs)])
+            proc.run(["mount", "-t", "overlay", "-o", f"ro,lowerdir={lower}", "overlay", mnt],
+                     timeout=30)
+            mounted = True
             init = next((c for c in ("/sbin/init", "/lib/systemd/systemd", "/bin/init")
                          if os.path.lexists(mnt + c)), "")
             if not init:

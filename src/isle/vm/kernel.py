@@ -129,6 +129,38 @@ def _resolve_package() -> str:
     raise VMError(f"apt-cache knows no kernel behind {META_PACKAGE} even after apt-get update")
 
 
+#: what a whole OS booted from an image needs besides MODULES: the ACPI power button (logind
+#: powers off on it), loaded by the initramfs from the image disk's /lib/modules/<ver>/isle/
+OS_MODULES = ("button", "evdev")
+
+
+def os_modules(k: GuestKernel) -> str:
+    """A directory with OS_MODULES' .ko files for k, taken once from k's own Debian package."""
+    d = os.path.join(k.dir, "os-modules")
+    if all(os.path.exists(os.path.join(d, f"{m}.ko")) for m in OS_MODULES):
+        return d
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.realpath(k.dir)),
+                                     prefix=".fetch-") as tmp:
+        proc.run(["apt-get", "download", "-q", f"linux-image-{k.version}"], cwd=tmp, timeout=600)
+        debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if not debs:
+            raise VMError(f"apt-get download linux-image-{k.version} produced no .deb")
+        x = os.path.join(tmp, "x")
+        proc.run(["dpkg-deb", "-x", os.path.join(tmp, debs[0]), x], timeout=300)
+        stage = os.path.join(tmp, "os-modules")
+        os.makedirs(stage)
+        for root, _, files in os.walk(os.path.join(x, "lib", "modules")):
+            for f in files:
+                if f.endswith(".ko") and f[:-3].replace("-", "_") in OS_MODULES:
+                    shutil.copy(os.path.join(root, f), os.path.join(stage, f))
+        missing = [m for m in OS_MODULES if not os.path.exists(os.path.join(stage, f"{m}.ko"))]
+        if missing:
+            raise VMError(f"linux-image-{k.version} has no module {missing[0]}")
+        shutil.rmtree(d, ignore_errors=True)
+        os.rename(stage, d)
+    return d
+
+
 def _extract_vmlinux(vmlinuz: str, out: str) -> bool:
     """Pull the ELF vmlinux out of an LZ4 bzImage (extract-vmlinux's idea); False if not LZ4."""
     with open(vmlinuz, "rb") as f:

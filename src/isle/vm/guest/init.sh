@@ -27,6 +27,8 @@ if [ -n "$osinit" ]; then  # a whole OS (isle vm create --from-image): its disk,
   while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 5000 ] && fail "no root disk /dev/vda"; usleep 1000; done
   mkdir -p /newroot
   mount -t "$fstype" -o rw /dev/vda /newroot || fail "mount $fstype /dev/vda"
+  read -r rel < /proc/sys/kernel/osrelease
+  for m in /newroot/lib/modules/"$rel"/isle/*.ko; do [ -e "$m" ] && insmod "$m"; done
   umount /proc /sys
   mount --move /dev /newroot/dev 2>/dev/null || umount /dev
   exec /bin/busybox switch_root /newroot "$osinit"
