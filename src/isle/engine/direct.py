@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from isle.engine.db import ContainerRecord
     from isle.engine.options import RunOptions
 
-from isle.engine.layout import alive, proc_start_time, write_file
+from isle.engine.layout import alive, proc_start_time, read_int, write_file
 from isle.engine.reports import RunReport
 from isle.errors import NotFound
 
@@ -80,7 +80,7 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
         except BaseException as exc:
             engine._fail_start(rec, str(exc))
             raise
-    old = {sg: signal.signal(sg, _forwarder(child.pid)) for sg in _FORWARD}
+    old = {sg: signal.signal(sg, _forwarder(child.pid, p.pidfile)) for sg in _FORWARD}
     try:
         started, err = _pump_stderr(child.stderr.fileno(), stderr_fd, p.pidfile)  # type: ignore[union-attr]
         child.stderr.close()  # type: ignore[union-attr]
@@ -113,13 +113,23 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
     return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
 
 
-def _forwarder(pid: int) -> Any:
+def _forwarder(pid: int, pidfile: str) -> Any:
+    """Docker's sig-proxy, to the container's init. The runtime's `run` may let the init exec
+    before it writes the pid file and forwards signals itself, so a signal in that window waits
+    (up to 2 s, only then) for the pid file; failing that it goes to the runtime (start aborted)."""
     start = proc_start_time(pid)
 
     def fwd(sig: int, _f: Any) -> None:
         with contextlib.suppress(OSError):
-            if alive(pid, start):
-                os.kill(pid, sig)
+            for _ in range(400):
+                cpid = read_int(pidfile) or 0
+                if cpid and proc_start_time(cpid):
+                    os.kill(cpid, sig)
+                    return
+                if not alive(pid, start):
+                    return
+                time.sleep(0.005)
+            os.kill(pid, sig)
     return fwd
 
 
