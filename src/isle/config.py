@@ -46,6 +46,7 @@ def _default_cache() -> str:
 
 @dataclass(slots=True, kw_only=True)
 class Settings:
+    """Where isle keeps its state and which runtime it uses."""
     root: str = field(default_factory=_default_root)
     runroot: str = field(default_factory=_default_runroot)
     cache: str = field(default_factory=_default_cache)

@@ -47,6 +47,7 @@ PRAGMA user_version = 1;
 
 @dataclass(slots=True, kw_only=True)
 class ContainerRecord:
+    """One container's row: identity, options, and its last known state."""
     id: str
     name: str
     image: str
@@ -70,6 +71,7 @@ class ContainerRecord:
 
 @dataclass(slots=True, kw_only=True)
 class VolumeRecord:
+    """One named volume's row."""
     name: str
     created: float
     driver: str

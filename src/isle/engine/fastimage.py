@@ -27,6 +27,7 @@ MAX_OPTIONS = 4000
 
 @dataclass(slots=True)
 class LightImage:
+    """An image as a container start needs it: id, config, layer dirs."""
     id: str
     config: dict[str, Any]
     layer_dirs: list[str]

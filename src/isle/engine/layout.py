@@ -19,6 +19,7 @@ __all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int", "write_file
 
 @dataclass(frozen=True, slots=True)
 class ContainerPaths:
+    """The files and directories of one container (see the module docstring)."""
     bundle: str
     run: str
     exit_dir: str

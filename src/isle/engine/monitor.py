@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 from dataclasses import dataclass, field
 
 from isle.errors import CommandError, IsleError
@@ -23,6 +25,7 @@ LOG_SIZE_MAX = 8 * 1024 * 1024
 
 @dataclass(slots=True, kw_only=True)
 class MonitorArgs:
+    """What conmon needs to know about one container."""
     container_id: str
     name: str
     runtime_path: str
@@ -104,6 +107,8 @@ def read_sync(fd: int, argv: list[str], timeout: float = 60.0) -> int:
 
 def connect_attach(bundle: str) -> socket.socket:
     """Connect to conmon's SEQPACKET attach socket in the bundle (any path length, via /proc/self/fd)."""
+    import socket  # not at the top: `run -d` never attaches, and socket costs ~2 ms to import
+
     dfd = os.open(bundle, os.O_PATH | os.O_CLOEXEC)
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

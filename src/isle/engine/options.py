@@ -53,6 +53,7 @@ RLIMITS = {
 
 @dataclass(slots=True, kw_only=True)
 class MountSpec:
+    """One -v/--mount/--tmpfs."""
     type: str  # bind | volume | tmpfs
     target: str
     source: str = ""  # host path (bind) or volume name ("" = anonymous volume)
@@ -63,6 +64,7 @@ class MountSpec:
 
 @dataclass(slots=True, kw_only=True)
 class Ulimit:
+    """One --ulimit."""
     name: str
     soft: int
     hard: int
@@ -70,12 +72,14 @@ class Ulimit:
 
 @dataclass(slots=True, kw_only=True)
 class RestartPolicy:
+    """--restart NAME[:MAX]."""
     name: str = "no"  # no | on-failure | always | unless-stopped
     max_retries: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
 class Healthcheck:
+    """--health-* or the image's HEALTHCHECK."""
     test: list[str] = field(default_factory=list)  # ["CMD-SHELL", "..."] or ["NONE"]
     interval: float = 30.0
     timeout: float = 30.0

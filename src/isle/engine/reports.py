@@ -29,6 +29,7 @@ class CannotInvoke(IsleError):
 
 @dataclass(slots=True, kw_only=True)
 class CreateReport:
+    """What `create` made."""
     id: str
     name: str
     warnings: list[str] = field(default_factory=list)
@@ -36,6 +37,7 @@ class CreateReport:
 
 @dataclass(slots=True, kw_only=True)
 class RunReport:
+    """What `run`/`start` did; exit_code in the foreground."""
     id: str
     name: str
     exit_code: int | None  # None when detached
@@ -75,11 +77,13 @@ class ContainerSummary:
 
 @dataclass(slots=True, kw_only=True)
 class RmReport:
+    """Which container a verb acted on."""
     id: str
     name: str
 
 
 @dataclass(slots=True, kw_only=True)
 class PruneReport:
+    """What a prune removed."""
     deleted: list[str] = field(default_factory=list)
     reclaimed: int = 0

@@ -55,6 +55,7 @@ def safe_join(root: str, path: str) -> str:
 
 @dataclass(slots=True)
 class Volumes:
+    """Named and anonymous volumes on disk and in the db."""
     settings: Settings
     db: Db
 
