@@ -38,14 +38,16 @@ def detect_setup(root: str = ROOT) -> str:
 
 
 def manager_for(cgroups_path: str | None, container_id: str, *, setup: str | None = None,
-                root: str = ROOT, self_cgroup: str | None = None) -> CgroupManager:
+                root: str = ROOT, self_cgroup: str | None = None,
+                mounts_cache: str | None = None) -> CgroupManager:
     """A manager for the container's cgroup, by OCI ``linux.cgroupsPath`` rules:
 
     - "/a/b": under each hierarchy's root; "a/b": under the runtime's own cgroup
       (``self_cgroup``: /proc/self/cgroup text, for tests); None: "/isle/<id>";
     - "slice:prefix:name" (systemd driver form, e.g. podman's "machine.slice:libpod:<id>"):
       the cgroupfs path systemd would use, "/machine.slice/libpod-<id>.scope".
-    Nothing is created until create().
+    Nothing is created until create(). mounts_cache: a file that keeps the host's cgroup
+    mounts between calls (see paths.cgroup_mounts).
     """
     setup = setup or detect_setup(root)
     if setup not in ("v1", "v2", "hybrid"):
@@ -55,7 +57,7 @@ def manager_for(cgroups_path: str | None, container_id: str, *, setup: str | Non
     if setup == "v2":
         return V2Manager(_join(bases.get("unified", "/"), path) if bases is not None else path,
                          root)
-    mounts = v1_mounts(root)
+    mounts = v1_mounts(root, mounts_cache)
     if not mounts:
         raise Unsupported(f"no cgroup v1 hierarchies are mounted under {root}")
     paths: dict[str, str] = {}

@@ -8,7 +8,7 @@ import posixpath
 from isle.errors import ConfigError
 
 __all__ = ["DEFAULT_PARENT", "V1_CONTROLLERS", "resolve", "systemd_path", "expand_slice",
-           "own_cgroups", "v1_mounts", "controllers"]
+           "own_cgroups", "v1_mounts", "controllers", "cgroup_mounts"]
 
 FIELD = "linux.cgroupsPath"
 DEFAULT_PARENT = "/isle"
@@ -100,27 +100,73 @@ def controllers(directory: str) -> list[str]:
         return []
 
 
-def v1_mounts(root: str) -> dict[str, str]:
-    """{controller: mountpoint} for the v1 hierarchies under root.
-
-    Read from /proc/self/mountinfo; a root that holds no cgroup mounts (a fake tree in a test)
-    is read from its directory names instead ("cpu,cpuacct", "systemd", ...).
-    """
-    root = root.rstrip("/") or "/"
-    out: dict[str, str] = {}
+def _read_cgroup_mountinfo() -> list[tuple[str, str, str, str]]:
+    out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             pre, _, post = line.partition(" - ")
             fields, post_f = pre.split(), post.split()
-            if len(post_f) < 3 or post_f[0] != "cgroup" or len(fields) < 5:
+            if len(post_f) < 3 or post_f[0] not in ("cgroup", "cgroup2") or len(fields) < 5:
                 continue
-            mnt = fields[4]
-            if posixpath.dirname(mnt) != root:
-                continue
-            for opt in post_f[2].split(","):
-                name = opt.removeprefix("name=")
-                if name in V1_CONTROLLERS:
-                    out.setdefault(name, mnt)
+            out.append((fields[4], fields[3], post_f[0], post_f[2]))
+    return out
+
+
+def _cache_key(mounts: list[tuple[str, str, str, str]], root: str) -> str | None:
+    """Each mountpoint's device and the listing of root: a remount or a new hierarchy changes it."""
+    try:
+        devs = ",".join(str(os.stat(m[0]).st_dev) for m in mounts)
+        return f"{devs};{os.stat(root).st_dev};{','.join(sorted(os.listdir(root)))}"
+    except OSError:
+        return None
+
+
+def cgroup_mounts(cache: str | None = None, root: str = "/sys/fs/cgroup"
+                  ) -> list[tuple[str, str, str, str]]:
+    """[(mountpoint, mount root, fstype, super options)] of this mount namespace's cgroup and
+    cgroup2 mounts, from /proc/self/mountinfo. With cache (a file), reused while every cached
+    mountpoint keeps its device and root's listing is unchanged: reading mountinfo takes 1-9 ms
+    on a host with many, changing mounts (it waits on the mount namespace's lock)."""
+    if cache:
+        try:
+            with open(cache) as f:
+                key, *rows = f.read().split("\n")
+            mounts = [tuple(r.split("\t")) for r in rows if r]
+            if mounts and all(len(m) == 4 for m in mounts) and key == _cache_key(
+                    mounts, root):  # type: ignore[arg-type]
+                return mounts  # type: ignore[return-value]
+        except (OSError, ValueError):
+            pass
+    mounts = _read_cgroup_mountinfo()
+    if cache and not any("\t" in x or "\n" in x for m in mounts for x in m):
+        key = _cache_key(mounts, root)
+        if key is not None:
+            tmp = f"{cache}.{os.getpid()}"
+            try:
+                with open(tmp, "w") as f:
+                    f.write(key + "\n" + "".join("\t".join(m) + "\n" for m in mounts))
+                os.rename(tmp, cache)
+            except OSError:
+                pass
+    return mounts
+
+
+def v1_mounts(root: str, cache: str | None = None) -> dict[str, str]:
+    """{controller: mountpoint} for the v1 hierarchies under root.
+
+    Read from /proc/self/mountinfo (see cgroup_mounts for cache); a root that holds no cgroup
+    mounts (a fake tree in a test) is read from its directory names instead ("cpu,cpuacct",
+    "systemd", ...).
+    """
+    root = root.rstrip("/") or "/"
+    out: dict[str, str] = {}
+    for mnt, _, fstype, opts in cgroup_mounts(cache if root == "/sys/fs/cgroup" else None):
+        if fstype != "cgroup" or posixpath.dirname(mnt) != root:
+            continue
+        for opt in opts.split(","):
+            name = opt.removeprefix("name=")
+            if name in V1_CONTROLLERS:
+                out.setdefault(name, mnt)
     if out:
         return out
     try:

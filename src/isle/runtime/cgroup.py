@@ -12,10 +12,16 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
 __all__ = ["manager", "from_state", "resources_with_defaults", "warm_attach"]
 
 
-def manager(cgroups_path: str | None, cid: str) -> Any:
+def manager(cgroups_path: str | None, cid: str, mounts_cache: str | None = None) -> Any:
     from isle.cgroups import manager_for
 
-    return manager_for(cgroups_path, cid)
+    return manager_for(cgroups_path, cid, mounts_cache=mounts_cache)
+
+
+def cgroup_mounts(mounts_cache: str | None = None) -> list[tuple[str, str, str, str]]:
+    from isle.cgroups.paths import cgroup_mounts as cm
+
+    return cm(mounts_cache)
 
 
 def from_state(st: dict[str, Any]) -> Any:

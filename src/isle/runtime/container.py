@@ -138,9 +138,10 @@ def create(root: str, cid: str, opts: Options) -> Container:
                     "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
                     "annotations": cfg.get("annotations") or {}, "config": cfg}
         lx = cfg.get("linux") or {}
-        from isle.runtime.cgroup import manager, resources_with_defaults
+        from isle.runtime.cgroup import cgroup_mounts, manager, resources_with_defaults
 
-        cg = manager(lx.get("cgroupsPath"), cid)
+        mcache = os.path.join(root, ".cgroup-mounts")  # reading mountinfo costs 1-9 ms here
+        cg = manager(lx.get("cgroupsPath"), cid, mcache)
         res = resources_with_defaults(lx.get("resources"), lx.get("devices"))
         # the init must be born inside its cgroup when it gets a cgroup namespace; otherwise the
         # cgroup is made while the init sets up its mounts, and the init itself is moved in
@@ -160,7 +161,9 @@ def create(root: str, cid: str, opts: Options) -> Container:
         if opts.console_socket and (cfg["process"].get("terminal")):
             console_fd = _connect_console(opts.console_socket)
         trace('spawn')
-        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early)
+        cgm = cgroup_mounts(mcache) if any(m.get("type") == "cgroup" for m in cfg.get(
+            "mounts") or []) else None
+        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early, cgm)
         ctr.data["status"] = RUNNING if opts.start_now else CREATED
         ctr.save()
         trace('created')
@@ -172,7 +175,8 @@ def create(root: str, cid: str, opts: Options) -> Container:
 
 
 def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, rootfs: str,
-                console_fd: int | None, res: dict[str, Any], early: bool) -> None:
+                console_fd: int | None, res: dict[str, Any], early: bool,
+                cgroup_mounts: list[tuple[str, str, str, str]] | None = None) -> None:
     from isle.runtime import hooks
     from isle.runtime.init import Chan, init_hooks_wait, preload, seccomp_in_init, stage1
 
@@ -192,7 +196,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                   "cid": ctr.id, "no_new_keyring": opts.no_new_keyring,
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog,
                   "start_now": opts.start_now,
-                  "wait_go": bool(cg is not None and early)}
+                  "wait_go": bool(cg is not None and early), "cgroup_mounts": cgroup_mounts}
     trace('fork')
     pid = os.fork()
     if pid == 0:

@@ -237,7 +237,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
                 chan.expect("cgroup")
                 cg_wait.clear()
 
-        rootfs.do_mounts(sys, mounts, rootdir, opts["bundle"], before_cgroup=joined)
+        rootfs.do_mounts(sys, mounts, rootdir, opts["bundle"], before_cgroup=joined,
+                         cgroup_mounts=opts.get("cgroup_mounts"))
         trace('init mounted')
         dev_bound = any(m["destination"].rstrip("/") == "/dev" and "bind" in (
             m.get("type") or "") + ",".join(m.get("options") or []) for m in mounts)

@@ -77,7 +77,10 @@ def _mk_target(dest: str, source_is_dir: bool) -> None:
 
 
 def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
-              bundle: str, before_cgroup: Callable[[], None] | None = None) -> None:
+              bundle: str, before_cgroup: Callable[[], None] | None = None,
+              cgroup_mounts: list[tuple[str, str, str, str]] | None = None) -> None:
+    """The spec's mounts under rootfs; cgroup_mounts: the host's cgroup mounts as the runtime
+    read them (paths.cgroup_mounts), else /proc/self/mountinfo is read here."""
     for m in mount_plan(spec_mounts, rootfs, bundle):
         dest = secure_join(rootfs, m.dest)
         field = f"mounts[{m.index}]"
@@ -92,7 +95,7 @@ def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
             elif m.kind == "cgroup":
                 if before_cgroup is not None:
                     before_cgroup()
-                _mount_cgroup(sys, m, dest)
+                _mount_cgroup(sys, m, dest, cgroup_mounts)
             else:
                 _mk_target(dest, True)
                 sys.mount(m.source or m.fstype, dest, m.fstype, m.flags, m.data)
@@ -105,8 +108,11 @@ def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
                               f"{os.strerror(exc.errno or 0)}") from None
 
 
-def _cgroup_mounts() -> list[tuple[str, str, str]]:
+def _cgroup_mounts(known: list[tuple[str, str, str, str]] | None = None
+                   ) -> list[tuple[str, str, str]]:
     """[(host mountpoint, mount root, fstype)] of cgroup hierarchies."""
+    if known is not None:
+        return [(mp, root, fstype) for mp, root, fstype, _ in known]
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -118,14 +124,15 @@ def _cgroup_mounts() -> list[tuple[str, str, str]]:
     return out
 
 
-def _mount_cgroup(sys: L.Syscalls, m: Mount, dest: str) -> None:
+def _mount_cgroup(sys: L.Syscalls, m: Mount, dest: str,
+                  known: list[tuple[str, str, str, str]] | None = None) -> None:
     """Give the container its own cgroups at dest, bound from the host (v1, v2 or hybrid)."""
     mine: dict[str, str] = {}
     with open("/proc/self/cgroup") as f:
         for line in f:
             _, ctrls, path = line.rstrip("\n").split(":", 2)
             mine[ctrls] = path
-    mounts = _cgroup_mounts()
+    mounts = _cgroup_mounts(known)
     ro = m.flags & L.MS_RDONLY
     base = m.flags & (L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
     unified = [mp for mp, _, t in mounts if t == "cgroup2"]
