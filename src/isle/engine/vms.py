@@ -241,6 +241,13 @@ class VMs:
                 os.unlink(p)
 
 
+def _listdir(d: str) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
 def annotate(settings: Settings, spec: dict[str, Any], bundle: str) -> None:
     """Engine hook for --isolation vm: use a template when one matches (image, kernel, size).
 
@@ -253,12 +260,14 @@ def annotate(settings: Settings, spec: dict[str, Any], bundle: str) -> None:
     ann = spec.setdefault("annotations", {})
     if ann.get(TEMPLATE_ANNOTATION) in ("false", "0"):
         return
+    d = os.path.join(settings.cache, "templates")
+    if not _MAKING and not any(n.endswith(".json") for n in _listdir(d)):
+        return  # no template at all: leave the disk digest to the runtime (cold path cost)
     try:
         boot = boot_of(spec, bundle, settings)
     except IsleError:
         return  # the runtime reports it with the container's own error
     key = snapshot.key(boot)
-    d = os.path.join(settings.cache, "templates")
     if _MAKING:
         _MAKING["key"] = key
         ann[TEMPLATE_ANNOTATION] = "true"
