@@ -186,6 +186,13 @@ def test_published_ports_ranges_publish_all_and_port_verb(isle, tmp_path, outsid
     assert r.returncode != 0 and str(hp) in r.stderr
     isle("rm", "-f", "pw2", check=False)
     assert isle.leftovers() == before
+    with socket.socket() as busy:                      # a port some other program holds
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        bp = busy.getsockname()[1]
+        r = isle("run", "--rm", "-p", f"127.0.0.1:{bp}:80", "busybox", "true", check=False)
+        assert r.returncode != 0 and f"host port {bp}/tcp is already in use" in r.stderr
+    assert isle.leftovers() == before
     # a range, reached from another namespace over the host's address there (198.51.100.1)
     lo = _free_port()
     isle("run", "-d", "--name", "pr", "-p", f"{lo}-{lo + 1}:80-81", "busybox", "sh", "-c",
