@@ -62,28 +62,34 @@ def _timed(isle, *args: str) -> tuple[float, str]:
 
 
 def test_vm_run_uses_a_template_when_one_exists(isle, vm_cache: str) -> None:
-    run = ("run", "--rm", "--isolation", "vm", "busybox", "echo", "hi")
+    # no network: its set-up costs the same both ways and would only blur the boot's share
+    run = ("run", "--rm", "--isolation", "vm", "--network", "none", "busybox", "echo", "hi")
     isle(*run)  # warm the image disk and initramfs caches: what follows compares boots only
-    cold, out = _timed(isle, *run)
-    assert out == "hi\n"
+    colds = [_timed(isle, *run) for _ in range(2)]
+    assert all(out == "hi\n" for _, out in colds)
+    cold = min(t for t, _ in colds)
     assert isle("vm", "template", "ls", "--format", "json").stdout.strip() == "[]"
 
-    key = isle("vm", "template", "create", "busybox", "--memory", "128M").stdout.strip()
+    key = isle("vm", "template", "create", "busybox", "--memory", "128M", "--network",
+               "none").stdout.strip()
     ts = json.loads(isle("vm", "template", "ls", "--format", "json").stdout)
     assert [(t["key"], t["image"], t["memory_mib"]) for t in ts] == [(key, "busybox", 128)]
     assert os.path.exists(f"/dev/shm/isle-tpl-{key}.ram") and ts[0]["ram_bytes"] > 0
     assert f"'templates': 1" in isle("info").stdout
 
-    warm, out = _timed(isle, *run)
-    assert out == "hi\n"
+    warms = [_timed(isle, *run) for _ in range(2)]
+    assert all(out == "hi\n" for _, out in warms)
+    warm = min(t for t, _ in warms)  # the best of two either way: load on a shared host is noise
     assert cold / warm > 2, f"cold {cold:.2f}s vs template {warm:.2f}s"
     # the engine asked for it (and only for a matching size: 256 MiB has no template)
-    cid = isle("run", "-d", "--isolation", "vm", "busybox", "sleep", "60").stdout.strip()
+    cid = isle("run", "-d", "--isolation", "vm", "--network", "none", "busybox",
+               "sleep", "60").stdout.strip()
     cfg = json.loads(open(Path(isle("inspect", cid).args[2]) / "containers" / cid
                           / "config.json").read())
     assert cfg["annotations"].get("org.isle.vm.template") == "true"
     isle("rm", "-f", cid)
-    cid = isle("run", "-d", "--isolation", "vm", "-m", "256m", "busybox", "sleep", "60").stdout.strip()
+    cid = isle("run", "-d", "--isolation", "vm", "--network", "none", "-m", "256m",
+               "busybox", "sleep", "60").stdout.strip()
     cfg = json.loads(open(Path(isle("inspect", cid).args[2]) / "containers" / cid
                           / "config.json").read())
     assert "org.isle.vm.template" not in cfg["annotations"]
