@@ -5,7 +5,7 @@
 Emits every sample (seconds, MiB) with host details; the summary compares medians against targets:
 cold runtime <= 1.1 x the floor, template first output <= 0.5 s and >= 6 x faster than cold,
 PSS per idle template clone (128 MiB guest) <= 64 MiB.
---engine also times the whole engine path (`isle run --rm --isolation vm --network none busybox ...`,
+--engine also times the whole engine path (`isle run --rm --isolation vm --network none ...`,
 cold and from `isle vm template create`) and the PSS of idle engine containers (QEMU + the VM
 runtime's monitor + conmon) started from a template.
 """

@@ -204,7 +204,7 @@ def register(cli: click.Group) -> None:
 
     @vm.group("template")
     def template() -> None:
-        """microVM templates: booted once per (image, kernel, size); `run --isolation vm` uses them."""
+        """microVM templates, one per (image, kernel, size): `run --isolation vm` uses them."""
 
     @template.command("create")
     @click.argument("image")

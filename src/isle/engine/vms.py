@@ -3,9 +3,9 @@
     vms = VMs(settings)
     vms.create("deb", disk="/images/debian.qcow2", memory_mib=512)   # MachineInfo
     vms.start("deb"); vms.console("deb") -> socket path; vms.stop("deb"); vms.rm("deb")
-    vms.template_create(engine, "busybox", memory_mib=128)  # boots once, saves; `run --isolation vm` uses it
+    vms.template_create(engine, "busybox", memory_mib=128)  # boot once, save; runs then restore
     vms.templates() -> [TemplateInfo]; vms.template_rm("busybox" | key) ; vms.prune_templates()
-    annotate(settings, spec, bundle)   # engine hook: org.isle.vm.template=true when a template matches
+    annotate(settings, spec, bundle)  # engine hook: org.isle.vm.template=true on a match
 
 Machines live under <root>/vms/<name>/, their sockets under <runroot>/vms/<name>/; templates are
 the runtime's (<cache>/templates/<key>/ + /dev/shm/isle-tpl-<key>.ram), labelled <key>.json here.

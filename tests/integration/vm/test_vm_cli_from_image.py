@@ -56,7 +56,8 @@ class Isle:
             out = self("vm", "console", name, "--no-stdin", "--timeout", "3", timeout=60).stdout
             if re.search(pattern, out):
                 return out
-        raise AssertionError(f"{pattern!r} not on {name}'s console after {timeout}s:\n{out[-3000:]}")
+        raise AssertionError(f"{pattern!r} not on {name}'s console after {timeout}s:\n"
+                             f"{out[-3000:]}")
 
 
 def _done(isle: Isle, marker: str) -> None:

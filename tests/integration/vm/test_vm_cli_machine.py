@@ -1,4 +1,4 @@
-"""`isle vm create/start/stop/rm/ls/inspect/console` on a user disk: a boot sector that talks on COM1."""
+"""`isle vm create/start/stop/rm/ls/inspect/console` on a user disk: a boot sector on COM1."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.qemu, pytest.mark.root]
 REPO = Path(__file__).resolve().parents[3]
 ISLE = str(REPO / ".venv" / "bin" / "isle")
 MSG = b"isle-os-ok\r\n"
-# xor ax,ax; mov ds,ax; cld; mov dx,3f8h; mov si,7c22h; print: lodsb; test al,al; jz echo; out dx,al;
-# jmp print; echo: mov dx,3fdh; poll: in al,dx; test al,1; jz poll; mov dx,3f8h; in al,dx; out dx,al;
-# jmp echo; then the message (offset 0x22)
+# xor ax,ax; mov ds,ax; cld; mov dx,3f8h; mov si,7c22h; print: lodsb; test al,al; jz echo;
+# out dx,al; jmp print; echo: mov dx,3fdh; poll: in al,dx; test al,1; jz poll; mov dx,3f8h;
+# in al,dx; out dx,al; jmp echo; then the message (offset 0x22)
 CODE = bytes.fromhex(
     "31c0 8ed8 fc baf803 be227c ac 84c0 7403 ee ebf8 bafd03 ec a801 74fb baf803 ec ee ebf1"
     .replace(" ", "")

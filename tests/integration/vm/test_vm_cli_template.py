@@ -36,7 +36,8 @@ def isle(tmp_path: Path, vm_cache: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")}
     env.update(ISLE_CACHE=vm_cache, ISLE_VM_READY_TIMEOUT="100")
 
-    def call(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def call(*args: str, check: bool = True,
+             timeout: float = 180) -> subprocess.CompletedProcess[str]:
         cp = subprocess.run([ISLE, "--root", str(tmp_path / "root"), "--runroot",
                              str(tmp_path / "run"), *args], capture_output=True, text=True,
                             env=env, timeout=timeout)

@@ -1,4 +1,4 @@
-"""MachineStore.config (pure given the record): q35 for user disks, microvm + isle.init for images."""
+"""MachineStore.config (pure): q35 for user disks, microvm + isle.init for images."""
 
 from __future__ import annotations
 
@@ -36,6 +36,6 @@ def test_image_vm_boots_its_kernel_into_the_image_init(tmp_path: Path) -> None:
 
 
 def test_socket_chardev_log_only_when_asked() -> None:
-    base = dict(name="x", machine="q35")
-    a = argv(MachineConfig(**base, console=Chardev(backend="socket", path="/r/c.sock")))  # type: ignore[arg-type]
+    a = argv(MachineConfig(name="x", machine="q35",
+                           console=Chardev(backend="socket", path="/r/c.sock")))
     assert "socket,id=console,path=/r/c.sock,server=on,wait=off" in a
