@@ -438,10 +438,10 @@ def save_cmd(ctx: click.Context, output: str | None, fmt: str, refs: tuple[str, 
 def load_cmd(ctx: click.Context, input_: str | None, quiet: bool) -> None:
     """Load images from a docker-archive, OCI archive or OCI layout directory."""
     loaded = _images(ctx).load(input_ if input_ else sys.stdin.buffer)
-    from isle.image.reference import Reference
+    from isle.engine.images import familiar_name
 
     for img in loaded:
-        names = [Reference.parse(n).familiar for n in img.names]
+        names = [familiar_name(n) for n in img.names]
         click.echo("Loaded image: " + (", ".join(names) if names else img.id))
 
 

@@ -352,3 +352,8 @@ def list_row(img: Image) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def familiar_name(name: str) -> str:
+    """Docker's short form of a stored name (``docker.io/library/busybox:latest`` -> ``busybox:latest``)."""
+    return Reference.parse(name).familiar
