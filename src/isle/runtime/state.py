@@ -61,6 +61,29 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
+class _Flock:
+    """An exclusive flock on path (created if missing) for a with-block. Not isle.sys.fs.flock:
+    its contextlib import (collections) costs `delete` ~2-5 ms of start-up."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
 class Container:
     """One container's directory under the runtime root."""
 
@@ -97,10 +120,8 @@ class Container:
             os.close(fd)
         os.rename(tmp, self.state_path)
 
-    def lock(self) -> Any:
-        from isle.sys.fs import flock
-
-        return flock(os.path.join(self.dir, ".lock"))
+    def lock(self) -> _Flock:
+        return _Flock(os.path.join(self.dir, ".lock"))
 
     @property
     def pid(self) -> int | None:
