@@ -200,6 +200,11 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     trace('fork')
     pid = os.fork()
     if pid == 0:
+        if opts.foreground:  # run's held signals: back to their defaults
+            import _signal  # type: ignore[import-not-found]
+
+            for s in _FWD_SIGNALS:
+                _signal.signal(s, 0)
         os.close(p2c_w)
         os.close(c2p_r)
         stage1(Chan(p2c_r, c2p_w), cfg, child_opts)
@@ -515,9 +520,21 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+_FWD_SIGNALS = (2, 15, 1, 3, 10, 12, 28)  # INT TERM HUP QUIT USR1 USR2 WINCH
+_pending: list[int] = []
+
+
+def _hold_signals() -> None:
+    """Catch terminal signals from before the init exists; _wait_forwarding delivers them."""
+    import _signal  # type: ignore[import-not-found]  # `signal` wraps it in enums (~3 ms)
+
+    for s in _FWD_SIGNALS:
+        _signal.signal(s, lambda sig, _f: _pending.append(sig))
+
+
 def _wait_forwarding(pid: int) -> int:
     """Wait for pid (we are its subreaper), forwarding terminal signals; -> exit code."""
-    import _signal  # type: ignore[import-not-found]  # the C module: `signal` wraps it in enums, which costs ~3 ms to import
+    import _signal  # type: ignore[import-not-found]
 
     def fwd(sig: int, _frame: Any) -> None:
         try:
@@ -525,8 +542,10 @@ def _wait_forwarding(pid: int) -> int:
         except ProcessLookupError:
             pass
 
-    for s in (2, 15, 1, 3, 10, 12, 28):  # INT TERM HUP QUIT USR1 USR2 WINCH
+    for s in _FWD_SIGNALS:
         _signal.signal(s, fwd)
+    while _pending:  # signals that arrived while the container was being made
+        fwd(_pending.pop(0), None)
     while True:
         try:
             wpid, status = os.waitpid(-1, 0)
@@ -542,6 +561,7 @@ def run(root: str, cid: str, opts: Options, detach: bool) -> int:
     if not detach:
         opts.foreground = True
         L.LinuxSyscalls().prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        _hold_signals()  # the init runs the process at once: a signal must not kill us first
     opts.start_now = True  # create+start in one process: the init does not wait on exec.fifo
     ctr = create(root, cid, opts)
     try:

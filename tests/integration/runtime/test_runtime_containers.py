@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -378,3 +379,30 @@ def test_session_keyring_per_container_unless_no_new_keyring(rt, bundle):
     assert "keyring   keyring-a:" in keys and "keyring-b" not in keys
     rt("delete", "--force", "keyring-a")
     rt("delete", "--force", "keyring-b")
+
+
+@pytest.mark.root
+@pytest.mark.timeout(90)
+def test_run_survives_a_signal_sent_while_the_container_is_being_made(rt, bundle) -> None:
+    """A foreground `run` holds terminal signals until the init exists, then forwards them.
+
+    Before the fix, a SIGINT landing between fork and the forwarding handlers killed the runtime
+    itself (exit by signal), orphaning the container. Several delays cover the window.
+    """
+    import signal
+    import time
+
+    b = bundle(["sh", "-c", "trap 'exit 7' INT; sleep 1 & wait; exit 3"])
+    for i, delay in enumerate((0.0, 0.002, 0.005, 0.01, 0.02)):
+        p = subprocess.Popen([RUNTIME, "--root", str(rt.root), "run", "-b", str(b), f"sig{i}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not (rt.root / f"sig{i}").exists() and time.monotonic() < deadline:
+            time.sleep(0.0005)  # the state dir appears just before the init is forked
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        # the runtime exits with the container's code (7 if the trap ran, else 3: pid 1 ignores INT),
+        # never with its own 130 or by the signal, and leaves no container behind
+        assert p.returncode in (3, 7), (delay, p.returncode, err)
+        assert not (rt.root / f"sig{i}").exists()
