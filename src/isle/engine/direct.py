@@ -29,7 +29,7 @@ __all__ = ["eligible", "run_direct"]
 
 _FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
             signal.SIGUSR2)
-_RUNTIMES = {"runc", "crun", "isle-runtime"}  # their `run` waits, forwards signals, deletes
+_RUNTIMES = {"runc", "crun", "isle-runtime", "isle-vm-runtime"}  # `run` waits, forwards, deletes
 
 
 def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:

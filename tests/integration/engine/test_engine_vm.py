@@ -28,3 +28,40 @@ def test_vm_isolation_run_exec_stop_rm(isle):
     assert isle("logs", "vm1").stdout == "up\nbye\n"
     isle("rm", "vm1")
     assert isle("ps", "-aq").stdout == ""
+
+
+def test_vm_foreground_run_rm_needs_no_monitor_and_stops_from_elsewhere(isle):
+    """`run --rm --isolation vm` goes the direct way (one isle-vm-runtime run, no conmon), yet
+    shows in ps, stops from another process with the guest job's code, and leaves nothing."""
+    import os
+    import subprocess
+
+    p = subprocess.Popen(isle.argv("run", "--rm", "--network", "none", "--isolation", "vm",
+                                   "--name", "vmd", "busybox", "sh", "-c",
+                                   "trap 'exit 9' TERM; echo up; sleep 100 & wait"),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=isle.env)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"
+        cid = isle.inspect("vmd")["Id"]
+        assert isle.inspect("vmd")["State"]["Status"] == "running"
+        assert not (isle.runroot / "containers" / cid / "conmon.pid").exists()
+        isle("stop", "-t", "20", "vmd", timeout=60)
+        assert p.wait(timeout=60) == 9
+    finally:
+        p.kill()
+        p.wait()
+    assert isle("ps", "-aq").stdout == ""
+    assert not [c for c in _cmdlines() if "qemu" in c and str(isle.runroot) in c]
+
+
+def _cmdlines() -> list[str]:
+    import os
+
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                out.append(f.read().decode(errors="replace"))
+        except OSError:
+            pass
+    return out
