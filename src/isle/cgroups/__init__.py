@@ -70,7 +70,7 @@ def manager_for(cgroups_path: str | None, container_id: str, *, setup: str | Non
         ctrls = controllers(uroot)
         if ctrls:  # join the unified hierarchy only when it carries controllers
             upath = _join(bases.get("unified", "/"), path) if bases is not None else path
-            unified = V2Manager(upath, uroot, wanted=ctrls)
+            unified = V2Manager(upath, uroot, wanted=ctrls, lazy=True)
     return V1Manager(path, mounts, paths=paths, unified=unified, setup=setup)
 
 

@@ -253,6 +253,11 @@ class V1Manager:
             plan = self._plan(resources)
             if not self._fresh:
                 plan = self._memory_order(plan)
+            if self.unified is not None and self.unified.lazy:
+                need = {_ctrl(f) for f, _, _ in plan if _ctrl(f) in self.unified_controllers
+                        and _ctrl(f) not in self.mounts}
+                if need:
+                    self.unified.enable(need)
             for file, value, field in plan:
                 fsio.write_field(self._dir_for(file), file, value, field,
                                  ALTERNATES.get(file, ()))

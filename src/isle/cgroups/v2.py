@@ -76,8 +76,12 @@ class V2Manager:
     setup = "v2"
 
     def __init__(self, path: str, mount: str, *, created: list[str] | None = None,
-                 wanted: list[str] | None = None) -> None:
+                 wanted: list[str] | None = None, lazy: bool = False) -> None:
         self.path = path
+        #: enable controllers in ancestors only when a limit needs them (enable()), not at
+        #: create(): the unified half of a hybrid host is shared, and isle writes to no cgroup
+        #: it did not create unless the user asked for a limit that needs it
+        self.lazy = lazy
         self.mount = mount.rstrip("/")
         self.dir = self.mount + path
         self.created = list(created or [])
@@ -182,12 +186,22 @@ class V2Manager:
     def create(self) -> None:
         made = fsio.mkdirs(self.mount, self.path)
         try:
-            self._enable_controllers()
+            if not self.lazy:
+                self._enable_controllers()
         except BaseException:
             fsio.rmdirs(made)
             raise
         self.created = self.created + [d for d in made if d not in self.created]
         self._fresh = True
+
+    def enable(self, controllers: set[str]) -> None:
+        """Enable just these controllers on the way down (a lazy manager's limits need them)."""
+        keep = self.wanted
+        self.wanted = [c for c in (keep or _controllers(self.mount)) if c in controllers]
+        try:
+            self._enable_controllers()
+        finally:
+            self.wanted = keep
 
     def _enable_controllers(self) -> None:
         """Enable controllers in each ancestor's subtree_control so the leaf gets their files.
@@ -302,11 +316,12 @@ class V2Manager:
 
     def to_state(self) -> dict[str, Any]:
         return {"setup": "v2", "path": self.path, "mount": self.mount, "created": self.created,
-                "wanted": self.wanted}
+                "wanted": self.wanted, "lazy": self.lazy}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> V2Manager:
-        return cls(d["path"], d["mount"], created=d.get("created"), wanted=d.get("wanted"))
+        return cls(d["path"], d["mount"], created=d.get("created"), wanted=d.get("wanted"),
+                   lazy=bool(d.get("lazy")))
 
 
 def _controllers(directory: str) -> list[str]:

@@ -144,3 +144,14 @@ def test_existing_leaf_is_joined_not_removed(root: Path) -> None:
     assert m.created == []
     m.destroy()
     assert (root / "pre").is_dir()
+
+
+def test_lazy_manager_leaves_ancestors_alone_until_a_limit_needs_a_controller(root: Path) -> None:
+    """The unified half of a hybrid host: create() writes no ancestor's subtree_control."""
+    m = V2Manager("/isle/lz", str(root), wanted=["hugetlb"], lazy=True)
+    m.create()
+    assert (root / "cgroup.subtree_control").read_text() == ""
+    assert not (root / "isle" / "cgroup.subtree_control").exists()
+    m.enable({"hugetlb"})
+    assert (root / "cgroup.subtree_control").read_text() == "+hugetlb"
+    assert manager_from_state(m.to_state()).lazy
