@@ -109,7 +109,8 @@ class Lifecycle:
             try:
                 with open(os.path.join(p.run, "conmon.err"), "wb") as errf:
                     child = proc.spawn(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
-                                       stdout=errf, stderr=errf, close_fds=True)
+                                       stdout=errf, stderr=errf, close_fds=True,
+                                       cwd=p.run)  # conmon drops an "oom" file in its cwd
                 os.close(w)
                 w = -1
                 child.wait()
