@@ -150,9 +150,13 @@ def _exec_argv(job: Job) -> list[str]:
 def render_exec(job: Job, slot: int) -> str:
     """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
+    # /xSLOT.pid lives while the process runs and until its exit is reported: the job's end
+    # (render) kills what still runs and waits for those reports, so an exec that finished just
+    # before the container's process (e.g. the one that told it to stop) still gets its real code
     return (
-        " ".join(_q(a) for a in _exec_argv(job)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e"\n'
-        f'echo "xexit {slot} $?" >&3\n'
+        " ".join(_q(a) for a in _exec_argv(job)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &\n'
+        f"echo $! > /x{slot}.pid\n"
+        f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
     )
 
 
@@ -195,6 +199,9 @@ def render(job: Job) -> str:
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",
         'wait "$pid"; code=$?',
+        # exec'd processes die with the container (as in a pid namespace); their reports go first
+        'for f in /x*.pid; do [ -e "$f" ] && read -r xp < "$f" && kill -9 "$xp" 2>/dev/null; done',
+        "n=0; while set -- /x*.pid; [ -e \"$1\" ] && [ $n -lt 200 ]; do n=$((n + 1)); usleep 10000; done",
         'echo "exit $code" >&3',
         "poweroff -f",
     ]

@@ -244,7 +244,19 @@ def test_exec_beside_a_foreground_run(
         assert (r.returncode, r.stdout) == (0, b"5\n")
         r = rt(root, "exec", "c9", "/nonexistent", env=vm_env)
         assert r.returncode == 127 and b"nonexistent" in r.stderr
-        assert rt(root, "exec", "c9", "touch", "/tmp/stop", env=vm_env).returncode == 0
+        # an exec still running when the container's process ends dies with it (137, as with a
+        # pid namespace); the exec that ended it reports its own code, not a lost connection
+        sleeper = subprocess.Popen(
+            [RUNTIME, "--root", str(root), "exec", "c9", "sh", "-c", "echo s; exec sleep 100"],
+            env=vm_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert sleeper.stdout is not None and sleeper.stdout.readline() == b"s\n"
+        r = rt(root, "exec", "c9", "sh", "-c", "touch /tmp/stop; exit 5", env=vm_env)
+        assert (r.returncode, r.stderr) == (5, b"")
+        sleeper.communicate(timeout=60)
+        assert sleeper.returncode == 137
         out, _ = p.communicate(timeout=60)
         assert p.returncode == 0 and out == b"bye\n"
         # kill --all reaches every process in the guest
@@ -260,9 +272,15 @@ def test_exec_beside_a_foreground_run(
         p.communicate(timeout=60)
         assert p.returncode == 137
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        if p.poll() is None:  # a failed assertion above: let the runtime clean up after itself
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for c in ("c9", "c10"):
+            rt(root, "delete", "--force", c, env=vm_env)
 
 
 @pytest.mark.timeout(180)
