@@ -23,8 +23,12 @@ def _cgroups() -> set[str]:
                 if depth >= 4:
                     dirs[:] = []
                 for d in dirs:
-                    if "isle" in d or "test" in d:
-                        out.add(os.path.join(root, d))
+                    p = os.path.join(root, d)
+                    if root == str(base) and d == "isle" and not any(
+                            e.is_dir() for e in os.scandir(p)):
+                        continue  # isle's default parent: kept between containers, when empty
+                    if "isle" in d or "test" in d or os.path.basename(root) == "isle":
+                        out.add(p)
         except OSError:
             pass
     return out

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["read", "read_int", "read_kv", "read_lines", "write", "write_field", "mkdirs",
-           "rmdirs", "errname", "undo", "prune_default_parent"]
+           "rmdirs", "errname", "undo", "is_default_leaf"]
 
 
 
@@ -89,8 +89,20 @@ def write_field(directory: str, file: str, value: str, field: str,
 def mkdirs(mount: str, path: str) -> list[str]:
     """mkdir -p mount+path; return the directories this call created, shallowest first.
 
-    A concurrent destroy may remove a shared parent between our mkdirs; retry the walk then.
+    isle's default parent ("/isle", from a missing cgroupsPath) is never returned: once made it
+    stays, empty between containers (as Docker's /docker does), so a container costs one mkdir
+    and one rmdir per hierarchy instead of two each (a cgroupfs mkdir/rmdir is ~50-100 us).
+    A concurrent remover (an older isle) may take a parent between our mkdirs; retry the walk.
     """
+    leaf = mount + "/" + "/".join(p for p in path.split("/") if p)
+    try:
+        os.mkdir(leaf, 0o755)  # the usual case: every parent is there already
+        return [leaf]
+    except (FileNotFoundError, FileExistsError):
+        pass
+    except OSError as e:
+        raise IsleError(f"cannot create cgroup {leaf}: {e.strerror}") from e
+    keep = mount + DEFAULT_PARENT if is_default_leaf(path) else None
     made: list[str] = []
     for _ in range(3):
         cur = mount
@@ -99,7 +111,8 @@ def mkdirs(mount: str, path: str) -> list[str]:
                 cur = os.path.join(cur, part)
                 try:
                     os.mkdir(cur, 0o755)
-                    made.append(cur)
+                    if cur != keep:
+                        made.append(cur)
                 except FileExistsError:
                     pass
             return made
@@ -110,6 +123,12 @@ def mkdirs(mount: str, path: str) -> list[str]:
             raise IsleError(f"cannot create cgroup {cur}: {e.strerror}") from e
     rmdirs(made)
     raise IsleError(f"cannot create cgroup {mount}{path}: parent kept disappearing")
+
+
+def is_default_leaf(path: str) -> bool:
+    """Whether path is "/isle/<name>": a container's cgroup under isle's shared default parent."""
+    head, _, name = path.rpartition("/")
+    return head == DEFAULT_PARENT and bool(name)
 
 
 def _rmdir_patiently(d: str, patience: float) -> None:
@@ -157,16 +176,6 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
             if d in leaves:
                 raise InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
                                    "(processes still inside?)") from e
-
-
-def prune_default_parent(mount: str, path: str) -> None:
-    """isle's default parent ("/isle", from a missing cgroupsPath) is shared by every container
-    that uses it, whichever made it; the last one out removes it (a busy rmdir is a no-op)."""
-    if path.startswith(DEFAULT_PARENT + "/") and path.count("/") == 2:
-        try:
-            os.rmdir(mount + DEFAULT_PARENT)
-        except OSError:
-            pass
 
 
 def undo(destroy: Callable[[], None], err: BaseException) -> None:

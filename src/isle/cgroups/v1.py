@@ -236,9 +236,10 @@ class V1Manager:
         try:
             for mnt in dict.fromkeys(self.mounts.values()):
                 path = self.paths.get(mnt, self.path)
-                made += fsio.mkdirs(mnt, path)
+                new = fsio.mkdirs(mnt, path)
+                made += new
                 if mnt == self.mounts.get("cpuset"):
-                    _cpuset_fill(mnt, path)
+                    _cpuset_fill(mnt, path, fresh=mnt + path in new)
             if self.unified:
                 self.unified.create()
         except BaseException:
@@ -376,9 +377,6 @@ class V1Manager:
         """rmdir what create() made, deepest first (and cgroups the container made inside)."""
         fsio.rmdirs(self.created, tuple(self.dirs()))
         self.created = []
-        if not self.paths:
-            for mnt in dict.fromkeys(self.mounts.values()):
-                fsio.prune_default_parent(mnt, self.path)
         if self.unified:
             self.unified.destroy()
         self._fresh = False
@@ -396,10 +394,22 @@ class V1Manager:
 
 
 
-def _cpuset_fill(mount: str, path: str) -> None:
+def _cpuset_fill(mount: str, path: str, fresh: bool = False) -> None:
     """A new v1 cpuset cgroup starts with empty cpus/mems, and no task can join it until they
     are copied down from its parent. Empty ancestors (made by another tool that did not fill
-    them) are filled on the way down too, as runc does: an empty cpuset is unusable to anyone."""
+    them) are filled on the way down too, as runc does: an empty cpuset is unusable to anyone.
+
+    fresh: the leaf was just made by us (so empty): with a filled parent (the kernel keeps a
+    child's cpus within its parent's, so every ancestor is filled then) copy the parent's
+    values straight down: 2 reads + 2 writes instead of a walk from the root."""
+    if fresh:
+        leaf = mount + path
+        parent = os.path.dirname(leaf)
+        vals = {f: fsio.read(os.path.join(parent, f)) for f in ("cpuset.cpus", "cpuset.mems")}
+        if all(vals.values()):
+            for f, v in vals.items():
+                fsio.write(os.path.join(leaf, f), v)
+            return
     cur = mount
     have = {f: fsio.read(os.path.join(cur, f)) for f in ("cpuset.cpus", "cpuset.mems")}
     for part in [p for p in path.split("/") if p]:

@@ -311,7 +311,6 @@ class V2Manager:
     def destroy(self) -> None:
         fsio.rmdirs(self.created, (self.dir,))
         self.created = []
-        fsio.prune_default_parent(self.mount, self.path)
         self._fresh = False
 
     def to_state(self) -> dict[str, Any]:

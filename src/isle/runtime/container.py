@@ -247,14 +247,14 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                 raise
         trace('cg set')
         init_pid = _recv(chan, "pid")["pid"]
-        os.waitpid(pid, 0)
-        reaped = True
         ctr.data["pid"] = init_pid
         trace('pre-join')
         if cg is not None and not early:
             _join_cgroup(cg, init_pid)
         trace('joined')
         _send(chan, "cgroup")  # the init waits on this: the state is saved after it
+        os.waitpid(pid, 0)  # stage 1 is exiting (~1-3 ms of mm teardown): not before the join
+        reaped = True
         ctr.data["starttime"] = proc_starttime(init_pid)
         ctr.save()
         hk = cfg.get("hooks")

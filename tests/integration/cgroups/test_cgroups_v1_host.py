@@ -197,17 +197,17 @@ def test_destroy_removes_cgroups_the_container_made(cg: V1Manager) -> None:
     assert _all_dirs(cg.path) == []
 
 
-def test_default_parent_is_removed_by_the_last_container_out() -> None:
+def test_default_parent_stays_and_only_leaves_are_ours() -> None:
     ids = [f"isle-test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     a, b = (manager_for(None, i) for i in ids)
-    existed = os.path.isdir(f"{CG}/memory/isle")
     a.create()
     b.create()
-    a.destroy()  # b still inside /isle: it stays
+    assert all(d.endswith(f"/isle/{ids[0]}") for d in a.created)  # /isle is shared, kept
+    assert _read("cpuset", f"/isle/{ids[1]}", "cpuset.cpus")  # filled from the kept parent
+    a.destroy()
     assert os.path.isdir(f"{CG}/memory/isle/{ids[1]}")
-    b.destroy()  # b did not make /isle, but it is isle's shared parent and now empty
-    if not existed:
-        assert _all_dirs("/isle") == []
+    b.destroy()
+    assert os.path.isdir(f"{CG}/memory/isle") and not os.path.exists(f"{CG}/memory/isle/{ids[1]}")
 
 
 def test_empty_cpuset_parent_made_by_another_tool_is_filled(cg: V1Manager) -> None:

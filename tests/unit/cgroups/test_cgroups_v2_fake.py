@@ -36,12 +36,24 @@ def kernel_removes(d: Path) -> None:
 
 
 def test_create_enables_controllers_and_records_dirs(root: Path) -> None:
-    m = manager_for("/isle/abc", "abc", root=str(root))
-    assert isinstance(m, V2Manager) and m.dir == f"{root}/isle/abc"
+    m = manager_for("/a/abc", "abc", root=str(root))
+    assert isinstance(m, V2Manager) and m.dir == f"{root}/a/abc"
     m.create()
-    assert m.created == [f"{root}/isle", f"{root}/isle/abc"]
+    assert m.created == [f"{root}/a", f"{root}/a/abc"]
     assert (root / "cgroup.subtree_control").read_text() == "+" + " +".join(CTRLS.split())
     assert manager_from_state(m.to_state()).to_state() == m.to_state()
+
+
+def test_default_parent_is_kept_for_the_next_container(root: Path) -> None:
+    a, b = manager_for(None, "a", root=str(root)), manager_for(None, "b", root=str(root))
+    a.create()
+    assert a.created == [f"{root}/isle/a"]  # /isle is shared and stays: never recorded as ours
+    a.destroy()
+    assert (root / "isle").is_dir() and not (root / "isle" / "a").exists()
+    b.create()  # the parent is there now: one mkdir
+    assert b.created == [f"{root}/isle/b"]
+    b.destroy()
+    assert [p.name for p in (root / "isle").iterdir() if p.is_dir()] == []
 
 
 def test_set_writes_plan_in_order(root: Path) -> None:
@@ -70,7 +82,7 @@ def test_missing_file_is_unsupported_and_fresh_cgroup_is_removed(root: Path) -> 
     m.create()
     with pytest.raises(Unsupported, match=r"^linux\.resources\.pids\.limit: .*pids\.max"):
         m.set({"pids": {"limit": 3}})
-    assert not (root / "isle").exists() and m.created == []
+    assert not (root / "isle" / "c2").exists() and m.created == []
 
 
 def test_devices_unenforceable_is_unsupported_not_ignored(root: Path) -> None:
