@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-__all__ = ["load", "validate", "default_spec", "CAPABILITIES", "NAMESPACE_TYPES", "RLIMITS",
+__all__ = ["load", "validate", "unknown_capabilities", "default_spec", "CAPABILITIES", "NAMESPACE_TYPES", "RLIMITS",
            "HOOK_KINDS", "PROPAGATIONS"]
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -97,6 +97,22 @@ def _uint(v: Any, field: str, bits: int = 32) -> int:
     if v < 0 or v >= 1 << bits:
         raise ConfigError(field, f"out of range: {v}")
     return v  # type: ignore[no-any-return]
+
+
+def unknown_capabilities(proc: dict[str, Any] | None) -> list[str]:
+    """Capability names this host cannot map (e.g. newer than its kernel), ignored with a warning.
+
+    The spec asks for an error here, but runc and crun ignore them with a warning so that one
+    config serves old and new kernels (containerd and podman list the newest capabilities); tools
+    that drive runc rely on that, so isle-runtime does the same.
+    """
+    out: list[str] = []
+    for lst in ((proc or {}).get("capabilities") or {}).values():
+        for c in lst or []:
+            u = c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper()
+            if u not in CAPABILITIES and c not in out:
+                out.append(c)
+    return out
 
 
 def validate(cfg: Any) -> dict[str, Any]:
@@ -185,9 +201,7 @@ def _process(p: dict[str, Any], f: str) -> None:
     for k, lst in (caps or {}).items():
         if k not in CAP_SETS:
             raise ConfigError(f"{f}.capabilities.{k}", "unknown capability set")
-        for i, c in enumerate(_strs(lst or [], f"{f}.capabilities.{k}")):
-            if c.upper() not in CAPABILITIES and ("CAP_" + c.upper()) not in CAPABILITIES:
-                raise ConfigError(f"{f}.capabilities.{k}[{i}]", f"unknown capability {c!r}")
+        _strs(lst or [], f"{f}.capabilities.{k}")  # unknown names: see unknown_capabilities
     o = _opt(p, "oomScoreAdj", int, f, "an integer")
     if o is not None and not -1000 <= o <= 1000:
         raise ConfigError(f"{f}.oomScoreAdj", f"must be in -1000..1000, got {o}")

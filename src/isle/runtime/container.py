@@ -126,6 +126,9 @@ def create(root: str, cid: str, opts: Options) -> Container:
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     rootfs = _resolve_rootfs(cfg, bundle)
     _check_support(cfg, opts)
+    unknown = runtime_spec.unknown_capabilities(cfg.get("process"))
+    if unknown:
+        _warn(f"ignoring unknown or unavailable capabilities: {', '.join(unknown)}")
     ctr = Container(root, cid)
     os.makedirs(root, 0o711, exist_ok=True)
     try:

@@ -187,7 +187,9 @@ def cap_mask(names: list[str] | None) -> int:
     mask = 0
     for n in names or []:
         n = n.upper()
-        mask |= 1 << CAPABILITIES[n if n.startswith("CAP_") else "CAP_" + n]
+        bit = CAPABILITIES.get(n if n.startswith("CAP_") else "CAP_" + n)
+        if bit is not None:  # unknown names were warned about at create
+            mask |= 1 << bit
     return mask
 
 

@@ -34,6 +34,7 @@ def test_run_isolates_pid_uts_root_caps_rlimits_and_returns_exit_code(rt, bundle
 
     def edit(c):
         c["hostname"] = "islebox"
+        c["process"]["capabilities"]["bounding"].append("CAP_TEST")  # ignored, as runc does
         c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}]
         c["linux"]["maskedPaths"].append("/proc/cpuinfo")
 
@@ -50,6 +51,7 @@ def test_run_isolates_pid_uts_root_caps_rlimits_and_returns_exit_code(rt, bundle
     assert lines[7] == "123"
     assert int(lines[8]) <= 3  # only this container's processes are visible
     assert not (rt.root / "c1").exists()  # run deletes afterwards
+    assert "ignoring unknown or unavailable capabilities: CAP_TEST" in cp.stderr
 
 
 def test_process_settings_devices_sysctl_and_preserved_fds(rt, bundle, tmp_path):

@@ -41,8 +41,8 @@ def test_default_and_rootless_specs_validate():
      "process.rlimits[1].type", "unknown rlimit"),
     (lambda s: s["process"]["rlimits"][0].update(soft=5000), "process.rlimits[0].soft",
      "exceeds"),
-    (lambda s: s["process"]["capabilities"]["bounding"].append("CAP_NOPE"),
-     "process.capabilities.bounding[3]", "unknown capability"),
+    (lambda s: s["process"]["capabilities"].update(bounding="CAP_KILL"),
+     "process.capabilities.bounding", "list"),
     (lambda s: s["process"].update(oomScoreAdj=5000), "process.oomScoreAdj", "-1000..1000"),
     (lambda s: s["mounts"].append({"destination": "rel"}), "mounts[7].destination", "absolute"),
     (lambda s: s.update(hooks={"prestartt": []}), "hooks.prestartt", "unknown hook kind"),
@@ -88,3 +88,16 @@ def test_validate_does_not_mutate():
     before = copy.deepcopy(s)
     validate(s)
     assert s == before
+
+
+def test_unknown_capabilities_are_listed_not_fatal() -> None:
+    """As runc and crun: one config serves kernels that lack the newest capabilities."""
+    from isle.oci import runtime_spec
+    from isle.runtime.plan import cap_mask
+
+    spec = runtime_spec.default_spec()
+    spec["process"]["capabilities"]["bounding"] += ["CAP_TEST", "kill"]
+    spec["process"]["capabilities"]["effective"] += ["CAP_TEST"]
+    runtime_spec.validate(spec)
+    assert runtime_spec.unknown_capabilities(spec["process"]) == ["CAP_TEST"]
+    assert cap_mask(["CAP_TEST", "CAP_KILL"]) == 1 << runtime_spec.CAPABILITIES["CAP_KILL"]
