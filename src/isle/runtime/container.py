@@ -126,9 +126,6 @@ def create(root: str, cid: str, opts: Options) -> Container:
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     rootfs = _resolve_rootfs(cfg, bundle)
     _check_support(cfg, opts)
-    unknown = runtime_spec.unknown_capabilities(cfg.get("process"))
-    if unknown:
-        _warn(f"ignoring unknown or unavailable capabilities: {', '.join(unknown)}")
     ctr = Container(root, cid)
     os.makedirs(root, 0o711, exist_ok=True)
     try:
@@ -181,7 +178,15 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                 console_fd: int | None, res: dict[str, Any], early: bool,
                 cgroup_mounts: list[tuple[str, str, str, str]] | None = None) -> None:
     from isle.runtime import hooks
-    from isle.runtime.init import Chan, init_hooks_wait, preload, seccomp_in_init, stage1
+    from isle.runtime.init import (
+        Chan,
+        direct_ok,
+        init_direct,
+        init_hooks_wait,
+        preload,
+        seccomp_in_init,
+        stage1,
+    )
 
     try:
         prog = preload(cfg, cfg["process"], seccomp=not seccomp_in_init(cfg))
@@ -200,8 +205,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog,
                   "start_now": opts.start_now,
                   "wait_go": bool(cg is not None and early), "cgroup_mounts": cgroup_mounts}
+    direct = direct_ok(cfg)
     trace('fork')
-    pid = os.fork()
+    pid = _fork_in_pidns(cfg) if direct else os.fork()
     if pid == 0:
         if opts.foreground:  # run's held signals: back to their defaults
             import _signal  # type: ignore[import-not-found]
@@ -210,7 +216,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                 _signal.signal(s, 0)
         os.close(p2c_w)
         os.close(c2p_r)
-        stage1(Chan(p2c_r, c2p_w), cfg, child_opts)
+        (init_direct if direct else stage1)(Chan(p2c_r, c2p_w), cfg, child_opts)
         os._exit(1)  # not reached
     if cg is not None:
         from isle.runtime.cgroup import warm_attach
@@ -224,6 +230,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.close(console_fd)
     chan = Chan(c2p_r, p2c_w)
     ctr.data["stage1"] = pid
+    if direct:  # pid is the init itself
+        ctr.data["pid"] = pid
     reaped = False
     try:
         lx = cfg.get("linux") or {}
@@ -243,21 +251,22 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                 ctr.data["cgroup"] = cg.to_state()
                 cg.set(res)
             except BaseException:
-                msg = chan.recv()  # learn the init's pid, so the clean-up can stop it
+                msg = None if direct else chan.recv()  # learn the init's pid, to stop it
                 if msg and msg.get("op") == "pid":
                     ctr.data["pid"] = msg["pid"]
                     ctr.data["starttime"] = proc_starttime(msg["pid"])
                 raise
         trace('cg set')
-        init_pid = _recv(chan, "pid")["pid"]
+        init_pid = pid if direct else _recv(chan, "pid")["pid"]
         ctr.data["pid"] = init_pid
         trace('pre-join')
         if cg is not None and not early:
             _join_cgroup(cg, init_pid)
         trace('joined')
         _send(chan, "cgroup")  # the init waits on this: the state is saved after it
-        os.waitpid(pid, 0)  # stage 1 is exiting (~1-3 ms of mm teardown): not before the join
-        reaped = True
+        if not direct:
+            os.waitpid(pid, 0)  # stage 1 is exiting (~1-3 ms of mm teardown): after the join
+            reaped = True
         ctr.data["starttime"] = proc_starttime(init_pid)
         ctr.save()
         hk = cfg.get("hooks")
@@ -269,6 +278,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             _send(chan, "go")
         trace('go2')
         _recv(chan, "ready")
+        reaped = True  # done: a direct init lives on (run reaps it)
     finally:
         chan.close()
         if not reaped:
@@ -277,6 +287,33 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                 os.waitpid(pid, 0)
             except OSError:
                 pass
+
+
+def _fork_in_pidns(cfg: dict[str, Any]) -> int:
+    """fork() with the child as pid 1 of a new pid namespace when the spec asks for one (see
+    init.direct_ok); this process stays in its own and its later children (hooks) too."""
+    if not any(n["type"] == "pid" for n in (cfg.get("linux") or {}).get("namespaces") or []):
+        return os.fork()
+    from isle.sys import libc as L
+
+    sysc = L.LinuxSyscalls()
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            sysc.unshare(L.CLONE_NEWPID)
+        except OSError as exc:
+            raise Unsupported(f"linux.namespaces: unshare pid: {os.strerror(exc.errno or 0)}"
+                              ) from None
+        try:
+            pid = os.fork()
+        except BaseException:
+            sysc.setns(own, L.CLONE_NEWPID)
+            raise
+        if pid:
+            sysc.setns(own, L.CLONE_NEWPID)  # our later children (hooks) stay in our pid ns
+        return pid
+    finally:
+        os.close(own)
 
 
 def _join_cgroup(cg: Any, pid: int) -> None:
