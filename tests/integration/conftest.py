@@ -86,7 +86,9 @@ def snapshot() -> dict[str, set]:
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest):
     """Fail the test if it left a mount, cgroup, link, netns or process behind."""
-    if request.node.get_closest_marker("leaks_ok"):
+    # ISLE_TEST_SKIP_LEAK_CHECK=1: only for engineers whose benchmarks share this host with a test
+    # run (a benchmark's containers would count as the test's leaks); CI never sets it
+    if request.node.get_closest_marker("leaks_ok") or os.environ.get("ISLE_TEST_SKIP_LEAK_CHECK"):
         yield
         return
     import fcntl

@@ -42,11 +42,14 @@ class GuestMount:
     options: tuple[str, ...] = ()
 
 
+#: Docker's proc flags; runc's default spec (no flags) is served by the same stricter mount
+_PROC_OPTS = ("nosuid", "noexec", "nodev")
+
 #: mounts the guest makes on /newroot before 'ready' (so a template has them done): runc's and
 #: Docker's defaults as to_job maps them; a job asking for exactly one of these skips it, others
 #: are unmounted. Every fork+exec saved matters under TCG after a restore (cold translation caches).
 STANDARD_MOUNTS = (
-    GuestMount(type="proc", destination="/proc", source="proc"),
+    GuestMount(type="proc", destination="/proc", source="proc", options=_PROC_OPTS),
     GuestMount(
         type="devtmpfs", destination="/dev", source="tmpfs", options=("nosuid", "strictatime")
     ),
@@ -93,7 +96,10 @@ def premount_script() -> str:
 
 
 def _key(m: GuestMount) -> tuple[str, str, tuple[str, ...]]:
-    return (m.type, m.destination, tuple(o for o in m.options if o not in _DROP))
+    opts = tuple(o for o in m.options if o not in _DROP)
+    if m.type == "proc" and set(opts) <= set(_PROC_OPTS):
+        opts = _PROC_OPTS
+    return (m.type, m.destination, opts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
