@@ -82,10 +82,12 @@ class Networks:
                 aliases: Sequence[str] = ()) -> dict[str, Any]:
         """Connect a container that already has a network namespace (it is on some network)."""
         rec = self._find(container)
+        before = self.nm.hosts_ips(rec["id"])
         att = self.nm.connect(rec["id"], rec["ns_path"],
                               [(network, {"ips": list(ip), "aliases": list(aliases)})],
                               name=rec["name"])
         self._refresh_resolv(rec["id"])
+        self._refresh_hosts(rec["id"], before, rec["name"])
         self._sync_record(rec["id"])
         return att.networks[network].to_dict()
 
@@ -133,12 +135,37 @@ class Networks:
             f.write("\n".join(lines + keep) + "\n")
             f.truncate()
 
+    def _refresh_hosts(self, cid: str, before: list[str], name: str) -> None:
+        """Name a running container in its /etc/hosts on the networks it is on now (Docker's
+        connect/disconnect); other lines stay; written in place: the file is bind-mounted."""
+        from isle.engine.layout import ContainerPaths
+        from isle.net import etc
+
+        bundle = ContainerPaths.of(self.settings, cid).bundle
+        path = os.path.join(bundle, "hosts")
+        if not os.path.isfile(path):
+            return
+        try:
+            with open(os.path.join(bundle, "hostname")) as f:
+                names = [f.read().strip() or cid[:12]]
+        except OSError:
+            names = [cid[:12]]
+        names += [name] if name not in names else []
+        with open(path, "r+") as f:
+            new = etc.update_hosts(f.read(), before, self.nm.hosts_ips(cid), names)
+            f.seek(0)
+            f.write(new)
+            f.truncate()
+
     def port(self, container: str) -> list[str]:
         """`isle port`: "80/tcp -> 127.0.0.1:8080" lines for a container's published ports."""
         return [str(p) for p in self.nm.port(self._find(container)["id"])]
 
     def disconnect(self, network: str, container: str) -> None:
-        cid = self._find(container)["id"]
+        rec = self._find(container)
+        cid = rec["id"]
+        before = self.nm.hosts_ips(cid)
         self.nm.disconnect(cid, network)
         self._refresh_resolv(cid)
+        self._refresh_hosts(cid, before, rec["name"])
         self._sync_record(cid)

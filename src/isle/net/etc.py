@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 
 from isle.errors import ConfigError
 
-__all__ = ["render_hosts", "render_resolv", "parse_add_host", "parse_resolv", "FALLBACK_DNS"]
+__all__ = ["render_hosts", "render_resolv", "parse_add_host", "parse_resolv", "update_hosts",
+           "FALLBACK_DNS"]
 
 FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
 
@@ -106,3 +107,36 @@ def render_hosts(*, hostname: str, ips: Sequence[str] = (), names: Iterable[str]
     for name, ip in add_hosts:
         lines.append(f"{ip}\t{name}")
     return "\n".join(lines) + "\n"
+
+
+def update_hosts(text: str, old_ips: Sequence[str], new_ips: Sequence[str],
+                 names: Sequence[str]) -> str:
+    """/etc/hosts text after the container's addresses changed from old_ips to new_ips (network
+    connect/disconnect): its own lines (an old address, or 127.0.1.1 when it had none, followed by
+    exactly its names) are replaced where they stood; every other line stays as it is.
+
+    names: the container's names, used when the file has no own line to take them from.
+    """
+    lines = text.splitlines()
+    own_at = [i for i, ln in enumerate(lines) if ln.split()[:1] and ln.split()[0] in
+              (list(old_ips) or ["127.0.1.1"])]
+    own = lines[own_at[0]].split()[1:] if own_at else list(names)
+    drop = [i for i in own_at if lines[i].split()[1:] == own]
+    if drop:
+        at = drop[0]
+    else:       # no own line left: after the leading loopback and multicast lines
+        at = 0
+        while at < len(lines) and lines[at].split()[:1] and _special_ip(lines[at].split()[0]):
+            at += 1
+    fresh = [f"{ip}\t{' '.join(own)}" for ip in new_ips] or [f"127.0.1.1\t{' '.join(own)}"]
+    kept = [ln for i, ln in enumerate(lines) if i not in drop]
+    at -= sum(1 for i in drop if i < at)
+    return "\n".join(kept[:at] + fresh + kept[at:]) + "\n"
+
+
+def _special_ip(ip: str) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return a.is_loopback or a.is_multicast or a.is_reserved

@@ -230,6 +230,15 @@ class NetworkManager:
             raise InvalidState("ports can only be published when the container is first connected")
         if primary.internal:
             raise ConfigError("publish", f"network {primary.name} is internal: ports cannot be published")
+        for pm in ports:
+            if pm.host_ip and ipaddress.ip_address(pm.host_ip) == ipaddress.IPv6Address("::1"):
+                raise ConfigError("publish", f"host address [::1] ({pm}): the kernel does not "
+                                  "forward IPv6 loopback traffic to another namespace (there is no "
+                                  "route_localnet for IPv6); publish on 127.0.0.1, or on the "
+                                  "host's IPv6 addresses ('' or '[::]')")
+            if pm.host_ip and ":" in pm.host_ip and not primary.ipv6:
+                raise ConfigError("publish", f"host address [{pm.host_ip}] is IPv6 but network "
+                                  f"{primary.name} has no IPv6 subnet (create it with --ipv6)")
         taken = [PortMapping.from_dict(p) for r in self.store.records() if r["id"] != cid
                  for p in r.get("ports", [])]
         portlib.check_conflicts(ports, taken)
@@ -414,6 +423,11 @@ class NetworkManager:
         rec = self.store.record(container_id)
         return self._attachment(rec) if rec else None
 
+    def hosts_ips(self, container_id: str) -> list[str]:
+        """The addresses /etc/hosts names the container by (see ``render_etc``)."""
+        att = self.attachment(container_id)
+        return _hosts_ips(att) if att else []
+
     def port(self, container_id: str) -> list[PortMapping]:
         rec = self.store.record(container_id)
         return [PortMapping.from_dict(p) for p in (rec or {}).get("ports", [])]
@@ -445,8 +459,7 @@ class NetworkManager:
         names = [rec["name"]] if rec else []
         net_dns: list[str] = []
         if att and att.networks:
-            primary = next(iter(att.networks.values()))
-            ips = [i for i in primary.ips if ipaddress.ip_address(i).version == 4] or list(primary.ips)
+            ips = _hosts_ips(att)
             for n in att.networks.values():
                 net_dns += [d for d in n.dns_servers if d not in net_dns]
         gw = att.gateway if att else None
@@ -493,6 +506,16 @@ def _next_iface(nets: dict[str, Any]) -> str:
     while f"eth{i}" in used:
         i += 1
     return f"eth{i}"
+
+
+def _hosts_ips(att: Attachment) -> list[str]:
+    """Each network's IPv4 addresses (its IPv6 ones if it has none), the primary network first:
+    Docker's /etc/hosts names the container once per network it is on."""
+    out: list[str] = []
+    for n in att.networks.values():
+        v4 = [i for i in n.ips if ipaddress.ip_address(i).version == 4]
+        out += [i for i in (v4 or n.ips) if i not in out]
+    return out
 
 
 def _from_status(status: dict[str, Any], iface: str) -> dict[str, Any]:

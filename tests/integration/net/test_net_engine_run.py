@@ -129,16 +129,30 @@ def test_names_aliases_on_user_network_not_on_default_and_connect(isle):
     r = isle("exec", "cc", "ping", "-c1", "-W1", "cd", check=False)
     assert r.returncode != 0 and "bad address" in (r.stdout + r.stderr)
     # connect the running c to the user network: a real second interface, names resolve
+    hosts0 = isle("exec", "cc", "cat", "/etc/hosts").stdout
+    cc_ip = isle.inspect("cc")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
     isle("network", "connect", "--alias", "cee", "isle-test-web", "cc")
     assert "eth1" in isle("exec", "cc", "ip", "-o", "link").stdout
-    assert set(isle.inspect("cc")["NetworkSettings"]["Networks"]) == {"bridge", "isle-test-web"}
+    nets = isle.inspect("cc")["NetworkSettings"]["Networks"]
+    assert set(nets) == {"bridge", "isle-test-web"}
+    # /etc/hosts names the container on the new network too (Docker's), the rest unchanged
+    cc_web = nets["isle-test-web"]["IPAddress"]
+    own = f"{cc_ip}\t{isle.inspect('cc')['Config']['Hostname']} cc\n"
+    assert own in hosts0
+    assert isle("exec", "cc", "cat", "/etc/hosts").stdout == hosts0.replace(
+        own, own + own.replace(cc_ip, cc_web))
     isle("restart", "-t", "0", "cc")                  # connections survive a restart (Docker's)
     assert "eth1" in isle("exec", "cc", "ip", "-o", "link").stdout
+    hosts = isle("exec", "cc", "cat", "/etc/hosts").stdout      # rendered anew at the start
+    assert [ln.split("\t")[0] for ln in hosts.splitlines() if ln.endswith(" cc")] == [
+        v["IPAddress"] for v in isle.inspect("cc")["NetworkSettings"]["Networks"].values()]
     assert _pings(isle, "cc", "api") and _pings(isle, "ca", "cee")
     r = isle("network", "rm", "isle-test-web", check=False)
     assert r.returncode != 0 and "connected" in r.stderr
     isle("network", "disconnect", "isle-test-web", "cc")
     assert "eth1" not in isle("exec", "cc", "ip", "-o", "link").stdout
+    ip_now = isle.inspect("cc")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert isle("exec", "cc", "cat", "/etc/hosts").stdout == hosts0.replace(cc_ip, ip_now)
     assert set(isle.inspect("cc")["NetworkSettings"]["Networks"]) == {"bridge"}
     assert isle("exec", "ca", "ping", "-c1", "-W1", "cee", check=False).returncode != 0
     isle("rm", "-f", "ca", "cb", "cc", "cd")

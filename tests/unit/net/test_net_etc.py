@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from isle.errors import ConfigError
-from isle.net.etc import parse_add_host, render_hosts, render_resolv
+from isle.net.etc import parse_add_host, render_hosts, render_resolv, update_hosts
 
 HOST = "search corp.example\nnameserver 127.0.0.53\nnameserver 192.0.2.53\noptions edns0\n"
 
@@ -42,3 +42,20 @@ def test_add_host_errors():
         parse_add_host("nohost")
     with pytest.raises(ConfigError, match="is not an IP"):
         parse_add_host("a:b")
+
+
+def test_hosts_follow_network_connect_and_disconnect():
+    """Own lines change where they stand; localhost, --add-host and the user's lines stay."""
+    start = render_hosts(hostname="h1", ips=["10.1.0.2"], names=["web"],
+                         add_hosts=[("db", "192.0.2.9")]) + "203.0.113.7\tmine\n"
+    both = update_hosts(start, ["10.1.0.2"], ["10.1.0.2", "10.2.0.5"], ["unused"])
+    assert both == start.replace("10.1.0.2\th1 web\n", "10.1.0.2\th1 web\n10.2.0.5\th1 web\n")
+    second = update_hosts(both, ["10.1.0.2", "10.2.0.5"], ["10.2.0.5"], ["unused"])
+    assert second == start.replace("10.1.0.2\th1 web\n", "10.2.0.5\th1 web\n")
+    none = update_hosts(second, ["10.2.0.5"], [], ["unused"])
+    assert none == start.replace("10.1.0.2\th1 web\n", "127.0.1.1\th1 web\n")
+    assert update_hosts(none, [], ["10.3.0.9"], ["unused"]) == start.replace("10.1.0.2", "10.3.0.9")
+    # an edited file without an own line: the names given, after the loopback lines
+    edited = "127.0.0.1\tlocalhost\n::1\tlocalhost\n192.0.2.9\tdb\n"
+    assert update_hosts(edited, ["10.9.9.9"], ["10.1.0.2"], ["h1", "web"]) == (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.1.0.2\th1 web\n192.0.2.9\tdb\n")
