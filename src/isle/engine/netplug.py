@@ -41,13 +41,17 @@ def mode_of(opts: RunOptions, rootless: bool = False) -> str:
 
 
 def rootless_fallback(settings: Settings, opts: RunOptions) -> str:
-    """Rootless and no usable /dev/net/tun: the *default* network becomes none (a warning
-    says why); an explicit --network still fails at start with the reason."""
+    """Settle a rootless container's network mode at create, so ps and inspect show the mode
+    it gets: the default (or "bridge") is slirp4netns, and none when /dev/net/tun is unusable
+    (a warning says why; an explicit --network or -p still fails at start with the reason)."""
     import os
 
-    if not settings.rootless or (opts.network or "") not in ("", "default") \
-            or opts.isolation == "vm" or opts.publish or opts.publish_all \
+    if not settings.rootless or opts.isolation == "vm":
+        return ""
+    if (opts.network or "") not in ("", "default") or opts.publish or opts.publish_all \
             or os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        if (opts.network or "") in ("", "default", "bridge"):
+            opts.network = SLIRP
         return ""
     opts.network = "none"
     return ("no network: rootless networking (slirp4netns) needs /dev/net/tun read-writable by "

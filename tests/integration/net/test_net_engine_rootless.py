@@ -3,6 +3,7 @@ user runs busybox with an address, a resolver, a published port on 127.0.0.1, an
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -69,6 +70,12 @@ def test_rootless_run_gets_slirp_network_and_ports(user):
     cp = as_user(user, "run --rm -p 127.0.0.1::80 busybox true")   # asked for: a clear error
     assert cp.returncode != 0 and "/dev/net/tun is not usable" in cp.stderr
     assert as_user(user, "ps -aq").stdout.split() == []
+    cp = as_user(user, "create --name nonet busybox true")    # ps and inspect say what it gets
+    assert cp.returncode == 0, cp.stderr
+    assert as_user(user, "ps -a --format '{{.Networks}}'").stdout.split() == ["none"]
+    (info,) = json.loads(as_user(user, "inspect nonet").stdout)
+    assert info["HostConfig"]["NetworkMode"] == "none"
+    assert as_user(user, "rm nonet").returncode == 0
     os.chmod("/dev/net/tun", 0o666)
     cp = as_user(user, "run --rm busybox sh -c 'ip -o -4 addr show tap0; cat /etc/resolv.conf'")
     assert cp.returncode == 0, cp.stderr
@@ -93,6 +100,10 @@ def test_rootless_run_gets_slirp_network_and_ports(user):
             time.sleep(0.1)
     assert b"rootless-web" in data
     assert "80/tcp -> 127.0.0.1:" in as_user(user, "port web").stdout
+    assert as_user(user, "ps --format '{{.Networks}}'").stdout.split() == ["slirp4netns"]
+    (info,) = json.loads(as_user(user, "inspect web").stdout)
+    assert info["HostConfig"]["NetworkMode"] == "slirp4netns"
+    assert list(info["NetworkSettings"]["Networks"]) == ["slirp4netns"]
     assert len(_slirps(user.pw_uid)) == 1
     assert as_user(user, "rm -f web").returncode == 0
     assert _slirps(user.pw_uid) == []
