@@ -110,3 +110,33 @@ def test_gc_keeps_live_containers_and_vms(nm, kit):
     nm.teardown(live)
     nm.detach_tap("vmlive")
     assert nm.store.leases().data == {} and os.listdir(nm.store.netns_dir) == []
+
+
+TAP_CHILD = """
+import os, signal, sys
+from isle.net import NetworkManager, parse_publish
+nm = NetworkManager(root=sys.argv[1], runroot=sys.argv[2], default_subnet="10.203.9.0/24",
+                    default_bridge="isletstcrash")
+t = nm.attach_tap("vmcrash", "isle-test-t", ports=parse_publish("127.0.0.1::80"))
+print(t.tap, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)     # isle dies before the engine recorded the VM
+"""
+
+
+@pytest.mark.timeout(60)
+def test_vm_tap_left_by_a_killed_isle_is_removed_by_gc(nm, kit):
+    """A VM's tap outlives QEMU and isle (it is persistent): an isle SIGKILLed right after it
+    made the tap, lease and port rules leaves them to gc, which removes every one of them."""
+    fw0, links0 = kit.firewall(nm), kit.links(nm)
+    nm.create("isle-test-t", subnet="10.203.5.0/24")
+    child = subprocess.run([sys.executable, "-c", TAP_CHILD, nm.store.root, nm.store.runroot],
+                           capture_output=True, text=True, timeout=30)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    tap = child.stdout.strip()
+    assert tap in kit.links(nm) and kit.firewall(nm) != fw0
+    assert nm.store.leases().owners() == {"vm-vmcrash"}
+    report = nm.gc(live=set())
+    assert report["removed"] == ["vm-vmcrash"] and report["errors"] == []
+    assert_clean(nm, kit, fw0, links0)
+    assert tap not in kit.links()
+    nm.remove("isle-test-t")

@@ -18,8 +18,11 @@ def state(nm, kit):
             kit.links(nm), kit.firewall(nm))
 
 
-def test_network_create_errors(nm):
+def test_network_create_errors(nm, kit):
     nm.create("isle-test-a", subnet="10.202.0.0/24")
+    nm.connect("a0" * 32, nm.create_netns("a0" * 32), ["isle-test-a"])   # a bridge with rules
+    before = state(nm, kit)
+    assert kit.links(nm) and kit.firewall(nm)
     with pytest.raises(ConfigError, match="10.202.0.128/25 overlaps 10.202.0.0/24 of network isle-test-a"):
         nm.create("isle-test-b", subnet="10.202.0.128/25")
     with pytest.raises(ConfigError, match="is not a network address .did you mean 10.202.1.0/24"):
@@ -38,7 +41,10 @@ def test_network_create_errors(nm):
         nm.remove("isle-test-nope")
     with pytest.raises(InvalidState, match="default network"):
         nm.remove("bridge")
-    assert sorted(n.name for n in nm.list()) == ["bridge", "isle-test-a"]
+    with pytest.raises(InvalidState, match="has 1 connected"):
+        nm.remove("isle-test-a")
+    assert state(nm, kit) == before                  # nothing half-made, nothing undone
+    nm.teardown("a0" * 32)
     auto = nm.create("isle-test-auto")
     v6 = nm.create("isle-test-v6", subnet="10.202.4.0/24", ipv6=True)
     assert auto.subnets[0].subnet.endswith("/24") and v6.ipv6 and v6.subnets[1].subnet.startswith("fd")
