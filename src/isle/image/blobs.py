@@ -22,13 +22,13 @@ CHUNK = 1 << 20
 class BlobWriter:
     """Stream bytes in; ``commit()`` checks them and publishes the blob; ``abort()`` drops them."""
 
-    def __init__(self, store: BlobStore, expected: str | None, size: int | None) -> None:
+    def __init__(
+        self, store: BlobStore, expected: str | None, size: int | None, tmp: str | None = None
+    ) -> None:
         self.store, self.expected, self.expected_size = store, expected, size
         self.hasher = hashlib.sha256()
         self.size = 0
-        self.tmp = os.path.join(
-            store.tmp_dir, f"blob-{os.getpid()}-{id(self):x}-{os.urandom(4).hex()}"
-        )
+        self.tmp = tmp or store.tmp_path()
         self.f: BinaryIO = open(self.tmp, "wb")
 
     def write(self, data: bytes) -> int:
@@ -41,6 +41,10 @@ class BlobWriter:
         return "sha256:" + self.hasher.hexdigest()
 
     def commit(self) -> str:
+        return self.store.publish(self.tmp, self.finish())
+
+    def finish(self) -> str:
+        """Close and check digest and size, but leave the file in tmp/ (see BlobStore.publish)."""
         self.f.close()
         got = self.digest
         try:
@@ -53,11 +57,6 @@ class BlobWriter:
         except ImageError:
             self.abort()
             raise
-        final = self.store.path(got)
-        existed = os.path.exists(final)
-        os.rename(self.tmp, final)
-        if not existed and self.store.on_new is not None:
-            self.store.on_new(("blob", got))
         return got
 
     def abort(self) -> None:
@@ -99,8 +98,23 @@ class BlobStore:
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not in store") from None
 
-    def writer(self, expected: str | None = None, size: int | None = None) -> BlobWriter:
-        return BlobWriter(self, expected, size)
+    def writer(
+        self, expected: str | None = None, size: int | None = None, tmp: str | None = None
+    ) -> BlobWriter:
+        return BlobWriter(self, expected, size, tmp)
+
+    def tmp_path(self) -> str:
+        """A fresh name in tmp/ for a blob being written."""
+        return os.path.join(self.tmp_dir, f"blob-{os.getpid()}-{os.urandom(6).hex()}")
+
+    def publish(self, tmp: str, digest: str) -> str:
+        """Move a verified blob (BlobWriter.finish) from tmp/ into place."""
+        final = self.path(digest)
+        existed = os.path.exists(final)
+        os.rename(tmp, final)
+        if not existed and self.on_new is not None:
+            self.on_new(("blob", digest))
+        return digest
 
     def put(self, data: bytes, expected: str | None = None) -> str:
         with self.writer(expected, None) as w:

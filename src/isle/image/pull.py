@@ -1,33 +1,27 @@
 """``isle pull``: manifest (or index -> platform), config, then layers in parallel, one pass each.
 
-Each layer is downloaded, hashed, stored, decompressed and unpacked as its bytes arrive; the
-blob becomes visible only after its digest and size matched, the unpacked layer only after its
-diff_id matched the config, and the image record only after every layer is in place. A pull killed
-midway leaves nothing but files in ``tmp/`` (removed by the next gc).
+Each layer is downloaded, hashed, stored, decompressed and unpacked as its bytes arrive, by its
+own worker process (fetch.py); the blob becomes visible only after its digest and size matched,
+the unpacked layer only after its diff_id matched the config, and the image record only after
+every layer is in place. A pull killed midway leaves nothing but files in ``tmp/`` (removed by
+the next gc).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-import httpx
-
-from isle.errors import ImageError, RegistryError
-from isle.image.layers import IterReader, unpack_layer
+from isle.errors import ImageError
+from isle.image.fetch import fetch_layers
 from isle.image.reference import Reference
 from isle.image.registry import RegistryClient
 from isle.image.store import Image, ImageStore
 from isle.oci.image_spec import (
-    Descriptor,
     Index,
     Manifest,
     Platform,
     check_digest,
-    layer_compression,
     parse_manifest_or_index,
 )
 
@@ -111,15 +105,7 @@ def pull(
             if all(lay is not t[0] for t in todo):
                 prog.done(lay.digest, "already exists")
         if todo:
-            with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-                futs = [
-                    ex.submit(_fetch_retrying, store, client, r.repository, lay, did, prog)
-                    for lay, did in todo
-                ]
-                errors = [f.exception() for f in futs]
-            for e in errors:
-                if e is not None:
-                    raise e
+            fetch_layers(store, client, r.repository, todo, prog, jobs)
         store.blobs.put(config_bytes, m.config.digest)
         names = [str(r)] if r.tag else []
         img = store.add_image(body, names, repo_digest=f"{r.name}@{digest}")
@@ -128,79 +114,3 @@ def pull(
             img.repo_digests.append(f"{r.name}@{top_digest}")
         return img
 
-
-def _fetch_retrying(
-    store: ImageStore,
-    client: RegistryClient,
-    repo: str,
-    layer: Descriptor,
-    diff_id: str,
-    prog: Progress,
-) -> None:
-    """A connection lost mid-body starts that layer again (from a clean temp dir)."""
-    for attempt in range(client.retries + 1):
-        try:
-            _fetch_layer(store, client, repo, layer, diff_id, prog)
-            return
-        except (httpx.TransportError, ImageError) as e:
-            transient = isinstance(e, httpx.TransportError) or isinstance(
-                e.__cause__, httpx.TransportError
-            )
-            if not transient or attempt == client.retries:
-                if isinstance(e, httpx.TransportError):
-                    raise RegistryError(f"layer {layer.digest}: {e}") from e
-                raise
-            prog.message(f"{layer.digest[7:19]}: connection lost ({e}); retrying")
-
-
-def _fetch_layer(
-    store: ImageStore,
-    client: RegistryClient,
-    repo: str,
-    layer: Descriptor,
-    diff_id: str,
-    prog: Progress,
-) -> None:
-    comp = layer_compression(layer.media_type)
-    if store.blobs.has(layer.digest):
-        store.unpack_blob(layer, diff_id)
-        prog.done(layer.digest, "unpacked from store")
-        return
-    prog.start(layer.digest, layer.size)
-    tmpd = tempfile.mkdtemp(prefix="layer-", dir=store.blobs.tmp_dir)
-    try:
-        with store.blobs.writer(layer.digest, layer.size) as w:
-            resp = client.blob_stream(repo, layer.digest)
-            try:
-
-                def sink(b: bytes) -> None:
-                    w.write(b)
-                    prog.advance(layer.digest, len(b))
-
-                # the blob writer hashes the compressed bytes; no second hash here
-                src = IterReader(resp.iter_raw(1 << 20), sink=sink)
-                try:
-                    got_diff, size, _ = unpack_layer(src, tmpd, comp)
-                except ImageError as e:
-                    src.drain()
-                    if w.digest != layer.digest:
-                        raise ImageError(
-                            f"layer {layer.digest}: digest mismatch (got {w.digest})"
-                        ) from e
-                    raise ImageError(f"layer {layer.digest}: {e}") from e
-                src.drain()
-            finally:
-                resp.close()
-            if got_diff != diff_id and w.digest == layer.digest:
-                raise ImageError(
-                    f"layer {layer.digest}: uncompressed digest {got_diff} does not "
-                    f"match the config's diff_id {diff_id}"
-                )
-            w.commit()  # raises on digest or size mismatch, removing the temp blob
-        store.add_layer_dir(diff_id, tmpd, size)
-        prog.done(layer.digest, "pull complete")
-    except BaseException:
-        prog.done(layer.digest, "failed")
-        raise
-    finally:
-        shutil.rmtree(tmpd, ignore_errors=True)
