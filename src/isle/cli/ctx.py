@@ -14,6 +14,9 @@ __all__ = ["Ctx"]
 class Ctx:
     """Lazily-built engine for this invocation (the CLI imports the engine only when needed)."""
 
+    #: set by cli.main when `isle` runs as a process of its own (not called in-process)
+    own_process = False
+
     def __init__(self, root: str | None, runroot: str | None, runtime: str | None) -> None:
         self.root, self.runroot, self.runtime = root, runroot, runtime
         self._engine: Any = None
@@ -37,4 +40,5 @@ class Ctx:
             from isle.engine.engine import Engine
 
             self._engine = Engine(self.settings)
+            self._engine.own_process = Ctx.own_process
         return self._engine

@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     verb = _verb(args)
+    if argv is None:
+        from isle.cli.ctx import Ctx
+
+        Ctx.own_process = True
     try:
         rv = _fast(args) if verb in RUN_VERBS | {"ps"} and "--help" not in args else None
         if rv is not None and argv is None:  # a process of its own, not a caller in-process

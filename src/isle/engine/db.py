@@ -6,9 +6,7 @@ on the busy timeout, so records are never half-written; names are UNIQUE in the 
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 from isle.errors import AlreadyExists, NotFound
+from isle.oci.fastjson import dumps as _dumps
+from isle.oci.fastjson import loads as _loads
+
+try:  # the C module alone: the `sqlite3` package adds datetime adapters (~2 ms) isle never uses
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover - a Python without it
+    import sqlite3  # type: ignore[no-redef]
 
 __all__ = ["Db", "ContainerRecord", "VolumeRecord"]
 
@@ -90,7 +95,7 @@ _BOOL = {"oom_killed", "stopped_by_user", "anonymous", "populated"}
 
 def _enc(k: str, v: Any) -> Any:
     if k in _JSON:
-        return json.dumps(v)
+        return _dumps(v)
     if k in _BOOL:
         return int(bool(v))
     return v
@@ -99,7 +104,7 @@ def _enc(k: str, v: Any) -> Any:
 def _dec(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     d = {}
     for k, v in zip(names, row, strict=True):
-        d[k] = json.loads(v) if k in _JSON else (bool(v) if k in _BOOL else v)
+        d[k] = _loads(v) if k in _JSON else (bool(v) if k in _BOOL else v)
     return d
 
 
@@ -227,7 +232,7 @@ class Db:
     def _event(self, c: sqlite3.Connection, typ: str, action: str, actor: str,
                attrs: dict[str, Any]) -> None:
         cur = c.execute("INSERT INTO events (time, type, action, actor, attrs) VALUES (?,?,?,?,?)",
-                        (time.time(), typ, action, actor, json.dumps(attrs)))
+                        (time.time(), typ, action, actor, _dumps(attrs)))
         if cur.lastrowid and cur.lastrowid % 1000 == 0:  # keep the newest ~10000 events
             c.execute("DELETE FROM events WHERE seq <= ?", (cur.lastrowid - 10000,))
 
@@ -240,4 +245,4 @@ class Db:
             "SELECT seq, time, type, action, actor, attrs FROM events WHERE seq > ? AND time >= ? "
             "ORDER BY seq", (after_seq, since)).fetchall()
         return [{"seq": r[0], "time": r[1], "type": r[2], "action": r[3], "actor": r[4],
-                 "attrs": json.loads(r[5])} for r in rows]
+                 "attrs": _loads(r[5])} for r in rows]

@@ -1,18 +1,21 @@
 """Foreground `run --rm` without a monitor: the CLI owns stdio and the exit code, the runtime runs once.
 
 `isle run --rm IMAGE CMD` (no -d, no tty) lives exactly as long as its container, so conmon and
-the `create` + `start` pair are pure overhead there: one `<runtime> run --pid-file P ID` does
-create + start + wait + delete in one process. The record says "running" before the runtime
-starts and keeps the runtime's pid + start time as its monitor, so a SIGKILLed `isle` never makes
-`ps` lie (_refresh sees the monitor alive, then dead without an exit file). The container's own
-pid is adopted from the pid file by _refresh, so stop/kill/rm -f from elsewhere work as usual.
+the `create` + `start` pair are pure overhead there: the runtime's `run` does create + start +
+wait + delete at once. With isle's own runtime and the CLI as caller, that `run` is
+isle.runtime.container.run in a fork of this process (no second interpreter start, no imports);
+other runtimes (runc, crun, isle-vm-runtime) run as one `<runtime> run --pid-file P ID` child.
+The record says "running" before the runtime starts and keeps the runtime process's pid + start
+time as its monitor, so a SIGKILLed `isle` never makes `ps` lie (_refresh sees the monitor
+alive, then dead without an exit file). The container's own pid is adopted from the pid file by
+_refresh, so stop/kill/rm -f from elsewhere work as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
 import time
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 from isle.engine.layout import alive, proc_start_time, read_int, write_file
 from isle.engine.reports import RunReport
 from isle.errors import NotFound
+from isle.oci.fastjson import dumps
 
 __all__ = ["eligible", "run_direct"]
 
@@ -48,47 +52,41 @@ def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
 def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
                stdout_fd: int, stderr_fd: int) -> RunReport | None:
     """Run the created record `rec` to its end; None: the image has a healthcheck (use conmon)."""
-    import json
-    import subprocess
-
     from isle.engine import fastimage
     from isle.engine.health import healthcheck_of
     from isle.engine.lifecycle import classify_runtime_error
-    from isle.sys import proc
 
     p = engine.paths(rec.id)
     img = fastimage.resolve(engine, rec.image_id)
     if healthcheck_of(opts, img.config.get("config") or {}) is not None:
         return None
     oci = engine._oci(rec)
+    fork = _forkable(engine, oci.path)
     with engine._locked(rec.id):
         os.makedirs(p.run, exist_ok=True)
         rootfs = fastimage.mount(engine, img, p.bundle, copy=False)
         try:
             spec = engine._spec(rec, opts, img, rootfs)
-            write_file(p.config, json.dumps(spec).encode())
+            write_file(p.config, dumps(spec).encode())
+            # "running" before the monitor exists: a CLI killed from here on never makes ps lie
             engine.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
                                        monitor_start=0, started_at=time.time(), finished_at=0.0,
                                        exit_code=0, oom_killed=False, error="")
-            argv = [oci.path, "--root", engine.s.runtime_root, "run", "--bundle", p.bundle,
-                    "--pid-file", p.pidfile, rec.id]
-            stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else subprocess.DEVNULL
-            child = proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=subprocess.PIPE,
-                               process_group=0)
-            engine.db.update_container(rec.id, monitor_pid=child.pid,
-                                       monitor_start=proc_start_time(child.pid), event="start")
+            if fork:
+                mon, status_r = _fork_runtime(engine, rec.id, opts, p, stdin_fd, stdout_fd,
+                                              stderr_fd)
+            else:
+                child = _spawn_runtime(engine, rec.id, opts, oci.path, p, stdin_fd, stdout_fd)
+                mon = child.pid
+            engine.db.update_container(rec.id, monitor_pid=mon, monitor_start=proc_start_time(mon),
+                                       event="start")
         except BaseException as exc:
             engine._fail_start(rec, str(exc))
             raise
-    old = {sg: signal.signal(sg, _forwarder(child.pid, p.pidfile)) for sg in _FORWARD}
-    try:
-        started, err = _pump_stderr(child.stderr.fileno(), stderr_fd, p.pidfile)  # type: ignore[union-attr]
-        child.stderr.close()  # type: ignore[union-attr]
-        code = child.wait()
-    finally:
-        for sg, h in old.items():
-            signal.signal(sg, h)
-    code = 128 - code if code < 0 else code  # the runtime itself was killed (e.g. rm -f)
+    if fork:
+        code, started, err = _wait_forked(mon, status_r, p, stderr_fd)
+    else:
+        code, started, err = _wait_runtime(child, p, stderr_fd)
     with contextlib.suppress(OSError):
         write_file(p.exit_file, str(code).encode())
     with engine._locked(rec.id):
@@ -111,6 +109,104 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
         engine.db.delete_container(rec.id)
         engine._remove_anon_volumes(cur)
     return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
+
+
+def _forkable(engine: Any, runtime_path: str) -> bool:
+    """isle's own runtime, and this process is the CLI (single-threaded, nothing else to serve):
+    its `run` goes into a fork of this process, not a fresh interpreter (~25 ms: start + imports)."""
+    return (getattr(engine, "own_process", False)
+            and os.path.basename(runtime_path) == "isle-runtime"
+            and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
+
+
+def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int | None,
+                  stdout_fd: int, stderr_fd: int) -> tuple[int, int]:
+    """isle.runtime.container.run (create + start + wait + delete) in a forked child, which is
+    what `isle-runtime run` would be minus exec: its own process group, the container's
+    subreaper, alive after a SIGKILLed CLI. -> (its pid, read end of its error pipe)."""
+    import sys
+
+    from isle.runtime.cgroup import warm_attach
+    from isle.runtime.container import Options, run
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            f.flush()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        return pid, r
+    code = 125
+    try:  # the child: never returns into the engine
+        os.close(r)
+        os.setpgid(0, 0)
+        if opts.interactive and stdin_fd is not None:
+            if stdin_fd != 0:
+                os.dup2(stdin_fd, 0)
+        else:  # the container's stdin: /dev/null
+            nul = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(nul, 0)
+            os.close(nul)
+        for fd, want in ((stdout_fd, 1), (stderr_fd, 2)):
+            if fd != want:
+                os.dup2(fd, want)
+        warm_attach()
+        code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
+                   False)
+    except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit
+        with contextlib.suppress(OSError):
+            os.write(w, (str(exc) or type(exc).__name__).encode(errors="replace")[:4096])
+    finally:
+        os._exit(code)
+
+
+def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int) -> tuple[int, bool, bytes]:
+    """Wait for the forked runtime, proxying signals to the container. -> (code, created, error)."""
+    old = {sg: signal.signal(sg, _forwarder(pid, p.pidfile)) for sg in _FORWARD}
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sg, h in old.items():
+            signal.signal(sg, h)
+    os.set_blocking(status_r, False)
+    try:
+        err = os.read(status_r, 65536)
+    except BlockingIOError:  # a container process still holds the pipe: it reported nothing
+        err = b""
+    finally:
+        os.close(status_r)
+    code = os.waitstatus_to_exitcode(status)
+    started = os.path.exists(p.pidfile)  # written once create succeeded
+    if started and err:  # the container ran; the runtime failed after (clean-up)
+        _write_all(stderr_fd, b"isle: " + err + b"\n")
+    return (128 - code if code < 0 else code), started, err  # <0: the child was killed
+
+
+def _spawn_runtime(engine: Any, cid: str, opts: RunOptions, path: str, p: Any,
+                   stdin_fd: int | None, stdout_fd: int) -> Any:
+    """Another runtime (runc, crun, isle-vm-runtime): its `run` in a child process."""
+    import subprocess
+
+    from isle.sys import proc
+
+    argv = [path, "--root", engine.s.runtime_root, "run", "--bundle", p.bundle,
+            "--pid-file", p.pidfile, cid]
+    stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else subprocess.DEVNULL
+    return proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=subprocess.PIPE,
+                      process_group=0)
+
+
+def _wait_runtime(child: Any, p: Any, stderr_fd: int) -> tuple[int, bool, bytes]:
+    old = {sg: signal.signal(sg, _forwarder(child.pid, p.pidfile)) for sg in _FORWARD}
+    try:
+        started, err = _pump_stderr(child.stderr.fileno(), stderr_fd, p.pidfile)
+        child.stderr.close()
+        code = child.wait()
+    finally:
+        for sg, h in old.items():
+            signal.signal(sg, h)
+    return (128 - code if code < 0 else code), started, err  # <0: the runtime itself was killed
 
 
 def _forwarder(pid: int, pidfile: str) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
 import sys
 import time
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -36,6 +36,10 @@ __all__ = ["Engine"]
 
 
 class Engine(lifecycle.Lifecycle, Queries, Transfer):
+    #: the caller is a CLI process of its own (stdio = the container's, nothing else running in
+    #: it): a foreground `run --rm` may call isle's runtime in this process (direct.py)
+    own_process = False
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.s = settings or default_settings()
         self._db: Db | None = None

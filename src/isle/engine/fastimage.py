@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 from dataclasses import dataclass
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
+
+from isle.oci.fastjson import dumps, loads
 
 __all__ = ["LightImage", "resolve", "mount", "unmount"]
 
@@ -51,9 +52,9 @@ def resolve(engine: Any, ref: str) -> LightImage:
         except Exception:  # table not made yet
             row = None
         if row is not None:
-            dirs = json.loads(row[2])
+            dirs = loads(row[2])
             if all(os.path.isdir(d) for d in dirs):
-                return LightImage(row[0], json.loads(row[1]), dirs)
+                return LightImage(row[0], loads(row[1]), dirs)
     img = engine.store.resolve(ref)
     key = _key(engine.s.images_dir)
     if key is not None:
@@ -62,7 +63,7 @@ def resolve(engine: Any, ref: str) -> LightImage:
                 c.execute(_SCHEMA)
                 for r in {ref, img.id}:
                     c.execute("INSERT OR REPLACE INTO image_cache VALUES (?,?,?,?,?)",
-                              (r, key, img.id, json.dumps(img.config), json.dumps(img.layer_dirs)))
+                              (r, key, img.id, dumps(img.config), dumps(img.layer_dirs)))
         except Exception:  # a cache, never a reason to fail
             pass
     return LightImage(img.id, img.config, list(img.layer_dirs))

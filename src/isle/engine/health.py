@@ -7,7 +7,6 @@ conmon each. Results go to the record's extra["health"] in Docker's shape (Statu
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import time
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -33,6 +32,8 @@ def healthcheck_of(opts: RunOptions, image_config: dict[str, Any]) -> Healthchec
 
 
 def spawn_loop(settings: Any, cid: str) -> None:
+    import subprocess
+
     from isle.sys import proc
 
     proc.spawn([sys.executable, "-m", "isle.cli.main", "--root", settings.root, "--runroot",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from isle.config import Settings
 
-__all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int", "write_file"]
+__all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int", "write_file", "rmtree"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +108,26 @@ def write_file(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+def rmtree(path: str) -> None:
+    """shutil.rmtree(path, ignore_errors=True) without importing shutil (~2 ms of every container
+    start, with its compression modules): symlinks are removed, never followed."""
+    if os.path.islink(path):
+        return
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                rmtree(e.path)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -5,12 +5,9 @@ Mixed into Engine; kept apart so engine.py stays a readable list of verbs.
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
 import contextlib
-import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -18,11 +15,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 from isle.engine.db import ContainerRecord
-from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int
+from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int, rmtree
 from isle.engine.options import RunOptions
 from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
 from isle.errors import CommandError, ConfigError, IsleError, NotFound
 from isle.engine.layout import write_file
+from isle.oci.fastjson import dumps
 
 if TYPE_CHECKING:
     import socket
@@ -69,6 +67,8 @@ class Lifecycle:
         """conmon -> `runtime create`; then `runtime start`. Caller holds the container lock."""
         from isle.engine.monitor import (LOG_SIZE_MAX, MonitorArgs, conmon_argv, conmon_path,
                                          connect_attach, read_sync)
+        import subprocess
+
         from isle.sys import proc
 
         p = self.paths(rec.id)
@@ -88,7 +88,7 @@ class Lifecycle:
         sock = None
         try:
             spec = self._spec(rec, opts, img, rootfs)
-            write_file(p.config, json.dumps(spec).encode())
+            write_file(p.config, dumps(spec).encode())
             # "running" before the monitor exists: if we die from here on, _refresh finds the
             # monitor and container through their pid files and never reports a live one as created
             self.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
@@ -197,6 +197,8 @@ class Lifecycle:
         if not opts.privileged and opts.seccomp != "unconfined":
             if opts.seccomp:
                 try:
+                    import json
+
                     with open(opts.seccomp) as f:
                         seccomp = json.load(f)
                 except (OSError, ValueError) as exc:
@@ -205,6 +207,8 @@ class Lifecycle:
                 seccomp = load_default_seccomp()
         init = ""
         if opts.init:
+            import shutil
+
             init = shutil.which("tini-static") or shutil.which("docker-init") or ""
             if not init:
                 raise ConfigError("--init", "no static init (tini-static) on this host")
@@ -438,7 +442,7 @@ class Lifecycle:
                     and rec.state not in ("running", "paused"):
                 # what `delete` of a stopped container does for these runtimes (no hooks are
                 # ever set by isle): cgroups (below) and the state dir, minus a process start
-                shutil.rmtree(state_dir, ignore_errors=True)
+                rmtree(state_dir)
             else:
                 with contextlib.suppress(CommandError):
                     self._oci(rec).delete(rec.id, force=True)
@@ -457,7 +461,7 @@ class Lifecycle:
             with contextlib.suppress(OSError):
                 os.unlink(f)
         if final:
-            shutil.rmtree(p.run, ignore_errors=True)
+            rmtree(p.run)
             _rmtree_bundle(p.bundle)
             with contextlib.suppress(OSError):
                 os.unlink(p.lock)
@@ -472,7 +476,7 @@ def _rmtree_bundle(bundle: str) -> None:
         with open("/proc/self/mountinfo") as f:
             if any(line.split()[4] == rootfs for line in f):
                 return  # never recurse into a live mount
-    shutil.rmtree(bundle, ignore_errors=True)
+    rmtree(bundle)
 
 
 def _remove_cgroups(name: str) -> None:

@@ -5,7 +5,6 @@ Pure: every parser raises ConfigError naming the flag and the bad value, never t
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, fields
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
@@ -159,6 +158,8 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 def parse_bytes(flag: str, value: str) -> int:
     """'512m' -> 536870912; Docker's RAMInBytes (binary units, optional 'b' suffix)."""
+    import re
+
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", value.lower())
     if not m:
         raise ConfigError(flag, f"invalid size {value!r} (want a number with optional b, k, m, g)")
@@ -178,6 +179,8 @@ def parse_cpus(value: str) -> float:
 
 def parse_duration(flag: str, value: str) -> float:
     """'30s', '1m30s', '500ms', '2' (seconds) -> seconds."""
+    import re
+
     if re.fullmatch(r"\d+(\.\d+)?", value):
         return float(value)
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)", value)
@@ -217,6 +220,8 @@ def parse_volume(value: str) -> MountSpec:
         import os
 
         return MountSpec(type="bind", source=os.path.abspath(src), target=dst, readonly=ro)
+    import re
+
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", src):
         raise ConfigError("--volume", f"{value!r}: invalid volume name {src!r}")
     return MountSpec(type="volume", source=src, target=dst, readonly=ro)
@@ -364,6 +369,8 @@ def parse_signal(flag: str, value: str) -> int:
     v = v.removeprefix("SIG")
     if v in SIGNALS:
         return SIGNALS[v]
+    import re
+
     m = re.fullmatch(r"RTMIN(\+\d+)?", v)
     if m:
         return 34 + int(m.group(1) or 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from isle.engine.layout import alive
 from isle.engine.options import RunOptions
 from isle.engine.reports import ContainerSummary, PruneReport
 from isle.errors import ConfigError, InvalidState, NotFound
+from isle.oci.fastjson import dumps
 
 __all__ = ["Queries"]
 
@@ -129,7 +129,7 @@ class Queries:
         if os.path.ismount(p.rootfs) or os.listdir(p.rootfs):
             _precheck_command(p.rootfs, ps)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
-        write_file(spec_path, json.dumps(ps).encode())
+        write_file(spec_path, dumps(ps).encode())
         oci = self._oci(rec)  # type: ignore[attr-defined]
         argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
         if tty and not detach and os.path.basename(oci.path) != "runc":
@@ -190,7 +190,7 @@ class Queries:
                          hostname=opts.hostname or rec.id[:12])
         ps = process_spec(opts, inp, args=cmd, user="0", tty=False)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
-        write_file(spec_path, json.dumps(ps).encode())
+        write_file(spec_path, dumps(ps).encode())
         try:
             child = proc.spawn(self._oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False),  # type: ignore[attr-defined]
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

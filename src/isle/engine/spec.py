@@ -6,7 +6,6 @@ default seccomp profile (src/isle/runtime/profiles/docker-default.json), cgroup 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
 
 from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions
 from isle.errors import ConfigError
+from isle.oci.fastjson import loads
 
 __all__ = ["SpecInputs", "build_spec", "process_spec", "resolve_user", "command_line",
            "host_bounding_caps",
@@ -34,8 +34,8 @@ _PROFILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "runtime", "
 
 def load_default_seccomp() -> dict[str, Any] | None:
     try:
-        with open(_PROFILE) as f:
-            return json.load(f)  # type: ignore[no-any-return]
+        with open(_PROFILE, "rb") as f:
+            return loads(f.read())  # type: ignore[no-any-return]
     except OSError:
         return None
 

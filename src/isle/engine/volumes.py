@@ -7,8 +7,6 @@ exactly once even when several containers start at the same time.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import time
 from dataclasses import dataclass
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -19,11 +17,16 @@ from isle.config import Settings
 from isle.engine.db import Db, VolumeRecord
 from isle.engine.options import MountSpec
 from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound
-from isle.sys import proc
 
 __all__ = ["Volumes", "safe_join"]
 
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_REST = _ALNUM | frozenset("_.-")
+
+
+def _valid_name(name: str) -> bool:
+    """[a-zA-Z0-9][a-zA-Z0-9_.-]* without `re` (~5 ms of every container start)."""
+    return bool(name) and name[0] in _ALNUM and _REST.issuperset(name)
 
 
 def safe_join(root: str, path: str) -> str:
@@ -70,7 +73,7 @@ class Volumes:
         if not name:
             name = os.urandom(32).hex()
             anonymous = True
-        if not _NAME.fullmatch(name):
+        if not _valid_name(name):
             raise ConfigError("name", f"invalid volume name {name!r}: "
                               "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         data = os.path.join(self._dir(name), "_data")
@@ -99,6 +102,8 @@ class Volumes:
         if users and not force:
             raise InvalidState(f"remove {name}: volume is in use - [{', '.join(users)}]")
         self.db.delete_volume(name)
+        import shutil
+
         shutil.rmtree(self._dir(name), ignore_errors=True)
 
     def resolve(self, mounts: list[MountSpec], rootfs: str) -> list[dict[str, Any]]:
@@ -134,6 +139,8 @@ class Volumes:
         if not self.db.set_volume_populated(v.name):
             return
         if os.path.isdir(src) and os.listdir(src):
+            from isle.sys import proc
+
             proc.run(["cp", "-a", "--", src + "/.", v.mountpoint + "/"], timeout=600)
         if os.path.isdir(src):
             st = os.stat(src)
