@@ -92,7 +92,7 @@ class VMHelpers:
     qemus = staticmethod(qemus)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def vmh() -> type[VMHelpers]:
     """Helpers for VM tests (test modules cannot import conftest under --import-mode=importlib)."""
     return VMHelpers

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,23 +19,9 @@ REPO = Path(__file__).resolve().parents[3]
 ISLE = str(REPO / ".venv" / "bin" / "isle")
 
 
-def _qemus(marker: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if cmd.startswith(b"qemu-system") and marker.encode() in cmd:
-                out.append(int(d))
-    return out
-
-
 class Isle:
-    def __init__(self, root: Path, runroot: Path, cache: str) -> None:
-        self.root, self.runroot = root, runroot
+    def __init__(self, root: Path, runroot: Path, cache: str, vmh: Any) -> None:
+        self.root, self.runroot, self.qemus = root, runroot, vmh.qemus
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")}
         self.env["ISLE_CACHE"] = cache
 
@@ -64,14 +51,14 @@ def _done(isle: Isle, marker: str) -> None:
     names = isle("vm", "ls", "-q", check=False).stdout.split()
     if names:
         isle("vm", "rm", "-f", *names, check=False)
-    assert _qemus(marker) == [], "QEMU left running"
+    assert isle.qemus(marker) == [], "QEMU left running"
     vms_run = isle.runroot / "vms"
     assert not vms_run.exists() or os.listdir(vms_run) == [], "VM run directory left behind"
 
 
 @pytest.fixture
-def isle(tmp_path: Path, vm_cache: str):
-    i = Isle(tmp_path / "root", tmp_path / "run", vm_cache)
+def isle(tmp_path: Path, vm_cache: str, vmh: Any):
+    i = Isle(tmp_path / "root", tmp_path / "run", vm_cache, vmh)
     yield i
     _done(i, str(tmp_path))
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
@@ -107,7 +94,7 @@ def test_vm_from_busybox_image_reaches_its_init_and_shell(isle: Isle) -> None:
             p.wait()
     isle("vm", "stop", "-t", "3", "bb", timeout=60)  # busybox init ignores ACPI: quit after 3 s
     assert "stopped" in isle("vm", "ls").stdout
-    assert _qemus(str(isle.root)) == []
+    assert isle.qemus(str(isle.root)) == []
     isle("vm", "rm", "bb")
 
 
@@ -120,13 +107,13 @@ def test_vm_from_image_bad_input(isle: Isle) -> None:
 
 
 @pytest.fixture(scope="session")
-def debian_root(tmp_path_factory: pytest.TempPathFactory, vm_cache: str):
+def debian_root(tmp_path_factory: pytest.TempPathFactory, vm_cache: str, vmh: Any):
     """debian:bookworm-os: `isle image bootstrap` (debootstrap minbase, ~30 s) + systemd as init,
     dbus and udev (logind powers off on the ACPI button) from the image's own apt, committed."""
     if not shutil.which("debootstrap"):
         pytest.skip("debootstrap missing")
     d = tmp_path_factory.mktemp("debroot")
-    i = Isle(d / "root", d / "run", vm_cache)
+    i = Isle(d / "root", d / "run", vm_cache, vmh)
     i("image", "bootstrap", "debian:bookworm", timeout=900)
     i("run", "--network", "host", "--name", "mkos", "debian:bookworm", "sh", "-c",
       "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
@@ -139,9 +126,9 @@ def debian_root(tmp_path_factory: pytest.TempPathFactory, vm_cache: str):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_vm_from_debian_image_boots_systemd_and_powers_off(debian_root: Path, vm_cache: str
-                                                            ) -> None:
-    isle = Isle(debian_root / "root", debian_root / "run", vm_cache)
+def test_vm_from_debian_image_boots_systemd_and_powers_off(debian_root: Path, vm_cache: str,
+                                                            vmh: Any) -> None:
+    isle = Isle(debian_root / "root", debian_root / "run", vm_cache, vmh)
     try:
         isle("vm", "create", "--from-image", "debian:bookworm-os", "-m", "512M", "deb",
              timeout=600)

@@ -17,22 +17,8 @@ REPO = Path(__file__).resolve().parents[3]
 ISLE = str(REPO / ".venv" / "bin" / "isle")
 
 
-def _qemus(marker: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if cmd.startswith(b"qemu-system") and marker.encode() in cmd:
-                out.append(int(d))
-    return out
-
-
 @pytest.fixture
-def isle(tmp_path: Path, vm_cache: str):
+def isle(tmp_path: Path, vm_cache: str, vmh):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")}
     env.update(ISLE_CACHE=vm_cache, ISLE_VM_READY_TIMEOUT="100")
 
@@ -52,7 +38,7 @@ def isle(tmp_path: Path, vm_cache: str):
         call("rm", "-f", *ids, check=False)
     call("vm", "template", "rm", "busybox", check=False)
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
-    assert _qemus(vm_cache) == [], "QEMU left running"
+    assert vmh.qemus(vm_cache) == [], "QEMU left running"
     assert {f for f in os.listdir("/dev/shm") if f.startswith("isle-tpl-")} <= shm_before
 
 
