@@ -401,10 +401,8 @@ def _close_extra_fds(preserve: int, keep: set[int]) -> None:
 
 def _join_session_keyring(sys: L.LinuxSyscalls, cid: str) -> None:
     """A fresh session keyring, as runc gives each container (unless --no-new-keyring)."""
-    import ctypes
-
     try:
-        sys.raw_syscall("keyctl", ctypes.c_long(1), ctypes.c_char_p(cid.encode()))
+        sys.join_session_keyring(cid)
     except OSError:
         pass  # keyrings disabled or out of quota: runc ignores ENOSYS/EDQUOT likewise
 

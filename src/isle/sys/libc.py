@@ -12,13 +12,67 @@ libc is loaded on first use, so importing this module costs nothing but ctypes i
 
 from __future__ import annotations
 
-import ctypes
 import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing imports re: ~10 ms of isle-runtime's start-up
+    import ctypes
     from typing import Any, Protocol
 else:
     Protocol = object
+
+
+class _MiniCtypes:
+    """The slice of ctypes this module uses, built straight on _ctypes: ``import ctypes`` (its
+    ~100 types, struct, _endian) costs ~2.5 ms of isle-runtime's start-up, which is measured
+    against runc. Same machinery underneath, so real ctypes values (seccomp_lib's) mix freely."""
+
+    def __init__(self) -> None:
+        import _ctypes as C  # type: ignore[import-not-found]
+
+        s = C._SimpleCData
+        self._C = C
+        self.c_int = type("c_int", (s,), {"_type_": "i"})
+        self.c_uint = self.c_uint32 = type("c_uint", (s,), {"_type_": "I"})
+        self.c_long = type("c_long", (s,), {"_type_": "l"})
+        self.c_ulong = self.c_size_t = type("c_ulong", (s,), {"_type_": "L"})
+        self.c_char_p = type("c_char_p", (s,), {"_type_": "z"})
+        self.c_char = type("c_char", (s,), {"_type_": "c"})
+        self.get_errno = C.get_errno
+        self.addressof = C.addressof
+
+    def create_string_buffer(self, init: bytes | int, size: int | None = None) -> Any:
+        if isinstance(init, int):
+            return (self.c_char * init)()
+        buf = (self.c_char * (len(init) + 1 if size is None else size))()
+        buf.value = init
+        return buf
+
+    def CDLL(self, name: str, use_errno: bool = False) -> Any:  # noqa: N802 -- ctypes' name
+        C = self._C
+        flags = C.FUNCFLAG_CDECL | (C.FUNCFLAG_USE_ERRNO if use_errno else 0)
+        fptr = type("_FuncPtr", (C.CFuncPtr,), {"_flags_": flags, "_restype_": self.c_int})
+
+        class _Lib:
+            _handle = C.dlopen(name, C.RTLD_LOCAL)
+
+            def __getattr__(self, fn: str) -> Any:
+                f = fptr((fn, self))
+                setattr(self, fn, f)
+                return f
+
+        return _Lib()
+
+
+def _load_ctypes() -> Any:
+    try:
+        return _MiniCtypes()
+    except (ImportError, AttributeError, TypeError):  # not CPython's _ctypes: the real thing
+        import ctypes as real
+
+        return real
+
+
+ctypes = _load_ctypes()  # noqa: F811
 
 __all__ = [
     "Syscalls",
@@ -219,6 +273,10 @@ class LinuxSyscalls:
 
     def raw_syscall(self, name: str, *args: Any) -> int:
         return _check(libc().syscall(ctypes.c_long(syscall_nr(name)), *args), name)
+
+    def join_session_keyring(self, name: str) -> int:
+        """keyctl(KEYCTL_JOIN_SESSION_KEYRING, name): a fresh session keyring; its serial."""
+        return self.raw_syscall("keyctl", ctypes.c_long(1), ctypes.c_char_p(name.encode()))
 
 
 class FakeSyscalls:
