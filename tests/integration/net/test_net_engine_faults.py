@@ -69,7 +69,8 @@ def _bare(state: dict[str, object]) -> dict[str, object]:
 
 
 @pytest.mark.timeout(120)
-def test_sigkilled_container_leaves_nothing_after_rm(tmp_path, net):
+@pytest.mark.parametrize("cleanup", ["rm", "prune"])
+def test_sigkilled_container_leaves_nothing_after_rm(tmp_path, net, cleanup):
     base_rules = host_state(tmp_path, net)["rules"]
     isle(tmp_path, "run", "-d", "--name", "k1", "--network", "isle-test-fault", "-p", "127.0.0.1::80",
          "busybox", "sleep", "300")
@@ -81,7 +82,11 @@ def test_sigkilled_container_leaves_nothing_after_rm(tmp_path, net):
         if not json.loads(isle(tmp_path, "inspect", "k1").stdout)[0]["State"]["Running"]:
             break
         time.sleep(0.05)
-    isle(tmp_path, "rm", "k1")
+    if cleanup == "rm":
+        isle(tmp_path, "rm", "k1")
+    else:
+        isle(tmp_path, "system", "prune", "-f")
+        assert "k1" not in isle(tmp_path, "ps", "-a").stdout
     after = host_state(tmp_path, net)
     assert _bare(after) == EMPTY and after["rules"] == base_rules
 
