@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -26,11 +27,12 @@ def test_user_network_names_aliases_ports_and_clean_teardown(nm, procs, kit, tmp
     a_id, b_id, c_id = "a" * 64, "b" * 64, "c" * 64
     ns_a, ns_b, ns_c = nm.create_netns(a_id), nm.create_netns(b_id), nm.create_netns(c_id)
     a = nm.connect(a_id, ns_a, [("isle-test-web", {"aliases": ["db"]})],
-                   parse_publish("127.0.0.1::7000") + parse_expose(["7001/tcp"]), name="alpha")
+                   parse_publish("127.0.0.1::7000") + parse_expose(["7001/tcp"])
+                   + parse_publish("127.0.0.1::7002/udp"), name="alpha")
     b = nm.connect(b_id, ns_b, ["isle-test-web"], name="beta")
     c = nm.connect(c_id, ns_c, ["bridge"], name="gamma")      # the default network
     assert a.ip == "10.201.7.2" and b.ip == "10.201.7.3" and a.gateway == "10.201.7.1"
-    assert [p.host_port > 0 for p in a.ports] == [True, True] and nm.port(a_id) == list(a.ports)
+    assert [p.host_port > 0 for p in a.ports] == [True] * 3 and nm.port(a_id) == list(a.ports)
 
     # names and aliases through aardvark-dns, using the resolv.conf isle rendered for b
     files = nm.render_etc(b_id, hostname="beta")
@@ -59,6 +61,14 @@ def test_user_network_names_aliases_ports_and_clean_teardown(nm, procs, kit, tmp
     procs.py_server(ns_a, 7001, "eight")
     assert fetch("127.0.0.1", a.ports[0].host_port) == "seven"
     assert fetch("127.0.0.1", a.ports[1].host_port) == "eight"
+    udp = ("import socket\ns=socket.socket(2,2); s.bind(('0.0.0.0',7002)); print('ready',flush=True)\n"
+           "while True:\n d,a=s.recvfrom(100); s.sendto(b'udp:'+d, a)\n")
+    p = procs.spawn(ns_a, sys.executable, "-c", udp, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        u.sendto(b"ping", ("127.0.0.1", a.ports[2].host_port))
+        assert u.recvfrom(100)[0] == b"udp:ping"
     r = run_in(ns_c, "busybox", "nc", "-w", "3", c.gateway, str(a.ports[1].host_port))
     assert r.stdout == "eight"
     # ...but a port published on 127.0.0.1 only is not reachable on other addresses
