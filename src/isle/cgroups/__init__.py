@@ -9,16 +9,33 @@ from __future__ import annotations
 
 import os
 
-from isle.cgroups.base import CgroupManager, Write
-from isle.cgroups.paths import controllers, own_cgroups, resolve, v1_mounts
-from isle.cgroups.resources import DEFAULT_ALLOWED_DEVICES
-from isle.cgroups.v1 import V1Manager
-from isle.cgroups.v2 import V2Manager
 from isle.errors import ConfigError, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms at start-up; only type checkers need it
     from typing import Any
+
+    from isle.cgroups.base import CgroupManager, Write
+    from isle.cgroups.resources import DEFAULT_ALLOWED_DEVICES
+    from isle.cgroups.v1 import V1Manager
+    from isle.cgroups.v2 import V2Manager
+
+#: names imported on first use (PEP 562): the runtime reads isle.cgroups.paths before it forks
+#: the init and builds the manager after, while the init sets up (~1.4 ms of imports)
+_LAZY = {"CgroupManager": "base", "Write": "base", "DEFAULT_ALLOWED_DEVICES": "resources",
+         "V1Manager": "v1", "V2Manager": "v2"}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'isle.cgroups' has no attribute {name!r}")
+    import sys
+
+    __import__(f"isle.cgroups.{mod}")
+    value = getattr(sys.modules[f"isle.cgroups.{mod}"], name)
+    globals()[name] = value
+    return value
 
 __all__ = ["CgroupManager", "Write", "V1Manager", "V2Manager", "detect_setup", "manager_for",
            "manager_from_state", "DEFAULT_ALLOWED_DEVICES"]
@@ -49,6 +66,10 @@ def manager_for(cgroups_path: str | None, container_id: str, *, setup: str | Non
     Nothing is created until create(). mounts_cache: a file that keeps the host's cgroup
     mounts between calls (see paths.cgroup_mounts).
     """
+    from isle.cgroups.paths import controllers, own_cgroups, resolve, v1_mounts
+    from isle.cgroups.v1 import V1Manager
+    from isle.cgroups.v2 import V2Manager
+
     setup = setup or detect_setup(root)
     if setup not in ("v1", "v2", "hybrid"):
         raise ConfigError("cgroups.setup", f"{setup!r} is not v1, v2 or hybrid")
@@ -77,8 +98,12 @@ def manager_for(cgroups_path: str | None, container_id: str, *, setup: str | Non
 def manager_from_state(d: dict[str, Any]) -> CgroupManager:
     """Rebuild the manager persisted by ``to_state()`` (no probing of the host)."""
     if d.get("setup") == "v2":
+        from isle.cgroups.v2 import V2Manager
+
         return V2Manager.from_state(d)
     if d.get("setup") in ("v1", "hybrid"):
+        from isle.cgroups.v1 import V1Manager
+
         return V1Manager.from_state(d)
     raise ConfigError("cgroup.setup", f"unknown cgroup state {d.get('setup')!r}")
 

@@ -36,7 +36,7 @@ def resources_with_defaults(resources: dict[str, Any] | None,
     res = dict(resources or {})
     if res.get("devices") is None:
         return res
-    from isle.cgroups import DEFAULT_ALLOWED_DEVICES
+    from isle.cgroups.resources import DEFAULT_ALLOWED_DEVICES
 
     extra = [{"allow": True, "type": "c" if d["type"] == "u" else d["type"],
               "major": d.get("major"), "minor": d.get("minor"), "access": "rwm"}

@@ -138,23 +138,23 @@ def create(root: str, cid: str, opts: Options) -> Container:
                     "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
                     "annotations": cfg.get("annotations") or {}, "config": cfg}
         lx = cfg.get("linux") or {}
-        from isle.runtime.cgroup import cgroup_mounts, manager, resources_with_defaults
+        from isle.runtime.cgroup import cgroup_mounts
 
         mcache = os.path.join(root, ".cgroup-mounts")  # reading mountinfo costs 1-9 ms here
-        cg = manager(lx.get("cgroupsPath"), cid, mcache)
-        res = resources_with_defaults(lx.get("resources"), lx.get("devices"))
         # the init must be born inside its cgroup when it gets a cgroup namespace; otherwise the
-        # cgroup is made while the init sets up its mounts, and the init itself is moved in
+        # cgroup manager is built (~1.5 ms of imports) and the cgroup made after the fork, while
+        # the init sets up its namespaces and mounts, and the init itself is moved in
         early = any(n["type"] == "cgroup" for n in lx.get("namespaces") or [])
-        if cg is not None:
-            ctr.data["cgroup"] = cg.to_state()
-            if early:
+        cg = res = None
+        if early:
+            cg, res = _make_cgroup(ctr, lx, mcache)
+            if cg is not None:
                 cg.create()
                 ctr.data["cgroup"] = cg.to_state()
                 ctr.save()
                 cg.set(res)
+            ctr.save()
         trace('saved1')
-        ctr.save()
         if not opts.start_now:
             os.mkfifo(ctr.fifo, 0o622)
             os.chmod(ctr.fifo, 0o622)  # past the umask: an init in a user ns writes it as "other"
@@ -163,7 +163,7 @@ def create(root: str, cid: str, opts: Options) -> Container:
         trace('spawn')
         cgm = cgroup_mounts(mcache) if any(m.get("type") == "cgroup" for m in cfg.get(
             "mounts") or []) else None
-        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early, cgm)
+        _spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early, cgm, mcache)
         ctr.data["status"] = RUNNING if opts.start_now else CREATED
         ctr.save()
         trace('created')
@@ -174,9 +174,25 @@ def create(root: str, cid: str, opts: Options) -> Container:
         raise
 
 
+def _make_cgroup(ctr: Container, lx: dict[str, Any], mcache: str | None
+                 ) -> tuple[Any, dict[str, Any]]:
+    """The container's cgroup manager (nothing made yet) and its resources; recorded in the
+    state first, so that a delete --force after a crash finds what create() may have made."""
+    from isle.runtime.cgroup import manager, resources_with_defaults
+
+    cg = manager(lx.get("cgroupsPath"), ctr.id, mcache)
+    res = resources_with_defaults(lx.get("resources"), lx.get("devices"))
+    if cg is not None:
+        ctr.data["cgroup"] = cg.to_state()
+    return cg, res
+
+
 def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, rootfs: str,
-                console_fd: int | None, res: dict[str, Any], early: bool,
-                cgroup_mounts: list[tuple[str, str, str, str]] | None = None) -> None:
+                console_fd: int | None, res: dict[str, Any] | None, early: bool,
+                cgroup_mounts: list[tuple[str, str, str, str]] | None = None,
+                mcache: str | None = None) -> None:
+    """Fork the init. Unless early (cg made before), cg and res are None here and are built
+    after the fork (_make_cgroup), in parallel with the init's own set-up."""
     from isle.runtime import hooks
     from isle.runtime.init import (
         Chan,
@@ -218,10 +234,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.close(c2p_r)
         (init_direct if direct else stage1)(Chan(p2c_r, c2p_w), cfg, child_opts)
         os._exit(1)  # not reached
-    if cg is not None:
-        from isle.runtime.cgroup import warm_attach
+    from isle.runtime.cgroup import warm_attach
 
-        warm_attach()  # a write while the grace period's effect lasts extends it to the join
+    warm_attach()  # a write while the grace period's effect lasts extends it to the join
     os.close(p2c_r)
     os.close(c2p_w)
     if fifo_fd is not None:
@@ -245,6 +260,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             _send(chan, "maps")
         if cg is not None and early:
             _send(chan, "go")
+        if not early:
+            cg, res = _make_cgroup(ctr, lx, mcache)
+            ctr.save()
         if cg is not None and not early:
             try:
                 cg.create()
@@ -268,9 +286,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             os.waitpid(pid, 0)  # stage 1 is exiting (~1-3 ms of mm teardown): after the join
             reaped = True
         ctr.data["starttime"] = proc_starttime(init_pid)
-        ctr.save()
         hk = cfg.get("hooks")
         if init_hooks_wait(hk):
+            ctr.save()  # the hooks may ask for the state (pid); else create()'s last save does
             _recv(chan, "hooks")
             state = dict(hook_state, pid=init_pid)
             hooks.run_hooks(hk, "prestart", state)
