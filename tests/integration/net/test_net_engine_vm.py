@@ -55,3 +55,49 @@ def test_vm_and_container_reach_each_other_by_name(tmp_path):
             isle(tmp_path, "rm", "-f", *ids, check=False)
         nm.gc(set())
         isle(tmp_path, "network", "rm", "isle-test-vmnet", check=False)
+
+
+def _rules(subnet: str) -> list[str]:
+    out = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        text = subprocess.run([tool], capture_output=True, text=True, timeout=30).stdout
+        out += [ln for ln in text.splitlines() if subnet in ln]
+    return out
+
+
+def test_sigkilled_vm_leaves_no_tap_rule_or_lease_after_rm(tmp_path):
+    """QEMU killed with SIGKILL: the tap outlives it (persistent), so `isle rm` must remove it,
+    with the VM's port rules and its lease."""
+    import signal
+    import time
+
+    nm = network_manager(Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run")))
+    isle(tmp_path, "network", "create", "--subnet", "10.206.10.0/24", "isle-test-vmk")
+    try:
+        base = _rules("10.206.10.")
+        isle(tmp_path, "run", "--isolation", "vm", "--network", "isle-test-vmk", "--name", "vk",
+             "-p", "127.0.0.1::80", "-d", "busybox", "sleep", "300")
+        (info,) = json.loads(isle(tmp_path, "inspect", "vk").stdout)
+        tap = nm.store.record(f"vm-{info['Id']}")["tap"]
+        assert os.path.exists(f"/sys/class/net/{tap}") and _rules("10.206.10.") != base
+        pid = info["State"]["Pid"]
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        qemu = [int(k) for k in kids if "qemu" in open(f"/proc/{k}/comm").read()]
+        assert len(qemu) == 1, kids
+        os.kill(qemu[0], signal.SIGKILL)
+        for _ in range(100):
+            if not json.loads(isle(tmp_path, "inspect", "vk").stdout)[0]["State"]["Running"]:
+                break
+            time.sleep(0.1)
+        assert os.path.exists(f"/sys/class/net/{tap}")     # a dead QEMU does not take it along
+        isle(tmp_path, "rm", "vk")
+        assert not os.path.exists(f"/sys/class/net/{tap}")
+        assert _rules("10.206.10.") == base
+        assert nm.store.records() == [] and nm.store.leases().owners() == set()
+        assert nm.store.netns_ids() == []
+    finally:
+        ids = isle(tmp_path, "ps", "-aq", "--no-trunc", check=False).stdout.split()
+        if ids:
+            isle(tmp_path, "rm", "-f", *ids, check=False)
+        nm.gc(set())
+        isle(tmp_path, "network", "rm", "isle-test-vmk", check=False)
