@@ -74,7 +74,8 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
                                        exit_code=0, oom_killed=False, error="")
             if fork:
                 mon, status_r = _fork_runtime(engine, rec.id, opts, p, stdin_fd, stdout_fd,
-                                              stderr_fd)
+                                              stderr_fd,
+                                              os.path.basename(oci.path) == "isle-vm-runtime")
             else:
                 child = _spawn_runtime(engine, rec.id, opts, oci.path, p, stdin_fd, stdout_fd)
                 mon = child.pid
@@ -115,12 +116,12 @@ def _forkable(engine: Any, runtime_path: str) -> bool:
     """isle's own runtime, and this process is the CLI (single-threaded, nothing else to serve):
     its `run` goes into a fork of this process, not a fresh interpreter (~25 ms: start + imports)."""
     return (getattr(engine, "own_process", False)
-            and os.path.basename(runtime_path) == "isle-runtime"
+            and os.path.basename(runtime_path) in ("isle-runtime", "isle-vm-runtime")
             and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
 
 
 def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int | None,
-                  stdout_fd: int, stderr_fd: int) -> tuple[int, int]:
+                  stdout_fd: int, stderr_fd: int, vm: bool = False) -> tuple[int, int]:
     """isle.runtime.container.run (create + start + wait + delete) in a forked child, which is
     what `isle-runtime run` would be minus exec: its own process group, the container's
     subreaper, alive after a SIGKILLed CLI. -> (its pid, read end of its error pipe)."""
@@ -151,9 +152,14 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
         for fd, want in ((stdout_fd, 1), (stderr_fd, 2)):
             if fd != want:
                 os.dup2(fd, want)
-        warm_attach()
-        code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
-                   False)
+        if vm:  # isle-vm-runtime's foreground run: boot, serve the guest, power off
+            from isle.runtime.vm.runner import run as vm_run
+
+            code = vm_run(cid, p.bundle, engine.s.runtime_root, engine.s, p.pidfile)
+        else:
+            warm_attach()
+            code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
+                       False)
     except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit
         with contextlib.suppress(OSError):
             os.write(w, (str(exc) or type(exc).__name__).encode(errors="replace")[:4096])

@@ -52,6 +52,21 @@ def test_vm_foreground_run_rm_needs_no_monitor_and_stops_from_elsewhere(isle):
         p.wait()
     assert isle("ps", "-aq").stdout == ""
     assert not [c for c in _cmdlines() if "qemu" in c and str(isle.runroot) in c]
+    # Ctrl-C at the CLI reaches the guest's process (Docker's sig-proxy), whose code comes back
+    import signal
+
+    p = subprocess.Popen(isle.argv("run", "--rm", "--network", "none", "--isolation", "vm",
+                                   "busybox", "sh", "-c",
+                                   "trap 'exit 8' INT; echo up; sleep 100 & wait"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=isle.env)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) == 8, p.stderr.read() if p.stderr else ""
+    finally:
+        p.kill()
+        p.wait()
+    assert isle("ps", "-aq").stdout == ""
 
 
 def _cmdlines() -> list[str]:

@@ -4,7 +4,9 @@
  *             [-e K=V]... -- PROG ARGS...
  *
  * chroot to ROOT, set rlimits, groups, gid, uid, no_new_privs, chdir CWD, replace the environment
- * and execvp PROG (PATH taken from the new environment). Exit 127 if PROG is missing, 126 if it
+ * and execvp PROG (PATH taken from the new environment) with every signal at its default and none
+ * blocked: the guest shell starts it in the background, which ignores SIGINT and SIGQUIT, and a
+ * process cannot trap a signal it was started with ignored. Exit 127 if PROG is missing, 126 if it
  * cannot run, 125 for any other failure, each with a message on stderr naming what failed.
  */
 #define _GNU_SOURCE
@@ -12,6 +14,7 @@
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -65,6 +68,11 @@ int main(int argc, char **argv) {
     if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid", NULL);
     if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs", NULL);
     if (chdir(cwd) != 0) die("chdir", cwd);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     environ = env;
     execvp(argv[i], &argv[i]);
     int e = errno;
