@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 
 from isle.errors import RegistryError
 from isle.image.pull import NullProgress, Progress
 from isle.image.reference import Reference
-from isle.image.registry import RegistryClient
+from isle.image.registry import RegistryClient, httpx
 from isle.image.store import Image, ImageStore
 from isle.oci.image_spec import Descriptor
 

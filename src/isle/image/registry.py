@@ -10,17 +10,22 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+# httpx's __init__ imports its command-line tool when it can (rich, pygments, click: ~100 ms of
+# every pull); an empty stand-in makes that import fail, and httpx then skips it
+sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+import httpx  # noqa: E402
 
 from isle.errors import RegistryError
 from isle.oci.image_spec import INDEX_TYPES, MANIFEST_TYPES
 
-__all__ = ["RegistryClient", "ACCEPT_MANIFESTS"]
+__all__ = ["RegistryClient", "ACCEPT_MANIFESTS", "httpx"]
 
 ACCEPT_MANIFESTS = ", ".join([*MANIFEST_TYPES, *INDEX_TYPES])
 RETRY_STATUS = {429, 500, 502, 503, 504}
