@@ -153,13 +153,16 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
     Under a leaf, cgroups the container made itself go first. A leaf that stays busy
     (processes still inside) is an error; a shared parent still holding others' cgroups stays.
     """
+    gone: set[str] = set()
     for leaf in leaves:
         if leaf not in created:
             continue
         try:
             os.rmdir(leaf)  # the usual case: no sub-cgroups, no tasks; else walk below it
+            gone.add(leaf)
             continue
         except FileNotFoundError:
+            gone.add(leaf)
             continue
         except OSError:
             pass
@@ -170,6 +173,8 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
                 except OSError as e:
                     raise InvalidState(f"cannot remove cgroup {top}/{d}: {e.strerror}") from e
     for d in sorted(created, key=lambda p: p.count("/"), reverse=True):
+        if d in gone:
+            continue
         try:
             _rmdir_patiently(d, 2.0 if d in leaves else 0.0)
         except OSError as e:

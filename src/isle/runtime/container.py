@@ -497,21 +497,24 @@ def _destroy(ctr: Container, hooks: bool) -> None:
             os.kill(pid, 9)
         except OSError:
             pass
+    left: list[int] | None = None  # None: unknown
     if cg is not None:
         try:
-            for p in cg.pids():
+            left = cg.pids()
+            for p in left:
                 try:
                     os.kill(p, 9)
                 except OSError:
                     pass
-            if cg.frozen():
+            if left and cg.frozen():
                 cg.thaw()
         except OSError:
-            pass
+            left = None
     if pid:
         _wait_gone(pid, st)
     if cg is not None:
-        deadline = time.monotonic() + 5
+        # empty with its init gone (`run` reaped it): nothing can join it any more
+        deadline = time.monotonic() + (0 if left == [] and not alive(pid, st) else 5)
         delay = 0.0002  # an exited task leaves cgroup.procs within a ms or so
         while time.monotonic() < deadline:
             try:
