@@ -153,11 +153,14 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
                           "get slirp4netns")
     nets: list[Any] = []
     for i, n in enumerate(mode.split(",")):
-        extra_aliases = (opts.network_endpoints.get(n) or {}).get("aliases") or []
+        ep = opts.network_endpoints.get(n) or {}     # from `isle network connect`
+        extra_aliases = ep.get("aliases") or []
         aliases = list(opts.network_aliases) if i == 0 else []
         o: dict[str, Any] = {"aliases": aliases + [a for a in extra_aliases if a not in aliases]}
         if i == 0 and opts.ip:
             o["ip"] = opts.ip
+        elif ep.get("ips"):
+            o["ips"] = list(ep["ips"])
         nets.append((n, o))
     try:
         att = nm.connect(cid, ns, nets, ports, name=name, hostname=hostname, dns=opts.dns)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from isle.config import Settings
-from isle.errors import ConfigError, NotFound
+from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound
 from isle.net import Network, NetworkManager
 
 __all__ = ["Networks", "network_manager"]
@@ -69,29 +69,83 @@ class Networks:
     def prune(self) -> list[str]:
         return self.nm.prune()
 
-    def _find(self, ref: str) -> dict[str, Any]:
+    def _find(self, ref: str, *, optional: bool = False) -> dict[str, Any] | None:
         recs = self.nm.store.records()
         hit = ([r for r in recs if r["id"] == ref or r["name"] == ref]
                or [r for r in recs if r["id"].startswith(ref)])
-        if len(hit) != 1:
-            raise NotFound(f"no running container {ref!r} with a network namespace"
-                           if not hit else f"{ref!r} matches {len(hit)} containers")
-        return hit[0]
+        if len(hit) > 1:
+            raise NotFound(f"{ref!r} matches {len(hit)} containers")
+        if not hit and not optional:
+            raise NotFound(f"no running container {ref!r} with a network namespace")
+        return hit[0] if hit else None
 
     def connect(self, network: str, container: str, *, ip: Sequence[str] = (),
                 aliases: Sequence[str] = ()) -> dict[str, Any]:
-        """Connect a container that already has a network namespace (it is on some network)."""
-        rec = self._find(container)
+        """Connect a container: a running one now (a new interface), a created or stopped one
+        at its next start (Docker's)."""
+        rec = self._find(container, optional=True)
+        if rec is None:
+            return self._next_start(network, container, list(ip), list(aliases))
         before = self.nm.hosts_ips(rec["id"])
         att = self.nm.connect(rec["id"], rec["ns_path"],
                               [(network, {"ips": list(ip), "aliases": list(aliases)})],
                               name=rec["name"])
         self._refresh_resolv(rec["id"])
         self._refresh_hosts(rec["id"], before, rec["name"])
-        self._sync_record(rec["id"])
+        self._sync_record(rec["id"], {network: list(ip)} if ip else None)
         return att.networks[network].to_dict()
 
-    def _sync_record(self, cid: str) -> None:
+    def _next_start(self, network: str, ref: str, ips: list[str] | None, aliases: list[str]
+                    ) -> dict[str, Any]:
+        """Connect (ips not None) or disconnect a container that is not running: its options
+        name the networks its next start joins. Under the container's lock, so a start waits."""
+        from isle.engine.db import Db
+        from isle.engine.layout import ContainerPaths
+        from isle.sys.fs import flock
+
+        if not os.path.exists(self.settings.db_path):
+            raise NotFound(f"no such container: {ref}")
+        db = Db(self.settings.db_path)
+        try:
+            cid = db.get_container(ref).id                  # NotFound names it
+            lock = ContainerPaths.of(self.settings, cid).lock
+            os.makedirs(os.path.dirname(lock), exist_ok=True)
+            with flock(lock):
+                rec = db.get_container(cid)
+                o = dict(rec.opts)
+                mode = o.get("network") or ""
+                if mode in ("", "default"):
+                    mode = "slirp4netns" if self.settings.rootless else self.nm.default_name
+                if rec.state in ("running", "paused", "restarting") or mode in (
+                        "none", "host", "slirp4netns") or mode.startswith("container:"):
+                    raise InvalidState(f"container {ref} runs with --network {mode}: it cannot "
+                                       f"{'join' if ips is not None else 'leave'} network "
+                                       f"{network}" + (" while running" if rec.state in
+                                                       ("running", "paused") else ""))
+                names = mode.split(",")
+                eps = dict(o.get("network_endpoints") or {})
+                if ips is not None:
+                    self.nm.inspect(network)                # NotFound names the network
+                    if network in names:
+                        raise AlreadyExists(f"container {ref} is already connected to network "
+                                            f"{network}")
+                    names.append(network)
+                    eps[network] = {"aliases": aliases, **({"ips": ips} if ips else {})}
+                else:
+                    if network not in names:
+                        raise NotFound(f"container {ref} is not connected to network {network}")
+                    if names[0] == network:     # --ip and --network-alias were the primary's
+                        o["ip"], o["network_aliases"] = "", []
+                    names.remove(network)
+                    eps.pop(network, None)
+                o["network"] = ",".join(names) or "none"
+                o["network_endpoints"] = eps
+                db.update_container(cid, opts=o)
+        finally:
+            db.conn.close()
+        return {"network": network, "at_next_start": True}
+
+    def _sync_record(self, cid: str, static: dict[str, list[str]] | None = None) -> None:
         """The engine's record (inspect, ps) shows the networks the container is on now."""
         from isle.engine.db import Db
         from isle.engine.netplug import attachment_facts
@@ -108,10 +162,19 @@ class Networks:
             facts = attachment_facts(att) if att else {"networks": {}, "ip": ""}
             extra = {**rec.extra, "networks": facts["networks"], "ip": facts["ip"]}
             # the next start joins the same networks (Docker keeps connections over restarts)
-            eps = {k: {"aliases": [a for a in v["Aliases"] if a != cid[:12]]}
-                   for k, v in facts["networks"].items()}
+            old = rec.opts.get("network_endpoints") or {}
+            eps: dict[str, Any] = {}
+            for k, v in facts["networks"].items():
+                eps[k] = {"aliases": [a for a in v["Aliases"] if a != cid[:12]]}
+                ips = (static or {}).get(k) or (old.get(k) or {}).get("ips")
+                if ips:                     # `network connect --ip` stays static
+                    eps[k]["ips"] = ips
             opts = {**rec.opts, "network": ",".join(facts["networks"]) or "none",
                     "network_endpoints": eps}
+            was = (rec.opts.get("network") or "").split(",")[0]
+            if opts["network"].split(",")[0] != (was if was not in ("", "default")
+                                                 else self.nm.default_name):
+                opts["ip"], opts["network_aliases"] = "", []   # they were the old primary's
             db.update_container(cid, extra=extra, opts=opts)
         finally:
             db.conn.close()
@@ -159,10 +222,16 @@ class Networks:
 
     def port(self, container: str) -> list[str]:
         """`isle port`: "80/tcp -> 127.0.0.1:8080" lines for a container's published ports."""
-        return [str(p) for p in self.nm.port(self._find(container)["id"])]
+        rec = self._find(container)
+        assert rec is not None
+        return [str(p) for p in self.nm.port(rec["id"])]
 
     def disconnect(self, network: str, container: str) -> None:
-        rec = self._find(container)
+        """Disconnect a container now, or, if it is not running, from its next start."""
+        rec = self._find(container, optional=True)
+        if rec is None:
+            self._next_start(network, container, None, [])
+            return
         cid = rec["id"]
         before = self.nm.hosts_ips(cid)
         self.nm.disconnect(cid, network)

@@ -298,3 +298,42 @@ def test_default_network_avoids_host_routes(tmp_path):
     (net,) = [n for n in nm.list() if n.default]
     mine = ipaddress.ip_network(net.subnets[0].subnet)
     assert not any(mine.overlaps(ipaddress.ip_network(t, strict=False)) for t in taken)
+
+
+@pytest.mark.timeout(180)
+def test_connect_and_disconnect_a_stopped_container_take_effect_at_start(isle):
+    """Docker's: `network connect` on a created or stopped container joins at its next start,
+    with its --ip and --alias; a static --ip given to a running container survives a restart."""
+    isle("network", "create", "--subnet", "10.206.11.0/24", "isle-test-nx")
+    isle("network", "create", "--subnet", "10.206.12.0/24", "isle-test-ny")
+    isle("create", "--name", "s1", "--network", "isle-test-nx", "busybox", "sleep", "300")
+    isle("network", "connect", "--ip", "10.206.12.40", "--alias", "why", "isle-test-ny", "s1")
+    assert isle.leftovers() == CLEAN                  # nothing on the host until it starts
+    assert isle.inspect("s1")["HostConfig"]["NetworkMode"] == "isle-test-nx,isle-test-ny"
+    for args, needle in ((["isle-test-ny", "s1"], "already connected to network isle-test-ny"),
+                         (["isle-test-nope", "s1"], "isle-test-nope"),
+                         (["isle-test-nx", "nosuch"], "nosuch")):
+        r = isle("network", "connect", *args, check=False)
+        assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
+    isle("start", "s1")
+    out = isle("exec", "s1", "ip", "-o", "-4", "addr").stdout
+    assert "eth0    inet 10.206.11." in out and "eth1    inet 10.206.12.40/24" in out, out
+    found = isle("run", "--rm", "--network", "isle-test-ny", "busybox", "nslookup", "why").stdout
+    assert "10.206.12.40" in found
+    isle("stop", "-t", "0", "s1")
+    isle("network", "disconnect", "isle-test-nx", "s1")
+    r = isle("network", "disconnect", "isle-test-nx", "s1", check=False)
+    assert r.returncode != 0 and "not connected to network isle-test-nx" in r.stderr
+    isle("start", "s1")
+    out = isle("exec", "s1", "ip", "-o", "-4", "addr").stdout
+    assert "eth0    inet 10.206.12.40/24" in out and "10.206.11." not in out, out
+    # running: connect with a static address, which the next start keeps
+    isle("network", "connect", "--ip", "10.206.11.77", "isle-test-nx", "s1")
+    isle("restart", "-t", "0", "s1")
+    out = isle("exec", "s1", "ip", "-o", "-4", "addr").stdout
+    assert "10.206.12.40/24" in out and "10.206.11.77/24" in out, out
+    isle("run", "-d", "--name", "n1", "--network", "none", "busybox", "sleep", "300")
+    r = isle("network", "connect", "isle-test-nx", "n1", check=False)
+    assert r.returncode != 0 and "--network none" in r.stderr
+    isle("rm", "-f", "s1", "n1")
+    assert isle.leftovers() == CLEAN
