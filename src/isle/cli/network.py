@@ -102,7 +102,7 @@ def prune_cmd(ctx: click.Context, force: bool) -> None:
 @click.pass_context
 def connect_cmd(ctx: click.Context, network: str, container: str, ip: tuple[str, ...],
                 alias: tuple[str, ...]) -> None:
-    """Connect a running container to a network."""
+    """Connect a container to a network (a created or stopped one at its next start)."""
     _nets(ctx).connect(network, container, ip=ip, aliases=alias)
 
 
@@ -111,7 +111,7 @@ def connect_cmd(ctx: click.Context, network: str, container: str, ip: tuple[str,
 @click.argument("container")
 @click.pass_context
 def disconnect_cmd(ctx: click.Context, network: str, container: str) -> None:
-    """Disconnect a container from a network."""
+    """Disconnect a container from a network (a stopped one from its next start)."""
     _nets(ctx).disconnect(network, container)
 
 
