@@ -230,7 +230,7 @@ class Lifecycle:
         if opts.isolation == "vm":
             from isle.engine.vms import annotate
 
-            annotate(self.s, spec, p.bundle)
+            annotate(self.s, spec, p.bundle, rec.image_id)
         proc = spec["process"]
         if init:  # check the user's command, not the init bind-mounted in front of it
             proc = {**proc, "args": proc["args"][2:]}

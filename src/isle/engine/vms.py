@@ -248,16 +248,22 @@ def _listdir(d: str) -> list[str]:
         return []
 
 
-def annotate(settings: Settings, spec: dict[str, Any], bundle: str) -> None:
-    """Engine hook for --isolation vm: use a template when one matches (image, kernel, size).
+def annotate(settings: Settings, spec: dict[str, Any], bundle: str, image_id: str = "") -> None:
+    """Engine hook for --isolation vm: name the rootfs by its image (no tree walk to find its
+    disk), and use a template when one matches (image, kernel, size).
 
     The match is exact: the key the runtime would restore (vm.snapshot.key of the same Boot).
     """
+    ann = spec.setdefault("annotations", {})
+    upper = os.path.join(bundle, "upper")
+    # overlay with nothing of the container's own yet: the rootfs IS the image (else the runtime
+    # digests the merged tree, so a file added by `isle cp` before start reaches the disk)
+    if image_id and os.path.isdir(upper) and not os.listdir(upper):
+        ann["org.isle.vm.rootfs-key"] = image_id.removeprefix("sha256:")[:40]
     from isle.errors import IsleError
     from isle.runtime.vm.runner import boot_of
     from isle.vm import snapshot
 
-    ann = spec.setdefault("annotations", {})
     if ann.get(TEMPLATE_ANNOTATION) in ("false", "0"):
         return
     d = os.path.join(settings.cache, "templates")

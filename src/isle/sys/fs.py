@@ -10,13 +10,17 @@ from contextlib import contextmanager
 __all__ = ["atomic_write", "flock", "makedirs"]
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write data to path so readers see the old or the new file, never half of one."""
+def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write data to path so readers see the old or the new file, never half of one.
+
+    durable=False skips the fsync: for run-time state that dies with the machine anyway (/run is
+    not always a tmpfs, and an fsync on a busy disk costs 10-20 ms)."""
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)

@@ -35,15 +35,21 @@ def tree_digest(root: str) -> str:
     return h.hexdigest()
 
 
-def rootfs_image(rootfs: str, cache: str, fstype: str = "erofs") -> str:
-    """Path of a read-only disk image holding rootfs (built once per tree digest)."""
+def rootfs_image(rootfs: str, cache: str, fstype: str = "erofs", key: str = "") -> str:
+    """Path of a read-only disk image holding rootfs (built once per tree digest).
+
+    key: what the caller knows identifies the tree's content (the engine: image id + a digest of
+    the container's own upper layer), so a cached disk is found without walking the tree."""
     if fstype not in ("erofs", "ext4"):
         raise ConfigError("fstype", f"{fstype!r} is not erofs or ext4")
     if not os.path.isdir(rootfs):
         raise ConfigError("root.path", f"{rootfs} is not a directory")
     d = os.path.join(cache, "disks")
     os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, f"{tree_digest(rootfs)[:24]}.{fstype}")
+    if key and not all(c.isalnum() or c in "-_" for c in key):
+        raise ConfigError("org.isle.vm.rootfs-key", f"{key!r}: letters, digits, - and _ only")
+    name = f"k-{key}" if key else tree_digest(rootfs)[:24]
+    out = os.path.join(d, f"{name}.{fstype}")
     if os.path.exists(out):
         return out
     tmp = f"{out}.tmp.{os.getpid()}"

@@ -225,7 +225,7 @@ def _exec(a: argparse.Namespace) -> int:
     if a.pid_file and daemon:
         from isle.sys.fs import atomic_write
 
-        atomic_write(a.pid_file, daemon.encode())
+        atomic_write(a.pid_file, daemon.encode(), durable=False)
     return 0
 
 

@@ -81,12 +81,14 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
 def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
     """What the VM for cfg boots (kernel, initramfs, image disk, size): a template's identity."""
     vcpus, mem = vmspec.vm_size(cfg)
-    fstype = (cfg.get("annotations") or {}).get("org.isle.vm.rootfs", "erofs")
+    ann = cfg.get("annotations") or {}
+    fstype = ann.get("org.isle.vm.rootfs", "erofs")
     k = kernel.find(settings.cache)
     return Boot(
         kernel=k.boot_image,
         initrd=initramfs.build(k, settings.cache),
-        rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype),
+        rootdisk=disk.rootfs_image(vmspec.rootfs_path(cfg, bundle), settings.cache, fstype,
+                                   ann.get("org.isle.vm.rootfs-key", "")),
         fstype=fstype,
         vcpus=vcpus,
         memory_mib=mem,
@@ -190,7 +192,7 @@ def _write_pid(pid_file: str | None, pid: int) -> None:
     if pid_file:
         from isle.sys.fs import atomic_write
 
-        atomic_write(pid_file, str(pid).encode())
+        atomic_write(pid_file, str(pid).encode(), durable=False)
 
 
 def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None) -> int:
@@ -300,7 +302,7 @@ def _note(sdir: str, name: str, text: str) -> None:
     from isle.sys.fs import atomic_write
 
     try:
-        atomic_write(os.path.join(sdir, name), text.encode())
+        atomic_write(os.path.join(sdir, name), text.encode(), durable=False)
     except OSError:
         pass
 

@@ -72,7 +72,8 @@ def create_dir(root: str, cid: str) -> str:
 
 
 def save(root: str, st: State) -> None:
-    atomic_write(os.path.join(_dir(root, st.id), "state.json"), json.dumps(asdict(st)).encode())
+    atomic_write(os.path.join(_dir(root, st.id), "state.json"), json.dumps(asdict(st)).encode(),
+                 durable=False)
 
 
 def load(root: str, cid: str) -> State:
