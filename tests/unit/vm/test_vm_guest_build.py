@@ -147,3 +147,16 @@ def test_proc_with_dockers_or_no_flags_is_the_premounted_one() -> None:
             GuestMount(type="proc", destination="/proc", source="proc", options=opts),))
         s = render(job)
         assert "/newroot/proc" not in s.replace("umount /newroot/dev", ""), s
+
+
+def test_rootfs_image_found_by_key_without_building(tmp_path: Path) -> None:
+    """The engine names a fresh container's rootfs by its image: the cached disk is found by
+    that name; a key that could escape the cache directory is refused."""
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "cache" / "disks").mkdir(parents=True)
+    cached = tmp_path / "cache" / "disks" / "k-abc123.erofs"
+    cached.write_bytes(b"disk")
+    got = disk.rootfs_image(str(tmp_path / "rootfs"), str(tmp_path / "cache"), key="abc123")
+    assert got == str(cached)
+    with pytest.raises(ConfigError, match="rootfs-key"):
+        disk.rootfs_image(str(tmp_path / "rootfs"), str(tmp_path / "cache"), key="../x")
