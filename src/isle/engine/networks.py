@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from isle.config import Settings
-from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound
+from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound, Unsupported
 from isle.net import Network, NetworkManager
 
 __all__ = ["Networks", "network_manager"]
@@ -86,6 +86,7 @@ class Networks:
         rec = self._find(container, optional=True)
         if rec is None:
             return self._next_start(network, container, list(ip), list(aliases))
+        _not_a_vm(rec, container)
         before = self.nm.hosts_ips(rec["id"])
         att = self.nm.connect(rec["id"], rec["ns_path"],
                               [(network, {"ips": list(ip), "aliases": list(aliases)})],
@@ -113,6 +114,7 @@ class Networks:
             with flock(lock):
                 rec = db.get_container(cid)
                 o = dict(rec.opts)
+                _not_a_vm({"tap": o.get("isolation") == "vm"}, ref)
                 mode = o.get("network") or ""
                 if mode in ("", "default"):
                     mode = "slirp4netns" if self.settings.rootless else self.nm.default_name
@@ -232,9 +234,16 @@ class Networks:
         if rec is None:
             self._next_start(network, container, None, [])
             return
+        _not_a_vm(rec, container)
         cid = rec["id"]
         before = self.nm.hosts_ips(cid)
         self.nm.disconnect(cid, network)
         self._refresh_resolv(cid)
         self._refresh_hosts(cid, before, rec["name"])
         self._sync_record(cid)
+
+
+def _not_a_vm(rec: dict[str, Any], ref: str) -> None:
+    """A VM's NIC is one tap on one bridge, fixed when QEMU starts: no hot (dis)connect."""
+    if rec.get("tap"):
+        raise Unsupported(f"{ref} is a VM: it joins one network, chosen at run (--network)")

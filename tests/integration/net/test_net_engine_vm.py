@@ -41,6 +41,8 @@ def test_vm_and_container_reach_each_other_by_name(tmp_path):
         out = isle(tmp_path, "run", "--rm", "--network", "isle-test-vmnet", "busybox", "ping",
                    "-c3", "-W5", "v1").stdout
         assert f"({vm_ip})" in out and " 0 packets received" not in out
+        r = isle(tmp_path, "network", "connect", "bridge", "v1", check=False)
+        assert r.returncode != 0 and "v1 is a VM: it joins one network" in r.stderr
         isle(tmp_path, "run", "-d", "--network", "isle-test-vmnet", "--name", "c1", "busybox",
              "sleep", "300")
         out = isle(tmp_path, "exec", "v1", "ping", "-c3", "-W5", "c1", check=False).stdout
