@@ -228,7 +228,7 @@ class Lifecycle:
         spec = build_spec(opts, inp)
         spec["annotations"].update(annotations)
         if opts.isolation == "vm":
-            from isle.engine.vms import annotate
+            from isle.engine.vmhook import annotate
 
             annotate(self.s, spec, p.bundle, rec.image_id)
         proc = spec["process"]

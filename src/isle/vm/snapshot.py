@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from isle.sys.fs import flock
 from isle.vm.config import MemoryBackend
 from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
-from isle.vm.qmp import Monitor
+from isle.vm.qmp import Monitor, preload
 
 __all__ = ["Template", "key", "ensure", "restore", "remove", "SHM"]
 
@@ -149,6 +149,7 @@ def restore(
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
     try:
         vm.spawn()
+        preload()  # QEMU needs longer than this import to open its sockets
         # connect host ends BEFORE loading state: a port whose host end is closed at resume tells
         # the guest 'host disconnected', and a guest blocked reading it would see EOF
         vm.connect()
