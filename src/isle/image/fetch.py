@@ -72,14 +72,14 @@ def fetch_layers(
     pending = sorted(todo, key=lambda t: t[0].size, reverse=True)
     running: dict[int, _Worker] = {}
     error: BaseException | None = None
-    from isle.sys.libc import LinuxSyscalls  # imported before forking: nothing to load after
+    from isle.sys import libc  # loaded before forking: nothing to load in the workers
 
-    sysc = LinuxSyscalls()
+    libc.libc()
     try:
         while running or (pending and error is None):
             while pending and error is None and len(running) < max(1, jobs):
                 lay, did = pending.pop(0)
-                w = _spawn(store, client, repo, lay, did, sysc, list(running))
+                w = _spawn(store, client, repo, lay, did, libc, list(running))
                 running[w.fd] = w
             ready, _, _ = select.select(list(running), [], [])
             for fd in ready:
@@ -168,7 +168,7 @@ def _spawn(
     repo: str,
     layer: Descriptor,
     diff_id: str,
-    sysc: Any,
+    libc: Any,
     inherited: list[int],
 ) -> _Worker:
     tmpd = tempfile.mkdtemp(prefix="layer-", dir=store.blobs.tmp_dir)
@@ -178,7 +178,7 @@ def _spawn(
     pid = os.fork()
     if pid == 0:
         _child(store, client, repo, layer, diff_id, tmpd, blob_tmp, wfd, [r, *inherited],
-               parent, sysc)  # fmt: skip
+               parent, libc)  # fmt: skip
     os.close(wfd)
     return _Worker(pid, r, layer, diff_id, tmpd, blob_tmp)
 
@@ -194,7 +194,7 @@ def _child(
     wfd: int,
     close: list[int],
     parent: int,
-    sysc: Any,
+    libc: Any,
 ) -> NoReturn:
     code = 1
     out = _Pipe(wfd)
@@ -203,10 +203,11 @@ def _child(
             os.close(fd)
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_DFL)  # the parent cleans up; we just die
-        sysc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.LinuxSyscalls().prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
         gc.disable()  # a short life: collecting the parser's garbage cycles costs ~2% of it
+        libc.keep_heap()  # reuse the MB-sized buffers' pages instead of faulting in new ones
         client.after_fork()
         out.send("result", _job(store, client, repo, layer, diff_id, tmpd, blob_tmp, out))
         code = 0
