@@ -250,7 +250,9 @@ class Transfer:
         from isle.engine.vms import VMs
 
         vms = VMs(self.s)  # type: ignore[attr-defined]
-        out["VM templates"], out["VM image disks"] = vms.prune_templates(), vms.prune_disks()
+        # templates live in the cache every --root shares (like build cache): only with -a
+        out["VM templates"] = vms.prune_templates() if all_images else []
+        out["VM image disks"] = vms.prune_disks()
         try:
             out["Images"] = list(self.store.prune(all_images=all_images))  # type: ignore[attr-defined]
         except Exception as exc:  # the image store refuses in-use images; report, don't fail

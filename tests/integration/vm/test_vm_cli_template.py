@@ -88,9 +88,12 @@ def test_vm_run_uses_a_template_when_one_exists(isle, vm_cache: str) -> None:
     assert isle(*run).stdout == "hi\n"  # cold again, and no template made behind our back
     assert json.loads(isle("vm", "template", "ls", "--format", "json").stdout) == []
 
-    # system prune drops templates (their RAM files) too
+    # system prune -a drops templates (their RAM files) too; without -a they stay, since the
+    # cache they live in serves every --root on the host
     key = isle("vm", "template", "create", "busybox").stdout.strip()
-    assert key in isle("system", "prune", "-f").stdout
+    assert key not in isle("system", "prune", "-f").stdout
+    assert os.path.exists(f"/dev/shm/isle-tpl-{key}.ram")
+    assert key in isle("system", "prune", "-a", "-f").stdout
     assert not os.path.exists(f"/dev/shm/isle-tpl-{key}.ram")
 
 
