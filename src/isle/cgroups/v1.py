@@ -282,6 +282,26 @@ class V1Manager:
         plan[i], plan[j] = plan[j], plan[i]
         return plan
 
+    def drop_unused_unified(self, resources: dict[str, Any]) -> None:
+        """Before create(), on a hybrid host: leave the unified hierarchy alone when none of
+        resources' writes go there (it only carries controllers the spec does not limit), so
+        that joining needs no cgroup.procs write there (see self_join_files)."""
+        if self.unified is None or self.created:
+            return
+        if all(_ctrl(f) in self.mounts for f, _, _ in self._plan(resources)):
+            self.unified = None
+            self.unified_controllers = frozenset()
+
+    def self_join_files(self) -> list[str] | None:
+        """The v1 ``tasks`` files a single-threaded process writes "0" to, to join its cgroups
+        itself: moving just the calling thread skips the kernel's threadgroup lock, whose first
+        writer after a quiet spell waits out an RCU grace period (~6-16 ms, holding the global
+        cgroup_mutex); cgroup.procs always takes it. None when a unified half must be joined
+        too (cgroup2 has no such file for a domain cgroup): use apply(pid) then."""
+        if self.unified is not None:
+            return None
+        return [d + "/tasks" for d in self.dirs()]
+
     def apply(self, pid: int) -> None:
         """Move pid into the cgroup in every hierarchy (and the unified one on hybrid hosts)."""
         for d in self.dirs():

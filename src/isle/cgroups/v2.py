@@ -250,6 +250,13 @@ class V2Manager:
         join(self.dir, pid)
         self._fresh = False
 
+    def drop_unused_unified(self, resources: dict[str, Any]) -> None:
+        """Nothing to drop on a pure cgroup2 host (see V1Manager)."""
+
+    def self_join_files(self) -> list[str] | None:
+        """None: a domain cgroup is joined through cgroup.procs only (see V1Manager)."""
+        return None
+
     def freeze(self, timeout: float = 5.0) -> None:
         f = os.path.join(self.dir, "cgroup.freeze")
         if not os.path.exists(f):

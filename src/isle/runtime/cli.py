@@ -112,15 +112,7 @@ def _opts(ctx: _Ctx, f: dict[str, Any]) -> Any:
                    preserve_fds=pf, systemd_cgroup=ctx.g.get("systemd_cgroup"))
 
 
-def _warm_cgroups() -> None:
-    """First thing in create/run: start the cgroup-attach grace period (see warm_attach)."""
-    from isle.runtime.cgroup import warm_attach
-
-    warm_attach()
-
-
 def cmd_create(ctx: _Ctx, args: list[str]) -> int:
-    _warm_cgroups()
     f, pos = _parse(args, _CREATE)
     from isle.runtime.container import create
 
@@ -129,7 +121,6 @@ def cmd_create(ctx: _Ctx, args: list[str]) -> int:
 
 
 def cmd_run(ctx: _Ctx, args: list[str]) -> int:
-    _warm_cgroups()
     f, pos = _parse(args, _RUN)
     from isle.runtime.container import run
 

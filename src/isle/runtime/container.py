@@ -126,6 +126,9 @@ def create(root: str, cid: str, opts: Options) -> Container:
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     rootfs = _resolve_rootfs(cfg, bundle)
     _check_support(cfg, opts)
+    unknown = runtime_spec.unknown_capabilities(cfg.get("process"))
+    if unknown:
+        _warn(f"ignoring unknown or unavailable capabilities: {', '.join(unknown)}")
     ctr = Container(root, cid)
     os.makedirs(root, 0o711, exist_ok=True)
     try:
@@ -145,6 +148,10 @@ def create(root: str, cid: str, opts: Options) -> Container:
         # cgroup manager is built (~1.5 ms of imports) and the cgroup made after the fork, while
         # the init sets up its namespaces and mounts, and the init itself is moved in
         early = any(n["type"] == "cgroup" for n in lx.get("namespaces") or [])
+        if not _self_join_likely(cfg, early):
+            from isle.runtime.cgroup import warm_attach
+
+            warm_attach()  # the runtime writes cgroup.procs: start its grace period now
         cg = res = None
         if early:
             cg, res = _make_cgroup(ctr, lx, mcache)
@@ -172,6 +179,17 @@ def create(root: str, cid: str, opts: Options) -> Container:
     except BaseException:
         _destroy(ctr, hooks=False)
         raise
+
+
+def _self_join_likely(cfg: dict[str, Any], early: bool) -> bool:
+    """Whether the init will join its cgroups itself through v1 tasks files (no grace period
+    to warm up for): a directly forked init, no cgroup namespace, no limit that may need the
+    unified hierarchy of a hybrid host. A wrong guess only costs time."""
+    from isle.runtime.init import direct_ok
+
+    res = (cfg.get("linux") or {}).get("resources") or {}
+    return (not early and direct_ok(cfg) and not res.get("hugepageLimits")
+            and not res.get("unified") and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"))
 
 
 def _make_cgroup(ctr: Container, lx: dict[str, Any], mcache: str | None
@@ -234,9 +252,11 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.close(c2p_r)
         (init_direct if direct else stage1)(Chan(p2c_r, c2p_w), cfg, child_opts)
         os._exit(1)  # not reached
-    from isle.runtime.cgroup import warm_attach
+    self_join = direct and _self_join_likely(cfg, early)
+    if not self_join:
+        from isle.runtime.cgroup import warm_attach
 
-    warm_attach()  # a write while the grace period's effect lasts extends it to the join
+        warm_attach()  # a write while the grace period's effect lasts extends it to the join
     os.close(p2c_r)
     os.close(c2p_w)
     if fifo_fd is not None:
@@ -262,6 +282,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
             _send(chan, "go")
         if not early:
             cg, res = _make_cgroup(ctr, lx, mcache)
+            if cg is not None and self_join:
+                cg.drop_unused_unified(res)
+                ctr.data["cgroup"] = cg.to_state()
             ctr.save()
         if cg is not None and not early:
             try:
@@ -278,10 +301,11 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         init_pid = pid if direct else _recv(chan, "pid")["pid"]
         ctr.data["pid"] = init_pid
         trace('pre-join')
-        if cg is not None and not early:
+        files = cg.self_join_files() if cg is not None and self_join and not early else None
+        if cg is not None and not early and not files:
             _join_cgroup(cg, init_pid)
         trace('joined')
-        _send(chan, "cgroup")  # the init waits on this: the state is saved after it
+        _send(chan, "cgroup", join=files)  # the init waits on this (and joins itself by files)
         if not direct:
             os.waitpid(pid, 0)  # stage 1 is exiting (~1-3 ms of mm teardown): after the join
             reaped = True
@@ -341,10 +365,10 @@ def _join_cgroup(cg: Any, pid: int) -> None:
         raise IsleError(f"joining cgroup: {exc}") from None
 
 
-def _send(chan: Any, op: str) -> None:
+def _send(chan: Any, op: str, **kw: Any) -> None:
     """Send op; if the child already died, raise the error it left in the pipe instead."""
     try:
-        chan.send(op=op)
+        chan.send(op=op, **{k: v for k, v in kw.items() if v is not None})
     except BrokenPipeError:
         _recv(chan, "(an error)")
         raise IsleError("container init exited unexpectedly") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from isle.errors import ConfigError, Unsupported
+from isle.errors import ConfigError, IsleError, Unsupported
 from isle.oci import fastjson as json
 from isle.runtime.plan import split_namespaces
 from isle.runtime.state import trace
@@ -261,13 +261,16 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
             opts["seccomp_prog"] = _seccomp_load(lx["seccomp"])  # host paths still visible
         trace('init prepared')
         mounts = cfg.get("mounts") or []
-        cg_wait = [True]
+        cg_wait: list[dict[str, Any]] = []
 
-        def joined() -> None:  # the runtime has put us in our cgroup
-            if cg_wait:
+        def joined() -> dict[str, Any]:  # we are in our cgroup: the runtime's move, or our own
+            if not cg_wait:
                 trace('init wait cg')
-                chan.expect("cgroup")
-                cg_wait.clear()
+                msg = chan.expect("cgroup")
+                for f in msg.get("join") or ():
+                    _join_self(f)
+                cg_wait.append(msg)
+            return cg_wait[0]
 
         rootfs.do_mounts(sys, mounts, rootdir, opts["bundle"], before_cgroup=joined,
                          cgroup_mounts=opts.get("cgroup_mounts"))
@@ -303,6 +306,20 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
                      opts_prog=opts.get("seccomp_prog"), start_now=bool(opts.get("start_now")))
     except BaseException as exc:  # noqa: BLE001
         _fail(chan, exc)
+
+
+def _join_self(tasks: str) -> None:
+    """Move this (single-threaded) process into a v1 cgroup by writing "0" to its tasks file:
+    no threadgroup lock, so no RCU grace period (see V1Manager.self_join_files)."""
+    try:
+        fd = os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise IsleError(f"joining cgroup {os.path.dirname(tasks)}: "
+                        f"{os.strerror(exc.errno or 0)}") from None
 
 
 def init_hooks_wait(hk: dict[str, Any] | None) -> bool:

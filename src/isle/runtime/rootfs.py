@@ -77,7 +77,7 @@ def _mk_target(dest: str, source_is_dir: bool) -> None:
 
 
 def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
-              bundle: str, before_cgroup: Callable[[], None] | None = None,
+              bundle: str, before_cgroup: Callable[[], Any] | None = None,
               cgroup_mounts: list[tuple[str, str, str, str]] | None = None) -> None:
     """The spec's mounts under rootfs; cgroup_mounts: the host's cgroup mounts as the runtime
     read them (paths.cgroup_mounts), else /proc/self/mountinfo is read here."""
@@ -93,9 +93,9 @@ def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
                 if m.remount:
                     _remount(sys, dest, m.remount)
             elif m.kind == "cgroup":
-                if before_cgroup is not None:
-                    before_cgroup()
-                _mount_cgroup(sys, m, dest, cgroup_mounts)
+                info = before_cgroup() if before_cgroup is not None else None
+                _mount_cgroup(sys, m, dest, cgroup_mounts,
+                              skip_v2=bool(info and info.get("join")))
             else:
                 _mk_target(dest, True)
                 sys.mount(m.source or m.fstype, dest, m.fstype, m.flags, m.data)
@@ -125,8 +125,11 @@ def _cgroup_mounts(known: list[tuple[str, str, str, str]] | None = None
 
 
 def _mount_cgroup(sys: L.Syscalls, m: Mount, dest: str,
-                  known: list[tuple[str, str, str, str]] | None = None) -> None:
-    """Give the container its own cgroups at dest, bound from the host (v1, v2 or hybrid)."""
+                  known: list[tuple[str, str, str, str]] | None = None,
+                  skip_v2: bool = False) -> None:
+    """Give the container its own cgroups at dest, bound from the host (v1, v2 or hybrid).
+    skip_v2: on a hybrid host, the container has no cgroup of its own in the unified
+    hierarchy (none of its limits go there): bind none rather than the runtime's."""
     mine: dict[str, str] = {}
     with open("/proc/self/cgroup") as f:
         for line in f:
@@ -148,6 +151,8 @@ def _mount_cgroup(sys: L.Syscalls, m: Mount, dest: str,
         if not mp.startswith("/sys/fs/cgroup/"):
             continue
         name = mp[len("/sys/fs/cgroup/"):]
+        if skip_v2 and fstype == "cgroup2":
+            continue
         key = "" if fstype == "cgroup2" else None
         if key is None:
             for ctrls in mine:

@@ -62,3 +62,20 @@ def test_public_surface() -> None:
         "manager_from_state", "DEFAULT_ALLOWED_DEVICES"])
     for name in isle.cgroups.__all__:
         assert hasattr(isle.cgroups, name)
+
+
+def test_unused_unified_half_is_dropped_and_tasks_files_join(tmp_path: Path) -> None:
+    from isle.cgroups import V2Manager
+
+    def hybrid() -> V1Manager:
+        uni = V2Manager("/c", str(tmp_path / "unified"), wanted=["hugetlb"], lazy=True)
+        return V1Manager("/c", {"pids": str(tmp_path / "pids")}, unified=uni)
+
+    m = hybrid()
+    assert m.self_join_files() is None  # a unified half: only cgroup.procs joins it
+    m.drop_unused_unified({"pids": {"limit": 5}})
+    assert m.unified is None and m.to_state()["unified"] is None
+    assert m.self_join_files() == [f"{tmp_path}/pids/c/tasks"]
+    keep = hybrid()  # a hugetlb limit goes to the unified half: it stays
+    keep.drop_unused_unified({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]})
+    assert keep.unified is not None and keep.self_join_files() is None

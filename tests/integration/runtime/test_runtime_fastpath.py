@@ -1,0 +1,52 @@
+"""isle-runtime's fast path as root: the init forked straight into its pid namespace, joining its
+v1 cgroups itself; the runtime and its hooks stay in the host's pid namespace."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
+
+HYBRID = not os.path.exists("/sys/fs/cgroup/cgroup.controllers") and os.path.exists(
+    "/sys/fs/cgroup/unified/cgroup.controllers")
+
+
+def test_direct_init_is_pid_1_in_its_cgroups_and_hooks_stay_in_host_pid_ns(rt, bundle, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def edit(c):
+        c["linux"]["cgroupsPath"] = "/isle-test-fast/f1"
+        c["hooks"] = {k: [{"path": "/bin/sh", "args": [
+            "sh", "-c", f"readlink /proc/self/ns/pid > {out}/{k}"]}]
+            for k in ("createRuntime", "poststart", "poststop")}
+
+    cp = rt("run", "-b", str(bundle(["sh", "-c", "echo $$; cat /proc/self/cgroup"], edit)),
+            "f1")
+    lines = cp.stdout.split()
+    assert lines[0] == "1"
+    v1 = [ln for ln in lines[1:] if not ln.startswith("0::")]
+    assert v1 and all(ln.endswith(":/isle-test-fast/f1") for ln in v1), lines
+    host = os.readlink("/proc/self/ns/pid")
+    assert {k: (out / k).read_text().strip() for k in ("createRuntime", "poststart",
+                                                       "poststop")} == dict.fromkeys(
+        ("createRuntime", "poststart", "poststop"), host)
+    assert not list(Path("/sys/fs/cgroup").glob("*/isle-test-fast"))  # parents isle made: gone
+
+
+@pytest.mark.skipif(not HYBRID, reason="needs a hybrid cgroup host")
+def test_hybrid_unified_half_only_when_a_limit_goes_there(rt, bundle):
+    cp = rt("run", "-b", str(bundle(["cat", "/proc/self/cgroup"])), "f2")
+    assert "0::/\n" in cp.stdout  # no limit for the unified hierarchy: no cgroup made there
+    uni = Path("/sys/fs/cgroup/unified/cgroup.controllers").read_text().split()
+    if "hugetlb" not in uni or Path("/sys/fs/cgroup/hugetlb").exists():
+        pytest.skip("hugetlb is not a unified-only controller here")
+
+    def edit(c):
+        c["linux"]["resources"]["hugepageLimits"] = [{"pageSize": "2MB", "limit": 0}]
+
+    cp = rt("run", "-b", str(bundle(["cat", "/proc/self/cgroup"], edit, name="b2")), "f3")
+    assert "0::/isle/f3\n" in cp.stdout
