@@ -10,13 +10,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
 
 from isle.errors import AlreadyExists, NotFound
 from isle.oci.fastjson import dumps as _dumps
+from isle.record import field, field_names, record
 from isle.oci.fastjson import loads as _loads
 
 try:  # the C module alone: the `sqlite3` package adds datetime adapters (~2 ms) isle never uses
@@ -50,7 +50,7 @@ PRAGMA user_version = 1;
 """
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class ContainerRecord:
     """One container's row: identity, options, and its last known state."""
     id: str
@@ -74,7 +74,7 @@ class ContainerRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class VolumeRecord:
     """One named volume's row."""
     name: str
@@ -87,8 +87,8 @@ class VolumeRecord:
     populated: bool = False
 
 
-_CFIELDS = [f.name for f in fields(ContainerRecord)]
-_VFIELDS = [f.name for f in fields(VolumeRecord)]
+_CFIELDS = list(field_names(ContainerRecord))
+_VFIELDS = list(field_names(VolumeRecord))
 _JSON = {"opts", "extra", "labels", "options"}
 _BOOL = {"oom_killed", "stopped_by_user", "anonymous", "populated"}
 

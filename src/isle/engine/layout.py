@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from isle.config import Settings
+from isle.record import record
 
 __all__ = ["ContainerPaths", "proc_start_time", "alive", "read_int", "write_file", "rmtree"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ContainerPaths:
     """The files and directories of one container (see the module docstring)."""
     bundle: str

@@ -5,12 +5,12 @@ Pure: every parser raises ConfigError naming the flag and the bad value, never t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
 
 from isle.errors import ConfigError
+from isle.record import field, field_names, record, to_dict
 
 __all__ = [
     "RunOptions", "MountSpec", "Ulimit", "RestartPolicy", "Healthcheck",
@@ -50,7 +50,7 @@ RLIMITS = {
 }
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class MountSpec:
     """One -v/--mount/--tmpfs."""
     type: str  # bind | volume | tmpfs
@@ -61,7 +61,7 @@ class MountSpec:
     anonymous: bool = False
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class Ulimit:
     """One --ulimit."""
     name: str
@@ -69,14 +69,14 @@ class Ulimit:
     hard: int
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class RestartPolicy:
     """--restart NAME[:MAX]."""
     name: str = "no"  # no | on-failure | always | unless-stopped
     max_retries: int = 0
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class Healthcheck:
     """--health-* or the image's HEALTHCHECK."""
     test: list[str] = field(default_factory=list)  # ["CMD-SHELL", "..."] or ["NONE"]
@@ -86,7 +86,7 @@ class Healthcheck:
     start_period: float = 0.0
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class RunOptions:
     """Everything `isle create/run` accepts, already parsed and validated."""
 
@@ -139,11 +139,11 @@ class RunOptions:
     log_max_size: int = 0  # --log-opt max-size=N: conmon rotates ctr.log beyond N bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_dict(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunOptions:
-        known = {f.name for f in fields(cls)}
+        known = set(field_names(cls))
         kw = {k: v for k, v in d.items() if k in known}
         kw["mounts"] = [MountSpec(**m) for m in kw.get("mounts", [])]
         kw["ulimits"] = [Ulimit(**u) for u in kw.get("ulimits", [])]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
 
 from isle.errors import IsleError
+from isle.record import field, record
 
 __all__ = ["CommandNotFound", "CannotInvoke", "CreateReport", "RunReport", "ContainerSummary",
            "RmReport", "PruneReport"]
@@ -27,7 +27,7 @@ class CannotInvoke(IsleError):
     http_status = 400
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class CreateReport:
     """What `create` made."""
     id: str
@@ -35,7 +35,7 @@ class CreateReport:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class RunReport:
     """What `run`/`start` did; exit_code in the foreground."""
     id: str
@@ -45,7 +45,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class ContainerSummary:
     """One `ps` row; field names are Docker's template names ({{.ID}}, {{.Names}} ...)."""
 
@@ -75,14 +75,14 @@ class ContainerSummary:
             "State", "Ports", "Labels", "Mounts", "Networks", "Size", "LocalVolumes")}
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class RmReport:
     """Which container a verb acted on."""
     id: str
     name: str
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class PruneReport:
     """What a prune removed."""
     deleted: list[str] = field(default_factory=list)

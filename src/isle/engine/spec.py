@@ -7,7 +7,6 @@ default seccomp profile (src/isle/runtime/profiles/docker-default.json), cgroup 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
 from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions
 from isle.errors import ConfigError
 from isle.oci.fastjson import loads
+from isle.record import field, record
 
 __all__ = ["SpecInputs", "build_spec", "process_spec", "resolve_user", "command_line",
            "host_bounding_caps",
@@ -40,7 +40,7 @@ def load_default_seccomp() -> dict[str, Any] | None:
         return None
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class SpecInputs:
     """What the engine resolved on the host for this container (paths, ids, files)."""
 

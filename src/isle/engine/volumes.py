@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
@@ -56,11 +55,13 @@ def safe_join(root: str, path: str) -> str:
     return cur
 
 
-@dataclass(slots=True)
 class Volumes:
     """Named and anonymous volumes on disk and in the db."""
-    settings: Settings
-    db: Db
+
+    __slots__ = ("settings", "db")
+
+    def __init__(self, settings: Settings, db: Db) -> None:
+        self.settings, self.db = settings, db
 
     def _dir(self, name: str) -> str:
         return os.path.join(self.settings.volumes_dir, name)
