@@ -64,7 +64,7 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
     fork = _forkable(engine, oci.path)
     with engine._locked(rec.id):
         os.makedirs(p.run, exist_ok=True)
-        rootfs = fastimage.mount(engine, img, p.bundle, copy=False)
+        rootfs = fastimage.mount(engine, img, p.bundle, copy=False, volatile=True)
         try:
             spec = engine._spec(rec, opts, img, rootfs)
             write_file(p.config, dumps(spec).encode())
