@@ -93,7 +93,9 @@ def test_rootless_run_gets_slirp_network_and_ports(user):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=3) as c:
                 c.sendall(b"GET /i HTTP/1.0\r\n\r\n")
-                data = c.recv(4096)
+                data = b""
+                while chunk := c.recv(4096):     # headers and body may come apart
+                    data += chunk
                 if data:
                     break
         except OSError:
