@@ -5,8 +5,10 @@
 The image: busybox + two layers of many small files + two large layers (>= 100 MB unpacked),
 pushed by isle to a private registry on 127.0.0.1. Each round pulls into fresh storage with
 isle, skopeo and podman in turn. Reports medians, per-round ratios (isle / peer), isle's unpack
-throughput from stored blobs (MB/s), a breakdown of one isle pull (blobs fetched + verified only,
-vs. unpack from the stored blobs), and `isle images` wall time with 200 images.
+throughput from stored blobs (MB/s, one layer at a time in-process, and all layers by the pull's
+workers), a breakdown of one isle pull (blobs fetched + verified only, vs. unpack from the stored
+blobs), and `isle images` wall time with 200 images. Each round also times the floor for
+unpacking here: GNU tar extracting the same layer blobs from local files, all layers at once.
 
 Nothing pulled is deleted until every round is done. This root fs is ext4 without a journal, and
 there ext4's inode allocator skips (one by one, reading each inode-table block) every inode freed in
@@ -107,6 +109,27 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return dt
 
 
+def untar_all(images: Path, dest: Path) -> float:
+    """The floor for unpacking here: GNU tar (-z: gzip in its own process) extracting every layer
+    blob from local files, all layers at once, each into its own directory; no network, no
+    digests. Seconds."""
+    from isle.image.layers import spread_subdirs
+    from isle.image.store import ImageStore
+
+    spread_subdirs(str(dest))  # the placement isle's own tmp/ gets
+    src = ImageStore(str(images))
+    blobs = [src.blobs.path(x.digest) for x in src.resolve("bench:1").manifest.layers]
+    for j in range(len(blobs)):
+        (dest / str(j)).mkdir()
+    t = time.perf_counter()
+    procs = [
+        subprocess.Popen(["tar", "-xzf", b, "-C", str(dest / str(j))]) for j, b in enumerate(blobs)
+    ]
+    if any(p.wait() for p in procs):
+        raise RuntimeError("tar failed")
+    return time.perf_counter() - t
+
+
 def drop_caches() -> None:
     subprocess.run(["sync"])
 
@@ -119,7 +142,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pullb", dir="/tmp"))
     reg, addr = start_registry(work)
-    samples: dict[str, list[float]] = {"isle": [], "skopeo": [], "podman": []}
+    samples: dict[str, list[float]] = {"isle": [], "skopeo": [], "podman": [], "gnu-tar": []}
     out: dict[str, Any] = {
         "host": {
             "cpus": os.cpu_count(),
@@ -132,13 +155,16 @@ def main() -> None:
         out["image"] = make_image(work / "src", ref)
         print(f"image: {out['image']}", file=sys.stderr)
         for r in range(a.rounds):
-            order = ["isle", "skopeo", "podman"] if r % 2 == 0 else ["podman", "skopeo", "isle"]
+            order = ["isle", "skopeo", "gnu-tar", "podman"]
+            order = order if r % 2 == 0 else order[::-1]
             for tool in order:
                 d = work / f"{tool}-{r}"
                 d.mkdir()
                 drop_caches()
                 if tool == "isle":
                     dt = timed([*ISLE, "--root", str(d), "pull", ref, "--tls-verify=false", "-q"])
+                elif tool == "gnu-tar":
+                    dt = untar_all(work / "src" / "images", d)
                 elif tool == "skopeo":
                     dt = timed(
                         [
@@ -166,7 +192,7 @@ def main() -> None:
         out["pull_median_s"] = med
         out["ratio_isle_over"] = {
             p: statistics.median(i / s for i, s in zip(samples["isle"], samples[p], strict=True))
-            for p in ("skopeo", "podman")
+            for p in ("skopeo", "podman", "gnu-tar")
         }
         out["isle_breakdown_s"] = breakdown(work, ref)
         out["unpack_MBps"] = unpack_throughput(work)
@@ -182,9 +208,12 @@ def main() -> None:
 
 def breakdown(work: Path, ref: str) -> dict[str, float]:
     """One pull split in two: all layer blobs fetched and verified in parallel (what skopeo's
-    copy to dir: does), then every layer unpacked from those stored blobs in parallel."""
+    copy to dir: does), then every layer unpacked from those stored blobs in parallel, by the
+    pull's worker processes."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from isle.image.fetch import fetch_layers
+    from isle.image.pull import NullProgress
     from isle.image.reference import Reference
     from isle.image.registry import RegistryClient
     from isle.image.store import ImageStore
@@ -213,10 +242,16 @@ def breakdown(work: Path, ref: str) -> dict[str, float]:
         with ThreadPoolExecutor(4) as ex:
             list(ex.map(fetch, m.layers))
         t1 = time.perf_counter()
-        with ThreadPoolExecutor(4) as ex:
-            list(ex.map(store.unpack_blob, m.layers, config["rootfs"]["diff_ids"]))
+        # the pull's own workers (one process per layer), finding the blobs already stored
+        todo = list(zip(m.layers, config["rootfs"]["diff_ids"], strict=True))
+        fetch_layers(store, c, r.repository, todo, NullProgress(), 4)
         t2 = time.perf_counter()
-    return {"fetch_verify_blobs": round(t1 - t0, 3), "unpack_from_blobs": round(t2 - t1, 3)}
+    size = sum(store.layer_size(d) for d in config["rootfs"]["diff_ids"])
+    return {
+        "fetch_verify_blobs": round(t1 - t0, 3),
+        "unpack_from_blobs": round(t2 - t1, 3),
+        "unpack_from_blobs_MBps": round(size / (t2 - t1) / 1e6, 1),
+    }
 
 
 def unpack_throughput(work: Path) -> dict[str, float]:
