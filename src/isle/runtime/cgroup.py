@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 
-__all__ = ["manager", "from_state", "resources_with_defaults", "warm_attach"]
+__all__ = ["manager", "from_state", "resources_with_defaults", "warm_attach", "kick_attach"]
 
 
 def manager(cgroups_path: str | None, cid: str, mounts_cache: str | None = None) -> Any:
@@ -46,6 +46,12 @@ def resources_with_defaults(resources: dict[str, Any] | None,
 
 
 def warm_attach(root: str = "/sys/fs/cgroup") -> None:
+    """Kept for callers of create()/run(): they now start the grace period themselves
+    (kick_attach), and only when the runtime will write a cgroup.procs. A kick made regardless
+    would hold cgroup_mutex through a grace period the self-joining init never needs."""
+
+
+def kick_attach(root: str = "/sys/fs/cgroup") -> None:
     """Start, in a thread, the RCU grace period the kernel waits for on the first cgroup.procs
     write after a quiet spell (~11 ms: cgroup_threadgroup_rwsem's writer side), so that the
     container's real attach a few ms later finds it passed and costs ~0.1 ms.

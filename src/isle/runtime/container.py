@@ -149,9 +149,9 @@ def create(root: str, cid: str, opts: Options) -> Container:
         # the init sets up its namespaces and mounts, and the init itself is moved in
         early = any(n["type"] == "cgroup" for n in lx.get("namespaces") or [])
         if not _self_join_likely(cfg, early):
-            from isle.runtime.cgroup import warm_attach
+            from isle.runtime.cgroup import kick_attach
 
-            warm_attach()  # the runtime writes cgroup.procs: start its grace period now
+            kick_attach()  # the runtime writes cgroup.procs: start its grace period now
         cg = res = None
         if early:
             cg, res = _make_cgroup(ctr, lx, mcache)
@@ -254,9 +254,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os._exit(1)  # not reached
     self_join = direct and _self_join_likely(cfg, early)
     if not self_join:
-        from isle.runtime.cgroup import warm_attach
+        from isle.runtime.cgroup import kick_attach
 
-        warm_attach()  # a write while the grace period's effect lasts extends it to the join
+        kick_attach()  # a write while the grace period's effect lasts extends it to the join
     os.close(p2c_r)
     os.close(c2p_w)
     if fifo_fd is not None:
