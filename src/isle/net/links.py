@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from isle.errors import NotFound
+from isle.errors import NotFound, Unsupported
 
 __all__ = ["create_tap", "master_of", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
 
@@ -32,7 +32,13 @@ def create_tap(name: str, bridge: str, mtu: int | None = None) -> None:
         br = ipr.link_lookup(ifname=bridge)
         if not br:
             raise NotFound(f"bridge {bridge} does not exist")
-        ipr.link("add", ifname=name, kind="tuntap", mode="tap", vnet_hdr=True)
+        try:
+            ipr.link("add", ifname=name, kind="tuntap", mode="tap", vnet_hdr=True)
+        except Exception as exc:  # pyroute2's NetlinkError, or OSError
+            if not os.path.exists("/dev/net/tun"):
+                raise Unsupported(f"cannot make tap {name} for a VM: /dev/net/tun is missing "
+                                  "(load the tun module, or use --network none)") from None
+            raise Unsupported(f"cannot make tap {name} for a VM: {exc}") from None
         try:
             (idx,) = ipr.link_lookup(ifname=name)
             kw: dict[str, Any] = {"master": br[0], "state": "up"}

@@ -103,3 +103,26 @@ def test_sigkilled_vm_leaves_no_tap_rule_or_lease_after_rm(tmp_path):
             isle(tmp_path, "rm", "-f", *ids, check=False)
         nm.gc(set())
         isle(tmp_path, "network", "rm", "isle-test-vmk", check=False)
+
+
+def test_no_dev_net_tun_is_a_clear_error_and_leaves_nothing(tmp_path):
+    """/dev/net/tun hidden (a private mount namespace over /dev/net): `run --isolation vm` on a
+    bridge network names the missing device, exits 125, and leaves no tap, lease or record."""
+    nm = network_manager(Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run")))
+    isle(tmp_path, "network", "create", "--subnet", "10.206.11.0/24", "isle-test-vmt")
+    try:
+        links = set(os.listdir("/sys/class/net"))
+        cmd = " ".join([ISLE, "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"),
+                        "run", "--rm", "--isolation", "vm", "--network", "isle-test-vmt",
+                        "busybox", "true"])
+        cp = subprocess.run(["unshare", "-m", "sh", "-c",
+                             f"mount -t tmpfs none /dev/net && exec {cmd}"],
+                            capture_output=True, text=True, timeout=120)
+        assert cp.returncode == 125 and "/dev/net/tun is missing" in cp.stderr, cp.stderr
+        assert "Traceback" not in cp.stderr
+        assert set(os.listdir("/sys/class/net")) == links
+        assert nm.store.records() == [] and nm.store.leases().owners() == set()
+        assert nm.store.netns_ids() == []
+        assert isle(tmp_path, "ps", "-aq").stdout == ""
+    finally:
+        isle(tmp_path, "network", "rm", "isle-test-vmt", check=False)
