@@ -115,12 +115,14 @@ def update_hosts(text: str, old_ips: Sequence[str], new_ips: Sequence[str],
     connect/disconnect): its own lines (an old address, or 127.0.1.1 when it had none, followed by
     exactly its names) are replaced where they stood; every other line stays as it is.
 
-    names: the container's names, used when the file has no own line to take them from.
+    names: the container's names (hostname first): they pick its own lines from --add-host
+    lines for the same address, and are used when the file has no own line at all.
     """
     lines = text.splitlines()
     own_at = [i for i, ln in enumerate(lines) if ln.split()[:1] and ln.split()[0] in
               (list(old_ips) or ["127.0.1.1"])]
-    own = lines[own_at[0]].split()[1:] if own_at else list(names)
+    mine = [i for i in own_at if names and names[0] in lines[i].split()[1:]] or own_at
+    own = lines[mine[0]].split()[1:] if mine else list(names)     # not an --add-host line
     drop = [i for i in own_at if lines[i].split()[1:] == own]
     if drop:
         at = drop[0]

@@ -48,7 +48,7 @@ def test_hosts_follow_network_connect_and_disconnect():
     """Own lines change where they stand; localhost, --add-host and the user's lines stay."""
     start = render_hosts(hostname="h1", ips=["10.1.0.2"], names=["web"],
                          add_hosts=[("db", "192.0.2.9")]) + "203.0.113.7\tmine\n"
-    both = update_hosts(start, ["10.1.0.2"], ["10.1.0.2", "10.2.0.5"], ["unused"])
+    both = update_hosts(start, ["10.1.0.2"], ["10.1.0.2", "10.2.0.5"], ["h1"])
     assert both == start.replace("10.1.0.2\th1 web\n", "10.1.0.2\th1 web\n10.2.0.5\th1 web\n")
     second = update_hosts(both, ["10.1.0.2", "10.2.0.5"], ["10.2.0.5"], ["unused"])
     assert second == start.replace("10.1.0.2\th1 web\n", "10.2.0.5\th1 web\n")
@@ -59,3 +59,8 @@ def test_hosts_follow_network_connect_and_disconnect():
     edited = "127.0.0.1\tlocalhost\n::1\tlocalhost\n192.0.2.9\tdb\n"
     assert update_hosts(edited, ["10.9.9.9"], ["10.1.0.2"], ["h1", "web"]) == (
         "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.1.0.2\th1 web\n192.0.2.9\tdb\n")
+
+    # an --add-host line for the container's own address is not one of its own lines
+    added = "127.0.0.1\tlocalhost\n10.1.0.2\tme\n10.1.0.2\th1 web\n"
+    assert update_hosts(added, ["10.1.0.2"], ["10.2.0.5"], ["h1", "web"]) == (
+        "127.0.0.1\tlocalhost\n10.1.0.2\tme\n10.2.0.5\th1 web\n")
