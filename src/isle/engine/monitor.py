@@ -7,14 +7,14 @@ into its persist dir, and runs the exit command (``isle container cleanup ID``) 
 
 from __future__ import annotations
 
-import json
 import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-from dataclasses import dataclass, field
 
 from isle.errors import CommandError, IsleError
+from isle.oci.fastjson import loads
+from isle.record import field, record
 
 __all__ = ["MonitorArgs", "conmon_argv", "read_sync", "connect_attach", "STDOUT", "STDERR",
            "conmon_path"]
@@ -23,7 +23,7 @@ STDOUT, STDERR = 2, 3  # first byte of each attach-socket packet
 LOG_SIZE_MAX = 8 * 1024 * 1024
 
 
-@dataclass(slots=True, kw_only=True)
+@record
 class MonitorArgs:
     """What conmon needs to know about one container."""
     container_id: str
@@ -96,7 +96,7 @@ def read_sync(fd: int, argv: list[str], timeout: float = 60.0) -> int:
     if not buf.strip():
         raise CommandError(argv, -1, "monitor exited before reporting the container pid")
     try:
-        msg = json.loads(buf.splitlines()[0])
+        msg = loads(buf.splitlines()[0])
         pid = int(msg["data"])
     except (ValueError, KeyError) as exc:
         raise IsleError(f"monitor sent a bad sync message: {buf[:200]!r}") from exc
