@@ -77,7 +77,8 @@ def make_bundle(d: Path, seccomp: bool) -> Path:
     return b
 
 
-def scenario(name: str, bundle: Path, rounds: int, work: Path) -> dict[str, Any]:
+def scenario(name: str, bundle: Path, rounds: int, work: Path,
+             alone_rounds: int = 0) -> dict[str, Any]:
     rt = {"isle-runtime": (ISLE, work / "isle-root"), "runc": (RUNC, work / "runc-root")}
     runs: dict[str, list[float]] = {k: [] for k in rt}
     rss: dict[str, list[int]] = {k: [] for k in rt}
@@ -103,6 +104,11 @@ def scenario(name: str, bundle: Path, rounds: int, work: Path) -> dict[str, Any]
                 split[k]["delete"].append(de)
     ratios = [a / b for a, b in zip(runs["isle-runtime"], runs["runc"], strict=True)]
     ms = lambda xs: round(statistics.median(xs) * 1000, 2)  # noqa: E731
+    alone: dict[str, float] = {}
+    if alone_rounds:  # each runtime back to back: neither pays (or warms) the other's kernel state
+        for k, (exe, root) in rt.items():
+            alone[k] = ms([timed([exe, "--root", str(root), "run", "--bundle", str(bundle),
+                                  f"alone-{i}"])[0] for i in range(alone_rounds)])
     return {
         "scenario": name,
         "rounds": rounds,
@@ -112,6 +118,7 @@ def scenario(name: str, bundle: Path, rounds: int, work: Path) -> dict[str, Any]
         "peak_rss_kib": {k: max(v) if v else 0 for k, v in rss.items()},
         "split_median_ms": {k: {p: ms(v) for p, v in d.items() if v} for k, d in split.items()},
         "samples_ms": {k: [round(x * 1000, 2) for x in v] for k, v in runs.items()},
+        "alone_median_ms": alone,
     }
 
 
@@ -120,6 +127,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     ap.add_argument("--no-seccomp", action="store_true", help="skip the seccomp scenario")
+    ap.add_argument("--alone", type=int, default=0, metavar="N",
+                    help="also time N runs of each runtime back to back, not interleaved (the "
+                         "first cgroup.procs write after a quiet spell waits an RCU grace "
+                         "period; interleaved, one runtime's write can pay it for the other)")
     a = ap.parse_args()
     if a.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -127,14 +138,16 @@ def main() -> int:
     os.chmod(work, 0o755)
     results = []
     try:
-        results.append(scenario("runc default spec", make_bundle(work, False), a.rounds, work))
+        results.append(scenario("runc default spec", make_bundle(work, False), a.rounds, work,
+                                a.alone))
         if not a.no_seccomp:
             try:
                 b = make_bundle(work, True)
             except ImportError:
                 print("seccomp scenario skipped: isle.runtime.seccomp not available")
             else:
-                results.append(scenario("+ Docker default seccomp", b, a.rounds, work))
+                results.append(scenario("+ Docker default seccomp", b, a.rounds, work,
+                                        a.alone))
     finally:
         for root in ("isle-root", "runc-root"):
             for exe in (ISLE, RUNC):
@@ -156,6 +169,9 @@ def main() -> int:
         print(f"{r['scenario']:28} {m['isle-runtime']:8.1f} {m['runc']:8.1f} "
               f"{r['median_ratio_isle_over_runc']:6.2f} {rs['isle-runtime']:7d}Ki "
               f"{rs['runc']:7d}Ki  {fmt(sp['isle-runtime'])} | {fmt(sp['runc'])}")
+        if r["alone_median_ms"]:
+            al = r["alone_median_ms"]
+            print(f"{'  alone (not interleaved)':28} {al['isle-runtime']:8.1f} {al['runc']:8.1f}")
     os.makedirs(a.out, exist_ok=True)
     out = Path(a.out) / f"runtime-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps({"host": host, "results": results}, indent=2))
