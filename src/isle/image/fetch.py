@@ -23,7 +23,7 @@ import select
 import shutil
 import signal
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 
@@ -57,7 +57,6 @@ class _Worker:
     buf: bytes = b""
     result: dict[str, Any] | None = None
     error: Exception | None = None
-    files: list[str] = field(default_factory=list)
 
 
 def fetch_layers(
@@ -75,20 +74,22 @@ def fetch_layers(
     from isle.sys import libc  # loaded before forking: nothing to load in the workers
 
     libc.libc()
+    poll = select.poll()
     try:
         while running or (pending and error is None):
             while pending and error is None and len(running) < max(1, jobs):
                 lay, did = pending.pop(0)
                 w = _spawn(store, client, repo, lay, did, libc, list(running))
                 running[w.fd] = w
-            ready, _, _ = select.select(list(running), [], [])
-            for fd in ready:
+                poll.register(w.fd, select.POLLIN)
+            for fd, _ in poll.poll():
                 w = running[fd]
                 data = os.read(fd, 1 << 16)
                 if data:
                     _feed(w, data, prog)
                     continue
                 del running[fd]
+                poll.unregister(fd)
                 os.close(fd)
                 _, status = os.waitpid(w.pid, 0)
                 w.pid = 0
