@@ -152,6 +152,10 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
         for fd, want in ((stdout_fd, 1), (stderr_fd, 2)):
             if fd != want:
                 os.dup2(fd, want)
+        # nothing of the engine's: its db files, and the container lock's open file, whose
+        # flock would stay held while this child lives (rm -f from elsewhere would wait on it)
+        os.closerange(3, w)
+        os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
         if vm:  # isle-vm-runtime's foreground run: boot, serve the guest, power off
             from isle.runtime.vm.runner import run as vm_run
 

@@ -77,3 +77,48 @@ def test_direct_run_signal_is_delivered_once(isle):
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 0 and out == "n=1\n"
+
+
+def test_rm_f_from_elsewhere_ends_a_direct_run_at_once(isle):
+    """The runtime runs in a fork of the CLI: it must not keep the container lock (rm -f would
+    wait for the container to end by itself) nor outlive the removal."""
+    p = subprocess.Popen(isle.argv("run", "--rm", "--name", "dx", "busybox", "sleep", "60"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=isle.env)
+    try:
+        pid = _wait_running(isle, "dx")["Pid"]
+        t = time.monotonic()
+        isle("rm", "-f", "dx", timeout=30)
+        assert time.monotonic() - t < 10
+        assert p.wait(timeout=20) == 137
+    finally:
+        p.kill()
+        p.wait()
+    assert not os.path.exists(f"/proc/{pid}/cmdline") or open(f"/proc/{pid}/cmdline").read() == ""
+    assert isle("ps", "-aq").stdout == ""
+
+
+def test_direct_run_overlay_is_volatile_and_detached_is_not(isle):
+    """run --rm's writable layer dies with it: mounted volatile (its unmount skips the host
+    filesystem's journal flush); a -d container's layer is kept, so it is synced as usual."""
+    def opts_of(cid: str) -> str:
+        root = str(isle.root / "containers" / cid / "rootfs")
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                if parts[4] == root:
+                    return line.split(" - ", 1)[1]
+        raise AssertionError(f"{root} is not mounted")
+
+    p = subprocess.Popen(isle.argv("run", "--rm", "--name", "dv", "busybox", "sleep", "30"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=isle.env)
+    try:
+        _wait_running(isle, "dv")
+        assert "volatile" in opts_of(isle.inspect("dv")["Id"])
+        isle("rm", "-f", "dv")
+        p.wait(timeout=20)
+    finally:
+        p.kill()
+        p.wait()
+    cid = isle("run", "-d", "busybox", "sleep", "30").stdout.strip()
+    assert "volatile" not in opts_of(cid)
+    isle("rm", "-f", cid)
