@@ -718,9 +718,11 @@ def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
     chan = Chan(c2p_r, p2c_w)
     reaped = False
     try:
-        if cg is not None:
+        # as root the exec'd side joins the v1 cgroups itself (no grace period; see create)
+        files = cg.self_join_files() if cg is not None and os.geteuid() == 0 else None
+        if cg is not None and not files:
             cg.apply(pid)
-        chan.send(op="go")
+        _send(chan, "go", join=files)
         xpid = _recv(chan, "pid")["pid"]
         os.waitpid(pid, 0)
         reaped = True

@@ -488,7 +488,8 @@ def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid:
     sys = L.LinuxSyscalls()
     try:
         sys.prctl(L.PR_SET_PDEATHSIG, 9)
-        chan.expect("go")
+        for f in chan.expect("go").get("join") or ():  # before setns mnt: host paths
+            _join_self(f)
         types = {n["type"] for n in (cfg.get("linux") or {}).get("namespaces") or []}
         in_userns = "user" in types
         for t in _JOIN_ORDER:
