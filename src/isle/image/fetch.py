@@ -71,9 +71,13 @@ def fetch_layers(
     pending = sorted(todo, key=lambda t: t[0].size, reverse=True)
     running: dict[int, _Worker] = {}
     error: BaseException | None = None
-    from isle.sys import libc  # loaded before forking: nothing to load in the workers
+    # workers import nothing: a module lock held by another thread at fork time (the CLI's
+    # progress bar runs one) would never be released in the child
+    from isle.sys import libc
 
     libc.libc()
+    if any(layer_compression(lay.media_type) == "zstd" for lay, _ in todo):
+        import zstandard  # noqa: F401
     poll = select.poll()
     try:
         while running or (pending and error is None):
