@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import pytest
@@ -122,3 +123,23 @@ def test_damage_is_an_error_and_zero_blocks_are_an_empty_layer() -> None:
         tf.addfile(ti)
     with pytest.raises(tarfile.ReadError, match="NUL"):
         _ours(nul.getvalue())
+
+
+def test_numbers_and_checksums_as_tarfile_reads_them() -> None:
+    from isle.image.layers import _chksum, _nti
+
+    fields = [
+        b"0000644\0", b"000644 \0", b"644\0\0\0\0\0", b"\0" * 8, b" " * 7 + b"\0", b"12345670",
+        b"00000000033\0", b"0000000 \0 x\0", tarfile.itn(2**40, 12, tarfile.GNU_FORMAT),
+        tarfile.itn(-5, 8, tarfile.GNU_FORMAT),
+    ]  # fmt: skip
+    for f in fields:
+        assert _nti(f) == tarfile.nti(f), f
+    for bad in (b"0000x44\0", b"\x81abcdefg"):
+        with pytest.raises(tarfile.ReadError):
+            _nti(bad)
+        with pytest.raises(tarfile.InvalidHeaderError):
+            tarfile.nti(bad)
+    for _ in range(200):  # byte sums near the largest (0xff-heavy headers) included
+        buf = os.urandom(512) if _ % 2 else bytes(255 - b % 8 for b in os.urandom(512))
+        assert _chksum(buf) == tarfile.calc_chksums(buf)[0]
