@@ -107,7 +107,6 @@ def preload(cfg: dict[str, Any], proc: dict[str, Any], seccomp: bool = True) -> 
 def preload_imports(proc: dict[str, Any]) -> None:
     """The modules the init or exec'd process needs once the host's paths are gone."""
     import fcntl  # noqa: F401
-    import termios  # noqa: F401
 
     from isle.runtime import hooks, process, rootfs  # noqa: F401
 
@@ -116,6 +115,7 @@ def preload_imports(proc: dict[str, Any]) -> None:
     if proc.get("terminal") or proc.get("consoleSize"):
         import socket  # noqa: F401
         import struct  # noqa: F401
+        import termios  # noqa: F401
     if os.environ.get("ISLE_RUNTIME_DEBUG"):
         import traceback  # noqa: F401
 
