@@ -332,20 +332,32 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
 
 
 def _fork_in_pidns(cfg: dict[str, Any]) -> int:
-    """fork() with the child as pid 1 of a new pid namespace when the spec asks for one (see
-    init.direct_ok); this process stays in its own and its later children (hooks) too."""
-    if not any(n["type"] == "pid" for n in (cfg.get("linux") or {}).get("namespaces") or []):
+    """fork() with the child as pid 1 of a new pid namespace, or in the one named by path, when
+    the spec asks (see init.direct_ok); this process stays in its own, its later children
+    (hooks) too."""
+    nss = (cfg.get("linux") or {}).get("namespaces") or []
+    idx = next((i for i, n in enumerate(nss) if n["type"] == "pid"), None)
+    if idx is None:
         return os.fork()
     from isle.sys import libc as L
 
     sysc = L.LinuxSyscalls()
+    path = nss[idx].get("path")
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
-            sysc.unshare(L.CLONE_NEWPID)
+            if path:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    sysc.setns(fd, L.CLONE_NEWPID)
+                finally:
+                    os.close(fd)
+            else:
+                sysc.unshare(L.CLONE_NEWPID)
         except OSError as exc:
-            raise Unsupported(f"linux.namespaces: unshare pid: {os.strerror(exc.errno or 0)}"
-                              ) from None
+            field = f"linux.namespaces[{idx}]" + (".path" if path else "")
+            raise ConfigError(field, f"{'setns ' + path if path else 'unshare'} pid: "
+                              f"{os.strerror(exc.errno or 0)}") from None
         try:
             pid = os.fork()
         except BaseException:

@@ -201,15 +201,21 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
         _fail(chan, exc)
 
 
+#: namespaces a directly forked init may join by path: pid by the runtime around the fork,
+#: the others by the init itself (a mount or cgroup namespace by path keeps the stage 1)
+DIRECT_JOIN = ("pid", "network", "ipc", "uts")
+
+
 def direct_ok(cfg: dict[str, Any]) -> bool:
     """Whether the runtime forks the init itself, with no stage 1 in between: as root, with no
-    user or time namespace and none to join. The runtime then unshares just the pid namespace
-    (it only applies to children), forks the init as pid 1, and sets its own back; the init
-    unshares the rest. One Python fork and one process exit fewer on create's critical path."""
+    user or time namespace, joining by path only DIRECT_JOIN ones. The runtime then unshares
+    (or joins) just the pid namespace (that applies to its children only), forks the init, and
+    sets its own back; the init joins and unshares the rest. One Python fork and one process
+    exit fewer on create's critical path."""
     if os.geteuid() != 0:
         return False
-    return not any(n.get("path") or n["type"] in ("user", "time")
-                   for n in (cfg.get("linux") or {}).get("namespaces") or [])
+    return not any(n["type"] in ("user", "time") or n.get("path") and n["type"] not in
+                   DIRECT_JOIN for n in (cfg.get("linux") or {}).get("namespaces") or [])
 
 
 def init_direct(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
@@ -219,7 +225,12 @@ def init_direct(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
     try:
         if opts.get("wait_go", True):  # the runtime joins us to the cgroup first
             chan.expect("go")
-        new, _ = split_namespaces((cfg.get("linux") or {}).get("namespaces") or [])
+        nss = (cfg.get("linux") or {}).get("namespaces") or []
+        new, join = split_namespaces(nss)
+        for typ, path in join:
+            if typ != "pid":  # the runtime forked us into that one
+                idx = next(i for i, n in enumerate(nss) if n["type"] == typ)
+                _ns_fd_join(sys, typ, path, f"linux.namespaces[{idx}].path")
         rest = new & ~L.CLONE_NEWPID
         if rest:
             try:

@@ -50,3 +50,25 @@ def test_hybrid_unified_half_only_when_a_limit_goes_there(rt, bundle):
 
     cp = rt("run", "-b", str(bundle(["cat", "/proc/self/cgroup"], edit, name="b2")), "f3")
     assert "0::/isle/f3\n" in cp.stdout
+
+
+def test_direct_init_joins_another_containers_namespaces_by_path(rt, bundle):
+    """A pod-style second container: network, ipc, uts and pid namespaces of the first."""
+    def first(c):
+        c["hostname"] = "podhost"
+
+    rt("run", "-d", "-b", str(bundle(["sleep", "30"], first)), "pod-a")
+    pid = rt.state("pod-a")["pid"]
+
+    def second(c):
+        c.pop("hostname", None)  # a joined uts namespace keeps the first's name
+        for n in c["linux"]["namespaces"]:
+            if n["type"] in ("network", "ipc", "uts", "pid"):
+                n["path"] = f"/proc/{pid}/ns/{'net' if n['type'] == 'network' else n['type']}"
+
+    script = "hostname; tr '\\0' ' ' </proc/1/cmdline; echo; readlink /proc/self/ns/net"
+    cp = rt("run", "-b", str(bundle(["sh", "-c", script], second, name="b2")), "pod-b")
+    host, cmd, net = cp.stdout.split("\n")[:3]
+    assert host == "podhost" and cmd.strip() == "sleep 30"
+    assert net == os.readlink(f"/proc/{pid}/ns/net")
+    rt("delete", "--force", "pod-a")
