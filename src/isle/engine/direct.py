@@ -13,7 +13,6 @@ _refresh, so stop/kill/rm -f from elsewhere work as usual.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
 import time
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from isle.engine.options import RunOptions
 
 from isle.engine.layout import alive, proc_start_time, read_int, write_file
+from isle.engine.quiet import suppress
 from isle.engine.reports import RunReport
 from isle.errors import NotFound
 from isle.oci.fastjson import dumps
@@ -88,7 +88,7 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
         code, started, err = _wait_forked(mon, status_r, p, stderr_fd)
     else:
         code, started, err = _wait_runtime(child, p, stderr_fd)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         write_file(p.exit_file, str(code).encode())
     with engine._locked(rec.id):
         try:
@@ -132,7 +132,7 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
 
     r, w = os.pipe2(os.O_CLOEXEC)
     for f in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        with suppress(OSError, ValueError):
             f.flush()
     pid = os.fork()
     if pid:
@@ -165,7 +165,7 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
             code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
                        False)
     except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.write(w, (str(exc) or type(exc).__name__).encode(errors="replace")[:4096])
     finally:
         os._exit(code)
@@ -226,7 +226,7 @@ def _forwarder(pid: int, pidfile: str) -> Any:
     start = proc_start_time(pid)
 
     def fwd(sig: int, _f: Any) -> None:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             for _ in range(400):
                 cpid = read_int(pidfile) or 0
                 if cpid and proc_start_time(cpid):

@@ -6,7 +6,6 @@ conmon each. Results go to the record's extra["health"] in Docker's shape (Statu
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -14,6 +13,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from isle.engine.options import Healthcheck, RunOptions
+from isle.engine.quiet import suppress
 
 __all__ = ["healthcheck_of", "spawn_loop", "run_loop", "check_once"]
 
@@ -93,7 +93,7 @@ def run_loop(engine: Any, cid: str) -> None:
             return
         if rec.state == "paused":
             continue
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             check_once(engine, cid)
 
 

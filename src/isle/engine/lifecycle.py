@@ -6,7 +6,6 @@ Mixed into Engine; kept apart so engine.py stays a readable list of verbs.
 from __future__ import annotations
 
 import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
-import contextlib
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from isle.engine.options import RunOptions
 from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
 from isle.errors import CommandError, ConfigError, IsleError, NotFound
 from isle.engine.layout import write_file
+from isle.engine.quiet import nullcontext, suppress
 from isle.oci.fastjson import dumps
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Lifecycle:
             os.makedirs(d, exist_ok=True)
         for f in (p.exit_file, p.oom_file, p.pidfile, p.monitor_pidfile,
                   os.path.join(p.exit_dir, rec.id)):
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(f)
         from isle.engine import fastimage
 
@@ -157,11 +157,11 @@ class Lifecycle:
             raise
 
     def _fail_start(self, rec: ContainerRecord, err: str) -> None:
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             self._signal(rec, signal.SIGKILL)
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             self._release(rec, final=False)
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             code = 127 if "not found" in err else 126 if "permission denied" in err else 128
             self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
                                      finished_at=time.time(), error=err[:2000], event="die")
@@ -297,7 +297,7 @@ class Lifecycle:
         old: dict[int, Any] = {}
         if not opts.tty:
             def _fwd(sig: int, _f: Any) -> None:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     if alive(rec.pid, rec.pid_start):
                         os.kill(rec.pid, sig)
             for sg in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -308,7 +308,7 @@ class Lifecycle:
             resize = _resizer(p.bundle, stdin_fd)
         try:
             with raw_terminal(stdin_fd) if (opts.tty and opts.interactive and stdin_fd is not None) \
-                    else contextlib.nullcontext():
+                    else nullcontext():
                 pump(sock, stdin_fd=stdin_fd if opts.interactive else None,
                      stdout_fd=stdout_fd, stderr_fd=stderr_fd, on_resize=resize)
         finally:
@@ -402,7 +402,7 @@ class Lifecycle:
         """rm -f: the monitor first (so no exit command runs for a record about to vanish),
         then the container; wait until its init is gone."""
         if alive(rec.monitor_pid, rec.monitor_start):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(rec.monitor_pid, signal.SIGKILL)
         self._signal(rec, signal.SIGKILL)
         self._wait_dead(rec, 10)
@@ -433,7 +433,7 @@ class Lifecycle:
         """Give back what a (dead) container held: runtime state, cgroups, rootfs mount."""
         p = self.paths(rec.id)
         if alive(rec.pid, rec.pid_start) and rec.state not in ("running", "paused"):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(rec.pid, signal.SIGKILL)
         state_dir = os.path.join(self.s.runtime_root, rec.id)
         if os.path.isdir(state_dir):
@@ -444,26 +444,26 @@ class Lifecycle:
                 # ever set by isle): cgroups (below) and the state dir, minus a process start
                 rmtree(state_dir)
             else:
-                with contextlib.suppress(CommandError):
+                with suppress(CommandError):
                     self._oci(rec).delete(rec.id, force=True)
         _remove_cgroups(f"isle-{rec.id}")
         from isle.engine import netplug  # always: an `isle` killed mid-setup recorded no netns
 
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             netplug.teardown(self.s, rec.id, RunOptions.from_dict(rec.opts))
         from isle.engine import fastimage
 
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             fastimage.unmount(self, p.bundle)
         if not os.path.isdir(p.run) and not final:
             return
         for f in (os.path.join(p.exit_dir, rec.id), os.path.join(p.socket_dir, rec.id[:12])):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.unlink(f)
         if final:
             rmtree(p.run)
             _rmtree_bundle(p.bundle)
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.unlink(p.lock)
 
 
@@ -472,7 +472,7 @@ _KNOWN_RUNTIMES = {"runc", "crun", "isle-runtime"}
 
 def _rmtree_bundle(bundle: str) -> None:
     rootfs = os.path.join(bundle, "rootfs")
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         with open("/proc/self/mountinfo") as f:
             if any(line.split()[4] == rootfs for line in f):
                 return  # never recurse into a live mount
@@ -497,7 +497,7 @@ def _remove_cgroups(name: str) -> None:
             except OSError:
                 pids = []
             for pid in pids:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             try:
                 os.rmdir(d)
@@ -548,7 +548,7 @@ def _resizer(bundle: str, fd: int) -> Any:
     import termios
 
     def resize() -> None:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             rows, cols = struct.unpack("hhhh", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
             ctl = os.path.join(bundle, "ctl")
             wfd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)

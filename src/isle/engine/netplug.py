@@ -15,7 +15,6 @@ pid is known), teardown (stop/rm), gc (system prune).
 
 from __future__ import annotations
 
-import contextlib
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
 
 from isle.config import Settings
 from isle.engine.options import RunOptions
+from isle.engine.quiet import suppress
 from isle.errors import ConfigError, InvalidState
 
 __all__ = ["mode_of", "validate", "rootless_fallback", "connect", "after_start", "teardown",
@@ -168,7 +168,7 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
                               dns_options=opts.dns_options, add_hosts=opts.extra_hosts,
                               mode="bridge")
     except BaseException:
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             nm.teardown(cid)
         raise
     return ns, files, {**attachment_facts(att), "netns": ns}
@@ -221,7 +221,7 @@ def _attach_vm(nm: Any, cid: str, name: str, hostname: str, opts: RunOptions, mo
                               add_hosts=opts.extra_hosts, mode="bridge")
         att = nm.attachment(f"vm-{cid}")
     except BaseException:
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             nm.detach_tap(cid)
         raise
     ann = {"org.isle.vm.net": f"tap:{tap.tap}",

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 from isle.engine.db import ContainerRecord
 from isle.engine.layout import alive
 from isle.engine.options import RunOptions
+from isle.engine.quiet import suppress
 from isle.engine.reports import ContainerSummary, PruneReport
 from isle.errors import ConfigError, InvalidState, NotFound
 from isle.oci.fastjson import dumps
@@ -146,7 +146,7 @@ class Queries:
                                         stdin_fd=0 if interactive else None)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.unlink(spec_path)
         try:
             kw: dict[str, Any] = {}
@@ -170,7 +170,7 @@ class Queries:
                 raise InvalidState(f"container {rec.id[:12]} is not running")
             return rc
         finally:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.unlink(spec_path)
 
     def exec_capture(self, ref: str, cmd: list[str], *, timeout: float = 30) -> tuple[int, str]:
@@ -203,7 +203,7 @@ class Queries:
                 return -1, f"Health check exceeded timeout ({timeout}s)"
             return child.returncode, out.decode(errors="replace")
         finally:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.unlink(spec_path)
 
     def top(self, ref: str, ps_args: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
@@ -226,7 +226,7 @@ class Queries:
     def _pids(self, rec: ContainerRecord) -> list[int]:
         for ctrl in ("pids", "memory", "cpu,cpuacct", "freezer", "unified"):
             path = f"/sys/fs/cgroup/{ctrl}/isle-{rec.id}/cgroup.procs"
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 with open(path) as f:
                     pids = [int(x) for x in f.read().split()]
                 if pids:
