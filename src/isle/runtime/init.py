@@ -3,6 +3,9 @@
 Process tree (runc's shape, without the re-exec): runtime -> stage-1 child (joins and
 unshares namespaces; the parent writes uid/gid maps and joins it to the cgroup) -> container
 init (pid 1 of the new pid ns: rootfs, console, process settings, waits on exec.fifo, execs).
+As root without user/time namespaces (``direct_ok``) there is no stage 1: the runtime forks the
+init straight into its pid namespace, and the init joins its v1 cgroups itself (``tasks``
+files: no RCU grace period, see V1Manager.self_join_files).
 Parent and children talk over a ``Chan`` (JSON lines on two pipes); any failure is sent back as
 ``{"error": ...}`` so the runtime prints one message and cleans up.
 """
