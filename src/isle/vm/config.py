@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, replace
 
 from isle.errors import ConfigError
 
-__all__ = ["Chardev", "Drive", "Nic", "SerialPort", "MemoryBackend", "MachineConfig", "replace"]
+__all__ = ["Chardev", "Drive", "Nic", "SerialPort", "MemoryBackend", "FsShare", "MachineConfig",
+           "replace"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,10 +57,21 @@ class SerialPort:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryBackend:
-    """Guest RAM in a file: share=True writes through (template), False is copy-on-write (clone)."""
+    """Guest RAM in a file: share=True writes through (template), False is copy-on-write (clone).
+    path "": an anonymous memfd (shared: what vhost-user devices such as virtio-fs need)."""
 
     path: str
     share: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FsShare:
+    """A host directory shared into the guest over virtio-fs (a virtiofsd on socket)."""
+
+    tag: str  # what the guest mounts: mount -t virtiofs TAG DIR
+    socket: str  # virtiofsd's vhost-user socket
+    source: str  # the host directory
+    readonly: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +98,8 @@ class MachineConfig:
     pidfile: str = ""
     #: inherited fds QEMU takes as fd sets (-add-fd fd=N,set=N; open them as /dev/fdset/N)
     fdsets: tuple[int, ...] = ()
+    #: virtio-fs shares (need guest RAM QEMU can share: a memfd memory backend)
+    shares: tuple[FsShare, ...] = ()
 
     def __post_init__(self) -> None:
         if self.machine not in ("microvm", "q35"):

@@ -30,8 +30,8 @@ _DROP = {
     "unbindable",
     "runbindable",
 }
-#: filesystems the guest kernel can make itself (host paths are not reachable from a VM)
-GUEST_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "devtmpfs"}
+#: filesystems the guest mounts itself: its own, and virtiofs (host directories shared by tag)
+GUEST_FS = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "devtmpfs", "virtiofs"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

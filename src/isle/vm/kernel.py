@@ -31,7 +31,8 @@ __all__ = [
 
 META_PACKAGE = "linux-image-cloud-amd64"
 #: modules the guest init loads (the cloud config builds them as =m); deps are added automatically
-MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs", "virtio_net")
+MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs", "virtio_net",
+           "virtiofs")
 
 
 @dataclass(frozen=True, slots=True)

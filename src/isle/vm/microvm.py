@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from isle.errors import VMError
 from isle.sys import proc
 from isle.vm import accel as _accel
-from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, Nic, SerialPort
+from isle.vm.config import Chardev, Drive, FsShare, MachineConfig, MemoryBackend, Nic, SerialPort
 from isle.vm.qemu import argv as qemu_argv
 
 __all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "EXEC_SLOTS"]
@@ -47,7 +47,7 @@ class Boot:
     net: str = ""
 
 
-def cmdline(fstype: str, tsc_khz: int | None, net: bool = False) -> str:
+def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = False) -> str:
     """Kernel command line; each item was paid for under TCG.
 
     tsc_early_khz: without it ~1 boot in 3 hangs calibrating the TSC; tsc=reliable and
@@ -70,6 +70,8 @@ def cmdline(fstype: str, tsc_khz: int | None, net: bool = False) -> str:
         parts.insert(3, f"tsc_early_khz={tsc_khz}")
     if net:
         parts.append("isle.net=1")
+    if shares:  # the init loads fuse + virtiofs only then
+        parts.append("isle.shares=1")
     return " ".join(parts)
 
 
@@ -92,8 +94,11 @@ def machine_config(
     fdsets: tuple[int, ...] = (),
     tap: str = "",
     mac: str = "",
+    shares: tuple[FsShare, ...] = (),
 ) -> MachineConfig:
     """The MachineConfig of an isle microVM (pure: paths in, data out)."""
+    if shares and memory_backend is None:  # vhost-user needs guest RAM QEMU can hand over
+        memory_backend = MemoryBackend(path="", share=True)
     ports = [
         SerialPort(
             name="org.isle.ctl",
@@ -140,7 +145,10 @@ def machine_config(
         kernel=boot.kernel,
         initrd=boot.initrd,
         cmdline=cmdline(
-            boot.fstype, _accel.host_tsc_khz() if boot.accel == "tcg" else None, net=bool(boot.net)
+            boot.fstype,
+            _accel.host_tsc_khz() if boot.accel == "tcg" else None,
+            net=bool(boot.net),
+            shares=bool(shares),
         ),
         # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
         # features must match the clones' or the migration stream is refused)
@@ -153,6 +161,7 @@ def machine_config(
         incoming=incoming,
         pidfile=os.path.join(rundir, "qemu.pid"),
         fdsets=fdsets,
+        shares=shares,
     )
 
 
@@ -200,6 +209,7 @@ class MicroVM:
         self._pass_fds = pass_fds
         self._die_with_parent = die_with_parent
         self._stdin_sock: socket.socket | None = None
+        self._fsd: list[subprocess.Popen[bytes]] = []  # one virtiofsd per cfg.shares entry
 
     def __enter__(self) -> MicroVM:
         return self
@@ -211,6 +221,11 @@ class MicroVM:
     def spawn(self) -> None:
         if not proc.which("qemu-system-x86_64"):
             raise VMError("qemu-system-x86_64 not found: install Debian's qemu-system-x86")
+        if self.cfg.shares:
+            from isle.vm import virtiofs
+
+            for sh in self.cfg.shares:  # QEMU connects to each socket as it starts
+                self._fsd.append(virtiofs.start(sh, os.path.join(self.rundir, "virtiofsd.log")))
         log = open(os.path.join(self.rundir, "qemu.log"), "wb")
         try:
             self.proc = proc.spawn(
@@ -366,6 +381,12 @@ class MicroVM:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
+        if self._fsd:
+            from isle.vm import virtiofs
+
+            for d in self._fsd:
+                virtiofs.stop(d)
+            self._fsd.clear()
         if self.own_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
 

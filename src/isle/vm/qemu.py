@@ -52,11 +52,12 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
         a += ["-add-fd", f"fd={fd},set={fd}"]
     if cfg.memory_backend is not None:
         mb = cfg.memory_backend
-        a += [
-            "-object",
-            f"memory-backend-file,id=mem,size={cfg.memory_mib}M,"
-            f"mem-path={_esc(mb.path)},share={'on' if mb.share else 'off'}",
-        ]
+        if mb.path:
+            obj = (f"memory-backend-file,id=mem,size={cfg.memory_mib}M,"
+                   f"mem-path={_esc(mb.path)},share={'on' if mb.share else 'off'}")
+        else:
+            obj = f"memory-backend-memfd,id=mem,size={cfg.memory_mib}M,share=on"
+        a += ["-object", obj]
     a += ["-no-reboot"]  # a guest reboot or panic ends QEMU: isle treats both as the VM's end
     if cfg.kernel:
         a += ["-kernel", cfg.kernel]
@@ -96,6 +97,12 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
                 "-device",
                 f"virtserialport,chardev={cid},name={p.name},nr={p.nr}",
             ]
+    fs = "vhost-user-fs-device" if micro else "vhost-user-fs-pci"
+    if micro and cfg.shares:  # virtiofsd (libvhost-user) serves virtio 1.0 devices only
+        a += ["-global", "virtio-mmio.force-legacy=false"]
+    for i, sh in enumerate(cfg.shares):
+        a += ["-chardev", f"socket,id=fs{i},path={_esc(sh.socket)}",
+              "-device", f"{fs},chardev=fs{i},tag={_esc(sh.tag)}"]
     if cfg.qmp_socket:
         a += ["-qmp", f"unix:{_esc(cfg.qmp_socket)},server=on,wait=off"]
     if cfg.pidfile:

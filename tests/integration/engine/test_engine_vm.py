@@ -80,3 +80,21 @@ def _cmdlines() -> list[str]:
         except OSError:
             pass
     return out
+
+
+def test_vm_volumes_and_binds_are_shared_with_the_host_and_containers(isle, tmp_path):
+    """-v DIR:... and named volumes reach a VM over virtio-fs: what the VM writes, the host and
+    a container then see; :ro holds in the VM."""
+    d = tmp_path / "hostdir"
+    d.mkdir()
+    cp = isle("run", "--rm", "--isolation", "vm", "--network", "none", "-v", f"{d}:/data",
+              "-v", "isle-test-vmv:/vol", "busybox", "sh", "-c",
+              "echo a > /data/a; echo b > /vol/b; cat /data/a /vol/b", check=False, timeout=120)
+    assert (cp.returncode, cp.stdout) == (0, "a\nb\n"), cp.stderr
+    assert (d / "a").read_text() == "a\n"
+    assert isle("run", "--rm", "-v", "isle-test-vmv:/vol", "busybox", "cat", "/vol/b").stdout == "b\n"
+    cp = isle("run", "--rm", "--isolation", "vm", "--network", "none", "-v",
+              "isle-test-vmv:/vol:ro", "busybox", "sh", "-c",
+              "cat /vol/b; touch /vol/c 2>/dev/null || echo refused", check=False, timeout=120)
+    assert (cp.returncode, cp.stdout) == (0, "b\nrefused\n"), cp.stderr
+    isle("volume", "rm", "isle-test-vmv")

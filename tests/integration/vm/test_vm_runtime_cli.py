@@ -308,3 +308,44 @@ def test_stdout_and_stderr_may_be_sockets(
     assert r.returncode == 2
     assert out == "".join(f"{i}\n" for i in range(1, 20001)).encode()  # nothing lost at exit
     assert err == b"err\n"
+
+
+def _virtiofsds() -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and open(f"/proc/{d}/comm").read().strip() == "virtiofsd":
+                out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_bind_mounted_directories_are_shared_over_virtiofs(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    """A bind-mounted host directory is the same directory in the guest (writes land on the
+    host); a read-only one stays read-only on the host's side even if the guest remounts it rw;
+    no virtiofsd outlives the VM."""
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "f").write_text("from-host\n")
+    before = set(_virtiofsds())
+    b = vmh.make_bundle(
+        tmp_path / "b", busybox_rootfs,
+        ["sh", "-c", "cat /ro/f; echo from-guest > /rw/out; mount -o remount,rw /ro; "
+                     "echo x > /ro/g 2>/dev/null && echo ro-broken || echo ro-kept"],
+    )
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    cfg["mounts"] += [
+        {"destination": "/rw", "type": "bind", "source": str(rw), "options": ["rbind", "rw"]},
+        {"destination": "/ro", "type": "bind", "source": str(ro), "options": ["rbind", "ro"]},
+    ]
+    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg))
+    r = rt(tmp_path / "root", "run", "-b", b, "fs1", env=vm_env)
+    assert (r.returncode, r.stdout) == (0, b"from-host\nro-kept\n"), r.stderr
+    assert (rw / "out").read_text() == "from-guest\n"
+    assert sorted(os.listdir(ro)) == ["f"]
+    assert set(_virtiofsds()) <= before

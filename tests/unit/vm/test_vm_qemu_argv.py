@@ -177,3 +177,23 @@ def test_fdsets_and_host_ends(tmp_path) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_shares_get_virtiofs_devices_shared_ram_and_modern_mmio() -> None:
+    """A volume shared over virtio-fs: a vhost-user-fs device per share on virtiofsd's socket,
+    guest RAM in a shared memfd (vhost-user maps it), virtio 1.0 MMIO (libvhost-user has no
+    legacy devices), and the init told to load fuse + virtiofs."""
+    from isle.vm.config import FsShare
+
+    boot = microvm.Boot(kernel="/k", initrd="/i", rootdisk="/d.erofs")
+    sh = (FsShare(tag="isle0", socket="/r/isle0.sock", source="/v", readonly=True),)
+    a = qemu.argv(microvm.machine_config(boot, "/r", stdout="", stderr="", shares=sh))
+    assert "memory-backend-memfd,id=mem,size=128M,share=on" in a
+    assert a[a.index("-machine") + 1].endswith(",memory-backend=mem")
+    assert ["-global", "virtio-mmio.force-legacy=false"] == a[a.index("-global"):][:2]
+    assert "socket,id=fs0,path=/r/isle0.sock" in a
+    assert "vhost-user-fs-device,chardev=fs0,tag=isle0" in a
+    assert "isle.shares=1" in a[a.index("-append") + 1]
+    plain = qemu.argv(microvm.machine_config(boot, "/r", stdout="", stderr=""))
+    assert "-global" not in plain and "isle.shares=1" not in plain[plain.index("-append") + 1]
+    assert not any("memfd" in x for x in plain)  # cold boots and templates keep their layout

@@ -161,3 +161,29 @@ def test_network_annotations(tmp_path: Path) -> None:
     s = render(job)
     assert "printf '%s' '1.2.3.4 x\n' > /newroot/etc/hosts" in s
     assert "ip addr add 10.0.2.15/24 dev eth0" in s and "ip route add default via 10.0.2.2" in s
+
+
+def test_directory_binds_become_virtiofs_mounts_in_spec_order(tmp_path: Path) -> None:
+    """Volumes and -v DIR binds reach the guest as virtio-fs shares (ro kept); small files are
+    still copied in; a bind of something that is neither is dropped."""
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "hosts").write_text("127.0.0.1 x\n")
+    cfg = _cfg(mounts=_cfg()["mounts"] + [
+        {"destination": "/data", "type": "bind", "source": str(tmp_path / "d1"),
+         "options": ["rbind", "rprivate"]},
+        {"destination": "/etc/hosts", "type": "bind", "source": str(tmp_path / "hosts"),
+         "options": ["rbind", "ro"]},
+        {"destination": "/cfg", "source": str(tmp_path / "d2"), "options": ["bind", "ro"]},
+        {"destination": "/gone", "type": "bind", "source": str(tmp_path / "missing")},
+    ])
+    assert vmspec.shares_of(cfg) == (("isle0", str(tmp_path / "d1"), "/data", False),
+                                     ("isle1", str(tmp_path / "d2"), "/cfg", True))
+    j = vmspec.to_job(cfg)
+    fs = [(m.destination, m.source, m.options) for m in j.mounts if m.type == "virtiofs"]
+    assert fs == [("/data", "isle0", ()), ("/cfg", "isle1", ("ro",))]
+    assert not any(m.destination == "/gone" for m in j.mounts)
+    assert ("/etc/hosts", "127.0.0.1 x\n") in j.files
+    from isle.vm.job import render
+
+    assert "mount -t virtiofs -o ro isle1 /newroot/cfg" in render(j)

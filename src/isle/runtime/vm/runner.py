@@ -74,7 +74,7 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
         "1",
         "true",
-    )
+    ) and not vmspec.shares_of(cfg)  # shared directories are devices a template does not have
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
 
 
@@ -163,6 +163,12 @@ def launch(
                 mac=mac,
             )
         rundir = short_dir()
+        from isle.vm.config import FsShare
+
+        shares = tuple(
+            FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro)
+            for tag, src, _, ro in vmspec.shares_of(p.cfg)
+        )
         cfg = machine_config(
             p.boot,
             rundir,
@@ -172,6 +178,7 @@ def launch(
             fdsets=ofds + efds,
             tap=tap,
             mac=mac,
+            shares=shares,
         )
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent)
         try:

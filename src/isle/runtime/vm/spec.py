@@ -13,6 +13,7 @@ from isle.vm.job import USER_DNS, USER_NET, GuestMount, GuestNet, Job
 
 __all__ = [
     "to_job",
+    "shares_of",
     "net_of",
     "vm_size",
     "rootfs_path",
@@ -88,6 +89,23 @@ def net_of(cfg: dict[str, Any]) -> tuple[str, str, str, GuestNet | None]:
     )
 
 
+def _is_bind(m: dict[str, Any]) -> bool:
+    opts = m.get("options") or []
+    return m.get("type") in ("bind", None, "") or "bind" in opts or "rbind" in opts
+
+
+def shares_of(cfg: dict[str, Any]) -> tuple[tuple[str, str, str, bool], ...]:
+    """Bind mounts of host directories (volumes, -v DIR:...): (tag, source, destination, ro),
+    shared over virtio-fs; the guest mounts tag at destination."""
+    out = []
+    for m in cfg.get("mounts", []):
+        src, dest = m.get("source", ""), m.get("destination", "")
+        if dest and _is_bind(m) and os.path.isdir(src):
+            out.append((f"isle{len(out)}", os.path.realpath(src), dest,
+                        "ro" in (m.get("options") or [])))
+    return tuple(out)
+
+
 def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
     p = cfg.get("process")
     if not p or not p.get("args"):
@@ -99,18 +117,23 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         if num is None:
             raise ConfigError(f"process.rlimits[{i}].type", f"unknown rlimit {r.get('type')!r}")
         rl.append((int(num), int(r.get("soft", 0)), int(r.get("hard", 0))))
-    mounts = tuple(
-        GuestMount(
-            type="devtmpfs" if m.get("destination") == "/dev" else m.get("type", ""),
-            destination=m["destination"],
-            source=m.get("source", "none"),
-            options=tuple(
-                o for o in m.get("options", []) if not (m.get("destination") == "/dev" and "=" in o)
-            ),
-        )
-        for m in cfg.get("mounts", [])
-        if m.get("destination") and m.get("type") != "bind"
-    )
+    shares = {dest: (tag, ro) for tag, _, dest, ro in shares_of(cfg)}
+    mounts = []
+    for m in cfg.get("mounts", []):
+        dest = m.get("destination")
+        if not dest:
+            continue
+        if dest in shares and _is_bind(m):  # in spec order: a share may sit inside a tmpfs
+            tag, ro = shares[dest]
+            mounts.append(GuestMount(type="virtiofs", destination=dest, source=tag,
+                                     options=("ro",) if ro else ()))
+        elif m.get("type") != "bind":
+            mounts.append(GuestMount(
+                type="devtmpfs" if dest == "/dev" else m.get("type", ""),
+                destination=dest,
+                source=m.get("source", "none"),
+                options=tuple(o for o in m.get("options", []) if not (dest == "/dev" and "=" in o)),
+            ))
     return Job(
         args=tuple(p["args"]),
         env=tuple(p.get("env", [])),
@@ -121,7 +144,7 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         hostname=cfg.get("hostname", ""),
         rlimits=tuple(rl),
         no_new_privs=bool(p.get("noNewPrivileges", False)),
-        mounts=mounts,
+        mounts=tuple(mounts),
         stdin=stdin,
         net=net_of(cfg)[3],
         files=_files(cfg) + _user_dns(cfg),

@@ -13,13 +13,15 @@ mount -t sysfs sys /sys
 fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f; }
 fstype=erofs
 net=
+shares=
 for a in $(cat /proc/cmdline); do
   case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};;
-    isle.init=*) osinit=${a#isle.init=};; esac
+    isle.init=*) osinit=${a#isle.init=};; isle.shares=*) shares=${a#isle.shares=};; esac
 done
 for m in $(cat /modules.order); do
   case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
   case "$net:$m" in :virtio_net|:net_failover|:failover) continue;; esac  # no NIC, no driver
+  case "$shares:$m" in :fuse|:virtiofs) continue;; esac  # no volume shared, no virtio-fs
   insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done
 if [ -n "$osinit" ]; then  # a whole OS (isle vm create --from-image): its disk, its own init

@@ -1,0 +1,86 @@
+"""virtiofsd: the host side of a virtio-fs share (QEMU's own daemon from Debian's qemu-system).
+
+One virtiofsd per shared directory, started before QEMU (which connects to its vhost-user socket
+at start) and gone with it: virtiofsd exits when QEMU disconnects, and dies with its parent.
+A read-only share is a read-only bind mount of the directory in virtiofsd's own mount namespace
+(QEMU 7.2's C virtiofsd has no --readonly), so the guest cannot write through it whatever it
+mounts, and nothing is mounted on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from isle.errors import VMError
+from isle.vm.config import FsShare
+
+__all__ = ["find", "start", "stop"]
+
+_CANDIDATES = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd", "/usr/bin/virtiofsd")
+
+
+def find() -> str:
+    """virtiofsd's path, or VMError saying which package brings it."""
+    for p in _CANDIDATES:
+        if os.access(p, os.X_OK):
+            return p
+    raise VMError("virtiofsd not found (Debian's qemu-system-x86 ships /usr/lib/qemu/virtiofsd): "
+                  "it is needed to share a volume or bind mount with a VM")
+
+
+def _child_setup(source: str, readonly: bool) -> None:
+    """In the forked child before exec: die with the parent; a private ro view of source."""
+    from isle.sys.libc import (CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
+                               LinuxSyscalls)
+
+    sc = LinuxSyscalls()
+    sc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if readonly:
+        sc.unshare(CLONE_NEWNS)
+        sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+        sc.mount(source, source, None, MS_BIND | MS_REC)
+        sc.mount(None, source, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def start(share: FsShare, log: str, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """virtiofsd serving share.source on share.socket, once the socket exists."""
+    if not os.path.isdir(share.source):
+        raise VMError(f"cannot share {share.source} with a VM: not a directory")
+    exe = find()
+    with open(log, "ab") as out:
+        p = subprocess.Popen(
+            [exe, f"--socket-path={share.socket}", "-o", f"source={share.source}",
+             "-o", "cache=auto", "-o", "xattr"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            preexec_fn=lambda: _child_setup(share.source, share.readonly))
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(share.socket):
+        if p.poll() is not None:
+            raise VMError(f"virtiofsd for {share.source} exited {p.returncode}: "
+                          f"{_tail(log)}")
+        if time.monotonic() > deadline:
+            stop(p)
+            raise VMError(f"virtiofsd for {share.source} made no socket in {timeout:.0f}s")
+        time.sleep(0.002)
+    return p
+
+
+def stop(p: subprocess.Popen[bytes], grace: float = 2.0) -> None:
+    """virtiofsd ends by itself once QEMU is gone; make sure of it."""
+    if p.poll() is None:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-500:].decode(errors="replace").strip()
+    except OSError:
+        return "(no log)"
