@@ -27,6 +27,15 @@ def isle(tmp: Path, *args: str, check: bool = True, timeout: float = 120
     return cp
 
 
+def _clean(tmp: Path, nm, network: str) -> None:
+    """Whatever a failed test left: its containers and VMs, attachments, its network."""
+    ids = isle(tmp, "ps", "-aq", "--no-trunc", check=False).stdout.split()
+    if ids:
+        isle(tmp, "rm", "-f", *ids, check=False)
+    nm.gc(set())
+    isle(tmp, "network", "rm", network, check=False)
+
+
 def test_vm_and_container_reach_each_other_by_name(tmp_path):
     nm = network_manager(Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run")))
     isle(tmp_path, "network", "create", "--subnet", "10.206.9.0/24", "isle-test-vmnet")
@@ -52,11 +61,7 @@ def test_vm_and_container_reach_each_other_by_name(tmp_path):
         assert nm.store.records() == [] and nm.store.leases().owners() == set()
         assert nm.store.netns_ids() == []
     finally:
-        ids = isle(tmp_path, "ps", "-aq", "--no-trunc", check=False).stdout.split()
-        if ids:
-            isle(tmp_path, "rm", "-f", *ids, check=False)
-        nm.gc(set())
-        isle(tmp_path, "network", "rm", "isle-test-vmnet", check=False)
+        _clean(tmp_path, nm, "isle-test-vmnet")
 
 
 def _rules(subnet: str) -> list[str]:
@@ -98,11 +103,7 @@ def test_sigkilled_vm_leaves_no_tap_rule_or_lease_after_rm(tmp_path):
         assert nm.store.records() == [] and nm.store.leases().owners() == set()
         assert nm.store.netns_ids() == []
     finally:
-        ids = isle(tmp_path, "ps", "-aq", "--no-trunc", check=False).stdout.split()
-        if ids:
-            isle(tmp_path, "rm", "-f", *ids, check=False)
-        nm.gc(set())
-        isle(tmp_path, "network", "rm", "isle-test-vmk", check=False)
+        _clean(tmp_path, nm, "isle-test-vmk")
 
 
 def test_no_dev_net_tun_is_a_clear_error_and_leaves_nothing(tmp_path):
@@ -125,4 +126,4 @@ def test_no_dev_net_tun_is_a_clear_error_and_leaves_nothing(tmp_path):
         assert nm.store.netns_ids() == []
         assert isle(tmp_path, "ps", "-aq").stdout == ""
     finally:
-        isle(tmp_path, "network", "rm", "isle-test-vmt", check=False)
+        _clean(tmp_path, nm, "isle-test-vmt")
