@@ -127,7 +127,6 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
     subreaper, alive after a SIGKILLed CLI. -> (its pid, read end of its error pipe)."""
     import sys
 
-    from isle.runtime.cgroup import warm_attach
     from isle.runtime.container import Options, run
 
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -161,7 +160,6 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
 
             code = vm_run(cid, p.bundle, engine.s.runtime_root, engine.s, p.pidfile)
         else:
-            warm_attach()
             code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
                        False)
     except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit

@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 
-__all__ = ["manager", "from_state", "resources_with_defaults", "warm_attach", "kick_attach"]
+__all__ = ["manager", "from_state", "resources_with_defaults", "kick_attach"]
 
 
 def manager(cgroups_path: str | None, cid: str, mounts_cache: str | None = None) -> Any:
@@ -43,12 +43,6 @@ def resources_with_defaults(resources: dict[str, Any] | None,
              for d in devices or [] if d["type"] in ("c", "b", "u")]
     res["devices"] = list(res["devices"]) + extra + list(DEFAULT_ALLOWED_DEVICES)
     return res
-
-
-def warm_attach(root: str = "/sys/fs/cgroup") -> None:
-    """Kept for callers of create()/run(): they now start the grace period themselves
-    (kick_attach), and only when the runtime will write a cgroup.procs. A kick made regardless
-    would hold cgroup_mutex through a grace period the self-joining init never needs."""
 
 
 def kick_attach(root: str = "/sys/fs/cgroup") -> None:

@@ -2,7 +2,8 @@
 
 pip's console-script shim imports ``re`` and the whole site machinery; the runtime needs only
 the standard library and isle's own source, and its start-up time is measured against runc.
-``scripts/setup`` runs ``python src/isle/runtime/launcher.py .venv/bin/isle-runtime``.
+``scripts/setup`` runs ``python -m isle.runtime.launcher .venv/bin/isle-runtime`` (and with
+``--vm`` for ``isle-vm-runtime``, whose QMP client comes from the venv's site-packages).
 
 The interpreter: the venv's Python, unless the distribution's build of the same X.Y is there
 (``/usr/bin/pythonX.Y``, same bytecode magic, the modules the runtime uses importable): Debian
@@ -14,8 +15,10 @@ overrides the choice.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+
+from isle.sys.launcher import choose_python as _choose
+from isle.sys.launcher import compatible, paths_prelude, write
 
 TEMPLATE = """#!{python} -SE
 # isle-runtime: lean launcher written by isle/runtime/launcher.py (see there)
@@ -32,40 +35,49 @@ _NEEDS = "ctypes,_json,_sha256,termios,fcntl,resource,select,_signal,_thread,soc
 
 def _compatible(python: str) -> bool:
     """python runs, is this X.Y with the same bytecode magic, and has the runtime's modules."""
-    from importlib.util import MAGIC_NUMBER
-
-    code = (f"import sys, importlib.util, {_NEEDS}; "
-            "print(sys.version_info[0], sys.version_info[1], importlib.util.MAGIC_NUMBER.hex())")
-    try:
-        out = subprocess.run([python, "-SE", "-c", code], capture_output=True, text=True,
-                             timeout=30).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out == [str(sys.version_info[0]), str(sys.version_info[1]), MAGIC_NUMBER.hex()]
+    return compatible(python, _NEEDS)
 
 
 def choose_python() -> str:
     """$ISLE_RUNTIME_PYTHON, else the distribution's same-version Python if compatible, else
     this interpreter."""
-    if v := os.environ.get("ISLE_RUNTIME_PYTHON"):
-        return v
-    distro = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
-    if os.path.realpath(distro) != os.path.realpath(sys.executable) and os.access(
-            distro, os.X_OK) and _compatible(distro):
-        return distro
-    return sys.executable
+    return _choose("ISLE_RUNTIME_PYTHON", _NEEDS)
 
 
 def install(target: str, python: str | None = None, src: str | None = None) -> None:
     python = python or choose_python()
     src = src or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(TEMPLATE.format(python=python, src=src))
-    os.chmod(tmp, 0o755)
-    os.rename(tmp, target)
+    write(target, TEMPLATE.format(python=python, src=src))
 
 
-if __name__ == "__main__":
-    install(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(sys.executable),
-                                                               "isle-runtime"))
+#: isle-vm-runtime: QMP goes through the venv's qemu.qmp, so its site-packages joins sys.path
+VM_TEMPLATE = """#!{python} -SE
+# isle-vm-runtime: lean launcher written by isle/runtime/launcher.py (see there)
+import sys
+sys.dont_write_bytecode = False
+sys.executable = {venv_python!r}
+sys.path[0] = {src!r}
+sys.path.append({site!r})
+from isle.runtime.vm.cli import main
+sys.exit(main())
+"""
+_VM_NEEDS = "_json,select,socket,struct,fcntl,resource,asyncio,qemu.qmp.legacy"
+
+
+def install_vm(target: str, python: str | None = None, src: str | None = None,
+               site: str | None = None) -> None:
+    import sysconfig
+
+    src = src or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    site = site or sysconfig.get_paths()["purelib"]
+    python = python or _choose("ISLE_RUNTIME_PYTHON", _VM_NEEDS, paths_prelude(src, site))
+    write(target, VM_TEMPLATE.format(python=python, venv_python=sys.executable, src=src,
+                                     site=site))
+
+
+if __name__ == "__main__":  # launcher.py TARGET [--vm]
+    if sys.argv[2:] == ["--vm"]:
+        install_vm(sys.argv[1])
+    else:
+        install(sys.argv[1] if len(sys.argv) > 1 else
+                os.path.join(os.path.dirname(sys.executable), "isle-runtime"))

@@ -1,4 +1,4 @@
-"""The lean `isle` launcher (cli/launcher.py): what it writes runs isle, with the venv as
+"""The lean `isle` launcher (sys/launcher.py): what it writes runs isle, with the venv as
 sys.executable, without site."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from isle.cli import launcher
+from isle.sys import launcher
 
 SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 
 def test_launcher_runs_isle_without_site(tmp_path: Path) -> None:
     target = tmp_path / "isle"
-    launcher.install(str(target), src=SRC)
+    launcher.install_isle(str(target), src=SRC)
     head = target.read_text().splitlines()[0]
     assert head.startswith("#!/") and head.endswith(" -SE")
     cp = subprocess.run([str(target), "version"], capture_output=True, text=True, timeout=60)
@@ -31,7 +31,7 @@ def test_launcher_runs_isle_without_site(tmp_path: Path) -> None:
 
 def test_launcher_keeps_the_venv_python_when_asked(tmp_path: Path) -> None:
     target = tmp_path / "isle"
-    launcher.install(str(target), python=sys.executable, src=SRC)
+    launcher.install_isle(str(target), python=sys.executable, src=SRC)
     assert target.read_text().splitlines()[0] == f"#!{sys.executable} -SE"
     cp = subprocess.run([str(target), "--help"], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0 and "Usage: isle" in cp.stdout

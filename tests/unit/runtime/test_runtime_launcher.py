@@ -38,3 +38,20 @@ def test_written_launcher_runs_the_cli(tmp_path: Path) -> None:
     assert out.returncode == 0 and out.stdout.startswith("isle-runtime version")
     bad = subprocess.run([str(target), "nosuchverb"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "nosuchverb" in bad.stderr
+
+
+def test_vm_runtime_launcher_runs_without_site_and_finds_qemu_qmp(tmp_path: Path) -> None:
+    """isle-vm-runtime's launcher: -SE like isle-runtime's, plus the venv's site-packages for
+    qemu.qmp (imported by the runtime when it speaks QMP)."""
+    target = tmp_path / "isle-vm-runtime"
+    launcher.install_vm(str(target))
+    assert target.read_text().splitlines()[0].endswith(" -SE")
+    cp = subprocess.run([str(target), "--version"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0 and cp.stdout.startswith("isle-vm-runtime"), cp.stderr
+    probe = tmp_path / "probe"
+    probe.write_text(target.read_text().replace(
+        "from isle.runtime.vm.cli import main\nsys.exit(main())\n",
+        "import qemu.qmp.legacy\nprint('site' in sys.modules)\n"))
+    probe.chmod(0o755)
+    out = subprocess.run([str(probe)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False"], out.stderr
