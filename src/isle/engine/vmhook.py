@@ -36,15 +36,14 @@ def annotate(settings: Settings, spec: dict[str, Any], bundle: str, image_id: st
     # digests the merged tree, so a file added by `isle cp` before start reaches the disk)
     if image_id and os.path.isdir(upper) and not os.listdir(upper):
         ann["org.isle.vm.rootfs-key"] = image_id.removeprefix("sha256:")[:40]
-    from isle.errors import IsleError
-    from isle.runtime.vm.runner import boot_of
-    from isle.vm import snapshot
-
     if ann.get(TEMPLATE_ANNOTATION) in ("false", "0"):
         return
     d = os.path.join(settings.cache, "templates")
     if not _MAKING and not any(n.endswith(".json") for n in _listdir(d)):
         return  # no template at all: leave the disk digest to the runtime (cold path cost)
+    from isle.errors import IsleError
+    from isle.runtime.vm.runner import boot_of
+    from isle.vm import snapshot
     try:
         boot = boot_of(spec, bundle, settings)
     except IsleError:

@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 from dataclasses import dataclass, field
-from importlib import resources
 
 from isle.errors import VMError
 from isle.sys import proc
@@ -77,7 +76,8 @@ def newc(entries: list[Entry]) -> bytes:
 
 
 def _guest_file(name: str) -> bytes:
-    return resources.files("isle.vm").joinpath("guest", name).read_bytes()
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest", name), "rb") as f:
+        return f.read()  # (importlib.resources costs ~9 ms to import on every VM start)
 
 
 def exec_helper(cache: str) -> str:
