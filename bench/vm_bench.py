@@ -336,6 +336,13 @@ def _report(a: argparse.Namespace, samples: dict[str, list[float]]) -> int:
                 med["engine_cold_first_s"] / med["engine_tpl_first_s"], ">= 6"),
             "engine_idle_pss_mib": (med["engine_idle_pss_mib"], "<= 64"),
         })
+    # floor and cold runs alternate round by round: the median of per-round ratios as well
+    for name, num, den in (("cold_vs_floor_per_round", "cold_exit_s", "floor_s"),
+                           ("engine_cold_vs_floor_per_round", "engine_cold_exit_s",
+                            "engine_floor_s")):
+        xs, ys = samples.get(num) or [], samples.get(den) or []
+        if xs and len(xs) == len(ys):
+            checks[name] = (statistics.median(x / y for x, y in zip(xs, ys)), "<= 1.1")
     host = {
         "machine": platform.machine(),
         "kernel": platform.release(),
