@@ -18,7 +18,7 @@ import os
 import sys
 
 from isle.sys.launcher import choose_python as _choose
-from isle.sys.launcher import compatible, paths_prelude, write
+from isle.sys.launcher import compatible, install_with_site, write
 
 TEMPLATE = """#!{python} -SE
 # isle-runtime: lean launcher written by isle/runtime/launcher.py (see there)
@@ -50,29 +50,16 @@ def install(target: str, python: str | None = None, src: str | None = None) -> N
     write(target, TEMPLATE.format(python=python, src=src))
 
 
-#: isle-vm-runtime: QMP goes through the venv's qemu.qmp, so its site-packages joins sys.path
-VM_TEMPLATE = """#!{python} -SE
-# isle-vm-runtime: lean launcher written by isle/runtime/launcher.py (see there)
-import sys
-sys.dont_write_bytecode = False
-sys.executable = {venv_python!r}
-sys.path[0] = {src!r}
-sys.path.append({site!r})
-from isle.runtime.vm.cli import main
-sys.exit(main())
-"""
+#: isle-vm-runtime imports the venv's qemu.qmp for QMP: its launcher sees site-packages too
 _VM_NEEDS = "_json,select,socket,struct,fcntl,resource,asyncio,qemu.qmp.legacy"
 
 
 def install_vm(target: str, python: str | None = None, src: str | None = None,
                site: str | None = None) -> None:
-    import sysconfig
-
-    src = src or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    site = site or sysconfig.get_paths()["purelib"]
-    python = python or _choose("ISLE_RUNTIME_PYTHON", _VM_NEEDS, paths_prelude(src, site))
-    write(target, VM_TEMPLATE.format(python=python, venv_python=sys.executable, src=src,
-                                     site=site))
+    install_with_site(target, name="isle-vm-runtime",
+                      body="from isle.runtime.vm.cli import main\nsys.exit(main())\n",
+                      env_var="ISLE_RUNTIME_PYTHON", needs=_VM_NEEDS, python=python, src=src,
+                      site=site)
 
 
 if __name__ == "__main__":  # launcher.py TARGET [--vm]

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["compatible", "choose_python", "write", "install_isle"]
+__all__ = ["compatible", "choose_python", "write", "install_with_site", "install_isle"]
 
 
 def compatible(python: str, needs: str, prelude: str = "") -> bool:
@@ -54,16 +54,14 @@ def write(target: str, text: str) -> None:
     os.rename(tmp, target)
 
 
-ISLE_TEMPLATE = """#!{python} -SE
-# isle: lean launcher written by isle/sys/launcher.py (see there)
+SITE_TEMPLATE = """#!{python} -SE
+# {name}: lean launcher written by isle/sys/launcher.py (see there)
 import sys
 sys.dont_write_bytecode = False
 sys.executable = {venv_python!r}
 sys.path[0] = {src!r}  # not the venv's bin dir: fewer stats per import
 sys.path.append({site!r})
-from isle.cli.main import main
-main()
-"""
+{body}"""
 
 #: what isle imports from the standard library and the venv (a candidate must load them all)
 _ISLE_NEEDS = ("ssl,_sqlite3,zlib,lzma,bz2,ctypes,_json,termios,fcntl,resource,select,socket,"
@@ -75,16 +73,26 @@ def paths_prelude(src: str, site: str) -> str:
     return f"sys.path[:0] = [{src!r}]; sys.path.append({site!r}); "
 
 
-def install_isle(target: str, python: str | None = None, src: str | None = None,
-                 site: str | None = None) -> None:
-    """The `isle` launcher: run with the venv's Python (with site) so site-packages is known."""
+def install_with_site(target: str, *, name: str, body: str, env_var: str, needs: str,
+                      python: str | None = None, src: str | None = None,
+                      site: str | None = None) -> None:
+    """A launcher that also sees the venv's site-packages (run this with the venv's Python,
+    with site, so its purelib is the venv's); body imports and calls the command's main."""
     import sysconfig
 
     src = src or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     site = site or sysconfig.get_paths()["purelib"]
-    python = python or choose_python("ISLE_PYTHON", _ISLE_NEEDS, paths_prelude(src, site))
-    write(target, ISLE_TEMPLATE.format(python=python, venv_python=sys.executable, src=src,
-                                       site=site))
+    python = python or choose_python(env_var, needs, paths_prelude(src, site))
+    write(target, SITE_TEMPLATE.format(python=python, name=name, venv_python=sys.executable,
+                                       src=src, site=site, body=body))
+
+
+def install_isle(target: str, python: str | None = None, src: str | None = None,
+                 site: str | None = None) -> None:
+    """The `isle` launcher."""
+    install_with_site(target, name="isle", body="from isle.cli.main import main\nmain()\n",
+                      env_var="ISLE_PYTHON", needs=_ISLE_NEEDS, python=python, src=src,
+                      site=site)
 
 
 if __name__ == "__main__":
