@@ -387,23 +387,11 @@ class TarStream:
 
     def write_to(self, fd: int) -> None:
         """Write the rest of the current entry's data to fd."""
-        n = self.left
-        while n > 0:
-            avail = len(self.win) - self.pos
-            if avail <= 0:
-                if not self._more():
-                    raise tarfile.ReadError("unexpected end of data")
-                continue
-            k = n if n < avail else avail
-            mv = memoryview(self.win)[self.pos : self.pos + k]
-            while mv:
-                mv = mv[os.write(fd, mv) :]
-            self.pos += k
-            n -= k
+        self._consume(self.left, fd)
         self.left = 0
 
-    def _skip(self) -> None:
-        n = self.left + self.pad
+    def _consume(self, n: int, fd: int = -1) -> None:
+        """Move n bytes on through the window, writing them to fd unless fd < 0."""
         while n > 0:
             avail = len(self.win) - self.pos
             if avail <= 0:
@@ -411,8 +399,15 @@ class TarStream:
                     raise tarfile.ReadError("unexpected end of data")
                 continue
             k = n if n < avail else avail
+            if fd >= 0:
+                mv = memoryview(self.win)[self.pos : self.pos + k]
+                while mv:
+                    mv = mv[os.write(fd, mv) :]
             self.pos += k
             n -= k
+
+    def _skip(self) -> None:
+        self._consume(self.left + self.pad)
         self.left = self.pad = 0
 
     def _data(self, size: int) -> None:

@@ -140,6 +140,16 @@ def seccomp_in_init(cfg: dict[str, Any]) -> bool:
         n["type"] == "user" and not n.get("path") for n in lx.get("namespaces") or [])
 
 
+def _unshare(sys: Any, flags: int) -> None:
+    """unshare the namespaces in flags (none: nothing), an error naming linux.namespaces."""
+    if flags:
+        try:
+            sys.unshare(flags)
+        except OSError as exc:
+            raise Unsupported(f"linux.namespaces: unshare: {os.strerror(exc.errno or 0)}"
+                              ) from None
+
+
 def _ns_fd_join(sys: L.Syscalls, typ: str, path: str, field: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -180,13 +190,7 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
         if opts.get("wait_go", True):  # the runtime joins us to the cgroup first
             chan.expect("go")
         trace('s1 go')
-        rest = new & ~L.CLONE_NEWUSER
-        if rest:
-            try:
-                sys.unshare(rest)
-            except OSError as exc:
-                raise Unsupported(f"linux.namespaces: unshare: {os.strerror(exc.errno or 0)}"
-                                  ) from None
+        _unshare(sys, new & ~L.CLONE_NEWUSER)
         offs = lx.get("timeOffsets")
         if offs and new & L.CLONE_NEWTIME:
             lines = "".join(f"{k} {v.get('secs', 0)} {v.get('nanosecs', 0)}\n"
@@ -238,13 +242,7 @@ def init_direct(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
             if typ != "pid":  # the runtime forked us into that one
                 idx = next(i for i, n in enumerate(nss) if n["type"] == typ)
                 _ns_fd_join(sys, typ, path, f"linux.namespaces[{idx}].path")
-        rest = new & ~L.CLONE_NEWPID
-        if rest:
-            try:
-                sys.unshare(rest)
-            except OSError as exc:
-                raise Unsupported(f"linux.namespaces: unshare: {os.strerror(exc.errno or 0)}"
-                                  ) from None
+        _unshare(sys, new & ~L.CLONE_NEWPID)
     except BaseException as exc:  # noqa: BLE001 -- everything goes back to the runtime
         _fail(chan, exc)
     _init(sys, chan, cfg, opts, False)
