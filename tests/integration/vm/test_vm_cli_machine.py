@@ -8,6 +8,7 @@ import select
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,23 +32,9 @@ def boot_disk(path: Path) -> Path:
     return path
 
 
-def qemus(marker: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if f.read().startswith(b"qemu-system") and marker.encode() in open(
-                            f"/proc/{d}/cmdline", "rb").read():
-                        out.append(int(d))
-            except OSError:
-                pass
-    return out
-
-
 class VmCli:
-    def __init__(self, tmp: Path) -> None:
-        self.root, self.runroot = tmp / "root", tmp / "run"
+    def __init__(self, tmp: Path, qemus: Any) -> None:
+        self.root, self.runroot, self.qemus = tmp / "root", tmp / "run", qemus
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")}
 
     def argv(self, *args: str) -> list[str]:
@@ -63,13 +50,13 @@ class VmCli:
 
 
 @pytest.fixture
-def vm(tmp_path: Path):
-    v = VmCli(tmp_path)
+def vm(tmp_path: Path, vmh):
+    v = VmCli(tmp_path, vmh.qemus)
     yield v
     names = v("ls", "-q", check=False).stdout.split()
     if names:
         v("rm", "-f", *names, check=False)
-    assert qemus(str(tmp_path)) == [], "QEMU left running"
+    assert vmh.qemus(str(tmp_path)) == [], "QEMU left running"
     assert not list((v.runroot / "vms").glob("*")) if (v.runroot / "vms").exists() else True
 
 
@@ -123,7 +110,7 @@ def test_vm_cli_lifecycle_console_and_formats(vm: VmCli, tmp_path: Path) -> None
     assert vm("rm", "m1", check=False).returncode != 0  # running: refused without -f
     vm("stop", "-t", "1", "m1", timeout=60)  # the guest ignores ACPI: quit after 1 s
     assert json.loads(vm("inspect", "m1").stdout)[0]["status"] == "stopped"
-    assert qemus(str(tmp_path)) == []
+    assert vm.qemus(str(tmp_path)) == []
     assert vm("console", "m1", "--no-stdin", check=False).returncode != 0  # not running
     vm("rm", "m1")
     assert vm("ls", "-q").stdout == "" and base.read_bytes() == before
