@@ -24,9 +24,6 @@ def _cgroups() -> set[str]:
                     dirs[:] = []
                 for d in dirs:
                     p = os.path.join(root, d)
-                    if root == str(base) and d == "isle" and not any(
-                            e.is_dir() for e in os.scandir(p)):
-                        continue  # isle's default parent: kept between containers, when empty
                     if "isle" in d or "test" in d or os.path.basename(root) == "isle":
                         out.add(p)
         except OSError:

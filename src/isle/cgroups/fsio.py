@@ -89,10 +89,9 @@ def write_field(directory: str, file: str, value: str, field: str,
 def mkdirs(mount: str, path: str) -> list[str]:
     """mkdir -p mount+path; return the directories this call created, shallowest first.
 
-    isle's default parent ("/isle", from a missing cgroupsPath) is never returned: once made it
-    stays, empty between containers (as Docker's /docker does), so a container costs one mkdir
-    and one rmdir per hierarchy instead of two each (a cgroupfs mkdir/rmdir is ~50-100 us).
-    A concurrent remover (an older isle) may take a parent between our mkdirs; retry the walk.
+    isle's default parent ("/isle", from a missing cgroupsPath) is never returned: it is shared
+    by every container under it, and rmdirs() removes it once the last of them is gone. A
+    concurrent remover may take a parent between our mkdirs; retry the walk.
     """
     leaf = mount + "/" + "/".join(p for p in path.split("/") if p)
     try:
@@ -151,7 +150,8 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
     """Remove the directories we created, deepest first.
 
     Under a leaf, cgroups the container made itself go first. A leaf that stays busy
-    (processes still inside) is an error; a shared parent still holding others' cgroups stays.
+    (processes still inside) is an error; a shared parent still holding others' cgroups stays,
+    and isle's default parent goes with its last container (nothing of isle's outlives it).
     """
     gone: set[str] = set()
     for leaf in leaves:
@@ -181,6 +181,13 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
             if d in leaves:
                 raise InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
                                    "(processes still inside?)") from e
+    for d in created:
+        parent = os.path.dirname(d)
+        if parent.endswith(DEFAULT_PARENT) and os.path.ismount(os.path.dirname(parent)):
+            try:
+                os.rmdir(parent)  # EBUSY while other containers are in it: theirs to remove
+            except OSError:
+                pass
 
 
 def undo(destroy: Callable[[], None], err: BaseException) -> None:

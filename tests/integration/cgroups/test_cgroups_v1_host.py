@@ -197,17 +197,18 @@ def test_destroy_removes_cgroups_the_container_made(cg: V1Manager) -> None:
     assert _all_dirs(cg.path) == []
 
 
-def test_default_parent_stays_and_only_leaves_are_ours() -> None:
+def test_default_parent_is_shared_and_goes_with_its_last_container() -> None:
     ids = [f"isle-test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     a, b = (manager_for(None, i) for i in ids)
     a.create()
     b.create()
-    assert all(d.endswith(f"/isle/{ids[0]}") for d in a.created)  # /isle is shared, kept
+    assert all(d.endswith(f"/isle/{ids[0]}") for d in a.created)  # /isle is shared
     assert _read("cpuset", f"/isle/{ids[1]}", "cpuset.cpus")  # filled from the kept parent
     a.destroy()
     assert os.path.isdir(f"{CG}/memory/isle/{ids[1]}")
+    assert os.path.isdir(f"{CG}/memory/isle")  # b is still in it
     b.destroy()
-    assert os.path.isdir(f"{CG}/memory/isle") and not os.path.exists(f"{CG}/memory/isle/{ids[1]}")
+    assert not [c for c in os.listdir(CG) if os.path.exists(f"{CG}/{c}/isle")]  # nothing left
 
 
 def test_empty_cpuset_parent_made_by_another_tool_is_filled(cg: V1Manager) -> None:
