@@ -15,6 +15,7 @@ import subprocess
 import time
 
 from isle.errors import VMError
+from isle.sys import proc
 from isle.vm.config import FsShare
 
 __all__ = ["find", "start", "stop"]
@@ -51,7 +52,7 @@ def start(share: FsShare, log: str, timeout: float = 10.0) -> subprocess.Popen[b
         raise VMError(f"cannot share {share.source} with a VM: not a directory")
     exe = find()
     with open(log, "ab") as out:
-        p = subprocess.Popen(
+        p = proc.spawn(
             [exe, f"--socket-path={share.socket}", "-o", f"source={share.source}",
              "-o", "cache=auto", "-o", "xattr"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
