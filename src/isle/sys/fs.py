@@ -1,14 +1,18 @@
-"""Small filesystem helpers: atomic writes and advisory locks."""
+"""Small filesystem helpers: atomic writes, private directories and advisory locks.
+
+State is private by default: ``atomic_write`` makes 0600 files and ``private_dir`` makes (and
+tightens, on every use, existing installs included) 0700 directories, so records, specs with
+``-e`` secrets, logs, and rootfs trees are never readable or reachable by other host users."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 
-__all__ = ["atomic_write", "flock", "makedirs"]
+__all__ = ["atomic_write", "flock", "makedirs", "private_dir", "private_file"]
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Write data to path so readers see the old or the new file, never half of one.
 
     durable=False skips the fsync: for run-time state that dies with the machine anyway (/run is
@@ -54,3 +58,41 @@ class flock:  # noqa: N801 - used as a function: with flock(path) as fd
 
 def makedirs(path: str, mode: int = 0o755) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def private_dir(path: str, mode: int = 0o700) -> str:
+    """Make path (and missing parents) a directory with at most ``mode`` (0700): made so when
+    new, and an existing one is tightened (chmod away extra bits, never widened), so installs
+    made before this rule lose their world-readable modes on next use. Two syscalls when it
+    exists. A symlink or non-directory at path is refused (NotADirectoryError)."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = os.path.dirname(path.rstrip("/"))
+        if not parent or parent == path:
+            raise
+        os.makedirs(parent, exist_ok=True)
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
+    st = os.lstat(path)
+    if st.st_mode & 0o170000 != 0o040000:
+        raise NotADirectoryError(f"{path}: not a directory (or a symlink)")
+    if st.st_mode & 0o7777 & ~mode:
+        os.chmod(path, st.st_mode & mode & 0o7777)
+    return path
+
+
+def private_file(path: str, mode: int = 0o600) -> None:
+    """Create path empty with ``mode`` if missing; tighten an existing file's mode to it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode))
+        return
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if st.st_mode & 0o170000 == 0o100000 and st.st_mode & 0o7777 & ~mode:
+        os.chmod(path, st.st_mode & mode & 0o7777)
