@@ -8,7 +8,7 @@
 2. Idle density: N x `run -d busybox sleep 1d` per engine, one engine at a time: creation rate,
    host memory per idle container beyond the containers' own processes (MemAvailable delta minus
    the PSS of the `sleep`s; also the monitor's own PSS), time of `ps -a`, time to remove them all.
-Every peer gets private storage under a temp dir (podman-env, dockerd-start); all is removed after.
+Every peer gets private storage under a temp dir (bench/peers.py); all is removed after.
 The same busybox-static rootfs is imported into podman and Docker, isle makes its own from it.
 """
 
@@ -19,9 +19,7 @@ import contextlib
 import json
 import os
 import platform
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peers import Dockerd, busybox_rootfs, podman_prefix
+
 REPO = Path(__file__).resolve().parents[1]
-PEERS = "/work/shared/peers"
 ISLE = str(REPO / ".venv" / "bin" / "isle")
 
 
@@ -146,7 +145,7 @@ class Podman(Engine):
     name = "podman"
 
     def __init__(self, tmp: str, tar: str) -> None:
-        self.prefix = shlex.split(sh([f"{PEERS}/podman-env", f"{tmp}/podman"]).stdout.strip())
+        self.prefix = podman_prefix(f"{tmp}/podman")
         sh(self.prefix + ["import", tar, "busybox:latest"])
 
     def cli(self) -> list[str]:
@@ -167,8 +166,8 @@ class Docker(Engine):
 
     def __init__(self, tmp: str, tar: str) -> None:
         self.dir = f"{tmp}/docker"
-        out = sh([f"{PEERS}/dockerd-start", self.dir]).stdout
-        self.host = out.split("DOCKER_HOST=")[1].split()[0]
+        self.dockerd = Dockerd(self.dir).start()
+        self.host = self.dockerd.host
         sh(["docker", "-H", self.host, "import", tar, "busybox:latest"])
 
     def cli(self) -> list[str]:
@@ -181,13 +180,7 @@ class Docker(Engine):
         ids = subprocess.run(self.cli() + ["ps", "-aq"], capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(self.cli() + ["rm", "-f", *ids], capture_output=True)
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(Path(f"{self.dir}/dockerd.pid").read_text())
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not os.path.exists(f"/proc/{pid}"):
-                    break
-                time.sleep(0.1)
+        self.dockerd.stop()
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
             mp = line.split()[4]
             if mp.startswith(self.dir):
@@ -292,7 +285,7 @@ def main() -> int:
     engines: list[Engine] = []
     try:
         rootfs = f"{tmp}/rootfs"
-        sh(["sh", f"{PEERS}/busybox-rootfs", rootfs])
+        busybox_rootfs(rootfs)
         tar = f"{tmp}/busybox.tar"
         sh(["tar", "-C", rootfs, "-cf", tar, "."])
         if "isle" in want:

@@ -5,7 +5,7 @@ network (netavark), for the same pair of namespaces, in one run, with ratios.
 
 Both sides get the same servers: iperf3 and a tiny accept-and-close server are started *inside*
 each container's network namespace (nsenter), so only the network plumbing differs. Podman runs
-with its own storage (/work/shared/peers/podman-env) and network config dir; nothing is left.
+with its own storage (bench/peers.py) and network config dir; nothing is left.
 Traffic goes only to 127.0.0.1 and to addresses on the bridges created here.
 
 Ratios are medians of per-round ratios: every round measures each side once, in a rotating
@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import secrets
-import shlex
 import shutil
 import socket
 import statistics
@@ -34,9 +33,10 @@ import tempfile
 import time
 from typing import Any
 
+from peers import busybox_rootfs, podman_prefix
+
 from isle.net import NetworkManager, parse_publish
 
-PEERS = "/work/shared/peers"
 SERVER = ("import socket\ns=socket.socket(); s.setsockopt(1,2,1); s.bind(('0.0.0.0',7000)); "
           "s.listen(512)\nwhile True:\n c,_=s.accept(); c.sendall(b'x'); c.close()\n")
 
@@ -124,10 +124,9 @@ class PodmanSide:
 
     def __init__(self, tmp: str) -> None:
         self.tmp = tmp
-        self.rootfs = sh([f"{PEERS}/busybox-rootfs", f"{tmp}/rootfs"]).stdout.strip()
-        prefix = sh([f"{PEERS}/podman-env", f"{tmp}/podman"]).stdout.strip()
+        self.rootfs = busybox_rootfs(f"{tmp}/rootfs")
         os.makedirs(f"{tmp}/podman-net", exist_ok=True)
-        self.podman = shlex.split(prefix) + ["--network-config-dir", f"{tmp}/podman-net"]
+        self.podman = podman_prefix(f"{tmp}/podman") + ["--network-config-dir", f"{tmp}/podman-net"]
         self.net = f"isle-bench-pod-{secrets.token_hex(3)}"
         self.names = [f"isle-bench-a-{secrets.token_hex(3)}", f"isle-bench-b-{secrets.token_hex(3)}"]
 

@@ -15,7 +15,7 @@ there ext4's inode allocator skips (one by one, reading each inode-table block) 
 the last 60 s (360 s while its table block is dirty): after an rm -rf of ~6000 files each new file in
 that block group costs ~300 us instead of ~30 us (perf: find_inode_bit -> recently_deleted). So
 deleting one tool's tree inside the timed loop taxed whichever tool ran next by seconds.
-Needs root, docker-registry, skopeo, podman (via /work/shared/peers/podman-env).
+Needs root, docker-registry, skopeo, podman (private storage via bench/peers.py).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from peers import podman_prefix  # noqa: E402  (bench/ is on sys.path when run as a script)
 ISLE = [str(REPO / ".venv" / "bin" / "python"), "-m", "isle.cli.images"]
 
 
@@ -177,12 +179,7 @@ def main() -> None:
                         ]
                     )
                 else:
-                    pfx = subprocess.run(
-                        ["/work/shared/peers/podman-env", str(d)],
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                    ).stdout.split()
+                    pfx = podman_prefix(d)
                     dt = timed([*pfx, "pull", "-q", "--tls-verify=false", ref])
                     subprocess.run([*pfx, "system", "reset", "-f"], capture_output=True)
                 samples[tool].append(dt)

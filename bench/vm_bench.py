@@ -31,6 +31,8 @@ RUNTIME = os.path.join(REPO, ".venv", "bin", "isle-vm-runtime")
 ISLE = os.path.join(REPO, ".venv", "bin", "isle")
 sys.path.insert(0, os.path.join(REPO, "src"))
 
+from peers import busybox_rootfs  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 
 def bundle(dest: str, rootfs: str, args: list[str], template: bool = False) -> str:
     from isle.oci.runtime_spec import default_spec
@@ -243,10 +245,7 @@ def main() -> int:
     os.makedirs(cache)
     os.symlink(kernel.kernel_dir(), os.path.join(cache, "kernel"))
     rootfs = os.path.join(work, "rootfs")
-    peers = os.path.join(os.path.dirname(REPO), "shared", "peers")
-    if not os.path.isdir(peers):
-        peers = "/work/shared/peers"
-    subprocess.run([os.path.join(peers, "busybox-rootfs"), rootfs], check=True, capture_output=True)
+    busybox_rootfs(rootfs)
     env = dict(os.environ, ISLE_CACHE=cache)
     env.pop("ISLE_VM_TEMPLATE", None)
     root = os.path.join(work, "state")

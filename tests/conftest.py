@@ -12,6 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 
 
+def _bench_peers():
+    """bench/peers.py: sets up busybox rootfs, podman and dockerd peers from inside the repo."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("isle_bench_peers", REPO / "bench" / "peers.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+peers = _bench_peers()
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
@@ -47,3 +61,9 @@ def tmp_root(tmp_path: Path) -> Path:
     d = tmp_path / "isle-root"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="session")
+def podman_prefix():
+    """podman_prefix(dir) -> argv prefix of a podman with private storage under dir."""
+    return peers.podman_prefix

@@ -16,15 +16,12 @@ from isle.image.build.runspec import run_in_bundle, run_spec
 from isle.image.store import ImageStore
 
 pytestmark = [pytest.mark.root, pytest.mark.podman]
-PEERS = Path("/work/shared/peers")
 
 
 @pytest.fixture
-def podman() -> list[str]:
+def podman(podman_prefix) -> list[str]:
     d = tempfile.mkdtemp(prefix="ipod", dir="/tmp")  # podman wants a runroot < 50 chars
-    prefix = subprocess.run(
-        [str(PEERS / "podman-env"), d], check=True, capture_output=True, text=True
-    ).stdout.split()
+    prefix = podman_prefix(d)
     yield prefix
     subprocess.run([*prefix, "rm", "-af"], capture_output=True, timeout=60)
     subprocess.run([*prefix, "system", "reset", "-f"], capture_output=True, timeout=60)

@@ -13,22 +13,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 RUNTIME = str(REPO / ".venv" / "bin" / "isle-runtime")
 
-def _peer(name: str) -> str:
-    """A peers/ helper script: shared/ beside the clone (CI) or /work/shared (sessions)."""
-    for base in (REPO.parent / "shared" / "peers", Path("/work/shared/peers")):
-        if (base / name).exists():
-            return str(base / name)
-    return ""
+
+def _bench_peers():
+    """bench/peers.py (the repo's own peer set-up), loaded by path: tests import no bench module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("isle_bench_peers", REPO / "bench" / "peers.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-BUSYBOX_ROOTFS = _peer("busybox-rootfs")
-PODMAN_ENV = _peer("podman-env")
-
-
-@pytest.fixture(scope="session")
-def podman_env_script() -> str:
-    """Path of shared/peers/podman-env ("" when this machine has no shared/ peers)."""
-    return PODMAN_ENV
+peers = _bench_peers()
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +37,7 @@ def busybox_rootfs():
     top = tempfile.mkdtemp(prefix="isle-rt-busybox-")
     os.chmod(top, 0o755)
     d = Path(top) / "rootfs"
-    if BUSYBOX_ROOTFS:
-        subprocess.run(["sh", BUSYBOX_ROOTFS, str(d)], check=True, capture_output=True,
-                       timeout=120)
-    else:
-        from isle.runtime.demo import make_rootfs
-
-        make_rootfs(str(d))
+    peers.busybox_rootfs(d)
     yield d
     shutil.rmtree(top, ignore_errors=True)
 

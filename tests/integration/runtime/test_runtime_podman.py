@@ -15,14 +15,10 @@ pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.slow, pytest.mar
 
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path,
-           podman_env_script: str):
+def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path, podman_prefix):
     """podman with private storage, a local busybox image imported from a tarball."""
-    if not podman_env_script:
-        pytest.skip("no podman-env helper in shared/peers")
     d = tmp_path_factory.mktemp("podman")
-    prefix = subprocess.run(["sh", podman_env_script, str(d / "env")], check=True,
-                            capture_output=True, text=True).stdout.split()
+    prefix = podman_prefix(d / "env")
     env_kv = dict(p.split("=", 1) for p in prefix if "=" in p and not p.startswith("-"))
     argv = [p for p in prefix if p != "env" and "=" not in p]
     env = dict(os.environ, **env_kv)

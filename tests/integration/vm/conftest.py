@@ -15,11 +15,20 @@ from isle.oci.runtime_spec import default_spec
 REPO = Path(__file__).resolve().parents[3]
 RUNTIME = str(REPO / ".venv" / "bin" / "isle-vm-runtime")
 REAL_KERNELS = "/var/cache/isle/kernel"
-#: shared/peers sits beside the work tree (CI's clone too); /work/shared on developer machines
-PEERS = next(
-    (p for p in (REPO.parent / "shared" / "peers", Path("/work/shared/peers")) if p.is_dir()),
-    Path("/work/shared/peers"),
-)
+
+
+def _bench_peers():
+    """bench/peers.py (the repo's own peer set-up), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("isle_bench_peers", REPO / "bench" / "peers.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PEERS = _bench_peers()
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +46,7 @@ def vm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = tmp_path_factory.mktemp("bbrootfs") / "rootfs"
-    subprocess.run([str(PEERS / "busybox-rootfs"), str(d)], check=True, capture_output=True)
+    PEERS.busybox_rootfs(d)
     return str(d)
 
 

@@ -19,9 +19,7 @@ def test_podman_run_exec_stop_rm(
     tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
 ) -> None:
     pmdir = Path(tempfile.mkdtemp(prefix="isle-vm-pm-"))  # podman wants a short runroot
-    prefix = subprocess.run(
-        [str(vmh.peers / "podman-env"), str(pmdir)], check=True, capture_output=True, text=True
-    ).stdout.split()
+    prefix = vmh.peers.podman_prefix(pmdir)
     podman = [*prefix, "--runtime", RUNTIME]
 
     def pm(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
