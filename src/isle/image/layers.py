@@ -710,6 +710,12 @@ class Unpacker:
         if base.startswith(WH_PREFIX + WH_PREFIX):
             raise _Skip("aufs metadata; dropped")
         target = base[len(WH_PREFIX) :]
+        if target in ("", ".", "..") or "/" in target or "\0" in target:
+            # `.wh...` would remove the layer's parent (the store's tmp/), `.wh..` the layer
+            raise ImageError(
+                f"layer entry {'/'.join(parts)!r}: a whiteout must name an entry of its "
+                f"directory, not {target!r}; refused"
+            )
         self._remove(parent, target, "/".join(parts[:-1] + [target]))
         if not self.rootless:
             os.mknod(target, stat.S_IFCHR | 0o000, 0, dir_fd=parent)
@@ -765,6 +771,11 @@ class Unpacker:
         for k, v in m.pax_headers.items():
             if k.startswith("SCHILY.xattr."):
                 xname = k[len("SCHILY.xattr.") :]
+                if xname.startswith(("trusted.overlay.", "user.overlay.")):
+                    # overlayfs metadata (redirect, metacopy, origin, whiteout, opaque) comes
+                    # only from whiteout entries: a layer naming it could steer overlay lookups
+                    self.skipped.append((m.name, f"xattr {xname}: overlay metadata; dropped"))
+                    continue
                 val = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
                 path = target if fd is not None or name == "." else f"/proc/self/fd/{parent}/{name}"
                 try:
