@@ -11,13 +11,18 @@ import re
 from dataclasses import dataclass
 
 from isle.errors import ConfigError
+from isle.oci.image_spec import is_digest
 
 __all__ = ["Reference", "DEFAULT_REGISTRY"]
 
 DEFAULT_REGISTRY = "docker.io"
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+# fullmatch and ASCII: `$` would also match before a trailing newline, `\w` any Unicode letter
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REGISTRY = re.compile(
+    rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?", re.ASCII
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,26 +40,28 @@ class Reference:
         digest = ""
         if "@" in s:
             s, digest = s.split("@", 1)
-            if not _DIGEST.match(digest):
+            if not is_digest(digest):
                 raise ConfigError("reference", f"invalid digest in {orig!r}")
         tag = ""
         slash = s.rfind("/")
         colon = s.rfind(":")
         if colon > slash:
             s, tag = s[:colon], s[colon + 1 :]
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise ConfigError("reference", f"invalid tag {tag!r} in {orig!r}")
         parts = s.split("/")
         if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
             registry, parts = parts[0], parts[1:]
         else:
             registry = DEFAULT_REGISTRY
+        if not _REGISTRY.fullmatch(registry):
+            raise ConfigError("reference", f"invalid registry {registry!r} in {orig!r}")
         if registry in ("index.docker.io", "registry-1.docker.io"):
             registry = DEFAULT_REGISTRY
         if registry == DEFAULT_REGISTRY and len(parts) == 1:
             parts = ["library", *parts]
         for p in parts:
-            if not _COMPONENT.match(p):
+            if not _COMPONENT.fullmatch(p):
                 raise ConfigError(
                     "reference",
                     f"invalid repository name {orig!r} "

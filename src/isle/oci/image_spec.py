@@ -34,6 +34,9 @@ __all__ = [
     "Platform",
     "sha256_digest",
     "check_digest",
+    "is_digest",
+    "digest_hex",
+    "config_diff_ids",
     "parse_manifest_or_index",
     "canonical_json",
     "layer_compression",
@@ -66,17 +69,63 @@ LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar": "",
 }
 
-_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+#: the one digest syntax isle accepts anywhere a digest may become a path (blobs/sha256/<hex>,
+#: layers/<hex>): ``sha256:`` and exactly 64 lowercase hex digits (fullmatch: no trailing newline)
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def is_digest(value: Any) -> bool:
+    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
+
+
 def check_digest(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _DIGEST_RE.match(value):
-        raise ImageError(f"{where}: not a sha256 digest: {value!r}")
+    """value if it is ``sha256:<64 hex>``, else ImageError naming where it came from."""
+    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
+        raise ImageError(f"{where}: not a sha256 digest (sha256:<64 hex digits>): {value!r:.200}")
     return value
+
+
+def digest_hex(value: Any, where: str) -> str:
+    """The hex part of a checked digest: the only way a digest becomes a file name."""
+    return check_digest(value, where)[7:]
+
+
+def config_diff_ids(config: Any, where: str = "config") -> list[str]:
+    """rootfs.diff_ids of an image config (a dict or its JSON bytes), every one checked."""
+    if isinstance(config, (bytes, str)):
+        try:
+            config = json.loads(config)
+        except (ValueError, RecursionError) as exc:
+            raise ImageError(f"{where}: not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ImageError(f"{where}: expected a JSON object")
+    rootfs = config.get("rootfs", {})
+    if not isinstance(rootfs, dict):
+        raise ImageError(f"{where}.rootfs: expected an object")
+    ids = rootfs.get("diff_ids", [])
+    if not isinstance(ids, list):
+        raise ImageError(f"{where}.rootfs.diff_ids: expected a list")
+    return [check_digest(d, f"{where}.rootfs.diff_ids[{i}]") for i, d in enumerate(ids)]
+
+
+def _strmap(v: Any, where: str) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items()
+    ):
+        raise ImageError(f"{where}: expected an object of strings")
+    return dict(v)
+
+
+def _obj(d: Any, where: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ImageError(f"{where}: expected a JSON object")
+    return d
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -105,10 +154,14 @@ class Platform:
     variant: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Platform:
-        return cls(
-            os=d.get("os", ""), architecture=d.get("architecture", ""), variant=d.get("variant", "")
-        )
+    def from_dict(cls, d: dict[str, Any], where: str = "platform") -> Platform:
+        vals = {}
+        for k in ("os", "architecture", "variant"):
+            v = d.get(k, "")
+            if not isinstance(v, str):
+                raise ImageError(f"{where}.{k}: expected a string")
+            vals[k] = v
+        return cls(**vals)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"architecture": self.architecture, "os": self.os}
@@ -143,14 +196,19 @@ class Descriptor:
         size = d.get("size")
         if not isinstance(size, int) or size < 0:
             raise ImageError(f"{where}.size: expected a non-negative integer, got {size!r}")
+        if isinstance(size, bool):
+            raise ImageError(f"{where}.size: expected a non-negative integer, got {size!r}")
         plat = d.get("platform")
+        urls = d.get("urls") or ()
+        if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+            raise ImageError(f"{where}.urls: expected a list of strings")
         return cls(
             media_type=mt,
             digest=check_digest(d.get("digest"), f"{where}.digest"),
             size=size,
-            platform=Platform.from_dict(plat) if isinstance(plat, dict) else None,
-            annotations=dict(d.get("annotations") or {}),
-            urls=tuple(d.get("urls") or ()),
+            platform=Platform.from_dict(plat, f"{where}.platform") if isinstance(plat, dict) else None,
+            annotations=_strmap(d.get("annotations"), f"{where}.annotations"),
+            urls=tuple(urls),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,7 +229,10 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], media_type: str = "") -> Manifest:
+        d = _obj(d, "manifest")
         mt = d.get("mediaType") or media_type or MT_OCI_MANIFEST
+        if not isinstance(mt, str):
+            raise ImageError("manifest.mediaType: expected a string")
         if d.get("schemaVersion") != 2:
             raise ImageError(f"manifest.schemaVersion: expected 2, got {d.get('schemaVersion')!r}")
         layers = d.get("layers")
@@ -186,7 +247,7 @@ class Manifest:
             media_type=mt,
             config=Descriptor.from_dict(d.get("config"), "manifest.config"),
             layers=descs,
-            annotations=dict(d.get("annotations") or {}),
+            annotations=_strmap(d.get("annotations"), "manifest.annotations"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,15 +270,19 @@ class Index:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], media_type: str = "") -> Index:
+        d = _obj(d, "index")
         ms = d.get("manifests")
         if not isinstance(ms, list):
             raise ImageError("index.manifests: expected a list")
+        mt = d.get("mediaType") or media_type or MT_OCI_INDEX
+        if not isinstance(mt, str):
+            raise ImageError("index.mediaType: expected a string")
         return cls(
-            media_type=d.get("mediaType") or media_type or MT_OCI_INDEX,
+            media_type=mt,
             manifests=tuple(
                 Descriptor.from_dict(x, f"index.manifests[{i}]") for i, x in enumerate(ms)
             ),
-            annotations=dict(d.get("annotations") or {}),
+            annotations=_strmap(d.get("annotations"), "index.annotations"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,11 +316,13 @@ class Index:
 def parse_manifest_or_index(data: bytes, media_type: str = "") -> Manifest | Index:
     try:
         d = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ImageError(f"manifest: not JSON: {exc}") from None
     if not isinstance(d, dict):
         raise ImageError("manifest: expected a JSON object")
     mt = d.get("mediaType") or media_type
+    if not isinstance(mt, str):
+        raise ImageError("manifest.mediaType: expected a string")
     if mt in INDEX_TYPES or (not mt and "manifests" in d):
         return Index.from_dict(d, mt)
     if mt in MANIFEST_TYPES or (not mt and "layers" in d):
