@@ -31,8 +31,11 @@ from isle.oci.image_spec import (
     Index,
     Manifest,
     canonical_json,
+    config_diff_ids,
+    digest_hex,
     layer_compression,
     parse_manifest_or_index,
+    sha256_digest,
 )
 
 __all__ = ["save", "load", "import_rootfs"]
@@ -243,42 +246,69 @@ def load(store: ImageStore, src: Any) -> list[Image]:
             os.unlink(tmp)
 
 
+def _blob_name(digest: str, where: str) -> str:
+    return f"blobs/sha256/{digest_hex(digest, where)}"
+
+
+def _member(v: Any, where: str) -> str:
+    """A file name inside the archive: relative, no '..', no NUL (it names a tar member or a
+    file under the layout directory, never anything beside it)."""
+    if not isinstance(v, str) or not v or "\0" in v or v.startswith("/"):
+        raise ImageError(f"{where}: not a relative file name in the archive: {v!r:.200}")
+    if ".." in v.split("/"):
+        raise ImageError(f"{where}: {v!r:.200} has a '..' component")
+    return v
+
+
+def _read_verified(s: _Source, d: Descriptor, what: str) -> bytes:
+    data = s.read(_blob_name(d.digest, f"{what}.digest"))
+    if sha256_digest(data) != d.digest:
+        raise ImageError(f"{what} {d.digest}: content does not match its digest")
+    return data
+
+
 def _copy_blob(store: ImageStore, s: _Source, d: Descriptor) -> None:
+    name = _blob_name(d.digest, "digest")
     if store.blobs.has(d.digest):
         return
-    with store.blobs.writer(d.digest, d.size) as w, s.open(f"blobs/sha256/{d.digest[7:]}") as f:
+    with store.blobs.writer(d.digest, d.size) as w, s.open(name) as f:
         while b := f.read(1 << 20):
             w.write(b)
         w.commit()
 
 
+def _json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise ImageError(f"{where}: not JSON: {e}") from None
+
+
 def _load_oci(store: ImageStore, s: _Source) -> list[Image]:
     from isle.image.pull import default_platform
 
-    index = Index.from_dict(json.loads(s.read("index.json")))
+    index = Index.from_dict(_json(s.read("index.json"), "index.json"))
     out = []
     for d in index.manifests:
         mdesc = d
         if d.media_type in INDEX_TYPES:
-            sub = parse_manifest_or_index(s.read(f"blobs/sha256/{d.digest[7:]}"), d.media_type)
-            assert isinstance(sub, Index)
+            sub = parse_manifest_or_index(_read_verified(s, d, "index"), d.media_type)
+            if not isinstance(sub, Index):
+                raise ImageError(f"index {d.digest}: expected an image index")
             mdesc = sub.select(default_platform())
-        mbytes = s.read(f"blobs/sha256/{mdesc.digest[7:]}")
+        mbytes = _read_verified(s, mdesc, "manifest")
         if store.blobs.put(mbytes) != mdesc.digest:
             raise ImageError(f"manifest {mdesc.digest}: digest mismatch")
         m = parse_manifest_or_index(mbytes, mdesc.media_type)
         if not isinstance(m, Manifest):
             raise ImageError(f"manifest {mdesc.digest}: expected an image manifest")
         _copy_blob(store, s, m.config)
-        diff_ids = (
-            json.loads(store.blobs.get(m.config.digest)).get("rootfs", {}).get("diff_ids", [])
-        )
+        diff_ids = config_diff_ids(store.blobs.get(m.config.digest), f"config {m.config.digest}")
         if len(diff_ids) != len(m.layers):
             raise ImageError(f"config {m.config.digest}: diff_ids do not match the layers")
         for lay, did in zip(m.layers, diff_ids, strict=True):
             _copy_blob(store, s, lay)
-            if not store.has_layer(did):
-                store.unpack_blob(lay, did)
+            store.ensure_layer(lay, did)
         names = []
         for key in (CTRD_NAME, REF_NAME):
             n = d.annotations.get(key, "")
@@ -293,37 +323,43 @@ def _load_oci(store: ImageStore, s: _Source) -> list[Image]:
 
 
 def _load_docker(store: ImageStore, s: _Source) -> list[Image]:
-    try:
-        entries = json.loads(s.read("manifest.json"))
-    except ValueError:
-        raise ImageError("manifest.json: not JSON") from None
+    entries = _json(s.read("manifest.json"), "manifest.json")
     if not isinstance(entries, list):
         raise ImageError("manifest.json: expected a list")
     out = []
     for i, e in enumerate(entries):
-        cfg_bytes = s.read(e["Config"])
+        where = f"manifest.json[{i}]"
+        if not isinstance(e, dict):
+            raise ImageError(f"{where}: expected an object")
+        paths = e.get("Layers") or []
+        tags = e.get("RepoTags") or []
+        if not isinstance(paths, list) or not isinstance(tags, list):
+            raise ImageError(f"{where}: Layers and RepoTags must be lists")
+        paths = [_member(p, f"{where}.Layers[{j}]") for j, p in enumerate(paths)]
+        cfg_bytes = s.read(_member(e.get("Config"), f"{where}.Config"))
+        diff_ids = config_diff_ids(cfg_bytes, f"{where}.Config")
         cfg_digest = store.blobs.put(cfg_bytes)
-        config = json.loads(cfg_bytes)
-        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        if len(diff_ids) != len(e.get("Layers", [])):
+        if len(diff_ids) != len(paths):
             raise ImageError(
-                f"manifest.json[{i}]: {len(e.get('Layers', []))} layers but config "
-                f"has {len(diff_ids)} diff_ids"
+                f"{where}: {len(paths)} layers but config has {len(diff_ids)} diff_ids"
             )
         layers = []
-        for path, did in zip(e["Layers"], diff_ids, strict=True):
+        for path, did in zip(paths, diff_ids, strict=True):
             with s.open(path) as f, store.blobs.writer() as w:
                 head = f.read(1 << 20)
-                mt = _sniff(head)
+                try:
+                    mt = _sniff(head)
+                except ImageError as exc:
+                    raise ImageError(f"{where}: layer {path}: {exc}") from None
                 while head:
                     w.write(head)
                     head = f.read(1 << 20)
                 digest = w.commit()
             desc = Descriptor(media_type=mt, digest=digest, size=w.size)
-            if not store.has_layer(did):
-                store.unpack_blob(desc, did)
-            elif mt == MT_OCI_LAYER and digest != did:
-                raise ImageError(f"{path}: content {digest} does not match diff_id {did}")
+            try:
+                store.ensure_layer(desc, did)
+            except ImageError as exc:
+                raise ImageError(f"{where}: layer {path}: {exc}") from None
             layers.append(desc)
         manifest = Manifest(
             media_type="application/vnd.oci.image.manifest.v1+json",
@@ -334,7 +370,9 @@ def _load_docker(store: ImageStore, s: _Source) -> list[Image]:
             ),
             layers=tuple(layers),
         )
-        names = [str(Reference.parse(t)) for t in (e.get("RepoTags") or [])]
+        if not all(isinstance(t, str) for t in tags):
+            raise ImageError(f"{where}.RepoTags: expected a list of strings")
+        names = [str(Reference.parse(t)) for t in tags]
         out.append(store.add_image(canonical_json(manifest.to_dict()), names))
     return out
 

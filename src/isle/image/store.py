@@ -40,10 +40,12 @@ from isle.oci.image_spec import (
     Descriptor,
     Manifest,
     canonical_json,
+    config_diff_ids,
+    digest_hex,
     layer_compression,
     parse_manifest_or_index,
 )
-from isle.sys.fs import atomic_write, flock
+from isle.sys.fs import atomic_write, flock, private_dir
 
 __all__ = ["ImageStore", "Image", "now_iso"]
 
@@ -76,7 +78,7 @@ class Image:
 class ImageStore:
     def __init__(self, root: str) -> None:
         self.root = root
-        os.makedirs(root, exist_ok=True)
+        private_dir(root)  # 0700: layers hold set-uid binaries and device nodes of images
         self.blobs = BlobStore(root)
         spread_subdirs(self.blobs.tmp_dir)  # layers unpack in tmp/layer-*: fresh inode groups
         self.layers_dir = os.path.join(root, "layers")
@@ -183,7 +185,7 @@ class ImageStore:
                     shutil.rmtree(os.path.dirname(self.layer_dir(digest)), ignore_errors=True)
 
     def layer_dir(self, diff_id: str) -> str:
-        return os.path.join(self.layers_dir, diff_id.split(":", 1)[1], "diff")
+        return os.path.join(self.layers_dir, digest_hex(diff_id, "diff_id"), "diff")
 
     def has_layer(self, diff_id: str) -> bool:
         return os.path.isdir(self.layer_dir(diff_id))
@@ -201,7 +203,7 @@ class ImageStore:
         if not isinstance(m, Manifest):
             raise ImageError(f"image {image_id}: record points at an index, not a manifest")
         config = json.loads(self.blobs.get(image_id))
-        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        diff_ids = config_diff_ids(config, f"config {image_id}")
         return Image(
             id=image_id,
             names=list(rec.get("names", [])),
@@ -313,9 +315,8 @@ class ImageStore:
         if not isinstance(m, Manifest):
             raise ImageError("add_image: expected an image manifest, got an index")
         mdigest = self.blobs.put(manifest_bytes)
-        config = json.loads(self.blobs.get(m.config.digest))
-        diff_ids = config.get("rootfs", {}).get("diff_ids")
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(m.layers):
+        diff_ids = config_diff_ids(self.blobs.get(m.config.digest), f"config {m.config.digest}")
+        if len(diff_ids) != len(m.layers):
             raise ImageError(
                 f"config {m.config.digest}: rootfs.diff_ids does not match "
                 f"the manifest's {len(m.layers)} layers"
@@ -365,7 +366,10 @@ class ImageStore:
         try:
             with open(self.blobs.path(layer.digest), "rb") as f:
                 src = HashReader(f)
-                diff_id, size, _ = unpack_layer(src, tmpd, comp)
+                try:
+                    diff_id, size, _ = unpack_layer(src, tmpd, comp)
+                except ImageError as e:
+                    raise ImageError(f"layer {layer.digest}: {e}") from None
                 src.drain()
             if src.digest != layer.digest:
                 raise ImageError(f"blob {layer.digest}: stored content is corrupt")
@@ -378,6 +382,41 @@ class ImageStore:
             return diff_id
         finally:
             shutil.rmtree(tmpd, ignore_errors=True)
+
+    def layer_diff_id(self, layer: Descriptor) -> str:
+        """The uncompressed digest of a stored layer blob (which is verified on the way)."""
+        from isle.image.layers import decompressor
+
+        comp = layer_compression(layer.media_type)
+        try:
+            f = open(self.blobs.path(layer.digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {layer.digest} not in store") from None
+        with f:
+            src = HashReader(f)
+            raw = HashReader(decompressor(src, comp))
+            try:
+                raw.drain()
+                src.drain()
+            except Exception as e:  # zlib.error, EOFError, ZstdError: a corrupt stream
+                raise ImageError(f"layer {layer.digest}: corrupt {comp or 'tar'} stream: {e}") from None
+        if src.digest != layer.digest:
+            raise ImageError(f"blob {layer.digest}: stored content is corrupt")
+        return raw.digest
+
+    def ensure_layer(self, layer: Descriptor, diff_id: str) -> None:
+        """Make the stored blob ``layer`` available unpacked as ``diff_id``, verified: unpacked
+        (compressed digest and diff_id checked) when new; when a layer of that diff_id already
+        exists, the blob's own uncompressed digest must still be diff_id, so an archive cannot
+        pass one layer off as another."""
+        digest_hex(diff_id, "diff_id")
+        if not self.has_layer(diff_id):
+            self.unpack_blob(layer, diff_id)
+        elif (got := self.layer_diff_id(layer)) != diff_id:
+            raise ImageError(
+                f"layer {layer.digest}: its content's diff_id {got} does not match the "
+                f"config's {diff_id}"
+            )
 
     def write_layer_from_dir(
         self, src: str, *, overlay_whiteouts: bool, level: int = 3
