@@ -109,8 +109,17 @@ def _dec(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
 class Db:
     """One connection per process; short transactions."""
 
-    def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    def __init__(self, path: str, private: tuple[str, ...] = ()) -> None:
+        """private: more directories (the runroot) made or tightened to 0700 with the db's."""
+        from isle.sys.fs import private_dir, private_file
+
+        for d in (os.path.dirname(path), *private):
+            private_dir(d)
+        # the db is made 0600 before sqlite opens it (its -wal and -shm then take that mode);
+        # an older install's 0644 files are tightened
+        for p in (path, path + "-wal", path + "-shm"):
+            if p == path or os.path.exists(p):
+                private_file(p)
         self.path = path
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout = 60000")

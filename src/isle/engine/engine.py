@@ -52,7 +52,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     @property
     def db(self) -> Db:
         if self._db is None:
-            self._db = Db(self.s.db_path)
+            self._db = Db(self.s.db_path, private=(self.s.runroot,))
         return self._db
 
     @property

@@ -99,10 +99,13 @@ def read_int(path: str) -> int | None:
         return None
 
 
-def write_file(path: str, data: bytes) -> None:
-    """Replace path atomically (rename) without fsync: bundle files die with the container anyway."""
+def write_file(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace path atomically (rename) without fsync: bundle files die with the container anyway.
+
+    Private (0600) unless told: config.json and exec specs carry ``-e`` secrets. Files the
+    container itself reads through a bind mount (hosts, resolv.conf, hostname) pass 0o644."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
     finally:

@@ -243,20 +243,20 @@ class Lifecycle:
         if net_files:
             for dest, text in net_files.items():
                 host = os.path.join(p.bundle, os.path.basename(dest))
-                write_file(host, text.encode())
+                write_file(host, text.encode(), 0o644)
                 files[dest] = host
             return files
         hn = os.path.join(p.bundle, "hostname")
-        write_file(hn, (hostname + "\n").encode())
+        write_file(hn, (hostname + "\n").encode(), 0o644)
         files["/etc/hostname"] = hn
         hosts = os.path.join(p.bundle, "hosts")
         if opts.network == "host":
             with open("/etc/hosts", "rb") as f:
-                write_file(hosts, f.read())
+                write_file(hosts, f.read(), 0o644)
         else:
             lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                      f"127.0.0.1\t{hostname}"] + [h.replace(":", "\t", 1) for h in opts.extra_hosts]
-            write_file(hosts, ("\n".join(lines) + "\n").encode())
+            write_file(hosts, ("\n".join(lines) + "\n").encode(), 0o644)
         files["/etc/hosts"] = hosts
         rc = os.path.join(p.bundle, "resolv.conf")
         if opts.dns or opts.dns_search or opts.dns_options:
@@ -269,14 +269,14 @@ class Lifecycle:
                 host = ""
             write_file(rc, netetc.render_resolv(
                 host_resolv=host, dns=opts.dns, dns_search=opts.dns_search,
-                dns_options=opts.dns_options, host_network=opts.network == "host").encode())
+                dns_options=opts.dns_options, host_network=opts.network == "host").encode(), 0o644)
         else:
             try:
                 with open("/etc/resolv.conf", "rb") as f:
                     data = f.read()
             except OSError:
                 data = b""
-            write_file(rc, data)
+            write_file(rc, data, 0o644)
         files["/etc/resolv.conf"] = rc
         return files
 
