@@ -1,0 +1,197 @@
+"""Runtime process hardening: what a container can see of the isle processes that enter it,
+and what they leave behind in it.
+
+- CVE-2019-5736 class: an `exec` helper (or an init joining an existing pid namespace) seen from
+  inside must not expose a writable host executable through /proc/PID/exe, nor the caller's
+  environment through /proc/PID/environ — with Docker's default capabilities and with
+  CAP_SYS_PTRACE. The runtime under attack runs on a COPY of its interpreter under tmp_path, so a
+  regression overwrites the copy, never the host's.
+- CVE-2024-21626 class: a process.cwd through an fd inherited by the runtime
+  (/proc/self/fd/N) must not put the container's process in a host directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root]
+
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src"
+HERE = Path(__file__).resolve().parent
+MARKER_VAR = "H1_SECRET_CANARY"
+
+DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+               "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+               "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def attacker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The static attacker binary (exe_attack.c), in a directory bind-mounted at /x."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the attacker")
+    d = tmp_path_factory.mktemp("attacker")
+    os.chmod(d, 0o755)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(d / "exe_attack"),
+                    str(HERE / "exe_attack.c")], check=True, capture_output=True, timeout=120)
+    return d / "exe_attack"
+
+
+@pytest.fixture
+def runtime_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """(launcher, interpreter): isle-runtime started on a private copy of its interpreter."""
+    real = Path((REPO / ".venv" / "bin" / "isle-runtime").read_text().split("\n", 1)[0][2:]
+                .split()[0]).resolve()
+    d = tmp_path / "interp"
+    d.mkdir()
+    py = d / real.name
+    shutil.copy2(real, py)
+    launcher = d / "isle-runtime"
+    launcher.write_text(f"#!{py} -SE\nimport sys\nsys.path[0] = {str(SRC)!r}\n"
+                        "from isle.runtime.cli import exit_fast, main\nexit_fast(main())\n")
+    launcher.chmod(0o755)
+    return launcher, py
+
+
+class CopyRuntime:
+    def __init__(self, launcher: Path, root: Path) -> None:
+        self.launcher, self.root = launcher, root
+
+    def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+                 timeout: float = 30, **kw) -> subprocess.CompletedProcess[str]:
+        import tempfile
+
+        # files, not pipes: a created init keeps the runtime's stdio open
+        with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
+            p = subprocess.run([str(self.launcher), "--root", str(self.root), *args],
+                               stdin=subprocess.DEVNULL, stdout=o, stderr=e, timeout=timeout,
+                               env=env, **kw)
+            o.seek(0)
+            e.seek(0)
+            cp = subprocess.CompletedProcess(p.args, p.returncode, o.read().decode(),
+                                             e.read().decode())
+        if check and cp.returncode != 0:
+            raise AssertionError(f"isle-runtime {' '.join(args)} -> {cp.returncode}: {cp.stderr}")
+        return cp
+
+    def cleanup(self) -> None:
+        if self.root.exists():
+            for cid in os.listdir(self.root):
+                if not cid.startswith("."):
+                    self("delete", "--force", cid, check=False)
+
+
+@pytest.fixture
+def crt(runtime_copy: tuple[Path, Path], tmp_path: Path):
+    r = CopyRuntime(runtime_copy[0], tmp_path / "crt-root")
+    yield r
+    r.cleanup()
+
+
+def _verdict(out: Path, py: Path, before: str) -> str:
+    log = out.read_text() if out.exists() else ""
+    assert log.startswith("READY"), f"the attacker did not run: {log[:200]!r}"
+    bad = [ln for ln in log.splitlines() if ln.startswith(("WROTE", "LEAK"))]
+    assert not bad, f"escape: {bad}\n{log[-3000:]}"
+    assert _sha(py) == before, "the runtime's interpreter copy was modified"
+    return log
+
+
+def _caps(extra: list[str]) -> dict:
+    caps = DOCKER_CAPS + extra
+    return {k: list(caps) for k in ("bounding", "effective", "permitted")}
+
+
+def _attack_bundle(bundle, attacker: Path, outdir: Path, secs: int, extra_caps: list[str],
+                   marker: str, name: str = "bundle", pidns: str | None = None):
+    def edit(cfg: dict) -> None:
+        cfg["process"]["capabilities"] = _caps(extra_caps)
+        cfg["mounts"].append({"destination": "/x", "type": "bind", "source": str(attacker.parent),
+                              "options": ["rbind", "ro"]})
+        cfg["mounts"].append({"destination": "/out", "type": "bind", "source": str(outdir),
+                              "options": ["rbind", "rw"]})
+        if pidns:
+            for n in cfg["linux"]["namespaces"]:
+                if n["type"] == "pid":
+                    n["path"] = pidns
+    return bundle(["/x/exe_attack", str(secs), marker, "/out/log"], edit, name=name)
+
+
+@pytest.mark.parametrize("extra_caps", [[], ["CAP_SYS_PTRACE"]], ids=["default", "ptrace"])
+def test_runtime_exec_helper_hides_exe_and_env(crt, runtime_copy, bundle, attacker, tmp_path,
+                                               extra_caps):
+    """`isle-runtime exec` repeatedly while the container watches for the helper."""
+    py = runtime_copy[1]
+    before = _sha(py)
+    marker = os.urandom(8).hex()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    b = _attack_bundle(bundle, attacker, outdir, 8, extra_caps, marker)
+    crt("run", "-d", "--bundle", str(b), "victim")
+    deadline = time.monotonic() + 5
+    while not (outdir / "log").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    env = dict(os.environ, **{MARKER_VAR: marker})
+    for _ in range(12):
+        cp = crt("exec", "victim", "/bin/true", env=env, check=False)
+        assert cp.returncode == 0, cp.stderr
+    proc_json = tmp_path / "p.json"
+    proc_json.write_text(json.dumps({"args": ["/bin/true"], "cwd": "/", "env": ["PATH=/bin"],
+                                     "user": {"uid": 0, "gid": 0},
+                                     "capabilities": _caps(extra_caps)}))
+    for _ in range(6):
+        crt("exec", "--process", str(proc_json), "victim", env=env)
+    time.sleep(0.3)
+    crt("delete", "--force", "victim")
+    log = _verdict(outdir / "log", py, before)
+    assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
+
+
+@pytest.mark.parametrize("extra_caps", [[], ["CAP_SYS_PTRACE"]], ids=["default", "ptrace"])
+def test_runtime_init_joining_pidns_hides_exe_and_env(crt, runtime_copy, bundle, attacker,
+                                                      tmp_path, extra_caps):
+    """A container created into another's pid namespace: its init (before it execs the user's
+    program) and its runtime are seen by the first container."""
+    py = runtime_copy[1]
+    before = _sha(py)
+    marker = os.urandom(8).hex()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    b = _attack_bundle(bundle, attacker, outdir, 6, extra_caps, marker)
+    crt("run", "-d", "--bundle", str(b), "victim")
+    deadline = time.monotonic() + 5
+    while not (outdir / "log").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = json.loads(crt("state", "victim").stdout)["pid"]
+    env = dict(os.environ, **{MARKER_VAR: marker})
+    for i in range(5):
+        b2 = bundle(["/bin/true"], lambda cfg: [n.update(path=f"/proc/{pid}/ns/pid") for n in
+                                                cfg["linux"]["namespaces"] if n["type"] == "pid"],
+                    name=f"side{i}")
+        crt("run", "--bundle", str(b2), f"side{i}", env=env)
+    for i in range(3):  # create + start: the init waits on exec.fifo, seen by the victim
+        b2 = bundle(["/bin/true"], lambda cfg: [n.update(path=f"/proc/{pid}/ns/pid") for n in
+                                                cfg["linux"]["namespaces"] if n["type"] == "pid"],
+                    name=f"cs{i}")
+        crt("create", "--bundle", str(b2), f"cs{i}", env=env)
+        time.sleep(0.2)
+        crt("start", f"cs{i}", env=env)
+        time.sleep(0.1)
+        crt("delete", "--force", f"cs{i}")
+    time.sleep(0.3)
+    crt("delete", "--force", "victim")
+    log = _verdict(outdir / "log", py, before)
+    assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
