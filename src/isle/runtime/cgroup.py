@@ -12,10 +12,68 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
 __all__ = ["manager", "from_state", "resources_with_defaults", "kick_attach"]
 
 
+#: why an unprivileged runtime runs this container without a cgroup ("" while it has one)
+_no_cgroup = ""
+
+
 def manager(cgroups_path: str | None, cid: str, mounts_cache: str | None = None) -> Any:
+    """The container's cgroup manager; None when unprivileged and no cgroup is delegated to us
+    (then resources_with_defaults refuses limits, which nothing could enforce)."""
     from isle.cgroups import manager_for
 
+    if os.geteuid() != 0:
+        return _rootless_manager(cgroups_path, cid)
     return manager_for(cgroups_path, cid, mounts_cache=mounts_cache)
+
+
+def delegated_base(root: str = "/sys/fs/cgroup", self_cgroup: str | None = None) -> str | None:
+    """The cgroup2 directory under which this unprivileged process may make cgroups: the parent
+    of its own cgroup (a systemd user manager's delegated subtree: that one has no processes,
+    so controllers can be enabled for a child; runc's choice) else its own, if writable by us.
+    None on cgroup v1 and hybrid hosts (v1 hierarchies are never delegated) or without one."""
+    from isle.cgroups import detect_setup
+    from isle.cgroups.paths import own_cgroups
+
+    if detect_setup(root) != "v2":
+        return None
+    try:
+        own = own_cgroups(self_cgroup).get("unified")
+    except OSError:
+        return None
+    if not own or not own.startswith("/"):
+        return None
+    own = own.rstrip("/") or "/"
+    for rel in (os.path.dirname(own), own):
+        d = root + rel.rstrip("/")
+        if rel != "/" and os.access(d, os.W_OK | os.X_OK) and os.access(
+                d + "/cgroup.procs", os.W_OK):
+            return rel
+    return None
+
+
+def _rootless_manager(cgroups_path: str | None, cid: str, root: str = "/sys/fs/cgroup") -> Any:
+    global _no_cgroup
+    from isle.cgroups import detect_setup
+    from isle.cgroups.paths import resolve
+    from isle.cgroups.v2 import V2Manager
+
+    base = delegated_base(root)
+    if base is None:
+        setup = detect_setup(root)
+        _no_cgroup = (f"uid {os.geteuid()} has no delegated cgroup on this host "
+                      f"(cgroup {'v2' if setup == 'v2' else 'v1'})")
+        return None
+    path, bases = resolve(cgroups_path or f"isle-{cid}", cid, {"unified": base})
+    if bases is None:  # an absolute path: it must lie inside the delegated subtree
+        if not (path + "/").startswith(base.rstrip("/") + "/"):
+            from isle.errors import ConfigError
+
+            raise ConfigError("linux.cgroupsPath", f"{path!r} is outside the cgroup delegated "
+                              f"to uid {os.geteuid()} ({base})")
+    else:
+        path = "/" + "/".join(p for p in (base + "/" + path).split("/") if p)
+    _no_cgroup = ""
+    return V2Manager(path, root)
 
 
 def cgroup_mounts(mounts_cache: str | None = None) -> list[tuple[str, str, str, str]]:
@@ -34,6 +92,18 @@ def resources_with_defaults(resources: dict[str, Any] | None,
                             devices: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Like runc's specconv: after the spec's device rules, allow linux.devices and the defaults."""
     res = dict(resources or {})
+    if os.geteuid() != 0:
+        # no device cgroup without privilege (a BPF program on v2): the user namespace leaves
+        # the container no device the caller could not open anyway (runc rootless does the same)
+        res.pop("devices", None)
+        if _no_cgroup:
+            asked = sorted(k for k, v in res.items() if v)
+            if asked:
+                from isle.errors import Unsupported
+
+                raise Unsupported(f"linux.resources.{asked[0]}: cannot be enforced: "
+                                  f"{_no_cgroup}")
+        return res
     if res.get("devices") is None:
         return res
     from isle.cgroups.resources import DEFAULT_ALLOWED_DEVICES

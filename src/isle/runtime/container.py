@@ -105,17 +105,44 @@ def _check_support(cfg: dict[str, Any], opts: Options) -> None:
 
 
 def _write_maps(pid: int, lx: dict[str, Any]) -> None:
-    if os.geteuid() != 0:
-        with open(f"/proc/{pid}/setgroups", "w") as f:
-            f.write("deny")
-    for key, fname in (("gidMappings", "gid_map"), ("uidMappings", "uid_map")):
-        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in lx[key])
+    """Root writes the maps itself. An unprivileged caller may write only its own id, once
+    (gid_map after setgroups "deny"); any wider map (its /etc/subuid, /etc/subgid ranges) goes
+    through the setuid newuidmap/newgidmap, which check those files, as runc and podman do."""
+    root = os.geteuid() == 0
+    for key, fname, own in (("gidMappings", "gid_map", os.getegid()),
+                            ("uidMappings", "uid_map", os.geteuid())):
+        maps = lx.get(key) or []
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+        if not root and not (len(maps) == 1 and maps[0]["hostID"] == own and maps[0]["size"] == 1):
+            _newidmap("new" + fname.replace("_map", "map"), pid, key, maps)
+            continue
         try:
+            if not root and fname == "gid_map":
+                with open(f"/proc/{pid}/setgroups", "w") as f:
+                    f.write("deny")
             with open(f"/proc/{pid}/{fname}", "w") as f:
                 f.write(lines)
         except OSError as exc:
             raise ConfigError(f"linux.{key}", f"the kernel refused the mapping "
                               f"{lines.strip()!r}: {os.strerror(exc.errno or 0)}") from None
+
+
+def _newidmap(tool: str, pid: int, key: str, maps: list[dict[str, Any]]) -> None:
+    from isle.errors import CommandError
+    from isle.sys import proc
+
+    path = proc.which(tool)
+    if path is None:
+        raise Unsupported(f"linux.{key}: mapping more than uid/gid {os.geteuid()}/{os.getegid()} "
+                          f"without root needs {tool} (Debian's uidmap package)")
+    argv = [path, str(pid)] + [str(int(m[k])) for m in maps
+                               for k in ("containerID", "hostID", "size")]
+    try:
+        proc.run(argv, timeout=10)
+    except CommandError as exc:
+        why = (exc.stderr or str(exc)).strip().replace("\n", "; ")
+        raise ConfigError(f"linux.{key}", f"{tool} refused the mapping "
+                          f"{' '.join(argv[2:])!r}: {why} (see /etc/sub{key[:3]})") from None
 
 
 def create(root: str, cid: str, opts: Options) -> Container:

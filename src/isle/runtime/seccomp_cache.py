@@ -68,6 +68,9 @@ def default_cache_dir() -> str:
     if v := os.environ.get("ISLE_CACHE"):
         return os.path.join(v, "seccomp")
     if os.geteuid() != 0:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        if xdg.startswith("/"):
+            return os.path.join(xdg, "isle", "seccomp")
         return os.path.join(os.path.expanduser("~"), ".cache", "isle", "seccomp")
     return "/var/cache/isle/seccomp"
 

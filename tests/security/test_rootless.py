@@ -1,0 +1,272 @@
+"""Rootless isle, as a real unprivileged user made here (useradd, /etc/subuid and /etc/subgid
+ranges, a private XDG_RUNTIME_DIR): run, run -d + logs + exec + stop + rm, pull from a registry
+on 127.0.0.1, slirp4netns networking, VM isolation. Each test also checks what such a user must
+NOT get: ids beyond its ranges, the host's cgroups, someone else's runtime directory.
+
+The user has no network: the embedded default image `busybox` is made offline by isle."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ISLE = REPO / ".venv" / "bin" / "isle"
+BIN = REPO / ".venv" / "bin"
+
+pytestmark = [pytest.mark.root]
+
+
+def _read(p: str) -> bytes | None:
+    try:
+        return Path(p).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path: str, before: bytes | None, name: str) -> None:
+    """Put back path as it was, dropping only our user's lines if someone else changed it since."""
+    now = _read(path)
+    if now == before:
+        return
+    if before is None:
+        kept = [ln for ln in (now or b"").splitlines(keepends=True) if not ln.startswith(
+            name.encode() + b":")]
+        if kept:
+            Path(path).write_bytes(b"".join(kept))
+        else:
+            os.unlink(path)
+        return
+    others = [ln for ln in (now or b"").splitlines() if not ln.startswith(name.encode() + b":")]
+    if others == before.splitlines():
+        Path(path).write_bytes(before)          # exactly as it was
+    else:                                        # another test added lines meanwhile: keep them
+        Path(path).write_bytes(b"".join(ln + b"\n" for ln in others))
+
+
+class User:
+    def __init__(self, name: str, base: Path) -> None:
+        self.name = name
+        self.pw = pwd.getpwnam(name)
+        self.uid, self.gid = self.pw.pw_uid, self.pw.pw_gid
+        self.base = base
+        self.home = Path(self.pw.pw_dir)
+        self.xdg_run = base / "run"
+        self.data = self.home / "data"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
+               "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "XDG_RUNTIME_DIR": str(self.xdg_run), "XDG_DATA_HOME": str(self.data),
+               "XDG_CACHE_HOME": str(self.home / "cache")}
+        env.update(extra)
+        return env
+
+    def run(self, *argv: str, timeout: float = 120, env: dict[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """argv as the user: real, effective and saved ids, no groups of root, a clean env."""
+        return subprocess.run(
+            ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+             "--inh-caps=-all", "env", "-i", *(
+                 f"{k}={v}" for k, v in (env or self.env()).items()), *argv],
+            cwd=str(self.home), capture_output=True, text=True, timeout=timeout, input=input)
+
+    def isle(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.run(str(ISLE), *args, **kw)
+
+    def procs(self) -> list[str]:
+        out = subprocess.run(["pgrep", "-a", "-u", str(self.uid)], capture_output=True,
+                             text=True).stdout
+        return [ln for ln in out.splitlines() if ln.strip()]
+
+
+@pytest.fixture(scope="module")
+def ruser():
+    if not shutil.which("newuidmap") or not shutil.which("newgidmap"):
+        pytest.skip("needs Debian's uidmap (newuidmap, newgidmap)")
+    name = "isr" + secrets.token_hex(3)
+    saved = {f: _read(f) for f in ("/etc/subuid", "/etc/subgid")}
+    tun = stat.S_IMODE(os.stat("/dev/net/tun").st_mode) if os.path.exists("/dev/net/tun") else None
+    base = Path(tempfile.mkdtemp(prefix="isle-rootless-"))   # pytest's tmp_path is root-only
+    os.chmod(base, 0o755)
+    made = False
+    try:
+        subprocess.run(["useradd", "-d", str(base / "home"), "-m", "-s", "/bin/sh", "-K",
+                        "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name], check=True,
+                       capture_output=True)
+        made = True
+        u = User(name, base)
+        # a range off every existing one (other tests may add theirs meanwhile: stay far away)
+        start = 1_200_000 + (int(secrets.token_hex(2), 16) % 200) * 65536
+        for f, flag in (("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")):
+            subprocess.run(["usermod", flag, f"{start}-{start + 65535}", name], check=True)
+        u.sub = start  # type: ignore[attr-defined]
+        u.xdg_run.mkdir(mode=0o700)
+        os.chown(u.xdg_run, u.uid, u.gid)
+        if tun is not None and tun & 0o006 != 0o006:
+            os.chmod("/dev/net/tun", 0o666)      # what scripts/setup restores (Debian's udev)
+        yield u
+    finally:
+        if made:
+            uid = pwd.getpwnam(name).pw_uid
+            for _ in range(3):  # only this throwaway user's processes
+                subprocess.run(["pkill", "-KILL", "-U", str(uid)], capture_output=True)
+                time.sleep(0.2)
+            subprocess.run(["userdel", name], capture_output=True)
+        for f, before in saved.items():
+            _restore(f, before, name)
+        if tun is not None:
+            os.chmod("/dev/net/tun", tun)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def user(ruser):
+    """The module's user; after each test none of its processes may be left."""
+    yield ruser
+    left: list[str] = []
+    for _ in range(50):
+        left = ruser.procs()
+        if not left:
+            break
+        time.sleep(0.1)   # conmon and slirp4netns are reaped by init shortly after they exit
+    assert not left, f"the rootless user's processes were left behind: {left}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- run -------------------------------------------------------------------------------------
+@pytest.mark.timeout(180)
+def test_rootless_run_maps_subids_through_newuidmap(user):
+    cp = user.isle("run", "--rm", "busybox", "sh", "-c",
+                   "id -u; cat /proc/self/uid_map /proc/self/gid_map; touch /made; "
+                   "chown 1000:1000 /made; stat -c '%u:%g' /made")
+    assert cp.returncode == 0, cp.stderr
+    lines = [ln.split() for ln in cp.stdout.splitlines()]
+    assert lines[0] == ["0"]
+    # root inside is the user outside, 1.. its /etc/subuid and /etc/subgid range: both maps
+    # were written (the kernel alone refuses a gid map wider than the caller's own gid)
+    assert lines[1] == ["0", str(user.uid), "1"] and lines[2] == ["1", str(user.sub), "65536"]
+    assert lines[3] == ["0", str(user.gid), "1"] and lines[4] == ["1", str(user.sub), "65536"]
+    assert lines[5] == ["1000:1000"]
+    # state where XDG says, all of it the user's
+    state = user.data / "isle"
+    assert (state / "isle.db").exists()
+    assert (user.xdg_run / "isle").is_dir()
+    for top, dirs, files in os.walk(state):
+        for n in dirs + files:
+            assert os.lstat(os.path.join(top, n)).st_uid != 0, n
+    # cgroup v1 here: no delegation, so no cgroup is made and nothing is written to the host's
+    assert not [p for p in Path("/sys/fs/cgroup").glob("*/isle*") if str(user.uid) in p.name]
+
+
+@pytest.mark.timeout(120)
+def test_rootless_cannot_map_ids_outside_its_ranges(user, busybox_rootfs, tmp_path):
+    """isle-runtime as the user, with a spec that maps host root (0) or someone else's range:
+    newuidmap refuses, the runtime says which mapping, and nothing runs or stays."""
+    from isle.oci.runtime_spec import default_spec
+
+    import json
+
+    bdir = user.home / "b-outside"
+    rootfs = bdir / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    canary = user.home / "canary"
+    canary.write_text("untouched")
+    os.chown(canary, 0, 0)
+    os.chmod(canary, 0o644)
+    for bad_uid, bad_gid in (([{"containerID": 0, "hostID": 0, "size": 1}],
+                              [{"containerID": 0, "hostID": user.gid, "size": 1}]),
+                             ([{"containerID": 0, "hostID": user.uid, "size": 1}],
+                              [{"containerID": 0, "hostID": 0, "size": 1},
+                               {"containerID": 1, "hostID": user.sub, "size": 10}]),
+                             ([{"containerID": 0, "hostID": user.uid, "size": 1},
+                               {"containerID": 1, "hostID": user.sub + 65000, "size": 2000}],
+                              [{"containerID": 0, "hostID": user.gid, "size": 1}])):
+        spec = default_spec(rootless=True)
+        spec["root"]["path"] = "rootfs"
+        spec["process"]["args"] = ["sh", "-c", "echo pwned > /canary"]
+        spec["mounts"].append({"destination": "/canary", "type": "bind", "source": str(canary),
+                               "options": ["rbind"]})
+        spec["linux"]["uidMappings"], spec["linux"]["gidMappings"] = bad_uid, bad_gid
+        (bdir / "config.json").write_text(json.dumps(spec))
+        subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(bdir)], check=True)
+        cp = user.run(str(BIN / "isle-runtime"), "--root", str(user.xdg_run / "rt"), "run",
+                      "--bundle", str(bdir), "c1")
+        assert cp.returncode != 0
+        assert "Mappings" in cp.stderr and ("newuidmap" in cp.stderr
+                                            or "newgidmap" in cp.stderr), cp.stderr
+        assert canary.read_text() == "untouched"
+        ls = user.run(str(BIN / "isle-runtime"), "--root", str(user.xdg_run / "rt"), "list", "-q")
+        assert ls.stdout.split() == []
+
+
+@pytest.mark.timeout(240)
+def test_rootless_detached_logs_exec_stop_rm(user):
+    cp = user.isle("run", "-d", "--name", "d1", "busybox", "sh", "-c",
+                   "echo started; exec sleep 300")
+    assert cp.returncode == 0, cp.stderr
+    try:
+        out = ""
+        for _ in range(50):
+            out = user.isle("logs", "d1").stdout
+            if "started" in out:
+                break
+            time.sleep(0.1)
+        assert out == "started\n"
+        cp = user.isle("exec", "d1", "sh", "-c", "id -u; cat /proc/self/uid_map")
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stdout.split()[:4] == ["0", "0", str(user.uid), "1"]
+        cp = user.isle("stop", "-t", "2", "d1")
+        assert cp.returncode == 0, cp.stderr
+        assert "Exited" in user.isle("ps", "-a").stdout
+    finally:
+        cp = user.isle("rm", "-f", "d1")
+    assert cp.returncode == 0, cp.stderr
+    assert user.isle("ps", "-aq").stdout.split() == []
+
+
+@pytest.mark.timeout(120)
+def test_rootless_runroot_never_someone_elses(user, tmp_path):
+    """Without XDG_RUNTIME_DIR isle falls back to /tmp/isle-<uid>: a name anyone can take first.
+    A directory another user made there (writable by it, or a symlink to its own) is not used."""
+    fallback = Path(f"/tmp/isle-{user.uid}")
+    assert not os.path.lexists(fallback)
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    os.chmod(trap, 0o777)
+    try:
+        os.symlink(trap, fallback)                       # the attacker (root here) got there first
+        env = user.env()
+        del env["XDG_RUNTIME_DIR"]
+        cp = user.isle("info", env=env)
+        assert cp.returncode == 0, cp.stderr
+        runroot = [ln.split(": ", 1)[1] for ln in cp.stdout.splitlines()
+                   if ln.startswith("RunRoot:")][0]
+        assert not runroot.startswith(str(fallback)) and runroot.startswith(str(user.home)), runroot
+        cp = user.isle("run", "--rm", "--network", "none", "busybox", "true", env=env)
+        assert cp.returncode == 0, cp.stderr
+        assert os.listdir(trap) == []
+        # an XDG_RUNTIME_DIR that others can write is not used either
+        os.chmod(user.xdg_run, 0o777)
+        cp = user.isle("info")
+        assert f"RunRoot: {user.xdg_run}" not in cp.stdout
+    finally:
+        os.chmod(user.xdg_run, 0o700)
+        os.unlink(fallback)
