@@ -21,7 +21,7 @@ OWN_VERBS = {"run", "create", "start", "stop", "restart", "kill", "rm", "ps", "l
 @click.version_option(package_name="isle", prog_name="isle")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, runroot: str | None, runtime: str | None) -> None:
-    """isle: run OCI images as hardened containers (or, soon, VMs)."""
+    """isle: run OCI images as hardened containers or inside QEMU microVMs."""
     ctx.obj = Ctx(root, runroot, runtime)
 
 
@@ -49,3 +49,7 @@ def register(verb: str = "") -> None:
         from isle.cli import vm
 
         vm.register(cli)
+    if verb == "lint" or not verb:
+        from isle.cli import lint
+
+        lint.register(cli)
