@@ -36,13 +36,21 @@ def network_group() -> None:
 @click.option("--label", multiple=True, help="KEY=VALUE")
 @click.option("--ipv6", is_flag=True, help="add an IPv6 subnet (a unique-local /64 if none given)")
 @click.option("-d", "--driver", default="bridge", show_default=True)
+@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE",
+              help="driver option; isolate=false lets this network reach (and be reached by) the "
+                   "other networks created with isolate=false (default isolate=true: no traffic "
+                   "to or from containers on any other network, except through published ports)")
 @click.pass_context
 def create_cmd(ctx: click.Context, name: str, subnet: tuple[str, ...], gateway: tuple[str, ...],
                ip_range: tuple[str, ...], internal: bool, label: tuple[str, ...], ipv6: bool,
-               driver: str) -> None:
-    """Create a bridge network."""
+               driver: str, opt: tuple[str, ...]) -> None:
+    """Create a bridge network.
+
+    Networks are isolated from each other, as Docker's are: a container reaches containers on
+    another network only through their published ports, or by joining that network too
+    (`isle network connect`). Containers never reach host services bound only to 127.0.0.1."""
     r = _nets(ctx).create(name, subnet=subnet, gateway=gateway, ip_range=ip_range,
-                          internal=internal, labels=label, ipv6=ipv6, driver=driver)
+                          internal=internal, labels=label, ipv6=ipv6, driver=driver, options=opt)
     click.echo(r["Id"])
 
 

@@ -28,7 +28,7 @@ def report(net: Network) -> dict[str, Any]:
     return {"Name": net.name, "Id": net.id, "Driver": net.driver, "Bridge": net.bridge,
             "Subnets": [s.to_dict() for s in net.subnets], "Internal": net.internal,
             "IPv6": net.ipv6, "DNS": net.dns_enabled, "Labels": dict(net.labels),
-            "Created": net.created}
+            "Options": dict(net.options), "Isolated": net.isolate, "Created": net.created}
 
 
 def parse_labels(labels: Sequence[str]) -> dict[str, str]:
@@ -48,10 +48,17 @@ class Networks:
 
     def create(self, name: str, *, subnet: Sequence[str] = (), gateway: Sequence[str] = (),
                ip_range: Sequence[str] = (), internal: bool = False, labels: Sequence[str] = (),
-               ipv6: bool = False, driver: str = "bridge") -> dict[str, Any]:
+               ipv6: bool = False, driver: str = "bridge", options: Sequence[str] = ()
+               ) -> dict[str, Any]:
+        opts = {}
+        for o in options:
+            k, eq, v = o.partition("=")
+            if not k or not eq:
+                raise ConfigError("opt", f"{o!r} is not KEY=VALUE")
+            opts[k.strip()] = v
         return report(self.nm.create(name, list(subnet) or None, list(gateway) or None,
                                      list(ip_range) or None, internal, parse_labels(labels),
-                                     ipv6, driver))
+                                     ipv6, driver, opts))
 
     def list(self) -> list[dict[str, Any]]:
         return [report(n) for n in self.nm.list()]

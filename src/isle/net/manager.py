@@ -24,7 +24,7 @@ from typing import Any
 
 from isle.errors import (AlreadyExists, CommandError, ConfigError, InvalidState, IsleError, NotFound,
                          Unsupported)
-from isle.net import etc, ipam, links, netns, slirp, ports as portlib
+from isle.net import etc, firewall, ipam, links, netns, slirp, sysctl, ports as portlib
 from isle.net.netavark import AARDVARK, NETAVARK, Netavark
 from isle.net.store import Store, check_name
 from isle.net.types import (Attachment, Network, NetworkAttachment, PortMapping, Subnet,
@@ -39,6 +39,22 @@ SYSTEM_ROOTS = ("/var/lib/isle/networks",
                 os.path.join(os.path.expanduser("~"), ".local", "share", "isle", "networks"))
 SUBNET_POOL = "10.78.0.0/15"        # user networks without --subnet get a free /24 from here
 NetSpec = str | tuple[str, dict[str, Any]]
+#: ``isle network create --opt KEY=VALUE``: the options isle knows, with their values
+NET_OPTIONS = {"isolate": ("true", "false")}
+
+
+def check_options(options: dict[str, str] | None) -> dict[str, str]:
+    """Validated network options; an unknown key or value is refused, naming it."""
+    out: dict[str, str] = {}
+    for k, v in (options or {}).items():
+        if k not in NET_OPTIONS:
+            raise ConfigError("opt", f"unknown network option {k!r} (known: "
+                              + ", ".join(f"{o}={'|'.join(vs)}" for o, vs in NET_OPTIONS.items()) + ")")
+        val = str(v).strip().lower()
+        if val not in NET_OPTIONS[k]:
+            raise ConfigError("opt", f"{k}={v!r}: want one of {', '.join(NET_OPTIONS[k])}")
+        out[k] = val
+    return out
 
 
 class NetworkManager:
@@ -58,14 +74,18 @@ class NetworkManager:
         self.nv = Netavark(self.store.netavark_dir, netavark, aardvark)
         #: "isle" + 4 hex of this root + "t": taps of another root are never touched by gc
         self._tap_prefix = "isle" + hashlib.sha256(self.store.root.encode()).hexdigest()[:4] + "t"
+        self.sysctls = sysctl.HostSysctls()
 
     # networks ------------------------------------------------------------------------------
     def create(self, name: str, subnet: str | Sequence[str] | None = None,
                gateway: str | Sequence[str] | None = None, ip_range: str | Sequence[str] | None = None,
                internal: bool = False, labels: dict[str, str] | None = None, ipv6: bool = False,
-               driver: str = "bridge") -> Network:
-        """A new bridge network; bad or overlapping subnets are refused and nothing is written."""
+               driver: str = "bridge", options: dict[str, str] | None = None) -> Network:
+        """A new bridge network; bad or overlapping subnets are refused and nothing is written.
+
+        options: ``{"isolate": "false"}`` lets it reach the other networks that say so too."""
         check_name(name)
+        opts = check_options(options)
         if name in ("none", "host", "default") or name.startswith("container:"):
             raise ConfigError("network", f"{name!r} is a reserved network mode name")
         if driver != "bridge":
@@ -75,13 +95,14 @@ class NetworkManager:
             if self.store.network(name):
                 raise AlreadyExists(f"network {name} already exists")
             net = self._plan(name, _seq(subnet), _seq(gateway), _seq(ip_range), internal, ipv6,
-                             labels or {})
+                             labels or {}, options=opts)
             self.store.save_network(net)
             return net
 
     def _plan(self, name: str, subnets: list[str], gateways: list[str], ranges: list[str],
               internal: bool, ipv6: bool, labels: dict[str, str], *, nid: str | None = None,
-              bridge: str | None = None, default: bool = False) -> Network:
+              bridge: str | None = None, default: bool = False,
+              options: dict[str, str] | None = None) -> Network:
         nid = nid or secrets.token_hex(32)
         others = {f"network {n.name}": [s.subnet for s in n.subnets] for n in self.store.networks()}
         ours = {s for v in others.values() for s in v}
@@ -107,7 +128,8 @@ class NetworkManager:
         return Network(name=name, id=nid, bridge=bridge or f"isle-{nid[:8]}", subnets=tuple(planned),
                        internal=internal, ipv6=any(":" in c for c in cidrs),
                        dns_enabled=not default, default=default, labels=dict(labels),
-                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       options=dict(options or {}))
 
     def _ensure_default(self) -> None:
         if self.store.network(self.default_name) is None:
@@ -157,6 +179,7 @@ class NetworkManager:
             if members:
                 raise InvalidState(f"network {name} has {len(members)} connected container(s): "
                                    + ", ".join(sorted(m[:12] for m in members)))
+            self._deactivate(net)
             self.store.delete_network(name)
 
     def prune(self) -> list[str]:
@@ -165,6 +188,7 @@ class NetworkManager:
         with self.store.lock():
             for net in self.store.networks():
                 if not net.default and not self._members(net.name):
+                    self._deactivate(net)
                     self.store.delete_network(net.name)
                     gone.append(net.name)
         return gone
@@ -259,6 +283,7 @@ class NetworkManager:
                 want = o.get("ip") or o.get("ips") or []
                 ips = leases.allocate(net, cid, [want] if isinstance(want, str) else want)
                 self.store.save_leases(leases)
+                self._activate(net)                  # isle's rules before the first veth
                 iface = _next_iface(rec["networks"])
                 aliases = list(o.get("aliases") or [])
                 if net.dns_enabled and cid[:12] not in aliases and cid[:12] != rec["name"]:
@@ -274,6 +299,8 @@ class NetworkManager:
                 added.append(net.name)
                 self.store.save_record(rec)          # before netavark: a crash stays undoable
                 status = self.nv.setup(rec["ns_path"], opts)
+                if pm:
+                    self._sync_localnet(net)
                 rec["networks"][net.name].update(_from_status(status, iface))
                 rec["networks"][net.name]["host_veth"] = _host_peer(rec["ns_path"], iface)
                 rec["networks"][net.name]["state"] = "ready"
@@ -313,6 +340,9 @@ class NetworkManager:
         net = self.store.network(name)
         if net is not None and not leases.members(name):
             self.nv.drop_empty_chains(net)
+            self._deactivate(net)
+        elif net is not None and ent["options"].get("port_mappings"):
+            self._sync_localnet(net, exclude=rec["id"])
         if ent["options"].get("port_mappings"):
             rec["ports"] = []
 
@@ -416,7 +446,62 @@ class NetworkManager:
                 if n.startswith(self._tap_prefix) and n not in taps:
                     links.delete_link(n)
                     removed.append(n)
+            # isle's nft tables of networks left without members (a crash between setup steps)
+            by_bridge = {n.bridge: n for n in self.store.networks()}
+            for b in self.store.fw_bridges():
+                net = by_bridge.get(b)
+                if net is None or not self._members(net.name):
+                    self._deactivate(net or Network(name="-", id="-", bridge=b))
+            self.sysctls.release(None)
         return {"removed": removed, "errors": errors}
+
+    # isle's own host state per network: nft table, route_localnet, forwarding sysctls ---------
+    def _activate(self, net: Network) -> None:
+        """Before netavark sets up a member of net: isle's nft table for its bridge (loopback
+        guard, isolation) and the host sysctls netavark is about to change, recorded so they can
+        be given back. Done once while the network has members (runroot/firewall/<bridge>.json);
+        networks made before isle had these rules get them at their next connect."""
+        if self.store.fw_state(net.bridge) is not None:
+            return
+        firewall.apply(net.bridge, net.isolate)
+        try:
+            self.sysctls.hold(net.bridge, net.ipv6)
+            prev = sysctl.read("net/ipv4/conf/default/route_localnet") or "0"
+            self.store.save_fw_state(net.bridge, {"isolate": net.isolate, "route_localnet": prev})
+        except BaseException:
+            firewall.remove(net.bridge)
+            raise
+
+    def _deactivate(self, net: Network) -> None:
+        """After net's last member went (netavark then deletes the bridge): drop isle's table and
+        give back the host sysctls no other isle network still needs. Idempotent."""
+        st = self.store.fw_state(net.bridge)
+        if st is None:
+            return
+        firewall.remove(net.bridge)
+        key = sysctl.localnet_path(net.bridge)
+        prev = str(st.get("route_localnet", "0"))
+        if sysctl.read(key) not in (None, prev):      # the bridge outlived its members
+            sysctl.write(key, prev)
+        self.store.delete_fw_state(net.bridge)
+        self.sysctls.release(net.bridge)
+
+    def _sync_localnet(self, net: Network, exclude: str | None = None) -> None:
+        """route_localnet back to its value before netavark once no member of net publishes a
+        port the host reaches on 127.0.0.1 (netavark sets it for any published port)."""
+        st = self.store.fw_state(net.bridge)
+        if st is None:
+            return
+        for r in self.store.records():
+            if r["id"] == exclude:
+                continue
+            ent = r["networks"].get(net.name) or {}
+            if any(_needs_localnet(p) for p in (ent.get("options") or {}).get("port_mappings") or ()):
+                return
+        key = sysctl.localnet_path(net.bridge)
+        prev = str(st.get("route_localnet", "0"))
+        if sysctl.read(key) not in (None, prev):
+            sysctl.write(key, prev)
 
     # reading back ----------------------------------------------------------------------------
     def attachment(self, container_id: str) -> Attachment | None:
@@ -498,6 +583,15 @@ def _seq(v: str | Sequence[str] | None) -> list[str]:
     if v is None or v == "":
         return []
     return [v] if isinstance(v, str) else list(v)
+
+
+def _needs_localnet(pm: dict[str, Any]) -> bool:
+    """A port the host reaches on 127.0.0.1 (published there, or on every address)."""
+    host = pm.get("host_ip") or ""
+    if not host:
+        return True
+    ip = ipaddress.ip_address(host)
+    return ip.version == 4 and (ip.is_loopback or ip.is_unspecified)
 
 
 def _next_iface(nets: dict[str, Any]) -> str:

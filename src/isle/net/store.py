@@ -7,6 +7,8 @@
                                  so teardown/gc can undo a setup that crashed half-way
     runroot/netns/<id>           persistent network namespaces isle made
     runroot/netavark/            netavark's --config dir (aardvark-dns state)
+    runroot/firewall/<bridge>.json  a network with members: isle's nft table is in place and
+                                 route_localnet's value before netavark (see net/firewall.py)
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ class Store:
         self.containers_dir = os.path.join(runroot, "containers")
         self.netns_dir = os.path.join(runroot, "netns")
         self.netavark_dir = os.path.join(runroot, "netavark")
-        for d in (root, runroot, self.containers_dir, self.netns_dir, self.netavark_dir):
+        self.firewall_dir = os.path.join(runroot, "firewall")
+        for d in (root, runroot, self.containers_dir, self.netns_dir, self.netavark_dir,
+                  self.firewall_dir):
             os.makedirs(d, mode=0o755, exist_ok=True)
 
     @contextmanager
@@ -118,6 +122,31 @@ class Store:
             os.unlink(self._rec_path(cid))
         except FileNotFoundError:
             pass
+
+    # per-bridge host state (isle's nft table, route_localnet) ----------------------------
+    def _fw_path(self, bridge: str) -> str:
+        if "/" in bridge or bridge.startswith("."):
+            raise ConfigError("bridge", f"{bridge!r} is not a valid interface name")
+        return os.path.join(self.firewall_dir, bridge + ".json")
+
+    def fw_state(self, bridge: str) -> dict[str, Any] | None:
+        try:
+            with open(self._fw_path(bridge)) as f:
+                return dict(json.load(f))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def save_fw_state(self, bridge: str, state: dict[str, Any]) -> None:
+        atomic_write(self._fw_path(bridge), json.dumps(state).encode())
+
+    def delete_fw_state(self, bridge: str) -> None:
+        try:
+            os.unlink(self._fw_path(bridge))
+        except FileNotFoundError:
+            pass
+
+    def fw_bridges(self) -> list[str]:
+        return sorted(f[:-5] for f in os.listdir(self.firewall_dir) if f.endswith(".json"))
 
     def netns_path(self, cid: str) -> str:
         self._rec_path(cid)

@@ -35,13 +35,20 @@ class Network:
     default: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    #: driver options (``--opt``): "isolate" ("true" unless "false"); see net/firewall.py
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def isolate(self) -> bool:
+        """Cut off from every other isle network unless both say isolate=false (Docker's)."""
+        return self.options.get("isolate", "true") != "false"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "id": self.id, "driver": self.driver, "bridge": self.bridge,
             "subnets": [s.to_dict() for s in self.subnets], "internal": self.internal,
             "ipv6": self.ipv6, "dns_enabled": self.dns_enabled, "default": self.default,
-            "labels": dict(self.labels), "created": self.created,
+            "labels": dict(self.labels), "created": self.created, "options": dict(self.options),
         }
 
     @classmethod
@@ -52,6 +59,7 @@ class Network:
             internal=bool(d.get("internal")), ipv6=bool(d.get("ipv6")),
             dns_enabled=bool(d.get("dns_enabled", True)), default=bool(d.get("default")),
             labels=dict(d.get("labels") or {}), created=d.get("created", ""),
+            options={str(k): str(v) for k, v in (d.get("options") or {}).items()},
         )
 
 
