@@ -474,6 +474,14 @@ def import_cmd(
 @click.option("--target", default=None)
 @click.option("--no-cache", is_flag=True)
 @click.option("--runtime", default=None, help="OCI runtime for RUN (default: isle-runtime)")
+@click.option(
+    "--network",
+    default="default",
+    metavar="MODE",
+    help="network of RUN steps: default (a private network namespace on isle's default bridge "
+    "network, outbound like a container on it; none when rootless), none (loopback only) or "
+    "host (the host's network, its 127.0.0.1 services included)",
+)
 @click.option("-q", "--quiet", is_flag=True)
 @click.pass_context
 def build_cmd(
@@ -485,9 +493,13 @@ def build_cmd(
     target: str | None,
     no_cache: bool,
     runtime: str | None,
+    network: str,
     quiet: bool,
 ) -> None:
-    """Build an image from a Containerfile."""
+    """Build an image from a Containerfile.
+
+    RUN steps get the sandbox of `isle run`: Docker's default capabilities and seccomp profile,
+    masked /proc paths, the device cgroup allow-list, their own network namespace."""
     args = {}
     for kv in build_args:
         k, eq, v = kv.partition("=")
@@ -498,6 +510,7 @@ def build_cmd(
         "build_args": args,
         "target": target,
         "no_cache": no_cache,
+        "network": network,
         "out": (lambda s: None) if quiet else (lambda s: click.echo(s, err=True)),
     }
     if runtime:

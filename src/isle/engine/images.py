@@ -194,12 +194,16 @@ class Images:
         return archive.import_rootfs(self.store, src, ref, changes or [], message)
 
     # -- build ---------------------------------------------------------------------------------
-    def build(self, context: str, **kw: Any) -> Image:
+    def build(self, context: str, *, network: str = "default", **kw: Any) -> Image:
+        """RUN steps run in the sandbox `isle run` gives (engine/buildrun.py); network is
+        default (isle's bridge), none or host, as `docker build --network`."""
+        from isle.engine.buildrun import RunSandbox
         from isle.image.build.builder import build
 
         kw.setdefault("runtime", self.runtime)
         kw.setdefault("state_dir", self.settings.runroot)
-        return build(self.store, context, **kw)
+        with RunSandbox(self.settings, network) as sandbox:
+            return build(self.store, context, sandbox=sandbox, **kw)
 
     def bootstrap(self, ref: str, *, variant: str = "minbase", mirror: str | None = None) -> Image:
         from isle.image.defaults import bootstrap_debian

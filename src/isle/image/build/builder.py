@@ -25,11 +25,18 @@ from typing import Any
 
 from isle.errors import ConfigError, NotFound
 from isle.image.build.parser import Instruction, apply_config, expand, parse, parse_kv
-from isle.image.build.runspec import resolve_user, run_in_bundle, run_spec
+from isle.image.build.runspec import (
+    StepSandbox,
+    drop_mount_points,
+    mount_points_absent,
+    resolve_user,
+    run_in_bundle,
+)
 from isle.image.layers import Unpacker, decompressor, is_whiteout
 from isle.image.store import Image, ImageStore, now_iso
 from isle.oci.image_spec import Descriptor, canonical_json
 from isle.sys.fs import atomic_write, flock
+from isle.sys.inroot import Root
 
 __all__ = ["build"]
 
@@ -77,7 +84,9 @@ class Builder:
         build_args: dict[str, str],
         no_cache: bool,
         out: Callable[[str], None],
+        sandbox: StepSandbox | None = None,
     ) -> None:
+        self.sandbox = sandbox
         self.store, self.context = store, os.path.abspath(context)
         self.runtime, self.state_dir = runtime, os.path.join(state_dir, "build")
         self.build_args, self.no_cache, self.out = build_args, no_cache, out
@@ -260,17 +269,32 @@ class Builder:
         try:
             layer_dirs = [self.store.layer_dir(d) for d in st.diff_ids]
             rootfs = self.store.mount_rootfs(_FakeImage(layer_dirs), work)  # type: ignore[arg-type]
+            created: list[str] = []
             try:
                 cwd = st.cfg.get("WorkingDir") or "/"
-                os.makedirs(os.path.join(rootfs, cwd.lstrip("/")), exist_ok=True)
-                uid, gid = resolve_user(rootfs, st.cfg.get("User", ""))
-                spec = run_spec(list(argv), [f"{k}={v}" for k, v in env.items()], cwd, uid, gid)
                 try:
+                    with Root(rootfs) as r:  # inside the rootfs, even through the image's symlinks
+                        os.close(r.mkdirs(cwd))
+                except OSError as e:
+                    raise ins.error(f"working directory {cwd}: {e}") from None
+                if self.sandbox is None:
+                    raise ins.error("RUN needs the engine's sandbox (run it with `isle build`)")
+                envl = [f"{k}={v}" for k, v in env.items()]
+                user = st.cfg.get("User", "")
+                try:
+                    spec = self.sandbox.prepare(cid, rootfs, work, list(argv), envl, cwd, user)
+                except ConfigError as e:
+                    raise ins.error(str(e)) from None
+                try:
+                    created = mount_points_absent(rootfs, spec)
                     run_in_bundle(self.runtime, self.state_dir, work, cid, spec, self.out)
                 except Exception as e:
                     raise ins.error(f"command failed: {e}") from e
+                finally:
+                    self.sandbox.release(cid)
             finally:
                 self.store.unmount_rootfs(work)
+            drop_mount_points(os.path.join(work, "upper"), created)
             if os.path.exists(os.path.join(work, ".copy")):
                 raise ins.error("RUN needs overlayfs (the copy fallback cannot capture changes)")
             desc, diff_id = self.store.write_layer_from_dir(
@@ -624,6 +648,7 @@ def build(
     runtime: str = "isle-runtime",
     state_dir: str = "/run/isle",
     out: Callable[[str], None] = print,
+    sandbox: StepSandbox | None = None,
 ) -> Image:
     if not os.path.isdir(context):
         raise ConfigError("context", f"{context!r} is not a directory")
@@ -646,6 +671,7 @@ def build(
         build_args=dict(build_args or {}),
         no_cache=no_cache,
         out=out,
+        sandbox=sandbox,
     )
     with store.transaction():
         st = b.run(text, os.path.basename(file), target)

@@ -1,4 +1,14 @@
-"""The OCI runtime config.json a build RUN step executes with (pure data), and the runner."""
+"""How a build RUN step runs: the sandbox interface, the runner, and image-side lookups.
+
+The step's config.json is not made here: the engine hands the builder a ``StepSandbox`` whose
+``prepare`` builds it with the very code ``isle run`` uses (``engine/buildrun.py`` over
+``engine/spec.build_spec``: Docker's capabilities, seccomp profile, masked /proc, device cgroup,
+own network namespace), so a RUN step and a container cannot drift apart. ``run_spec`` below is
+only a bare spec for tests that drive a runtime by hand; the builder never uses it.
+
+Every path of the image read here is resolved inside its rootfs (``sys/inroot``): a symlinked
+/etc/passwd or a ``..`` can never make the host's files the image's.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +16,25 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from isle.errors import CommandError, ConfigError
 from isle.sys import proc
+from isle.sys.inroot import Root
 
-__all__ = ["run_spec", "run_in_bundle", "resolve_user", "resolve_runtime", "DEFAULT_CAPS"]
+__all__ = ["StepSandbox", "run_spec", "run_in_bundle", "resolve_user", "resolve_runtime",
+           "mount_points_absent", "drop_mount_points", "DEFAULT_CAPS"]
+
+
+class StepSandbox(Protocol):
+    """What the builder needs from the engine for each RUN step."""
+
+    def prepare(self, cid: str, rootfs: str, bundle: str, argv: list[str], env: list[str],
+                cwd: str, user: str) -> dict[str, Any]:
+        """The step's config.json; sets up what it needs on the host (network)."""
+
+    def release(self, cid: str) -> None:
+        """Undo prepare (idempotent); called after the step, however it ended."""
 
 DEFAULT_CAPS = [
     "CAP_CHOWN",
@@ -106,11 +129,19 @@ def run_spec(
 
 
 def _read_db(rootfs: str, name: str) -> list[list[str]]:
-    p = os.path.join(rootfs, "etc", name)
-    if os.path.islink(p) or not os.path.isfile(p):
+    """/etc/NAME of the image, resolved inside its rootfs; absent or not a regular file: []."""
+    import stat
+
+    try:
+        with Root(rootfs) as r:
+            fd = r.open("/etc/" + name, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
         return []
-    with open(p, errors="replace") as f:
-        return [ln.split(":") for ln in f.read().splitlines() if ln and not ln.startswith("#")]
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        text = f.read(1 << 22).decode(errors="replace")
+    return [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
 
 
 def resolve_user(rootfs: str, user: str) -> tuple[int, int]:
@@ -162,12 +193,20 @@ def run_in_bundle(
     out: Callable[[str], None],
     timeout: float = 3600,
 ) -> None:
-    """``RUNTIME --root STATE run --bundle BUNDLE CID``; its output goes line by line to out."""
-    with open(os.path.join(bundle, "config.json"), "w") as f:
+    """``RUNTIME --root STATE run --pid-file F --bundle BUNDLE CID``; output line by line to out.
+
+    However it ends (the step fails, is killed, times out, or the build is interrupted), the
+    step's container is gone afterwards: its init (from the pid file, checked to be the
+    runtime's child) is killed, which ends its pid namespace, and the runtime is given time to
+    remove the container's cgroups and state before ``delete --force`` makes sure."""
+    fd = os.open(os.path.join(bundle, "config.json"),
+                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump(spec, f)
-    os.makedirs(state_root, exist_ok=True)
+    os.makedirs(state_root, mode=0o700, exist_ok=True)
     runtime = resolve_runtime(runtime)
-    argv = [runtime, "--root", state_root, "run", "--bundle", bundle, cid]
+    pid_file = os.path.join(bundle, "step.pid")
+    argv = [runtime, "--root", state_root, "run", "--pid-file", pid_file, "--bundle", bundle, cid]
     p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[str] = []
     try:
@@ -178,10 +217,84 @@ def run_in_bundle(
             out(line)
         rc = p.wait(timeout)
     except BaseException:
-        p.kill()
-        p.wait()
+        _stop(p, pid_file)
         proc.run([runtime, "--root", state_root, "delete", "--force", cid], check=False, timeout=30)
         raise
     if rc != 0:
         proc.run([runtime, "--root", state_root, "delete", "--force", cid], check=False, timeout=30)
         raise CommandError(argv, rc, "\n".join(tail))
+
+
+def _stop(p: subprocess.Popen[bytes], pid_file: str) -> None:
+    """Kill the step's container init (the runtime's child), then the runtime if it lingers."""
+    import signal
+
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if pid > 0 and _ppid(pid) == p.pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(10)  # the runtime reaps its init and removes the cgroups it made
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def mount_points_absent(rootfs: str, spec: dict[str, Any]) -> list[str]:
+    """Destinations of the spec's mounts that do not exist in the rootfs yet (the runtime will
+    create them as mount points; they must not end up in the step's layer)."""
+    missing = []
+    with Root(rootfs) as r:
+        for m in spec.get("mounts") or []:
+            dest = m.get("destination") or ""
+            try:
+                parent, name = r.parent(dest)
+            except OSError:
+                missing.append(dest)
+                continue
+            try:
+                os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                missing.append(dest)
+            except OSError:
+                pass
+            finally:
+                os.close(parent)
+    return missing
+
+
+def drop_mount_points(upper: str, dests: list[str]) -> None:
+    """Remove, from a step's upper dir, the empty files and directories the runtime made as
+    mount points at dests (deepest first); anything with content is the step's and stays."""
+    import stat
+
+    with Root(upper) as r:
+        for dest in sorted(dests, key=lambda d: d.count("/"), reverse=True):
+            try:
+                parent, name = r.parent(dest)
+            except OSError:
+                continue
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(name, dir_fd=parent)
+                elif stat.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=parent)  # only if empty (ENOTEMPTY otherwise)
+            except OSError:
+                pass
+            finally:
+                os.close(parent)
