@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -86,6 +87,50 @@ def register(cli: click.Group) -> None:
                 _out(f"Deleted {k}:")
                 for x in v:
                     _out(x)
+        return 0
+
+    @system.command("service")
+    @click.option("-H", "--host", "host", default="", metavar="URI",
+                  help="Where to listen: unix:///PATH (default unix://<runroot>/docker.sock as "
+                       "root: /run/isle/docker.sock).")
+    @click.option("-t", "--time", "idle", type=int, default=5, show_default=True,
+                  help="Exit after this many idle seconds with no request; 0 serves forever.")
+    @click.option("--tlsverify", is_flag=True,
+                  help="Required for a tcp:// host (client certificates); not supported yet.")
+    @click.option("--debug", is_flag=True, help="Log each request to stderr.")
+    @click.argument("uri", required=False, default="")
+    @click.pass_context
+    def service(ctx: click.Context, host: str, idle: int, tlsverify: bool, debug: bool,
+                uri: str) -> int:
+        """Serve the Docker Engine API, so docker, docker-py and compose drive isle.
+
+        Point clients at it with DOCKER_HOST=unix:///run/isle/docker.sock. The socket is 0660,
+        group `isle` when that group exists (membership is root-equivalent, as Docker's group).
+        Under systemd socket activation (LISTEN_FDS) the inherited socket is used."""
+        import grp
+
+        from isle.api import service as serve_api
+        from isle.errors import ConfigError
+
+        where = uri or host
+        s = ctx.obj.settings
+        if not where:
+            where = "unix://" + os.path.join(s.runroot, "docker.sock")
+        if where.startswith("tcp://") or where.startswith("http"):
+            raise ConfigError("--host", f"{where}: isle serves the API on a unix socket only; a "
+                              "TCP listener needs TLS with client certificates (--tlsverify), "
+                              "which this isle does not offer yet")
+        if not where.startswith("unix://"):
+            raise ConfigError("--host", f"{where}: want unix:///PATH")
+        path = where[len("unix://"):]
+        listen_fd = None
+        if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
+            listen_fd = 3
+        try:
+            gid: int | None = grp.getgrnam("isle").gr_gid
+        except KeyError:
+            gid = None
+        serve_api(s, path, idle_timeout=idle, verbose=debug, group=gid, listen_fd=listen_fd)
         return 0
 
     system.add_command(info, "info")

@@ -90,8 +90,10 @@ class Queries:
     # -- exec ------------------------------------------------------------------------------------
     def exec(self, ref: str, cmd: list[str], *, interactive: bool = False, tty: bool = False,
              env: list[str] | None = None, user: str = "", workdir: str = "",
-             detach: bool = False, privileged: bool = False) -> int:
-        """Run cmd in a running container with our stdio; its exit code (126/127 like Docker)."""
+             detach: bool = False, privileged: bool = False,
+             stdio: tuple[int | None, int, int] | None = None) -> int:
+        """Run cmd in a running container with our stdio (or `stdio`: stdin or None, stdout,
+        stderr fds, as the API passes); its exit code (126/127 like Docker)."""
         from isle.engine.lifecycle import _precheck_command
         from isle.engine.spec import SpecInputs, process_spec
         from isle.engine.volumes import safe_join
@@ -132,7 +134,7 @@ class Queries:
         write_file(spec_path, dumps(ps).encode())
         oci = self._oci(rec)  # type: ignore[attr-defined]
         argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
-        if tty and not detach and os.path.basename(oci.path) != "runc":
+        if tty and not detach and stdio is None and os.path.basename(oci.path) != "runc":
             # runc copies a foreground tty itself; other runtimes hand the pty to a console socket
             from isle.engine.attach import run_with_console
 
@@ -155,6 +157,11 @@ class Queries:
 
                 kw = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
                       "stderr": subprocess.PIPE}
+            elif stdio is not None:
+                import subprocess
+
+                kw = {"stdin": subprocess.DEVNULL if stdio[0] is None else stdio[0],
+                      "stdout": stdio[1], "stderr": stdio[2]}
             elif not interactive:
                 import subprocess
 

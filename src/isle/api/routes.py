@@ -1,0 +1,960 @@
+"""Docker Engine API handlers: each parses Docker's request shape, calls the engine, and returns
+Docker's response shape. No handler touches the host itself; errors stay the engine's exceptions
+(`isle.api.server` turns them into statuses).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from isle.api import convert
+from isle.api.server import (API_VERSION, MIN_API_VERSION, ApiError, Hijack, Request, Response,
+                             Route, Stream, mux_frame)
+from isle.errors import ConfigError, InvalidState, IsleError, NotFound
+
+__all__ = ["Api"]
+
+_ID = r"(?P<id>[^/]+)"
+_NAME = r"(?P<name>.+?)"
+
+
+class Api:
+    """The handlers over one isle root; an engine per thread (SQLite connections are per thread)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self.execs: dict[str, dict[str, Any]] = {}
+        self._execs_lock = threading.Lock()
+        from importlib.metadata import version
+
+        try:
+            self.version = version("isle")
+        except Exception:  # noqa: BLE001 -- not installed as a distribution (a checkout)
+            self.version = "0.0.0"
+
+    # -- collaborators -------------------------------------------------------------------------
+    @property
+    def engine(self) -> Any:
+        e = getattr(self._local, "engine", None)
+        if e is None:
+            from isle.engine.engine import Engine
+
+            e = Engine(self.settings)
+            e.warn = lambda msg: None
+            self._local.engine = e
+        return e
+
+    @property
+    def images(self) -> Any:
+        i = getattr(self._local, "images", None)
+        if i is None:
+            from isle.engine.images import Images
+
+            i = Images(self.settings, store=self.engine.store)
+            self._local.images = i
+        return i
+
+    @property
+    def networks(self) -> Any:
+        n = getattr(self._local, "networks", None)
+        if n is None:
+            from isle.engine.networks import Networks
+
+            n = Networks(self.settings)
+            self._local.networks = n
+        return n
+
+    def routes(self) -> list[Route]:
+        t: list[tuple[str, str, Callable[[Request], Any]]] = [
+            ("GET", r"/_ping", self.ping),
+            ("GET", r"/version", self.version_),
+            ("GET", r"/info", self.info),
+            ("GET", r"/events", self.events),
+            ("GET", r"/system/df", self.system_df),
+            ("POST", r"/auth", self.auth),
+            # containers
+            ("GET", r"/containers/json", self.containers_list),
+            ("POST", r"/containers/create", self.container_create),
+            ("POST", r"/containers/prune", self.containers_prune),
+            ("GET", rf"/containers/{_ID}/json", self.container_inspect),
+            ("POST", rf"/containers/{_ID}/start", self.container_start),
+            ("POST", rf"/containers/{_ID}/stop", self.container_stop),
+            ("POST", rf"/containers/{_ID}/restart", self.container_restart),
+            ("POST", rf"/containers/{_ID}/kill", self.container_kill),
+            ("POST", rf"/containers/{_ID}/pause", self.container_pause),
+            ("POST", rf"/containers/{_ID}/unpause", self.container_unpause),
+            ("POST", rf"/containers/{_ID}/wait", self.container_wait),
+            ("DELETE", rf"/containers/{_ID}", self.container_delete),
+            ("GET", rf"/containers/{_ID}/logs", self.container_logs),
+            ("POST", rf"/containers/{_ID}/attach", self.container_attach),
+            ("POST", rf"/containers/{_ID}/resize", self.container_resize),
+            ("GET", rf"/containers/{_ID}/top", self.container_top),
+            ("GET", rf"/containers/{_ID}/stats", self.container_stats),
+            ("POST", rf"/containers/{_ID}/rename", self.container_rename),
+            ("GET", rf"/containers/{_ID}/changes", self.container_changes),
+            ("GET", rf"/containers/{_ID}/export", self.container_export),
+            ("GET", rf"/containers/{_ID}/archive", self.archive_get),
+            ("HEAD", rf"/containers/{_ID}/archive", self.archive_head),
+            ("PUT", rf"/containers/{_ID}/archive", self.archive_put),
+            ("POST", rf"/containers/{_ID}/exec", self.exec_create),
+            ("POST", r"/commit", self.commit),
+            # exec
+            ("POST", rf"/exec/{_ID}/start", self.exec_start),
+            ("POST", rf"/exec/{_ID}/resize", self.exec_resize),
+            ("GET", rf"/exec/{_ID}/json", self.exec_inspect),
+            # images
+            ("GET", r"/images/json", self.images_list),
+            ("POST", r"/images/create", self.image_create),
+            ("POST", r"/images/prune", self.images_prune),
+            ("GET", r"/images/search", self.images_search),
+            ("GET", r"/images/get", self.images_get),
+            ("POST", r"/images/load", self.images_load),
+            ("GET", rf"/images/{_NAME}/json", self.image_inspect),
+            ("GET", rf"/images/{_NAME}/history", self.image_history),
+            ("GET", rf"/images/{_NAME}/get", self.image_get),
+            ("POST", rf"/images/{_NAME}/tag", self.image_tag),
+            ("POST", rf"/images/{_NAME}/push", self.image_push),
+            ("DELETE", rf"/images/{_NAME}", self.image_delete),
+            # networks
+            ("GET", r"/networks", self.networks_list),
+            ("POST", r"/networks/create", self.network_create),
+            ("POST", r"/networks/prune", self.networks_prune),
+            ("GET", rf"/networks/{_ID}", self.network_inspect),
+            ("DELETE", rf"/networks/{_ID}", self.network_delete),
+            ("POST", rf"/networks/{_ID}/connect", self.network_connect),
+            ("POST", rf"/networks/{_ID}/disconnect", self.network_disconnect),
+            # volumes
+            ("GET", r"/volumes", self.volumes_list),
+            ("POST", r"/volumes/create", self.volume_create),
+            ("POST", r"/volumes/prune", self.volumes_prune),
+            ("GET", rf"/volumes/{_NAME}", self.volume_inspect),
+            ("DELETE", rf"/volumes/{_NAME}", self.volume_delete),
+        ]
+        return [(m, re.compile(p), fn) for m, p, fn in t]
+
+    # -- system --------------------------------------------------------------------------------
+    def ping(self, req: Request) -> Response:
+        return Response(200, raw=b"OK", content_type="text/plain; charset=utf-8",
+                        headers={"Cache-Control": "no-cache, no-store, must-revalidate",
+                                 "Pragma": "no-cache", "Builder-Version": "1"})
+
+    def version_(self, req: Request) -> dict[str, Any]:
+        u = os.uname()
+        arch = convert.go_arch()
+        return {
+            "Platform": {"Name": "isle"},
+            "Components": [{"Name": "Engine", "Version": self.version, "Details": {
+                "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
+                "Arch": arch, "KernelVersion": u.release, "Experimental": "false"}}],
+            "Version": self.version, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "", "GoVersion": f"python{platform.python_version()}", "Os": "linux",
+            "Arch": arch, "KernelVersion": u.release, "BuildTime": "",
+        }
+
+    def info(self, req: Request) -> dict[str, Any]:
+        i = self.engine.info()
+        return convert.info(i, self.version, self.settings)
+
+    def events(self, req: Request) -> Stream:
+        since = convert.parse_time(req.q("since")) if req.q("since") else time.time()
+        until = convert.parse_time(req.q("until")) if req.q("until") else 0.0
+        flt = [f"{k}={v}" for k, vs in req.filters().items() for v in vs]
+        eng = self.engine
+
+        def gen() -> Iterator[bytes]:
+            for e in eng.events(since=since, until=until, filters=flt, follow=not until):
+                yield json.dumps(convert.event(e)).encode() + b"\n"
+
+        return Stream(gen())
+
+    def system_df(self, req: Request) -> dict[str, Any]:
+        rows = self.engine.system_df()
+        return convert.system_df(rows, self.engine, self.images)
+
+    def auth(self, req: Request) -> dict[str, Any]:
+        body = req.json()
+        server = body.get("serveraddress") or "docker.io"
+        user, pw = body.get("username") or "", body.get("password") or ""
+        if not user:
+            raise ApiError(400, "username is required")
+        host = convert.registry_host(server)
+        self.images.login(host, user, pw, tls_verify=not convert.insecure_registry(host))
+        return {"Status": "Login Succeeded", "IdentityToken": ""}
+
+    # -- containers ------------------------------------------------------------------------------
+    def containers_list(self, req: Request) -> list[dict[str, Any]]:
+        eng = self.engine
+        all_ = req.qbool("all")
+        flt = req.filters()
+        limit = req.qint("limit", -1)
+        out = []
+        for rec in eng.list(all=all_ or bool(flt.get("status")) or limit > 0):
+            try:
+                out.append(convert.container_summary(eng, rec))
+            except NotFound:  # removed while listing
+                continue
+        out = convert.filter_containers(out, flt)
+        out.sort(key=lambda c: c["Created"], reverse=True)
+        if limit > 0:
+            out = out[:limit]
+        return out
+
+    def container_create(self, req: Request) -> Response:
+        body = req.json()
+        name = req.q("name")
+        opts = convert.run_options(body, name)
+        rep = self.engine.create(opts)
+        return Response(201, {"Id": rep.id, "Warnings": list(rep.warnings)})
+
+    def containers_prune(self, req: Request) -> dict[str, Any]:
+        rep = self.engine.container_prune()
+        ids = list(getattr(rep, "deleted", []) or getattr(rep, "ids", []) or [])
+        return {"ContainersDeleted": ids, "SpaceReclaimed": int(getattr(rep, "space", 0) or 0)}
+
+    def container_inspect(self, req: Request) -> dict[str, Any]:
+        d = self.engine.inspect(req.params["id"])
+        return convert.container_inspect(d)
+
+    def container_start(self, req: Request) -> Response | None:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        if rec.state in ("running", "paused"):
+            return Response(304)
+        eng.start(rec.id)
+        return None
+
+    def container_stop(self, req: Request) -> Response | None:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        if rec.state not in ("running", "paused"):
+            return Response(304)
+        t = req.q("t") or req.q("timeout")
+        eng.stop(rec.id, int(t) if t else None)
+        return None
+
+    def container_restart(self, req: Request) -> None:
+        t = req.q("t") or req.q("timeout")
+        self.engine.restart(req.params["id"], int(t) if t else None)
+
+    def container_kill(self, req: Request) -> None:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        if rec.state not in ("running", "paused"):
+            raise ApiError(409, f"Cannot kill container: {req.params['id']}: container {rec.id} "
+                                "is not running")
+        sig = req.q("signal") or "KILL"
+        eng.kill(rec.id, sig.removeprefix("SIG"))
+
+    def container_pause(self, req: Request) -> None:
+        self.engine.pause(req.params["id"])
+
+    def container_unpause(self, req: Request) -> None:
+        self.engine.unpause(req.params["id"])
+
+    def container_wait(self, req: Request) -> Stream:
+        """Headers at once (the wait is registered), the body when the condition is met."""
+        eng = self.engine
+        cond = req.q("condition") or "not-running"
+        if cond not in ("not-running", "next-exit", "removed"):
+            raise ApiError(400, f"invalid condition: {cond!r}")
+        rec = eng.get(req.params["id"])
+        cid = rec.id
+        seq = convert.last_event_seq(eng)
+
+        def gen() -> Iterator[bytes]:
+            yield b" "  # chunked: flush the headers now; JSON allows leading space
+            code, err = convert.wait_for(eng, cid, cond, rec, seq)
+            body: dict[str, Any] = {"StatusCode": code}
+            body["Error"] = {"Message": err} if err else None
+            yield json.dumps(body).encode() + b"\n"
+
+        return Stream(gen())
+
+    def container_delete(self, req: Request) -> None:
+        eng = self.engine
+        force = req.qbool("force")
+        rec = eng.get(req.params["id"])
+        if rec.state in ("running", "paused") and not force:
+            raise ApiError(409, f"cannot remove container \"{rec.name}\": container is "
+                                f"{rec.state}: stop the container before removing or force remove")
+        eng.rm(rec.id, force=force, volumes=req.qbool("v"))
+
+    def container_logs(self, req: Request) -> Stream:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        want_out, want_err = req.qbool("stdout"), req.qbool("stderr")
+        if not (want_out or want_err):
+            raise ApiError(400, "you must choose at least one stream")
+        tail = req.q("tail") or "all"
+        tail_n = -1 if tail == "all" else _int(tail, "tail")
+        tty = bool(rec.opts.get("tty"))
+        chunks = eng.logs(rec.id, follow=req.qbool("follow"), tail=tail_n,
+                          since=convert.since_arg(req.q("since")),
+                          until=convert.since_arg(req.q("until")),
+                          timestamps=req.qbool("timestamps"))
+
+        def gen() -> Iterator[bytes]:
+            for stream, data in chunks:
+                if (stream == "stderr" and not want_err) or (stream != "stderr" and not want_out):
+                    continue
+                yield data if tty else mux_frame(2 if stream == "stderr" else 1, data)
+
+        ctype = "application/vnd.docker.raw-stream" if tty else \
+            "application/vnd.docker.multiplexed-stream"
+        return Stream(gen(), content_type=ctype)
+
+    def container_attach(self, req: Request) -> Hijack:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        tty = bool(rec.opts.get("tty"))
+        want_out = req.qbool("stdout")
+        want_err = req.qbool("stderr")
+        logs = req.qbool("logs")
+        stream = req.qbool("stream")
+        cid = rec.id
+        api = self
+
+        def run(sock: socket.socket, rfile: Any) -> None:
+            e = api.engine  # this thread's engine
+            if not (stream or logs):
+                return
+            if stream and not logs:
+                # output from now on: wait for the start if it has not happened yet
+                _wait_started(e, cid, sock)
+            it = e.logs(cid, follow=stream, tail=-1 if (logs or stream) else 0)
+            for name, data in it:
+                if (name == "stderr" and not want_err) or (name != "stderr" and not want_out):
+                    continue
+                sock.sendall(data if tty else mux_frame(2 if name == "stderr" else 1, data))
+
+        ctype = "application/vnd.docker.raw-stream" if tty else \
+            "application/vnd.docker.multiplexed-stream"
+        return Hijack(run, content_type=ctype)
+
+    def container_resize(self, req: Request) -> Response:
+        self.engine.get(req.params["id"])
+        return Response(200, raw=b"", content_type="text/plain")
+
+    def container_top(self, req: Request) -> dict[str, Any]:
+        args = req.q("ps_args").split() or None
+        titles, rows = self.engine.top(req.params["id"], args)
+        return {"Titles": titles, "Processes": rows}
+
+    def container_stats(self, req: Request) -> Any:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        stream = req.qbool("stream", True) and not req.qbool("one-shot")
+        if not stream:
+            return convert.stats(eng, rec, interval=0.0 if req.qbool("one-shot") else 0.5)
+
+        def gen() -> Iterator[bytes]:
+            while True:
+                r = eng.get(rec.id)
+                if r.state not in ("running", "paused"):
+                    return
+                yield json.dumps(convert.stats(eng, r, interval=1.0)).encode() + b"\n"
+
+        return Stream(gen())
+
+    def container_rename(self, req: Request) -> None:
+        new = req.q("name")
+        if not new:
+            raise ApiError(400, "name is required")
+        self.engine.rename(req.params["id"], new)
+
+    def container_changes(self, req: Request) -> list[dict[str, Any]]:
+        kinds = {"C": 0, "A": 1, "D": 2}
+        return [{"Path": p, "Kind": kinds.get(k, 0)} for k, p in self.engine.diff(req.params["id"])]
+
+    def container_export(self, req: Request) -> Stream:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        return Stream(_pipe_writer(lambda out: eng.export(rec.id, out)),
+                      content_type="application/x-tar")
+
+    def _stat(self, cid: str, path: str) -> tuple[dict[str, Any], str]:
+        """Docker's X-Docker-Container-Path-Stat for path in the container (via a copy out)."""
+        tmp = tempfile.mkdtemp(prefix="isle-api-stat-")
+        try:
+            self.engine.cp(f"{cid}:{path}", os.path.join(tmp, "x"))
+            p = os.path.join(tmp, "x")
+            st = os.lstat(p)
+            link = os.readlink(p) if os.path.islink(p) else ""
+            stat = {"name": os.path.basename(path.rstrip("/")) or "/", "size": st.st_size,
+                    "mode": convert.go_file_mode(st.st_mode), "mtime": convert.iso(st.st_mtime),
+                    "linkTarget": link}
+            return stat, base64.b64encode(json.dumps(stat).encode()).decode()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def archive_head(self, req: Request) -> Response:
+        path = req.q("path")
+        if not path:
+            raise ApiError(400, "path is required")
+        _, h = self._stat(req.params["id"], path)
+        return Response(200, raw=b"", headers={"X-Docker-Container-Path-Stat": h})
+
+    def archive_get(self, req: Request) -> Stream:
+        import tarfile
+
+        path = req.q("path")
+        if not path:
+            raise ApiError(400, "path is required")
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        tmp = tempfile.mkdtemp(prefix="isle-api-cp-")
+        name = os.path.basename(path.rstrip("/")) or "."
+        try:
+            eng.cp(f"{rec.id}:{path}", os.path.join(tmp, "out"))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        st = os.lstat(os.path.join(tmp, "out"))
+        stat = {"name": name, "size": st.st_size, "mode": convert.go_file_mode(st.st_mode),
+                "mtime": convert.iso(st.st_mtime), "linkTarget": ""}
+        hdr = base64.b64encode(json.dumps(stat).encode()).decode()
+
+        def write(out: Any) -> None:
+            try:
+                with tarfile.open(fileobj=out, mode="w|") as t:
+                    t.add(os.path.join(tmp, "out"), arcname=name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        return Stream(_pipe_writer(write), content_type="application/x-tar",
+                      headers={"X-Docker-Container-Path-Stat": hdr})
+
+    def archive_put(self, req: Request) -> None:
+        import tarfile
+
+        path = req.q("path")
+        if not path:
+            raise ApiError(400, "path is required")
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        tmp = tempfile.mkdtemp(prefix="isle-api-put-")
+        try:
+            src = os.path.join(tmp, "in")
+            os.mkdir(src)
+            with tarfile.open(fileobj=_ChunkReader(req.body_chunks(4 << 30)), mode="r|*") as t:
+                t.extractall(src, filter="tar")
+            for entry in sorted(os.listdir(src)):
+                eng.cp(os.path.join(src, entry), f"{rec.id}:{path.rstrip('/')}/")
+        except tarfile.TarError as exc:
+            raise ApiError(400, f"the request body is not a tar archive: {exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def commit(self, req: Request) -> Response:
+        cid = req.q("container")
+        if not cid:
+            raise ApiError(400, "container is required")
+        repo = req.q("repo")
+        tag = req.q("tag")
+        ref = f"{repo}:{tag}" if repo and tag else repo
+        changes = req.qlist("changes")
+        img = self.engine.commit(cid, ref, changes=changes or None,
+                                 message=req.q("comment"), author=req.q("author"),
+                                 pause=req.qbool("pause", True))
+        return Response(201, {"Id": getattr(img, "id", str(img))})
+
+    # -- exec ------------------------------------------------------------------------------------
+    def exec_create(self, req: Request) -> Response:
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        if rec.state != "running":
+            raise ApiError(409, f"container {rec.id} is not running")
+        body = req.json()
+        cmd = body.get("Cmd")
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if not cmd or not isinstance(cmd, list):
+            raise ApiError(400, "No exec command specified")
+        xid = os.urandom(32).hex()
+        with self._execs_lock:
+            self.execs[xid] = {
+                "ID": xid, "ContainerID": rec.id, "Running": False, "ExitCode": None, "Pid": 0,
+                "OpenStdin": bool(body.get("AttachStdin")), "OpenStdout":
+                bool(body.get("AttachStdout", True)), "OpenStderr": bool(body.get("AttachStderr",
+                                                                                  True)),
+                "ProcessConfig": {"entrypoint": cmd[0], "arguments": cmd[1:],
+                                  "tty": bool(body.get("Tty")), "privileged":
+                                  bool(body.get("Privileged")), "user": body.get("User") or ""},
+                "_cmd": [str(c) for c in cmd], "_env": list(body.get("Env") or []),
+                "_workdir": body.get("WorkingDir") or "", "CanRemove": False,
+                "DetachKeys": body.get("DetachKeys") or "",
+            }
+        return Response(201, {"Id": xid})
+
+    def _exec(self, xid: str) -> dict[str, Any]:
+        with self._execs_lock:
+            x = self.execs.get(xid)
+        if x is None:
+            raise NotFound(f"No such exec instance: {xid}")
+        return x
+
+    def exec_inspect(self, req: Request) -> dict[str, Any]:
+        x = self._exec(req.params["id"])
+        return {k: v for k, v in x.items() if not k.startswith("_")}
+
+    def exec_resize(self, req: Request) -> Response:
+        self._exec(req.params["id"])
+        return Response(200, raw=b"", content_type="text/plain")
+
+    def exec_start(self, req: Request) -> Any:
+        x = self._exec(req.params["id"])
+        body = req.json(default={})
+        if x["Running"] or x["ExitCode"] is not None:
+            raise ApiError(409, f"exec {x['ID']} has already run")
+        detach = bool(body.get("Detach"))
+        tty = bool(body.get("Tty", x["ProcessConfig"]["tty"]))
+        x["Running"] = True
+        api = self
+
+        def run_exec(stdin: int | None, out: int, err: int) -> int:
+            return int(api.engine.exec(x["ContainerID"], x["_cmd"], env=x["_env"],
+                                       user=x["ProcessConfig"]["user"], workdir=x["_workdir"],
+                                       privileged=x["ProcessConfig"]["privileged"],
+                                       interactive=stdin is not None, detach=False, tty=False,
+                                       stdio=(stdin, out, err)))
+
+        if detach:
+            def bg() -> None:
+                try:
+                    x["ExitCode"] = run_exec(None, os.open(os.devnull, os.O_WRONLY),
+                                             os.open(os.devnull, os.O_WRONLY))
+                except IsleError:
+                    x["ExitCode"] = 126
+                finally:
+                    x["Running"] = False
+
+            threading.Thread(target=bg, daemon=True).start()
+            return None
+
+        def run(sock: socket.socket, rfile: Any) -> None:
+            try:
+                x["ExitCode"] = _exec_over_socket(run_exec, sock, rfile, tty=tty,
+                                                  stdin=x["OpenStdin"])
+            except IsleError as exc:
+                with _suppress():
+                    sock.sendall(mux_frame(2, f"{exc}\n".encode()) if not tty
+                                 else f"{exc}\n".encode())
+                x["ExitCode"] = 126
+            finally:
+                x["Running"] = False
+
+        ctype = "application/vnd.docker.raw-stream" if tty else \
+            "application/vnd.docker.multiplexed-stream"
+        return Hijack(run, content_type=ctype)
+
+    # -- images ----------------------------------------------------------------------------------
+    def images_list(self, req: Request) -> list[dict[str, Any]]:
+        flt = req.filters()
+        filters = [f"{k}={v}" for k, vs in flt.items() for v in vs]
+        imgs = self.images.list(filters or None)
+        users: dict[str, int] = {}
+        for r in self.engine.list(all=True):
+            users[r.image_id] = users.get(r.image_id, 0) + 1
+        return [convert.image_summary(i, users.get(i.id, 0)) for i in imgs]
+
+    def image_create(self, req: Request) -> Stream:
+        src = req.q("fromSrc")
+        if src:
+            raise ApiError(501, "importing images through the API (fromSrc) is not supported yet: "
+                                "use `isle import`")
+        image = req.q("fromImage")
+        if not image:
+            raise ApiError(400, "fromImage is required")
+        tag = req.q("tag")
+        ref = image
+        if tag:
+            ref = f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
+        elif "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
+            ref = f"{image}:latest"
+        creds = convert.registry_auth(req.headers.get("X-Registry-Auth"))
+        host = convert.registry_host(ref)
+        imgs = self.images
+
+        def gen() -> Iterator[bytes]:
+            prog = convert.JsonProgress()
+            prog.message(f"Pulling from {ref.rsplit(':', 1)[0]}")
+            result: dict[str, Any] = {}
+
+            def work() -> None:
+                try:
+                    result["img"] = imgs.pull(ref, tls_verify=not convert.insecure_registry(host),
+                                              creds=creds, progress=prog)
+                except BaseException as exc:  # noqa: BLE001 -- reported in the stream
+                    result["err"] = exc
+                finally:
+                    prog.close()
+
+            th = threading.Thread(target=work, daemon=True)
+            th.start()
+            yield from prog.lines()
+            th.join()
+            if "err" in result:
+                msg = str(result["err"])
+                yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
+                return
+            img = result["img"]
+            yield json.dumps({"status": f"Digest: {img.digest}"}).encode() + b"\n"
+            yield json.dumps({"status": f"Status: Downloaded newer image for {ref}"}).encode() \
+                + b"\n"
+
+        return Stream(gen())
+
+    def images_prune(self, req: Request) -> dict[str, Any]:
+        flt = req.filters()
+        dangling = flt.get("dangling", ["true"])[-1].lower() in ("1", "true")
+        ids = self.images.prune(all_images=not dangling)
+        return {"ImagesDeleted": [{"Deleted": i} for i in ids], "SpaceReclaimed": 0}
+
+    def images_search(self, req: Request) -> None:
+        raise ApiError(501, "image search is not supported: isle talks to registries by name only")
+
+    def image_inspect(self, req: Request) -> dict[str, Any]:
+        return self.images.inspect(req.params["name"])
+
+    def image_history(self, req: Request) -> list[dict[str, Any]]:
+        rows = self.images.history(req.params["name"])
+        out = []
+        for r in rows:
+            out.append({"Id": r.get("Id", "<missing>"), "Created": int(convert.parse_time(
+                r.get("Created") or "") or 0), "CreatedBy": r.get("CreatedBy", ""),
+                "Tags": r.get("Tags"), "Size": r.get("Size", 0), "Comment": r.get("Comment", "")})
+        return out
+
+    def image_tag(self, req: Request) -> Response:
+        repo = req.q("repo")
+        if not repo:
+            raise ApiError(400, "repo is required")
+        tag = req.q("tag") or "latest"
+        self.images.tag(req.params["name"], f"{repo}:{tag}")
+        return Response(201, raw=b"", content_type="text/plain")
+
+    def image_push(self, req: Request) -> Stream:
+        name = req.params["name"]
+        tag = req.q("tag")
+        ref = f"{name}:{tag}" if tag else name
+        self.images.resolve(ref)
+        creds = convert.registry_auth(req.headers.get("X-Registry-Auth"))
+        host = convert.registry_host(ref)
+        imgs = self.images
+
+        def gen() -> Iterator[bytes]:
+            prog = convert.JsonProgress(verb="Pushed")
+            prog.message(f"The push refers to repository [{ref.rsplit(':', 1)[0]}]")
+            result: dict[str, Any] = {}
+
+            def work() -> None:
+                try:
+                    result["digest"] = imgs.push(ref, tls_verify=not convert.insecure_registry(
+                        host), creds=creds, progress=prog)
+                except BaseException as exc:  # noqa: BLE001 -- reported in the stream
+                    result["err"] = exc
+                finally:
+                    prog.close()
+
+            th = threading.Thread(target=work, daemon=True)
+            th.start()
+            yield from prog.lines()
+            th.join()
+            if "err" in result:
+                msg = str(result["err"])
+                yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
+                return
+            d = result["digest"]
+            yield json.dumps({"status": f"{tag or 'latest'}: digest: {d}",
+                              "aux": {"Tag": tag or "latest", "Digest": d}}).encode() + b"\n"
+
+        return Stream(gen())
+
+    def image_delete(self, req: Request) -> list[dict[str, str]]:
+        name = req.params["name"]
+        img = self.images.resolve(name)
+        removed = self.images.remove([name], force=req.qbool("force"))
+        out: list[dict[str, str]] = []
+        for r in removed:
+            if r.startswith("sha256:") or r == img.id:
+                out.append({"Deleted": r})
+            else:
+                out.append({"Untagged": r})
+        return out or [{"Untagged": name}]
+
+    def images_get(self, req: Request) -> Stream:
+        names = req.qlist("names")
+        if not names:
+            raise ApiError(400, "names is required")
+        for n in names:
+            self.images.resolve(n)
+        imgs = self.images
+        return Stream(_pipe_writer(lambda out: imgs.save(names, out)),
+                      content_type="application/x-tar")
+
+    def image_get(self, req: Request) -> Stream:
+        name = req.params["name"]
+        self.images.resolve(name)
+        imgs = self.images
+        return Stream(_pipe_writer(lambda out: imgs.save([name], out)),
+                      content_type="application/x-tar")
+
+    def images_load(self, req: Request) -> Response:
+        fd, path = tempfile.mkstemp(prefix="isle-api-load-", suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in req.body_chunks(64 << 30):
+                    f.write(chunk)
+            with open(path, "rb") as f:
+                loaded = self.images.load(f)
+        finally:
+            os.unlink(path)
+        lines = []
+        for img in loaded:
+            names = img.names or [img.id]
+            for n in names:
+                what = "Loaded image" if n != img.id else "Loaded image ID"
+                lines.append(json.dumps({"stream": f"{what}: {n}\n"}))
+        return Response(200, raw=("\n".join(lines) + "\n").encode())
+
+    # -- networks --------------------------------------------------------------------------------
+    def networks_list(self, req: Request) -> list[dict[str, Any]]:
+        flt = req.filters()
+        out = [convert.network(n) for n in self.networks.list()]
+        if flt.get("name"):
+            out = [n for n in out if any(f in n["Name"] for f in flt["name"])]
+        if flt.get("id"):
+            out = [n for n in out if any(n["Id"].startswith(f) for f in flt["id"])]
+        if flt.get("driver"):
+            out = [n for n in out if n["Driver"] in flt["driver"]]
+        return out
+
+    def network_inspect(self, req: Request) -> dict[str, Any]:
+        return convert.network(self.networks.inspect(req.params["id"]))
+
+    def network_create(self, req: Request) -> Response:
+        body = req.json()
+        name = body.get("Name")
+        if not name or not isinstance(name, str):
+            raise ApiError(400, "Name is required")
+        subnets, gateways, ranges = [], [], []
+        for c in ((body.get("IPAM") or {}).get("Config") or []):
+            if c.get("Subnet"):
+                subnets.append(c["Subnet"])
+            if c.get("Gateway"):
+                gateways.append(c["Gateway"])
+            if c.get("IPRange"):
+                ranges.append(c["IPRange"])
+        labels = [f"{k}={v}" for k, v in (body.get("Labels") or {}).items()]
+        options = [f"{k}={v}" for k, v in (body.get("Options") or {}).items()]
+        n = self.networks.create(name, subnet=subnets, gateway=gateways, ip_range=ranges,
+                                 internal=bool(body.get("Internal")), labels=labels,
+                                 ipv6=bool(body.get("EnableIPv6")),
+                                 driver=body.get("Driver") or "bridge", options=options)
+        return Response(201, {"Id": convert.network(n)["Id"], "Warning": ""})
+
+    def network_delete(self, req: Request) -> None:
+        self.networks.remove([req.params["id"]])
+
+    def networks_prune(self, req: Request) -> dict[str, Any]:
+        return {"NetworksDeleted": self.networks.prune()}
+
+    def network_connect(self, req: Request) -> None:
+        body = req.json()
+        ctr = body.get("Container")
+        if not ctr:
+            raise ApiError(400, "Container is required")
+        ep = body.get("EndpointConfig") or {}
+        ipam = ep.get("IPAMConfig") or {}
+        ips = [v for v in (ipam.get("IPv4Address"), ipam.get("IPv6Address")) if v]
+        self.networks.connect(req.params["id"], ctr, ip=ips, aliases=ep.get("Aliases") or [])
+
+    def network_disconnect(self, req: Request) -> None:
+        body = req.json()
+        ctr = body.get("Container")
+        if not ctr:
+            raise ApiError(400, "Container is required")
+        self.networks.disconnect(req.params["id"], ctr)
+
+    # -- volumes ---------------------------------------------------------------------------------
+    def volumes_list(self, req: Request) -> dict[str, Any]:
+        flt = req.filters()
+        vols = [convert.volume(self.engine.volumes.inspect(v.name)) for v in
+                self.engine.volumes.list()]
+        if flt.get("name"):
+            vols = [v for v in vols if any(f in v["Name"] for f in flt["name"])]
+        return {"Volumes": vols, "Warnings": []}
+
+    def volume_create(self, req: Request) -> Response:
+        body = req.json(default={})
+        v = self.engine.volumes.create(body.get("Name") or "", body.get("Labels") or {},
+                                       body.get("Driver") or "local")
+        return Response(201, convert.volume(self.engine.volumes.inspect(v.name)))
+
+    def volume_inspect(self, req: Request) -> dict[str, Any]:
+        return convert.volume(self.engine.volumes.inspect(req.params["name"]))
+
+    def volume_delete(self, req: Request) -> None:
+        self.engine.volume_rm(req.params["name"], force=req.qbool("force"))
+
+    def volumes_prune(self, req: Request) -> dict[str, Any]:
+        rep = self.engine.volume_prune()
+        return {"VolumesDeleted": list(getattr(rep, "deleted", []) or []), "SpaceReclaimed": 0}
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _int(v: str, name: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise ApiError(400, f"invalid value for {name}: {v!r}") from None
+
+
+class _suppress:  # noqa: N801 -- used like contextlib.suppress(OSError)
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        return et is not None and issubclass(et, OSError)
+
+
+def _wait_started(eng: Any, cid: str, sock: socket.socket) -> None:
+    """Until the container has been started (or the client went away)."""
+    while True:
+        try:
+            rec = eng.get(cid)
+        except NotFound:
+            return
+        if rec.state != "created" or rec.started_at:
+            return
+        r, _, _ = select.select([sock], [], [], 0.02)
+        if r:
+            try:
+                if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    pass  # half-closed by the client: it still reads
+            except BlockingIOError:
+                pass
+            except OSError:
+                return
+
+
+def _pipe_writer(write: Callable[[Any], None]) -> Iterator[bytes]:
+    """Run write(file) in a thread and yield what it writes (tar streams, saves, exports)."""
+    r, w = os.pipe()
+    err: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with os.fdopen(w, "wb") as out:
+                write(out)
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the reader
+            err.append(exc)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    with os.fdopen(r, "rb") as f:
+        while True:
+            b = f.read(1 << 16)
+            if not b:
+                break
+            yield b
+    th.join()
+    if err and not isinstance(err[0], (BrokenPipeError,)):
+        raise err[0]
+
+
+class _ChunkReader:
+    """A file-like reader over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.it = chunks
+        self.buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            try:
+                self.buf += next(self.it)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def _exec_over_socket(run_exec: Callable[[int | None, int, int], int], sock: socket.socket,
+                      rfile: Any, *, tty: bool, stdin: bool) -> int:
+    """Run the exec with pipes; copy its output (framed unless tty) to the client, the client's
+    input to its stdin; its exit code."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r = in_w = -1
+    if stdin:
+        in_r, in_w = os.pipe()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["code"] = run_exec(in_r if stdin else None, out_w, err_w)
+        except BaseException as exc:  # noqa: BLE001 -- re-raised below
+            result["err"] = exc
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+            if in_r >= 0:
+                os.close(in_r)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    open_fds = {out_r: 1, err_r: 2}
+    watch: list[Any] = [out_r, err_r]
+    if stdin:
+        watch.append(sock)
+    try:
+        while open_fds:
+            r, _, _ = select.select(watch, [], [], 1.0)
+            for fd in r:
+                if fd is sock:
+                    try:
+                        d = sock.recv(65536)
+                    except OSError:
+                        d = b""
+                    if not d:
+                        watch.remove(sock)
+                        if in_w >= 0:
+                            os.close(in_w)
+                            in_w = -1
+                    elif in_w >= 0:
+                        with _suppress():
+                            os.write(in_w, d)
+                    continue
+                data = os.read(fd, 65536)
+                if not data:
+                    watch.remove(fd)
+                    del open_fds[fd]
+                    os.close(fd)
+                    continue
+                sock.sendall(data if tty else mux_frame(open_fds[fd], data))
+    finally:
+        for fd in list(open_fds):
+            os.close(fd)
+        if in_w >= 0:
+            os.close(in_w)
+    th.join()
+    if "err" in result:
+        raise result["err"]
+    return int(result.get("code", 0))
