@@ -680,10 +680,13 @@ class Unpacker:
             if not self.devices:
                 raise _Skip("device node not allowed here; dropped")
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            dev = os.makedev(m.devmajor, m.devminor)
-            self._replacing(
-                parent, base, key, lambda: os.mknod(base, kind | 0o600, dev, dir_fd=parent)
-            )
+            try:
+                dev = os.makedev(m.devmajor, m.devminor)
+                self._replacing(
+                    parent, base, key, lambda: os.mknod(base, kind | 0o600, dev, dir_fd=parent)
+                )
+            except (PermissionError, OverflowError, ValueError) as e:  # no CAP_MKNOD (a user ns)
+                raise _Skip(f"device node: {e}; dropped") from None
             self._meta(None, base, m, parent, owned=owned)
         elif m.isfifo():
             self._replacing(parent, base, key, lambda: os.mkfifo(base, 0o600, dir_fd=parent))
