@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from isle.errors import ImageError, NotFound
-from isle.oci.image_spec import check_digest
+from isle.oci.image_spec import check_digest, is_digest
 
 __all__ = ["BlobStore", "BlobWriter"]
 
@@ -82,8 +82,8 @@ class BlobStore:
         self.tmp_dir = os.path.join(root, "tmp")
         #: told ("blob", digest) for each blob this process adds (ImageStore.transaction)
         self.on_new: Callable[[tuple[str, str]], None] | None = None
-        os.makedirs(self.dir, exist_ok=True)
-        os.makedirs(self.tmp_dir, exist_ok=True)
+        os.makedirs(self.dir, 0o700, exist_ok=True)
+        os.makedirs(self.tmp_dir, 0o700, exist_ok=True)
 
     def path(self, digest: str) -> str:
         check_digest(digest, "digest")
@@ -153,4 +153,4 @@ class BlobStore:
             pass
 
     def all(self) -> list[str]:
-        return ["sha256:" + h for h in os.listdir(self.dir)]
+        return [d for h in os.listdir(self.dir) if is_digest(d := "sha256:" + h)]
