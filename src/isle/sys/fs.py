@@ -73,7 +73,7 @@ def private_dir(path: str, mode: int = 0o700) -> str:
         parent = os.path.dirname(path.rstrip("/"))
         if not parent or parent == path:
             raise
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(parent, mode, exist_ok=True)  # parents it makes are private too
         try:
             os.mkdir(path, mode)
         except FileExistsError:
