@@ -270,3 +270,148 @@ def test_rootless_runroot_never_someone_elses(user, tmp_path):
     finally:
         os.chmod(user.xdg_run, 0o700)
         os.unlink(fallback)
+
+
+# -- pull --------------------------------------------------------------------------------------
+def _image_conftest():
+    spec = importlib.util.spec_from_file_location(
+        "isle_sec_rootless_image", REPO / "tests" / "integration" / "image" / "conftest.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = mod     # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.registry
+@pytest.mark.timeout(240)
+def test_rootless_push_and_pull_from_a_local_registry(user, tmp_path):
+    img = _image_conftest()
+    reg = img.start_registry(tmp_path / "reg")
+    try:
+        ref = f"{reg.addr}/rootless/bb:1"
+        assert user.isle("tag", "busybox", ref).returncode == 0
+        cp = user.isle("push", "--tls-verify=false", ref)
+        assert cp.returncode == 0, cp.stderr
+        cp = user.isle("rmi", ref, "busybox")          # the layers go: pull must fetch them
+        assert cp.returncode == 0, cp.stderr
+        assert user.isle("images", "-q").stdout.split() == []
+        cp = user.isle("pull", "--tls-verify=false", ref)
+        assert cp.returncode == 0, cp.stderr
+        assert "pull complete" in cp.stdout + cp.stderr
+        cp = user.isle("run", "--rm", "--network", "none", ref, "echo", "pulled")
+        assert cp.returncode == 0 and cp.stdout == "pulled\n", cp.stderr
+        for top, dirs, files in os.walk(user.data / "isle"):
+            for n in dirs + files:
+                assert os.lstat(os.path.join(top, n)).st_uid != 0, n   # nothing as root
+    finally:
+        img.stop_registry(reg)
+        user.isle("rmi", "-f", f"{reg.addr}/rootless/bb:1")
+
+
+# -- network -----------------------------------------------------------------------------------
+class _Secret:
+    """A TCP server on the host's 127.0.0.1 that hands out a secret to whoever connects."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.hits = 0
+        self.stop = False
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.hits += 1
+            with c:
+                c.sendall(b"HOST-LOOPBACK-SECRET\n")
+
+    def close(self) -> None:
+        self.stop = True
+        self.t.join(5)
+        self.sock.close()
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(180)
+def test_rootless_network_outbound_ports_but_not_host_loopback(user):
+    if not shutil.which("slirp4netns"):
+        pytest.skip("needs slirp4netns")
+    secret = _Secret()
+    port = _free_port()
+    try:
+        # the container's root tries the host's loopback every way slirp could route it
+        probes = "; ".join(f"nc -w 2 {a} {secret.port} </dev/null"
+                           for a in ("10.0.2.2", "10.0.2.3", "10.0.2.4", "10.0.2.254",
+                                     "127.0.0.1"))
+        cp = user.isle("run", "--rm", "busybox", "sh", "-c",
+                       f"ip -o -4 addr show tap0; ip route; {probes}; true")
+        assert cp.returncode == 0, cp.stderr
+        assert "10.0.2.100/24" in cp.stdout and "default via 10.0.2.2" in cp.stdout
+        assert "SECRET" not in cp.stdout and secret.hits == 0
+        # a published port on 127.0.0.1 reaches the container (slirp4netns's host socket)
+        cp = user.isle("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "busybox",
+                       "sh", "-c", "echo rootless-web > /i && exec httpd -f -p 80 -h /")
+        assert cp.returncode == 0, cp.stderr
+        data = b""
+        for _ in range(50):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=3) as c:
+                    c.sendall(b"GET /i HTTP/1.0\r\n\r\n")
+                    while chunk := c.recv(4096):
+                        data += chunk
+                if data:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert b"rootless-web" in data
+        # exec'd processes share the network; slirp4netns is the user's, gone with the container
+        cp = user.isle("exec", "web", "ip", "-o", "-4", "addr", "show", "tap0")
+        assert cp.returncode == 0 and "10.0.2.100" in cp.stdout, cp.stderr
+    finally:
+        user.isle("rm", "-f", "web")
+        secret.close()
+    assert not [p for p in user.procs() if "slirp4netns" in p and "defunct" not in p]
+
+
+# -- VM isolation ------------------------------------------------------------------------------
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_rootless_vm_runs_as_the_user_without_host_loopback(user):
+    if not shutil.which("qemu-system-x86_64") or not os.path.exists(
+            "/var/cache/isle/kernel/current/vmlinuz"):
+        pytest.skip("needs QEMU and the guest kernel scripts/setup fetches")
+    secret = _Secret()
+    try:
+        cp = user.isle("run", "--rm", "--isolation", "vm", "busybox", "sh", "-c",
+                       f"echo hi; nc -w 2 10.0.2.2 {secret.port} </dev/null; true")
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stdout.startswith("hi\n")
+        # QEMU's user networking cannot keep 10.0.2.2 off the host's loopback: no network,
+        # with a warning; asking for one, or for ports, is a clear error
+        assert "no network" in cp.stderr and "SECRET" not in cp.stdout and secret.hits == 0
+        for extra in (["--network", "slirp4netns"], ["-p", "127.0.0.1::80"]):
+            cp = user.isle("run", "--rm", "--isolation", "vm", *extra, "busybox", "true")
+            assert cp.returncode != 0 and "rootless VM" in cp.stderr, cp.stderr
+        # a volume needs virtiofsd, which needs root here: a clear error, nothing left
+        vol = user.home / "vol"
+        vol.mkdir(exist_ok=True)
+        os.chown(vol, user.uid, user.gid)
+        cp = user.isle("run", "--rm", "--isolation", "vm", "--network", "none", "-v",
+                       f"{vol}:/data:ro", "busybox", "true")
+        assert cp.returncode != 0 and "without root" in cp.stderr, cp.stderr
+        assert user.isle("ps", "-aq").stdout.split() == []
+    finally:
+        secret.close()

@@ -126,8 +126,13 @@ class Lifecycle:
             if opts.network not in ("none", "host") and self.s.rootless:
                 from isle.engine import netplug
 
-                more = netplug.after_start(self.s, rec.id, rec.name, pid, opts,
-                                           img.config.get("config") or {})
+                try:
+                    more = netplug.after_start(self.s, rec.id, rec.name, pid, opts,
+                                               img.config.get("config") or {})
+                except BaseException:
+                    with suppress(OSError):  # the record has no pid yet: _fail_start cannot
+                        os.kill(pid, signal.SIGKILL)  # and the init would wait on exec.fifo
+                    raise
                 if more:
                     rec.extra = {**rec.extra, **more}
                     self.db.update_container(rec.id, extra=rec.extra)
@@ -227,6 +232,13 @@ class Lifecycle:
                          uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps())
         spec = build_spec(opts, inp)
         spec["annotations"].update(annotations)
+        if self.s.rootless:
+            from isle.engine import netplug
+
+            hook = netplug.slirp_hook(self.s, rec.id, rec.name, opts,
+                                      img.config.get("config") or {})
+            if hook is not None:
+                spec.setdefault("hooks", {}).setdefault("createRuntime", []).append(hook)
         if opts.isolation == "vm":
             from isle.engine.vmhook import annotate
 

@@ -40,14 +40,28 @@ def mode_of(opts: RunOptions, rootless: bool = False) -> str:
     return n
 
 
+#: why a rootless VM has no network: QEMU 7.2's user networking (the only kind an unprivileged
+#: QEMU gets) forwards every guest connection to 10.0.2.2 to the host's 127.0.0.1, with no
+#: option to turn that off (slirp4netns containers run --disable-host-loopback)
+_VM_NO_NET = ("QEMU's user networking would let the guest reach the host's loopback services "
+              "(10.0.2.2 -> 127.0.0.1); run the VM as root for a bridge network")
+
+
 def rootless_fallback(settings: Settings, opts: RunOptions) -> str:
     """Settle a rootless container's network mode at create, so ps and inspect show the mode
     it gets: the default (or "bridge") is slirp4netns, and none when /dev/net/tun is unusable
     (a warning says why; an explicit --network or -p still fails at start with the reason)."""
     import os
 
-    if not settings.rootless or opts.isolation == "vm":
+    if not settings.rootless:
         return ""
+    if opts.isolation == "vm":
+        if (opts.network or "") not in ("", "default", "bridge", SLIRP):
+            return ""
+        if (opts.network or "") not in ("", "default") or opts.publish or opts.publish_all:
+            raise ConfigError("--network", f"a rootless VM gets no network: {_VM_NO_NET}")
+        opts.network = "none"
+        return f"no network: {_VM_NO_NET}; the VM runs with --network none"
     if (opts.network or "") not in ("", "default") or opts.publish or opts.publish_all \
             or os.access("/dev/net/tun", os.R_OK | os.W_OK):
         if (opts.network or "") in ("", "default", "bridge"):
@@ -143,6 +157,8 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
         files = nm.render_etc(cid, hostname=hostname, dns=opts.dns or [slirp.DNS],
                               dns_search=opts.dns_search, dns_options=opts.dns_options,
                               add_hosts=opts.extra_hosts, mode="none")
+        if opts.isolation == "vm":
+            raise ConfigError("--network", f"a rootless VM gets no network: {_VM_NO_NET}")
         return None, files, {"slirp": True}
     ports = _ports(opts, image_config)
     if opts.isolation == "vm":
@@ -241,8 +257,23 @@ def after_start(settings: Settings, cid: str, name: str, pid: int, opts: RunOpti
     if mode_of(opts, settings.rootless) != SLIRP or opts.isolation == "vm":
         return {}
     nm = _nm(settings)
+    rec = nm.store.record(cid)
+    if rec is not None and (rec.get("slirp") or {}).get("pid"):  # slirp_hook made it
+        return {**attachment_facts(nm._attachment(rec)), "slirp": True}
     att = nm.connect_slirp(cid, pid, _ports(opts, image_config), name=name)
     return {**attachment_facts(att), "slirp": True}
+
+
+def slirp_hook(settings: Settings, cid: str, name: str, opts: RunOptions,
+               image_config: dict[str, Any]) -> dict[str, Any] | None:
+    """Rootless: the createRuntime hook that gives the init's netns slirp4netns while the init
+    still lets its owner open /proc/PID/ns/* (it turns non-dumpable before waiting on
+    exec.fifo, and then only CAP_SYS_PTRACE could); None where no slirp4netns is wanted."""
+    if not settings.rootless or mode_of(opts, True) != SLIRP or opts.isolation == "vm":
+        return None
+    from isle.engine.rootless import slirp_hook as hook
+
+    return hook(settings, cid, name, [p.to_dict() for p in _ports(opts, image_config)])
 
 
 def teardown(settings: Settings, cid: str, opts: RunOptions) -> None:

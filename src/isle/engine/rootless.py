@@ -1,4 +1,5 @@
-"""Rootless id maps: the caller's uid as container root, its /etc/subuid range for 1..N."""
+"""Rootless: id maps (the caller's uid as container root, its /etc/subuid range for 1..N) and
+the createRuntime hook that starts slirp4netns (``python -m isle.engine.rootless``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pwd
 
 from isle.errors import ConfigError
 
-__all__ = ["id_maps", "sub_range"]
+__all__ = ["id_maps", "sub_range", "slirp_hook"]
 
 
 def sub_range(path: str, uid: int, name: str) -> tuple[int, int] | None:
@@ -35,3 +36,49 @@ def id_maps() -> tuple[list[dict[str, int]], list[dict[str, int]]]:
         m.append({"containerID": 1, "hostID": r[0], "size": r[1]})
         maps.append(m)
     return maps[0], maps[1]
+
+
+def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, object]]
+               ) -> dict[str, object]:
+    """An OCI hook running this module: slirp4netns for the init's pid (from the state on
+    stdin), recorded in the network store like after_start's. The interpreter is the one
+    running now (a venv's python may be a symlink its user cannot follow: /proc/self/exe is
+    the real file); the hook sees isle's import path and PATH, nothing else of our environment."""
+    import json
+    import sys
+
+    exe = os.path.realpath("/proc/self/exe")
+    paths = [p for p in sys.path if p.startswith("/") and os.path.isdir(p)]
+    return {"path": exe,
+            "args": [exe, "-S", "-m", "isle.engine.rootless", settings.root,  # type: ignore[attr-defined]
+                     settings.runroot, cid, name, json.dumps(ports)],  # type: ignore[attr-defined]
+            "env": [f"PYTHONPATH={':'.join(paths)}",
+                    f"PATH={os.environ.get('PATH') or '/usr/bin:/bin'}"],
+            "timeout": 30}
+
+
+def _hook_main(argv: list[str]) -> int:
+    import json
+    import sys
+
+    from isle.config import Settings
+    from isle.engine.networks import network_manager
+    from isle.errors import IsleError
+    from isle.net.types import PortMapping
+
+    root, runroot, cid, name, ports = argv
+    try:
+        pid = int(json.load(sys.stdin)["pid"])
+        nm = network_manager(Settings(root=root, runroot=runroot))
+        nm.connect_slirp(cid, pid, [PortMapping.from_dict(p) for p in json.loads(ports)],
+                         name=name)
+    except (IsleError, OSError, ValueError, KeyError) as exc:
+        sys.stderr.write(f"isle: slirp4netns for {name}: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_hook_main(sys.argv[1:]))

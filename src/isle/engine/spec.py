@@ -256,7 +256,7 @@ def _base_mounts(opts: RunOptions, rootless: bool) -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
     ]
-    if rootless:
+    if rootless and opts.isolation != "vm":  # a VM's guest mounts its own sysfs, never the host's
         mounts.append({"destination": "/sys", "type": "bind", "source": "/sys",
                        "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
     else:

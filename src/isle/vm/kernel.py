@@ -65,6 +65,10 @@ class GuestKernel:
         return os.path.join(self.modules_dir, f"{name}.ko")
 
 
+#: where scripts/fetch-guest-kernel puts the kernel for every user of the host
+SYSTEM_CACHE = "/var/cache/isle"
+
+
 def kernel_dir(cache: str | None = None) -> str:
     if cache is None:
         from isle.config import default_settings
@@ -76,6 +80,10 @@ def kernel_dir(cache: str | None = None) -> str:
 def find(cache: str | None = None) -> GuestKernel:
     """The cached kernel, or VMError saying how to get one."""
     cur = os.path.join(kernel_dir(cache), "current")
+    system = os.path.join(SYSTEM_CACHE, "kernel", "current")
+    if os.geteuid() != 0 and not os.path.isfile(os.path.join(cur, "vmlinuz")) and os.access(
+            os.path.join(system, "vmlinuz"), os.R_OK):
+        cur = system  # a user's own cache is empty: the kernel setup fetched for everyone
     if not os.path.isfile(os.path.join(cur, "vmlinuz")):
         raise VMError(
             f"no guest kernel cached in {kernel_dir(cache)}: run scripts/fetch-guest-kernel"

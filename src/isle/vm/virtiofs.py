@@ -50,6 +50,11 @@ def start(share: FsShare, log: str, timeout: float = 10.0) -> subprocess.Popen[b
     """virtiofsd serving share.source on share.socket, once the socket exists."""
     if not os.path.isdir(share.source):
         raise VMError(f"cannot share {share.source} with a VM: not a directory")
+    if os.geteuid() != 0:
+        # QEMU 7.2's C virtiofsd sandboxes itself (setgroups, new namespaces) and cannot in a
+        # user namespace of the caller's own ids: fail here, clearly, not in virtiofsd's log
+        raise VMError(f"cannot share {share.source} with a VM without root: virtiofsd needs "
+                      "root here (run the VM without volumes or bind mounts, or as root)")
     exe = find()
     with open(log, "ab") as out:
         p = proc.spawn(
