@@ -26,7 +26,7 @@ pytestmark = [
 
 NR = {"getcwd": 79, "mkdir": 83, "mkdirat": 258, "personality": 135, "unshare": 272,
       "keyctl": 250, "add_key": 248, "mount": 165, "clone3": 435, "acct": 163, "kill": 62,
-      "getpid": 39, "fchmodat2": 452}
+      "getpid": 39, "fchmodat2": 452, "mseal": 462, "io_uring_setup": 425}
 CLONE_NEWUSER = 0x10000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -263,7 +263,9 @@ def _docker_probe(d: str) -> dict[str, Any]:
         "add_key": sys_call("add_key", 0, 0, 0, 0, 0),
         "mount": sys_call("mount", 0, 0, 0, 0, 0),
         "clone3": sys_call("clone3", 0, 0),
-        "fchmodat2": sys_call("fchmodat2", 0, 0, 0, 0),  # newer than the profile (Linux 6.6)
+        "fchmodat2": sys_call("fchmodat2", 0, 0, 0, 0),  # allowed since Docker 25 (Linux 6.6)
+        "mseal": sys_call("mseal", 0, 0, 0),  # newer than the profile here (Linux 6.10)
+        "io_uring_setup": sys_call("io_uring_setup", 0, 0),  # denied since Docker 25
         "personality_norandom": sys_call("personality", 0x0040000),
         "personality_query": sys_call("personality", 0xFFFFFFFF),
         "getpid": sys_call("getpid"),
@@ -289,7 +291,9 @@ def test_docker_default_blocks_what_docker_blocks_and_allows_the_rest(tmp_path: 
     blocked = ["unshare_user", "keyctl", "add_key", "mount", "personality_norandom"]
     assert {k: got[k] for k in blocked} == {k: -errno.EPERM for k in blocked}
     assert got["clone3"] == -errno.ENOSYS  # Docker answers ENOSYS so libc falls back to clone
-    assert got["fchmodat2"] == -errno.ENOSYS  # the ENOSYS prologue, not the default EPERM
+    assert got["mseal"] == -errno.ENOSYS  # the ENOSYS prologue, not the default EPERM
+    assert got["fchmodat2"] not in (-errno.ENOSYS, -errno.EPERM)  # Docker 25+ allows it
+    assert got["io_uring_setup"] == -errno.EPERM  # Docker 25+ denies io_uring
     assert got["personality_query"] >= 0 and got["getpid"] > 0
     assert got["read"] == "ok" and got["child"] == 7
     # control: the same calls under an allow-all filter (we are root) are not EPERM
@@ -299,7 +303,8 @@ def test_docker_default_blocks_what_docker_blocks_and_allows_the_rest(tmp_path: 
     assert all(free[k] != -errno.EPERM for k in blocked), free
     assert free["clone3"] != -errno.ENOSYS
     kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    assert free["fchmodat2"] != -errno.ENOSYS or kernel < (6, 6)
+    assert free["mseal"] != -errno.ENOSYS or kernel < (6, 10)
+    assert free["io_uring_setup"] != -errno.EPERM
 
 
 def test_the_kernel_refuses_an_invalid_program() -> None:
