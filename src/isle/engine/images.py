@@ -197,6 +197,12 @@ class Images:
     def build(self, context: str, *, network: str = "default", **kw: Any) -> Image:
         """RUN steps run in the sandbox `isle run` gives (engine/buildrun.py); network is
         default (isle's bridge), none or host, as `docker build --network`."""
+        if self.settings.rootless:
+            from isle.errors import Unsupported
+
+            raise Unsupported("isle build needs root here: rootless, COPY cannot give files "
+                              "their owners and a RUN step's changes cannot be captured (both "
+                              "need the store inside a user namespace, not done yet)")
         from isle.engine.buildrun import RunSandbox
         from isle.image.build.builder import build
 
