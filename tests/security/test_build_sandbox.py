@@ -263,3 +263,68 @@ def test_interrupted_build_leaves_nothing(isle, tmp_path: Path, sig: str) -> Non
             p.wait()
     assert p.returncode != 0
     _nothing_left(isle)
+
+
+def _step_processes() -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cgroup") as f:
+                    if "/isle-build-" in f.read():
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_build_killed_outright_is_swept_by_the_next(isle, tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to clean up: the next build removes the step's container,
+    cgroups, network and overlay of every build that is gone."""
+    import signal
+    import subprocess
+    import time
+
+    ctx = tmp_path / "k"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM busybox\nRUN echo started; sleep 1000\n")
+    before = set(_step_processes())
+    p = subprocess.Popen(isle.argv("build", "--no-cache", str(ctx)), env=isle.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert p.stdout is not None
+    deadline = time.time() + 60
+    for line in p.stdout:
+        if line.strip() == b"started" or time.time() > deadline:
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    p.stdout.close()
+    try:
+        assert set(_step_processes()) - before  # the step outlived its build
+        (ctx / "Containerfile").write_text("FROM busybox\nRUN true\n")
+        isle("build", "--no-cache", str(ctx), timeout=120)
+        deadline = time.time() + 10
+        while set(_step_processes()) - before and time.time() < deadline:
+            time.sleep(0.1)
+        assert not set(_step_processes()) - before
+        _nothing_left(isle)
+        assert not [n for n in os.listdir(isle.runroot / "build-steps") if not n.startswith(".")]
+    finally:
+        for pid in set(_step_processes()) - before:  # only if the sweep failed
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+def test_run_flags(isle, tmp_path: Path, services) -> None:
+    """RUN --network=none narrows; RUN --network=host needs the build's --network host; flags
+    isle does not honour (BuildKit's --mount, --security=insecure) are refused, not ignored."""
+    port, _ = services
+    rc, out = _build(isle, tmp_path, "--network=none ip route | grep -q default || echo P:none=1")
+    assert "P:none=1" in out
+    for flags in ("--network=host", "--security=insecure", "--mount=type=bind,source=/,target=/h"):
+        rc, out = _build(isle, tmp_path, f"{flags} cat /h/etc/hostname; nc 127.0.0.1 {port}",
+                         check=False, name="f")
+        assert rc != 0 and "Containerfile:2" in out and SECRET not in out, out
+        assert flags.split("=")[0] in out, out
+    _nothing_left(isle)

@@ -12,14 +12,21 @@ sets it and the namespaces cannot drift apart between the two. The network is th
     none     a private network namespace with loopback only
     host     the host's network (the step sees the host's loopback services too)
 
+A step's ``RUN --network=none`` narrows the build's network; ``RUN --network=host`` needs
+``isle build --network host`` (a Containerfile cannot give itself the host's network).
+
 The builder (``image/build``) calls ``prepare`` for each step, runs the runtime, and ``release``
-afterwards (also when the step fails or the build is interrupted).
+afterwards (also when the step fails or the build is interrupted: SIGTERM/SIGHUP become an
+exception during a build). Each live step has a small record under ``<runroot>/build-steps``;
+a build that was killed outright (SIGKILL) leaves its step's container, network, cgroups and
+overlay behind, and the next build sweeps every record whose builder is gone.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from isle.config import Settings
@@ -39,15 +46,12 @@ HOSTNAME = "isle-build"
 class RunSandbox:
     """One build's RUN steps: ``prepare(cid, ...)`` -> config.json, ``release(cid)`` undoes it."""
 
-    def __init__(self, settings: Settings, network: str = "default") -> None:
-        net = network or "default"
-        if net == "bridge":
-            net = "default"
-        if net not in NETWORKS:
-            raise ConfigError("--network", f"unknown build network {network!r} "
-                                           f"(use one of: {', '.join(NETWORKS)})")
+    def __init__(self, settings: Settings, network: str = "default", *, runtime: str = "",
+                 state_dir: str = "", unmount: Callable[[str], None] | None = None) -> None:
         self.s = settings
-        self.network = net
+        self.network = _network("--network", network)
+        self.runtime, self.state_dir, self.unmount = runtime, state_dir, unmount
+        self.steps_dir = os.path.join(settings.runroot, "build-steps")
         self._live: dict[str, RunOptions] = {}
         self._seccomp: dict[str, Any] | None = None
         self._caps: list[str] | None = None
@@ -55,9 +59,13 @@ class RunSandbox:
 
     # -- the builder's interface -------------------------------------------------------------
     def prepare(self, cid: str, rootfs: str, bundle: str, argv: list[str], env: list[str],
-                cwd: str, user: str) -> dict[str, Any]:
+                cwd: str, user: str, *, network: str | None = None) -> dict[str, Any]:
         """The step's config.json (as isle run would make it) and its network, set up now."""
-        mode = _MODE[self.network]
+        net = self.network if network is None else _network("RUN --network", network)
+        if net == "host" and self.network != "host":
+            raise ConfigError("RUN --network=host", "needs `isle build --network host` (a "
+                                                    "Containerfile cannot take the host's network)")
+        mode = _MODE[net]
         if mode == "" and self.s.rootless:
             mode = "none"
         opts = RunOptions(image="", command=list(argv), entrypoint=[], env=list(env),
@@ -65,6 +73,7 @@ class RunSandbox:
         passwd, group = _read_in(rootfs, "/etc/passwd"), _read_in(rootfs, "/etc/group")
         self._live[cid] = opts
         try:
+            self._record(cid, bundle, mode)
             netns, files, _facts = netplug.connect(self.s, cid, cid, HOSTNAME, opts, {})
             etc = self._etc_files(bundle, mode, files)
             uid_map: list[dict[str, int]] = []
@@ -86,11 +95,17 @@ class RunSandbox:
         spec["annotations"]["org.isle.build"] = "run"
         return spec
 
-    def release(self, cid: str) -> None:
-        """Undo the step's network (idempotent); the runtime already removed its cgroups."""
+    def release(self, cid: str, *, done: bool = True) -> None:
+        """Undo the step's network (idempotent; the runtime removed its cgroups); done: its
+        bundle is gone too, so its record goes."""
         opts = self._live.pop(cid, None)
         if opts is not None:
             netplug.teardown(self.s, cid, opts)
+        if done:
+            try:
+                os.unlink(os.path.join(self.steps_dir, cid))
+            except FileNotFoundError:
+                pass
 
     # -- one build: signals become exceptions, so an interrupted step is cleaned up ---------
     def __enter__(self) -> RunSandbox:
@@ -99,6 +114,11 @@ class RunSandbox:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 self._old[sig] = signal.signal(sig, _interrupted)
+        try:
+            self.sweep()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -109,6 +129,80 @@ class RunSandbox:
             for sig, h in self._old.items():
                 signal.signal(sig, h)
             self._old.clear()
+
+    # -- steps of builds that were killed outright --------------------------------------------
+    def _record(self, cid: str, bundle: str, mode: str) -> None:
+        from isle.oci.fastjson import dumps
+
+        os.makedirs(self.steps_dir, mode=0o700, exist_ok=True)
+        rec = {"owner": os.getpid(), "owner_start": _start_time(os.getpid()), "bundle": bundle,
+               "network": mode, "runtime": self.runtime, "state": self.state_dir}
+        fd = os.open(os.path.join(self.steps_dir, cid),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(dumps(rec))
+
+    def sweep(self) -> list[str]:
+        """Clean up the steps of builds whose process is gone; -> their ids."""
+        from isle.oci.fastjson import loads
+        from isle.sys.fs import flock
+
+        try:
+            names = sorted(os.listdir(self.steps_dir))
+        except FileNotFoundError:
+            return []
+        swept = []
+        with flock(os.path.join(self.steps_dir, ".lock")):
+            for cid in names:
+                if not cid.startswith("isle-build-"):
+                    continue
+                try:
+                    with open(os.path.join(self.steps_dir, cid), "rb") as f:
+                        rec = loads(f.read())
+                except (OSError, ValueError):
+                    continue
+                if rec.get("owner_start") and _start_time(rec.get("owner", 0)) == \
+                        rec["owner_start"]:
+                    continue  # its build is still running
+                self._sweep_one(cid, rec)
+                swept.append(cid)
+        return swept
+
+    def _sweep_one(self, cid: str, rec: dict[str, Any]) -> None:
+        import shutil
+        import time
+
+        from isle.engine.quiet import suppress
+        from isle.sys import proc
+
+        bundle = str(rec.get("bundle") or "")
+        with suppress(Exception):
+            with open(os.path.join(bundle, "step.pid")) as f:
+                pid = int(f.read().strip() or 0)
+            if pid > 0 and _in_cgroup(pid, cid):
+                os.kill(pid, signal.SIGKILL)  # its pid namespace ends with it
+        if rec.get("runtime") and rec.get("state"):
+            from isle.image.build.runspec import resolve_runtime
+
+            with suppress(Exception):
+                proc.run([resolve_runtime(rec["runtime"]), "--root", rec["state"], "delete",
+                          "--force", cid], check=False, timeout=30)
+        if not self.s.rootless:
+            for _ in range(50):  # empty once the init is reaped (an orphaned runtime may too)
+                if not _rm_cgroups(cid):
+                    break
+                time.sleep(0.1)
+        with suppress(Exception):
+            netplug.teardown(self.s, cid, RunOptions(image="", network=rec.get("network", "")))
+        if bundle and os.path.basename(bundle).startswith("build-run-"):
+            if self.unmount is not None:
+                with suppress(Exception):
+                    self.unmount(bundle)
+            with open("/proc/self/mountinfo") as f:
+                if (" " + bundle + "/") not in f.read():
+                    shutil.rmtree(bundle, ignore_errors=True)
+        with suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.steps_dir, cid))
 
     # -- helpers ---------------------------------------------------------------------------
     def _etc_files(self, bundle: str, mode: str, files: dict[str, str]) -> dict[str, str]:
@@ -143,6 +237,50 @@ class RunSandbox:
             with open("/proc/self/status") as f:
                 self._caps = host_bounding_caps(f.read())
         return self._caps
+
+
+def _network(flag: str, value: str) -> str:
+    net = value or "default"
+    if net == "bridge":
+        net = "default"
+    if net not in NETWORKS:
+        raise ConfigError(flag, f"unknown build network {value!r} (use one of: "
+                                f"{', '.join(NETWORKS)})")
+    return net
+
+
+def _start_time(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _in_cgroup(pid: int, cid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return any(line.rstrip().endswith("/" + cid) for line in f)
+    except OSError:
+        return False
+
+
+def _rm_cgroups(cid: str) -> bool:
+    """rmdir the step's cgroup (cgroupsPath "/<cid>") in every hierarchy; -> any left."""
+    left = False
+    try:
+        hierarchies = os.listdir("/sys/fs/cgroup")
+    except OSError:
+        return False
+    for h in hierarchies + ["."]:
+        d = os.path.join("/sys/fs/cgroup", h, cid)
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left = True
+    return left
 
 
 def _interrupted(sig: int, _frame: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -208,7 +209,9 @@ class Images:
 
         kw.setdefault("runtime", self.runtime)
         kw.setdefault("state_dir", self.settings.runroot)
-        with RunSandbox(self.settings, network) as sandbox:
+        with RunSandbox(self.settings, network, runtime=kw["runtime"],
+                        state_dir=os.path.join(kw["state_dir"], "build"),
+                        unmount=self.store.unmount_rootfs) as sandbox:
             return build(self.store, context, sandbox=sandbox, **kw)
 
     def bootstrap(self, ref: str, *, variant: str = "minbase", mirror: str | None = None) -> Image:

@@ -249,12 +249,17 @@ class Builder:
         argv = ins.json_args if ins.json_args is not None else [*shell, ins.rest]
         if not argv:
             raise ins.error("nothing to run")
+        for flag in ins.flags:  # BuildKit's --mount/--security are not honoured: say so
+            if flag != "network":
+                raise ins.error(f"unsupported flag --{flag} (RUN takes --network=default|none|host)")
+        step_net = ins.flags.get("network")
         created_by = " ".join(argv) if ins.json_args is None else json.dumps(argv)
         if args:
             created_by = (
                 f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args.items()) + " " + created_by
             )
-        key = self._key(st, "RUN " + json.dumps(argv), args)
+        key = self._key(st, "RUN " + (f"--network={step_net} " if step_net else "")
+                        + json.dumps(argv), args)
         hit = self._cache_get(key)
         if hit:
             self.out(f"--> Using cache {hit[1][7:19]}")
@@ -282,7 +287,9 @@ class Builder:
                 envl = [f"{k}={v}" for k, v in env.items()]
                 user = st.cfg.get("User", "")
                 try:
-                    spec = self.sandbox.prepare(cid, rootfs, work, list(argv), envl, cwd, user)
+                    spec = self.sandbox.prepare(
+                        cid, rootfs, work, list(argv), envl, cwd, user, network=step_net
+                    )
                 except ConfigError as e:
                     raise ins.error(str(e)) from None
                 try:
@@ -291,7 +298,7 @@ class Builder:
                 except Exception as e:
                     raise ins.error(f"command failed: {e}") from e
                 finally:
-                    self.sandbox.release(cid)
+                    self.sandbox.release(cid, done=False)  # its network goes now
             finally:
                 self.store.unmount_rootfs(work)
             drop_mount_points(os.path.join(work, "upper"), created)
@@ -302,6 +309,8 @@ class Builder:
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            if self.sandbox is not None:
+                self.sandbox.release(cid)  # nothing of the step is left: forget it
         self._cache_put(key, desc, diff_id)
         self.out(f"--> {diff_id[7:19]}")
         self._add_layer(st, desc, diff_id, created_by)

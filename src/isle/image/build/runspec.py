@@ -30,11 +30,14 @@ class StepSandbox(Protocol):
     """What the builder needs from the engine for each RUN step."""
 
     def prepare(self, cid: str, rootfs: str, bundle: str, argv: list[str], env: list[str],
-                cwd: str, user: str) -> dict[str, Any]:
-        """The step's config.json; sets up what it needs on the host (network)."""
+                cwd: str, user: str, *, network: str | None = None) -> dict[str, Any]:
+        """The step's config.json; sets up what it needs on the host (network). bundle holds
+        the overlay at bundle/rootfs; network is the step's ``RUN --network`` (None: the
+        build's)."""
 
-    def release(self, cid: str) -> None:
-        """Undo prepare (idempotent); called after the step, however it ended."""
+    def release(self, cid: str, *, done: bool = True) -> None:
+        """Undo prepare (idempotent): after the step (done=False: its network), and once its
+        bundle is unmounted and removed (done=True: nothing of it is left to sweep)."""
 
 DEFAULT_CAPS = [
     "CAP_CHOWN",
