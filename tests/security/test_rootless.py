@@ -432,3 +432,69 @@ def test_rootless_build_fails_clearly_and_leaves_nothing(user):
     assert cp.returncode != 0 and "isle build needs root" in cp.stderr, cp.stderr
     assert user.isle("images", "-q").stdout.split() == before
     assert user.isle("ps", "-aq").stdout.split() == []
+
+
+# -- cgroups -----------------------------------------------------------------------------------
+CG_PROBE = r"""
+import json, sys
+sys.path[:0] = [sys.argv[1]]
+from isle.runtime import cgroup as c
+from isle.errors import ConfigError, Unsupported
+root, own = sys.argv[2], sys.argv[3]
+out = {"base": c.delegated_base(root, own)}
+m = c._rootless_manager(None, "abc", root, own)
+out["path"] = m.path if m is not None else None
+try:
+    c._rootless_manager("/system.slice/evil", "abc", root, own)
+    out["outside"] = "accepted"
+except ConfigError as e:
+    out["outside"] = str(e)
+if m is not None:
+    m.create()
+    out["made"] = m.dir
+c._rootless_manager(None, "abc", root + "/nonexistent", own)   # not v2: no cgroup
+try:
+    c.resources_with_defaults({"memory": {"limit": 1 << 26}}, None)
+    out["limits"] = "ignored silently"
+except Unsupported as e:
+    out["limits"] = str(e)
+out["devices"] = c.resources_with_defaults({"devices": [{"allow": False, "access": "rwm"}]}, [])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_rootless_cgroup_v2_delegation_only_below_what_is_ours(user):
+    """cgroup v2 delegation (systemd's user@UID.service): containers go below the parent of the
+    runtime's own cgroup when the user may write there; never outside it, never on v1 (here),
+    and asked-for limits are refused when there is no cgroup. A fake cgroup2 tree as the user."""
+    fake = user.home / "cg"
+    svc = "/user.slice/user-1.slice/user@1.service"
+    own = f"{svc}/app.slice/term.scope"
+    (fake / own.lstrip("/")).mkdir(parents=True)
+    (fake / "cgroup.controllers").write_text("cpu memory pids\n")
+    for d in (fake / svc.lstrip("/"), fake / svc.lstrip("/") / "app.slice",
+              fake / own.lstrip("/")):
+        (d / "cgroup.procs").write_text("")
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(fake / svc.lstrip("/"))],
+                   check=True)
+    import json
+
+    cp = user.run("/usr/bin/python3.11", "-S", "-c", CG_PROBE, str(REPO / "src"), str(fake),
+                  f"0::{own}\n")
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)
+    assert out["base"] == f"{svc}/app.slice"
+    assert out["path"] == f"{svc}/app.slice/isle-abc"
+    assert (fake / svc.lstrip("/") / "app.slice" / "isle-abc").is_dir()
+    assert "outside the cgroup delegated" in out["outside"]
+    assert not (fake / "system.slice").exists()
+    assert "cannot be enforced" in out["limits"] and "v1" in out["limits"]
+    assert "devices" not in out["devices"]
+    # a tree that is not the user's: no base at all
+    subprocess.run(["chown", "-R", "0:0", str(fake / svc.lstrip("/"))], check=True)
+    cp = user.run("/usr/bin/python3.11", "-S", "-c",
+                  "import sys; sys.path[:0] = [sys.argv[1]]; from isle.runtime import cgroup as c;"
+                  " print(c.delegated_base(sys.argv[2], sys.argv[3]))",
+                  str(REPO / "src"), str(fake), f"0::{own}\n")
+    assert cp.stdout.strip() == "None", cp.stderr

@@ -125,8 +125,12 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         if not self.s.rootless:
             _resources(opts)  # validate limits now, not at start
         elif _resources(opts):
-            warnings.append("resource limits are ignored: a rootless container on this host "
-                            "has no delegated cgroup (cgroup v1)")
+            from isle.engine.rootless import cgroup_delegated
+
+            if not cgroup_delegated():
+                warnings.append("resource limits are ignored: a rootless container on this "
+                                "host has no delegated cgroup (cgroup v1, or no writable v2 "
+                                "subtree)")
         net_warning = netplug.rootless_fallback(self.s, opts)
         if net_warning:
             warnings.append(net_warning)

@@ -219,17 +219,20 @@ class Lifecycle:
                 raise ConfigError("--init", "no static init (tini-static) on this host")
         uid_map: list[dict[str, int]] = []
         gid_map: list[dict[str, int]] = []
+        delegated = False
         if self.s.rootless:
-            from isle.engine.rootless import id_maps
+            from isle.engine.rootless import cgroup_delegated, id_maps
 
             uid_map, gid_map = id_maps()
+            delegated = cgroup_delegated()
         inp = SpecInputs(container_id=rec.id, rootfs=rootfs,
                          image_config=img.config.get("config") or {}, hostname=hostname,
                          passwd=_read("/etc/passwd"), group=_read("/etc/group"), mounts=mounts,
                          etc_files=etc, netns_path=netns,
                          cgroups_path="" if self.s.rootless else f"/isle-{rec.id}",
                          init_path=init, seccomp_profile=seccomp, rootless=self.s.rootless,
-                         uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps())
+                         uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps(),
+                         rootless_cgroup=delegated)
         spec = build_spec(opts, inp)
         spec["annotations"].update(annotations)
         if self.s.rootless:

@@ -8,7 +8,7 @@ import pwd
 
 from isle.errors import ConfigError
 
-__all__ = ["id_maps", "sub_range", "slirp_hook"]
+__all__ = ["id_maps", "sub_range", "slirp_hook", "cgroup_delegated"]
 
 
 def sub_range(path: str, uid: int, name: str) -> tuple[int, int] | None:
@@ -21,6 +21,14 @@ def sub_range(path: str, uid: int, name: str) -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def cgroup_delegated() -> bool:
+    """Whether this user's containers get a cgroup (and so limits): a writable cgroup v2
+    subtree (systemd's user@UID.service delegation); never on v1 or hybrid hosts."""
+    from isle.runtime.cgroup import delegated_base
+
+    return delegated_base() is not None
 
 
 def id_maps() -> tuple[list[dict[str, int]], list[dict[str, int]]]:

@@ -58,6 +58,8 @@ class SpecInputs:
     init_path: str = ""  # host path of a static init (tini) for --init
     seccomp_profile: dict[str, Any] | None = None
     rootless: bool = False
+    #: rootless with a delegated cgroup v2 subtree: limits apply (the runtime makes the cgroup)
+    rootless_cgroup: bool = False
     uid_map: list[dict[str, int]] = field(default_factory=list)
     gid_map: list[dict[str, int]] = field(default_factory=list)
     #: the capabilities isle itself may hand out (its bounding set); "all" means these
@@ -288,6 +290,8 @@ def build_spec(opts: RunOptions, inp: SpecInputs) -> dict[str, Any]:
         namespaces.append({"type": "user"})
         linux["uidMappings"] = inp.uid_map
         linux["gidMappings"] = inp.gid_map
+        if inp.rootless_cgroup and (res := _resources(opts)):
+            linux["resources"] = res  # no device rules: the user namespace bounds devices
     else:
         linux["resources"] = {"devices": [{"allow": True, "access": "rwm"}] if opts.privileged
                               else list(_DEFAULT_DEVICES)}

@@ -51,13 +51,14 @@ def delegated_base(root: str = "/sys/fs/cgroup", self_cgroup: str | None = None)
     return None
 
 
-def _rootless_manager(cgroups_path: str | None, cid: str, root: str = "/sys/fs/cgroup") -> Any:
+def _rootless_manager(cgroups_path: str | None, cid: str, root: str = "/sys/fs/cgroup",
+                      self_cgroup: str | None = None) -> Any:
     global _no_cgroup
     from isle.cgroups import detect_setup
     from isle.cgroups.paths import resolve
     from isle.cgroups.v2 import V2Manager
 
-    base = delegated_base(root)
+    base = delegated_base(root, self_cgroup)
     if base is None:
         setup = detect_setup(root)
         _no_cgroup = (f"uid {os.geteuid()} has no delegated cgroup on this host "
