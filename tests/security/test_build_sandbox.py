@@ -160,15 +160,27 @@ def _check_hardened(r: dict[str, str], network: str) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("network", ["default", "none"])
-def test_run_step_has_the_sandbox_of_isle_run(isle, tmp_path: Path, services, network) -> None:
+@pytest.mark.parametrize("network,runtime", [("default", ""), ("none", ""), ("default", "runc")])
+def test_run_step_has_the_sandbox_of_isle_run(isle, tmp_path: Path, services, network,
+                                              runtime) -> None:
+    import shutil
+
+    from isle.image.store import ImageStore
+
+    if runtime and not shutil.which(runtime):
+        pytest.skip(f"{runtime} is not installed")
     port, pub = services
     script = _probe(port, pub)
     flag = [] if network == "default" else ["--network", network]
-    rc, out = _build(isle, tmp_path, script, *flag)
+    rc, out = _build(isle, tmp_path, script, *flag, *(["--runtime", runtime] if runtime else []))
     assert SECRET not in out
     built = _results(out)
     _check_hardened(built, network)
+    # the files bound for the step (hosts, resolv.conf) and other mount points are not its layer
+    img = ImageStore(str(isle.root / "images")).resolve("probe-c:1")
+    layer = Path(img.layer_dirs[-1])
+    assert not [p for p in ("etc/hosts", "etc/resolv.conf", "proc", "sys", "dev")
+                if os.path.lexists(layer / p)], sorted(str(p) for p in layer.rglob("*"))
     run = isle("run", "--rm", *(["--network", "none"] if network == "none" else []),
                "busybox", "sh", "-c", script, timeout=120)
     assert SECRET not in run.stdout + run.stderr
