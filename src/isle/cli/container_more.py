@@ -24,12 +24,15 @@ def register(verb: Callable[..., Any], engine: Callable[[click.Context], Any],
              out: Callable[[str], None], table: Callable[[list[list[str]]], None]) -> None:
     @verb("cp")
     @click.option("-a", "--archive", is_flag=True, help="(accepted; ownership is kept into the host)")
+    @click.option("-L", "--follow-link", is_flag=True,
+                  help="Follow a symlink given as the host source (container paths always "
+                       "resolve inside the container).")
     @click.argument("src")
     @click.argument("dst")
     @click.pass_context
-    def cp(ctx: click.Context, archive: bool, src: str, dst: str) -> int:
+    def cp(ctx: click.Context, archive: bool, follow_link: bool, src: str, dst: str) -> int:
         """Copy files between a container and the host: CONTAINER:PATH <-> HOSTPATH."""
-        engine(ctx).cp(src, dst)
+        engine(ctx).cp(src, dst, follow_link=follow_link)
         return 0
 
     @verb("stats")

@@ -54,12 +54,19 @@ class Transfer:
                 if cur.state not in ("running", "paused"):
                     self.store.unmount_rootfs(p.bundle)  # type: ignore[attr-defined]
 
-    def _host_path(self, rec: ContainerRecord, root: str, cpath: str) -> str:
-        """A container path -> the host path holding it (volumes and binds first, then the rootfs)."""
-        from isle.engine.volumes import safe_join
+    def _croot(self, rec: ContainerRecord, rootfs: str, cpath: str) -> tuple[str, str]:
+        """A container path -> (the host directory that is '/' for it, the path inside that).
 
-        if not cpath.startswith("/"):
-            cpath = "/" + cpath
+        Volumes and bind mounts are matched on the path as written (the longest target wins)
+        and the rest resolves inside the volume; everything else resolves inside the rootfs.
+        The caller resolves through ``Root`` (openat2 RESOLVE_IN_ROOT): never a joined string."""
+        import posixpath
+
+        # '..' is lexical here, as in docker cp (filepath.Join("/", path)): a volume's path can
+        # never walk up into the rootfs or, for a bind-mounted file, into the host directory
+        cpath = posixpath.normpath("/" + cpath)
+        if cpath.startswith("//"):
+            cpath = "/" + cpath.lstrip("/")
         best = None
         for m in RunOptions.from_dict(rec.opts).mounts:
             t = m.target.rstrip("/") or "/"
@@ -68,14 +75,22 @@ class Transfer:
                     src = m.source if m.type == "bind" else self.db.get_volume(m.source).mountpoint  # type: ignore[attr-defined]
                     best = (t, src)
         if best:
-            return safe_join(best[1], cpath[len(best[0]):])
-        keep_slash = cpath.endswith("/.") or cpath.endswith("/")
-        out = safe_join(root, cpath)
-        return out + ("/." if keep_slash and os.path.isdir(out) else "")
+            rest = cpath[len(best[0]):] or "/"
+            if not os.path.isdir(best[1]):  # a bind-mounted file: only the file itself
+                if rest != "/":
+                    raise NotFound(f"{cpath}: {best[0]} is a file")
+                return os.path.dirname(best[1]) or "/", "/" + os.path.basename(best[1])
+            return best[1], rest
+        return rootfs, cpath
 
-    def cp(self, src: str, dst: str) -> None:
-        """`cp CONTAINER:PATH HOSTPATH` or `cp HOSTPATH CONTAINER:PATH` (cp -a semantics)."""
-        from isle.sys import proc
+    def cp(self, src: str, dst: str, *, follow_link: bool = False) -> None:
+        """`cp CONTAINER:PATH HOSTPATH` or `cp HOSTPATH CONTAINER:PATH` (docker cp semantics).
+
+        Every container-side path resolves inside the container (symlinks, '..' and a directory
+        swapped for a symlink mid-copy included) and the copy works on directory fds only
+        (sys/fdtree): symlinks in a copied tree are copied as symlinks, never followed. A symlink
+        as the container path itself is followed inside the container; a host source symlink is
+        copied as a link unless ``follow_link`` (-L)."""
 
         def split(x: str) -> tuple[str | None, str]:
             if ":" in x and not x.startswith("/") and not x.startswith("."):
@@ -87,22 +102,160 @@ class Transfer:
         if (sc is None) == (dc is None):
             raise ConfigError("cp", "copying between containers or between host paths is not "
                               "supported; one side must be CONTAINER:PATH")
+        if not (sp if sc is not None else dp):
+            raise ConfigError("cp", "the container path is empty")
         rec = self.get(sc or dc)  # type: ignore[attr-defined, arg-type]
-        with self._rootfs(rec) as root:
+        with self._rootfs(rec) as rootfs:
             if sc is not None:
-                hp = self._host_path(rec, root, sp)
-                if not os.path.lexists(hp.removesuffix("/.")):
-                    raise NotFound(f"could not find the file {sp} in container {rec.name}")
-                proc.run(["cp", "-a", "--", hp, dp], timeout=600)
+                self._cp_out(rec, rootfs, sp, dp)
             else:
-                if not os.path.lexists(sp.removesuffix("/.")):
-                    raise NotFound(f"could not find the file {sp} on the host")
-                hp = self._host_path(rec, root, dp)
-                parent = os.path.dirname(hp.rstrip("/")) or "/"
-                if not os.path.isdir(parent):
-                    raise NotFound(f"could not find the directory {os.path.dirname(dp)} in "
-                                   f"container {rec.name}")
-                proc.run(["cp", "-a", "--no-preserve=ownership", "--", sp, hp], timeout=600)
+                self._cp_in(rec, rootfs, sp, dp, follow_link)
+
+    def _cp_out(self, rec: ContainerRecord, rootfs: str, sp: str, dp: str) -> None:
+        from isle.sys import fdtree
+        from isle.sys.inroot import Root
+
+        base, rel = self._croot(rec, rootfs, sp)
+        contents = sp.endswith("/.")
+        with Root(base) as r:
+            try:
+                sfd = r.open(rel, os.O_PATH | (os.O_DIRECTORY if sp.endswith(("/", "/.")) else 0))
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotFound(f"could not find the file {sp} in container {rec.name}") from None
+            except OSError as e:
+                raise ConfigError("cp", f"{rec.name}:{sp}: {e.strerror}") from None
+            try:
+                st = os.fstat(sfd)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if not (is_dir or stat.S_ISREG(st.st_mode)):
+                    # a device, FIFO or socket: copy the entry itself through its parent
+                    pfd, name = r.parent(r.name_of(sfd))
+                    os.close(sfd)
+                    sfd = -1
+                    try:
+                        self._cp_to_host(sp, dp, False, lambda d, n: fdtree.copy(
+                            pfd, name, d, n, keep_owner=True), None)
+                    finally:
+                        os.close(pfd)
+                    return
+                self._cp_to_host(sp, dp, is_dir and contents, lambda d, n: fdtree.copy_fd(
+                    sfd, d, n, keep_owner=True), sfd if is_dir else None)
+            finally:
+                if sfd >= 0:
+                    os.close(sfd)
+
+    @staticmethod
+    def _cp_to_host(sp: str, dp: str, contents: bool, put: Any, dir_fd: int | None) -> None:
+        """Docker's rules for the host side of `cp CONTAINER:SRC DST` (the user's own path)."""
+        from isle.sys import fdtree
+
+        name = os.path.basename(sp.rstrip("/").removesuffix("/.").rstrip("/")) or "rootfs"
+        try:
+            dst_is_dir = stat.S_ISDIR(os.stat(dp).st_mode)
+            exists = True
+        except FileNotFoundError:
+            exists = dst_is_dir = False
+        except NotADirectoryError:
+            raise ConfigError("cp", f"{dp}: a parent is not a directory") from None
+        if exists and not dst_is_dir:
+            if dir_fd is not None:
+                raise ConfigError("cp", f"cannot copy a directory to a file: {dp}")
+            if dp.endswith("/"):
+                raise ConfigError("cp", f"{dp}: not a directory")
+        if not exists and dp.endswith("/") and dir_fd is None:
+            raise NotFound(f"the destination directory {dp} does not exist")
+        if dst_is_dir:
+            dfd = os.open(dp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                if contents and dir_fd is not None:
+                    fdtree.copy_into(dir_fd, dfd, keep_owner=True)
+                else:
+                    put(dfd, name)
+            finally:
+                os.close(dfd)
+            return
+        parent = os.path.dirname(dp.rstrip("/")) or ("/" if dp.startswith("/") else ".")
+        try:
+            pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"the destination directory {parent} does not exist") from None
+        try:
+            put(pfd, os.path.basename(dp.rstrip("/")))
+        finally:
+            os.close(pfd)
+
+    def _cp_in(self, rec: ContainerRecord, rootfs: str, sp: str, dp: str, follow: bool) -> None:
+        from isle.sys import fdtree
+        from isle.sys.inroot import Root
+
+        contents = sp.endswith("/.")
+        hpath = sp.rstrip("/").removesuffix("/.").rstrip("/") or "/"
+        hparent, hname = os.path.split(hpath)
+        # the host source: its own symlink is copied as a link unless -L (or 'dir/', 'dir/.')
+        follow = follow or contents or sp.endswith("/") or hname in ("", ".", "..")
+        try:
+            hst = os.stat(hpath, follow_symlinks=follow)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"could not find the file {sp} on the host") from None
+        src_dir = stat.S_ISDIR(hst.st_mode)
+        if hname in ("", ".", ".."):
+            hname = os.path.basename(os.path.realpath(hpath)) or "rootfs"
+        base, rel = self._croot(rec, rootfs, dp)
+        with Root(base) as r:
+            try:
+                real = fdtree.resolve(r, rel)
+            except OSError as e:
+                raise ConfigError("cp", f"{rec.name}:{dp}: {e.strerror}") from None
+            try:
+                dst = os.fstat(fd := r.open(real, os.O_PATH))
+                os.close(fd)
+            except FileNotFoundError:
+                dst = None
+            except OSError as e:
+                raise ConfigError("cp", f"{rec.name}:{dp}: {e.strerror}") from None
+            if dst is not None and not stat.S_ISDIR(dst.st_mode):
+                if src_dir:
+                    raise ConfigError("cp", f"cannot copy a directory to a file: {rec.name}:{dp}")
+                if dp.endswith("/"):
+                    raise ConfigError("cp", f"{rec.name}:{dp}: not a directory")
+            if dst is None and dp.endswith("/") and not src_dir:
+                raise NotFound(f"the destination directory {dp} does not exist in container "
+                               f"{rec.name}")
+            if dst is not None and stat.S_ISDIR(dst.st_mode):
+                ddir, dname = r.opendir(real), hname
+                if contents or not dname:
+                    dname = ""
+            else:
+                try:
+                    ddir, dname = r.parent(real)
+                except (FileNotFoundError, NotADirectoryError):
+                    raise NotFound(f"could not find the directory {os.path.dirname(dp.rstrip('/'))}"
+                                   f" in container {rec.name}") from None
+            try:
+                if not dname:  # the source's contents into the directory
+                    if not src_dir:
+                        raise ConfigError("cp", f"{sp}: not a directory")
+                    sfd = os.open(hpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        fdtree.copy_into(sfd, ddir, keep_owner=False)
+                    finally:
+                        os.close(sfd)
+                elif follow and (src_dir or stat.S_ISREG(hst.st_mode)):
+                    sfd = os.open(hpath, os.O_PATH | os.O_CLOEXEC)
+                    try:
+                        fdtree.copy_fd(sfd, ddir, dname, keep_owner=False)
+                    finally:
+                        os.close(sfd)
+                else:
+                    hfd = os.open(hparent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        fdtree.copy(hfd, hname, ddir, dname, keep_owner=False, follow=follow)
+                    finally:
+                        os.close(hfd)
+            except IsADirectoryError as e:
+                raise ConfigError("cp", f"{rec.name}:{dp}: {e.strerror}") from None
+            finally:
+                os.close(ddir)
 
     def export(self, ref: str, out: IO[bytes]) -> None:
         rec = self.get(ref)  # type: ignore[attr-defined]
@@ -110,25 +263,55 @@ class Transfer:
             self.store.tar_directory(root, out)  # type: ignore[attr-defined]
 
     def diff(self, ref: str) -> list[tuple[str, str]]:
-        """[(A|C|D, path)] from the overlay upper dir, Docker's order (sorted paths)."""
+        """[(A|C|D, path)] from the overlay upper dir, Docker's order (sorted paths).
+
+        The upper dir is the container's to change while this runs: it is walked by directory
+        fd (sys/fdtree), and a path is looked up in the image's layers without following any
+        symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)."""
+        from isle.sys import fdtree
+        from isle.sys.inroot import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, openat2
+
         rec = self.get(ref)  # type: ignore[attr-defined]
         upper = self.paths(rec.id).upper  # type: ignore[attr-defined]
         img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
-        lowers = list(img.layer_dirs)
+        lowers = []
         out: list[tuple[str, str]] = []
-        for top, dirs, files in os.walk(upper):
-            for name in sorted(dirs + files):
-                full = os.path.join(top, name)
-                rel = "/" + os.path.relpath(full, upper)
-                st = os.lstat(full)
-                if rel in _MOUNTPOINTS and st.st_size == 0:
-                    continue  # created by the runtime as bind-mount targets, not by the container
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    out.append(("D", rel))
-                elif any(os.path.lexists(os.path.join(d, rel.lstrip("/"))) for d in lowers):
-                    out.append(("C", rel))
-                else:
-                    out.append(("A", rel))
+        try:
+            for d in img.layer_dirs:
+                with suppress(OSError):
+                    lowers.append(os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+
+            def in_lower(rel: str) -> bool:
+                for lfd in lowers:
+                    try:
+                        os.close(openat2(lfd, rel, os.O_PATH | os.O_NOFOLLOW, 0,
+                                         RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS))
+                        return True
+                    except OSError:
+                        continue
+                return False
+
+            try:
+                top = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return []
+            try:
+                for drel, _dfd, ents in fdtree.walk(top):
+                    for name, st in ents:
+                        rel = f"/{drel}/{name}" if drel else f"/{name}"
+                        if rel in _MOUNTPOINTS and st.st_size == 0:
+                            continue  # created by the runtime as bind-mount targets
+                        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                            out.append(("D", rel))
+                        elif in_lower(rel.lstrip("/")):
+                            out.append(("C", rel))
+                        else:
+                            out.append(("A", rel))
+            finally:
+                os.close(top)
+        finally:
+            for lfd in lowers:
+                os.close(lfd)
         return sorted(out, key=lambda x: x[1])
 
     def commit(self, ref: str, repo: str = "", *, changes: list[str] | None = None,

@@ -851,36 +851,98 @@ def tar_dir(
 
     With ``overlay_whiteouts`` an overlay upper dir's char 0/0 files become ``.wh.`` entries and
     opaque directories get a ``.wh..wh..opq`` entry, i.e. a standard layer diff.
+
+    ``src`` may belong to a running container (export, commit --no-pause, a RUN step's upper
+    dir): it is walked by directory fd with O_NOFOLLOW (sys/fdtree), so a directory swapped for
+    a symlink mid-walk is skipped, never followed to the host; a file is read from the fd that
+    was checked to be a regular file, and xattrs are read from the entry itself.
     """
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUF) as tf:
-        for top, dirs, files in os.walk(src):
-            dirs.sort()
-            rel = os.path.relpath(top, src)
-            rel = "" if rel == "." else rel + "/"
-            names = sorted(dirs + files)
-            if overlay_whiteouts and rel and is_opaque(top):
-                _add_whiteout(tf, prefix + rel + WH_OPAQUE)
-            for name in names:
-                path = os.path.join(top, name)
-                st = os.lstat(path)
-                arc = prefix + rel + name
-                if overlay_whiteouts and is_whiteout(st, path):
-                    _add_whiteout(tf, prefix + rel + WH_PREFIX + name)
-                    continue
-                ti = tf.gettarinfo(path, arc)
-                ti.uname = ti.gname = ""
-                for x in _xattrs(path):
-                    if not x.startswith(("trusted.overlay.", "user.overlay.")):
-                        v = _xattr(path, x)
-                        if v is not None:
-                            ti.pax_headers["SCHILY.xattr." + x] = v.decode(
-                                "utf-8", "surrogateescape"
-                            )
-                if ti.isreg():
-                    with open(path, "rb") as f:
-                        tf.addfile(ti, f)
-                else:
-                    tf.addfile(ti)
+    from isle.sys.fdtree import open_file, walk, xattr_path
+
+    top = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUF) as tf:
+            for drel, dfd, ents in walk(top):
+                rel = drel + "/" if drel else ""
+                if overlay_whiteouts and rel and _fd_opaque(dfd):
+                    _add_whiteout(tf, prefix + rel + WH_OPAQUE)
+                for name, st in ents:
+                    xp = xattr_path(dfd, name)
+                    if overlay_whiteouts and is_whiteout(st, xp):
+                        _add_whiteout(tf, prefix + rel + WH_PREFIX + name)
+                        continue
+                    f = None
+                    if stat.S_ISREG(st.st_mode):
+                        try:
+                            fd, st = open_file(dfd, name, st)
+                        except OSError as e:
+                            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                                continue  # gone or swapped since the listing
+                            raise
+                        f = os.fdopen(fd, "rb")
+                    try:
+                        ti = _tarinfo(tf, st, prefix + rel + name, dfd, name)
+                        if ti is None:
+                            continue  # a socket: not archivable (as tar)
+                        for x in _xattrs(xp):
+                            if not x.startswith(("trusted.overlay.", "user.overlay.")):
+                                v = _xattr(xp, x)
+                                if v is not None:
+                                    ti.pax_headers["SCHILY.xattr." + x] = v.decode(
+                                        "utf-8", "surrogateescape"
+                                    )
+                        tf.addfile(ti, f if ti.isreg() else None)
+                    finally:
+                        if f is not None:
+                            f.close()
+    finally:
+        os.close(top)
+
+
+def _fd_opaque(dfd: int) -> bool:
+    for x in (OPAQUE_XATTR, USER_OPAQUE_XATTR):
+        try:
+            if os.getxattr(dfd, x) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _tarinfo(
+    tf: tarfile.TarFile, st: os.stat_result, arc: str, dfd: int, name: str
+) -> tarfile.TarInfo | None:
+    """tarfile.gettarinfo from an lstat taken by fd (a symlink's target read at dfd)."""
+    m = st.st_mode
+    linkname = ""
+    if stat.S_ISREG(m):
+        inode = (st.st_ino, st.st_dev)
+        if st.st_nlink > 1 and inode in tf.inodes and arc != tf.inodes[inode]:
+            kind, linkname = tarfile.LNKTYPE, tf.inodes[inode]
+        else:
+            kind = tarfile.REGTYPE
+            if inode[0]:
+                tf.inodes[inode] = arc
+    elif stat.S_ISDIR(m):
+        kind = tarfile.DIRTYPE
+    elif stat.S_ISFIFO(m):
+        kind = tarfile.FIFOTYPE
+    elif stat.S_ISLNK(m):
+        kind, linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+    elif stat.S_ISCHR(m):
+        kind = tarfile.CHRTYPE
+    elif stat.S_ISBLK(m):
+        kind = tarfile.BLKTYPE
+    else:
+        return None
+    ti = tf.tarinfo(arc.lstrip("/"))
+    ti.mode, ti.uid, ti.gid = m, st.st_uid, st.st_gid
+    ti.size = st.st_size if kind == tarfile.REGTYPE else 0
+    ti.mtime, ti.type, ti.linkname = st.st_mtime, kind, linkname
+    ti.uname = ti.gname = ""
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    return ti
 
 
 def _add_whiteout(tf: tarfile.TarFile, name: str) -> None:
