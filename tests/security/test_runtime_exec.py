@@ -130,6 +130,8 @@ def _attack_bundle(bundle, attacker: Path, outdir: Path, secs: int, extra_caps: 
     return bundle(["/x/exe_attack", str(secs), marker, "/out/log"], edit, name=name)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("extra_caps", [[], ["CAP_SYS_PTRACE"]], ids=["default", "ptrace"])
 def test_runtime_exec_helper_hides_exe_and_env(crt, runtime_copy, bundle, attacker, tmp_path,
                                                extra_caps):
@@ -160,6 +162,8 @@ def test_runtime_exec_helper_hides_exe_and_env(crt, runtime_copy, bundle, attack
     assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("extra_caps", [[], ["CAP_SYS_PTRACE"]], ids=["default", "ptrace"])
 def test_runtime_init_joining_pidns_hides_exe_and_env(crt, runtime_copy, bundle, attacker,
                                                       tmp_path, extra_caps):
@@ -195,3 +199,147 @@ def test_runtime_init_joining_pidns_hides_exe_and_env(crt, runtime_copy, bundle,
     crt("delete", "--force", "victim")
     log = _verdict(outdir / "log", py, before)
     assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
+
+
+# -- finding 11: Docker's current default seccomp profile (io_uring denied) ------------------------
+IO_URING_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    char params[120];
+    memset(params, 0, sizeof params);
+    long r = syscall(425 /* io_uring_setup */, 4, params);
+    printf("setup=%ld errno=%d\n", r, r < 0 ? errno : 0);
+    r = syscall(426 /* io_uring_enter */, -1, 0, 0, 0, 0, 0);
+    printf("enter=%ld errno=%d\n", r, r < 0 ? errno : 0);
+    r = syscall(427 /* io_uring_register */, -1, 0, 0, 0);
+    printf("register=%ld errno=%d\n", r, r < 0 ? errno : 0);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def io_uring_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the probe")
+    d = tmp_path_factory.mktemp("iouring")
+    os.chmod(d, 0o755)
+    (d / "p.c").write_text(IO_URING_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(d / "probe"), str(d / "p.c")], check=True,
+                   capture_output=True, timeout=120)
+    return d / "probe"
+
+
+def _io_uring_result(out: str) -> dict[str, tuple[int, int]]:
+    got = {}
+    for line in out.splitlines():
+        k, rest = line.split("=", 1)
+        r, e = rest.split(" errno=")
+        got[k] = (int(r), int(e))
+    return got
+
+
+def test_default_profile_denies_io_uring_runtime(rt, bundle, io_uring_probe):
+    """The runtime with the shipped profile: io_uring_setup/enter/register fail with EPERM."""
+    from isle.runtime.seccomp import DEFAULT_PROFILE_PATH
+
+    profile = json.loads(Path(DEFAULT_PROFILE_PATH).read_text())
+
+    def edit(cfg: dict) -> None:
+        cfg["linux"]["seccomp"] = profile
+        cfg["mounts"].append({"destination": "/x", "type": "bind",
+                              "source": str(io_uring_probe.parent), "options": ["rbind", "ro"]})
+    b = bundle(["/x/probe"], edit)
+    cp = rt("run", "--bundle", str(b), "iou")
+    got = _io_uring_result(cp.stdout)
+    assert got == {k: (-1, 1) for k in ("setup", "enter", "register")}, cp.stdout
+
+
+def test_default_profile_denies_io_uring_engine(isle, io_uring_probe):
+    """`isle run` with Docker's default seccomp profile: the same EPERM."""
+    cp = isle("run", "--rm", "-v", f"{io_uring_probe.parent}:/x:ro", "busybox", "sh", "-c", "/x/probe")
+    got = _io_uring_result(cp.stdout)
+    assert got == {k: (-1, 1) for k in ("setup", "enter", "register")}, cp.stdout
+
+
+def test_default_profile_follows_docker_25(tmp_path):
+    """The shipped profile is Docker 25+'s rendering: no io_uring, AF_VSOCK sockets refused,
+    clone3 ENOSYS for the default capabilities."""
+    from isle.runtime.seccomp import DEFAULT_PROFILE_PATH
+
+    profile = json.loads(Path(DEFAULT_PROFILE_PATH).read_text())
+    names = {n for s in profile["syscalls"] if s["action"] == "SCMP_ACT_ALLOW" and not s.get("args")
+             for n in s["names"]}
+    assert not {"io_uring_setup", "io_uring_enter", "io_uring_register"} & names
+    assert "socket" not in names
+    assert {"fchmodat2", "cachestat", "pkey_alloc"} <= names
+    assert profile.get("defaultErrnoRet") == 1
+    clone3 = [s for s in profile["syscalls"] if "clone3" in s["names"]]
+    assert clone3 == [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]
+
+
+# -- finding 7 (CVE-2024-21626 class): a cwd through an fd the runtime inherited -------------------
+def _host_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "hostdir"
+    d.mkdir()
+    (d / "secret").write_text("HOST-SECRET-7\n")
+    return d
+
+
+ESCAPE = "cat secret 2>/dev/null; echo pwned > escaped; pwd; ls /proc/self/fd"
+
+
+def _assert_not_escaped(cp: subprocess.CompletedProcess[str], d: Path) -> None:
+    assert "HOST-SECRET-7" not in cp.stdout, cp.stdout
+    assert not (d / "escaped").exists(), "the container wrote into a host directory"
+    assert sorted(os.listdir(d)) == ["secret"]
+    if cp.returncode != 0:
+        assert "process.cwd" in cp.stderr, cp.stderr
+
+
+@pytest.mark.parametrize("preserve", [False, True], ids=["inherited", "preserved"])
+def test_cwd_through_inherited_fd_run(rt, bundle, tmp_path, preserve):
+    d = _host_dir(tmp_path)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        n = 3 if preserve else fd
+        b = bundle(["/bin/sh", "-c", ESCAPE], lambda cfg: cfg["process"].update(
+            cwd=f"/proc/self/fd/{n}"))
+        args = ["run", "--bundle", str(b)] + (["--preserve-fds", "1"] if preserve else []) + ["c7"]
+        if preserve:  # the caller hands the dir over as fd 3, on purpose
+            cp = rt(*args, check=False, pass_fds=(fd, 3) if fd != 3 else (3,),
+                    preexec_fn=(lambda: os.dup2(fd, 3)) if fd != 3 else None)
+        else:
+            cp = rt(*args, check=False, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert cp.returncode != 0, f"started with a cwd outside the root:\n{cp.stdout}"
+    _assert_not_escaped(cp, d)
+    assert rt("list", "-q").stdout.split() == [], "a failed run left a container behind"
+
+
+@pytest.mark.parametrize("how", ["cwd-flag", "process-json"])
+def test_cwd_through_inherited_fd_exec(rt, bundle, tmp_path, how):
+    d = _host_dir(tmp_path)
+    b = bundle(["/bin/sleep", "30"])
+    rt("run", "-d", "--bundle", str(b), "c7x")
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        cwd = f"/proc/self/fd/{fd}"
+        if how == "cwd-flag":
+            cp = rt("exec", "--cwd", cwd, "c7x", "/bin/sh", "-c", ESCAPE, check=False,
+                    pass_fds=(fd,))
+        else:
+            pj = tmp_path / "p.json"
+            pj.write_text(json.dumps({"args": ["/bin/sh", "-c", ESCAPE], "cwd": cwd,
+                                      "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}))
+            cp = rt("exec", "--process", str(pj), "c7x", check=False, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert cp.returncode != 0, f"exec'd with a cwd outside the root:\n{cp.stdout}"
+    _assert_not_escaped(cp, d)
+    rt("delete", "--force", "c7x")

@@ -249,14 +249,20 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         stage1,
     )
 
+    from isle.runtime.reexec import needs_sealed_init
+
+    sealed = needs_sealed_init(cfg)  # others see the init: a fresh interpreter (see reexec.py)
     try:
-        prog = preload(cfg, cfg["process"], seccomp=not seccomp_in_init(cfg))
+        if sealed:
+            from isle.runtime.init import seccomp_program
+
+            prog = seccomp_program(cfg)
+        else:
+            prog = preload(cfg, cfg["process"], seccomp=not seccomp_in_init(cfg))
     except BaseException:
         if console_fd is not None:
             os.close(console_fd)
         raise
-    p2c_r, p2c_w = os.pipe()
-    c2p_r, c2p_w = os.pipe()
     hook_state = ctr.hook_state(CREATED)  # runtime-tools and crun: "created" in create hooks
     # O_PATH here, not in the init: a user-namespaced init may not traverse the runtime root
     fifo_fd = None if opts.start_now else os.open(ctr.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -266,9 +272,24 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
                   "console_fd": console_fd, "hook_state": hook_state, "seccomp_prog": prog,
                   "start_now": opts.start_now,
                   "wait_go": bool(cg is not None and early), "cgroup_mounts": cgroup_mounts}
-    direct = direct_ok(cfg)
+    direct = direct_ok(cfg) and not sealed
     trace('fork')
-    pid = _fork_in_pidns(cfg) if direct else os.fork()
+    if sealed:
+        from isle.runtime import reexec
+
+        child_opts["sealed"] = True
+        try:
+            pid, chan = reexec.spawn("stage1", {"cfg": cfg, "opts": reexec.payload_opts(
+                child_opts)}, keep=(fifo_fd, console_fd), preserve=opts.preserve_fds)
+        except BaseException:
+            for fd in (fifo_fd, console_fd):
+                if fd is not None:
+                    os.close(fd)
+            raise
+    else:
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        pid = _fork_in_pidns(cfg) if direct else os.fork()
     if pid == 0:
         if opts.foreground:  # run's held signals: back to their defaults
             import _signal  # type: ignore[import-not-found]
@@ -284,13 +305,14 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         from isle.runtime.cgroup import kick_attach
 
         kick_attach()  # a write while the grace period's effect lasts extends it to the join
-    os.close(p2c_r)
-    os.close(c2p_w)
+    if not sealed:
+        os.close(p2c_r)
+        os.close(c2p_w)
+        chan = Chan(c2p_r, p2c_w)
     if fifo_fd is not None:
         os.close(fifo_fd)
     if console_fd is not None:
         os.close(console_fd)
-    chan = Chan(c2p_r, p2c_w)
     ctr.data["stage1"] = pid
     if direct:  # pid is the init itself
         ctr.data["pid"] = pid
@@ -724,7 +746,8 @@ def resume(root: str, cid: str) -> None:
 
 def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
                  detach: bool) -> int:
-    from isle.runtime.init import Chan, exec_stage1, preload
+    from isle.runtime import reexec
+    from isle.runtime.init import seccomp_program
     from isle.sys import libc as L
 
     ctr = Container(root, cid).load()
@@ -739,22 +762,21 @@ def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
     if not detach:
         L.LinuxSyscalls().prctl(L.PR_SET_CHILD_SUBREAPER, 1)
     cg = ctr.cgroup()
-    prog = preload(cfg, proc)
-    p2c_r, p2c_w = os.pipe()
-    c2p_r, c2p_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(p2c_w)
-        os.close(c2p_r)
-        exec_stage1(Chan(p2c_r, c2p_w), cfg, proc, ctr.data["pid"],
-                    {"console_fd": console_fd, "preserve_fds": opts.preserve_fds,
-                     "seccomp_prog": prog})
-        os._exit(1)
-    os.close(p2c_r)
-    os.close(c2p_w)
-    if console_fd is not None:
-        os.close(console_fd)
-    chan = Chan(c2p_r, p2c_w)
+    prog = seccomp_program(cfg)
+    # the helper joins the container: a fresh interpreter from a sealed executable, with an
+    # empty environment and only what it needs of the config (see reexec.py)
+    lx = cfg.get("linux") or {}
+    need = {"namespaces": lx.get("namespaces") or [], "seccomp": lx.get("seccomp")}
+    try:
+        pid, chan = reexec.spawn("exec", {
+            "cfg": {"linux": need}, "proc": proc, "init_pid": ctr.data["pid"],
+            "opts": reexec.payload_opts({"console_fd": console_fd,
+                                         "preserve_fds": opts.preserve_fds,
+                                         "seccomp_prog": prog})}, keep=(console_fd,),
+            preserve=opts.preserve_fds)
+    finally:
+        if console_fd is not None:
+            os.close(console_fd)
     reaped = False
     try:
         # as root the exec'd side joins the v1 cgroups itself (no grace period; see create)

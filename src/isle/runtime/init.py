@@ -107,6 +107,19 @@ def preload(cfg: dict[str, Any], proc: dict[str, Any], seccomp: bool = True) -> 
     return _seccomp_load(sc)
 
 
+def seccomp_program(cfg: dict[str, Any]) -> bytes | None:
+    """The compiled filter of cfg's linux.seccomp (the cache, else compiled), None without one;
+    for a process that runs the init's code in a fresh interpreter (reexec), which imports the
+    modules itself."""
+    sc = (cfg.get("linux") or {}).get("seccomp")
+    if not sc:
+        return None
+    from isle.runtime.seccomp_cache import lookup
+
+    prog = lookup(sc)
+    return prog if prog is not None else _seccomp_prog(sc)
+
+
 def preload_imports(proc: dict[str, Any]) -> None:
     """The modules the init or exec'd process needs once the host's paths are gone."""
     import fcntl  # noqa: F401
@@ -197,6 +210,12 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
                             for k, v in offs.items())
             with open("/proc/self/timens_offsets", "w") as f:
                 f.write(lines)
+        if opts.get("sealed"):  # the init is born where others see it (see reexec.py)
+            from isle.runtime import process
+
+            process.set_oom_score((cfg.get("process") or {}).get("oomScoreAdj"))
+            opts["oom_done"] = True  # a non-dumpable process's /proc files are the host root's
+            sys.prctl(L.PR_SET_DUMPABLE, 0)
         pid = os.fork()
         if pid == 0:
             _init(sys, chan, cfg, opts, bool(new & L.CLONE_NEWUSER) or any(
@@ -257,6 +276,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         proc = cfg["process"]
         lx = cfg.get("linux") or {}
         rootdir = opts["rootfs"]
+        _close_inherited(opts.get("preserve_fds", 0), (chan.rfd, chan.wfd, opts.get("fifo_fd"),
+                                                       opts.get("console_fd")))
         if not opts.get("setsid_done"):
             os.setsid()
         if not opts.get("no_new_keyring"):
@@ -320,7 +341,8 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         rootfs.finalize(sys, lx, bool(cfg["root"].get("readonly")))
         _exec_common(sys, chan, cfg, proc, fifo_fd=fifo_fd, hook_state=opts["hook_state"],
                      preserve_fds=opts.get("preserve_fds", 0), in_userns=in_userns,
-                     opts_prog=opts.get("seccomp_prog"), start_now=bool(opts.get("start_now")))
+                     opts_prog=opts.get("seccomp_prog"), start_now=bool(opts.get("start_now")),
+                     oom_done=bool(opts.get("oom_done")))
     except BaseException as exc:  # noqa: BLE001
         _fail(chan, exc)
 
@@ -346,12 +368,25 @@ def init_hooks_wait(hk: dict[str, Any] | None) -> bool:
 
 def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: dict[str, Any],
                  *, fifo_fd: int | None, hook_state: dict[str, Any] | None, preserve_fds: int,
-                 in_userns: bool, opts_prog: bytes | None, start_now: bool = False) -> None:
+                 in_userns: bool, opts_prog: bytes | None, start_now: bool = False,
+                 oom_done: bool = False) -> None:
     """Process settings, seccomp, then (after exec.fifo for init) execve. Never returns."""
-    from isle.runtime import hooks, process
+    exe, envd = _prepare(sys, cfg, proc, in_userns, opts_prog, hook_state, oom_done)
+    _finish(chan, cfg, proc, exe, envd, fifo_fd=fifo_fd, hook_state=hook_state,
+            preserve_fds=preserve_fds, opts_prog=opts_prog, start_now=start_now)
+
+
+def _prepare(sys: L.LinuxSyscalls, cfg: dict[str, Any], proc: dict[str, Any], in_userns: bool,
+             opts_prog: bytes | None, hook_state: dict[str, Any] | None,
+             oom_done: bool = False) -> tuple[str, dict[str, str]]:
+    """The process's settings that a fork inherits: oom score, rlimits, LSM labels, seccomp
+    unless NNP, cwd (checked to be inside the root), user and capabilities, NNP.
+    -> (executable, environment) to execve."""
+    from isle.runtime import process
 
     lx = cfg.get("linux") or {}
-    process.set_oom_score(proc.get("oomScoreAdj"))
+    if not oom_done:
+        process.set_oom_score(proc.get("oomScoreAdj"))
     process.set_rlimits(proc.get("rlimits") or [])
     process.lsm_labels(proc)
     nnp = bool(proc.get("noNewPrivileges"))
@@ -371,16 +406,45 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
             os.chdir(cwd)
         except OSError as exc:
             raise ConfigError("process.cwd", f"{cwd}: {os.strerror(exc.errno or 0)}") from None
+    _check_cwd(cwd)
     if nnp:
         sys.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     env = proc.get("env") or []
     exe = process.lookup_exec(proc["args"][0], env)
+    return exe, dict(e.split("=", 1) for e in env)
+
+
+def _check_cwd(cwd: str) -> None:
+    """The cwd must be inside the container's root (CVE-2024-21626: a cwd through an fd or
+    a path that leads outside it). getcwd(3) fails (ENOENT) for a directory not reachable from
+    the process's root, which the kernel reports as "(unreachable)/..."."""
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = ""
+    if not here.startswith("/"):
+        raise ConfigError("process.cwd", f"{cwd}: not inside the container's root filesystem")
+
+
+def _finish(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], exe: str,
+            envd: dict[str, str], *, fifo_fd: int | None, hook_state: dict[str, Any] | None,
+            preserve_fds: int, opts_prog: bytes | None, start_now: bool = False) -> None:
+    """fds, the start handshake (init), seccomp with NNP, startContainer hooks, execve."""
+    from isle.runtime import hooks
+
+    lx = cfg.get("linux") or {}
+    sc = lx.get("seccomp")
+    prog = opts_prog if sc else None
+    nnp = bool(proc.get("noNewPrivileges"))
     trace('init pre-fifo')
     _close_extra_fds(preserve_fds, keep={chan.rfd, chan.wfd, fifo_fd or -1})
     if fifo_fd is not None or start_now:
         chan.send(op="ready")
         chan.close()
     if fifo_fd is not None:  # blocks until `start` opens exec.fifo
+        # an `exec` into the created container sees this process until then: no /proc/1/exe,
+        # environ or mem for it without CAP_SYS_PTRACE (see reexec.py)
+        L.LinuxSyscalls().prctl(L.PR_SET_DUMPABLE, 0)
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
         os.close(fd)
@@ -390,7 +454,6 @@ def _exec_common(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], proc: di
     if hook_state is not None and (cfg.get("hooks") or {}).get("startContainer"):
         hooks.run_hooks(cfg["hooks"], "startContainer", dict(hook_state, status="running"))
     trace('init exec')
-    envd = dict(e.split("=", 1) for e in env)
     os.execve(exe, proc["args"], envd)
 
 
@@ -431,6 +494,17 @@ def _close_extra_fds(preserve: int, keep: set[int]) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+
+
+def _close_inherited(preserve: int, keep: tuple[int | None, ...]) -> None:
+    """Close every fd above stdio but the preserved ones (3..2+preserve) and keep: whatever the
+    runtime's caller or the runtime itself left open must not reach the container, not even as
+    /proc/self/fd/N for a cwd or a path (CVE-2024-21626). close_range: no /proc listing."""
+    lo = 3 + preserve
+    for fd in sorted(k for k in keep if k is not None and k >= lo) + [1 << 30]:
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = max(lo, fd + 1)
 
 
 def _join_session_keyring(sys: L.LinuxSyscalls, cid: str) -> None:
@@ -522,6 +596,10 @@ def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid:
             _ns_fd_join(sys, t, path, f"namespace {t}")
             if t == "user":
                 _become_root_in_userns()
+        # everything a fork inherits happens here, outside the container's pid namespace: the
+        # process the container can see already has the user, caps and cwd it execs with
+        exe, envd = _prepare(sys, cfg, proc, in_userns, opts.get("seccomp_prog"), None)
+        sys.prctl(L.PR_SET_DUMPABLE, 0)
         pid = os.fork()
         if pid == 0:
             try:
@@ -529,9 +607,9 @@ def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid:
                     os.setsid()
                     if opts.get("console_fd") is not None:
                         _setup_console_exec(opts["console_fd"], proc)
-                _exec_common(sys, chan, cfg, proc, fifo_fd=None, hook_state=None,
-                             preserve_fds=opts.get("preserve_fds", 0), in_userns=in_userns,
-                             opts_prog=opts.get("seccomp_prog"))
+                _finish(chan, cfg, proc, exe, envd, fifo_fd=None, hook_state=None,
+                        preserve_fds=opts.get("preserve_fds", 0),
+                        opts_prog=opts.get("seccomp_prog"))
             except BaseException as exc:  # noqa: BLE001
                 _fail(chan, exc)
         chan.send(op="pid", pid=pid)
