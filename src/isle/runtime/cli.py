@@ -106,10 +106,24 @@ def _opts(ctx: _Ctx, f: dict[str, Any]) -> Any:
         pf = int(f.get("preserve_fds") or 0)
     except ValueError:
         raise UsageError(f"--preserve-fds: not a number: {f.get('preserve_fds')!r}") from None
+    if pf < 0:
+        raise UsageError(f"--preserve-fds: must not be negative: {pf}")
+    pf += _listen_fds()
     return Options(bundle=f.get("bundle"), pid_file=f.get("pid_file"),
                    console_socket=f.get("console_socket"), no_pivot=f.get("no_pivot"),
                    no_new_keyring=f.get("no_new_keyring"),
                    preserve_fds=pf, systemd_cgroup=ctx.g.get("systemd_cgroup"))
+
+
+def _listen_fds() -> int:
+    """Sockets handed over by systemd socket activation (LISTEN_FDS for this pid, from fd 3):
+    the container's process gets them, as with runc; every other inherited fd is closed."""
+    try:
+        if int(os.environ.get("LISTEN_PID") or -1) != os.getpid():
+            return 0
+        return max(0, int(os.environ.get("LISTEN_FDS") or 0))
+    except ValueError:
+        return 0
 
 
 def cmd_create(ctx: _Ctx, args: list[str]) -> int:

@@ -244,12 +244,11 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         direct_ok,
         init_direct,
         init_hooks_wait,
+        needs_sealed_init,
         preload,
         seccomp_in_init,
         stage1,
     )
-
-    from isle.runtime.reexec import needs_sealed_init
 
     sealed = needs_sealed_init(cfg)  # others see the init: a fresh interpreter (see reexec.py)
     try:

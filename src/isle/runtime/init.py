@@ -232,6 +232,16 @@ def stage1(chan: Chan, cfg: dict[str, Any], opts: dict[str, Any]) -> None:
 DIRECT_JOIN = ("pid", "network", "ipc", "uts")
 
 
+def needs_sealed_init(cfg: dict[str, Any]) -> bool:
+    """Whether a new container's init is born where others can see it: a pid namespace joined by
+    path, or none (the runtime's own, the host's); it then starts from a fresh, sealed
+    interpreter (reexec.py)."""
+    for n in (cfg.get("linux") or {}).get("namespaces") or []:
+        if n["type"] == "pid":
+            return bool(n.get("path"))
+    return True
+
+
 def direct_ok(cfg: dict[str, Any]) -> bool:
     """Whether the runtime forks the init itself, with no stage 1 in between: as root, with no
     user or time namespace, joining by path only DIRECT_JOIN ones. The runtime then unshares

@@ -49,18 +49,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-__all__ = ["spawn", "needs_sealed_init", "main"]
+__all__ = ["spawn", "main", "payload_opts"]
 
 _SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def needs_sealed_init(cfg: dict[str, Any]) -> bool:
-    """Whether a new container's init is born where others can see it: a pid namespace joined by
-    path, or none (the runtime's own, the host's)."""
-    for n in (cfg.get("linux") or {}).get("namespaces") or []:
-        if n["type"] == "pid":
-            return bool(n.get("path"))
-    return True
 
 
 def spawn(entry: str, payload: dict[str, Any], keep: tuple[int | None, ...] = (),
