@@ -360,6 +360,13 @@ def test_rootless_network_outbound_ports_but_not_host_loopback(user):
         assert cp.returncode == 0, cp.stderr
         assert "10.0.2.100/24" in cp.stdout and "default via 10.0.2.2" in cp.stdout
         assert "SECRET" not in cp.stdout and secret.hits == 0
+        # unless the user asks for it (podman's option): then 10.0.2.2 is the host's 127.0.0.1
+        cp = user.isle("run", "--rm", "--network", "slirp4netns:allow_host_loopback=true",
+                       "busybox", "sh", "-c", f"nc -w 3 10.0.2.2 {secret.port} </dev/null")
+        assert cp.returncode == 0 and "HOST-LOOPBACK-SECRET" in cp.stdout, cp.stderr
+        for bad in ("slirp4netns:allow_host_loopback=yes", "slirp4netns:mtu=1"):
+            cp = user.isle("run", "--rm", "--network", bad, "busybox", "true")
+            assert cp.returncode != 0 and "slirp4netns option" in cp.stderr, cp.stderr
         # a published port on 127.0.0.1 reaches the container (slirp4netns's host socket)
         cp = user.isle("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "busybox",
                        "sh", "-c", "echo rootless-web > /i && exec httpd -f -p 80 -h /")

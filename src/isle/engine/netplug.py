@@ -31,8 +31,29 @@ __all__ = ["mode_of", "validate", "rootless_fallback", "connect", "after_start",
 SLIRP = "slirp4netns"
 
 
+#: podman's slirp4netns options isle knows: --network slirp4netns:allow_host_loopback=true
+SLIRP_OPTIONS = {"allow_host_loopback": ("true", "false")}
+
+
+def slirp_options(opts: RunOptions) -> dict[str, str]:
+    """The options of --network slirp4netns:K=V,...; ConfigError names one isle does not know."""
+    n = opts.network or ""
+    if not n.startswith(SLIRP + ":"):
+        return {}
+    out = {}
+    for kv in n[len(SLIRP) + 1:].split(","):
+        k, _, v = kv.partition("=")
+        if v not in SLIRP_OPTIONS.get(k, ()):
+            known = ", ".join(f"{o}={'|'.join(vs)}" for o, vs in SLIRP_OPTIONS.items())
+            raise ConfigError("--network", f"slirp4netns option {kv!r} is not one of: {known}")
+        out[k] = v
+    return out
+
+
 def mode_of(opts: RunOptions, rootless: bool = False) -> str:
     n = opts.network or ""
+    if n.startswith(SLIRP + ":"):
+        n = SLIRP
     if n in ("", "default"):
         n = SLIRP if rootless else "bridge"
     if n == "bridge" and rootless:
@@ -80,6 +101,7 @@ def validate(settings: Settings, opts: RunOptions,
              lookup: Callable[[str], Any] | None = None) -> None:
     """Flag-level checks at create time (ports, addresses, network names); no host changes."""
     mode = mode_of(opts, settings.rootless)
+    slirp_options(opts)
     if _special(mode):
         what = mode.split(":")[0]
         for flag, val in (("--publish", opts.publish or opts.publish_all), ("--ip", opts.ip),
@@ -260,7 +282,10 @@ def after_start(settings: Settings, cid: str, name: str, pid: int, opts: RunOpti
     rec = nm.store.record(cid)
     if rec is not None and (rec.get("slirp") or {}).get("pid"):  # slirp_hook made it
         return {**attachment_facts(nm._attachment(rec)), "slirp": True}
-    att = nm.connect_slirp(cid, pid, _ports(opts, image_config), name=name)
+    from isle.net.rootless import connect_slirp
+
+    att = connect_slirp(nm, cid, pid, _ports(opts, image_config), name=name,
+                        host_loopback=slirp_options(opts).get("allow_host_loopback") == "true")
     return {**attachment_facts(att), "slirp": True}
 
 
@@ -273,7 +298,8 @@ def slirp_hook(settings: Settings, cid: str, name: str, opts: RunOptions,
         return None
     from isle.engine.rootless import slirp_hook as hook
 
-    return hook(settings, cid, name, [p.to_dict() for p in _ports(opts, image_config)])
+    return hook(settings, cid, name, [p.to_dict() for p in _ports(opts, image_config)],
+                slirp_options(opts).get("allow_host_loopback") == "true")
 
 
 def teardown(settings: Settings, cid: str, opts: RunOptions) -> None:

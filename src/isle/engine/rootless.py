@@ -46,8 +46,8 @@ def id_maps() -> tuple[list[dict[str, int]], list[dict[str, int]]]:
     return maps[0], maps[1]
 
 
-def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, object]]
-               ) -> dict[str, object]:
+def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, object]],
+               host_loopback: bool = False) -> dict[str, object]:
     """An OCI hook running this module: slirp4netns for the init's pid (from the state on
     stdin), recorded in the network store like after_start's. The interpreter is the one
     running now (a venv's python may be a symlink its user cannot follow: /proc/self/exe is
@@ -59,7 +59,8 @@ def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, obje
     paths = [p for p in sys.path if p.startswith("/") and os.path.isdir(p)]
     return {"path": exe,
             "args": [exe, "-S", "-m", "isle.engine.rootless", settings.root,  # type: ignore[attr-defined]
-                     settings.runroot, cid, name, json.dumps(ports)],  # type: ignore[attr-defined]
+                     settings.runroot, cid, name, json.dumps(ports),  # type: ignore[attr-defined]
+                     "host-loopback" if host_loopback else "no-host-loopback"],
             "env": [f"PYTHONPATH={':'.join(paths)}",
                     f"PATH={os.environ.get('PATH') or '/usr/bin:/bin'}"],
             "timeout": 30}
@@ -74,12 +75,14 @@ def _hook_main(argv: list[str]) -> int:
     from isle.errors import IsleError
     from isle.net.types import PortMapping
 
-    root, runroot, cid, name, ports = argv
+    from isle.net.rootless import connect_slirp
+
+    root, runroot, cid, name, ports, loopback = argv
     try:
         pid = int(json.load(sys.stdin)["pid"])
         nm = network_manager(Settings(root=root, runroot=runroot))
-        nm.connect_slirp(cid, pid, [PortMapping.from_dict(p) for p in json.loads(ports)],
-                         name=name)
+        connect_slirp(nm, cid, pid, [PortMapping.from_dict(p) for p in json.loads(ports)],
+                      name=name, host_loopback=loopback == "host-loopback")
     except (IsleError, OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"isle: slirp4netns for {name}: {exc}\n")
         return 1

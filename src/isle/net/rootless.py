@@ -22,7 +22,8 @@ __all__ = ["connect_slirp"]
 
 
 def connect_slirp(nm: NetworkManager, container_id: str, target: str | int, ports: Sequence[PortMapping] = (),
-                  *, userns_path: str | None = None, name: str | None = None) -> Attachment:
+                  *, userns_path: str | None = None, name: str | None = None,
+                  host_loopback: bool = False) -> Attachment:
     """User-mode networking (slirp4netns) for a netns path or a pid in it: what rootless
     containers get. The namespace sees tap0 10.0.2.100/24, gateway .2, DNS .3; ports are
     host sockets of slirp4netns, so a busy host port fails right here."""
@@ -46,7 +47,8 @@ def connect_slirp(nm: NetworkManager, container_id: str, target: str | int, port
         rec["slirp"] = {"pid": 0, "api": api}
         nm.store.save_record(rec)
         try:
-            rec["slirp"]["pid"] = slirp.start(target, api, userns_path=userns_path)
+            rec["slirp"]["pid"] = slirp.start(target, api, userns_path=userns_path,
+                                              host_loopback=host_loopback)
             nm.store.save_record(rec)
             for pm in resolved:
                 slirp.add_hostfwd(api, pm)

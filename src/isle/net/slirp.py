@@ -26,10 +26,12 @@ GUEST_IP, GATEWAY, DNS, PREFIX = "10.0.2.100", "10.0.2.2", "10.0.2.3", 24
 
 
 def start(target: str | int, api_socket: str, *, userns_path: str | None = None,
-          mtu: int = 65520, timeout: float = 10) -> int:
+          mtu: int = 65520, timeout: float = 10, host_loopback: bool = False) -> int:
     """Start slirp4netns for a netns path (str) or a process id (int); returns its pid when ready.
 
     api_socket is bound relative to its directory (unix socket paths are limited to 108 bytes).
+    The host's loopback stays out of reach (10.0.2.2 would be the host's 127.0.0.1) unless
+    host_loopback (podman's allow_host_loopback=true, asked for by the user).
     """
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
         mode = oct(os.stat("/dev/net/tun").st_mode & 0o777) if os.path.exists("/dev/net/tun") else "missing"
@@ -37,8 +39,9 @@ def start(target: str | int, api_socket: str, *, userns_path: str | None = None,
                           "rootless networking needs it world read-writable (Debian's udev: 0666)")
     r, w = os.pipe()
     sockdir, sockname = os.path.split(api_socket)
-    argv = [SLIRP, "--configure", f"--mtu={mtu}", "--disable-host-loopback",
-            f"--api-socket={sockname}", f"--ready-fd={w}"]
+    argv = [SLIRP, "--configure", f"--mtu={mtu}", f"--api-socket={sockname}", f"--ready-fd={w}"]
+    if not host_loopback:
+        argv.insert(3, "--disable-host-loopback")
     if userns_path:
         argv.append(f"--userns-path={userns_path}")
     if isinstance(target, str):
