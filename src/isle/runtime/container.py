@@ -278,8 +278,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
 
         child_opts["sealed"] = True
         try:
-            pid, chan = reexec.spawn("stage1", {"cfg": cfg, "opts": reexec.payload_opts(
-                child_opts)}, keep=(fifo_fd, console_fd), preserve=opts.preserve_fds)
+            pid, chan = reexec.spawn(keep=(fifo_fd, console_fd), preserve=opts.preserve_fds)
+            reexec.send_payload(chan, "stage1", {"cfg": cfg,
+                                                 "opts": reexec.payload_opts(child_opts)})
         except BaseException:
             for fd in (fifo_fd, console_fd):
                 if fd is not None:
@@ -760,24 +761,24 @@ def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
         opts.console_socket and proc.get("terminal")) else None
     if not detach:
         L.LinuxSyscalls().prctl(L.PR_SET_CHILD_SUBREAPER, 1)
-    cg = ctr.cgroup()
-    prog = seccomp_program(cfg)
     # the helper joins the container: a fresh interpreter from a sealed executable, with an
-    # empty environment and only what it needs of the config (see reexec.py)
-    lx = cfg.get("linux") or {}
-    need = {"namespaces": lx.get("namespaces") or [], "seccomp": lx.get("seccomp")}
+    # empty environment and only what it needs of the config (see reexec.py); it starts first,
+    # and boots while this process looks up the cgroup and the seccomp program
     try:
-        pid, chan = reexec.spawn("exec", {
-            "cfg": {"linux": need}, "proc": proc, "init_pid": ctr.data["pid"],
-            "opts": reexec.payload_opts({"console_fd": console_fd,
-                                         "preserve_fds": opts.preserve_fds,
-                                         "seccomp_prog": prog})}, keep=(console_fd,),
-            preserve=opts.preserve_fds)
+        pid, chan = reexec.spawn(keep=(console_fd,), preserve=opts.preserve_fds)
     finally:
         if console_fd is not None:
             os.close(console_fd)
     reaped = False
     try:
+        cg = ctr.cgroup()
+        lx = cfg.get("linux") or {}
+        need = {"namespaces": lx.get("namespaces") or [], "seccomp": lx.get("seccomp")}
+        reexec.send_payload(chan, "exec", {
+            "cfg": {"linux": need}, "proc": proc, "init_pid": ctr.data["pid"],
+            "opts": reexec.payload_opts({"console_fd": console_fd,
+                                         "preserve_fds": opts.preserve_fds,
+                                         "seccomp_prog": seccomp_program(cfg)})})
         # as root the exec'd side joins the v1 cgroups itself (no grace period; see create)
         files = cg.self_join_files() if cg is not None and os.geteuid() == 0 else None
         if cg is not None and not files:

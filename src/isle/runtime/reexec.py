@@ -49,17 +49,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-__all__ = ["spawn", "main", "payload_opts"]
+__all__ = ["spawn", "send_payload", "main", "payload_opts"]
 
 _SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def spawn(entry: str, payload: dict[str, Any], keep: tuple[int | None, ...] = (),
-          preserve: int = 0) -> tuple[int, Chan]:
+def spawn(keep: tuple[int | None, ...] = (), preserve: int = 0) -> tuple[int, Chan]:
     """Fork a child that re-executes this interpreter from sealed_exe() with an empty
-    environment and runs ``main``: entry "exec" (init.exec_stage1) or "stage1" (init.stage1).
+    environment and runs ``main``, which waits for send_payload's message.
     keep: fds the child needs under their numbers (besides stdio, 3..2+preserve and the pipes).
-    payload (JSON; bytes values as hex) goes as the first message. -> (pid, chan to it)."""
+    -> (pid, chan to it)."""
     exe = L.sealed_exe()
     try:
         p2c_r, p2c_w = os.pipe()
@@ -90,12 +89,16 @@ def spawn(entry: str, payload: dict[str, Any], keep: tuple[int | None, ...] = ()
     os.close(exe)
     os.close(p2c_r)
     os.close(c2p_w)
-    chan = Chan(c2p_r, p2c_w)
+    return pid, Chan(c2p_r, p2c_w)
+
+
+def send_payload(chan: Chan, entry: str, payload: dict[str, Any]) -> None:
+    """The spawned child's work: entry "exec" (init.exec_stage1) or "stage1" (init.stage1), with
+    payload's values (JSON; see payload_opts)."""
     try:
         chan.send(op="payload", entry=entry, **payload)
     except BrokenPipeError:
         pass  # the child's error is in the pipe: the caller's next recv reports it
-    return pid, chan
 
 
 def _only_fds(keep: set[int], preserve: int) -> None:
