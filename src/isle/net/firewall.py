@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 
-from isle.errors import CommandError, ConfigError
+from isle.errors import CommandError, ConfigError, Unsupported
 from isle.sys import proc
 
 __all__ = ["table_name", "render", "apply", "remove", "BRIDGE_PREFIX"]
@@ -85,7 +85,13 @@ def remove(bridge: str) -> None:
 
 
 def _nft(args: list[str], text: str) -> None:
-    cp = proc.run(["nft", *args], input=text.encode(), timeout=30, check=False)
+    try:
+        cp = proc.run(["nft", *args], input=text.encode(), timeout=30, check=False)
+    except CommandError as exc:
+        if exc.returncode == 127:
+            raise Unsupported("isle's network rules need the nft program: apt-get install "
+                              "nftables") from None
+        raise
     if cp.returncode != 0:
         err = (cp.stderr or b"").decode(errors="replace").strip()
         raise CommandError(["nft", *args], cp.returncode, err or "nft failed")

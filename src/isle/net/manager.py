@@ -461,13 +461,19 @@ class NetworkManager:
         guard, isolation) and the host sysctls netavark is about to change, recorded so they can
         be given back. Done once while the network has members (runroot/firewall/<bridge>.json);
         networks made before isle had these rules get them at their next connect."""
-        if self.store.fw_state(net.bridge) is not None:
+        st = self.store.fw_state(net.bridge)
+        boot = sysctl.read("kernel/random/boot_id") or ""
+        # applied in this boot and the bridge is up: the table is there (a stale record, from a
+        # crash or a runroot that outlived a reboot, is applied again)
+        if st is not None and st.get("boot") == boot and os.path.exists(f"/sys/class/net/{net.bridge}"):
             return
         firewall.apply(net.bridge, net.isolate)
         try:
             self.sysctls.hold(net.bridge, net.ipv6)
-            prev = sysctl.read("net/ipv4/conf/default/route_localnet") or "0"
-            self.store.save_fw_state(net.bridge, {"isolate": net.isolate, "route_localnet": prev})
+            prev = (st or {}).get("route_localnet") or sysctl.read(
+                "net/ipv4/conf/default/route_localnet") or "0"
+            self.store.save_fw_state(net.bridge, {"isolate": net.isolate, "route_localnet": prev,
+                                                  "boot": boot})
         except BaseException:
             firewall.remove(net.bridge)
             raise
