@@ -240,6 +240,16 @@ def test_rootless_detached_logs_exec_stop_rm(user):
         cp = user.isle("rm", "-f", "d1")
     assert cp.returncode == 0, cp.stderr
     assert user.isle("ps", "-aq").stdout.split() == []
+    # run -d --rm: conmon's exit command (run as the user) removes it
+    cp = user.isle("run", "-d", "--rm", "--network", "none", "busybox", "true")
+    assert cp.returncode == 0, cp.stderr
+    left = ["x"]
+    for _ in range(100):
+        left = user.isle("ps", "-aq").stdout.split()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert left == []
 
 
 @pytest.mark.timeout(120)

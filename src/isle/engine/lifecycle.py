@@ -59,6 +59,10 @@ class Lifecycle:
         return OciRuntime(rec.opts.get("runtime") or "runc", self.s.runtime_root)
 
     def _exit_command(self, cid: str) -> list[str]:
+        if self.s.rootless:
+            from isle.engine.rootless import python_argv
+
+            return python_argv("isle.engine.exitcmd") + [self.s.root, self.s.runroot, cid]
         return [sys.executable, "-m", "isle.engine.exitcmd", self.s.root, self.s.runroot, cid]
 
     # -- start --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pwd
 
 from isle.errors import ConfigError
 
-__all__ = ["id_maps", "sub_range", "slirp_hook", "cgroup_delegated"]
+__all__ = ["id_maps", "sub_range", "slirp_hook", "cgroup_delegated", "python_argv"]
 
 
 def sub_range(path: str, uid: int, name: str) -> tuple[int, int] | None:
@@ -64,6 +64,20 @@ def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, obje
             "env": [f"PYTHONPATH={':'.join(paths)}",
                     f"PATH={os.environ.get('PATH') or '/usr/bin:/bin'}"],
             "timeout": 30}
+
+
+def python_argv(module: str) -> list[str]:
+    """argv that runs ``python -m module`` as this user: sys.executable if we may run it, else
+    the interpreter running now with isle's import path (a venv made by root may point at an
+    interpreter under /root, which launchers avoid but `-m` helpers would not)."""
+    import sys
+
+    if os.access(sys.executable, os.X_OK):
+        return [sys.executable, "-m", module]
+    exe = os.path.realpath("/proc/self/exe")
+    paths = [p for p in sys.path if p.startswith("/") and os.path.isdir(p)]
+    return [exe, "-S", "-c", f"import sys; sys.path[:0] = {paths!r}; import runpy; "
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]
 
 
 def _hook_main(argv: list[str]) -> int:
