@@ -60,6 +60,8 @@ DEFAULT_CAPS = [
 def run_spec(
     args: list[str], env: list[str], cwd: str, uid: int, gid: int, hostname: str = "isle-build"
 ) -> dict[str, Any]:
+    """A bare spec for tests that drive a runtime by hand (no seccomp, no device rules, the
+    caller's network): never a build step's, which comes from the engine's StepSandbox."""
     caps = {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")}
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
