@@ -88,7 +88,11 @@ class Reference:
     def familiar_name(self) -> str:
         """Docker's short repository name (``busybox``, ``localhost:5000/x``)."""
         if self.registry == DEFAULT_REGISTRY:
-            return self.repository.removeprefix("library/")
+            short = self.repository.removeprefix("library/")
+            first = short.split("/", 1)[0]
+            # docker.io/a.b/c must keep its registry: "a.b/c" would name the registry a.b
+            if "/" not in short or not ("." in first or first == "localhost"):
+                return short
         return self.name
 
     @property
