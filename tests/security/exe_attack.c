@@ -50,6 +50,17 @@ static void try_write(int fd, const char *how, int pid) {
     close(fd);
 }
 
+static struct stat self, bb;
+
+/* the container's own programs (busybox, this one): writing them is no escape */
+static int own(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return 0;
+    return (st.st_dev == self.st_dev && st.st_ino == self.st_ino) ||
+           (st.st_dev == bb.st_dev && st.st_ino == bb.st_ino);
+}
+
 int main(int argc, char **argv) {
     if (argc != 4)
         return 2;
@@ -60,7 +71,6 @@ int main(int argc, char **argv) {
         return 3;
     setvbuf(out, NULL, _IOLBF, 0);
     seen_ino = calloc(MAXPID, sizeof *seen_ino);
-    struct stat self, bb;
     stat("/proc/self/exe", &self);
     if (stat("/bin/busybox", &bb) != 0)
         memset(&bb, 0, sizeof bb);
@@ -90,12 +100,14 @@ int main(int argc, char **argv) {
             scan_file(pid, "environ");
             scan_file(pid, "cmdline");
             int fd = open(p, O_WRONLY | O_APPEND);
-            if (fd >= 0)
+            if (fd >= 0 && !own(fd)) /* it may have exec'd one of ours meanwhile */
                 try_write(fd, "direct", pid);
+            else if (fd >= 0)
+                close(fd);
             else
                 fprintf(out, "OPENFAIL %d %s\n", pid, strerror(errno));
             int pf = open(p, O_PATH);
-            if (pf >= 0 && nheld < MAXHELD)
+            if (pf >= 0 && !own(pf) && nheld < MAXHELD)
                 held[nheld++] = pf;
             else if (pf >= 0)
                 close(pf);

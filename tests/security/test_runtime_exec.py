@@ -201,6 +201,35 @@ def test_runtime_init_joining_pidns_hides_exe_and_env(crt, runtime_copy, bundle,
     assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("cap_add", [[], ["--cap-add", "SYS_PTRACE"]], ids=["default", "ptrace"])
+def test_engine_exec_and_healthcheck_hide_exe_and_env(isle, runtime_copy, attacker, tmp_path,
+                                                      cap_add):
+    """`isle exec` repeatedly, and a health check every 0.2 s, while the container watches."""
+    launcher, py = runtime_copy
+    before = _sha(py)
+    marker = os.urandom(8).hex()
+    isle.env[MARKER_VAR] = marker
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    cid = isle("run", "-d", "--runtime", str(launcher), *cap_add,
+               "--health-cmd", "true", "--health-interval", "0.2s",
+               "-v", f"{attacker.parent}:/x:ro", "-v", f"{outdir}:/out", "busybox",
+               "sh", "-c", f"/x/exe_attack 8 {marker} /out/log").stdout.strip()
+    deadline = time.monotonic() + 5
+    while not (outdir / "log").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for _ in range(10):
+        isle("exec", cid, "true")
+    isle("exec", "-u", "1000", "-w", "/tmp", cid, "true")
+    time.sleep(1)
+    isle("rm", "-f", cid)
+    time.sleep(0.5)  # the health loop notices and exits (the leak check counts our children)
+    log = _verdict(outdir / "log", py, before)
+    assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
+
+
 # -- finding 11: Docker's current default seccomp profile (io_uring denied) ------------------------
 IO_URING_C = r"""
 #include <errno.h>
