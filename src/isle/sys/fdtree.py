@@ -19,12 +19,12 @@ import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from isle.sys.inroot import Root
 
-__all__ = ["walk", "listdir", "open_dir", "open_file", "copy", "copy_fd", "copy_into", "resolve",
-           "xattr_path"]
+__all__ = ["walk", "listdir", "open_dir", "open_file", "mkdir_at", "copy", "copy_fd", "copy_into",
+           "resolve", "xattr_path", "Copier"]
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -184,14 +184,17 @@ def resolve(root: Root, path: str) -> str:
 # -- copying ---------------------------------------------------------------------------------
 
 
-class _Copier:
+class Copier:
     """Copy entries from one open directory to another: symlinks as symlinks, devices and FIFOs
     as nodes, sockets skipped, hard links within one copy kept. In the destination an existing
     directory is merged into; anything else in the way (a symlink included) is replaced, never
     followed; a directory in the way of a non-directory is an error."""
 
-    def __init__(self, keep_owner: bool) -> None:
+    def __init__(self, keep_owner: bool, *, owner: tuple[int, int] | None = None,
+                 mode: int | None = None, skip: Callable[[str], bool] | None = None,
+                 hardlinks: bool = True) -> None:
         self.keep_owner = keep_owner
+        self.owner, self.mode, self.skip, self.hardlinks = owner, mode, skip, hardlinks
         self.links: dict[tuple[int, int], int] = {}  # source inode -> O_PATH fd of the copy
 
     def close(self) -> None:
@@ -199,12 +202,13 @@ class _Copier:
             os.close(fd)
         self.links.clear()
 
-    def entry(self, sdir: int, sname: str, st: os.stat_result, ddir: int, dname: str) -> None:
+    def entry(self, sdir: int, sname: str, st: os.stat_result, ddir: int, dname: str,
+              rel: str = "") -> None:
         m = st.st_mode
         if stat.S_ISDIR(m):
             sfd = open_dir(sdir, sname, st)
             try:
-                self.tree(sfd, st, ddir, dname)
+                self.tree(sfd, st, ddir, dname, rel)
             finally:
                 os.close(sfd)
         elif stat.S_ISREG(m):
@@ -224,25 +228,22 @@ class _Copier:
             self._meta_nofollow(ddir, dname, st, chmod=True)
         # sockets: nothing to copy (as cp and tar)
 
-    def tree(self, sfd: int, st: os.stat_result, ddir: int, dname: str) -> None:
+    def tree(self, sfd: int, st: os.stat_result, ddir: int, dname: str, rel: str = "") -> None:
         """Copy the open source directory sfd to ddir/dname (merging into a directory there)."""
-        cur = _lstat(ddir, dname)
-        if cur is not None and not stat.S_ISDIR(cur.st_mode):
-            self._clear(ddir, dname)
-            cur = None
-        if cur is None:
-            os.mkdir(dname, 0o700, dir_fd=ddir)
-        dfd = open_dir(ddir, dname)
+        dfd = mkdir_at(ddir, dname, 0o700)
         try:
-            self.contents(sfd, dfd)
+            self.contents(sfd, dfd, rel)
             self._meta_fd(dfd, st)
         finally:
             os.close(dfd)
 
-    def contents(self, sfd: int, dfd: int) -> None:
+    def contents(self, sfd: int, dfd: int, rel: str = "") -> None:
         for name, est in listdir(sfd):
+            erel = f"{rel}/{name}" if rel else name
+            if self.skip is not None and self.skip(erel):
+                continue
             try:
-                self.entry(sfd, name, est, dfd, name)
+                self.entry(sfd, name, est, dfd, name, erel)
             except OSError as e:
                 if e.errno not in _GONE:
                     raise
@@ -250,7 +251,7 @@ class _Copier:
 
     def file(self, sfd: int, st: os.stat_result, ddir: int, dname: str) -> None:
         key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in self.links:
+        if self.hardlinks and st.st_nlink > 1 and key in self.links:
             self._clear(ddir, dname)
             os.link(f"/proc/self/fd/{self.links[key]}", dname, dst_dir_fd=ddir)
             return
@@ -260,7 +261,7 @@ class _Copier:
         try:
             _copy_data(sfd, dfd, st.st_size)
             self._meta_fd(dfd, st)
-            if st.st_nlink > 1 and len(self.links) < 4096:
+            if self.hardlinks and st.st_nlink > 1 and len(self.links) < 4096:
                 self.links[key] = os.open(dname, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
                                           dir_fd=ddir)
         finally:
@@ -275,24 +276,43 @@ class _Copier:
             raise IsADirectoryError(21, "cannot overwrite a directory with a non-directory", dname)
         os.unlink(dname, dir_fd=ddir)
 
+    def _ids(self, st: os.stat_result) -> tuple[int, int] | None:
+        if self.owner is not None:
+            return self.owner
+        return (st.st_uid, st.st_gid) if self.keep_owner else None
+
     def _meta_fd(self, fd: int, st: os.stat_result) -> None:
-        if self.keep_owner:
+        ids = self._ids(st)
+        if ids is not None:
             try:
-                os.fchown(fd, st.st_uid, st.st_gid)
+                os.fchown(fd, *ids)
             except PermissionError:
                 pass
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.fchmod(fd, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
         os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def _meta_nofollow(self, ddir: int, dname: str, st: os.stat_result, chmod: bool = False) -> None:
-        if self.keep_owner:
+        ids = self._ids(st)
+        if ids is not None:
             try:
-                os.chown(dname, st.st_uid, st.st_gid, dir_fd=ddir, follow_symlinks=False)
+                os.chown(dname, *ids, dir_fd=ddir, follow_symlinks=False)
             except PermissionError:
                 pass
         if chmod:
-            _chmod_at(ddir, dname, stat.S_IMODE(st.st_mode))
+            _chmod_at(ddir, dname, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
         os.utime(dname, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=ddir, follow_symlinks=False)
+
+
+def mkdir_at(ddir: int, name: str, mode: int = 0o755) -> int:
+    """The directory ``name`` in ``ddir``, made if missing: an fd of it (O_NOFOLLOW). Anything
+    else there, a symlink included, is replaced by a new directory, never followed."""
+    cur = _lstat(ddir, name)
+    if cur is not None and not stat.S_ISDIR(cur.st_mode):
+        os.unlink(name, dir_fd=ddir)
+        cur = None
+    if cur is None:
+        os.mkdir(name, mode, dir_fd=ddir)
+    return open_dir(ddir, name)
 
 
 def _chmod_at(ddir: int, name: str, mode: int) -> None:
@@ -327,7 +347,7 @@ def copy(sdir: int, sname: str, ddir: int, dname: str, *, keep_owner: bool,
     ``follow`` follows a symlink as ``sname`` itself (``cp -L`` for the top only); symlinks
     below are always copied as symlinks."""
     st = os.stat(sname, dir_fd=sdir, follow_symlinks=follow)
-    c = _Copier(keep_owner)
+    c = Copier(keep_owner)
     try:
         if follow and stat.S_ISDIR(st.st_mode):
             sfd = os.open(sname, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=sdir)
@@ -351,7 +371,7 @@ def copy_fd(sfd: int, ddir: int, dname: str, *, keep_owner: bool) -> None:
     """Copy what the open fd ``sfd`` is (O_PATH is fine: a directory or a regular file; any
     other type through its parent is not reachable this way) to ``dname`` in ``ddir``."""
     st = os.fstat(sfd)
-    c = _Copier(keep_owner)
+    c = Copier(keep_owner)
     try:
         if stat.S_ISDIR(st.st_mode):
             fd = os.open(".", _DIR, dir_fd=sfd)
@@ -377,7 +397,7 @@ def copy_fd(sfd: int, ddir: int, dname: str, *, keep_owner: bool) -> None:
 
 def copy_into(sfd: int, dfd: int, *, keep_owner: bool) -> None:
     """Copy the contents of the open directory ``sfd`` into the open directory ``dfd``."""
-    c = _Copier(keep_owner)
+    c = Copier(keep_owner)
     try:
         fd = os.open(".", _DIR, dir_fd=sfd)
         try:

@@ -19,7 +19,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from isle.image.build.runspec import (
     resolve_user,
     run_in_bundle,
 )
-from isle.image.layers import Unpacker, decompressor, is_whiteout
+from isle.image.layers import Unpacker, decompressor
 from isle.image.store import Image, ImageStore, now_iso
 from isle.oci.image_spec import Descriptor, canonical_json
 from isle.sys.fs import atomic_write, flock
@@ -343,7 +344,8 @@ class Builder:
                 return
             stage = tempfile.mkdtemp(prefix="build-copy-", dir=self.store.blobs.tmp_dir)
             try:
-                self._stage_files(st, ins, files, srcs, dest, stage)
+                with self._view(st) as view:
+                    self._stage_files(st, ins, files, srcs, dest, stage, view)
                 desc, diff_id = self.store.write_layer_from_dir(stage, overlay_whiteouts=False)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -409,6 +411,31 @@ class Builder:
                 out.append((h, os.path.relpath(h, root)))
         return out
 
+    def _view(self, st: State) -> AbstractContextManager[Root | None]:
+        """The image so far, mounted read-only-in-practice: a ``Root`` every destination path of
+        COPY/ADD and the --chown lookup resolve in (the image's own symlinks are followed inside
+        it, never on the host); None for an image without layers (scratch)."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def view() -> Iterator[Root | None]:
+            if not st.diff_ids:
+                yield None
+                return
+            work = tempfile.mkdtemp(prefix="build-view-", dir=self.store.blobs.tmp_dir)
+            try:
+                layer_dirs = [self.store.layer_dir(d) for d in st.diff_ids]
+                rootfs = self.store.mount_rootfs(_FakeImage(layer_dirs), work)  # type: ignore[arg-type]
+                try:
+                    with Root(rootfs) as r:
+                        yield r
+                finally:
+                    self.store.unmount_rootfs(work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+        return view()
+
     def _stage_files(
         self,
         st: State,
@@ -417,86 +444,134 @@ class Builder:
         srcs: list[str],
         dest: str,
         stage: str,
+        view: Root | None,
     ) -> None:
+        """Lay the sources out in the (new, private) stage dir at the path the destination has
+        *inside the image*: its symlinks resolved in ``view``, so that COPY through an image's
+        `/app -> /srv` lands in /srv (as Docker does) and nothing is ever looked up on the host.
+        The stage is written only with *at calls (sys/fdtree): a symlink an earlier source put
+        in the stage is replaced, never followed."""
+        from isle.sys import fdtree
+
         workdir = st.cfg.get("WorkingDir") or "/"
-        dir_dest = dest.endswith("/") or len(files) > 1 or dest in (".", "/")
         dest_abs = posixpath.normpath(posixpath.join(workdir, dest))
         if len(srcs) > 1 and not dest.endswith("/"):
             raise ins.error("with several sources the destination must end with /")
-        owner = None
-        if "chown" in ins.flags:
-            owner = self._owner(st, ins, ins.flags["chown"])
-        mode = int(ins.flags["chmod"], 8) if "chmod" in ins.flags else None
-        for path, _rel in files:
-            st_ = os.lstat(path)
-            if stat.S_ISDIR(st_.st_mode):
-                target = dest_abs
-                self._mkparents(st, stage, target)
-                _copytree(
-                    path,
-                    os.path.join(stage, target.lstrip("/")),
-                    owner,
-                    mode,
-                    self.ignore if path.startswith(self.context) else None,
-                    os.path.relpath(path, self.context),
-                )
-            elif ins.cmd == "ADD" and _is_archive(path):
-                target = dest_abs
-                self._mkparents(st, stage, target)
-                tdir = os.path.join(stage, target.lstrip("/"))
-                os.makedirs(tdir, exist_ok=True)
-                with open(path, "rb") as f:
-                    comp = _compression(path)
-                    with tarfile.open(
-                        fileobj=decompressor(f, comp) if comp in ("zstd",) else f, mode="r|*"
-                    ) as tf:
-                        u = Unpacker(tdir)
-                        try:
-                            u.extract(tf)
-                        finally:
-                            u.close()
-            else:
-                target = posixpath.join(dest_abs, os.path.basename(path)) if dir_dest else dest_abs
-                self._mkparents(st, stage, posixpath.dirname(target))
-                t = os.path.join(stage, target.lstrip("/"))
-                _copy_one(path, t, owner, mode)
-
-    def _mkparents(self, st: State, stage: str, target: str) -> None:
-        """Create target's directories in the stage, copying owner/mode from the lower layers."""
-        parts = [p for p in target.split("/") if p]
-        cur = ""
-        for p in parts:
-            cur = f"{cur}/{p}"
-            d = os.path.join(stage, cur.lstrip("/"))
-            if os.path.isdir(d):
-                continue
-            os.mkdir(d)
-            low = _lower_stat([self.store.layer_dir(x) for x in st.diff_ids], cur.lstrip("/"))
-            if low is not None and stat.S_ISDIR(low.st_mode):
-                os.chmod(d, stat.S_IMODE(low.st_mode))
-                os.lchown(d, low.st_uid, low.st_gid)
-                os.utime(d, ns=(low.st_atime_ns, low.st_mtime_ns))
-            else:
-                os.chmod(d, 0o755)
-
-    def _owner(self, st: State, ins: Instruction, spec: str) -> tuple[int, int]:
-        work = tempfile.mkdtemp(prefix="build-user-", dir=self.store.blobs.tmp_dir)
-        try:
-            rootfs = self.store.mount_rootfs(
-                _FakeImage([self.store.layer_dir(d) for d in st.diff_ids]), work
-            )  # type: ignore[arg-type]
+        real, dest_is_dir = dest_abs, False
+        if view is not None:
             try:
-                u, _, g = spec.partition(":")
-                uid, gid = resolve_user(rootfs, u)
-                if g:
-                    gid = resolve_user(rootfs, f"{u}:{g}")[1]
-                return uid, gid
-            except ConfigError as e:
-                raise ins.error(f"--chown={spec}: {e}") from None
-            finally:
-                self.store.unmount_rootfs(work)
+                real = fdtree.resolve(view, dest_abs)
+                dest_is_dir = _is_dir(view, real)
+            except OSError as e:
+                raise ins.error(f"destination {dest!r}: {e.strerror}") from None
+        dir_dest = dest.endswith("/") or len(files) > 1 or dest in (".", "/") or dest_is_dir
+        owner = (0, 0)
+        if "chown" in ins.flags:
+            owner = self._owner(ins, ins.flags["chown"], view)
+        mode = int(ins.flags["chmod"], 8) if "chmod" in ins.flags else None
+        stage_fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for path, _rel in files:
+                st_ = os.lstat(path)
+                skip = None
+                if self.ignore and path.startswith(self.context):
+                    base, rules = os.path.relpath(path, self.context), self.ignore
+
+                    def skip(r: str, base: str = base, rules: list = rules) -> bool:  # type: ignore[type-arg]
+                        return _ignored(rules, os.path.normpath(os.path.join(base, r)))
+
+                copier = fdtree.Copier(False, owner=owner, mode=mode, skip=skip, hardlinks=False)
+                if stat.S_ISDIR(st_.st_mode):
+                    dfd = self._mkparents(view, stage_fd, real)
+                    try:
+                        sfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                        try:
+                            copier.contents(sfd, dfd)
+                            copier._meta_fd(dfd, os.fstat(sfd))
+                        finally:
+                            os.close(sfd)
+                    finally:
+                        os.close(dfd)
+                elif ins.cmd == "ADD" and _is_archive(path):
+                    os.close(self._mkparents(view, stage_fd, real))
+                    tdir = os.path.join(stage, real.lstrip("/"))  # made just now by fd, no links
+                    with open(path, "rb") as f:
+                        comp = _compression(path)
+                        with tarfile.open(
+                            fileobj=decompressor(f, comp) if comp in ("zstd",) else f, mode="r|*"
+                        ) as tf:
+                            u = Unpacker(tdir)
+                            try:
+                                u.extract(tf)
+                            finally:
+                                u.close()
+                else:
+                    target = posixpath.join(real, os.path.basename(path)) if dir_dest else real
+                    parent, name = posixpath.split(target)
+                    if not name:
+                        raise ins.error(f"destination {dest!r}: cannot copy a file to /")
+                    dfd = self._mkparents(view, stage_fd, parent)
+                    try:
+                        sdir = os.open(os.path.dirname(path) or ".",
+                                       os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                        try:
+                            copier.entry(sdir, os.path.basename(path), st_, dfd, name)
+                        finally:
+                            os.close(sdir)
+                    except IsADirectoryError:
+                        raise ins.error(f"destination {target!r} is a directory") from None
+                    finally:
+                        os.close(dfd)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            os.close(stage_fd)
+
+    @staticmethod
+    def _mkparents(view: Root | None, stage_fd: int, target: str) -> int:
+        """Make target's directories in the stage (by fd, replacing anything that is not a
+        directory); a new one takes mode, owner and times from the image's directory at the
+        same (already resolved) path, else 0755 root. Returns an fd of target."""
+        from isle.sys import fdtree
+
+        cur = os.dup(stage_fd)
+        done = ""
+        try:
+            for p in [x for x in target.split("/") if x]:
+                done = f"{done}/{p}"
+                try:
+                    was_dir = stat.S_ISDIR(os.stat(p, dir_fd=cur, follow_symlinks=False).st_mode)
+                except FileNotFoundError:
+                    was_dir = False
+                nxt = fdtree.mkdir_at(cur, p, 0o755)
+                os.close(cur)
+                cur = nxt
+                if was_dir:
+                    continue
+                low = _view_dir_stat(view, done)
+                if low is not None:
+                    os.fchown(cur, low.st_uid, low.st_gid)
+                    os.fchmod(cur, stat.S_IMODE(low.st_mode))
+                    os.utime(cur, ns=(low.st_atime_ns, low.st_mtime_ns))
+                else:
+                    os.fchmod(cur, 0o755)
+            return cur
+        except BaseException:
+            os.close(cur)
+            raise
+
+    def _owner(self, ins: Instruction, spec: str, view: Root | None) -> tuple[int, int]:
+        """--chown=user[:group] from the image's /etc/passwd and /etc/group, read inside it."""
+        u, _, g = spec.partition(":")
+        try:
+            if view is None:  # scratch: numeric ids only
+                if not u.isdigit() or (g and not g.isdigit()):
+                    raise ConfigError("USER", "the image has no /etc/passwd or /etc/group")
+                return int(u), int(g) if g else int(u)
+            uid, gid = resolve_user(view.path, u)
+            if g:
+                gid = resolve_user(view.path, f"{u}:{g}")[1]
+            return uid, gid
+        except ConfigError as e:
+            raise ins.error(f"--chown={spec}: {e}") from None
 
 
 class _FakeImage:
@@ -504,51 +579,30 @@ class _FakeImage:
         self.layer_dirs = layer_dirs
 
 
-def _lower_stat(layer_dirs: list[str], rel: str) -> os.stat_result | None:
-    for d in reversed(layer_dirs):
-        try:
-            s = os.lstat(os.path.join(d, rel))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        return None if is_whiteout(s) else s
-    return None
+def _is_dir(view: Root, real: str) -> bool:
+    try:
+        fd = view.open(real, os.O_PATH, follow=False)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
 
 
-def _copy_one(src: str, dst: str, owner: tuple[int, int] | None, mode: int | None) -> None:
-    s = os.lstat(src)
-    if os.path.lexists(dst) and not os.path.isdir(dst):
-        os.unlink(dst)
-    if stat.S_ISLNK(s.st_mode):
-        os.symlink(os.readlink(src), dst)
-    else:
-        shutil.copyfile(src, dst)
-        os.chmod(dst, mode if mode is not None else stat.S_IMODE(s.st_mode))
-    os.lchown(dst, *(owner or (0, 0)))
-    os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns), follow_symlinks=False)
-
-
-def _copytree(
-    src: str,
-    dst: str,
-    owner: tuple[int, int] | None,
-    mode: int | None,
-    ignore: list[tuple[bool, str]] | None,
-    ctx_rel: str,
-) -> None:
-    os.makedirs(dst, exist_ok=True)
-    s = os.stat(src)
-    os.chmod(dst, mode if mode is not None else stat.S_IMODE(s.st_mode))
-    os.lchown(dst, *(owner or (0, 0)))
-    for name in sorted(os.listdir(src)):
-        sp, dp = os.path.join(src, name), os.path.join(dst, name)
-        rel = os.path.normpath(os.path.join(ctx_rel, name))
-        if ignore and _ignored(ignore, rel):
-            continue
-        if os.path.isdir(sp) and not os.path.islink(sp):
-            _copytree(sp, dp, owner, mode, ignore, rel)
-        else:
-            _copy_one(sp, dp, owner, mode)
-    os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns))
+def _view_dir_stat(view: Root | None, real: str) -> os.stat_result | None:
+    """lstat of a directory of the image at an already resolved path (None: not a directory)."""
+    if view is None:
+        return None
+    try:
+        fd = view.open(real, os.O_PATH, follow=False)
+    except OSError:
+        return None
+    try:
+        s = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return s if stat.S_ISDIR(s.st_mode) else None
 
 
 def _content_hash(files: list[tuple[str, str]]) -> str:
