@@ -233,7 +233,13 @@ class Api:
         rec = eng.get(req.params["id"])
         if rec.state in ("running", "paused"):
             return Response(304)
-        eng.start(rec.id)
+        try:
+            eng.start(rec.id)
+        except IsleError:
+            if rec.opts.get("remove"):  # AutoRemove: Docker removes a container that cannot start
+                with _suppress_all():
+                    eng.rm(rec.id, force=True, volumes=True)
+            raise
         return None
 
     def container_stop(self, req: Request) -> Response | None:
@@ -437,7 +443,7 @@ class Api:
         return Stream(_pipe_writer(write), content_type="application/x-tar",
                       headers={"X-Docker-Container-Path-Stat": hdr})
 
-    def archive_put(self, req: Request) -> None:
+    def archive_put(self, req: Request) -> Response:
         import tarfile
 
         path = req.q("path")
@@ -450,13 +456,14 @@ class Api:
             src = os.path.join(tmp, "in")
             os.mkdir(src)
             with tarfile.open(fileobj=_ChunkReader(req.body_chunks(4 << 30)), mode="r|*") as t:
-                t.extractall(src, filter="tar")
+                _safe_extract(t, src)
             for entry in sorted(os.listdir(src)):
                 eng.cp(os.path.join(src, entry), f"{rec.id}:{path.rstrip('/')}/")
         except tarfile.TarError as exc:
             raise ApiError(400, f"the request body is not a tar archive: {exc}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        return Response(200, raw=b"", content_type="text/plain")
 
     def commit(self, req: Request) -> Response:
         cid = req.q("container")
@@ -831,6 +838,14 @@ class _suppress:  # noqa: N801 -- used like contextlib.suppress(OSError)
         return et is not None and issubclass(et, OSError)
 
 
+class _suppress_all:  # noqa: N801
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        return et is not None and issubclass(et, Exception)
+
+
 def _wait_started(eng: Any, cid: str, sock: socket.socket) -> None:
     """Until the container has been started (or the client went away)."""
     while True:
@@ -874,6 +889,43 @@ def _pipe_writer(write: Callable[[Any], None]) -> Iterator[bytes]:
     th.join()
     if err and not isinstance(err[0], (BrokenPipeError,)):
         raise err[0]
+
+
+def _safe_extract(t: Any, dest: str) -> None:
+    """Unpack a client's tar stream into dest (a fresh private dir) and nowhere else: no absolute
+    names, no '..', no device nodes, links only to places inside; member by member, since the
+    interpreter may predate tarfile's extraction filters."""
+    import posixpath
+    import tarfile
+
+    for m in t:
+        name = posixpath.normpath(m.name.lstrip("/"))
+        if name in (".", "") or name.startswith("../") or name == "..":
+            if name in (".", ""):
+                continue
+            raise ApiError(400, f"archive member {m.name!r} points outside the destination")
+        if m.isdev() or m.isfifo():
+            raise ApiError(400, f"archive member {m.name!r}: device nodes cannot be copied")
+        if m.issym() or m.islnk():
+            target = m.linkname if m.issym() else m.linkname.lstrip("/")
+            base = posixpath.dirname(name) if m.issym() else ""
+            if m.issym() and target.startswith("/"):
+                pass  # absolute symlinks are copied as they are: they resolve inside the container
+            elif posixpath.normpath(posixpath.join(base, target)).startswith(".."):
+                raise ApiError(400, f"archive member {m.name!r} links outside the destination")
+        # refuse to write through a symlink made by an earlier member
+        parent = os.path.dirname(os.path.join(dest, name))
+        if os.path.realpath(parent) != os.path.normpath(parent) and \
+                not os.path.realpath(parent).startswith(os.path.realpath(dest) + os.sep):
+            raise ApiError(400, f"archive member {m.name!r} would be written through a link")
+        if os.path.islink(os.path.dirname(os.path.join(dest, name))):
+            raise ApiError(400, f"archive member {m.name!r} would be written through a link")
+        m.name = name
+        m.mode &= 0o7777
+        try:
+            t.extract(m, dest, set_attrs=True, numeric_owner=True)
+        except tarfile.ExtractError as exc:
+            raise ApiError(400, f"archive member {m.name!r}: {exc}") from None
 
 
 class _ChunkReader:

@@ -296,9 +296,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str) -> None:
         body = json.dumps({"message": message}).encode() + b"\n"
+        # an unread request body would be taken for the next request: close the connection
+        unread = self.headers.get("Content-Length") not in (None, "0") or \
+            bool(self.headers.get("Transfer-Encoding"))
         try:
             self.send_response(status)
             self._common_headers()
+            if unread:
+                self.send_header("Connection", "close")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -306,9 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        # an unread request body would be taken for the next request: close instead
-        if self.headers.get("Content-Length") not in (None, "0") or \
-                self.headers.get("Transfer-Encoding"):
+        if unread:
             self.close_connection = True
 
     def _send(self, method: str, result: Any) -> None:
@@ -317,6 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(result, Hijack):
             self._hijack(result)
             return
+        if isinstance(result, Stream) and method == "HEAD":
+            close = getattr(result.chunks, "close", None)
+            if close:
+                close()
+            result = Response(result.status, raw=b"", content_type=result.content_type,
+                              headers=result.headers)
         if isinstance(result, Stream):
             self.send_response(result.status)
             self._common_headers()
@@ -400,13 +409,18 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def match(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
         allowed = False
+        fallback = None
         for m, rx, fn in self.routes:
             mo = rx.fullmatch(path)
             if mo is None:
                 continue
-            if m == method or (method == "HEAD" and m == "GET"):
+            if m == method:
                 return fn, mo.groupdict()
+            if method == "HEAD" and m == "GET" and fallback is None:
+                fallback = fn, mo.groupdict()  # HEAD of a GET route unless it has its own
             allowed = True
+        if fallback is not None:
+            return fallback
         if allowed:
             raise ApiError(405, f"method {method} not allowed on {path}")
         raise ApiError(404, f"page not found: {method} {path}")
