@@ -324,3 +324,50 @@ def test_build_paths_stay_in_the_image(isle, tmp_path: Path) -> None:
     else:
         assert "user" in r.stderr
     assert _snap(d, f, pw_dir) == before
+
+
+def test_build_stage_never_follows_links_an_earlier_source_made(isle, tmp_path: Path) -> None:
+    """COPY a/ b/ /out/: a's x -> <host dir> is copied as a symlink; b's x/ is a directory whose
+    file must land in the image, not through that symlink on the host."""
+    d, f = _canary(tmp_path)
+    before = _snap(d, f)
+    ctx = tmp_path / "ctx-stage"
+    (ctx / "a").mkdir(parents=True)
+    (ctx / "a" / "x").symlink_to(d)
+    (ctx / "b" / "x").mkdir(parents=True)
+    (ctx / "b" / "x" / "planted").write_text("INTRUDER")
+    os.chmod(ctx / "b" / "x", 0o700)
+    (ctx / "Containerfile").write_text("FROM scratch\nCOPY a b /out/\nCOPY b/x /out/x/\n")
+    r = isle("build", "-t", "stage:1", str(ctx), check=False, timeout=300)
+    assert _snap(d, f) == before
+    assert not (d / "planted").exists() and oct(os.stat(d).st_mode & 0o777) != "0o700"
+    assert r.returncode == 0, r.stderr
+    from isle.image.store import ImageStore
+
+    img = ImageStore(str(isle.root / "images")).resolve("stage:1")
+    assert (Path(img.layer_dirs[0]) / "out" / "x" / "planted").read_text() == "INTRUDER"
+
+
+def test_cp_into_a_volume_stays_in_the_volume(isle, tmp_path: Path) -> None:
+    d, f = _canary(tmp_path)
+    before = _snap(d, f)
+    isle("run", "-d", "--name", "vv", "-v", "cpvol:/vol", "busybox", "sleep", "300")
+    isle("exec", "vv", "sh", "-c", f"ln -s {d} /vol/l && ln -s ../../../../.. /vol/up && "
+         "echo vol > /vol/inside")
+    host = tmp_path / "in.txt"
+    host.write_text("INTRUDER")
+    for dst in ("vv:/vol/l/", "vv:/vol/l/x", f"vv:/vol/up/{d.relative_to('/')}/y",
+                "vv:/vol/../vol/l/z"):
+        isle("cp", str(host), dst, check=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    for i, src in enumerate(("vv:/vol/l", f"vv:/vol/l/{HOSTONLY}",
+                             f"vv:/vol/up/{d.relative_to('/')}/{HOSTONLY}")):
+        isle("cp", src, str(out / str(i)), check=False)
+    assert _snap(d, f) == before and not _leaked(out)
+    isle("cp", str(host), "vv:/vol/")
+    assert isle("exec", "vv", "cat", "/vol/in.txt").stdout == "INTRUDER"
+    isle("cp", "vv:/vol/inside", str(out / "inside"))
+    assert (out / "inside").read_text() == "vol\n"
+    isle("rm", "-f", "vv")
+    isle("volume", "rm", "cpvol", check=False)
