@@ -157,9 +157,11 @@ def create(root: str, cid: str, opts: Options) -> Container:
     if unknown:
         _warn(f"ignoring unknown or unavailable capabilities: {', '.join(unknown)}")
     ctr = Container(root, cid)
-    os.makedirs(root, 0o711, exist_ok=True)
-    try:
-        os.mkdir(ctr.dir, 0o711)
+    from isle.sys.fs import private_dir
+
+    private_dir(root)  # 0700 like runc's /run/runc (tightened if older); the init reaches
+    try:  # exec.fifo through an fd (/proc/self/fd), never by path: no search bit for "other"
+        os.mkdir(ctr.dir, 0o700)
     except FileExistsError:
         raise AlreadyExists(f"container with id {cid!r} already exists") from None
     console_fd = None
