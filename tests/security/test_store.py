@@ -396,3 +396,28 @@ def test_existing_world_readable_install_is_tightened_on_next_use(isle) -> None:
         p = isle.root / ("isle.db" + suffix)
         if p.exists():
             assert stat.S_IMODE(os.stat(p).st_mode) & 0o077 == 0
+
+
+def test_runtime_root_is_private_and_userns_containers_still_start(rt, bundle) -> None:
+    """isle-runtime's own --root is 0700 like runc's /run/runc (an older 0711 one is tightened);
+    a container whose root maps to an unprivileged host uid still creates and starts (its init
+    reaches exec.fifo by fd, not by path)."""
+    rt.root.mkdir(mode=0o711)
+    os.chmod(rt.root, 0o711)
+
+    def edit(c):
+        c["process"]["env"].append("SECRET=runtime-secret")
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+
+    b = bundle(["sh", "-c", "sleep 30"], edit)
+    rt("create", "-b", str(b), "priv1", stdout=None)
+    try:
+        assert stat.S_IMODE(os.stat(rt.root).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(rt.root / "priv1").st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(rt.root / "priv1" / "state.json").st_mode) == 0o600
+        rt("start", "priv1")
+        assert rt.state("priv1")["status"] == "running"
+    finally:
+        rt("delete", "--force", "priv1")
