@@ -557,7 +557,7 @@ def _setup_console(sys: L.LinuxSyscalls, console_fd: int, proc: dict[str, Any]) 
         fcntl.ioctl(slave, termios.TIOCSWINSZ,
                     struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
     path = os.ttyname(slave)
-    rootfs.mount_console(sys, path)
+    rootfs.mount_console(sys, path, slave)
     sock = socket.socket(fileno=console_fd)
     try:
         socket.send_fds(sock, [path.encode()], [master])

@@ -10,6 +10,7 @@ import os
 
 from isle.errors import ConfigError, Unsupported
 from isle.runtime.plan import cap_mask
+from isle.sys import inroot
 from isle.sys import libc as L
 
 TYPE_CHECKING = False
@@ -51,8 +52,7 @@ def set_oom_score(adj: int | None) -> None:
     if adj is None:
         return
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(adj))
+        _write_proc("self/oom_score_adj", str(adj))
     except OSError as exc:
         raise ConfigError("process.oomScoreAdj", f"{adj}: {os.strerror(exc.errno or 0)}") from None
 
@@ -109,18 +109,26 @@ def lsm_labels(proc: dict[str, Any]) -> None:
                 "/sys/module/apparmor"):
             raise Unsupported(f"process.apparmorProfile: {prof!r}: AppArmor is unsupported on "
                               "this host")
-        path = "/proc/self/attr/apparmor/exec"
-        if not os.path.exists(path):
-            path = "/proc/self/attr/exec"
-        with open(path, "w") as f:
-            f.write(f"exec {prof}")
+        try:
+            _write_proc("self/attr/apparmor/exec", f"exec {prof}")
+        except FileNotFoundError:
+            _write_proc("self/attr/exec", f"exec {prof}")
     label = proc.get("selinuxLabel")
     if label:
         if not os.path.exists("/sys/fs/selinux/enforce"):
             raise Unsupported(f"process.selinuxLabel: {label!r}: SELinux is unsupported on "
                               "this host")
-        with open("/proc/self/attr/exec", "w") as f:
-            f.write(label)
+        _write_proc("self/attr/exec", label)
+
+
+def _write_proc(rel: str, data: str) -> None:
+    """Write /proc/<rel> on the real procfs, never through a symlink or a mount the container
+    put over it (CVE-2025-52881: a redirected write of an LSM label or oom score)."""
+    fd = inroot.open_proc(rel, os.O_WRONLY)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
 
 
 def lookup_exec(args0: str, env: list[str]) -> str:

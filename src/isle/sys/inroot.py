@@ -25,7 +25,7 @@ import os
 from isle.sys import libc as L
 
 __all__ = ["Root", "openat2", "RESOLVE_IN_ROOT", "RESOLVE_BENEATH", "RESOLVE_NO_SYMLINKS",
-           "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_XDEV", "clean"]
+           "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_XDEV", "clean", "procfs", "open_proc"]
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -202,3 +202,40 @@ def _readlink(dirfd: int, name: str) -> str | None:
         return os.readlink(name, dir_fd=dirfd)
     except OSError:
         return None
+
+
+def procfs(path: str = "/proc") -> int:
+    """An O_PATH fd of the procfs mounted at path, checked to be the root of a real procfs
+    (fstatfs PROC_SUPER_MAGIC, inode 1): not a directory, tmpfs or bind mount a container
+    put there (CVE-2025-52881)."""
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if L.fstatfs_type(fd) != L.PROC_SUPER_MAGIC or os.fstat(fd).st_ino != 1:
+            raise OSError(18, "not the root of a procfs", path)  # EXDEV
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_proc(rel: str, flags: int, proc_fd: int | None = None) -> int:
+    """Open rel (e.g. 'self/oom_score_adj', 'sys/net/ipv4/ip_forward') on the real procfs at
+    /proc (or proc_fd): no magic links, nothing absolute, and no mount crossed on the way, so
+    a bind mount or symlink planted over a /proc file cannot take the write elsewhere."""
+    pfd = procfs() if proc_fd is None else proc_fd
+    try:
+        try:
+            fd = openat2(pfd, rel, flags, 0,
+                         RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+        except OSError as exc:
+            if exc.errno == 18:  # EXDEV: something is mounted on the way
+                raise OSError(18, "something is mounted over it (not the container's procfs)",
+                              "/proc/" + rel) from None
+            raise
+        if L.fstatfs_type(fd) != L.PROC_SUPER_MAGIC:
+            os.close(fd)
+            raise OSError(18, "not on a procfs", "/proc/" + rel)
+        return fd
+    finally:
+        if proc_fd is None:
+            os.close(pfd)

@@ -422,6 +422,69 @@ def keep_heap(max_chunk: int = 32 << 20, trim: int = 256 << 20) -> bool:
     )
 
 
+# -- mounts by file descriptor (open_tree/move_mount/mount_setattr/fsmount): no path is looked up
+#    again between checking a target and mounting on it, and no /proc the container controls
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def open_tree_clone(fd: int, recursive: bool = False) -> int:
+    """A detached copy (bind) of the mount tree at fd (any fd, O_PATH included): its fd."""
+    fl = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    return _check(libc().syscall(ctypes.c_long(syscall_nr("open_tree")), ctypes.c_int(fd), b"",
+                                 ctypes.c_uint(fl)), "open_tree")
+
+
+def move_mount_fd(mnt_fd: int, target_fd: int) -> None:
+    """Attach the detached mount mnt_fd exactly on the file or directory target_fd."""
+    _check(libc().syscall(ctypes.c_long(syscall_nr("move_mount")), ctypes.c_int(mnt_fd), b"",
+                          ctypes.c_int(target_fd), b"",
+                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)),
+           "move_mount")
+
+
+def mount_setattr_fd(mnt_fd: int, attr_set: int, recursive: bool = False) -> None:
+    """Set MOUNT_ATTR_* bits on the mount mnt_fd (others are kept, locked ones included)."""
+    attr = ctypes.create_string_buffer(attr_set.to_bytes(8, "little") + bytes(24), 32)
+    _check(libc().syscall(ctypes.c_long(syscall_nr("mount_setattr")), ctypes.c_int(mnt_fd), b"",
+                          ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)),
+                          attr, ctypes.c_size_t(32)), "mount_setattr")
+
+
+def fsmount_new(fstype: str, attr: int = 0, options: tuple[tuple[str, str], ...] = ()) -> int:
+    """A new, detached filesystem instance (fsopen/fsconfig/fsmount): its mount fd."""
+    sysc = libc().syscall
+    fd = _check(sysc(ctypes.c_long(syscall_nr("fsopen")), _b(fstype), ctypes.c_uint(1)),
+                f"fsopen {fstype}")
+    try:
+        for k, v in options:
+            _check(sysc(ctypes.c_long(syscall_nr("fsconfig")), ctypes.c_int(fd),
+                        ctypes.c_uint(FSCONFIG_SET_STRING), _b(k), _b(v), ctypes.c_int(0)),
+                   f"fsconfig {k}={v}")
+        _check(sysc(ctypes.c_long(syscall_nr("fsconfig")), ctypes.c_int(fd),
+                    ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0)),
+               f"fsconfig create {fstype}")
+        return _check(sysc(ctypes.c_long(syscall_nr("fsmount")), ctypes.c_int(fd), ctypes.c_uint(1),
+                           ctypes.c_uint(attr)), f"fsmount {fstype}")
+    finally:
+        os.close(fd)
+
+
+def fstatfs_type(fd: int) -> int:
+    """f_type of the filesystem fd is on (fstatfs(2); Python's os has no f_type)."""
+    buf = ctypes.create_string_buffer(128)  # struct statfs: 120 bytes on 64-bit, f_type first
+    _check(libc().fstatfs(ctypes.c_int(fd), buf), "fstatfs")
+    return int.from_bytes(buf.raw[:8], "little")
+
+
 # -- executables a container may see but never write (CVE-2019-5736; see runtime/reexec.py) -----
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = 0o2000000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -14,6 +15,15 @@ from isle.sys.libc import FakeSyscalls
 
 def _mounts(fake):
     return [c[1] for c in fake.calls if c[0] == "mount"]
+
+
+class _ByFd(FakeSyscalls):
+    """Records a mount target given by fd (/proc/self/fd/N) as 'fd:' + the path it held."""
+
+    def mount(self, source, target, fstype, flags=0, data=None):
+        if target.startswith("/proc/self/fd/"):
+            target = "fd:" + os.readlink(target)
+        super().mount(source, target, fstype, flags, data)
 
 
 def test_prepare_root_makes_slave_then_binds_rootfs(tmp_path):
@@ -28,7 +38,7 @@ def test_do_mounts_fs_bind_remount_and_propagation(tmp_path):
     root.mkdir()
     src = tmp_path / "data"
     src.mkdir()
-    fake = FakeSyscalls()
+    fake = _ByFd()
     rootfs.do_mounts(fake, [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -37,13 +47,53 @@ def test_do_mounts_fs_bind_remount_and_propagation(tmp_path):
          "options": ["rbind", "ro", "nosuid", "rprivate"]},
     ], str(root), str(tmp_path))
     ms = _mounts(fake)
-    assert ms[0] == ("proc", f"{root}/proc", "proc", 0, None)
-    assert ms[1] == ("tmpfs", f"{root}/dev", "tmpfs", L.MS_NOSUID, "mode=755")
-    assert ms[2] == (str(src), f"{root}/data", None, L.MS_BIND | L.MS_REC, None)
-    assert ms[3] == (None, f"{root}/data", None,
+    assert ms[0] == ("proc", f"fd:{root}/proc", "proc", 0, None)
+    assert ms[1] == ("tmpfs", f"fd:{root}/dev", "tmpfs", L.MS_NOSUID, "mode=755")
+    assert ms[2] == (str(src), f"fd:{root}/data", None, L.MS_BIND | L.MS_REC, None)
+    assert ms[3] == (None, f"fd:{root}/data", None,
                      L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID, None)
-    assert ms[4] == (None, f"{root}/data", None, L.MS_PRIVATE | L.MS_REC, None)
+    assert ms[4] == (None, f"fd:{root}/data", None, L.MS_PRIVATE | L.MS_REC, None)
     assert (root / "data").is_dir() and (root / "proc").is_dir()
+
+
+@pytest.mark.parametrize("link", ["{host}", "../../../../../../../..{host}"])
+def test_do_mounts_resolves_symlinked_targets_inside_the_root(tmp_path, link):
+    root = tmp_path / "root"
+    host = tmp_path / "host"
+    root.mkdir()
+    host.mkdir()
+    (root / "dev").symlink_to(link.format(host=host))  # absolute / climbing: the host's dir
+    (root / "file").write_text("x")
+    (root / "up").symlink_to("../../../")
+    fake = _ByFd()
+    rootfs.do_mounts(fake, [{"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}],
+                     str(root), str(tmp_path))
+    inside = root / str(host).lstrip("/")
+    assert _mounts(fake) == [("tmpfs", f"fd:{inside}", "tmpfs", 0, None)]
+    assert inside.is_dir() and os.listdir(host) == []
+    with pytest.raises(ConfigError, match=r"mounts\[0\]: mounting tmpfs on /file/x: Not a dir"):
+        rootfs.do_mounts(fake, [{"destination": "/file/x", "type": "tmpfs", "source": "tmpfs"}],
+                         str(root), str(tmp_path))
+    with pytest.raises(ConfigError, match=r"/up resolves to the container's root"):
+        rootfs.do_mounts(fake, [{"destination": "/up", "type": "tmpfs", "source": "tmpfs"}],
+                         str(root), str(tmp_path))
+
+
+def test_setup_dev_makes_nodes_and_links_in_the_resolved_dev(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    host = tmp_path / "host"
+    root.mkdir()
+    host.mkdir()
+    (root / "dev").symlink_to(str(host))
+    made = []
+    monkeypatch.setattr("os.mknod", lambda name, mode, dev, dir_fd: made.append(
+        os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name)))
+    monkeypatch.setattr("os.chown", lambda *a, **k: None)
+    rootfs.setup_dev(FakeSyscalls(), str(root), [], in_userns=False)
+    inside = root / str(host).lstrip("/")
+    assert os.listdir(host) == []
+    assert made and all(m.startswith(str(inside) + "/") for m in made)
+    assert os.readlink(inside / "ptmx") == "pts/ptmx"
 
 
 def test_bind_of_missing_source_names_the_mount(tmp_path):
