@@ -45,7 +45,9 @@ def rootfs_image(rootfs: str, cache: str, fstype: str = "erofs", key: str = "") 
     if not os.path.isdir(rootfs):
         raise ConfigError("root.path", f"{rootfs} is not a directory")
     d = os.path.join(cache, "disks")
-    os.makedirs(d, exist_ok=True)
+    from isle.sys.fs import private_dir
+
+    private_dir(d)  # 0700: the disks hold image and container files (set-uid binaries, secrets)
     if key and not all(c.isalnum() or c in "-_" for c in key):
         raise ConfigError("org.isle.vm.rootfs-key", f"{key!r}: letters, digits, - and _ only")
     name = f"k-{key}" if key else tree_digest(rootfs)[:24]
