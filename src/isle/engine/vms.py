@@ -126,13 +126,67 @@ class VMs:
             shutil.rmtree(work, ignore_errors=True)
 
     def start(self, name: str) -> MachineInfo:
-        return self.store.start(name)
+        """Start the VM's QEMU jailed inside a cgroup of its own (/isle/vm-<name>): its RAM plus
+        QEMU's overhead and its threads bound it, as a container's limits bound a container."""
+        spec = self.store._load(name)
+        if self.store._pid(name):
+            from isle.errors import InvalidState
+
+            raise InvalidState(f"VM {name} is already running")
+        self._drop_cgroup(name)  # a VM that powered off by itself left its cgroup
+        files = self._make_cgroup(name, spec.memory_mib, spec.vcpus)
+        try:
+            return self.store.start(name, cgroup_files=files)
+        except BaseException:
+            self._drop_cgroup(name)
+            raise
 
     def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
-        return self.store.stop(name, timeout=timeout)
+        info = self.store.stop(name, timeout=timeout)
+        self._drop_cgroup(name)
+        return info
 
     def rm(self, name: str, force: bool = False) -> None:
         self.store.rm(name, force=force)
+        self._drop_cgroup(name)
+
+    def _cgroup_record(self, name: str) -> str:
+        return os.path.join(self.store.runroot, f"{name}.cgroup")
+
+    def _make_cgroup(self, name: str, memory_mib: int, vcpus: int) -> tuple[str, ...]:
+        if os.geteuid() != 0:
+            return ()
+        from isle.runtime.cgroup import manager
+        from isle.runtime.vm.runner import procs_files
+        from isle.runtime.vm.spec import QEMU_MEMORY_OVERHEAD_MIB, QEMU_THREADS
+        from isle.sys.fs import atomic_write
+
+        cg = manager(None, f"vm-{name}")
+        res = {"memory": {"limit": (memory_mib + QEMU_MEMORY_OVERHEAD_MIB) << 20},
+               "pids": {"limit": QEMU_THREADS + vcpus}}
+        cg.drop_unused_unified(res)
+        cg.create()
+        try:
+            os.makedirs(self.store.runroot, mode=0o700, exist_ok=True)
+            atomic_write(self._cgroup_record(name), json.dumps(cg.to_state()).encode(),
+                         durable=False)
+            cg.set(res)
+        except BaseException:
+            cg.destroy()
+            raise
+        return procs_files(cg)
+
+    def _drop_cgroup(self, name: str) -> None:
+        from isle.runtime.vm.runner import drop_cgroup
+
+        path = self._cgroup_record(name)
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return
+        drop_cgroup(state)
+        os.unlink(path)
 
     def ls(self) -> list[MachineInfo]:
         return self.store.ls()

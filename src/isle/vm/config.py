@@ -34,6 +34,10 @@ class Drive:
     readonly: bool = False
     #: snapshot=on: writes go to a temp file QEMU deletes (a throwaway writable disk)
     snapshot: bool = False
+    #: a qcow2 overlay's backing image given explicitly (an fd set: QEMU in its jail cannot
+    #: open the path in the overlay's header), and that image's format
+    backing: str = ""
+    backing_format: str = "raw"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +48,8 @@ class Nic:
     kind: str = "user"
     ifname: str = ""
     mac: str = ""
+    #: tap only: an open tap fd QEMU inherits (isle opens the tap; QEMU needs no /dev/net/tun)
+    fd: int = -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,8 +102,11 @@ class MachineConfig:
     memory_backend: MemoryBackend | None = None
     incoming: str = ""  # "defer": wait for migrate-incoming over QMP
     pidfile: str = ""
-    #: inherited fds QEMU takes as fd sets (-add-fd fd=N,set=N; open them as /dev/fdset/N)
-    fdsets: tuple[int, ...] = ()
+    #: inherited fds QEMU takes as fd sets (-add-fd fd=N,set=N; open them as /dev/fdset/N);
+    #: an (fd, set) pair adds fd to another fd's set (a disk's read-write and read-only fds)
+    fdsets: tuple[int | tuple[int, int], ...] = ()
+    #: QEMU's seccomp sandbox (-sandbox on with every optional deny); off only for tests
+    sandbox: bool = True
     #: virtio-fs shares (need guest RAM QEMU can share: a memfd memory backend)
     shares: tuple[FsShare, ...] = ()
 

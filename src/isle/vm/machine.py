@@ -1,7 +1,11 @@
 """Full-OS VMs: q35 + firmware (SeaBIOS or OVMF) booting a user-brought raw/qcow2 disk.
 
 Each VM gets a qcow2 overlay over the user's disk (the base is shared and never written), a serial
-console on a unix socket and a QMP socket; QEMU daemonizes so VMs outlive the isle process.
+console on a unix socket and a QMP socket; QEMU runs in its own session so VMs outlive the isle
+process. QEMU is jailed (vm.jail): its own uid, no capabilities, -sandbox, a mount namespace with
+only its files; the disks (overlay, base, UEFI vars) reach it as fds. Its run directory
+(<runroot>/<name>/: sockets, logs) belongs to that uid; what isle trusts (QEMU's pid) is kept
+beside it in <runroot>/<name>.pid, root's, never written by QEMU.
 
     store = MachineStore(root="/var/lib/isle/vms", runroot="/run/isle/vms")
     store.create("deb", "/images/debian.qcow2", memory_mib=1024)
@@ -71,6 +75,60 @@ class MachineInfo:
         }
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _spawn_detached(argv: list[str], log: int, pass_fds: tuple[int, ...],
+                    preexec: Any) -> tuple[int, int]:
+    """Start argv (QEMU) so that it outlives isle and is reaped when it ends: a forked keeper in
+    its own session ignores SIGCHLD (the kernel reaps its children), spawns QEMU (which jails
+    itself and joins its cgroup in its preexec), reports the pid, then becomes `tail --pid`,
+    which ends with QEMU. (An orphan QEMU left to an init that does not reap would stay a zombie
+    in its cgroup, which could then never be removed.) Returns (QEMU's pid, the keeper's)."""
+    import subprocess
+
+    r, w = os.pipe()
+    keeper = os.fork()
+    if keeper == 0:  # pragma: no cover - the child's own life
+        code = 1
+        try:
+            os.close(r)
+            os.setsid()
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+            p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                           pass_fds=pass_fds, preexec_fn=preexec)
+            os.write(w, f"{p.pid}".encode())
+            os.close(w)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 65536)
+            os.execv("/usr/bin/tail", ["tail", f"--pid={p.pid}", "-s", "0.1", "-f", "/dev/null"])
+        except BaseException as exc:
+            try:
+                os.write(w, f"error {exc}".encode())
+            except OSError:
+                pass
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read().decode(errors="replace")
+    if not msg.isdigit():
+        raise VMError(msg.removeprefix("error ") or "the QEMU keeper died")
+    return int(msg), keeper
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (clock ticks since boot): with the pid, its identity."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
 class MachineStore:
     """VMs under root/<name>/ (machine.json, disk.qcow2, OVMF vars); sockets under runroot."""
 
@@ -94,11 +152,17 @@ class MachineStore:
         except FileNotFoundError:
             raise NotFound(f"no VM named {name}") from None
 
+    def _pidfile(self, name: str) -> str:
+        return self._run(name) + ".pid"
+
     def _pid(self, name: str) -> int:
+        """QEMU's pid from isle's own record (pid and start time: a reused pid is not it)."""
         try:
-            with open(os.path.join(self._run(name), "qemu.pid")) as f:
-                pid = int(f.read().strip())
-            os.kill(pid, 0)
+            with open(self._pidfile(name)) as f:
+                pid_s, start = f.read().split()[:2]
+            pid = int(pid_s)
+            if _start_time(pid) != start:
+                return 0
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"qemu-system" not in f.read():
                     return 0
@@ -177,30 +241,91 @@ class MachineStore:
             vcpus=spec.vcpus,
             memory_mib=spec.memory_mib,
             pflash=(OVMF_CODE, os.path.join(d, "OVMF_VARS.fd")) if spec.firmware == "uefi" else (),
-            drives=(Drive(id="disk0", path=os.path.join(d, "disk.qcow2"), format="qcow2"),),
+            drives=(Drive(id="disk0", path=os.path.join(d, "disk.qcow2"), format="qcow2",
+                          backing=spec.base, backing_format=spec.base_format),),
             nics=(Nic(id="net0"),) if spec.network == "user" else (),
             console=Chardev(backend="socket", path=os.path.join(r, "console.sock"),
                             log=os.path.join(r, "console.log")),
             qmp_socket=os.path.join(r, "qmp.sock"),
-            pidfile=os.path.join(r, "qemu.pid"),
         )
 
-    def start(self, name: str) -> MachineInfo:
+    def start(self, name: str, *, cgroup_files: tuple[str, ...] = (),
+              timeout: float = 60.0) -> MachineInfo:
+        """Start QEMU jailed, in the cgroup whose procs files are given (the engine's), and wait
+        until its monitor answers (the machine is built); VMError with QEMU's log if it fails."""
+        from isle.vm import jail
+        from isle.vm.qmp import Monitor
+
         if self._pid(name):
             raise InvalidState(f"VM {name} is already running")
         cfg = self.config(name)
         r = self._run(name)
-        shutil.rmtree(r, ignore_errors=True)
-        os.makedirs(r, mode=0o700)
         if len(cfg.qmp_socket) > 100:
             raise ConfigError("runroot", f"{r} is too long for unix sockets")
-        argv = qemu_argv(cfg) + ["-daemonize", "-D", os.path.join(r, "qemu.log")]
+        shutil.rmtree(r, ignore_errors=True)
+        os.makedirs(os.path.dirname(r), mode=0o700, exist_ok=True)
+        os.mkdir(r, 0o700)
+        fds: list[int] = []
+        j = None
+        p: int | None = None
         try:
-            proc.run(argv, timeout=60)
+            cfg, fds = jail.drives_by_fd(cfg)
+            if os.geteuid() == 0:
+                j = jail.plan(cfg, r, cgroup_files=cgroup_files, pdeathsig=False)
+            log = os.open(os.path.join(r, "qemu.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                p, keeper = _spawn_detached(qemu_argv(cfg), log,
+                                    tuple(fds) + ((j.lease_fd,) if j else ()),
+                                    jail.child(j) if j else None)
+            finally:
+                os.close(log)
+            atomic_write(self._pidfile(name), f"{p} {_start_time(p)} {keeper}\n".encode(),
+                         durable=False)
+            # QMP answers once the machine is built (what -daemonize used to wait for); the
+            # socket file exists a moment before QEMU listens on it
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    Monitor(cfg.qmp_socket, timeout=max(1.0, deadline - time.monotonic()),
+                            alive=lambda: _alive(p)).close()
+                    break
+                except VMError:
+                    if not _alive(p) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
         except Exception as exc:
-            shutil.rmtree(r, ignore_errors=True)
-            raise VMError(f"VM {name} did not start: {exc}") from exc
+            from isle.vm.microvm import _tail
+
+            why = _tail(os.path.join(r, "qemu.log")).strip().splitlines()[-3:]
+            if p is not None and _alive(p):
+                os.kill(p, signal.SIGKILL)
+            self._clean_run(name)
+            raise VMError(f"VM {name} did not start: {exc}"
+                          + (f": {' | '.join(why)}" if why else "")) from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if j is not None:
+                j.release()
         return self.inspect(name)
+
+    def _clean_run(self, name: str) -> None:
+        """QEMU is gone: its keeper follows within 0.1 s; then its files go."""
+        try:
+            with open(self._pidfile(name)) as f:
+                keeper = int(f.read().split()[2])
+            for _ in range(100):
+                if not _alive(keeper):
+                    break
+                time.sleep(0.01)
+        except (OSError, ValueError, IndexError):
+            pass
+        shutil.rmtree(self._run(name), ignore_errors=True)
+        try:
+            os.unlink(self._pidfile(name))
+        except FileNotFoundError:
+            pass
 
     def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
         """ACPI power button, then quit/kill after timeout (a hung guest still stops)."""
@@ -228,7 +353,7 @@ class MachineStore:
                 os.kill(pid, signal.SIGKILL)
                 while self._pid(name):
                     time.sleep(0.05)
-        shutil.rmtree(self._run(name), ignore_errors=True)
+        self._clean_run(name)
         return self.inspect(name)
 
     def rm(self, name: str, force: bool = False) -> None:
@@ -238,7 +363,7 @@ class MachineStore:
                 raise InvalidState(f"VM {name} is running: stop it first or force")
             self.stop(name, timeout=0)
         shutil.rmtree(self._dir(name), ignore_errors=True)
-        shutil.rmtree(self._run(name), ignore_errors=True)
+        self._clean_run(name)
 
     def inspect(self, name: str) -> MachineInfo:
         spec, r = self._load(name), self._run(name)

@@ -18,14 +18,17 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from isle.errors import VMError
 from isle.sys import proc
 from isle.vm import accel as _accel
-from isle.vm.config import Chardev, Drive, FsShare, MachineConfig, MemoryBackend, Nic, SerialPort
+from isle.vm.config import (Chardev, Drive, FsShare, MachineConfig, MemoryBackend, Nic, SerialPort,
+                            replace)
 from isle.vm.qemu import argv as qemu_argv
 
-__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "EXEC_SLOTS"]
+__all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "writable",
+           "EXEC_SLOTS"]
 
 PR_SET_PDEATHSIG = 1
 #: how many `exec`s may run at once in one VM
@@ -168,24 +171,30 @@ def machine_config(
 def host_end(fd: int) -> tuple[str, tuple[int, ...]]:
     """(path QEMU opens, fd sets to pass) so guest output lands on our fd as if we wrote it.
 
-    A regular file opened write-only is shared through an fd set (QEMU dups it: one file offset,
-    like runc's children); pipes, ttys and other files are reopened via /proc/self/fd/N.
+    Always an fd set: QEMU, in its jail, has no /proc to reopen anything through. The fd must be
+    write-only (QEMU dups it only for the access mode it asks): see writable().
     """
     import fcntl
     import stat as _stat
 
-    st = os.fstat(fd)
-    if _stat.S_ISSOCK(st.st_mode):
+    if _stat.S_ISSOCK(os.fstat(fd).st_mode):
         raise VMError(f"fd {fd} is a socket: QEMU cannot open it; relay it through a pipe")
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY:
+        raise VMError(f"fd {fd} is not write-only: reopen it with writable() first")
+    return f"/dev/fdset/{fd}", (fd,)
+
+
+def writable(fd: int) -> int:
+    """A new write-only fd for what fd is (a write-only regular file: a dup, sharing its offset as
+    runc's children do; a pipe, tty or other file: reopened through /proc/self/fd, appending, as
+    QEMU used to reopen it itself)."""
+    import fcntl
+    import stat as _stat
+
+    st = os.fstat(fd)
     if _stat.S_ISREG(st.st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
-        return f"/dev/fdset/{fd}", (fd,)
-    return f"/proc/self/fd/{fd}", ()
-
-
-def _pdeathsig() -> None:
-    from isle.sys.libc import LinuxSyscalls
-
-    LinuxSyscalls().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return os.dup(fd)
+    return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY)
 
 
 class MicroVM:
@@ -199,6 +208,8 @@ class MicroVM:
         pass_fds: tuple[int, ...] = (),
         die_with_parent: bool = True,
         own_rundir: bool = True,
+        cgroup_files: tuple[str, ...] = (),
+        groups: tuple[int, ...] = (),
     ) -> None:
         self.cfg = cfg
         self.rundir = rundir
@@ -210,6 +221,10 @@ class MicroVM:
         self._die_with_parent = die_with_parent
         self._stdin_sock: socket.socket | None = None
         self._fsd: list[subprocess.Popen[bytes]] = []  # one virtiofsd per cfg.shares entry
+        #: the container's cgroup (its procs files): QEMU and virtiofsd join it before exec
+        self.cgroup_files = cgroup_files
+        self._groups = groups  # supplementary groups of QEMU's uid (the template group)
+        self.uid = 0  # QEMU's own uid (jail.lease), once spawned
 
     def __enter__(self) -> MicroVM:
         return self
@@ -219,26 +234,56 @@ class MicroVM:
 
     # -- process -------------------------------------------------------------------------------
     def spawn(self) -> None:
+        """Start QEMU jailed (vm.jail): its own uid, no capabilities, seccomp, own mount namespace
+        holding only its files, in the container's cgroup. Disks and taps go by fd."""
         if not proc.which("qemu-system-x86_64"):
             raise VMError("qemu-system-x86_64 not found: install Debian's qemu-system-x86")
-        if self.cfg.shares:
-            from isle.vm import virtiofs
+        from isle.vm import jail
 
-            for sh in self.cfg.shares:  # QEMU connects to each socket as it starts
-                self._fsd.append(virtiofs.start(sh, os.path.join(self.rundir, "virtiofsd.log")))
-        log = open(os.path.join(self.rundir, "qemu.log"), "wb")
+        cfg, fds = jail.drives_by_fd(self.cfg)
         try:
-            self.proc = proc.spawn(
-                qemu_argv(self.cfg),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=self._pass_fds,
-                start_new_session=True,
-                preexec_fn=_pdeathsig if self._die_with_parent else None,
-            )
+            nics = []
+            for n in cfg.nics:
+                if n.kind == "tap" and n.fd < 0:
+                    fd = jail.open_tap(n.ifname)
+                    fds.append(fd)
+                    n = Nic(id=n.id, kind="tap", ifname=n.ifname, mac=n.mac, fd=fd)
+                nics.append(n)
+            cfg = replace(cfg, nics=tuple(nics))
+            j = jail.plan(cfg, self.rundir, cgroup_files=self.cgroup_files, groups=self._groups,
+                          pdeathsig=self._die_with_parent) if os.geteuid() == 0 else None
+            try:  # (not root: QEMU runs as the caller already, with -sandbox and no_new_privs)
+                self.uid = j.uid if j else os.getuid()
+                if cfg.shares:
+                    from isle.vm import virtiofs
+
+                    for sh in cfg.shares:  # QEMU connects to each socket as it starts
+                        self._fsd.append(virtiofs.start(
+                            sh, os.path.join(self.rundir, "virtiofsd.log"),
+                            cgroup_files=self.cgroup_files))
+                        if j:
+                            os.chown(sh.socket, j.uid, j.gid)
+                log = os.open(os.path.join(self.rundir, "qemu.log"),
+                              os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              0o600)
+                try:
+                    self.proc = proc.spawn(
+                        qemu_argv(cfg),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        pass_fds=tuple(self._pass_fds) + tuple(fds) + ((j.lease_fd,) if j else ()),
+                        start_new_session=True,
+                        preexec_fn=jail.child(j) if j else _unjailed(self._die_with_parent),
+                    )
+                finally:
+                    os.close(log)
+            finally:
+                if j:
+                    j.release()
         finally:
-            log.close()
+            for fd in fds:
+                os.close(fd)
 
     @property
     def pid(self) -> int:
@@ -254,11 +299,7 @@ class MicroVM:
             rc = self.proc.returncode
             bits.append(f"QEMU killed by signal {-rc}" if rc < 0 else f"QEMU exited {rc}")
         for name, n in (("qemu.log", 3), ("console.log", 4)):
-            try:
-                with open(os.path.join(self.rundir, name), "rb") as f:
-                    tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()[-n:]
-            except OSError:
-                continue
+            tail = _tail(os.path.join(self.rundir, name)).strip().splitlines()[-n:]
             if tail:
                 bits.append(f"{name}: " + " | ".join(t.strip() for t in tail))
         return "; ".join(bits)
@@ -389,6 +430,41 @@ class MicroVM:
             self._fsd.clear()
         if self.own_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _unjailed(pdeathsig: bool) -> Any:
+    """preexec_fn of a QEMU started by a non-root caller: it is that user's already."""
+    from isle.sys.libc import PR_SET_NO_NEW_PRIVS, LinuxSyscalls
+
+    sc = LinuxSyscalls()
+
+    def setup() -> None:
+        if pdeathsig:
+            sc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        sc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+    return setup
+
+
+def _tail(path: str, size: int = 2000) -> str:
+    """The end of a regular file in a directory QEMU's uid owns: never a link QEMU put there
+    (O_NOFOLLOW), never a FIFO it could block us on (O_NONBLOCK + S_ISREG)."""
+    import stat as _stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            return ""
+        os.lseek(fd, max(0, st.st_size - size), os.SEEK_SET)
+        return os.read(fd, size).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _wait(p: subprocess.Popen[bytes], timeout: float) -> int:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from isle.vm.config import Chardev, MachineConfig
 
-__all__ = ["argv", "QEMU"]
+__all__ = ["argv", "QEMU", "SANDBOX"]
 
 QEMU = "qemu-system-x86_64"
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
 def _esc(v: str) -> str:
@@ -46,10 +47,13 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
         "-m",
         f"{cfg.memory_mib}M",
     ]
+    if cfg.sandbox:  # QEMU's own seccomp filter, every optional group denied
+        a += ["-sandbox", SANDBOX]
     if cfg.accel == "kvm":
         a += ["-cpu", "host"]
     for fd in cfg.fdsets:
-        a += ["-add-fd", f"fd={fd},set={fd}"]
+        n, s = fd if isinstance(fd, tuple) else (fd, fd)
+        a += ["-add-fd", f"fd={n},set={s}"]
     if cfg.memory_backend is not None:
         mb = cfg.memory_backend
         if mb.path:
@@ -78,10 +82,14 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
             opts += ",readonly=on"
         if d.snapshot:
             opts += ",snapshot=on"
+        if d.backing:
+            opts += f",backing.file.filename={_esc(d.backing)},backing.driver={d.backing_format}"
         a += ["-drive", opts, "-device", f"{blk},drive={d.id}"]
     net = "virtio-net-device" if micro else "virtio-net-pci"
     for n in cfg.nics:
-        if n.kind == "tap":
+        if n.kind == "tap" and n.fd >= 0:  # opened by isle (jail.open_tap)
+            a += ["-netdev", f"tap,id={n.id},fd={n.fd}"]
+        elif n.kind == "tap":
             name = f",ifname={n.ifname}" if n.ifname else ""  # none: QEMU makes a tapN it removes
             a += ["-netdev", f"tap,id={n.id}{name},script=no,downscript=no"]
         else:

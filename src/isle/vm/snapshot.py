@@ -69,6 +69,7 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
             return t
         shutil.rmtree(t.dir, ignore_errors=True)
         os.makedirs(t.dir)
+        _ram_file(t.ram)
         rundir = short_dir("isle-vm-tpl-")
         cfg = machine_config(
             boot,
@@ -78,7 +79,7 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
             name=f"isle-tpl-{t.key}",
             memory_backend=MemoryBackend(path=t.ram, share=True),
         )
-        vm = MicroVM(cfg, rundir)
+        vm = MicroVM(cfg, rundir, groups=_groups())
         tmp = t.state + ".tmp"
         try:
             vm.spawn()
@@ -126,6 +127,7 @@ def restore(
     stdin_fd: int | None = None,
     tap: str = "",
     mac: str = "",
+    cgroup_files: tuple[str, ...] = (),
 ) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
@@ -133,6 +135,7 @@ def restore(
     cold boots alike.
     """
     t = ensure(boot, cache)
+    _ram_file(t.ram, create=False)  # a template saved before QEMU was jailed: root's 0600
     rundir = short_dir()
     cfg = machine_config(
         boot,
@@ -146,7 +149,8 @@ def restore(
         mac=mac,
         memory_backend=MemoryBackend(path=t.ram, share=False),
     )
-    vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent)
+    vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent,
+                 cgroup_files=cgroup_files, groups=_groups())
     try:
         vm.spawn()
         preload()  # QEMU needs longer than this import to open its sockets
@@ -176,6 +180,31 @@ def restore(
         vm.close(grace=0)
         raise
     return vm
+
+
+def _groups() -> tuple[int, ...]:
+    """Template and clone QEMUs are in the template group (the RAM file's), when jailed."""
+    from isle.vm.jail import TEMPLATE_GID
+
+    return (TEMPLATE_GID,) if os.geteuid() == 0 else ()
+
+
+def _ram_file(path: str, create: bool = True) -> None:
+    """The template's RAM file, made before QEMU (whose jail only binds existing files):
+    root:TEMPLATE_GID 0660. QEMU 7.2 opens a memory-backend-file read-write even to map it
+    copy-on-write (share=off), so clones need write permission; each clone's jail holds only its
+    own template's file, so a clone can reach no other template. (QEMU >= 8.2 can open it
+    read-only: readonly=on,rom=off.)"""
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC if create else os.O_RDONLY
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if os.geteuid() == 0:
+            from isle.vm.jail import TEMPLATE_GID
+
+            os.fchown(fd, 0, TEMPLATE_GID)
+            os.fchmod(fd, 0o660)
+    finally:
+        os.close(fd)
 
 
 def remove(cache: str, boot: Boot | None = None) -> None:

@@ -32,13 +32,20 @@ def find() -> str:
                   "it is needed to share a volume or bind mount with a VM")
 
 
-def _child_setup(source: str, readonly: bool) -> None:
-    """In the forked child before exec: die with the parent; a private ro view of source."""
+def _child_setup(source: str, readonly: bool, cgroup_files: tuple[str, ...] = ()) -> None:
+    """In the forked child before exec: die with the parent, join the container's cgroup (its
+    memory and pids bound virtiofsd too); a private ro view of source."""
     from isle.sys.libc import (CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
                                LinuxSyscalls)
 
     sc = LinuxSyscalls()
     sc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    for f in cgroup_files:
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
     if readonly:
         sc.unshare(CLONE_NEWNS)
         sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -46,8 +53,15 @@ def _child_setup(source: str, readonly: bool) -> None:
         sc.mount(None, source, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
-def start(share: FsShare, log: str, timeout: float = 10.0) -> subprocess.Popen[bytes]:
-    """virtiofsd serving share.source on share.socket, once the socket exists."""
+def start(share: FsShare, log: str, timeout: float = 10.0,
+          cgroup_files: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """virtiofsd serving share.source on share.socket, once the socket exists.
+
+    virtiofsd needs root's CAP_DAC_READ_SEARCH, FOWNER, CHOWN... to serve files of any owner, so
+    it is not dropped to a uid; it runs its own sandbox (-o sandbox=namespace: new mount, pid and
+    net namespaces, pivot_root into the shared directory, its seccomp filter, capabilities cut to
+    what file serving needs) and sits in the container's cgroup. The caller hands the socket to
+    QEMU's uid."""
     if not os.path.isdir(share.source):
         raise VMError(f"cannot share {share.source} with a VM: not a directory")
     if os.geteuid() != 0:
@@ -59,9 +73,9 @@ def start(share: FsShare, log: str, timeout: float = 10.0) -> subprocess.Popen[b
     with open(log, "ab") as out:
         p = proc.spawn(
             [exe, f"--socket-path={share.socket}", "-o", f"source={share.source}",
-             "-o", "cache=auto", "-o", "xattr"],
+             "-o", "cache=auto", "-o", "xattr", "-o", "sandbox=namespace"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            preexec_fn=lambda: _child_setup(share.source, share.readonly))
+            preexec_fn=lambda: _child_setup(share.source, share.readonly, cgroup_files))
     deadline = time.monotonic() + timeout
     while not os.path.exists(share.socket):
         if p.poll() is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from isle.errors import ConfigError
+from isle.errors import ConfigError, VMError
 from isle.vm import microvm, qemu
 from isle.vm.config import Chardev, Drive, MachineConfig, MemoryBackend, Nic, SerialPort
 
@@ -43,6 +43,8 @@ def test_microvm_golden() -> None:
         "1",
         "-m",
         "128M",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-no-reboot",
         "-kernel",
         "/k/vmlinuz",
@@ -172,11 +174,33 @@ def test_fdsets_and_host_ends(tmp_path) -> None:
     with open(tmp_path / "f", "wb") as f:
         assert microvm.host_end(f.fileno()) == (f"/dev/fdset/{f.fileno()}", (f.fileno(),))
     r, w = os.pipe()
-    try:
-        assert microvm.host_end(w) == (f"/proc/self/fd/{w}", ())
+    try:  # QEMU in its jail has no /proc: a pipe (tty, socket relay...) is reopened write-only
+        with pytest.raises(VMError, match="not write-only"):
+            microvm.host_end(r)
+        w2 = microvm.writable(r)
+        try:
+            assert microvm.host_end(w2) == (f"/dev/fdset/{w2}", (w2,))
+            os.write(w2, b"x")
+            assert os.read(r, 1) == b"x"
+        finally:
+            os.close(w2)
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_sandbox_backing_and_tap_fd() -> None:
+    cfg = MachineConfig(name="s", machine="q35", fdsets=(5, (6, 5)),
+                        drives=(Drive(id="d", path="/dev/fdset/5", format="qcow2",
+                                      backing="/dev/fdset/8", backing_format="raw"),),
+                        nics=(Nic(id="n", kind="tap", ifname="t0", fd=9),))
+    a = qemu.argv(cfg)
+    assert a[a.index("-sandbox") + 1] == qemu.SANDBOX
+    assert "fd=6,set=5" in a
+    assert ("file=/dev/fdset/5,format=qcow2,if=none,id=d,backing.file.filename=/dev/fdset/8,"
+            "backing.driver=raw") in a
+    assert "tap,id=n,fd=9" in a
+    assert "-sandbox" not in qemu.argv(MachineConfig(name="s", machine="q35", sandbox=False))
 
 
 def test_shares_get_virtiofs_devices_shared_ram_and_modern_mmio() -> None:

@@ -98,9 +98,12 @@ def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
 
 
 def _reopenable(fd: int) -> int:
-    """A dup of fd QEMU can open; a socket (QEMU cannot reopen one) gets a pipe and a relay."""
+    """A write-only fd QEMU can take as an fd set (microvm.writable); a socket (QEMU cannot open
+    one) gets a pipe and a relay."""
     if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-        return os.dup(fd)
+        from isle.vm.microvm import writable
+
+        return writable(fd)
     import threading
 
     r, w = os.pipe()
@@ -141,6 +144,7 @@ def launch(
     *,
     in_fd: int = 0,
     die_with_parent: bool = True,
+    cgroup_files: tuple[str, ...] = (),
 ) -> MicroVM:
     """Start QEMU (cold, or a template's clone) on our stdout/stderr; connected, not yet ready."""
     out, err = _reopenable(out_fd), _reopenable(err_fd)
@@ -161,6 +165,7 @@ def launch(
                 fdsets=ofds + efds,
                 tap=tap,
                 mac=mac,
+                cgroup_files=cgroup_files,
             )
         rundir = short_dir()
         from isle.vm.config import FsShare
@@ -180,7 +185,8 @@ def launch(
             mac=mac,
             shares=shares,
         )
-        vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent)
+        vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent,
+                     cgroup_files=cgroup_files)
         try:
             vm.spawn()
             vm.connect()
@@ -195,6 +201,59 @@ def launch(
         os.close(err)
 
 
+def make_cgroup(cid: str, p: Prepared) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    """The container's host cgroup (linux.cgroupsPath, default /isle/<id>), made and limited
+    (spec.host_resources) as isle-runtime makes a container's: (its state, the cgroup.procs files
+    QEMU writes itself into before exec). Not as a non-root caller (QEMU is not jailed then)."""
+    if os.geteuid() != 0:
+        return None, ()
+    from isle.runtime.cgroup import manager, resources_with_defaults
+
+    lx = p.cfg.get("linux") or {}
+    res = resources_with_defaults(
+        vmspec.host_resources(p.cfg, p.boot.vcpus, p.boot.memory_mib,
+                              shares=len(vmspec.shares_of(p.cfg)), kvm=p.boot.accel == "kvm"),
+        lx.get("devices"))
+    cg = manager(lx.get("cgroupsPath"), cid)
+    cg.drop_unused_unified(res)
+    cg.create()
+    try:
+        cg.set(res)
+    except BaseException:
+        cg.destroy()
+        raise
+    return cg.to_state(), procs_files(cg)
+
+
+def procs_files(cg: Any) -> tuple[str, ...]:
+    """The cgroup.procs files a process writes "0" to, to join cg (every v1 hierarchy, and the
+    unified one where it is joined)."""
+    if hasattr(cg, "dirs"):  # v1 or hybrid
+        files = [d + "/cgroup.procs" for d in cg.dirs()]
+        if cg.unified is not None:
+            files.append(cg.unified.dir + "/cgroup.procs")
+    else:
+        files = [cg.dir + "/cgroup.procs"]
+    return tuple(dict.fromkeys(files))
+
+
+def drop_cgroup(state: dict[str, Any] | None) -> None:
+    """Remove the container's host cgroup (QEMU and virtiofsd gone first)."""
+    if not state:
+        return
+    import time
+
+    from isle.runtime.cgroup import from_state
+
+    cg = from_state(state)
+    for _ in range(300):  # a QEMU that just quit may still be leaving (its exit is not done)
+        try:
+            cg.destroy()
+            return
+        except (IsleError, OSError):
+            time.sleep(0.01)
+
+
 def _write_pid(pid_file: str | None, pid: int) -> None:
     if pid_file:
         from isle.sys.fs import atomic_write
@@ -206,6 +265,7 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
     """`run` in the foreground: boot, run the job, stream stdio, return its exit code, clean up."""
     d = st.create_dir(root, cid)
     vm: MicroVM | None = None
+    s: st.State | None = None
     try:
         p = prepare(bundle, settings, stdin=stdin_wanted(0))
         s = st.State(
@@ -214,8 +274,9 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
             pid=os.getpid(),
             annotations=p.cfg.get("annotations") or {},
         )
+        s.cgroup, files = make_cgroup(cid, p)
         st.save(root, s)
-        vm = launch(p, settings, 1, 2)
+        vm = launch(p, settings, 1, 2, cgroup_files=files)
         vm.send_job(p.script)
         lsock = _listen(vm)
         s.qemu_pid, s.rundir = vm.pid, vm.rundir
@@ -229,6 +290,7 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         if vm is not None:
             vm.close()
         _drain_relays()
+        drop_cgroup(s.cgroup if s is not None else None)
         st.remove(root, cid)
         del d
 
@@ -245,6 +307,11 @@ def create(
         st.remove(root, cid)
         raise
     s = st.State(id=cid, bundle=os.path.abspath(bundle), annotations=p.cfg.get("annotations") or {})
+    try:
+        s.cgroup, files = make_cgroup(cid, p)
+    except BaseException:
+        st.remove(root, cid)
+        raise
     st.save(root, s)
     r, w = os.pipe()
     pid = os.fork()
@@ -253,7 +320,7 @@ def create(
         try:
             os.setsid()
             if os.fork() == 0:
-                code = _monitor(root, s, p, settings, w)
+                code = _monitor(root, s, p, settings, w, files)
                 os._exit(code)
         finally:
             os._exit(0)
@@ -262,13 +329,15 @@ def create(
     with os.fdopen(r, "rb") as f:
         msg = f.read().decode(errors="replace").strip()
     if not msg.startswith("ok"):
+        drop_cgroup(s.cgroup)
         st.remove(root, cid)
         raise VMError(msg or "the VM monitor died before the guest was ready")
     _write_pid(pid_file, int(msg.split()[1]))
     del d
 
 
-def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: int) -> int:
+def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: int,
+             cgroup_files: tuple[str, ...] = ()) -> int:
     """The detached monitor's life; returns the exit code for os._exit."""
     vm: MicroVM | None = None
     code = FAILED
@@ -277,7 +346,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
         devnull = os.open(os.devnull, os.O_RDWR)
         stdin = os.dup(0)
         os.dup2(devnull, 0)
-        vm = launch(p, settings, 1, 2, in_fd=stdin)
+        vm = launch(p, settings, 1, 2, in_fd=stdin, cgroup_files=cgroup_files)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         vm.expect("ready", READY_TIMEOUT)
@@ -300,6 +369,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
         if vm is not None:
             vm.close()
         _drain_relays()
+        drop_cgroup(s.cgroup)
         if os.path.isdir(sdir):
             _note(sdir, "exit", str(code))
     return code
@@ -513,6 +583,11 @@ def delete(cid: str, root: str, force: bool = False) -> None:
             os.kill(s.pid, signal.SIGKILL)
     if st.pid_alive(s.qemu_pid):
         os.kill(s.qemu_pid, signal.SIGKILL)
+        for _ in range(500):  # gone before its cgroup can go
+            if not st.pid_alive(s.qemu_pid):
+                break
+            time.sleep(0.01)
+    drop_cgroup(s.cgroup)
     if s.rundir and os.path.basename(s.rundir).startswith("isle-vm-"):
         shutil.rmtree(s.rundir, ignore_errors=True)
     st.remove(root, cid)

@@ -20,6 +20,9 @@ __all__ = [
     "MIN_MEMORY_MIB",
     "DEFAULT_MEMORY_MIB",
     "ANNOTATION",
+    "host_resources",
+    "QEMU_MEMORY_OVERHEAD_MIB",
+    "QEMU_THREADS",
 ]
 
 ANNOTATION = "org.isle.isolation"
@@ -214,3 +217,35 @@ def vm_size(cfg: dict[str, Any], host_cpus: int | None = None) -> tuple[int, int
         except ValueError:
             raise ConfigError("annotations.org.isle.vm.vcpus", "not a number") from None
     return max(1, min(vcpus, host_cpus)), mem
+
+
+#: what QEMU needs beside guest RAM (TCG's translation cache, device emulation, its libraries,
+#: virtiofsd): the container cgroup's memory limit is the guest RAM plus this
+QEMU_MEMORY_OVERHEAD_MIB = 96
+#: QEMU's own threads (main loop, RCU, vCPUs, up to 64 block I/O workers, ...), added to a
+#: pids limit: inside a VM the container's processes are the guest's, QEMU's are the host's
+QEMU_THREADS = 72
+VIRTIOFSD_THREADS = 16
+
+
+def host_resources(cfg: dict[str, Any], vcpus: int, memory_mib: int, *, shares: int = 0,
+                   kvm: bool = False) -> dict[str, Any]:
+    """linux.resources for the host cgroup QEMU (and virtiofsd) run in: the spec's, with memory
+    and pids limits raised by what QEMU itself needs, so that they bound the VM without killing
+    it for its own overhead, and /dev/kvm allowed when KVM is used."""
+    res = dict((cfg.get("linux") or {}).get("resources") or {})
+    mem = dict(res.get("memory") or {})
+    extra = (QEMU_MEMORY_OVERHEAD_MIB + 8 * shares) << 20
+    if mem.get("limit") is not None and int(mem["limit"]) > 0:
+        mem["limit"] = max(int(mem["limit"]), memory_mib << 20) + extra
+        if mem.get("swap") is not None and int(mem["swap"]) > 0:
+            mem["swap"] = max(int(mem["swap"]), mem["limit"] - extra) + extra
+        res["memory"] = mem
+    pids = res.get("pids") or {}
+    if pids.get("limit") is not None and int(pids["limit"]) > 0:
+        res["pids"] = {**pids, "limit": int(pids["limit"]) + QEMU_THREADS + vcpus
+                       + VIRTIOFSD_THREADS * shares}
+    if kvm and res.get("devices") is not None:
+        res["devices"] = list(res["devices"]) + [
+            {"allow": True, "type": "c", "major": 10, "minor": 232, "access": "rwm"}]
+    return res

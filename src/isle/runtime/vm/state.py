@@ -29,6 +29,8 @@ class State:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     annotations: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
+    #: the host cgroup QEMU runs in (isle.cgroups to_state()), removed by delete
+    cgroup: dict[str, Any] | None = None
 
     def oci(self) -> dict[str, Any]:
         """What `state` prints (runtime-spec 'state')."""
