@@ -142,7 +142,8 @@ def layer_compression(media_type: str, where: str = "layer") -> str:
 def chain_ids(diff_ids: list[str]) -> list[str]:
     """OCI ChainID of each layer prefix (image-spec config.md)."""
     out: list[str] = []
-    for d in diff_ids:
+    for i, d in enumerate(diff_ids):
+        check_digest(d, f"rootfs.diff_ids[{i}]")
         out.append(d if not out else sha256_digest(f"{out[-1]} {d}".encode()))
     return out
 
