@@ -250,6 +250,20 @@ def test_rootless_detached_logs_exec_stop_rm(user):
             break
         time.sleep(0.1)
     assert left == []
+    # the health loop is the user's too
+    cp = user.isle("run", "-d", "--name", "hc", "--network", "none", "--health-cmd", "true",
+                   "--health-interval", "1s", "busybox", "sleep", "60")
+    assert cp.returncode == 0, cp.stderr
+    try:
+        status = ""
+        for _ in range(100):
+            status = user.isle("ps").stdout
+            if "(healthy)" in status:
+                break
+            time.sleep(0.1)
+        assert "(healthy)" in status
+    finally:
+        assert user.isle("rm", "-f", "hc").returncode == 0
 
 
 @pytest.mark.timeout(120)

@@ -36,8 +36,13 @@ def spawn_loop(settings: Any, cid: str) -> None:
 
     from isle.sys import proc
 
-    proc.spawn([sys.executable, "-m", "isle.cli.main", "--root", settings.root, "--runroot",
-                settings.runroot, "container", "healthcheck", "--loop", cid],
+    py = [sys.executable, "-m", "isle.cli.main"]
+    if settings.rootless:  # the venv's python may not be the user's to run (see rootless.py)
+        from isle.engine.rootless import python_argv
+
+        py = python_argv("isle.cli.main")
+    proc.spawn(py + ["--root", settings.root, "--runroot", settings.runroot, "container",
+                     "healthcheck", "--loop", cid],
                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                start_new_session=True)
 
