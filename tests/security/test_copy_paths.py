@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 SECRET = "HOSTSECRET-" + uuid.uuid4().hex
 HOSTONLY = "hostonly-" + uuid.uuid4().hex[:8]
@@ -371,3 +371,20 @@ def test_cp_into_a_volume_stays_in_the_volume(isle, tmp_path: Path) -> None:
     assert (out / "inside").read_text() == "vol\n"
     isle("rm", "-f", "vv")
     isle("volume", "rm", "cpvol", check=False)
+
+
+def test_cp_out_makes_no_devices_or_setid_files_on_the_host(isle, tmp_path: Path) -> None:
+    _run(isle, "dv", "sleep 300")
+    isle("exec", "dv", "sh", "-c", "mkdir /x && cp /bin/busybox /x/suid && chmod 6755 /x/suid && "
+         "(mknod -m 666 /x/disk b 8 0 || true) && (mknod -m 666 /x/mem c 1 1 || true) && "
+         "mkfifo /x/fifo")
+    out = tmp_path / "out"
+    isle("cp", "dv:/x", str(out))
+    isle("cp", "dv:/x/suid", str(tmp_path / "suid"))
+    for p in (out / "suid", tmp_path / "suid"):
+        assert os.stat(p).st_mode & 0o6000 == 0
+    assert not (out / "disk").exists() and not (out / "mem").exists()
+    assert stat.S_ISFIFO(os.lstat(out / "fifo").st_mode)
+    r = isle("cp", "dv:/x/disk", str(tmp_path / "disk"), check=False)
+    assert not os.path.lexists(tmp_path / "disk") or not stat.S_ISBLK(os.lstat(tmp_path / "disk").st_mode)
+    del r

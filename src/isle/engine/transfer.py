@@ -90,7 +90,8 @@ class Transfer:
         swapped for a symlink mid-copy included) and the copy works on directory fds only
         (sys/fdtree): symlinks in a copied tree are copied as symlinks, never followed. A symlink
         as the container path itself is followed inside the container; a host source symlink is
-        copied as a link unless ``follow_link`` (-L)."""
+        copied as a link unless ``follow_link`` (-L). Out of a container, device nodes are not
+        recreated on the host and set-id bits are dropped (the container made them)."""
 
         def split(x: str) -> tuple[str | None, str]:
             if ":" in x and not x.startswith("/") and not x.startswith("."):
@@ -134,12 +135,12 @@ class Transfer:
                     sfd = -1
                     try:
                         self._cp_to_host(sp, dp, False, lambda d, n: fdtree.copy(
-                            pfd, name, d, n, keep_owner=True), None)
+                            pfd, name, d, n, keep_owner=True, untrusted=True), None)
                     finally:
                         os.close(pfd)
                     return
                 self._cp_to_host(sp, dp, is_dir and contents, lambda d, n: fdtree.copy_fd(
-                    sfd, d, n, keep_owner=True), sfd if is_dir else None)
+                    sfd, d, n, keep_owner=True, untrusted=True), sfd if is_dir else None)
             finally:
                 if sfd >= 0:
                     os.close(sfd)
@@ -168,7 +169,7 @@ class Transfer:
             dfd = os.open(dp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 if contents and dir_fd is not None:
-                    fdtree.copy_into(dir_fd, dfd, keep_owner=True)
+                    fdtree.copy_into(dir_fd, dfd, keep_owner=True, untrusted=True)
                 else:
                     put(dfd, name)
             finally:

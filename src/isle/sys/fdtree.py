@@ -192,9 +192,12 @@ class Copier:
 
     def __init__(self, keep_owner: bool, *, owner: tuple[int, int] | None = None,
                  mode: int | None = None, skip: Callable[[str], bool] | None = None,
-                 hardlinks: bool = True) -> None:
+                 hardlinks: bool = True, untrusted: bool = False) -> None:
         self.keep_owner = keep_owner
         self.owner, self.mode, self.skip, self.hardlinks = owner, mode, skip, hardlinks
+        # a container's files landing on the host: no device nodes (a 0666 block device the
+        # container made would open the host's disk to every user) and no set-id bits
+        self.untrusted = untrusted
         self.links: dict[tuple[int, int], int] = {}  # source inode -> O_PATH fd of the copy
 
     def close(self) -> None:
@@ -223,6 +226,8 @@ class Copier:
             os.symlink(target, dname, dir_fd=ddir)
             self._meta_nofollow(ddir, dname, st)
         elif stat.S_ISCHR(m) or stat.S_ISBLK(m) or stat.S_ISFIFO(m):
+            if self.untrusted and not stat.S_ISFIFO(m):
+                return
             self._clear(ddir, dname)
             os.mknod(dname, stat.S_IFMT(m) | 0o600, st.st_rdev, dir_fd=ddir)
             self._meta_nofollow(ddir, dname, st, chmod=True)
@@ -288,7 +293,10 @@ class Copier:
                 os.fchown(fd, *ids)
             except PermissionError:
                 pass
-        os.fchmod(fd, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
+        mode = self.mode if self.mode is not None else stat.S_IMODE(st.st_mode)
+        if self.untrusted and not stat.S_ISDIR(st.st_mode):
+            mode &= ~0o6000
+        os.fchmod(fd, mode)
         os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def _meta_nofollow(self, ddir: int, dname: str, st: os.stat_result, chmod: bool = False) -> None:
@@ -341,13 +349,13 @@ def _copy_data(sfd: int, dfd: int, size: int) -> None:
 
 
 def copy(sdir: int, sname: str, ddir: int, dname: str, *, keep_owner: bool,
-         follow: bool = False) -> None:
+         follow: bool = False, untrusted: bool = False) -> None:
     """Copy the entry ``sname`` of the open directory ``sdir`` to ``dname`` in ``ddir``.
 
     ``follow`` follows a symlink as ``sname`` itself (``cp -L`` for the top only); symlinks
     below are always copied as symlinks."""
     st = os.stat(sname, dir_fd=sdir, follow_symlinks=follow)
-    c = Copier(keep_owner)
+    c = Copier(keep_owner, untrusted=untrusted)
     try:
         if follow and stat.S_ISDIR(st.st_mode):
             sfd = os.open(sname, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=sdir)
@@ -367,11 +375,11 @@ def copy(sdir: int, sname: str, ddir: int, dname: str, *, keep_owner: bool,
         c.close()
 
 
-def copy_fd(sfd: int, ddir: int, dname: str, *, keep_owner: bool) -> None:
+def copy_fd(sfd: int, ddir: int, dname: str, *, keep_owner: bool, untrusted: bool = False) -> None:
     """Copy what the open fd ``sfd`` is (O_PATH is fine: a directory or a regular file; any
     other type through its parent is not reachable this way) to ``dname`` in ``ddir``."""
     st = os.fstat(sfd)
-    c = Copier(keep_owner)
+    c = Copier(keep_owner, untrusted=untrusted)
     try:
         if stat.S_ISDIR(st.st_mode):
             fd = os.open(".", _DIR, dir_fd=sfd)
@@ -395,9 +403,9 @@ def copy_fd(sfd: int, ddir: int, dname: str, *, keep_owner: bool) -> None:
         c.close()
 
 
-def copy_into(sfd: int, dfd: int, *, keep_owner: bool) -> None:
+def copy_into(sfd: int, dfd: int, *, keep_owner: bool, untrusted: bool = False) -> None:
     """Copy the contents of the open directory ``sfd`` into the open directory ``dfd``."""
-    c = Copier(keep_owner)
+    c = Copier(keep_owner, untrusted=untrusted)
     try:
         fd = os.open(".", _DIR, dir_fd=sfd)
         try:
