@@ -345,6 +345,9 @@ def container_inspect(d: dict[str, Any]) -> dict[str, Any]:
     hc = dict(d.get("HostConfig") or {})
     if hc.get("Isolation") == "container":
         hc["Isolation"] = ""  # Docker's "default"
+    # conmon keeps logs readable by `logs` as Docker's json-file driver does; clients (docker-py's
+    # run) read the driver's name to know they can fetch the output
+    hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
     d["HostConfig"] = hc
     ns = dict(d.get("NetworkSettings") or {})
     ns.setdefault("Ports", {})
@@ -495,11 +498,11 @@ def info(i: dict[str, Any], version: str, settings: Any) -> dict[str, Any]:
         "ContainersStopped": i["ContainersStopped"], "Images": i["Images"],
         "Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "overlay"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"],
-                    "Log": ["k8s-file"]},
+                    "Log": ["json-file"]},
         "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
         "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
         "Debug": False, "NFd": 0, "NGoroutines": 0, "SystemTime": iso(time.time()),
-        "LoggingDriver": "k8s-file", "CgroupDriver": i.get("CgroupDriver", "cgroupfs"),
+        "LoggingDriver": "json-file", "CgroupDriver": i.get("CgroupDriver", "cgroupfs"),
         "CgroupVersion": str(i.get("CgroupVersion", "1")), "NEventsListener": 0,
         "KernelVersion": i.get("KernelVersion", ""), "OperatingSystem": i.get("OperatingSystem",
                                                                                ""),

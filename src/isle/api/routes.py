@@ -143,7 +143,7 @@ class Api:
             ("GET", rf"/volumes/{_NAME}", self.volume_inspect),
             ("DELETE", rf"/volumes/{_NAME}", self.volume_delete),
         ]
-        return [(m, re.compile(p), fn) for m, p, fn in t]
+        return [(m, re.compile(p), _docker_not_found(p, fn)) for m, p, fn in t]
 
     # -- system --------------------------------------------------------------------------------
     def ping(self, req: Request) -> Response:
@@ -216,6 +216,8 @@ class Api:
         body = req.json()
         name = req.q("name")
         opts = convert.run_options(body, name)
+        if not self.engine.store.exists(opts.image):  # clients pull on this exact message
+            raise ApiError(404, f"No such image: {opts.image}")
         rep = self.engine.create(opts)
         return Response(201, {"Id": rep.id, "Warnings": list(rep.warnings)})
 
@@ -749,8 +751,21 @@ class Api:
             out = [n for n in out if n["Driver"] in flt["driver"]]
         return out
 
+    def _net(self, ref: str) -> str:
+        """A network's name from its name, id or id prefix (Docker accepts all three)."""
+        nets = self.networks.list()
+        for n in nets:
+            if ref in (n["Name"], n["Id"]):
+                return str(n["Name"])
+        hits = [n for n in nets if n["Id"].startswith(ref)]
+        if len(hits) == 1:
+            return str(hits[0]["Name"])
+        if len(hits) > 1:
+            raise ApiError(400, f"network {ref} is ambiguous ({len(hits)} matches found)")
+        raise ApiError(404, f"network {ref} not found")
+
     def network_inspect(self, req: Request) -> dict[str, Any]:
-        return convert.network(self.networks.inspect(req.params["id"]))
+        return convert.network(self.networks.inspect(self._net(req.params["id"])))
 
     def network_create(self, req: Request) -> Response:
         body = req.json()
@@ -774,7 +789,7 @@ class Api:
         return Response(201, {"Id": convert.network(n)["Id"], "Warning": ""})
 
     def network_delete(self, req: Request) -> None:
-        self.networks.remove([req.params["id"]])
+        self.networks.remove([self._net(req.params["id"])])
 
     def networks_prune(self, req: Request) -> dict[str, Any]:
         return {"NetworksDeleted": self.networks.prune()}
@@ -787,14 +802,14 @@ class Api:
         ep = body.get("EndpointConfig") or {}
         ipam = ep.get("IPAMConfig") or {}
         ips = [v for v in (ipam.get("IPv4Address"), ipam.get("IPv6Address")) if v]
-        self.networks.connect(req.params["id"], ctr, ip=ips, aliases=ep.get("Aliases") or [])
+        self.networks.connect(self._net(req.params["id"]), ctr, ip=ips, aliases=ep.get("Aliases") or [])
 
     def network_disconnect(self, req: Request) -> None:
         body = req.json()
         ctr = body.get("Container")
         if not ctr:
             raise ApiError(400, "Container is required")
-        self.networks.disconnect(req.params["id"], ctr)
+        self.networks.disconnect(self._net(req.params["id"]), ctr)
 
     # -- volumes ---------------------------------------------------------------------------------
     def volumes_list(self, req: Request) -> dict[str, Any]:
@@ -823,6 +838,27 @@ class Api:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _docker_not_found(pattern: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Docker's wording for a missing object ("No such container: x"): clients match on it."""
+    if "(?P<id>" in pattern and pattern.startswith("/containers/"):
+        what, key = "container", "id"
+    elif "(?P<name>" in pattern and pattern.startswith("/images/"):
+        what, key = "image", "name"
+    else:
+        return fn
+
+    def wrapped(req: Request) -> Any:
+        try:
+            return fn(req)
+        except NotFound as exc:
+            msg = str(exc)
+            if msg.startswith("No such"):
+                raise
+            raise ApiError(404, f"No such {what}: {req.params.get(key, '')}") from None
+
+    return wrapped
+
+
 def _int(v: str, name: str) -> int:
     try:
         return int(v)
