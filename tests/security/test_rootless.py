@@ -137,7 +137,7 @@ def user(ruser):
     """The module's user; after each test none of its processes may be left."""
     yield ruser
     left: list[str] = []
-    for _ in range(50):
+    for _ in range(100):
         left = ruser.procs()
         if not left:
             break
