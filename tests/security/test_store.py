@@ -421,3 +421,11 @@ def test_runtime_root_is_private_and_userns_containers_still_start(rt, bundle) -
         assert rt.state("priv1")["status"] == "running"
     finally:
         rt("delete", "--force", "priv1")
+
+
+def test_private_bundle_still_serves_the_container_its_etc_files(isle) -> None:
+    """config.json is 0600, but the files the container reads through bind mounts (hosts,
+    resolv.conf, hostname) stay readable by a non-root user inside it."""
+    cp = isle("run", "--rm", "--network", "none", "--user", "1000:1000", "busybox", "sh", "-c",
+              "cat /etc/hosts /etc/hostname /etc/resolv.conf >/dev/null && echo ok")
+    assert cp.stdout.strip() == "ok"
