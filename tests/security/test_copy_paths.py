@@ -388,3 +388,21 @@ def test_cp_out_makes_no_devices_or_setid_files_on_the_host(isle, tmp_path: Path
     r = isle("cp", "dv:/x/disk", str(tmp_path / "disk"), check=False)
     assert not os.path.lexists(tmp_path / "disk") or not stat.S_ISBLK(os.lstat(tmp_path / "disk").st_mode)
     del r
+
+
+def test_build_copy_from_follows_links_inside_the_source_image(isle, tmp_path: Path) -> None:
+    d, f = _canary(tmp_path)
+    text = (f"FROM busybox AS src\nRUN mkdir -p /srv/data && echo inimage > /srv/data/f && "
+            f"ln -s /srv/data /app && ln -s {d} /hostdir && ln -s {f} /hostfile\n"
+            "FROM scratch\nCOPY --from=src /app/f /got\n")
+    r = _build(isle, tmp_path, "from", text)
+    assert r.returncode == 0, r.stderr
+    from isle.image.store import ImageStore
+
+    img = ImageStore(str(isle.root / "images")).resolve("from:1")
+    assert (Path(img.layer_dirs[-1]) / "got").read_text() == "inimage\n"
+    for src in (f"/hostdir/{HOSTONLY}", "/hostfile", "/hostdir"):
+        r = _build(isle, tmp_path, f"from{len(src)}",
+                   text.replace("COPY --from=src /app/f /got", f"COPY --from=src {src} /got"))
+        assert r.returncode != 0 and "src" in r.stderr
+    assert not _store_leaks(isle.root)

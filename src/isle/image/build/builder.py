@@ -387,6 +387,16 @@ class Builder:
             rel = posixpath.normpath(s.lstrip("/")) if s.strip("/") else "."
             if rel == ".." or rel.startswith("../"):
                 raise ins.error(f"source {s!r} is outside the build context")
+            if not from_context and not glob.has_magic(rel):
+                # --from: a path in another image, whose symlinks lead inside that image (as
+                # Docker follows them), never to the host's files
+                from isle.sys import fdtree
+
+                with Root(root) as r:
+                    try:
+                        rel = fdtree.resolve(r, rel).lstrip("/") or "."
+                    except OSError as e:
+                        raise ins.error(f"source {s!r}: {e.strerror}") from None
             hits = (
                 sorted(glob.glob(os.path.join(root, rel)))
                 if glob.has_magic(rel)
