@@ -360,3 +360,83 @@ def test_runtime_spec_load_raises_only_config_error(v: object, junk: bytes) -> N
 @PURE
 def test_errors_are_isle_errors() -> None:
     assert issubclass(ImageError, IsleError) and issubclass(ConfigError, IsleError)
+
+
+# -- the archive loader: any docker-archive gives a loaded image or isle's error, and a failed
+# -- load leaves the store (and everything beside it) as it was
+def _member_names() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(["layer.tar", "l/layer.tar", "../layer.tar", "/etc/passwd",
+                                      "a/../../x", "", ".", "cfg.json", "manifest.json"]),
+                     st.text(max_size=12))
+
+
+@st.composite
+def docker_archives(draw: st.DrawFn) -> bytes:
+    good = _plain_tar(draw(st.sampled_from([b"a", b"b"])))
+    layer = draw(st.sampled_from([good, gzip_bytes(good), b"junk" * 200, b"",
+                                  _plain_tar(b"c", ".wh..."), _plain_tar(b"d", "../x")]))
+    real_diff = "sha256:" + hashlib.sha256(good).hexdigest()
+    diff = draw(st.one_of(st.just(real_diff), digestish))
+    cfg_obj = draw(st.one_of(
+        st.just({"rootfs": {"type": "layers", "diff_ids": [diff]}}),
+        st.just({"rootfs": {"diff_ids": [diff, diff]}}), json_values, shaped()))
+    cfg = json.dumps(cfg_obj).encode()
+    cfg_name = draw(st.one_of(st.just("cfg.json"), _member_names()))
+    layer_name = draw(st.one_of(st.just("l/layer.tar"), _member_names()))
+    entry = draw(st.one_of(
+        st.just({"Config": cfg_name, "RepoTags": ["prop:1"], "Layers": [layer_name]}),
+        st.fixed_dictionaries({"Config": st.one_of(st.just(cfg_name), json_values),
+                               "RepoTags": st.one_of(st.just(["prop:1"]), json_values),
+                               "Layers": st.one_of(st.just([layer_name]), json_values)}),
+        json_values))
+    manifest = json.dumps(draw(st.one_of(st.just([entry]), json_values))).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in (("cfg.json", cfg), ("l/layer.tar", layer), ("manifest.json", manifest)):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _plain_tar(content: bytes, name: str = "f") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo(name)
+        ti.size, ti.mtime = len(content), 0
+        tf.addfile(ti, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def gzip_bytes(b: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(b, mtime=0)
+
+
+@pytest.mark.root
+@given(docker_archives())
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_load_of_any_docker_archive_is_all_or_nothing(arc: bytes) -> None:
+    from isle.image.archive import load
+    from isle.image.store import ImageStore
+
+    base, root, canary = _jail()
+    try:
+        store = ImageStore(os.path.join(root, "images"))
+        before_out = _snapshot(base, root)
+        store_dirs = [store.blobs.dir, store.layers_dir]
+        before = [sorted(os.listdir(d)) for d in store_dirs]
+        index_before = store._read_index()
+        try:
+            load(store, io.BytesIO(arc))
+        except IsleError:
+            assert [sorted(os.listdir(d)) for d in store_dirs] == before
+            assert store._read_index() == index_before
+            assert os.listdir(store.blobs.tmp_dir) == [] or all(
+                not n.startswith(("blob-", "load-")) for n in os.listdir(store.blobs.tmp_dir))
+        assert _snapshot(base, root) == before_out
+        assert sorted(os.listdir(base)) == ["canary", "root"]
+    finally:
+        shutil.rmtree(base)
