@@ -230,6 +230,57 @@ def test_engine_exec_and_healthcheck_hide_exe_and_env(isle, runtime_copy, attack
     assert "SEEN" in log, "the attacker never saw a runtime process: the test proves nothing"
 
 
+@pytest.mark.parametrize("extra_caps", [[], ["CAP_SYS_PTRACE"]], ids=["default", "ptrace"])
+def test_created_init_hidden_from_exec(crt, runtime_copy, bundle, tmp_path, extra_caps):
+    """`create` (no start): the init is isle's Python until `start`; a process exec'd into the
+    created container neither reads its environ/exe nor (with CAP_SYS_PTRACE) gets in at all."""
+    py = runtime_copy[1]
+    before = _sha(py)
+    marker = os.urandom(8).hex()
+    env = dict(os.environ, **{MARKER_VAR: marker})
+    b = bundle(["/bin/true"], lambda cfg: cfg["process"].update(capabilities=_caps(extra_caps)))
+    crt("create", "--bundle", str(b), "made", env=env)
+    cp = crt("exec", "made", "/bin/sh", "-c", "cat /proc/1/environ /proc/1/cmdline; echo; "
+             "readlink /proc/1/exe; echo PWNED >> /proc/1/exe", env=env, check=False)
+    crt("delete", "--force", "made")
+    assert marker not in cp.stdout, "the created init's caller environment leaked"
+    assert _sha(py) == before
+    if extra_caps:
+        assert cp.returncode != 0 and "CAP_SYS_PTRACE" in cp.stderr, cp.stderr
+    else:
+        assert str(py) not in cp.stdout, cp.stdout
+
+
+@pytest.mark.parametrize("extra_caps", [[], ["CAP_SYS_PTRACE"]], ids=["default", "ptrace"])
+def test_unstarted_init_hidden_from_joining_container(crt, runtime_copy, bundle, tmp_path,
+                                                      extra_caps):
+    """A created (not started) container's init, still isle's, seen by a second container that
+    joins its pid namespace: no caller environment, no host executable; with CAP_SYS_PTRACE
+    the second container is refused."""
+    py = runtime_copy[1]
+    before = _sha(py)
+    marker = os.urandom(8).hex()
+    env = dict(os.environ, **{MARKER_VAR: marker})
+    a = bundle(["/bin/true"], name="a")
+    crt("create", "--bundle", str(a), "a", env=env)
+    pid = json.loads(crt("state", "a").stdout)["pid"]
+
+    def edit(cfg: dict) -> None:
+        cfg["process"]["capabilities"] = _caps(extra_caps)
+        for n in cfg["linux"]["namespaces"]:
+            if n["type"] == "pid":
+                n["path"] = f"/proc/{pid}/ns/pid"
+    b = bundle(["/bin/sh", "-c", "cat /proc/1/environ /proc/1/cmdline; echo; readlink "
+                "/proc/1/exe; echo PWNED >> /proc/1/exe"], edit, name="b")
+    cp = crt("run", "--bundle", str(b), "b", env=env, check=False)
+    crt("delete", "--force", "a")
+    assert marker not in cp.stdout, "the created init's caller environment leaked"
+    assert str(py) not in cp.stdout and str(tmp_path) not in cp.stdout, cp.stdout
+    assert _sha(py) == before
+    if extra_caps:
+        assert cp.returncode != 0 and "has not started" in cp.stderr, cp.stderr
+
+
 # -- finding 11: Docker's current default seccomp profile (io_uring denied) ------------------------
 IO_URING_C = r"""
 #include <errno.h>

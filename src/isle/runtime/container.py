@@ -153,6 +153,7 @@ def create(root: str, cid: str, opts: Options) -> Container:
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     rootfs = _resolve_rootfs(cfg, bundle)
     _check_support(cfg, opts)
+    _check_pidns_started(cfg)
     unknown = runtime_spec.unknown_capabilities(cfg.get("process"))
     if unknown:
         _warn(f"ignoring unknown or unavailable capabilities: {', '.join(unknown)}")
@@ -746,6 +747,46 @@ def resume(root: str, cid: str) -> None:
     ctr.cgroup().thaw()
 
 
+def _check_pidns_started(cfg: dict[str, Any]) -> None:
+    """A container that joins a pid namespace by path, and may trace (CAP_SYS_PTRACE), must not
+    join one whose init is still isle's own, waiting on exec.fifo (a created, not started
+    container: see _may_ptrace_init); it shows "isle-runtime init" as its command line."""
+    nss = (cfg.get("linux") or {}).get("namespaces") or []
+    idx = next((i for i, n in enumerate(nss) if n["type"] == "pid" and n.get("path")), None)
+    if idx is None or not _may_ptrace_init(cfg, cfg.get("process") or {}):
+        return
+    try:
+        want = os.readlink(nss[idx]["path"]) if nss[idx]["path"].startswith("/proc/") else (
+            f"pid:[{os.stat(nss[idx]['path']).st_ino}]")
+    except OSError:
+        return  # _check_support / the join report a bad path
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") != want:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                unstarted = f.read(18) == b"isle-runtime init\0"
+        except OSError:
+            continue
+        if unstarted:
+            raise InvalidState(f"linux.namespaces[{idx}].path: the pid namespace's init has not "
+                               "started its process yet (isle's init waits for `start`, and a "
+                               "process with CAP_SYS_PTRACE could trace it); start that "
+                               "container first")
+
+
+def _may_ptrace_init(cfg: dict[str, Any], proc: dict[str, Any]) -> bool:
+    """Whether an exec'd process could trace a created container's init, which is still isle's
+    Python waiting on exec.fifo (non-dumpable: only CAP_SYS_PTRACE over the host's user namespace
+    reaches its /proc/1/exe, environ and memory; see reexec.py)."""
+    if any(n["type"] == "user" for n in (cfg.get("linux") or {}).get("namespaces") or []):
+        return False  # its CAP_SYS_PTRACE is over the container's user namespace only
+    caps = proc.get("capabilities")
+    return caps is None or any("CAP_SYS_PTRACE" in (v or []) for v in caps.values())
+
+
 def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
                  detach: bool) -> int:
     from isle.runtime import reexec
@@ -757,6 +798,10 @@ def exec_process(root: str, cid: str, proc: dict[str, Any], opts: Options,
     if status not in (RUNNING, CREATED):
         raise InvalidState(f"cannot exec in a {status} container")
     cfg = ctr.data["config"]
+    if status == CREATED and _may_ptrace_init(cfg, proc):
+        raise InvalidState("cannot exec a process that may hold CAP_SYS_PTRACE into a created "
+                           "container: its init is isle's own until `start` (it could be "
+                           "traced); start the container first")
     if proc.get("terminal") and not opts.console_socket and detach:
         raise ConfigError("process.terminal", "needs --console-socket with --detach")
     console_fd = _connect_console(opts.console_socket) if (

@@ -453,8 +453,10 @@ def _finish(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], exe: str,
         chan.close()
     if fifo_fd is not None:  # blocks until `start` opens exec.fifo
         # an `exec` into the created container sees this process until then: no /proc/1/exe,
-        # environ or mem for it without CAP_SYS_PTRACE (see reexec.py)
+        # environ or mem for it without CAP_SYS_PTRACE (see reexec.py), no host paths in its
+        # cmdline, and its environment block (the runtime's caller's) wiped
         L.LinuxSyscalls().prctl(L.PR_SET_DUMPABLE, 0)
+        L.scrub_cmdline()
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
         os.close(fd)

@@ -543,3 +543,22 @@ def _sealed_copy(path: str) -> int:
         return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(fd)
+
+
+def scrub_cmdline(title: bytes = b"isle-runtime init") -> None:
+    """Overwrite this process's argv and environment areas (what /proc/PID/cmdline shows to
+    anyone, and /proc/PID/environ to whoever may trace it) with title and NULs: the runtime's
+    command line names host paths, its environment is its caller's. Python keeps its own copies
+    (sys.argv, os.environ); C's getenv() finds nothing afterwards."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    # arg_start, arg_end, env_start, env_end: fields 48-51 of stat(5), counted from state (3)
+    lc = libc()
+    for (start, end), text in (((int(fields[45]), int(fields[46])), title),
+                               ((int(fields[47]), int(fields[48])), b"")):
+        if end <= start:
+            continue
+        text = text[:end - start - 1]
+        lc.memset(ctypes.c_ulong(start), ctypes.c_int(0), ctypes.c_size_t(end - start))
+        if text:
+            lc.memcpy(ctypes.c_ulong(start), text, ctypes.c_size_t(len(text)))
