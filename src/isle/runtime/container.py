@@ -246,6 +246,7 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         Chan,
         direct_ok,
         init_direct,
+        _opt_fds,
         init_hooks_wait,
         needs_sealed_init,
         preload,
@@ -281,7 +282,8 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
 
         child_opts["sealed"] = True
         try:
-            pid, chan = reexec.spawn(keep=(fifo_fd, console_fd), preserve=opts.preserve_fds)
+            pid, chan = reexec.spawn(keep=tuple(_opt_fds(child_opts)),
+                                     preserve=opts.preserve_fds)
             reexec.send_payload(chan, "stage1", {"cfg": cfg,
                                                  "opts": reexec.payload_opts(child_opts)})
         except BaseException:

@@ -286,8 +286,7 @@ def _init(sys: L.LinuxSyscalls, chan: Chan, cfg: dict[str, Any], opts: dict[str,
         proc = cfg["process"]
         lx = cfg.get("linux") or {}
         rootdir = opts["rootfs"]
-        _close_inherited(opts.get("preserve_fds", 0), (chan.rfd, chan.wfd, opts.get("fifo_fd"),
-                                                       opts.get("console_fd")))
+        _close_inherited(opts.get("preserve_fds", 0), (chan.rfd, chan.wfd, *_opt_fds(opts)))
         if not opts.get("setsid_done"):
             os.setsid()
         if not opts.get("no_new_keyring"):
@@ -506,6 +505,11 @@ def _close_extra_fds(preserve: int, keep: set[int]) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+
+
+def _opt_fds(opts: dict[str, Any]) -> list[int]:
+    """The fds the runtime hands its child by number: every ``*_fd`` option."""
+    return [v for k, v in opts.items() if k.endswith("_fd") and isinstance(v, int)]
 
 
 def _close_inherited(preserve: int, keep: tuple[int | None, ...]) -> None:

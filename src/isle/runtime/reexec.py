@@ -118,9 +118,8 @@ def main(rfd: int, wfd: int) -> None:
         from isle.runtime import init
 
         opts = msg["opts"]
-        for fd in (rfd, wfd, opts.get("console_fd"), opts.get("fifo_fd")):
-            if fd is not None:  # inherited across the exec: close-on-exec again, as they were
-                os.set_inheritable(fd, False)
+        for fd in (rfd, wfd, *init._opt_fds(opts)):  # inherited across the exec:
+            os.set_inheritable(fd, False)  # close-on-exec again, as they were
         if opts.get("seccomp_prog") is not None:
             opts["seccomp_prog"] = bytes.fromhex(opts["seccomp_prog"])
         cfg = msg["cfg"]
