@@ -43,15 +43,17 @@ def _print_rows(rows: list[Any], fmt: str, no_trunc: bool) -> None:
         for r in rows:
             _out(render_template(body, r.template_fields()))
         return
-    table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "ISOLATION",
+               "NAMES"]]
     for r in rows:
         cmd = r.Command if no_trunc or len(r.Command) <= 22 else r.Command[:19] + '…"'
         table.append([r.full_id if no_trunc else r.ID, r.Image, cmd, r.RunningFor, r.Status,
-                      r.Ports, r.Names])
+                      r.Ports, r.Isolation, r.Names])
     _table(table)
 
 
 _HEAD = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
          "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS", "State": "STATE",
          "Ports": "PORTS", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
-         "Size": "SIZE", "ImageID": "IMAGE ID", "LocalVolumes": "LOCAL VOLUMES"}
+         "Size": "SIZE", "ImageID": "IMAGE ID", "LocalVolumes": "LOCAL VOLUMES",
+         "Isolation": "ISOLATION"}

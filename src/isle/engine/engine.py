@@ -102,8 +102,13 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     def create(self, opts: RunOptions) -> CreateReport:
         if opts.isolation == "vm":
             opts.runtime = opts.runtime or _vm_runtime()
-        if opts.isolation not in ("container", "default", "", "vm"):
-            raise ConfigError("--isolation", f"unknown isolation {opts.isolation!r} (container, vm)")
+        if opts.isolation not in ("container", "default", "", "vm", "sandbox"):
+            raise ConfigError("--isolation", f"unknown isolation {opts.isolation!r} "
+                              "(container, sandbox, vm)")
+        if opts.isolation == "sandbox" or os.path.basename(opts.runtime) == "runsc":
+            from isle.engine import sandbox  # gVisor: runsc is the runtime, whichever was asked
+
+            sandbox.check(opts, self.s.rootless)
         if opts.remove and opts.restart.name != "no":
             raise ConfigError("--restart", "conflicting options: --restart and --rm")
         from isle.engine import netplug
@@ -390,6 +395,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             rt = resolve_runtime(self.s.runtime, explicit="ISLE_RUNTIME" in os.environ)
         except ConfigError as exc:
             rt = f"unavailable ({exc})"
+        vm = _vm_info(self.s)
+        lv = _levels(self.s, vm)
         return {
             "Containers": len(recs),
             "ContainersRunning": sum(r.state == "running" for r in recs),
@@ -416,6 +423,24 @@ def _vm_info(s: Any) -> dict[str, Any]:
 
     d["templates"] = len(VMs(s).templates())
     return d
+
+
+def _levels(s: Any, vm: dict[str, Any]) -> dict[str, str]:
+    """{container|sandbox|vm: "" where it works here, else why not}."""
+    from isle.engine import sandbox
+
+    try:
+        _vm_runtime()
+        has_vm = True
+    except Unsupported:
+        has_vm = False
+    return sandbox.levels(s.rootless, vm, has_vm)
+
+
+def _level_notes(vm: dict[str, Any]) -> dict[str, str]:
+    from isle.engine import sandbox
+
+    return sandbox.level_notes(vm)
 
 
 def _vm_runtime() -> str:

@@ -56,7 +56,13 @@ class Lifecycle:
     def _oci(self, rec: ContainerRecord) -> OciRuntime:
         from isle.engine.ocicli import OciRuntime
 
-        return OciRuntime(rec.opts.get("runtime") or "runc", self.s.runtime_root)
+        path = rec.opts.get("runtime") or "runc"
+        if path.endswith("/runsc"):  # gVisor (--isolation sandbox): its flags on every call
+            from isle.engine import netplug, sandbox
+
+            mode = netplug.mode_of(RunOptions.from_dict(rec.opts), self.s.rootless)
+            return OciRuntime(*sandbox.oci_args(self.s.runroot, path, mode))
+        return OciRuntime(path, self.s.runtime_root)
 
     def _exit_command(self, cid: str) -> list[str]:
         if self.s.rootless:
@@ -101,7 +107,7 @@ class Lifecycle:
             use_exit_cmd = not foreground or opts.restart.name != "no"
             margs = MonitorArgs(
                 container_id=rec.id, name=rec.name, runtime_path=oci.path,
-                runtime_root=self.s.runtime_root, bundle=p.bundle, persist_dir=p.run,
+                runtime_root=oci.root, runtime_args=oci.args, bundle=p.bundle, persist_dir=p.run,
                 exit_dir=p.exit_dir, socket_dir=p.socket_dir, log_path=p.log,
                 stdin=opts.interactive and attach, tty=opts.tty,
                 exit_command=self._exit_command(rec.id) if use_exit_cmd else [],
@@ -455,7 +461,7 @@ class Lifecycle:
             with suppress(OSError):
                 os.kill(rec.pid, signal.SIGKILL)
         state_dir = os.path.join(self.s.runtime_root, rec.id)
-        if os.path.isdir(state_dir):
+        if os.path.isdir(state_dir) or (rec.opts.get("runtime") or "").endswith("/runsc"):
             rt = os.path.basename(rec.opts.get("runtime") or "")
             if rt in _KNOWN_RUNTIMES and not alive(rec.pid, rec.pid_start) \
                     and rec.state not in ("running", "paused"):

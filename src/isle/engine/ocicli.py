@@ -77,12 +77,13 @@ def _which(name: str) -> str | None:
 
 
 class OciRuntime:
-    def __init__(self, path: str, root: str) -> None:
+    def __init__(self, path: str, root: str, args: list[str] | None = None) -> None:
         self.path = path
         self.root = root
+        self.args = list(args or [])  # global flags before the sub-command (runsc's --platform)
 
     def _argv(self, *args: str) -> list[str]:
-        return [self.path, "--root", self.root, *args]
+        return [self.path, "--root", self.root, *self.args, *args]
 
     def run(self, *args: str, timeout: float = 60, check: bool = True) -> Any:
         from isle.sys import proc  # subprocess: not on the paths that never run the runtime CLI

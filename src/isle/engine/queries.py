@@ -283,5 +283,10 @@ def _match(row: ContainerSummary, f: str) -> bool:
         return row.State == "exited" and str(row.exit_code) == v
     if k == "ancestor":
         return v in (row.Image, row.ImageID) or row.ImageID.startswith("sha256:" + v)
+    if k == "isolation":
+        if v not in ("container", "sandbox", "vm"):
+            raise ConfigError("--filter", f"invalid filter 'isolation={v}' "
+                              "(container, sandbox, vm)")
+        return row.Isolation == v
     raise ConfigError("--filter", f"invalid filter {k!r}")
 

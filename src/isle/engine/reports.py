@@ -68,11 +68,12 @@ class ContainerSummary:
     labels: dict[str, str] = field(default_factory=dict)
     exit_code: int = 0
     full_id: str = ""
+    Isolation: str = "container"  # container | sandbox | vm
 
     def template_fields(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "ID", "Names", "Image", "ImageID", "Command", "CreatedAt", "RunningFor", "Status",
-            "State", "Ports", "Labels", "Mounts", "Networks", "Size", "LocalVolumes")}
+            "State", "Ports", "Labels", "Mounts", "Networks", "Size", "LocalVolumes", "Isolation")}
 
 
 @record

@@ -90,7 +90,13 @@ def summary(rec: ContainerRecord, image_config: dict[str, Any], now: float | Non
         State=rec.state, Ports=", ".join(rec.extra.get("ports_display", [])),
         Labels=",".join(f"{k}={v}" for k, v in labels.items()), Mounts=",".join(mounts),
         Networks=opts.get("network") or "bridge", created=rec.created, labels=labels,
-        exit_code=rec.exit_code, full_id=rec.id)
+        exit_code=rec.exit_code, full_id=rec.id, Isolation=isolation_of(opts))
+
+
+def isolation_of(opts: dict[str, Any]) -> str:
+    """container | sandbox | vm: the level a record runs at (older records: container)."""
+    iso = opts.get("isolation") or "container"
+    return "container" if iso == "default" else iso
 
 
 def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: str,
