@@ -597,6 +597,10 @@ def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid:
         sys.prctl(L.PR_SET_PDEATHSIG, 9)
         for f in chan.expect("go").get("join") or ():  # before setns mnt: host paths
             _join_self(f)
+        from isle.runtime import process
+
+        process.set_oom_score(proc.get("oomScoreAdj"))  # on the host's procfs, while dumpable
+        sys.prctl(L.PR_SET_DUMPABLE, 0)  # as runc: before joining anything (see reexec.py)
         types = {n["type"] for n in (cfg.get("linux") or {}).get("namespaces") or []}
         in_userns = "user" in types
         for t in _JOIN_ORDER:
@@ -614,8 +618,9 @@ def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid:
                 _become_root_in_userns()
         # everything a fork inherits happens here, outside the container's pid namespace: the
         # process the container can see already has the user, caps and cwd it execs with
-        exe, envd = _prepare(sys, cfg, proc, in_userns, opts.get("seccomp_prog"), None)
-        sys.prctl(L.PR_SET_DUMPABLE, 0)
+        exe, envd = _prepare(sys, cfg, proc, in_userns, opts.get("seccomp_prog"), None,
+                             oom_done=True)
+        sys.prctl(L.PR_SET_DUMPABLE, 0)  # still (only an execve sets it back)
         pid = os.fork()
         if pid == 0:
             try:
