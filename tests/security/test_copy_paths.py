@@ -406,3 +406,64 @@ def test_build_copy_from_follows_links_inside_the_source_image(isle, tmp_path: P
                    text.replace("COPY --from=src /app/f /got", f"COPY --from=src {src} /got"))
         assert r.returncode != 0 and "src" in r.stderr
     assert not _store_leaks(isle.root)
+
+
+# -- the walkers themselves, against a tree swapped by another process ---------------------------
+
+
+def _swapper(tree: Path, host: Path) -> subprocess.Popen:
+    import sys
+
+    code = ("import os\nt, o = {t!r}, {o!r}\nwhile True:\n"
+            "    os.rename(t + '/w', t + '/w.tmp'); os.symlink(o, t + '/w')\n"
+            "    os.unlink(t + '/w'); os.rename(t + '/w.tmp', t + '/w')\n").format(t=str(tree),
+                                                                                  o=str(host))
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@pytest.mark.timeout(300)
+def test_tar_writer_and_copier_race_a_swapping_tree(tmp_path: Path) -> None:
+    from isle.image.layers import tar_dir
+    from isle.sys import fdtree
+
+    tree, host = tmp_path / "tree", tmp_path / "host"
+    (tree / "w").mkdir(parents=True)
+    host.mkdir()
+    for i in range(20):
+        (tree / "w" / f"f{i}").write_text("inner")
+        (host / f"f{i}").write_text(SECRET)
+    before = _snap(host)
+    src = tmp_path / "src"
+    (src / "w").mkdir(parents=True)
+    for i in range(20):
+        (src / "w" / f"n{i}").write_text("INTRUDER")
+    sw = _swapper(tree, host)
+    try:
+        for k in range(200):
+            b = io.BytesIO()
+            tar_dir(str(tree), b)  # never raises on a changing tree, never reads the host
+            assert SECRET.encode() not in b.getvalue(), k
+        for k in range(60):
+            out = tmp_path / f"out{k}"
+            out.mkdir()
+            s, d = (os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (tree, out))
+            try:
+                fdtree.copy_into(s, d, keep_owner=True, untrusted=True)  # out of the tree
+            finally:
+                os.close(s)
+                os.close(d)
+            assert not _leaked(out), k
+            s, d = (os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (src, tree))
+            try:
+                try:
+                    fdtree.copy_into(s, d, keep_owner=False)  # into the tree
+                except OSError as e:  # the copy may fail on a changing tree, never escape
+                    assert e.errno in (17, 21, 2, 20, 40), e
+            finally:
+                os.close(s)
+                os.close(d)
+            assert _snap(host) == before, k
+    finally:
+        sw.kill()
+        sw.wait()
+    assert _snap(host) == before

@@ -881,7 +881,12 @@ def tar_dir(
                             raise
                         f = os.fdopen(fd, "rb")
                     try:
-                        ti = _tarinfo(tf, st, prefix + rel + name, dfd, name)
+                        try:
+                            ti = _tarinfo(tf, st, prefix + rel + name, dfd, name)
+                        except OSError as e:  # a symlink gone or replaced since the listing
+                            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EINVAL):
+                                continue
+                            raise
                         if ti is None:
                             continue  # a socket: not archivable (as tar)
                         for x in _xattrs(xp):

@@ -29,7 +29,7 @@ __all__ = ["walk", "listdir", "open_dir", "open_file", "mkdir_at", "copy", "copy
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MAX_LINKS = 40
-_GONE = (2, 20, 40)  # ENOENT, ENOTDIR, ELOOP (O_NOFOLLOW met a symlink)
+_GONE = (2, 20, 22, 40)  # ENOENT, ENOTDIR, EINVAL (readlink of a non-link), ELOOP (O_NOFOLLOW)
 
 
 
