@@ -281,6 +281,39 @@ def test_unstarted_init_hidden_from_joining_container(crt, runtime_copy, bundle,
         assert cp.returncode != 0 and "has not started" in cp.stderr, cp.stderr
 
 
+@pytest.mark.parametrize("how", ["_ro_clone", "_sealed_copy"])
+def test_sealed_exe_cannot_be_written(tmp_path, how):
+    """Both ways sys.libc.sealed_exe makes the interpreter a container may see: writable by
+    nobody through the fd (or a reopen of it), and still executable."""
+    from isle.sys import libc as L
+
+    src = tmp_path / "py"
+    shutil.copy2(Path(os.readlink("/proc/self/exe")), src)
+    before = _sha(src)
+    fd = getattr(L, how)(str(src))
+    try:
+        for flags in (os.O_WRONLY | os.O_APPEND, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
+            try:
+                w = os.open(f"/proc/self/fd/{fd}", flags)
+            except OSError:
+                continue
+            try:
+                with pytest.raises(OSError):
+                    os.write(w, b"PWNED")
+            finally:
+                os.close(w)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execve(fd, ["py", "-SE", "-c", "pass"], {})
+            finally:
+                os._exit(127)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    finally:
+        os.close(fd)
+    assert _sha(src) == before
+
+
 # -- finding 11: Docker's current default seccomp profile (io_uring denied) ------------------------
 IO_URING_C = r"""
 #include <errno.h>
