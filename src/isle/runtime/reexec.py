@@ -95,8 +95,9 @@ def spawn(keep: tuple[int | None, ...] = (), preserve: int = 0) -> tuple[int, Ch
 def send_payload(chan: Chan, entry: str, payload: dict[str, Any]) -> None:
     """The spawned child's work: entry "exec" (init.exec_stage1) or "stage1" (init.stage1), with
     payload's values (JSON; see payload_opts)."""
+    dbg = {k: "1" for k in ("ISLE_RUNTIME_DEBUG", "ISLE_RUNTIME_TRACE") if os.environ.get(k)}
     try:
-        chan.send(op="payload", entry=entry, **payload)
+        chan.send(op="payload", entry=entry, debug=dbg, **payload)
     except BrokenPipeError:
         pass  # the child's error is in the pipe: the caller's next recv reports it
 
@@ -117,6 +118,11 @@ def main(rfd: int, wfd: int) -> None:
         msg = chan.expect("payload")
         from isle.runtime import init
 
+        if msg.get("debug"):  # the runtime's debugging switches, and nothing else of its env
+            os.environ.update(msg["debug"])
+            from isle.runtime import state
+
+            state._TRACE = msg["debug"].get("ISLE_RUNTIME_TRACE")
         opts = msg["opts"]
         for fd in (rfd, wfd, *init._opt_fds(opts)):  # inherited across the exec:
             os.set_inheritable(fd, False)  # close-on-exec again, as they were
