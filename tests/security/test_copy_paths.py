@@ -467,3 +467,21 @@ def test_tar_writer_and_copier_race_a_swapping_tree(tmp_path: Path) -> None:
         sw.kill()
         sw.wait()
     assert _snap(host) == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_exec_user_lookup_never_reads_a_host_passwd(isle, tmp_path: Path) -> None:
+    """`exec -u NAME` reads the running container's /etc/passwd: a container swapping it for a
+    symlink to a host file must not get a user from the host's file."""
+    hostetc = tmp_path / "hostetc"
+    hostetc.mkdir()
+    (hostetc / "passwd").write_text("hostonly:x:4242:4242::/:/bin/sh\n")
+    (hostetc / "group").write_text("hostonly:x:4242:\n")
+    _run(isle, "ex", f"cp /etc/passwd /pw.real && while :; do ln -sf {hostetc}/passwd /etc/pw.l; "
+         "mv /etc/pw.l /etc/passwd; cp /pw.real /etc/pw.n; mv /etc/pw.n /etc/passwd; done")
+    time.sleep(0.3)
+    assert isle("exec", "ex", "/bin/busybox", "ls", "/etc/passwd").returncode == 0
+    for _ in range(30):
+        r = isle("exec", "-u", "hostonly", "ex", "/bin/busybox", "id", "-u", check=False)
+        assert "4242" not in r.stdout

@@ -96,7 +96,6 @@ class Queries:
         stderr fds, as the API passes); its exit code (126/127 like Docker)."""
         from isle.engine.lifecycle import _precheck_command
         from isle.engine.spec import SpecInputs, process_spec
-        from isle.engine.volumes import safe_join
         from isle.sys import proc
         from isle.engine.layout import write_file
 
@@ -113,9 +112,19 @@ class Queries:
             opts.privileged = True
 
         def _read(rel: str) -> str:
+            # the container is running and may swap /etc for a symlink to the host's: the file
+            # resolves inside its root (openat2 RESOLVE_IN_ROOT), a regular file only
+            import stat
+
+            from isle.sys.inroot import Root
+
             try:
-                with open(safe_join(p.rootfs, rel), errors="replace") as f:
-                    return f.read()
+                with Root(p.rootfs) as r:
+                    fd = r.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+                with os.fdopen(fd, "rb") as f:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        return ""
+                    return f.read(1 << 22).decode(errors="replace")
             except OSError:
                 return ""
 
