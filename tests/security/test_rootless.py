@@ -529,3 +529,31 @@ def test_rootless_cgroup_v2_delegation_only_below_what_is_ours(user):
                   " print(c.delegated_base(sys.argv[2], sys.argv[3]))",
                   str(REPO / "src"), str(fake), f"0::{own}\n")
     assert cp.stdout.strip() == "None", cp.stderr
+
+
+@pytest.mark.timeout(120)
+def test_rootless_without_subid_ranges_is_a_clear_error(ruser):
+    """A user with no /etc/subuid range: a clear error naming the file and the fix; nothing runs,
+    nothing of the user's is left (and no other user's range is borrowed)."""
+    name = "isq" + secrets.token_hex(3)
+    saved = {f: _read(f) for f in ("/etc/subuid", "/etc/subgid")}
+    subprocess.run(["useradd", "-d", str(ruser.base / name), "-m", "-s", "/bin/sh", "-K",
+                    "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name], check=True,
+                   capture_output=True)
+    try:
+        u = User(name, ruser.base)
+        u.xdg_run = ruser.base / f"run-{name}"
+        u.xdg_run.mkdir(mode=0o700)
+        os.chown(u.xdg_run, u.uid, u.gid)
+        u.data = u.home / "data"
+        cp = u.isle("run", "--rm", "--network", "none", "busybox", "true")
+        assert cp.returncode != 0
+        assert "no /etc/subuid entry" in cp.stderr and "--add-subuids" in cp.stderr, cp.stderr
+        assert u.isle("ps", "-aq").stdout.split() == []
+        assert u.procs() == []
+    finally:
+        subprocess.run(["pkill", "-KILL", "-U", str(pwd.getpwnam(name).pw_uid)],
+                       capture_output=True)
+        subprocess.run(["userdel", name], capture_output=True)
+        for f, before in saved.items():
+            _restore(f, before, name)

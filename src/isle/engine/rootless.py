@@ -39,8 +39,8 @@ def id_maps() -> tuple[list[dict[str, int]], list[dict[str, int]]]:
         m = [{"containerID": 0, "hostID": own, "size": 1}]
         r = sub_range(path, uid, name)
         if r is None:
-            raise ConfigError("rootless", f"no {path} entry for {name}: add one "
-                              f"(e.g. usermod --add-subuids 100000-165535 {name})")
+            raise ConfigError("rootless", f"no {path} entry for {name}: add one (e.g. usermod "
+                              f"--add-sub{path[-3:]}s 100000-165535 {name})")
         m.append({"containerID": 1, "hostID": r[0], "size": r[1]})
         maps.append(m)
     return maps[0], maps[1]
