@@ -660,6 +660,11 @@ class Unpacker:
             tparts = _clean(m.linkname)
             if not tparts:
                 raise _Skip(f"hard link to {m.linkname!r} leaves the layer; dropped")
+            tkey = "/".join(tparts)
+            if tkey == key or tkey.startswith(key + "/"):
+                # the link would replace its own target (or a directory holding it): the target
+                # goes first, and its directory's fd with it
+                raise _Skip(f"hard link to {m.linkname!r} inside the entry it replaces; dropped")
             tparent = self._dir(tparts[:-1], False)
             try:
                 self._replacing(
