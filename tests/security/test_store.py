@@ -429,3 +429,16 @@ def test_private_bundle_still_serves_the_container_its_etc_files(isle) -> None:
     cp = isle("run", "--rm", "--network", "none", "--user", "1000:1000", "busybox", "sh", "-c",
               "cat /etc/hosts /etc/hostname /etc/resolv.conf >/dev/null && echo ok")
     assert cp.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("link, target", [("d", "d/f"), ("d/f", "d/f"), ("d", "d/e/f")])
+def test_hard_link_replacing_its_own_target_is_dropped_cleanly(tmp_path: Path, link: str,
+                                                              target: str) -> None:
+    """A hard link whose name is its target's directory removed that directory (and the fd the
+    link was to be made from) first: it is dropped, not an OSError (found by hypothesis)."""
+    (tmp_path / "root").mkdir()
+    data = _tar([(_ti("d/e", tarfile.DIRTYPE), None), (_ti("d/f"), b"x"), (_ti("d/e/f"), b"y"),
+                 (_ti(link, tarfile.LNKTYPE, linkname=target), None), (_ti("after"), b"ok")])
+    _, _, skipped = unpack_layer(io.BytesIO(data), str(tmp_path / "root"), "")
+    assert any(n == link for n, _ in skipped)
+    assert (tmp_path / "root" / "after").read_text() == "ok"
