@@ -263,3 +263,33 @@ def test_engine_image_with_symlinked_dev_and_etc_files(isle, rootfs, canary, tmp
               "grep -c localhost /etc/hosts; ls /dev/null && echo ok", check=False)
     canary.check()
     assert cp.returncode == 0 and "ok" in cp.stdout, cp.stderr
+
+
+def test_spec_device_in_a_symlinked_subdir_stays_inside(rt, bundle, rootfs, canary):
+    _plant(rootfs, "/dev/net", canary.dir, "abs")
+
+    def extra(c):
+        c["linux"]["devices"] = [{"path": "/dev/net/tun", "type": "c", "major": 10,
+                                  "minor": 200, "fileMode": 0o666, "uid": 0, "gid": 0}]
+    cp = rt("run", "-b", str(bundle(["sh", "-c", "stat -L -c '%t:%T' /dev/net/tun"],
+                                    _spec(rootfs, dev_tmpfs=False, extra=extra))),
+            "c1", check=False)
+    canary.check()
+    assert cp.returncode == 0 and cp.stdout.strip() == "a:c8", (cp.stdout, cp.stderr)
+
+
+@pytest.mark.parametrize("link", ["../../../../../..", "/", "."])
+def test_dev_linked_to_the_root_is_a_clear_error(rt, bundle, rootfs, tmp_path, link):
+    """A mount destination that resolves to the rootfs itself would bury the image (and with
+    a host-relative reading, the host's directories): refused, naming the mount."""
+    (rootfs / "dev").rename(rootfs / "olddev")
+    (rootfs / "dev").symlink_to(link)
+    b = bundle(["true"], _spec(rootfs))
+    rt.root.mkdir(exist_ok=True)
+    before = sorted(os.listdir(tmp_path)), sorted(os.listdir(rootfs))
+    cp = rt("run", "-b", str(b), "c1", check=False)
+    assert cp.returncode != 0
+    assert "mounts[1]" in cp.stderr and "/dev resolves to the container's root" in cp.stderr, \
+        cp.stderr
+    assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(rootfs))) == before
+    assert not (rt.root / "c1").exists()

@@ -246,7 +246,7 @@ def _mount_cgroup(sys: L.Syscalls, m: Mount, r: Root,
         top = _mounted(r, m.dest, t)
     finally:
         os.close(t)
-    try:  # top: the fresh tmpfs, nobody else's yet; its names are plain (no symlinks)
+    try:  # top: the fresh tmpfs, nobody else's yet; a plain name below it is walked into it
         for mp, root, fstype in mounts:
             if not mp.startswith("/sys/fs/cgroup/"):
                 continue
@@ -268,22 +268,13 @@ def _mount_cgroup(sys: L.Syscalls, m: Mount, r: Root,
             src = mp + rel
             if not os.path.isdir(src):
                 continue
+            target = f"{_fd_path(top)}/{name}"  # a plain name in the tmpfs only we can see
             try:
-                os.mkdir(name, 0o755, dir_fd=top)
+                os.mkdir(target, 0o755)
             except FileExistsError:
                 pass
-            sub = openat2(top, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, 0,
-                          RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-            try:
-                sys.mount(src, _fd_path(sub), None, L.MS_BIND | L.MS_REC, None)
-                bound = openat2(top, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, 0,
-                                RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)  # crosses onto the bind
-            finally:
-                os.close(sub)
-            try:
-                _remount(sys, _fd_path(bound), base | ro)
-            finally:
-                os.close(bound)
+            sys.mount(src, target, None, L.MS_BIND | L.MS_REC, None)
+            _remount(sys, target, base | ro)
         if ro:
             sys.mount(None, _fd_path(top), None, L.MS_REMOUNT | L.MS_RDONLY | base, "mode=755")
     except BaseException:

@@ -35,6 +35,12 @@ RESOLVE_IN_ROOT = 0x10
 
 _NR_OPENAT2 = {"x86_64": 437, "aarch64": 437}
 _MAX_LINKS = 40  # the kernel's own limit on symlinks in one lookup (ELOOP)
+_NR: list[int] = []
+
+
+def _nr() -> int:
+    _NR.append(_NR_OPENAT2[os.uname().machine])
+    return _NR[0]
 
 
 def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
@@ -45,7 +51,7 @@ def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: i
     raw = b"".join(v.to_bytes(8, "little") for v in (flags | os.O_CLOEXEC, mode, resolve))
     how = c.create_string_buffer(raw, 24)  # struct open_how {u64 flags, mode, resolve}
     p = path.encode() if isinstance(path, str) else path
-    nr = _NR_OPENAT2[os.uname().machine]
+    nr = _NR[0] if _NR else _nr()
     fd = L.libc().syscall(c.c_long(nr), c.c_int(dirfd), c.c_char_p(p), how, c.c_size_t(24))
     if fd < 0:
         err = c.get_errno()

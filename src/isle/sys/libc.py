@@ -172,8 +172,13 @@ _SYSCALLS = {
 }
 
 
+_MACHINE: list[dict[str, int]] = []  # this machine's table, found once (uname is a syscall)
+
+
 def syscall_nr(name: str) -> int:
-    return _SYSCALLS[os.uname().machine][name]
+    if not _MACHINE:
+        _MACHINE.append(_SYSCALLS[os.uname().machine])
+    return _MACHINE[0][name]
 
 
 _libc: ctypes.CDLL | None = None
