@@ -575,7 +575,7 @@ class Builder:
             if view is None:  # scratch: numeric ids only
                 if not u.isdigit() or (g and not g.isdigit()):
                     raise ConfigError("USER", "the image has no /etc/passwd or /etc/group")
-                return int(u), int(g) if g else int(u)
+                return int(u), int(g) if g else 0  # as resolve_user: no passwd entry, gid 0
             uid, gid = resolve_user(view.path, u)
             if g:
                 gid = resolve_user(view.path, f"{u}:{g}")[1]
