@@ -152,6 +152,13 @@ def run_options(body: dict[str, Any], name: str) -> Any:
     o.user = body.get("User") or ""
     o.tty = bool(body.get("Tty"))
     o.interactive = bool(body.get("OpenStdin"))
+    cs = hc.get("ConsoleSize")
+    if cs is not None:
+        if not (isinstance(cs, list) and len(cs) == 2 and all(
+                isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 65536 for x in cs)):
+            raise ApiError(400, "HostConfig.ConsoleSize: want [height, width] (unsigned integers)")
+        if all(cs):
+            o.console_size = [int(cs[0]), int(cs[1])]
     o.detach = True  # the API always starts in the background; attach follows the logs
     o.hostname = body.get("Hostname") or ""
     o.labels = {str(k): str(v) for k, v in _obj(body.get("Labels"), "Labels").items()}

@@ -38,6 +38,10 @@ class Api:
         self._local = threading.local()
         self.execs: dict[str, dict[str, Any]] = {}
         self._execs_lock = threading.Lock()
+        #: attach requests waiting for their container's start: {id: [queue, ...]}; the start
+        #: connects conmon's attach socket before the process runs and hands it to the first
+        self._attachers: dict[str, list[Any]] = {}
+        self._attach_lock = threading.Lock()
         from importlib.metadata import version
 
         try:
@@ -111,6 +115,8 @@ class Api:
             ("PUT", rf"/containers/{_ID}/archive", self.archive_put),
             ("POST", rf"/containers/{_ID}/exec", self.exec_create),
             ("POST", r"/commit", self.commit),
+            ("POST", r"/build", self.build),
+            ("POST", r"/build/prune", self.build_prune),
             # exec
             ("POST", rf"/exec/{_ID}/start", self.exec_start),
             ("POST", rf"/exec/{_ID}/resize", self.exec_resize),
@@ -216,8 +222,10 @@ class Api:
         body = req.json()
         name = req.q("name")
         opts = convert.run_options(body, name)
-        if not self.engine.store.exists(opts.image):  # clients pull on this exact message
-            raise ApiError(404, f"No such image: {opts.image}")
+        try:  # resolve, not exists: busybox:latest is made offline on first use
+            self.engine.store.resolve(opts.image)
+        except NotFound:  # clients pull on this exact message
+            raise ApiError(404, f"No such image: {opts.image}") from None
         rep = self.engine.create(opts)
         return Response(201, {"Id": rep.id, "Warnings": list(rep.warnings)})
 
@@ -235,8 +243,25 @@ class Api:
         rec = eng.get(req.params["id"])
         if rec.state in ("running", "paused"):
             return Response(304)
+        with self._attach_lock:
+            waiters = self._attachers.pop(rec.id, [])
         try:
-            eng.start(rec.id)
+            if waiters:
+                try:
+                    sock = eng.start_attached(rec.id)
+                except BaseException as exc:
+                    for q in waiters:
+                        q.put(exc)
+                    raise
+                waiters[0].put(sock)
+                bundle = eng.paths(rec.id).bundle
+                for q in waiters[1:]:
+                    try:
+                        q.put(_connect_attach(bundle))
+                    except OSError as exc:
+                        q.put(exc)
+            else:
+                eng.start(rec.id)
         except IsleError:
             if rec.opts.get("remove"):  # AutoRemove: Docker removes a container that cannot start
                 with _suppress_all():
@@ -325,35 +350,80 @@ class Api:
         return Stream(gen(), content_type=ctype)
 
     def container_attach(self, req: Request) -> Hijack:
+        """Docker's attach: output (and stdin with stdin=1) over the hijacked connection, through
+        conmon's attach socket. Before the start, the start itself connects that socket (nothing
+        the process writes is lost); logs=1 first replays the log."""
         eng = self.engine
         rec = eng.get(req.params["id"])
         tty = bool(rec.opts.get("tty"))
-        want_out = req.qbool("stdout")
-        want_err = req.qbool("stderr")
-        logs = req.qbool("logs")
-        stream = req.qbool("stream")
+        want_out, want_err = req.qbool("stdout"), req.qbool("stderr")
+        want_in = req.qbool("stdin") and bool(rec.opts.get("interactive"))
+        logs, stream = req.qbool("logs"), req.qbool("stream")
+        keys = _detach_keys(req.q("detachKeys") or ("ctrl-p,ctrl-q" if tty else ""))
         cid = rec.id
         api = self
+        waiter: Any = None
+        if stream and rec.state not in ("running", "paused"):
+            import queue
+
+            waiter = queue.Queue()
+            with self._attach_lock:
+                self._attachers.setdefault(cid, []).append(waiter)
+
+        def send_out(sock: socket.socket, name: str, data: bytes) -> None:
+            if (name == "stderr" and not want_err) or (name != "stderr" and not want_out):
+                return
+            sock.sendall(data if tty else mux_frame(2 if name == "stderr" else 1, data))
 
         def run(sock: socket.socket, rfile: Any) -> None:
             e = api.engine  # this thread's engine
-            if not (stream or logs):
-                return
-            if stream and not logs:
-                # output from now on: wait for the start if it has not happened yet
-                _wait_started(e, cid, sock)
-            it = e.logs(cid, follow=stream, tail=-1 if (logs or stream) else 0)
-            for name, data in it:
-                if (name == "stderr" and not want_err) or (name != "stderr" and not want_out):
-                    continue
-                sock.sendall(data if tty else mux_frame(2 if name == "stderr" else 1, data))
+            try:
+                if logs:
+                    for name, data in e.logs(cid, follow=False, tail=-1):
+                        send_out(sock, name, data)
+                if not stream:
+                    return
+                ctr = None
+                if waiter is not None:
+                    ctr = _await_start(waiter, e, cid, sock)
+                    if ctr is None:
+                        return
+                else:
+                    try:
+                        ctr = _connect_attach(e.paths(cid).bundle)
+                    except OSError:
+                        return  # it stopped meanwhile: nothing more to stream
+                with ctr:
+                    _pump_attach(ctr, sock, rfile if want_in else None, send_out, keys)
+            finally:
+                if waiter is not None:
+                    with api._attach_lock:
+                        ws = api._attachers.get(cid, [])
+                        if waiter in ws:
+                            ws.remove(waiter)
+                        if not ws:
+                            api._attachers.pop(cid, None)
 
         ctype = "application/vnd.docker.raw-stream" if tty else \
             "application/vnd.docker.multiplexed-stream"
         return Hijack(run, content_type=ctype)
 
     def container_resize(self, req: Request) -> Response:
-        self.engine.get(req.params["id"])
+        eng = self.engine
+        rec = eng.get(req.params["id"])
+        h, w = req.qint("h", 0), req.qint("w", 0)
+        if not (0 <= h < 65536 and 0 <= w < 65536):
+            raise ApiError(400, f"invalid terminal size {h}x{w}")
+        if rec.state != "running":
+            raise ApiError(409, f"Container {rec.id} is not running")
+        if rec.opts.get("tty") and h and w:
+            ctl = os.path.join(eng.paths(rec.id).bundle, "ctl")
+            with _suppress():
+                fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    os.write(fd, f"1 {h} {w}\n".encode())
+                finally:
+                    os.close(fd)
         return Response(200, raw=b"", content_type="text/plain")
 
     def container_top(self, req: Request) -> dict[str, Any]:
@@ -480,6 +550,99 @@ class Api:
                                  pause=req.qbool("pause", True))
         return Response(201, {"Id": getattr(img, "id", str(img))})
 
+    # -- build -----------------------------------------------------------------------------------
+    def build(self, req: Request) -> Stream:
+        """The legacy builder's /build: the tar context (plain or compressed) is unpacked into a
+        private temp dir (the same checks as archive PUT), built by the engine's builder, and its
+        output sent as Docker's JSON stream. A client that goes away cancels the build."""
+        import queue
+        import tarfile
+
+        if req.q("remote"):
+            raise ApiError(501, "building from a remote context (remote=) is not supported: send "
+                                "the context as a tar body")
+        tags = [t for t in req.qlist("t") if t]
+        dockerfile = req.q("dockerfile") or "Dockerfile"
+        build_args = _json_map(req, "buildargs")
+        labels = _json_map(req, "labels")
+        target = req.q("target") or None
+        network = req.q("networkmode") or "default"
+        if network not in ("default", "bridge", "none", "host"):
+            raise ApiError(400, f"networkmode {network!r} is not supported (default, none, host)")
+        network = "default" if network == "bridge" else network
+        quiet = req.qbool("q")
+        for t in tags:
+            _check_ref(t)
+        tmp = tempfile.mkdtemp(prefix="isle-api-build-")
+        os.chmod(tmp, 0o700)
+        ctx = os.path.join(tmp, "context")
+        os.mkdir(ctx)
+        try:
+            try:
+                with tarfile.open(fileobj=_ChunkReader(req.body_chunks(MAX_BUILD_CONTEXT)),
+                                  mode="r|*") as t:
+                    _safe_extract(t, ctx)
+            except tarfile.TarError as exc:
+                raise ApiError(400, f"the build context is not a tar archive: {exc}") from None
+            file = _build_file(ctx, tmp, dockerfile, labels, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        imgs = self.images
+        lines: Any = queue.Queue()
+        state: dict[str, Any] = {"cancel": False}
+
+        def out(line: str) -> None:
+            if state["cancel"]:
+                raise _BuildCancelled("the client went away: build cancelled")
+            if not quiet:
+                lines.put(json.dumps({"stream": line.rstrip("\n") + "\n"}).encode() + b"\n")
+
+        def work() -> None:
+            try:
+                state["img"] = imgs.build(ctx, tags=tags, file=file, build_args=build_args,
+                                          target=target, no_cache=req.qbool("nocache"),
+                                          network=network, out=out)
+            except BaseException as exc:  # noqa: BLE001 -- reported in the stream
+                state["err"] = exc
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+                lines.put(None)
+
+        def gen() -> Iterator[bytes]:
+            th = threading.Thread(target=work, daemon=True)
+            th.start()
+            try:
+                while True:
+                    item = lines.get()
+                    if item is None:
+                        break
+                    yield item
+                th.join()
+                if "err" in state:
+                    msg = str(state["err"])
+                    yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() \
+                        + b"\n"
+                    return
+                img = state["img"]
+                yield json.dumps({"aux": {"ID": img.id}}).encode() + b"\n"
+                if not quiet:
+                    yield json.dumps({"stream": f"Successfully built {img.short_id}\n"}
+                                     ).encode() + b"\n"
+                    for t in tags:
+                        yield json.dumps({"stream": f"Successfully tagged {_familiar(t)}\n"}
+                                         ).encode() + b"\n"
+                else:
+                    yield json.dumps({"stream": f"{img.id}\n"}).encode() + b"\n"
+            finally:
+                state["cancel"] = True  # a no-op once done; else the builder stops at its next line
+                th.join()
+
+        return Stream(gen())
+
+    def build_prune(self, req: Request) -> dict[str, Any]:
+        return {"CachesDeleted": [], "SpaceReclaimed": 0}
+
     # -- exec ------------------------------------------------------------------------------------
     def exec_create(self, req: Request) -> Response:
         eng = self.engine
@@ -520,7 +683,13 @@ class Api:
         return {k: v for k, v in x.items() if not k.startswith("_")}
 
     def exec_resize(self, req: Request) -> Response:
-        self._exec(req.params["id"])
+        x = self._exec(req.params["id"])
+        h, w = req.qint("h", 0), req.qint("w", 0)
+        if not (0 <= h < 65536 and 0 <= w < 65536):
+            raise ApiError(400, f"invalid terminal size {h}x{w}")
+        if h and w:
+            x["_size"] = (h, w)
+            _set_winsize(x.get("_master", -1), h, w)
         return Response(200, raw=b"", content_type="text/plain")
 
     def exec_start(self, req: Request) -> Any:
@@ -553,10 +722,24 @@ class Api:
             threading.Thread(target=bg, daemon=True).start()
             return None
 
+        def run_exec_tty(console: str) -> int:
+            null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                return int(api.engine.exec(
+                    x["ContainerID"], x["_cmd"], env=x["_env"], user=x["ProcessConfig"]["user"],
+                    workdir=x["_workdir"], privileged=x["ProcessConfig"]["privileged"],
+                    interactive=False, detach=False, tty=True, stdio=(None, null, null),
+                    console_socket=console))
+            finally:
+                os.close(null)
+
         def run(sock: socket.socket, rfile: Any) -> None:
             try:
-                x["ExitCode"] = _exec_over_socket(run_exec, sock, rfile, tty=tty,
-                                                  stdin=x["OpenStdin"])
+                if tty:
+                    x["ExitCode"] = _exec_with_pty(run_exec_tty, sock, x, stdin=x["OpenStdin"])
+                else:
+                    x["ExitCode"] = _exec_over_socket(run_exec, sock, rfile, tty=tty,
+                                                      stdin=x["OpenStdin"])
             except IsleError as exc:
                 with _suppress():
                     sock.sendall(mux_frame(2, f"{exc}\n".encode()) if not tty
@@ -902,6 +1085,199 @@ def _wait_started(eng: Any, cid: str, sock: socket.socket) -> None:
                 return
 
 
+def _connect_attach(bundle: str) -> socket.socket:
+    from isle.engine.monitor import connect_attach
+
+    return connect_attach(bundle)
+
+
+def _detach_keys(spec: str) -> bytes:
+    """Docker's detach keys ("ctrl-p,ctrl-q", "a,ctrl-c") as the bytes a terminal sends."""
+    out = bytearray()
+    for k in filter(None, (x.strip() for x in spec.split(","))):
+        if len(k) == 1:
+            out.append(ord(k))
+        elif k.startswith("ctrl-") and len(k) in (6, 7):
+            c = k[5:]
+            codes = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+            if len(c) == 1 and c.isalpha():
+                out.append(ord(c.lower()) - ord("a") + 1)
+            elif c in codes:
+                out.append(codes[c])
+            else:
+                raise ApiError(400, f"invalid detach keys {spec!r}: unknown key {k!r}")
+        else:
+            raise ApiError(400, f"invalid detach keys {spec!r}: unknown key {k!r}")
+    return bytes(out)
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    """The client closed its connection entirely (not just its sending side: docker sends its
+    stdin's EOF as a half-close and still reads)."""
+    p = select.poll()
+    p.register(sock, select.POLLHUP | select.POLLERR)
+    return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
+
+
+def _await_start(waiter: Any, eng: Any, cid: str, sock: socket.socket) -> socket.socket | None:
+    """conmon's attach socket once the container starts (handed over by the start request, or
+    connected here when something else started it); None if the client or container went away."""
+    import queue
+
+    checked = time.monotonic()
+    while True:
+        try:
+            got = waiter.get(timeout=0.05)
+        except queue.Empty:
+            got = None
+        if isinstance(got, socket.socket):
+            return got
+        if isinstance(got, BaseException):
+            return None
+        if _client_gone(sock):
+            return None
+        if time.monotonic() - checked > 0.5:
+            checked = time.monotonic()
+            try:
+                rec = eng.get(cid)
+            except NotFound:
+                return None
+            if rec.state in ("running", "paused"):  # started elsewhere (isle start)
+                try:
+                    return _connect_attach(eng.paths(cid).bundle)
+                except OSError:
+                    return None
+
+
+def _pump_attach(ctr: socket.socket, sock: socket.socket, rfile: Any,
+                 send_out: Callable[[socket.socket, str, bytes], None], keys: bytes) -> None:
+    """conmon's packets ([stream byte] + data) -> the client; the client's bytes -> the
+    container's stdin (rfile given), EOF as a half-close; until the container's output ends, the
+    client leaves, or it types the detach keys."""
+    from isle.engine.monitor import STDERR
+
+    poll = select.poll()
+    poll.register(ctr, select.POLLIN)
+    cflags = select.POLLHUP | select.POLLERR | (select.POLLIN if rfile is not None else 0)
+    poll.register(sock, cflags)
+    reading = rfile is not None
+    typed = b""
+    while True:
+        for fd, ev in poll.poll():
+            if fd == ctr.fileno():
+                data = ctr.recv(1 << 16)
+                if not data:
+                    return
+                send_out(sock, "stderr" if data[0] == STDERR else "stdout", data[1:])
+                continue
+            if reading and ev & select.POLLIN:
+                try:
+                    d = sock.recv(1 << 16)
+                except OSError:
+                    d = b""
+                if not d:
+                    reading = False
+                    poll.modify(sock, select.POLLHUP | select.POLLERR)
+                    with _suppress():
+                        ctr.shutdown(socket.SHUT_WR)  # conmon closes the container's stdin
+                    continue
+                if keys:
+                    typed = (typed + d)[-len(keys):]
+                    i = d.find(keys)
+                    if i >= 0 or typed == keys:
+                        if i > 0:
+                            ctr.sendall(d[:i])
+                        return  # detached: the container keeps running
+                for i in range(0, len(d), 8192):  # one packet each, within conmon's buffer
+                    ctr.sendall(d[i:i + 8192])
+            elif ev & (select.POLLHUP | select.POLLERR):
+                return  # the client is gone
+
+
+class _BuildCancelled(IsleError):
+    pass
+
+
+#: a build context bigger than this is refused (Docker has no limit; a disk has)
+MAX_BUILD_CONTEXT = 8 << 30
+
+
+def _json_map(req: Request, name: str) -> dict[str, str]:
+    """A query parameter holding a JSON object of strings (buildargs, labels)."""
+    raw = req.q(name)
+    if not raw:
+        return {}
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid {name}: not JSON: {raw[:200]!r}") from None
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise ApiError(400, f"invalid {name}: want a JSON object of strings")
+    out = {}
+    for k, x in v.items():
+        if x is None:
+            continue
+        if not isinstance(x, str):
+            raise ApiError(400, f"invalid {name}: the value of {k!r} is not a string")
+        out[k] = x
+    return out
+
+
+def _check_ref(ref: str) -> None:
+    from isle.image.reference import Reference
+
+    try:
+        Reference.parse(ref)
+    except Exception as exc:  # noqa: BLE001 -- the parser's own message
+        raise ApiError(400, f"invalid reference format: {ref!r}: {exc}") from None
+
+
+def _familiar(ref: str) -> str:
+    from isle.image.reference import Reference
+
+    try:
+        r = Reference.parse(ref)
+        return str(r.familiar)
+    except Exception:  # noqa: BLE001
+        return ref
+
+
+def _build_file(ctx: str, tmp: str, dockerfile: str, labels: dict[str, str],
+                target: str | None) -> str:
+    """The Dockerfile inside the unpacked context (never outside it); with labels, a copy outside
+    the context with LABEL lines added to the stage built (the target or the last)."""
+    import posixpath
+
+    rel = posixpath.normpath(dockerfile.lstrip("/"))
+    if rel.startswith("..") or rel in (".", ""):
+        raise ApiError(400, f"dockerfile {dockerfile!r} is outside the build context")
+    path = os.path.join(ctx, rel)
+    real = os.path.realpath(path)
+    if not real.startswith(os.path.realpath(ctx) + os.sep) or not os.path.isfile(real):
+        if rel == "Dockerfile" and os.path.isfile(os.path.join(ctx, "Containerfile")):
+            real = os.path.join(ctx, "Containerfile")
+        else:
+            raise ApiError(400, f"Cannot locate specified Dockerfile: {dockerfile}")
+    if not labels:
+        return real
+    with open(real, errors="replace") as f:
+        text = f.read().splitlines()
+    label = "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
+    at = len(text)
+    if target:
+        rx = re.compile(r"^\s*FROM\s+(\S+\s+)*AS\s+" + re.escape(target) + r"\s*$", re.I)
+        start = next((i for i, ln in enumerate(text) if rx.match(ln)), None)
+        if start is not None:
+            nxt = next((i for i in range(start + 1, len(text))
+                        if re.match(r"^\s*FROM\s", text[i], re.I)), None)
+            at = nxt if nxt is not None else len(text)
+    text.insert(at, label)
+    out = os.path.join(tmp, "Dockerfile.labels")
+    with open(out, "w") as f:
+        f.write("\n".join(text) + "\n")
+    return out
+
+
 def _pipe_writer(write: Callable[[Any], None]) -> Iterator[bytes]:
     """Run write(file) in a thread and yield what it writes (tar streams, saves, exports)."""
     r, w = os.pipe()
@@ -982,6 +1358,96 @@ class _ChunkReader:
         else:
             out, self.buf = self.buf[:n], self.buf[n:]
         return out
+
+
+def _set_winsize(fd: int, h: int, w: int) -> None:
+    if fd < 0:
+        return
+    import fcntl
+    import struct
+    import termios
+
+    with _suppress():
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
+
+
+def _exec_with_pty(run_exec_tty: Callable[[str], int], sock: socket.socket, x: dict[str, Any],
+                   *, stdin: bool) -> int:
+    """Run a tty exec whose runtime hands its pty master to a console socket of ours; copy the
+    master to the client (raw) and the client to the master; resizes go to x["_master"]."""
+    d = tempfile.mkdtemp(prefix="isle-api-tty-")  # short: sun_path holds 108 bytes
+    path = os.path.join(d, "sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    result: dict[str, Any] = {}
+    master = -1
+    try:
+        srv.bind(path)
+        srv.listen(1)
+
+        def work() -> None:
+            try:
+                result["code"] = run_exec_tty(path)
+            except BaseException as exc:  # noqa: BLE001 -- re-raised below
+                result["err"] = exc
+
+        th = threading.Thread(target=work, daemon=True)
+        th.start()
+        while master < 0 and th.is_alive():
+            r, _, _ = select.select([srv], [], [], 0.05)
+            if r:
+                conn, _ = srv.accept()
+                with conn:
+                    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+                if fds:
+                    master = fds[0]
+        if master >= 0:
+            x["_master"] = master
+            if x.get("_size"):
+                _set_winsize(master, *x["_size"])
+            poll = select.poll()
+            poll.register(master, select.POLLIN)
+            poll.register(sock, select.POLLHUP | select.POLLERR | (select.POLLIN if stdin else 0))
+            done = False
+            while not done:
+                for fd, ev in poll.poll():
+                    if fd == master:
+                        try:
+                            data = os.read(master, 1 << 16)
+                        except OSError:  # EIO: the last holder of the pty's slave is gone
+                            data = b""
+                        if not data:
+                            done = True
+                            break
+                        sock.sendall(data)
+                    elif ev & select.POLLIN:
+                        try:
+                            d2 = sock.recv(1 << 16)
+                        except OSError:
+                            d2 = b""
+                        if not d2:
+                            poll.modify(sock, select.POLLHUP | select.POLLERR)
+                            with _suppress():
+                                os.write(master, b"\x04")  # EOF for a canonical-mode reader
+                            continue
+                        with _suppress():
+                            os.write(master, d2)
+                    else:
+                        done = True  # the client is gone: the process gets SIGHUP below
+                        break
+        if master >= 0:
+            x.pop("_master", None)
+            os.close(master)
+            master = -1
+        th.join()
+    finally:
+        if master >= 0:
+            x.pop("_master", None)
+            os.close(master)
+        srv.close()
+        shutil.rmtree(d, ignore_errors=True)
+    if "err" in result:
+        raise result["err"]
+    return int(result.get("code", 0))
 
 
 def _exec_over_socket(run_exec: Callable[[int | None, int, int], int], sock: socket.socket,

@@ -181,6 +181,18 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             self._start(rec, attach=False, foreground=False)
         return RunReport(id=rec.id, name=rec.name, exit_code=None)
 
+    def start_attached(self, ref: str) -> Any:
+        """Start a created/stopped container with conmon's attach socket connected before its
+        process runs (the API's attach-then-start loses no output); that socket, for the caller
+        to pump and close."""
+        rec = self.get(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(self.db.get_container(rec.id))
+            if rec.state in ("running", "paused"):
+                raise InvalidState(f"container {rec.name} is already {rec.state}")
+            self.db.update_container(rec.id, stopped_by_user=False)
+            return self._start(rec, attach=True, foreground=False)
+
     def run(self, opts: RunOptions, *, stdin_fd: int | None = 0, stdout_fd: int = 1,
             stderr_fd: int = 2) -> RunReport:
         """`isle run`: create + start; in the foreground stream I/O and return the exit code."""

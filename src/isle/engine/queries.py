@@ -91,7 +91,7 @@ class Queries:
     def exec(self, ref: str, cmd: list[str], *, interactive: bool = False, tty: bool = False,
              env: list[str] | None = None, user: str = "", workdir: str = "",
              detach: bool = False, privileged: bool = False,
-             stdio: tuple[int | None, int, int] | None = None) -> int:
+             stdio: tuple[int | None, int, int] | None = None, console_socket: str = "") -> int:
         """Run cmd in a running container with our stdio (or `stdio`: stdin or None, stdout,
         stderr fds, as the API passes); its exit code (126/127 like Docker)."""
         from isle.engine.lifecycle import _precheck_command
@@ -143,6 +143,9 @@ class Queries:
         write_file(spec_path, dumps(ps).encode())
         oci = self._oci(rec)  # type: ignore[attr-defined]
         argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
+        if tty and not detach and stdio is not None and console_socket:
+            # the caller (the API) takes the pty master from console_socket and copies it itself
+            argv = argv[:-1] + ["--console-socket", console_socket, argv[-1]]
         if tty and not detach and stdio is None and os.path.basename(oci.path) != "runc":
             # runc copies a foreground tty itself; other runtimes hand the pty to a console socket
             from isle.engine.attach import run_with_console

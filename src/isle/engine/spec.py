@@ -180,6 +180,9 @@ def process_spec(opts: RunOptions, inp: SpecInputs, *, args: list[str] | None = 
     caps = _caps(opts, inp.host_caps)
     proc: dict[str, Any] = {
         "terminal": use_tty,
+        **({"consoleSize": {"height": opts.console_size[0], "width": opts.console_size[1]}}
+           if use_tty and tty is None and len(opts.console_size) == 2 and all(opts.console_size)
+           else {}),
         "user": u,
         "args": argv,
         "env": base_env,
