@@ -293,3 +293,22 @@ def test_dev_linked_to_the_root_is_a_clear_error(rt, bundle, rootfs, tmp_path, l
         cp.stderr
     assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(rootfs))) == before
     assert not (rt.root / "c1").exists()
+
+
+def test_no_mount_namespace_mounts_go_with_the_container(rt, bundle, rootfs, canary, tmp_path):
+    """Without a mount namespace the spec's mounts land in the host's; a symlinked destination
+    still resolves inside the rootfs, and delete detaches exactly those mounts (by checked fd)."""
+    _plant(rootfs, "/mnt", canary.dir, "abs")
+
+    def extra(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "mount"]
+        c["linux"]["maskedPaths"] = []
+        c["linux"]["readonlyPaths"] = []
+        c["mounts"] = [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/mnt/x", "type": "tmpfs", "source": "tmpfs"}]
+    cp = rt("run", "-b", str(bundle(["sh", "-c", "echo hi >/mnt/x/f && echo ok"],
+                                    _spec(rootfs, extra=extra))), "c1", check=False)
+    canary.check()
+    assert cp.returncode == 0 and "ok" in cp.stdout, cp.stderr
+    with open("/proc/self/mountinfo") as f:
+        assert not any(str(rootfs) in line for line in f)

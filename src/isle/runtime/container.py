@@ -632,17 +632,33 @@ def _destroy(ctr: Container, hooks: bool) -> None:
 
 
 def _umount_under(rootfs: str) -> None:
+    """Detach the mounts under rootfs, each by an fd checked to be that very mount point: the
+    container (in our mount namespace) may have swapped a directory on the way for a symlink
+    to a host path between the read of mountinfo and the umount."""
     from isle.sys import libc as L
+    from isle.sys.inroot import Root
 
     with open("/proc/self/mountinfo") as f:
         mps = [ln.split()[4] for ln in f]
     sysc = L.LinuxSyscalls()
-    for mp in sorted({m for m in mps if m.startswith(rootfs.rstrip("/") + "/")}, key=len,
-                     reverse=True):
-        try:
-            sysc.umount2(mp, L.MNT_DETACH)
-        except OSError:
-            pass
+    base = rootfs.rstrip("/")
+    try:
+        r = Root(rootfs)
+    except OSError:
+        return
+    with r:
+        for mp in sorted({m for m in mps if m.startswith(base + "/")}, key=len, reverse=True):
+            try:
+                fd = r.open(mp[len(base):], os.O_PATH, follow=False)
+            except OSError:
+                continue
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == mp:
+                    sysc.umount2(f"/proc/self/fd/{fd}", L.MNT_DETACH)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 def _rmtree(d: str) -> None:
