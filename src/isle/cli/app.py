@@ -53,3 +53,7 @@ def register(verb: str = "") -> None:
         from isle.cli import lint
 
         lint.register(cli)
+    if verb in ("bench", "advise") or not verb:
+        from isle.cli import bench
+
+        bench.register(cli)

@@ -1,0 +1,530 @@
+"""`isle bench`: the same image at each isolation level, measured on this host.
+
+Levels (each skipped with a reason where it does not work here):
+
+    native            the probe as a plain host process (the baseline)
+    container         isle run --isolation container (isle-runtime: namespaces, cgroups, seccomp)
+    sandbox           isle run --isolation sandbox (gVisor runsc)
+    microvm           isle run --isolation vm, cold: a shared directory keeps templates out, so
+                      every start boots the guest kernel
+    microvm-template  isle run --isolation vm restored from `isle vm template create IMAGE`
+    os-vm             a whole-OS VM (only where an OS image was given: never in --quick)
+
+Every level is driven through the real `isle` CLI (what a user runs) with the bench's --root and
+--runroot. Methods, rounds and medians are recorded with the results. Instances and networks the
+bench makes are removed by id before it returns, also after errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["LEVELS", "Plan", "run_bench", "host_fingerprint", "fit_line"]
+
+LEVELS = ("native", "container", "sandbox", "microvm", "microvm-template", "os-vm")
+
+_FLAGS = {"container": ["--isolation", "container"], "sandbox": ["--isolation", "sandbox"],
+          "microvm": ["--isolation", "vm"], "microvm-template": ["--isolation", "vm"]}
+
+
+class Plan:
+    """Rounds and sizes: --quick keeps the whole run near a minute on a 2-core TCG host."""
+
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.start_rounds = {"native": 5, "container": 4, "sandbox": 3, "microvm": 2,
+                             "microvm-template": 2} if quick else \
+            {"native": 20, "container": 15, "sandbox": 10, "microvm": 5, "microvm-template": 10}
+        self.density_max = {"native": 4, "container": 4, "sandbox": 3, "microvm": 2,
+                            "microvm-template": 2} if quick else \
+            {"native": 16, "container": 12, "sandbox": 8, "microvm": 4, "microvm-template": 6}
+        self.cpu_rounds = 40000 if quick else 400000   # x1000 hash steps
+        self.sys_calls = 20000 if quick else 200000
+        self.fio_seconds = 1 if quick else 5
+        self.fio_size = "8m" if quick else "64m"
+        self.net_seconds = 1 if quick else 5
+        self.rr_count = 200 if quick else 2000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()}
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b*x: (a, b); one point: (0, y/x)."""
+    n = len(xs)
+    if n == 0:
+        return 0.0, 0.0
+    if n == 1 or len(set(xs)) == 1:
+        return 0.0, ys[0] / xs[0] if xs[0] else 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return my - b * mx, b
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def host_fingerprint() -> dict[str, Any]:
+    from isle.vm import accel
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _read("/proc/cpuinfo").splitlines()
+                if ln.startswith("model name")), "unknown")
+    acc, why = accel.detect()
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    hybrid = os.path.isdir("/sys/fs/cgroup/unified")
+    mem = _read("/proc/meminfo").split()
+    os_name = next((ln.split("=", 1)[1].strip('"') for ln in _read("/etc/os-release").splitlines()
+                    if ln.startswith("PRETTY_NAME=")), "Linux")
+    return {"cpu": cpu, "ncpu": os.cpu_count(), "accelerator": acc.upper(), "accelerator_reason": why,
+            "kernel": os.uname().release, "os": os_name,
+            "cgroup_mode": "v2" if v2 else "hybrid" if hybrid else "v1",
+            "mem_total_bytes": int(mem[1]) * 1024 if len(mem) > 1 else 0,
+            "python": sys.version.split()[0]}
+
+
+def _mem_available() -> int:
+    for ln in _read("/proc/meminfo").splitlines():
+        if ln.startswith("MemAvailable:"):
+            return int(ln.split()[1]) * 1024
+    return 0
+
+
+def _pss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for ln in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+            if ln.startswith("Pss:"):
+                total += int(ln.split()[1]) * 1024
+    return total
+
+
+def _cgroup_pids(cid: str) -> list[int]:
+    for ctl in ("pids", "memory", "cpu,cpuacct", "systemd"):
+        p = f"/sys/fs/cgroup/{ctl}/isle-{cid}/cgroup.procs"
+        if os.path.exists(p):
+            return [int(x) for x in _read(p).split()]
+    p = f"/sys/fs/cgroup/isle-{cid}/cgroup.procs"
+    return [int(x) for x in _read(p).split()]
+
+
+def _kv(text: str) -> dict[str, str]:
+    out = {}
+    for ln in text.splitlines():
+        k, sep, v = ln.partition("=")
+        if sep and k and " " not in k:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _libs_dir(binary: str, dest: str) -> str:
+    """dest holding binary + its shared libraries + the loader: runnable in any rootfs as
+    DEST/ld.so --library-path DEST DEST/NAME (Debian's fio and iperf3 are dynamic)."""
+    from isle.sys import proc
+
+    os.makedirs(dest, exist_ok=True)
+    import shutil
+
+    out = proc.run(["ldd", binary], timeout=30).stdout.decode()
+    for ln in out.splitlines():
+        parts = ln.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0] if parts else ""
+        if path.startswith("/"):
+            name = "ld.so" if "ld-linux" in path else os.path.basename(path)
+            shutil.copy2(path, os.path.join(dest, name))
+    shutil.copy2(binary, os.path.join(dest, os.path.basename(binary)))
+    return dest
+
+
+class Bench:
+    def __init__(self, isle_argv: list[str], image: str, plan: Plan, workdir: str,
+                 progress: Callable[[str, float], None] | None = None,
+                 memory_budget: int = 0) -> None:
+        self.isle = isle_argv
+        self.image = image
+        self.plan = plan
+        self.work = workdir
+        self.progress = progress or (lambda msg, frac: None)
+        self.budget = memory_budget or _mem_available()
+        self._made: list[str] = []       # container ids to remove
+        self._nets: list[str] = []
+        self.tag = os.urandom(3).hex()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _isle(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        from isle.sys import proc
+
+        cp = proc.run([*self.isle, *args], timeout=timeout, check=check)
+        return cp.stdout.decode(errors="replace")
+
+    def _run(self, level: str, cmd: list[str], *, mounts: list[str] = (),  # type: ignore[assignment]
+             network: str = "none", timeout: float = 300) -> str:
+        args = ["run", "--rm", "--network", network, *_FLAGS[level]]
+        for m in mounts:
+            args += ["-v", m]
+        return self._isle(*args, self.image, *cmd, timeout=timeout)
+
+    def _mounts(self, level: str) -> list[str]:
+        if level == "microvm-template":
+            return []  # a template has no shared directories: it could not restore with one
+        return [f"{self.tools}:/isle-bench:ro"]
+
+    def cleanup(self) -> None:
+        if self._made:
+            self._isle("rm", "-f", *self._made, check=False, timeout=300)
+            self._made.clear()
+        for n in self._nets:
+            self._isle("network", "rm", n, check=False, timeout=60)
+        self._nets.clear()
+
+    # -- levels -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        from isle.bench import probe
+
+        self.tools = os.path.join(self.work, "tools")
+        os.makedirs(self.tools, exist_ok=True)
+        self.probe = probe.build(os.path.join(self.work, "build"))
+        import shutil
+
+        shutil.copy2(self.probe, os.path.join(self.tools, "probe"))
+        from isle.sys import proc
+
+        self.fio = proc.which("fio")
+        self.iperf = proc.which("iperf3")
+        if self.fio:
+            _libs_dir(self.fio, os.path.join(self.tools, "fio"))
+        if self.iperf:
+            _libs_dir(self.iperf, os.path.join(self.tools, "iperf3"))
+
+    def availability(self, levels: list[str]) -> dict[str, str]:
+        """{level: "" if it works here, else why not}."""
+        from isle.sys import proc
+
+        out: dict[str, str] = {}
+        rootless = os.geteuid() != 0
+        info: dict[str, Any] = {}
+        try:
+            info = json.loads(self._isle("info", "--format", "json", timeout=60))
+        except Exception as exc:  # noqa: BLE001 - reported as the reason
+            info = {"error": str(exc)}
+        unavailable = info.get("IsolationUnavailable") or {}
+        for lv in levels:
+            if lv == "native":
+                out[lv] = ""
+            elif lv == "container":
+                out[lv] = unavailable.get("container", "")
+            elif lv == "sandbox":
+                out[lv] = unavailable.get("sandbox", "") or (
+                    "" if proc.which("runsc") else "runsc not installed")
+            elif lv in ("microvm", "microvm-template"):
+                out[lv] = unavailable.get("vm", "")
+                if rootless and not out[lv]:
+                    out[lv] = "microVM volumes need root (virtiofsd)"
+            elif lv == "os-vm":
+                out[lv] = ("not measured: a whole-OS VM boots a full init for minutes under "
+                           "TCG; `isle vm create` one and time it by hand")
+            else:
+                out[lv] = f"unknown level {lv!r}"
+        return out
+
+    def start(self, level: str) -> dict[str, Any]:
+        """Time to first output and to exit of `echo ready`, cold (first) and warm (median)."""
+        from isle.sys import proc
+        import subprocess
+
+        rounds = self.plan.start_rounds.get(level, 3)
+        first, exit_ = [], []
+        for i in range(rounds):
+            if level == "native":
+                argv = ["/bin/echo", "ready"]
+            else:
+                argv = [*self.isle, "run", "--rm", "--network", "none", *_FLAGS[level]]
+                for m in self._mounts(level):
+                    argv += ["-v", m]
+                argv += [self.image, "echo", "ready"]
+            t0 = time.perf_counter()
+            p = proc.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert p.stdout is not None
+            b = p.stdout.read(1)
+            t1 = time.perf_counter()
+            out, err = p.communicate(timeout=300)
+            t2 = time.perf_counter()
+            if p.returncode != 0 or b != b"r":
+                raise RuntimeError(f"{level} start failed: {err.decode(errors='replace')[-300:]}")
+            first.append((t1 - t0) * 1e3)
+            exit_.append((t2 - t0) * 1e3)
+            self.progress(f"{level}: start {i + 1}/{rounds}", 1 / rounds)
+        warm_f = first[1:] or first
+        warm_e = exit_[1:] or exit_
+        return {"first_output_ms": {"cold": round(first[0], 1),
+                                    "warm": round(statistics.median(warm_f), 1)},
+                "exit_ms": {"cold": round(exit_[0], 1), "warm": round(statistics.median(warm_e), 1)},
+                "rounds": rounds, "samples_exit_ms": [round(x, 1) for x in exit_]}
+
+    def density(self, level: str) -> dict[str, Any]:
+        """Idle instances started one by one up to a bound: PSS of each, creation time; a line
+        fitted to total PSS(n) extrapolates how many fit in the memory budget."""
+        from isle.sys import proc
+        import subprocess
+
+        n_max = self.plan.density_max.get(level, 2)
+        totals, times, per = [], [], []
+        natives: list[Any] = []
+        try:
+            for i in range(n_max):
+                t0 = time.perf_counter()
+                if level == "native":
+                    p = proc.spawn(["sleep", "3600"], stdout=subprocess.DEVNULL)
+                    natives.append(p)
+                    pids = [p.pid]
+                    time.sleep(0.05)
+                else:
+                    argv = ["run", "-d", "--network", "none", *_FLAGS[level]]
+                    for m in self._mounts(level):
+                        argv += ["-v", m]
+                    cid = self._isle(*argv, self.image, "sleep", "3600").strip().splitlines()[-1]
+                    self._made.append(cid)
+                    pids = []
+                times.append((time.perf_counter() - t0) * 1e3)
+                time.sleep(0.5 if level.startswith("microvm") else 0.2)  # settle to idle
+                if level != "native":
+                    pids = _cgroup_pids(self._made[-1])
+                pss = _pss(pids)
+                per.append(pss)
+                totals.append(sum(per))
+                self.progress(f"{level}: density {i + 1}/{n_max}", 1 / n_max)
+        finally:
+            for p in natives:
+                p.kill()
+                p.wait()
+            self.cleanup()
+        xs = list(range(1, len(totals) + 1))
+        a, b = fit_line([float(x) for x in xs], [float(t) for t in totals])
+        fits = int((self.budget - a) // b) if b > 0 else 0
+        rate = 1e3 / statistics.median(times) if times else 0.0
+        return {"pss_bytes_per_instance": int(statistics.median(per)) if per else 0,
+                "pss_samples": per, "created_ms": [round(t, 1) for t in times],
+                "instances_measured": len(totals), "fit": {"intercept_bytes": int(a),
+                                                           "slope_bytes": int(b),
+                                                           "model": "total_pss = a + b*n"},
+                "memory_budget_bytes": self.budget, "instances_in_budget": max(fits, 0),
+                "create_per_second": round(rate, 2)}
+
+    def inside(self, level: str) -> dict[str, Any]:
+        """CPU kernel, syscall latency, isolation surface and fio, in one instance."""
+        p = self.plan
+        tool = "/isle-bench" if level != "native" else self.tools
+        fio = ""
+        if self.fio:
+            # copied out of the shared directory first: a microVM's virtiofs cannot map the
+            # zero-fill pages of some libraries ("cannot map zero-fill pages")
+            tool_fio = f"/tmp/isle-bench-{self.tag}"
+            fio = (f"echo ---fio---; cp -r {tool}/fio {tool_fio}; "
+                   f"{tool_fio}/ld.so --library-path {tool_fio} {tool_fio}/fio "
+                   f"--name=isle --filename=/tmp/isle-bench-fio-{self.tag} --size={p.fio_size} "
+                   f"--rw=randrw --bs=4k --ioengine=psync --runtime={p.fio_seconds} --time_based "
+                   f"--output-format=json; rm -rf /tmp/isle-bench-fio-{self.tag} {tool_fio}")
+        script = (f"{tool}/probe cpu {p.cpu_rounds}; {tool}/probe sys {p.sys_calls}; "
+                  f"{tool}/probe surface; echo devices=$(ls /dev | wc -l); {fio}")
+        if level == "native":
+            from isle.sys import proc
+
+            out = proc.run(["sh", "-c", script], timeout=300).stdout.decode(errors="replace")
+        else:
+            out = self._run(level, ["sh", "-c", script], mounts=self._mounts(level))
+        head, _, fio_json = out.partition("---fio---")
+        kv = _kv(head)
+        res: dict[str, Any] = {
+            "cpu_ms": float(kv.get("cpu_ms", "nan")),
+            "syscall_ns": {k: float(kv.get(f"{k}_ns", "nan")) for k in ("getpid", "open_close", "stat")},
+            "surface": {"kernel": kv.get("kernel", ""),
+                        "shared_kernel": kv.get("kernel", "") == os.uname().release
+                        and level in ("native", "container"),
+                        "capabilities": bin(int(kv.get("CapEff", "0"), 16)).count("1"),
+                        "seccomp": {"0": "off", "1": "strict", "2": "filter"}.get(
+                            kv.get("Seccomp", ""), kv.get("Seccomp", "n/a")),
+                        "no_new_privs": kv.get("NoNewPrivs", "") == "1",
+                        "syscalls_tried": int(kv.get("syscalls_tried", 0)),
+                        "syscalls_reachable": int(kv.get("syscalls_reachable", 0)),
+                        "syscalls_blocked": [x for x in kv.get("syscalls_blocked", "").split(",") if x],
+                        "devices": int(kv.get("devices", 0))}}
+        if level == "sandbox":
+            res["surface"]["shared_kernel"] = False  # gVisor's sentry answers the syscalls
+        if fio_json.strip():
+            try:
+                j = json.loads(fio_json[fio_json.index("{"):])
+                job = j["jobs"][0]
+                res["fio"] = {"read_iops": round(job["read"]["iops"], 1),
+                              "write_iops": round(job["write"]["iops"], 1),
+                              "read_kib_s": job["read"]["bw"], "write_kib_s": job["write"]["bw"],
+                              "job": f"randrw 4k psync size={p.fio_size} {p.fio_seconds}s"}
+            except (ValueError, KeyError, IndexError) as exc:
+                res["fio"] = {"error": f"unparsed fio output: {exc}"}
+        self.progress(f"{level}: cpu, syscalls, surface, fio", 1)
+        return res
+
+    def network(self, level: str) -> dict[str, Any]:
+        """iperf3 and a TCP request/response loop between two instances on one isle network
+        (native: two host processes on 127.0.0.1)."""
+        p = self.plan
+        if level == "native":
+            return self._native_network()
+        if level == "microvm-template":
+            return {"skipped": "a template has no shared directory to bring iperf3 in"}
+        net = f"isle-bench-{self.tag}"
+        self._isle("network", "create", net, timeout=60)
+        self._nets.append(net)
+        try:
+            tool = "/isle-bench"
+            ip3 = f"/tmp/isle-bench-{self.tag}"  # copied: see inside()
+            srv = (f"cp -r {tool}/iperf3 {ip3}; {tool}/probe rr-server 7000 & "
+                   f"{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -p 5201")
+            args = ["run", "-d", "--network", net, *_FLAGS[level], "-v", f"{self.tools}:{tool}:ro",
+                    self.image, "sh", "-c", srv]
+            cid = self._isle(*args, timeout=300).strip().splitlines()[-1]
+            self._made.append(cid)
+            info = json.loads(self._isle("inspect", cid, timeout=60))[0]
+            ip = info["NetworkSettings"]["Networks"][net]["IPAddress"]
+            time.sleep(1.0 if level.startswith("microvm") else 0.3)
+            cli = (f"{tool}/probe rr-client {ip} 7000 {p.rr_count}; echo ---iperf---; "
+                   f"cp -r {tool}/iperf3 {ip3}; {ip3}/ld.so --library-path {ip3} {ip3}/iperf3 "
+                   f"-c {ip} -p 5201 -t {p.net_seconds} -J")
+            out = self._run(level, ["sh", "-c", cli], mounts=[f"{self.tools}:{tool}:ro"],
+                            network=net)
+            self.progress(f"{level}: network", 1)
+            return self._net_result(out)
+        finally:
+            self.cleanup()
+
+    def _native_network(self) -> dict[str, Any]:
+        from isle.sys import proc
+        import socket
+        import subprocess
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        srv = proc.spawn([os.path.join(self.tools, "probe"), "rr-server", str(port)],
+                         stdout=subprocess.DEVNULL)
+        ip3 = proc.spawn([self.iperf or "iperf3", "-s", "-p", str(port + 1), "-B", "127.0.0.1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if self.iperf else None
+        try:
+            time.sleep(0.3)
+            out = proc.run([os.path.join(self.tools, "probe"), "rr-client", "127.0.0.1", str(port),
+                            str(self.plan.rr_count)], timeout=120).stdout.decode()
+            if ip3 is not None:
+                out += "---iperf---" + proc.run(
+                    [self.iperf or "iperf3", "-c", "127.0.0.1", "-p", str(port + 1), "-t",
+                     str(self.plan.net_seconds), "-J"], timeout=120).stdout.decode()
+        finally:
+            for c in (srv, ip3):
+                if c is not None:
+                    c.kill()
+                    c.wait()
+        self.progress("native: network", 1)
+        return self._net_result(out)
+
+    @staticmethod
+    def _net_result(out: str) -> dict[str, Any]:
+        head, _, ij = out.partition("---iperf---")
+        res: dict[str, Any] = {"rr_us": float(_kv(head).get("rr_us", "nan"))}
+        if ij.strip():
+            try:
+                j = json.loads(ij[ij.index("{"):])
+                res["iperf3_gbit_s"] = round(j["end"]["sum_received"]["bits_per_second"] / 1e9, 3)
+            except (ValueError, KeyError) as exc:
+                res["iperf3_error"] = str(exc)
+        return res
+
+    def size(self, level: str) -> dict[str, Any]:
+        img = json.loads(self._isle("image", "inspect", self.image, timeout=60))[0]
+        out: dict[str, Any] = {"image_bytes": int(img.get("Size") or 0)}
+        if level.startswith("microvm") or level == "os-vm":
+            import isle.vm
+
+            cache = os.environ.get("ISLE_CACHE") or "/var/cache/isle"
+            vi = isle.vm.info(cache)
+            k = (vi.get("guest_kernel") or {}).get("image", "")
+            out["kernel_bytes"] = os.path.getsize(k) if k and os.path.exists(k) else 0
+            d = os.path.join(cache, "initramfs")
+            out["initramfs_bytes"] = max((os.path.getsize(os.path.join(d, f)) for f in
+                                          _listdir(d) if f.endswith(".cpio")), default=0)
+            key = str(img.get("Id", "")).removeprefix("sha256:")[:40]
+            disks = os.path.join(cache, "disks")
+            out["disk_bytes"] = sum(os.path.getsize(os.path.join(disks, f)) for f in _listdir(disks)
+                                    if key and key in f)
+            out["total_bytes"] = out["kernel_bytes"] + out["initramfs_bytes"] + out["disk_bytes"]
+        else:
+            out["total_bytes"] = out["image_bytes"] if level != "native" else 0
+        return out
+
+    def ensure_template(self) -> str:
+        """A template for the image at the default size (made once; reused after)."""
+        ls = self._isle("vm", "template", "ls", timeout=60)
+        for ln in ls.splitlines()[1:]:
+            f = ln.split()
+            if len(f) > 4 and f[1] == self.image and f[4] == "none":
+                return "existing"
+        self._isle("vm", "template", "create", "--network", "none", self.image, timeout=600)
+        return "created"
+
+
+def _listdir(d: str) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
+def run_bench(isle_argv: list[str], image: str, *, quick: bool, levels: list[str], workdir: str,
+              progress: Callable[[str, float], None] | None = None,
+              memory_budget: int = 0) -> dict[str, Any]:
+    """Measure every level; the results document (see report.py for its shape)."""
+    plan = Plan(quick)
+    b = Bench(isle_argv, image, plan, workdir, progress, memory_budget)
+    t0 = time.time()
+    doc: dict[str, Any] = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime()),
+                           "mode": "quick" if quick else "full", "image": image,
+                           "host": host_fingerprint(), "plan": plan.to_dict(), "levels": {}}
+    avail = b.availability(levels)
+    try:
+        b.prepare()
+        for lv in levels:
+            res: dict[str, Any] = {"ok": False, "reason": avail.get(lv, "")}
+            doc["levels"][lv] = res
+            if res["reason"]:
+                continue
+            try:
+                if lv == "microvm-template":
+                    res["template"] = b.ensure_template()
+                res["start"] = b.start(lv)
+                res["density"] = b.density(lv)
+                res["size"] = b.size(lv)
+                if lv != "microvm-template":
+                    res.update(b.inside(lv))
+                res["network"] = b.network(lv)
+                res["ok"] = True
+            except Exception as exc:  # noqa: BLE001 - one level's failure is its result
+                res["reason"] = f"failed: {exc}"[:600]
+            finally:
+                b.cleanup()
+    finally:
+        b.cleanup()
+    doc["elapsed_s"] = round(time.time() - t0, 1)
+    from isle.bench.report import literature
+
+    doc["literature"] = literature(doc)
+    return doc
