@@ -189,9 +189,10 @@ def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
                                          "(a symlink to /?): refusing to mount over it") from None
             except OSError as exc:
                 why = os.strerror(exc.errno or 0)
-                if exc.filename and not str(exc.filename).startswith("/proc/self/fd/") and \
-                        exc.filename != m.dest:
-                    why += f" ({exc.filename})"
+                fn = str(exc.filename or "")
+                if fn and not fn.startswith("/proc/self/fd/") and \
+                        inroot.clean(fn) != inroot.clean(m.dest):
+                    why += f" (/{inroot.clean(fn)})"
                 raise ConfigError(field, f"mounting {m.source or m.fstype} on {m.dest}: "
                                   f"{why}") from None
             finally:
