@@ -62,7 +62,8 @@ def _qemu_child(monitor: int, timeout: float = 60) -> int:
     raise AssertionError(f"no QEMU under {monitor}")
 
 
-def _assert_jailed(pid: int, *, groups: set[int] | None = None) -> dict[str, str]:
+def _assert_jailed(pid: int, *, groups: set[int] | None = None, net: bool = True
+                   ) -> dict[str, str]:
     st = _status(pid)
     uids = {int(x) for x in st["Uid"].split()}
     gids = {int(x) for x in st["Gid"].split()}
@@ -76,6 +77,8 @@ def _assert_jailed(pid: int, *, groups: set[int] | None = None) -> dict[str, str
     # its own mount namespace (and ipc), whose root holds only the jail
     assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     assert os.readlink(f"/proc/{pid}/ns/ipc") != os.readlink("/proc/self/ns/ipc")
+    if net:  # no user networking: no network of the host's (loopback, abstract sockets) either
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
     top = set(os.listdir(f"/proc/{pid}/root"))
     assert top <= JAIL_ROOT, top
     assert not os.path.exists(f"/proc/{pid}/root/proc") and not os.path.exists(
@@ -87,9 +90,10 @@ def _assert_jailed(pid: int, *, groups: set[int] | None = None) -> dict[str, str
 
 
 def _as_qemu(pid: int, ids: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    """argv run the way a QEMU taken over by the guest would run it: its mount namespace, its uid,
+    """argv run the way a QEMU taken over by the guest would run it: its mount, ipc and network
+    namespaces, its uid,
     gid and groups, no capabilities, no_new_privs."""
-    cmd = ["nsenter", "-t", str(pid), "-m", "-i", "--",
+    cmd = ["nsenter", "-t", str(pid), "-m", "-i", "-n", "--",
            "setpriv", f"--reuid={ids['uid']}", f"--regid={ids['gid']}",
            f"--groups={ids['groups']}" if ids["groups"] else "--clear-groups",
            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *argv]
@@ -167,6 +171,21 @@ def test_microvm_qemu_is_jailed_in_the_container_cgroup_and_holds_nothing(
         # no other process is visible to it as its own: root's (pid 1) cannot be signalled
         got = _as_qemu(qemu, ids, "kill", "-0", "1")
         assert got.returncode != 0
+
+        # the host's abstract unix sockets and loopback are another network namespace's
+        import socket
+
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(f"\0isle-sec-qemu-{os.getpid()}")
+        srv.listen(1)
+        try:
+            assert _as_qemu(qemu, ids, "python3", "-c", "print(1)").stdout == "1\n"
+            got = _as_qemu(qemu, ids, "python3", "-c",
+                           "import socket,sys; s=socket.socket(socket.AF_UNIX);"
+                           f"s.connect('\\0isle-sec-qemu-{os.getpid()}')")
+            assert got.returncode != 0, "reached a host abstract socket"
+        finally:
+            srv.close()
 
         # a second VM: another uid, so neither QEMU can signal nor reach the other's sockets
         b2 = vmh.make_bundle(tmp_path / "b2", busybox_rootfs, ["sh", "-c", "sleep 60"])

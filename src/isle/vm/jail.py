@@ -4,7 +4,9 @@ Made in the forked child before exec (no extra process, no Python start-up), whi
 
 - cgroup: the child joins the container's cgroup (made by the runtime from linux.cgroupsPath and
   linux.resources) first, so -m/--cpus/--pids-limit bound QEMU and all its threads;
-- mount namespace of its own (plus ipc): a tmpfs mounted on <rundir>/jail in that namespace only,
+- mount namespace of its own (plus ipc, and network unless QEMU's user networking needs the
+  caller's: a tap comes as an open fd, sockets are paths; so no host loopback or abstract
+  socket is reachable from it): a tmpfs mounted on <rundir>/jail in that namespace only,
   holding exactly what QEMU opens by path, bind-mounted at the same absolute paths (so the argv,
   a pure function of MachineConfig, is unchanged): /usr read-only (QEMU, its libraries, firmware
   and modules; /lib, /lib64, /bin are merged-/usr links), /etc/ld.so.cache, /dev with null, zero,
@@ -59,11 +61,12 @@ class Jail:
     """What enter() does in the child; everything computed beforehand, in the parent."""
 
     __slots__ = ("root", "uid", "gid", "groups", "binds", "links", "cgroup_files",
-                 "lease_fd", "pdeathsig", "cap_last", "sc", "flags")
+                 "lease_fd", "pdeathsig", "cap_last", "sc", "flags", "netns")
 
     def __init__(self, root: str, uid: int, lease_fd: int, *, groups: tuple[int, ...] = (),
                  binds: list[tuple[str, str, int]] | None = None,
-                 cgroup_files: tuple[str, ...] = (), pdeathsig: bool = True) -> None:
+                 cgroup_files: tuple[str, ...] = (), pdeathsig: bool = True,
+                 netns: bool = True) -> None:
         from isle.sys import libc
 
         self.root = root
@@ -75,6 +78,7 @@ class Jail:
         self.cgroup_files = cgroup_files
         self.lease_fd = lease_fd
         self.pdeathsig = pdeathsig
+        self.netns = netns
         with open("/proc/sys/kernel/cap_last_cap") as f:
             self.cap_last = int(f.read())
         self.sc = libc.LinuxSyscalls()
@@ -120,7 +124,7 @@ def plan(cfg: MachineConfig, rundir: str, *, cgroup_files: tuple[str, ...] = (),
          pdeathsig: bool = True) -> Jail:
     """The jail for cfg: leases a uid, gives it rundir, lists what to bind. Undo: release() and
     removing rundir."""
-    uid, fd = lease(os.getpid() ^ int.from_bytes(os.urandom(2), "little"))
+    uid, fd = lease()  # lowest free uid first: few lease files, quick probing
     try:
         root = os.path.join(rundir, "jail")
         os.mkdir(root, 0o700)
@@ -152,7 +156,7 @@ def plan(cfg: MachineConfig, rundir: str, *, cgroup_files: tuple[str, ...] = (),
                 raise VMError(f"QEMU needs {p}, which does not exist")
             binds.append((p, p, fl | (DIR if os.path.isdir(p) else 0)))
         return Jail(root, uid, fd, groups=groups, binds=binds, cgroup_files=cgroup_files,
-                    pdeathsig=pdeathsig)
+                    pdeathsig=pdeathsig, netns=not any(n.kind == "user" for n in cfg.nics))
     except BaseException:
         os.close(fd)
         raise
@@ -228,7 +232,7 @@ def enter(j: Jail) -> None:
             os.write(fd, b"0")
         finally:
             os.close(fd)
-    sc.unshare(L.CLONE_NEWNS | L.CLONE_NEWIPC)
+    sc.unshare(L.CLONE_NEWNS | L.CLONE_NEWIPC | (L.CLONE_NEWNET if j.netns else 0))
     sc.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
     root = j.root
     sc.mount("isle-jail", root, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
