@@ -595,7 +595,7 @@ class Api:
         def out(line: str) -> None:
             if state["cancel"]:
                 raise _BuildCancelled("the client went away: build cancelled")
-            if not quiet:
+            if not quiet and not line.startswith("Successfully tagged "):  # said after the ID
                 lines.put(json.dumps({"stream": line.rstrip("\n") + "\n"}).encode() + b"\n")
 
         def work() -> None:
