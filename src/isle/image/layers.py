@@ -540,8 +540,6 @@ class Unpacker:
             if e.errno in (errno.ENOTDIR, errno.ELOOP):
                 raise _Skip(f"{key} is a symlink or not a directory; not followed") from None
             raise
-        if len(self.dirs) > 200:
-            self._flush_dirs()
         self.dirs[key] = fd
         return fd
 
@@ -568,6 +566,10 @@ class Unpacker:
 
     def extract(self, tf: tarfile.TarFile | TarStream) -> None:
         for m in tf:
+            # the fd cache is trimmed only between entries: an entry holds the fds _dir gave it
+            # (a hard link holds two), and a trim inside one could close and reuse their numbers
+            if len(self.dirs) > 200:
+                self._flush_dirs()
             try:
                 self._member(tf, m)
             except _Skip as s:
@@ -577,6 +579,8 @@ class Unpacker:
     def _finish_dirs(self) -> None:
         self._flush_dirs()
         for parts, m in self.dir_meta:
+            if len(self.dirs) > 200:
+                self._flush_dirs()
             try:
                 parent = self._dir(parts[:-1], False)
                 os.utime(
