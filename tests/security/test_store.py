@@ -442,3 +442,21 @@ def test_hard_link_replacing_its_own_target_is_dropped_cleanly(tmp_path: Path, l
     _, _, skipped = unpack_layer(io.BytesIO(data), str(tmp_path / "root"), "")
     assert any(n == link for n, _ in skipped)
     assert (tmp_path / "root" / "after").read_text() == "ok"
+
+
+def test_hard_links_land_in_their_own_directory_past_the_fd_cache_limit(tmp_path: Path) -> None:
+    """The unpacker caches directory fds and trims the cache past 200; a trim between resolving
+    a hard link's directory and its target's closed the first fd (its number then reused for
+    another directory): links failed or landed elsewhere. Every cache size around the limit."""
+    for n in range(392, 402):  # (with a limit of 200, n = 397 trimmed mid-link)
+        root = tmp_path / f"r{n}"
+        root.mkdir()
+        entries = [(_ti("p", tarfile.DIRTYPE), None), (_ti("x/y/z/f"), b"target")]
+        entries += [(_ti(f"d{i}/f"), b"") for i in range(n)]
+        entries += [(_ti("p/q/f"), b""), (_ti("p/q/link", tarfile.LNKTYPE, linkname="x/y/z/f"),
+                                            None)]
+        _, _, skipped = unpack_layer(io.BytesIO(_tar(entries)), str(root), "")
+        assert skipped == [], (n, skipped)
+        assert (root / "p" / "q" / "link").read_bytes() == b"target", n
+        assert os.stat(root / "p" / "q" / "link").st_ino == os.stat(root / "x/y/z/f").st_ino
+        assert sorted(p.name for p in root.rglob("link")) == ["link"], n
