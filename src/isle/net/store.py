@@ -23,7 +23,7 @@ from typing import Any
 from isle.errors import ConfigError
 from isle.net.ipam import Leases
 from isle.net.types import Network
-from isle.sys.fs import atomic_write, flock
+from isle.sys.fs import atomic_write, flock, private_dir
 
 __all__ = ["Store", "check_name"]
 
@@ -31,7 +31,7 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 
 
 def check_name(name: str, what: str = "network") -> str:
-    if not _NAME.match(name or ""):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # `$` allows a trailing newline
         raise ConfigError(what, f"{name!r} is not a valid name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, <= 64)")
     return name
 
@@ -44,8 +44,9 @@ class Store:
         self.netns_dir = os.path.join(runroot, "netns")
         self.netavark_dir = os.path.join(runroot, "netavark")
         self.firewall_dir = os.path.join(runroot, "firewall")
-        for d in (root, runroot, self.containers_dir, self.netns_dir, self.netavark_dir,
-                  self.firewall_dir):
+        private_dir(root)  # 0700 (made or tightened): records of networks and their containers
+        private_dir(runroot)
+        for d in (self.containers_dir, self.netns_dir, self.netavark_dir, self.firewall_dir):
             os.makedirs(d, mode=0o755, exist_ok=True)
 
     @contextmanager
