@@ -170,10 +170,16 @@ class Bench:
 
     def _run(self, level: str, cmd: list[str], *, mounts: list[str] = (),  # type: ignore[assignment]
              network: str = "none", timeout: float = 300) -> str:
-        args = ["run", "--rm", "--network", network, *_FLAGS[level]]
+        args = ["run", "--rm", "--network", network, *_FLAGS[level], *self._vm_mem(level)]
         for m in mounts:
             args += ["-v", m]
         return self._isle(*args, self.image, *cmd, timeout=timeout)
+
+    @staticmethod
+    def _vm_mem(level: str) -> list[str]:
+        """The probe runs (fio, iperf3 copied into the guest's RAM-backed /tmp) need more than
+        a microVM's default 128 MiB; start and density keep the default size."""
+        return ["--memory", "512m"] if level == "microvm" else []
 
     def _mounts(self, level: str) -> list[str]:
         if level == "microvm-template":
@@ -390,7 +396,8 @@ class Bench:
             ip3 = f"/tmp/isle-bench-{self.tag}"  # copied: see inside()
             srv = (f"cp -r {tool}/iperf3 {ip3}; {tool}/probe rr-server 7000 & "
                    f"{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -p 5201")
-            args = ["run", "-d", "--network", net, *_FLAGS[level], "-v", f"{self.tools}:{tool}:ro",
+            args = ["run", "-d", "--network", net, *_FLAGS[level], *self._vm_mem(level),
+                    "-v", f"{self.tools}:{tool}:ro",
                     self.image, "sh", "-c", srv]
             cid = self._isle(*args, timeout=300).strip().splitlines()[-1]
             self._made.append(cid)
@@ -445,7 +452,10 @@ class Bench:
                 j = json.loads(ij[ij.index("{"):])
                 res["iperf3_gbit_s"] = round(j["end"]["sum_received"]["bits_per_second"] / 1e9, 3)
             except (ValueError, KeyError) as exc:
-                res["iperf3_error"] = str(exc)
+                try:
+                    res["iperf3_error"] = json.loads(ij[ij.index("{"):]).get("error") or str(exc)
+                except ValueError:
+                    res["iperf3_error"] = f"unparsed iperf3 output: {exc}"
         return res
 
     def size(self, level: str) -> dict[str, Any]:
