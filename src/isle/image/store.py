@@ -399,7 +399,9 @@ class ImageStore:
                 raw.drain()
                 src.drain()
             except Exception as e:  # zlib.error, EOFError, ZstdError: a corrupt stream
-                raise ImageError(f"layer {layer.digest}: corrupt {comp or 'tar'} stream: {e}") from None
+                raise ImageError(
+                    f"layer {layer.digest}: corrupt {comp or 'tar'} stream: {e}"
+                ) from None
         if src.digest != layer.digest:
             raise ImageError(f"blob {layer.digest}: stored content is corrupt")
         return raw.digest

@@ -207,7 +207,9 @@ class Descriptor:
             media_type=mt,
             digest=check_digest(d.get("digest"), f"{where}.digest"),
             size=size,
-            platform=Platform.from_dict(plat, f"{where}.platform") if isinstance(plat, dict) else None,
+            platform=(
+                Platform.from_dict(plat, f"{where}.platform") if isinstance(plat, dict) else None
+            ),
             annotations=_strmap(d.get("annotations"), f"{where}.annotations"),
             urls=tuple(urls),
         )

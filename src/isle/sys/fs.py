@@ -89,7 +89,8 @@ def private_dir(path: str, mode: int = 0o700) -> str:
 def private_file(path: str, mode: int = 0o600) -> None:
     """Create path empty with ``mode`` if missing; tighten an existing file's mode to it."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(path, flags, mode))
         return
     except FileExistsError:
         pass
