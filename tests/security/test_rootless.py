@@ -391,6 +391,10 @@ def test_rootless_network_outbound_ports_but_not_host_loopback(user):
         for bad in ("slirp4netns:allow_host_loopback=yes", "slirp4netns:mtu=1"):
             cp = user.isle("run", "--rm", "--network", bad, "busybox", "true")
             assert cp.returncode != 0 and "slirp4netns option" in cp.stderr, cp.stderr
+        # user networks cannot be joined rootless here: refused at create, nothing recorded
+        cp = user.isle("network", "create", "rn1")
+        assert cp.returncode != 0 and "user networks need root" in cp.stderr, cp.stderr
+        assert "rn1" not in user.isle("network", "ls").stdout
         # a published port on 127.0.0.1 reaches the container (slirp4netns's host socket)
         cp = user.isle("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "busybox",
                        "sh", "-c", "echo rootless-web > /i && exec httpd -f -p 80 -h /")

@@ -50,6 +50,9 @@ class Networks:
                ip_range: Sequence[str] = (), internal: bool = False, labels: Sequence[str] = (),
                ipv6: bool = False, driver: str = "bridge", options: Sequence[str] = ()
                ) -> dict[str, Any]:
+        if self.settings.rootless:  # no container of this user could join it (see docs/design)
+            raise Unsupported("user networks need root here: each rootless container gets its "
+                              "own slirp4netns (reach another through a port it publishes)")
         opts = {}
         for o in options:
             k, eq, v = o.partition("=")
