@@ -24,11 +24,22 @@ _MOUNTPOINTS = {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/sbin/docker
 
 
 def _du(path: str) -> int:
+    """Bytes used by the files under path (a container's upper dir, a volume: trees a running
+    container changes), walked by directory fd so a swapped-in symlink is never followed."""
+    from isle.sys import fdtree
+
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return 0
     total = 0
-    for top, _, files in os.walk(path):
-        for f in files:
-            with suppress(OSError):
-                total += os.lstat(os.path.join(top, f)).st_blocks * 512
+    try:
+        for _, _, ents in fdtree.walk(top):
+            total += sum(st.st_blocks * 512 for _, st in ents if not stat.S_ISDIR(st.st_mode))
+    except OSError:
+        pass
+    finally:
+        os.close(top)
     return total
 
 
