@@ -485,3 +485,37 @@ def test_exec_user_lookup_never_reads_a_host_passwd(isle, tmp_path: Path) -> Non
     for _ in range(30):
         r = isle("exec", "-u", "hostonly", "ex", "/bin/busybox", "id", "-u", check=False)
         assert "4242" not in r.stdout
+
+
+def test_cp_keeps_docker_cp_semantics(isle, tmp_path: Path) -> None:
+    _run(isle, "sem", "mkdir -p /d/sub && echo f > /d/sub/f && ln -s sub /d/lnk && ln -s /d /dl "
+         "&& echo x > /file && sleep 300")
+    h = tmp_path / "h"
+    (h / "dir" / "in").mkdir(parents=True)
+    (h / "dir" / "in" / "a").write_text("a")
+    (h / "f.txt").write_text("F")
+
+    def sh(c: str) -> str:
+        return isle("exec", "sem", "sh", "-c", c).stdout.strip()
+
+    def cp(a: str, b: str) -> int:
+        return isle("cp", a, b, check=False).returncode
+
+    assert cp(str(h / "f.txt"), "sem:/new.txt") == 0 and sh("cat /new.txt") == "F"
+    assert cp(str(h / "f.txt"), "sem:/d") == 0 and sh("cat /d/f.txt") == "F"  # into a dir
+    assert cp(str(h / "f.txt"), "sem:/nodir/") != 0  # DEST/ must exist
+    assert cp(str(h / "f.txt"), "sem:/nodir/x") != 0  # its parent must exist
+    assert cp(str(h / "f.txt"), "sem:/file") == 0 and sh("cat /file") == "F"
+    assert cp(str(h / "dir"), "sem:/newdir") == 0 and sh("cat /newdir/in/a") == "a"
+    assert cp(str(h / "dir"), "sem:/d") == 0 and sh("cat /d/dir/in/a") == "a"
+    assert cp(str(h / "dir") + "/.", "sem:/d") == 0 and sh("cat /d/in/a") == "a"
+    assert cp(str(h / "dir"), "sem:/file") != 0  # a directory onto a file
+    assert cp(str(h / "f.txt"), "sem:/dl/sub/") == 0 and sh("cat /d/sub/f.txt") == "F"
+    o = tmp_path / "o"
+    o.mkdir()
+    assert cp("sem:/file", str(o / "file")) == 0 and (o / "file").read_text() == "F"
+    assert cp("sem:/d", str(o / "dd")) == 0 and (o / "dd" / "sub" / "f").read_text() == "f\n"
+    assert os.readlink(o / "dd" / "lnk") == "sub"  # a link inside the tree stays a link
+    assert cp("sem:/d/sub/.", str(o)) == 0 and (o / "f").read_text() == "f\n"
+    assert cp("sem:/dl", str(o / "dl")) == 0 and not (o / "dl").is_symlink()  # followed inside
+    assert cp("sem:/nope", str(o)) != 0 and cp("sem:/file", str(o / "nodir") + "/") != 0
