@@ -358,8 +358,35 @@ def container_inspect(d: dict[str, Any]) -> dict[str, Any]:
     d["HostConfig"] = hc
     ns = dict(d.get("NetworkSettings") or {})
     ns.setdefault("Ports", {})
+    ns["Networks"] = _endpoints(d, hc, dict(ns.get("Networks") or {}))
     d["NetworkSettings"] = ns
     return d
+
+
+def _endpoints(d: dict[str, Any], hc: dict[str, Any], nets: dict[str, Any]) -> dict[str, Any]:
+    """Docker's NetworkSettings.Networks: a created or stopped container still names the networks
+    it joins at its start (compose reads them before it connects more); on user-defined networks
+    the short id is an alias, as Docker's."""
+    if not nets:
+        mode = str(hc.get("NetworkMode") or "")
+        if mode in ("none", "host") or mode.startswith("container:"):
+            return nets
+        for n in [x for x in mode.split(",") if x and x != "default"] or ["bridge"]:
+            nets[n] = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
+                       "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                       "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                       "MacAddress": ""}
+    short = str(d.get("Id") or "")[:12]
+    out = {}
+    for n, ep in nets.items():
+        ep = dict(ep) if isinstance(ep, dict) else {}
+        if n not in ("bridge", "host", "none", "podman", "isle") and short:
+            aliases = list(ep.get("Aliases") or [])
+            if short not in aliases:
+                aliases.append(short)
+            ep["Aliases"] = aliases
+        out[n] = ep
+    return out
 
 
 def last_event_seq(eng: Any) -> int:
