@@ -479,11 +479,14 @@ root, own = sys.argv[2], sys.argv[3]
 out = {"base": c.delegated_base(root, own)}
 m = c._rootless_manager(None, "abc", root, own)
 out["path"] = m.path if m is not None else None
-try:
-    c._rootless_manager("/system.slice/evil", "abc", root, own)
-    out["outside"] = "accepted"
-except ConfigError as e:
-    out["outside"] = str(e)
+out["outside"] = []
+base = own.split("::", 1)[1].strip().rsplit("/", 1)[0]
+for bad in ("/system.slice/evil", base, base + "x/y", "system.slice:isle:abc"):
+    try:
+        c._rootless_manager(bad, "abc", root, own)
+        out["outside"].append("accepted " + bad)
+    except ConfigError as e:
+        out["outside"].append(str(e))
 if m is not None:
     m.create()
     out["made"] = m.dir
@@ -522,7 +525,8 @@ def test_rootless_cgroup_v2_delegation_only_below_what_is_ours(user):
     assert out["base"] == f"{svc}/app.slice"
     assert out["path"] == f"{svc}/app.slice/isle-abc"
     assert (fake / svc.lstrip("/") / "app.slice" / "isle-abc").is_dir()
-    assert "outside the cgroup delegated" in out["outside"]
+    assert all("outside the cgroup delegated" in o for o in out["outside"]), \
+        "\n".join(out["outside"])
     assert not (fake / "system.slice").exists()
     assert "cannot be enforced" in out["limits"] and "v1" in out["limits"]
     assert "devices" not in out["devices"]

@@ -66,7 +66,7 @@ def _rootless_manager(cgroups_path: str | None, cid: str, root: str = "/sys/fs/c
         return None
     path, bases = resolve(cgroups_path or f"isle-{cid}", cid, {"unified": base})
     if bases is None:  # an absolute path: it must lie inside the delegated subtree
-        if not (path + "/").startswith(base.rstrip("/") + "/"):
+        if not path.startswith(base.rstrip("/") + "/"):  # strictly below it
             from isle.errors import ConfigError
 
             raise ConfigError("linux.cgroupsPath", f"{path!r} is outside the cgroup delegated "
