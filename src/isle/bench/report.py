@@ -31,7 +31,7 @@ METHODS = (
     "memory: PSS (smaps_rollup) of every process in an idle instance's cgroup (`sleep 3600`), "
     "instances started one by one up to a bound; total PSS(n) fitted by least squares "
     "a + b*n and extrapolated to the memory budget. CPU: the same static probe (an integer "
-    "hash, 1000 steps x N) at every level. Syscalls: getpid, open+close, stat loops, median "
+    "hash, 1000 steps x N; the fastest of 5 slices x 5) at every level. Syscalls: getpid, open+close, stat loops, median "
     "of 5. fio: randrw 4k psync on /tmp inside the instance. Network: a TCP 64-byte "
     "request/response loop (median) and iperf3 between two instances on one isle bridge.")
 
