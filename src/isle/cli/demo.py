@@ -43,4 +43,31 @@ def run_demo(ctx: Any) -> int:
         _say(f"   logs[{stream}]: {data.decode(errors='replace').rstrip()}")
     eng.rm(d.id)
     _say(f"   removed {d.id[:12]}; runtime: {rec.opts.get('runtime')}")
+    _levels(eng)
     return 0
+
+
+def _levels(eng: Any) -> None:
+    """The same image at every isolation level that works here: start time and kernel seen."""
+    import os
+    import tempfile
+
+    from isle.engine.options import RunOptions
+
+    info = eng.info()
+    levels = info.get("Isolation") or ["container"]
+    _say(f"4. the same image at every level that works here: {', '.join(levels)}")
+    for lv, why in (info.get("IsolationUnavailable") or {}).items():
+        _say(f"   {lv}: not here ({why})")
+    for lv in levels:
+        t = time.monotonic()
+        with tempfile.TemporaryFile() as out:
+            rep = eng.run(RunOptions(image="busybox", remove=True, isolation=lv, network="none",
+                                     command=["uname", "-r"]),
+                          stdin_fd=None, stdout_fd=out.fileno(), stderr_fd=out.fileno())
+            out.seek(0)
+            kernel = out.read().decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        ms = (time.monotonic() - t) * 1000
+        shared = "the host's" if kernel[0] == os.uname().release else "its own"
+        _say(f"   {lv:<10} exit {rep.exit_code}  {ms:6.0f} ms  kernel {kernel[0]} ({shared})")
+    _say("   (isle bench measures these levels properly; isle advise picks one)")
