@@ -298,7 +298,8 @@ def slirp_hook(settings: Settings, cid: str, name: str, opts: RunOptions,
         return None
     from isle.engine.rootless import slirp_hook as hook
 
-    return hook(settings, cid, name, [p.to_dict() for p in _ports(opts, image_config)],
+    return hook(settings.root, settings.runroot, cid, name,
+                [p.to_dict() for p in _ports(opts, image_config)],
                 slirp_options(opts).get("allow_host_loopback") == "true")
 
 

@@ -46,7 +46,7 @@ def id_maps() -> tuple[list[dict[str, int]], list[dict[str, int]]]:
     return maps[0], maps[1]
 
 
-def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, object]],
+def slirp_hook(root: str, runroot: str, cid: str, name: str, ports: list[dict[str, object]],
                host_loopback: bool = False) -> dict[str, object]:
     """An OCI hook running this module: slirp4netns for the init's pid (from the state on
     stdin), recorded in the network store like after_start's. The interpreter is the one
@@ -58,9 +58,8 @@ def slirp_hook(settings: object, cid: str, name: str, ports: list[dict[str, obje
     exe = os.path.realpath("/proc/self/exe")
     paths = [p for p in sys.path if p.startswith("/") and os.path.isdir(p)]
     return {"path": exe,
-            "args": [exe, "-S", "-m", "isle.engine.rootless", settings.root,  # type: ignore[attr-defined]
-                     settings.runroot, cid, name, json.dumps(ports),  # type: ignore[attr-defined]
-                     "host-loopback" if host_loopback else "no-host-loopback"],
+            "args": [exe, "-S", "-m", "isle.engine.rootless", root, runroot, cid, name,
+                     json.dumps(ports), "host-loopback" if host_loopback else "no-host-loopback"],
             "env": [f"PYTHONPATH={':'.join(paths)}",
                     f"PATH={os.environ.get('PATH') or '/usr/bin:/bin'}"],
             "timeout": 30}
