@@ -22,6 +22,7 @@ from isle.runtime.state import (
     Container,
     alive,
     now_rfc3339,
+    private_root,
     proc_starttime,
     trace,
 )
@@ -158,9 +159,7 @@ def create(root: str, cid: str, opts: Options) -> Container:
     if unknown:
         _warn(f"ignoring unknown or unavailable capabilities: {', '.join(unknown)}")
     ctr = Container(root, cid)
-    from isle.sys.fs import private_dir
-
-    private_dir(root)  # 0700 like runc's /run/runc (tightened if older); the init reaches
+    private_root(root)  # 0700 like runc's /run/runc (tightened if older); the init reaches
     try:  # exec.fifo through an fd (/proc/self/fd), never by path: no search bit for "other"
         os.mkdir(ctr.dir, 0o700)
     except FileExistsError:

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-__all__ = ["Container", "valid_id", "proc_starttime", "alive", "now_rfc3339"]
+__all__ = ["Container", "valid_id", "private_root", "proc_starttime", "alive", "now_rfc3339"]
 
 CREATED, RUNNING, STOPPED, PAUSED, CREATING = "created", "running", "stopped", "paused", "creating"
 
@@ -35,6 +35,22 @@ def valid_id(cid: str) -> str:
     if not ok or cid in (".", ".."):
         raise ConfigError("container id", f"invalid id {cid!r} (letters, digits, . _ - + only)")
     return cid
+
+
+def private_root(root: str) -> None:
+    """The runtime's --root: 0700 like runc's /run/runc, an older wider one tightened. The
+    rule of isle.sys.fs.private_dir, without its import (fcntl: ~0.5 ms of every create)."""
+    try:
+        os.mkdir(root, 0o700)
+        return
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(root, 0o700, exist_ok=True)
+        return
+    mode = os.lstat(root).st_mode
+    if mode & 0o077:
+        os.chmod(root, mode & 0o7700)
 
 
 def proc_starttime(pid: int) -> int | None:
