@@ -460,3 +460,25 @@ def test_hard_links_land_in_their_own_directory_past_the_fd_cache_limit(tmp_path
         assert (root / "p" / "q" / "link").read_bytes() == b"target", n
         assert os.stat(root / "p" / "q" / "link").st_ino == os.stat(root / "x/y/z/f").st_ino
         assert sorted(p.name for p in root.rglob("link")) == ["link"], n
+
+
+def test_oci_layout_dir_with_missing_or_outside_blobs_is_refused(isle, tmp_path: Path) -> None:
+    """An OCI layout directory whose blob is missing, or a symlink out of the layout."""
+    layer = gzip.compress(_tar([(_ti("hello"), b"x")]), mtime=0)
+    arc = _oci_archive(tmp_path / "a.tar", [("application/vnd.oci.image.layer.v1.tar+gzip",
+                                             layer)], [_sha(_tar([(_ti("hello"), b"x")]))])
+    isle("images")
+    before = _store_state(isle.root)
+    for attack in ("missing", "symlink"):
+        d = tmp_path / f"layout-{attack}"
+        with tarfile.open(arc) as tf:
+            tf.extractall(d, filter="data")
+        blob = d / "blobs" / "sha256" / _sha(layer)[7:]
+        blob.unlink()
+        if attack == "symlink":
+            (tmp_path / "outside").write_bytes(layer)
+            blob.symlink_to(tmp_path / "outside")
+        cp = isle("load", "-i", str(d), check=False)
+        assert cp.returncode != 0 and "Traceback" not in cp.stderr, cp.stderr
+        assert _sha(layer)[7:] in cp.stderr
+        assert _store_state(isle.root) == before

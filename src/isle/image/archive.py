@@ -200,7 +200,10 @@ class _Source:
             p = os.path.realpath(os.path.join(self.dir, name))
             if not p.startswith(os.path.realpath(self.dir) + os.sep):
                 raise ImageError(f"archive: {name!r} points outside the archive")
-            return open(p, "rb")
+            try:
+                return open(p, "rb")
+            except OSError as e:
+                raise ImageError(f"archive: {name!r}: {e.strerror}") from None
         m = self.members.get(os.path.normpath(name))
         if m is None:
             raise ImageError(f"archive: {name!r} is missing")
