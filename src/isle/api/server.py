@@ -246,6 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
     def address_string(self) -> str:
         return "unix"
 
+    def version_string(self) -> str:  # the one Server header
+        return f"isle/{self.server.isle_version} (linux)"
+
     def do_GET(self) -> None:  # noqa: N802 -- http.server's names
         self._dispatch("GET")
 
@@ -292,7 +295,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Api-Version", API_VERSION)
         self.send_header("Docker-Experimental", "false")
         self.send_header("Ostype", "linux")
-        self.send_header("Server", f"isle/{self.server.isle_version} (linux)")
 
     def _error(self, status: int, message: str) -> None:
         body = json.dumps({"message": message}).encode() + b"\n"
