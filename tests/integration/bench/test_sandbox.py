@@ -100,3 +100,33 @@ def test_info_names_the_levels(isle):
     info = json.loads(isle("info", "--format", "json").stdout)
     assert "sandbox" in info["Isolation"] and "container" in info["Isolation"]
     assert "runsc" in info["IsolationNotes"]["sandbox"]
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(180)
+def test_sandbox_volumes_and_published_port(isle, tmp_path):
+    import socket
+
+    d = tmp_path / "vol"
+    d.mkdir()
+    (d / "in").write_text("from-host\n")
+    isle("run", "-d", "--name", "web", "--isolation", "sandbox", "-p", "127.0.0.1::8080",
+         "-v", f"{d}:/data", "busybox", "sh", "-c",
+         "cat /data/in > /data/out; while true; do echo pong | nc -l -p 8080; done")
+    try:
+        port = int(isle("port", "web", "8080").stdout.strip().rsplit(":", 1)[1])
+        got = b""
+        for _ in range(50):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    got = s.recv(100)
+                if got:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert got == b"pong\n"
+        assert (d / "out").read_text() == "from-host\n"
+    finally:
+        isle("rm", "-f", "web", check=False)
+    assert not _runsc_procs(isle.runroot)
