@@ -3,7 +3,7 @@ reasons. The rules (docs/advise.md documents them; tests/unit/bench/test_advise.
 table) go from what only one level can do to what is cheapest:
 
     1. other-os or legacy full-OS                      -> os-vm (its own OS, init and services)
-    2. own-kernel                                      -> microvm (a kernel of its own, per instance)
+    2. own-kernel                                      -> microvm (a kernel per instance)
     3. trust = untrusted (multi-tenant):
          microVMs work here, start budget >= the template's warm start, the instances fit the
          memory budget, no high I/O or network       -> microvm
@@ -154,13 +154,15 @@ def _choose(w: Workload, doc: dict[str, Any]) -> tuple[str, list[str], dict[str,
         if not _works(doc, tpl):
             rejected["microvm"] = f"not usable here: {_why_not(doc, tpl)}"
         elif heavy:
-            rejected["microvm"] = "high I/O or network: every byte crosses emulated devices " \
-                                  f"({'TCG' if doc.get('host', {}).get('accelerator') == 'TCG' else 'virtio'})"
+            tcg = (doc.get("host") or {}).get("accelerator") == "TCG"
+            rejected["microvm"] = ("high I/O or network: every byte crosses emulated devices "
+                                   f"({'TCG' if tcg else 'virtio'})")
         elif w.start_budget_ms and (warm is None or warm > w.start_budget_ms):
             rejected["microvm"] = f"warm start {warm:.0f} ms > budget {w.start_budget_ms:.0f} ms" \
                 if warm is not None else "no start measured"
         else:
-            rejected["microvm"] = f"only {fits} instances fit the memory budget, {w.instances} wanted"
+            rejected["microvm"] = (f"only {fits} instances fit the memory budget, "
+                                   f"{w.instances} wanted")
         if _works(doc, "sandbox") and not heavy:
             rejected["container-in-vm"] = "the sandbox gives a per-instance boundary already"
             return "sandbox", fired + ["sandbox works here and the workload is not I/O heavy"], \
@@ -218,7 +220,8 @@ def advise(w: Workload, doc: dict[str, Any]) -> dict[str, Any]:
     r = _lv(doc, measured)
     if r:
         st = (r.get("start") or {}).get("exit_ms") or {}
-        reasons.append(f"start here ({measured}): cold {st.get('cold')} ms, warm {st.get('warm')} ms")
+        reasons.append(f"start here ({measured}): cold {st.get('cold')} ms, "
+                       f"warm {st.get('warm')} ms")
         pss = _pss_mib(doc, measured)
         if pss is not None:
             reasons.append(f"idle PSS {pss:.1f} MiB per instance; "
@@ -227,12 +230,14 @@ def advise(w: Workload, doc: dict[str, Any]) -> dict[str, Any]:
         sur = r.get("surface") or {}
         if sur:
             reasons.append(f"kernel seen inside: {sur.get('kernel')} "
-                           f"({'shared with the host' if sur.get('shared_kernel') else 'its own'}); "
+                           f"({'shared with the host' if sur.get('shared_kernel') else 'its own'})"
+                           "; "
                            f"{sur.get('syscalls_reachable')}/{sur.get('syscalls_tried')} notable "
                            f"syscalls reachable, {sur.get('capabilities')} capabilities")
         c = _lv(doc, "container")
         if c and measured != "container" and _warm(doc, "container"):
-            reasons.append(f"vs container: start {_warm(doc, measured) / _warm(doc, 'container'):.1f}x")
+            ratio = (_warm(doc, measured) or 0) / (_warm(doc, "container") or 1)
+            reasons.append(f"vs container: start {ratio:.1f}x")
     else:
         reasons.append(f"{measured} was not measured here: {_why_not(doc, measured)}")
     if w.instances > 1 and r:
@@ -275,7 +280,8 @@ def load_workloads(path: str) -> list[tuple[str, dict[str, Any]]]:
             data = f.read()
     except OSError as exc:
         raise ConfigError("advise", f"{path}: {exc.strerror}") from None
-    if path.endswith((".yml", ".yaml")) or b"services:" in data[:4096] and not path.endswith(".toml"):
+    compose = path.endswith((".yml", ".yaml"))
+    if compose or (b"services:" in data[:4096] and not path.endswith(".toml")):
         return _compose(path, data.decode(errors="replace"))
     import tomllib
 

@@ -87,7 +87,8 @@ def host_fingerprint() -> dict[str, Any]:
     mem = _read("/proc/meminfo").split()
     os_name = next((ln.split("=", 1)[1].strip('"') for ln in _read("/etc/os-release").splitlines()
                     if ln.startswith("PRETTY_NAME=")), "Linux")
-    return {"cpu": cpu, "ncpu": os.cpu_count(), "accelerator": acc.upper(), "accelerator_reason": why,
+    return {"cpu": cpu, "ncpu": os.cpu_count(), "accelerator": acc.upper(),
+            "accelerator_reason": why,
             "kernel": os.uname().release, "os": os_name,
             "cgroup_mode": "v2" if v2 else "hybrid" if hybrid else "v1",
             "mem_total_bytes": int(mem[1]) * 1024 if len(mem) > 1 else 0,
@@ -168,10 +169,10 @@ class Bench:
         cp = proc.run([*self.isle, *args], timeout=timeout, check=check)
         return cp.stdout.decode(errors="replace")
 
-    def _run(self, level: str, cmd: list[str], *, mounts: list[str] = (),  # type: ignore[assignment]
+    def _run(self, level: str, cmd: list[str], *, mounts: list[str] | None = None,
              network: str = "none", timeout: float = 300) -> str:
         args = ["run", "--rm", "--network", network, *_FLAGS[level], *self._vm_mem(level)]
-        for m in mounts:
+        for m in mounts or []:
             args += ["-v", m]
         return self._isle(*args, self.image, *cmd, timeout=timeout)
 
@@ -275,7 +276,8 @@ class Bench:
         warm_e = exit_[1:] or exit_
         return {"first_output_ms": {"cold": round(first[0], 1),
                                     "warm": round(statistics.median(warm_f), 1)},
-                "exit_ms": {"cold": round(exit_[0], 1), "warm": round(statistics.median(warm_e), 1)},
+                "exit_ms": {"cold": round(exit_[0], 1),
+                            "warm": round(statistics.median(warm_e), 1)},
                 "rounds": rounds, "samples_exit_ms": [round(x, 1) for x in exit_]}
 
     def density(self, level: str) -> dict[str, Any]:
@@ -353,7 +355,8 @@ class Bench:
         kv = _kv(head)
         res: dict[str, Any] = {
             "cpu_ms": float(kv.get("cpu_ms", "nan")),
-            "syscall_ns": {k: float(kv.get(f"{k}_ns", "nan")) for k in ("getpid", "open_close", "stat")},
+            "syscall_ns": {k: float(kv.get(f"{k}_ns", "nan"))
+                           for k in ("getpid", "open_close", "stat")},
             "surface": {"kernel": kv.get("kernel", ""),
                         "shared_kernel": kv.get("kernel", "") == os.uname().release
                         and level in ("native", "container"),
@@ -363,7 +366,8 @@ class Bench:
                         "no_new_privs": kv.get("NoNewPrivs", "") == "1",
                         "syscalls_tried": int(kv.get("syscalls_tried", 0)),
                         "syscalls_reachable": int(kv.get("syscalls_reachable", 0)),
-                        "syscalls_blocked": [x for x in kv.get("syscalls_blocked", "").split(",") if x],
+                        "syscalls_blocked": [x for x in kv.get("syscalls_blocked", "").split(",")
+                                             if x],
                         "devices": int(kv.get("devices", 0))}}
         if level == "sandbox":
             res["surface"]["shared_kernel"] = False  # gVisor's sentry answers the syscalls
@@ -425,8 +429,10 @@ class Bench:
         s.close()
         srv = proc.spawn([os.path.join(self.tools, "probe"), "rr-server", str(port)],
                          stdout=subprocess.DEVNULL)
-        ip3 = proc.spawn([self.iperf or "iperf3", "-s", "-p", str(port + 1), "-B", "127.0.0.1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if self.iperf else None
+        ip3 = None
+        if self.iperf:
+            ip3 = proc.spawn([self.iperf, "-s", "-p", str(port + 1), "-B", "127.0.0.1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(0.3)
             out = proc.run([os.path.join(self.tools, "probe"), "rr-client", "127.0.0.1", str(port),

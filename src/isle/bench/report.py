@@ -31,8 +31,8 @@ METHODS = (
     "memory: PSS (smaps_rollup) of every process in an idle instance's cgroup (`sleep 3600`), "
     "instances started one by one up to a bound; total PSS(n) fitted by least squares "
     "a + b*n and extrapolated to the memory budget. CPU: the same static probe (an integer "
-    "hash, 1000 steps x N; the fastest of 5 slices x 5) at every level. Syscalls: getpid, open+close, stat loops, median "
-    "of 5. fio: randrw 4k psync on /tmp inside the instance. Network: a TCP 64-byte "
+    "hash, 1000 steps x N; the fastest of 5 slices x 5) at every level. Syscalls: getpid, "
+    "open+close, stat loops, median of 5. fio: randrw 4k psync on /tmp inside the instance. Network: a TCP 64-byte "
     "request/response loop (median) and iperf3 between two instances on one isle bridge.")
 
 
@@ -117,7 +117,8 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
             _num(_g(r, "syscall_ns", "getpid")), _num(_g(r, "syscall_ns", "stat")),
             _num(_g(r, "fio", "read_iops")), _num(_g(r, "network", "rr_us"), "{:.0f}"),
             _num(_g(r, "network", "iperf3_gbit_s"), "{:.2f}"),
-            ("" if not s else ("shared " if s.get("shared_kernel") else "own ") + s.get("kernel", "")),
+            ("" if not s else
+             ("shared " if s.get("shared_kernel") else "own ") + s.get("kernel", "")),
             _num(s.get("capabilities")) if s else "-",
             f"{s.get('syscalls_reachable')}/{s.get('syscalls_tried')}" if s else "-"])
     return out
@@ -135,8 +136,9 @@ def render_table(doc: dict[str, Any]) -> str:
         else:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     h = doc.get("host", {})
-    head = (f"isle bench ({doc.get('mode')}, image {doc.get('image')}, {doc.get('elapsed_s')} s) on "
-            f"{h.get('cpu')} x{h.get('ncpu')}, {h.get('accelerator')} ({h.get('accelerator_reason')}), "
+    head = (f"isle bench ({doc.get('mode')}, image {doc.get('image')}, "
+            f"{doc.get('elapsed_s')} s) on {h.get('cpu')} x{h.get('ncpu')}, "
+            f"{h.get('accelerator')} ({h.get('accelerator_reason')}), "
             f"kernel {h.get('kernel')}, cgroups {h.get('cgroup_mode')}")
     fit = []
     for name, r in doc.get("levels", {}).items():
@@ -151,7 +153,8 @@ def render_table(doc: dict[str, Any]) -> str:
                       f"methods: {METHODS}",
                       f"rounds: start {plan.get('start_rounds')}, density bound "
                       f"{plan.get('density_max')}", "",
-                      "compared with the literature:", *("  " + n for n in doc.get("literature", []))])
+                      "compared with the literature:",
+                      *("  " + n for n in doc.get("literature", []))])
 
 
 def plots(doc: dict[str, Any], out_dir: str, fmt: str = "png") -> list[str]:
@@ -167,16 +170,19 @@ def plots(doc: dict[str, Any], out_dir: str, fmt: str = "png") -> list[str]:
     names = list(ok)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     panels = [
-        ("start to exit, warm (ms, log)", [_g(ok[n], "start", "exit_ms", "warm") for n in names], True),
-        ("start to exit, cold (ms, log)", [_g(ok[n], "start", "exit_ms", "cold") for n in names], True),
-        ("PSS per idle instance (MiB)", [(_g(ok[n], "density", "pss_bytes_per_instance") or 0) / 1048576
-                                         for n in names], False),
+        ("start to exit, warm (ms, log)", [_g(ok[n], "start", "exit_ms", "warm")
+                                           for n in names], True),
+        ("start to exit, cold (ms, log)", [_g(ok[n], "start", "exit_ms", "cold")
+                                           for n in names], True),
+        ("PSS per idle instance (MiB)",
+         [(_g(ok[n], "density", "pss_bytes_per_instance") or 0) / 1048576 for n in names], False),
         ("CPU kernel (ms)", [ok[n].get("cpu_ms") for n in names], False),
         ("getpid (ns, log)", [_g(ok[n], "syscall_ns", "getpid") for n in names], True),
     ]
     for ax, (title, vals, log) in zip(axes.flat, panels):
-        xs = [n for n, v in zip(names, vals) if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        vs = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        good = [(n, v) for n, v in zip(names, vals) if v is not None
+                and not (isinstance(v, float) and math.isnan(v))]
+        xs, vs = [n for n, _ in good], [v for _, v in good]
         ax.bar(xs, vs, color="#4a7ab5")
         ax.set_title(title, fontsize=10)
         if log and vs and min(vs) > 0:
@@ -200,8 +206,8 @@ def plots(doc: dict[str, Any], out_dir: str, fmt: str = "png") -> list[str]:
     ax.set_ylabel("MiB")
     ax.legend(fontsize=7)
     h = doc.get("host", {})
-    fig.suptitle(f"isle bench ({doc.get('mode')}) - {h.get('accelerator')}, kernel {h.get('kernel')}",
-                 fontsize=11)
+    fig.suptitle(f"isle bench ({doc.get('mode')}) - {h.get('accelerator')}, "
+                 f"kernel {h.get('kernel')}", fontsize=11)
     fig.tight_layout()
     path = os.path.join(out_dir, f"bench.{fmt}")
     fig.savefig(path, dpi=80)
@@ -216,7 +222,8 @@ def render_html(doc: dict[str, Any], png_path: str | None = None) -> str:
     img = ""
     if png_path and os.path.exists(png_path):
         with open(png_path, "rb") as f:
-            img = f'<img alt="isle bench plots" src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
+            b64 = base64.b64encode(f.read()).decode()
+        img = f'<img alt="isle bench plots" src="data:image/png;base64,{b64}">'
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
                    for r in rows(doc))

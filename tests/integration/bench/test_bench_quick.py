@@ -46,7 +46,8 @@ def test_bench_quick_then_advise(isle, tmp_path):
     # the isolation surface: containers share the host kernel, sandbox and VMs do not
     assert lvs["container"]["surface"]["shared_kernel"] is True
     assert lvs["container"]["surface"]["kernel"] == os.uname().release
-    assert lvs["container"]["surface"]["syscalls_reachable"] < lvs["native"]["surface"]["syscalls_reachable"]
+    reach = {k: v["surface"]["syscalls_reachable"] for k, v in lvs.items()}
+    assert reach["container"] < reach["native"]
     if "sandbox" in lvs:
         assert lvs["sandbox"]["surface"]["shared_kernel"] is False
     if "microvm" in lvs:

@@ -1,4 +1,4 @@
-"""isle advise's rules as a table of cases over a fixed bench document (numbers like this host's)."""
+"""isle advise's rules as a table of cases over a fixed bench document (this host's numbers)."""
 
 from __future__ import annotations
 
