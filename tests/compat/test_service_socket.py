@@ -119,3 +119,29 @@ def test_bad_bodies_are_docker_errors(service) -> None:
         assert list(json.loads(body)) == ["message"], out  # Docker's error shape
         assert words in json.loads(body)["message"], out
         assert out.count(b"\r\nServer: ") == 1, out
+
+
+def test_burst_of_clients_all_answered(service) -> None:
+    """50 clients connecting at once all get answers (a small listen backlog made some fail)."""
+    import threading
+
+    errors: list[str] = []
+    go = threading.Event()
+
+    def one() -> None:
+        go.wait()
+        try:
+            out = _get(str(service.sock), b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\n"
+                                          b"Host: x\r\n\r\n")
+            if not out.startswith(b"HTTP/1.1 200"):
+                errors.append(out[:100].decode(errors="replace"))
+        except OSError as exc:
+            errors.append(str(exc))
+
+    ths = [threading.Thread(target=one) for _ in range(50)]
+    for t in ths:
+        t.start()
+    go.set()
+    for t in ths:
+        t.join()
+    assert errors == []

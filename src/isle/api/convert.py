@@ -439,17 +439,23 @@ def stats(eng: Any, rec: Any, interval: float) -> dict[str, Any]:
     mem = int(s.get("MemUsage") or 0)
     lim = int(s.get("MemLimit") or 0)
     ncpu = os.cpu_count() or 1
-    usage_ns = int(s.get("cpu_usage_ns") or 0)
     now = iso(time.time())
-    cpu = {"cpu_usage": {"total_usage": usage_ns, "usage_in_kernelmode": 0,
-                         "usage_in_usermode": 0},
-           "system_cpu_usage": int(time.monotonic() * 1e9) * ncpu, "online_cpus": ncpu,
-           "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    # the engine measures CPU % over the interval; Docker's clients compute it from two samples
+    # (cpu and precpu): make the pair whose deltas give the engine's figure
+    dt_ns = int(max(interval, 0.05) * 1e9)
+    used = int(float(s.get("cpu_percent") or 0.0) / 100 * dt_ns)
+    sys_now = int(time.monotonic() * 1e9) * ncpu
+    throttle = {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
+    cpu = {"cpu_usage": {"total_usage": used, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+           "system_cpu_usage": sys_now, "online_cpus": ncpu, "throttling_data": throttle}
+    pre = {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+           "system_cpu_usage": sys_now - dt_ns * ncpu, "online_cpus": ncpu,
+           "throttling_data": throttle}
     return {
         "id": rec.id, "name": "/" + rec.name, "read": now, "preread": now,
         "pids_stats": {"current": int(s.get("PIDs") or 0)},
         "memory_stats": {"usage": mem, "limit": lim, "stats": {}},
-        "cpu_stats": cpu, "precpu_stats": cpu,
+        "cpu_stats": cpu, "precpu_stats": pre,
         "blkio_stats": {"io_service_bytes_recursive": None},
         "networks": {},
         "isle_cpu_percent": float(s.get("cpu_percent") or 0.0),

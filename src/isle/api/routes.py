@@ -108,6 +108,7 @@ class Api:
             ("GET", rf"/containers/{_ID}/top", self.container_top),
             ("GET", rf"/containers/{_ID}/stats", self.container_stats),
             ("POST", rf"/containers/{_ID}/rename", self.container_rename),
+            ("POST", rf"/containers/{_ID}/update", self.container_update),
             ("GET", rf"/containers/{_ID}/changes", self.container_changes),
             ("GET", rf"/containers/{_ID}/export", self.container_export),
             ("GET", rf"/containers/{_ID}/archive", self.archive_get),
@@ -453,6 +454,15 @@ class Api:
             raise ApiError(400, "name is required")
         self.engine.rename(req.params["id"], new)
 
+    def container_update(self, req: Request) -> dict[str, Any]:
+        body = req.json()
+        self.engine.get(req.params["id"])
+        restart = body.get("RestartPolicy")
+        if body.keys() - {"RestartPolicy"} or restart:
+            raise ApiError(501, "updating a container's resources or restart policy is not "
+                                "supported yet: recreate the container with the new limits")
+        return {"Warnings": []}
+
     def container_changes(self, req: Request) -> list[dict[str, Any]]:
         kinds = {"C": 0, "A": 1, "D": 2}
         return [{"Path": p, "Kind": kinds.get(k, 0)} for k, p in self.engine.diff(req.params["id"])]
@@ -765,8 +775,7 @@ class Api:
     def image_create(self, req: Request) -> Stream:
         src = req.q("fromSrc")
         if src:
-            raise ApiError(501, "importing images through the API (fromSrc) is not supported yet: "
-                                "use `isle import`")
+            return self._image_import(req, src)
         image = req.q("fromImage")
         if not image:
             raise ApiError(400, "fromImage is required")
@@ -808,6 +817,27 @@ class Api:
                 + b"\n"
 
         return Stream(gen())
+
+    def _image_import(self, req: Request, src: str) -> Stream:
+        """docker import: the body is the rootfs tar (fromSrc=-); URLs are not fetched."""
+        if src != "-":
+            raise ApiError(501, "importing from a URL is not supported: send the tar as the body "
+                                "(fromSrc=-)")
+        repo, tag = req.q("repo"), req.q("tag")
+        ref = None
+        if repo:
+            ref = f"{repo}:{tag}" if tag else repo
+            _check_ref(ref)
+        fd, path = tempfile.mkstemp(prefix="isle-api-import-", suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in req.body_chunks(64 << 30):
+                    f.write(chunk)
+            with open(path, "rb") as f:
+                img = self.images.import_(f, ref, req.qlist("changes"), req.q("message"))
+        finally:
+            os.unlink(path)
+        return Stream(iter([json.dumps({"status": img.id}).encode() + b"\n"]))
 
     def images_prune(self, req: Request) -> dict[str, Any]:
         flt = req.filters()

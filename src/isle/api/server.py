@@ -393,6 +393,9 @@ class _Handler(BaseHTTPRequestHandler):
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: listen backlog: socketserver's 5 makes a burst of clients fail to connect (EAGAIN on a
+    #: unix socket); the kernel caps it at net.core.somaxconn
+    request_queue_size = 4096
 
     def __init__(self, path: str, routes: list[Route], *, verbose: bool = False,
                  idle_timeout: float = 0, isle_version: str = "") -> None:
