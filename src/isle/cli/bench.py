@@ -21,7 +21,7 @@ def _isle_argv(ctx: click.Context) -> list[str]:
 
 
 def run_bench(ctx: click.Context, *, quick: bool, levels: list[str], image: str,
-              budget: int, show_progress: bool) -> dict[str, Any]:
+              budget: int, show_progress: bool, explicit: bool = False) -> dict[str, Any]:
     from isle.bench import measure, report
 
     s = ctx.obj.settings
@@ -29,7 +29,7 @@ def run_bench(ctx: click.Context, *, quick: bool, levels: list[str], image: str,
     os.makedirs(work, mode=0o700, exist_ok=True)
     if not show_progress:
         doc = measure.run_bench(_isle_argv(ctx), image, quick=quick, levels=levels,
-                                workdir=work, memory_budget=budget)
+                                workdir=work, memory_budget=budget, explicit=explicit)
     else:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,7 +45,8 @@ def run_bench(ctx: click.Context, *, quick: bool, levels: list[str], image: str,
                 prog.update(tasks[lv], description=msg, advance=frac)
 
             doc = measure.run_bench(_isle_argv(ctx), image, quick=quick, levels=levels,
-                                    workdir=work, progress=cb, memory_budget=budget)
+                                    workdir=work, progress=cb, memory_budget=budget,
+                                    explicit=explicit)
             for t in tasks.values():
                 prog.update(t, completed=5.0)
     report.save(doc, s.root)
@@ -99,7 +100,8 @@ def register(cli: click.Group) -> None:
         lv = list(levels) or [x for x in LEVELS]
         doc = run_bench(ctx, quick=quick, levels=lv, image=image,
                         budget=_size(memory_budget) if memory_budget else 0,
-                        show_progress=not no_progress and fmt == "table")
+                        show_progress=not no_progress and fmt == "table",
+                        explicit=bool(levels))
         png = None
         if plot_dir or html_path:
             import tempfile
