@@ -326,7 +326,7 @@ def _compose(path: str, text: str) -> list[tuple[str, dict[str, Any]]]:
 def _mini_services(text: str) -> dict[str, dict[str, Any]]:
     """Service names and images from a compose file without a YAML library (block style)."""
     svcs: dict[str, dict[str, Any]] = {}
-    cur, inside, svc_ind = None, False, -1
+    cur, inside, svc_ind, adv_ind = None, False, -1, -1
     for raw in text.splitlines():
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
@@ -339,9 +339,28 @@ def _mini_services(text: str) -> dict[str, dict[str, Any]]:
             continue
         if svc_ind < 0:
             svc_ind = ind
+        if adv_ind >= 0 and ind <= adv_ind:
+            adv_ind = -1
         if ind == svc_ind and line.endswith(":"):
             cur = line[:-1].strip().strip("'\"")
             svcs[cur] = {}
+        elif cur and adv_ind >= 0 and ind > adv_ind and ":" in line:
+            k, _, v = line.partition(":")
+            svcs[cur].setdefault("x-isle-advise", {})[k.strip()] = _scalar(v.strip())
+        elif cur and ind > svc_ind and line == "x-isle-advise:":
+            adv_ind = ind
         elif cur and ind > svc_ind and line.startswith("image:"):
             svcs[cur]["image"] = line.split(":", 1)[1].strip().strip("'\"")
     return svcs
+
+
+def _scalar(v: str) -> Any:
+    v = v.split(" #", 1)[0].strip()
+    if v in ("true", "false"):
+        return v == "true"
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v.strip("'\"")

@@ -8,7 +8,8 @@ Levels (each skipped with a reason where it does not work here):
     microvm           isle run --isolation vm, cold: a shared directory keeps templates out, so
                       every start boots the guest kernel
     microvm-template  isle run --isolation vm restored from `isle vm template create IMAGE`
-    os-vm             a whole-OS VM (only where an OS image was given: never in --quick)
+    os-vm             a whole-OS VM from the image (`isle vm create --from-image`): boot to the
+                      console's shell prompt; in --quick only when named with --level
 
 Every level is driven through the real `isle` CLI (what a user runs) with the bench's --root and
 --runroot. Methods, rounds and medians are recorded with the results. Instances and networks the

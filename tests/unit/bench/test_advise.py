@@ -109,10 +109,21 @@ def test_toml_and_compose(tmp_path):
                  "    x-isle-advise:\n      trust: untrusted\n")
     got = dict(advise.load_workloads(str(c)))
     assert got["web"]["image"] == "nginx"
-    assert set(got) == {"web", "job"}
+    assert got["job"] == {"image": "busybox", "trust": "untrusted"}
     bad = tmp_path / "bad.toml"
     bad.write_text("trust = \n")
     with pytest.raises(ConfigError):
         advise.load_workloads(str(bad))
     with pytest.raises(ConfigError):
         advise.load_workloads(str(tmp_path / "missing.toml"))
+
+
+def test_compose_without_a_yaml_library():
+    text = ("version: '3'\nservices:\n  web:\n    image: nginx:1.25\n    ports:\n      - 80:80\n"
+            "  db:\n    image: \"postgres\"\n    x-isle-advise:\n      trust: third-party\n"
+            "      instances: 3\n      own-kernel: false\n    restart: always\n"
+            "volumes:\n  data:\n")
+    assert advise._mini_services(text) == {
+        "web": {"image": "nginx:1.25"},
+        "db": {"image": "postgres", "x-isle-advise": {"trust": "third-party", "instances": 3,
+                                                      "own-kernel": False}}}
