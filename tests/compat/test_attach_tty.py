@@ -130,3 +130,46 @@ def test_killed_client_mid_attach_leaves_nothing(service) -> None:
         s.connect(str(service.sock))
         s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"200 OK" in s.recv(4096)
+
+
+def test_reattach_and_detach_keys(service) -> None:
+    """`docker run -dit` then attach, detach (ctrl-p ctrl-q or the client leaving): the shell
+    keeps running with its stdin open (StdinOnce false: conmon's --leave-stdin-open); attach
+    again and it still answers."""
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=service.host, timeout=60)
+    try:
+        c = client.containers.run("busybox", ["sh"], detach=True, stdin_open=True, tty=True,
+                                  name="re-att")
+
+        def session(cmd: bytes, until: bytes, detach: bytes = b"") -> bytes:
+            s = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+            raw = s._sock
+            raw.settimeout(20)
+            raw.sendall(cmd)
+            buf = b""
+            while until not in buf:
+                b = raw.recv(4096)
+                if not b:
+                    break
+                buf += b
+            if detach:
+                raw.sendall(detach)
+                raw.settimeout(10)
+                assert raw.recv(4096) == b""  # the service ends the attach
+            raw.close()
+            return buf
+
+        assert b"one" in session(b"echo one\n", b"one\r\n")  # the client just leaves
+        time.sleep(0.3)
+        c.reload()
+        assert c.status == "running"
+        assert b"two" in session(b"echo two\n", b"two\r\n", detach=b"\x10\x11")  # ctrl-p ctrl-q
+        time.sleep(0.3)
+        c.reload()
+        assert c.status == "running"
+        session(b"exit 3\n", b"\x00never")
+        assert c.wait(timeout=30)["StatusCode"] == 3
+        c.remove()
+    finally:
+        client.close()

@@ -152,6 +152,7 @@ def run_options(body: dict[str, Any], name: str) -> Any:
     o.user = body.get("User") or ""
     o.tty = bool(body.get("Tty"))
     o.interactive = bool(body.get("OpenStdin"))
+    o.stdin_once = bool(body.get("StdinOnce"))
     cs = hc.get("ConsoleSize")
     if cs is not None:
         if not (isinstance(cs, list) and len(cs) == 2 and all(

@@ -110,6 +110,7 @@ class Lifecycle:
                 runtime_root=oci.root, runtime_args=oci.args, bundle=p.bundle, persist_dir=p.run,
                 exit_dir=p.exit_dir, socket_dir=p.socket_dir, log_path=p.log,
                 stdin=opts.interactive, tty=opts.tty,  # -i: open for a later attach too
+                leave_stdin_open=opts.interactive and not opts.stdin_once,
                 exit_command=self._exit_command(rec.id) if use_exit_cmd else [],
                 conmon=conmon_path(), log_size_max=opts.log_max_size or LOG_SIZE_MAX)
             argv = conmon_argv(margs)

@@ -37,6 +37,7 @@ class MonitorArgs:
     log_path: str
     log_size_max: int = LOG_SIZE_MAX
     stdin: bool = False
+    leave_stdin_open: bool = False  # -i kept open when an attached client leaves
     tty: bool = False
     exit_command: list[str] = field(default_factory=list)
     exit_delay: int = 0
@@ -69,6 +70,8 @@ def conmon_argv(a: MonitorArgs) -> list[str]:
         argv += ["--runtime-arg", r]
     if a.stdin:
         argv += ["-i"]
+        if a.leave_stdin_open:
+            argv += ["--leave-stdin-open"]
     if a.tty:
         argv += ["-t"]
     if a.exit_command:

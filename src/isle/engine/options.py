@@ -138,6 +138,7 @@ class RunOptions:
     extra_hosts: list[str] = field(default_factory=list)
     log_max_size: int = 0  # --log-opt max-size=N: conmon rotates ctr.log beyond N bytes
     console_size: list[int] = field(default_factory=list)  # [rows, cols] of a tty (the API's ConsoleSize)
+    stdin_once: bool = True  # -i: the first attached client's EOF closes stdin (Docker's StdinOnce)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)  # type: ignore[no-any-return]
