@@ -48,7 +48,7 @@ def private_root(root: str) -> None:
     except FileNotFoundError:
         os.makedirs(root, 0o700, exist_ok=True)
         return
-    mode = os.lstat(root).st_mode
+    mode = os.stat(root).st_mode  # a symlinked root (/run/isle-runtime -> ...) is followed
     if mode & 0o077:
         os.chmod(root, mode & 0o7700)
 

@@ -64,7 +64,8 @@ def private_dir(path: str, mode: int = 0o700) -> str:
     """Make path (and missing parents) a directory with at most ``mode`` (0700): made so when
     new, and an existing one is tightened (chmod away extra bits, never widened), so installs
     made before this rule lose their world-readable modes on next use. Two syscalls when it
-    exists. A symlink or non-directory at path is refused (NotADirectoryError)."""
+    exists. A symlink to a directory is followed (an admin's /var/lib/isle -> /data/isle, like
+    podman's graphroot); anything else that is not a directory is a ConfigError naming path."""
     try:
         os.mkdir(path, mode)
     except FileExistsError:
@@ -78,9 +79,11 @@ def private_dir(path: str, mode: int = 0o700) -> str:
             os.mkdir(path, mode)
         except FileExistsError:
             pass
-    st = os.lstat(path)
+    st = os.stat(path)
     if st.st_mode & 0o170000 != 0o040000:
-        raise NotADirectoryError(f"{path}: not a directory (or a symlink)")
+        from isle.errors import ConfigError
+
+        raise ConfigError("", f"{path}: exists and is not a directory")
     if st.st_mode & 0o7777 & ~mode:
         os.chmod(path, st.st_mode & mode & 0o7777)
     return path
