@@ -231,20 +231,45 @@ def test_console_symlink_is_not_a_mount_target(rt, bundle, rootfs, canary, tmp_p
 
 
 def test_sysctl_write_lands_on_the_real_procfs(rt, bundle, rootfs, tmp_path):
-    """CVE-2025-52881: a bind mount over /proc/sys/... (from a directory the container
-    controls) must not take the runtime's sysctl write; the runtime refuses clearly."""
-    fake = tmp_path / "fakesys"
-    (fake / "ipv4").mkdir(parents=True)
-    trap = fake / "ipv4" / "ip_forward"
+    """CVE-2025-52881: a bind mount over a /proc/sys file (one of the few runc lets a mount
+    cover) must not take the runtime's sysctl write; the runtime refuses clearly."""
+    trap = tmp_path / "trap"
     trap.write_text("trap\n")
 
     def extra(c):
-        c["mounts"].append({"destination": "/proc/sys/net", "type": "bind",
-                            "source": str(fake), "options": ["rbind"]})
-        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["mounts"].append({"destination": "/proc/sys/kernel/ns_last_pid", "type": "bind",
+                            "source": str(trap), "options": ["bind"]})
+        c["linux"]["sysctl"] = {"kernel.ns_last_pid": "100"}
     cp = rt("run", "-b", str(bundle(["true"], _spec(rootfs, extra=extra))), "c1", check=False)
     assert trap.read_text() == "trap\n"
-    assert cp.returncode != 0 and "linux.sysctl.net.ipv4.ip_forward" in cp.stderr, cp.stderr
+    assert cp.returncode != 0 and "linux.sysctl.kernel.ns_last_pid" in cp.stderr, cp.stderr
+    assert "mounted over it" in cp.stderr
+
+
+@pytest.mark.parametrize("dest,plant", [
+    ("/proc/sys/net", None),                        # named: refused, as runc does
+    ("/mnt/x", "/proc/sys/kernel"),                 # steered there by the image: refused
+    ("/proc/cpuinfo", "/proc/sys/kernel/core_pattern"),  # an lxcfs file, but steered
+])
+def test_mounts_onto_the_containers_procfs_are_refused(rt, bundle, rootfs, tmp_path, dest,
+                                                       plant):
+    src = tmp_path / "src"
+    src.mkdir()
+    if plant:
+        _plant(rootfs, dest, Path(plant), "abs")
+    if dest == "/proc/cpuinfo":
+        (src / "f").write_text("x")
+        src = src / "f"
+
+    def extra(c):
+        c["mounts"].append({"destination": dest, "type": "bind", "source": str(src),
+                            "options": ["rbind"]})
+    cp = rt("run", "-b", str(bundle(["true"], _spec(rootfs, extra=extra))), "c1", check=False)
+    if dest == "/proc/cpuinfo":  # /proc is a mount: the image's /proc/cpuinfo is under it
+        assert cp.returncode == 0, cp.stderr
+        return
+    assert cp.returncode != 0 and "mounts[7]" in cp.stderr and "procfs" in cp.stderr, cp.stderr
+    assert not (rt.root / "c1").exists()
 
 
 @pytest.mark.timeout(180)

@@ -90,21 +90,41 @@ def _is_root(r: Root, fd: int) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _target(r: Root, dest: str, is_dir: bool) -> int:
+#: the only files on the container's procfs a mount may cover (runc's list: lxcfs's files)
+_PROC_MOUNTABLE = frozenset((
+    "proc/cpuinfo", "proc/diskstats", "proc/meminfo", "proc/stat", "proc/swaps", "proc/uptime",
+    "proc/loadavg", "proc/slabinfo", "proc/pressure/cpu", "proc/pressure/io",
+    "proc/pressure/memory", "proc/sys/kernel/ns_last_pid"))
+
+
+def _target(r: Root, dest: str, is_dir: bool, fstype: str | None = None) -> int:
     """An fd of the mount destination dest as the container names it, resolved inside the
     rootfs (its symlinks followed there, never out); made when missing: a directory, or an
-    empty file. The rootfs itself is refused: a /dev -> / link would bury the whole image."""
+    empty file. Refused: the rootfs itself (a /dev -> / link would bury the whole image), and,
+    as runc does, anything on the container's procfs but a second procfs on /proc and the
+    few files lxcfs covers, named as such (a mount over /proc/sys/... or one an image symlink
+    steers there would stand between the runtime's writes, or a mask, and the kernel's files)."""
     try:
         fd = r.open(dest, os.O_PATH)
     except FileNotFoundError:
         fd = r.mkdirs(dest) if is_dir else _make_file(r, dest)
-    if _is_root(r, fd):
+    try:
+        if _is_root(r, fd):
+            raise _Refused("resolves to the container's root directory (a symlink to /?): "
+                           "refusing to mount over it")
+        if L.fstatfs_type(fd) == L.PROC_SUPER_MAGIC:
+            want, got = inroot.clean(dest), r.name_of(fd)
+            if got != "/" + want or not (want in _PROC_MOUNTABLE or
+                                         want == "proc" and fstype == "proc"):
+                raise _Refused(f"resolves to {got}, on the container's procfs: only "
+                               "/proc/{cpuinfo,meminfo,stat,...} (lxcfs) may be mounted there")
+    except BaseException:
         os.close(fd)
-        raise _RootTarget()
+        raise
     return fd
 
 
-class _RootTarget(Exception):
+class _Refused(Exception):
     pass
 
 
@@ -175,7 +195,7 @@ def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
                     fds.append(_mount_cgroup(sys, m, r, cgroup_mounts,
                                              skip_v2=bool(info and info.get("join"))))
                 else:
-                    t = _target(r, m.dest, True)
+                    t = _target(r, m.dest, True, m.fstype)
                     fds.append(t)
                     sys.mount(m.source or m.fstype, _fd_path(t), m.fstype, m.flags, m.data)
                     if m.prop:
@@ -184,9 +204,8 @@ def do_mounts(sys: L.Syscalls, spec_mounts: list[dict[str, Any]], rootfs: str,
                     sys.mount(None, _fd_path(fds[-1]), None, p, None)
             except ConfigError:
                 raise
-            except _RootTarget:
-                raise ConfigError(field, f"{m.dest} resolves to the container's root directory "
-                                         "(a symlink to /?): refusing to mount over it") from None
+            except _Refused as exc:
+                raise ConfigError(field, f"{m.dest} {exc}") from None
             except OSError as exc:
                 why = os.strerror(exc.errno or 0)
                 fn = str(exc.filename or "")
