@@ -94,7 +94,9 @@ def register(cli: click.Group) -> None:
         (restored from `isle vm template`), os-vm. Start (first output, exit; cold, warm), PSS per
         idle instance and density (fit shown), size on disk, CPU, syscall latency, fio, network
         (iperf3, TCP request/response between two instances), isolation surface. Results are
-        saved as <root>/bench/latest.json (`isle advise` reads them)."""
+        saved as <root>/bench/latest.json (`isle advise` reads them). The microvm-template
+        level makes a template of the image once (`isle vm template create --network none
+        IMAGE`) and keeps it; os-vm runs in --quick only when named with --level."""
         from isle.bench import report
 
         lv = list(levels) or [x for x in LEVELS]
