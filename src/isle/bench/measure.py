@@ -39,7 +39,7 @@ class Plan:
 
     def __init__(self, quick: bool) -> None:
         self.quick = quick
-        self.start_rounds = {"native": 5, "container": 4, "sandbox": 3, "microvm": 2,
+        self.start_rounds = {"native": 5, "container": 3, "sandbox": 2, "microvm": 2,
                              "microvm-template": 2} if quick else \
             {"native": 20, "container": 15, "sandbox": 10, "microvm": 5, "microvm-template": 10}
         self.density_max = {"native": 4, "container": 4, "sandbox": 3, "microvm": 2,
