@@ -138,14 +138,24 @@ def _libs_dir(binary: str, dest: str) -> str:
     os.makedirs(dest, exist_ok=True)
     import shutil
 
+    def copy(src: str, name: str) -> None:
+        to = os.path.join(dest, name)
+        st = os.stat(src)
+        try:
+            have = os.stat(to)
+            if (have.st_size, int(have.st_mtime)) == (st.st_size, int(st.st_mtime)):
+                return  # copied by an earlier run
+        except OSError:
+            pass
+        shutil.copy2(src, to)
+
     out = proc.run(["ldd", binary], timeout=30).stdout.decode()
     for ln in out.splitlines():
         parts = ln.split()
         path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0] if parts else ""
         if path.startswith("/"):
-            name = "ld.so" if "ld-linux" in path else os.path.basename(path)
-            shutil.copy2(path, os.path.join(dest, name))
-    shutil.copy2(binary, os.path.join(dest, os.path.basename(binary)))
+            copy(path, "ld.so" if "ld-linux" in path else os.path.basename(path))
+    copy(binary, os.path.basename(binary))
     return dest
 
 
