@@ -452,21 +452,7 @@ def test_rootless_vm_runs_as_the_user_without_host_loopback(user):
         secret.close()
 
 
-# -- build -------------------------------------------------------------------------------------
-@pytest.mark.timeout(120)
-def test_rootless_build_fails_clearly_and_leaves_nothing(user):
-    """Not supported yet (file owners and RUN's changes need the store in a user namespace):
-    a clear error, no image, no step container, no process."""
-    ctx = user.home / "ctx"
-    ctx.mkdir(exist_ok=True)
-    (ctx / "Containerfile").write_text('FROM busybox\nCOPY f /f\nRUN echo built > /b\n')
-    (ctx / "f").write_text("copied\n")
-    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(ctx)], check=True)
-    before = user.isle("images", "-q").stdout.split()
-    cp = user.isle("build", "-t", "mine", str(ctx))
-    assert cp.returncode != 0 and "isle build needs root" in cp.stderr, cp.stderr
-    assert user.isle("images", "-q").stdout.split() == before
-    assert user.isle("ps", "-aq").stdout.split() == []
+# -- build: tests/security/test_rootless_build.py ---------------------------------------------
 
 
 # -- cgroups -----------------------------------------------------------------------------------

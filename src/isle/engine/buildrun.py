@@ -79,9 +79,14 @@ class RunSandbox:
             uid_map: list[dict[str, int]] = []
             gid_map: list[dict[str, int]] = []
             if self.s.rootless:
-                from isle.engine.rootless import id_maps
+                from isle.engine import buildns
 
-                uid_map, gid_map = id_maps()
+                if buildns.inside():  # already root over the user's ids: map them 1:1
+                    uid_map, gid_map = buildns.step_maps()
+                else:
+                    from isle.engine.rootless import id_maps
+
+                    uid_map, gid_map = id_maps()
             inp = SpecInputs(container_id=cid, rootfs=rootfs, image_config={}, hostname=HOSTNAME,
                              passwd=passwd, group=group, etc_files=etc, netns_path=netns,
                              cgroups_path="" if self.s.rootless else f"/{cid}",

@@ -84,7 +84,14 @@ def mount(engine: Any, img: LightImage, workdir: str, *, copy: bool = False,
         opts += ",volatile"
     if copy or not img.layer_dirs or len(opts) > MAX_OPTIONS \
             or os.path.exists(os.path.join(workdir, ".copy")):
-        return str(engine.store.mount_rootfs(engine.store.resolve(img.id), workdir, copy=copy))
+        full = engine.store.resolve(img.id)
+        if copy and engine.s.rootless:
+            from isle.engine import buildns
+
+            if buildns.needs_owners(full.layer_dirs):  # a rootless build's files of other ids
+                return buildns.run_in_userns(
+                    lambda: str(engine.store.mount_rootfs(full, workdir, copy=True)))
+        return str(engine.store.mount_rootfs(full, workdir, copy=copy))
     for d in (rootfs, upper, work):
         os.makedirs(d, exist_ok=True)
     from isle.sys.libc import LinuxSyscalls

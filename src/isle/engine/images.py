@@ -75,13 +75,31 @@ class Images:
         return self.store.tag(src, dest)
 
     def remove(self, refs: list[str], force: bool = False) -> list[str]:
-        out: list[str] = []
-        for r in refs:
-            out += self.store.remove(r, force)
-        return out
+        def rm() -> list[str]:
+            out: list[str] = []
+            for r in refs:
+                out += self.store.remove(r, force)
+            return out
+
+        return self._owned(rm)
 
     def prune(self, all_images: bool = False) -> list[str]:
-        return self.store.prune(all_images)
+        return self._owned(lambda: self.store.prune(all_images))
+
+    def _owned(self, fn: Any) -> list[str]:
+        """fn() -> removed ids; rootless with layers a build gave other ids' files (a directory
+        of a subordinate uid holding files): in the user namespace, where they can be deleted."""
+        if not self.settings.rootless:
+            return list(fn())
+        from isle.engine import buildns
+
+        ldir = self.store.layers_dir
+        if not buildns.needs_owners([os.path.join(ldir, h, "diff") for h in (
+                os.listdir(ldir) if os.path.isdir(ldir) else [])]):
+            return list(fn())
+        from isle.oci.fastjson import dumps, loads
+
+        return list(loads(buildns.run_in_userns(lambda: dumps(list(fn())))))
 
     def disk_usage(self) -> dict[str, Any]:
         return self.store.disk_usage()
@@ -198,21 +216,35 @@ class Images:
     def build(self, context: str, *, network: str = "default", **kw: Any) -> Image:
         """RUN steps run in the sandbox `isle run` gives (engine/buildrun.py); network is
         default (isle's bridge), none or host, as `docker build --network`."""
-        if self.settings.rootless:
-            from isle.errors import Unsupported
-
-            raise Unsupported("isle build needs root here: rootless, COPY cannot give files "
-                              "their owners and a RUN step's changes cannot be captured (both "
-                              "need the store inside a user namespace, not done yet)")
         from isle.engine.buildrun import RunSandbox
         from isle.image.build.builder import build
 
         kw.setdefault("runtime", self.runtime)
         kw.setdefault("state_dir", self.settings.runroot)
-        with RunSandbox(self.settings, network, runtime=kw["runtime"],
-                        state_dir=os.path.join(kw["state_dir"], "build"),
-                        unmount=self.store.unmount_rootfs) as sandbox:
-            return build(self.store, context, sandbox=sandbox, **kw)
+
+        def run() -> Image:
+            with RunSandbox(self.settings, network, runtime=kw["runtime"],
+                            state_dir=os.path.join(kw["state_dir"], "build"),
+                            unmount=self.store.unmount_rootfs) as sandbox:
+                return build(self.store, context, sandbox=sandbox, **kw)
+
+        if self.settings.rootless:
+            # root in a user namespace with the user's subordinate ids (engine/buildns.py):
+            # file owners and RUN's overlay need it; the child writes the user's own store
+            from isle.engine import buildns
+
+            def in_userns() -> str:
+                ldir = self.store.layers_dir
+                before = set(os.listdir(ldir)) if os.path.isdir(ldir) else set()
+                try:
+                    return run().id
+                finally:  # layers this build unpacked with other ids' files (stages' too)
+                    buildns.mark_owners([os.path.join(ldir, h, "diff") for h in
+                                         (set(os.listdir(ldir)) if os.path.isdir(ldir) else
+                                          set()) - before])
+
+            return self.store.resolve(buildns.run_in_userns(in_userns))
+        return run()
 
     def bootstrap(self, ref: str, *, variant: str = "minbase", mirror: str | None = None) -> Image:
         from isle.image.defaults import bootstrap_debian

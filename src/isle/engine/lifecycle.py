@@ -503,6 +503,10 @@ def _rmtree_bundle(bundle: str) -> None:
             if any(line.split()[4] == rootfs for line in f):
                 return  # never recurse into a live mount
     rmtree(bundle)
+    if os.path.lexists(bundle) and os.geteuid() != 0:
+        from isle.engine import buildns  # files of the user's subordinate ids (chown inside)
+
+        buildns.rmtree(bundle)
 
 
 def _remove_cgroups(name: str) -> None:

@@ -14,6 +14,22 @@ __all__ = ["manager", "from_state", "resources_with_defaults", "kick_attach"]
 
 #: why an unprivileged runtime runs this container without a cgroup ("" while it has one)
 _no_cgroup = ""
+_unpriv: bool | None = None
+
+
+def unprivileged() -> bool:
+    """Not root, or root only in a user namespace (a rootless build's, engine/buildns.py): the
+    host's cgroups are not ours to make or write either way (runc's RunningInUserNS)."""
+    global _unpriv
+    if _unpriv is None:
+        _unpriv = os.geteuid() != 0
+        if not _unpriv:
+            try:
+                with open("/proc/self/uid_map", "rb") as f:
+                    _unpriv = f.read().split() != [b"0", b"0", b"4294967295"]
+            except OSError:
+                pass
+    return _unpriv
 
 
 def manager(cgroups_path: str | None, cid: str, mounts_cache: str | None = None) -> Any:
@@ -21,7 +37,7 @@ def manager(cgroups_path: str | None, cid: str, mounts_cache: str | None = None)
     (then resources_with_defaults refuses limits, which nothing could enforce)."""
     from isle.cgroups import manager_for
 
-    if os.geteuid() != 0:
+    if unprivileged():
         return _rootless_manager(cgroups_path, cid)
     return manager_for(cgroups_path, cid, mounts_cache=mounts_cache)
 
@@ -93,7 +109,7 @@ def resources_with_defaults(resources: dict[str, Any] | None,
                             devices: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Like runc's specconv: after the spec's device rules, allow linux.devices and the defaults."""
     res = dict(resources or {})
-    if os.geteuid() != 0:
+    if unprivileged():
         # no device cgroup without privilege (a BPF program on v2): the user namespace leaves
         # the container no device the caller could not open anyway (runc rootless does the same)
         res.pop("devices", None)
@@ -126,7 +142,7 @@ def kick_attach(root: str = "/sys/fs/cgroup") -> None:
     an unwritable or absent cgroupfs (rootless, read-only) makes it a no-op. Imports nothing
     heavy, so the runtime calls it first thing.
     """
-    if os.geteuid() != 0:
+    if unprivileged():
         return
     try:
         with open("/proc/self/cgroup", "rb") as f:

@@ -1,0 +1,153 @@
+"""Rootless ``isle build`` (review issue 9), as a real unprivileged user made by the test: the
+build runs as root in a user namespace over the user's /etc/subuid and /etc/subgid ranges
+(engine/buildns.py), so COPY --chown and RUN's chown give files their owners, RUN's changes are
+captured by an overlay, and the image lands in the user's own store. What the user must NOT get:
+ids beyond its ranges, a host file through the build, anything left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from tests.security.test_rootless import ruser, user  # noqa: F401 - the throwaway user
+
+pytestmark = [pytest.mark.root]
+
+
+def _ctx(user, name: str, files: dict[str, str]) -> str:
+    ctx = user.home / name
+    ctx.mkdir(exist_ok=True)
+    for rel, text in files.items():
+        (ctx / rel).write_text(text)
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(ctx)], check=True)
+    return str(ctx)
+
+
+def _mounts_of(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [ln for ln in f if path in ln]
+
+
+CONTAINERFILE = """\
+FROM busybox AS base
+RUN mkdir -p /opt/base && echo from-base > /opt/base/b && chown -R 77:88 /opt/base
+
+FROM busybox
+COPY --chown=1000:1000 app.txt /app/app.txt
+RUN echo 'alice:x:2000:2000::/home/alice:/bin/sh' >> /etc/passwd && \
+    echo 'alice:x:2000:' >> /etc/group && echo made > /file && chown 123 /file
+WORKDIR /work/dir
+RUN touch here && chown alice:alice here
+COPY --from=base /opt/base /copied
+COPY --from=base --chown=alice /opt/base/b /owned-b
+RUN rm /bin/true
+"""
+
+
+@pytest.mark.timeout(400)
+def test_rootless_build_owners_run_and_nothing_left(user):
+    ctx = _ctx(user, "ctx-owners", {"Containerfile": CONTAINERFILE, "app.txt": "app\n"})
+    cp = user.isle("build", "-t", "mine:owners", ctx, timeout=300)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    # the image is in the user's own store, every file of it the user's on the host
+    state = user.data / "isle"
+    listed = user.isle("images").stdout
+    assert any(ln.split()[:2] == ["mine", "owners"] for ln in listed.splitlines()), listed
+    # run it as the same user: the owners the build gave
+    cp = user.isle("run", "--rm", "--network", "none", "mine:owners", "sh", "-c",
+                   "pwd; stat -c '%n %u:%g' /app/app.txt /file /work/dir/here /copied/b /owned-b;"
+                   " cat /app/app.txt /file /copied/b; id -u alice; ls /bin/true || echo gone",
+                   timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    out = cp.stdout.splitlines()
+    assert out[0] == "/work/dir"
+    # COPY --from without --chown gives root, as Docker's (the stage's 77:88 is not kept)
+    assert out[1:6] == ["/app/app.txt 1000:1000", "/file 123:0", "/work/dir/here 2000:2000",
+                        "/copied/b 0:0", "/owned-b 2000:2000"], out
+    assert out[6:9] == ["app", "made", "from-base"]
+    assert out[9] == "2000"
+    assert out[-1] == "gone"
+    # the layer blobs carry the owners as the image says them (what push/save give)
+    owners = {}
+    for top, _dirs, files in os.walk(state):
+        for n in files:
+            p = os.path.join(top, n)
+            try:
+                with tarfile.open(p, "r:*") as t:
+                    for m in t.getmembers():
+                        owners[m.name.lstrip("./")] = (m.uid, m.gid)
+            except (tarfile.TarError, OSError, EOFError):
+                continue
+    assert owners.get("app/app.txt") == (1000, 1000)
+    assert owners.get("file") == (123, 0)
+    # nothing of the build left: no step container, no process, no mount
+    assert user.isle("ps", "-aq").stdout.split() == []
+    assert not _mounts_of(str(user.home))
+    # --rm removed the container's copy, files of subordinate ids too
+    assert not os.listdir(state / "containers"), os.listdir(state / "containers")
+    cp = user.isle("rmi", "mine:owners")
+    assert cp.returncode == 0, cp.stderr
+    cp = user.isle("image", "prune", "-a", "-f")
+    assert cp.returncode == 0, cp.stderr
+    # every layer the build made (its stage's too) is gone: none was left half-deleted
+    layers = state / "images" / "layers"
+    left = [h for h in os.listdir(layers) if (layers / h / "owners").exists()
+            or not (layers / h / "diff").exists()] if layers.exists() else []
+    assert not left, left
+
+
+@pytest.mark.timeout(300)
+def test_rootless_build_cannot_reach_beyond_its_ranges(user):
+    """A RUN step is root only over the user's ranges: a chown to an id outside them fails,
+    the ids it has are the user's 65537; a root-only host file stays unread through COPY of a
+    context symlink, a root-owned host canary unwritten, and nothing is left."""
+    secret = user.base / "secret"
+    secret.write_text("host-secret\n")
+    os.chmod(secret, 0o600)
+    canary = user.home / "canary"
+    canary.write_text("untouched\n")
+    os.chown(canary, 0, 0)
+    os.chmod(canary, 0o644)
+    cf = ("FROM busybox\n"
+          "RUN touch /x && ! chown 70000 /x && ! chown 65537 /x && chown 65536 /x\n"
+          "RUN awk '{n += $3} END {print \"mapped\", n}' /proc/self/uid_map /proc/self/gid_map\n")
+    ctx = _ctx(user, "ctx-range", {"Containerfile": cf})
+    cp = user.isle("build", "-t", "range", ctx, timeout=240)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "mapped 131074" in cp.stderr + cp.stdout, cp.stderr  # 65537 uids + 65537 gids, no more
+    ctx2 = _ctx(user, "ctx-secret", {"Containerfile": "FROM busybox\nCOPY secret /s\n"})
+    os.symlink(str(secret), os.path.join(ctx2, "secret"))
+    os.lchown(os.path.join(ctx2, "secret"), user.uid, user.gid)
+    cp = user.isle("build", "-t", "leak", ctx2, timeout=240)
+    assert cp.returncode != 0
+    assert "host-secret" not in cp.stdout + cp.stderr
+    for top, _dirs, files in os.walk(user.data / "isle"):
+        for n in files:
+            with open(os.path.join(top, n), "rb") as f:
+                assert b"host-secret" not in f.read(), n
+    cf3 = "FROM busybox\nCOPY canary /canary\nRUN echo pwned > /canary\n"
+    ctx3 = _ctx(user, "ctx-canary", {"Containerfile": cf3})
+    os.symlink(str(canary), os.path.join(ctx3, "canary"))
+    user.isle("build", "-t", "canary", ctx3, timeout=240)
+    assert canary.read_text() == "untouched\n" and os.stat(canary).st_uid == 0
+    assert user.isle("ps", "-aq").stdout.split() == []
+    assert not _mounts_of(str(user.home))
+    for ref in ("range", "canary"):
+        user.isle("rmi", ref)
+
+
+@pytest.mark.timeout(200)
+def test_rootless_build_failing_step_leaves_nothing(user):
+    ctx = _ctx(user, "ctx-fail", {"Containerfile": "FROM busybox\nRUN echo x > /y && exit 3\n"})
+    before = user.isle("images", "-q").stdout.split()
+    cp = user.isle("build", "-t", "bad", ctx, timeout=150)
+    assert cp.returncode != 0
+    assert "exit" in (cp.stderr + cp.stdout).lower() or "3" in cp.stderr, cp.stderr
+    assert user.isle("images", "-q").stdout.split() == before
+    assert user.isle("ps", "-aq").stdout.split() == []
+    assert not _mounts_of(str(user.home))
+    steps = user.xdg_run / "isle" / "build-steps"
+    assert not [n for n in (os.listdir(steps) if steps.exists() else []) if n != ".lock"]
