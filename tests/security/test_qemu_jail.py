@@ -285,3 +285,38 @@ def test_whole_os_vm_qemu_is_jailed_and_its_disks_come_by_fd(tmp_path: Path, vmh
     assert not os.path.exists("/sys/fs/cgroup/memory/isle/vm-w1")
     assert not list((tmp_path / "run" / "vms").glob("*"))
     assert vmh.qemus(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(300)
+def test_engine_vm_container_limits_bound_its_qemu(tmp_path: Path, vm_cache: str) -> None:
+    """`isle run --isolation vm --memory --pids-limit --cpus`: the engine's spec reaches QEMU's
+    cgroup (the container's), and rm takes the cgroup with it."""
+    from isle.runtime.vm.spec import QEMU_MEMORY_OVERHEAD_MIB, QEMU_THREADS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")}
+    env.update(ISLE_CACHE=vm_cache, ISLE_VM_READY_TIMEOUT="100")
+
+    def isle(*a: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cp = subprocess.run([ISLE, "--root", str(tmp_path / "root"), "--runroot",
+                             str(tmp_path / "run"), *a], capture_output=True, text=True,
+                            env=env, timeout=180, stdin=subprocess.DEVNULL)
+        assert not check or cp.returncode == 0, cp.stderr
+        return cp
+
+    cid = isle("run", "-d", "--isolation", "vm", "--network", "none", "--memory", "128m",
+               "--pids-limit", "30", "--cpus", "1", "busybox", "sleep", "120").stdout.strip()
+    try:
+        monitor = isle("inspect", cid, "--format", "{{.State.Pid}}").stdout.strip()
+        qemu = _qemu_child(int(monitor))
+        _assert_jailed(qemu)
+        mem_cg, pids_cg = _cgroup_of(qemu, "memory"), _cgroup_of(qemu, "pids")
+        assert cid[:12] in mem_cg and mem_cg == pids_cg
+        limit = int(Path(f"/sys/fs/cgroup/memory{mem_cg}/memory.limit_in_bytes").read_text())
+        assert limit == (128 + QEMU_MEMORY_OVERHEAD_MIB) << 20
+        pids = Path(f"/sys/fs/cgroup/pids{pids_cg}/pids.max").read_text().strip()
+        assert pids == str(30 + QEMU_THREADS + 1)
+        quota = Path(f"/sys/fs/cgroup/cpu{_cgroup_of(qemu, 'cpu')}/cpu.cfs_quota_us").read_text()
+        assert int(quota) > 0
+    finally:
+        isle("rm", "-f", cid, check=False)
+    assert not os.path.exists(f"/sys/fs/cgroup/memory{mem_cg}")
