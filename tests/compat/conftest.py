@@ -108,3 +108,78 @@ def service(tmp_path: Path) -> Iterator[Service]:
     finally:
         s.close()
         shutil.rmtree(s.run, ignore_errors=True)
+
+
+class DockerdService(Service):
+    """Debian's dockerd with its own roots (bench/peers.py), busybox imported from the same
+    busybox-static rootfs isle makes its own from: the same tests show Docker's own behaviour."""
+
+    def __init__(self, tmp: Path) -> None:  # noqa: D107 -- no isle service here
+        peers = _load("isle_compat_peers", REPO / "bench" / "peers.py")
+        self.dir = tmp
+        self.d = peers.Dockerd(tmp / "dockerd").start()
+        self.sock = self.d.sock
+        self.host = self.d.host
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ISLE_", "DOCKER_"))}
+        self.env["DOCKER_HOST"] = self.host
+        self.env["DOCKER_CONFIG"] = str(tmp / "docker-config")
+        self.log = open(tmp / "dockerd" / "dockerd.log", "ab")
+        rootfs = tmp / "rootfs"
+        peers.busybox_rootfs(rootfs)
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tmp / "busybox.tar"), "."],
+                       check=True)
+        self.docker("import", str(tmp / "busybox.tar"), "busybox:latest")
+
+    def isle(self, *args: str, check: bool = True, timeout: float = 60
+             ) -> subprocess.CompletedProcess[str]:
+        raise NotImplementedError("dockerd has no isle CLI")
+
+    def close(self) -> None:
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+        self.d.stop()
+        self.log.close()
+        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+            mp = line.split()[4]
+            if mp.startswith(str(self.dir)):
+                subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dockerd_session(request: pytest.FixtureRequest) -> Iterator[DockerdService | None]:
+    """One dockerd for the session when a selected test runs against it: session-scoped and
+    autouse, so it starts before any test's leak snapshot and stops after the last."""
+    want = any(getattr(i, "callspec", None) is not None and
+               i.callspec.params.get("backend") == "dockerd" for i in request.session.items)
+    if not want or os.geteuid() != 0 or shutil.which("dockerd") is None:
+        yield None
+        return
+    d = DockerdService(request.config._tmp_path_factory.mktemp("dockerd"))  # type: ignore[attr-defined]
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def dockerd_service(_dockerd_session: DockerdService | None) -> DockerdService:
+    if _dockerd_session is None:
+        pytest.skip("needs root and dockerd (Debian's docker.io)")
+    return _dockerd_session
+
+
+@pytest.fixture(params=["isle", "dockerd"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Service]:
+    """The same test against isle's service and against dockerd (Docker's own behaviour)."""
+    if request.param == "isle":
+        yield request.getfixturevalue("service")
+        return
+    d = request.getfixturevalue("dockerd_service")
+    yield d
+    # dockerd unmounts a removed container's overlay a moment after `run --rm` returns
+    end = time.monotonic() + 15
+    while time.monotonic() < end and any(
+            "/overlay2/" in ln.split()[4] and ln.split()[4].startswith(str(d.dir))
+            for ln in Path("/proc/self/mountinfo").read_text().splitlines()):
+        time.sleep(0.1)

@@ -665,6 +665,10 @@ class Api:
             cmd = [cmd]
         if not cmd or not isinstance(cmd, list):
             raise ApiError(400, "No exec command specified")
+        cs = body.get("ConsoleSize")
+        if cs is not None and not (isinstance(cs, list) and len(cs) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 65536 for v in cs)):
+            raise ApiError(400, "ConsoleSize: want [height, width] (unsigned integers)")
         xid = os.urandom(32).hex()
         with self._execs_lock:
             self.execs[xid] = {
@@ -679,6 +683,8 @@ class Api:
                 "_workdir": body.get("WorkingDir") or "", "CanRemove": False,
                 "DetachKeys": body.get("DetachKeys") or "",
             }
+            if cs and all(cs):
+                self.execs[xid]["_size"] = (int(cs[0]), int(cs[1]))
         return Response(201, {"Id": xid})
 
     def _exec(self, xid: str) -> dict[str, Any]:
