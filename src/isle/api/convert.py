@@ -353,6 +353,8 @@ def container_inspect(d: dict[str, Any]) -> dict[str, Any]:
     hc = dict(d.get("HostConfig") or {})
     if hc.get("Isolation") == "container":
         hc["Isolation"] = ""  # Docker's "default"
+    if "/" in str(hc.get("Runtime") or ""):  # the registered runtime's name, as Docker's
+        hc["Runtime"] = os.path.basename(str(hc["Runtime"]))
     # conmon keeps logs readable by `logs` as Docker's json-file driver does; clients (docker-py's
     # run) read the driver's name to know they can fetch the output
     hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
