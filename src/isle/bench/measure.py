@@ -346,6 +346,11 @@ class Bench:
         """CPU kernel, syscall latency, isolation surface and fio, in one instance."""
         p = self.plan
         tool = "/isle-bench" if level != "native" else self.tools
+        # fio writes a host directory at every level (a bind mount, gVisor's gofer, a microVM's
+        # virtiofs): the same disk behind each isolation layer, as in Felter et al.
+        iodir = os.path.join(self.work, f"io-{self.tag}")
+        os.makedirs(iodir, mode=0o700, exist_ok=True)
+        io = "/isle-io" if level != "native" else iodir
         fio = ""
         if self.fio:
             # copied out of the shared directory first: a microVM's virtiofs cannot map the
@@ -353,17 +358,23 @@ class Bench:
             tool_fio = f"/tmp/isle-bench-{self.tag}"
             fio = (f"echo ---fio---; cp -r {tool}/fio {tool_fio}; "
                    f"{tool_fio}/ld.so --library-path {tool_fio} {tool_fio}/fio "
-                   f"--name=isle --filename=/tmp/isle-bench-fio-{self.tag} --size={p.fio_size} "
+                   f"--name=isle --filename={io}/fio.dat --size={p.fio_size} "
                    f"--rw=randrw --bs=4k --ioengine=psync --runtime={p.fio_seconds} --time_based "
-                   f"--output-format=json; rm -rf /tmp/isle-bench-fio-{self.tag} {tool_fio}")
+                   f"--output-format=json; rm -rf {io}/fio.dat {tool_fio}")
         script = (f"{tool}/probe cpu {p.cpu_rounds}; {tool}/probe sys {p.sys_calls}; "
                   f"{tool}/probe surface; echo devices=$(ls /dev | wc -l); {fio}")
-        if level == "native":
-            from isle.sys import proc
+        import shutil
 
-            out = proc.run(["sh", "-c", script], timeout=300).stdout.decode(errors="replace")
-        else:
-            out = self._run(level, ["sh", "-c", script], mounts=self._mounts(level))
+        try:
+            if level == "native":
+                from isle.sys import proc
+
+                out = proc.run(["sh", "-c", script], timeout=300).stdout.decode(errors="replace")
+            else:
+                out = self._run(level, ["sh", "-c", script],
+                                mounts=[*self._mounts(level), f"{iodir}:{io}"])
+        finally:
+            shutil.rmtree(iodir, ignore_errors=True)
         head, _, fio_json = out.partition("---fio---")
         kv = _kv(head)
         res: dict[str, Any] = {
@@ -391,7 +402,8 @@ class Bench:
                 res["fio"] = {"read_iops": round(job["read"]["iops"], 1),
                               "write_iops": round(job["write"]["iops"], 1),
                               "read_kib_s": job["read"]["bw"], "write_kib_s": job["write"]["bw"],
-                              "job": f"randrw 4k psync size={p.fio_size} {p.fio_seconds}s"}
+                              "job": f"randrw 4k psync size={p.fio_size} {p.fio_seconds}s "
+                                     "on a host directory"}
             except (ValueError, KeyError, IndexError) as exc:
                 res["fio"] = {"error": f"unparsed fio output: {exc}"}
         self.progress(f"{level}: cpu, syscalls, surface, fio", 1)
