@@ -139,6 +139,9 @@ def test_microvm_qemu_is_jailed_in_the_container_cgroup_and_holds_nothing(
         qemu = state["qemu_pid"]
         assert qemu == _qemu_child(state["pid"])
         ids = _assert_jailed(qemu)
+        # none of the caller's environment reaches QEMU
+        with open(f"/proc/{qemu}/environ", "rb") as f:
+            assert f.read().split(b"\0")[:-1] == [b"PATH=/usr/bin:/bin"]
 
         # inside the container's cgroup, with the spec's limits plus QEMU's own overhead
         cg = cfg["linux"]["cgroupsPath"]

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from isle.vm.config import MachineConfig
 
 __all__ = ["Jail", "lease", "plan", "enter", "UID_BASE", "UID_COUNT", "TEMPLATE_GID",
-           "LEASES", "drives_by_fd", "open_tap", "child"]
+           "LEASES", "drives_by_fd", "open_tap", "child", "ENV"]
 
 #: per-VM uids and gids (uid == gid) come from [UID_BASE, UID_BASE + UID_COUNT): above systemd's
 #: container range (0x80000-0x6fffffff) and below its foreign range (0x7ffe0000), owned by nobody
@@ -55,6 +55,8 @@ _LINKS = (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin"), ("sbin
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 
 RO, DIR = 1, 2
+#: QEMU's whole environment: none of the caller's variables (tokens, proxies, paths) reach it
+ENV = {"PATH": "/usr/bin:/bin"}
 
 
 class Jail:

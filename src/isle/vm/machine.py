@@ -100,8 +100,10 @@ def _spawn_detached(argv: list[str], log: int, pass_fds: tuple[int, ...],
             os.close(r)
             os.setsid()
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+            from isle.vm.jail import ENV
+
             p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                           pass_fds=pass_fds, preexec_fn=preexec)
+                           pass_fds=pass_fds, preexec_fn=preexec, env=ENV)
             os.write(w, f"{p.pid}".encode())
             os.close(w)
             null = os.open(os.devnull, os.O_RDWR)

@@ -274,6 +274,7 @@ class MicroVM:
                         stderr=subprocess.STDOUT,
                         pass_fds=tuple(self._pass_fds) + tuple(fds) + ((j.lease_fd,) if j else ()),
                         start_new_session=True,
+                        env=jail.ENV,
                         preexec_fn=jail.child(j) if j else _unjailed(self._die_with_parent),
                     )
                 finally:

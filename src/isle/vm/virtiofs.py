@@ -75,6 +75,7 @@ def start(share: FsShare, log: str, timeout: float = 10.0,
             [exe, f"--socket-path={share.socket}", "-o", f"source={share.source}",
              "-o", "cache=auto", "-o", "xattr", "-o", "sandbox=namespace"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            env={"PATH": "/usr/bin:/bin"},
             preexec_fn=lambda: _child_setup(share.source, share.readonly, cgroup_files))
     deadline = time.monotonic() + timeout
     while not os.path.exists(share.socket):
