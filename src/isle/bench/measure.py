@@ -49,7 +49,7 @@ class Plan:
         self.sys_calls = 20000 if quick else 200000
         self.fio_seconds = 1 if quick else 5
         self.fio_size = "8m" if quick else "64m"
-        self.net_seconds = 1 if quick else 5
+        self.net_seconds = 2 if quick else 5
         self.rr_count = 200 if quick else 2000
 
     def to_dict(self) -> dict[str, Any]:
