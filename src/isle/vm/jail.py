@@ -276,5 +276,17 @@ def enter(j: Jail) -> None:
 
 
 def child(j: Jail) -> Any:
-    """preexec_fn for subprocess: enter(j)."""
-    return lambda: enter(j)
+    """preexec_fn for subprocess: enter(j); what failed goes to the child's stderr (QEMU's log:
+    subprocess itself only says 'Exception occurred in preexec_fn')."""
+
+    def run() -> None:
+        try:
+            enter(j)
+        except BaseException as exc:
+            try:
+                os.write(2, f"isle: QEMU's jail could not be set up: {exc!r}\n".encode())
+            except OSError:
+                pass
+            raise
+
+    return run

@@ -102,8 +102,12 @@ def _spawn_detached(argv: list[str], log: int, pass_fds: tuple[int, ...],
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)
             from isle.vm.jail import ENV
 
-            p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                           pass_fds=pass_fds, preexec_fn=preexec, env=ENV)
+            try:
+                p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, pass_fds=pass_fds, preexec_fn=preexec,
+                               env=ENV)
+            except subprocess.SubprocessError as exc:  # the jail's failure is in the log
+                raise VMError(f"QEMU could not be started ({exc})") from exc
             os.write(w, f"{p.pid}".encode())
             os.close(w)
             null = os.open(os.devnull, os.O_RDWR)

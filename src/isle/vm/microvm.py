@@ -267,7 +267,8 @@ class MicroVM:
                               os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                               0o600)
                 try:
-                    self.proc = proc.spawn(
+                    self.proc = _spawn_or_say_why(
+                        self.rundir,
                         qemu_argv(cfg),
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -431,6 +432,16 @@ class MicroVM:
             self._fsd.clear()
         if self.own_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _spawn_or_say_why(rundir: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """proc.spawn, with a failed jail set-up (subprocess: 'Exception occurred in preexec_fn')
+    turned into a VMError naming what failed (the child wrote it to QEMU's log)."""
+    try:
+        return proc.spawn(argv, **kw)
+    except subprocess.SubprocessError as exc:
+        why = _tail(os.path.join(rundir, "qemu.log")).strip().splitlines()[-1:]
+        raise VMError(why[0] if why else f"QEMU could not be started: {exc}") from exc
 
 
 def _unjailed(pdeathsig: bool) -> Any:
