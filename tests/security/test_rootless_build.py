@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from tests.security.test_rootless import ruser, user  # noqa: F401 - the throwaway user
+from tests.security.test_rootless import ISLE, ruser, user  # noqa: F401 - the throwaway user
 
 pytestmark = [pytest.mark.root]
 
@@ -151,3 +151,51 @@ def test_rootless_build_failing_step_leaves_nothing(user):
     assert not _mounts_of(str(user.home))
     steps = user.xdg_run / "isle" / "build-steps"
     assert not [n for n in (os.listdir(steps) if steps.exists() else []) if n != ".lock"]
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+def test_rootless_build_killed_mid_run_leaves_nothing(user, sig):
+    """isle killed (SIGTERM, or SIGKILL: its namespaced child gets SIGTERM from the kernel) while
+    a RUN step runs: the step, the build's namespace and its overlay all go; the next build
+    finds no stale step either."""
+    import signal
+    import time
+
+    ctx = _ctx(user, "ctx-kill", {"Containerfile": "FROM busybox\nRUN touch /started; sleep 120\n"})
+    env = user.env()
+    p = subprocess.Popen(
+        ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+         "--inh-caps=-all", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+         str(ISLE),
+         "build", "-t", "killed", ctx], cwd=str(user.home), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any("sleep 120" in ln for ln in user.procs()):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the RUN step never started: {user.procs()}")
+        p.send_signal(getattr(signal, "SIG" + sig))
+        p.wait(60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    left: list[str] = []
+    for _ in range(150):
+        left = user.procs()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left
+    assert not _mounts_of(str(user.home))
+    assert "killed" not in user.isle("images").stdout
+    cp = user.isle("build", "-t", "after", _ctx(user, "ctx-after",
+                                                  {"Containerfile": "FROM busybox\nRUN true\n"}))
+    assert cp.returncode == 0, cp.stderr
+    steps = user.xdg_run / "isle" / "build-steps"
+    assert not [n for n in (os.listdir(steps) if steps.exists() else []) if n != ".lock"]
+    user.isle("rmi", "after")
