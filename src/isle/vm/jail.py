@@ -84,7 +84,10 @@ class Jail:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             self.cap_last = int(f.read())
         self.sc = libc.LinuxSyscalls()
-        libc.libc()  # loaded now: the child must not import or dlopen anything
+        lib = libc.libc()  # loaded now, its functions looked up: the child only calls them
+        for fn in ("unshare", "mount", "umount2", "syscall", "prctl"):
+            getattr(lib, fn)
+        libc.syscall_nr("pivot_root")
         self.flags = libc
 
     def release(self) -> None:
