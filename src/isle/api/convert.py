@@ -84,6 +84,18 @@ def registry_host(ref: str) -> str:
     return "docker.io"
 
 
+def auth_server_host(server: str) -> str:
+    """/auth's serveraddress ("127.0.0.1:5000", "https://r.example/v2/", Docker Hub's index
+    URL) -> the registry host isle logs in to."""
+    s = server.strip()
+    if "://" in s:
+        s = s.split("://", 1)[1]
+    host = s.split("/", 1)[0]
+    if not host or host in ("index.docker.io", "registry-1.docker.io", "docker.io"):
+        return "docker.io"
+    return host
+
+
 def insecure_registry(host: str) -> bool:
     """Docker talks plain HTTP to registries on loopback addresses (its default insecure set)."""
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0][1:]
@@ -489,8 +501,18 @@ class JsonProgress:
         self.cur: dict[str, int] = {}
         self.verb = verb
         self._last: dict[str, float] = {}
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """The client went away: the transfer stops at its next progress report (and its
+        transaction undoes what it added)."""
+        self.cancelled = True
 
     def _put(self, d: dict[str, Any]) -> None:
+        if self.cancelled:
+            from isle.errors import IsleError
+
+            raise IsleError("the client went away: transfer cancelled")
         self.q.put(json.dumps(d).encode() + b"\n")
 
     @staticmethod
@@ -504,6 +526,8 @@ class JsonProgress:
                    "progressDetail": {}, "id": self._id(key)})
 
     def advance(self, key: str, n: int) -> None:
+        if self.cancelled:
+            self._put({})
         self.cur[key] = self.cur.get(key, 0) + n
         now = time.monotonic()
         if now - self._last.get(key, 0) < 0.1:

@@ -197,7 +197,7 @@ class Api:
         user, pw = body.get("username") or "", body.get("password") or ""
         if not user:
             raise ApiError(400, "username is required")
-        host = convert.registry_host(server)
+        host = convert.auth_server_host(server)
         self.images.login(host, user, pw, tls_verify=not convert.insecure_registry(host))
         return {"Status": "Login Succeeded", "IdentityToken": ""}
 
@@ -811,8 +811,11 @@ class Api:
 
             th = threading.Thread(target=work, daemon=True)
             th.start()
-            yield from prog.lines()
-            th.join()
+            try:
+                yield from prog.lines()
+            finally:  # the client went away (GeneratorExit): stop the pull, let it undo itself
+                prog.cancel()
+                th.join()
             if "err" in result:
                 msg = str(result["err"])
                 yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
@@ -899,8 +902,11 @@ class Api:
 
             th = threading.Thread(target=work, daemon=True)
             th.start()
-            yield from prog.lines()
-            th.join()
+            try:
+                yield from prog.lines()
+            finally:  # the client went away: stop the push at its next progress report
+                prog.cancel()
+                th.join()
             if "err" in result:
                 msg = str(result["err"])
                 yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
