@@ -199,3 +199,25 @@ def test_rootless_build_killed_mid_run_leaves_nothing(user, sig):
     steps = user.xdg_run / "isle" / "build-steps"
     assert not [n for n in (os.listdir(steps) if steps.exists() else []) if n != ".lock"]
     user.isle("rmi", "after")
+
+
+@pytest.mark.timeout(300)
+def test_rootless_build_deletions_and_opaque_dirs(user):
+    """RUN's deletions in a user namespace: a removed file, a directory removed and made again
+    (opaque), over layers of the user's store, built on by a second build; run shows them."""
+    cf = ("FROM busybox\n"
+          "RUN mkdir -p /d/sub && echo 1 > /d/a && echo 2 > /d/sub/b && echo k > /keep "
+          "&& chown -R 5:6 /d\n"
+          "RUN rm -rf /d && mkdir /d && echo new > /d/n && rm /keep\n")
+    ctx = _ctx(user, "ctx-opaque", {"Containerfile": cf})
+    cp = user.isle("build", "-t", "opaque1", ctx, timeout=240)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    cf2 = "FROM opaque1\nRUN ls -A /d > /list && ls /keep 2>/dev/null || echo nokeep >> /list\n"
+    cp = user.isle("build", "-t", "opaque2", _ctx(user, "ctx-opaque2", {"Containerfile": cf2}),
+                   timeout=240)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    cp = user.isle("run", "--rm", "--network", "none", "opaque2", "cat", "/list", timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["n", "nokeep"], cp.stdout
+    for ref in ("opaque2", "opaque1"):
+        assert user.isle("rmi", ref).returncode == 0

@@ -488,6 +488,12 @@ class TarStream:
             yield ti
 
 
+def _in_userns() -> bool:
+    from isle.sys.userns import in_userns
+
+    return in_userns()
+
+
 class Unpacker:
     """Extract tar members under ``root`` (an empty, private directory) without escaping it."""
 
@@ -499,7 +505,7 @@ class Unpacker:
         self.dirs: dict[str, int] = {}
         self.owners = os.geteuid() == 0 if owners is None else owners
         self.devices = os.geteuid() == 0 if devices is None else devices
-        self.rootless = os.geteuid() != 0
+        self.rootless = os.geteuid() != 0 or _in_userns()  # the user.* overlay forms
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.sgid_dirs: set[str] = set()  # keys of set-gid dirs: new entries take their group
         if os.fstat(self.root_fd).st_mode & stat.S_ISGID:

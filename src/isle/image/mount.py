@@ -44,6 +44,13 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
     opts = overlay_options(lowers, upper, work)
     if len(opts) > MAX_OPTIONS:
         opts = overlay_options([_short(d) for d in lowers], upper, work)
+    extra: list[tuple[str, str | None]] = []
+    if os.geteuid() == 0:
+        from isle.sys.userns import in_userns
+
+        if in_userns():  # a rootless build: trusted.* is not ours, the store has user.* forms
+            opts += ",userxattr"
+            extra = [("userxattr", None)]
     if not copy and len(opts) <= MAX_OPTIONS:
         try:
             LinuxSyscalls().mount("overlay", rootfs, "overlay", 0, opts)
@@ -56,7 +63,7 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
                 "overlay",
                 rootfs,
                 [("lowerdir+", d) for d in reversed(lowers)]
-                + [("upperdir", upper), ("workdir", work)],
+                + [("upperdir", upper), ("workdir", work)] + extra,
             )
             return rootfs
         except OSError:

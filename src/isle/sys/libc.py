@@ -386,8 +386,9 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 
 
-def fs_mount(fstype: str, target: str, options: list[tuple[str, str]]) -> None:
-    """Mount fstype at target with each (key, value) set by fsconfig (e.g. overlay "lowerdir+")."""
+def fs_mount(fstype: str, target: str, options: list[tuple[str, str | None]]) -> None:
+    """Mount fstype at target with each (key, value) set by fsconfig (e.g. overlay "lowerdir+");
+    a None value sets key as a flag (e.g. overlay "userxattr")."""
     lc = libc()
     sysc = lc.syscall
     fd = _check(sysc(ctypes.c_long(syscall_nr("fsopen")), _b(fstype), ctypes.c_uint(1)),
@@ -395,7 +396,8 @@ def fs_mount(fstype: str, target: str, options: list[tuple[str, str]]) -> None:
     try:
         for k, v in options:
             _check(sysc(ctypes.c_long(syscall_nr("fsconfig")), ctypes.c_int(fd),
-                        ctypes.c_uint(FSCONFIG_SET_STRING), _b(k), _b(v), ctypes.c_int(0)),
+                        ctypes.c_uint(FSCONFIG_SET_STRING if v is not None else 0), _b(k),
+                        _b(v) if v is not None else None, ctypes.c_int(0)),
                    f"fsconfig {k}={v}", target)
         _check(sysc(ctypes.c_long(syscall_nr("fsconfig")), ctypes.c_int(fd),
                     ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0)),
