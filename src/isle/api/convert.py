@@ -443,6 +443,8 @@ def wait_for(eng: Any, cid: str, cond: str, rec0: Any, seq0: int) -> tuple[int, 
             from isle.engine.attach import wait_pid_exit
 
             wait_pid_exit(rec.monitor_pid, 0.5)
+        elif cond == "removed" and rec.state != "created":
+            time.sleep(0.01)  # the exit command removes it any moment now (docker run --rm)
         else:
             time.sleep(0.05)
 
