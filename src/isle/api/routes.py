@@ -420,6 +420,10 @@ class Api:
                             ws.remove(waiter)
                         if not ws:
                             api._attachers.pop(cid, None)
+                    while not waiter.empty():  # a socket handed over as we gave up: close it
+                        got = waiter.get_nowait()
+                        if isinstance(got, socket.socket):
+                            got.close()
 
         ctype = "application/vnd.docker.raw-stream" if tty else \
             "application/vnd.docker.multiplexed-stream"
