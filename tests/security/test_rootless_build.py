@@ -221,3 +221,25 @@ def test_rootless_build_deletions_and_opaque_dirs(user):
     assert cp.stdout.split() == ["n", "nokeep"], cp.stdout
     for ref in ("opaque2", "opaque1"):
         assert user.isle("rmi", ref).returncode == 0
+
+
+@pytest.mark.timeout(300)
+def test_rootless_build_networks(user):
+    """RUN's network rootless: loopback only by default (and with --network none); the host's
+    with --network host, as podman gives a rootless build."""
+    cf = "FROM busybox\nRUN cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort\n"
+    ctx = _ctx(user, "ctx-net", {"Containerfile": cf})
+    with open("/proc/net/dev") as f:  # others' veths come and go: the host's own links stay
+        host = [ln.split(":")[0].strip() for ln in f.read().splitlines()[2:]]
+    phys = [n for n in host if n != "lo" and not n.startswith(("veth", "isle", "tap", "br"))]
+    for net, want in (("default", ["lo"]), ("none", ["lo"]), ("host", None)):
+        cp = user.isle("build", "--no-cache", "--network", net, "-t", "net", ctx, timeout=240)
+        assert cp.returncode == 0, cp.stderr
+        lines = cp.stderr.splitlines()
+        i = next(n for n, ln in enumerate(lines) if ln.startswith("STEP 2/2"))
+        got = [ln for ln in lines[i + 1:] if not ln.startswith(("-->", "COMMIT", "Successfully"))]
+        if want is None:
+            assert "lo" in got and set(phys) <= set(got), (net, got, phys)
+        else:
+            assert got == want, (net, got)
+    user.isle("rmi", "net")
