@@ -243,3 +243,18 @@ def test_rootless_build_networks(user):
         else:
             assert got == want, (net, got)
     user.isle("rmi", "net")
+
+
+@pytest.mark.timeout(200)
+def test_rootless_rm_removes_files_of_subordinate_ids(user):
+    """A rootless container that gives a directory to a subordinate uid (0700, with files):
+    its removal still deletes all of it (the user alone cannot), for run --rm and for rm."""
+    state = user.data / "isle" / "containers"
+    script = "mkdir -p /d/e && touch /d/e/f && chown -R 1000:1000 /d && chmod 700 /d /d/e"
+    cp = user.isle("run", "--rm", "--network", "none", "busybox", "sh", "-c", script)
+    assert cp.returncode == 0, cp.stderr
+    assert not os.listdir(state), os.listdir(state)
+    cp = user.isle("run", "--name", "keep", "--network", "none", "busybox", "sh", "-c", script)
+    assert cp.returncode == 0, cp.stderr
+    assert user.isle("rm", "keep").returncode == 0
+    assert not os.listdir(state), os.listdir(state)

@@ -50,8 +50,10 @@ def mark_owners(layer_dirs: list[str]) -> None:
         mark = os.path.join(os.path.dirname(d), OWNERS_MARK)
         if os.path.exists(mark) or not _foreign(d):
             continue
-        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        try:
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass  # unmarked: run copies it without owners, rm leaves what it cannot delete
 
 
 def needs_owners(layer_dirs: list[str]) -> bool:
