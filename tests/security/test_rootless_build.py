@@ -142,6 +142,7 @@ def test_rootless_build_cannot_reach_beyond_its_ranges(user):
 @pytest.mark.timeout(200)
 def test_rootless_build_failing_step_leaves_nothing(user):
     ctx = _ctx(user, "ctx-fail", {"Containerfile": "FROM busybox\nRUN echo x > /y && exit 3\n"})
+    user.isle("run", "--rm", "--network", "none", "busybox", "true")  # made offline, first use
     before = user.isle("images", "-q").stdout.split()
     cp = user.isle("build", "-t", "bad", ctx, timeout=150)
     assert cp.returncode != 0

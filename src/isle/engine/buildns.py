@@ -103,7 +103,9 @@ def run_in_userns(fn: Callable[[], str]) -> str:
         from isle.sys import proc
 
         if proc.which(tool) is None:
-            raise IsleError(f"rootless isle build needs {tool} (Debian's uidmap package)")
+            raise IsleError(f"rootless isle needs {tool} here (Debian's uidmap package): "
+                            "files of the user's subordinate ids are handled as root of a user "
+                            "namespace")
     r_go, w_go = os.pipe()      # child -> parent: unshared; parent -> child: mapped
     r_ok, w_ok = os.pipe()
     r_res, w_res = os.pipe()
@@ -132,8 +134,8 @@ def run_in_userns(fn: Callable[[], str]) -> str:
     old: dict[int, Any] = {}
     try:
         if os.read(r_go, 1) != b"u":
-            raise IsleError("rootless isle build: the build process could not make its user "
-                            "namespace (unprivileged user namespaces disabled?)")
+            raise IsleError("rootless isle: could not make a user namespace (unprivileged "
+                            "user namespaces disabled? see sysctl user.max_user_namespaces)")
         try:
             _write_maps(pid, uid_map, gid_map)
         except BaseException:
@@ -142,9 +144,9 @@ def run_in_userns(fn: Callable[[], str]) -> str:
         os.write(w_ok, b"m")
 
         def forward(sig: int, _frame: Any) -> None:
-            if sig == signal.SIGINT and os.getpgid(0) == os.getpgid(pid):
-                return  # a terminal's ^C reached the child too: one is enough
             try:
+                if sig == signal.SIGINT and os.getpgid(0) == os.getpgid(pid):
+                    return  # a terminal's ^C reached the child too: one is enough
                 os.kill(pid, signal.SIGINT if sig == signal.SIGINT else signal.SIGTERM)
             except ProcessLookupError:
                 pass
@@ -260,7 +262,7 @@ def _result(data: bytes) -> str:
     except ValueError:
         res = None
     if not res:
-        raise IsleError("rootless isle build: the build process died without a result")
+        raise IsleError("rootless isle: the user-namespaced process died without a result")
     if res[0] == "ok":
         return str(res[1])
     _, mod, name, msg, code = res
