@@ -232,6 +232,11 @@ class Images:
             # root in a user namespace with the user's subordinate ids (engine/buildns.py):
             # file owners and RUN's overlay need it; the child writes the user's own store
             from isle.engine import buildns
+            from isle.engine.rootless import cgroup_delegated
+
+            if not cgroup_delegated():  # once per build, as isle run warns of its limits
+                kw.get("out", print)("WARNING: rootless with no delegated cgroup (cgroup v1 or "
+                                     "hybrid here): RUN steps run without a cgroup")
 
             def in_userns() -> str:
                 ldir = self.store.layers_dir
