@@ -101,6 +101,21 @@ def test_bad_bodies_are_docker_errors(service) -> None:
         (_post("/v1.44/containers/create", b'{"Image": "busybox", "Cmd": "true", "Env": 5}'),
          400, "Env"),
         (_post("/v1.44/networks/create", b'{"Name": 7}'), 400, "Name"),
+        # every field of Docker's shape is type-checked: a 400 naming it, never a 500
+        (_post("/v1.44/networks/create", b'{"Name": "n1", "IPAM": "x"}'), 400, "IPAM"),
+        (_post("/v1.44/networks/create", b'{"Name": "n1", "Labels": [1]}'), 400, "Labels"),
+        (_post("/v1.44/volumes/create", b'{"Name": 5}'), 400, "Name"),
+        (_post("/v1.44/containers/create", b'{"Image": "busybox", "HostConfig": '
+                                           b'{"Ulimits": "x"}}'), 400, "Ulimits"),
+        (_post("/v1.44/containers/create", b'{"Image": "busybox", "HostConfig": '
+                                           b'{"PortBindings": {"80/tcp": 1}}}'), 400, "PortBindings"),
+        (_post("/v1.44/containers/create", b'{"Image": "busybox", "HostConfig": '
+                                           b'{"NetworkMode": 1}}'), 400, "NetworkMode"),
+        (_post("/v1.44/containers/create", b'{"Image": "busybox", "HostConfig": '
+                                           b'{"Memory": 1e300}}'), 400, "Memory"),
+        (_post("/v1.44/containers/create", b'{"Image": "busybox", "Healthcheck": '
+                                           b'{"Test": 3}}'), 400, "Healthcheck"),
+        (_post("/v1.44/auth", b'{"username": 1}'), 400, "username"),
         (b"GET /v1.12/_ping HTTP/1.1\r\nHost: x\r\n\r\n", 400, "too old"),
     ]
     for req, status, words in cases:

@@ -145,6 +145,140 @@ def _obj(d: Any, field: str) -> dict[str, Any]:
     return d
 
 
+# -- request body shapes -------------------------------------------------------------------------
+# Docker's field types for the bodies isle reads: a wrong type is a 400 naming the field, never an
+# internal error further down. "S" str, "I" int (not bool), "B" bool, "D" object, "L" list,
+# "LS" list of str, "LD" list of objects, "DS" object of str, "SL" str or list of str, "ID" list
+# of two ints. null is always allowed (Docker's "unset").
+_CONFIG = {"Hostname": "S", "Domainname": "S", "User": "S", "AttachStdin": "B",
+           "AttachStdout": "B", "AttachStderr": "B", "ExposedPorts": "D", "Tty": "B",
+           "OpenStdin": "B", "StdinOnce": "B", "Env": "LS", "Cmd": "SL", "Healthcheck": "D",
+           "ArgsEscaped": "B", "Image": "S", "Volumes": "D", "WorkingDir": "S", "Entrypoint": "SL",
+           "NetworkDisabled": "B", "MacAddress": "S", "OnBuild": "LS", "Labels": "DS",
+           "StopSignal": "S", "StopTimeout": "I", "Shell": "LS", "HostConfig": "D",
+           "NetworkingConfig": "D"}
+_HOSTCONFIG = {"Binds": "LS", "ContainerIDFile": "S", "LogConfig": "D", "NetworkMode": "S",
+               "PortBindings": "D", "RestartPolicy": "D", "AutoRemove": "B", "VolumeDriver": "S",
+               "VolumesFrom": "LS", "ConsoleSize": "ID", "Annotations": "DS", "CapAdd": "LS",
+               "CapDrop": "LS", "CgroupnsMode": "S", "Dns": "LS", "DnsOptions": "LS",
+               "DnsSearch": "LS", "ExtraHosts": "LS", "GroupAdd": "LS", "IpcMode": "S",
+               "Cgroup": "S", "Links": "LS", "OomScoreAdj": "I", "PidMode": "S",
+               "Privileged": "B", "PublishAllPorts": "B", "ReadonlyRootfs": "B",
+               "SecurityOpt": "LS", "StorageOpt": "DS", "Tmpfs": "DS", "UTSMode": "S",
+               "UsernsMode": "S", "ShmSize": "I", "Sysctls": "DS", "Runtime": "S",
+               "Isolation": "S", "CpuShares": "I", "Memory": "I", "NanoCpus": "I",
+               "CgroupParent": "S", "BlkioWeight": "I", "CpuPeriod": "I", "CpuQuota": "I",
+               "CpusetCpus": "S", "CpusetMems": "S", "Devices": "LD", "DeviceCgroupRules": "LS",
+               "DeviceRequests": "LD", "MemoryReservation": "I", "MemorySwap": "I",
+               "MemorySwappiness": "I", "OomKillDisable": "B", "PidsLimit": "I", "Ulimits": "LD",
+               "Init": "B", "Mounts": "LD", "MaskedPaths": "LS", "ReadonlyPaths": "LS"}
+NETWORK_CREATE = {"Name": "S", "CheckDuplicate": "B", "Driver": "S", "Internal": "B",
+                  "Attachable": "B", "Ingress": "B", "IPAM": "D", "EnableIPv6": "B",
+                  "EnableIPv4": "B", "Options": "DS", "Labels": "DS", "Scope": "S"}
+_IPAM = {"Driver": "S", "Config": "LD", "Options": "DS"}
+_IPAM_CONFIG = {"Subnet": "S", "IPRange": "S", "Gateway": "S", "AuxiliaryAddresses": "DS"}
+VOLUME_CREATE = {"Name": "S", "Driver": "S", "DriverOpts": "DS", "Labels": "DS"}
+AUTH = {"username": "S", "password": "S", "email": "S", "serveraddress": "S",
+        "identitytoken": "S", "registrytoken": "S"}
+EXEC_CREATE = {"AttachStdin": "B", "AttachStdout": "B", "AttachStderr": "B", "DetachKeys": "S",
+               "Tty": "B", "Env": "LS", "Cmd": "SL", "Privileged": "B", "User": "S",
+               "WorkingDir": "S", "ConsoleSize": "ID"}
+CONNECT = {"Container": "S", "EndpointConfig": "D", "Force": "B"}
+_ENDPOINT = {"IPAMConfig": "D", "Links": "LS", "Aliases": "LS", "MacAddress": "S",
+             "DriverOpts": "DS", "NetworkID": "S"}
+
+
+def _type_ok(v: Any, t: str) -> bool:
+    def is_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and -(1 << 63) <= x < (1 << 63)
+
+    if t == "S":
+        return isinstance(v, str)
+    if t == "I":
+        return is_int(v)
+    if t == "B":
+        return isinstance(v, bool)
+    if t == "D":
+        return isinstance(v, dict)
+    if t == "L":
+        return isinstance(v, list)
+    if t == "LS":
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if t == "LD":
+        return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+    if t == "DS":
+        return isinstance(v, dict) and all(isinstance(x, str) or x is None for x in v.values())
+    if t == "SL":
+        return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+    if t == "ID":
+        return isinstance(v, list) and len(v) == 2 and all(is_int(x) and x >= 0 for x in v)
+    raise AssertionError(t)
+
+
+_WANT = {"S": "a string", "I": "an integer", "B": "a boolean", "D": "an object", "L": "a list",
+         "LS": "a list of strings", "LD": "a list of objects", "DS": "an object of strings",
+         "SL": "a string or a list of strings", "ID": "[height, width] (unsigned integers)"}
+
+
+def check_shape(body: Any, schema: dict[str, str], where: str = "") -> None:
+    """400 naming the first field of body whose type is not Docker's."""
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{where or 'request body'}: want a JSON object")
+    for k, t in schema.items():
+        v = body.get(k)
+        if v is not None and not _type_ok(v, t):
+            raise ApiError(400, f"{where + '.' if where else ''}{k}: want {_WANT[t]}, got "
+                                f"{json.dumps(v)[:60]}")
+
+
+def check_create_body(body: dict[str, Any]) -> None:
+    check_shape(body, _CONFIG)
+    hc = body.get("HostConfig") or {}
+    check_shape(hc, _HOSTCONFIG, "HostConfig")
+    pb = hc.get("PortBindings") or {}
+    for port, binds in pb.items():
+        if binds is not None and not _type_ok(binds, "LD"):
+            raise ApiError(400, f"HostConfig.PortBindings[{port!r}]: want a list of objects")
+        for b in binds or []:
+            check_shape(b, {"HostIp": "S", "HostPort": "S"}, f"HostConfig.PortBindings[{port!r}]")
+    check_shape(hc.get("RestartPolicy") or {}, {"Name": "S", "MaximumRetryCount": "I"},
+                "HostConfig.RestartPolicy")
+    check_shape(hc.get("LogConfig") or {}, {"Type": "S", "Config": "DS"}, "HostConfig.LogConfig")
+    for u in hc.get("Ulimits") or []:
+        check_shape(u, {"Name": "S", "Soft": "I", "Hard": "I"}, "HostConfig.Ulimits")
+    for m in hc.get("Mounts") or []:
+        check_shape(m, {"Type": "S", "Source": "S", "Target": "S", "ReadOnly": "B",
+                        "Consistency": "S", "BindOptions": "D", "VolumeOptions": "D",
+                        "TmpfsOptions": "D"}, "HostConfig.Mounts")
+    check_shape(body.get("Healthcheck") or {}, {"Test": "SL", "Interval": "I", "Timeout": "I",
+                                                "Retries": "I", "StartPeriod": "I",
+                                                "StartInterval": "I"}, "Healthcheck")
+    nc = body.get("NetworkingConfig") or {}
+    check_shape(nc, {"EndpointsConfig": "D"}, "NetworkingConfig")
+    for n, ep in (nc.get("EndpointsConfig") or {}).items():
+        if ep is not None:
+            check_shape(ep, _ENDPOINT, f"NetworkingConfig.EndpointsConfig[{n!r}]")
+            check_shape(ep.get("IPAMConfig") or {}, {"IPv4Address": "S", "IPv6Address": "S",
+                                                      "LinkLocalIPs": "LS"},
+                        f"NetworkingConfig.EndpointsConfig[{n!r}].IPAMConfig")
+
+
+def check_network_body(body: dict[str, Any]) -> None:
+    check_shape(body, NETWORK_CREATE)
+    ipam = body.get("IPAM") or {}
+    check_shape(ipam, _IPAM, "IPAM")
+    for c in ipam.get("Config") or []:
+        check_shape(c, _IPAM_CONFIG, "IPAM.Config")
+
+
+def check_connect_body(body: dict[str, Any]) -> None:
+    check_shape(body, CONNECT)
+    ep = body.get("EndpointConfig") or {}
+    check_shape(ep, _ENDPOINT, "EndpointConfig")
+    check_shape(ep.get("IPAMConfig") or {}, {"IPv4Address": "S", "IPv6Address": "S",
+                                             "LinkLocalIPs": "LS"}, "EndpointConfig.IPAMConfig")
+
+
 def run_options(body: dict[str, Any], name: str) -> Any:
     """POST /containers/create's body -> RunOptions (ConfigError/ApiError name the bad field)."""
     from isle.engine.options import (Healthcheck, MountSpec, RestartPolicy, RunOptions, Ulimit,

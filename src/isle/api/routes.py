@@ -193,6 +193,7 @@ class Api:
 
     def auth(self, req: Request) -> dict[str, Any]:
         body = req.json()
+        convert.check_shape(body, convert.AUTH)
         server = body.get("serveraddress") or "docker.io"
         user, pw = body.get("username") or "", body.get("password") or ""
         if not user:
@@ -221,6 +222,7 @@ class Api:
 
     def container_create(self, req: Request) -> Response:
         body = req.json()
+        convert.check_create_body(body)
         name = req.q("name")
         opts = convert.run_options(body, name)
         try:  # resolve, not exists: busybox:latest is made offline on first use
@@ -680,6 +682,7 @@ class Api:
         if rec.state != "running":
             raise ApiError(409, f"container {rec.id} is not running")
         body = req.json()
+        convert.check_shape(body, convert.EXEC_CREATE)
         cmd = body.get("Cmd")
         if isinstance(cmd, str):
             cmd = [cmd]
@@ -1014,6 +1017,7 @@ class Api:
 
     def network_create(self, req: Request) -> Response:
         body = req.json()
+        convert.check_network_body(body)
         name = body.get("Name")
         if not name or not isinstance(name, str):
             raise ApiError(400, "Name is required")
@@ -1041,6 +1045,7 @@ class Api:
 
     def network_connect(self, req: Request) -> None:
         body = req.json()
+        convert.check_connect_body(body)
         ctr = body.get("Container")
         if not ctr:
             raise ApiError(400, "Container is required")
@@ -1051,6 +1056,7 @@ class Api:
 
     def network_disconnect(self, req: Request) -> None:
         body = req.json()
+        convert.check_shape(body, convert.CONNECT)
         ctr = body.get("Container")
         if not ctr:
             raise ApiError(400, "Container is required")
@@ -1067,6 +1073,7 @@ class Api:
 
     def volume_create(self, req: Request) -> Response:
         body = req.json(default={})
+        convert.check_shape(body, convert.VOLUME_CREATE)
         v = self.engine.volumes.create(body.get("Name") or "", body.get("Labels") or {},
                                        body.get("Driver") or "local")
         return Response(201, convert.volume(self.engine.volumes.inspect(v.name)))
