@@ -64,6 +64,12 @@ def tmp_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bench_peers():
+    """bench/peers.py: busybox rootfs, private podman, crun wrapper, dockerd (all in the repo)."""
+    return peers
+
+
+@pytest.fixture(scope="session")
 def podman_prefix():
     """podman_prefix(dir) -> argv prefix of a podman with private storage under dir."""
     return peers.podman_prefix

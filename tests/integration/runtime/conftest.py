@@ -14,22 +14,9 @@ REPO = Path(__file__).resolve().parents[3]
 RUNTIME = str(REPO / ".venv" / "bin" / "isle-runtime")
 
 
-def _bench_peers():
-    """bench/peers.py (the repo's own peer set-up), loaded by path: tests import no bench module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("isle_bench_peers", REPO / "bench" / "peers.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-peers = _bench_peers()
-
 
 @pytest.fixture(scope="session")
-def busybox_rootfs():
+def busybox_rootfs(bench_peers):
     """A busybox rootfs, built once; world-traversable so a user-namespaced root can use it."""
     import shutil
     import tempfile
@@ -37,7 +24,7 @@ def busybox_rootfs():
     top = tempfile.mkdtemp(prefix="isle-rt-busybox-")
     os.chmod(top, 0o755)
     d = Path(top) / "rootfs"
-    peers.busybox_rootfs(d)
+    bench_peers.busybox_rootfs(d)
     yield d
     shutil.rmtree(top, ignore_errors=True)
 

@@ -17,19 +17,6 @@ RUNTIME = str(REPO / ".venv" / "bin" / "isle-vm-runtime")
 REAL_KERNELS = "/var/cache/isle/kernel"
 
 
-def _bench_peers():
-    """bench/peers.py (the repo's own peer set-up), loaded by path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("isle_bench_peers", REPO / "bench" / "peers.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-PEERS = _bench_peers()
-
 
 @pytest.fixture(scope="session")
 def vm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -44,9 +31,9 @@ def vm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory, bench_peers) -> str:
     d = tmp_path_factory.mktemp("bbrootfs") / "rootfs"
-    PEERS.busybox_rootfs(d)
+    bench_peers.busybox_rootfs(d)
     return str(d)
 
 
@@ -96,7 +83,6 @@ def vm_env(vm_cache: str) -> Iterator[dict[str, str]]:
 
 class VMHelpers:
     runtime = RUNTIME
-    peers = PEERS
     make_bundle = staticmethod(make_bundle)
     qemus = staticmethod(qemus)
 

@@ -16,10 +16,10 @@ RUNTIME = str(Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime")
 
 @pytest.mark.timeout(300)
 def test_podman_run_exec_stop_rm(
-    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh, podman_prefix
 ) -> None:
     pmdir = Path(tempfile.mkdtemp(prefix="isle-vm-pm-"))  # podman wants a short runroot
-    prefix = vmh.peers.podman_prefix(pmdir)
+    prefix = podman_prefix(pmdir)
     podman = [*prefix, "--runtime", RUNTIME]
 
     def pm(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
