@@ -129,8 +129,23 @@ class Db:
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             self.conn.execute(stmt)
-            self.conn.execute("PRAGMA journal_mode = WAL")
+            self._wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _wal(self) -> None:
+        """WAL mode (persistent, so only a new db needs it). Switching takes the db alone and
+        sqlite answers "locked" at once, without its busy wait, when several new connections try
+        together (the API's first burst of clients): retry, and skip once another has done it."""
+        for i in range(200):
+            if str(self.conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or i == 199:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         self.conn.close()

@@ -97,6 +97,9 @@ def private_file(path: str, mode: int = 0o600) -> None:
         return
     except FileExistsError:
         pass
-    st = os.lstat(path)
-    if st.st_mode & 0o170000 == 0o100000 and st.st_mode & 0o7777 & ~mode:
-        os.chmod(path, st.st_mode & mode & 0o7777)
+    try:
+        st = os.lstat(path)
+        if st.st_mode & 0o170000 == 0o100000 and st.st_mode & 0o7777 & ~mode:
+            os.chmod(path, st.st_mode & mode & 0o7777)
+    except FileNotFoundError:
+        pass  # gone meanwhile (sqlite drops its -wal/-shm when the last connection closes)
