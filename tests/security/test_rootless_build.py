@@ -40,7 +40,7 @@ FROM busybox
 COPY --chown=1000:1000 app.txt /app/app.txt
 RUN echo 'alice:x:2000:2000::/home/alice:/bin/sh' >> /etc/passwd && \
     echo 'alice:x:2000:' >> /etc/group && echo made > /file && chown 123 /file
-WORKDIR /work/dir
+WORKDIR /srv/wdir
 RUN touch here && chown alice:alice here
 COPY --from=base /opt/base /copied
 COPY --from=base --chown=alice /opt/base/b /owned-b
@@ -59,14 +59,14 @@ def test_rootless_build_owners_run_and_nothing_left(user):
     assert any(ln.split()[:2] == ["mine", "owners"] for ln in listed.splitlines()), listed
     # run it as the same user: the owners the build gave
     cp = user.isle("run", "--rm", "--network", "none", "mine:owners", "sh", "-c",
-                   "pwd; stat -c '%n %u:%g' /app/app.txt /file /work/dir/here /copied/b /owned-b;"
+                   "pwd; stat -c '%n %u:%g' /app/app.txt /file /srv/wdir/here /copied/b /owned-b;"
                    " cat /app/app.txt /file /copied/b; id -u alice; ls /bin/true || echo gone",
                    timeout=120)
     assert cp.returncode == 0, cp.stderr
     out = cp.stdout.splitlines()
-    assert out[0] == "/work/dir"
+    assert out[0] == "/srv/wdir"
     # COPY --from without --chown gives root, as Docker's (the stage's 77:88 is not kept)
-    assert out[1:6] == ["/app/app.txt 1000:1000", "/file 123:0", "/work/dir/here 2000:2000",
+    assert out[1:6] == ["/app/app.txt 1000:1000", "/file 123:0", "/srv/wdir/here 2000:2000",
                         "/copied/b 0:0", "/owned-b 2000:2000"], out
     assert out[6:9] == ["app", "made", "from-base"]
     assert out[9] == "2000"

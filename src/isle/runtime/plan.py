@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
 __all__ = ["parse_mount_options", "split_namespaces", "mount_plan", "device_plan",
-           "cap_mask", "parse_signal", "secure_join", "DEFAULT_DEVICES", "DEV_SYMLINKS",
+           "cap_mask", "parse_signal", "DEFAULT_DEVICES", "DEV_SYMLINKS",
            "PROPAGATION_FLAGS"]
 
 #: option -> (clear?, flag)
@@ -81,32 +81,6 @@ def split_namespaces(namespaces: list[dict[str, str]]) -> tuple[int, list[tuple[
             new |= L.NAMESPACE_FLAGS[ns["type"]]
     join.sort(key=lambda t: t[0] != "user")
     return new, join
-
-
-def secure_join(root: str, path: str) -> str:
-    """root + path with symlinks inside path resolved as if root were '/' (never escapes root)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        p = parts.pop(0)
-        if p == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        cand = os.path.join(root, *resolved, p)
-        try:
-            target = os.readlink(cand)
-        except OSError:
-            resolved.append(p)
-            continue
-        hops += 1
-        if hops > 40:
-            raise OSError(40, "too many levels of symbolic links", cand)
-        if target.startswith("/"):
-            resolved = []
-        parts = [x for x in target.split("/") if x and x != "."] + parts
-    return os.path.join(root, *resolved)
 
 
 class Mount:
