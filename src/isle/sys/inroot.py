@@ -35,6 +35,7 @@ RESOLVE_IN_ROOT = 0x10
 
 _NR_OPENAT2 = {"x86_64": 437, "aarch64": 437}
 _MAX_LINKS = 40  # the kernel's own limit on symlinks in one lookup (ELOOP)
+_EAGAIN_TRIES = 256
 _NR: list[int] = []
 
 
@@ -52,7 +53,12 @@ def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: i
     how = c.create_string_buffer(raw, 24)  # struct open_how {u64 flags, mode, resolve}
     p = path.encode() if isinstance(path, str) else path
     nr = _NR[0] if _NR else _nr()
-    fd = L.libc().syscall(c.c_long(nr), c.c_int(dirfd), c.c_char_p(p), how, c.c_size_t(24))
+    for _ in range(_EAGAIN_TRIES):
+        fd = L.libc().syscall(c.c_long(nr), c.c_int(dirfd), c.c_char_p(p), how, c.c_size_t(24))
+        # EAGAIN: a '..' was walked while some rename or mount happened anywhere on the host, so
+        # the kernel could not prove the walk stayed inside; the lookup is simply retried
+        if fd >= 0 or c.get_errno() != 11:
+            break
     if fd < 0:
         err = c.get_errno()
         if err == 38:  # ENOSYS

@@ -99,3 +99,32 @@ def test_realpath(tree: tuple[Path, Path]) -> None:
         assert r.realpath("/app") == "/data"
         assert r.realpath("/") == "/"
         assert r.realpath("/etc/../etc/passwd") == "/etc/passwd"
+
+
+def test_dotdot_lookups_survive_renames_elsewhere_on_the_host(tree: tuple[Path, Path],
+                                                              tmp_path: Path) -> None:
+    """openat2 answers EAGAIN when any rename happens while it walks '..' (it cannot prove the
+    walk stayed inside); a busy host does that all the time, so the lookup must be retried."""
+    import threading
+
+    root, _ = tree
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    spin = tmp_path / "spin"
+    spin.write_text("x")
+    stop = threading.Event()
+
+    def renamer() -> None:
+        a, b = str(spin), str(spin) + ".2"
+        while not stop.is_set():
+            os.rename(a, b)
+            a, b = b, a
+
+    t = threading.Thread(target=renamer)
+    t.start()
+    try:
+        with Root(str(root)) as r:
+            for _ in range(3000):
+                os.close(r.open("/a/b/c/../../../../../../etc/passwd"))
+    finally:
+        stop.set()
+        t.join()
