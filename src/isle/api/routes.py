@@ -559,7 +559,7 @@ class Api:
         try:
             src = os.path.join(tmp, "in")
             os.mkdir(src)
-            with tarfile.open(fileobj=_ChunkReader(req.body_chunks(4 << 30)), mode="r|*") as t:
+            with tarfile.open(fileobj=_iterfile(req.body_chunks(4 << 30)), mode="r|*") as t:
                 _safe_extract(t, src)
             for entry in sorted(os.listdir(src)):
                 eng.cp(os.path.join(src, entry), f"{rec.id}:{path.rstrip('/')}/")
@@ -611,7 +611,7 @@ class Api:
         os.mkdir(ctx)
         try:
             try:
-                with tarfile.open(fileobj=_ChunkReader(req.body_chunks(MAX_BUILD_CONTEXT)),
+                with tarfile.open(fileobj=_iterfile(req.body_chunks(MAX_BUILD_CONTEXT)),
                                   mode="r|*") as t:
                     _safe_extract(t, ctx)
             except tarfile.TarError as exc:
@@ -1409,24 +1409,11 @@ def _safe_extract(t: Any, dest: str) -> None:
             raise ApiError(400, f"archive member {m.name!r}: {exc}") from None
 
 
-class _ChunkReader:
-    """A file-like reader over an iterator of byte chunks (for tarfile's stream mode)."""
+def _iterfile(chunks: Iterator[bytes]) -> Any:
+    """The request body as a readable file (the image archive code's reader over chunks)."""
+    from isle.image.archive import IterFile
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.it = chunks
-        self.buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            try:
-                self.buf += next(self.it)
-            except StopIteration:
-                break
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+    return IterFile(chunks)
 
 
 def _set_winsize(fd: int, h: int, w: int) -> None:

@@ -38,7 +38,7 @@ from isle.oci.image_spec import (
     sha256_digest,
 )
 
-__all__ = ["save", "load", "import_rootfs"]
+__all__ = ["save", "load", "import_rootfs", "IterFile"]
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CTRD_NAME = "io.containerd.image.name"
@@ -81,7 +81,9 @@ def _names_for(ref: str, img: Image) -> list[str]:
     return list(img.names)
 
 
-class _IterFile(io.RawIOBase):
+class IterFile(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (tarfile's stream mode reads from it)."""
+
     def __init__(self, it: Any) -> None:
         self.it, self.buf = iter(it), b""
 
@@ -104,7 +106,7 @@ class _IterFile(io.RawIOBase):
 def _add(tf: tarfile.TarFile, name: str, data: Any, size: int) -> None:
     ti = tarfile.TarInfo(name)
     ti.size, ti.mode, ti.mtime = size, 0o644, 0
-    f = io.BytesIO(data) if isinstance(data, bytes) else _IterFile(data)
+    f = io.BytesIO(data) if isinstance(data, bytes) else IterFile(data)
     tf.addfile(ti, f)
     if f.read(1):  # also runs the source's end-of-stream digest check
         raise ImageError(f"{name}: longer than its recorded size {size}")
@@ -157,7 +159,7 @@ def _save_docker(store: ImageStore, images: list[tuple[str, Image]], tf: tarfile
             done.add(path)
             size = store.layer_size(diff_id)
             raw = decompressor(
-                _IterFile(store.blobs.iter_verified(desc.digest)),
+                IterFile(store.blobs.iter_verified(desc.digest)),
                 layer_compression(desc.media_type),
             )
             src = HashReader(raw)
