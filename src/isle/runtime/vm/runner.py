@@ -280,6 +280,7 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         vm.send_job(p.script)
         lsock = _listen(vm)
         s.qemu_pid, s.rundir = vm.pid, vm.rundir
+        s.pid_start, s.qemu_start = st.starttime(s.pid), st.starttime(vm.pid)
         st.save(root, s)
         _write_pid(pid_file, os.getpid())
         try:
@@ -352,6 +353,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
         vm.expect("ready", READY_TIMEOUT)
         lsock = _listen(vm)
         s.status, s.pid, s.qemu_pid, s.rundir = "created", os.getpid(), vm.pid, vm.rundir
+        s.pid_start, s.qemu_start = st.starttime(s.pid), st.starttime(vm.pid)
         st.save(root, s)
         os.write(ready_w, f"ok {os.getpid()}\n".encode())
         os.close(ready_w)
@@ -573,18 +575,17 @@ def delete(cid: str, root: str, force: bool = False) -> None:
     s = st.load(root, cid)
     if s.status in ("running", "paused") and not force:
         raise InvalidState(f"container {cid} is {s.status}: stop it or use --force")
-    if st.pid_alive(s.pid):
-        os.kill(s.pid, signal.SIGTERM)
+    # only the processes recorded, by pid AND start time: a recycled pid is someone else's
+    if st.signal_if_same(s.pid, s.pid_start, signal.SIGTERM):
         for _ in range(300):
-            if not st.pid_alive(s.pid):
+            if not st.pid_alive(s.pid, s.pid_start):
                 break
             time.sleep(0.02)
         else:
-            os.kill(s.pid, signal.SIGKILL)
-    if st.pid_alive(s.qemu_pid):
-        os.kill(s.qemu_pid, signal.SIGKILL)
+            st.signal_if_same(s.pid, s.pid_start, signal.SIGKILL)
+    if st.signal_if_same(s.qemu_pid, s.qemu_start, signal.SIGKILL):
         for _ in range(500):  # gone before its cgroup can go
-            if not st.pid_alive(s.qemu_pid):
+            if not st.pid_alive(s.qemu_pid, s.qemu_start):
                 break
             time.sleep(0.01)
     drop_cgroup(s.cgroup)

@@ -13,7 +13,8 @@ from typing import Any
 from isle.errors import AlreadyExists, ConfigError, NotFound
 from isle.sys.fs import atomic_write
 
-__all__ = ["State", "load", "save", "create_dir", "remove", "list_ids", "pid_alive"]
+__all__ = ["State", "load", "save", "create_dir", "remove", "list_ids", "pid_alive",
+           "starttime", "signal_if_same"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -25,6 +26,10 @@ class State:
     status: str = "creating"  # creating | created | running | paused | stopped
     pid: int = 0  # the monitor (parent of QEMU; exits with the guest program's exit code)
     qemu_pid: int = 0
+    #: start times (clock ticks since boot, /proc/PID/stat field 22) of pid and qemu_pid: a pid
+    #: whose start time differs was recycled and is not ours to signal (None: not recorded)
+    pid_start: int | None = None
+    qemu_start: int | None = None
     rundir: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     annotations: dict[str, str] = field(default_factory=dict)
@@ -53,14 +58,39 @@ def _dir(root: str, cid: str) -> str:
     return os.path.join(root, cid)
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """pid runs (not a zombie) and, when start is given, is the process that started then."""
+    from isle.runtime.state import alive
+
+    return pid > 0 and alive(pid, start)
+
+
+def starttime(pid: int) -> int | None:
+    from isle.runtime.state import proc_starttime
+
+    return proc_starttime(pid) if pid > 0 else None
+
+
+def signal_if_same(pid: int, start: int | None, sig: int) -> bool:
+    """Send sig to pid only if it is still the process that started at start: through a pidfd
+    opened first and checked after, so a pid recycled in between is never signalled."""
+    import signal as _signal
+
     if pid <= 0:
         return False
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        fd = os.pidfd_open(pid)
+    except OSError:
         return False
+    try:
+        if not pid_alive(pid, start):
+            return False
+        _signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def create_dir(root: str, cid: str) -> str:
@@ -91,7 +121,7 @@ def load(root: str, cid: str) -> State:
             st.status = "stopped"
     except (OSError, ValueError):
         pass
-    if st.status in ("created", "running", "paused") and not pid_alive(st.pid):
+    if st.status in ("created", "running", "paused") and not pid_alive(st.pid, st.pid_start):
         st.status = "stopped"
     return st
 
