@@ -1,0 +1,263 @@
+"""A private containerd node under one directory: ``isle kube up --dir DIR`` / ``down``.
+
+Layout of DIR (0700): config.toml, containerd.sock, containerd.pid, containerd.log, root/,
+state/, runtimes/<handler>/ (each OCI runtime's --root), cni/net.d/ (the conflist), cni/ipam/
+(host-local's leases), pause + pause.tar (the sandbox image, imported into namespace k8s.io).
+
+``down`` leaves nothing on the host: the pods are removed through the CRI when crictl is at hand
+(which runs CNI DEL and stops the shims), then whatever is left is taken apart by hand: every
+container the handlers' runtimes still list is deleted with --force, CNI DEL is run from
+libcni's cache for each attachment of this node's network, containerd and its shims are
+stopped by pid, every mount under DIR is detached, the leases and the bridge are removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import time
+
+from isle.errors import ConfigError, InvalidState
+from isle.kube.config import CNI_BIN_DIR, PAUSE_IMAGE, Node, cni_conflist, containerd_config
+from isle.sys import proc
+
+__all__ = ["up", "down", "status", "crictl_path", "CNI_CACHE"]
+
+CNI_CACHE = "/var/lib/cni/results"  # libcni's cache (containerd does not move it)
+NAMESPACE = "k8s.io"
+
+
+def crictl_path() -> str | None:
+    """crictl from PATH, else the one scripts/critest builds."""
+    return proc.which("crictl") or next(
+        (p for p in ("/var/tmp/isle-critest/bin/crictl",) if os.access(p, os.X_OK)), None)
+
+
+def _pid(d: str) -> int | None:
+    try:
+        with open(os.path.join(d, "containerd.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"containerd" not in f.read().split(b"\0")[0]:
+                return None
+    except OSError:
+        return None
+    return pid
+
+
+def status(d: str) -> dict[str, object]:
+    d = os.path.abspath(d)
+    pid = _pid(d)
+    return {"dir": d, "pid": pid, "running": pid is not None,
+            "socket": os.path.join(d, "containerd.sock")}
+
+
+def _ctr(n: Node, *args: str, timeout: float = 60) -> bytes:
+    return proc.run(["ctr", "-a", n.socket, "-n", NAMESPACE, *args], timeout=timeout).stdout
+
+
+def up(d: str, registries: tuple[str, ...] = (), wait: float = 30) -> Node:
+    """Start a private containerd with isle's handlers under d; returns once its CRI answers and
+    the pause image is imported. Undone (down) if any step fails."""
+    d = os.path.abspath(d)
+    if proc.which("containerd") is None or proc.which("ctr") is None:
+        raise ConfigError("isle kube needs containerd (Debian: containerd)")
+    if not os.path.isfile(os.path.join(CNI_BIN_DIR, "bridge")):
+        raise ConfigError(f"isle kube needs the CNI plugins in {CNI_BIN_DIR} "
+                          "(Debian: containernetworking-plugins)")
+    if _pid(d) is not None:
+        raise InvalidState(f"a containerd is already up in {d} (isle kube down --dir {d})")
+    if len(os.path.join(d, "containerd.sock.ttrpc")) > 100:
+        raise ConfigError(f"--dir {d}: too long for a unix socket path (at most ~90 characters)")
+    n = Node.under(d, registries)
+    for sub in ("", "cni/net.d", "cni/ipam", "runtimes", "opt"):
+        os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    with open(os.path.join(d, "config.toml"), "w") as f:
+        f.write(containerd_config(n))
+    with open(os.path.join(n.cni_conf_dir, "10-isle.conflist"), "w") as f:
+        json.dump(cni_conflist(n), f, indent=2)
+    from isle.kube.pause import build_pause, pause_archive
+
+    archive = os.path.join(d, "pause.tar")
+    pause_archive(build_pause(os.path.join(d, "pause")), archive)
+    log = open(os.path.join(d, "containerd.log"), "ab")
+    try:
+        p = proc.spawn(["containerd", "--config", os.path.join(d, "config.toml")],
+                       stdin=open(os.devnull, "rb"), stdout=log, stderr=log,
+                       start_new_session=True, cwd=d)
+    finally:
+        log.close()
+    with open(os.path.join(d, "containerd.pid"), "w") as f:
+        f.write(f"{p.pid}\n")
+    try:
+        end = time.monotonic() + wait
+        while True:
+            if p.poll() is not None:
+                raise ConfigError(f"containerd exited ({p.returncode}) at start: "
+                                  + _tail(os.path.join(d, "containerd.log")))
+            if os.path.exists(n.socket):
+                try:
+                    _ctr(n, "version", timeout=5)
+                    break
+                except Exception:
+                    pass
+            if time.monotonic() > end:
+                raise ConfigError(f"containerd did not answer on {n.socket} within {wait:.0f}s")
+            time.sleep(0.05)
+        _ctr(n, "images", "import", "--no-unpack=false", archive, timeout=120)
+        _ctr(n, "images", "label", PAUSE_IMAGE, "io.cri-containerd.pinned=pinned", timeout=30)
+    except BaseException:
+        down(d)
+        raise
+    return n
+
+
+def _tail(path: str, n: int = 800) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - n))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _procs_with(needle: bytes) -> list[int]:
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/cmdline", "rb") as f:
+                if needle in f.read():
+                    out.append(int(e))
+        except OSError:
+            pass
+    return out
+
+
+def _stop(pid: int, grace: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        try:
+            # reap it if it is our child (isle kube up in this process), else poll /proc
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+                return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _zombie(pid: int) -> bool:
+    from isle.sys.procfs import state
+
+    return state(pid) in (None, "Z", "X")
+
+
+def _cni_del(n: Node) -> None:
+    """CNI DEL for every cached attachment of this node's network (libcni's cache): releases the
+    lease, the masquerade and hostport rules, the veth."""
+    try:
+        names = os.listdir(CNI_CACHE)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(n.network_name + "-"):
+            continue
+        path = os.path.join(CNI_CACHE, name)
+        try:
+            with open(path) as f:
+                cache = json.load(f)
+            conf = json.loads(base64.b64decode(cache["config"]))
+        except (OSError, ValueError, KeyError):
+            continue
+        if conf.get("name") != n.network_name:
+            continue
+        args = ";".join(f"{k}={v}" for k, v in cache.get("cniArgs") or [])
+        caps = cache.get("capabilityArgs") or {}
+        for plugin in reversed(conf.get("plugins") or []):
+            stdin = dict(plugin, name=conf["name"], cniVersion=conf.get("cniVersion"))
+            want = {k: v for k, v in caps.items() if (plugin.get("capabilities") or {}).get(k)}
+            if want:
+                stdin["runtimeConfig"] = want
+            if cache.get("result"):
+                stdin["prevResult"] = cache["result"]
+            env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": cache.get("containerId", ""),
+                   "CNI_NETNS": "", "CNI_IFNAME": cache.get("ifName", "eth0"),
+                   "CNI_PATH": CNI_BIN_DIR, "CNI_ARGS": args, "PATH": os.environ.get("PATH", "")}
+            proc.run([os.path.join(CNI_BIN_DIR, plugin["type"])], check=False, timeout=30,
+                     input=json.dumps(stdin).encode(), env=env)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _unmount_under(d: str) -> None:
+    from isle.sys.libc import MNT_DETACH, LinuxSyscalls
+    from isle.sys.procfs import mountpoints
+
+    sc = LinuxSyscalls()
+    for mp in sorted((m for m in mountpoints() if m == d or m.startswith(d + "/")),
+                     key=len, reverse=True):
+        try:
+            sc.umount2(mp, MNT_DETACH)
+        except OSError:
+            pass
+
+
+def down(d: str, purge: bool = False) -> None:
+    """Stop the private containerd in d and remove everything it made on the host (see module
+    doc). Safe to call again, and on a half-started node. purge: remove d as well."""
+    d = os.path.abspath(d)
+    n = Node.under(d)
+    pid = _pid(d)
+    crictl = crictl_path()
+    if pid is not None and crictl and os.path.exists(n.socket):
+        ep = "unix://" + n.socket
+        proc.run([crictl, "--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "30s",
+                  "rmp", "-fa"], check=False, timeout=120)
+    # containers the shims still hold: delete them through their own runtime
+    for handler, binary in n.binaries.items():
+        root = os.path.join(n.runtime_root, handler)
+        for sub in ([NAMESPACE] if os.path.isdir(os.path.join(root, NAMESPACE)) else []) + [""]:
+            r = os.path.join(root, sub) if sub else root
+            if not os.path.isdir(r):
+                continue
+            ls = proc.run([binary, "--root", r, "list", "-q"], check=False, timeout=30)
+            for cid in ls.stdout.decode().split():
+                proc.run([binary, "--root", r, "delete", "--force", cid], check=False,
+                         timeout=60)
+    _cni_del(n)
+    if pid is not None:
+        _stop(pid, 10)
+    needle = n.socket.encode()
+    for shim in _procs_with(needle):  # containerd-shim-runc-v2 ... -address DIR/containerd.sock
+        _stop(shim, 5)
+    _unmount_under(d)
+    proc.run(["ip", "link", "del", n.bridge], check=False, timeout=10)
+    import shutil
+
+    shutil.rmtree(n.cni_ipam_dir, ignore_errors=True)
+    for f in ("containerd.pid", "containerd.sock", "containerd.sock.ttrpc"):
+        try:
+            os.unlink(os.path.join(d, f))
+        except OSError:
+            pass
+    shutil.rmtree(n.state, ignore_errors=True)
+    if purge:
+        shutil.rmtree(d, ignore_errors=True)
