@@ -57,3 +57,7 @@ def register(verb: str = "") -> None:
         from isle.cli import bench
 
         bench.register(cli)
+    if verb == "kube" or not verb:
+        from isle.cli import kube
+
+        kube.register(cli)
