@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from isle.vm.config import MachineConfig
 
 __all__ = ["Jail", "lease", "plan", "enter", "UID_BASE", "UID_COUNT", "TEMPLATE_GID",
-           "LEASES", "drives_by_fd", "open_tap", "child", "ENV"]
+           "LEASES", "drives_by_fd", "open_tap", "child", "ENV", "PREOPENED"]
 
 #: per-VM uids and gids (uid == gid) come from [UID_BASE, UID_BASE + UID_COUNT): above systemd's
 #: container range (0x80000-0x6fffffff) and below its foreign range (0x7ffe0000), owned by nobody
@@ -206,12 +206,19 @@ def drives_by_fd(cfg: MachineConfig) -> tuple[MachineConfig, list[int]]:
                    fdsets=tuple(cfg.fdsets) + extra), fds
 
 
+#: taps already open (name -> fd), e.g. made by the VM runtime inside a container's network
+#: namespace, where a lookup by name from the host's namespace would find another or none
+PREOPENED: dict[str, int] = {}
+
+
 def open_tap(ifname: str) -> int:
     """An fd on tap ifname (or a new throwaway tapN when ifname is ""), opened as QEMU would
     (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), for -netdev tap,fd=N: QEMU itself may not."""
     import fcntl
     import struct
 
+    if ifname and ifname in PREOPENED:
+        return os.dup(PREOPENED[ifname])
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         req = struct.pack("16sH22x", ifname.encode(), 0x0002 | 0x1000 | 0x4000)

@@ -109,6 +109,10 @@ class GuestNet:
     address: str  # CIDR, e.g. 10.88.0.5/16
     gateway: str = ""
     mac: str = ""
+    #: further CIDRs on eth0, its MTU (0: the driver's), routes other than the default (dst, via)
+    extra_addresses: tuple[str, ...] = ()
+    mtu: int = 0
+    routes: tuple[tuple[str, str], ...] = ()
 
 
 #: QEMU user networking's fixed plan (guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3)
@@ -189,9 +193,14 @@ def render(job: Job) -> str:
         n = job.net
         if n.mac:
             lines.append(f"ip link set eth0 address {_q(n.mac)}")
-        lines += [f"ip addr add {_q(n.address)} dev eth0", "ip link set eth0 up"]
+        if n.mtu:
+            lines.append(f"ip link set eth0 mtu {int(n.mtu)}")
+        lines += [f"ip addr add {_q(a)} dev eth0" for a in (n.address, *n.extra_addresses)]
+        lines.append("ip link set eth0 up")
         if n.gateway:
             lines.append(f"ip route add default via {_q(n.gateway)}")
+        for dst, via in n.routes:
+            lines.append(f"ip route add {_q(dst)} " + (f"via {_q(via)}" if via else "dev eth0"))
     x = _exec_argv(job)
     # init.sh found the ports: $out, $err, $inp
     lines.append("in=$inp" if job.stdin else "in=/dev/null")

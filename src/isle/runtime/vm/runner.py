@@ -49,6 +49,8 @@ class Prepared:
     script: str
     template: bool
     stdin: bool = False
+    #: the caller's network namespace the guest takes over (runtime.vm.network.Plan)
+    net: Any = None
 
 
 def stdin_wanted(fd: int = 0) -> bool:
@@ -70,12 +72,24 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     job = vmspec.to_job(cfg, stdin=stdin)
     boot = boot_of(cfg, bundle, settings)
+    plan = None
+    if not boot.net:  # no engine-made tap: the network namespace config.json names, as Kata
+        from dataclasses import replace
+
+        from isle.runtime.vm import network
+
+        path = network.netns_of(cfg)
+        plan = network.discover(path) if path else None
+        if plan is not None:
+            job = replace(job, net=plan.guest)
+            boot = replace(boot, net="tap")
     ann = cfg.get("annotations") or {}
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
         "1",
         "true",
     ) and not vmspec.shares_of(cfg)  # shared directories are devices a template does not have
-    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin)
+    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin,
+                    net=plan)
 
 
 def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
@@ -148,9 +162,17 @@ def launch(
 ) -> MicroVM:
     """Start QEMU (cold, or a template's clone) on our stdout/stderr; connected, not yet ready."""
     out, err = _reopenable(out_fd), _reopenable(err_fd)
+    tapfd = -1
     try:
         (opath, ofds), (epath, efds) = host_end(out), host_end(err)
         _, tap, mac, _ = vmspec.net_of(p.cfg)
+        if p.net is not None:
+            from isle.runtime.vm import network
+            from isle.vm import jail
+
+            tap, mac = network.TAP, p.net.guest.mac
+            tapfd = network.connect(p.net)
+            jail.PREOPENED[tap] = tapfd  # QEMU gets it by fd: the tap is in another namespace
         if p.template:
             from isle.vm import snapshot
 
@@ -199,6 +221,11 @@ def launch(
     finally:
         os.close(out)
         os.close(err)
+        if tapfd >= 0:
+            from isle.vm import jail
+
+            jail.PREOPENED.pop(network.TAP, None)
+            os.close(tapfd)  # QEMU holds the tap now; it goes when QEMU does
 
 
 def make_cgroup(cid: str, p: Prepared) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
@@ -254,6 +281,19 @@ def drop_cgroup(state: dict[str, Any] | None) -> None:
             time.sleep(0.01)
 
 
+def _net_state(s: st.State, p: Prepared) -> None:
+    if p.net is not None:
+        s.netns, s.veth = p.net.netns, p.net.veth
+
+
+def _unplug(s: st.State) -> None:
+    """Undo what the runtime added to the caller's network namespace (QEMU gone: its tap too)."""
+    if s.netns:
+        from isle.runtime.vm import network
+
+        network.disconnect(s.netns, s.veth)
+
+
 def _write_pid(pid_file: str | None, pid: int) -> None:
     if pid_file:
         from isle.sys.fs import atomic_write
@@ -274,6 +314,7 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
             pid=os.getpid(),
             annotations=p.cfg.get("annotations") or {},
         )
+        _net_state(s, p)
         s.cgroup, files = make_cgroup(cid, p)
         st.save(root, s)
         vm = launch(p, settings, 1, 2, cgroup_files=files)
@@ -291,6 +332,8 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         if vm is not None:
             vm.close()
         _drain_relays()
+        if s is not None:
+            _unplug(s)
         drop_cgroup(s.cgroup if s is not None else None)
         st.remove(root, cid)
         del d
@@ -308,6 +351,7 @@ def create(
         st.remove(root, cid)
         raise
     s = st.State(id=cid, bundle=os.path.abspath(bundle), annotations=p.cfg.get("annotations") or {})
+    _net_state(s, p)
     try:
         s.cgroup, files = make_cgroup(cid, p)
     except BaseException:
@@ -371,6 +415,7 @@ def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: i
         if vm is not None:
             vm.close()
         _drain_relays()
+        _unplug(s)
         drop_cgroup(s.cgroup)
         if os.path.isdir(sdir):
             _note(sdir, "exit", str(code))
@@ -588,6 +633,7 @@ def delete(cid: str, root: str, force: bool = False) -> None:
             if not st.pid_alive(s.qemu_pid, s.qemu_start):
                 break
             time.sleep(0.01)
+    _unplug(s)
     drop_cgroup(s.cgroup)
     if s.rundir and os.path.basename(s.rundir).startswith("isle-vm-"):
         shutil.rmtree(s.rundir, ignore_errors=True)

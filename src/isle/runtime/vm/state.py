@@ -36,6 +36,9 @@ class State:
     exit_code: int | None = None
     #: the host cgroup QEMU runs in (isle.cgroups to_state()), removed by delete
     cgroup: dict[str, Any] | None = None
+    #: the network namespace the guest is connected to and its veth (runtime.vm.network)
+    netns: str = ""
+    veth: str = ""
 
     def oci(self) -> dict[str, Any]:
         """What `state` prints (runtime-spec 'state')."""
