@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = ["CgroupManager", "Write", "V1Manager", "V2Manager", "detect_setup", "manager_for",
-           "manager_from_state", "DEFAULT_ALLOWED_DEVICES"]
+           "manager_from_state", "remove_everywhere", "DEFAULT_ALLOWED_DEVICES"]
 
 ROOT = "/sys/fs/cgroup"
 
@@ -111,3 +111,48 @@ def manager_from_state(d: dict[str, Any]) -> CgroupManager:
 def _join(base: str, rel: str) -> str:
     return "/" + "/".join(p for p in (base + "/" + rel).split("/") if p)
 
+
+
+def remove_everywhere(path: str, *, root: str = ROOT, kill: bool = True,
+                      tries: int = 50) -> bool:
+    """Fallback removal when no manager state is left: in every hierarchy under root (and root
+    itself, for cgroup v2) SIGKILL what is still in cgroup path (relative to the hierarchy,
+    "x" or "/isle/x") when kill, and rmdir it, retrying while its tasks die. Returns whether
+    any of them is still there."""
+    import signal
+    import time
+
+    rel = path.strip("/")
+    if not rel or ".." in rel.split("/"):
+        raise ConfigError("cgroup", f"{path!r} cannot name a container's cgroup")
+    try:
+        hierarchies = os.listdir(root)
+    except OSError:
+        return False
+    left = False
+    for h in [*hierarchies, "."]:
+        d = os.path.normpath(os.path.join(root, h, rel))
+        if not os.path.isdir(d):
+            continue
+        for _ in range(max(1, tries)):
+            if kill:
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as f:
+                        pids = [int(x) for x in f.read().split()]
+                except (OSError, ValueError):
+                    pids = []
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            left = True
+    return left

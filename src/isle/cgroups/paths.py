@@ -6,6 +6,7 @@ import os
 import posixpath
 
 from isle.errors import ConfigError
+from isle.sys import procfs
 
 __all__ = ["DEFAULT_PARENT", "V1_CONTROLLERS", "resolve", "systemd_path", "expand_slice",
            "own_cgroups", "v1_mounts", "controllers", "cgroup_mounts"]
@@ -74,22 +75,10 @@ def resolve(cgroups_path: str | None, container_id: str,
 
 
 def own_cgroups(text: str | None = None) -> dict[str, str]:
-    """Parse /proc/self/cgroup into {controller: path}; the v2 entry is keyed "unified"."""
+    """/proc/self/cgroup (or text) as {controller: path}; the v2 entry is keyed "unified"."""
     if text is None:
-        with open("/proc/self/cgroup") as f:
-            text = f.read()
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, ctrls, path = parts
-        if not ctrls:
-            out["unified"] = path
-        for c in ctrls.split(","):
-            if c:
-                out[c.removeprefix("name=")] = path
-    return out
+        return procfs.cgroups()
+    return procfs.parse_cgroups(text)
 
 
 def controllers(directory: str) -> list[str]:
@@ -101,15 +90,8 @@ def controllers(directory: str) -> list[str]:
 
 
 def _read_cgroup_mountinfo() -> list[tuple[str, str, str, str]]:
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fields, post_f = pre.split(), post.split()
-            if len(post_f) < 3 or post_f[0] not in ("cgroup", "cgroup2") or len(fields) < 5:
-                continue
-            out.append((fields[4], fields[3], post_f[0], post_f[2]))
-    return out
+    return [(m.mountpoint, m.root, m.fstype, m.super_options) for m in procfs.mountinfo()
+            if m.fstype in ("cgroup", "cgroup2")]
 
 
 def _cache_key(mounts: list[tuple[str, str, str, str]], root: str) -> str | None:

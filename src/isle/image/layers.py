@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
 from isle.errors import ImageError
+from isle.sys import procfs
 
 __all__ = [
     "Unpacker",
@@ -808,15 +809,9 @@ class Unpacker:
 
 
 def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, for every thread)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o777  # unknown: every file gets its chmod
+    """The process umask, read without changing it; unknown: every file gets its chmod."""
+    m = procfs.umask()
+    return 0o777 if m is None else m
 
 
 def _rm_at(dirfd: int, name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from isle.image.layers import apply_layers
+from isle.sys import procfs
 from isle.sys.libc import MNT_DETACH, LinuxSyscalls, fs_mount
 
 __all__ = ["mount_rootfs", "unmount_rootfs", "is_mounted", "overlay_options"]
@@ -27,9 +28,7 @@ def _esc(p: str) -> str:
 
 
 def is_mounted(path: str) -> bool:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == real for line in f)
+    return procfs.is_mountpoint(path)
 
 
 def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> str:

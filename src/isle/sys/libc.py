@@ -557,8 +557,11 @@ def scrub_cmdline(title: bytes = b"isle-runtime init") -> None:
     anyone, and /proc/PID/environ to whoever may trace it) with title and NULs: the runtime's
     command line names host paths, its environment is its caller's. Python keeps its own copies
     (sys.argv, os.environ); C's getenv() finds nothing afterwards."""
-    with open("/proc/self/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
+    from isle.sys import procfs
+
+    fields = procfs.stat_fields()
+    if fields is None:
+        return
     # arg_start, arg_end, env_start, env_end: fields 48-51 of stat(5), counted from state (3)
     lc = libc()
     for (start, end), text in (((int(fields[45]), int(fields[46])), title),

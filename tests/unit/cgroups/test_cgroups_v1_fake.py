@@ -8,7 +8,7 @@ import pytest
 
 import isle.cgroups
 from isle.cgroups import V1Manager, manager_for
-from isle.errors import InvalidState, Unsupported
+from isle.errors import ConfigError, InvalidState, Unsupported
 
 FILES = {"memory": ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
          "blkio": ["blkio.bfq.weight", "blkio.bfq.weight_device"],
@@ -59,7 +59,7 @@ def test_no_v1_mounts_is_unsupported(tmp_path: Path) -> None:
 def test_public_surface() -> None:
     assert sorted(isle.cgroups.__all__) == sorted([
         "CgroupManager", "Write", "V1Manager", "V2Manager", "detect_setup", "manager_for",
-        "manager_from_state", "DEFAULT_ALLOWED_DEVICES"])
+        "manager_from_state", "remove_everywhere", "DEFAULT_ALLOWED_DEVICES"])
     for name in isle.cgroups.__all__:
         assert hasattr(isle.cgroups, name)
 
@@ -79,3 +79,23 @@ def test_unused_unified_half_is_dropped_and_tasks_files_join(tmp_path: Path) -> 
     keep = hybrid()  # a hugetlb limit goes to the unified half: it stays
     keep.drop_unused_unified({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]})
     assert keep.unified is not None and keep.self_join_files() is None
+
+
+def test_remove_everywhere_rmdirs_in_each_hierarchy(tmp_path: Path) -> None:
+    # a plain directory tree stands in for the hierarchies (rmdir and cgroup.procs are real
+    # files here): the cgroup dirs are empty, so one rmdir each removes them
+    for h in ("cpu,cpuacct", "memory"):
+        (tmp_path / h / "isle" / "c1").mkdir(parents=True)
+    (tmp_path / "pids").mkdir()
+    assert isle.cgroups.remove_everywhere("/isle/c1", root=str(tmp_path)) is False
+    assert not (tmp_path / "memory" / "isle" / "c1").exists()
+    assert (tmp_path / "memory" / "isle").exists()  # only the container's own cgroup goes
+    with pytest.raises(ConfigError):
+        isle.cgroups.remove_everywhere("/isle/../..", root=str(tmp_path))
+
+
+def test_remove_everywhere_reports_what_stays(tmp_path: Path) -> None:
+    d = tmp_path / "memory" / "c2"
+    d.mkdir(parents=True)
+    (d / "file").write_text("")  # not empty: rmdir fails, as for a cgroup with live tasks
+    assert isle.cgroups.remove_everywhere("c2", root=str(tmp_path), kill=False, tries=2)

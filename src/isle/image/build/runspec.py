@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from isle.errors import CommandError, ConfigError
-from isle.sys import proc
+from isle.sys import proc, procfs
 from isle.sys.inroot import Root
 
 __all__ = ["StepSandbox", "run_spec", "run_in_bundle", "resolve_user", "resolve_runtime",
@@ -252,11 +252,8 @@ def _stop(p: subprocess.Popen[bytes], pid_file: str) -> None:
 
 
 def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
+    p = procfs.ppid(pid)
+    return -1 if p is None else p
 
 
 def mount_points_absent(rootfs: str, spec: dict[str, Any]) -> list[str]:
