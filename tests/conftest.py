@@ -70,6 +70,20 @@ def bench_peers():
 
 
 @pytest.fixture(scope="session")
+def busybox_rootfs():
+    """A busybox rootfs (str path), built once per session; world-traversable so a user-namespaced
+    root (rootless tests, QEMU's jailed user) can use it. Tests copy it before changing it."""
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="isle-test-busybox-")
+    os.chmod(top, 0o755)
+    d = os.path.join(top, "rootfs")
+    peers.busybox_rootfs(d)
+    yield d
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def podman_prefix():
     """podman_prefix(dir) -> argv prefix of a podman with private storage under dir."""
     return peers.podman_prefix

@@ -31,4 +31,3 @@ isle = _engine.isle
 Runtime = _runtime.Runtime
 rt = _runtime.rt
 bundle = _runtime.bundle
-busybox_rootfs = _runtime.busybox_rootfs

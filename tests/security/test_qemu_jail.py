@@ -29,7 +29,6 @@ _spec.loader.exec_module(_vm)
 vm_cache = _vm.vm_cache
 vm_env = _vm.vm_env
 vmh = _vm.vmh
-busybox_rootfs = _vm.busybox_rootfs  # noqa: F811 -- the VM suite's (a plain busybox tree)
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = str(REPO / ".venv" / "bin" / "isle-vm-runtime")

@@ -15,20 +15,6 @@ RUNTIME = str(REPO / ".venv" / "bin" / "isle-runtime")
 
 
 
-@pytest.fixture(scope="session")
-def busybox_rootfs(bench_peers):
-    """A busybox rootfs, built once; world-traversable so a user-namespaced root can use it."""
-    import shutil
-    import tempfile
-
-    top = tempfile.mkdtemp(prefix="isle-rt-busybox-")
-    os.chmod(top, 0o755)
-    d = Path(top) / "rootfs"
-    bench_peers.busybox_rootfs(d)
-    yield d
-    shutil.rmtree(top, ignore_errors=True)
-
-
 class Runtime:
     """isle-runtime with a private --root; every call returns the CompletedProcess."""
 

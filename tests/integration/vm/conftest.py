@@ -30,13 +30,6 @@ def vm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     snapshot.remove(str(c))
 
 
-@pytest.fixture(scope="session")
-def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory, bench_peers) -> str:
-    d = tmp_path_factory.mktemp("bbrootfs") / "rootfs"
-    bench_peers.busybox_rootfs(d)
-    return str(d)
-
-
 def make_bundle(dest: Path, rootfs: str, args: list[str], **proc: object) -> str:
     dest.mkdir(parents=True, exist_ok=True)
     os.symlink(rootfs, dest / "rootfs")
