@@ -39,7 +39,8 @@ class IsleError(Exception):
 
 
 class ConfigError(IsleError):
-    """A configuration value is wrong; the message names the field (e.g. ``linux.namespaces[2].type``)."""
+    """A configuration value is wrong; the message names the field
+    (e.g. ``linux.namespaces[2].type``)."""
 
     exit_code = 1
     http_status = 400

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-
 from isle.errors import RegistryError
 from isle.image.pull import NullProgress, Progress
 from isle.image.reference import Reference

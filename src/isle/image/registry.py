@@ -22,8 +22,8 @@ from typing import Any
 sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
 import httpx  # noqa: E402
 
-from isle.errors import RegistryError
-from isle.oci.image_spec import INDEX_TYPES, MANIFEST_TYPES
+from isle.errors import RegistryError  # noqa: E402
+from isle.oci.image_spec import INDEX_TYPES, MANIFEST_TYPES  # noqa: E402
 
 __all__ = ["RegistryClient", "ACCEPT_MANIFESTS", "httpx"]
 

@@ -6,8 +6,14 @@
 from isle.net.etc import parse_add_host
 from isle.net.manager import DEFAULT_BRIDGE, DEFAULT_SUBNET, NetworkManager
 from isle.net.ports import parse_expose, parse_publish
-from isle.net.types import (Attachment, Network, NetworkAttachment, PortMapping, Subnet,
-                            TapAttachment)
+from isle.net.types import (
+    Attachment,
+    Network,
+    NetworkAttachment,
+    PortMapping,
+    Subnet,
+    TapAttachment,
+)
 
 __all__ = ["NetworkManager", "PortMapping", "Attachment", "NetworkAttachment", "TapAttachment",
            "Network", "Subnet", "parse_publish", "parse_expose", "parse_add_host",

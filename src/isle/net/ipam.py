@@ -38,7 +38,8 @@ def parse_subnet(text: str, field: str = "subnet") -> IPNet:
         except ValueError:
             raise ConfigError(field, f"{text!r} is not an IP network in CIDR form "
                                      "(e.g. 10.89.0.0/24)") from None
-        raise ConfigError(field, f"{text} is not a network address (did you mean {loose}?)") from None
+        raise ConfigError(field, f"{text} is not a network address (did you mean {loose}?)"
+                          ) from None
     if net.num_addresses < 4:
         raise ConfigError(field, f"{text} is too small for containers (at most /30 or /126)")
     return net
@@ -130,7 +131,8 @@ class Leases:
         for w in want:
             if not any(w.version == n.version and w in n for n, _ in subnets):
                 cidrs = ", ".join(str(n) for n, _ in subnets)
-                raise ConfigError("ip", f"{w} is outside the subnets of network {net.name} ({cidrs})")
+                raise ConfigError("ip", f"{w} is outside the subnets of network {net.name} "
+                                        f"({cidrs})")
         got: list[str] = []
         for n, s in subnets:
             mine = [w for w in want if w.version == n.version and w in n]
@@ -140,10 +142,12 @@ class Leases:
                 if n.version == 4:
                     reserved.add(n.broadcast_address)
                 if ip in reserved:
-                    raise ConfigError("ip", f"{ip} is reserved in {n} (network, gateway or broadcast)")
+                    raise ConfigError("ip", f"{ip} is reserved in {n} "
+                                            "(network, gateway or broadcast)")
                 holder = table.get(str(ip))
                 if holder is not None and holder != owner:
-                    raise ConfigError("ip", f"{ip} is already taken on network {net.name} by {holder[:12]}")
+                    raise ConfigError("ip", f"{ip} is already taken on network {net.name} "
+                                            f"by {holder[:12]}")
                 got.append(str(ip))
             else:
                 got.append(str(self._first_free(net.name, n, s, table,

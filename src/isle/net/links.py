@@ -1,4 +1,5 @@
-"""Links isle makes or checks itself, over netlink (pyroute2): taps for VMs, bridge ports, routes."""
+"""Links isle makes or checks itself, over netlink (pyroute2): taps for VMs, bridge ports,
+routes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 from isle.errors import NotFound, Unsupported
 
-__all__ = ["create_tap", "master_of", "delete_link", "link_names", "bridge_ports", "route_cidrs", "link_exists"]
+__all__ = ["create_tap", "master_of", "delete_link", "link_names", "bridge_ports", "route_cidrs",
+           "link_exists"]
 
 
 def _ipr() -> Any:
@@ -73,7 +75,8 @@ def bridge_ports(bridge: str) -> list[str]:
         br = ipr.link_lookup(ifname=bridge)
         if not br:
             return []
-        return [ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links() if ln.get_attr("IFLA_MASTER") == br[0]]
+        return [ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links()
+                if ln.get_attr("IFLA_MASTER") == br[0]]
 
 
 def route_cidrs() -> list[str]:

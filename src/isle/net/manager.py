@@ -22,17 +22,32 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from isle.errors import (AlreadyExists, CommandError, ConfigError, InvalidState, IsleError, NotFound,
-                         Unsupported)
-from isle.net import etc, firewall, ipam, links, netns, slirp, sysctl, ports as portlib
+from isle.errors import (
+    AlreadyExists,
+    CommandError,
+    ConfigError,
+    InvalidState,
+    IsleError,
+    NotFound,
+    Unsupported,
+)
+from isle.net import etc, firewall, ipam, links, netns, slirp, sysctl
+from isle.net import ports as portlib
 from isle.net.netavark import AARDVARK, NETAVARK, Netavark
 from isle.net.store import Store, check_name
-from isle.net.types import (Attachment, Network, NetworkAttachment, PortMapping, Subnet,
-                            TapAttachment)
+from isle.net.types import (
+    Attachment,
+    Network,
+    NetworkAttachment,
+    PortMapping,
+    Subnet,
+    TapAttachment,
+)
 
 __all__ = ["NetworkManager", "DEFAULT_SUBNET", "DEFAULT_BRIDGE", "SUBNET_POOL"]
 
-DEFAULT_SUBNET = "10.77.0.0/16"     # off podman's 10.88/16, docker's 172.17/16 and this host's routes
+#: off podman's 10.88/16, docker's 172.17/16 and this host's routes
+DEFAULT_SUBNET = "10.77.0.0/16"
 DEFAULT_BRIDGE = "isle0"
 PRIVATE_DEFAULT_POOL = "10.79.0.0/16"   # default networks of other roots (tests): a /24 each
 SYSTEM_ROOTS = ("/var/lib/isle/networks",
@@ -48,8 +63,8 @@ def check_options(options: dict[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in (options or {}).items():
         if k not in NET_OPTIONS:
-            raise ConfigError("opt", f"unknown network option {k!r} (known: "
-                              + ", ".join(f"{o}={'|'.join(vs)}" for o, vs in NET_OPTIONS.items()) + ")")
+            known = ", ".join(f"{o}={'|'.join(vs)}" for o, vs in NET_OPTIONS.items())
+            raise ConfigError("opt", f"unknown network option {k!r} (known: {known})")
         val = str(v).strip().lower()
         if val not in NET_OPTIONS[k]:
             raise ConfigError("opt", f"{k}={v!r}: want one of {', '.join(NET_OPTIONS[k])}")
@@ -60,7 +75,8 @@ def check_options(options: dict[str, str] | None) -> dict[str, str]:
 class NetworkManager:
     def __init__(self, root: str, runroot: str, *, default_name: str = "bridge",
                  default_subnet: str | None = None, default_bridge: str | None = None,
-                 pool: str = SUBNET_POOL, netavark: str = NETAVARK, aardvark: str = AARDVARK) -> None:
+                 pool: str = SUBNET_POOL, netavark: str = NETAVARK,
+                 aardvark: str = AARDVARK) -> None:
         self.store = Store(root, runroot)
         self.default_name = default_name
         # the system root's default network is isle0 on 10.77.0.0/16; any other root (tests,
@@ -78,7 +94,8 @@ class NetworkManager:
 
     # networks ------------------------------------------------------------------------------
     def create(self, name: str, subnet: str | Sequence[str] | None = None,
-               gateway: str | Sequence[str] | None = None, ip_range: str | Sequence[str] | None = None,
+               gateway: str | Sequence[str] | None = None,
+               ip_range: str | Sequence[str] | None = None,
                internal: bool = False, labels: dict[str, str] | None = None, ipv6: bool = False,
                driver: str = "bridge", options: dict[str, str] | None = None) -> Network:
         """A new bridge network; bad or overlapping subnets are refused and nothing is written.
@@ -120,12 +137,14 @@ class NetworkManager:
         planned: list[Subnet] = []
         for i, s in enumerate(subnets):
             planned.append(ipam.plan_subnet(s, gateways[i] if i < len(gateways) else None,
-                                            ranges[i] if i < len(ranges) else None, internal=internal))
+                                            ranges[i] if i < len(ranges) else None,
+                                            internal=internal))
         cidrs = [p.subnet for p in planned]
         for i, c in enumerate(cidrs):
             ipam.check_overlap([c], {"another subnet of this network": cidrs[:i]})
         ipam.check_overlap(cidrs, others)
-        return Network(name=name, id=nid, bridge=bridge or f"isle-{nid[:8]}", subnets=tuple(planned),
+        return Network(name=name, id=nid, bridge=bridge or f"isle-{nid[:8]}",
+                       subnets=tuple(planned),
                        internal=internal, ipv6=any(":" in c for c in cidrs),
                        dns_enabled=not default, default=default, labels=dict(labels),
                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -234,7 +253,8 @@ class NetworkManager:
                 "id": container_id, "name": name or hostname or container_id[:12],
                 "ns_path": ns_path, "networks": {}, "ports": [], "dns": list(dns)}
             if rec["networks"] and rec["ns_path"] != ns_path:
-                raise InvalidState(f"container {container_id[:12]} is attached via {rec['ns_path']}")
+                raise InvalidState(
+                    f"container {container_id[:12]} is attached via {rec['ns_path']}")
             rec["ns_path"] = ns_path
             nets = [(self._get(n), o) for n, o in specs]
             seen: set[str] = set()
@@ -253,7 +273,8 @@ class NetworkManager:
         if rec["networks"]:
             raise InvalidState("ports can only be published when the container is first connected")
         if primary.internal:
-            raise ConfigError("publish", f"network {primary.name} is internal: ports cannot be published")
+            raise ConfigError("publish",
+                              f"network {primary.name} is internal: ports cannot be published")
         for pm in ports:
             if pm.host_ip and ipaddress.ip_address(pm.host_ip) == ipaddress.IPv6Address("::1"):
                 raise ConfigError("publish", f"host address [::1] ({pm}): the kernel does not "
@@ -327,7 +348,8 @@ class NetworkManager:
         """
         ent = rec["networks"][name]
         try:
-            self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"], ent.get("host_veth"))
+            self._nv_teardown(rec["ns_path"], ent["options"], ent["interface"],
+                              ent.get("host_veth"))
         except CommandError:
             ent["state"] = "teardown-failed"
             if strict:
@@ -361,7 +383,8 @@ class NetworkManager:
             (info,) = opts["network_info"].values()
             if peer and links.master_of(peer) == info["network_interface"]:
                 links.delete_link(peer)
-            tmp = os.path.join(self.store.netns_dir, f".teardown-{os.getpid()}-{secrets.token_hex(4)}")
+            tmp = os.path.join(self.store.netns_dir,
+                               f".teardown-{os.getpid()}-{secrets.token_hex(4)}")
             netns.create(tmp)
             _stand_in(tmp, iface)
         ns = tmp or ns_path
@@ -369,7 +392,8 @@ class NetworkManager:
             try:
                 self.nv.teardown(ns, opts)
             except CommandError:
-                if f" {iface}:" in netns.run_in(ns, ["ip", "-o", "link"]).decode().replace("@", ":"):
+                listing = netns.run_in(ns, ["ip", "-o", "link"]).decode().replace("@", ":")
+                if f" {iface}:" in listing:
                     netns.run_in(ns, ["ip", "link", "del", iface])
                 self.nv.setup(ns, opts)
                 self.nv.teardown(ns, opts)
@@ -382,7 +406,8 @@ class NetworkManager:
         with self.store.lock():
             rec = self.store.record(container_id)
             if rec is None or network not in rec["networks"]:
-                raise NotFound(f"container {container_id[:12]} is not connected to network {network}")
+                raise NotFound(
+                    f"container {container_id[:12]} is not connected to network {network}")
             if network == "slirp4netns" and rec.get("slirp"):
                 slirp.stop_for(rec)
                 rec["ports"] = []
@@ -465,7 +490,8 @@ class NetworkManager:
         boot = sysctl.read("kernel/random/boot_id") or ""
         # applied in this boot and the bridge is up: the table is there (a stale record, from a
         # crash or a runroot that outlived a reboot, is applied again)
-        if st is not None and st.get("boot") == boot and os.path.exists(f"/sys/class/net/{net.bridge}"):
+        if (st is not None and st.get("boot") == boot
+                and os.path.exists(f"/sys/class/net/{net.bridge}")):
             return
         firewall.apply(net.bridge, net.isolate)
         try:
@@ -502,7 +528,8 @@ class NetworkManager:
             if r["id"] == exclude:
                 continue
             ent = r["networks"].get(net.name) or {}
-            if any(_needs_localnet(p) for p in (ent.get("options") or {}).get("port_mappings") or ()):
+            pms = (ent.get("options") or {}).get("port_mappings") or ()
+            if any(_needs_localnet(p) for p in pms):
                 return
         key = sysctl.localnet_path(net.bridge)
         prev = str(st.get("route_localnet", "0"))
@@ -555,9 +582,11 @@ class NetworkManager:
                 net_dns += [d for d in n.dns_servers if d not in net_dns]
         gw = att.gateway if att else None
         extra = [etc.parse_add_host(h, gw) for h in add_hosts]
-        hosts = etc.render_hosts(hostname=hn, ips=ips, names=names, add_hosts=extra,
-                                 base=(host_hosts if host_hosts is not None else _read("/etc/hosts"))
-                                 if mode == "host" else None)
+        if mode != "host":
+            base: str | None = None
+        else:
+            base = host_hosts if host_hosts is not None else _read("/etc/hosts")
+        hosts = etc.render_hosts(hostname=hn, ips=ips, names=names, add_hosts=extra, base=base)
         resolv = etc.render_resolv(host_resolv=host_resolv, network_dns=net_dns, dns=dns,
                                    dns_search=dns_search, dns_options=dns_options,
                                    host_network=mode == "host")
@@ -629,7 +658,8 @@ def _from_status(status: dict[str, Any], iface: str) -> dict[str, Any]:
 
 def _stand_in(ns_path: str, iface: str) -> None:
     """An interface named iface for netavark to delete (a veth pair: no dummy driver everywhere)."""
-    netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "veth", "peer", "name", "isle-standin"])
+    netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "veth", "peer", "name",
+                           "isle-standin"])
 
 
 def _host_peer(ns_path: str, iface: str) -> str | None:

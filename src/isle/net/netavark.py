@@ -77,7 +77,8 @@ class Netavark:
 
     def options(self, *, container_id: str, name: str, net: Network, interface: str,
                 ips: Sequence[str], aliases: Sequence[str] = (), mac: str | None = None,
-                ports: Sequence[PortMapping] = (), dns_servers: Sequence[str] = ()) -> dict[str, Any]:
+                ports: Sequence[PortMapping] = (), dns_servers: Sequence[str] = ()
+                ) -> dict[str, Any]:
         """The setup/teardown JSON for one container on one network."""
         per: dict[str, Any] = {"interface_name": interface, "static_ips": list(ips),
                                "aliases": list(aliases)}

@@ -44,12 +44,14 @@ def parse_publish(spec: str) -> list[PortMapping]:
     body, _, proto = s.partition("/")
     proto = proto.lower() or "tcp"
     if proto not in PROTOS:
-        raise ConfigError("publish", f"{spec!r}: protocol {proto!r} is not one of {', '.join(PROTOS)}")
+        raise ConfigError("publish",
+                          f"{spec!r}: protocol {proto!r} is not one of {', '.join(PROTOS)}")
     host_ip = ""
     if body.startswith("["):
         end = body.find("]")
         if end < 0 or body[end + 1:end + 2] != ":":
-            raise ConfigError("publish", f"{spec!r}: write an IPv6 host address as [ADDR]:HOST:CONTAINER")
+            raise ConfigError("publish",
+                              f"{spec!r}: write an IPv6 host address as [ADDR]:HOST:CONTAINER")
         host_ip, body = body[1:end], body[end + 2:]
         parts = body.split(":")
         if len(parts) == 1:
@@ -64,7 +66,8 @@ def parse_publish(spec: str) -> list[PortMapping]:
         try:
             ipaddress.ip_address(host_ip)
         except ValueError:
-            raise ConfigError("publish", f"{spec!r}: host address {host_ip!r} is not an IP") from None
+            raise ConfigError("publish",
+                              f"{spec!r}: host address {host_ip!r} is not an IP") from None
     host, ctr = (parts if len(parts) == 2 else ["", parts[0]])
     cport, n = _range(ctr, "container port", spec)
     if not host:
@@ -85,7 +88,8 @@ def parse_expose(ports: Iterable[str]) -> list[PortMapping]:
         start, n = _range(num, "exposed port", p)
         proto = proto.lower() or "tcp"
         if proto not in PROTOS:
-            raise ConfigError("expose", f"{p!r}: protocol {proto!r} is not one of {', '.join(PROTOS)}")
+            raise ConfigError("expose",
+                              f"{p!r}: protocol {proto!r} is not one of {', '.join(PROTOS)}")
         out += [PortMapping("", 0, start + i, proto) for i in range(n)]
     return out
 
@@ -139,8 +143,10 @@ def _random_port(ip: str, proto: str) -> int:
         return int(s.getsockname()[1])
 
 
-def resolve_random(ports: Iterable[PortMapping], taken: Iterable[PortMapping] = ()) -> list[PortMapping]:
-    """Give every host_port 0 a free host port (kernel's ephemeral choice, or a free run for ranges)."""
+def resolve_random(ports: Iterable[PortMapping], taken: Iterable[PortMapping] = ()
+                   ) -> list[PortMapping]:
+    """Give every host_port 0 a free host port (kernel's ephemeral choice, or a free run for
+    ranges)."""
     taken = list(taken)
     busy = {(p, proto) for pm in taken for _, p, proto in _expand(pm)}
     out: list[PortMapping] = []
@@ -158,5 +164,6 @@ def resolve_random(ports: Iterable[PortMapping], taken: Iterable[PortMapping] = 
                 out.append(cand)
                 break
         else:
-            raise ConfigError("publish", f"no free host port found for {pm.container_port}/{pm.proto}")
+            raise ConfigError("publish",
+                              f"no free host port found for {pm.container_port}/{pm.proto}")
     return out

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["connect_slirp"]
 
 
-def connect_slirp(nm: NetworkManager, container_id: str, target: str | int, ports: Sequence[PortMapping] = (),
+def connect_slirp(nm: NetworkManager, container_id: str, target: str | int,
+                  ports: Sequence[PortMapping] = (),
                   *, userns_path: str | None = None, name: str | None = None,
                   host_loopback: bool = False) -> Attachment:
     """User-mode networking (slirp4netns) for a netns path or a pid in it: what rootless

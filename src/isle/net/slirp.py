@@ -19,7 +19,8 @@ from isle.errors import CommandError, ConfigError, Unsupported
 from isle.net.types import PortMapping
 from isle.sys import proc
 
-__all__ = ["start", "add_hostfwd", "stop", "stop_for", "is_running", "GUEST_IP", "GATEWAY", "DNS", "PREFIX"]
+__all__ = ["start", "add_hostfwd", "stop", "stop_for", "is_running", "GUEST_IP", "GATEWAY", "DNS",
+           "PREFIX"]
 
 SLIRP = "slirp4netns"
 GUEST_IP, GATEWAY, DNS, PREFIX = "10.0.2.100", "10.0.2.2", "10.0.2.3", 24
@@ -34,7 +35,8 @@ def start(target: str | int, api_socket: str, *, userns_path: str | None = None,
     host_loopback (podman's allow_host_loopback=true, asked for by the user).
     """
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-        mode = oct(os.stat("/dev/net/tun").st_mode & 0o777) if os.path.exists("/dev/net/tun") else "missing"
+        tun = "/dev/net/tun"
+        mode = oct(os.stat(tun).st_mode & 0o777) if os.path.exists(tun) else "missing"
         raise Unsupported(f"/dev/net/tun is not usable by uid {os.getuid()} (mode {mode}); "
                           "rootless networking needs it world read-writable (Debian's udev: 0666)")
     r, w = os.pipe()
@@ -50,7 +52,8 @@ def start(target: str | int, api_socket: str, *, userns_path: str | None = None,
         argv.append(str(target))
     argv.append("tap0")
     try:
-        p = proc.spawn(argv, pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL, cwd=sockdir,
+        p = proc.spawn(argv, pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL,
+                       cwd=sockdir,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     finally:
         os.close(w)

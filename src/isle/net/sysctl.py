@@ -111,7 +111,8 @@ class HostSysctls:
                 d["holders"].pop(bridge, None)
             now = time.time()
             for b, h in list(d["holders"].items()):
-                if not os.path.exists(os.path.join(self.sysfs, b)) and now - h.get("since", 0) > GRACE:
+                gone = not os.path.exists(os.path.join(self.sysfs, b))
+                if gone and now - h.get("since", 0) > GRACE:
                     del d["holders"][b]
             needed = {k for h in d["holders"].values() for k in h.get("keys", [])}
             foreign = None

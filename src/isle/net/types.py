@@ -65,7 +65,8 @@ class Network:
 
 @dataclass(frozen=True, slots=True)
 class PortMapping:
-    """host_ip:host_port -> container_port/proto, ``range`` consecutive ports; host_port 0 = random."""
+    """host_ip:host_port -> container_port/proto, ``range`` consecutive ports;
+    host_port 0 = random."""
 
     host_ip: str
     host_port: int

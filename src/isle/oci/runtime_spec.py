@@ -13,8 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
     from typing import Any
 
-__all__ = ["load", "validate", "unknown_capabilities", "default_spec", "CAPABILITIES", "NAMESPACE_TYPES", "RLIMITS",
-           "HOOK_KINDS", "PROPAGATIONS"]
+__all__ = ["load", "validate", "unknown_capabilities", "default_spec", "CAPABILITIES",
+           "NAMESPACE_TYPES", "RLIMITS", "HOOK_KINDS", "PROPAGATIONS"]
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 

@@ -52,7 +52,8 @@ def open_dir(dirfd: int, name: str, expect: os.stat_result | None = None) -> int
     return fd
 
 
-def open_file(dirfd: int, name: str, expect: os.stat_result | None = None) -> tuple[int, os.stat_result]:
+def open_file(dirfd: int, name: str, expect: os.stat_result | None = None
+              ) -> tuple[int, os.stat_result]:
     """Open the regular file ``name`` in ``dirfd`` for reading (no symlink, no FIFO wait);
     FileNotFoundError if it is not a regular file (or not ``expect``) any more."""
     fd = os.open(name, _FILE, dir_fd=dirfd)
@@ -299,7 +300,8 @@ class Copier:
         os.fchmod(fd, mode)
         os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    def _meta_nofollow(self, ddir: int, dname: str, st: os.stat_result, chmod: bool = False) -> None:
+    def _meta_nofollow(self, ddir: int, dname: str, st: os.stat_result,
+                       chmod: bool = False) -> None:
         ids = self._ids(st)
         if ids is not None:
             try:

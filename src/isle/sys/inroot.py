@@ -11,7 +11,7 @@ and never with a joined host path::
 
     with Root(rootfs) as r:
         fd = r.open("etc/passwd")               # what the container sees as /etc/passwd
-        d, name = r.parent("/d/file")           # the directory, resolved inside; name is a plain name
+        d, name = r.parent("/d/file")     # the directory, resolved inside; name is a plain name
         os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=d)
         r.mkdirs("/srv/app")                     # creates missing dirs, following symlinks inside
 

@@ -13,6 +13,7 @@ libc is loaded on first use, so importing this module costs nothing but ctypes i
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing imports re: ~10 ms of isle-runtime's start-up
     import ctypes

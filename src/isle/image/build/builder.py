@@ -252,7 +252,8 @@ class Builder:
             raise ins.error("nothing to run")
         for flag in ins.flags:  # BuildKit's --mount/--security are not honoured: say so
             if flag != "network":
-                raise ins.error(f"unsupported flag --{flag} (RUN takes --network=default|none|host)")
+                raise ins.error(f"unsupported flag --{flag} "
+                                "(RUN takes --network=default|none|host)")
         step_net = ins.flags.get("network")
         created_by = " ".join(argv) if ins.json_args is None else json.dumps(argv)
         if args:
