@@ -75,11 +75,14 @@ def _creds(s: str | None) -> tuple[str, str] | None:
     return u, p
 
 
-class _Progress:
-    """A rich bar per layer on a TTY; plain lines otherwise."""
+class Progress:
+    """A rich bar per layer on stderr when it is a TTY; plain lines otherwise.
 
-    def __init__(self, quiet: bool = False) -> None:
+    ``verb`` says what moves: "downloading" (pull) or "uploading" (push)."""
+
+    def __init__(self, quiet: bool = False, verb: str = "downloading") -> None:
         self.quiet = quiet
+        self.verb = verb
         self.tty = sys.stderr.isatty() and not quiet
         self.tasks: dict[str, Any] = {}
         self.bar: Any = None
@@ -110,7 +113,7 @@ class _Progress:
         if self.bar:
             self.tasks[key] = self.bar.add_task(key[7:19], total=total)
         else:
-            self._say(f"{key[7:19]}: downloading {total} bytes")
+            self._say(f"{key[7:19]}: {self.verb} {total} bytes")
 
     def advance(self, key: str, n: int) -> None:
         if self.bar and key in self.tasks:
@@ -305,7 +308,7 @@ def pull_cmd(
     ca_file: str | None,
 ) -> None:
     """Pull an image from a registry."""
-    prog = _Progress(quiet)
+    prog = Progress(quiet)
     try:
         img = _images(ctx).pull(
             ref,
@@ -341,7 +344,7 @@ def push_cmd(
     ca_file: str | None,
 ) -> None:
     """Push an image to a registry (DEST defaults to SOURCE)."""
-    prog = _Progress(quiet)
+    prog = Progress(quiet, verb="uploading")
     try:
         digest = _images(ctx).push(
             source,
@@ -520,13 +523,27 @@ def build_cmd(
 
 
 @click.command("bootstrap")
-@click.argument("ref", default="debian:bookworm")
+@click.argument("ref", default="")
 @click.option("--variant", default="minbase", help="debootstrap variant")
 @click.option("--mirror", default=None, help="apt mirror (default: the host's)")
+@click.option("--os", "os_ref", default="", help="DIST[:SUITE]: a bootable OS image for `isle vm "
+              "create --from-image` (kernel, systemd, cloud-init, sshd, qemu-guest-agent); "
+              "REF defaults to DIST:SUITE-os")
 @click.pass_context
-def bootstrap_cmd(ctx: click.Context, ref: str, variant: str, mirror: str | None) -> None:
+def bootstrap_cmd(ctx: click.Context, ref: str, variant: str, mirror: str | None,
+                  os_ref: str) -> None:
     """Make a Debian base image with debootstrap (takes minutes)."""
-    click.echo(_images(ctx).bootstrap(ref, variant=variant, mirror=mirror).id)
+    if os_ref:
+        from isle.engine.vms import bootstrap_os
+
+        def progress(line: str) -> None:
+            click.echo(line, err=True)
+
+        click.echo(bootstrap_os(ctx.obj.settings, os_ref, ref, mirror=mirror,
+                                progress=progress).id)
+        return
+    click.echo(_images(ctx).bootstrap(ref or "debian:bookworm", variant=variant,
+                                      mirror=mirror).id)
 
 
 def register(cli: click.Group) -> None:

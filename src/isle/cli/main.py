@@ -2,7 +2,7 @@
 
 Exit codes are Docker's: the container's own from `run`, 125 when isle fails (and for every
 `run`/`create` failure), 126 command cannot be invoked, 127 command not found.
-Plain `run`/`create` command lines are parsed without importing click (cli/fastrun.py): it is
+Plain `run`/`create` command lines are parsed without importing click (cli/run.py): it is
 ~20 ms of every container start.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every start
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -88,24 +89,23 @@ def _defer_import(name: str) -> None:
 
 def _fast(args: list[str]) -> int | None:
     """run/create/ps without click when the command line is plain; None: let click parse it."""
-    from isle.cli import fastrun
+    from isle.cli import run
 
-    g = fastrun.parse_globals(args)
+    g = run.parse_globals(args)
     if g is not None and g[1] and g[1][0] == "ps":
         return _fast_ps(g[0], g[1][1:])
     if g is None or not g[1] or g[1][0] not in RUN_VERBS:
         return None
-    kw = fastrun.parse_run(g[1][1:])
+    kw = run.parse_run(g[1][1:])
     if kw is None:
         return None
     _defer_import("inspect")
     from isle.cli.ctx import Ctx
-    from isle.cli.runverbs import do_create, do_run
-
     env = os.environ
-    ctx = Ctx(g[0].get("root") or env.get("ISLE_ROOT"), g[0].get("runroot") or env.get("ISLE_RUNROOT"),
+    ctx = Ctx(g[0].get("root") or env.get("ISLE_ROOT"),
+              g[0].get("runroot") or env.get("ISLE_RUNROOT"),
               g[0].get("runtime") or env.get("ISLE_RUNTIME"))
-    return (do_run if g[1][0] == "run" else do_create)(ctx, kw)  # type: ignore[arg-type]
+    return (run.do_run if g[1][0] == "run" else run.do_create)(ctx, kw)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:

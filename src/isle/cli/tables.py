@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 TYPE_CHECKING = False
@@ -26,22 +25,10 @@ def _table(rows: list[list[str]]) -> None:
 
 
 def _print_rows(rows: list[Any], fmt: str, no_trunc: bool) -> None:
-    from isle.engine.views import render_template
+    if fmt and fmt != "table":
+        from isle.cli.templates import format_rows
 
-    if fmt == "json":
-        for r in rows:
-            _out(json.dumps(r.template_fields()))
-        return
-    if fmt:
-        table = fmt.startswith("table")
-        body = fmt[5:].strip() if table else fmt
-        if table:
-            import re
-
-            hdr = re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: _HEAD.get(m.group(1), m.group(1).upper()), body)
-            _out(hdr.replace("\\t", "\t"))
-        for r in rows:
-            _out(render_template(body, r.template_fields()))
+        format_rows(fmt, [r.template_fields() for r in rows], lambda: None, _HEAD)
         return
     table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "ISOLATION",
                "NAMES"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from isle.cli import fastrun
+from isle.cli import run as fastrun
 from isle.cli.container import _run_options
 
 CASES = [
