@@ -148,6 +148,11 @@ def _human(n: float) -> str:
     return f"{n:.3g}TB"
 
 
+_IMAGE_HEAD = {"ID": "IMAGE ID", "Id": "IMAGE ID", "CreatedSince": "CREATED",
+               "CreatedAt": "CREATED AT", "VirtualSize": "SIZE", "SharedSize": "SHARED SIZE",
+               "UniqueSize": "UNIQUE SIZE"}
+
+
 # -- commands -----------------------------------------------------------------------------------
 @click.command("images")
 @click.option("-q", "--quiet", is_flag=True, help="only image ids")
@@ -161,7 +166,9 @@ def _human(n: float) -> str:
     multiple=True,
     help="dangling=true|false, reference=PATTERN, label=K[=V], before=IMG, since=IMG",
 )
-@click.option("--format", "fmt", default="table", help="table or json")
+@click.option("--format", "fmt", default="table",
+              help="table (default), json, a Go template ({{.Repository}}:{{.Tag}}), or "
+                   "'table TEMPLATE'")
 @click.argument("reference", required=False)
 @click.pass_context
 def images_cmd(
@@ -191,12 +198,15 @@ def images_cmd(
     pats = [f.split("=", 1)[1] for f in flt if f.startswith("reference=")]
     if pats:
         rows = [r for r in rows if r["Name"] and all(ref_matches(r["Name"], p) for p in pats)]
-    if fmt == "json":
-        for r in rows:
-            click.echo(json.dumps(r))
+    if fmt not in ("table", ""):
+        from isle.cli.templates import format_rows
+
+        for r in rows:  # Docker's shapes: sizes are human strings in rows and templates
+            r["Size"] = r["VirtualSize"] = _human(r["Size"])
+            r.setdefault("SharedSize", "N/A")
+            r.setdefault("UniqueSize", "N/A")
+        format_rows(fmt, rows, lambda: None, _IMAGE_HEAD)
         return
-    if fmt != "table":
-        raise click.UsageError("--format: table or json")
     cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     table = [cols]
     for r in rows:
