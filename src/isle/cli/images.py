@@ -157,8 +157,8 @@ _IMAGE_HEAD = {"ID": "IMAGE ID", "Id": "IMAGE ID", "CreatedSince": "CREATED",
 @click.command("images")
 @click.option("-q", "--quiet", is_flag=True, help="only image ids")
 @click.option("--digests", is_flag=True, help="show digests")
-@click.option("--no-trunc", is_flag=True)
-@click.option("-a", "--all", "all_", is_flag=True)
+@click.option("--no-trunc", is_flag=True, help="Full image ids.")
+@click.option("-a", "--all", "all_", is_flag=True, help="(accepted) intermediate images too.")
 @click.option(
     "-f",
     "--filter",
@@ -230,9 +230,9 @@ def inspect_cmd(ctx: click.Context, refs: tuple[str, ...]) -> None:
 
 
 @click.command("history")
-@click.option("--no-trunc", is_flag=True)
-@click.option("-q", "--quiet", is_flag=True)
-@click.option("--format", "fmt", default="table")
+@click.option("--no-trunc", is_flag=True, help="Full ids and steps.")
+@click.option("-q", "--quiet", is_flag=True, help="Only layer ids.")
+@click.option("--format", "fmt", default="table", help="table (default) or json.")
 @click.argument("ref")
 @click.pass_context
 def history_cmd(ctx: click.Context, no_trunc: bool, quiet: bool, fmt: str, ref: str) -> None:
@@ -301,7 +301,7 @@ def df_cmd(ctx: click.Context) -> None:
 @click.command("pull")
 @click.argument("ref")
 @click.option("--platform", default=None, help="os/arch[/variant]")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress; only the image id.")
 @TLS
 @AUTHFILE
 @CREDS
@@ -337,7 +337,7 @@ def pull_cmd(
 @click.command("push")
 @click.argument("source")
 @click.argument("dest", required=False)
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress; only the digest.")
 @TLS
 @AUTHFILE
 @CREDS
@@ -372,9 +372,9 @@ def push_cmd(
 
 @click.command("login")
 @click.argument("registry")
-@click.option("-u", "--username", default=None)
-@click.option("-p", "--password", default=None)
-@click.option("--password-stdin", is_flag=True)
+@click.option("-u", "--username", default=None, help="User name (asked for when missing).")
+@click.option("-p", "--password", default=None, help="Password (prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @TLS
 @AUTHFILE
 @CERT
@@ -418,6 +418,7 @@ def logout_cmd(ctx: click.Context, registry: str, authfile: str | None) -> None:
     "fmt",
     default="docker-archive",
     type=click.Choice(["docker-archive", "oci-archive", "oci-dir"]),
+    help="docker-archive (default, docker load reads it), oci-archive or oci-dir (needs -o DIR).",
 )
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
@@ -446,7 +447,7 @@ def save_cmd(ctx: click.Context, output: str | None, fmt: str, refs: tuple[str, 
 
 @click.command("load")
 @click.option("-i", "--input", "input_", default=None, help="archive file (default: stdin)")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="Only the loaded image names.")
 @click.pass_context
 def load_cmd(ctx: click.Context, input_: str | None, quiet: bool) -> None:
     """Load images from a docker-archive, OCI archive or OCI layout directory."""
@@ -462,7 +463,7 @@ def load_cmd(ctx: click.Context, input_: str | None, quiet: bool) -> None:
 @click.argument("source")
 @click.argument("ref", required=False)
 @click.option("-c", "--change", "changes", multiple=True, help="Containerfile instruction")
-@click.option("-m", "--message", default="")
+@click.option("-m", "--message", default="", help="Commit message of the new image.")
 @click.pass_context
 def import_cmd(
     ctx: click.Context, source: str, ref: str | None, changes: tuple[str, ...], message: str
@@ -475,7 +476,7 @@ def import_cmd(
 
 @click.command("build")
 @click.argument("context", default=".")
-@click.option("-t", "--tag", "tags", multiple=True)
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image NAME[:TAG] (repeatable).")
 @click.option(
     "-f",
     "--file",
@@ -484,8 +485,8 @@ def import_cmd(
     help="Containerfile (default CONTEXT/Containerfile or Dockerfile)",
 )
 @click.option("--build-arg", "build_args", multiple=True, help="K=V")
-@click.option("--target", default=None)
-@click.option("--no-cache", is_flag=True)
+@click.option("--target", default=None, help="Build up to this stage (FROM ... AS NAME).")
+@click.option("--no-cache", is_flag=True, help="Run every step again (no cached steps).")
 @click.option("--runtime", default=None, help="OCI runtime for RUN (default: isle-runtime)")
 @click.option(
     "--network",
@@ -495,7 +496,7 @@ def import_cmd(
     "network, outbound like a container on it; none when rootless), none (loopback only) or "
     "host (the host's network, its 127.0.0.1 services included)",
 )
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No step output; only the image id.")
 @click.pass_context
 def build_cmd(
     ctx: click.Context,

@@ -65,28 +65,6 @@ def _fast_ps(g: dict[str, str], args: list[str]) -> int | None:
     return 0
 
 
-def _defer_import(name: str) -> None:
-    """Import `name` on its first real use. `dataclasses` imports `inspect` (~6 ms with ast, dis,
-    tokenize) but only calls it for a dataclass without a docstring: none on the start path."""
-    if name in sys.modules:
-        return
-    import types
-
-    stub = types.ModuleType(name)
-
-    def __getattr__(attr: str) -> object:
-        if sys.modules.get(name) is stub:
-            del sys.modules[name]
-        import importlib
-
-        real = importlib.import_module(name)
-        stub.__dict__.update(real.__dict__)
-        return getattr(real, attr)
-
-    stub.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules[name] = stub
-
-
 def _fast(args: list[str]) -> int | None:
     """run/create/ps without click when the command line is plain; None: let click parse it."""
     from isle.cli import run
@@ -99,7 +77,6 @@ def _fast(args: list[str]) -> int | None:
     kw = run.parse_run(g[1][1:])
     if kw is None:
         return None
-    _defer_import("inspect")
     from isle.cli.ctx import Ctx
     env = os.environ
     ctx = Ctx(g[0].get("root") or env.get("ISLE_ROOT"),

@@ -1,4 +1,5 @@
-"""`isle network` verbs: create, ls, inspect, rm, connect, disconnect, prune (one engine call each)."""
+"""`isle network` verbs: create, ls, inspect, rm, connect, disconnect, prune (one engine call
+each)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def network_group() -> None:
 @click.option("--internal", is_flag=True, help="no outbound traffic, no published ports")
 @click.option("--label", multiple=True, help="KEY=VALUE")
 @click.option("--ipv6", is_flag=True, help="add an IPv6 subnet (a unique-local /64 if none given)")
-@click.option("-d", "--driver", default="bridge", show_default=True)
+@click.option("-d", "--driver", default="bridge", show_default=True,
+              help="Network driver (bridge is the one isle has).")
 @click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE",
               help="driver option; isolate=false lets this network reach (and be reached by) the "
                    "other networks created with isolate=false (default isolate=true: no traffic "
@@ -54,32 +56,81 @@ def create_cmd(ctx: click.Context, name: str, subnet: tuple[str, ...], gateway: 
     click.echo(r["Id"])
 
 
+_NET_HEAD = {"ID": "NETWORK ID", "CreatedAt": "CREATED AT"}
+
+
+def _row(n: dict[str, Any]) -> dict[str, Any]:
+    """Docker's `network ls` row (strings, as its formatter gives them) plus isle's subnets."""
+    return {"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": "local",
+            "IPv6": str(bool(n.get("IPv6"))).lower(),
+            "Internal": str(bool(n.get("Internal"))).lower(),
+            "Labels": ",".join(f"{k}={v}" for k, v in (n.get("Labels") or {}).items()),
+            "CreatedAt": n.get("Created", ""),
+            "Subnets": ",".join(s["subnet"] for s in n.get("Subnets", []))}
+
+
 @network_group.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="names only")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-q", "--quiet", is_flag=True, help="Only network names.")
+@click.option("--format", "fmt", default="table",
+              help="table (default), json, a Go template ({{.Name}}), or 'table TEMPLATE'.")
+@click.option("-f", "--filter", "filters", multiple=True,
+              help="name=, id=, driver=, label=KEY[=VALUE] (repeat to narrow).")
+@click.option("--no-trunc", is_flag=True, help="Full network ids.")
 @click.pass_context
-def ls_cmd(ctx: click.Context, quiet: bool, fmt: str) -> None:
+def ls_cmd(ctx: click.Context, quiet: bool, fmt: str, filters: tuple[str, ...],
+           no_trunc: bool) -> None:
     """List networks."""
+    from isle.cli.templates import format_rows
+
     nets = _nets(ctx).list()
+    for f in filters:
+        k, _, v = f.partition("=")
+        if k == "name":
+            nets = [n for n in nets if v in n["Name"]]
+        elif k == "id":
+            nets = [n for n in nets if n["Id"].startswith(v)]
+        elif k == "driver":
+            nets = [n for n in nets if n["Driver"] == v]
+        elif k == "label":
+            lk, _, lv = v.partition("=")
+            nets = [n for n in nets if lk in (n.get("Labels") or {})
+                    and (not lv or n["Labels"][lk] == lv)]
+        else:
+            from isle.errors import ConfigError
+
+            raise ConfigError("--filter", f"invalid filter {k!r} (name, id, driver, label)")
     if quiet:
         for n in nets:
             click.echo(n["Name"])
-    elif fmt == "json":
-        click.echo(json.dumps(nets, indent=2))
-    else:
+        return
+    rows = [_row(n) for n in nets]
+    if no_trunc:
+        for r, n in zip(rows, nets, strict=True):
+            r["ID"] = n["Id"]
+
+    def table() -> None:
         click.echo(f"{'NETWORK ID':<14}{'NAME':<24}{'DRIVER':<9}SUBNETS")
-        for n in nets:
-            subs = ",".join(s["subnet"] for s in n["Subnets"])
-            click.echo(f"{n['Id'][:12]:<14}{n['Name']:<24}{n['Driver']:<9}{subs}")
+        for r in rows:
+            click.echo(f"{r['ID']:<14}{r['Name']:<24}{r['Driver']:<9}{r['Subnets']}")
+
+    format_rows(fmt, rows, table, _NET_HEAD, out=click.echo)
 
 
 @network_group.command("inspect")
+@click.option("-f", "--format", "fmt", default="", help="json or a Go template per network.")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_context
-def inspect_cmd(ctx: click.Context, names: tuple[str, ...]) -> None:
+def inspect_cmd(ctx: click.Context, fmt: str, names: tuple[str, ...]) -> None:
     """Show networks and their members as JSON."""
+    from isle.cli.templates import format_one
+
     nets = _nets(ctx)
-    click.echo(json.dumps([nets.inspect(n) for n in names], indent=2))
+    found = [nets.inspect(n) for n in names]
+    if fmt:
+        for d in found:
+            click.echo(format_one(fmt, d))
+    else:
+        click.echo(json.dumps(found, indent=2))
 
 
 @network_group.command("rm")
