@@ -253,6 +253,7 @@ class Lifecycle:
                                       img.config.get("config") or {})
             if hook is not None:
                 spec.setdefault("hooks", {}).setdefault("createRuntime", []).append(hook)
+        _make_cwd(rootfs, spec["process"].get("cwd") or "/")  # before the VM's disk is chosen
         if opts.isolation == "vm":
             from isle.engine.vmhook import annotate
 
@@ -543,6 +544,16 @@ def _host_caps() -> list[str]:
 
     with open("/proc/self/status") as f:
         return host_bounding_caps(f.read())
+
+
+def _make_cwd(rootfs: str, cwd: str) -> None:
+    """Docker's -w: a missing working directory is made (0755, root's) in the container's
+    filesystem before it starts, for every runtime and isolation (the rootfs is the host's)."""
+    from isle.engine.volumes import safe_join
+
+    host = safe_join(rootfs, cwd)
+    if not os.path.lexists(host):
+        os.makedirs(host, 0o755, exist_ok=True)
 
 
 def _precheck_command(rootfs: str, process: dict[str, Any]) -> None:
