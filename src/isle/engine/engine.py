@@ -225,8 +225,9 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             with suppress(Exception):
                 self.rm(rec.id, force=True, volumes=True)
         else:
-            with suppress(Exception):
-                self.db.update_container(rec.id, state="exited", exit_code=128, finished_at=time.time())
+            with suppress(Exception):  # never started: Docker's "Created" with the exit code
+                self.db.update_container(rec.id, state="created" if not rec.started_at else "exited",
+                                         exit_code=128, finished_at=time.time())
 
     # -- stop / kill / restart / pause ----------------------------------------------------------
     def stop(self, ref: str, timeout: int | None = None) -> RmReport:

@@ -179,8 +179,10 @@ class Lifecycle:
             self._release(rec, final=False)
         with suppress(Exception):
             code = 127 if "not found" in err else 126 if "permission denied" in err else 128
-            self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
-                                     finished_at=time.time(), error=err[:2000], event="die")
+            # a container that never ran stays "created" (Docker's: its ExitCode and Error set)
+            self.db.update_container(rec.id, state="exited" if rec.started_at else "created",
+                                     exit_code=code, pid=0, finished_at=time.time(),
+                                     error=err[:2000], event="die")
 
     def _spec(self, rec: ContainerRecord, opts: RunOptions, img: Any, rootfs: str) -> dict[str, Any]:
         from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp

@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
 
-from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions
+from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions, check_cpus
 from isle.errors import ConfigError
 from isle.oci.fastjson import loads
 from isle.record import field, record
@@ -218,6 +218,7 @@ def _resources(opts: RunOptions) -> dict[str, Any]:
         res["memory"] = mem
     cpu: dict[str, Any] = {}
     if opts.cpus:
+        check_cpus(opts.cpus)  # the API's NanoCpus too
         cpu["period"] = 100000
         cpu["quota"] = int(opts.cpus * 100000)
     if opts.cpu_shares:
