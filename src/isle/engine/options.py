@@ -16,7 +16,7 @@ __all__ = [
     "RunOptions", "MountSpec", "Ulimit", "RestartPolicy", "Healthcheck",
     "parse_bytes", "parse_cpus", "parse_volume", "parse_mount", "parse_tmpfs", "parse_ulimit",
     "parse_restart", "parse_env", "parse_env_file", "parse_labels", "check_caps", "parse_signal",
-    "parse_duration", "ALL_CAPS", "DEFAULT_CAPS",
+    "parse_duration", "check_cpus", "ALL_CAPS", "DEFAULT_CAPS",
 ]
 
 #: Docker's default capability set (moby oci/caps/defaults.go)
@@ -176,7 +176,21 @@ def parse_cpus(value: str) -> float:
         raise ConfigError("--cpus", f"invalid number {value!r}") from None
     if v < 0:
         raise ConfigError("--cpus", f"must be positive, got {value!r}")
+    check_cpus(v)
     return v
+
+
+def check_cpus(v: float) -> None:
+    """Docker's range check of --cpus (NanoCpus): 0 is no limit, else 0.01 up to the CPUs this
+    process may run on (with Docker's message)."""
+    import os
+
+    if not v:
+        return
+    n = len(os.sched_getaffinity(0))
+    if v < 0.01 or v > n:
+        raise ConfigError("--cpus", f"Range of CPUs is from 0.01 to {n:.2f}, as there are only "
+                          f"{n} CPUs available")
 
 
 def parse_duration(flag: str, value: str) -> float:
