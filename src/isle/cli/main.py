@@ -107,10 +107,15 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"error: {exc}", code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except OSError as exc:  # the host said no (permissions, space, paths): isle failed
-        _fail(f"error: {exc}", 125)
     except BrokenPipeError:
         raise SystemExit(0) from None
+    except OSError as exc:  # the host said no (permissions, space, paths): isle failed
+        _fail(f"error: {exc}", 125)
+    except Exception as exc:  # a bug or an input nobody foresaw: one line, not a traceback
+        if os.environ.get("ISLE_DEBUG"):
+            raise
+        _fail(f"error: internal error: {type(exc).__name__}: {exc} (ISLE_DEBUG=1 shows where)",
+              125)
     if isinstance(rv, int) and rv:
         raise SystemExit(rv)
     raise SystemExit(0)

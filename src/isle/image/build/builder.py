@@ -734,9 +734,13 @@ def build(
         else:
             raise ConfigError("file", f"no Containerfile or Dockerfile in {context}")
     try:
-        text = open(file).read()
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
     except OSError as e:
         raise ConfigError("file", f"{file}: {e.strerror}") from None
+    except UnicodeDecodeError as e:  # one line, as Docker's parse error: never a traceback
+        raise ConfigError("file", f"{file}: not a Containerfile (byte {e.object[e.start]:#04x} at "
+                          f"offset {e.start} is not UTF-8 text)") from None
     b = Builder(
         store,
         context,

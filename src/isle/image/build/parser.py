@@ -100,7 +100,8 @@ def _instruction(text: str, line: int, where: str) -> Instruction:
     kw, _, rest = text.partition(" ")
     cmd = kw.upper()
     if cmd not in KNOWN:
-        raise ConfigError(f"{where}:{line}", f"unknown instruction {kw!r}")
+        shown = kw if len(kw) <= 40 else kw[:40] + "..."  # one readable line for any garbage
+        raise ConfigError(f"{where}:{line}", f"unknown instruction {shown!r}")
     rest = rest.strip()
     flags: dict[str, str] = {}
     if cmd in ("FROM", "COPY", "ADD", "RUN", "HEALTHCHECK"):
