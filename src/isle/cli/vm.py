@@ -113,22 +113,57 @@ def register(cli: click.Group) -> None:
     @click.option("--cpus", default=1, type=int, show_default=True)
     @click.option("--firmware", default="bios", type=click.Choice(["bios", "uefi"]),
                   show_default=True)
-    @click.option("--network", default="none", type=click.Choice(["none", "user"]),
-                  show_default=True)
+    @click.option("--network", default="", help="none, user (QEMU's user network; the default "
+                  "for OS images, which get an SSH port forward) or an isle network's name "
+                  "(OS images: a lease and a DNS name containers resolve)")
+    @click.option("--ip", default="", help="The VM's address on its isle network.")
+    @click.option("--user", default="", help="OS images: the login user cloud-init makes "
+                  "(default isle; sudo without password)")
+    @click.option("--ssh-key", default="", help="OS images: a public key (file or text) for the "
+                  "user, besides the key pair isle keeps in the VM's directory")
+    @click.option("--hostname", default="", help="OS images: the guest's host name (default: NAME)")
+    @click.option("--password", default="", help="OS images: the user's console password "
+                  "(default: generated, shown by `isle vm password NAME`)")
+    @click.option("--cloud-init", "cloud_init", default="", type=click.Path(dir_okay=False),
+                  help="OS images: your own user-data (#cloud-config, a script...), run besides "
+                  "isle's")
+    @click.option("-p", "--publish", multiple=True, help="[ip:]hostport:guestport[/proto] "
+                  "(user network)")
     @click.pass_context
     def create(ctx: click.Context, name: str, disk: str, image: str, memory: str, cpus: int,
-               firmware: str, network: str) -> int:
+               firmware: str, network: str, user: str, ssh_key: str, hostname: str,
+               password: str, cloud_init: str, publish: tuple[str, ...], ip: str) -> int:
         """Create a VM from a disk (or from an image)."""
         from isle.errors import ConfigError
 
         if bool(disk) == bool(image):
             raise ConfigError("--disk", "a VM needs one boot disk: --disk PATH or --from-image REF")
+        if network not in ("", "none", "user") and not image:
+            raise ConfigError("--network", f"{network!r} is not none or user (isle networks "
+                              "need an OS image: --from-image)")
         if image:
-            info = _vms(ctx).create_from_image(name, image, memory_mib=_mib("--memory", memory),
-                                               vcpus=cpus, network=network)
+            user_data = ""
+            if cloud_init:
+                try:
+                    with open(cloud_init, errors="replace") as f:
+                        user_data = f.read()
+                except OSError as exc:
+                    raise ConfigError("--cloud-init", f"{cloud_init}: {exc.strerror}") from None
+            vms = _vms(ctx)
+            if not network:
+                network = "user" if vms._os_image(image) is not None else "none"
+            info = vms.create_from_image(name, image, memory_mib=_mib("--memory", memory),
+                                         vcpus=cpus, network=network, user=user,
+                                         ssh_key=ssh_key, hostname=hostname,
+                                         user_data=user_data, password=password,
+                                         ports=list(publish), ip=ip)
         else:
+            if user or ssh_key or hostname or password or cloud_init:
+                raise ConfigError("--user", "provisioning (--user, --ssh-key, --hostname, "
+                                  "--password, --cloud-init) needs an OS image (--from-image)")
             info = _vms(ctx).create(name, disk=disk, memory_mib=_mib("--memory", memory),
-                                    vcpus=cpus, firmware=firmware, network=network)
+                                    vcpus=cpus, firmware=firmware, network=network or "none",
+                                    ports=list(publish))
         _out(info.spec.name)
         return 0
 
@@ -185,7 +220,9 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def inspect(ctx: click.Context, names: tuple[str, ...]) -> int:
         """VMs as JSON."""
-        _out(json.dumps([_vms(ctx).inspect(n).to_dict() for n in names], indent=2))
+        vms = _vms(ctx)
+        _out(json.dumps([{**vms.inspect(n).to_dict(), "networks": vms.network_info(n)}
+                         for n in names], indent=2))
         return 0
 
     @vm.command("console")
@@ -200,6 +237,52 @@ def register(cli: click.Group) -> None:
             sys.stderr.write(f"Connected to {name} (detach: Ctrl-])\r\n")
         relay_console(path, None if no_stdin else 0, 1, timeout,
                       replay=os.path.join(os.path.dirname(path), "console.log"))
+        return 0
+
+    @vm.command("exec", context_settings={"ignore_unknown_options": True})
+    @click.argument("name")
+    @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+    @click.option("-i", "--interactive", is_flag=True, help="Pass stdin to the command.")
+    @click.option("--wait", default=0.0, type=float, help="Wait up to SECONDS for the guest "
+                  "agent (a booting VM).")
+    @click.option("--timeout", default=0.0, type=float, help="Give up after SECONDS (0: never).")
+    @click.pass_context
+    def exec_(ctx: click.Context, name: str, cmd: tuple[str, ...], interactive: bool,
+              wait: float, timeout: float) -> None:
+        """Run CMD in a whole-OS VM through qemu-guest-agent; its exit code is ours."""
+        stdin = sys.stdin.buffer.read() if interactive else b""
+        code, out, err = _vms(ctx).agent_exec(name, list(cmd), stdin=stdin, timeout=timeout,
+                                              wait=wait)
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+        sys.stderr.buffer.write(err)
+        sys.stderr.flush()
+        ctx.exit(code)
+
+    @vm.command("ssh", context_settings={"ignore_unknown_options": True})
+    @click.argument("name")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def ssh(ctx: click.Context, name: str, args: tuple[str, ...]) -> None:
+        """ssh to the VM's provisioned user with the key pair isle made for it."""
+        argv = _vms(ctx).ssh_argv(name, list(args))
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)
+
+    @vm.command("password")
+    @click.argument("name")
+    @click.pass_context
+    def password_(ctx: click.Context, name: str) -> int:
+        """The provisioned user's console password."""
+        vms = _vms(ctx)
+        vms.inspect(name)
+        try:
+            with open(os.path.join(vms.store._dir(name), "password")) as f:
+                _out(f.read().strip())
+        except FileNotFoundError:
+            from isle.errors import NotFound
+
+            raise NotFound(f"VM {name} was not provisioned: it has no password") from None
         return 0
 
     @vm.group("template")

@@ -24,7 +24,10 @@ from isle.errors import NotFound
 from isle.engine.vmhook import _MAKING, TEMPLATE_ANNOTATION, annotate
 from isle.vm.machine import MachineInfo, MachineStore
 
-__all__ = ["VMs", "TemplateInfo", "annotate", "TEMPLATE_ANNOTATION"]
+__all__ = ["VMs", "TemplateInfo", "annotate", "TEMPLATE_ANNOTATION", "bootstrap_os"]
+
+#: QEMU's TCG translation cache (tb-size) default, MiB: part of a VM's memory bound under TCG
+TCG_TB_MIB = 1024
 
 
 @dataclass(slots=True)
@@ -51,14 +54,20 @@ class VMs:
 
     # -- full-OS machines ---------------------------------------------------------------------
     def create(self, name: str, *, disk: str, memory_mib: int = 512, vcpus: int = 1,
-               firmware: str = "bios", network: str = "none") -> MachineInfo:
+               firmware: str = "bios", network: str = "none",
+               ports: list[str] | None = None) -> MachineInfo:
         return self.store.create(name, disk, memory_mib=memory_mib, vcpus=vcpus,
-                                 firmware=firmware, network=network)
+                                 firmware=firmware, network=network, ports=ports)
 
     def create_from_image(self, name: str, image: str, *, memory_mib: int = 512, vcpus: int = 1,
-                          network: str = "none") -> MachineInfo:
-        """A whole-OS VM from an isle image: its disk built once per image, booted by the cached
-        guest kernel + isle's initramfs into the image's own init (systemd, busybox init...)."""
+                          network: str = "none", user: str = "", ssh_key: str = "",
+                          hostname: str = "", user_data: str = "", password: str = "",
+                          ports: list[str] | None = None, ip: str = "") -> MachineInfo:
+        """A whole-OS VM from an isle image: its disk built once per image. An OS image (one
+        `isle image bootstrap --os` made: a kernel and initramfs in /boot) boots its own kernel
+        on q35, provisioned by a cloud-init seed (user, SSH key, host name, user-data) and with
+        a guest agent port; any other image boots the cached guest kernel + isle's initramfs
+        into the image's own init (systemd, busybox init...)."""
         from isle.vm import initramfs, kernel
 
         self.store._dir(name)  # a bad name fails before any work
@@ -66,11 +75,161 @@ class VMs:
             from isle.errors import AlreadyExists
 
             raise AlreadyExists(f"a VM named {name} exists")
+        osboot = self._os_image(image)
+        if osboot is not None:
+            return self._create_os(name, osboot, memory_mib=memory_mib, vcpus=vcpus,
+                                   network=network, user=user or "isle", ssh_key=ssh_key,
+                                   hostname=hostname or name, user_data=user_data,
+                                   password=password, ports=ports or [], ip=ip)
+        if user or ssh_key or hostname or user_data or password:
+            from isle.errors import ConfigError
+
+            raise ConfigError("--user", f"{image} is not an OS image (no kernel in /boot): it "
+                              "cannot be provisioned; make one with `isle image bootstrap --os`")
         k = kernel.find(self.s.cache)
         base, init = self._image_disk(image, k)
         return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus, network=network,
                                  kernel=k.boot_image, initrd=initramfs.build(k, self.s.cache),
                                  init=init)
+
+    def _os_image(self, ref: str) -> Any:
+        """The image if it carries its own kernel + initramfs (an OS image), else None."""
+        from isle.image.store import ImageStore
+
+        img = ImageStore.from_settings(self.s).resolve(ref)
+        for layer in reversed(img.layer_dirs):
+            boot = os.path.join(layer, "boot")
+            if os.path.isdir(boot) and any(n.startswith("vmlinuz-") for n in os.listdir(boot)):
+                return img
+        return None
+
+    def _os_disk(self, img: Any) -> tuple[str, str, str]:
+        """(disk, vmlinuz, initrd) of an OS image, built once per image under .disks/: the
+        merged layers as a whole-disk ext4 (the read-only base every VM of the image shares
+        through its qcow2 overlay, with room for the guests' writes) and its kernel files."""
+        import shutil
+        import tempfile
+
+        from isle.sys import proc
+        from isle.sys.fs import flock
+        from isle.vm import osimage
+
+        d = os.path.join(self.store.root, ".disks")
+        os.makedirs(d, exist_ok=True)
+        stem = os.path.join(d, f"{img.id.split(':')[-1][:24]}-os")
+        out, vml, ird = stem + ".ext4", stem + ".vmlinuz", stem + ".initrd"
+        with flock(stem + ".lock"):
+            if all(os.path.exists(p) for p in (out, vml, ird)):
+                return out, vml, ird
+            work = tempfile.mkdtemp(prefix="build-", dir=d)
+            mnt, tmp = os.path.join(work, "root"), os.path.join(work, "disk.ext4")
+            os.mkdir(mnt)
+            mounted = False
+            try:
+                lower = ":".join(reversed(img.layer_dirs))
+                if len(img.layer_dirs) == 1:
+                    proc.run(["mount", "--bind", "-o", "ro", img.layer_dirs[0], mnt], timeout=30)
+                else:
+                    proc.run(["mount", "-t", "overlay", "-o", f"ro,lowerdir={lower}", "overlay",
+                              mnt], timeout=30)
+                mounted = True
+                k, i = osimage.kernel_files(mnt)
+                used = int(proc.run(["du", "-sxb", mnt], timeout=300).stdout.split()[0])
+                size_mib = int(used / 2**20) + 2048  # sparse: free space costs nothing
+                proc.run(["mkfs.ext4", "-q", "-F", "-L", "isle-root", "-d", mnt, tmp,
+                          f"{size_mib}M"], timeout=900)
+                shutil.copyfile(k, vml + ".tmp")
+                shutil.copyfile(i, ird + ".tmp")
+                os.rename(vml + ".tmp", vml)
+                os.rename(ird + ".tmp", ird)
+                os.rename(tmp, out)
+                return out, vml, ird
+            finally:
+                if mounted:
+                    proc.run(["umount", mnt], timeout=30, check=False)
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _create_os(self, name: str, img: Any, *, memory_mib: int, vcpus: int, network: str,
+                   user: str, ssh_key: str, hostname: str, user_data: str, password: str,
+                   ports: list[str], ip: str = "") -> MachineInfo:
+        from isle.vm import cloudinit, osimage
+
+        cloudinit.check_user(user)
+        cloudinit.check_hostname(hostname)
+        keys = [cloudinit.read_ssh_key(ssh_key)] if ssh_key else []
+        if user_data:
+            cloudinit._subtype(user_data)  # fails before any work
+        base, vml, ird = self._os_disk(img)
+
+        def provision(d: str) -> None:
+            pw = password or cloudinit.new_password()
+            fd = os.open(os.path.join(d, "password"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pw + "\n")
+            ours = cloudinit.ensure_key(d)  # isle's own key: `isle vm ssh` works regardless
+            cloudinit.make_seed(d, name=name, user=user, ssh_keys=[ours, *keys], password=pw,
+                                hostname=hostname, user_data=user_data)
+
+        if network not in ("none", "user"):
+            from isle.engine.networks import network_manager
+
+            network_manager(self.s)._get(network)  # NotFound naming it, before any work
+        elif ip:
+            from isle.errors import ConfigError
+
+            raise ConfigError("--ip", "an address needs an isle network (--network NAME)")
+        return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus, network=network,
+                                 kernel=vml, initrd=ird, cmdline=osimage.CMDLINE, user=user,
+                                 hostname=hostname, ports=ports, agent=True, provision=provision,
+                                 ip=ip)
+
+    def agent_exec(self, name: str, argv: list[str], *, stdin: bytes = b"",
+                   timeout: float = 0, wait: float = 0) -> tuple[int, bytes, bytes]:
+        """Run argv in a running whole-OS VM through its guest agent; wait: seconds to wait for
+        the agent to come up (a booting guest)."""
+        from isle.errors import InvalidState, VMError
+        from isle.vm.agent import Agent
+
+        info = self.store.inspect(name)
+        if not info.spec.agent:
+            raise InvalidState(f"VM {name} has no guest agent (only OS images' VMs have one)")
+        if info.status != "running":
+            raise InvalidState(f"VM {name} is not running")
+        path = os.path.join(os.path.dirname(info.console), "qga.sock")
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with Agent(path) as a:
+                    a.sync(timeout=min(5.0, max(1.0, deadline - time.monotonic())))
+                    return a.exec(argv, stdin=stdin, timeout=timeout)
+            except VMError:
+                if time.monotonic() >= deadline or not self.store._pid(name):
+                    raise
+                time.sleep(1)
+
+    def ssh_argv(self, name: str, args: list[str]) -> list[str]:
+        """ssh to the VM's provisioned user with its own key over the forwarded SSH port."""
+        from isle.errors import InvalidState
+
+        info = self.store.inspect(name)
+        if not info.spec.user:
+            raise InvalidState(f"VM {name} was not provisioned (no user): no SSH")
+        if info.status != "running":
+            raise InvalidState(f"VM {name} is not running")
+        fw = {k.split("@")[0]: v for k, v in info.forwards.items()}
+        host, port = "127.0.0.1", fw.get("22/tcp", 0)
+        if not port:  # on an isle network: its address, reachable from the host over the bridge
+            nets = self.network_info(name).get("Networks") or {}
+            ips = [ip for n in nets.values() for ip in n["ips"] if ":" not in ip]
+            if ips:
+                host, port = ips[0], 22
+        if not port:
+            raise InvalidState(f"VM {name} has no SSH port forwarded nor a network address")
+        key = os.path.join(self.store._dir(name), "id_ed25519")
+        return ["ssh", "-i", key, "-p", str(port), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                f"{info.spec.user}@{host}", *args]
 
     def _image_disk(self, ref: str, k: Any) -> tuple[str, str]:
         """(<root>/vms/.disks/<image id>-<kernel>.ext4, its init): the image's layers merged into
@@ -134,21 +293,105 @@ class VMs:
 
             raise InvalidState(f"VM {name} is already running")
         self._drop_cgroup(name)  # a VM that powered off by itself left its cgroup
+        self._net_down(name)  # ... and its network attachment
         files = self._make_cgroup(name, spec.memory_mib, spec.vcpus)
+        fd = -1
         try:
-            return self.store.start(name, cgroup_files=files)
+            nic, cmdline, fd = None, "", -1
+            if spec.network not in ("none", "user"):
+                nic, cmdline = self._net_up(name, spec)
+                fd = nic.fd
+            return self.store.start(name, cgroup_files=files, nic=nic, cmdline_extra=cmdline)
         except BaseException:
             self._drop_cgroup(name)
+            self._net_down(name)
             raise
+        finally:
+            if fd >= 0:
+                os.close(fd)  # QEMU holds the tap now: it goes when QEMU does
+
+    def _net_owner(self, name: str) -> str:
+        return f"vmos-{name}"
+
+    def _net_up(self, name: str, spec: Any) -> tuple[Any, str]:
+        """The VM on an isle network the way the VM runtime puts a VM container there: a netns
+        the network manager attaches (lease, DNS name and aliases, published ports), whose veth
+        the runtime's tc-mirred code joins to a tap QEMU gets by fd (runtime.vm.network). The
+        guest takes the veth's MAC; its address, gateway and DNS server reach it on the kernel
+        command line (ip=, nameserver=: systemd-network-generator -> networkd)."""
+        import ipaddress
+
+        from isle.engine.networks import network_manager
+        from isle.errors import VMError
+        from isle.net.types import PortMapping
+        from isle.runtime.vm import network as vmnet
+        from isle.vm.config import Nic
+
+        nm = network_manager(self.s)
+        owner = self._net_owner(name)
+        ports = []
+        for p in spec.ports:
+            hostpart, guest = p.rsplit(":", 1)
+            gport, _, proto = guest.partition("/")
+            hip, _, hport = hostpart.rpartition(":")
+            ports.append(PortMapping(host_ip=hip, host_port=int(hport),
+                                     container_port=int(gport), proto=proto or "tcp"))
+        ns = nm.create_netns(owner)
+        if ns is None:
+            raise VMError("whole-OS VMs on isle networks need root (use --network user)")
+        opts: dict[str, Any] = {"aliases": [name, spec.hostname or name]}
+        if spec.ip:
+            opts["ip"] = spec.ip
+        att = nm.connect(owner, ns, [(spec.network, opts)], ports, name=name,
+                         hostname=spec.hostname or name)
+        plan = vmnet.discover(ns)
+        if plan is None:
+            raise VMError(f"network {spec.network} gave VM {name} no IPv4 address")
+        fd = vmnet.connect(plan)
+        g = plan.guest
+        iface = ipaddress.ip_interface(g.address)
+        na = next(iter(att.networks.values()))
+        cmd = f"ip={iface.ip}::{g.gateway}:{iface.netmask}::eth0:off"
+        cmd += "".join(f" nameserver={d}" for d in na.dns_servers or na.gateways[:1])
+        return Nic(id="net0", kind="tap", fd=fd, mac=g.mac), cmd
+
+    def _net_down(self, name: str) -> None:
+        from isle.engine.networks import network_manager
+
+        nm = network_manager(self.s)
+        owner = self._net_owner(name)
+        if nm.store.record(owner) is None and owner not in nm.store.netns_ids():
+            return
+        try:
+            from isle.runtime.vm import network as vmnet
+
+            plan = vmnet.discover(nm.store.netns_path(owner))
+            if plan is not None:
+                vmnet.disconnect(plan.netns, plan.veth)
+        except Exception:
+            pass
+        nm.teardown(owner)
+
+    def network_info(self, name: str) -> dict[str, Any]:
+        """The VM's isle network attachment (addresses, ports) while it runs; {} otherwise."""
+        from isle.engine.networks import network_manager
+
+        att = network_manager(self.s).attachment(self._net_owner(name))
+        if att is None:
+            return {}
+        return {"Networks": {k: v.to_dict() for k, v in att.networks.items()},
+                "Ports": [p.to_dict() for p in att.ports]}
 
     def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
         info = self.store.stop(name, timeout=timeout)
         self._drop_cgroup(name)
+        self._net_down(name)
         return info
 
     def rm(self, name: str, force: bool = False) -> None:
         self.store.rm(name, force=force)
         self._drop_cgroup(name)
+        self._net_down(name)
 
     def _cgroup_record(self, name: str) -> str:
         return os.path.join(self.store.runroot, f"{name}.cgroup")
@@ -161,8 +404,12 @@ class VMs:
         from isle.runtime.vm.spec import QEMU_MEMORY_OVERHEAD_MIB, QEMU_THREADS
         from isle.sys.fs import atomic_write
 
+        from isle.vm import accel
+
         cg = manager(None, f"vm-{name}")
-        res = {"memory": {"limit": (memory_mib + QEMU_MEMORY_OVERHEAD_MIB) << 20},
+        # TCG's translated-code cache grows to 1 GiB (QEMU's default tb-size) with a whole OS
+        tcg = TCG_TB_MIB if accel.detect()[0] == "tcg" else 0
+        res = {"memory": {"limit": (memory_mib + QEMU_MEMORY_OVERHEAD_MIB + tcg) << 20},
                "pids": {"limit": QEMU_THREADS + vcpus}}
         cg.drop_unused_unified(res)
         cg.create()
@@ -275,7 +522,8 @@ class VMs:
         for n in sorted(os.listdir(d)):
             p = os.path.join(d, n)
             if n.endswith(".ext4") and p not in used:
-                for q in (p, p + ".init"):
+                stem = p[:-len(".ext4")]
+                for q in (p, p + ".init", stem + ".vmlinuz", stem + ".initrd", stem + ".lock"):
                     if os.path.exists(q):
                         os.unlink(q)
                 gone.append(n)
@@ -290,3 +538,26 @@ class VMs:
                   os.path.join(d, f"{key}.json")):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def bootstrap_os(settings: Settings, os_ref: str, ref: str = "", *, mirror: str | None = None,
+                 progress: Any = lambda s: None) -> Any:
+    """`isle image bootstrap --os debian:bookworm [REF]`: a bootable OS image (systemd, its own
+    kernel + initramfs, cloud-init, sshd, qemu-guest-agent), tagged REF (default DIST:SUITE-os).
+    The debootstrapped tree is cached by content under <cache>/os-images/."""
+    from isle.image.defaults import PATH, _image_from_dir, host_mirror
+    from isle.image.store import ImageStore, now_iso
+    from isle.vm import osimage
+
+    dist, _, suite = os_ref.partition(":")
+    suite = suite or osimage.SUITES.get(dist, ("",))[0]
+    osimage._check(dist, suite)
+    mirror = mirror or host_mirror()
+    tree = osimage.build(dist, suite, settings.cache, mirror, progress=progress)
+    store = ImageStore.from_settings(settings)
+    progress(f"committing {tree} as an image")
+    cfg = {"Env": [PATH], "Cmd": ["/sbin/init"],
+           "Labels": {"org.isle.os": f"{dist}:{suite}"}}
+    img = _image_from_dir(store, tree, ref or f"{dist}:{suite}-os", cfg, now_iso(),
+                          f"isle image bootstrap --os {dist}:{suite} ({mirror})")
+    return img

@@ -50,6 +50,8 @@ class Nic:
     mac: str = ""
     #: tap only: an open tap fd QEMU inherits (isle opens the tap; QEMU needs no /dev/net/tun)
     fd: int = -1
+    #: user only: forwarded ports, QEMU's hostfwd syntax ("tcp:127.0.0.1:2222-:22")
+    hostfwd: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

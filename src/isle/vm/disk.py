@@ -10,7 +10,8 @@ import stat
 from isle.errors import CommandError, ConfigError, VMError
 from isle.sys import proc
 
-__all__ = ["rootfs_image", "tree_digest", "info", "check_bootable", "overlay"]
+__all__ = ["rootfs_image", "tree_digest", "info", "check_bootable", "overlay", "FORMATS",
+           "convert"]
 
 
 def tree_digest(root: str) -> str:
@@ -87,16 +88,21 @@ def info(path: str) -> dict[str, object]:
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
+#: disk formats a VM boots from (QEMU reads them as the overlay's backing file): QEMU's own, and
+#: VirtualBox's, VMware's and Hyper-V's
+FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc")
+
+
 def check_bootable(path: str) -> str:
-    """Format of a user-brought OS disk (raw or qcow2); VMError if it cannot be one.
+    """Format of a user-brought OS disk (FORMATS); VMError if it cannot be one.
 
     A raw disk must carry an MBR/GPT boot signature: any file is 'raw' to QEMU, so that is checked.
     """
     fmt = str(info(path).get("format"))
-    if fmt == "qcow2":
+    if fmt in FORMATS and fmt != "raw":
         return fmt
     if fmt != "raw":
-        raise VMError(f"{path}: disk format {fmt} is not raw or qcow2")
+        raise VMError(f"{path}: disk format {fmt} is not one of {', '.join(FORMATS)}")
     with open(path, "rb") as f:
         sector = f.read(512)
     if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
@@ -126,3 +132,22 @@ def overlay(base: str, path: str, base_format: str | None = None) -> str:
     except CommandError as exc:
         raise VMError(f"could not create overlay {path} over {base}: {exc}") from exc
     return path
+
+
+def convert(src: str, dest: str, fmt: str, *, subformat: str = "") -> str:
+    """qemu-img convert src (any format QEMU reads, overlays flattened) to dest in fmt."""
+    if fmt not in FORMATS:
+        raise ConfigError("--format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    argv = ["qemu-img", "convert", "-O", fmt]
+    if subformat:
+        argv += ["-o", f"subformat={subformat}"]
+    tmp = f"{dest}.tmp.{os.getpid()}"
+    try:
+        proc.run([*argv, src, tmp], timeout=3600)
+        os.rename(tmp, dest)
+    except CommandError as exc:
+        raise VMError(f"could not convert {src} to {fmt}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest

@@ -29,10 +29,12 @@ from isle.sys import proc
 from isle.sys.fs import atomic_write
 from isle.vm import accel as _accel
 from isle.vm import disk
-from isle.vm.config import Chardev, Drive, MachineConfig, Nic
+from isle.vm.config import Chardev, Drive, MachineConfig, Nic, SerialPort
 from isle.vm.qemu import argv as qemu_argv
 
-__all__ = ["MachineSpec", "MachineInfo", "MachineStore", "OVMF_CODE", "OVMF_VARS"]
+__all__ = ["MachineSpec", "MachineInfo", "MachineStore", "OVMF_CODE", "OVMF_VARS", "parse_port"]
+
+AGENT_PORT = "org.qemu.guest_agent.0"
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd"
@@ -52,6 +54,17 @@ class MachineSpec:
     kernel: str = ""
     initrd: str = ""
     init: str = ""
+    #: an OS image's own kernel (kernel, initrd above): q35 direct boot with this command line
+    cmdline: str = ""
+    #: provisioned by a cloud-init seed (<dir>/seed.iso): the login user, the guest's host name
+    user: str = ""
+    hostname: str = ""
+    #: user network: published ports, "[ip:]host:guest[/proto]"; SSH gets a free port at start
+    ports: list[str] = field(default_factory=list)
+    #: qemu-guest-agent port (virtio-serial) for `isle vm exec`
+    agent: bool = False
+    #: an isle network's address asked for (--ip)
+    ip: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -63,6 +76,8 @@ class MachineInfo:
     disk: str
     console: str
     qmp: str
+    #: running only: host ports forwarded to the guest ({"22/tcp": 40123})
+    forwards: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,7 +87,28 @@ class MachineInfo:
             "disk": self.disk,
             "console": self.console,
             "qmp": self.qmp,
+            "forwards": self.forwards,
         }
+
+
+def parse_port(p: str) -> str:
+    """-p [ip:]host:guest[/tcp|udp] -> "[ip:]host:guest/proto" (ConfigError naming it if bad)."""
+    spec, _, proto = p.partition("/")
+    proto = proto or "tcp"
+    parts = spec.split(":")
+    ok = proto in ("tcp", "udp") and len(parts) in (2, 3) and all(
+        x.isdigit() and 0 < int(x) < 65536 for x in parts[-2:])
+    if not ok:
+        raise ConfigError("--publish", f"{p!r} is not [ip:]hostport:guestport[/tcp|udp]")
+    return f"{spec}/{proto}"
+
+
+def _hostfwd(item: tuple[str, int]) -> str:
+    """("22/tcp@127.0.0.1", 40123) -> "tcp:127.0.0.1:40123-:22"."""
+    key, host = item
+    guest, _, ip = key.partition("@")
+    port, _, proto = guest.partition("/")
+    return f"{proto or 'tcp'}:{ip}:{host}-:{port}"
 
 
 def _alive(pid: int) -> bool:
@@ -189,12 +225,23 @@ class MachineStore:
         kernel: str = "",
         initrd: str = "",
         init: str = "",
+        cmdline: str = "",
+        user: str = "",
+        hostname: str = "",
+        ports: list[str] | None = None,
+        agent: bool = False,
+        provision: Any = None,
+        ip: str = "",
     ) -> MachineInfo:
         """A VM over base; with kernel (+initrd, init) it boots that kernel into the disk's init."""
         if firmware not in ("bios", "uefi"):
             raise ConfigError("firmware", f"{firmware!r} is not bios or uefi")
-        if network not in ("none", "user"):
-            raise ConfigError("network", f"{network!r} is not none or user")
+        if network not in ("none", "user") and not (cmdline and _NAME.match(network)):
+            raise ConfigError("network", f"{network!r} is not none or user (an isle network "
+                              "needs an OS image)")
+        ports = [parse_port(p) for p in ports or ()]
+        if ports and network == "none":
+            raise ConfigError("--publish", "published ports need a network")
         if firmware == "uefi" and not os.path.exists(OVMF_CODE):
             raise VMError(f"UEFI firmware {OVMF_CODE} missing: apt-get install ovmf")
         fmt = disk.check_bootable(base) if not kernel else str(disk.info(base).get("format"))
@@ -219,7 +266,15 @@ class MachineStore:
                 kernel=kernel,
                 initrd=initrd,
                 init=init,
+                cmdline=cmdline,
+                user=user,
+                hostname=hostname,
+                ports=ports,
+                agent=agent,
+                ip=ip,
             )
+            if provision is not None:  # e.g. the cloud-init seed, written into the VM's dir
+                provision(d)
             MachineConfig(name=name, machine="q35", vcpus=vcpus, memory_mib=memory_mib)  # validates
             atomic_write(os.path.join(d, "machine.json"), json.dumps(asdict(spec)).encode())
         except BaseException:
@@ -227,19 +282,22 @@ class MachineStore:
             raise
         return self.inspect(name)
 
-    def config(self, name: str) -> MachineConfig:
-        """The MachineConfig start() runs (pure given the record)."""
+    def config(self, name: str, forwards: dict[str, int] | None = None,
+               nic: Nic | None = None, cmdline_extra: str = "") -> MachineConfig:
+        """The MachineConfig start() runs (pure given the record, the forwarded ports and, on an
+        isle network, the tap NIC the engine made and the guest's address on the command line)."""
+        forwards = forwards or {}
         spec, d, r = self._load(name), self._dir(name), self._run(name)
         acc = _accel.detect()[0]
-        cmdline = ""
-        if spec.kernel:
+        cmdline = " ".join(x for x in (spec.cmdline, cmdline_extra) if x)
+        if spec.kernel and not spec.cmdline:
             from isle.vm.microvm import cmdline as micro_cmdline
 
             cmdline = micro_cmdline("ext4", _accel.host_tsc_khz() if acc == "tcg" else None)
             cmdline = cmdline.replace(" quiet", "") + f" isle.init={spec.init or '/sbin/init'}"
         return MachineConfig(
             name=name,
-            machine="microvm" if spec.kernel else "q35",
+            machine="microvm" if spec.kernel and not spec.cmdline else "q35",
             kernel=spec.kernel,
             initrd=spec.initrd,
             cmdline=cmdline,
@@ -248,15 +306,21 @@ class MachineStore:
             memory_mib=spec.memory_mib,
             pflash=(OVMF_CODE, os.path.join(d, "OVMF_VARS.fd")) if spec.firmware == "uefi" else (),
             drives=(Drive(id="disk0", path=os.path.join(d, "disk.qcow2"), format="qcow2",
-                          backing=spec.base, backing_format=spec.base_format),),
-            nics=(Nic(id="net0"),) if spec.network == "user" else (),
+                          backing=spec.base, backing_format=spec.base_format),)
+            + ((Drive(id="seed", path=os.path.join(d, "seed.iso"), format="raw", readonly=True),)
+               if os.path.exists(os.path.join(d, "seed.iso")) else ()),
+            nics=(Nic(id="net0", hostfwd=tuple(_hostfwd(f) for f in forwards.items())),)
+            if spec.network == "user" else (nic,) if nic is not None else (),
+            serial_ports=(SerialPort(name=AGENT_PORT, nr=1, chardev=Chardev(
+                backend="socket", path=os.path.join(r, "qga.sock"))),) if spec.agent else (),
             console=Chardev(backend="socket", path=os.path.join(r, "console.sock"),
                             log=os.path.join(r, "console.log")),
             qmp_socket=os.path.join(r, "qmp.sock"),
         )
 
     def start(self, name: str, *, cgroup_files: tuple[str, ...] = (),
-              timeout: float = 60.0) -> MachineInfo:
+              timeout: float = 60.0, nic: Nic | None = None,
+              cmdline_extra: str = "") -> MachineInfo:
         """Start QEMU jailed, in the cgroup whose procs files are given (the engine's), and wait
         until its monitor answers (the machine is built); VMError with QEMU's log if it fails."""
         from isle.vm import jail
@@ -264,7 +328,8 @@ class MachineStore:
 
         if self._pid(name):
             raise InvalidState(f"VM {name} is already running")
-        cfg = self.config(name)
+        forwards = self._pick_forwards(self._load(name))
+        cfg = self.config(name, forwards, nic, cmdline_extra)
         r = self._run(name)
         if len(cfg.qmp_socket) > 100:
             raise ConfigError("runroot", f"{r} is too long for unix sockets")
@@ -282,12 +347,14 @@ class MachineStore:
                           os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 p, keeper = _spawn_detached(qemu_argv(cfg), log,
-                                    tuple(fds) + ((j.lease_fd,) if j else ()),
+                                    tuple(fds) + ((j.lease_fd,) if j else ())
+                                    + ((nic.fd,) if nic is not None and nic.fd >= 0 else ()),
                                     jail.child(j) if j else None)
             finally:
                 os.close(log)
             atomic_write(self._pidfile(name), f"{p} {_start_time(p)} {keeper}\n".encode(),
                          durable=False)
+            atomic_write(self._run(name) + ".fwd", json.dumps(forwards).encode(), durable=False)
             # QMP answers once the machine is built (what -daemonize used to wait for); the
             # socket file exists a moment before QEMU listens on it
             deadline = time.monotonic() + timeout
@@ -328,10 +395,11 @@ class MachineStore:
         except (OSError, ValueError, IndexError):
             pass
         shutil.rmtree(self._run(name), ignore_errors=True)
-        try:
-            os.unlink(self._pidfile(name))
-        except FileNotFoundError:
-            pass
+        for p in (self._pidfile(name), self._run(name) + ".fwd"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
         """ACPI power button, then quit/kill after timeout (a hung guest still stops)."""
@@ -381,7 +449,35 @@ class MachineStore:
             disk=os.path.join(self._dir(name), "disk.qcow2"),
             console=os.path.join(r, "console.sock"),
             qmp=os.path.join(r, "qmp.sock"),
+            forwards=self._forwards(name) if pid else {},
         )
+
+    def _forwards(self, name: str) -> dict[str, int]:
+        try:
+            with open(self._run(name) + ".fwd") as f:
+                return {str(k): int(v) for k, v in json.load(f).items()}
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _pick_forwards(spec: MachineSpec) -> dict[str, int]:
+        """Host ports for the user network: the published ones, and a free one for SSH when the
+        VM was provisioned (so `isle vm ssh` works without a published port)."""
+        if spec.network != "user":
+            return {}
+        fw: dict[str, int] = {}
+        for p in spec.ports:
+            hostpart, guest = p.rsplit(":", 1)
+            fw[guest] = int(hostpart.rsplit(":", 1)[-1])
+            if ":" in hostpart:
+                fw[guest + "@" + hostpart.rsplit(":", 1)[0]] = fw.pop(guest)
+        if spec.user and not any(k.split("@")[0] == "22/tcp" for k in fw):
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                fw["22/tcp@127.0.0.1"] = s.getsockname()[1]
+        return fw
 
     def ls(self) -> list[MachineInfo]:
         try:

@@ -93,7 +93,7 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
             name = f",ifname={n.ifname}" if n.ifname else ""  # none: QEMU makes a tapN it removes
             a += ["-netdev", f"tap,id={n.id}{name},script=no,downscript=no"]
         else:
-            a += ["-netdev", f"user,id={n.id}"]
+            a += ["-netdev", f"user,id={n.id}" + "".join(f",hostfwd={h}" for h in n.hostfwd)]
         a += ["-device", f"{net},netdev={n.id}" + (f",mac={n.mac}" if n.mac else "")]
     if cfg.serial_ports:
         a += ["-device", "virtio-serial-device" if micro else "virtio-serial-pci"]
