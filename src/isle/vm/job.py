@@ -50,8 +50,12 @@ _PROC_OPTS = ("nosuid", "noexec", "nodev")
 #: are unmounted. Every fork+exec saved matters under TCG after a restore (cold translation caches).
 STANDARD_MOUNTS = (
     GuestMount(type="proc", destination="/proc", source="proc", options=_PROC_OPTS),
+    # a tmpfs, not the guest's devtmpfs (its disk, control ports): isle-exec -d makes the devices
     GuestMount(
-        type="devtmpfs", destination="/dev", source="tmpfs", options=("nosuid", "strictatime")
+        type="tmpfs",
+        destination="/dev",
+        source="tmpfs",
+        options=("nosuid", "strictatime", "mode=755", "size=65536k"),
     ),
     GuestMount(
         type="devpts",
@@ -138,6 +142,9 @@ class Job:
     net: GuestNet | None = None
     #: small host files bind-mounted into the container (/etc/hosts, resolv.conf...): copied in
     files: tuple[tuple[str, str], ...] = ()
+    #: further isle-exec options applying the rest of the OCI spec in the guest (capabilities,
+    #: seccomp, /dev, masked/read-only paths, ...): made by runtime/vm/spec.py, see isle-exec.c
+    spec_opts: tuple[str, ...] = ()
 
 
 def _q(s: str) -> str:
@@ -152,6 +159,7 @@ def _exec_argv(job: Job) -> list[str]:
         x += ["-l", f"{res}:{soft}:{hard}"]
     if job.no_new_privs:
         x += ["-n"]
+    x += job.spec_opts
     for e in job.env:
         x += ["-e", e]
     return x + ["--", *job.args]

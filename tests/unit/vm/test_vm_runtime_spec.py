@@ -44,7 +44,61 @@ def test_to_job() -> None:
     assert j.args == ("sh",) and j.uid == 1 and j.gid == 2 and j.hostname == "h"
     assert j.rlimits == ((resource.RLIMIT_NOFILE, 10, 20),)
     dev = [m for m in j.mounts if m.destination == "/dev"][0]
-    assert dev.type == "devtmpfs" and dev.options == ("nosuid",)
+    # the spec's own /dev tmpfs (the guest's devtmpfs holds its disk and ports); isle-exec -d
+    # makes the devices in it
+    assert dev.type == "tmpfs" and dev.options == ("nosuid", "mode=755")
+    assert "-d" in j.spec_opts
+
+
+def test_guest_opts_carry_the_rest_of_the_spec() -> None:
+    cfg = _cfg(domainname="d.example")
+    cfg["root"]["readonly"] = True
+    cfg["process"].update(
+        capabilities={"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
+                      "permitted": ["CAP_KILL"], "inheritable": [], "ambient": ["CAP_KILL"]},
+        oomScoreAdj=-7, user={"uid": 0, "gid": 0, "umask": 0o27})
+    cfg["linux"] = {
+        "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
+        "sysctl": {"net.ipv4.ip_forward": "1"},
+        "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                     "fileMode": 0o600, "uid": 1, "gid": 2}],
+    }
+    o = vmspec.guest_opts(cfg)
+    pairs = list(zip(o, o[1:], strict=False))
+    kill, chown = 1 << 5, 1 << 0
+    assert ("-c", f"{kill | chown:x},{kill:x},{kill:x},{kill:x},{kill:x}") in pairs
+    assert ("-o", "-7") in pairs and ("-m", "27") in pairs and ("-D", "d.example") in pairs
+    assert ("-M", "/proc/kcore") in pairs and ("-R", "/proc/sys") in pairs and "-O" in o
+    assert ("-y", "net.ipv4.ip_forward=1") in pairs
+    assert ("-k", "/dev/fuse:c:10:229:600:1:2") in pairs
+    # an exec's process alone: its own settings, none of the container's
+    assert vmspec.guest_opts({"process": cfg["process"]}) == ("-c", o[1], "-m", "27", "-o", "-7")
+
+
+@pytest.mark.parametrize("linux,field", [
+    ({"maskedPaths": ["rel"]}, r"linux.maskedPaths\[0\]"),
+    ({"devices": [{"path": "/etc/x", "type": "c"}]}, r"linux.devices\[0\].path"),
+    ({"devices": [{"path": "/dev/x", "type": "q"}]}, r"linux.devices\[0\].type"),
+    ({"sysctl": {"../x": "1"}}, r"linux.sysctl"),
+    ({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+                  "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}},
+     r"linux.seccomp"),
+])
+def test_guest_opts_name_bad_fields(linux: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        vmspec.guest_opts(_cfg(linux=linux))
+
+
+def test_guest_opts_seccomp_is_isle_runtimes_program() -> None:
+    from isle.runtime import seccomp
+
+    sc = {"defaultAction": "SCMP_ACT_ALLOW",
+          "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    o = vmspec.guest_opts(_cfg(linux={"seccomp": sc}))
+    flags, b64 = o[o.index("-s") + 1].split(":", 1)
+    import base64
+
+    assert base64.b64decode(b64) == seccomp.compile_filter(sc) and int(flags, 16) == 0
 
 
 def test_bad_rlimit_and_empty_args_are_named() -> None:

@@ -1,7 +1,15 @@
-"""OCI config.json -> what a microVM runs (a vm.job.Job) and how big it is (vcpus, memory)."""
+"""OCI config.json -> what a microVM runs (a vm.job.Job) and how big it is (vcpus, memory).
+
+The spec is applied inside the guest by isle-exec (vm/guest/isle-exec.c, which says why a static
+helper): ``guest_opts`` turns the parts the shell job does not do (capabilities, seccomp compiled
+to BPF here with runtime/seccomp, umask, oom_score_adj, /dev and its devices, sysctl, domainname,
+masked and read-only paths, read-only root) into its options, validated here so that bad input
+fails on the host with the field named, before any VM boots.
+"""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
 import os
@@ -13,6 +21,7 @@ from isle.vm.job import USER_DNS, USER_NET, GuestMount, GuestNet, Job
 
 __all__ = [
     "to_job",
+    "guest_opts",
     "shares_of",
     "net_of",
     "vm_size",
@@ -132,10 +141,10 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
                                      options=("ro",) if ro else ()))
         elif m.get("type") != "bind":
             mounts.append(GuestMount(
-                type="devtmpfs" if dest == "/dev" else m.get("type", ""),
+                type=m.get("type", ""),
                 destination=dest,
                 source=m.get("source", "none"),
-                options=tuple(o for o in m.get("options", []) if not (dest == "/dev" and "=" in o)),
+                options=tuple(m.get("options", [])),
             ))
     return Job(
         args=tuple(p["args"]),
@@ -151,7 +160,97 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         stdin=stdin,
         net=net_of(cfg)[3],
         files=_files(cfg) + _user_dns(cfg),
+        spec_opts=guest_opts(cfg),
     )
+
+
+def _caps(names: Any, field: str) -> int:
+    from isle.oci.runtime_spec import CAPABILITIES
+
+    mask = 0
+    for i, n in enumerate(names or []):
+        if not isinstance(n, str):
+            raise ConfigError(f"{field}[{i}]", f"{n!r} is not a capability name")
+        bit = CAPABILITIES.get(n.upper() if n.upper().startswith("CAP_") else "CAP_" + n.upper())
+        if bit is not None:  # unknown names are ignored, as isle-runtime does (warned at create)
+            mask |= 1 << bit
+    return mask
+
+
+def _path(p: Any, field: str) -> str:
+    if not isinstance(p, str) or not p.startswith("/") or "\0" in p:
+        raise ConfigError(field, f"{p!r} is not an absolute path")
+    return p
+
+
+def guest_opts(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """isle-exec options for the rest of the spec (see isle-exec.c). Process parts always; the
+    container's (/dev, paths, root, sysctl, seccomp) only for a container's config (one with a
+    root or linux section), not for an exec's process alone."""
+    p = cfg.get("process") or {}
+    out: list[str] = []
+    caps = p.get("capabilities")
+    if caps is not None:
+        f = "process.capabilities"
+        b, e, pm, i, a = (_caps(caps.get(k), f"{f}.{k}") for k in
+                          ("bounding", "effective", "permitted", "inheritable", "ambient"))
+        out += ["-c", f"{b:x},{e:x},{pm | e:x},{i | a:x},{a:x}"]
+    umask = (p.get("user") or {}).get("umask")
+    if umask is not None:
+        if not isinstance(umask, int) or not 0 <= umask <= 0o777:
+            raise ConfigError("process.user.umask", f"{umask!r} is not a umask (0 to 0777)")
+        out += ["-m", f"{umask:o}"]
+    oom = p.get("oomScoreAdj")
+    if oom is not None:
+        if not isinstance(oom, int) or not -1000 <= oom <= 1000:
+            raise ConfigError("process.oomScoreAdj", f"{oom!r} is not between -1000 and 1000")
+        out += ["-o", str(oom)]
+    if "root" not in cfg and "linux" not in cfg:
+        return tuple(out)
+    linux = cfg.get("linux") or {}
+    out.append("-d")
+    for i, d in enumerate(linux.get("devices") or []):
+        f = f"linux.devices[{i}]"
+        path = _path(d.get("path"), f"{f}.path")
+        if not path.startswith("/dev/") or ":" in path:
+            raise ConfigError(f"{f}.path", f"{path!r}: a VM makes devices under /dev only")
+        t = d.get("type")
+        if t not in ("c", "u", "b", "p"):
+            raise ConfigError(f"{f}.type", f"{t!r} is not c, u, b or p")
+        try:
+            nums = [int(d.get(k) or 0) for k in ("major", "minor", "uid", "gid")]
+            mode = int(d.get("fileMode", 0o666)) & 0o7777
+        except (TypeError, ValueError):
+            raise ConfigError(f, "major, minor, fileMode, uid and gid must be numbers") from None
+        out += ["-k", f"{path}:{'c' if t == 'u' else t}:{nums[0]}:{nums[1]}:{mode:o}:"
+                      f"{nums[2]}:{nums[3]}"]
+    sysctl = linux.get("sysctl") or {}
+    for k, v in sysctl.items():
+        if not k or "/" in k or ".." in k or "=" in k:
+            raise ConfigError(f"linux.sysctl.{k}", "not a sysctl name")
+        out += ["-y", f"{k}={v}"]
+    if cfg.get("domainname"):
+        out += ["-D", str(cfg["domainname"])]
+    for key, opt in (("maskedPaths", "-M"), ("readonlyPaths", "-R")):
+        for i, path in enumerate(linux.get(key) or []):
+            out += [opt, _path(path, f"linux.{key}[{i}]")]
+    if (cfg.get("root") or {}).get("readonly"):
+        out.append("-O")
+    if linux.get("seccomp"):
+        out += ["-s", _seccomp(linux["seccomp"])]
+    return tuple(out)
+
+
+def _seccomp(sc: dict[str, Any]) -> str:
+    """FLAGS:BASE64 of the BPF program isle-runtime would load (same compiler, same cache)."""
+    from isle.runtime import seccomp
+
+    flags = seccomp.filter_flags(sc)
+    if flags & seccomp.FLAG_NEW_LISTENER or sc.get("listenerPath"):
+        raise ConfigError("linux.seccomp", "SCMP_ACT_NOTIFY (a listener on the host) is not "
+                          "supported for a VM: its syscalls happen in the guest kernel")
+    prog = seccomp.compile_filter(sc)
+    return f"{flags:x}:{base64.b64encode(prog).decode()}"
 
 
 def _user_dns(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -1,43 +1,225 @@
-/* isle-exec: the guest's last step before the bundle's process (static, no libc NSS).
+/* isle-exec: the guest's last step before the bundle's process (static, no libc NSS): it applies
+ * the OCI spec inside the guest, as Kata's agent does with its libcontainer.
+ *
+ * Why a static C helper in the initramfs and not a runtime in the guest: it is ~800 KB, needs no
+ * rootfs of its own, and does the whole spec in one fork+exec (under TCG every exec costs ms); the
+ * host side (runtime/vm/spec.py) does everything that needs Python or libseccomp -- it validates
+ * the spec and compiles the seccomp filter to BPF with isle's own runtime/seccomp code -- and
+ * hands the result over as options. Namespaces: the VM is the container's namespace set (its own
+ * kernel, mount table, hostname, IPC, pids), so nothing is unshared again inside the guest; the
+ * guest init and isle exec's processes share the one root this helper prepares.
  *
  *   isle-exec [-r ROOT] [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
- *             [-e K=V]... -- PROG ARGS...
+ *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64] [-m UMASK] [-o OOM_SCORE_ADJ]
+ *             [-d] [-k PATH:TYPE:MAJ:MIN:MODE:UID:GID]... [-y KEY=VALUE]... [-D DOMAIN]
+ *             [-M PATH]... [-R PATH]... [-O] [-e K=V]... -- PROG ARGS...
  *
- * chroot to ROOT, set rlimits, groups, gid, uid, no_new_privs, chdir CWD, replace the environment
- * and execvp PROG (PATH taken from the new environment) with every signal at its default and none
- * blocked: the guest shell starts it in the background, which ignores SIGINT and SIGQUIT, and a
- * process cannot trap a signal it was started with ignored. Exit 127 if PROG is missing, 126 if it
- * cannot run, 125 for any other failure, each with a message on stderr naming what failed.
+ * Before chroot to ROOT: -d makes, in ROOT/dev (the spec's tmpfs the guest mounted there, not
+ * its devtmpfs, which holds the guest's disk and control ports), the default devices (null zero
+ * full random urandom tty), the -k devices and the symlinks fd stdin stdout stderr ptmx (core if
+ * /proc/kcore exists); -y writes /proc/sys/KEY, -D sets the
+ * domain name, -M masks PATH (/dev/null bound over a file, a read-only tmpfs over a directory), -R
+ * makes PATH read-only, -O the root; -o writes oom_score_adj. After chroot: the seccomp program
+ * (-s: struct sock_filter[], base64; FLAGS for seccomp(2), hex) is loaded before the uid changes
+ * unless -n (it may need CAP_SYS_ADMIN), else last before exec; -c drops the bounding set, changes
+ * uid keeping capabilities, then sets effective/permitted/inheritable and raises ambient (hex
+ * masks); -m sets the umask. Every signal is at its default and none blocked at exec: the guest
+ * shell starts it in the background, which ignores SIGINT and SIGQUIT, and a process cannot trap
+ * a signal it was started with ignored. Exit 127 if PROG is missing, 126 if it cannot run, 125 for
+ * any other failure, each with a message on stderr naming what failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+#define MAXV 128
 
 static void die(const char *what, const char *arg) {
     fprintf(stderr, "isle-exec: %s %s: %s\n", what, arg ? arg : "", strerror(errno));
     exit(125);
 }
 
+static void bad(const char *what, const char *arg) { errno = EINVAL; die(what, arg); }
+
+static char *at(const char *root, const char *path) {  /* ROOT + PATH */
+    char *p = malloc(strlen(root) + strlen(path) + 2);
+    if (!p) die("out of memory", NULL);
+    sprintf(p, "%s%s%s", root, path[0] == '/' ? "" : "/", path);
+    return p;
+}
+
+static void mkdirs(char *path, mode_t mode) {  /* mkdir -p */
+    for (char *s = path + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(path, mode) != 0 && errno != EEXIST) die("mkdir", path);
+        *s = '/';
+    }
+    if (mkdir(path, mode) != 0 && errno != EEXIST) die("mkdir", path);
+}
+
+/* ROOT/dev (the spec's tmpfs, or the rootfs's directory): default devices, the spec's, symlinks */
+static void setup_dev(const char *root, char **devs, int ndevs) {
+    char *tmp = at(root, "/dev");
+    mkdirs(tmp, 0755);
+    static const struct { const char *name; unsigned maj, min; } DEFAULT[] = {
+        {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9},
+        {"tty", 5, 0},
+    };
+    for (size_t i = 0; i < sizeof DEFAULT / sizeof DEFAULT[0]; i++) {
+        char *p = at(tmp, DEFAULT[i].name);
+        if (mknod(p, S_IFCHR | 0666, makedev(DEFAULT[i].maj, DEFAULT[i].min)) != 0 && errno != EEXIST)
+            die("mknod", p);
+        free(p);
+    }
+    for (int i = 0; i < ndevs; i++) {  /* PATH:TYPE:MAJ:MIN:MODE:UID:GID (PATH under /dev) */
+        char path[512], type;
+        unsigned maj, min, mode;
+        long uid, gid;
+        if (sscanf(devs[i], "%511[^:]:%c:%u:%u:%o:%ld:%ld", path, &type, &maj, &min, &mode, &uid,
+                   &gid) != 7 || strncmp(path, "/dev/", 5) != 0)
+            bad("bad device", devs[i]);
+        mode_t kind = type == 'b' ? S_IFBLK : type == 'p' ? S_IFIFO : S_IFCHR;
+        char *p = at(tmp, path + 4);
+        char *slash = strrchr(p, '/');
+        *slash = 0; mkdirs(p, 0755); *slash = '/';
+        unlink(p);
+        if (mknod(p, kind | (mode & 07777), makedev(maj, min)) != 0) die("mknod", path);
+        if (chown(p, (uid_t)uid, (gid_t)gid) != 0) die("chown", path);
+        if (chmod(p, mode & 07777) != 0) die("chmod", path);
+        free(p);
+    }
+    static const char *LINKS[][2] = {
+        {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+        {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"}, {"/proc/kcore", "core"},
+    };
+    for (size_t i = 0; i < sizeof LINKS / sizeof LINKS[0]; i++) {
+        if (strcmp(LINKS[i][1], "core") == 0 && access("/proc/kcore", F_OK) != 0) continue;
+        char *p = at(tmp, LINKS[i][1]);
+        if (symlink(LINKS[i][0], p) != 0 && errno != EEXIST) die("symlink", p);
+        free(p);
+    }
+    free(tmp);
+}
+
+static void write_file(const char *path, const char *value) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) die("open", path);
+    size_t n = strlen(value);
+    if (write(fd, value, n) != (ssize_t)n) die("write", path);
+    close(fd);
+}
+
+static void mask(const char *root, const char *path) {
+    char *p = at(root, path);
+    struct stat st;
+    if (lstat(p, &st) != 0) {  /* nothing there: nothing to hide */
+        if (errno != ENOENT && errno != ENOTDIR) die("stat", p);
+    } else if (S_ISDIR(st.st_mode)) {
+        if (mount("tmpfs", p, "tmpfs", MS_RDONLY, "size=0") != 0) die("mask", path);
+    } else if (mount("/dev/null", p, NULL, MS_BIND, NULL) != 0) {
+        die("mask", path);
+    }
+    free(p);
+}
+
+static unsigned long vfs_flags(const char *p) {  /* a mount's flags, to keep on a remount */
+    struct statvfs sv;
+    if (statvfs(p, &sv) != 0) die("statvfs", p);
+    unsigned long f = 0;
+    if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME) f |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME) f |= MS_RELATIME;
+    return f;
+}
+
+static void readonly(const char *root, const char *path, int bind) {
+    char *p = path ? at(root, path) : strdup(root);
+    if (bind && mount(p, p, NULL, MS_BIND | MS_REC, NULL) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) { free(p); return; }
+        die("bind", p);
+    }
+    if (mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | vfs_flags(p), NULL) != 0)
+        die("remount read-only", p);
+    free(p);
+}
+
+static int b64(int c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+static void seccomp_load(const char *arg) {  /* FLAGS:BASE64 of struct sock_filter[] */
+    char *end;
+    unsigned long flags = strtoul(arg, &end, 16);
+    if (*end != ':') bad("bad seccomp", "(want FLAGS:BASE64)");
+    const char *s = end + 1;
+    size_t n = strlen(s);
+    unsigned char *buf = malloc(n);
+    size_t len = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && s[i] != '='; i++) {
+        int v = b64((unsigned char)s[i]);
+        if (v < 0) bad("bad seccomp base64", NULL);
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) { bits -= 8; buf[len++] = (unsigned char)(acc >> bits); }
+    }
+    if (len == 0 || len % sizeof(struct sock_filter)) bad("bad seccomp program length", NULL);
+    struct sock_fprog prog = { (unsigned short)(len / sizeof(struct sock_filter)),
+                               (struct sock_filter *)buf };
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog) < 0) die("seccomp", NULL);
+}
+
+static int cap_last(void) {
+    int last = 40;
+    FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "r");
+    if (f) { if (fscanf(f, "%d", &last) != 1) last = 40; fclose(f); }
+    return last;
+}
+
 int main(int argc, char **argv) {
-    const char *root = NULL, *cwd = "/";
-    long uid = -1, gid = -1;
-    int nnp = 0, nenv = 0, ngroups = 0, set_groups = 0;
+    const char *root = NULL, *cwd = "/", *domain = NULL, *oom = NULL;
+    const char *seccomp = NULL;
+    long uid = -1, gid = -1, umask_v = -1;
+    int nnp = 0, dev = 0, nenv = 0, ngroups = 0, set_groups = 0, roroot = 0, have_caps = 0;
+    int ndevs = 0, nsysctl = 0, nmask = 0, nro = 0;
+    uint64_t caps[5] = {0};  /* bounding, effective, permitted, inheritable, ambient */
     char **env = calloc((size_t)argc + 1, sizeof(char *));
+    char *devs[MAXV], *sysctls[MAXV], *masked[MAXV], *ros[MAXV];
     gid_t groups[64];
     int i = 1;
     for (; i < argc; i++) {
         char *a = argv[i];
         if (strcmp(a, "--") == 0) { i++; break; }
-        if (a[0] != '-' || !a[1] || a[2]) { errno = EINVAL; die("bad option", a); }
+        if (a[0] != '-' || !a[1] || a[2]) bad("bad option", a);
         if (a[1] == 'n') { nnp = 1; continue; }
-        if (i + 1 >= argc) { errno = EINVAL; die("missing value for", a); }
+        if (a[1] == 'O') { roroot = 1; continue; }
+        if (a[1] == 'd') { dev = 1; continue; }
+        if (i + 1 >= argc) bad("missing value for", a);
         char *v = argv[++i];
         switch (a[1]) {
         case 'r': root = v; break;
@@ -53,27 +235,81 @@ int main(int argc, char **argv) {
         }
         case 'l': {
             int res; unsigned long long soft, hard;
-            if (sscanf(v, "%d:%llu:%llu", &res, &soft, &hard) != 3) { errno = EINVAL; die("bad rlimit", v); }
+            if (sscanf(v, "%d:%llu:%llu", &res, &soft, &hard) != 3) bad("bad rlimit", v);
             struct rlimit rl = { (rlim_t)soft, (rlim_t)hard };
             if (setrlimit(res, &rl) != 0) die("setrlimit", v);
             break;
         }
-        default: errno = EINVAL; die("unknown option", a);
+        case 'c':
+            if (sscanf(v, "%lx,%lx,%lx,%lx,%lx", &caps[0], &caps[1], &caps[2], &caps[3], &caps[4]) != 5)
+                bad("bad capabilities", v);
+            have_caps = 1;
+            break;
+        case 's': seccomp = v; break;
+        case 'm': umask_v = strtol(v, NULL, 8); break;
+        case 'o': oom = v; break;
+        case 'D': domain = v; break;
+        case 'k': if (ndevs < MAXV) devs[ndevs++] = v; break;
+        case 'y': if (nsysctl < MAXV) sysctls[nsysctl++] = v; break;
+        case 'M': if (nmask < MAXV) masked[nmask++] = v; break;
+        case 'R': if (nro < MAXV) ros[nro++] = v; break;
+        default: bad("unknown option", a);
         }
     }
-    if (i >= argc) { errno = EINVAL; die("no program given", NULL); }
+    if (i >= argc) bad("no program given", NULL);
+    umask(0);
+    if (dev) setup_dev(root ? root : "", devs, ndevs);
+    for (int k = 0; k < nsysctl; k++) {
+        char *eq = strchr(sysctls[k], '=');
+        if (!eq) bad("bad sysctl", sysctls[k]);
+        *eq = 0;
+        char path[512];
+        snprintf(path, sizeof path, "/proc/sys/%s", sysctls[k]);
+        for (char *c = path + 10; *c; c++) if (*c == '.') *c = '/';
+        write_file(path, eq + 1);
+    }
+    if (domain && setdomainname(domain, strlen(domain)) != 0) die("setdomainname", domain);
+    for (int k = 0; k < nmask; k++) mask(root ? root : "", masked[k]);
+    for (int k = 0; k < nro; k++) readonly(root ? root : "", ros[k], 1);
+    if (roroot && root) readonly(root, NULL, 0);
+    if (oom) write_file("/proc/self/oom_score_adj", oom);
     if (root && (chdir(root) != 0 || chroot(".") != 0)) die("chroot", root);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    if (seccomp && !nnp) seccomp_load(seccomp);
+    if (have_caps) {
+        int last = cap_last();
+        for (int c = 0; c <= last; c++)
+            if (!(caps[0] >> c & 1) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
+                die("drop bounding capability", NULL);
+        if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) die("keepcaps", NULL);
+    }
     if (set_groups && setgroups((size_t)ngroups, groups) != 0) die("setgroups", NULL);
     if (gid >= 0 && setgid((gid_t)gid) != 0) die("setgid", NULL);
     if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid", NULL);
+    if (have_caps) {
+        struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct d[2];
+        for (int w = 0; w < 2; w++) {
+            d[w].effective = (uint32_t)(caps[1] >> (32 * w));
+            d[w].permitted = (uint32_t)(caps[2] >> (32 * w));
+            d[w].inheritable = (uint32_t)(caps[3] >> (32 * w));
+        }
+        if (syscall(SYS_capset, &h, d) != 0) die("capset", NULL);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+            die("clear ambient capabilities", NULL);
+        for (int c = 0; c < 64; c++)
+            if ((caps[4] >> c & 1) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
+                die("raise ambient capability", NULL);
+    }
     if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs", NULL);
     if (chdir(cwd) != 0) die("chdir", cwd);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    umask(umask_v >= 0 ? (mode_t)umask_v : 022);
     environ = env;
+    if (seccomp && nnp) seccomp_load(seccomp);
     execvp(argv[i], &argv[i]);
     int e = errno;
     fprintf(stderr, "isle-exec: exec %s: %s\n", argv[i], strerror(e));
