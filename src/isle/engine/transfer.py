@@ -355,24 +355,29 @@ class Transfer:
         for r in recs:
             if r.state not in ("running", "paused"):
                 raise InvalidState(f"container {r.name} is not running")
+        # two samples `interval` apart per container, each timed on its own; only the files the
+        # numbers need (300 containers: 2.55 s -> under 1 s, bench/stats_bench.py)
+        mcache = os.path.join(self.s.runroot, ".cgroup-mounts")  # type: ignore[attr-defined]
         mgrs = {}
-        first = {}
+        first: dict[str, tuple[float, int]] = {}
+        t0 = time.monotonic()
         for r in recs:
             with suppress(Exception):
-                mgrs[r.id] = manager_for(f"/isle-{r.id}", r.id)
-                first[r.id] = mgrs[r.id].stats()
-        t0 = time.monotonic()
+                mgrs[r.id] = manager_for(f"/isle-{r.id}", r.id, mounts_cache=mcache)
+                first[r.id] = (time.monotonic(), _cpu_ns(mgrs[r.id]))
         if recs:
-            time.sleep(interval)
-        dt = time.monotonic() - t0
+            time.sleep(max(0.05, interval - (time.monotonic() - t0)))
+        host_mem = _mem_total()
         out = []
         for r in recs:
-            s = mgrs[r.id].stats() if r.id in mgrs else {}
+            s = _sample(mgrs[r.id]) if r.id in mgrs else {}
             cpu = 0.0
             if r.id in first and s:
-                cpu = (s["cpu"]["usage_ns"] - first[r.id]["cpu"]["usage_ns"]) / (dt * 1e9) * 100
+                t1, u1 = first[r.id]
+                dt = max(time.monotonic() - t1, 1e-6)
+                cpu = (s["cpu"]["usage_ns"] - u1) / (dt * 1e9) * 100
             mem = (s.get("memory") or {}).get("usage") or 0
-            lim = (s.get("memory") or {}).get("limit") or _mem_total()
+            lim = (s.get("memory") or {}).get("limit") or host_mem
             out.append({"ID": r.id[:12], "Name": r.name, "CPUPerc": f"{cpu:.2f}%",
                         "MemUsage": mem, "MemLimit": lim,
                         "MemPerc": f"{(mem / lim * 100) if lim else 0:.2f}%",
@@ -465,6 +470,43 @@ def _mem_total() -> int:
         with open("/proc/meminfo") as f:
             return int(f.readline().split()[1]) * 1024
     return 0
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_dirs(mgr: Any) -> dict[str, str] | None:
+    """{controller: directory} of a v1 manager with the controllers stats reads, else None."""
+    mounts = getattr(mgr, "mounts", None)
+    if not isinstance(mounts, dict) or not {"cpuacct", "memory", "pids"} <= mounts.keys():
+        return None
+    return {c: mgr.dir(c) for c in ("cpuacct", "memory", "pids")}
+
+
+def _cpu_ns(mgr: Any) -> int:
+    d = _v1_dirs(mgr)
+    if d is not None:
+        v = _read_int(os.path.join(d["cpuacct"], "cpuacct.usage"))
+        if v is not None:
+            return v
+    return int(mgr.stats()["cpu"]["usage_ns"])
+
+
+def _sample(mgr: Any) -> dict[str, Any]:
+    """CPU, memory and pids: 4 files on v1 (the manager's full stats read 13)."""
+    d = _v1_dirs(mgr)
+    if d is None:
+        return mgr.stats()  # type: ignore[no-any-return]
+    lim = _read_int(os.path.join(d["memory"], "memory.limit_in_bytes"))
+    return {"cpu": {"usage_ns": _read_int(os.path.join(d["cpuacct"], "cpuacct.usage")) or 0},
+            "memory": {"usage": _read_int(os.path.join(d["memory"], "memory.usage_in_bytes")),
+                       "limit": None if lim is None or lim >= 1 << 62 else lim},
+            "pids": {"current": _read_int(os.path.join(d["pids"], "pids.current"))}}
 
 
 def _parse_changes(changes: list[str], base: dict[str, Any]) -> dict[str, Any]:
