@@ -38,6 +38,15 @@ def runtime_binary(name: str) -> str:
     return shutil.which(name) or name
 
 
+def _has_sys_resource() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return True
+    return bool(eff >> 24 & 1)  # CAP_SYS_RESOURCE
+
+
 @dataclass(frozen=True)
 class Node:
     root: str
@@ -50,6 +59,9 @@ class Node:
     subnet: str = "10.233.0.0/24"
     private: bool = False
     registries: tuple[str, ...] = ()   # host:port served over plain HTTP (test registries)
+    #: containerd keeps oom_score_adj at or above its own: needed where containerd lacks
+    #: CAP_SYS_RESOURCE (runc cannot lower a pod's score then, and sandboxes ask for -998)
+    restrict_oom_score_adj: bool = False
     binaries: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -57,7 +69,7 @@ class Node:
         return cls(root="/var/lib/containerd", state="/run/containerd",
                    socket="/run/containerd/containerd.sock", cni_conf_dir="/etc/cni/net.d",
                    cni_ipam_dir="/var/lib/cni/networks", runtime_root="/run/containerd/runc",
-                   registries=registries,
+                   registries=registries, restrict_oom_score_adj=not _has_sys_resource(),
                    binaries={h: runtime_binary(b) for h, b in HANDLERS.items()})
 
     @classmethod
@@ -70,6 +82,7 @@ class Node:
                    cni_conf_dir=f"{d}/cni/net.d", cni_ipam_dir=f"{d}/cni/ipam",
                    runtime_root=f"{d}/runtimes", bridge="isk" + h[:4].hex(),
                    subnet=f"10.233.{h[4] % 250 + 1}.0/24", private=True, registries=registries,
+                   restrict_oom_score_adj=not _has_sys_resource(),
                    binaries={hd: runtime_binary(b) for hd, b in HANDLERS.items()})
 
     @property
@@ -112,7 +125,7 @@ def containerd_config(n: Node) -> str:
         '  stream_server_address = "127.0.0.1"',
         '  stream_server_port = "0"',
         "  enable_selinux = false",
-        "  restrict_oom_score_adj = false",
+        f"  restrict_oom_score_adj = {'true' if n.restrict_oom_score_adj else 'false'}",
         "  max_container_log_line_size = 16384",
         # a private node keeps its pods' netns mounts inside its state dir
         f"  netns_mounts_under_state_dir = {'true' if n.private else 'false'}",
