@@ -113,20 +113,21 @@ def cgroup_mounts(cache: str | None = None, root: str = "/sys/fs/cgroup"
         try:
             with open(cache) as f:
                 key, *rows = f.read().split("\n")
-            mounts = [tuple(r.split("\t")) for r in rows if r]
-            if mounts and all(len(m) == 4 for m in mounts) and key == _cache_key(
-                    mounts, root):  # type: ignore[arg-type]
-                return mounts  # type: ignore[return-value]
+            cached = [r.split("\t") for r in rows if r]
+            if cached and all(len(m) == 4 for m in cached):
+                known = [(m[0], m[1], m[2], m[3]) for m in cached]
+                if key == _cache_key(known, root):
+                    return known
         except (OSError, ValueError):
             pass
     mounts = _read_cgroup_mountinfo()
     if cache and not any("\t" in x or "\n" in x for m in mounts for x in m):
-        key = _cache_key(mounts, root)
-        if key is not None:
+        new_key = _cache_key(mounts, root)
+        if new_key is not None:
             tmp = f"{cache}.{os.getpid()}"
             try:
                 with open(tmp, "w") as f:
-                    f.write(key + "\n" + "".join("\t".join(m) + "\n" for m in mounts))
+                    f.write(new_key + "\n" + "".join("\t".join(m) + "\n" for m in mounts))
                 os.rename(tmp, cache)
             except OSError:
                 pass

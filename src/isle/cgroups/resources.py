@@ -53,7 +53,7 @@ def num(value: Any, field: str, lo: int | None = None, hi: int | None = None) ->
         raise ConfigError(field, f"{value} is below the minimum {lo}")
     if hi is not None and value > hi:
         raise ConfigError(field, f"{value} is above the maximum {hi}")
-    return value
+    return int(value)
 
 
 def opt_num(d: dict[str, Any], key: str, field: str, lo: int | None = None,

@@ -107,7 +107,7 @@ def _add(tf: tarfile.TarFile, name: str, data: Any, size: int) -> None:
     ti = tarfile.TarInfo(name)
     ti.size, ti.mode, ti.mtime = size, 0o644, 0
     f = io.BytesIO(data) if isinstance(data, bytes) else IterFile(data)
-    tf.addfile(ti, f)
+    tf.addfile(ti, f)  # type: ignore[arg-type]  # tarfile only calls read()
     if f.read(1):  # also runs the source's end-of-stream digest check
         raise ImageError(f"{name}: longer than its recorded size {size}")
 
@@ -165,7 +165,7 @@ def _save_docker(store: ImageStore, images: list[tuple[str, Image]], tf: tarfile
             src = HashReader(raw)
             ti = tarfile.TarInfo(path)
             ti.size, ti.mode, ti.mtime = size, 0o644, 0
-            tf.addfile(ti, src)
+            tf.addfile(ti, src)  # type: ignore[arg-type]  # tarfile only calls read()
             if src.read(1) or src.digest != diff_id:
                 raise ImageError(f"layer {desc.digest}: stored content does not match {diff_id}")
         tags = [str(Reference.parse(n)) for n in _names_for(ref, img)]

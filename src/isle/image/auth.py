@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from typing import Any
 
 from isle.errors import ConfigError
 from isle.sys.fs import atomic_write, flock
@@ -31,7 +32,7 @@ def _key(registry: str) -> str:
     return "https://index.docker.io/v1/" if registry == "docker.io" else registry
 
 
-def _load(path: str) -> dict:
+def _load(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             d = json.load(f)

@@ -292,7 +292,7 @@ def _chksum(buf: bytes) -> int:
 
 
 def _signed_chksum(buf: bytes) -> int:  # some old tars summed signed chars
-    return 256 + sum(struct.unpack_from("148b8x356b", buf))
+    return 256 + sum(int(b) for b in struct.unpack_from("148b8x356b", buf))
 
 
 def _pax_records(buf: bytes) -> dict[str, str]:
@@ -903,9 +903,10 @@ def tar_dir(
                             if not x.startswith(("trusted.overlay.", "user.overlay.")):
                                 v = _xattr(xp, x)
                                 if v is not None:
-                                    ti.pax_headers["SCHILY.xattr." + x] = v.decode(
-                                        "utf-8", "surrogateescape"
-                                    )
+                                    # typeshed says Mapping; tarfile's is a dict
+                                    ti.pax_headers[  # type: ignore[index]
+                                        "SCHILY.xattr." + x
+                                    ] = v.decode("utf-8", "surrogateescape")
                         tf.addfile(ti, f if ti.isreg() else None)
                     finally:
                         if f is not None:
@@ -932,12 +933,14 @@ def _tarinfo(
     linkname = ""
     if stat.S_ISREG(m):
         inode = (st.st_ino, st.st_dev)
-        if st.st_nlink > 1 and inode in tf.inodes and arc != tf.inodes[inode]:
-            kind, linkname = tarfile.LNKTYPE, tf.inodes[inode]
+        # TarFile.inodes: the table gettarinfo keeps for hard links (not in typeshed)
+        inodes: dict[tuple[int, int], str] = tf.inodes  # type: ignore[attr-defined]
+        if st.st_nlink > 1 and inode in inodes and arc != inodes[inode]:
+            kind, linkname = tarfile.LNKTYPE, inodes[inode]
         else:
             kind = tarfile.REGTYPE
             if inode[0]:
-                tf.inodes[inode] = arc
+                inodes[inode] = arc
     elif stat.S_ISDIR(m):
         kind = tarfile.DIRTYPE
     elif stat.S_ISFIFO(m):

@@ -18,6 +18,7 @@ Image ids are config digests (Docker's convention). Example::
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as _dt
 import gzip
@@ -245,7 +246,7 @@ class ImageStore:
 
     def _find(self, ref: str, idx: dict[str, Any]) -> str | None:
         """Image id for a name (first), name@digest, or a full/short id."""
-        images = idx["images"]
+        images: dict[str, dict[str, Any]] = idx["images"]
         r: Reference | None
         try:
             r = Reference.parse(ref)
@@ -302,7 +303,7 @@ class ImageStore:
     def add_image(
         self,
         manifest_bytes: bytes,
-        names: list[str],
+        names: builtins.list[str],
         repo_digest: str = "",
         *,
         replace_names: bool = True,
@@ -425,7 +426,7 @@ class ImageStore:
     ) -> tuple[Descriptor, str]:
         """tar+gzip a directory into a layer blob, unpack it in the store; (descriptor, diff_id)"""
         with self.blobs.writer() as w:
-            gz = gzip.GzipFile(fileobj=w, mode="wb", compresslevel=level, mtime=0)  # type: ignore[arg-type]
+            gz = gzip.GzipFile(fileobj=w, mode="wb", compresslevel=level, mtime=0)  # type: ignore[call-overload]
             diff = _HashWriter(gz)
             tar_dir(src, diff, overlay_whiteouts=overlay_whiteouts)  # type: ignore[arg-type]
             gz.close()
@@ -437,7 +438,7 @@ class ImageStore:
         return desc, diff_id
 
     def write_image(
-        self, config: dict[str, Any], layers: list[Descriptor], names: list[str]
+        self, config: dict[str, Any], layers: builtins.list[Descriptor], names: builtins.list[str]
     ) -> Image:
         cbytes = canonical_json(config)
         cdigest = self.blobs.put(cbytes)
@@ -454,7 +455,7 @@ class ImageStore:
         parent_image: Image | None,
         config_changes: dict[str, Any] | None = None,
         *,
-        names: list[str] | None = None,
+        names: builtins.list[str] | None = None,
         created_by: str = "",
         comment: str = "",
         author: str = "",
@@ -521,7 +522,7 @@ class ImageStore:
             if rec is not None and repo_digest not in rec.setdefault("repo_digests", []):
                 rec["repo_digests"].append(repo_digest)
 
-    def remove(self, ref: str, force: bool = False) -> list[str]:
+    def remove(self, ref: str, force: bool = False) -> builtins.list[str]:
         """rmi: untag a name (the image goes when its last name does) or remove by id.
 
         Returns Docker-style lines (``Untagged: x``, ``Deleted: sha256:...``).
@@ -569,7 +570,7 @@ class ImageStore:
         except (OSError, ValueError):
             return {}
 
-    def prune(self, all_images: bool = False) -> list[str]:
+    def prune(self, all_images: bool = False) -> builtins.list[str]:
         """Remove images without names (with all_images: every unused one, and the build cache)."""
         removed = []
         if all_images:
@@ -645,7 +646,7 @@ class ImageStore:
         tar_dir(src, out, overlay_whiteouts=False)
 
     @staticmethod
-    def flatten(layer_dirs: list[str], dest: str) -> None:
+    def flatten(layer_dirs: builtins.list[str], dest: str) -> None:
         apply_layers(layer_dirs, dest)
 
 

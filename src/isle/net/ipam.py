@@ -82,7 +82,7 @@ def check_overlap(subnets: Iterable[str], others: Mapping[str, Iterable[str]]) -
         for owner, theirs in others.items():
             for t in theirs:
                 b = ip_network(t, strict=False)
-                if a.version == b.version and a.overlaps(b):  # type: ignore[arg-type]
+                if a.version == b.version and a.overlaps(b):
                     raise ConfigError("subnet", f"{s} overlaps {t} of {owner}")
 
 
@@ -90,10 +90,10 @@ def pick_free_subnet(pool: str, prefixlen: int, taken: Iterable[str], start: int
     """A /prefixlen in pool that overlaps nothing in taken (networks, host routes), scanning from
     candidate number ``start`` (mod the count; callers hash their root in so roots spread out)."""
     used = [ip_network(t, strict=False) for t in taken]
-    cands = list(ip_network(pool).subnets(new_prefix=prefixlen))
+    cands: list[IPv4Network | IPv6Network] = list(ip_network(pool).subnets(new_prefix=prefixlen))
     k = start % len(cands)
     for cand in cands[k:] + cands[:k]:
-        if not any(cand.version == u.version and cand.overlaps(u) for u in used):  # type: ignore[arg-type]
+        if not any(cand.version == u.version and cand.overlaps(u) for u in used):
             return str(cand)
     raise ConfigError("subnet", f"no free /{prefixlen} left in the pool {pool}; pass --subnet")
 
@@ -153,8 +153,8 @@ class Leases:
                 got.append(str(self._first_free(net.name, n, s, table,
                                                 self.last.get(f"{net.name} {n}"))))
                 self.last[f"{net.name} {n}"] = got[-1]
-        for ip in got:
-            table[ip] = owner
+        for a in got:
+            table[a] = owner
         return got
 
     @staticmethod

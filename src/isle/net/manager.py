@@ -14,6 +14,7 @@ so a crash at any point leaves something teardown/gc can undo; a failed connect 
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import ipaddress
 import os
@@ -201,7 +202,7 @@ class NetworkManager:
             self._deactivate(net)
             self.store.delete_network(name)
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         """Remove every non-default network without members; returns their names."""
         gone = []
         with self.store.lock():
@@ -267,7 +268,7 @@ class NetworkManager:
             return self._connect(rec, nets, resolved)
 
     def _plan_ports(self, cid: str, rec: dict[str, Any], primary: Network,
-                    ports: Sequence[PortMapping]) -> list[PortMapping]:
+                    ports: Sequence[PortMapping]) -> builtins.list[PortMapping]:
         if not ports:
             return []
         if rec["networks"]:
@@ -294,8 +295,8 @@ class NetworkManager:
                                       "already in use on the host")
         return portlib.resolve_random(ports, taken)
 
-    def _connect(self, rec: dict[str, Any], nets: list[tuple[Network, dict[str, Any]]],
-                 ports: list[PortMapping]) -> Attachment:
+    def _connect(self, rec: dict[str, Any], nets: builtins.list[tuple[Network, dict[str, Any]]],
+                 ports: builtins.list[PortMapping]) -> Attachment:
         cid = rec["id"]
         added: list[str] = []
         try:
@@ -425,7 +426,7 @@ class NetworkManager:
         if errors:
             raise IsleError("network teardown incomplete (gc retries): " + "; ".join(errors))
 
-    def _teardown_all(self, cid: str) -> list[str]:
+    def _teardown_all(self, cid: str) -> builtins.list[str]:
         errors: list[str] = []
         rec = self.store.record(cid)
         if rec is not None:
@@ -450,7 +451,7 @@ class NetworkManager:
             netns.remove(path)
         return errors
 
-    def gc(self, live: Iterable[str]) -> dict[str, list[str]]:
+    def gc(self, live: Iterable[str]) -> dict[str, builtins.list[str]]:
         """Tear down every container/VM whose id is not in live; delete orphaned isle taps."""
         alive = set(live)
         removed: list[str] = []
@@ -541,12 +542,12 @@ class NetworkManager:
         rec = self.store.record(container_id)
         return self._attachment(rec) if rec else None
 
-    def hosts_ips(self, container_id: str) -> list[str]:
+    def hosts_ips(self, container_id: str) -> builtins.list[str]:
         """The addresses /etc/hosts names the container by (see ``render_etc``)."""
         att = self.attachment(container_id)
         return _hosts_ips(att) if att else []
 
-    def port(self, container_id: str) -> list[PortMapping]:
+    def port(self, container_id: str) -> builtins.list[PortMapping]:
         rec = self.store.record(container_id)
         return [PortMapping.from_dict(p) for p in (rec or {}).get("ports", [])]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 from isle.sys.fs import atomic_write, flock
 
@@ -66,7 +67,7 @@ class HostSysctls:
             ns = 0
         self.path = os.path.join(state_dir, f"{ns}.json")
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, Any]:
         try:
             with open(self.path) as f:
                 d = json.load(f)
@@ -74,7 +75,7 @@ class HostSysctls:
             d = {}
         return {"saved": dict(d.get("saved") or {}), "holders": dict(d.get("holders") or {})}
 
-    def _save(self, d: dict) -> None:
+    def _save(self, d: dict[str, Any]) -> None:
         if d["saved"] or d["holders"]:
             atomic_write(self.path, json.dumps(d).encode(), durable=False)
         else:
@@ -83,7 +84,7 @@ class HostSysctls:
             except FileNotFoundError:
                 pass
 
-    def _lock(self):  # type: ignore[no-untyped-def]
+    def _lock(self) -> flock:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         return flock(self.path + ".lock")
 
@@ -133,7 +134,7 @@ class HostSysctls:
 
     def _foreign_bridges(self) -> list[str]:
         """Bridges of other container engines (not isle's, with veth ports) on this host."""
-        out = []
+        out: list[str] = []
         try:
             names = os.listdir(self.sysfs)
         except OSError:

@@ -49,11 +49,10 @@ class flock:  # noqa: N801 - used as a function: with flock(path) as fd
         self.fd = fd
         return fd
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
-        return False
 
 
 def makedirs(path: str, mode: int = 0o755) -> None:

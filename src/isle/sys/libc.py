@@ -28,16 +28,19 @@ class _MiniCtypes:
     against runc. Same machinery underneath, so real ctypes values (seccomp_lib's) mix freely."""
 
     def __init__(self) -> None:
-        import _ctypes as C  # type: ignore[import-not-found]
+        import _ctypes as C
 
         s = C._SimpleCData
         self._C = C
-        self.c_int = type("c_int", (s,), {"_type_": "i"})
-        self.c_uint = self.c_uint32 = type("c_uint", (s,), {"_type_": "I"})
-        self.c_long = type("c_long", (s,), {"_type_": "l"})
-        self.c_ulong = self.c_size_t = type("c_ulong", (s,), {"_type_": "L"})
-        self.c_char_p = type("c_char_p", (s,), {"_type_": "z"})
-        self.c_char = type("c_char", (s,), {"_type_": "c"})
+        # Any: built at run time, so a checker knows them only as `type`
+        self.c_int: Any = type("c_int", (s,), {"_type_": "i"})
+        self.c_uint: Any = type("c_uint", (s,), {"_type_": "I"})
+        self.c_uint32 = self.c_uint
+        self.c_long: Any = type("c_long", (s,), {"_type_": "l"})
+        self.c_ulong: Any = type("c_ulong", (s,), {"_type_": "L"})
+        self.c_size_t = self.c_ulong
+        self.c_char_p: Any = type("c_char_p", (s,), {"_type_": "z"})
+        self.c_char: Any = type("c_char", (s,), {"_type_": "c"})
         self.get_errno = C.get_errno
         self.addressof = C.addressof
 
@@ -81,6 +84,7 @@ __all__ = [
     "FakeSyscalls",
     "libc",
     "syscall_nr",
+    "ctypes",
     "CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWUSER", "CLONE_NEWPID",
     "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME", "NAMESPACE_FLAGS",
     "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_SYNCHRONOUS", "MS_REMOUNT",
