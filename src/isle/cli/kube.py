@@ -32,7 +32,8 @@ def register(cli: click.Group) -> None:
             sys.stdout.write(containerd_config(n))
 
     @kube.command("up")
-    @click.option("--dir", "d", required=True, help="The node's directory (socket DIR/containerd.sock).")
+    @click.option("--dir", "d", required=True,
+                  help="The node's directory (socket DIR/containerd.sock).")
     @click.option("--registry", multiple=True, metavar="HOST:PORT",
                   help="A registry to pull from over plain HTTP (repeatable).")
     def up_cmd(d: str, registry: tuple[str, ...]) -> None:

@@ -294,42 +294,165 @@ def cmd_spec(ctx: _Ctx, args: list[str]) -> int:
     return 0
 
 
+#: runc update's per-field flags -> (resources section, key, parser)
+_UPDATE_FLAGS = {
+    "--memory": ("memory", "limit", "bytes"), "-m": ("memory", "limit", "bytes"),
+    "--memory-reservation": ("memory", "reservation", "bytes"),
+    "--memory-swap": ("memory", "swap", "bytes"), "--kernel-memory": ("memory", "kernel", "bytes"),
+    "--kernel-memory-tcp": ("memory", "kernelTCP", "bytes"),
+    "--cpu-shares": ("cpu", "shares", "int"), "--cpu-quota": ("cpu", "quota", "int"),
+    "--cpu-period": ("cpu", "period", "int"), "--cpu-rt-runtime": ("cpu", "realtimeRuntime", "int"),
+    "--cpu-rt-period": ("cpu", "realtimePeriod", "int"), "--cpuset-cpus": ("cpu", "cpus", "str"),
+    "--cpuset-mems": ("cpu", "mems", "str"), "--pids-limit": ("pids", "limit", "int"),
+    "--blkio-weight": ("blockIO", "weight", "int"),
+}
+
+
+def _update_value(flag: str, kind: str, raw: str) -> Any:
+    if kind == "str":
+        return raw
+    if kind == "bytes":
+        if raw == "-1":
+            return -1
+        low = raw.strip().lower().removesuffix("b")
+        mult = 1 << 10 * "kmgt".index(low[-1]) + 10 if low[-1:] in ("k", "m", "g", "t") else 1
+        try:
+            return int(float(low[:-1] if mult > 1 else low) * mult)
+        except ValueError:
+            raise UsageError(f"update: {flag}: not a size: {raw!r} (e.g. 512m)") from None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"update: {flag}: not a number: {raw!r}") from None
+
+
 def cmd_update(ctx: _Ctx, args: list[str]) -> int:
-    f, pos = _parse(args, {"-r": ("resources", "str"), "--resources": ("resources", "str")},)
+    """runc update: resources as LinuxResources JSON from --resources FILE (- for stdin: what
+    containerd's runc shim and podman send), or runc's per-field flags (applied over it)."""
+    spec = {"-r": ("resources", "str"), "--resources": ("resources", "str")}
+    spec.update({k: (k, "str") for k in _UPDATE_FLAGS})
+    spec["--l3-cache-schema"] = ("l3", "str")
+    spec["--mem-bw-schema"] = ("mbw", "str")
+    f, pos = _parse(args, spec)
     import json
 
     from isle.runtime.state import Container
 
-    ctr = Container(ctx.root, _one_id(pos, "update")).load()
+    cid = _one_id(pos, "update")
+    if f.get("l3") or f.get("mbw"):
+        raise UsageError("update: Intel RDT (--l3-cache-schema, --mem-bw-schema) is not "
+                         "supported by isle-runtime")
     src = f.get("resources")
-    if not src:
-        raise UsageError("update: only --resources FILE (or - for stdin) is supported")
-    data = sys.stdin.read() if src == "-" else open(src).read()
+    res: dict[str, Any] = {}
+    if src:
+        try:
+            data = sys.stdin.read() if src == "-" else open(src).read()
+            res = json.loads(data) if data.strip() else {}
+        except OSError as e:
+            raise UsageError(f"update: --resources {src}: {e.strerror}") from None
+        except ValueError as e:
+            raise UsageError(f"update: --resources {src}: not JSON: {e}") from None
+        if not isinstance(res, dict):
+            raise UsageError(f"update: --resources {src}: not a JSON object (LinuxResources)")
+    for flag, (section, key, kind) in _UPDATE_FLAGS.items():
+        raw = f.get(flag)
+        if raw is not None:
+            res.setdefault(section, {})[key] = _update_value(flag, kind, raw)
+    if not src and not res:
+        raise UsageError("update: nothing to update: give --resources FILE|- or a resource flag")
+    ctr = Container(ctx.root, cid).load()
+    if ctr.status() == "stopped":
+        raise UsageError(f"update: container {cid} is not running")
     cg = ctr.cgroup()
     if cg is None:
-        raise UsageError("update: container has no cgroup")
-    cg.set(json.loads(data))
+        raise UsageError(f"update: container {cid} has no cgroup")
+    cg.set(res)
     return 0
+
+
+def cmd_checkpoint(ctx: _Ctx, args: list[str]) -> int:
+    raise UsageError("checkpoint: not supported by isle-runtime (no CRIU checkpoint/restore)")
+
+
+def cmd_restore(ctx: _Ctx, args: list[str]) -> int:
+    raise UsageError("restore: not supported by isle-runtime (no CRIU checkpoint/restore)")
+
+
+def _runc_stats(st: dict[str, Any]) -> dict[str, Any]:
+    """isle's cgroup stats in runc's events shape (runc types.Stats: cpu.usage.total,
+    memory.usage.usage, pids.current, blkio.ioServiceBytesRecursive...), what callers of
+    `runc events` parse; isle's own fields ride along under "isle"."""
+    cpu, mem, pids = st.get("cpu") or {}, st.get("memory") or {}, st.get("pids") or {}
+    unlimited = (1 << 63) - 4096  # runc prints the kernel's "no limit"
+    raw = {k: v for k, v in (mem.get("stat") or {}).items() if isinstance(v, int)}
+    return {
+        "cpu": {"usage": {"total": cpu.get("usage_ns", 0), "percpu": cpu.get("percpu_ns") or [],
+                          "kernel": cpu.get("system_ns", 0), "user": cpu.get("user_ns", 0)},
+                "throttling": {"throttledPeriods": cpu.get("throttled_periods", 0),
+                               "throttledTime": cpu.get("throttled_ns", 0)}},
+        "memory": {"cache": raw.get("cache", raw.get("file", 0)),
+                   "usage": {"limit": mem.get("limit") or unlimited,
+                             "usage": mem.get("usage") or 0, "max": mem.get("max_usage") or 0,
+                             "failcnt": mem.get("failcnt", 0)},
+                   "raw": raw},
+        "pids": {"current": pids.get("current") or 0,
+                 "limit": pids.get("limit") if isinstance(pids.get("limit"), int) else 0},
+        "blkio": {"ioServiceBytesRecursive": [
+            {"major": e["major"], "minor": e["minor"], "op": e["op"].capitalize(),
+             "value": e["value"]} for e in (st.get("io") or {}).get("service_bytes") or []]},
+        "isle": {"oom_kills": st.get("oom_kills", 0)},
+    }
+
+
+def _stats_event(ctr: Any) -> dict[str, Any]:
+    cg = ctr.cgroup()
+    st = cg.stats() if cg is not None else {}
+    if cg is not None:
+        st["oom_kills"] = cg.oom_kills()
+    return {"type": "stats", "id": ctr.id, "data": _runc_stats(st)}
 
 
 def cmd_events(ctx: _Ctx, args: list[str]) -> int:
+    """runc events: --stats prints one stats event; otherwise a stats event every --interval
+    (default 5s) and an oom event for each new OOM kill, until the container stops."""
     f, pos = _parse(args, {"--stats": ("stats", "bool"), "--interval": ("interval", "str")})
     from isle.runtime.state import Container
 
-    ctr = Container(ctx.root, _one_id(pos, "events")).load()
-    cg = ctr.cgroup()
-    data = cg.stats() if cg is not None else {}
-    if cg is not None:
-        data["oom_kills"] = cg.oom_kills()
-    _print_json({"type": "stats", "id": ctr.id, "data": data})
-    return 0
+    cid = _one_id(pos, "events")
+    ctr = Container(ctx.root, cid).load()
+    if f.get("stats"):
+        _print_json(_stats_event(ctr))
+        return 0
+    iv = (f.get("interval") or "5s").strip()
+    try:
+        secs = float(iv[:-2]) / 1000 if iv.endswith("ms") else float(iv.rstrip("s"))
+    except ValueError:
+        raise UsageError(f"events: --interval: not a duration: {iv!r} (e.g. 5s)") from None
+    if secs <= 0:
+        raise UsageError("events: --interval must be greater than 0")
+    import time
+
+    ooms = None
+    while True:
+        ctr = Container(ctx.root, cid).load()
+        if ctr.status() == "stopped":
+            return 0
+        ev = _stats_event(ctr)
+        n = ev["data"]["isle"].get("oom_kills")
+        if ooms is not None and n is not None and n > ooms:
+            _print_json({"type": "oom", "id": cid})
+        ooms = n
+        _print_json(ev)
+        sys.stdout.flush()
+        time.sleep(secs)
 
 
 COMMANDS: dict[str, Callable[[_Ctx, list[str]], int]] = {
     "create": cmd_create, "start": cmd_start, "state": cmd_state, "kill": cmd_kill,
     "delete": cmd_delete, "run": cmd_run, "exec": cmd_exec, "list": cmd_list, "ps": cmd_ps,
     "pause": cmd_pause, "resume": cmd_resume, "features": cmd_features, "spec": cmd_spec,
-    "update": cmd_update, "events": cmd_events,
+    "update": cmd_update, "events": cmd_events, "checkpoint": cmd_checkpoint,
+    "restore": cmd_restore,
 }
 
 _USAGE = """usage: isle-runtime [global flags] COMMAND [flags] [args]
@@ -337,6 +460,7 @@ _USAGE = """usage: isle-runtime [global flags] COMMAND [flags] [args]
 isle's runc-compatible OCI runtime.
 
 commands: create start state kill delete run exec list ps pause resume features spec update events
+          checkpoint restore (both refused: no CRIU)
 global flags: --root DIR (default /run/isle-runtime) --log FILE --log-format text|json --debug
               --systemd-cgroup
 """
