@@ -10,6 +10,16 @@ import click
 __all__ = ["register"]
 
 
+def _mirrors(vals: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for v in vals:
+        name, eq, reg = v.partition("=")
+        if not eq or not name or not reg:
+            raise click.BadParameter(f"{v!r}: want NAME=HOST:PORT", param_hint="--mirror")
+        out.append((name, reg))
+    return tuple(out)
+
+
 def register(cli: click.Group) -> None:
     @cli.group("kube")
     def kube() -> None:
@@ -21,11 +31,14 @@ def register(cli: click.Group) -> None:
     @click.option("--cni", is_flag=True, help="Print the CNI conflist instead.")
     @click.option("--registry", multiple=True, metavar="HOST:PORT",
                   help="A registry to pull from over plain HTTP (repeatable).")
-    def config_cmd(d: str, cni: bool, registry: tuple[str, ...]) -> None:
+    @click.option("--mirror", multiple=True, metavar="NAME=HOST:PORT",
+                  help="Pull NAME/... (e.g. registry.k8s.io) from http://HOST:PORT (repeatable).")
+    def config_cmd(d: str, cni: bool, registry: tuple[str, ...], mirror: tuple[str, ...]) -> None:
         """Print containerd's config.toml for a node (or, with --cni, its CNI network)."""
         from isle.kube.config import Node, cni_conflist, containerd_config
 
-        n = Node.under(d, registry) if d else Node.system(registry)
+        m = _mirrors(mirror)
+        n = Node.under(d, registry, m) if d else Node.system(registry, m)
         if cni:
             sys.stdout.write(json.dumps(cni_conflist(n), indent=2) + "\n")
         else:
@@ -36,11 +49,13 @@ def register(cli: click.Group) -> None:
                   help="The node's directory (socket DIR/containerd.sock).")
     @click.option("--registry", multiple=True, metavar="HOST:PORT",
                   help="A registry to pull from over plain HTTP (repeatable).")
-    def up_cmd(d: str, registry: tuple[str, ...]) -> None:
+    @click.option("--mirror", multiple=True, metavar="NAME=HOST:PORT",
+                  help="Pull NAME/... (e.g. registry.k8s.io) from http://HOST:PORT (repeatable).")
+    def up_cmd(d: str, registry: tuple[str, ...], mirror: tuple[str, ...]) -> None:
         """Start a private containerd (own root, state, socket, CNI network) in the background."""
         from isle.kube.node import status, up
 
-        n = up(d, registry)
+        n = up(d, registry, mirrors=_mirrors(mirror))
         st = status(d)
         click.echo(f"containerd {st['pid']} up: unix://{n.socket}")
 

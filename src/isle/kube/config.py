@@ -59,21 +59,26 @@ class Node:
     subnet: str = "10.233.0.0/24"
     private: bool = False
     registries: tuple[str, ...] = ()   # host:port served over plain HTTP (test registries)
+    #: (registry name, host:port): pulls of NAME/... go to http://HOST:PORT/... (offline tests)
+    mirrors: tuple[tuple[str, str], ...] = ()
     #: containerd keeps oom_score_adj at or above its own: needed where containerd lacks
     #: CAP_SYS_RESOURCE (runc cannot lower a pod's score then, and sandboxes ask for -998)
     restrict_oom_score_adj: bool = False
     binaries: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def system(cls, registries: tuple[str, ...] = ()) -> Node:
+    def system(cls, registries: tuple[str, ...] = (),
+               mirrors: tuple[tuple[str, str], ...] = ()) -> Node:
         return cls(root="/var/lib/containerd", state="/run/containerd",
                    socket="/run/containerd/containerd.sock", cni_conf_dir="/etc/cni/net.d",
                    cni_ipam_dir="/var/lib/cni/networks", runtime_root="/run/containerd/runc",
-                   registries=registries, restrict_oom_score_adj=not _has_sys_resource(),
+                   registries=registries, mirrors=mirrors,
+                   restrict_oom_score_adj=not _has_sys_resource(),
                    binaries={h: runtime_binary(b) for h, b in HANDLERS.items()})
 
     @classmethod
-    def under(cls, d: str, registries: tuple[str, ...] = ()) -> Node:
+    def under(cls, d: str, registries: tuple[str, ...] = (),
+              mirrors: tuple[tuple[str, str], ...] = ()) -> Node:
         """Everything under d; the bridge name and /24 derive from d, so two private nodes on
         one host neither share a bridge nor overlap."""
         d = os.path.abspath(d)
@@ -82,6 +87,7 @@ class Node:
                    cni_conf_dir=f"{d}/cni/net.d", cni_ipam_dir=f"{d}/cni/ipam",
                    runtime_root=f"{d}/runtimes", bridge="isk" + h[:4].hex(),
                    subnet=f"10.233.{h[4] % 250 + 1}.0/24", private=True, registries=registries,
+                   mirrors=mirrors,
                    restrict_oom_score_adj=not _has_sys_resource(),
                    binaries={hd: runtime_binary(b) for hd, b in HANDLERS.items()})
 
@@ -159,6 +165,9 @@ def containerd_config(n: Node) -> str:
                 f"    endpoint = [{_s('http://' + reg)}]",
                 f'  [{cri}.registry.configs."{reg}".tls]',
                 "    insecure_skip_verify = true"]
+    for name, reg in n.mirrors:
+        out += [f'  [{cri}.registry.mirrors."{name}"]',
+                f"    endpoint = [{_s('http://' + reg)}]"]
     return "\n".join(out) + "\n"
 
 

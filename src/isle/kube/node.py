@@ -61,7 +61,8 @@ def _ctr(n: Node, *args: str, timeout: float = 60) -> bytes:
     return proc.run(["ctr", "-a", n.socket, "-n", NAMESPACE, *args], timeout=timeout).stdout
 
 
-def up(d: str, registries: tuple[str, ...] = (), wait: float = 30) -> Node:
+def up(d: str, registries: tuple[str, ...] = (), wait: float = 30,
+       mirrors: tuple[tuple[str, str], ...] = ()) -> Node:
     """Start a private containerd with isle's handlers under d; returns once its CRI answers and
     the pause image is imported. Undone (down) if any step fails."""
     d = os.path.abspath(d)
@@ -74,7 +75,7 @@ def up(d: str, registries: tuple[str, ...] = (), wait: float = 30) -> Node:
         raise InvalidState(f"a containerd is already up in {d} (isle kube down --dir {d})")
     if len(os.path.join(d, "containerd.sock.ttrpc")) > 100:
         raise ConfigError(f"--dir {d}: too long for a unix socket path (at most ~90 characters)")
-    n = Node.under(d, registries)
+    n = Node.under(d, registries, mirrors)
     for sub in ("", "cni/net.d", "cni/ipam", "runtimes", "opt"):
         os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
