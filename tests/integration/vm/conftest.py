@@ -35,6 +35,7 @@ def make_bundle(dest: Path, rootfs: str, args: list[str], **proc: object) -> str
     os.symlink(rootfs, dest / "rootfs")
     spec = default_spec()
     spec["process"].update({"args": args, "terminal": False, **proc})
+    spec["root"]["readonly"] = False  # the guest honours it (isle-exec -O); tests write to /tmp
     spec.setdefault("annotations", {})["org.isle.isolation"] = "vm"
     (dest / "config.json").write_text(json.dumps(spec))
     return str(dest)

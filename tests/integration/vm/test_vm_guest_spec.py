@@ -1,0 +1,106 @@
+"""The OCI spec as the guest sees it: isle-exec applies capabilities, user, hostname, /dev, masked
+and read-only paths, read-only root, rlimits, umask, oom_score_adj, sysctl, mounts and seccomp
+inside the VM (one boot checks them all: boots are slow under TCG)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
+RUNTIME = str(Path(__file__).resolve().parents[3] / ".venv/bin/isle-vm-runtime")
+
+SCRIPT = r"""
+grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp|Uid|Gid|Groups):' /proc/self/status \
+  | tr -s ' \t' ' '
+echo "host $(cat /proc/sys/kernel/hostname) $(cat /proc/sys/kernel/domainname)"
+echo "root $(grep -E '^[^ ]+ / ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+echo "procsys $(grep ' /proc/sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+echo "kcore $(wc -c < /proc/kcore) firmware $(ls /sys/firmware | wc -l)"
+echo "limits $(ulimit -n) $(umask) $(cat /proc/self/oom_score_adj)"
+echo "sysctl $(cat /proc/sys/net/ipv4/ip_forward)"
+echo "links $(readlink /dev/fd) $(readlink /dev/stdin) $(readlink /dev/stdout) \
+$(readlink /dev/stderr) $(readlink /dev/ptmx)"
+for d in null zero full random urandom tty h8dev; do
+  set -- $(ls -ln /dev/$d); echo "dev $d $1 $3 $5$6"
+done
+[ -e /dev/vda ] || echo "no guest disk"
+ls /dev/vport* >/dev/null 2>&1 || echo "no guest ports"
+echo "scratch $(grep ' /scratch ' /proc/mounts | cut -d' ' -f3,4)"
+echo "cwd $(pwd) $FOO"
+mkdir /scratch/d 2>/dev/null && echo "mkdir allowed" || echo "mkdir denied"
+echo hi > /scratch/f && echo "write allowed"
+"""
+
+
+def _caps(*names: str) -> int:
+    from isle.oci.runtime_spec import CAPABILITIES
+
+    return sum(1 << CAPABILITIES[n] for n in names)
+
+
+@pytest.mark.timeout(180)
+def test_guest_sees_the_spec(tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str],
+                             vmh) -> None:
+    b = vmh.make_bundle(
+        tmp_path / "b", busybox_rootfs, ["sh", "-c", SCRIPT],
+        user={"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 0o27},
+        cwd="/tmp", env=["PATH=/bin:/usr/bin", "FOO=bar"],
+        rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 123}],
+        oomScoreAdj=321, noNewPrivileges=True,
+        capabilities={"bounding": ["CAP_KILL", "CAP_CHOWN", "CAP_NET_BIND_SERVICE"],
+                      "effective": ["CAP_NET_BIND_SERVICE"],
+                      "permitted": ["CAP_NET_BIND_SERVICE"],
+                      "inheritable": ["CAP_NET_BIND_SERVICE"],
+                      "ambient": ["CAP_NET_BIND_SERVICE"]},
+    )
+    cfg = json.loads(Path(b, "config.json").read_text())
+    cfg["hostname"], cfg["domainname"] = "guestbox", "guest.example"
+    cfg["root"]["readonly"] = True
+    cfg["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                          "options": ["nosuid", "nodev", "mode=1777", "size=1m"]})
+    lx = cfg["linux"]
+    lx["maskedPaths"] = ["/proc/kcore", "/sys/firmware"]
+    lx["readonlyPaths"] = ["/proc/sys"]
+    lx["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    lx["devices"] = [{"path": "/dev/h8dev", "type": "c", "major": 1, "minor": 3,
+                      "fileMode": 0o600, "uid": 1000, "gid": 0}]
+    lx["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                     "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "g1"],
+                       env=vm_env, capture_output=True, timeout=150)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode().splitlines()
+    nbs = f"{_caps('CAP_NET_BIND_SERVICE'):016x}"
+    bnd = f"{_caps('CAP_KILL', 'CAP_CHOWN', 'CAP_NET_BIND_SERVICE'):016x}"
+    for want in (f"CapInh: {nbs}", f"CapPrm: {nbs}", f"CapEff: {nbs}", f"CapBnd: {bnd}",
+                 f"CapAmb: {nbs}", "NoNewPrivs: 1", "Seccomp: 2",
+                 "Uid: 1000 1000 1000 1000", "Gid: 1000 1000 1000 1000", "Groups: 10 20 ",
+                 "host guestbox guest.example", "root ro", "procsys ro",
+                 "kcore 0 firmware 0", "limits 123 0027 321", "sysctl 1",
+                 "links /proc/self/fd /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2 pts/ptmx",
+                 "dev null crw-rw-rw- 0 1,3", "dev zero crw-rw-rw- 0 1,5",
+                 "dev full crw-rw-rw- 0 1,7", "dev random crw-rw-rw- 0 1,8",
+                 "dev urandom crw-rw-rw- 0 1,9", "dev tty crw-rw-rw- 0 5,0",
+                 "dev h8dev crw------- 1000 1,3", "no guest disk", "no guest ports",
+                 "scratch tmpfs rw,nosuid,nodev,relatime,size=1024k,mode=1777,inode64"[:30],
+                 "cwd /tmp bar", "mkdir denied", "write allowed"):
+        assert any(line.startswith(want) for line in out), (want, out, r.stderr)
+
+
+def test_bad_spec_fails_on_the_host_naming_the_field(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["true"])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    cfg["linux"]["devices"] = [{"path": "/etc/passwd", "type": "c", "major": 1, "minor": 3}]
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "g2"],
+                       env=vm_env, capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"linux.devices[0].path" in r.stderr, r.stderr
+    assert not (tmp_path / "root" / "g2").exists()
