@@ -3,8 +3,10 @@
 `isle run --rm IMAGE CMD` (no -d, no tty) lives exactly as long as its container, so conmon and
 the `create` + `start` pair are pure overhead there: the runtime's `run` does create + start +
 wait + delete at once. With isle's own runtime and the CLI as caller, that `run` is
-isle.runtime.container.run in a fork of this process (no second interpreter start, no imports);
-other runtimes (runc, crun, isle-vm-runtime) run as one `<runtime> run --pid-file P ID` child.
+the runtime's in-process `run` in a fork of this process (no second interpreter start, no
+imports; isle's runtimes declare it: caps.in_process); other runtimes whose `run` waits and
+forwards signals (caps.direct_run: runc, crun) run as one `<runtime> run --pid-file P ID` child.
+This is a capability of the runtime (engine/runtimes.py), not a bypass of the seam.
 The record says "running" before the runtime starts and keeps the runtime process's pid + start
 time as its monitor, so a SIGKILLed `isle` never makes `ps` lie (_refresh sees the monitor
 alive, then dead without an exit file). The container's own pid is adopted from the pid file by
@@ -33,7 +35,6 @@ __all__ = ["eligible", "run_direct"]
 
 _FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
             signal.SIGUSR2)
-_RUNTIMES = {"runc", "crun", "isle-runtime", "isle-vm-runtime"}  # `run` waits, forwards, deletes
 
 
 def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
@@ -42,7 +43,11 @@ def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
         return False
     if opts.restart.name != "no" or engine.s.rootless or opts.healthcheck is not None:
         return False
-    if os.path.basename(opts.runtime or "") not in _RUNTIMES:
+    from isle.engine.runtimes import for_path
+
+    if not _forkable(engine, for_path(opts.runtime or "", engine.s.runtime_root)):
+        # only a forked runtime can hand a killed CLI's work on (_watch_owner): another
+        # runtime's `run` would leave a killed CLI's container unrecorded and never removed
         return False
     # the runtime goes into its own process group (signals reach it once, through us): a
     # terminal's stdin would stop it with SIGTTIN, so an interactive terminal keeps conmon
@@ -54,14 +59,14 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
     """Run the created record `rec` to its end; None: the image has a healthcheck (use conmon)."""
     from isle.engine import fastimage
     from isle.engine.health import healthcheck_of
-    from isle.engine.lifecycle import classify_runtime_error
 
     p = engine.paths(rec.id)
+    done_w = -1  # the forked runtime's watcher reads "done" here, or EOF if this CLI died
     img = fastimage.resolve(engine, rec.image_id)
     if healthcheck_of(opts, img.config.get("config") or {}) is not None:
         return None
     oci = engine._oci(rec)
-    fork = _forkable(engine, oci.path)
+    fork = _forkable(engine, oci)
     with engine._locked(rec.id):
         os.makedirs(p.run, exist_ok=True)
         rootfs = fastimage.mount(engine, img, p.bundle, copy=False, volatile=True)
@@ -73,19 +78,32 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
                                        monitor_start=0, started_at=time.time(), finished_at=0.0,
                                        exit_code=0, oom_killed=False, error="")
             if fork:
-                mon, status_r = _fork_runtime(engine, rec.id, opts, p, stdin_fd, stdout_fd,
-                                              stderr_fd,
-                                              os.path.basename(oci.path) == "isle-vm-runtime")
+                mon, status_r, done_w = _fork_runtime(
+                    engine, oci, rec.id, opts, p, stdin_fd, stdout_fd, stderr_fd)
             else:
-                child = _spawn_runtime(engine, rec.id, opts, oci.path, p, stdin_fd, stdout_fd)
+                child = _spawn_runtime(oci, rec.id, opts, p, stdin_fd, stdout_fd)
                 mon = child.pid
             engine.db.update_container(rec.id, monitor_pid=mon, monitor_start=proc_start_time(mon),
                                        event="start")
         except BaseException as exc:
             engine._fail_start(rec, str(exc))
             raise
+    try:
+        return _finish(engine, rec, p, fork, mon if fork else child, status_r if fork else -1,
+                       stderr_fd)
+    finally:
+        if done_w >= 0:  # all recorded and released: the watcher has nothing to do
+            with suppress(OSError):
+                os.write(done_w, b"k")
+            os.close(done_w)
+
+
+def _finish(engine: Any, rec: ContainerRecord, p: Any, fork: bool, child: Any, status_r: int,
+            stderr_fd: int) -> RunReport:
+    from isle.engine.lifecycle import classify_runtime_error
+
     if fork:
-        code, started, err = _wait_forked(mon, status_r, p, stderr_fd)
+        code, started, err = _wait_forked(child, status_r, p, stderr_fd)
     else:
         code, started, err = _wait_runtime(child, p, stderr_fd)
     with suppress(OSError):
@@ -112,34 +130,38 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
     return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
 
 
-def _forkable(engine: Any, runtime_path: str) -> bool:
-    """isle's own runtime, and this process is the CLI (single-threaded, nothing else to serve):
-    its `run` goes into a fork of this process, not a fresh interpreter (~25 ms: start + imports)."""
-    return (getattr(engine, "own_process", False)
-            and os.path.basename(runtime_path) in ("isle-runtime", "isle-vm-runtime")
-            and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
+def _forkable(engine: Any, oci: Any) -> bool:
+    """A runtime with an in-process `run` (isle's: caps.in_process), and this process is the CLI
+    (single-threaded, nothing else to serve): its `run` goes into a fork of this process, not a
+    fresh interpreter (~25 ms: start + imports)."""
+    return (getattr(engine, "own_process", False) and oci.caps.in_process
+            and oci.caps.direct_run and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
 
 
-def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int | None,
-                  stdout_fd: int, stderr_fd: int, vm: bool = False) -> tuple[int, int]:
-    """isle.runtime.container.run (create + start + wait + delete) in a forked child, which is
-    what `isle-runtime run` would be minus exec: its own process group, the container's
-    subreaper, alive after a SIGKILLed CLI. -> (its pid, read end of its error pipe)."""
+def _fork_runtime(engine: Any, oci: Any, cid: str, opts: RunOptions, p: Any,
+                  stdin_fd: int | None, stdout_fd: int,
+                  stderr_fd: int) -> tuple[int, int, int]:
+    """The runtime's in-process `run` (create + start + wait + delete: oci.run_in_process) in a
+    forked child, which is what `<runtime> run` would be minus exec: its own process group, the container's
+    subreaper, alive after a SIGKILLed CLI. It writes the exit file itself (the real code, its
+    time) and leaves a watcher that does the CLI's part if the CLI is gone (_watch_owner).
+    -> (its pid, read end of its error pipe, write end of the CLI's "done" pipe)."""
     import sys
 
-    from isle.runtime.container import Options, run
-
     r, w = os.pipe2(os.O_CLOEXEC)
+    dr, dw = os.pipe2(os.O_CLOEXEC)
     for f in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):
             f.flush()
     pid = os.fork()
     if pid:
         os.close(w)
-        return pid, r
+        os.close(dr)
+        return pid, r, dw
     code = 125
     try:  # the child: never returns into the engine
         os.close(r)
+        os.close(dw)
         os.setpgid(0, 0)
         if opts.interactive and stdin_fd is not None:
             if stdin_fd != 0:
@@ -153,20 +175,40 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
                 os.dup2(fd, want)
         # nothing of the engine's: its db files, and the container lock's open file, whose
         # flock would stay held while this child lives (rm -f from elsewhere would wait on it)
-        os.closerange(3, w)
-        os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
-        if vm:  # isle-vm-runtime's foreground run: boot, serve the guest, power off
-            from isle.runtime.vm.runner import run as vm_run
-
-            code = vm_run(cid, p.bundle, engine.s.runtime_root, engine.s, p.pidfile)
-        else:
-            code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
-                       False)
+        lo = 3
+        for keep in sorted((w, dr)):
+            os.closerange(lo, keep)
+            lo = keep + 1
+        os.closerange(lo, os.sysconf("SC_OPEN_MAX"))
+        code = oci.run_in_process(engine.s, cid, p.bundle, p.pidfile)
     except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit
         with suppress(OSError):
             os.write(w, (str(exc) or type(exc).__name__).encode(errors="replace")[:4096])
     finally:
-        os._exit(code)
+        try:
+            with suppress(OSError):  # the real code, and FinishedAt = now, whoever records it
+                write_file(p.exit_file, str(code).encode())
+            _watch_owner(engine._exit_command(cid), dr)
+        finally:
+            os._exit(code)
+
+
+def _watch_owner(exit_argv: list[str], done_r: int) -> None:
+    """Fork a watcher that waits for the CLI's "done" on done_r: EOF without it means the CLI
+    died before it recorded the exit and released (or removed) the container, so the watcher
+    execs the exit command (what conmon runs for a monitored container). An exec, not a call:
+    sqlite's state copied by fork is not safe to use (its locks belong to the CLI)."""
+    if os.fork():
+        return
+    try:
+        nul = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # never hold the caller's pipes open
+            os.dup2(nul, fd)
+        os.close(nul)
+        if not os.read(done_r, 1):
+            os.execv(exit_argv[0], exit_argv)
+    finally:
+        os._exit(0)
 
 
 def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int) -> tuple[int, bool, bytes]:
@@ -191,15 +233,14 @@ def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int) -> tuple[int, 
     return (128 - code if code < 0 else code), started, err  # <0: the child was killed
 
 
-def _spawn_runtime(engine: Any, cid: str, opts: RunOptions, path: str, p: Any,
+def _spawn_runtime(oci: Any, cid: str, opts: RunOptions, p: Any,
                    stdin_fd: int | None, stdout_fd: int) -> Any:
-    """Another runtime (runc, crun, isle-vm-runtime): its `run` in a child process."""
+    """Another runtime (runc, crun; isle's when not forkable): its `run` in a child process."""
     import subprocess
 
     from isle.sys import proc
 
-    argv = [path, "--root", engine.s.runtime_root, "run", "--bundle", p.bundle,
-            "--pid-file", p.pidfile, cid]
+    argv = oci.run_argv(cid, p.bundle, p.pidfile)
     stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else subprocess.DEVNULL
     return proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=subprocess.PIPE,
                       process_group=0)

@@ -1,8 +1,13 @@
-"""conmon's exit command: `python -m isle.engine.exitcmd ROOT RUNROOT ID` (lean on purpose).
+"""conmon's exit command: `python -m isle.engine.exitcmd ROOT RUNROOT ID [OWNER_PID OWNER_START]`
+(lean on purpose).
 
 It runs once per container exit, so it first asks SQLite alone whether anything is left to do
 (a removed container needs nothing) before importing the engine to record the exit, release the
-container's resources and apply its restart policy.
+container's resources and apply its restart policy (or --rm).
+
+With an owner (a foreground `isle run`, which records and removes its container itself), it
+waits while the owner lives and the record is there, and does the owner's part only if the
+owner died first (SIGKILLed): podman's exit command model, so --rm holds whoever outlives whom.
 """
 
 from __future__ import annotations
@@ -10,17 +15,42 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
+
+OWNER_WAIT = 600.0  # a foreground run's owner gets this long after its container's exit
+
+
+def _state(db: str, cid: str) -> tuple[str, ...] | None:
+    try:
+        conn = sqlite3.connect(db, timeout=60)
+        try:
+            return conn.execute("SELECT state FROM containers WHERE id = ?", (cid,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return ("unknown",)
+
+
+def _alive(pid: int, start: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            rest = f.read().rsplit(b")", 1)[1].split()
+        return rest[0] not in (b"Z", b"X") and int(rest[19]) == start
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def main(argv: list[str]) -> int:
-    root, runroot, cid = argv
-    try:
-        conn = sqlite3.connect(os.path.join(root, "isle.db"), timeout=60)
-        row = conn.execute("SELECT state FROM containers WHERE id = ?", (cid,)).fetchone()
-        conn.close()
-    except sqlite3.Error:
-        row = ("unknown",)
-    if row is None:
+    root, runroot, cid = argv[:3]
+    db = os.path.join(root, "isle.db")
+    if len(argv) >= 5:
+        owner, start = int(argv[3]), int(argv[4])
+        end = time.monotonic() + OWNER_WAIT
+        while _alive(owner, start) and time.monotonic() < end:
+            time.sleep(0.05)
+            if _state(db, cid) is None:
+                return 0
+    if _state(db, cid) is None:
         return 0
     from isle.config import Settings
     from isle.engine.engine import Engine
