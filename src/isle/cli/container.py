@@ -40,9 +40,9 @@ def _run_options(f: F) -> F:
     for names, dest, kind, default, help_ in RUN_FLAGS:
         if kind == "flag":
             opts.append(click.option(*names, dest, is_flag=True, help=help_))
-        elif kind == "bool":
-            opts.append(click.option(*names, dest, type=click.BOOL, is_flag=False, flag_value=True,
-                                     default=default, metavar="BOOL", help=help_))
+        elif kind == "bool":  # --x/--no-x; cli/main.py turns podman's --x=false into --no-x
+            opts.append(click.option(*(f"{n}/--no-{n[2:]}" for n in names), dest,
+                                     default=default, help=help_))
         elif kind == "multi":
             opts.append(click.option(*names, dest, multiple=True, help=help_))
         elif kind == "int":

@@ -18,14 +18,11 @@ from isle.errors import IsleError
 
 __all__ = ["register", "main"]
 
-TLS = click.option(
-    "--tls-verify",
-    type=click.BOOL,
+TLS = click.option(  # podman's --tls-verify=false reaches click as --no-tls-verify (cli/main.py)
+    "--tls-verify/--no-tls-verify",
     default=True,
-    is_flag=False,
-    flag_value=True,
     show_default=True,
-    help="verify TLS certificates (false: also allow plain HTTP)",
+    help="verify TLS certificates (--tls-verify=false: also allow plain HTTP)",
 )
 AUTHFILE = click.option(
     "--authfile",
@@ -42,7 +39,8 @@ def _settings(ctx: click.Context) -> Settings:
     if isinstance(obj, Settings):
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("settings"), Settings):
-        return obj["settings"]
+        s: Settings = obj["settings"]
+        return s
     if isinstance(getattr(obj, "settings", None), Settings):
         return obj.settings  # type: ignore[no-any-return]
     root = ctx.find_root().params.get("root")
@@ -610,8 +608,10 @@ register(_standalone)
 
 def main() -> None:
     """Run the image verbs on their own (tests, or before the main CLI exists)."""
+    from isle.cli.run import normalize_bools
+
     try:
-        _standalone.main(standalone_mode=False)
+        _standalone.main(args=normalize_bools(sys.argv[1:], ""), standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

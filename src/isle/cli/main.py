@@ -82,7 +82,7 @@ def _fast(args: list[str]) -> int | None:
     ctx = Ctx(g[0].get("root") or env.get("ISLE_ROOT"),
               g[0].get("runroot") or env.get("ISLE_RUNROOT"),
               g[0].get("runtime") or env.get("ISLE_RUNTIME"))
-    return (run.do_run if g[1][0] == "run" else run.do_create)(ctx, kw)  # type: ignore[arg-type]
+    return (run.do_run if g[1][0] == "run" else run.do_create)(ctx, kw)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> None:
 
         Ctx.own_process = True
     try:
-        rv = _fast(args) if verb in RUN_VERBS | {"ps"} and "--help" not in args else None
+        rv: object = _fast(args) if verb in RUN_VERBS | {"ps"} and "--help" not in args else None
         if rv is not None and argv is None:  # a process of its own, not a caller in-process
-            _quick_exit(int(rv))
+            _quick_exit(int(rv))  # type: ignore[call-overload]
         if rv is None:
             rv = _click(args, verb)
     except IsleError as exc:
@@ -138,8 +138,11 @@ def _click(args: list[str], verb: str) -> object:
     from isle.cli.app import cli, register
 
     register(verb)
+    from isle.cli.run import normalize_bools
+
     try:
-        return cli.main(args=args, prog_name="isle", standalone_mode=False)
+        return cli.main(args=normalize_bools(args, verb), prog_name="isle",
+                        standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130)
     except click.ClickException as exc:

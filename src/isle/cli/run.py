@@ -104,6 +104,8 @@ RUN_FLAGS: list[tuple[tuple[str, ...], str, str, object, str]] = [
 ]
 
 _BY_NAME = {n: (dest, kind) for names, dest, kind, _, _h in RUN_FLAGS for n in names}
+_BY_NAME.update({"--no-" + n[2:]: (dest, "nobool") for names, dest, kind, _, _h in RUN_FLAGS
+                 if kind == "bool" for n in names})
 GLOBALS = {"--root": "root", "--runroot": "runroot", "--runtime-default": "runtime"}
 _BOOLS = {"true": True, "1": True, "t": True, "yes": True, "false": False, "0": False, "f": False,
           "no": False}
@@ -155,16 +157,17 @@ def parse_run(args: list[str]) -> dict[str, object] | None:
             if name not in _BY_NAME:
                 return None
             dest, kind = _BY_NAME[name]
-            if kind == "flag":
+            if kind in ("flag", "nobool"):
                 if eq:
                     return None
-                kw[dest] = True
-            elif kind == "bool":  # --tls-verify, --tls-verify=false
+                kw[dest] = kind == "flag"
+            elif kind == "bool":  # --tls-verify, --tls-verify=false (podman's form)
                 if not eq:
-                    return None  # click decides whether the next word is its value
-                if val.lower() not in _BOOLS:
-                    return None
-                kw[dest] = _BOOLS[val.lower()]
+                    kw[dest] = True
+                elif val.lower() in _BOOLS:
+                    kw[dest] = _BOOLS[val.lower()]
+                else:
+                    return None  # click names the bad value
             else:
                 if not eq:
                     if i + 1 >= len(args):
@@ -205,6 +208,32 @@ def parse_run(args: list[str]) -> dict[str, object] | None:
         if kind == "multi":
             kw[dest] = tuple(kw[dest])  # type: ignore[arg-type]
     return kw
+
+
+def normalize_bools(args: list[str], verb: str) -> list[str]:
+    """podman's `--tls-verify=false` for click's `--tls-verify/--no-tls-verify` flag pair; for
+    run/create only among the options before the image (a container's own argv is left alone)."""
+    out = list(args)
+    i = out.index(verb) + 1 if verb in out else 0
+    run_like = verb in ("run", "create")
+    while i < len(out):
+        a = out[i]
+        if a == "--" or (run_like and not a.startswith("-")):
+            break
+        name, eq, val = a.partition("=")
+        if name == "--tls-verify" and eq and val.lower() in _BOOLS:
+            out[i] = "--tls-verify" if _BOOLS[val.lower()] else "--no-tls-verify"
+        elif run_like and not eq and a.startswith("--") and _BY_NAME.get(a, ("", "flag"))[1] \
+                in ("str", "multi", "int"):
+            i += 1  # its value
+        elif run_like and not a.startswith("--") and len(a) > 1:
+            for j in range(1, len(a)):  # a short cluster: a value-taking flag ends it
+                kind = _BY_NAME.get("-" + a[j], ("", "flag"))[1]
+                if kind in ("str", "multi", "int"):
+                    i += 1 if j == len(a) - 1 else 0
+                    break
+        i += 1
+    return out
 
 
 # -- the verbs ------------------------------------------------------------------------------------

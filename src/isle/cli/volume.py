@@ -66,8 +66,8 @@ def ls(ctx: click.Context, quiet: bool, fmt: str, filters: tuple[str, ...]) -> i
         else:
             raise ConfigError("--filter", f"invalid filter {k!r} (name, label, dangling)")
     if quiet:
-        for v in vols:
-            _out(v.name)
+        for vol in vols:
+            _out(vol.name)
         return 0
     rows = [{"Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint, "Scope": "local",
              "Labels": ",".join(f"{a}={b}" for a, b in v.labels.items())} for v in vols]
