@@ -109,6 +109,7 @@ def make_seed(d: str, *, name: str, user: str, ssh_keys: list[str], password: st
         # the disk is a whole-disk ext4 already sized with room to spare: nothing to grow
         "resize_rootfs": False,
         "growpart": {"mode": "off"},
+        "locale": "C.UTF-8",  # always there (en_US.UTF-8, cloud-init's default, is not)
     }
     ours = "#cloud-config\n" + json.dumps(cfg, indent=1) + "\n"
     body = ours if not user_data else _multipart([("cloud-config", ours),

@@ -39,9 +39,12 @@ _FILES = {
     "etc/fstab": "/dev/vda / ext4 rw,errors=remount-ro 0 1\n",
     "etc/hostname": "debian\n",
     "etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
-    # every NIC asks DHCP (isle's networks and QEMU's user network both answer)
-    "etc/systemd/network/80-isle.network": "[Match]\nName=eth* en*\n\n[Network]\nDHCP=yes\n"
+    # every NIC asks DHCP (QEMU's user network answers) unless the kernel command line gave it
+    # an address (an isle network's lease: systemd-network-generator's 90-<if>.network wins)
+    "etc/systemd/network/99-isle-dhcp.network": "[Match]\nName=eth* en*\n\n[Network]\nDHCP=yes\n"
     "\n[DHCPv4]\nUseHostname=no\n",
+    # containers' names are single labels: ask the network's DNS server (aardvark) for them too
+    "etc/systemd/resolved.conf.d/isle.conf": "[Resolve]\nResolveUnicastSingleLabel=yes\n",
     # NoCloud only (no network probing for metadata services); isle's network setup is networkd's
     "etc/cloud/cloud.cfg.d/90-isle.cfg": "datasource_list: [NoCloud, None]\n"
     "network: {config: disabled}\n",
@@ -81,13 +84,13 @@ def build(dist: str, suite: str, cache: str, mirror: str, *,
     with flock(d + ".lock"):
         if os.path.exists(os.path.join(d, "done")):
             progress(f"using the cached {dist}:{suite} tree {tree}")
-            return tree
-        shutil.rmtree(tree, ignore_errors=True)
-        _debootstrap(suite, tree, mirror, progress, timeout)
-        _configure(tree)
-        kernel_files(tree)  # fails now, not at boot, when the kernel is missing
-        with open(os.path.join(d, "done"), "w") as f:
-            f.write(f"{dist}:{suite}\n")
+        else:
+            shutil.rmtree(tree, ignore_errors=True)
+            _debootstrap(suite, tree, mirror, progress, timeout)
+            kernel_files(tree)  # fails now, not at boot, when the kernel is missing
+            with open(os.path.join(d, "done"), "w") as f:
+                f.write(f"{dist}:{suite}\n")
+        _configure(tree)  # cheap and idempotent: a cached tree gets today's settings
     return tree
 
 
@@ -140,7 +143,13 @@ def _umount_under(tree: str) -> None:
         proc.run(["umount", "-l", mp], timeout=30, check=False)
 
 
+_STALE = ("etc/systemd/network/80-isle.network",)
+
+
 def _configure(tree: str) -> None:
+    for rel in _STALE:
+        if os.path.lexists(os.path.join(tree, rel)):
+            os.unlink(os.path.join(tree, rel))
     for rel, text in _FILES.items():
         p = os.path.join(tree, rel)
         os.makedirs(os.path.dirname(p), exist_ok=True)
