@@ -126,7 +126,7 @@ def test_damage_is_an_error_and_zero_blocks_are_an_empty_layer() -> None:
 
 
 def test_numbers_and_checksums_as_tarfile_reads_them() -> None:
-    from isle.image.layers import _chksum, _nti
+    from isle.image.tar.stream import _chksum, _nti
 
     fields = [
         b"0000644\0", b"000644 \0", b"644\0\0\0\0\0", b"\0" * 8, b" " * 7 + b"\0", b"12345670",

@@ -1,0 +1,1 @@
+"""Layer tars: stream (read), unpack, pack (write), apply (copy fallback), whiteout, placement."""
