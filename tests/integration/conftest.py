@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
 import re
 import subprocess
@@ -78,71 +76,38 @@ def snapshot() -> dict[str, set]:
             "children": _children()}
 
 
-# Several test runs may share one host (engineers' shells, a CI job beside a benchmark). Each run
-# registers its pid under SESSIONS; while another live run is registered, the host-wide kinds
-# (cgroups, links, netns) count only what carries one of this test's ids, and mounts only what
-# lies under this run's own roots: one run never fails on another's containers, and no run waits
-# for another. Alone on the host (CI), every new cgroup, link and netns counts.
-SESSIONS = "/run/isle-test-sessions"
-_registered: list[str] = []
+# Several test runs, benchmarks or conformance suites may share one host (engineers' shells, a CI
+# job beside a benchmark). A test answers only for what it made: mounts under its run's roots
+# (pytest's basetemp) or naming one of its ids, its own process tree, and cgroups, links and netns
+# naming one of its ids (container and network ids: the names of its state dirs and files). So no
+# run fails on another's containers, and no run waits for another. ISLE_TEST_HOST_LEAKS=1 counts
+# every new mount, cgroup, link and netns on the host (a run alone on its machine).
 _ID = re.compile(r"[0-9a-f]{12,64}")
 
 
-def _register() -> None:
-    if _registered or os.geteuid() != 0:
-        return
-    os.makedirs(SESSIONS, exist_ok=True)
-    me = os.path.join(SESSIONS, str(os.getpid()))
-    open(me, "w").close()
-    _registered.append(me)
-
-    def _unregister() -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(me)
-
-    atexit.register(_unregister)
-
-
-def others_running() -> bool:
-    """Whether another live test run is registered on this host (stale entries are dropped)."""
-    try:
-        pids = os.listdir(SESSIONS)
-    except OSError:
-        return False
-    found = False
-    for p in pids:
-        if not p.isdigit() or int(p) == os.getpid():
-            continue
-        if procfs.start_time(int(p)) is None:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(SESSIONS, p))
-        else:
-            found = True
-    return found
-
-
 def own_ids(roots: list[Path]) -> set[str]:
-    """Container/network ids under the test's roots (state dirs and files are named by them)."""
+    """Ids named under the test's roots (12-hex prefixes, and 8-hex ones, which bridge names
+    carry as "isle-<8 hex>")."""
     ids: set[str] = set()
     for r in roots:
         for _, dirs, files in os.walk(r):
             for n in (*dirs, *files):
-                ids.update(m[:12] for m in _ID.findall(n))
+                for m in _ID.findall(n):
+                    ids.update((m[:12], m[:8]))
     return ids
 
 
 def scoped(leaked: dict[str, list[str]], roots: list[Path], ids: set[str]) -> dict[str, list[str]]:
-    """What of leaked this test made: mounts under its roots, processes of its own tree (always
-    scoped), cgroups, links and netns naming one of its ids."""
+    """What of leaked this test made (see above)."""
     tops = tuple(str(r).rstrip("/") + "/" for r in roots)
     out = {}
     for kind, items in leaked.items():
         if kind == "children":
             mine = items
-        elif kind == "mounts":
-            mine = [m for m in items if (m.rstrip("/") + "/").startswith(tops)]
         else:
-            mine = [x for x in items if any(i in x for i in ids)]
+            mounts = kind == "mounts"
+            mine = [x for x in items if any(i in x for i in ids)
+                    or (mounts and (x.rstrip("/") + "/").startswith(tops))]
         if mine:
             out[kind] = mine
     return out
@@ -150,19 +115,17 @@ def scoped(leaked: dict[str, list[str]], roots: list[Path], ids: set[str]) -> di
 
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Fail the test if it left a mount, cgroup, link, netns or process behind (see SESSIONS)."""
-    # ISLE_TEST_SKIP_LEAK_CHECK=1: only for engineers whose benchmarks share this host with a test
-    # run (a benchmark's containers would count as the test's leaks); CI never sets it
+    """Fail the test if it left a mount, cgroup, link, netns or process behind (see above)."""
+    # ISLE_TEST_SKIP_LEAK_CHECK=1: no check at all (an engineer's benchmark sharing the host)
     if request.node.get_closest_marker("leaks_ok") or os.environ.get("ISLE_TEST_SKIP_LEAK_CHECK"):
         yield
         return
-    _register()
     before = snapshot()
     yield
     after = snapshot()
     leaked = {k: sorted(map(str, after[k] - before.get(k, set()))) for k in after}
     leaked = {k: v for k, v in leaked.items() if v}
-    if leaked and others_running():
+    if leaked and not os.environ.get("ISLE_TEST_HOST_LEAKS"):
         roots = [tmp_path_factory.getbasetemp()]
         leaked = scoped(leaked, roots, own_ids(roots))
     assert not leaked, f"test left these behind: {leaked}"
