@@ -72,6 +72,23 @@ def _h(n: float) -> str:
     return f"{n:.4g}PiB"
 
 
+def _or_vm(ctx: click.Context, what: str, fn: Callable[[str], Any],
+           **kw: Any) -> Callable[[str], Any]:
+    """fn, or for a name that is no container but a whole-OS VM, the VM's verb (engine.vmos)."""
+    def run(ref: str) -> Any:
+        from isle.errors import NotFound
+
+        try:
+            return fn(ref)
+        except NotFound:
+            from isle.engine import vmos
+
+            if not vmos.verb(ctx.obj.settings, what, ref, **kw):
+                raise
+            return None
+    return run
+
+
 def _each(refs: tuple[str, ...], fn: Callable[[str], Any], echo: bool = True) -> int:
     """Apply fn to each container as Docker does: print each name done, report each failure
     (naming the container as the user named it), exit non-zero if any failed."""
@@ -132,7 +149,7 @@ def start(ctx: click.Context, attach: bool, containers: tuple[str, ...]) -> int:
 
             raise ConfigError("--attach", "attach to one container at a time")
         return int(_engine(ctx).start(containers[0], attach=True).exit_code or 0)
-    return _each(containers, lambda c: _engine(ctx).start(c))
+    return _each(containers, _or_vm(ctx, "start", lambda c: _engine(ctx).start(c)))
 
 
 @_verb("stop")
@@ -145,7 +162,8 @@ def start(ctx: click.Context, attach: bool, containers: tuple[str, ...]) -> int:
 def stop(ctx: click.Context, timeout: int | None, sig: str | None,
          containers: tuple[str, ...]) -> int:
     """Stop containers: the stop signal, then SIGKILL after the timeout."""
-    return _each(containers, lambda c: _engine(ctx).stop(c, timeout))
+    return _each(containers, _or_vm(ctx, "stop", lambda c: _engine(ctx).stop(c, timeout),
+                                    timeout=timeout))
 
 
 @_verb("restart")
@@ -155,7 +173,8 @@ def stop(ctx: click.Context, timeout: int | None, sig: str | None,
 @click.pass_context
 def restart(ctx: click.Context, timeout: int | None, containers: tuple[str, ...]) -> int:
     """Restart containers."""
-    return _each(containers, lambda c: _engine(ctx).restart(c, timeout))
+    return _each(containers, _or_vm(ctx, "restart", lambda c: _engine(ctx).restart(c, timeout),
+                                    timeout=timeout))
 
 
 @_verb("kill")
@@ -165,7 +184,7 @@ def restart(ctx: click.Context, timeout: int | None, containers: tuple[str, ...]
 @click.pass_context
 def kill(ctx: click.Context, sig: str, containers: tuple[str, ...]) -> int:
     """Send a signal to containers."""
-    return _each(containers, lambda c: _engine(ctx).kill(c, sig))
+    return _each(containers, _or_vm(ctx, "kill", lambda c: _engine(ctx).kill(c, sig)))
 
 
 @_verb("rm")
@@ -175,7 +194,9 @@ def kill(ctx: click.Context, sig: str, containers: tuple[str, ...]) -> int:
 @click.pass_context
 def rm(ctx: click.Context, force: bool, volumes: bool, containers: tuple[str, ...]) -> int:
     """Remove containers (-f: even running ones)."""
-    return _each(containers, lambda c: _engine(ctx).rm(c, force=force, volumes=volumes))
+    return _each(containers, _or_vm(ctx, "rm",
+                                    lambda c: _engine(ctx).rm(c, force=force, volumes=volumes),
+                                    force=force))
 
 
 @_verb("pause")
@@ -231,6 +252,10 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, filters: tuple[str, ...], fm
        last: int, latest: bool, no_trunc: bool, size: bool) -> int:
     """List containers (running; -a all)."""
     rows = _engine(ctx).ps(all=all_, filters=list(filters), last=1 if latest else last)
+    if not filters or list(filters) == ["isolation=vm-os"]:  # whole-OS VMs too
+        from isle.engine import vmos
+
+        rows = rows + vmos.ps_rows(ctx.obj.settings, all=all_)
     if quiet:
         for r in rows:
             _out(r.full_id if no_trunc else r.ID)
@@ -253,7 +278,8 @@ def inspect(ctx: click.Context, fmt: str, typ: str, size: bool, objects: tuple[s
 
     eng = _engine(ctx)
     finders: list[tuple[str, Callable[[str], Any]]] = [
-        ("container", eng.inspect), ("image", lambda o: _image_inspect(eng, o)),
+        ("container", eng.inspect), ("vm", lambda o: _vm_inspect(ctx, o)),
+        ("image", lambda o: _image_inspect(eng, o)),
         ("volume", eng.volumes.inspect), ("network", lambda o: _network_inspect(ctx, o))]
     out: list[Any] = []
     rc = 0
@@ -277,6 +303,25 @@ def inspect(ctx: click.Context, fmt: str, typ: str, size: bool, objects: tuple[s
     else:
         _out(json.dumps(out, indent=4))
     return rc
+
+
+def _is_container(ctx: click.Context, ref: str) -> bool:
+    from isle.errors import NotFound
+
+    try:
+        _engine(ctx).get(ref)
+        return True
+    except NotFound:
+        return False
+
+
+def _vm_inspect(ctx: click.Context, ref: str) -> dict[str, Any]:
+    from isle.engine import vmos
+    from isle.errors import NotFound
+
+    if not vmos.is_vm(ctx.obj.settings, ref):
+        raise NotFound(f"no VM {ref}")
+    return vmos.inspect_dict(ctx.obj.settings, ref)
 
 
 def _image_inspect(eng: Any, ref: str) -> dict[str, Any]:
@@ -312,6 +357,14 @@ def logs(ctx: click.Context, follow: bool, tail: str, since: str, until: str,
         n = int(tail)
     else:
         raise ConfigError("--tail", f"invalid number {tail!r}")
+    from isle.engine import vmos
+
+    if vmos.is_vm(ctx.obj.settings, container) and not _is_container(ctx, container):
+        data = vmos.console_log(ctx.obj.settings, container)  # a whole-OS VM: its console
+        if n >= 0:
+            data = b"".join(data.splitlines(keepends=True)[-n:]) if n else b""
+        sys.stdout.buffer.write(data)
+        return 0
     for stream, data in _engine(ctx).logs(container, follow=follow, tail=n, since=since,
                                           until=until, timestamps=timestamps):
         (sys.stderr if stream == "stderr" else sys.stdout).buffer.write(data)
@@ -393,9 +446,16 @@ def stats(ctx: click.Context, no_stream: bool, all_: bool, fmt: str, no_trunc: b
           containers: tuple[str, ...]) -> int:
     """CPU %, memory usage/limit and pids of running containers, from their cgroups."""
     from isle.cli.templates import format_rows
+    from isle.engine import vmos
 
+    vm_refs = [c for c in containers if vmos.is_vm(ctx.obj.settings, c)
+               and not _is_container(ctx, c)]
+    containers = tuple(c for c in containers if c not in vm_refs)
+    if not containers and not vm_refs:
+        vm_refs = vmos.vm_names(ctx.obj.settings)
     while True:
-        rows = _engine(ctx).stats(list(containers) or None)
+        rows = _engine(ctx).stats(list(containers) or None) if containers or not vm_refs else []
+        rows += vmos.stats_rows(ctx.obj.settings, vm_refs)
         ds = []
         for r in rows:
             d = {k: v for k, v in r.items() if k != "cpu_percent"}

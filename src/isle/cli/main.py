@@ -57,6 +57,9 @@ def _fast_ps(g: dict[str, str], args: list[str]) -> int | None:
     ctx = Ctx(g.get("root") or env.get("ISLE_ROOT"), g.get("runroot") or env.get("ISLE_RUNROOT"),
               g.get("runtime") or env.get("ISLE_RUNTIME"))
     rows = ctx.engine.ps(all=bool(flags & {"all", "aq"}))
+    from isle.engine import vmos  # whole-OS VMs too (cheap without any)
+
+    rows = rows + vmos.ps_rows(ctx.settings, all=bool(flags & {"all", "aq"}))
     if flags & {"quiet", "aq"}:
         for r in rows:
             _out(r.full_id if "no_trunc" in flags else r.ID)

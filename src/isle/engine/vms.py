@@ -80,7 +80,7 @@ class VMs:
             return self._create_os(name, osboot, memory_mib=memory_mib, vcpus=vcpus,
                                    network=network, user=user or "isle", ssh_key=ssh_key,
                                    hostname=hostname or name, user_data=user_data,
-                                   password=password, ports=ports or [], ip=ip)
+                                   password=password, ports=ports or [], ip=ip, image=image)
         if user or ssh_key or hostname or user_data or password:
             from isle.errors import ConfigError
 
@@ -90,7 +90,7 @@ class VMs:
         base, init = self._image_disk(image, k)
         return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus, network=network,
                                  kernel=k.boot_image, initrd=initramfs.build(k, self.s.cache),
-                                 init=init)
+                                 init=init, image=image)
 
     def _os_image(self, ref: str) -> Any:
         """The image if it carries its own kernel + initramfs (an OS image), else None."""
@@ -151,7 +151,7 @@ class VMs:
 
     def _create_os(self, name: str, img: Any, *, memory_mib: int, vcpus: int, network: str,
                    user: str, ssh_key: str, hostname: str, user_data: str, password: str,
-                   ports: list[str], ip: str = "") -> MachineInfo:
+                   ports: list[str], ip: str = "", image: str = "") -> MachineInfo:
         from isle.vm import cloudinit, osimage
 
         cloudinit.check_user(user)
@@ -181,7 +181,7 @@ class VMs:
         return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus, network=network,
                                  kernel=vml, initrd=ird, cmdline=osimage.CMDLINE, user=user,
                                  hostname=hostname, ports=ports, agent=True, provision=provision,
-                                 ip=ip)
+                                 ip=ip, image=image)
 
     def agent_exec(self, name: str, argv: list[str], *, stdin: bytes = b"",
                    timeout: float = 0, wait: float = 0) -> tuple[int, bytes, bytes]:
@@ -561,3 +561,4 @@ def bootstrap_os(settings: Settings, os_ref: str, ref: str = "", *, mirror: str 
     img = _image_from_dir(store, tree, ref or f"{dist}:{suite}-os", cfg, now_iso(),
                           f"isle image bootstrap --os {dist}:{suite} ({mirror})")
     return img
+

@@ -65,6 +65,8 @@ class MachineSpec:
     agent: bool = False
     #: an isle network's address asked for (--ip)
     ip: str = ""
+    #: the isle image the disk was built from (--from-image)
+    image: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -232,6 +234,7 @@ class MachineStore:
         agent: bool = False,
         provision: Any = None,
         ip: str = "",
+        image: str = "",
     ) -> MachineInfo:
         """A VM over base; with kernel (+initrd, init) it boots that kernel into the disk's init."""
         if firmware not in ("bios", "uefi"):
@@ -272,6 +275,7 @@ class MachineStore:
                 ports=ports,
                 agent=agent,
                 ip=ip,
+                image=image,
             )
             if provision is not None:  # e.g. the cloud-init seed, written into the VM's dir
                 provision(d)
@@ -394,6 +398,17 @@ class MachineStore:
                 time.sleep(0.01)
         except (OSError, ValueError, IndexError):
             pass
+        log = os.path.join(self._run(name), "console.log")
+        keep = os.path.join(self.root, name)
+        if os.path.isdir(keep):  # `isle logs` shows the last boot's (QEMU's uid owns the run
+            try:                 # dir: no following its links; the last 4 MiB)
+                fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                with os.fdopen(fd, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(max(0, size - (4 << 20)))
+                    atomic_write(os.path.join(keep, "console.log"), f.read(), durable=False)
+            except OSError:
+                pass
         shutil.rmtree(self._run(name), ignore_errors=True)
         for p in (self._pidfile(name), self._run(name) + ".fwd"):
             try:
