@@ -3,8 +3,10 @@
 `isle run --rm IMAGE CMD` (no -d, no tty) lives exactly as long as its container, so conmon and
 the `create` + `start` pair are pure overhead there: the runtime's `run` does create + start +
 wait + delete at once. With isle's own runtime and the CLI as caller, that `run` is
-isle.runtime.container.run in a fork of this process (no second interpreter start, no imports);
-other runtimes (runc, crun, isle-vm-runtime) run as one `<runtime> run --pid-file P ID` child.
+the runtime's in-process `run` in a fork of this process (no second interpreter start, no
+imports; isle's runtimes declare it: caps.in_process); other runtimes whose `run` waits and
+forwards signals (caps.direct_run: runc, crun) run as one `<runtime> run --pid-file P ID` child.
+This is a capability of the runtime (engine/runtimes.py), not a bypass of the seam.
 The record says "running" before the runtime starts and keeps the runtime process's pid + start
 time as its monitor, so a SIGKILLed `isle` never makes `ps` lie (_refresh sees the monitor
 alive, then dead without an exit file). The container's own pid is adopted from the pid file by
@@ -41,7 +43,9 @@ def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
         return False
     if opts.restart.name != "no" or engine.s.rootless or opts.healthcheck is not None:
         return False
-    if not _forkable(engine, opts.runtime or ""):
+    from isle.engine.runtimes import for_path
+
+    if not _forkable(engine, for_path(opts.runtime or "", engine.s.runtime_root)):
         # only a forked runtime can hand a killed CLI's work on (_watch_owner): another
         # runtime's `run` would leave a killed CLI's container unrecorded and never removed
         return False
@@ -62,7 +66,7 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
     if healthcheck_of(opts, img.config.get("config") or {}) is not None:
         return None
     oci = engine._oci(rec)
-    fork = _forkable(engine, oci.path)
+    fork = _forkable(engine, oci)
     with engine._locked(rec.id):
         os.makedirs(p.run, exist_ok=True)
         rootfs = fastimage.mount(engine, img, p.bundle, copy=False, volatile=True)
@@ -75,10 +79,9 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
                                        exit_code=0, oom_killed=False, error="")
             if fork:
                 mon, status_r, done_w = _fork_runtime(
-                    engine, rec.id, opts, p, stdin_fd, stdout_fd, stderr_fd,
-                    os.path.basename(oci.path) == "isle-vm-runtime")
+                    engine, oci, rec.id, opts, p, stdin_fd, stdout_fd, stderr_fd)
             else:
-                child = _spawn_runtime(engine, rec.id, opts, oci.path, p, stdin_fd, stdout_fd)
+                child = _spawn_runtime(oci, rec.id, opts, p, stdin_fd, stdout_fd)
                 mon = child.pid
             engine.db.update_container(rec.id, monitor_pid=mon, monitor_start=proc_start_time(mon),
                                        event="start")
@@ -127,24 +130,24 @@ def _finish(engine: Any, rec: ContainerRecord, p: Any, fork: bool, child: Any, s
     return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
 
 
-def _forkable(engine: Any, runtime_path: str) -> bool:
-    """isle's own runtime, and this process is the CLI (single-threaded, nothing else to serve):
-    its `run` goes into a fork of this process, not a fresh interpreter (~25 ms: start + imports)."""
-    return (getattr(engine, "own_process", False)
-            and os.path.basename(runtime_path) in ("isle-runtime", "isle-vm-runtime")
-            and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
+def _forkable(engine: Any, oci: Any) -> bool:
+    """A runtime with an in-process `run` (isle's: caps.in_process), and this process is the CLI
+    (single-threaded, nothing else to serve): its `run` goes into a fork of this process, not a
+    fresh interpreter (~25 ms: start + imports)."""
+    return (getattr(engine, "own_process", False) and oci.caps.in_process
+            and oci.caps.direct_run and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
 
 
-def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int | None,
-                  stdout_fd: int, stderr_fd: int, vm: bool = False) -> tuple[int, int, int]:
-    """isle.runtime.container.run (create + start + wait + delete) in a forked child, which is
-    what `isle-runtime run` would be minus exec: its own process group, the container's
-    subreaper, alive after a SIGKILLed CLI. It writes the exit file itself (the real code, its
-    time) and leaves a watcher that does the CLI's part if the CLI is gone (_watch_owner).
+def _fork_runtime(engine: Any, oci: Any, cid: str, opts: RunOptions, p: Any,
+                  stdin_fd: int | None, stdout_fd: int,
+                  stderr_fd: int) -> tuple[int, int, int]:
+    """The runtime's in-process `run` (create + start + wait + delete: oci.run_in_process) in a
+    forked child, which is what `<runtime> run` would be minus exec: its own process group, the
+    container's subreaper, alive after a SIGKILLed CLI. It writes the exit file itself (the real
+    code, its time) and leaves a watcher that does the CLI's part if the CLI is gone
+    (_watch_owner).
     -> (its pid, read end of its error pipe, write end of the CLI's "done" pipe)."""
     import sys
-
-    from isle.runtime.container import Options, run
 
     r, w = os.pipe2(os.O_CLOEXEC)
     dr, dw = os.pipe2(os.O_CLOEXEC)
@@ -178,13 +181,7 @@ def _fork_runtime(engine: Any, cid: str, opts: RunOptions, p: Any, stdin_fd: int
             os.closerange(lo, keep)
             lo = keep + 1
         os.closerange(lo, os.sysconf("SC_OPEN_MAX"))
-        if vm:  # isle-vm-runtime's foreground run: boot, serve the guest, power off
-            from isle.runtime.vm.runner import run as vm_run
-
-            code = vm_run(cid, p.bundle, engine.s.runtime_root, engine.s, p.pidfile)
-        else:
-            code = run(engine.s.runtime_root, cid, Options(bundle=p.bundle, pid_file=p.pidfile),
-                       False)
+        code = oci.run_in_process(engine.s, cid, p.bundle, p.pidfile)
     except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit
         with suppress(OSError):
             os.write(w, (str(exc) or type(exc).__name__).encode(errors="replace")[:4096])
@@ -237,15 +234,14 @@ def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int) -> tuple[int, 
     return (128 - code if code < 0 else code), started, err  # <0: the child was killed
 
 
-def _spawn_runtime(engine: Any, cid: str, opts: RunOptions, path: str, p: Any,
+def _spawn_runtime(oci: Any, cid: str, opts: RunOptions, p: Any,
                    stdin_fd: int | None, stdout_fd: int) -> Any:
-    """Another runtime (runc, crun, isle-vm-runtime): its `run` in a child process."""
+    """Another runtime (runc, crun; isle's when not forkable): its `run` in a child process."""
     import subprocess
 
     from isle.sys import proc
 
-    argv = [path, "--root", engine.s.runtime_root, "run", "--bundle", p.bundle,
-            "--pid-file", p.pidfile, cid]
+    argv = oci.run_argv(cid, p.bundle, p.pidfile)
     stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else subprocess.DEVNULL
     return proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=subprocess.PIPE,
                       process_group=0)

@@ -28,6 +28,7 @@ from isle.engine.options import RunOptions, parse_signal
 from isle.engine.queries import Queries
 from isle.engine.transfer import Transfer
 from isle.engine.reports import CreateReport, PruneReport, RmReport, RunReport
+from isle.engine.state import State, restart_delay, should_restart
 from isle.errors import ConfigError, InvalidState, NotFound, Unsupported
 from isle.engine.quiet import suppress
 from isle.sys.fs import flock
@@ -39,9 +40,15 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     #: the caller is a CLI process of its own (stdio = the container's, nothing else running in
     #: it): a foreground `run --rm` may call isle's runtime in this process (direct.py)
     own_process = False
+    #: (settings, record opts) -> the record's runtime; None: engine/runtimes.for_record
+    runtime_for: Any = None
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, runtime_for: Any = None) -> None:
+        """runtime_for(settings, record_opts) -> the record's OCI runtime (engine/runtimes.py
+        for_record by default; the unit tests pass a recording fake)."""
         self.s = settings or default_settings()
+        if runtime_for is not None:
+            self.runtime_for = runtime_for
         self._db: Db | None = None
         self._store: Any = None
         self._held: set[str] = set()
@@ -100,24 +107,14 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
     # -- create / start / run ------------------------------------------------------------------
     def create(self, opts: RunOptions) -> CreateReport:
-        if opts.isolation == "vm":
-            opts.runtime = opts.runtime or _vm_runtime()
-        if opts.isolation not in ("container", "default", "", "vm", "sandbox"):
-            raise ConfigError("--isolation", f"unknown isolation {opts.isolation!r} "
-                              "(container, sandbox, vm)")
-        if opts.isolation == "sandbox" or os.path.basename(opts.runtime) == "runsc":
-            from isle.engine import sandbox  # gVisor: runsc is the runtime, whichever was asked
+        from isle.engine.runtimes import pick
 
-            sandbox.check(opts, self.s.rootless)
+        pick(self.s, opts)  # --isolation/--runtime -> opts.runtime (a path), opts.isolation
         if opts.remove and opts.restart.name != "no":
             raise ConfigError("--restart", "conflicting options: --restart and --rm")
         from isle.engine import netplug
 
         netplug.validate(self.s, opts, lookup=self.get)
-        from isle.engine.ocicli import resolve_runtime
-
-        explicit = bool(opts.runtime) or "ISLE_RUNTIME" in os.environ or self.s.runtime != "isle-runtime"
-        opts.runtime = resolve_runtime(opts.runtime or self.s.runtime, explicit=explicit)
         if opts.stop_signal:
             parse_signal("--stop-signal", opts.stop_signal)
         from isle.engine import fastimage
@@ -173,9 +170,10 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             return self._run_foreground(rec, opts, 0 if opts.interactive else None, 1, 2)
         with self._locked(rec.id):
             rec = self._refresh(self.db.get_container(rec.id))
-            if rec.state == "running":
+            st = State.of(rec.state)
+            if st == State.RUNNING:
                 return RunReport(id=rec.id, name=rec.name, exit_code=None)
-            if rec.state == "paused":
+            if not st.can_start():
                 raise InvalidState(f"cannot start a paused container {rec.name}, try unpause instead")
             self.db.update_container(rec.id, stopped_by_user=False)
             self._start(rec, attach=False, foreground=False)
@@ -252,7 +250,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     def kill(self, ref: str, sig: str = "KILL") -> RmReport:
         rec = self.get(ref)
         n = parse_signal("--signal", sig)
-        if rec.state not in ("running", "paused"):
+        if not State.of(rec.state).can_kill():
             raise InvalidState(f"cannot kill container {rec.name}: container is not running")
         self.db.update_container(rec.id, stopped_by_user=True, event="kill")
         self._signal(rec, n)
@@ -270,7 +268,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
     def pause(self, ref: str) -> RmReport:
         rec = self.get(ref)
-        if rec.state != "running":
+        if not State.of(rec.state).can_pause():
             raise InvalidState(f"container {rec.name} is not running")
         self._oci(rec).pause(rec.id)
         self.db.update_container(rec.id, state="paused", event="pause")
@@ -278,7 +276,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
     def unpause(self, ref: str) -> RmReport:
         rec = self.get(ref)
-        if rec.state != "paused":
+        if not State.of(rec.state).can_unpause():
             raise InvalidState(f"container {rec.name} is not paused")
         self._oci(rec).resume(rec.id)
         self.db.update_container(rec.id, state="running", event="unpause")
@@ -299,7 +297,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     # -- rm / prune / rename ----------------------------------------------------------------------
     def rm(self, ref: str, *, force: bool = False, volumes: bool = False) -> RmReport:
         rec = self.get(ref)
-        if rec.state in ("running", "paused") and not force:
+        if not State.of(rec.state).can_remove(force):
             raise InvalidState(f"cannot remove container {rec.name}: container is {rec.state}: "
                                "stop the container before removing or force remove")
         with self._locked(rec.id):
@@ -330,7 +328,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         rep = PruneReport()
         for rec in self.db.list_containers():
             rec = self._refresh(rec)
-            if rec.state in ("exited", "created", "dead"):
+            if State.of(rec.state).can_prune():
                 with suppress(NotFound):
                     self.rm(rec.id)
                     rep.deleted.append(rec.id)
@@ -366,8 +364,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
                 self._remove_anon_volumes(rec)
                 return
             if self._should_restart(rec, opts):
-                delay = min(0.1 * (2 ** rec.restart_count), 10.0)
-                time.sleep(delay)
+                time.sleep(restart_delay(rec.restart_count))
                 rec = self.db.get_container(rec.id)
                 if rec.stopped_by_user or rec.state != "exited":
                     return
@@ -376,12 +373,9 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
     @staticmethod
     def _should_restart(rec: ContainerRecord, opts: RunOptions) -> bool:
-        p = opts.restart
-        if rec.stopped_by_user or p.name == "no":
-            return False
-        if p.name == "on-failure":
-            return rec.exit_code != 0 and (p.max_retries == 0 or rec.restart_count < p.max_retries)
-        return True
+        return should_restart(opts.restart.name, opts.restart.max_retries,
+                              exit_code=rec.exit_code, restart_count=rec.restart_count,
+                              stopped_by_user=rec.stopped_by_user)
 
     # -- queries ---------------------------------------------------------------------------------
     def list(self, *, all: bool = False) -> list[ContainerRecord]:
@@ -402,7 +396,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
     def info(self) -> dict[str, Any]:
         recs = self.list(all=True)
-        from isle.engine.ocicli import resolve_runtime
+        from isle.engine.runtimes import resolve_runtime
 
         try:
             rt = resolve_runtime(self.s.runtime, explicit="ISLE_RUNTIME" in os.environ)
@@ -444,8 +438,10 @@ def _levels(s: Any, vm: dict[str, Any]) -> dict[str, str]:
     """{container|sandbox|vm: "" where it works here, else why not}."""
     from isle.engine import sandbox
 
+    from isle.engine.runtimes import vm_runtime_path
+
     try:
-        _vm_runtime()
+        vm_runtime_path()
         has_vm = True
     except Unsupported:
         has_vm = False
@@ -456,19 +452,6 @@ def _level_notes(vm: dict[str, Any]) -> dict[str, str]:
     from isle.engine import sandbox
 
     return sandbox.level_notes(vm)
-
-
-def _vm_runtime() -> str:
-    """isle-vm-runtime beside our interpreter (the VM-isolated OCI runtime), else a clear error."""
-    p = os.path.join(os.path.dirname(sys.executable), "isle-vm-runtime")
-    if os.access(p, os.X_OK):
-        return p
-    from isle.engine.ocicli import resolve_runtime
-
-    try:
-        return resolve_runtime("isle-vm-runtime")
-    except ConfigError:
-        raise Unsupported("--isolation vm needs isle-vm-runtime, which is not installed here") from None
 
 
 def _cgroup_version() -> str:

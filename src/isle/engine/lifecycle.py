@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from isle.config import Settings
     from isle.engine.db import Db
-    from isle.engine.ocicli import OciRuntime
+    from isle.engine.runtimes import OciCli
 
 __all__ = ["Lifecycle", "classify_runtime_error"]
 
@@ -50,19 +50,15 @@ class Lifecycle:
     s: Settings
     db: Db
     store: Any
+    runtime_for: Any
 
     def paths(self, cid: str) -> ContainerPaths: ...  # provided by Engine
 
-    def _oci(self, rec: ContainerRecord) -> OciRuntime:
-        from isle.engine.ocicli import OciRuntime
+    def _oci(self, rec: ContainerRecord) -> OciCli:
+        """The record's runtime behind the seam (engine/runtimes.py)."""
+        from isle.engine.runtimes import for_record
 
-        path = rec.opts.get("runtime") or "runc"
-        if path.endswith("/runsc"):  # gVisor (--isolation sandbox): its flags on every call
-            from isle.engine import netplug, sandbox
-
-            mode = netplug.mode_of(RunOptions.from_dict(rec.opts), self.s.rootless)
-            return OciRuntime(*sandbox.oci_args(self.s.runroot, path, mode))
-        return OciRuntime(path, self.s.runtime_root)
+        return (self.runtime_for or for_record)(self.s, rec.opts)
 
     def _exit_command(self, cid: str, owner: bool = False) -> list[str]:
         """owner: this process (a foreground `run`) records and removes the container itself;
@@ -198,6 +194,7 @@ class Lifecycle:
         from isle.engine import netplug
 
         p = self.paths(rec.id)
+        rt = self._oci(rec)
         hostname = opts.hostname or rec.id[:12]
         mounts = Volumes(self.s, self.db).resolve(opts.mounts, rootfs)
         netns, net_files, net_extra = netplug.connect(self.s, rec.id, rec.name, hostname, opts,
@@ -252,7 +249,7 @@ class Lifecycle:
                          cgroups_path="" if self.s.rootless else f"/isle-{rec.id}",
                          init_path=init, seccomp_profile=seccomp, rootless=self.s.rootless,
                          uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps(),
-                         rootless_cgroup=delegated)
+                         rootless_cgroup=delegated, guest_kernel=rt.caps.has_guest)
         spec = build_spec(opts, inp)
         spec["annotations"].update(annotations)
         if self.s.rootless:
@@ -263,10 +260,7 @@ class Lifecycle:
             if hook is not None:
                 spec.setdefault("hooks", {}).setdefault("createRuntime", []).append(hook)
         _make_cwd(rootfs, spec["process"].get("cwd") or "/")  # before the VM's disk is chosen
-        if opts.isolation == "vm":
-            from isle.engine.vmhook import annotate
-
-            annotate(self.s, spec, p.bundle, rec.image_id)
+        rt.prepare_spec(self.s, spec, p.bundle, rec.image_id)
         proc = spec["process"]
         if init:  # check the user's command, not the init bind-mounted in front of it
             proc = {**proc, "args": proc["args"][2:]}
@@ -425,14 +419,15 @@ class Lifecycle:
         SIGKILL of a pid namespace's init takes every process in it along."""
         if not alive(rec.pid, rec.pid_start):
             return
-        if os.path.basename(rec.opts.get("runtime") or "") not in _KNOWN_RUNTIMES:
+        rt = self._oci(rec)
+        if not rt.caps.signals_host_pid:
             # e.g. isle-vm-runtime: the pid is the VM's host side; the runtime signals the guest
-            if self._oci(rec).kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL):
+            if rt.kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL):
                 return
         try:
             os.kill(rec.pid, sig)
         except OSError:
-            self._oci(rec).kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL)
+            rt.kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL)
 
     def _kill_for_removal(self, rec: ContainerRecord) -> None:
         """rm -f: the monitor first (so no exit command runs for a record about to vanish),
@@ -471,18 +466,13 @@ class Lifecycle:
         if alive(rec.pid, rec.pid_start) and rec.state not in ("running", "paused"):
             with suppress(OSError):
                 os.kill(rec.pid, signal.SIGKILL)
-        state_dir = os.path.join(self.s.runtime_root, rec.id)
-        if os.path.isdir(state_dir) or (rec.opts.get("runtime") or "").endswith("/runsc"):
-            rt = os.path.basename(rec.opts.get("runtime") or "")
-            if rt in _KNOWN_RUNTIMES and not alive(rec.pid, rec.pid_start) \
-                    and rec.state not in ("running", "paused"):
-                # what `delete` of a stopped container does for these runtimes (no hooks are
-                # ever set by isle): cgroups (below) and the state dir, minus a process start
-                rmtree(state_dir)
-            else:
-                with suppress(CommandError):
-                    self._oci(rec).delete(rec.id, force=True)
-        _remove_cgroups(f"isle-{rec.id}")
+        # the runtime's own state, through the runtime (its CLI, or its module where it declares
+        # an in-process path): never by removing its state dir here
+        self._oci(rec).release(rec.id, running=alive(rec.pid, rec.pid_start)
+                               or rec.state in ("running", "paused"))
+        from isle.cgroups import remove_everywhere  # the runtime's fallback: it lost its state
+
+        remove_everywhere(f"isle-{rec.id}")
         from isle.engine import netplug  # always: an `isle` killed mid-setup recorded no netns
 
         with suppress(Exception):
@@ -503,9 +493,6 @@ class Lifecycle:
                 os.unlink(p.lock)
 
 
-_KNOWN_RUNTIMES = {"runc", "crun", "isle-runtime"}
-
-
 def _rmtree_bundle(bundle: str) -> None:
     rootfs = os.path.join(bundle, "rootfs")
     with suppress(OSError):
@@ -517,35 +504,6 @@ def _rmtree_bundle(bundle: str) -> None:
         from isle.engine import buildns  # files of the user's subordinate ids (chown inside)
 
         buildns.rmtree(bundle)
-
-
-def _remove_cgroups(name: str) -> None:
-    """Fallback when the runtime lost its state: kill what is left in our cgroups and rmdir them."""
-    base = "/sys/fs/cgroup"
-    try:
-        ctrls = os.listdir(base)
-    except OSError:
-        return
-    for c in ctrls:
-        d = os.path.join(base, c, name)
-        if not os.path.isdir(d):
-            continue
-        for _ in range(50):
-            try:
-                with open(os.path.join(d, "cgroup.procs")) as f:
-                    pids = [int(x) for x in f.read().split()]
-            except OSError:
-                pids = []
-            for pid in pids:
-                with suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.02)
 
 
 def _host_caps() -> list[str]:

@@ -6,11 +6,17 @@
     container:NAME   the netns of another running container (its /etc/hosts and resolv.conf too)
     NAME[,NAME..]    a persistent netns from NetworkManager, connected to the networks with -p/-P,
                      --ip, --network-alias, --dns, --dns-search; torn down when the container stops
-    vm isolation     a tap on the (first) network's bridge: NetworkManager.attach_tap + annotations
     slirp4netns      rootless: the runtime makes the netns, then ``after_start`` runs slirp4netns
 
 Engine calls: validate (create), connect (start, before the spec), after_start (once the init's
 pid is known), teardown (stop/rm), gc (system prune).
+
+A VM container gets exactly what a container gets: the same network namespace with its veth on
+the bridge, DNS name, /etc files and published ports. The VM runtime connects its guest to that
+namespace itself (Kata's way: tc mirred between the veth and a tap), so podman and containerd
+give it a network the same way. What differs is asked of the runtime (engine/runtimes.py Caps):
+a guest takes one interface (``multi_network``), and a rootless guest has no slirp4netns
+(``rootless_network``).
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def rootless_fallback(settings: Settings, opts: RunOptions) -> str:
 
     if not settings.rootless:
         return ""
-    if opts.isolation == "vm":
+    if not _caps(opts).rootless_network:
         if (opts.network or "") not in ("", "default", "bridge", SLIRP):
             return ""
         if (opts.network or "") not in ("", "default") or opts.publish or opts.publish_all:
@@ -91,6 +97,12 @@ def rootless_fallback(settings: Settings, opts: RunOptions) -> str:
     opts.network = "none"
     return ("no network: rootless networking (slirp4netns) needs /dev/net/tun read-writable by "
             f"uid {os.getuid()}; the container runs with --network none")
+
+
+def _caps(opts: RunOptions) -> Any:
+    from isle.engine.runtimes import for_path
+
+    return for_path(opts.runtime or "", "").caps
 
 
 def _special(mode: str) -> bool:
@@ -134,8 +146,8 @@ def validate(settings: Settings, opts: RunOptions,
             parse_add_host(h, "10.0.0.1")
     if mode == SLIRP and opts.ip:
         raise ConfigError("--ip", "--ip needs a bridge network (rootless containers use slirp4netns)")
-    if opts.isolation == "vm" and mode != "none" and not _special(mode) and "," in mode:
-        raise ConfigError("--network", "a VM joins one network")
+    if not _special(mode) and "," in mode and not _caps(opts).multi_network:
+        raise ConfigError("--network", "a VM joins one network (its guest takes one interface)")
     if not _special(mode) and mode != SLIRP:
         nm = _nm(settings)
         for n in mode.split(","):
@@ -163,7 +175,7 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
             ) -> tuple[str | None, dict[str, str], dict[str, Any]]:
     """-> (netns path for the spec: None new empty / "" host / path, /etc files text, extra facts).
 
-    extra may hold "annotations" for the spec (VM isolation: the tap the VM's NIC opens).
+    The same for every runtime: a VM's runtime connects its guest to the namespace itself.
     """
     mode = mode_of(opts, settings.rootless)
     if mode == "none":
@@ -179,12 +191,10 @@ def connect(settings: Settings, cid: str, name: str, hostname: str, opts: RunOpt
         files = nm.render_etc(cid, hostname=hostname, dns=opts.dns or [slirp.DNS],
                               dns_search=opts.dns_search, dns_options=opts.dns_options,
                               add_hosts=opts.extra_hosts, mode="none")
-        if opts.isolation == "vm":
+        if not _caps(opts).rootless_network:
             raise ConfigError("--network", f"a rootless VM gets no network: {_VM_NO_NET}")
         return None, files, {"slirp": True}
     ports = _ports(opts, image_config)
-    if opts.isolation == "vm":
-        return _attach_vm(nm, cid, name, hostname, opts, mode, ports)
     ns = nm.create_netns(cid)
     if ns is None:
         raise ConfigError("--network", "bridge networks need root here; rootless containers "
@@ -248,35 +258,10 @@ def _join_container(settings: Settings, ref: str, lookup: Callable[[str], Any] |
     return ns, files, {"joined": other.id}
 
 
-def _attach_vm(nm: Any, cid: str, name: str, hostname: str, opts: RunOptions, mode: str,
-               ports: list[Any]) -> tuple[str | None, dict[str, str], dict[str, Any]]:
-    """A tap on the network's bridge; the VM runtime's NIC opens it (org.isle.vm.net=tap:NAME)."""
-    tap = nm.attach_tap(cid, mode, ip=opts.ip or None, ports=ports, name=name,
-                        aliases=opts.network_aliases)
-    try:
-        files = nm.render_etc(f"vm-{cid}", hostname=hostname, dns=opts.dns,
-                              dns_search=opts.dns_search, dns_options=opts.dns_options,
-                              add_hosts=opts.extra_hosts, mode="bridge")
-        att = nm.attachment(f"vm-{cid}")
-    except BaseException:
-        with suppress(Exception):
-            nm.detach_tap(cid)
-        raise
-    ann = {"org.isle.vm.net": f"tap:{tap.tap}",
-           "org.isle.vm.net.address": f"{tap.ip}/{tap.prefixlen}",
-           "org.isle.vm.net.mac": tap.mac}
-    if tap.gateway:
-        ann["org.isle.vm.net.gateway"] = tap.gateway
-    facts = attachment_facts(att)
-    for v in facts["networks"].values():
-        v["MacAddress"] = tap.mac          # the VM's NIC, not netavark's anchor interface
-    return None, files, {**facts, "tap": tap.tap, "annotations": ann}
-
-
 def after_start(settings: Settings, cid: str, name: str, pid: int, opts: RunOptions,
                 image_config: dict[str, Any]) -> dict[str, Any]:
     """Rootless: slirp4netns into the init's netns (pid known, before the user process runs)."""
-    if mode_of(opts, settings.rootless) != SLIRP or opts.isolation == "vm":
+    if mode_of(opts, settings.rootless) != SLIRP or not _caps(opts).rootless_network:
         return {}
     nm = _nm(settings)
     rec = nm.store.record(cid)
@@ -294,7 +279,7 @@ def slirp_hook(settings: Settings, cid: str, name: str, opts: RunOptions,
     """Rootless: the createRuntime hook that gives the init's netns slirp4netns while the init
     still lets its owner open /proc/PID/ns/* (it turns non-dumpable before waiting on
     exec.fifo, and then only CAP_SYS_PTRACE could); None where no slirp4netns is wanted."""
-    if not settings.rootless or mode_of(opts, True) != SLIRP or opts.isolation == "vm":
+    if not settings.rootless or mode_of(opts, True) != SLIRP or not _caps(opts).rootless_network:
         return None
     from isle.engine.rootless import slirp_hook as hook
 
@@ -307,10 +292,7 @@ def teardown(settings: Settings, cid: str, opts: RunOptions) -> None:
     mode = mode_of(opts, settings.rootless)
     if _special(mode):
         return
-    nm = _nm(settings)
-    if opts.isolation == "vm":
-        nm.detach_tap(cid)
-    nm.teardown(cid)
+    _nm(settings).teardown(cid)
 
 
 def gc(settings: Settings, live: Iterable[str]) -> dict[str, list[str]]:

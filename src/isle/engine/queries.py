@@ -146,7 +146,7 @@ class Queries:
         if tty and not detach and stdio is not None and console_socket:
             # the caller (the API) takes the pty master from console_socket and copies it itself
             argv = argv[:-1] + ["--console-socket", console_socket, argv[-1]]
-        if tty and not detach and stdio is None and os.path.basename(oci.path) != "runc":
+        if tty and not detach and stdio is None and not oci.caps.tty_copy:
             # runc copies a foreground tty itself; other runtimes hand the pty to a console socket
             from isle.engine.attach import run_with_console
 
@@ -231,7 +231,10 @@ class Queries:
         rec = self.get(ref)  # type: ignore[attr-defined]
         if rec.state not in ("running", "paused"):
             raise InvalidState(f"container {rec.id[:12]} is not running")
-        pids = self._pids(rec)
+        rt = self._oci(rec)  # type: ignore[attr-defined]
+        if not rt.caps.host_procs:  # a guest's processes are not this host's to list with ps
+            raise rt.unsupported("top", "its processes live in a guest kernel, not on this host")
+        pids = self._pids(rec, rt)
         fmt = ps_args or ["-o", "uid,pid,ppid,c,stime,tty,time,cmd"]
         out = proc.run(["ps", *fmt, "-p", ",".join(map(str, pids))], check=False,
                        timeout=10).stdout.decode()
@@ -242,14 +245,13 @@ class Queries:
         rows = [ln.split(None, len(header) - 1) for ln in lines[1:]]
         return header, rows
 
-    def _pids(self, rec: ContainerRecord) -> list[int]:
-        for ctrl in ("pids", "memory", "cpu,cpuacct", "freezer", "unified"):
-            path = f"/sys/fs/cgroup/{ctrl}/isle-{rec.id}/cgroup.procs"
-            with suppress(OSError):
-                with open(path) as f:
-                    pids = [int(x) for x in f.read().split()]
-                if pids:
-                    return sorted(pids)
+    @staticmethod
+    def _pids(rec: ContainerRecord, rt: Any) -> list[int]:
+        """The container's host pids, as its runtime lists them (`ps --format json`)."""
+        with suppress(NotFound):
+            pids = [int(x) for x in rt.ps(rec.id) if isinstance(x, int)]
+            if pids:
+                return sorted(pids)
         return [rec.pid]
 
     # -- volumes ---------------------------------------------------------------------------------

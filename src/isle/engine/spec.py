@@ -60,6 +60,9 @@ class SpecInputs:
     rootless: bool = False
     #: rootless with a delegated cgroup v2 subtree: limits apply (the runtime makes the cgroup)
     rootless_cgroup: bool = False
+    #: the runtime runs the container under a guest kernel (its caps.has_guest): the guest
+    #: mounts its own sysfs, never a bind of the host's
+    guest_kernel: bool = False
     uid_map: list[dict[str, int]] = field(default_factory=list)
     gid_map: list[dict[str, int]] = field(default_factory=list)
     #: the capabilities isle itself may hand out (its bounding set); "all" means these
@@ -247,7 +250,7 @@ _DEFAULT_DEVICES = [  # Docker's default allow list for the device cgroup
 ]
 
 
-def _base_mounts(opts: RunOptions, rootless: bool) -> list[dict[str, Any]]:
+def _base_mounts(opts: RunOptions, rootless: bool, guest_kernel: bool = False) -> list[dict[str, Any]]:
     sys_opts = ["nosuid", "noexec", "nodev", "ro"]
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -262,7 +265,7 @@ def _base_mounts(opts: RunOptions, rootless: bool) -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
     ]
-    if rootless and opts.isolation != "vm":  # a VM's guest mounts its own sysfs, never the host's
+    if rootless and not guest_kernel:  # a guest mounts its own sysfs, never the host's
         mounts.append({"destination": "/sys", "type": "bind", "source": "/sys",
                        "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
     else:
@@ -276,7 +279,7 @@ def _base_mounts(opts: RunOptions, rootless: bool) -> list[dict[str, Any]]:
 def build_spec(opts: RunOptions, inp: SpecInputs) -> dict[str, Any]:
     """The whole config.json for one container."""
     proc = process_spec(opts, inp)
-    mounts = _base_mounts(opts, inp.rootless)
+    mounts = _base_mounts(opts, inp.rootless, inp.guest_kernel)
     for dest, src in inp.etc_files.items():
         mounts.append({"destination": dest, "type": "bind", "source": src,
                        "options": ["rbind", "rprivate"] + (["ro"] if opts.read_only else [])})

@@ -65,6 +65,16 @@ class Transfer:
                 if cur.state not in ("running", "paused"):
                     self.store.unmount_rootfs(p.bundle)  # type: ignore[attr-defined]
 
+    def _host_view(self, rec: ContainerRecord, verb: str) -> None:
+        """Refuse (Unsupported, exit 125) where the host-side rootfs is not what the container
+        sees: a runtime with a guest (caps.host_rootfs false) once it has started, since the
+        guest's writes never reach the host's tree. Before its first start the bundle's rootfs
+        is what the runtime hands the guest, so cp into a created container works."""
+        rt = self._oci(rec)  # type: ignore[attr-defined]
+        if not rt.caps.host_rootfs and (rec.started_at or rec.state in ("running", "paused")):
+            raise rt.unsupported(verb, "the guest's writable layer is not visible to the "
+                                 "host; the host-side rootfs is not what the container sees")
+
     def _croot(self, rec: ContainerRecord, rootfs: str, cpath: str) -> tuple[str, str]:
         """A container path -> (the host directory that is '/' for it, the path inside that).
 
@@ -117,6 +127,7 @@ class Transfer:
         if not (sp if sc is not None else dp):
             raise ConfigError("cp", "the container path is empty")
         rec = self.get(sc or dc)  # type: ignore[attr-defined, arg-type]
+        self._host_view(rec, "cp")
         with self._rootfs(rec) as rootfs:
             if sc is not None:
                 self._cp_out(rec, rootfs, sp, dp)
@@ -271,6 +282,7 @@ class Transfer:
 
     def export(self, ref: str, out: IO[bytes]) -> None:
         rec = self.get(ref)  # type: ignore[attr-defined]
+        self._host_view(rec, "export")
         with self._rootfs(rec) as root:
             self.store.tar_directory(root, out)  # type: ignore[attr-defined]
 
@@ -284,6 +296,7 @@ class Transfer:
         from isle.sys.inroot import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, openat2
 
         rec = self.get(ref)  # type: ignore[attr-defined]
+        self._host_view(rec, "diff")
         upper = self.paths(rec.id).upper  # type: ignore[attr-defined]
         img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
         lowers = []
@@ -329,6 +342,7 @@ class Transfer:
     def commit(self, ref: str, repo: str = "", *, changes: list[str] | None = None,
                message: str = "", author: str = "", pause: bool = True) -> str:
         rec = self.get(ref)  # type: ignore[attr-defined]
+        self._host_view(rec, "commit")
         img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
         cfg_changes = _parse_changes(changes or [], img.config.get("config") or {})
         paused = False
@@ -355,6 +369,14 @@ class Transfer:
         for r in recs:
             if r.state not in ("running", "paused"):
                 raise InvalidState(f"container {r.name} is not running")
+        if refs:
+            for r in recs:
+                rt = self._oci(r)  # type: ignore[attr-defined]
+                if not rt.caps.host_procs:
+                    raise rt.unsupported("stats", "its memory, CPU and pids are the guest "
+                                         "kernel's, which this host cannot read")
+        else:  # all running containers: those whose numbers the host cannot see are left out
+            recs = [r for r in recs if self._oci(r).caps.host_procs]  # type: ignore[attr-defined]
         # two samples `interval` apart per container, each timed on its own; only the files the
         # numbers need (300 containers: 2.55 s -> under 1 s, bench/stats_bench.py)
         mcache = os.path.join(self.s.runroot, ".cgroup-mounts")  # type: ignore[attr-defined]

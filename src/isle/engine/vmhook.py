@@ -41,11 +41,11 @@ def annotate(settings: Settings, spec: dict[str, Any], bundle: str, image_id: st
     d = os.path.join(settings.cache, "templates")
     if not _MAKING and not any(n.endswith(".json") for n in _listdir(d)):
         return  # no template at all: leave the disk digest to the runtime (cold path cost)
+    from isle.engine.runtimes import vm_boot
     from isle.errors import IsleError
-    from isle.runtime.vm.runner import boot_of
     from isle.vm import snapshot
     try:
-        boot = boot_of(spec, bundle, settings)
+        boot = vm_boot(settings, spec, bundle)
     except IsleError:
         return  # the runtime reports it with the container's own error
     key = snapshot.key(boot)
