@@ -61,6 +61,8 @@ class SerialPort:
     name: str
     chardev: Chardev
     nr: int
+    #: a virtconsole (a tty in the guest, /dev/hvcN) rather than a plain port
+    console: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

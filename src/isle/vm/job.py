@@ -145,6 +145,9 @@ class Job:
     #: further isle-exec options applying the rest of the OCI spec in the guest (capabilities,
     #: seccomp, /dev, masked/read-only paths, ...): made by runtime/vm/spec.py, see isle-exec.c
     spec_opts: tuple[str, ...] = ()
+    #: process.terminal: run on the guest's /dev/hvc0 (a virtconsole the host relays to its pty)
+    #: as the session's controlling terminal; stdout and stderr both go there
+    terminal: bool = False
 
 
 def _q(s: str) -> str:
@@ -211,13 +214,21 @@ def render(job: Job) -> str:
             lines.append(f"ip route add {_q(dst)} " + (f"via {_q(via)}" if via else "dev eth0"))
     x = _exec_argv(job)
     # init.sh found the ports: $out, $err, $inp
-    lines.append("in=$inp" if job.stdin else "in=/dev/null")
+    if job.terminal:
+        lines += [
+            "n=0; while [ ! -c /dev/hvc0 ] && [ $n -lt 3000 ]; do n=$((n + 1)); usleep 1000; done",
+            "busybox setsid -c " + " ".join(_q(a) for a in x)
+            + " </dev/hvc0 >/dev/hvc0 2>/dev/hvc0 &",
+        ]
+    else:
+        lines.append("in=$inp" if job.stdin else "in=/dev/null")
+        lines.append(" ".join(_q(a) for a in x) + ' <"$in" >"$out" 2>"$err" &')
     lines += [
-        " ".join(_q(a) for a in x) + ' <"$in" >"$out" 2>"$err" &',
         "pid=$!",
         "echo started >&3",
         '( while read -r c a b <&3; do case "$c" in',
         '    kill) kill -"$a" "$pid" 2>/dev/null;;',
+        '    winsz) busybox stty -F /dev/hvc0 rows "$a" cols "$b" 2>/dev/null;;',  # SIGWINCH follows
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",

@@ -28,11 +28,13 @@ from isle.vm.config import (Chardev, Drive, FsShare, MachineConfig, MemoryBacken
 from isle.vm.qemu import argv as qemu_argv
 
 __all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "writable",
-           "EXEC_SLOTS"]
+           "EXEC_SLOTS", "TTY_PORT"]
 
 PR_SET_PDEATHSIG = 1
 #: how many `exec`s may run at once in one VM
 EXEC_SLOTS = 2
+#: the virtconsole a terminal process runs on (the guest's /dev/hvc0)
+TTY_PORT = "org.isle.tty"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,8 +100,12 @@ def machine_config(
     tap: str = "",
     mac: str = "",
     shares: tuple[FsShare, ...] = (),
+    tty_sock: bool = False,
 ) -> MachineConfig:
-    """The MachineConfig of an isle microVM (pure: paths in, data out)."""
+    """The MachineConfig of an isle microVM (pure: paths in, data out).
+
+    tty_sock: a virtconsole (the guest's /dev/hvc0, a real tty there) whose host end is
+    <rundir>/tty.sock, for process.terminal; only then, so templates keep their layout."""
     if shares and memory_backend is None:  # vhost-user needs guest RAM QEMU can hand over
         memory_backend = MemoryBackend(path="", share=True)
     ports = [
@@ -139,6 +145,10 @@ def machine_config(
                     chardev=Chardev(backend="socket", path=os.path.join(rundir, f"x{i}{tag}.sock")),
                 )
             )
+    if tty_sock:
+        ports.append(SerialPort(name=TTY_PORT, nr=5 + 3 * EXEC_SLOTS, console=True,
+                                chardev=Chardev(backend="socket",
+                                                path=os.path.join(rundir, "tty.sock"))))
     return MachineConfig(
         name=name,
         machine="microvm",
@@ -220,6 +230,8 @@ class MicroVM:
         self._pass_fds = pass_fds
         self._die_with_parent = die_with_parent
         self._stdin_sock: socket.socket | None = None
+        self._tty_sock: socket.socket | None = None
+        self._tty_out: Any = None
         self._fsd: list[subprocess.Popen[bytes]] = []  # one virtiofsd per cfg.shares entry
         #: the container's cgroup (its procs files): QEMU and virtiofsd join it before exec
         self.cgroup_files = cgroup_files
@@ -354,6 +366,49 @@ class MicroVM:
 
         threading.Thread(target=pump, name="isle-vm-stdin", daemon=True).start()
 
+    def attach_tty(self, fd: int) -> None:
+        """Relay the guest's terminal (tty.sock) and fd (the host pty's slave, raw) both ways,
+        in two threads; the guest's tty does echo, line editing and ^C."""
+        import threading
+
+        path = os.path.join(self.rundir, "tty.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        for _ in range(5000):
+            try:
+                s.connect(path)
+                break
+            except OSError:
+                time.sleep(0.002)
+        else:
+            s.close()
+            raise VMError(f"terminal socket {path} never opened")
+        src, dst = os.dup(fd), os.dup(fd)
+
+        def to_guest() -> None:
+            try:
+                while chunk := os.read(src, 65536):
+                    s.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                os.close(src)
+
+        def from_guest() -> None:
+            try:
+                while chunk := s.recv(65536):
+                    while chunk:
+                        chunk = chunk[os.write(dst, chunk):]
+            except OSError:
+                pass
+            finally:
+                os.close(dst)
+
+        self._tty_sock = s
+        for fn in (to_guest, from_guest):
+            t = threading.Thread(target=fn, name="isle-vm-tty", daemon=True)
+            t.start()
+        self._tty_out = t  # joined by close(): the guest's last output reaches the pty
+
     def send(self, line: bytes) -> None:
         assert self.ctl is not None
         try:
@@ -424,6 +479,11 @@ class MicroVM:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
+        if self._tty_sock is not None:
+            if self._tty_out is not None:
+                self._tty_out.join(2)  # QEMU gone: its end closed, the relay drains and ends
+            self._tty_sock.close()
+            self._tty_sock = None
         if self._fsd:
             from isle.vm import virtiofs
 

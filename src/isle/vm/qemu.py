@@ -103,7 +103,8 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
                 "-chardev",
                 _chardev(cid, p.chardev),
                 "-device",
-                f"virtserialport,chardev={cid},name={p.name},nr={p.nr}",
+                f"{'virtconsole' if p.console else 'virtserialport'},chardev={cid},"
+                f"name={p.name},nr={p.nr}",
             ]
     fs = "vhost-user-fs-device" if micro else "vhost-user-fs-pci"
     if micro and cfg.shares:  # virtiofsd (libvhost-user) serves virtio 1.0 devices only

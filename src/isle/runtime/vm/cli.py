@@ -116,12 +116,12 @@ def _dispatch(a: argparse.Namespace) -> int:
     settings = default_settings()
     if a.verb == "run":
         if a.detach:
-            runner.create(a.id, a.bundle, a.root, settings, a.pid_file)
+            runner.create(a.id, a.bundle, a.root, settings, a.pid_file, a.console_socket)
             runner.start(a.id, a.root)
             return 0
-        return runner.run(a.id, a.bundle, a.root, settings, a.pid_file)
+        return runner.run(a.id, a.bundle, a.root, settings, a.pid_file, a.console_socket)
     if a.verb == "create":
-        runner.create(a.id, a.bundle, a.root, settings, a.pid_file)
+        runner.create(a.id, a.bundle, a.root, settings, a.pid_file, a.console_socket)
     elif a.verb == "start":
         runner.start(a.id, a.root)
     elif a.verb == "state":

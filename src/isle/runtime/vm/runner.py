@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from isle.config import Settings
-from isle.errors import IsleError, VMError
+from isle.errors import ConfigError, IsleError, VMError
 from isle.oci import runtime_spec
 from isle.runtime.vm import spec as vmspec
 from isle.runtime.vm import state as st
@@ -51,6 +51,9 @@ class Prepared:
     stdin: bool = False
     #: the caller's network namespace the guest takes over (runtime.vm.network.Plan)
     net: Any = None
+    #: process.terminal: the process runs on a guest tty relayed to tty_fd (a pty slave, raw)
+    terminal: bool = False
+    tty_fd: int = -1
 
 
 def stdin_wanted(fd: int = 0) -> bool:
@@ -70,7 +73,13 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     """Validate config.json and make sure kernel, initramfs and image disk are cached."""
     bundle = os.path.abspath(bundle)
     cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
+    terminal = bool((cfg.get("process") or {}).get("terminal"))
+    stdin = stdin and not terminal  # a terminal is the process's stdin
     job = vmspec.to_job(cfg, stdin=stdin)
+    if terminal:
+        from dataclasses import replace as _replace
+
+        job = _replace(job, terminal=True)
     boot = boot_of(cfg, bundle, settings)
     plan = None
     if not boot.net:  # no engine-made tap: the network namespace config.json names, as Kata
@@ -87,9 +96,9 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
         "1",
         "true",
-    ) and not vmspec.shares_of(cfg)  # shared directories are devices a template does not have
+    ) and not vmspec.shares_of(cfg) and not terminal  # (devices a template does not have)
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin,
-                    net=plan)
+                    net=plan, terminal=terminal)
 
 
 def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
@@ -206,6 +215,7 @@ def launch(
             tap=tap,
             mac=mac,
             shares=shares,
+            tty_sock=p.terminal,
         )
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent,
                      cgroup_files=cgroup_files)
@@ -214,6 +224,8 @@ def launch(
             vm.connect()
             if p.stdin:
                 vm.feed_stdin(in_fd)
+            if p.terminal:
+                vm.attach_tty(p.tty_fd)
         except BaseException:
             vm.close(grace=0)
             raise
@@ -294,6 +306,41 @@ def _unplug(s: st.State) -> None:
         network.disconnect(s.netns, s.veth)
 
 
+def console(path: str) -> int:
+    """A pty whose master goes to the --console-socket at path (as runc sends it: SCM_RIGHTS,
+    the slave's name as data); its slave, raw (the guest's tty does the line discipline)."""
+    import tty
+
+    master, slave = os.openpty()
+    try:
+        name = os.ttyname(slave)
+        tty.setraw(slave)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(path)
+            socket.send_fds(sock, [name.encode()], [master])
+        finally:
+            sock.close()
+    except OSError as exc:
+        os.close(slave)
+        raise ConfigError("--console-socket", f"{path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(master)
+    return slave
+
+
+def _winsize(fd: int) -> tuple[int, int]:
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+    except OSError:
+        return 0, 0
+    return rows, cols
+
+
 def _write_pid(pid_file: str | None, pid: int) -> None:
     if pid_file:
         from isle.sys.fs import atomic_write
@@ -301,13 +348,29 @@ def _write_pid(pid_file: str | None, pid: int) -> None:
         atomic_write(pid_file, str(pid).encode(), durable=False)
 
 
-def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None) -> int:
+def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None,
+        console_socket: str | None = None) -> int:
     """`run` in the foreground: boot, run the job, stream stdio, return its exit code, clean up."""
     d = st.create_dir(root, cid)
     vm: MicroVM | None = None
     s: st.State | None = None
+    restore: Any = None
+    p: Prepared | None = None
     try:
         p = prepare(bundle, settings, stdin=stdin_wanted(0))
+        if p.terminal:
+            if console_socket:
+                p.tty_fd = console(console_socket)
+            elif os.isatty(0):  # runc's way without a socket: our own terminal, raw meanwhile
+                import termios
+                import tty
+
+                restore = termios.tcgetattr(0)
+                tty.setraw(0)
+                p.tty_fd = os.dup(0)
+            else:
+                raise ConfigError("process.terminal",
+                                  "a terminal needs --console-socket or a tty on stdin")
         s = st.State(
             id=cid,
             bundle=os.path.abspath(bundle),
@@ -332,6 +395,12 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         if vm is not None:
             vm.close()
         _drain_relays()
+        if p is not None and p.tty_fd >= 0:
+            os.close(p.tty_fd)
+        if restore is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, restore)
         if s is not None:
             _unplug(s)
         drop_cgroup(s.cgroup if s is not None else None)
@@ -341,12 +410,18 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
 
 # -- detached: create / start / kill -------------------------------------------------------------
 def create(
-    cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None
+    cid: str, bundle: str, root: str, settings: Settings, pid_file: str | None = None,
+    console_socket: str | None = None,
 ) -> None:
     """Boot the VM to 'ready' under a detached monitor; the job waits for `start`."""
     d = st.create_dir(root, cid)
     try:
         p = prepare(bundle, settings, stdin=stdin_wanted(0))
+        if p.terminal:
+            if not console_socket:
+                raise ConfigError("process.terminal",
+                                  "a detached container with a terminal needs --console-socket")
+            p.tty_fd = console(console_socket)
     except BaseException:
         st.remove(root, cid)
         raise
@@ -370,6 +445,8 @@ def create(
         finally:
             os._exit(0)
     os.close(w)
+    if p.tty_fd >= 0:
+        os.close(p.tty_fd)  # the monitor has its copy
     os.waitpid(pid, 0)
     with os.fdopen(r, "rb") as f:
         msg = f.read().decode(errors="replace").strip()
@@ -482,15 +559,20 @@ def _serve(
     import time
 
     deadline = time.monotonic() + READY_TIMEOUT
+    size = (0, 0)
     while True:
         if stop["sig"]:
             return 128 + stop["sig"]
+        if started and p.tty_fd >= 0 and (now := _winsize(p.tty_fd)) != size:
+            size = now  # the caller resized the pty (conmon, `exec -t`'s resize): tell the guest
+            if now[0] and now[1]:
+                vm.send(f"winsz {now[0]} {now[1]}".encode())
         if job_sent and not started and time.monotonic() > deadline:
             raise VMError(
                 f"the guest did not start the process within {READY_TIMEOUT:.0f}s; {vm.diagnose()}"
             )
         try:
-            r, _, _ = select.select([vm.ctl, lsock], [], [], 1.0)
+            r, _, _ = select.select([vm.ctl, lsock], [], [], 0.2 if p.tty_fd >= 0 else 1.0)
         except InterruptedError:
             continue
         if vm.ctl in r or b"\n" in vm._buf:
