@@ -322,3 +322,22 @@ def test_info_and_version_readable(isle: Cli, docker: Cli) -> None:
     for cli in (isle, docker):
         assert isinstance(json.loads(cli("info", "--format", "{{json .}}").stdout), dict)
         assert isinstance(json.loads(cli("info", "--format", "json").stdout), dict)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_workdir_is_made_in_a_vm(tmp_path: Path) -> None:
+    """The same -w under --isolation vm (the guest's disk is chosen after the directory exists)."""
+    cli = Cli([ISLE, "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")],
+              {k: v for k, v in os.environ.items() if not k.startswith("ISLE_")})
+    try:
+        cp = cli("run", "--rm", "--isolation", "vm", "-w", "/srv/vm/dir", "busybox", "pwd",
+                 timeout=150)
+        assert cp.stdout.strip() == "/srv/vm/dir"
+        assert cli("ps", "-aq").stdout == ""
+    finally:
+        ids = cli("ps", "-aq", check=False).stdout.split()
+        if ids:
+            cli("rm", "-f", *ids, check=False)
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
