@@ -301,7 +301,10 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             raise InvalidState(f"cannot remove container {rec.name}: container is {rec.state}: "
                                "stop the container before removing or force remove")
         with self._locked(rec.id):
-            rec = self._refresh(self.db.get_container(rec.id))
+            try:
+                rec = self._refresh(self.db.get_container(rec.id))
+            except NotFound:  # another rm won the race: name the container as the caller did
+                raise NotFound(f"no such container: {ref}") from None
             if rec.state in ("running", "paused"):
                 self.db.update_container(rec.id, stopped_by_user=True)
                 if rec.state == "paused":
