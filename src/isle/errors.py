@@ -38,11 +38,16 @@ class IsleError(Exception):
     http_status = 500
 
 
-class ConfigError(IsleError):
+class _Refused(IsleError):
+    """The request was wrong or cannot be met here (isle worked): exit 1."""
+
+    exit_code = 1
+
+
+class ConfigError(_Refused):
     """A configuration value is wrong; the message names the field
     (e.g. ``linux.namespaces[2].type``)."""
 
-    exit_code = 1
     http_status = 400
 
     def __init__(self, field: str, message: str) -> None:
@@ -50,23 +55,27 @@ class ConfigError(IsleError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
-class NotFound(IsleError):
-    exit_code = 1
+class NotFound(_Refused):
+    """No such container, image, network, volume or VM."""
+
     http_status = 404
 
 
-class AlreadyExists(IsleError):
-    exit_code = 1
+class AlreadyExists(_Refused):
+    """A name or id is taken."""
+
     http_status = 409
 
 
-class InvalidState(IsleError):
-    exit_code = 1
+class InvalidState(_Refused):
+    """Not now: e.g. start of a running container."""
+
     http_status = 409
 
 
-class Unsupported(IsleError):
-    exit_code = 1
+class Unsupported(_Refused):
+    """Valid, but this host or kernel cannot do it."""
+
     http_status = 501
 
 

@@ -44,6 +44,7 @@ from isle.net.types import (
     Subnet,
     TapAttachment,
 )
+from isle.sys.fs import read_text
 
 __all__ = ["NetworkManager", "DEFAULT_SUBNET", "DEFAULT_BRIDGE", "SUBNET_POOL"]
 
@@ -287,13 +288,7 @@ class NetworkManager:
                                   f"{primary.name} has no IPv6 subnet (create it with --ipv6)")
         taken = [PortMapping.from_dict(p) for r in self.store.records() if r["id"] != cid
                  for p in r.get("ports", [])]
-        portlib.check_conflicts(ports, taken)
-        for pm in ports:
-            for i in range(pm.range if pm.host_port else 0):
-                if not portlib.host_port_free(pm.host_ip, pm.host_port + i, pm.proto):
-                    raise ConfigError("publish", f"host port {pm.host_port + i}/{pm.proto} is "
-                                      "already in use on the host")
-        return portlib.resolve_random(ports, taken)
+        return portlib.claim(list(ports), taken)
 
     def _connect(self, rec: dict[str, Any], nets: builtins.list[tuple[Network, dict[str, Any]]],
                  ports: builtins.list[PortMapping]) -> Attachment:
@@ -570,7 +565,7 @@ class NetworkManager:
         mode: "bridge" (its networks), "none", or "host" (the host's files plus extras).
         """
         if host_resolv is None:
-            host_resolv = _read("/etc/resolv.conf")
+            host_resolv = read_text("/etc/resolv.conf")
         rec = self.store.record(container_id) if mode == "bridge" else None
         att = self._attachment(rec) if rec else None
         hn = hostname or container_id[:12]
@@ -586,7 +581,7 @@ class NetworkManager:
         if mode != "host":
             base: str | None = None
         else:
-            base = host_hosts if host_hosts is not None else _read("/etc/hosts")
+            base = host_hosts if host_hosts is not None else read_text("/etc/hosts")
         hosts = etc.render_hosts(hostname=hn, ips=ips, names=names, add_hosts=extra, base=base)
         resolv = etc.render_resolv(host_resolv=host_resolv, network_dns=net_dns, dns=dns,
                                    dns_search=dns_search, dns_options=dns_options,
@@ -678,11 +673,3 @@ def _host_peer(ns_path: str, iface: str) -> str | None:
         except (OSError, ValueError):
             continue
     return None
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from isle.errors import ConfigError
 from isle.net.types import PortMapping
 
-__all__ = ["parse_publish", "parse_expose", "check_conflicts", "resolve_random", "host_port_free"]
+__all__ = ["parse_publish", "parse_expose", "check_conflicts", "resolve_random", "host_port_free",
+           "claim"]
 
 PROTOS = ("tcp", "udp", "sctp")
 
@@ -167,3 +168,15 @@ def resolve_random(ports: Iterable[PortMapping], taken: Iterable[PortMapping] = 
             raise ConfigError("publish",
                               f"no free host port found for {pm.container_port}/{pm.proto}")
     return out
+
+
+def claim(ports: list[PortMapping], taken: list[PortMapping]) -> list[PortMapping]:
+    """ports checked against the other containers' (taken) and against the host's sockets,
+    random host ports (0) resolved: what a container may publish now."""
+    check_conflicts(ports, taken)
+    for pm in ports:
+        for i in range(pm.range if pm.host_port else 0):
+            if not host_port_free(pm.host_ip, pm.host_port + i, pm.proto):
+                raise ConfigError("publish", f"host port {pm.host_port + i}/{pm.proto} is "
+                                  "already in use on the host")
+    return resolve_random(ports, taken)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from isle.errors import AlreadyExists, ConfigError
+from isle.errors import AlreadyExists
 from isle.net import ports as portlib
 from isle.net import slirp
 from isle.net.types import Attachment, PortMapping
@@ -35,13 +35,7 @@ def connect_slirp(nm: NetworkManager, container_id: str, target: str | int,
         rec: dict[str, Any] = {"id": container_id, "name": name or container_id[:12],
                                "ns_path": ns_path, "networks": {}, "ports": [], "dns": []}
         taken = [PortMapping.from_dict(p) for r in nm.store.records() for p in r["ports"]]
-        portlib.check_conflicts(ports, taken)
-        for pm in ports:
-            for i in range(pm.range if pm.host_port else 0):
-                if not portlib.host_port_free(pm.host_ip, pm.host_port + i, pm.proto):
-                    raise ConfigError("publish", f"host port {pm.host_port + i}/{pm.proto} is "
-                                      "already in use on the host")
-        resolved = portlib.resolve_random(ports, taken)
+        resolved = portlib.claim(list(ports), taken)
         sockdir = os.path.join(nm.store.runroot, "slirp")
         os.makedirs(sockdir, exist_ok=True)
         api = os.path.join(sockdir, hashlib.sha256(container_id.encode()).hexdigest()[:16])

@@ -359,16 +359,12 @@ def copy(sdir: int, sname: str, ddir: int, dname: str, *, keep_owner: bool,
     st = os.stat(sname, dir_fd=sdir, follow_symlinks=follow)
     c = Copier(keep_owner, untrusted=untrusted)
     try:
-        if follow and stat.S_ISDIR(st.st_mode):
-            sfd = os.open(sname, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=sdir)
+        isdir = stat.S_ISDIR(st.st_mode)
+        if follow and (isdir or stat.S_ISREG(st.st_mode)):
+            kind = os.O_DIRECTORY if isdir else os.O_NONBLOCK
+            sfd = os.open(sname, os.O_RDONLY | kind | os.O_CLOEXEC, dir_fd=sdir)
             try:
-                c.tree(sfd, os.fstat(sfd), ddir, dname)
-            finally:
-                os.close(sfd)
-        elif follow and stat.S_ISREG(st.st_mode):
-            sfd = os.open(sname, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sdir)
-            try:
-                c.file(sfd, os.fstat(sfd), ddir, dname)
+                (c.tree if isdir else c.file)(sfd, os.fstat(sfd), ddir, dname)
             finally:
                 os.close(sfd)
         else:

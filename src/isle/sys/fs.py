@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-__all__ = ["atomic_write", "flock", "makedirs", "private_dir", "private_file"]
+__all__ = ["atomic_write", "flock", "makedirs", "private_dir", "private_file", "read_text"]
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
@@ -53,6 +53,15 @@ class flock:  # noqa: N801 - used as a function: with flock(path) as fd
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def read_text(path: str, default: str = "") -> str:
+    """The file's text, or default if it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
 
 
 def makedirs(path: str, mode: int = 0o755) -> None:

@@ -157,22 +157,21 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+#: syscalls added since Linux 5.0 have one number on every architecture
+_UNIFIED = {
+    "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
+    "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
+    "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
+    "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+}
 _SYSCALLS = {
     "x86_64": {
         "pivot_root": 155, "capget": 125, "capset": 126, "setns": 308, "unshare": 272,
-        "seccomp": 317, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 135,
-        "keyctl": 250,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "seccomp": 317, "personality": 135, "keyctl": 250, **_UNIFIED,
     },
     "aarch64": {
         "pivot_root": 41, "capget": 90, "capset": 91, "setns": 268, "unshare": 97,
-        "seccomp": 277, "pidfd_open": 434, "pidfd_send_signal": 424, "close_range": 436,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "personality": 92,
-        "keyctl": 219,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "seccomp": 277, "personality": 92, "keyctl": 219, **_UNIFIED,
     },
 }
 
