@@ -1,4 +1,4 @@
-"""The click command tree of `isle` (the fast path in main.py serves plain run/create without it)."""
+"""The click command tree of `isle` (main.py's fast path serves plain run/create/ps without it)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from isle.cli.ctx import Ctx
 
 __all__ = ["cli", "register", "OWN_VERBS"]
 
-#: verbs served by container/volume/system alone: for them the image and network CLIs stay unimported
-OWN_VERBS = {"run", "create", "start", "stop", "restart", "kill", "rm", "ps", "logs", "exec", "wait",
-             "top", "stats", "cp", "pause", "unpause", "rename", "port", "diff", "commit", "export",
-             "events", "volume", "info", "version", "demo", "system"}
+#: verbs served by container/volume/system alone: for them the image and network CLIs stay
+#: unimported
+OWN_VERBS = {"run", "create", "start", "stop", "restart", "kill", "rm", "ps", "logs", "exec",
+             "wait", "top", "stats", "cp", "pause", "unpause", "rename", "port", "diff", "commit",
+             "export", "events", "volume", "info", "version", "demo", "system"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,39 +26,21 @@ def cli(ctx: click.Context, root: str | None, runroot: str | None, runtime: str 
     ctx.obj = Ctx(root, runroot, runtime)
 
 
+#: every noun's module and the verbs that need it ("*": every verb but OWN_VERBS; None: always).
+#: Each module has the same `register(cli)`; a plain `isle run` loads only the first three.
+MODULES: list[tuple[str, object]] = [
+    ("container", None), ("volume", None), ("system", None),
+    ("images", "*"), ("network", "*"),
+    ("vm", {"vm"}), ("lint", {"lint"}), ("bench", {"bench", "advise"}), ("kube", {"kube"}),
+]
+
+
 def register(verb: str = "") -> None:
-    from isle.cli import container, system, volume
+    """Add the commands `verb` needs (all of them for "": help, completion) to `cli`."""
+    import importlib
 
-    container.register(cli)
-    volume.register(cli)
-    system.register(cli)
-    if verb in OWN_VERBS:
-        return
-    try:
-        from isle.cli import images
-    except ImportError:
-        images = None  # type: ignore[assignment]
-    if images is not None and hasattr(images, "register"):
-        images.register(cli)
-    try:
-        from isle.cli import network
-    except ImportError:
-        network = None  # type: ignore[assignment]
-    if network is not None and hasattr(network, "register"):
-        network.register(cli)
-    if verb == "vm" or not verb:
-        from isle.cli import vm
-
-        vm.register(cli)
-    if verb == "lint" or not verb:
-        from isle.cli import lint
-
-        lint.register(cli)
-    if verb in ("bench", "advise") or not verb:
-        from isle.cli import bench
-
-        bench.register(cli)
-    if verb == "kube" or not verb:
-        from isle.cli import kube
-
-        kube.register(cli)
+    for name, verbs in MODULES:
+        if verb and verbs is not None and (verb in OWN_VERBS if verbs == "*"
+                                           else verb not in verbs):  # type: ignore[operator]
+            continue
+        importlib.import_module(f"isle.cli.{name}").register(cli)
