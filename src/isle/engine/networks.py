@@ -97,6 +97,7 @@ class Networks:
         if rec is None:
             return self._next_start(network, container, list(ip), list(aliases))
         _not_a_vm(rec, container)
+        self._one_network(rec["id"], container)
         before = self.nm.hosts_ips(rec["id"])
         att = self.nm.connect(rec["id"], rec["ns_path"],
                               [(network, {"ips": list(ip), "aliases": list(aliases)})],
@@ -105,6 +106,22 @@ class Networks:
         self._refresh_hosts(rec["id"], before, rec["name"])
         self._sync_record(rec["id"], {network: list(ip)} if ip else None)
         return att.networks[network].to_dict()
+
+    def _one_network(self, cid: str, ref: str) -> None:
+        """Refuse (dis)connecting a running container whose runtime's guest takes one interface
+        (engine/runtimes.py caps.multi_network: a VM's)."""
+        from isle.engine.db import Db
+
+        if not os.path.exists(self.settings.db_path):
+            return
+        db = Db(self.settings.db_path)
+        try:
+            opts = db.get_container(cid).opts
+        except NotFound:
+            return
+        finally:
+            db.conn.close()
+        _one_network(opts, ref)
 
     def _next_start(self, network: str, ref: str, ips: list[str] | None, aliases: list[str]
                     ) -> dict[str, Any]:
@@ -124,7 +141,7 @@ class Networks:
             with flock(lock):
                 rec = db.get_container(cid)
                 o = dict(rec.opts)
-                _not_a_vm({"tap": o.get("isolation") == "vm"}, ref)
+                _one_network(o, ref)
                 mode = o.get("network") or ""
                 if mode in ("", "default"):
                     mode = "slirp4netns" if self.settings.rootless else self.nm.default_name
@@ -245,12 +262,20 @@ class Networks:
             self._next_start(network, container, None, [])
             return
         _not_a_vm(rec, container)
+        self._one_network(rec["id"], container)
         cid = rec["id"]
         before = self.nm.hosts_ips(cid)
         self.nm.disconnect(cid, network)
         self._refresh_resolv(cid)
         self._refresh_hosts(cid, before, rec["name"])
         self._sync_record(cid)
+
+
+def _one_network(opts: dict[str, Any], ref: str) -> None:
+    from isle.engine.runtimes import for_path
+
+    if not for_path(opts.get("runtime") or "", "").caps.multi_network:
+        raise Unsupported(f"{ref} is a VM: it joins one network, chosen at run (--network)")
 
 
 def _not_a_vm(rec: dict[str, Any], ref: str) -> None:

@@ -26,9 +26,6 @@ RUNTIME_NAMES = {"runc", "crun", "runsc", "isle-runtime", "isle-vm-runtime", "/r
 LEVELS = {"vm", "sandbox"}
 #: isolation-specific branches left outside the seam: module -> count (lower these, never raise)
 BRANCHES_ALLOWED = {
-    # `network connect` refuses a VM container (its guest takes one interface): should ask
-    # caps.multi_network as engine/netplug.py does
-    "networks.py": 1,
     # `ps --filter isolation=vm`: checks a filter's value, no behaviour depends on it
     "queries.py": 1,
 }
