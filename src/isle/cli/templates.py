@@ -331,6 +331,8 @@ def compile_template(tmpl: str) -> list[_Node]:
             raise TemplateError(f"{{{{{word}}}}} is not supported")
         else:
             stack[-1][1].append(_Action(_parse_pipe(body)))
+    if "{{" in tmpl[pos:]:
+        raise TemplateError("unclosed action (a '{{' without its '}}')")
     if len(stack) > 1:
         raise TemplateError("unexpected EOF (an {{if}}, {{range}} or {{with}} has no {{end}})")
     if pos < len(tmpl):

@@ -55,6 +55,7 @@ def test_render(tmpl: str, want: str) -> None:
 @pytest.mark.parametrize("tmpl,msg", [
     ("{{if .Id}}", "EOF"), ("{{end}}", "unexpected"), ("{{nosuch .Id}}", "not defined"),
     ("{{.Id .Name}}", "non-function"), ("{{index .Config.Env 9}}", "out of range"),
+    ("{{.Id", "unclosed action"), ("x {{.Id}} {{", "unclosed action"),
 ])
 def test_render_errors_name_the_problem(tmpl: str, msg: str) -> None:
     with pytest.raises(TemplateError, match=msg) as ei:
@@ -86,3 +87,8 @@ def test_format_rows_table_json_and_template() -> None:
 
 def test_tabwrite_minwidth() -> None:
     assert tabwrite(["a\tb", "cc\td"]) == ["a         b", "cc        d"]
+
+
+def test_parse_errors_show_without_rows() -> None:
+    with pytest.raises(TemplateError, match="unclosed"):
+        format_rows("{{.ID", [], lambda: None)
