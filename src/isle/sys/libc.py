@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import os
 
+# imported now, not lazily: scrub_cmdline runs in a container's init after pivot_root, where the
+# source tree is gone and a first import fails (every CRI pod sandbox died of it)
+from isle.sys import procfs
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing imports re: ~10 ms of isle-runtime's start-up
     import ctypes
@@ -561,8 +565,6 @@ def scrub_cmdline(title: bytes = b"isle-runtime init") -> None:
     anyone, and /proc/PID/environ to whoever may trace it) with title and NULs: the runtime's
     command line names host paths, its environment is its caller's. Python keeps its own copies
     (sys.argv, os.environ); C's getenv() finds nothing afterwards."""
-    from isle.sys import procfs
-
     fields = procfs.stat_fields()
     if fields is None:
         return

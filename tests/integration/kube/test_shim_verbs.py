@@ -29,17 +29,24 @@ def rt(root: Path, *args: str, stdin: str | None = None) -> subprocess.Completed
                                            err.read().decode())
 
 
-@pytest.fixture
-def running(tmp_path: Path, busybox_rootfs: str) -> Any:
+def _bundle(tmp_path: Path, rootfs: str, edit: Any = None) -> Path:
     from isle.oci.runtime_spec import default_spec
 
     b = tmp_path / "b"
     b.mkdir()
     cfg = default_spec()
-    cfg["root"] = {"path": str(busybox_rootfs), "readonly": True}
+    cfg["root"] = {"path": str(rootfs), "readonly": True}
     cfg["process"].update(terminal=False, args=["sleep", "60"])
     cfg["linux"]["cgroupsPath"] = f"/isle-test-kube/{tmp_path.name}"
+    if edit:
+        edit(cfg)
     (b / "config.json").write_text(json.dumps(cfg))
+    return b
+
+
+@pytest.fixture
+def running(tmp_path: Path, busybox_rootfs: str) -> Any:
+    b = _bundle(tmp_path, busybox_rootfs)
     root = tmp_path / "root"
     assert rt(root, "create", "--bundle", str(b), "c1").returncode == 0
     assert rt(root, "start", "c1").returncode == 0
@@ -93,3 +100,22 @@ def test_refusals_are_clear(running: Any, tmp_path: Path) -> None:
     feats = json.loads(rt(root, "features").stdout)
     assert feats["linux"]["cgroup"]["systemd"] is False
     assert "mount" in feats["linux"]["namespaces"]
+
+
+def test_created_container_without_cgroup_mount_waits_for_start(tmp_path: Path,
+                                                                busybox_rootfs: str) -> None:
+    """containerd's pod sandbox spec has no /sys/fs/cgroup mount: the init, waiting for start
+    after pivot_root, must not need a first import from the (now gone) host tree."""
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+        cfg["annotations"] = {"io.kubernetes.cri.container-type": "sandbox"}
+
+    b = _bundle(tmp_path, busybox_rootfs, edit)
+    root = tmp_path / "root"
+    try:
+        assert rt(root, "create", "--bundle", str(b), "s1").returncode == 0
+        assert json.loads(rt(root, "state", "s1").stdout)["status"] == "created"
+        assert rt(root, "start", "s1").returncode == 0
+        assert json.loads(rt(root, "state", "s1").stdout)["status"] == "running"
+    finally:
+        rt(root, "delete", "--force", "s1")
