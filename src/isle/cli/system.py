@@ -75,15 +75,20 @@ def _tree(d: dict[str, Any], indent: int, skip: frozenset[str] = frozenset()) ->
 def _info_dict(ctx: click.Context) -> dict[str, Any]:
     from isle.engine.versions import components
 
-    d: dict[str, Any] = dict(ctx.obj.engine.info())
-    if isinstance(d.get("MemTotal"), int):
-        d["MemTotal"] = _hi(d["MemTotal"])
-    d.setdefault("ServerVersion", _isle_version())
-    d.setdefault("OSType", "linux")
     import platform
 
+    d: dict[str, Any] = dict(ctx.obj.engine.info())
+    # Docker's names for what isle has too (templates written for `docker info` work)
+    d.setdefault("ServerVersion", _isle_version())
+    d.setdefault("Driver", "overlay")
+    d.setdefault("OSType", "linux")
     d.setdefault("Architecture", platform.machine())
+    d.setdefault("Name", platform.node())
+    d.setdefault("DockerRootDir", d.get("Root", ""))
     d["Components"] = components(str(d.get("RuntimePath") or ""))
+    d.setdefault("Runtimes", {c["Name"]: {"path": c["Details"]["Path"]} for c in d["Components"]
+                              if c["Name"] in ("isle-runtime", "runc", "crun", "runsc")
+                              and c["Details"].get("Path")})
     return d
 
 
@@ -119,9 +124,12 @@ def info(ctx: click.Context, fmt: str) -> int:
         if k in d:
             _out(f"  {label}: {d[k]}")
     skip = frozenset({"Containers", "ContainersRunning", "ContainersPaused",
-                      "ContainersStopped", "Components"})
+                      "ContainersStopped", "Components", "DockerRootDir", "Runtimes"})
+    if isinstance(d.get("MemTotal"), int):  # bytes in templates and JSON, as Docker's
+        d = {**d, "MemTotal": _hi(d["MemTotal"])}
     for line in _tree(d, 1, skip):
         _out(line)
+    _out(" Runtimes: " + " ".join(d.get("Runtimes") or {}))
     _out(" Components:")
     for c in d["Components"]:
         path = c.get("Details", {}).get("Path", "")
