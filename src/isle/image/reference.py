@@ -76,13 +76,11 @@ class Reference:
         """registry/repository without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
+    def _suffix(self) -> str:
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
     def __str__(self) -> str:
-        s = self.name
-        if self.tag:
-            s += f":{self.tag}"
-        if self.digest:
-            s += f"@{self.digest}"
-        return s
+        return self.name + self._suffix()
 
     @property
     def familiar_name(self) -> str:
@@ -98,12 +96,7 @@ class Reference:
     @property
     def familiar(self) -> str:
         """Docker's short display form (``busybox:latest``, ``localhost:5000/x:1``)."""
-        n = self.familiar_name
-        if self.tag:
-            n += f":{self.tag}"
-        if self.digest:
-            n += f"@{self.digest}"
-        return n
+        return self.familiar_name + self._suffix()
 
     def with_tag(self, tag: str) -> Reference:
         return Reference(self.registry, self.repository, tag, "")

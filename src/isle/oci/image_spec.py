@@ -128,6 +128,27 @@ def _obj(d: Any, where: str) -> dict[str, Any]:
     return d
 
 
+def _descriptors(d: dict[str, Any], key: str, where: str) -> tuple[Descriptor, ...]:
+    """d[key] as descriptors, each error naming where.key[i]."""
+    v = d.get(key)
+    if not isinstance(v, list):
+        raise ImageError(f"{where}.{key}: expected a list")
+    return tuple(Descriptor.from_dict(x, f"{where}.{key}[{i}]") for i, x in enumerate(v))
+
+
+def _media_type(d: dict[str, Any], given: str, default: str, where: str) -> str:
+    mt = d.get("mediaType") or given or default
+    if not isinstance(mt, str):
+        raise ImageError(f"{where}.mediaType: expected a string")
+    return mt
+
+
+def _with_annotations(d: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+    if annotations:
+        d["annotations"] = dict(annotations)
+    return d
+
+
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
@@ -218,9 +239,7 @@ class Descriptor:
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
         if self.platform:
             d["platform"] = self.platform.to_dict()
-        if self.annotations:
-            d["annotations"] = dict(self.annotations)
-        return d
+        return _with_annotations(d, self.annotations)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,17 +252,10 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: dict[str, Any], media_type: str = "") -> Manifest:
         d = _obj(d, "manifest")
-        mt = d.get("mediaType") or media_type or MT_OCI_MANIFEST
-        if not isinstance(mt, str):
-            raise ImageError("manifest.mediaType: expected a string")
+        mt = _media_type(d, media_type, MT_OCI_MANIFEST, "manifest")
         if d.get("schemaVersion") != 2:
             raise ImageError(f"manifest.schemaVersion: expected 2, got {d.get('schemaVersion')!r}")
-        layers = d.get("layers")
-        if not isinstance(layers, list):
-            raise ImageError("manifest.layers: expected a list")
-        descs = tuple(
-            Descriptor.from_dict(x, f"manifest.layers[{i}]") for i, x in enumerate(layers)
-        )
+        descs = _descriptors(d, "layers", "manifest")
         for i, ld in enumerate(descs):
             layer_compression(ld.media_type, f"manifest.layers[{i}]")
         return cls(
@@ -254,15 +266,12 @@ class Manifest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+        return _with_annotations({
             "schemaVersion": 2,
             "mediaType": self.media_type,
             "config": self.config.to_dict(),
             "layers": [x.to_dict() for x in self.layers],
-        }
-        if self.annotations:
-            d["annotations"] = dict(self.annotations)
-        return d
+        }, self.annotations)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,29 +283,19 @@ class Index:
     @classmethod
     def from_dict(cls, d: dict[str, Any], media_type: str = "") -> Index:
         d = _obj(d, "index")
-        ms = d.get("manifests")
-        if not isinstance(ms, list):
-            raise ImageError("index.manifests: expected a list")
-        mt = d.get("mediaType") or media_type or MT_OCI_INDEX
-        if not isinstance(mt, str):
-            raise ImageError("index.mediaType: expected a string")
+        manifests = _descriptors(d, "manifests", "index")
         return cls(
-            media_type=mt,
-            manifests=tuple(
-                Descriptor.from_dict(x, f"index.manifests[{i}]") for i, x in enumerate(ms)
-            ),
+            media_type=_media_type(d, media_type, MT_OCI_INDEX, "index"),
+            manifests=manifests,
             annotations=_strmap(d.get("annotations"), "index.annotations"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+        return _with_annotations({
             "schemaVersion": 2,
             "mediaType": self.media_type,
             "manifests": [m.to_dict() for m in self.manifests],
-        }
-        if self.annotations:
-            d["annotations"] = dict(self.annotations)
-        return d
+        }, self.annotations)
 
     def select(self, want: Platform) -> Descriptor:
         """The manifest for want (variant optional), else ImageError listing what exists."""
