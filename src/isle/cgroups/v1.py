@@ -179,28 +179,19 @@ class V1Manager:
     def _plan_cpu(self, cpu: dict[str, Any]) -> Plan:
         fc = f"{R}.cpu"
         out: Plan = []
-        # realtime first: an RT task cannot join a group without RT bandwidth
-        rtp = opt_num(cpu, "realtimePeriod", fc, lo=0)
-        if rtp:
-            out.append(("cpu.rt_period_us", str(rtp), f"{fc}.realtimePeriod"))
-        rtr = opt_num(cpu, "realtimeRuntime", fc, lo=-1)
-        if rtr:
-            out.append(("cpu.rt_runtime_us", str(rtr), f"{fc}.realtimeRuntime"))
-        shares = opt_num(cpu, "shares", fc, lo=0)
-        if shares:
-            out.append(("cpu.shares", str(shares), f"{fc}.shares"))
-        period = opt_num(cpu, "period", fc, lo=0)
-        if period:
-            out.append(("cpu.cfs_period_us", str(period), f"{fc}.period"))
-        quota = opt_num(cpu, "quota", fc, lo=-1)
-        if quota:
-            out.append(("cpu.cfs_quota_us", str(quota), f"{fc}.quota"))
-        burst = opt_num(cpu, "burst", fc, lo=0)
-        if burst is not None:
-            out.append(("cpu.cfs_burst_us", str(burst), f"{fc}.burst"))
-        idle = opt_num(cpu, "idle", fc, lo=0, hi=1)
-        if idle is not None:
-            out.append(("cpu.idle", str(idle), f"{fc}.idle"))
+        # (spec key, file, lowest, highest, 0 is written); realtime first: an RT task cannot
+        # join a group without RT bandwidth
+        for key, file, lo, hi, zero in (
+                ("realtimePeriod", "cpu.rt_period_us", 0, None, False),
+                ("realtimeRuntime", "cpu.rt_runtime_us", -1, None, False),
+                ("shares", "cpu.shares", 0, None, False),
+                ("period", "cpu.cfs_period_us", 0, None, False),
+                ("quota", "cpu.cfs_quota_us", -1, None, False),
+                ("burst", "cpu.cfs_burst_us", 0, None, True),
+                ("idle", "cpu.idle", 0, 1, True)):
+            v = opt_num(cpu, key, fc, lo=lo, hi=hi)
+            if v is not None and (v or zero):
+                out.append((file, str(v), f"{fc}.{key}"))
         return out
 
     def _plan_blkio(self, bio: dict[str, Any]) -> Plan:
