@@ -104,15 +104,7 @@ class Unpacker:
             return
         if stat.S_ISDIR(st.st_mode):
             self._forget(key)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-            try:
-                for e in os.listdir(fd):
-                    _rm_at(fd, e)
-            finally:
-                os.close(fd)
-            os.rmdir(name, dir_fd=parent)
-        else:
-            os.unlink(name, dir_fd=parent)
+        _rm_at(parent, name, st)
 
     def extract(self, tf: tarfile.TarFile | TarStream) -> None:
         for m in tf:
@@ -357,11 +349,13 @@ def _umask() -> int:
     return 0o777 if m is None else m
 
 
-def _rm_at(dirfd: int, name: str) -> None:
-    try:
-        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
+def _rm_at(dirfd: int, name: str, st: os.stat_result | None = None) -> None:
+    """Remove name in dirfd, a directory with all it holds (never following a symlink)."""
+    if st is None:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
         try:
