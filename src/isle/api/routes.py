@@ -165,11 +165,24 @@ class Api:
             "Platform": {"Name": "isle"},
             "Components": [{"Name": "Engine", "Version": self.version, "Details": {
                 "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-                "Arch": arch, "KernelVersion": u.release, "Experimental": "false"}}],
+                "Arch": arch, "KernelVersion": u.release, "Experimental": "false"}}]
+            + self._driven(),
             "Version": self.version, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
             "GitCommit": "", "GoVersion": f"python{platform.python_version()}", "Os": "linux",
             "Arch": arch, "KernelVersion": u.release, "BuildTime": "",
         }
+
+    def _driven(self) -> list[dict[str, Any]]:
+        """The programs isle drives and their versions (docker version lists them), asked once."""
+        got = getattr(self, "_driven_cache", None)
+        if got is None:
+            from isle.engine.versions import components
+
+            got = [{"Name": c["Name"], "Version": c["Version"],
+                    "Details": {k: str(v) for k, v in c["Details"].items()}}
+                   for c in components()[1:]]
+            self._driven_cache = got
+        return list(got)
 
     def info(self, req: Request) -> dict[str, Any]:
         i = self.engine.info()
