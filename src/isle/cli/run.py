@@ -291,7 +291,7 @@ def pull_image(obj: Any, ref: str, tls_verify: bool) -> None:
                                                                  progress=prog)
     finally:
         prog.close()
-    sys.stderr.write(f"Status: Downloaded image for {ref} ({img.id[:19]})\n")
+    sys.stderr.write(f"Digest: {img.id}\nStatus: Downloaded newer image for {ref}\n")
 
 
 def build_options(kw: dict[str, Any]) -> Any:
