@@ -291,7 +291,10 @@ def pull_image(obj: Any, ref: str, tls_verify: bool) -> None:
                                                                  progress=prog)
     finally:
         prog.close()
-    sys.stderr.write(f"Digest: {img.id}\nStatus: Downloaded newer image for {ref}\n")
+    digests = [d.split("@", 1)[1] for d in getattr(img, "repo_digests", []) or [] if "@" in d]
+    if digests:
+        sys.stderr.write(f"Digest: {digests[0]}\n")
+    sys.stderr.write(f"Status: Downloaded newer image for {ref}\n")
 
 
 def build_options(kw: dict[str, Any]) -> Any:
