@@ -266,7 +266,8 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, filters: tuple[str, ...], fm
 
 @_verb("inspect")
 @click.option("-f", "--format", "fmt", default="", help="json or a Go template per object.")
-@click.option("--type", "typ", type=click.Choice(["", "container", "vm", "image", "volume", "network"]),
+@click.option("--type", "typ",
+              type=click.Choice(["", "container", "vm", "image", "volume", "network"]),
               default="", help="Only look for this kind of object.")
 @click.option("-s", "--size", is_flag=True, help="(accepted) show sizes.")
 @click.argument("objects", nargs=-1, required=True)
