@@ -73,9 +73,9 @@ def _tree(d: dict[str, Any], indent: int, skip: frozenset[str] = frozenset()) ->
 
 
 def _info_dict(ctx: click.Context) -> dict[str, Any]:
-    from isle.engine.versions import components
-
     import platform
+
+    from isle.engine.versions import components
 
     d: dict[str, Any] = dict(ctx.obj.engine.info())
     # Docker's names for what isle has too (templates written for `docker info` work)
