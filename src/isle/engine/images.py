@@ -7,6 +7,7 @@ imgs.pull("busybox", tls_verify=False)
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import fnmatch
 import os
@@ -29,14 +30,15 @@ class Images:
         self.store = store if store is not None else ImageStore.from_settings(settings)
         self.runtime = runtime or settings.runtime
 
-    def set_users_callback(self, fn: Callable[[str], list[str]]) -> None:
+    def set_users_callback(self, fn: Callable[[str], builtins.list[str]]) -> None:
         self.store.set_users_callback(fn)
 
     # -- local -------------------------------------------------------------------------------
     def resolve(self, ref: str) -> Image:
         return self.store.resolve(ref)
 
-    def list(self, filters: list[str] | None = None, all_: bool = True) -> list[Image]:
+    def list(self, filters: builtins.list[str] | None = None,
+             all_: bool = True) -> builtins.list[Image]:
         imgs = sorted(self.store.list(), key=lambda i: i.config.get("created", ""), reverse=True)
         for f in filters or []:
             imgs = _apply_filter(self.store, imgs, f)
@@ -45,11 +47,11 @@ class Images:
     def inspect(self, ref: str) -> dict[str, Any]:
         return inspect_dict(self.store.resolve(ref))
 
-    def history(self, ref: str) -> list[dict[str, Any]]:
+    def history(self, ref: str) -> builtins.list[dict[str, Any]]:
         img = self.store.resolve(ref)
         hist = list(img.config.get("history") or [])
         sizes = [self.store.layer_size(d) for d in img.diff_ids]
-        rows: list[dict[str, Any]] = []
+        rows: builtins.list[dict[str, Any]] = []
         li = 0
         for h in hist:
             size = 0
@@ -74,19 +76,19 @@ class Images:
     def tag(self, src: str, dest: str) -> Image:
         return self.store.tag(src, dest)
 
-    def remove(self, refs: list[str], force: bool = False) -> list[str]:
-        def rm() -> list[str]:
-            out: list[str] = []
+    def remove(self, refs: builtins.list[str], force: bool = False) -> builtins.list[str]:
+        def rm() -> builtins.list[str]:
+            out: builtins.list[str] = []
             for r in refs:
                 out += self.store.remove(r, force)
             return out
 
         return self._owned(rm)
 
-    def prune(self, all_images: bool = False) -> list[str]:
+    def prune(self, all_images: bool = False) -> builtins.list[str]:
         return self._owned(lambda: self.store.prune(all_images))
 
-    def _owned(self, fn: Any) -> list[str]:
+    def _owned(self, fn: Any) -> builtins.list[str]:
         """fn() -> removed ids; rootless with layers a build gave other ids' files (a directory
         of a subordinate uid holding files): in the user namespace, where they can be deleted."""
         if not self.settings.rootless:
@@ -195,18 +197,19 @@ class Images:
         return remove_credentials(registry, authfile)
 
     # -- archives ------------------------------------------------------------------------------
-    def save(self, refs: list[str], out: Any, fmt: str = "docker-archive") -> None:
+    def save(self, refs: builtins.list[str], out: Any, fmt: str = "docker-archive") -> None:
         from isle.image import archive
 
         archive.save(self.store, refs, out, fmt)
 
-    def load(self, src: Any) -> list[Image]:
+    def load(self, src: Any) -> builtins.list[Image]:
         from isle.image import archive
 
         return archive.load(self.store, src)
 
     def import_(
-        self, src: Any, ref: str | None, changes: list[str] | None = None, message: str = ""
+        self, src: Any, ref: str | None, changes: builtins.list[str] | None = None,
+        message: str = ""
     ) -> Image:
         from isle.image import archive
 
@@ -380,7 +383,7 @@ def _since(created: str) -> str:
 def list_row(img: Image) -> list[dict[str, Any]]:
     """Docker ``images --format json`` rows: one per name (or one <none> row)."""
     rows = []
-    names = [Reference.parse(n) for n in img.names] or [None]
+    names: list[Reference | None] = [Reference.parse(n) for n in img.names] or [None]
     for r in names:
         repo = r.familiar_name if r else "<none>"
         digest = next(
@@ -405,5 +408,6 @@ def list_row(img: Image) -> list[dict[str, Any]]:
 
 
 def familiar_name(name: str) -> str:
-    """Docker's short form of a stored name (``docker.io/library/busybox:latest`` -> ``busybox:latest``)."""
+    """Docker's short form of a stored name (``docker.io/library/busybox:latest`` ->
+    ``busybox:latest``)."""
     return Reference.parse(name).familiar

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -63,7 +64,7 @@ class Networks:
                                      list(ip_range) or None, internal, parse_labels(labels),
                                      ipv6, driver, opts))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         return [report(n) for n in self.nm.list()]
 
     def inspect(self, name: str) -> dict[str, Any]:
@@ -71,12 +72,12 @@ class Networks:
         net = Network.from_dict({k: v for k, v in d.items() if k != "containers"})
         return {**report(net), "Containers": d["containers"]}
 
-    def remove(self, names: Sequence[str]) -> list[str]:
+    def remove(self, names: Sequence[str]) -> builtins.list[str]:
         for n in names:
             self.nm.remove(n)
         return list(names)
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         return self.nm.prune()
 
     def _find(self, ref: str, *, optional: bool = False) -> dict[str, Any] | None:
@@ -123,8 +124,8 @@ class Networks:
             db.conn.close()
         _one_network(opts, ref)
 
-    def _next_start(self, network: str, ref: str, ips: list[str] | None, aliases: list[str]
-                    ) -> dict[str, Any]:
+    def _next_start(self, network: str, ref: str, ips: builtins.list[str] | None,
+                    aliases: builtins.list[str]) -> dict[str, Any]:
         """Connect (ips not None) or disconnect a container that is not running: its options
         name the networks its next start joins. Under the container's lock, so a start waits."""
         from isle.engine.db import Db
@@ -174,7 +175,7 @@ class Networks:
             db.conn.close()
         return {"network": network, "at_next_start": True}
 
-    def _sync_record(self, cid: str, static: dict[str, list[str]] | None = None) -> None:
+    def _sync_record(self, cid: str, static: dict[str, builtins.list[str]] | None = None) -> None:
         """The engine's record (inspect, ps) shows the networks the container is on now."""
         from isle.engine.db import Db
         from isle.engine.netplug import attachment_facts
@@ -227,7 +228,7 @@ class Networks:
             f.write("\n".join(lines + keep) + "\n")
             f.truncate()
 
-    def _refresh_hosts(self, cid: str, before: list[str], name: str) -> None:
+    def _refresh_hosts(self, cid: str, before: builtins.list[str], name: str) -> None:
         """Name a running container in its /etc/hosts on the networks it is on now (Docker's
         connect/disconnect); other lines stay; written in place: the file is bind-mounted."""
         from isle.engine.layout import ContainerPaths
@@ -249,7 +250,7 @@ class Networks:
             f.write(new)
             f.truncate()
 
-    def port(self, container: str) -> list[str]:
+    def port(self, container: str) -> builtins.list[str]:
         """`isle port`: "80/tcp -> 127.0.0.1:8080" lines for a container's published ports."""
         rec = self._find(container)
         assert rec is not None

@@ -5,12 +5,12 @@ Pure: every parser raises ConfigError naming the flag and the bad value, never t
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
-
 from isle.errors import ConfigError
 from isle.record import field, field_names, record, to_dict
+
+TYPE_CHECKING = False  # typing is not on `isle run`'s path (docs/startup.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "RunOptions", "MountSpec", "Ulimit", "RestartPolicy", "Healthcheck",
@@ -125,7 +125,8 @@ class RunOptions:
     healthcheck: Healthcheck | None = None
     runtime: str = ""
     isolation: str = "container"
-    network: str = ""  # "" default (bridge; slirp4netns rootless) | none | host | container:NAME | names,comma-separated
+    #: "" default (bridge; slirp4netns rootless) | none | host | container:NAME | NAME,NAME...
+    network: str = ""
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
     ip: str = ""
@@ -137,7 +138,8 @@ class RunOptions:
     network_endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra_hosts: list[str] = field(default_factory=list)
     log_max_size: int = 0  # --log-opt max-size=N: conmon rotates ctr.log beyond N bytes
-    console_size: list[int] = field(default_factory=list)  # [rows, cols] of a tty (the API's ConsoleSize)
+    #: [rows, cols] of a tty (the API's ConsoleSize)
+    console_size: list[int] = field(default_factory=list)
     stdin_once: bool = True  # -i: the first attached client's EOF closes stdin (Docker's StdinOnce)
 
     def to_dict(self) -> dict[str, Any]:
