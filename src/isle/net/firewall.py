@@ -86,7 +86,7 @@ def remove(bridge: str) -> None:
 
 def _nft(args: list[str], text: str) -> None:
     try:
-        cp = proc.run(["nft", *args], input=text.encode(), timeout=30, check=False)
+        cp = proc.run([proc.NFT, *args], input=text.encode(), timeout=30, check=False)
     except CommandError as exc:
         if exc.returncode == 127:
             raise Unsupported("isle's network rules need the nft program: apt-get install "
@@ -94,4 +94,4 @@ def _nft(args: list[str], text: str) -> None:
         raise
     if cp.returncode != 0:
         err = (cp.stderr or b"").decode(errors="replace").strip()
-        raise CommandError(["nft", *args], cp.returncode, err or "nft failed")
+        raise CommandError([proc.NFT, *args], cp.returncode, err or "nft failed")

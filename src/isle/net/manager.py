@@ -44,6 +44,7 @@ from isle.net.types import (
     Subnet,
     TapAttachment,
 )
+from isle.sys import proc
 from isle.sys.fs import read_text
 
 __all__ = ["NetworkManager", "DEFAULT_SUBNET", "DEFAULT_BRIDGE", "SUBNET_POOL"]
@@ -388,9 +389,9 @@ class NetworkManager:
             try:
                 self.nv.teardown(ns, opts)
             except CommandError:
-                listing = netns.run_in(ns, ["ip", "-o", "link"]).decode().replace("@", ":")
+                listing = netns.run_in(ns, [proc.IP, "-o", "link"]).decode().replace("@", ":")
                 if f" {iface}:" in listing:
-                    netns.run_in(ns, ["ip", "link", "del", iface])
+                    netns.run_in(ns, [proc.IP, "link", "del", iface])
                 self.nv.setup(ns, opts)
                 self.nv.teardown(ns, opts)
         finally:
@@ -654,14 +655,14 @@ def _from_status(status: dict[str, Any], iface: str) -> dict[str, Any]:
 
 def _stand_in(ns_path: str, iface: str) -> None:
     """An interface named iface for netavark to delete (a veth pair: no dummy driver everywhere)."""
-    netns.run_in(ns_path, ["ip", "link", "add", iface, "type", "veth", "peer", "name",
+    netns.run_in(ns_path, [proc.IP, "link", "add", iface, "type", "veth", "peer", "name",
                            "isle-standin"])
 
 
 def _host_peer(ns_path: str, iface: str) -> str | None:
     """Name of the host end of the veth whose namespace end is iface ("eth0@if12" -> ifindex 12)."""
     try:
-        out = netns.run_in(ns_path, ["ip", "-o", "link", "show", "dev", iface]).decode()
+        out = netns.run_in(ns_path, [proc.IP, "-o", "link", "show", "dev", iface]).decode()
         idx = int(out.split("@if", 1)[1].split(":", 1)[0])
     except (CommandError, IndexError, ValueError):
         return None

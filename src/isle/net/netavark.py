@@ -20,8 +20,8 @@ from isle.sys import proc
 
 __all__ = ["Netavark", "NETAVARK", "AARDVARK", "nv_name", "chain_hash"]
 
-NETAVARK = "/usr/lib/podman/netavark"
-AARDVARK = "/usr/lib/podman/aardvark-dns"
+NETAVARK = proc.NETAVARK
+AARDVARK = proc.AARDVARK
 
 
 def nv_name(net: Network) -> str:

@@ -32,7 +32,7 @@ def create(path: str) -> str:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o644)
     os.close(fd)
     try:
-        proc.run(["unshare", f"--net={path}", "ip", "link", "set", "lo", "up"], timeout=30)
+        proc.run([proc.UNSHARE, f"--net={path}", proc.IP, "link", "set", "lo", "up"], timeout=30)
     except BaseException:
         remove(path)
         raise

@@ -22,7 +22,7 @@ from isle.sys import proc
 __all__ = ["start", "add_hostfwd", "stop", "stop_for", "is_running", "GUEST_IP", "GATEWAY", "DNS",
            "PREFIX"]
 
-SLIRP = "slirp4netns"
+SLIRP = proc.SLIRP4NETNS
 GUEST_IP, GATEWAY, DNS, PREFIX = "10.0.2.100", "10.0.2.2", "10.0.2.3", 24
 
 

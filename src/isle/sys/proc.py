@@ -1,18 +1,41 @@
-"""The one door to external programs: argv lists only, never a shell.
+"""The one door to external programs: argv lists only, never a shell; and the one list of the
+programs isle runs (names found on PATH, or the fixed paths Debian installs them at).
 
     >>> run(["true"], timeout=5).returncode
     0
+
+``subprocess`` is imported on first use: start paths may name a program without paying for it.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Mapping, Sequence
 
 from isle.errors import CommandError
 
-__all__ = ["run", "spawn", "which"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["run", "spawn", "which", "IP", "NFT", "UNSHARE", "MOUNT", "UMOUNT", "SLIRP4NETNS",
+           "NETAVARK", "AARDVARK", "QEMU_SYSTEM", "QEMU_IMG", "MKFS_EXT4", "DEBUGFS", "BUSYBOX",
+           "CONMON"]
+
+IP = "ip"
+NFT = "nft"
+UNSHARE = "unshare"
+MOUNT = "mount"
+UMOUNT = "umount"
+SLIRP4NETNS = "slirp4netns"
+NETAVARK = "/usr/lib/podman/netavark"  # Debian's podman package; not on PATH
+AARDVARK = "/usr/lib/podman/aardvark-dns"
+QEMU_SYSTEM = "qemu-system-x86_64"
+QEMU_IMG = "qemu-img"
+MKFS_EXT4 = "mkfs.ext4"
+DEBUGFS = "debugfs"
+BUSYBOX = "busybox"
+CONMON = "conmon"
 
 
 def run(
@@ -26,6 +49,8 @@ def run(
     capture: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv to completion; raise CommandError (argv, rc, stderr) if it fails and check."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         cp = subprocess.run(
@@ -50,6 +75,8 @@ def run(
 
 def spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
     """Start argv in the background (no shell); the caller owns the process."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload,no-any-return]
