@@ -230,18 +230,27 @@ def inspect_cmd(ctx: click.Context, refs: tuple[str, ...]) -> None:
 @click.command("history")
 @click.option("--no-trunc", is_flag=True, help="Full ids and steps.")
 @click.option("-q", "--quiet", is_flag=True, help="Only layer ids.")
-@click.option("--format", "fmt", default="table", help="table (default) or json.")
+@click.option("--format", "fmt", default="table",
+              help="table (default), json, a Go template ({{.CreatedBy}}), or 'table TEMPLATE'.")
 @click.argument("ref")
 @click.pass_context
 def history_cmd(ctx: click.Context, no_trunc: bool, quiet: bool, fmt: str, ref: str) -> None:
     """Show the layers and steps that made an image."""
     rows = _images(ctx).history(ref)
-    if fmt == "json":
-        for r in rows:
-            click.echo(json.dumps(r))
-        return
     if quiet:
         click.echo("\n".join(r["Id"] for r in rows))
+        return
+    if fmt not in ("table", ""):
+        from isle.cli.templates import format_rows
+
+        for r in rows:  # Docker's template fields beside isle's JSON ones
+            short = r["Id"] if no_trunc or r["Id"] == "<missing>" else r["Id"][7:19]
+            r.setdefault("ID", short)
+            r.setdefault("CreatedAt", r.get("Created", ""))
+            if fmt != "json":
+                r["Size"] = _human(r["Size"])
+        format_rows(fmt, rows, lambda: None, {"ID": "IMAGE", "CreatedBy": "CREATED BY",
+                                               "CreatedAt": "CREATED AT"}, strict=False)
         return
     click.echo(f"{'IMAGE':<14}{'CREATED':<28}{'CREATED BY':<50}{'SIZE':<10}COMMENT")
     for r in rows:
