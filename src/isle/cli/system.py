@@ -80,7 +80,7 @@ def _info_dict(ctx: click.Context) -> dict[str, Any]:
     d: dict[str, Any] = dict(ctx.obj.engine.info())
     # Docker's names for what isle has too (templates written for `docker info` work)
     d.setdefault("ServerVersion", _isle_version())
-    d.setdefault("Driver", "overlay")
+    d.setdefault("Driver", "overlay2")  # as the API's /info says
     d.setdefault("OSType", "linux")
     d.setdefault("Architecture", platform.machine())
     d.setdefault("Name", platform.node())
