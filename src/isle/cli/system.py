@@ -235,6 +235,20 @@ def prune(ctx: click.Context, force: bool, all_: bool, volumes: bool) -> int:
                 _out(x)
     return 0
 
+@system.command("check")
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed: set a corrupt database aside and rebuild the records "
+                   "from disk, adopt or remove orphaned containers, drop temporary blobs.")
+@click.pass_context
+def check(ctx: click.Context, repair: bool) -> int:
+    """Check the engine database against what is on disk (exit 1: problems left)."""
+    from isle.engine.check import check as run_check, report_lines
+
+    rep = run_check(ctx.obj.settings, repair=repair)
+    for line in report_lines(rep, repair):
+        _out(line)
+    return 0 if (not rep.findings or repair) else 1
+
 @system.command("service")
 @click.option("-H", "--host", "host", default="", metavar="URI",
               help="Where to listen: unix:///PATH (default unix://<runroot>/docker.sock as "

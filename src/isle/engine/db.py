@@ -12,7 +12,7 @@ TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
 
-from isle.errors import AlreadyExists, NotFound
+from isle.errors import AlreadyExists, IsleError, NotFound
 from isle.oci.fastjson import dumps as _dumps
 from isle.record import field, field_names, record
 from isle.oci.fastjson import loads as _loads
@@ -22,7 +22,19 @@ try:  # the C module alone: the `sqlite3` package adds datetime adapters (~2 ms)
 except ImportError:  # pragma: no cover - a Python without it
     import sqlite3  # type: ignore[no-redef]
 
-__all__ = ["Db", "ContainerRecord", "VolumeRecord"]
+__all__ = ["Db", "ContainerRecord", "VolumeRecord", "DbError", "RESERVE", "RECORD_FILE"]
+
+#: a file of this size next to the db, given back when the disk is full so that stop, kill and
+#: rm (state changes and deletions, which free space) still commit; dockerd keeps such a margin
+RESERVE = ".isle-reserve"
+RESERVE_SIZE = 4 * 1024 * 1024
+#: each container's record, also written into its directory: what `isle system check --repair`
+#: rebuilds a lost or corrupt database from
+RECORD_FILE = "record.json"
+
+
+class DbError(IsleError):
+    """The engine database cannot be used: corrupt, missing, on a full or read-only disk."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -111,26 +123,65 @@ class Db:
 
     def __init__(self, path: str, private: tuple[str, ...] = ()) -> None:
         """private: more directories (the runroot) made or tightened to 0700 with the db's."""
+    def __init__(self, path: str, private: tuple[str, ...] = (), *,
+                 rebuild: bool = False) -> None:
+        """private: more directories (the runroot) made or tightened to 0700 with the db's.
+        A missing db beside container directories is an error (their records are lost), not a
+        new empty db, unless rebuild (`isle system check --repair`, which re-adds them)."""
         from isle.sys.fs import private_dir, private_file
 
-        for d in (os.path.dirname(path), *private):
-            private_dir(d)
-        # the db is made 0600 before sqlite opens it (its -wal and -shm then take that mode);
-        # an older install's 0644 files are tightened
-        for p in (path, path + "-wal", path + "-shm"):
-            if p == path or os.path.exists(p):
-                private_file(p)
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 60000")
-        if self.conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-            with self.tx():
-                if self.conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            self.conn.execute(stmt)
-            self._wal()
-        self.conn.execute("PRAGMA synchronous = NORMAL")
+        root = os.path.dirname(path)
+        fresh = not os.path.exists(path)
+        self.full = False
+        try:
+            for d in (root, *private):
+                private_dir(d)
+            st = os.statvfs(root)
+            have_reserve = os.path.exists(os.path.join(root, RESERVE))
+            # a used reserve's room belongs to what frees space until it is made again
+            if st.f_bavail * st.f_frsize < _FULL + (0 if have_reserve or fresh else RESERVE_SIZE):
+                # a full disk: sqlite cannot even map its -shm; the reserve makes room for the
+                # writes that free space (stop, kill, rm); writes that need space are refused
+                self.full = True
+                _drop_reserve(path)
+            if fresh and not rebuild and _has_containers(root):
+                raise DbError(f"the engine database {path} is missing but {root}/containers "
+                              "holds containers: run `isle system check --repair` to rebuild "
+                              "their records from disk")
+            # the db is made 0600 before sqlite opens it (its -wal and -shm then take that
+            # mode); an older install's 0644 files are tightened
+            for p in (path, path + "-wal", path + "-shm"):
+                if p == path or os.path.exists(p):
+                    private_file(p)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+        try:
+            if not fresh:
+                _check_size(path)
+            self.conn = sqlite3.connect(path, timeout=60, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+                with self.tx():
+                    if self.conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                self.conn.execute(stmt)
+                self._wal()
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            if self.conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'containers'"
+                                 ).fetchone()[0] != 1:
+                raise sqlite3.DatabaseError("file is not a database (no containers table)")
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise explain(exc, path) from None
+        if fresh:
+            _make_reserve(root)
+        elif not self.full:
+            with suppress_oserror():
+                ensure_reserve(root)
 
     def _wal(self) -> None:
         """WAL mode (persistent, so only a new db needs it). Switching takes the db alone and
@@ -150,6 +201,36 @@ class Db:
     def close(self) -> None:
         self.conn.close()
 
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise explain(exc, self.path) from None
+
+    def _write(self, fn: Any, *, frees: bool) -> Any:
+        """fn(conn) in one transaction. On a full disk: a write that frees space (a state change
+        or a deletion: stop, kill, rm) gives back the reserve file and retries; any other write
+        fails with one clear error."""
+        for attempt in (0, 1):
+            try:
+                with self.tx() as c:
+                    return fn(c)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                if attempt == 0 and frees and _full(exc) and _drop_reserve(self.path):
+                    continue
+                raise explain(exc, self.path) from None
+        return None
+
+    def _need_space(self) -> None:
+        if self.full:
+            root = os.path.dirname(self.path)
+            raise DbError(f"the disk holding {root} is full: free space there (isle rm, "
+                          "isle system prune, isle image prune) and retry")
+
     def tx(self) -> _Tx:
         """with db.tx() as conn: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
         return _Tx(self.conn)
@@ -158,11 +239,15 @@ class Db:
     def insert_container(self, rec: ContainerRecord) -> None:
         cols = ",".join(_CFIELDS)
         marks = ",".join("?" * len(_CFIELDS))
+        def ins(c: Any) -> None:
+            c.execute(f"INSERT INTO containers ({cols}) VALUES ({marks})",
+                      [_enc(k, getattr(rec, k)) for k in _CFIELDS])
+            self._event(c, "container", "create", rec.id, {"name": rec.name, "image": rec.image})
+
+        self._need_space()
         try:
-            with self.tx() as c:
-                c.execute(f"INSERT INTO containers ({cols}) VALUES ({marks})",
-                          [_enc(k, getattr(rec, k)) for k in _CFIELDS])
-                self._event(c, "container", "create", rec.id, {"name": rec.name, "image": rec.image})
+            self._write(ins, frees=False)
+            self.save_record(rec)
         except sqlite3.IntegrityError as exc:
             if "name" in str(exc):
                 raise AlreadyExists(f'the container name "/{rec.name}" is already in use') from None
@@ -173,9 +258,9 @@ class Db:
         if not ref:
             raise NotFound("no such container: (empty name)")
         q = f"SELECT {','.join(_CFIELDS)} FROM containers WHERE "
-        rows = self.conn.execute(q + "id = ? OR name = ?", (ref, ref.lstrip("/"))).fetchall()
+        rows = self._read(q + "id = ? OR name = ?", (ref, ref.lstrip("/")))
         if not rows and ref and all(ch in "0123456789abcdef" for ch in ref):
-            rows = self.conn.execute(q + "id LIKE ?", (ref + "%",)).fetchall()
+            rows = self._read(q + "id LIKE ?", (ref + "%",))
             if len(rows) > 1:
                 raise NotFound(f"multiple containers match id prefix {ref!r}; be more specific")
         if not rows:
@@ -184,15 +269,15 @@ class Db:
         return ContainerRecord(**_dec(_CFIELDS, (by_id or rows)[0]))
 
     def list_containers(self) -> list[ContainerRecord]:
-        rows = self.conn.execute(
-            f"SELECT {','.join(_CFIELDS)} FROM containers ORDER BY created DESC").fetchall()
+        rows = self._read(f"SELECT {','.join(_CFIELDS)} FROM containers ORDER BY created DESC")
         return [ContainerRecord(**_dec(_CFIELDS, r)) for r in rows]
 
     def update_container(self, cid: str, *, event: str = "", attrs: dict[str, Any] | None = None,
                          **changes: Any) -> None:
         if not changes and not event:
             return
-        with self.tx() as c:
+
+        def upd(c: Any) -> None:
             if changes:
                 sets = ",".join(f"{k} = ?" for k in changes)
                 cur = c.execute(f"UPDATE containers SET {sets} WHERE id = ?",
@@ -202,20 +287,46 @@ class Db:
             if event:
                 self._event(c, "container", event, cid, attrs or {})
 
+        self._write(upd, frees=True)
+        if _SNAPSHOT.intersection(changes):
+            try:
+                self.save_record(self.get_container(cid))
+            except (NotFound, OSError):
+                pass
+
+    def save_record(self, rec: ContainerRecord) -> None:
+        """The record's identity and options into its container directory (RECORD_FILE)."""
+        d = os.path.join(os.path.dirname(self.path), "containers", rec.id)
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(d, RECORD_FILE),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, _dumps({k: getattr(rec, k) for k in _CFIELDS}).encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # a copy for repairs: never a reason to fail
+
     def delete_container(self, cid: str) -> None:
-        with self.tx() as c:
+        def dele(c: Any) -> None:
             c.execute("DELETE FROM containers WHERE id = ?", (cid,))
             self._event(c, "container", "destroy", cid, {})
+
+        self._write(dele, frees=True)
 
     # -- volumes ---------------------------------------------------------------------------
     def insert_volume(self, rec: VolumeRecord) -> bool:
         """Insert; False if the name exists already (the caller decides if that is an error)."""
         cols = ",".join(_VFIELDS)
+        def ins(c: Any) -> None:
+            c.execute(f"INSERT INTO volumes ({cols}) VALUES ({','.join('?' * len(_VFIELDS))})",
+                      [_enc(k, getattr(rec, k)) for k in _VFIELDS])
+            self._event(c, "volume", "create", rec.name, {})
+
+        self._need_space()
         try:
-            with self.tx() as c:
-                c.execute(f"INSERT INTO volumes ({cols}) VALUES ({','.join('?' * len(_VFIELDS))})",
-                          [_enc(k, getattr(rec, k)) for k in _VFIELDS])
-                self._event(c, "volume", "create", rec.name, {})
+            self._write(ins, frees=False)
         except sqlite3.IntegrityError:
             return False
         return True
@@ -239,9 +350,11 @@ class Db:
             return cur.rowcount == 1
 
     def delete_volume(self, name: str) -> None:
-        with self.tx() as c:
+        def dele(c: Any) -> None:
             c.execute("DELETE FROM volumes WHERE name = ?", (name,))
             self._event(c, "volume", "destroy", name, {})
+
+        self._write(dele, frees=True)
 
     # -- events ----------------------------------------------------------------------------
     def _event(self, c: sqlite3.Connection, typ: str, action: str, actor: str,
@@ -252,8 +365,7 @@ class Db:
             c.execute("DELETE FROM events WHERE seq <= ?", (cur.lastrowid - 10000,))
 
     def add_event(self, typ: str, action: str, actor: str, attrs: dict[str, Any] | None = None) -> None:
-        with self.tx() as c:
-            self._event(c, typ, action, actor, attrs or {})
+        self._write(lambda c: self._event(c, typ, action, actor, attrs or {}), frees=True)
 
     def events(self, after_seq: int = 0, since: float = 0.0) -> list[dict[str, Any]]:
         rows = self.conn.execute(
@@ -278,3 +390,114 @@ class _Tx:
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         self.conn.execute("ROLLBACK" if et is not None else "COMMIT")
         return False
+
+
+_SNAPSHOT = {"name", "opts", "extra"}  # the fields of a record that a repair cannot re-derive
+
+
+def _has_containers(root: str) -> bool:
+    try:
+        with os.scandir(os.path.join(root, "containers")) as it:
+            return any(e.is_dir() for e in it)
+    except OSError:
+        return False
+
+
+_FULL = 1024 * 1024  # less free than this: the disk counts as full
+
+
+def _full(exc: BaseException) -> bool:
+    return "full" in str(exc) or "disk I/O error" in str(exc)
+
+
+def _check_size(path: str) -> None:
+    """A truncated db reads as empty tables, not as an error: compare its size with the page
+    count its header records (one 100-byte read)."""
+    with open(path, "rb") as f:
+        head = f.read(100)
+        size = os.fstat(f.fileno()).st_size
+    if len(head) < 100:
+        if size:
+            raise sqlite3.DatabaseError("file is not a database (truncated header)")
+        return
+    if head[:16] != b"SQLite format 3\x00":
+        raise sqlite3.DatabaseError("file is not a database")
+    psize = int.from_bytes(head[16:18], "big")
+    psize = 65536 if psize == 1 else psize
+    pages = int.from_bytes(head[28:32], "big")
+    if pages and size < pages * psize:
+        raise sqlite3.DatabaseError(f"database disk image is malformed (truncated: {size} "
+                                    f"bytes, its header says {pages * psize})")
+
+
+def _make_reserve(root: str) -> None:
+    """The reserve file (RESERVE): made with a new db, and again once there is room."""
+    p = os.path.join(root, RESERVE)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_SIZE)
+    except OSError:  # no room even for that: none this time
+        os.close(fd)
+        os.unlink(p)
+        return
+    os.close(fd)
+
+
+def ensure_reserve(root: str) -> None:
+    """Re-make the reserve if a full disk used it and there is room again (cheap: one stat)."""
+    if not os.path.exists(os.path.join(root, RESERVE)):
+        st = os.statvfs(root)
+        if st.f_bavail * st.f_frsize > 4 * RESERVE_SIZE:
+            _make_reserve(root)
+
+
+def _drop_reserve(db_path: str) -> bool:
+    try:
+        os.unlink(os.path.join(os.path.dirname(db_path), RESERVE))
+        return True
+    except OSError:
+        return False
+
+
+def _os_error(exc: OSError, path: str) -> DbError:
+    import errno
+
+    root = os.path.dirname(path)
+    if exc.errno == errno.EROFS:
+        return DbError(f"isle's root {root} is on a read-only filesystem: remount it read-write "
+                       "or pick another with --root")
+    if exc.errno == errno.ENOSPC:
+        return DbError(f"the disk holding {root} is full: free space there (isle system prune, "
+                       "isle image prune) and retry")
+    return DbError(f"cannot open the engine database {path}: {exc.strerror or exc}")
+
+
+def explain(exc: BaseException, path: str) -> DbError:
+    """One clear message for an sqlite failure: what is wrong with which file, and the fix."""
+    msg = str(exc)
+    root = os.path.dirname(path)
+    if _full(exc):
+        return DbError(f"the disk holding {root} is full ({msg}): free space there "
+                       "(isle system prune, isle image prune) and retry")
+    if "readonly" in msg or "read-only" in msg:
+        return DbError(f"the engine database {path} is read-only ({msg}): isle's root must be "
+                       "writable (remount it, or pick another with --root)")
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return DbError(f"the engine database {path} is corrupt ({msg}): run `isle system check "
+                       "--repair` to set it aside and rebuild the records from disk")
+    if "unable to open" in msg:
+        return DbError(f"cannot open the engine database {path} ({msg})")
+    return DbError(f"the engine database {path} failed: {msg}")
+
+
+class suppress_oserror:
+    """with suppress_oserror(): ... (contextlib costs ~2 ms of every CLI start)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        return et is not None and issubclass(et, OSError)

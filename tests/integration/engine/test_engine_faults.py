@@ -114,3 +114,111 @@ def test_concurrent_run_d_makes_correct_records(isle):
     assert set(isle("ps", "-q", "--no-trunc").stdout.split()) == ids
     isle("rm", "-f", *ids, timeout=240)
     assert isle("ps", "-aq").stdout == ""
+
+
+def _tmpfs_root(isle, size: str) -> None:
+    isle.root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "isle-h3", str(isle.root)],
+                   check=True)
+
+
+def _umount(isle) -> None:
+    isle.cleanup()
+    subprocess.run(["umount", str(isle.root)], check=False)
+
+
+def _fill(path) -> None:
+    with open(path / "fill", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+
+
+def _one_clear_error(cp, *words: str) -> None:
+    assert cp.returncode == 125, (cp.returncode, cp.stderr)
+    assert "Traceback" not in cp.stderr and len(cp.stderr.strip().splitlines()) == 1, cp.stderr
+    for w in words:
+        assert w.lower() in cp.stderr.lower(), cp.stderr
+
+
+@pytest.mark.timeout(120)
+def test_full_disk_stop_kill_rm_still_work(isle):
+    """A full root: what needs space fails once and clearly; stop, kill and rm -f still work."""
+    _tmpfs_root(isle, "40m")
+    try:
+        for n in ("aa", "bb", "cc"):
+            isle("run", "-d", "--network", "none", "--name", n, "busybox", "sleep", "100")
+        _fill(isle.root)
+        for verb in (["run", "--rm", "busybox", "true"], ["create", "busybox", "true"],
+                     ["run", "-d", "busybox", "true"]):
+            _one_clear_error(isle(*verb, check=False), "full", str(isle.root))
+        isle("stop", "-t", "1", "aa")
+        isle("kill", "bb")
+        assert isle.inspect("bb")["State"]["Status"] == "exited"
+        isle("rm", "-f", "cc", "aa", "bb")
+        assert isle("ps", "-aq").stdout == ""
+        os.unlink(isle.root / "fill")
+        isle("run", "--rm", "--network", "none", "busybox", "true")  # room again: all works
+        assert (isle.root / ".isle-reserve").exists()  # and the margin is back
+    finally:
+        _umount(isle)
+
+
+def test_read_only_root_one_clear_error(isle):
+    _tmpfs_root(isle, "40m")
+    try:
+        isle("run", "--rm", "--network", "none", "busybox", "true")
+        for _ in range(50):  # what wrote there (the run's helpers) may take a moment to go
+            if subprocess.run(["mount", "-o", "remount,ro", str(isle.root)],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        for verb in (["run", "--rm", "busybox", "true"], ["volume", "create", "vv"]):
+            _one_clear_error(isle(*verb, check=False), "read-only")
+        subprocess.run(["mount", "-o", "remount,rw", str(isle.root)], check=True)
+    finally:
+        _umount(isle)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "deleted"])
+def test_corrupt_db_is_named_and_repaired(isle, damage):
+    """A damaged isle.db: one message naming the file and the fix, for every verb; then
+    `isle system check --repair` rebuilds the records from the container directories."""
+    live = isle("run", "-d", "--network", "none", "--name", "live", "busybox", "sleep",
+                "100").stdout.strip()
+    isle("run", "--network", "none", "--name", "ended", "busybox", "sh", "-c", "exit 3",
+         check=False)
+    isle("volume", "create", "vol1")
+    for i in range(30):  # a db of several pages, so a truncation cuts records
+        isle("volume", "create", f"v{i:02d}" + "x" * 200)
+    db = isle.root / "isle.db"
+    isle("ps", "-a")  # let sqlite checkpoint
+    for ext in ("-wal", "-shm"):
+        if os.path.exists(f"{db}{ext}"):
+            subprocess.run(["sqlite3", str(db), "PRAGMA wal_checkpoint(TRUNCATE);"],
+                           check=False, capture_output=True)
+    if damage == "garbage":
+        db.write_bytes(os.urandom(4096))
+    elif damage == "truncated":
+        os.truncate(db, os.path.getsize(db) // 2)
+    else:
+        db.unlink()
+    for ext in ("-wal", "-shm"):
+        with __import__("contextlib").suppress(FileNotFoundError):
+            os.unlink(f"{db}{ext}")
+    for verb in (["ps", "-a"], ["run", "--rm", "busybox", "true"], ["rm", "-f", "live"]):
+        cp = isle(*verb, check=False)
+        _one_clear_error(cp, str(db), "isle system check --repair")
+    assert isle("system", "check", check=False).returncode == 1
+    out = isle("system", "check", "--repair").stdout
+    assert "adopted" in out, out
+    st = isle.inspect("live")["State"]
+    assert st["Status"] == "running" and st["Id"] if "Id" in st else True
+    assert isle.inspect("ended")["State"]["ExitCode"] == 3
+    assert "vol1" in isle("volume", "ls", "-q").stdout
+    assert "no problems found" in isle("system", "check").stdout
+    isle("rm", "-f", live, "ended")
+    assert isle("ps", "-aq").stdout == ""
