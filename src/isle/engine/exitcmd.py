@@ -45,6 +45,16 @@ def main(argv: list[str]) -> int:
     db = os.path.join(root, "isle.db")
     if len(argv) >= 5:
         owner, start = int(argv[3]), int(argv[4])
+        if not _alive(owner, start) and _state(db, cid) is None:
+            return 0
+        # conmon waits for its exit command, and the owner waits for conmon: wait detached
+        if os.fork():
+            return 0
+        os.setsid()
+        nul = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(nul, fd)
+        os.close(nul)
         end = time.monotonic() + OWNER_WAIT
         while _alive(owner, start) and time.monotonic() < end:
             time.sleep(0.05)

@@ -136,3 +136,14 @@ def test_run_rm_sigkill_sweep(isle):
         isle("rm", "-f", *ids, check=False)
     assert isle("ps", "-aq").stdout == ""
     _assert_nothing_left(isle, links)
+
+
+def test_foreground_conmon_run_is_not_held_by_its_exit_command(isle):
+    """conmon waits for its exit command, the CLI for conmon: the exit command must not wait
+    for the CLI in between (it detaches), or every `run --rm -t` took the 30 s timeout."""
+    isle("run", "--rm", "--network", "none", "busybox", "true")
+    t = time.monotonic()
+    cp = isle("run", "--rm", "-t", "--network", "none", "busybox", "sh", "-c", "exit 4",
+              check=False)
+    assert cp.returncode == 4 and time.monotonic() - t < 10
+    assert isle("ps", "-aq").stdout == ""
