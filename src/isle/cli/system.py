@@ -242,7 +242,8 @@ def prune(ctx: click.Context, force: bool, all_: bool, volumes: bool) -> int:
 @click.pass_context
 def check(ctx: click.Context, repair: bool) -> int:
     """Check the engine database against what is on disk (exit 1: problems left)."""
-    from isle.engine.check import check as run_check, report_lines
+    from isle.engine.check import check as run_check
+    from isle.engine.check import report_lines
 
     rep = run_check(ctx.obj.settings, repair=repair)
     for line in report_lines(rep, repair):

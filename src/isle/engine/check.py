@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+
 from isle.config import Settings
 from isle.engine.db import RECORD_FILE, ContainerRecord, Db, DbError, VolumeRecord
 from isle.engine.layout import ContainerPaths, proc_start_time, read_int, rmtree

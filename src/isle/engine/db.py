@@ -121,8 +121,6 @@ def _dec(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
 class Db:
     """One connection per process; short transactions."""
 
-    def __init__(self, path: str, private: tuple[str, ...] = ()) -> None:
-        """private: more directories (the runroot) made or tightened to 0700 with the db's."""
     def __init__(self, path: str, private: tuple[str, ...] = (), *,
                  rebuild: bool = False) -> None:
         """private: more directories (the runroot) made or tightened to 0700 with the db's.
