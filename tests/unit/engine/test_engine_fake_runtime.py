@@ -18,7 +18,7 @@ from isle.engine.engine import Engine
 from isle.engine.layout import alive, proc_start_time, read_int
 from isle.engine.options import RunOptions
 from isle.engine.runtimes import Caps, IsleVmRuntime, OciCli, Runc, for_path, pick
-from isle.engine.state import State, restart_delay, should_restart
+from isle.engine.state import MEMBERS, State, restart_delay, should_restart
 from isle.errors import ConfigError, InvalidState, Unsupported
 
 from .fake_runtime import FakeRuntime
@@ -26,7 +26,7 @@ from .fake_runtime import FakeRuntime
 pytestmark = pytest.mark.timeout(60)
 
 
-ALL = [s.value for s in State]
+ALL = [str(s) for s in MEMBERS]
 
 
 @pytest.fixture
