@@ -1,9 +1,9 @@
-"""Docker-shaped views of container records: `inspect` JSON, `ps` rows, and Go-template rendering."""
+"""Docker-shaped views of container records: `inspect` JSON and `ps` rows (Go templates over
+them: cli/templates.py)."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import datetime, timezone
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -15,7 +15,7 @@ from isle.engine.options import RunOptions
 from isle.engine.reports import ContainerSummary
 from isle.errors import ConfigError
 
-__all__ = ["inspect_json", "summary", "render_template", "human_duration", "iso"]
+__all__ = ["inspect_json", "summary", "human_duration", "iso"]
 
 
 def iso(t: float) -> str:
@@ -181,78 +181,3 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
                             "IPAddress": rec.extra.get("ip", ""),
                             "SandboxKey": rec.extra.get("netns", "")},
     }
-
-
-_TOKEN = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
-
-
-def _get(obj: Any, path: str) -> Any:
-    cur = obj
-    for part in [p for p in path.split(".") if p]:
-        if isinstance(cur, dict):
-            if part not in cur:
-                raise ConfigError("--format", f"template: can't evaluate field {part}")
-            cur = cur[part]
-        else:
-            cur = getattr(cur, part)
-    return cur
-
-
-def _str(v: Any) -> str:
-    if v is None:
-        return "<no value>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{_str(x)}" for k, x in v.items()) + "]"
-    if isinstance(v, list):
-        return "[" + " ".join(_str(x) for x in v) + "]"
-    return str(v)
-
-
-def _eval(expr: str, obj: Any) -> Any:
-    toks = re.findall(r'"[^"]*"|\S+', expr)
-    if not toks:
-        return ""
-    fn, args = toks[0], toks[1:]
-
-    def val(t: str) -> Any:
-        if t.startswith('"'):
-            return t[1:-1]
-        if t == ".":
-            return obj
-        if t.startswith("."):
-            return _get(obj, t)
-        raise ConfigError("--format", f"template: unsupported token {t!r}")
-
-    if fn == "json":
-        return json.dumps(val(args[0]) if args else obj)
-    if fn in ("upper", "lower", "title"):
-        s = _str(val(args[0]))
-        return {"upper": s.upper, "lower": s.lower, "title": s.title}[fn]()
-    if fn == "index":
-        base = val(args[0])
-        for a in args[1:]:
-            base = base.get(val(a)) if isinstance(base, dict) else base[int(val(a))]
-        return base
-    if fn == "join":
-        return str(val(args[1])).join(_str(x) for x in val(args[0]))
-    if fn == "len":
-        return len(val(args[0]))
-    if len(toks) == 1:
-        return val(fn)
-    raise ConfigError("--format", f"template: unsupported function {fn!r}")
-
-
-def render_template(tmpl: str, obj: Any) -> str:
-    """A small Go text/template subset: {{.A.B}}, {{json .}}, {{index .M "k"}}, upper/lower/join/len."""
-    tmpl = tmpl.replace("\\t", "\t").replace("\\n", "\n")
-    out = []
-    pos = 0
-    for m in _TOKEN.finditer(tmpl):
-        out.append(tmpl[pos:m.start()])
-        v = _eval(m.group(1), obj)
-        out.append(v if isinstance(v, str) else _str(v))
-        pos = m.end()
-    out.append(tmpl[pos:])
-    return "".join(out)

@@ -7,7 +7,7 @@ import pytest
 from isle.engine.db import ContainerRecord, Db, VolumeRecord
 from isle.engine.logs import read_entries
 from isle.engine.monitor import MonitorArgs, conmon_argv
-from isle.engine.views import human_duration, render_template
+from isle.engine.views import human_duration
 from isle.errors import AlreadyExists, NotFound
 
 
@@ -52,11 +52,7 @@ def test_conmon_argv():
     assert argv[j:j + 4] == ["--runtime-arg", "--root", "--runtime-arg", "/run/r"]
 
 
-def test_templates():
-    d = {"ID": "abc", "State": {"Status": "running", "Running": True}, "Labels": {"a": "b"}}
-    assert render_template("{{.ID}}\\t{{.State.Status}}", d) == "abc\trunning"
-    assert render_template("{{json .State}}", d) == '{"Status": "running", "Running": true}'
-    assert render_template('{{index .Labels "a"}} {{.State.Running}}', d) == "b true"
+def test_human_duration():
     assert human_duration(0.5) == "Less than a second" and human_duration(120) == "2 minutes"
 
 
