@@ -95,7 +95,7 @@ def _row(i: Any) -> list[str]:
 def _table(rows: list[list[str]]) -> None:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
-        _out("   ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
+        _out("   ".join(x.ljust(w) for x, w in zip(r, widths, strict=False)).rstrip())
 
 
 def register(cli: click.Group) -> None:
@@ -109,10 +109,10 @@ def register(cli: click.Group) -> None:
                   "overlay takes the writes).")
     @click.option("--from-image", "image", default="", help="Boot an isle image as a whole OS "
                   "(guest kernel + the image's own init).")
-    @click.option("-m", "--memory", default="512M", show_default=True)
-    @click.option("--cpus", default=1, type=int, show_default=True)
+    @click.option("-m", "--memory", default="512M", show_default=True, help="Guest RAM.")
+    @click.option("--cpus", default=1, type=int, show_default=True, help="vCPUs.")
     @click.option("--firmware", default="bios", type=click.Choice(["bios", "uefi"]),
-                  show_default=True)
+                  show_default=True, help="SeaBIOS or OVMF (UEFI) for --disk.")
     @click.option("--network", default="", help="none, user (QEMU's user network; the default "
                   "for OS images, which get an SSH port forward) or an isle network's name "
                   "(OS images: a lease and a DNS name containers resolve)")
@@ -199,7 +199,7 @@ def register(cli: click.Group) -> None:
         return 0
 
     @vm.command("ls")
-    @click.option("-q", "--quiet", is_flag=True)
+    @click.option("-q", "--quiet", is_flag=True, help="Names only.")
     @click.option("--format", "fmt", default="", help="json")
     @click.pass_context
     def ls(ctx: click.Context, quiet: bool, fmt: str) -> int:
@@ -269,6 +269,87 @@ def register(cli: click.Group) -> None:
         sys.stdout.flush()
         os.execvp(argv[0], argv)
 
+    @vm.command("export")
+    @click.argument("name")
+    @click.option("-o", "--output", required=True, help="The file to write.")
+    @click.option("--format", "fmt", default="qcow2", show_default=True,
+                  type=click.Choice(["qcow2", "raw", "vmdk", "vdi", "vhdx", "ova"]),
+                  help="Disk format (vmdk: VMware, vdi: VirtualBox, vhdx: Hyper-V) or an OVA.")
+    @click.pass_context
+    def export(ctx: click.Context, name: str, output: str, fmt: str) -> int:
+        """Write a stopped VM's disk (its base and its writes, flattened) to a file."""
+        _out(_vms(ctx).export(name, output, fmt))
+        return 0
+
+    @vm.command("import")
+    @click.argument("path")
+    @click.option("--name", default="", help="The VM's name (default: the OVA's or the file's).")
+    @click.option("-m", "--memory", default="", help="Memory (default: the OVA's, else 768M).")
+    @click.option("--cpus", default=0, type=int, help="vCPUs (default: the OVA's, else 1).")
+    @click.option("--firmware", default="bios", type=click.Choice(["bios", "uefi"]),
+                  show_default=True, help="For disks that boot through firmware.")
+    @click.option("--network", default="", help="none, user or an isle network.")
+    @click.option("--user", default="", help="An isle OS disk: the user cloud-init provisions.")
+    @click.option("--ssh-key", default="", help="An isle OS disk: a public key for the user.")
+    @click.pass_context
+    def import_(ctx: click.Context, path: str, name: str, memory: str, cpus: int, firmware: str,
+                network: str, user: str, ssh_key: str) -> int:
+        """Make a VM from a disk (qcow2, raw, vmdk, vdi, vhdx) or an OVA; print its name."""
+        info = _vms(ctx).import_(path, name, memory_mib=_mib("--memory", memory) if memory
+                                 else 0, vcpus=cpus, firmware=firmware, network=network,
+                                 user=user, ssh_key=ssh_key)
+        _out(info.spec.name)
+        return 0
+
+    @vm.group("snapshot")
+    def snapshot() -> None:
+        """Snapshots of a VM's disk (and, while it runs, its RAM and devices)."""
+
+    @snapshot.command("create")
+    @click.argument("name")
+    @click.argument("tag")
+    @click.pass_context
+    def snap_create(ctx: click.Context, name: str, tag: str) -> int:
+        """Snapshot VM NAME as TAG (a running VM pauses while its RAM is written)."""
+        _vms(ctx).store.snapshot_create(name, tag)
+        _out(tag)
+        return 0
+
+    @snapshot.command("restore")
+    @click.argument("name")
+    @click.argument("tag")
+    @click.pass_context
+    def snap_restore(ctx: click.Context, name: str, tag: str) -> int:
+        """Go back to snapshot TAG (a running VM continues from the saved moment)."""
+        _vms(ctx).store.snapshot_restore(name, tag)
+        _out(tag)
+        return 0
+
+    @snapshot.command("rm")
+    @click.argument("name")
+    @click.argument("tags", nargs=-1, required=True)
+    @click.pass_context
+    def snap_rm(ctx: click.Context, name: str, tags: tuple[str, ...]) -> int:
+        """Delete snapshots."""
+        for t in tags:
+            _vms(ctx).store.snapshot_rm(name, t)
+            _out(t)
+        return 0
+
+    @snapshot.command("ls")
+    @click.argument("name")
+    @click.option("--format", "fmt", default="", help="json")
+    @click.pass_context
+    def snap_ls(ctx: click.Context, name: str, fmt: str) -> int:
+        """List a VM's snapshots."""
+        snaps = _vms(ctx).store.snapshots(name)
+        if fmt == "json":
+            _out(json.dumps(snaps))
+            return 0
+        _table([["TAG", "VM SIZE", "DATE"]] + [[x["name"], x["vm_size"], x["date"]]
+                                                for x in snaps])
+        return 0
+
     @vm.command("password")
     @click.argument("name")
     @click.pass_context
@@ -291,8 +372,8 @@ def register(cli: click.Group) -> None:
 
     @template.command("create")
     @click.argument("image")
-    @click.option("-m", "--memory", default="128M", show_default=True)
-    @click.option("--cpus", default=1, type=int, show_default=True)
+    @click.option("-m", "--memory", default="128M", show_default=True, help="Guest RAM.")
+    @click.option("--cpus", default=1, type=int, show_default=True, help="vCPUs.")
     @click.option("--network", default="", help="As `run --network`: a template serves runs whose "
                   "network kind (none, tap, user) matches.")
     @click.pass_context

@@ -152,7 +152,7 @@ class VMs:
     def _create_os(self, name: str, img: Any, *, memory_mib: int, vcpus: int, network: str,
                    user: str, ssh_key: str, hostname: str, user_data: str, password: str,
                    ports: list[str], ip: str = "", image: str = "") -> MachineInfo:
-        from isle.vm import cloudinit, osimage
+        from isle.vm import cloudinit
 
         cloudinit.check_user(user)
         cloudinit.check_hostname(hostname)
@@ -160,6 +160,25 @@ class VMs:
         if user_data:
             cloudinit._subtype(user_data)  # fails before any work
         base, vml, ird = self._os_disk(img)
+        return self._create_os_on(name, base, vml, ird, memory_mib=memory_mib, vcpus=vcpus,
+                                  network=network, user=user, ssh_key=ssh_key,
+                                  hostname=hostname, user_data=user_data, password=password,
+                                  ports=ports, ip=ip, image=image, keys=keys)
+
+    def _create_os_on(self, name: str, base: str, vml: str, ird: str, *, memory_mib: int,
+                      vcpus: int, network: str, user: str, ssh_key: str = "",
+                      hostname: str = "", user_data: str = "", password: str = "",
+                      ports: list[str] | None = None, ip: str = "", image: str = "",
+                      keys: list[str] | None = None) -> MachineInfo:
+        """An OS VM over base (an OS disk) booting vml + ird, provisioned by a fresh seed."""
+        from isle.vm import cloudinit, osimage
+
+        hostname = hostname or name
+        cloudinit.check_user(user)
+        cloudinit.check_hostname(hostname)
+        if keys is None:
+            keys = [cloudinit.read_ssh_key(ssh_key)] if ssh_key else []
+        ports = ports or []
 
         def provision(d: str) -> None:
             pw = password or cloudinit.new_password()
@@ -182,6 +201,116 @@ class VMs:
                                  kernel=vml, initrd=ird, cmdline=osimage.CMDLINE, user=user,
                                  hostname=hostname, ports=ports, agent=True, provision=provision,
                                  ip=ip, image=image)
+
+    # -- moving VMs ---------------------------------------------------------------------------
+    def export(self, name: str, out: str, fmt: str) -> str:
+        """The stopped VM's disk as out: qcow2, raw, vmdk (streamOptimized), vdi, vhdx, or an
+        OVA (OVF descriptor + VMDK: VirtualBox's and VMware's import)."""
+        from isle.errors import ConfigError
+        from isle.vm import disk, ova
+
+        if fmt not in ("qcow2", "raw", "vmdk", "vdi", "vhdx", "ova"):
+            raise ConfigError("--format", f"{fmt!r} is not qcow2, raw, vmdk, vdi, vhdx or ova")
+        out = os.path.abspath(out)
+        if not os.path.isdir(os.path.dirname(out)):
+            raise ConfigError("--output", f"{os.path.dirname(out)} is not a directory")
+        if fmt != "ova":
+            return self.store.export(name, out, fmt)
+        spec = self.store._load(name)
+        tmp = f"{out}.vmdk.{os.getpid()}"
+        try:
+            self.store.export(name, tmp, "vmdk")
+            cap = int(disk.info(os.path.join(self.store._dir(name), "disk.qcow2"))
+                      .get("virtual-size") or 0)
+            return ova.write(out, name=name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
+                             vmdk=tmp, capacity=cap)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def import_(self, path: str, name: str = "", *, memory_mib: int = 0, vcpus: int = 0,
+                firmware: str = "bios", network: str = "", user: str = "",
+                ssh_key: str = "") -> MachineInfo:
+        """A VM from a disk (qcow2/raw/vmdk/vdi/vhdx) or an OVA: the disk becomes a qcow2 base
+        under .disks/; one with a boot sector boots through firmware, an isle OS disk (a whole-
+        disk ext4 with a kernel in /boot) boots that kernel, re-provisioned by cloud-init."""
+        import hashlib
+        import shutil
+        import tempfile
+
+        from isle.errors import ConfigError, VMError
+        from isle.vm import disk, ova
+
+        if not os.path.isfile(path):
+            raise ConfigError("import", f"{path} is not a file")
+        d = os.path.join(self.store.root, ".disks")
+        os.makedirs(d, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="import-", dir=d)
+        try:
+            src, desc = path, {}
+            if path.endswith(".ova"):
+                desc = ova.read(path, work)
+                src = str(desc["disk"])
+            name = (name or str(desc.get("name") or "")
+                    or os.path.basename(path).rsplit(".", 1)[0])
+            self.store._dir(name)
+            if os.path.exists(os.path.join(self.store.root, name)):
+                from isle.errors import AlreadyExists
+
+                raise AlreadyExists(f"a VM named {name} exists")
+            fmt = str(disk.info(src).get("format"))
+            if fmt not in disk.FORMATS:
+                raise VMError(f"{path}: disk format {fmt} is not one of "
+                              f"{', '.join(disk.FORMATS)}")
+            st = os.stat(path)
+            key = hashlib.sha256(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+                                 .encode()).hexdigest()[:16]
+            base = os.path.join(d, f"import-{key}.qcow2")
+            if not os.path.exists(base):
+                disk.convert(src, base, "qcow2")
+            memory_mib = memory_mib or int(desc.get("memory_mib") or 0) or 768
+            vcpus = vcpus or int(desc.get("vcpus") or 0) or 1
+            k = disk.kind(base, "qcow2")
+            if k == "ext4":
+                vml, ird = self._kernel_from_disk(base, work)
+                return self._create_os_on(name, base, vml, ird, memory_mib=memory_mib,
+                                          vcpus=vcpus, network=network or "user",
+                                          user=user or "isle", ssh_key=ssh_key)
+            if k != "mbr":
+                raise VMError(f"{path} is not bootable: no boot sector and no isle OS "
+                              "filesystem")
+            return self.store.create(name, base, memory_mib=memory_mib, vcpus=vcpus,
+                                     firmware=firmware, network=network or "none")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _kernel_from_disk(self, base: str, work: str) -> tuple[str, str]:
+        """An isle OS disk's newest kernel + initramfs, copied out with debugfs (no mount)."""
+        import shutil
+
+        from isle.errors import VMError
+        from isle.sys import proc
+        from isle.vm import disk
+
+        raw = os.path.join(work, "raw")
+        disk.convert(base, raw, "raw")
+        ls = proc.run(["debugfs", "-R", "ls -p /boot", raw], timeout=60).stdout.decode()
+        names = sorted(x.split("/")[5] for x in ls.splitlines() if x.count("/") >= 6)
+        kernels = [n for n in names if n.startswith("vmlinuz-")]
+        ver = next((k.removeprefix("vmlinuz-") for k in reversed(kernels)
+                    if f"initrd.img-{k.removeprefix('vmlinuz-')}" in names), "")
+        if not ver:
+            raise VMError(f"{base}: an ext4 disk without a kernel and initramfs in /boot")
+        stem = base[:-len(".qcow2")]
+        for src, dst in ((f"/boot/vmlinuz-{ver}", stem + ".vmlinuz"),
+                         (f"/boot/initrd.img-{ver}", stem + ".initrd")):
+            proc.run(["debugfs", "-R", f"dump {src} {dst}.tmp", raw], timeout=120)
+            if not os.path.getsize(dst + ".tmp"):
+                raise VMError(f"could not copy {src} out of {base}")
+            os.rename(dst + ".tmp", dst)
+        os.unlink(raw)
+        shutil.rmtree(os.path.join(work, "raw"), ignore_errors=True)
+        return stem + ".vmlinuz", stem + ".initrd"
 
     def agent_exec(self, name: str, argv: list[str], *, stdin: bytes = b"",
                    timeout: float = 0, wait: float = 0) -> tuple[int, bytes, bytes]:
@@ -403,7 +532,6 @@ class VMs:
         from isle.runtime.vm.runner import procs_files
         from isle.runtime.vm.spec import QEMU_MEMORY_OVERHEAD_MIB, QEMU_THREADS
         from isle.sys.fs import atomic_write
-
         from isle.vm import accel
 
         cg = manager(None, f"vm-{name}")

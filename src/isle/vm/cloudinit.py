@@ -98,10 +98,9 @@ def make_seed(d: str, *, name: str, user: str, ssh_keys: list[str], password: st
             "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "shell": "/bin/bash",
             "lock_passwd": False,
+            "passwd": _hash(password),  # console login; only the hash goes into the seed
             "ssh_authorized_keys": ssh_keys,
         }],
-        "chpasswd": {"expire": False, "users": [{"name": user, "password": password,
-                                                 "type": "text"}]},
         "ssh_pwauth": False,
         "preserve_hostname": False,
         "hostname": hostname,
@@ -135,6 +134,16 @@ def make_seed(d: str, *, name: str, user: str, ssh_keys: list[str], password: st
         if os.path.exists(out + ".tmp"):
             os.unlink(out + ".tmp")
     return out
+
+
+def _hash(password: str) -> str:
+    """SHA-512 crypt of password (openssl passwd -6: the stdlib's crypt module is gone)."""
+    try:
+        r = proc.run(["openssl", "passwd", "-6", "-stdin"], input=password.encode() + b"\n",
+                     timeout=30)
+    except CommandError as exc:
+        raise VMError(f"could not hash the VM's password: {exc}") from exc
+    return r.stdout.decode().strip()
 
 
 def new_password() -> str:

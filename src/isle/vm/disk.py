@@ -151,3 +151,28 @@ def convert(src: str, dest: str, fmt: str, *, subformat: str = "") -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+def head(path: str, fmt: str, n: int = 2048) -> bytes:
+    """The first n bytes of a disk image's contents (any format QEMU reads)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="isle-head-") as t:
+        try:
+            proc.run(["qemu-img", "dd", "-f", fmt, "-O", "raw", f"if={path}", f"of={t.name}",
+                      "bs=512", f"count={max(1, n // 512)}"], timeout=60)
+        except CommandError as exc:
+            raise VMError(f"cannot read {path}: {exc}") from exc
+        with open(t.name, "rb") as f:
+            return f.read(n)
+
+
+def kind(path: str, fmt: str) -> str:
+    """'mbr' (a bootable disk: firmware boots it), 'ext4' (a whole-disk filesystem: an isle OS
+    disk, booted by its own kernel) or 'unknown'."""
+    h = head(path, fmt)
+    if len(h) >= 512 and h[510:512] == b"\x55\xaa":
+        return "mbr"
+    if len(h) >= 1082 and h[1080:1082] == b"\x53\xef":
+        return "ext4"
+    return "unknown"

@@ -93,6 +93,14 @@ class MachineInfo:
         }
 
 
+_TAG = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+
+
+def _check_tag(tag: str) -> None:
+    if not _TAG.match(tag):
+        raise ConfigError("snapshot", f"{tag!r} is not a valid snapshot name")
+
+
 def parse_port(p: str) -> str:
     """-p [ip:]host:guest[/tcp|udp] -> "[ip:]host:guest/proto" (ConfigError naming it if bad)."""
     spec, _, proto = p.partition("/")
@@ -504,6 +512,81 @@ class MachineStore:
             for n in names
             if os.path.exists(os.path.join(self.root, n, "machine.json"))
         ]
+
+    # -- snapshots (QEMU's internal qcow2 snapshots of the VM's overlay) ----------------------
+    def _hmp(self, name: str, line: str, timeout: float = 600) -> str:
+        from isle.vm.qmp import Monitor
+
+        mon = Monitor(os.path.join(self._run(name), "qmp.sock"), timeout=timeout)
+        try:
+            out = str(mon.cmd("human-monitor-command", **{"command-line": line}) or "")
+        finally:
+            mon.close()
+        if out.strip() and ("rror" in out or "not" in out.lower()):
+            raise VMError(f"{line}: {out.strip()}")
+        return out
+
+    def snapshot_create(self, name: str, tag: str) -> None:
+        """A running VM: disk and RAM (savevm; the guest resumes); a stopped one: its disk."""
+        _check_tag(tag)
+        if tag in {s["name"] for s in self.snapshots(name)}:
+            raise AlreadyExists(f"VM {name} has a snapshot {tag}")
+        if self._pid(name):
+            self._hmp(name, f"savevm {tag}")
+        else:
+            self._qemu_img_snapshot(name, "-c", tag)
+
+    def snapshot_restore(self, name: str, tag: str) -> None:
+        _check_tag(tag)
+        if tag not in {s["name"] for s in self.snapshots(name)}:
+            raise NotFound(f"VM {name} has no snapshot {tag}")
+        if self._pid(name):
+            self._hmp(name, f"loadvm {tag}")
+        else:
+            self._qemu_img_snapshot(name, "-a", tag)
+
+    def snapshot_rm(self, name: str, tag: str) -> None:
+        _check_tag(tag)
+        if tag not in {s["name"] for s in self.snapshots(name)}:
+            raise NotFound(f"VM {name} has no snapshot {tag}")
+        if self._pid(name):
+            self._hmp(name, f"delvm {tag}")
+        else:
+            self._qemu_img_snapshot(name, "-d", tag)
+
+    def snapshots(self, name: str) -> list[dict[str, Any]]:
+        """[{name, date, vm_state_size, ...}] of the VM's overlay (read shared while it runs)."""
+        self._load(name)
+        path = os.path.join(self._dir(name), "disk.qcow2")
+        r = proc.run(["qemu-img", "snapshot", "-U", "-l", path], timeout=60, check=False)
+        if r.returncode != 0:
+            raise VMError(f"qemu-img snapshot -l {path}: {r.stderr.decode().strip()}")
+        out = []
+        # ID TAG VM_SIZE DATE VM_CLOCK [ICOUNT]: the size is "291 MiB" (two words, or "0 B")
+        row = re.compile(r"^(\d+)\s+(\S+)\s+(\d+(?:\.\d+)?\s*[KMGT]?i?B)\s+"
+                         r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+        for line in r.stdout.decode(errors="replace").splitlines():
+            m = row.match(line.strip())
+            if m:
+                out.append({"id": m.group(1), "name": m.group(2), "vm_size": m.group(3),
+                            "date": m.group(4)})
+        return out
+
+    def _qemu_img_snapshot(self, name: str, op: str, tag: str) -> None:
+        path = os.path.join(self._dir(name), "disk.qcow2")
+        r = proc.run(["qemu-img", "snapshot", op, tag, path], timeout=600, check=False)
+        if r.returncode != 0:
+            raise VMError(f"qemu-img snapshot {op} {tag}: {r.stderr.decode().strip()}")
+
+    # -- moving ---------------------------------------------------------------------------------
+    def export(self, name: str, out: str, fmt: str) -> str:
+        """The VM's disk (overlay + base, flattened) as one fmt image at out (stopped VMs only:
+        a running guest's disk is not consistent)."""
+        if self._pid(name):
+            raise InvalidState(f"VM {name} is running: stop it before exporting")
+        self._load(name)
+        sub = "streamOptimized" if fmt == "vmdk" else ""
+        return disk.convert(os.path.join(self._dir(name), "disk.qcow2"), out, fmt, subformat=sub)
 
     def console(self, name: str) -> str:
         """Path of the running VM's serial console socket (connect to it, read/write bytes)."""
