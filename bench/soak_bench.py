@@ -158,7 +158,8 @@ def main() -> int:
     per = (samples[-1]["mem_used_kib"] / n) if n else 0
     res = {
         "count": n, "network": a.network,
-        "create_s": round(t_create, 2), "run_d_ms_p50": round(statistics.median(run_times) * 1000, 1),
+        "create_s": round(t_create, 2),
+        "run_d_ms_p50": round(statistics.median(run_times) * 1000, 1),
         "run_d_ms_p90": round(sorted(run_times)[int(0.9 * (n - 1))] * 1000, 1),
         "ps_a_s": round(t_ps, 3), "ps_count": n_ps, "rm_f_s": round(t_rm, 2),
         "rm_f_ms_per": round(t_rm / n * 1000, 1) if n else 0,
