@@ -74,8 +74,9 @@ def prepare_root(sys: L.Syscalls, rootfs: str, propagation: str | None) -> None:
         flag = L.MS_SLAVE | L.MS_REC
     sys.mount(None, "/", None, flag, None)
     if flag & L.MS_SHARED:
-        # pivot_root refuses a shared parent mount
-        sys.mount(None, _mountpoint_of(os.path.dirname(rootfs)), None, L.MS_PRIVATE, None)
+        # pivot_root refuses a shared parent mount: the mount holding the rootfs, which is the
+        # rootfs's own when it is a mount point (containerd's overlay on bundle/rootfs)
+        sys.mount(None, _mountpoint_of(rootfs), None, L.MS_PRIVATE, None)
     sys.mount(rootfs, rootfs, None, L.MS_BIND | L.MS_REC, None)
 
 

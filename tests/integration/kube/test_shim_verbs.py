@@ -119,3 +119,42 @@ def test_created_container_without_cgroup_mount_waits_for_start(tmp_path: Path,
         assert json.loads(rt(root, "state", "s1").stdout)["status"] == "running"
     finally:
         rt(root, "delete", "--force", "s1")
+
+
+def test_rshared_root_propagation_with_rootfs_mounted(tmp_path: Path, busybox_rootfs: str) -> None:
+    """containerd mounts the rootfs itself (overlay on bundle/rootfs); a Bidirectional volume
+    makes the CRI ask rootfsPropagation rshared: pivot_root must still work, and a mount made on
+    the host under the volume afterwards shows inside."""
+    import subprocess as sp
+
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    b = tmp_path / "b"
+    rootfs = b / "rootfs"
+    rootfs.mkdir(parents=True)
+    sp.run(["mount", "--bind", busybox_rootfs, str(rootfs)], check=True)
+    sp.run(["mount", "--bind", str(vol), str(vol)], check=True)
+    sp.run(["mount", "--make-rshared", str(vol)], check=True)
+    root = tmp_path / "root"
+    try:
+        from isle.oci.runtime_spec import default_spec
+
+        cfg = default_spec()
+        cfg["root"] = {"path": "rootfs"}
+        cfg["process"].update(terminal=False, args=["sleep", "60"])
+        cfg["linux"]["rootfsPropagation"] = "rshared"
+        cfg["mounts"].append({"destination": "/vol", "type": "bind", "source": str(vol),
+                              "options": ["rbind", "rshared"]})
+        (b / "config.json").write_text(json.dumps(cfg))
+        r = rt(root, "create", "--bundle", str(b), "p1")
+        assert r.returncode == 0, r.stderr
+        assert rt(root, "start", "p1").returncode == 0
+        (vol / "sub").mkdir()
+        sp.run(["mount", "-t", "tmpfs", "-o", "size=1m", "isle-prop", str(vol / "sub")],
+               check=True)
+        out = rt(root, "exec", "p1", "cat", "/proc/self/mountinfo").stdout
+        assert "/vol/sub" in out
+    finally:
+        rt(root, "delete", "--force", "p1")
+        sp.run(["umount", "-R", str(vol)], check=False)
+        sp.run(["umount", "-R", str(rootfs)], check=False)
