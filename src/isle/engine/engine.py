@@ -24,7 +24,7 @@ from isle.engine import lifecycle
 from isle.engine.db import ContainerRecord, Db
 from isle.engine.layout import ContainerPaths, alive
 from isle.engine.names import check_name, random_name
-from isle.engine.options import RunOptions, parse_signal
+from isle.engine.options import RunOptions, check_env_size, parse_signal
 from isle.engine.queries import Queries
 from isle.engine.transfer import Transfer
 from isle.engine.reports import CreateReport, PruneReport, RmReport, RunReport
@@ -112,6 +112,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
         pick(self.s, opts)  # --isolation/--runtime -> opts.runtime (a path), opts.isolation
         if opts.remove and opts.restart.name != "no":
             raise ConfigError("--restart", "conflicting options: --restart and --rm")
+        check_env_size(opts.env)
         from isle.engine import netplug
 
         netplug.validate(self.s, opts, lookup=self.get)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RunOptions", "MountSpec", "Ulimit", "RestartPolicy", "Healthcheck",
     "parse_bytes", "parse_cpus", "parse_volume", "parse_mount", "parse_tmpfs", "parse_ulimit",
-    "parse_restart", "parse_env", "parse_env_file", "parse_labels", "check_caps", "parse_signal",
+    "parse_restart", "parse_env", "parse_env_file", "check_env_size", "parse_labels", "check_caps", "parse_signal",
     "parse_duration", "check_cpus", "ALL_CAPS", "DEFAULT_CAPS",
 ]
 
@@ -339,6 +339,28 @@ def parse_env(values: list[str], host_env: dict[str, str]) -> list[str]:
         elif k in host_env:
             out.append(f"{k}={host_env[k]}")
     return out
+
+
+#: Linux's execve limits, which the container's (or the VM guest's) init meets: one
+#: "KEY=value" string at most MAX_ARG_STRLEN (32 pages) with its NUL; all of them together kept
+#: well inside ARG_MAX (a quarter of the 8 MiB default stack), leaving room for the command
+ENV_STRING_MAX = 32 * 4096 - 1
+ENV_TOTAL_MAX = 1024 * 1024
+
+
+def check_env_size(env: list[str]) -> None:
+    """A too-large environment is refused up front, naming the limit (it would fail at exec)."""
+    total = 0
+    for e in env:
+        n = len(e.encode(errors="surrogateescape"))
+        if n > ENV_STRING_MAX:
+            key = e.partition("=")[0][:60]
+            raise ConfigError("--env", f"{key}: {n} bytes; one variable (KEY=value) may have at "
+                              f"most {ENV_STRING_MAX} bytes (the kernel's MAX_ARG_STRLEN)")
+        total += n + 1
+    if total > ENV_TOTAL_MAX:
+        raise ConfigError("--env", f"the environment has {total} bytes; at most {ENV_TOTAL_MAX} "
+                          "(the kernel's argument and environment limit, ARG_MAX)")
 
 
 def parse_env_file(path: str, host_env: dict[str, str]) -> list[str]:

@@ -222,3 +222,23 @@ def test_corrupt_db_is_named_and_repaired(isle, damage):
     assert "no problems found" in isle("system", "check").stdout
     isle("rm", "-f", live, "ended")
     assert isle("ps", "-aq").stdout == ""
+
+
+def test_env_too_large_names_the_limit(isle, tmp_path):
+    """--env-file with a 1 MB value (or too many large ones): the kernel's limit named, 125,
+    before anything is made (the container's exec, or the VM guest's init, would fail)."""
+    big = tmp_path / "big.env"
+    big.write_text("BIG=" + "x" * (1 << 20) + "\n")
+    many = tmp_path / "many.env"
+    many.write_text("".join(f"V{i}=" + "y" * 120000 + "\n" for i in range(10)))
+    for f, words in ((big, ["BIG", "131071", "MAX_ARG_STRLEN"]), (many, ["ARG_MAX"])):
+        for iso in (["--isolation", "vm"], []):
+            cp = isle("run", "--rm", "--network", "none", *iso, "--env-file", str(f), "busybox",
+                      "true", check=False)
+            _one_clear_error(cp, *words)
+    assert isle("ps", "-aq").stdout == ""
+    ok = tmp_path / "ok.env"
+    ok.write_text("BIG=" + "x" * 100000 + "\n")
+    cp = isle("run", "--rm", "--network", "none", "--env-file", str(ok), "busybox", "sh", "-c",
+              'echo ${#BIG}')
+    assert cp.stdout.strip() == "100000"
