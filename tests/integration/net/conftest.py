@@ -120,11 +120,14 @@ class TrackingNM(NetworkManager):
     def __init__(self, *a, **kw) -> None:
         self.seen_nets: dict[str, Network] = {}
         super().__init__(*a, **kw)
+        plan = self.networks.plan
 
-    def _plan(self, *a, **kw) -> Network:
-        net = super()._plan(*a, **kw)
-        self.seen_nets[net.name] = net
-        return net
+        def tracking(*a, **kw) -> Network:
+            net = plan(*a, **kw)
+            self.seen_nets[net.name] = net
+            return net
+
+        self.networks.plan = tracking  # type: ignore[method-assign]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from isle.errors import ConfigError
 from isle.net import firewall, sysctl
-from isle.net.manager import _needs_localnet, check_options
+from isle.net.networks import _needs_localnet, check_options
 from isle.net.types import Network
 
 
