@@ -210,14 +210,25 @@ def system() -> None:
 
 @system.command("df")
 @click.option("-v", "--verbose", is_flag=True, help="(accepted) per-object detail.")
+@click.option("--format", "fmt", default="",
+              help="table (default), json, a Go template ({{.Type}} {{.Size}}), or "
+                   "'table TEMPLATE'.")
 @click.pass_context
-def df(ctx: click.Context, verbose: bool) -> int:
+def df(ctx: click.Context, verbose: bool, fmt: str) -> int:
     """Disk usage of images, containers and volumes."""
+    from isle.cli.templates import format_rows
+
     rows = ctx.obj.engine.system_df()
-    _out(f"{'TYPE':<16}{'TOTAL':<8}{'ACTIVE':<8}{'SIZE':<12}RECLAIMABLE")
-    for r in rows:
-        _out(f"{r['Type']:<16}{r['Total']:<8}{r['Active']:<8}{_h(r['Size']):<12}"
-             f"{_h(r['Reclaimable'])}")
+
+    def table() -> None:
+        _out(f"{'TYPE':<16}{'TOTAL':<8}{'ACTIVE':<8}{'SIZE':<12}RECLAIMABLE")
+        for r in rows:
+            _out(f"{r['Type']:<16}{r['Total']:<8}{r['Active']:<8}{_h(r['Size']):<12}"
+                 f"{_h(r['Reclaimable'])}")
+
+    shaped = [{**r, "TotalCount": r["Total"], "Size": _h(r["Size"]),  # Docker's field shapes
+               "Reclaimable": _h(r["Reclaimable"])} for r in rows]
+    format_rows(fmt, shaped, table, {"TotalCount": "TOTAL"})
     return 0
 
 @system.command("prune")
