@@ -179,8 +179,9 @@ def run_isle(
 
 
 @pytest.fixture
-def isle():
-    """run_isle(root, *args, check=True): the image CLI with --root, as a subprocess."""
+def isle_at():
+    """isle_at(root, *args, check=True): the image CLI with --root (bytes out), as a subprocess;
+    the `isle` fixture (tests/integration/engine) is the one bound to a private root."""
     return run_isle
 
 

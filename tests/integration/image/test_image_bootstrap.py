@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.mark.timeout(1800)
-def test_bootstrap_debian_minbase(tmp_path: Path, isle) -> None:
+def test_bootstrap_debian_minbase(tmp_path: Path, isle_at) -> None:
     root = tmp_path / "r"
-    cp = isle(root, "image", "bootstrap", "debian:bookworm", "--variant", "minbase", timeout=1700)
+    cp = isle_at(root, "image", "bootstrap", "debian:bookworm", "--variant", "minbase", timeout=1700)
     store = ImageStore(str(root / "images"))
     img = store.resolve("debian:bookworm")
     assert cp.stdout.decode().strip() == img.id
@@ -40,7 +40,7 @@ def test_bootstrap_debian_minbase(tmp_path: Path, isle) -> None:
         store.unmount_rootfs(str(work))
     assert out[0].startswith("12.") and out[1:3] == ["apt", "bash"]
     assert out[3:] == ["partial"]  # no .debs kept
-    bad = isle(
+    bad = isle_at(
         root,
         "image",
         "bootstrap",

@@ -74,7 +74,7 @@ def _files(img_dirs: list[str]) -> dict[str, Path]:
     return out
 
 
-def test_multistage_build_and_cache(tmp_path: Path, context: Path, isle) -> None:
+def test_multistage_build_and_cache(tmp_path: Path, context: Path, isle_at) -> None:
     root = tmp_path / "root"
     args = [
         "build",
@@ -88,7 +88,7 @@ def test_multistage_build_and_cache(tmp_path: Path, context: Path, isle) -> None
         "MSG=yo",
         str(context),
     ]
-    cp = isle(root, *args)
+    cp = isle_at(root, *args)
     log = cp.stderr.decode()
     assert "STEP 1/" in log and "--> Using cache" not in log and "never" not in log
     store = ImageStore(str(root / "images"))
@@ -119,22 +119,22 @@ def test_multistage_build_and_cache(tmp_path: Path, context: Path, isle) -> None
     base_layers = store.resolve("busybox").layer_dirs
     assert len(img.layer_dirs) == 2 and img.layer_dirs[0] not in base_layers
     # rebuild: every layer step is a cache hit and the image is the same content
-    cp2 = isle(root, *args)
+    cp2 = isle_at(root, *args)
     assert cp2.stderr.decode().count("--> Using cache") == 7
     assert store.resolve("built:1").diff_ids == img.diff_ids
     # a changed file in the context invalidates from its COPY on
     (context / "a.txt").write_text("changed\n")
-    cp3 = isle(root, *args)
+    cp3 = isle_at(root, *args)
     # hits: the first RUN, and the final stage's first COPY --from (same bytes in, same key)
     assert cp3.stderr.decode().count("--> Using cache") == 2
     # --no-cache runs everything again
-    cp4 = isle(root, *args, "--no-cache")
+    cp4 = isle_at(root, *args, "--no-cache")
     assert "Using cache" not in cp4.stderr.decode()
 
 
-def test_base_stage_contents(tmp_path: Path, context: Path, isle) -> None:
+def test_base_stage_contents(tmp_path: Path, context: Path, isle_at) -> None:
     root = tmp_path / "root"
-    isle(root, "build", "-t", "base:1", "--runtime", "runc", "--target", "base", str(context))
+    isle_at(root, "build", "-t", "base:1", "--runtime", "runc", "--target", "base", str(context))
     store = ImageStore(str(root / "images"))
     img = store.resolve("base:1")
     work = tmp_path / "w"
@@ -151,7 +151,7 @@ def test_base_stage_contents(tmp_path: Path, context: Path, isle) -> None:
         assert "GREETING=hello world" in img.config["config"]["Env"]
     finally:
         store.unmount_rootfs(str(work))
-    hist = isle(root, "history", "--format", "json", "base:1").stdout.decode().splitlines()
+    hist = isle_at(root, "history", "--format", "json", "base:1").stdout.decode().splitlines()
     assert any("id -u" in json.loads(h)["CreatedBy"] for h in hist)
 
 
@@ -165,11 +165,11 @@ def test_base_stage_contents(tmp_path: Path, context: Path, isle) -> None:
         ("FROM busybox\nCOPY ../outside /\n", "Containerfile:2"),
     ],
 )
-def test_errors_name_the_line(tmp_path: Path, isle, text: str, where: str) -> None:
+def test_errors_name_the_line(tmp_path: Path, isle_at, text: str, where: str) -> None:
     ctx = tmp_path / "c"
     ctx.mkdir()
     (ctx / "Containerfile").write_text(text)
-    cp = isle(tmp_path / "r", "build", "--runtime", "runc", "-t", "x:1", str(ctx), check=False)
+    cp = isle_at(tmp_path / "r", "build", "--runtime", "runc", "-t", "x:1", str(ctx), check=False)
     assert cp.returncode != 0
     assert where in cp.stderr.decode(), cp.stderr.decode()
     assert not ImageStore(str(tmp_path / "r" / "images")).exists("x:1")
@@ -177,14 +177,14 @@ def test_errors_name_the_line(tmp_path: Path, isle, text: str, where: str) -> No
     assert leftovers == []
 
 
-def test_run_through_isle_runtime_by_default(tmp_path: Path, isle) -> None:
+def test_run_through_isle_runtime_by_default(tmp_path: Path, isle_at) -> None:
     ctx = tmp_path / "c"
     ctx.mkdir()
     (ctx / "Containerfile").write_text(
         'FROM busybox\nSHELL ["/bin/sh", "-eu", "-c"]\nRUN echo "$0 via isle-runtime" > /r\n'
         "ONBUILD RUN echo later\n"
     )
-    cp = isle(tmp_path / "r", "--runroot", str(tmp_path / "run"), "build", "-t", "ir:1", str(ctx))
+    cp = isle_at(tmp_path / "r", "--runroot", str(tmp_path / "run"), "build", "-t", "ir:1", str(ctx))
     store = ImageStore(str(tmp_path / "r" / "images"))
     img = store.resolve("ir:1")
     assert (Path(img.layer_dirs[-1]) / "r").read_text() == "/bin/sh via isle-runtime\n"
@@ -193,7 +193,7 @@ def test_run_through_isle_runtime_by_default(tmp_path: Path, isle) -> None:
     assert b"isle-runtime" not in cp.stderr or b"error" not in cp.stderr
 
 
-def test_copy_globs_chmod_and_destinations(tmp_path: Path, isle) -> None:
+def test_copy_globs_chmod_and_destinations(tmp_path: Path, isle_at) -> None:
     ctx = tmp_path / "c"
     (ctx / "d").mkdir(parents=True)
     for n in ("one.txt", "two.txt", "three.md", "d/inner.txt"):
@@ -205,12 +205,12 @@ def test_copy_globs_chmod_and_destinations(tmp_path: Path, isle) -> None:
         "COPY d /abs/d2\n"
         "COPY one.txt two.txt notadir\n"
     )
-    cp = isle(tmp_path / "r", "build", "--runtime", "runc", "-t", "g:1", str(ctx), check=False)
+    cp = isle_at(tmp_path / "r", "build", "--runtime", "runc", "-t", "g:1", str(ctx), check=False)
     assert (
         cp.returncode != 0 and b"Containerfile:6" in cp.stderr and b"must end with /" in cp.stderr
     )
     (ctx / "Containerfile").write_text((ctx / "Containerfile").read_text().rsplit("COPY one", 1)[0])
-    isle(tmp_path / "r", "build", "--runtime", "runc", "-t", "g:1", str(ctx))
+    isle_at(tmp_path / "r", "build", "--runtime", "runc", "-t", "g:1", str(ctx))
     img = ImageStore(str(tmp_path / "r" / "images")).resolve("g:1")
     files = _files(img.layer_dirs)
     assert {

@@ -55,11 +55,11 @@ def run_with_runc(store: ImageStore, ref: str, work: Path, args: list[str]) -> s
 
 
 @pytest.mark.registry
-def test_isle_push_skopeo_copy_podman_run(registry, tmp_path: Path, isle, podman) -> None:
+def test_isle_push_skopeo_copy_podman_run(registry, tmp_path: Path, isle_at, podman) -> None:
     root = tmp_path / "isle"
     ref = f"{registry.addr}/interop/from-isle:1"
-    isle(root, "tag", "busybox", ref)
-    isle(root, "push", ref, "--tls-verify=false")
+    isle_at(root, "tag", "busybox", ref)
+    isle_at(root, "push", ref, "--tls-verify=false")
     oci = tmp_path / "oci"
     sh("skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{oci}:x")
     idx = json.loads((oci / "index.json").read_text())
@@ -79,14 +79,14 @@ def test_isle_push_skopeo_copy_podman_run(registry, tmp_path: Path, isle, podman
 
 
 @pytest.mark.registry
-def test_skopeo_push_isle_pull_and_run(registry, tmp_path: Path, isle) -> None:
+def test_skopeo_push_isle_pull_and_run(registry, tmp_path: Path, isle_at) -> None:
     root = tmp_path / "isle"
     store = ImageStore(str(root / "images"))
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "unique").write_bytes(os.urandom(64))  # new blobs: skopeo must recompress
     store.commit(str(tmp_path / "u"), store.resolve("busybox"), {}, names=["uniq:1"])
-    isle(root, "save", "-o", str(tmp_path / "bb.tar"), "uniq:1")
-    isle(root, "save", "--format", "oci-archive", "-o", str(tmp_path / "bb-oci.tar"), "busybox")
+    isle_at(root, "save", "-o", str(tmp_path / "bb.tar"), "uniq:1")
+    isle_at(root, "save", "--format", "oci-archive", "-o", str(tmp_path / "bb-oci.tar"), "busybox")
     ref1 = f"{registry.addr}/interop/from-skopeo-docker:1"
     ref2 = f"{registry.addr}/interop/from-skopeo-oci:1"
     sh(
@@ -107,7 +107,7 @@ def test_skopeo_push_isle_pull_and_run(registry, tmp_path: Path, isle) -> None:
     )
     other = tmp_path / "other"
     for ref in (ref1, ref2):
-        isle(other, "pull", ref, "--tls-verify=false")
+        isle_at(other, "pull", ref, "--tls-verify=false")
     store = ImageStore(str(other / "images"))
     zimg = store.resolve(ref1)
     assert zimg.manifest.layers[-1].media_type.endswith("+zstd")  # the new layer; the base
@@ -118,13 +118,13 @@ def test_skopeo_push_isle_pull_and_run(registry, tmp_path: Path, isle) -> None:
     assert out.strip() == "busybox"
 
 
-def test_save_load_with_podman_both_ways(tmp_path: Path, isle, podman) -> None:
+def test_save_load_with_podman_both_ways(tmp_path: Path, isle_at, podman) -> None:
     root = tmp_path / "isle"
-    isle(root, "tag", "busybox", "example.org/isle/saved:3")
+    isle_at(root, "tag", "busybox", "example.org/isle/saved:3")
     dock, oci, ocidir = tmp_path / "d.tar", tmp_path / "o.tar", tmp_path / "odir"
-    isle(root, "save", "-o", str(dock), "example.org/isle/saved:3")
-    isle(root, "save", "--format", "oci-archive", "-o", str(oci), "example.org/isle/saved:3")
-    isle(root, "save", "--format", "oci-dir", "-o", str(ocidir), "busybox")
+    isle_at(root, "save", "-o", str(dock), "example.org/isle/saved:3")
+    isle_at(root, "save", "--format", "oci-archive", "-o", str(oci), "example.org/isle/saved:3")
+    isle_at(root, "save", "--format", "oci-dir", "-o", str(ocidir), "busybox")
     names = tarfile.open(dock).getnames()
     assert "manifest.json" in names and any(n.endswith("/layer.tar") for n in names)
     assert "example.org/isle/saved:3" in sh(*podman, "load", "-i", str(dock))
@@ -142,17 +142,17 @@ def test_save_load_with_podman_both_ways(tmp_path: Path, isle, podman) -> None:
         p = tmp_path / f"pod-{fmt}.tar"
         sh(*podman, "save", "--format", fmt, "-o", str(p), "localhost/from-podman:1")
         fresh = tmp_path / f"fresh-{fmt}"
-        out = isle(fresh, "load", "-i", str(p)).stdout.decode()
+        out = isle_at(fresh, "load", "-i", str(p)).stdout.decode()
         assert "localhost/from-podman:1" in out
         img = ImageStore(str(fresh / "images")).resolve("localhost/from-podman:1")
         assert (Path(img.layer_dirs[0]) / "bin" / "busybox").exists()
-    bad = isle(
+    bad = isle_at(
         tmp_path / "x", "load", "-i", str(tmp_path / "pod-docker-archive.tar") + "nope", check=False
     )
     assert bad.returncode != 0
 
 
-def test_import_rootfs_tarball(tmp_path: Path, isle) -> None:
+def test_import_rootfs_tarball(tmp_path: Path, isle_at) -> None:
     src = tmp_path / "rootfs"
     (src / "etc").mkdir(parents=True)
     (src / "etc" / "motd").write_text("imported\n")
@@ -162,7 +162,7 @@ def test_import_rootfs_tarball(tmp_path: Path, isle) -> None:
         tf.add(src, ".")
     root = tmp_path / "isle"
     iid = (
-        isle(
+        isle_at(
             root,
             "import",
             str(tgz),
@@ -186,9 +186,9 @@ def test_import_rootfs_tarball(tmp_path: Path, isle) -> None:
     assert os.readlink(Path(img.layer_dirs[0]) / "etc" / "link") == "motd"
     assert img.config["history"][0]["comment"] == "from a tarball"
     with open(tgz, "rb") as f:
-        iid2 = isle(root, "import", "-", input=f.read()).stdout.decode().strip()
+        iid2 = isle_at(root, "import", "-", input=f.read()).stdout.decode().strip()
     assert iid2.startswith("sha256:")
-    bad = isle(root, "import", "-", input=b"this is not a tarball" * 50, check=False)
+    bad = isle_at(root, "import", "-", input=b"this is not a tarball" * 50, check=False)
     assert bad.returncode != 0 and b"neither tar" in bad.stderr
     # export helper: a directory as a plain rootfs tar
     out = tmp_path / "export.tar"
@@ -197,9 +197,9 @@ def test_import_rootfs_tarball(tmp_path: Path, isle) -> None:
     assert sorted(tarfile.open(out).getnames()) == ["etc", "etc/link", "etc/motd"]
 
 
-def test_the_store_is_an_oci_layout_skopeo_reads(tmp_path: Path, isle) -> None:
+def test_the_store_is_an_oci_layout_skopeo_reads(tmp_path: Path, isle_at) -> None:
     root = tmp_path / "isle"
-    isle(root, "tag", "busybox", "example.org/layout/x:5")
+    isle_at(root, "tag", "busybox", "example.org/layout/x:5")
     insp = json.loads(sh("skopeo", "inspect", f"oci:{root / 'images'}:example.org/layout/x:5"))
     img = ImageStore(str(root / "images")).resolve("example.org/layout/x:5")
     assert insp["Digest"] == img.digest and insp["Layers"] == [img.manifest.layers[0].digest]
@@ -212,7 +212,7 @@ def test_the_store_is_an_oci_layout_skopeo_reads(tmp_path: Path, isle) -> None:
     assert (tmp_path / "copy" / img.manifest.layers[0].digest[7:]).exists()
 
 
-def test_load_rejects_a_tampered_archive_and_leaves_the_store_alone(tmp_path: Path, isle) -> None:
+def test_load_rejects_a_tampered_archive_and_leaves_the_store_alone(tmp_path: Path, isle_at) -> None:
     import io
 
     src = tmp_path / "src"
@@ -221,7 +221,7 @@ def test_load_rejects_a_tampered_archive_and_leaves_the_store_alone(tmp_path: Pa
     st = ImageStore(str(src / "images"))
     st.commit(str(tmp_path / "u"), st.resolve("busybox"), {}, names=["two:1"])
     good = tmp_path / "good.tar"
-    isle(src, "save", "-o", str(good), "two:1")
+    isle_at(src, "save", "-o", str(good), "two:1")
     bad = tmp_path / "bad.tar"
     evil = io.BytesIO()
     with tarfile.open(fileobj=evil, mode="w") as t:
@@ -237,13 +237,13 @@ def test_load_rejects_a_tampered_archive_and_leaves_the_store_alone(tmp_path: Pa
                 m.size = len(data)
             tout.addfile(m, io.BytesIO(data) if data is not None else None)
     dst = tmp_path / "dst"
-    isle(dst, "image", "inspect", "busybox")
+    isle_at(dst, "image", "inspect", "busybox")
     before = sorted(p for p in os.listdir(dst / "images" / "blobs" / "sha256"))
-    cp = isle(dst, "load", "-i", str(bad), check=False)
+    cp = isle_at(dst, "load", "-i", str(bad), check=False)
     assert cp.returncode != 0 and b"does not match" in cp.stderr
     assert sorted(os.listdir(dst / "images" / "blobs" / "sha256")) == before
     assert len(os.listdir(dst / "images" / "layers")) == 1
     assert [i.names for i in ImageStore(str(dst / "images")).list()] == [
         ["docker.io/library/busybox:latest"]
     ]
-    assert b"two:1" in isle(dst, "load", "-i", str(good)).stdout
+    assert b"two:1" in isle_at(dst, "load", "-i", str(good)).stdout

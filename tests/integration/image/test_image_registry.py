@@ -86,36 +86,36 @@ def _state(store: ImageStore) -> list[str]:
     return sorted(out)
 
 
-def test_cli_push_then_pull_roundtrip(registry, tmp_path: Path, isle) -> None:
+def test_cli_push_then_pull_roundtrip(registry, tmp_path: Path, isle_at) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     ref = f"{registry.addr}/isle/bb:1"
-    isle(a, "tag", "busybox", ref)
-    pushed = isle(a, "push", ref, "--tls-verify=false")
+    isle_at(a, "tag", "busybox", ref)
+    pushed = isle_at(a, "push", ref, "--tls-verify=false")
     digest = pushed.stdout.decode().strip()
     assert digest.startswith("sha256:")
     assert b"pushed" in pushed.stderr  # plain progress lines
-    pulled = isle(b, "pull", ref, "--tls-verify=false")
+    pulled = isle_at(b, "pull", ref, "--tls-verify=false")
     img_a = ImageStore(str(a / "images")).resolve(ref)
     img_b = ImageStore(str(b / "images")).resolve(ref)
     assert pulled.stdout.decode().strip() == img_a.id == img_b.id
     assert img_b.repo_digests == [f"{registry.addr}/isle/bb@{digest}"]
     assert (Path(img_b.layer_dirs[0]) / "bin" / "busybox").exists()
     assert ImageStore(str(b / "images")).resolve(f"{registry.addr}/isle/bb@{digest}").id == img_b.id
-    again = isle(b, "pull", ref, "--tls-verify=false")
+    again = isle_at(b, "pull", ref, "--tls-verify=false")
     assert b"already exists" in again.stderr
-    missing = isle(b, "pull", f"{registry.addr}/isle/none:1", "--tls-verify=false", check=False)
+    missing = isle_at(b, "pull", f"{registry.addr}/isle/none:1", "--tls-verify=false", check=False)
     assert missing.returncode == 125 and b"MANIFEST_UNKNOWN" in missing.stderr
 
 
-def test_auth_tls_login_logout(registry_auth, tmp_path: Path, isle) -> None:
+def test_auth_tls_login_logout(registry_auth, tmp_path: Path, isle_at) -> None:
     reg = registry_auth
     authfile = str(tmp_path / "auth.json")
     root = tmp_path / "r"
     ref = f"{reg.addr}/sec/bb:1"
-    isle(root, "tag", "busybox", ref)
-    no = isle(root, "push", ref, "--tls-verify=false", "--authfile", authfile, check=False)
+    isle_at(root, "tag", "busybox", ref)
+    no = isle_at(root, "push", ref, "--tls-verify=false", "--authfile", authfile, check=False)
     assert no.returncode != 0 and b"authentication required" in no.stderr
-    bad = isle(
+    bad = isle_at(
         root,
         "login",
         reg.addr,
@@ -129,7 +129,7 @@ def test_auth_tls_login_logout(registry_auth, tmp_path: Path, isle) -> None:
         check=False,
     )
     assert bad.returncode != 0 and b"rejected" in bad.stderr and not os.path.exists(authfile)
-    untrusted = isle(
+    untrusted = isle_at(
         root,
         "login",
         reg.addr,
@@ -142,7 +142,7 @@ def test_auth_tls_login_logout(registry_auth, tmp_path: Path, isle) -> None:
         check=False,
     )
     assert untrusted.returncode != 0 and b"CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
-    isle(
+    isle_at(
         root,
         "login",
         reg.addr,
@@ -156,13 +156,13 @@ def test_auth_tls_login_logout(registry_auth, tmp_path: Path, isle) -> None:
         input=reg.password.encode() + b"\n",
     )
     assert reg.addr in json.loads(Path(authfile).read_text())["auths"]
-    isle(root, "push", ref, "--ca-file", reg.ca, "--authfile", authfile)
+    isle_at(root, "push", ref, "--ca-file", reg.ca, "--authfile", authfile)
     other = tmp_path / "o"
-    isle(other, "pull", ref, "--tls-verify=false", "--authfile", authfile)
-    isle(root, "logout", reg.addr, "--authfile", authfile)
+    isle_at(other, "pull", ref, "--tls-verify=false", "--authfile", authfile)
+    isle_at(root, "logout", reg.addr, "--authfile", authfile)
     assert json.loads(Path(authfile).read_text())["auths"] == {}
-    isle(other, "rmi", ref)
-    no = isle(other, "pull", ref, "--tls-verify=false", "--authfile", authfile, check=False)
+    isle_at(other, "rmi", ref)
+    no = isle_at(other, "pull", ref, "--tls-verify=false", "--authfile", authfile, check=False)
     assert no.returncode != 0 and b"authentication required" in no.stderr
 
 

@@ -134,33 +134,33 @@ def test_prune_removes_dangling_only(store: ImageStore, tmp_path: Path) -> None:
     assert [i.id for i in store.list()] == [base.id]
 
 
-def test_cli_images_listing(tmp_root: Path, isle) -> None:
-    isle(tmp_root, "image", "inspect", "busybox")  # materialises busybox
-    isle(tmp_root, "tag", "busybox", "example.com/x/y:2")
-    out = isle(tmp_root, "images").stdout.decode().splitlines()
+def test_cli_images_listing(tmp_root: Path, isle_at) -> None:
+    isle_at(tmp_root, "image", "inspect", "busybox")  # materialises busybox
+    isle_at(tmp_root, "tag", "busybox", "example.com/x/y:2")
+    out = isle_at(tmp_root, "images").stdout.decode().splitlines()
     assert out[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
     assert {tuple(line.split()[:2]) for line in out[1:]} == {
         ("busybox", "latest"),
         ("example.com/x/y", "2"),
     }
-    ids = isle(tmp_root, "images", "-q").stdout.decode().split()
+    ids = isle_at(tmp_root, "images", "-q").stdout.decode().split()
     assert len(ids) == 1 and len(ids[0]) == 12
-    rows = [json.loads(x) for x in isle(tmp_root, "images", "--format", "json").stdout.splitlines()]
+    rows = [json.loads(x) for x in isle_at(tmp_root, "images", "--format", "json").stdout.splitlines()]
     assert {r["Repository"] for r in rows} == {"busybox", "example.com/x/y"}
-    f = isle(tmp_root, "images", "--filter", "reference=example.com/*/*", "--format", "json").stdout
+    f = isle_at(tmp_root, "images", "--filter", "reference=example.com/*/*", "--format", "json").stdout
     assert [json.loads(x)["Tag"] for x in f.splitlines()] == ["2"]
-    assert isle(tmp_root, "images", "--filter", "dangling=true", "-q").stdout == b""
-    assert "DIGEST" in isle(tmp_root, "images", "--digests").stdout.decode()
-    insp = json.loads(isle(tmp_root, "image", "inspect", "example.com/x/y:2").stdout)
+    assert isle_at(tmp_root, "images", "--filter", "dangling=true", "-q").stdout == b""
+    assert "DIGEST" in isle_at(tmp_root, "images", "--digests").stdout.decode()
+    insp = json.loads(isle_at(tmp_root, "image", "inspect", "example.com/x/y:2").stdout)
     assert insp[0]["RepoTags"] == ["busybox:latest", "example.com/x/y:2"]
     assert insp[0]["Config"]["Cmd"] == ["sh"] and insp[0]["RootFS"]["Type"] == "layers"
-    hist = isle(tmp_root, "history", "busybox").stdout.decode()
+    hist = isle_at(tmp_root, "history", "busybox").stdout.decode()
     assert "busybox-static" in hist
-    bad = isle(tmp_root, "image", "inspect", "nope", check=False)
+    bad = isle_at(tmp_root, "image", "inspect", "nope", check=False)
     assert bad.returncode == 1 and b"nope" in bad.stderr
-    bad = isle(tmp_root, "images", "--filter", "colour=red", check=False)
+    bad = isle_at(tmp_root, "images", "--filter", "colour=red", check=False)
     assert bad.returncode == 1 and b"filter" in bad.stderr
-    assert b"Untagged: example.com/x/y:2" in isle(tmp_root, "rmi", "example.com/x/y:2").stdout
+    assert b"Untagged: example.com/x/y:2" in isle_at(tmp_root, "rmi", "example.com/x/y:2").stdout
 
 
 def test_many_layers_still_mount_with_overlay(store: ImageStore, tmp_path: Path) -> None:
