@@ -25,6 +25,8 @@ RUN_FLAGS: list[tuple[tuple[str, ...], str, str, object, str]] = [
     (("-i", "--interactive"), "interactive", "flag", False,
      "Keep stdin open and connect it to the container."),
     (("-t", "--tty"), "tty", "flag", False, "Give the container a pseudo-terminal."),
+    (("--sig-proxy",), "sig_proxy", "bool", True,
+     "Forward the signals isle gets (TERM, INT, HUP, QUIT, USR1, USR2) to the container."),
     (("--name",), "name", "str", "", "Name the container (default: a random adjective_noun)."),
     (("-e", "--env"), "env", "multi", (),
      "Set an environment variable: KEY=VALUE, or KEY to pass the host's."),
@@ -221,8 +223,8 @@ def normalize_bools(args: list[str], verb: str) -> list[str]:
         if a == "--" or (run_like and not a.startswith("-")):
             break
         name, eq, val = a.partition("=")
-        if name == "--tls-verify" and eq and val.lower() in _BOOLS:
-            out[i] = "--tls-verify" if _BOOLS[val.lower()] else "--no-tls-verify"
+        if name in ("--tls-verify", "--sig-proxy") and eq and val.lower() in _BOOLS:
+            out[i] = name if _BOOLS[val.lower()] else "--no-" + name[2:]
         elif run_like and not eq and a.startswith("--") and _BY_NAME.get(a, ("", "flag"))[1] \
                 in ("str", "multi", "int"):
             i += 1  # its value
@@ -351,6 +353,7 @@ def build_options(kw: dict[str, Any]) -> Any:
     return O.RunOptions(
         image=kw["image"], command=list(kw["command"]), name=kw["name"], detach=kw["detach"],
         remove=kw["remove"], interactive=kw["interactive"], tty=kw["tty"], env=envs,
+        sig_proxy=bool(kw.get("sig_proxy", True)),
         workdir=kw["workdir"], user=kw["user"], group_add=list(kw["group_add"]),
         entrypoint=None if ep is None else ([ep] if ep else []), mounts=mounts,
         read_only=kw["read_only"],

@@ -103,7 +103,8 @@ def _finish(engine: Any, rec: ContainerRecord, p: Any, fork: bool, child: Any, s
     from isle.engine.lifecycle import classify_runtime_error
 
     if fork:
-        code, started, err = _wait_forked(child, status_r, p, stderr_fd)
+        code, started, err = _wait_forked(child, status_r, p, stderr_fd,
+                                          rec.opts.get("sig_proxy", True))
     else:
         code, started, err = _wait_runtime(child, p, stderr_fd)
     with suppress(OSError):
@@ -212,9 +213,11 @@ def _watch_owner(exit_argv: list[str], done_r: int) -> None:
         os._exit(0)
 
 
-def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int) -> tuple[int, bool, bytes]:
-    """Wait for the forked runtime, proxying signals to the container. -> (code, created, error)."""
-    old = {sg: signal.signal(sg, _forwarder(pid, p.pidfile)) for sg in _FORWARD}
+def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int,
+                 proxy: bool = True) -> tuple[int, bool, bytes]:
+    """Wait for the forked runtime, proxying signals to the container (--sig-proxy=false: none;
+    the CLI then dies of them, and the watcher finishes for it). -> (code, created, error)."""
+    old = {sg: signal.signal(sg, _forwarder(pid, p.pidfile)) for sg in _FORWARD} if proxy else {}
     try:
         _, status = os.waitpid(pid, 0)
     finally:

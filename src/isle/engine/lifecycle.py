@@ -325,11 +325,10 @@ class Lifecycle:
         rec = self.db.get_container(rec.id)
         assert sock is not None
         old: dict[int, Any] = {}
-        if not opts.tty:
+        if opts.sig_proxy:  # Docker's sig-proxy, with a tty too (a terminal's ^C is a byte)
             def _fwd(sig: int, _f: Any) -> None:
-                with suppress(OSError):
-                    if alive(rec.pid, rec.pid_start):
-                        os.kill(rec.pid, sig)
+                with suppress(Exception):
+                    self._signal(rec, sig)  # through the runtime where it must (a VM's guest)
             for sg in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                        signal.SIGUSR1, signal.SIGUSR2):
                 old[sg] = signal.signal(sg, _fwd)

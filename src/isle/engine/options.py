@@ -96,6 +96,7 @@ class RunOptions:
     detach: bool = False
     remove: bool = False
     interactive: bool = False
+    sig_proxy: bool = True  # a foreground run forwards the signals it gets to the container
     tty: bool = False
     env: list[str] = field(default_factory=list)  # KEY=VALUE, CLI order (image env merged later)
     workdir: str = ""

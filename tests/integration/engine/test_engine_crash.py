@@ -147,3 +147,40 @@ def test_foreground_conmon_run_is_not_held_by_its_exit_command(isle):
               check=False)
     assert cp.returncode == 4 and time.monotonic() - t < 10
     assert isle("ps", "-aq").stdout == ""
+
+
+_TRAP = "trap 'exit 5' TERM INT; while :; do sleep 0.1; done"
+
+
+@pytest.mark.parametrize("flags", [[], ["-t"], ["-i"]], ids=["direct", "tty", "stdin"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signals_are_proxied_and_rm_honoured(isle, flags, sig):
+    """Docker's sig-proxy: SIGTERM/SIGINT to `isle run --rm [-t|-i]` reach the container, whose
+    exit is the CLI's and which is removed."""
+    p = subprocess.Popen(isle.argv("run", "--rm", *flags, "--network", "none", "--name", "sp",
+                                   "busybox", "sh", "-c", _TRAP),
+                         stdin=subprocess.PIPE if "-i" in flags else subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=isle.env,
+                         start_new_session=True)
+    try:
+        _wait_running(isle, "sp")
+        time.sleep(0.3)  # the trap set
+        p.send_signal(sig)
+        assert p.wait(timeout=20) == 5
+    finally:
+        if p.poll() is None:
+            _kill_group(p)
+    _wait_gone(isle, "sp")
+
+
+def test_sig_proxy_false_leaves_the_container_alone(isle):
+    p = subprocess.Popen(isle.argv("run", "--rm", "--sig-proxy=false", "--network", "none",
+                                   "--name", "np", "busybox", "sh", "-c",
+                                   "trap 'exit 5' TERM; sleep 1.5; exit 0"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=isle.env,
+                         start_new_session=True)
+    cid = _wait_running(isle, "np")
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=20)
+    _wait_gone(isle, "np")  # it ran to its own end, then --rm held
+    assert [e["exitCode"] for e in _events(isle, "die") if e["actor"] == cid] == ["0"]
