@@ -11,11 +11,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from isle.cgroups import V2Manager, detect_setup
+from isle.sys import procfs
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -71,8 +72,16 @@ def test_device_rules_enforced_by_ebpf(v2: V2Manager) -> None:
 
 
 def _utime(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[11])
+    f = procfs.stat_fields(pid)
+    assert f is not None
+    return int(f[11])
+
+
+def _until(cond: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
 
 
 def test_freeze_stops_a_busy_process(v2: V2Manager) -> None:
@@ -80,15 +89,14 @@ def test_freeze_stops_a_busy_process(v2: V2Manager) -> None:
     p = _spawn(v2, "while True: pass")
     p.stdin.write(b"g")  # type: ignore[union-attr]
     p.stdin.flush()  # type: ignore[union-attr]
-    time.sleep(0.1)
+    assert _until(lambda: _utime(p.pid) > 0)  # it runs
     v2.freeze()
     assert v2.frozen()
     before = _utime(p.pid)
-    time.sleep(0.3)
-    assert _utime(p.pid) == before  # no CPU time while frozen
+    time.sleep(0.3)  # what must not happen: any CPU time while frozen
+    assert _utime(p.pid) == before
     v2.thaw()
-    time.sleep(0.3)
-    assert not v2.frozen() and _utime(p.pid) > before
+    assert not v2.frozen() and _until(lambda: _utime(p.pid) > before)
     assert v2.pids() == [p.pid]
 
 
