@@ -1,4 +1,5 @@
-"""Foreground `run --rm` without a monitor: the CLI owns stdio and the exit code, the runtime runs once.
+"""Foreground `run --rm` without a monitor: the CLI owns stdio and the exit code, the runtime
+runs once.
 
 `isle run --rm IMAGE CMD` (no -d, no tty) lives exactly as long as its container, so conmon and
 the `create` + `start` pair are pure overhead there: the runtime's `run` does create + start +
@@ -15,21 +16,22 @@ _refresh, so stop/kill/rm -f from elsewhere work as usual.
 
 from __future__ import annotations
 
-import os
 import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
+import os
 import time
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
-
-    from isle.engine.db import ContainerRecord
-    from isle.engine.options import RunOptions
 
 from isle.engine.layout import alive, proc_start_time, read_int, write_file
 from isle.engine.quiet import suppress
 from isle.engine.reports import RunReport
 from isle.errors import NotFound
 from isle.oci.fastjson import dumps
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
+
+    from isle.engine.db import ContainerRecord
+    from isle.engine.options import RunOptions
 
 __all__ = ["eligible", "run_direct"]
 

@@ -11,13 +11,10 @@ pid + start-time checks (`_refresh`), so a killed CLI, monitor, or a wiped runro
 
 from __future__ import annotations
 
-import os
 import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
+import os
 import sys
 import time
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
 
 from isle.config import Settings, default_settings
 from isle.engine import lifecycle
@@ -26,12 +23,16 @@ from isle.engine.layout import ContainerPaths, alive
 from isle.engine.names import check_name, random_name
 from isle.engine.options import RunOptions, check_env_size, parse_signal
 from isle.engine.queries import Queries
-from isle.engine.transfer import Transfer
+from isle.engine.quiet import suppress
 from isle.engine.reports import CreateReport, PruneReport, RmReport, RunReport
 from isle.engine.state import State, restart_delay, should_restart
+from isle.engine.transfer import Transfer
 from isle.errors import ConfigError, InvalidState, NotFound, Unsupported
-from isle.engine.quiet import suppress
 from isle.sys.fs import flock
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Engine"]
 
@@ -175,7 +176,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             if st == State.RUNNING:
                 return RunReport(id=rec.id, name=rec.name, exit_code=None)
             if not st.can_start():
-                raise InvalidState(f"cannot start a paused container {rec.name}, try unpause instead")
+                raise InvalidState(f"cannot start a paused container {rec.name}, "
+                                   "try unpause instead")
             self.db.update_container(rec.id, stopped_by_user=False)
             self._start(rec, attach=False, foreground=False)
         return RunReport(id=rec.id, name=rec.name, exit_code=None)
@@ -225,7 +227,8 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
                 self.rm(rec.id, force=True, volumes=True)
         else:
             with suppress(Exception):  # never started: Docker's "Created" with the exit code
-                self.db.update_container(rec.id, state="created" if not rec.started_at else "exited",
+                self.db.update_container(rec.id,
+                                         state="exited" if rec.started_at else "created",
                                          exit_code=128, finished_at=time.time())
 
     # -- stop / kill / restart / pause ----------------------------------------------------------
@@ -428,7 +431,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
 
 
 def _vm_info(s: Any) -> dict[str, Any]:
-    """Accelerator (KVM/TCG and why), QEMU, guest kernel, templates: what --isolation vm will use."""
+    """Accelerator (KVM/TCG and why), QEMU, guest kernel, templates: what --isolation vm uses."""
     import isle.vm
 
     d = isle.vm.info(s.cache)
@@ -441,7 +444,6 @@ def _vm_info(s: Any) -> dict[str, Any]:
 def _levels(s: Any, vm: dict[str, Any]) -> dict[str, str]:
     """{container|sandbox|vm: "" where it works here, else why not}."""
     from isle.engine import sandbox
-
     from isle.engine.runtimes import vm_runtime_path
 
     try:

@@ -9,18 +9,18 @@ import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enum
 import os
 import sys
 import time
+
+from isle.engine.db import ContainerRecord
+from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int, rmtree, write_file
+from isle.engine.options import RunOptions
+from isle.engine.quiet import nullcontext, suppress
+from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
+from isle.errors import CommandError, ConfigError, IsleError, NotFound
+from isle.oci.fastjson import dumps
+
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
-
-from isle.engine.db import ContainerRecord
-from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int, rmtree
-from isle.engine.options import RunOptions
-from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
-from isle.errors import CommandError, ConfigError, IsleError, NotFound
-from isle.engine.layout import write_file
-from isle.engine.quiet import nullcontext, suppress
-from isle.oci.fastjson import dumps
 
 if TYPE_CHECKING:
     import socket
@@ -76,10 +76,16 @@ class Lifecycle:
     def _start(self, rec: ContainerRecord, *, attach: bool,
                foreground: bool) -> socket.socket | None:
         """conmon -> `runtime create`; then `runtime start`. Caller holds the container lock."""
-        from isle.engine.monitor import (LOG_SIZE_MAX, MonitorArgs, conmon_argv, conmon_path,
-                                         connect_attach, read_sync)
         import subprocess
 
+        from isle.engine.monitor import (
+            LOG_SIZE_MAX,
+            MonitorArgs,
+            conmon_argv,
+            conmon_path,
+            connect_attach,
+            read_sync,
+        )
         from isle.sys import proc
 
         p = self.paths(rec.id)
@@ -187,11 +193,11 @@ class Lifecycle:
                                      exit_code=code, pid=0, finished_at=time.time(),
                                      error=err[:2000], event="die")
 
-    def _spec(self, rec: ContainerRecord, opts: RunOptions, img: Any, rootfs: str) -> dict[str, Any]:
+    def _spec(self, rec: ContainerRecord, opts: RunOptions, img: Any,
+              rootfs: str) -> dict[str, Any]:
+        from isle.engine import netplug
         from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
         from isle.engine.volumes import Volumes, safe_join
-
-        from isle.engine import netplug
 
         p = self.paths(rec.id)
         rt = self._oci(rec)
@@ -224,7 +230,8 @@ class Lifecycle:
                     with open(opts.seccomp) as f:
                         seccomp = json.load(f)
                 except (OSError, ValueError) as exc:
-                    raise ConfigError("--security-opt", f"seccomp profile {opts.seccomp}: {exc}") from None
+                    raise ConfigError("--security-opt",
+                                      f"seccomp profile {opts.seccomp}: {exc}") from None
             else:
                 seccomp = load_default_seccomp()
         init = ""
@@ -336,8 +343,8 @@ class Lifecycle:
         if opts.tty and stdin_fd is not None and os.isatty(stdin_fd):
             resize = _resizer(p.bundle, stdin_fd)
         try:
-            with raw_terminal(stdin_fd) if (opts.tty and opts.interactive and stdin_fd is not None) \
-                    else nullcontext():
+            raw = opts.tty and opts.interactive and stdin_fd is not None
+            with raw_terminal(stdin_fd) if raw else nullcontext():
                 pump(sock, stdin_fd=stdin_fd if opts.interactive else None,
                      stdout_fd=stdout_fd, stderr_fd=stderr_fd, on_resize=resize)
         finally:
@@ -374,6 +381,12 @@ class Lifecycle:
         code = read_int(p.exit_file)
         if code is None:
             if alive(rec.pid, rec.pid_start):
+                if rec.monitor_pid and not rec.error \
+                        and not alive(rec.monitor_pid, rec.monitor_start):
+                    from isle.engine.monitor import note_monitor_lost
+
+                    rec.error = note_monitor_lost(p.log)  # the loss visible: inspect, logs
+                    self.db.update_container(rec.id, error=rec.error)
                 return rec
             if alive(rec.monitor_pid, rec.monitor_start):
                 if not rec.pid:  # a monitor-less foreground run (direct.py): adopt the pid file
@@ -398,7 +411,9 @@ class Lifecycle:
             code = read_int(p.exit_file)  # written between our two looks
         err = ""
         if code is None:
-            code, err = 255, "the monitor died and left no exit code"
+            from isle.engine.monitor import lost_exit
+
+            code, err = lost_exit(self._oci(rec), rec.id, rec.error)
             finished = time.time()
         else:
             try:

@@ -21,15 +21,15 @@ a guest takes one interface (``multi_network``), and a rootless guest has no sli
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-    from typing import Any
-
 from isle.config import Settings
 from isle.engine.options import RunOptions
 from isle.engine.quiet import suppress
 from isle.errors import ConfigError, InvalidState
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 __all__ = ["mode_of", "validate", "rootless_fallback", "connect", "after_start", "teardown",
            "attachment_facts", "gc", "SLIRP"]
@@ -145,7 +145,8 @@ def validate(settings: Settings, opts: RunOptions,
         for h in opts.extra_hosts:
             parse_add_host(h, "10.0.0.1")
     if mode == SLIRP and opts.ip:
-        raise ConfigError("--ip", "--ip needs a bridge network (rootless containers use slirp4netns)")
+        raise ConfigError("--ip", "--ip needs a bridge network "
+                          "(rootless containers use slirp4netns)")
     if not _special(mode) and "," in mode and not _caps(opts).multi_network:
         raise ConfigError("--network", "a VM joins one network (its guest takes one interface)")
     if not _special(mode) and mode != SLIRP:

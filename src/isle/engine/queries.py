@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from typing import Any
 
 from isle.engine.db import ContainerRecord
 from isle.engine.layout import alive
@@ -16,6 +12,11 @@ from isle.engine.quiet import suppress
 from isle.engine.reports import ContainerSummary, PruneReport
 from isle.errors import ConfigError, InvalidState, NotFound
 from isle.oci.fastjson import dumps
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 __all__ = ["Queries"]
 
@@ -94,10 +95,10 @@ class Queries:
              stdio: tuple[int | None, int, int] | None = None, console_socket: str = "") -> int:
         """Run cmd in a running container with our stdio (or `stdio`: stdin or None, stdout,
         stderr fds, as the API passes); its exit code (126/127 like Docker)."""
+        from isle.engine.layout import write_file
         from isle.engine.lifecycle import _precheck_command
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
-        from isle.engine.layout import write_file
 
         rec = self.get(ref)  # type: ignore[attr-defined]
         if rec.state == "paused":
@@ -148,10 +149,10 @@ class Queries:
             argv = argv[:-1] + ["--console-socket", console_socket, argv[-1]]
         if tty and not detach and stdio is None and not oci.caps.tty_copy:
             # runc copies a foreground tty itself; other runtimes hand the pty to a console socket
-            from isle.engine.attach import run_with_console
-
             import shutil
             import tempfile
+
+            from isle.engine.attach import run_with_console
 
             d = tempfile.mkdtemp(prefix="isle-console-")  # short: sun_path holds 108 bytes
             sock = os.path.join(d, "sock")
@@ -196,9 +197,9 @@ class Queries:
         """Run cmd in the container, capturing combined output (health checks)."""
         import subprocess
 
+        from isle.engine.layout import write_file
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
-        from isle.engine.layout import write_file
 
         rec = self.get(ref)  # type: ignore[attr-defined]
         if rec.state != "running":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from isle.errors import IsleError
+from isle.record import field, record
+
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
-
-from isle.errors import IsleError
-from isle.record import field, record
 
 __all__ = ["CommandNotFound", "CannotInvoke", "CreateReport", "RunReport", "ContainerSummary",
            "RmReport", "PruneReport"]

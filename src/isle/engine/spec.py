@@ -7,14 +7,15 @@ default seccomp profile (src/isle/runtime/profiles/docker-default.json), cgroup 
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
 
 from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions, check_cpus
 from isle.errors import ConfigError
 from isle.oci.fastjson import loads
 from isle.record import field, record
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SpecInputs", "build_spec", "process_spec", "resolve_user", "command_line",
            "host_bounding_caps",
@@ -70,7 +71,8 @@ class SpecInputs:
 
 
 def command_line(opts: RunOptions, image_config: dict[str, Any]) -> list[str]:
-    """Docker's rule: entrypoint (flag or image) + (args or, if the entrypoint was not reset, image Cmd)."""
+    """Docker's rule: entrypoint (flag or image) + (args or, if the entrypoint was not reset,
+    image Cmd)."""
     if opts.entrypoint is not None:
         ep = list(opts.entrypoint)
         cmd = list(opts.command)
@@ -113,7 +115,8 @@ def resolve_user(spec: str, passwd: str, group: str, group_add: list[str]) -> di
     else:
         ent = _lookup(passwd, user, 3)
         if ent is None:
-            raise ConfigError("--user", f"unable to find user {user}: no matching entries in passwd file")
+            raise ConfigError("--user", f"unable to find user {user}: "
+                              "no matching entries in passwd file")
         uid, gid, uname = int(ent[2]), int(ent[3]), user
     if grp:
         gid = _gid(grp, group)
@@ -250,7 +253,8 @@ _DEFAULT_DEVICES = [  # Docker's default allow list for the device cgroup
 ]
 
 
-def _base_mounts(opts: RunOptions, rootless: bool, guest_kernel: bool = False) -> list[dict[str, Any]]:
+def _base_mounts(opts: RunOptions, rootless: bool,
+                 guest_kernel: bool = False) -> list[dict[str, Any]]:
     sys_opts = ["nosuid", "noexec", "nodev", "ro"]
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",

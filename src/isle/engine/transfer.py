@@ -6,16 +6,17 @@ from __future__ import annotations
 import os
 import stat
 import time
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from contextlib import AbstractContextManager
-    from typing import IO, Any
 
 from isle.engine.db import ContainerRecord
 from isle.engine.options import RunOptions
 from isle.engine.quiet import suppress
 from isle.errors import ConfigError, InvalidState, NotFound
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
+    from typing import IO, Any
 
 __all__ = ["Transfer"]
 
@@ -361,7 +362,8 @@ class Transfer:
         self.db.add_event("container", "commit", rec.id, {"image": new.id})  # type: ignore[attr-defined]
         return str(new.id)
 
-    def stats(self, refs: list[str] | None = None, *, interval: float = 0.5) -> list[dict[str, Any]]:
+    def stats(self, refs: list[str] | None = None, *,
+              interval: float = 0.5) -> list[dict[str, Any]]:
         """One sample per running container: CPU % over `interval`, memory usage/limit, pids."""
         from isle.cgroups import manager_for
 
@@ -433,7 +435,8 @@ class Transfer:
                     continue
                 if "event" in want and e["action"] not in want["event"]:
                     continue
-                if "container" in want and not any(e["actor"].startswith(c) for c in want["container"]):
+                if "container" in want and not any(e["actor"].startswith(c)
+                                                   for c in want["container"]):
                     continue
                 yield e
             if not follow or (until and time.time() > until):
@@ -461,7 +464,8 @@ class Transfer:
              "Reclaimable": sum(v for k, v in vsizes.items() if k not in vused)},
         ]
 
-    def system_prune(self, *, all_images: bool = False, volumes: bool = False) -> dict[str, list[str]]:
+    def system_prune(self, *, all_images: bool = False,
+                     volumes: bool = False) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         out["Containers"] = self.container_prune().deleted  # type: ignore[attr-defined]
         if volumes:
@@ -532,7 +536,8 @@ def _sample(mgr: Any) -> dict[str, Any]:
 
 
 def _parse_changes(changes: list[str], base: dict[str, Any]) -> dict[str, Any]:
-    """Dockerfile-like `-c` lines: CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, STOPSIGNAL."""
+    """Dockerfile-like `-c` lines: CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE,
+    STOPSIGNAL."""
     import json
     import shlex
 
@@ -541,7 +546,7 @@ def _parse_changes(changes: list[str], base: dict[str, Any]) -> dict[str, Any]:
         word, _, rest = ch.strip().partition(" ")
         word, rest = word.upper(), rest.strip()
 
-        def argv(s: str) -> list[str]:
+        def argv(s: str, ch: str = ch) -> list[str]:
             if s.startswith("["):
                 try:
                     v = json.loads(s)

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
 
 from isle.engine.db import ContainerRecord
 from isle.engine.options import RunOptions
 from isle.engine.reports import ContainerSummary
 from isle.errors import ConfigError
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["inspect_json", "summary", "human_duration", "iso"]
 
@@ -76,7 +77,8 @@ def _command(rec: ContainerRecord, image_config: dict[str, Any]) -> list[str]:
         return []
 
 
-def summary(rec: ContainerRecord, image_config: dict[str, Any], now: float | None = None) -> ContainerSummary:
+def summary(rec: ContainerRecord, image_config: dict[str, Any],
+            now: float | None = None) -> ContainerSummary:
     now = time.time() if now is None else now
     opts = rec.opts
     cmd = " ".join(_command(rec, image_config))
@@ -85,7 +87,8 @@ def summary(rec: ContainerRecord, image_config: dict[str, Any], now: float | Non
     return ContainerSummary(
         ID=rec.id[:12], Names=rec.name, Image=rec.image, ImageID=rec.image_id,
         Command=json.dumps(cmd if len(cmd) <= 20 else cmd[:19] + "…"),
-        CreatedAt=datetime.fromtimestamp(rec.created).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z"),
+        CreatedAt=datetime.fromtimestamp(rec.created).astimezone()
+        .strftime("%Y-%m-%d %H:%M:%S %z %Z"),
         RunningFor=f"{human_duration(now - rec.created)} ago", Status=_status(rec, now),
         State=rec.state, Ports=", ".join(rec.extra.get("ports_display", [])),
         Labels=",".join(f"{k}={v}" for k, v in labels.items()), Mounts=",".join(mounts),
@@ -117,7 +120,8 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
     mounts = []
     for m in o.mounts:
         mounts.append({"Type": m.type, "Name": m.source if m.type == "volume" else "",
-                       "Source": m.source, "Destination": m.target, "Mode": "ro" if m.readonly else "",
+                       "Source": m.source, "Destination": m.target,
+                       "Mode": "ro" if m.readonly else "",
                        "RW": not m.readonly, "Propagation": "rprivate" if m.type == "bind" else ""})
     restart = {"Name": o.restart.name, "MaximumRetryCount": o.restart.max_retries}
     hc = None
@@ -144,7 +148,8 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
         "ExecIDs": None,
         "HostConfig": {
             "Binds": [f"{m.source}:{m.target}" + (":ro" if m.readonly else "")
-                      for m in o.mounts if m.type in ("bind", "volume") and not m.anonymous] or None,
+                      for m in o.mounts
+                      if m.type in ("bind", "volume") and not m.anonymous] or None,
             "NetworkMode": o.network or "bridge",
             "PortBindings": {},
             "RestartPolicy": restart,
@@ -157,7 +162,8 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
             (o.memory * 2 if o.memory else 0),
             "NanoCpus": int(o.cpus * 1e9), "CpuShares": o.cpu_shares, "CpusetCpus": o.cpuset_cpus,
             "PidsLimit": o.pids_limit or None,
-            "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in o.ulimits] or None,
+            "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard}
+                        for u in o.ulimits] or None,
             "GroupAdd": o.group_add or None, "Init": o.init, "Runtime": o.runtime,
             "Isolation": o.isolation, "Dns": o.dns, "ExtraHosts": o.extra_hosts or None,
             "Tmpfs": {m.target: ",".join(m.options) for m in o.mounts if m.type == "tmpfs"} or None,
@@ -173,7 +179,8 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
             "Healthcheck": hc,
             "Image": rec.image, "Volumes": None,
             "WorkingDir": o.workdir or image_config.get("WorkingDir", ""),
-            "Entrypoint": o.entrypoint if o.entrypoint is not None else image_config.get("Entrypoint"),
+            "Entrypoint": (o.entrypoint if o.entrypoint is not None
+                           else image_config.get("Entrypoint")),
             "Labels": o.labels, "StopSignal": o.stop_signal, "StopTimeout": o.stop_timeout,
         },
         "NetworkSettings": {"Networks": rec.extra.get("networks") or {},
