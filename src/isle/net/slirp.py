@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import time
 from typing import Any
 
@@ -52,9 +51,9 @@ def start(target: str | int, api_socket: str, *, userns_path: str | None = None,
         argv.append(str(target))
     argv.append("tap0")
     try:
-        p = proc.spawn(argv, pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL,
+        p = proc.spawn(argv, pass_fds=(w,), start_new_session=True, stdin=proc.DEVNULL,
                        cwd=sockdir,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                       stdout=proc.DEVNULL, stderr=proc.PIPE)
     finally:
         os.close(w)
     try:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run", "spawn", "which", "IP", "NFT", "UNSHARE", "MOUNT", "UMOUNT", "SLIRP4NETNS",
            "NETAVARK", "AARDVARK", "QEMU_SYSTEM", "QEMU_IMG", "MKFS_EXT4", "DEBUGFS", "BUSYBOX",
-           "CONMON"]
+           "CONMON", "PIPE", "STDOUT", "DEVNULL", "wait"]
 
 IP = "ip"
 NFT = "nft"
@@ -36,6 +36,9 @@ MKFS_EXT4 = "mkfs.ext4"
 DEBUGFS = "debugfs"
 BUSYBOX = "busybox"
 CONMON = "conmon"
+
+#: subprocess's stdio choices (its own values), for spawn() without importing subprocess
+PIPE, STDOUT, DEVNULL = -1, -2, -3
 
 
 def run(
@@ -82,6 +85,16 @@ def spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload,no-any-return]
     except FileNotFoundError as exc:
         raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
+
+
+def wait(p: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """p's exit status, or None if it is still running after timeout seconds."""
+    import subprocess
+
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def which(name: str) -> str | None:

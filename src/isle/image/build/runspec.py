@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from isle.errors import CommandError, ConfigError
 from isle.sys import proc, procfs
 from isle.sys.inroot import Root
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["StepSandbox", "run_spec", "run_in_bundle", "resolve_user", "resolve_runtime",
            "mount_points_absent", "drop_mount_points", "DEFAULT_CAPS"]
@@ -212,7 +214,7 @@ def run_in_bundle(
     runtime = resolve_runtime(runtime)
     pid_file = os.path.join(bundle, "step.pid")
     argv = [runtime, "--root", state_root, "run", "--pid-file", pid_file, "--bundle", bundle, cid]
-    p = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = proc.spawn(argv, stdin=proc.DEVNULL, stdout=proc.PIPE, stderr=proc.STDOUT)
     tail: list[str] = []
     try:
         assert p.stdout is not None
@@ -244,9 +246,7 @@ def _stop(p: subprocess.Popen[bytes], pid_file: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    try:
-        p.wait(10)  # the runtime reaps its init and removes the cgroups it made
-    except subprocess.TimeoutExpired:
+    if proc.wait(p, 10) is None:  # the runtime reaps its init and removes the cgroups it made
         p.kill()
         p.wait()
 

@@ -1,0 +1,103 @@
+"""`sys/` is the door to the OS: ctypes, subprocess and the /proc files isle parses are reached
+through sys/libc.py, sys/proc.py and sys/procfs.py. Modules that still go around the door are
+listed here (take a module off when it goes through the door); a new one fails the test by name. Also: no
+relative imports anywhere in src/."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[3] / "src" / "isle"
+
+#: modules (under src/isle) that import subprocess themselves: move them to sys/proc.py
+SUBPROCESS_LEFT = {
+    "bench/measure.py", "engine/attach.py", "engine/direct.py", "engine/health.py",
+    "engine/lifecycle.py", "engine/queries.py", "vm/machine.py", "vm/microvm.py",
+    "vm/osimage.py", "vm/virtiofs.py",
+}
+#: modules that open /proc/<pid>/{stat,status,mountinfo,cgroup} or /proc/meminfo themselves:
+#: move them to sys/procfs.py
+PROC_LEFT = {
+    "bench/measure.py", "bench/probe.py", "engine/buildrun.py", "engine/check.py",
+    "engine/engine.py", "engine/exitcmd.py", "engine/layout.py", "engine/lifecycle.py",
+    "engine/transfer.py", "kube/config.py", "runtime/cgroup.py", "runtime/container.py",
+    "runtime/rootfs.py", "runtime/state.py", "vm/machine.py", "vm/osimage.py",
+}
+DOORS = {"sys/proc.py", "sys/launcher.py", "sys/libc.py", "sys/seccomp_lib.py", "sys/procfs.py"}
+_PROC_FILE = re.compile(
+    r"""["']/proc/(self|\{[^}]*\}|\d+)/(stat|status|mountinfo|cgroup)["']|["']/proc/meminfo["']""")
+
+
+@functools.cache
+def _modules(src: Path) -> list[tuple[str, str, ast.Module]]:
+    out = []
+    for p in sorted(src.rglob("*.py")):
+        text = p.read_text()
+        out.append((str(p.relative_to(src)), text, ast.parse(text)))
+    return out
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under `if TYPE_CHECKING:` (imports only a type checker sees)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and \
+                node.test.id == "TYPE_CHECKING":
+            todo += node.orelse
+            continue
+        todo += ast.iter_child_nodes(node)
+    return out
+
+
+def _imported(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def around_the_door(src: Path = SRC) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"subprocess": set(), "ctypes": set(), "proc": set(),
+                                "relative": set()}
+    for rel, text, tree in _modules(src):
+        if rel in DOORS:
+            continue
+        imp = _imported(tree)
+        if "subprocess" in imp:
+            out["subprocess"].add(rel)
+        if imp & {"ctypes", "_ctypes"}:
+            out["ctypes"].add(rel)
+        if _PROC_FILE.search(text):
+            out["proc"].add(rel)
+        if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)):
+            out["relative"].add(rel)
+    return out
+
+
+def test_only_sys_reaches_the_os() -> None:
+    found = around_the_door()
+    assert found["ctypes"] == set(), "ctypes outside sys/libc.py, sys/seccomp_lib.py"
+    assert found["relative"] == set(), "relative imports: write isle.x.y"
+    new = found["subprocess"] - SUBPROCESS_LEFT
+    assert not new, f"import subprocess outside sys/: {sorted(new)} (use isle.sys.proc)"
+    new = found["proc"] - PROC_LEFT
+    assert not new, f"/proc parsed outside sys/procfs.py: {sorted(new)} (use isle.sys.procfs)"
+
+
+def test_the_checker_sees_each_kind(tmp_path: Path) -> None:
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "a.py").write_text("import subprocess\nfrom . import b\n")
+    (tmp_path / "engine" / "b.py").write_text("import ctypes\nopen(f'/proc/{pid}/stat')\n")
+    (tmp_path / "sys").mkdir()
+    (tmp_path / "sys" / "procfs.py").write_text("open('/proc/meminfo')\n")
+    assert around_the_door(tmp_path) == {"subprocess": {"engine/a.py"}, "ctypes": {"engine/b.py"},
+                                         "proc": {"engine/b.py"}, "relative": {"engine/a.py"}}
