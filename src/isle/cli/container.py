@@ -526,9 +526,15 @@ def export(ctx: click.Context, output: str, container: str) -> int:
 
     if not output and sys.stdout.isatty():
         raise ConfigError("export", "refusing to write a tar to a terminal; use -o FILE or a pipe")
-    if output:
-        with open(output, "wb") as f:
-            _engine(ctx).export(container, f)
+    if output:  # written beside FILE and renamed: a refused export leaves nothing behind
+        tmp = f"{output}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                _engine(ctx).export(container, f)
+            os.replace(tmp, output)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
     else:
         _engine(ctx).export(container, sys.stdout.buffer)
     return 0
