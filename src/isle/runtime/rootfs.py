@@ -394,10 +394,18 @@ def pivot(sys: L.Syscalls, rootfs: str, no_pivot: bool, propagation: str | None 
         sys.mount(rootfs, "/", None, L.MS_MOVE, None)
         os.chroot(".")
     else:
-        sys.pivot_root(".", ".")
-        # the old root is stacked under "."; detach it without telling the host
-        sys.mount(None, ".", None, L.MS_SLAVE | L.MS_REC, None)
-        sys.umount2(".", L.MNT_DETACH)
+        old = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sys.pivot_root(".", ".")
+            # the old root is stacked on the new one; detach it without telling the host. From
+            # the old root's own fd: "." from the cwd names the NEW root, and MS_SLAVE|MS_REC
+            # there would make every container mount a slave (a Bidirectional volume's mounts
+            # made in the container never reached the host)
+            os.fchdir(old)
+            sys.mount(None, ".", None, L.MS_SLAVE | L.MS_REC, None)
+            sys.umount2(".", L.MNT_DETACH)
+        finally:
+            os.close(old)
     os.chdir("/")
     if propagation:  # the new root was bound from a private parent: give it what was asked
         sys.mount(None, "/", None, PROPAGATION_FLAGS[propagation], None)

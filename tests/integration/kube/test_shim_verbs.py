@@ -123,8 +123,8 @@ def test_created_container_without_cgroup_mount_waits_for_start(tmp_path: Path,
 
 def test_rshared_root_propagation_with_rootfs_mounted(tmp_path: Path, busybox_rootfs: str) -> None:
     """containerd mounts the rootfs itself (overlay on bundle/rootfs); a Bidirectional volume
-    makes the CRI ask rootfsPropagation rshared: pivot_root must still work, and a mount made on
-    the host under the volume afterwards shows inside."""
+    makes the CRI ask rootfsPropagation rshared: pivot_root must still work, a mount made on
+    the host under the volume afterwards shows inside, and one made inside shows on the host."""
     import subprocess as sp
 
     vol = tmp_path / "vol"
@@ -142,6 +142,8 @@ def test_rshared_root_propagation_with_rootfs_mounted(tmp_path: Path, busybox_ro
         cfg = default_spec()
         cfg["root"] = {"path": "rootfs"}
         cfg["process"].update(terminal=False, args=["sleep", "60"])
+        for k in ("bounding", "effective", "permitted"):  # to mount inside (critest: privileged)
+            cfg["process"]["capabilities"][k].append("CAP_SYS_ADMIN")
         cfg["linux"]["rootfsPropagation"] = "rshared"
         cfg["mounts"].append({"destination": "/vol", "type": "bind", "source": str(vol),
                               "options": ["rbind", "rshared"]})
@@ -154,6 +156,11 @@ def test_rshared_root_propagation_with_rootfs_mounted(tmp_path: Path, busybox_ro
                check=True)
         out = rt(root, "exec", "p1", "cat", "/proc/self/mountinfo").stdout
         assert "/vol/sub" in out
+        # and back: a mount made in the container under the volume shows on the host
+        (vol / "back").mkdir()
+        r = rt(root, "exec", "p1", "mount", "--bind", "/etc", "/vol/back")
+        assert r.returncode == 0, r.stderr
+        assert (vol / "back" / "passwd").exists()
     finally:
         rt(root, "delete", "--force", "p1")
         sp.run(["umount", "-R", str(vol)], check=False)
