@@ -1,7 +1,7 @@
 """`sys/` is the door to the OS: ctypes, subprocess and the /proc files isle parses are reached
 through sys/libc.py, sys/proc.py and sys/procfs.py. Modules that still go around the door are
-listed here (take a module off when it goes through the door); a new one fails the test by name. Also: no
-relative imports anywhere in src/."""
+listed here (take a module off when it goes through the door); a new one fails the test by
+name. Also: no relative imports anywhere in src/."""
 
 from __future__ import annotations
 
