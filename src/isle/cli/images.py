@@ -219,12 +219,20 @@ def images_cmd(
 
 
 @click.command("inspect")
+@click.option("-f", "--format", "fmt", default="", help="json or a Go template per image.")
 @click.argument("refs", nargs=-1, required=True)
 @click.pass_context
-def inspect_cmd(ctx: click.Context, refs: tuple[str, ...]) -> None:
+def inspect_cmd(ctx: click.Context, fmt: str, refs: tuple[str, ...]) -> None:
     """Docker-compatible image JSON."""
     imgs = _images(ctx)
-    click.echo(json.dumps([imgs.inspect(r) for r in refs], indent=4))
+    found = [imgs.inspect(r) for r in refs]
+    if fmt:
+        from isle.cli.templates import format_one
+
+        for d in found:
+            click.echo(format_one(fmt, d))
+        return
+    click.echo(json.dumps(found, indent=4))
 
 
 @click.command("history")
