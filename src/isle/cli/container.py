@@ -326,11 +326,10 @@ def _vm_inspect(ctx: click.Context, ref: str) -> dict[str, Any]:
 
 
 def _image_inspect(eng: Any, ref: str) -> dict[str, Any]:
-    img = eng.store.resolve(ref)
-    return {"Id": img.id, "RepoTags": img.names, "RepoDigests": img.repo_digests,
-            "Created": img.config.get("created", ""), "Size": img.size,
-            "Architecture": img.config.get("architecture", ""), "Os": img.config.get("os", ""),
-            "Config": img.config.get("config", {}), "RootFS": img.config.get("rootfs", {})}
+    """The same object `isle image inspect` prints (Docker's image JSON)."""
+    from isle.engine.images import inspect_dict
+
+    return inspect_dict(eng.store.resolve(ref))
 
 
 def _network_inspect(ctx: click.Context, name: str) -> Any:
