@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from isle.cli.tables import _HEAD, _print_rows, _table
+from isle.cli.tables import _print_rows, _table
 
 __all__ = ["register", "COMMANDS"]
 
@@ -622,5 +622,3 @@ def register(cli: click.Group) -> None:
         grp.add_command(c)
     cli.add_command(grp)
 
-
-__all__ += ["_HEAD"]
