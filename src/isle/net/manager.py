@@ -22,7 +22,6 @@ from typing import Any
 
 from isle.net import etc
 from isle.net.attach import Attacher, NetSpec, hosts_ips_of
-from isle.net.netavark import AARDVARK, NETAVARK
 from isle.net.networks import (
     DEFAULT_BRIDGE,
     DEFAULT_SUBNET,
@@ -41,13 +40,10 @@ __all__ = ["NetworkManager", "DEFAULT_SUBNET", "DEFAULT_BRIDGE", "SUBNET_POOL", 
 class NetworkManager:
     """Networks, attachments and /etc files of one root (see the module's example)."""
 
-    def __init__(self, root: str, runroot: str, *, default_name: str = "bridge",
-                 default_subnet: str | None = None, default_bridge: str | None = None,
-                 pool: str = SUBNET_POOL, netavark: str = NETAVARK,
-                 aardvark: str = AARDVARK) -> None:
-        self.networks = Networks(root, runroot, default_name=default_name,
-                                 default_subnet=default_subnet, default_bridge=default_bridge,
-                                 pool=pool, netavark=netavark, aardvark=aardvark)
+    def __init__(self, root: str, runroot: str, **options: Any) -> None:
+        """options: Networks' (default_name, default_subnet, default_bridge, pool, netavark,
+        aardvark)."""
+        self.networks = Networks(root, runroot, **options)
         self.attacher = Attacher(self.networks)
         self.store = self.networks.store
         self.nv = self.networks.nv
