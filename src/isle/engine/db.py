@@ -155,8 +155,6 @@ class Db:
         except OSError as exc:
             raise _os_error(exc, path) from None
         try:
-            if not fresh:
-                _check_size(path)
             self.conn = sqlite3.connect(path, timeout=60, isolation_level=None,
                                         check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout = 60000")
@@ -171,6 +169,8 @@ class Db:
             if self.conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'containers'"
                                  ).fetchone()[0] != 1:
                 raise sqlite3.DatabaseError("file is not a database (no containers table)")
+            if not fresh:
+                self._check_size()
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
@@ -199,6 +199,22 @@ class Db:
     def close(self) -> None:
         self.conn.close()
 
+    def _check_size(self) -> None:
+        """A truncated db reads as empty tables, not as an error: with the WAL empty, the file
+        must hold every page sqlite counts. (Never open() the db file here: closing any fd of
+        it drops the process's POSIX locks, sqlite's own included, under other threads.)"""
+        try:
+            if os.stat(self.path + "-wal").st_size:
+                return
+        except FileNotFoundError:
+            pass
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        psize = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        size = os.stat(self.path).st_size
+        if pages * psize > size:
+            raise sqlite3.DatabaseError(f"database disk image is malformed (truncated: {size} "
+                                        f"bytes of {pages * psize})")
+
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self.conn.execute(sql, args).fetchall()
@@ -218,7 +234,7 @@ class Db:
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as exc:
-                if attempt == 0 and frees and _full(exc) and _drop_reserve(self.path):
+                if attempt == 0 and frees and _full(exc, self.path) and _drop_reserve(self.path):
                     continue
                 raise explain(exc, self.path) from None
         return None
@@ -386,7 +402,13 @@ class _Tx:
         return self.conn
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
-        self.conn.execute("ROLLBACK" if et is not None else "COMMIT")
+        if et is None:
+            self.conn.execute("COMMIT")
+            return False
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:  # sqlite rolled back itself (an I/O or full error):
+            pass  # the error that caused it is the one to report
         return False
 
 
@@ -404,28 +426,17 @@ def _has_containers(root: str) -> bool:
 _FULL = 1024 * 1024  # less free than this: the disk counts as full
 
 
-def _full(exc: BaseException) -> bool:
-    return "full" in str(exc) or "disk I/O error" in str(exc)
-
-
-def _check_size(path: str) -> None:
-    """A truncated db reads as empty tables, not as an error: compare its size with the page
-    count its header records (one 100-byte read)."""
-    with open(path, "rb") as f:
-        head = f.read(100)
-        size = os.fstat(f.fileno()).st_size
-    if len(head) < 100:
-        if size:
-            raise sqlite3.DatabaseError("file is not a database (truncated header)")
-        return
-    if head[:16] != b"SQLite format 3\x00":
-        raise sqlite3.DatabaseError("file is not a database")
-    psize = int.from_bytes(head[16:18], "big")
-    psize = 65536 if psize == 1 else psize
-    pages = int.from_bytes(head[28:32], "big")
-    if pages and size < pages * psize:
-        raise sqlite3.DatabaseError(f"database disk image is malformed (truncated: {size} "
-                                    f"bytes, its header says {pages * psize})")
+def _full(exc: BaseException, path: str) -> bool:
+    """sqlite says "full", or an I/O error (its -shm cannot grow) on a disk that is full."""
+    if "full" in str(exc):
+        return True
+    if "disk I/O error" not in str(exc):
+        return False
+    try:
+        st = os.statvfs(os.path.dirname(path))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _FULL + RESERVE_SIZE
 
 
 def _make_reserve(root: str) -> None:
@@ -477,7 +488,7 @@ def explain(exc: BaseException, path: str) -> DbError:
     """One clear message for an sqlite failure: what is wrong with which file, and the fix."""
     msg = str(exc)
     root = os.path.dirname(path)
-    if _full(exc):
+    if _full(exc, path):
         return DbError(f"the disk holding {root} is full ({msg}): free space there "
                        "(isle system prune, isle image prune) and retry")
     if "readonly" in msg or "read-only" in msg:
