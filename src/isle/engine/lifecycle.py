@@ -381,6 +381,12 @@ class Lifecycle:
         code = read_int(p.exit_file)
         if code is None:
             if alive(rec.pid, rec.pid_start):
+                if rec.monitor_pid and not rec.error \
+                        and not alive(rec.monitor_pid, rec.monitor_start):
+                    from isle.engine.monitor import note_monitor_lost
+
+                    rec.error = note_monitor_lost(p.log)  # the loss visible: inspect, logs
+                    self.db.update_container(rec.id, error=rec.error)
                 return rec
             if alive(rec.monitor_pid, rec.monitor_start):
                 if not rec.pid:  # a monitor-less foreground run (direct.py): adopt the pid file
@@ -405,7 +411,9 @@ class Lifecycle:
             code = read_int(p.exit_file)  # written between our two looks
         err = ""
         if code is None:
-            code, err = 255, "the monitor died and left no exit code"
+            from isle.engine.monitor import lost_exit
+
+            code, err = lost_exit(self._oci(rec), rec.id, rec.error)
             finished = time.time()
         else:
             try:

@@ -119,3 +119,42 @@ def connect_attach(bundle: str) -> socket.socket:
         return s
     finally:
         os.close(dfd)
+
+
+MONITOR_LOST = "the monitor (conmon) died at {t}: the container's output after that is not logged"
+
+
+def note_monitor_lost(log_path: str) -> str:
+    """The monitor died under a live container: say so in its log (a k8s-file stderr line that
+    `isle logs` shows where the gap begins) and return the text for State.Error."""
+    import time
+
+    now = time.time()
+    t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    msg = MONITOR_LOST.format(t=t + "Z")
+    line = f"{t}.{int(now % 1 * 1e9):09d}+00:00 stderr F isle: {msg}\n".encode()
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return msg
+
+
+def lost_exit(runtime: object, cid: str, error: str) -> tuple[int, str]:
+    """The monitor died and left no exit file: the code and reason the runtime still knows
+    (isle-vm-runtime's state reports the guest's exitCode and a QEMU crash's error), else 255."""
+    st: dict[str, object] = {}
+    try:
+        st = runtime.state(cid) or {}  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a gone runtime state says nothing
+        st = {}
+    why = str(st.get("error") or "")
+    code = st.get("exitCode")
+    if isinstance(code, int):
+        return code, "; ".join(x for x in (error, why) if x)
+    base = error or "the monitor died and left no exit code"
+    return 255, "; ".join(x for x in (base, why) if x)

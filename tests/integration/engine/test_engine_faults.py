@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -242,3 +243,38 @@ def test_env_too_large_names_the_limit(isle, tmp_path):
     cp = isle("run", "--rm", "--network", "none", "--env-file", str(ok), "busybox", "sh", "-c",
               'echo ${#BIG}')
     assert cp.stdout.strip() == "100000"
+
+
+@pytest.mark.netns
+def test_default_network_is_a_16(isle):
+    """The default bridge of a non-system root is a /16, as Docker's (a /24 ran out at 254)."""
+    out = isle("run", "--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert "/16 " in out, out
+    isle("network", "create", "more")
+    try:
+        sub = json.loads(isle("network", "inspect", "more").stdout)[0]["Subnets"][0]["subnet"]
+        assert sub.endswith("/24")  # further networks from the pool
+    finally:
+        isle("network", "rm", "more")
+
+
+def test_monitor_killed_loss_is_visible(isle):
+    """conmon SIGKILLed under a live container: inspect's State.Error and `logs` say so (the
+    output after it is lost), and the end without an exit code says why."""
+    cid = isle("run", "-d", "--network", "none", "busybox", "sh", "-c",
+               "echo before; sleep 1.5; echo after; exit 3").stdout.strip()
+    run = isle.runroot / "containers" / cid
+    time.sleep(0.3)
+    os.kill(_read(run / "conmon.pid"), signal.SIGKILL)
+    time.sleep(0.2)
+    st = isle.inspect(cid)["State"]
+    assert st["Status"] == "running" and "monitor" in st["Error"], st
+    logs = isle("logs", cid)
+    assert "before" in logs.stdout and "monitor (conmon) died" in logs.stderr, logs
+    for _ in range(60):
+        st = isle.inspect(cid)["State"]
+        if st["Status"] == "exited":
+            break
+        time.sleep(0.1)
+    assert st["Status"] == "exited" and st["ExitCode"] == 255 and "monitor" in st["Error"], st
+    isle("rm", cid)
