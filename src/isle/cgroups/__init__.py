@@ -119,9 +119,6 @@ def remove_everywhere(path: str, *, root: str = ROOT, kill: bool = True,
     itself, for cgroup v2) SIGKILL what is still in cgroup path (relative to the hierarchy,
     "x" or "/isle/x") when kill, and rmdir it, retrying while its tasks die. Returns whether
     any of them is still there."""
-    import signal
-    import time
-
     rel = path.strip("/")
     if not rel or ".." in rel.split("/"):
         raise ConfigError("cgroup", f"{path!r} cannot name a container's cgroup")
@@ -143,7 +140,7 @@ def remove_everywhere(path: str, *, root: str = ROOT, kill: bool = True,
                     pids = []
                 for pid in pids:
                     try:
-                        os.kill(pid, signal.SIGKILL)
+                        os.kill(pid, 9)  # SIGKILL (signal builds enums: ~4 ms of `isle run`)
                     except OSError:
                         pass
             try:
@@ -152,6 +149,8 @@ def remove_everywhere(path: str, *, root: str = ROOT, kill: bool = True,
             except FileNotFoundError:
                 break
             except OSError:
+                import time  # only when a task is still dying
+
                 time.sleep(0.02)
         else:
             left = True
