@@ -313,3 +313,14 @@ def _read_host(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def sweep_dead_builds(settings: Settings, unmount: Callable[[str], None] | None) -> list[str]:
+    """What killed builds left (their RUN step's overlay, runtime state, cgroups, network):
+    `system prune` and `system check --repair` call this, as the next build does."""
+    try:
+        if not os.listdir(os.path.join(settings.runroot, "build-steps")):
+            return []
+    except OSError:
+        return []
+    return RunSandbox(settings, "none", unmount=unmount).sweep()

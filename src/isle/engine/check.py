@@ -118,16 +118,6 @@ def _volumes_on_disk(s: Settings) -> list[VolumeRecord]:
     return out
 
 
-def _tmp_blobs(s: Settings) -> list[str]:
-    """Temporary blobs a killed pull left (image/blobs.py's partial downloads)."""
-    found = []
-    for base, _dirs, files in os.walk(s.images_dir):
-        for f in files:
-            if ".tmp" in f or f.endswith(".partial"):
-                found.append(os.path.join(base, f))
-    return found
-
-
 def check(s: Settings, *, repair: bool = False) -> CheckReport:
     rep = CheckReport()
     db = _open(s, rep)
@@ -139,6 +129,16 @@ def check(s: Settings, *, repair: bool = False) -> CheckReport:
         for v in _volumes_on_disk(s):
             if db.insert_volume(v):
                 rep.repaired.append(f"volume {v.name}: record rebuilt")
+    if repair:
+        try:
+            from isle.engine.buildrun import sweep_dead_builds
+            from isle.image.store import ImageStore
+
+            for step in sweep_dead_builds(s, ImageStore.from_settings(s).unmount_rootfs):
+                rep.findings.append(f"build step {step}: left by a killed build")
+                rep.repaired.append(f"build step {step}: unmounted and removed")
+        except Exception as exc:  # noqa: BLE001 - report, go on with the records
+            rep.findings.append(f"killed builds' steps: {exc}")
     if db is None:
         for cid in _container_dirs(s):
             rep.findings.append(f"container {cid[:12]}: no record (the database is unusable)")
@@ -171,14 +171,13 @@ def check(s: Settings, *, repair: bool = False) -> CheckReport:
         if not os.path.isdir(os.path.join(s.containers_dir, cid)) and r.state != "created":
             rep.findings.append(f"container {cid[:12]} ({r.name}): record without its "
                                 "directory (isle rm removes it)")
-    for t in _tmp_blobs(s):
-        rep.findings.append(f"temporary blob {t} (a pull was cut short)")
-        if repair:
-            try:
-                os.unlink(t)
-                rep.repaired.append(f"removed {t}")
-            except OSError:
-                pass
+    if repair:
+        from isle.image.blobs import sweep_tmp
+
+        n, freed = sweep_tmp(os.path.join(s.images_dir, "tmp"))
+        if n:
+            rep.findings.append(f"{n} temporary files of killed pulls or builds")
+            rep.repaired.append(f"removed {n} temporary files ({freed} bytes)")
     db.close()
     return rep
 

@@ -453,6 +453,11 @@ class Transfer:
         vsizes = {v.name: _du(v.mountpoint) for v in vols}
         vused = {v.name for v in vols if self._volume_users(v.name)}  # type: ignore[attr-defined]
         running = [r for r in recs if r.state in ("running", "paused")]
+        from isle.image.blobs import tmp_usage
+
+        # the build cache's layers no image uses, and tmp/: partial pulls and build steps
+        cache = self.store.build_cache_usage()  # type: ignore[attr-defined]
+        ntmp, tmp_size = tmp_usage(self.store.blobs.tmp_dir)  # type: ignore[attr-defined]
         return [
             {"Type": "Images", "Total": len(imgs), "Active": len(used & {i.id for i in imgs}),
              "Size": isize, "Reclaimable": sum(i.size for i in imgs if i.id not in used)},
@@ -462,6 +467,8 @@ class Transfer:
             {"Type": "Local Volumes", "Total": len(vols), "Active": len(vused),
              "Size": sum(vsizes.values()),
              "Reclaimable": sum(v for k, v in vsizes.items() if k not in vused)},
+            {"Type": "Build Cache", "Total": cache[0] + ntmp, "Active": 0,
+             "Size": cache[1] + tmp_size, "Reclaimable": cache[1] + tmp_size},
         ]
 
     def system_prune(self, *, all_images: bool = False,
@@ -478,6 +485,13 @@ class Transfer:
             out["Network attachments"] = [x[:12] for x in gone["removed"]] + gone["errors"]
         except Exception as exc:
             out["Network attachments"] = [f"(network gc failed: {exc})"]
+        from isle.engine.buildrun import sweep_dead_builds
+
+        try:  # killed builds' RUN overlays first: the image prune below never deletes under one
+            out["Build steps"] = sweep_dead_builds(
+                self.s, self.store.unmount_rootfs)  # type: ignore[attr-defined]
+        except Exception as exc:
+            out["Build steps"] = [f"(build step sweep failed: {exc})"]
         from isle.engine.vms import VMs
 
         vms = VMs(self.s)  # type: ignore[attr-defined]

@@ -14,7 +14,11 @@ from typing import BinaryIO
 from isle.errors import ImageError, NotFound
 from isle.oci.image_spec import check_digest, is_digest
 
-__all__ = ["BlobStore", "BlobWriter"]
+__all__ = ["BlobStore", "BlobWriter", "sweep_tmp", "tmp_usage"]
+
+#: an entry of tmp/ whose owner cannot be told (no pid in its name) is another process's work
+#: until it is this old
+TMP_UNOWNED_AGE = 600.0
 
 CHUNK = 1 << 20
 
@@ -104,7 +108,7 @@ class BlobStore:
         return BlobWriter(self, expected, size, tmp)
 
     def tmp_path(self) -> str:
-        """A fresh name in tmp/ for a blob being written."""
+        """A fresh name in tmp/ for a blob being written (its writer's pid in it: sweep_tmp)."""
         return os.path.join(self.tmp_dir, f"blob-{os.getpid()}-{os.urandom(6).hex()}")
 
     def publish(self, tmp: str, digest: str) -> str:
@@ -154,3 +158,90 @@ class BlobStore:
 
     def all(self) -> list[str]:
         return [d for h in os.listdir(self.dir) if is_digest(d := "sha256:" + h)]
+
+
+def _owner_alive(name: str) -> bool | None:
+    """For tmp/ names KIND-PID-... (blob-, layer-): whether that pid still runs; None: no pid."""
+    parts = name.split("-")
+    if len(parts) >= 3 and parts[1].isdigit():
+        try:
+            with open(f"/proc/{parts[1]}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+        except (OSError, IndexError):
+            return False
+    return None
+
+
+def _mounted_under(paths: list[str]) -> set[str]:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [ln.split()[4] for ln in f]
+    except OSError:
+        return set(paths)  # cannot tell: treat all as busy
+    return {p for p in paths if any(m == p or m.startswith(p + "/") for m in points)}
+
+
+def _du(path: str) -> int:
+    total = 0
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    if not os.path.isdir(path) or os.path.islink(path):
+        return st.st_blocks * 512
+    for top, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(top, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def sweep_tmp(tmp_dir: str, *, unowned_age: float = TMP_UNOWNED_AGE) -> tuple[int, int]:
+    """Remove what killed pulls and builds left in tmp/: entries whose writer (pid in the name)
+    is gone, or unowned ones older than unowned_age; never one with a mount under it (a live
+    build's RUN overlay) nor a live writer's. -> (entries removed, bytes freed)."""
+    import shutil
+    import time
+
+    try:
+        names = os.listdir(tmp_dir)
+    except OSError:
+        return 0, 0
+    paths = [os.path.join(tmp_dir, n) for n in names]
+    busy = _mounted_under(paths)
+    now = time.time()
+    n = freed = 0
+    for name, p in zip(names, paths, strict=True):
+        if p in busy:
+            continue
+        alive = _owner_alive(name)
+        if alive:
+            continue
+        if alive is None:
+            try:
+                if now - os.lstat(p).st_mtime < unowned_age:
+                    continue
+            except OSError:
+                continue
+        size = _du(p)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        if not os.path.lexists(p):
+            n, freed = n + 1, freed + size
+    return n, freed
+
+
+def tmp_usage(tmp_dir: str) -> tuple[int, int]:
+    """(entries, bytes) in tmp/: partial pulls, unpacks and build steps (system df)."""
+    try:
+        names = os.listdir(tmp_dir)
+    except OSError:
+        return 0, 0
+    return len(names), sum(_du(os.path.join(tmp_dir, x)) for x in names)

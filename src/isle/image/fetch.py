@@ -176,7 +176,7 @@ def _spawn(
     libc: Any,
     inherited: list[int],
 ) -> _Worker:
-    tmpd = tempfile.mkdtemp(prefix="layer-", dir=store.blobs.tmp_dir)
+    tmpd = tempfile.mkdtemp(prefix=f"layer-{os.getpid()}-", dir=store.blobs.tmp_dir)
     blob_tmp = store.blobs.tmp_path()
     r, wfd = os.pipe()
     parent = os.getpid()

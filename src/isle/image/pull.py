@@ -67,6 +67,9 @@ def pull(
 ) -> Image:
     r = Reference.parse(ref)
     prog = progress or NullProgress()
+    from isle.image.blobs import sweep_tmp
+
+    sweep_tmp(store.blobs.tmp_dir)  # what killed pulls left (their writers are gone)
     with store.transaction():
         body, mt, digest = client.get_manifest(r.repository, r.digest or r.tag)
         top_digest = digest  # the index's digest when the tag names an index

@@ -562,6 +562,22 @@ class ImageStore:
         self.gc()
         return out
 
+    def build_cache_usage(self) -> tuple[int, int]:
+        """(entries, bytes of their layer blobs no image uses): system df's Build Cache."""
+        entries = self._build_cache()
+        used: set[str] = set()
+        for i, r in self._read_index()["images"].items():
+            with contextlib.suppress(ImageError, NotFound, ValueError, KeyError):
+                img = self._load(i, r)
+                used |= {x.digest for x in img.manifest.layers}
+        size = 0
+        for e in entries.values():
+            d = e.get("layer", {}).get("digest", "")
+            if d and d not in used:
+                with contextlib.suppress(OSError, ImageError, NotFound):
+                    size += os.stat(self.blobs.path(d)).st_size
+        return len(entries), size
+
     def _build_cache(self) -> dict[str, Any]:
         try:
             with open(os.path.join(self.root, "buildcache.json")) as f:
@@ -606,10 +622,11 @@ class ImageStore:
             for link in os.listdir(ldir) if os.path.isdir(ldir) else []:
                 if not os.path.exists(os.path.join(ldir, link)):
                     os.unlink(os.path.join(ldir, link))
-            for t in os.listdir(self.blobs.tmp_dir):
-                shutil.rmtree(os.path.join(self.blobs.tmp_dir, t), ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.blobs.tmp_dir, t))
+            # what killed pulls/builds left; never a live writer's, nor under a live mount (a
+            # running build's RUN overlay: deleting its upper/work broke the build)
+            from isle.image.blobs import sweep_tmp
+
+            sweep_tmp(self.blobs.tmp_dir)
             return nb, nl
 
     def disk_usage(self) -> dict[str, int]:

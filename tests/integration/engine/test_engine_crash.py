@@ -184,3 +184,58 @@ def test_sig_proxy_false_leaves_the_container_alone(isle):
     p.wait(timeout=20)
     _wait_gone(isle, "np")  # it ran to its own end, then --rm held
     assert [e["exitCode"] for e in _events(isle, "die") if e["actor"] == cid] == ["0"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("delay", [1.5] + ([0.5, 2.5] if SWEEP else []))
+def test_killed_build_is_cleaned_and_prune_spares_live_mounts(isle, tmp_path, delay):
+    """A build SIGKILLed (with its group) mid-RUN: `system df` counts its leftovers, `system
+    prune` unmounts and removes them (and never deletes under a live mount), nothing stays."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM busybox\nRUN echo a > /a; sleep 30\n")
+    isle("run", "--rm", "--network", "none", "busybox", "true")
+    p = _start_group(isle, "build", "--network", "none", "-t", "killed", str(ctx))
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not [m for m in _mounts_under(isle.root) if "build-run-" in m]:
+        time.sleep(0.1)
+    time.sleep(delay)
+    _kill_group(p)
+    left = [m for m in _mounts_under(isle.root) if "build-run-" in m]
+    assert left  # the killed step's overlay stays mounted until someone cleans up
+    df = isle("system", "df").stdout
+    assert "Build Cache" in df, df
+    out = isle("system", "prune", "-f").stdout
+    if left:
+        assert "Build steps" in out, out
+    assert _mounts_under(isle.root) == [], _mounts_under(isle.root)
+    assert os.listdir(isle.root / "images" / "tmp") == []
+    assert not os.path.exists(isle.runroot / "build-steps") or \
+        [x for x in os.listdir(isle.runroot / "build-steps") if not x.startswith(".")] == []
+
+
+def test_sweep_tmp_spares_live_writers_and_mounts(tmp_path):
+    """Killed pulls' temp blobs go; a live writer's and anything under a mount stay."""
+    from isle.image.blobs import sweep_tmp, tmp_usage
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp / f"blob-{dead.pid}-aa").write_bytes(b"x" * 100000)
+    (tmp / f"layer-{dead.pid}-bb").mkdir()
+    (tmp / f"layer-{dead.pid}-bb" / "f").write_bytes(b"y" * 5000)
+    (tmp / f"blob-{os.getpid()}-cc").write_bytes(b"live")
+    (tmp / "new-unowned").mkdir()  # unowned and fresh: another process's work
+    busy = tmp / "build-run-busy"
+    busy.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(busy)], check=True)
+    try:
+        os.utime(busy, (0, 0))  # old, but mounted
+        assert tmp_usage(str(tmp))[0] == 5
+        n, freed = sweep_tmp(str(tmp))
+        assert n == 2 and freed >= 100000
+        assert sorted(os.listdir(tmp)) == sorted([f"blob-{os.getpid()}-cc", "new-unowned",
+                                                  "build-run-busy"])
+    finally:
+        subprocess.run(["umount", str(busy)], check=True)
