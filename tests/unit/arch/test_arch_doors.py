@@ -21,7 +21,7 @@ SUBPROCESS_LEFT = {
 #: modules that open /proc/<pid>/{stat,status,mountinfo,cgroup} or /proc/meminfo themselves:
 #: move them to sys/procfs.py
 PROC_LEFT = {
-    "bench/measure.py", "bench/probe.py", "engine/buildrun.py", "engine/check.py",
+    "bench/measure.py", "bench/probe.py", "engine/buildrun.py", "engine/check.py", "image/blobs.py",
     "engine/engine.py", "engine/exitcmd.py", "engine/layout.py", "engine/lifecycle.py",
     "engine/transfer.py", "kube/config.py", "runtime/cgroup.py", "runtime/container.py",
     "runtime/rootfs.py", "runtime/state.py", "vm/machine.py", "vm/osimage.py",
@@ -101,3 +101,30 @@ def test_the_checker_sees_each_kind(tmp_path: Path) -> None:
     (tmp_path / "sys" / "procfs.py").write_text("open('/proc/meminfo')\n")
     assert around_the_door(tmp_path) == {"subprocess": {"engine/a.py"}, "ctypes": {"engine/b.py"},
                                          "proc": {"engine/b.py"}, "relative": {"engine/a.py"}}
+
+
+_DASH_M = re.compile(r"""["']-m["'],\s*["'](isle(?:\.\w+)+)["']|-m (isle(?:\.\w+)+)""")
+
+
+def dash_m_targets(src: Path = SRC) -> dict[str, set[str]]:
+    """{module named by a `-m isle.x.y` (argv or text) in src: the files naming it}."""
+    out: dict[str, set[str]] = {}
+    for rel, text, _ in _modules(src):
+        for m in _DASH_M.finditer(text):
+            out.setdefault(m.group(1) or m.group(2), set()).add(rel)
+    return out
+
+
+def _runnable(mod: str, src: Path = SRC) -> bool:
+    parts = mod.split(".")[1:]
+    f = src.joinpath(*parts).with_suffix(".py")
+    if not f.exists():
+        f = src.joinpath(*parts, "__main__.py")
+    return f.exists() and "__main__" in f.read_text()
+
+
+def test_every_dash_m_names_a_runnable_module() -> None:
+    # a module moved or split leaves `python -m isle.old.name` strings behind: they fail only
+    # when that path runs (an exit command, a hook, a health check)
+    bad = {m: sorted(w) for m, w in dash_m_targets().items() if not _runnable(m)}
+    assert not bad, f"`-m` names a module that is gone or has no __main__: {bad}"
