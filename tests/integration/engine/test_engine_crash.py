@@ -239,3 +239,63 @@ def test_sweep_tmp_spares_live_writers_and_mounts(tmp_path):
                                                   "build-run-busy"])
     finally:
         subprocess.run(["umount", str(busy)], check=True)
+
+
+def _settle(isle) -> None:
+    """The next commands after the kills: every record settles, rm -f takes all, nothing stays."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        states = isle("ps", "-a", "--format", "{{.State}}").stdout.split()
+        if all(s in ("running", "exited", "created") for s in states):
+            break
+        time.sleep(0.1)
+    ids = isle("ps", "-aq").stdout.split()
+    if ids:
+        isle("rm", "-f", *ids, check=False)
+    assert isle("ps", "-aq").stdout == ""
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_sweep_run_d_rm_f_network_create(isle):
+    """SIGKILL of the CLI's group at swept delays during run -d, rm -f and network create."""
+    links = _links()
+    isle("run", "--rm", "busybox", "true")
+    bridges = _bridges(links)
+    delays = [0.05, 0.1, 0.2, 0.3, 0.5] if SWEEP else [0.05, 0.2]
+    for i, d in enumerate(delays):
+        p = _start_group(isle, "run", "-d", "--name", f"d{i}", "busybox", "sleep", "60")
+        time.sleep(d)
+        _kill_group(p)
+    for i, d in enumerate(delays):
+        st = isle("ps", "-a", "--filter", f"name=^d{i}$", "--format", "{{.State}}").stdout.strip()
+        assert st in ("", "running", "exited", "created"), st
+    for i, d in enumerate(delays):  # rm -f killed midway, then again
+        isle("run", "-d", "--name", f"r{i}", "busybox", "sleep", "60")
+        p = _start_group(isle, "rm", "-f", f"r{i}")
+        time.sleep(d)
+        _kill_group(p)
+    for i, d in enumerate(delays):
+        p = _start_group(isle, "network", "create", f"net{i}")
+        time.sleep(d)
+        _kill_group(p)
+    _settle(isle)
+    nets = [n for n in isle("network", "ls", "--format", "{{.Name}}").stdout.split()
+            if n.startswith("net")]
+    for n in nets:  # a half-made network is either whole or absent, and removable
+        isle("network", "rm", n)
+    _assert_nothing_left(isle, bridges)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_vm_run_rm_survives_cli_sigkill(isle):
+    """--isolation vm: the CLI killed while the guest runs; its code recorded, --rm honoured."""
+    p = _start_group(isle, "run", "--rm", "--isolation", "vm", "--network", "none", "--name",
+                     "vmk", "busybox", "sh", "-c", "sleep 4; exit 6")
+    cid = _wait_running(isle, "vmk", timeout=120)
+    time.sleep(1)
+    _kill_group(p)
+    _wait_gone(isle, "vmk", timeout=60)
+    assert [e["exitCode"] for e in _events(isle, "die") if e["actor"] == cid] == ["6"]
+    assert _mounts_under(isle.root) == [] and _mounts_under(isle.runroot) == []
