@@ -171,6 +171,15 @@ def _exec_argv(job: Job) -> list[str]:
 def render_exec(job: Job, slot: int) -> str:
     """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
+    if job.terminal:  # the VM's one virtconsole (vm.microvm.machine_config), lent to this exec
+        t = "/dev/hvc0"
+        return (
+            f"n=0; while [ ! -c {t} ] && [ $n -lt 3000 ]; do n=$((n + 1)); usleep 1000; done\n"
+            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job))
+            + f" <{t} >{t} 2>{t} &\n"
+            f"echo $! > /x{slot}.pid\n"
+            f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
+        )
     # /xSLOT.pid lives while the process runs and until its exit is reported: the job's end
     # (render) kills what still runs and waits for those reports, so an exec that finished just
     # before the container's process (e.g. the one that told it to stop) still gets its real code
@@ -226,9 +235,10 @@ def render(job: Job) -> str:
     lines += [
         "pid=$!",
         "echo started >&3",
-        '( while read -r c a b <&3; do case "$c" in',
+        '( while read -r c a b d <&3; do case "$c" in',
         '    kill) kill -"$a" "$pid" 2>/dev/null;;',
-        '    winsz) busybox stty -F /dev/hvc0 rows "$a" cols "$b" 2>/dev/null;;',  # SIGWINCH follows
+        # a terminal resized: winsz HVC ROWS COLS (the kernel sends SIGWINCH)
+        '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",

@@ -93,3 +93,59 @@ def test_create_with_console_socket_gives_a_tty_that_resizes(
         rt("delete", "-f", "t1")
         ls.close()
     assert not (tmp_path / "root" / "t1").exists()
+
+
+@pytest.mark.timeout(200)
+def test_exec_tty_in_a_container_without_one(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs,
+                        ["sh", "-c", 'trap "exit 0" TERM; while :; do sleep 0.2; done'])
+    root = str(tmp_path / "root")
+
+    def rt(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([RUNTIME, "--root", root, *args], env=vm_env, timeout=150,
+                              stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+    assert rt("run", "-d", "-b", b, "x1", stdout=subprocess.DEVNULL,
+              stderr=subprocess.DEVNULL).returncode == 0
+    master = -1
+    try:
+        # no console socket and no terminal on stdin: refused
+        r = rt("exec", "-t", "x1", "true", capture_output=True)
+        assert r.returncode != 0 and b"console-socket" in r.stderr, r.stderr
+        sp = str(tmp_path / "c.sock")
+        ls = socket.socket(socket.AF_UNIX)
+        ls.bind(sp)
+        ls.listen(1)
+        ls.settimeout(60)
+        pid_file = tmp_path / "exec.pid"
+        # conmon's way: detached, the pty master to the socket, the daemon's pid to --pid-file
+        r = rt("exec", "-d", "-t", "--console-socket", sp, "--pid-file", str(pid_file), "x1",
+               "sh", "-c", '[ -t 0 ] && [ -t 1 ] && echo exec-tty; read x; stty size; exit 4',
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # (the daemon keeps both)
+        assert r.returncode == 0
+        conn, _ = ls.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+        ls.close()
+        (master,) = fds
+        out = bytearray()
+        assert _read_until(master, out, b"exec-tty"), out
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 21, 77, 0, 0))
+        time.sleep(0.8)
+        os.write(master, b"go\r")
+        assert _read_until(master, out, b"21 77"), out
+        daemon = int(pid_file.read_text())
+        end = time.monotonic() + 30
+        while os.path.exists(f"/proc/{daemon}") and time.monotonic() < end:
+            try:
+                _, status = os.waitpid(daemon, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+    finally:
+        if master >= 0:
+            os.close(master)
+        rt("delete", "-f", "x1")
+    assert not (tmp_path / "root" / "x1").exists()

@@ -153,7 +153,11 @@ def test_isle_microvm_config_and_cmdline() -> None:
         ("org.isle.x2.out", 8),
         ("org.isle.x2.err", 9),
         ("org.isle.x2.in", 10),
+        ("org.isle.tty", 11),  # one virtconsole, the guest's hvc0 (several exhaust its RAM)
     ]
+    assert [p.console for p in cfg.serial_ports] == [False] * 10 + [True]
+    assert cfg.serial_ports[10].chardev.path == "/run/x/tty.sock"  # same layout, tty or not
+    assert "virtconsole,chardev=port11,name=org.isle.tty,nr=11" in qemu.argv(cfg)
     assert cfg.serial_ports[4].chardev.path == "/run/x/x1o.sock"
     assert cfg.serial_ports[3].chardev.backend == "null"  # same layout with or without stdin
     assert cfg.serial_ports[2].chardev.backend == "null"

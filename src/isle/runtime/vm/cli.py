@@ -167,14 +167,12 @@ def _exec(a: argparse.Namespace) -> int:
     """runc exec: args (or -p process.json) run beside the container's process, stdio streamed."""
     import dataclasses
 
-    from isle.errors import ConfigError, Unsupported
+    from isle.errors import ConfigError
     from isle.oci.runtime_spec import load
     from isle.runtime.vm import runner
     from isle.runtime.vm import spec as vmspec
     from isle.runtime.vm import state as st
 
-    if a.tty:
-        raise Unsupported("exec: --tty is not supported by the VM runtime")
     s = st.load(a.root, a.id)
     cfg = load(os.path.join(s.bundle, "config.json"))
     if a.process:
@@ -184,7 +182,10 @@ def _exec(a: argparse.Namespace) -> int:
         cfg["process"] = dict(cfg.get("process") or {}, args=a.args)
     else:
         raise ConfigError("args", "exec needs a command or --process")
-    job = vmspec.to_job({"process": cfg["process"]}, stdin=runner.stdin_wanted(0))
+    tty = a.tty or bool(cfg["process"].get("terminal"))
+    job = vmspec.to_job({"process": cfg["process"]}, stdin=runner.stdin_wanted(0) and not tty)
+    if tty:
+        job = dataclasses.replace(job, terminal=True, stdin=False)
     if a.cwd:
         job = dataclasses.replace(job, cwd=a.cwd)
     if a.env:
@@ -195,8 +196,27 @@ def _exec(a: argparse.Namespace) -> int:
             job = dataclasses.replace(job, uid=int(uid), gid=int(gid or 0))
         except ValueError:
             raise ConfigError("user", f"{a.user!r} is not uid[:gid]") from None
+    tty_fd, restore = -1, None
+    if tty:  # the pty's master to --console-socket (runc's way), else our own terminal, raw
+        if a.console_socket:
+            tty_fd = runner.console(a.console_socket)
+        elif os.isatty(0) and not a.detach:
+            import termios
+            import tty as _tty
+
+            restore = termios.tcgetattr(0)
+            _tty.setraw(0)
+            tty_fd = 0
+        else:
+            raise ConfigError("tty", "exec --tty needs --console-socket or a terminal on stdin")
     if not a.detach:
-        return runner.exec_(a.id, a.root, job)
+        try:
+            return runner.exec_(a.id, a.root, job, tty_fd)
+        finally:
+            if restore is not None:
+                import termios
+
+                termios.tcsetattr(0, termios.TCSADRAIN, restore)
     # --detach (conmon's way): a daemon streams to our stdio and exits with the process's code;
     # its pid goes to --pid-file so a subreaper waits for it
     r, w = os.pipe()
@@ -212,13 +232,15 @@ def _exec(a: argparse.Namespace) -> int:
             os.close(w)
             code = 1
             try:
-                code = runner.exec_(a.id, a.root, job)
+                code = runner.exec_(a.id, a.root, job, tty_fd)
             except Exception as exc:  # reported on the exec's stderr, like runc's
                 print(f"isle-vm-runtime: exec: {exc}", file=sys.stderr)
             os._exit(code)
         finally:
             os._exit(1)
     os.close(w)
+    if tty_fd >= 0:
+        os.close(tty_fd)  # the daemon has its copy
     os.waitpid(pid, 0)
     with os.fdopen(r) as f:
         daemon = f.read().strip()

@@ -543,6 +543,7 @@ def _serve(
     waiting: list[socket.socket] = []  # `start` callers answered once the guest says started
     slots: dict[int, socket.socket | None] = {i: None for i in range(1, EXEC_SLOTS + 1)}
     busy: set[int] = set()
+    tty_slot = 0  # the exec slot the VM's terminal (hvc0) is lent to
     stop = {"sig": 0}
 
     def on_term(signum: int, _f: Any) -> None:
@@ -566,7 +567,7 @@ def _serve(
         if started and p.tty_fd >= 0 and (now := _winsize(p.tty_fd)) != size:
             size = now  # the caller resized the pty (conmon, `exec -t`'s resize): tell the guest
             if now[0] and now[1]:
-                vm.send(f"winsz {now[0]} {now[1]}".encode())
+                vm.send(f"winsz 0 {now[0]} {now[1]}".encode())
         if job_sent and not started and time.monotonic() > deadline:
             raise VMError(
                 f"the guest did not start the process within {READY_TIMEOUT:.0f}s; {vm.diagnose()}"
@@ -595,6 +596,8 @@ def _serve(
                 caller = slots.get(int(slot))
                 slots[int(slot)] = None
                 busy.discard(int(slot))
+                if tty_slot == int(slot):
+                    tty_slot = 0
                 if caller is not None:
                     try:
                         caller.sendall(f"exit {code}\n".encode())
@@ -613,6 +616,11 @@ def _serve(
                 continue
             if cmd[:1] == ["alloc"]:
                 free = [i for i in slots if i not in busy]
+                if cmd[1:] == ["tty"] and started and free and (p.terminal or tty_slot):
+                    conn.sendall(b"error the VM's terminal is taken (by the container's "
+                                 + (b"process" if p.terminal else b"other exec -t") + b")\n")
+                    conn.close()
+                    continue
                 if not started or not free:
                     conn.sendall(
                         b"error "
@@ -637,6 +645,8 @@ def _serve(
                     continue
                 busy.add(i)
                 slots[i] = conn
+                if cmd[1:] == ["tty"]:
+                    tty_slot = i
                 vm.send(f"exec {i} {req[2]}".encode())
             elif cmd[:1] == ["start"]:
                 if started or job_sent:  # (job_sent: a foreground run, or a second start)
@@ -647,6 +657,12 @@ def _serve(
                     job_sent = True
                     deadline = time.monotonic() + READY_TIMEOUT
                     waiting.append(conn)
+            elif cmd[:1] == ["winsz"] and len(cmd) == 4 and all(x.isdigit() for x in cmd[1:]):
+                # an exec's terminal resized: winsz SLOT ROWS COLS (the slot's tty is hvcSLOT)
+                if tty_slot and int(cmd[1]) == tty_slot:
+                    vm.send(f"winsz 0 {int(cmd[2])} {int(cmd[3])}".encode())
+                conn.sendall(b"ok\n")
+                conn.close()
             elif cmd[:1] == ["kill"] and len(cmd) in (2, 3):
                 signum = int(cmd[1])
                 conn.sendall(b"ok\n")
@@ -755,8 +771,11 @@ def resume(cid: str, root: str) -> None:
     st.save(root, s)
 
 
-def exec_(cid: str, root: str, job: vmjob.Job) -> int:
-    """Run one more process in a running VM on a free exec slot; stream its stdio; its exit code."""
+def exec_(cid: str, root: str, job: vmjob.Job, tty_fd: int = -1) -> int:
+    """Run one more process in a running VM on a free exec slot; stream its stdio; its exit code.
+
+    With job.terminal the process runs on the slot's guest tty, relayed to tty_fd (a raw pty
+    slave, or our own terminal), whose size changes are passed on."""
     import base64
     import threading
 
@@ -770,7 +789,7 @@ def exec_(cid: str, root: str, job: vmjob.Job) -> int:
     try:
         try:
             conn.connect(os.path.join(s.rundir, "monitor.sock"))
-            conn.sendall(b"alloc\n")
+            conn.sendall(b"alloc tty\n" if job.terminal else b"alloc\n")
             ans = _recvline(conn, 256).split()
         except OSError as exc:
             raise VMError(f"container {cid}: its VM monitor does not answer ({exc})") from exc
@@ -780,12 +799,13 @@ def exec_(cid: str, root: str, job: vmjob.Job) -> int:
             )
         i = int(ans[1])
         ends = {}
-        for tag in ("o", "e") + (("i",) if job.stdin else ()):
+        tags = ("t",) if job.terminal else ("o", "e") + (("i",) if job.stdin else ())
+        for tag in tags:
             x = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            x.connect(os.path.join(s.rundir, f"x{i}{tag}.sock"))
+            x.connect(os.path.join(s.rundir, "tty.sock" if tag == "t" else f"x{i}{tag}.sock"))
             socks.append(x)
             ends[tag] = x
-        if job.stdin:
+        if job.stdin and not job.terminal:
             xi = ends["i"]
 
             def pump() -> None:
@@ -799,15 +819,38 @@ def exec_(cid: str, root: str, job: vmjob.Job) -> int:
             threading.Thread(target=pump, daemon=True).start()
         script = base64.b64encode(vmjob.render_exec(job, i).encode()).decode()
         conn.sendall(f"exec {i} {script}\n".encode())
-        outs = {ends["o"]: 1, ends["e"]: 2}
+        outs = {ends["t"]: tty_fd} if job.terminal else {ends["o"]: 1, ends["e"]: 2}
         code: int | None = None
         buf = b""
+        size = (0, 0)
+        keys = job.terminal  # reading the terminal for keys (until its end closes)
         while True:
-            watch = list(outs) + ([conn] if code is None else [])
-            r, _, _ = select.select(watch, [], [], None if code is None else 0.2)
+            watch: list[Any] = list(outs) + ([conn] if code is None else [])
+            if keys and code is None:
+                watch.append(tty_fd)
+                if (now := _winsize(tty_fd)) != size and now[0] and now[1]:
+                    size = now
+                    try:
+                        _ask(s, f"winsz {i} {now[0]} {now[1]}", timeout=5)
+                    except VMError:
+                        pass
+            timeout = (0.2 if job.terminal else None) if code is None else 0.2
+            r, _, _ = select.select(watch, [], [], timeout)
             if not r:
-                return code if code is not None else FAILED  # drained after the exit report
+                if code is None:
+                    continue
+                return code  # drained after the exit report
             for x in r:
+                if x is tty_fd:  # keys typed: to the guest's tty (it echoes and signals)
+                    try:
+                        data = os.read(tty_fd, 65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        ends["t"].sendall(data)
+                    else:
+                        keys = False  # the caller closed its end
+                    continue
                 data = x.recv(65536)
                 if x is conn:
                     if not data:
