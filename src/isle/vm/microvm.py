@@ -440,7 +440,10 @@ class MicroVM:
             r, _, _ = select.select([self.ctl], [], [], left if left is None else min(left, 1.0))
             if not r:
                 continue
-            chunk = self.ctl.recv(4096)
+            try:
+                chunk = self.ctl.recv(4096)
+            except OSError:  # ECONNRESET: QEMU died with unread data queued; an EOF as well
+                chunk = b""
             if not chunk:
                 if self.proc is not None:
                     try:
