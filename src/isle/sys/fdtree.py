@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
     from isle.sys.inroot import Root
 
 __all__ = ["walk", "listdir", "open_dir", "open_file", "mkdir_at", "copy", "copy_fd", "copy_into",
