@@ -420,6 +420,10 @@ class Lifecycle:
                 finished = os.stat(p.exit_file).st_mtime
             except OSError:
                 finished = time.time()
+            if code and rec.opts.get("isolation") == "vm":  # a QEMU crash: the runtime's reason
+                from isle.engine.monitor import runtime_error
+
+                err = runtime_error(self._oci(rec), rec.id)
         oom = os.path.exists(p.oom_file)
         self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
                                  finished_at=finished, oom_killed=oom, error=err,

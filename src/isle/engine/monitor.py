@@ -158,3 +158,12 @@ def lost_exit(runtime: object, cid: str, error: str) -> tuple[int, str]:
         return code, "; ".join(x for x in (error, why) if x)
     base = error or "the monitor died and left no exit code"
     return 255, "; ".join(x for x in (base, why) if x)
+
+
+def runtime_error(runtime: object, cid: str) -> str:
+    """Why a runtime with a guest says the container ended (a QEMU crash), from its `state`."""
+    try:
+        st = runtime.state(cid) or {}  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return ""
+    return str(st.get("error") or "")

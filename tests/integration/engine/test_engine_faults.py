@@ -278,3 +278,26 @@ def test_monitor_killed_loss_is_visible(isle):
         time.sleep(0.1)
     assert st["Status"] == "exited" and st["ExitCode"] == 255 and "monitor" in st["Error"], st
     isle("rm", cid)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_qemu_crash_reason_is_recorded(isle):
+    """QEMU SIGKILLed under a VM container: Exited with the runtime's reason in State.Error."""
+    cid = isle("run", "-d", "--isolation", "vm", "--network", "none", "busybox", "sleep",
+               "60", timeout=180).stdout.strip()
+    state = isle.runroot / "runtime" / cid / "state.json"
+    for _ in range(200):
+        if state.exists() and isle.inspect(cid)["State"]["Status"] == "running":
+            break
+        time.sleep(0.1)
+    os.kill(json.loads(state.read_text())["qemu_pid"], signal.SIGKILL)
+    for _ in range(100):
+        st = isle.inspect(cid)["State"]
+        if st["Status"] == "exited":
+            break
+        time.sleep(0.1)
+    assert st["Status"] == "exited" and st["ExitCode"] != 0, st
+    assert "QEMU" in st["Error"] and "signal 9" in st["Error"], st
+    isle("rm", cid)

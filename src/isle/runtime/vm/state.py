@@ -34,6 +34,9 @@ class State:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     annotations: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
+    #: why the VM ended abnormally (the runner's "error" note: a QEMU crash, a guest that
+    #: went away): `state` reports it, as exitCode, for an engine whose monitor is gone
+    error: str = ""
     #: the host cgroup QEMU runs in (isle.cgroups to_state()), removed by delete
     cgroup: dict[str, Any] | None = None
     #: the network namespace the guest is connected to and its veth (runtime.vm.network)
@@ -52,6 +55,8 @@ class State:
             "created": self.created,
             "owner": "",
             "annotations": self.annotations,
+            **({"exitCode": self.exit_code} if self.exit_code is not None else {}),
+            **({"error": self.error} if self.error else {}),
         }
 
 
@@ -123,6 +128,11 @@ def load(root: str, cid: str) -> State:
             st.exit_code = int(f.read().strip())
             st.status = "stopped"
     except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, cid, "error")) as f:
+            st.error = f.read().strip()[:2000]
+    except OSError:
         pass
     if st.status in ("created", "running", "paused") and not pid_alive(st.pid, st.pid_start):
         st.status = "stopped"
