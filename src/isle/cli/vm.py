@@ -350,6 +350,28 @@ def register(cli: click.Group) -> None:
                                                 for x in snaps])
         return 0
 
+    @vm.command("migrate")
+    @click.argument("name")
+    @click.option("--to", "to_root", required=True, help="The isle root (--root) to move to.")
+    @click.option("--to-runroot", default="", help="That root's --runroot (default: "
+                  "/run/isle-<hash of ROOT>).")
+    @click.option("--timeout", default=600.0, type=float, show_default=True,
+                  help="Give up after SECONDS.")
+    @click.pass_context
+    def migrate(ctx: click.Context, name: str, to_root: str, to_runroot: str,
+                timeout: float) -> int:
+        """Live-migrate a running VM to another isle root on this host (its RAM over a socket
+        between the two QEMUs; disk and network attachment stay: TCP connections survive)."""
+        import hashlib
+
+        to_runroot = to_runroot or "/run/isle-" + hashlib.sha256(
+            os.path.abspath(to_root).encode()).hexdigest()[:8]
+        r = _vms(ctx).migrate(name, to_root, to_runroot, timeout=timeout)
+        sys.stderr.write(f"migrated {name} to {r['to']}: downtime {r['downtime_ms']} ms, "
+                         f"total {r['total_ms']} ms\n")
+        _out(name)
+        return 0
+
     @vm.command("password")
     @click.argument("name")
     @click.pass_context

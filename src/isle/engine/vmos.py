@@ -131,7 +131,7 @@ def stats_rows(settings: Any, names: list[str]) -> list[dict[str, Any]]:
 
         def read(ctrl: str, f: str, n: str = n) -> int:
             try:
-                with open(f"/sys/fs/cgroup/{ctrl}/isle/vm-{n}/{f}") as fh:
+                with open(f"/sys/fs/cgroup/{ctrl}/isle/{vms.cgroup_name(n)}/{f}") as fh:
                     return int(fh.read().split()[0])
             except (OSError, ValueError, IndexError):
                 return 0

@@ -450,13 +450,12 @@ class VMs:
         command line (ip=, nameserver=: systemd-network-generator -> networkd)."""
         import ipaddress
 
-        from isle.engine.networks import network_manager
         from isle.errors import VMError
         from isle.net.types import PortMapping
         from isle.runtime.vm import network as vmnet
         from isle.vm.config import Nic
 
-        nm = network_manager(self.s)
+        nm = self._nm(name, spec)
         owner = self._net_owner(name)
         ports = []
         for p in spec.ports:
@@ -484,10 +483,23 @@ class VMs:
         cmd += "".join(f" nameserver={d}" for d in na.dns_servers or na.gateways[:1])
         return Nic(id="net0", kind="tap", fd=fd, mac=g.mac), cmd
 
-    def _net_down(self, name: str) -> None:
+    def _nm(self, name: str, spec: Any = None) -> Any:
+        """The network manager holding the VM's attachment: this root's, or the one a live
+        migration left it with (spec.netroot)."""
         from isle.engine.networks import network_manager
 
-        nm = network_manager(self.s)
+        if spec is None:
+            try:
+                spec = self.store._load(name)
+            except NotFound:
+                spec = None
+        if spec is not None and spec.netroot:
+            return network_manager(Settings(root=spec.netroot[0], runroot=spec.netroot[1],
+                                            cache=self.s.cache))
+        return network_manager(self.s)
+
+    def _net_down(self, name: str, spec: Any = None) -> None:
+        nm = self._nm(name, spec)
         owner = self._net_owner(name)
         if nm.store.record(owner) is None and owner not in nm.store.netns_ids():
             return
@@ -503,13 +515,196 @@ class VMs:
 
     def network_info(self, name: str) -> dict[str, Any]:
         """The VM's isle network attachment (addresses, ports) while it runs; {} otherwise."""
-        from isle.engine.networks import network_manager
-
-        att = network_manager(self.s).attachment(self._net_owner(name))
+        att = self._nm(name).attachment(self._net_owner(name))
         if att is None:
             return {}
         return {"Networks": {k: v.to_dict() for k, v in att.networks.items()},
                 "Ports": [p.to_dict() for p in att.ports]}
+
+    # -- live migration -----------------------------------------------------------------------
+    def migrate(self, name: str, to_root: str, to_runroot: str, *,
+                timeout: float = 600) -> dict[str, Any]:
+        """Move running VM name to another isle root on this host, live: a QEMU started there
+        with -incoming takes the VM's RAM and device state over a socket pair handed to both
+        QEMUs (fd: migration), the disk stays where it is (shared storage: the overlay file moves
+        into the new root's directory; both QEMUs only ever hold it by fd) and so does the
+        network attachment: the new QEMU's tap joins the same namespace, and at switch-over the
+        veth's mirred redirect moves to it, so the guest keeps its address, MAC and open TCP
+        connections. {"downtime_ms", "total_ms"} from QEMU."""
+        import dataclasses
+        import shutil
+        import socket
+
+        from isle.errors import AlreadyExists, ConfigError, InvalidState, VMError
+        from isle.vm.qmp import Monitor
+
+        spec = self.store._load(name)
+        if not self.store._pid(name):
+            raise InvalidState(f"VM {name} is not running: nothing to migrate live")
+        if spec.firmware == "uefi":
+            raise ConfigError("migrate", "UEFI VMs (their firmware variables) do not migrate")
+        if spec.network == "user" and spec.ports:
+            raise ConfigError("migrate", "published ports on QEMU's user network cannot move "
+                              "(the host sockets are the old QEMU's); use an isle network")
+        dst = VMs(Settings(root=os.path.abspath(to_root), runroot=os.path.abspath(to_runroot),
+                           cache=self.s.cache))
+        if os.path.abspath(dst.store.root) == os.path.abspath(self.store.root):
+            raise ConfigError("--to", "the VM is in that root already")
+        sdir, ddir = self.store._dir(name), dst.store._dir(name)
+        os.makedirs(dst.store.root, exist_ok=True)
+        if os.stat(dst.store.root).st_dev != os.stat(sdir).st_dev:
+            raise ConfigError("--to", f"{to_root} is on another filesystem than {self.s.root}: "
+                              "the disk moves by rename (shared storage)")
+        try:
+            os.mkdir(ddir)
+        except FileExistsError:
+            raise AlreadyExists(f"{to_root} has a VM named {name}") from None
+        moved = False
+        nic = None
+        plan = None
+        try:
+            for f in os.listdir(sdir):
+                if f not in ("disk.qcow2", "machine.json"):
+                    shutil.copy2(os.path.join(sdir, f), os.path.join(ddir, f))
+            newspec = dataclasses.replace(spec)
+            cmdline = ""
+            if spec.network not in ("none", "user"):
+                newspec.netroot = spec.netroot or [os.path.abspath(self.s.root),
+                                                   os.path.abspath(self.s.runroot)]
+                nic, cmdline, plan = self._second_tap(name, spec)
+            from isle.sys.fs import atomic_write
+
+            atomic_write(os.path.join(ddir, "machine.json"),
+                         json.dumps(dataclasses.asdict(newspec)).encode())
+            os.rename(os.path.join(sdir, "disk.qcow2"), os.path.join(ddir, "disk.qcow2"))
+            moved = True
+            files = dst._make_cgroup(name, spec.memory_mib, spec.vcpus)
+            try:
+                dst.store.start(name, cgroup_files=files, nic=nic, cmdline_extra=cmdline,
+                                incoming="defer")
+            finally:
+                if nic is not None:
+                    os.close(nic.fd)
+            a, b = socket.socketpair()
+            src_mon = Monitor(os.path.join(self.store._run(name), "qmp.sock"), timeout=30)
+            dst_mon = Monitor(os.path.join(dst.store._run(name), "qmp.sock"), timeout=30)
+            try:
+                dst_mon.send_fd(b.fileno(), "mig")
+                src_mon.send_fd(a.fileno(), "mig")
+                a.close()
+                b.close()
+                dst_mon.cmd("migrate-incoming", uri="fd:mig")
+                src_mon.cmd("migrate-set-parameters", **{"downtime-limit": 100})
+                src_mon.cmd("migrate", uri="fd:mig")
+                src_mon.wait_migration(timeout)
+                stats = src_mon.cmd("query-migrate") or {}
+                if plan is not None:  # the veth's frames now go to the new QEMU's tap
+                    self._switch_tap(plan)
+                deadline = time.monotonic() + 30
+                while (st := (dst_mon.cmd("query-status") or {}).get("status")) != "running":
+                    if st == "paused":  # arrived whole (QEMU leaves a deferred incoming paused)
+                        dst_mon.cmd("cont")
+                    if time.monotonic() > deadline:
+                        mig = dst_mon.cmd("query-migrate") or {}
+                        raise VMError(f"the migrated VM did not resume ({st}, incoming "
+                                      f"{mig.get('status', '?')})")
+                    time.sleep(0.01)
+                try:
+                    src_mon.cmd("quit")
+                except VMError:
+                    pass
+            finally:
+                src_mon.close()
+                dst_mon.close()
+        except BaseException:
+            if dst.store._pid(name):
+                dst.store.stop(name, timeout=0)
+            try:  # the source ran up to the switch-over: it carries on
+                with_mon = Monitor(os.path.join(self.store._run(name), "qmp.sock"), timeout=10)
+                try:
+                    if (with_mon.cmd("query-status") or {}).get("status") != "running":
+                        with_mon.cmd("cont")
+                finally:
+                    with_mon.close()
+            except VMError:
+                pass
+            dst._drop_cgroup(name)
+            if moved:
+                os.rename(os.path.join(ddir, "disk.qcow2"), os.path.join(sdir, "disk.qcow2"))
+            if plan is not None:
+                self._drop_second_tap(plan)
+                self._switch_tap(plan, back=True)
+            shutil.rmtree(ddir, ignore_errors=True)
+            raise
+        deadline = time.monotonic() + 10
+        while self.store._pid(name) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.store._clean_run(name)
+        self._drop_cgroup(name)
+        shutil.rmtree(sdir, ignore_errors=True)
+        return {"downtime_ms": stats.get("downtime", 0),
+                "total_ms": stats.get("total-time", 0), "to": dst.store.root}
+
+    _TAP2 = "isle-tap1"
+
+    def _second_tap(self, name: str, spec: Any) -> tuple[Any, str, Any]:
+        """A second tap in the VM's namespace for the incoming QEMU: already mirrored towards
+        the veth (the new guest sends nothing until it runs); the veth's side moves at
+        switch-over. Returns (Nic, the guest's command line addition, the runtime's Plan)."""
+        import ipaddress
+
+        from isle.errors import VMError
+        from isle.runtime.vm import network as vmnet
+        from isle.sys import proc
+        from isle.vm import jail
+        from isle.vm.config import Nic
+
+        nm = self._nm(name, spec)
+        ns = nm.store.netns_path(self._net_owner(name))
+        plan = vmnet.discover(ns)
+        if plan is None:
+            raise VMError(f"VM {name} has no network attachment to move")
+        with vmnet._inside(ns):
+            fd = jail.open_tap(self._TAP2)
+            try:
+                mtu = ["mtu", str(plan.guest.mtu)] if plan.guest.mtu else []
+                proc.run(["ip", "link", "set", self._TAP2, *mtu, "up"], timeout=10)
+                proc.run(["tc", "qdisc", "add", "dev", self._TAP2, "ingress"], timeout=10)
+                proc.run(["tc", "filter", "add", "dev", self._TAP2, *vmnet._REDIRECT.format(
+                    plan.veth).split()], timeout=10)
+            except BaseException:
+                os.close(fd)
+                raise
+        g = plan.guest
+        iface = ipaddress.ip_interface(g.address)
+        att = nm.attachment(self._net_owner(name))
+        na = next(iter(att.networks.values())) if att else None
+        cmd = f"ip={iface.ip}::{g.gateway}:{iface.netmask}::eth0:off"
+        if na is not None:
+            cmd += "".join(f" nameserver={d}" for d in na.dns_servers or na.gateways[:1])
+        return Nic(id="net0", kind="tap", fd=fd, mac=g.mac), cmd, plan
+
+    def _switch_tap(self, plan: Any, back: bool = False) -> None:
+        """Point the veth's redirect at the incoming QEMU's tap (back: at the first one)."""
+        from isle.runtime.vm import network as vmnet
+        from isle.sys import proc
+
+        to = vmnet.TAP if back else self._TAP2
+        with vmnet._inside(plan.netns):
+            batch = (f"filter del dev {plan.veth} parent ffff:\n"
+                     f"filter add dev {plan.veth} {vmnet._REDIRECT.format(to)}\n")
+            proc.run(["tc", "-batch", "-"], input=batch.encode(), timeout=10, check=not back)
+
+    def _drop_second_tap(self, plan: Any) -> None:
+        from isle.runtime.vm import network as vmnet
+        from isle.sys import proc
+
+        try:
+            with vmnet._inside(plan.netns):
+                proc.run(["tc", "qdisc", "del", "dev", self._TAP2, "ingress"], timeout=10,
+                         check=False)
+        except OSError:
+            pass
 
     def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
         info = self.store.stop(name, timeout=timeout)
@@ -518,9 +713,18 @@ class VMs:
         return info
 
     def rm(self, name: str, force: bool = False) -> None:
+        spec = self.store._load(name)
         self.store.rm(name, force=force)
         self._drop_cgroup(name)
-        self._net_down(name)
+        self._net_down(name, spec)
+
+    def cgroup_name(self, name: str) -> str:
+        """/isle/vm-<name>-<root tag>: per root, as two roots (a live migration's two ends)
+        may each run a VM of this name."""
+        import hashlib
+
+        tag = hashlib.sha256(os.path.abspath(self.s.root).encode()).hexdigest()[:6]
+        return f"vm-{name}-{tag}"
 
     def _cgroup_record(self, name: str) -> str:
         return os.path.join(self.store.runroot, f"{name}.cgroup")
@@ -534,7 +738,7 @@ class VMs:
         from isle.sys.fs import atomic_write
         from isle.vm import accel
 
-        cg = manager(None, f"vm-{name}")
+        cg = manager(None, self.cgroup_name(name))
         # TCG's translated-code cache grows to 1 GiB (QEMU's default tb-size) with a whole OS
         tcg = TCG_TB_MIB if accel.detect()[0] == "tcg" else 0
         res = {"memory": {"limit": (memory_mib + QEMU_MEMORY_OVERHEAD_MIB + tcg) << 20},

@@ -113,6 +113,9 @@ class MachineConfig:
     sandbox: bool = True
     #: virtio-fs shares (need guest RAM QEMU can share: a memfd memory backend)
     shares: tuple[FsShare, ...] = ()
+    #: QEMU's image locks (OFD locks on the disk files); off where isle's own records guarantee
+    #: one writer and a live migration's two QEMUs hold the same disk
+    image_locking: bool = True
 
     def __post_init__(self) -> None:
         if self.machine not in ("microvm", "q35"):

@@ -67,6 +67,9 @@ class MachineSpec:
     ip: str = ""
     #: the isle image the disk was built from (--from-image)
     image: str = ""
+    #: the (root, runroot) whose network manager holds the VM's isle network attachment (set
+    #: when a live migration brought the VM here: its lease and tap stay where they were)
+    netroot: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -295,7 +298,8 @@ class MachineStore:
         return self.inspect(name)
 
     def config(self, name: str, forwards: dict[str, int] | None = None,
-               nic: Nic | None = None, cmdline_extra: str = "") -> MachineConfig:
+               nic: Nic | None = None, cmdline_extra: str = "",
+               incoming: str = "") -> MachineConfig:
         """The MachineConfig start() runs (pure given the record, the forwarded ports and, on an
         isle network, the tap NIC the engine made and the guest's address on the command line)."""
         forwards = forwards or {}
@@ -328,11 +332,13 @@ class MachineStore:
             console=Chardev(backend="socket", path=os.path.join(r, "console.sock"),
                             log=os.path.join(r, "console.log")),
             qmp_socket=os.path.join(r, "qmp.sock"),
+            incoming=incoming,
+            image_locking=not spec.cmdline,  # OS VMs migrate live (isle's pid record guards)
         )
 
     def start(self, name: str, *, cgroup_files: tuple[str, ...] = (),
               timeout: float = 60.0, nic: Nic | None = None,
-              cmdline_extra: str = "") -> MachineInfo:
+              cmdline_extra: str = "", incoming: str = "") -> MachineInfo:
         """Start QEMU jailed, in the cgroup whose procs files are given (the engine's), and wait
         until its monitor answers (the machine is built); VMError with QEMU's log if it fails."""
         from isle.vm import jail
@@ -341,7 +347,7 @@ class MachineStore:
         if self._pid(name):
             raise InvalidState(f"VM {name} is already running")
         forwards = self._pick_forwards(self._load(name))
-        cfg = self.config(name, forwards, nic, cmdline_extra)
+        cfg = self.config(name, forwards, nic, cmdline_extra, incoming)
         r = self._run(name)
         if len(cfg.qmp_socket) > 100:
             raise ConfigError("runroot", f"{r} is too long for unix sockets")

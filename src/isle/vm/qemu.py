@@ -84,6 +84,8 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
             opts += ",snapshot=on"
         if d.backing:
             opts += f",backing.file.filename={_esc(d.backing)},backing.driver={d.backing_format}"
+        if not cfg.image_locking:
+            opts += ",file.locking=off" + (",backing.file.locking=off" if d.backing else "")
         a += ["-drive", opts, "-device", f"{blk},drive={d.id}"]
     net = "virtio-net-device" if micro else "virtio-net-pci"
     for n in cfg.nics:

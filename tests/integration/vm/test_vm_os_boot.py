@@ -1,0 +1,275 @@
+"""Whole-OS VMs from `isle image bootstrap --os` (TCG). Debian 12 on an isle network, one boot
+shared by the checks (cloud-init provisioning, `vm exec` through qemu-guest-agent, SSH with the
+generated key, a container and the VM reaching each other by name, a published port); Debian 13
+on QEMU's user network (its own kernel and userland, a working NIC, SSH through the forwarded
+port). Leak checks after each. The OS trees are bootstrapped once per machine (cached by content
+under /var/cache/isle/os-images) and committed once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_vm_cli_from_image import Isle
+
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
+OS_CACHE = "/var/cache/isle/os-images"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def os_isle(tmp_path_factory: pytest.TempPathFactory, vm_cache: str, vmh: Any) -> Iterator[Isle]:
+    """An isle root holding debian:bookworm-os (the tree cached machine-wide: minutes once)."""
+    if not shutil.which("debootstrap") or not shutil.which("genisoimage"):
+        pytest.skip("debootstrap or genisoimage missing (scripts/setup)")
+    os.makedirs(OS_CACHE, exist_ok=True)
+    if not os.path.lexists(os.path.join(vm_cache, "os-images")):
+        os.symlink(OS_CACHE, os.path.join(vm_cache, "os-images"))
+    d = tmp_path_factory.mktemp("osroot")
+    i = Isle(d / "root", d / "run", vm_cache, vmh)
+    cp = i("image", "bootstrap", "--os", "debian:bookworm", timeout=3000)
+    assert "debian:bookworm" in cp.stderr  # progress lines
+    yield i
+    names = i("vm", "ls", "-q", check=False).stdout.split()
+    if names:
+        i("vm", "rm", "-f", *names, check=False)
+    shutil.rmtree(d / "run", ignore_errors=True)
+
+
+NET = "isleosnet"
+
+
+@pytest.fixture(scope="module")
+def deb(os_isle: Isle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One provisioned VM on an isle network (with a container beside it), booted until its
+    guest agent answers and cloud-init is done."""
+    d = tmp_path_factory.mktemp("osvm")
+    ud = d / "user-data"
+    ud.write_text("#!/bin/sh\necho from-user-data > /var/tmp/isle-user-data\n")
+    web = _free_port()
+    os_isle("network", "create", NET)
+    try:
+        os_isle("vm", "create", "--from-image", "debian:bookworm-os", "-m", "768M",
+                "--network", NET, "--hostname", "osguest", "--cloud-init", str(ud),
+                "-p", f"127.0.0.1:{web}:8080", "deb")
+        os_isle("run", "-d", "--name", "ctr", "--network", NET, "busybox", "httpd", "-f",
+                "-p", "8081", "-h", "/etc")
+        t0 = time.monotonic()
+        os_isle("vm", "start", "deb")
+        cp = os_isle("vm", "exec", "--wait", "900", "deb", "--", "cloud-init", "status",
+                     "--wait", timeout=1000)
+        boot = time.monotonic() - t0
+        yield {"web": web, "boot": boot, "status": cp.stdout}
+    finally:
+        os_isle("rm", "-f", "ctr", check=False)
+        os_isle("vm", "rm", "-f", "deb", check=False)
+        os_isle("network", "rm", NET, check=False)
+    assert os_isle.qemus(str(os_isle.root)) == [], "QEMU left running"
+    assert not (os_isle.root / "vms" / "deb").exists(), "the VM's dir (seed ISO, keys) is left"
+    nets = os_isle.root / "networks"
+    assert not any("vmos-deb" in str(p) for p in nets.rglob("*")), "lease/netns left behind"
+
+
+@pytest.mark.timeout(1500)
+def test_os_vm_exec_and_cloud_init(os_isle: Isle, deb: dict[str, Any]) -> None:
+    assert "done" in deb["status"], deb["status"]
+    cp = os_isle("vm", "exec", "deb", "--", "sh", "-c", "echo out; echo err >&2; exit 7",
+                 check=False)
+    assert (cp.returncode, cp.stdout, cp.stderr) == (7, "out\n", "err\n")
+    assert os_isle("vm", "exec", "deb", "--", "hostname").stdout.strip() == "osguest"
+    assert os_isle("vm", "exec", "deb", "--", "cat", "/var/tmp/isle-user-data").stdout \
+        == "from-user-data\n"
+    # PID 1 is systemd, the image's own kernel (Debian's cloud kernel) runs
+    assert os_isle("vm", "exec", "deb", "--", "cat", "/proc/1/comm").stdout.strip() == "systemd"
+    assert "cloud" in os_isle("vm", "exec", "deb", "--", "uname", "-r").stdout
+    cp = os_isle("vm", "exec", "deb", "--", "id", "isle")
+    assert "sudo" in cp.stdout
+    cp = os_isle("vm", "exec", "deb", "--", "/no/such", check=False)
+    assert cp.returncode != 0 and "/no/such" in cp.stderr
+
+
+def _ssh_ok(isle: Isle, name: str, user: str) -> None:
+    deadline, cp = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        cp = isle("vm", "ssh", name, "--", "echo", "ssh-$((6*7))", "$(whoami)", check=False,
+                  timeout=60)
+        if cp.returncode == 0:
+            break
+        time.sleep(3)
+    assert cp is not None and cp.stdout.strip() == f"ssh-42 {user}", cp.stderr
+    assert (Path(isle.root) / "vms" / name / "id_ed25519").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.timeout(300)
+def test_os_vm_on_isle_network_with_container_by_name(os_isle: Isle,
+                                                      deb: dict[str, Any]) -> None:
+    info = json.loads(os_isle("vm", "inspect", "deb").stdout)[0]
+    assert info["user"] == "isle" and info["network"] == NET
+    # the VM's address is its lease on the network, applied from the kernel command line
+    addr = os_isle("vm", "exec", "deb", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    lease = info["networks"]["Networks"][NET]["ips"][0]
+    assert f" {lease}/" in addr, (addr, info["networks"])
+    # the VM resolves and reaches the container by name
+    cp = os_isle("vm", "exec", "deb", "--", "python3", "-c",
+                 "import urllib.request as u; print(u.urlopen('http://ctr:8081/hostname', "
+                 "timeout=20).read().decode().strip())", check=False, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    # ... and the container the VM, by its name
+    os_isle("vm", "exec", "deb", "--", "sh", "-c", "mkdir -p /srv/w && echo hello-vm > "
+            "/srv/w/index.html && systemd-run --unit isle-web -p WorkingDirectory=/srv/w "
+            "python3 -m http.server 8080")
+    deadline, out = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and "hello-vm" not in out:
+        out = os_isle("exec", "ctr", "wget", "-qO-", "http://deb:8080/", check=False).stdout
+        time.sleep(1)
+    assert out == "hello-vm\n"
+    _ssh_ok(os_isle, "deb", "isle")  # straight to its address over the bridge
+
+
+@pytest.mark.timeout(300)
+def test_os_vm_published_port(os_isle: Isle, deb: dict[str, Any]) -> None:
+    os_isle("vm", "exec", "deb", "--", "sh", "-c", "mkdir -p /srv/w && echo hello-vm > "
+            "/srv/w/index.html && (systemctl is-active -q isle-web || systemd-run --unit "
+            "isle-web -p WorkingDirectory=/srv/w python3 -m http.server 8080)")
+    deadline, body = time.monotonic() + 60, b""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{deb['web']}/", timeout=10) as r:
+                body = r.read()
+            break
+        except OSError:
+            time.sleep(1)
+    assert body == b"hello-vm\n"
+
+
+@pytest.mark.timeout(600)
+def test_os_vm_live_migration_keeps_a_tcp_connection(os_isle: Isle, deb: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    """`isle vm migrate` to a second isle root: RAM over the QEMUs' migration channel, a TCP
+    connection from the host into the guest (over the isle network) keeps working; the VM then
+    lives in the other root (ps, exec, rm there), nothing stays behind in the first."""
+    os_isle("vm", "exec", "deb", "--", "systemd-run", "--unit", "isle-echo", "python3", "-c",
+            "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+            "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 7000)); s.listen()\n"
+            "while True:\n c, _ = s.accept()\n while (d := c.recv(100)): c.sendall(d.upper())")
+    info = json.loads(os_isle("vm", "inspect", "deb").stdout)[0]
+    ip = info["networks"]["Networks"][NET]["ips"][0]
+    deadline, conn = time.monotonic() + 60, None
+    while conn is None:
+        try:
+            conn = socket.create_connection((ip, 7000), timeout=5)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    other = Isle(tmp_path / "root2", Path(f"/run/isle-t{os.getpid()}"), os_isle.env["ISLE_CACHE"],
+                 type("V", (), {"qemus": staticmethod(os_isle.qemus)})())
+    try:
+        conn.settimeout(60)
+        conn.sendall(b"before")
+        assert conn.recv(100) == b"BEFORE"
+        cp = os_isle("vm", "migrate", "deb", "--to", str(other.root), "--to-runroot",
+                     str(other.runroot), timeout=600)
+        assert "downtime" in cp.stderr, cp.stderr
+        conn.sendall(b"after")
+        assert conn.recv(100) == b"AFTER"  # the same connection, now into the new QEMU
+        assert "deb" not in os_isle("vm", "ls", "-q").stdout.split()
+        assert "deb vm-os" in other("ps", "--format", "{{.Names}} {{.Isolation}}").stdout
+        assert other("vm", "exec", "deb", "--", "cat", "/var/tmp/isle-user-data").stdout \
+            == "from-user-data\n"
+    finally:
+        conn.close()
+        other("vm", "rm", "-f", "deb", check=False)
+        shutil.rmtree(other.runroot, ignore_errors=True)
+    assert os_isle.qemus(str(tmp_path)) == []
+    assert os_isle.qemus(str(os_isle.root)) == []
+
+
+def test_os_vm_bad_input(os_isle: Isle, tmp_path: Path) -> None:
+    for args, word in [
+        (["--user", "Root!"], "--user"),
+        (["--hostname", "bad_host"], "--hostname"),
+        (["--ssh-key", "not-a-key"], "--ssh-key"),
+        (["--cloud-init", str(tmp_path / "missing")], "--cloud-init"),
+        (["-p", "99999:22"], "--publish"),
+    ]:
+        cp = os_isle("vm", "create", "--from-image", "debian:bookworm-os", *args, "bad",
+                     check=False)
+        assert cp.returncode != 0 and word in cp.stderr, (args, cp.stderr)
+    assert "bad" not in os_isle("vm", "ls", "-q").stdout.split()
+    cp = os_isle("image", "bootstrap", "--os", "plan9:4", check=False)
+    assert cp.returncode != 0 and "plan9" in cp.stderr
+
+
+@pytest.mark.timeout(2700)
+def test_debian13_boots_snapshots_exports_to_vmdk_and_imports_back(os_isle: Isle,
+                                                                   tmp_path: Path) -> None:
+    """Debian 13 (another kernel and userland than the host's) on QEMU's user network: a
+    working NIC (virtio_net, DHCP), `isle vm ssh` through the forwarded port, a snapshot of the
+    running VM restored, then its disk exported as a VMDK and imported back as a new VM that
+    boots with the data (the VMDK is what VMware and VirtualBox take)."""
+    os_isle("image", "bootstrap", "--os", "debian:trixie", timeout=3000)
+    os_isle("vm", "create", "--from-image", "debian:trixie-os", "-m", "768M", "--user", "ops",
+            "trixie")
+    try:
+        os_isle("vm", "start", "trixie")
+        cp = os_isle("vm", "exec", "--wait", "900", "trixie", "--", "cloud-init", "status",
+                     "--wait", timeout=1000, check=False)
+        assert "status: done" in cp.stdout, (cp.stdout, cp.stderr)
+        rel = os_isle("vm", "exec", "trixie", "--", "cat", "/etc/os-release").stdout
+        assert 'VERSION_ID="13"' in rel
+        assert "virtio_net" in os_isle("vm", "exec", "trixie", "--", "cat",
+                                       "/proc/modules").stdout
+        addr = os_isle("vm", "exec", "trixie", "--", "ip", "-4", "-o", "addr", "show",
+                       "eth0").stdout
+        assert "10.0.2.15" in addr, addr
+        info = json.loads(os_isle("vm", "inspect", "trixie").stdout)[0]
+        assert any(k.startswith("22/tcp") for k in info["forwards"])
+        _ssh_ok(os_isle, "trixie", "ops")
+        # isle ps / inspect / logs see the VM as one more object
+        ps = os_isle("ps", "--format", "{{.Names}} {{.Isolation}}").stdout
+        assert "trixie vm-os" in ps
+        assert json.loads(os_isle("inspect", "trixie").stdout)[0]["Memory"]["Pss"] > 0
+        assert b"Debian" in subprocess.run(os_isle.argv("logs", "trixie"), capture_output=True,
+                                           env=os_isle.env, timeout=60).stdout
+        # snapshot the running VM, change it, go back
+        os_isle("vm", "exec", "trixie", "--", "sh", "-c", "echo keep > /root/marker && sync")
+        os_isle("vm", "snapshot", "create", "trixie", "s1", timeout=600)
+        assert "s1" in os_isle("vm", "snapshot", "ls", "trixie").stdout
+        os_isle("vm", "exec", "trixie", "--", "sh", "-c", "echo gone > /root/later && sync")
+        os_isle("vm", "snapshot", "restore", "trixie", "s1", timeout=600)
+        ls = os_isle("vm", "exec", "--wait", "60", "trixie", "--", "ls", "/root").stdout
+        assert ls.split() == ["marker"], ls
+        # export to VMDK (stopped), import back, boot it
+        os_isle("stop", "trixie", timeout=120)
+        vmdk = tmp_path / "trixie.vmdk"
+        os_isle("vm", "export", "trixie", "-o", str(vmdk), "--format", "vmdk", timeout=600)
+        out = subprocess.run(["qemu-img", "info", "--output=json", str(vmdk)],
+                             capture_output=True, text=True, check=True).stdout
+        assert json.loads(out)["format"] == "vmdk"
+        assert os_isle("vm", "import", str(vmdk), "--name", "back", timeout=600).stdout \
+            == "back\n"
+        os_isle("vm", "start", "back")
+        cp = os_isle("vm", "exec", "--wait", "900", "back", "--", "cat", "/root/marker",
+                     timeout=1000)
+        assert cp.stdout == "keep\n"
+    finally:
+        os_isle("vm", "rm", "-f", "trixie", "back", check=False)
+    assert os_isle.qemus(str(os_isle.root)) == []
+    assert not (os_isle.root / "vms" / "trixie").exists()
