@@ -372,6 +372,33 @@ def register(cli: click.Group) -> None:
         _out(name)
         return 0
 
+    @vm.command("push")
+    @click.argument("name")
+    @click.argument("ref")
+    @click.option("--tls-verify/--no-tls-verify", default=True, show_default=True,
+                  help="Require HTTPS with a verified certificate.")
+    @click.pass_context
+    def push(ctx: click.Context, name: str, ref: str, tls_verify: bool) -> int:
+        """Push a stopped VM's disk to a registry (an OCI image with /disk/disk.qcow2, as
+        KubeVirt's containerDisk); print the manifest digest."""
+        _out(_vms(ctx).push(name, ref, tls_verify=tls_verify))
+        return 0
+
+    @vm.command("pull")
+    @click.argument("ref")
+    @click.option("--name", default="", help="The VM's name (default: the repository's).")
+    @click.option("--tls-verify/--no-tls-verify", default=True, show_default=True,
+                  help="Require HTTPS with a verified certificate.")
+    @click.option("--network", default="", help="none, user or an isle network.")
+    @click.option("--user", default="", help="An isle OS disk: the user cloud-init provisions.")
+    @click.pass_context
+    def pull(ctx: click.Context, ref: str, name: str, tls_verify: bool, network: str,
+             user: str) -> int:
+        """Make a VM from a disk in a registry (isle vm push's or a containerDisk image)."""
+        _out(_vms(ctx).pull(ref, name, tls_verify=tls_verify, network=network,
+                            user=user).spec.name)
+        return 0
+
     @vm.command("password")
     @click.argument("name")
     @click.pass_context

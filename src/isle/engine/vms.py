@@ -284,6 +284,78 @@ class VMs:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    # -- disks as OCI artifacts in registries ------------------------------------------------
+    def push(self, name: str, ref: str, *, tls_verify: bool = True,
+             progress: Any = None) -> str:
+        """The stopped VM's disk pushed to a registry as a one-layer OCI image holding
+        /disk/disk.qcow2 (KubeVirt's containerDisk layout: skopeo, crane, podman and KubeVirt
+        read it) with the VM's size in its labels; the manifest digest."""
+        import shutil
+        import tempfile
+
+        from isle.engine.images import Images
+        from isle.image.defaults import _image_from_dir
+        from isle.image.store import now_iso
+
+        spec = self.store._load(name)
+        d = os.path.join(self.store.root, ".disks")
+        os.makedirs(d, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="push-", dir=d)
+        imgs = Images(self.s)
+        try:
+            os.mkdir(os.path.join(work, "disk"))
+            self.store.export(name, os.path.join(work, "disk", "disk.qcow2"), "qcow2")
+            labels = {"org.isle.vm.disk": "/disk/disk.qcow2",
+                      "org.isle.vm.memory_mib": str(spec.memory_mib),
+                      "org.isle.vm.vcpus": str(spec.vcpus),
+                      "org.isle.vm.firmware": spec.firmware}
+            _image_from_dir(imgs.store, work, ref, {"Labels": labels}, now_iso(),
+                            f"isle vm push {name}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        try:
+            return str(imgs.push(ref, tls_verify=tls_verify, progress=progress))
+        finally:
+            try:
+                imgs.store.remove(ref)  # the registry has it; no second copy of the disk here
+            except Exception:
+                pass
+
+    def pull(self, ref: str, name: str = "", *, tls_verify: bool = True,
+             progress: Any = None, network: str = "", user: str = "") -> MachineInfo:
+        """A VM from a disk in a registry (isle vm push's, or any containerDisk image: the
+        first *.qcow2/*.img/*.raw/*.vmdk under /disk)."""
+        from isle.engine.images import Images
+        from isle.errors import NotFound as NF
+
+        imgs = Images(self.s)
+        img = imgs.pull(ref, tls_verify=tls_verify, progress=progress)
+        try:
+            labels = (img.config.get("config") or {}).get("Labels") or {}
+            disk_path = ""
+            for layer in reversed(img.layer_dirs):
+                dd = os.path.join(layer, "disk")
+                if os.path.isdir(dd):
+                    for n in sorted(os.listdir(dd)):
+                        if n.endswith((".qcow2", ".img", ".raw", ".vmdk", ".vdi", ".vhdx")):
+                            disk_path = os.path.join(dd, n)
+                            break
+                if disk_path:
+                    break
+            if not disk_path:
+                raise NF(f"{ref} holds no VM disk (/disk/*.qcow2)")
+            return self.import_(disk_path, name or ref.rsplit("/", 1)[-1].split(":")[0]
+                                .split("@")[0],
+                                memory_mib=int(labels.get("org.isle.vm.memory_mib") or 0),
+                                vcpus=int(labels.get("org.isle.vm.vcpus") or 0),
+                                firmware=labels.get("org.isle.vm.firmware") or "bios",
+                                network=network, user=user)
+        finally:
+            try:
+                imgs.store.remove(ref)  # the disk is a base under .disks/ now
+            except Exception:
+                pass
+
     def _kernel_from_disk(self, base: str, work: str) -> tuple[str, str]:
         """An isle OS disk's newest kernel + initramfs, copied out with debugfs (no mount)."""
         import shutil

@@ -1,0 +1,143 @@
+"""Moving whole-OS VMs without a long boot: a boot-sector disk (it prints a line on COM1) goes
+through `vm push` to a local registry (skopeo reads what was pushed), `vm pull` back as a new VM
+that boots, `vm export --format ova|vdi` and `vm import` of each; stopped-VM snapshots; formats
+and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_vm_cli_machine import MSG, VmCli, boot_disk
+
+pytestmark = [pytest.mark.qemu, pytest.mark.root]
+
+
+@pytest.fixture
+def vm(tmp_path: Path, vmh: Any) -> Iterator[VmCli]:
+    v = VmCli(tmp_path, vmh.qemus)
+    yield v
+    names = v("ls", "-q", check=False).stdout.split()
+    if names:
+        v("rm", "-f", *names, check=False)
+    assert vmh.qemus(str(tmp_path)) == [], "QEMU left running"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    if shutil.which("docker-registry") is None or shutil.which("skopeo") is None:
+        pytest.skip("needs Debian's docker-registry and skopeo")
+    d = tmp_path / "registry"
+    d.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "config.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(d / "data") +
+        f"\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: isle-vmos\n")
+    log = open(d / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    try:
+        end = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError((d / "registry.log").read_text()[-2000:]) from None
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _console_has(vm: VmCli, name: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(vm.argv("console", name, "--no-stdin", "--timeout", "2"),
+                             capture_output=True, env=vm.env, timeout=30).stdout
+        if MSG.strip() in out:
+            return True
+    return False
+
+
+@pytest.mark.registry
+@pytest.mark.timeout(300)
+def test_vm_push_pull_through_a_registry(vm: VmCli, tmp_path: Path, registry: str) -> None:
+    base = boot_disk(tmp_path / "os.img")
+    vm("create", "src", "--disk", str(base), "--memory", "64M", "--cpus", "1")
+    ref = f"{registry}/vms/src:v1"
+    digest = vm("push", "src", ref, "--no-tls-verify", timeout=120).stdout.strip()
+    assert digest.startswith("sha256:")
+    info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                                      f"docker://{ref}"], capture_output=True, text=True,
+                                     check=True, timeout=60).stdout)
+    assert info["Labels"]["org.isle.vm.disk"] == "/disk/disk.qcow2"
+    assert info["Labels"]["org.isle.vm.memory_mib"] == "64"
+    vm("rm", "src")
+    assert vm("pull", ref, "--name", "back", "--no-tls-verify", timeout=120).stdout == "back\n"
+    d = json.loads(vm("inspect", "back").stdout)[0]
+    assert d["memory_mib"] == 64
+    vm("start", "back")
+    assert _console_has(vm, "back")
+    vm("stop", "-t", "1", "back", timeout=60)
+    cp = vm("pull", f"{registry}/vms/none:v1", "--no-tls-verify", check=False, timeout=60)
+    assert cp.returncode != 0
+
+
+@pytest.mark.timeout(300)
+def test_vm_export_import_ova_vdi_and_stopped_snapshots(vm: VmCli, tmp_path: Path) -> None:
+    base = boot_disk(tmp_path / "os.img")
+    vm("create", "m", "--disk", str(base), "--memory", "64M", "--cpus", "2")
+    # snapshots of a stopped VM: its disk
+    vm("snapshot", "create", "m", "s1")
+    assert [s["name"] for s in json.loads(vm("snapshot", "ls", "m", "--format",
+                                             "json").stdout)] == ["s1"]
+    assert vm("snapshot", "create", "m", "s1", check=False).returncode != 0
+    assert vm("snapshot", "restore", "m", "nope", check=False).returncode != 0
+    assert vm("snapshot", "create", "m", "bad/tag", check=False).returncode != 0
+    vm("snapshot", "restore", "m", "s1")
+    vm("snapshot", "rm", "m", "s1")
+    assert json.loads(vm("snapshot", "ls", "m", "--format", "json").stdout) == []
+    # OVA: descriptor + streamOptimized VMDK, sizes travel with it
+    ova = tmp_path / "m.ova"
+    vm("export", "m", "-o", str(ova), "--format", "ova", timeout=120)
+    names = subprocess.run(["tar", "tf", str(ova)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert names[0] == "m.ovf" and names[1].endswith(".vmdk")
+    assert vm("import", str(ova), "--name", "fromova", timeout=120).stdout == "fromova\n"
+    d = json.loads(vm("inspect", "fromova").stdout)[0]
+    assert (d["memory_mib"], d["vcpus"]) == (64, 2)
+    vm("start", "fromova")
+    assert _console_has(vm, "fromova")
+    vm("rm", "-f", "fromova", timeout=60)
+    # VirtualBox's format, then --disk takes it directly too
+    vdi = tmp_path / "m.vdi"
+    vm("export", "m", "-o", str(vdi), "--format", "vdi", timeout=120)
+    fmt = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(vdi)],
+                                    capture_output=True, text=True, check=True).stdout)["format"]
+    assert fmt == "vdi"
+    vm("create", "fromvdi", "--disk", str(vdi), "--memory", "64M")
+    vm("start", "fromvdi")
+    assert _console_has(vm, "fromvdi")
+    vm("rm", "-f", "fromvdi", timeout=60)
+    # bad input: a clear error, nothing made
+    assert vm("export", "m", "-o", str(tmp_path / "no/such/dir/x.vmdk"), "--format", "vmdk",
+              check=False).returncode != 0
+    junk = tmp_path / "junk.ova"
+    junk.write_bytes(b"not a tar")
+    cp = vm("import", str(junk), check=False)
+    assert cp.returncode != 0 and "junk.ova" in cp.stderr
+    assert vm("ls", "-q").stdout.split() == ["m"]
