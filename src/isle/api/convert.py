@@ -137,6 +137,57 @@ def _int_field(d: dict[str, Any], key: str, field: str) -> int:
     return int(v)
 
 
+#: POST /containers/{id}/update: Docker's UpdateConfig fields isle applies -> RunOptions field
+UPDATE_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap",
+                 "MemoryReservation": "memory_reservation", "CpuShares": "cpu_shares",
+                 "CpusetCpus": "cpuset_cpus", "PidsLimit": "pids_limit",
+                 "BlkioWeight": "blkio_weight"}
+
+
+def update_changes(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Docker's UpdateConfig -> (RunOptions changes, RestartPolicy or None) for Engine.update.
+    Zero/null fields are "unchanged" (the docker CLI sends every field); a non-zero field isle
+    cannot apply is a 400 naming it, as is a value of the wrong type."""
+    from isle.engine.options import RestartPolicy
+
+    changes: dict[str, Any] = {}
+    for key, v in body.items():
+        if key == "RestartPolicy" or v in (None, 0, "", [], {}, False):
+            continue
+        if key in UPDATE_FIELDS:
+            if key == "CpusetCpus":
+                if not isinstance(v, str):
+                    raise ApiError(400, f"CpusetCpus: want a string such as \"0-1\", got "
+                                        f"{json.dumps(v)[:40]}")
+                changes["cpuset_cpus"] = v
+            else:
+                changes[UPDATE_FIELDS[key]] = _int_field(body, key, key)
+        elif key == "NanoCpus":
+            changes["cpus"] = _int_field(body, key, key) / 1e9
+        elif key in ("CpuQuota", "CpuPeriod"):
+            q = _int_field(body, "CpuQuota", "CpuQuota")
+            p = _int_field(body, "CpuPeriod", "CpuPeriod") or 100000
+            if q > 0:
+                changes["cpus"] = q / p
+            elif q < 0:
+                raise ApiError(400, f"CpuQuota: must be positive, got {q}")
+        else:
+            raise ApiError(400, f"{key}: updating it is not supported by isle (supported: "
+                                + ", ".join(sorted([*UPDATE_FIELDS, "NanoCpus", "CpuQuota",
+                                                    "CpuPeriod", "RestartPolicy"])) + ")")
+    restart = None
+    rp = body.get("RestartPolicy")
+    if rp is not None:
+        rp = _obj(rp, "RestartPolicy")
+        name = rp.get("Name") or ""
+        if not isinstance(name, str):
+            raise ApiError(400, f"RestartPolicy.Name: want a string, got {json.dumps(name)[:40]}")
+        if name:
+            restart = RestartPolicy(name=name, max_retries=_int_field(
+                rp, "MaximumRetryCount", "RestartPolicy.MaximumRetryCount"))
+    return changes, restart
+
+
 def _obj(d: Any, field: str) -> dict[str, Any]:
     if d is None:
         return {}
@@ -355,6 +406,7 @@ def run_options(body: dict[str, Any], name: str) -> Any:
     if not o.cpus and hc.get("CpuQuota") and hc.get("CpuPeriod"):
         o.cpus = _int_field(hc, "CpuQuota", "CpuQuota") / _int_field(hc, "CpuPeriod", "CpuPeriod")
     o.cpu_shares = _int_field(hc, "CpuShares", "HostConfig.CpuShares")
+    o.memory_reservation = _int_field(hc, "MemoryReservation", "HostConfig.MemoryReservation")
     o.cpuset_cpus = hc.get("CpusetCpus") or ""
     pl = hc.get("PidsLimit")
     o.pids_limit = int(pl) if isinstance(pl, int) and pl > 0 else 0

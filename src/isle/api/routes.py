@@ -490,13 +490,9 @@ class Api:
         self.engine.rename(req.params["id"], new)
 
     def container_update(self, req: Request) -> dict[str, Any]:
-        body = req.json()
-        self.engine.get(req.params["id"])
-        restart = body.get("RestartPolicy")
-        if body.keys() - {"RestartPolicy"} or restart:
-            raise ApiError(501, "updating a container's resources or restart policy is not "
-                                "supported yet: recreate the container with the new limits")
-        return {"Warnings": []}
+        changes, restart = convert.update_changes(req.json())
+        _, warnings = self.engine.update(req.params["id"], changes, restart)
+        return {"Warnings": warnings}
 
     def container_changes(self, req: Request) -> list[dict[str, Any]]:
         kinds = {"C": 0, "A": 1, "D": 2}

@@ -1,5 +1,5 @@
-"""Container verbs: run, create, start, stop, restart, kill, rm, pause, unpause, wait, rename, ps,
-inspect, logs, exec, top, cp, stats, port, diff, commit, export, events, and the `container`
+"""Container verbs: run, create, start, stop, restart, kill, rm, pause, unpause, wait, rename,
+update, ps, inspect, logs, exec, top, cp, stats, port, diff, commit, export, events, and the `container`
 group (the same verbs, plus ls, remove, prune, healthcheck).
 
 Every verb is a module-level click command added by `register`; `run`/`create` are built from the
@@ -231,6 +231,75 @@ def rename(ctx: click.Context, container: str, new_name: str) -> int:
     """Rename a container."""
     _engine(ctx).rename(container, new_name)
     return 0
+
+
+@_verb("update")
+@click.option("-m", "--memory", default=None, help="Memory limit (e.g. 512m).")
+@click.option("--memory-swap", default=None,
+              help="Memory plus swap limit (-1: unlimited swap).")
+@click.option("--memory-reservation", default=None, help="Memory soft limit.")
+@click.option("--cpus", default=None, help="Number of CPUs (e.g. 1.5).")
+@click.option("-c", "--cpu-shares", default=None, help="CPU shares (relative weight).")
+@click.option("--cpu-period", default=None, help="CFS period in microseconds (with --cpu-quota).")
+@click.option("--cpu-quota", default=None, help="CFS quota in microseconds per period.")
+@click.option("--cpuset-cpus", default=None, help="CPUs to run on (0-3, 0,1).")
+@click.option("--pids-limit", default=None, help="Process limit (-1: unlimited).")
+@click.option("--blkio-weight", default=None, help="Block IO weight (10 to 1000).")
+@click.option("--restart", default=None, help="Restart policy (no, on-failure[:N], always, "
+              "unless-stopped).")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def update(ctx: click.Context, containers: tuple[str, ...], **kw: str | None) -> int:
+    """Change containers' resource limits and restart policy (live, and kept for restarts)."""
+    from isle.errors import ConfigError
+
+    try:
+        return _update(ctx, containers, kw)
+    except ConfigError as exc:
+        exc.exit_code = 125  # docker update's code for a bad flag value
+        raise
+
+
+def _update(ctx: click.Context, containers: tuple[str, ...], kw: dict[str, str | None]) -> int:
+    from isle.engine import options as o
+    from isle.errors import ConfigError
+
+    def num(flag: str, raw: str) -> int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(flag, f"invalid number {raw!r}") from None
+
+    changes: dict[str, Any] = {}
+    for key in ("memory", "memory_swap", "memory_reservation"):
+        raw = kw[key]
+        flag = "--" + key.replace("_", "-")
+        if raw is not None:
+            changes[key] = -1 if raw.strip() == "-1" else o.parse_bytes(flag, raw)
+    for key in ("cpu_shares", "pids_limit", "blkio_weight"):
+        if kw[key] is not None:
+            changes[key] = num("--" + key.replace("_", "-"), str(kw[key]))
+    if kw["cpus"] is not None:
+        changes["cpus"] = o.parse_cpus(kw["cpus"])
+    if kw["cpu_quota"] is not None:
+        quota = num("--cpu-quota", kw["cpu_quota"])
+        period = num("--cpu-period", kw["cpu_period"]) if kw["cpu_period"] else 100000
+        if quota <= 0 or period <= 0:
+            raise ConfigError("--cpu-quota", "--cpu-quota and --cpu-period must be positive")
+        changes["cpus"] = quota / period
+    elif kw["cpu_period"] is not None:
+        raise ConfigError("--cpu-period", "needs --cpu-quota as well")
+    if kw["cpuset_cpus"] is not None:
+        changes["cpuset_cpus"] = kw["cpuset_cpus"]
+    restart = o.parse_restart(kw["restart"]) if kw["restart"] is not None else None
+    if not changes and restart is None:
+        raise ConfigError("", "you must provide one or more flags when using this command")
+
+    def one(ref: str) -> None:
+        _, warnings = _engine(ctx).update(ref, changes, restart)
+        for w in warnings:
+            sys.stderr.write(f"WARNING: {w}\n")
+    return _each(containers, one)
 
 
 # -- looking at containers -------------------------------------------------------------------------

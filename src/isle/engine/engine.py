@@ -354,6 +354,13 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
             raise AlreadyExists(f'the container name "/{name}" is already in use') from None
         return RmReport(id=rec.id, name=name)
 
+    def update(self, ref: str, changes: dict[str, Any], restart: Any = None) -> Any:
+        """New resource limits (RunOptions field -> value) and/or restart policy, live through
+        the runtime's `update` and in the record: engine/update.py. (record, warnings)."""
+        from isle.engine.update import apply
+
+        return apply(self, ref, changes, restart)
+
     def cleanup(self, cid: str) -> None:
         """conmon's exit command: record the exit, release resources, apply the restart policy."""
         try:

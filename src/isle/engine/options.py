@@ -111,6 +111,8 @@ class RunOptions:
     cpu_shares: int = 0
     cpuset_cpus: str = ""
     pids_limit: int = 0
+    memory_reservation: int = 0  # --memory-reservation (soft limit)
+    blkio_weight: int = 0  # --blkio-weight 10..1000
     ulimits: list[Ulimit] = field(default_factory=list)
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)

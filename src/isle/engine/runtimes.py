@@ -152,6 +152,16 @@ class OciCli:
     def resume(self, cid: str) -> None:
         self.run("resume", cid)
 
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        """New limits for a live container: `update --resources -` (LinuxResources JSON on
+        stdin, as containerd's shim and podman send it); CommandError if the runtime refuses."""
+        import json
+
+        from isle.sys import proc
+
+        proc.run(self._argv("update", "--resources", "-", cid),
+                 input=json.dumps(resources).encode())
+
     def ps(self, cid: str) -> list[int]:
         cp = self.run("ps", "--format", "json", cid, check=False)
         if cp.returncode != 0:
@@ -262,6 +272,11 @@ class IsleVmRuntime(OciCli):
 
     def ps(self, cid: str) -> list[int]:
         raise self.unsupported("top", "its processes are the guest's, not this host's")
+
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        raise self.unsupported("update of a running container's resources",
+                               "its limits are the VM's, set when it boots: stop it, update, "
+                               "start it again")
 
 
 def vm_boot(settings: Settings, spec: dict[str, Any], bundle: str) -> Any:

@@ -220,6 +220,8 @@ def _resources(opts: RunOptions) -> dict[str, Any]:
             mem["swap"] = opts.memory * 2
     elif opts.memory_swap and opts.memory_swap != -1:
         raise ConfigError("--memory-swap", "needs --memory as well")
+    if opts.memory_reservation:
+        mem["reservation"] = opts.memory_reservation
     if mem:
         res["memory"] = mem
     cpu: dict[str, Any] = {}
@@ -235,6 +237,8 @@ def _resources(opts: RunOptions) -> dict[str, Any]:
         res["cpu"] = cpu
     if opts.pids_limit:
         res["pids"] = {"limit": opts.pids_limit}
+    if opts.blkio_weight:
+        res["blockIO"] = {"weight": opts.blkio_weight}
     return res
 
 

@@ -162,6 +162,8 @@ def inspect_json(rec: ContainerRecord, image_config: dict[str, Any], *, bundle: 
             (o.memory * 2 if o.memory else 0),
             "NanoCpus": int(o.cpus * 1e9), "CpuShares": o.cpu_shares, "CpusetCpus": o.cpuset_cpus,
             "PidsLimit": o.pids_limit or None,
+            "MemoryReservation": getattr(o, "memory_reservation", 0),
+            "BlkioWeight": getattr(o, "blkio_weight", 0),
             "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard}
                         for u in o.ulimits] or None,
             "GroupAdd": o.group_add or None, "Init": o.init, "Runtime": o.runtime,
