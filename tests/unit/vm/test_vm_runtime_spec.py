@@ -59,7 +59,7 @@ def test_guest_opts_carry_the_rest_of_the_spec() -> None:
         oomScoreAdj=-7, user={"uid": 0, "gid": 0, "umask": 0o27})
     cfg["linux"] = {
         "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
-        "sysctl": {"net.ipv4.ip_forward": "1"},
+        "sysctl": {"net.ipv4.ip_forward": "1"}, "rootfsPropagation": "rslave",
         "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
                      "fileMode": 0o600, "uid": 1, "gid": 2}],
     }
@@ -69,7 +69,7 @@ def test_guest_opts_carry_the_rest_of_the_spec() -> None:
     assert ("-c", f"{kill | chown:x},{kill:x},{kill:x},{kill:x},{kill:x}") in pairs
     assert ("-o", "-7") in pairs and ("-m", "27") in pairs and ("-D", "d.example") in pairs
     assert ("-M", "/proc/kcore") in pairs and ("-R", "/proc/sys") in pairs and "-O" in o
-    assert ("-y", "net.ipv4.ip_forward=1") in pairs
+    assert ("-y", "net.ipv4.ip_forward=1") in pairs and ("-P", "rslave") in pairs
     assert ("-k", "/dev/fuse:c:10:229:600:1:2") in pairs
     # an exec's process alone: its own settings, none of the container's
     assert vmspec.guest_opts({"process": cfg["process"]}) == ("-c", o[1], "-m", "27", "-o", "-7")
@@ -80,6 +80,7 @@ def test_guest_opts_carry_the_rest_of_the_spec() -> None:
     ({"devices": [{"path": "/etc/x", "type": "c"}]}, r"linux.devices\[0\].path"),
     ({"devices": [{"path": "/dev/x", "type": "q"}]}, r"linux.devices\[0\].type"),
     ({"sysctl": {"../x": "1"}}, r"linux.sysctl"),
+    ({"rootfsPropagation": "sideways"}, r"linux.rootfsPropagation"),
     ({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
                   "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}},
      r"linux.seccomp"),

@@ -164,6 +164,10 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
     )
 
 
+_PROPAGATIONS = {"shared", "rshared", "slave", "rslave", "private", "rprivate", "unbindable",
+                 "runbindable"}
+
+
 def _caps(names: Any, field: str) -> int:
     from isle.oci.runtime_spec import CAPABILITIES
 
@@ -236,6 +240,12 @@ def guest_opts(cfg: dict[str, Any]) -> tuple[str, ...]:
             out += [opt, _path(path, f"linux.{key}[{i}]")]
     if (cfg.get("root") or {}).get("readonly"):
         out.append("-O")
+    prop = linux.get("rootfsPropagation")
+    if prop:
+        if prop not in _PROPAGATIONS:
+            raise ConfigError("linux.rootfsPropagation",
+                              f"{prop!r} is not one of {', '.join(sorted(_PROPAGATIONS))}")
+        out += ["-P", prop]
     if linux.get("seccomp"):
         out += ["-s", _seccomp(linux["seccomp"])]
     return tuple(out)

@@ -12,14 +12,15 @@
  *   isle-exec [-r ROOT] [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
  *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64] [-m UMASK] [-o OOM_SCORE_ADJ]
  *             [-d] [-k PATH:TYPE:MAJ:MIN:MODE:UID:GID]... [-y KEY=VALUE]... [-D DOMAIN]
- *             [-M PATH]... [-R PATH]... [-O] [-e K=V]... -- PROG ARGS...
+ *             [-M PATH]... [-R PATH]... [-O] [-P PROPAGATION] [-e K=V]... -- PROG ARGS...
  *
  * Before chroot to ROOT: -d makes, in ROOT/dev (the spec's tmpfs the guest mounted there, not
  * its devtmpfs, which holds the guest's disk and control ports), the default devices (null zero
  * full random urandom tty), the -k devices and the symlinks fd stdin stdout stderr ptmx (core if
  * /proc/kcore exists); -y writes /proc/sys/KEY, -D sets the
  * domain name, -M masks PATH (/dev/null bound over a file, a read-only tmpfs over a directory), -R
- * makes PATH read-only, -O the root; -o writes oom_score_adj. After chroot: the seccomp program
+ * makes PATH read-only, -O the root, -P sets the root's propagation (shared, slave, private,
+ * unbindable: on the root and the mounts under it); -o writes oom_score_adj. After chroot: the seccomp program
  * (-s: struct sock_filter[], base64; FLAGS for seccomp(2), hex) is loaded before the uid changes
  * unless -n (it may need CAP_SYS_ADMIN), else last before exec; -c drops the bounding set, changes
  * uid keeping capabilities, then sets effective/permitted/inheritable and raises ambient (hex
@@ -203,7 +204,7 @@ static int cap_last(void) {
 
 int main(int argc, char **argv) {
     const char *root = NULL, *cwd = "/", *domain = NULL, *oom = NULL;
-    const char *seccomp = NULL;
+    const char *seccomp = NULL, *prop = NULL;
     long uid = -1, gid = -1, umask_v = -1;
     int nnp = 0, dev = 0, nenv = 0, ngroups = 0, set_groups = 0, roroot = 0, have_caps = 0;
     int ndevs = 0, nsysctl = 0, nmask = 0, nro = 0;
@@ -249,6 +250,7 @@ int main(int argc, char **argv) {
         case 'm': umask_v = strtol(v, NULL, 8); break;
         case 'o': oom = v; break;
         case 'D': domain = v; break;
+        case 'P': prop = v; break;
         case 'k': if (ndevs < MAXV) devs[ndevs++] = v; break;
         case 'y': if (nsysctl < MAXV) sysctls[nsysctl++] = v; break;
         case 'M': if (nmask < MAXV) masked[nmask++] = v; break;
@@ -272,6 +274,11 @@ int main(int argc, char **argv) {
     for (int k = 0; k < nmask; k++) mask(root ? root : "", masked[k]);
     for (int k = 0; k < nro; k++) readonly(root ? root : "", ros[k], 1);
     if (roroot && root) readonly(root, NULL, 0);
+    if (prop && root) {  /* linux.rootfsPropagation, on the root and every mount under it */
+        unsigned long f = strstr(prop, "shared") ? MS_SHARED : strstr(prop, "slave") ? MS_SLAVE
+                        : strstr(prop, "unbindable") ? MS_UNBINDABLE : MS_PRIVATE;
+        if (mount(NULL, root, NULL, MS_REC | f, NULL) != 0) die("rootfs propagation", prop);
+    }
     if (oom) write_file("/proc/self/oom_score_adj", oom);
     if (root && (chdir(root) != 0 || chroot(".") != 0)) die("chroot", root);
     for (int sig = 1; sig < NSIG; sig++)
