@@ -126,7 +126,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command("advise")
     @click.argument("workload", required=False)
-    @click.option("--trust", type=click.Choice(["own", "third-party", "untrusted"]))
+    @click.option("--trust", type=click.Choice(["own", "third-party", "untrusted"]),
+                  help="Whose code it runs: your own, third-party, or untrusted multi-tenant.")
     @click.option("--own-kernel", is_flag=True, default=None,
                   help="Needs its own kernel (modules, a kernel version, sysctls of its own).")
     @click.option("--other-os", is_flag=True, default=None, help="Needs another OS.")
@@ -138,10 +139,11 @@ def register(cli: click.Group) -> None:
     @click.option("--io", type=click.Choice(["low", "high"]), help="File I/O intensity.")
     @click.option("--network", "net", type=click.Choice(["low", "high"]),
                   help="Network intensity.")
-    @click.option("--lifetime", type=click.Choice(["long-running", "batch"]))
+    @click.option("--lifetime", type=click.Choice(["long-running", "batch"]),
+                  help="A long-running service or a batch job that exits.")
     @click.option("--image", default="", help="The image the command line runs.")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-                  show_default=True)
+                  show_default=True, help="json prints the advice as JSON on stdout.")
     @click.pass_context
     def advise_cmd(ctx: click.Context, workload: str | None, fmt: str, image: str,
                    **flags: Any) -> None:

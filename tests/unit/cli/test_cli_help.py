@@ -11,7 +11,7 @@ from isle.cli.app import cli, register
 from isle.cli.container import _run_options
 
 #: commands whose modules belong to other work in flight (their owners add help there)
-NOT_YET = ("advise", "bench", "lint", "vm", "kube")
+NOT_YET = ("vm", "kube")
 
 
 def _walk(cmd: click.Command, path: list[str]):
