@@ -220,8 +220,8 @@ class VMs:
         tmp = f"{out}.vmdk.{os.getpid()}"
         try:
             self.store.export(name, tmp, "vmdk")
-            cap = int(disk.info(os.path.join(self.store._dir(name), "disk.qcow2"))
-                      .get("virtual-size") or 0)
+            cap = int(str(disk.info(os.path.join(self.store._dir(name), "disk.qcow2"))
+                          .get("virtual-size") or 0))
             return ova.write(out, name=name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
                              vmdk=tmp, capacity=cap)
         finally:
@@ -247,7 +247,7 @@ class VMs:
         os.makedirs(d, exist_ok=True)
         work = tempfile.mkdtemp(prefix="import-", dir=d)
         try:
-            src, desc = path, {}
+            src, desc = path, dict[str, object]()
             if path.endswith(".ova"):
                 desc = ova.read(path, work)
                 src = str(desc["disk"])
@@ -268,8 +268,8 @@ class VMs:
             base = os.path.join(d, f"import-{key}.qcow2")
             if not os.path.exists(base):
                 disk.convert(src, base, "qcow2")
-            memory_mib = memory_mib or int(desc.get("memory_mib") or 0) or 768
-            vcpus = vcpus or int(desc.get("vcpus") or 0) or 1
+            memory_mib = memory_mib or int(str(desc.get("memory_mib") or 0)) or 768
+            vcpus = vcpus or int(str(desc.get("vcpus") or 0)) or 1
             k = disk.kind(base, "qcow2")
             if k == "ext4":
                 vml, ird = self._kernel_from_disk(base, work)
