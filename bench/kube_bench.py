@@ -49,6 +49,7 @@ def main() -> int:
     sock = "unix://" + str(d / "containerd.sock")
     cri = [crictl, "-r", sock, "-i", sock, "--timeout", "60s"]
     times: dict[str, list[float]] = {h: [] for h in handlers}
+    phases: dict[str, list[tuple[float, float, float]]] = {h: [] for h in handlers}
     try:
         subprocess.run(["ctr", "-a", str(d / "containerd.sock"), "-n", "k8s.io", "images",
                         "import", str(img)], check=True, capture_output=True)
@@ -68,14 +69,20 @@ def main() -> int:
                 t = time.perf_counter()
                 pod = subprocess.run(cri + ["runp", "--runtime", h, str(pcfg)], check=True,
                                      capture_output=True, text=True).stdout.strip()
+                t1 = time.perf_counter()
                 cid = subprocess.run(cri + ["create", pod, str(ccfg), str(pcfg)], check=True,
                                      capture_output=True, text=True).stdout.strip()
+                t2 = time.perf_counter()
                 subprocess.run(cri + ["start", cid], check=True, capture_output=True)
                 dt = time.perf_counter() - t
+                if r:
+                    phases[h].append((t1 - t, t2 - t1, t + dt - t2))
                 subprocess.run(cri + ["rmp", "-f", pod], check=True, capture_output=True)
                 if r:
                     times[h].append(dt)
-                    print(f"round {r} {h:8} {dt * 1000:7.0f} ms", flush=True)
+                    ph = phases[h][-1]
+                    print(f"round {r} {h:8} {dt * 1000:7.0f} ms  (runp {ph[0] * 1000:.0f}, "
+                          f"create {ph[1] * 1000:.0f}, start {ph[2] * 1000:.0f})", flush=True)
     finally:
         kn.down(str(d), purge=True)
         import shutil
@@ -83,7 +90,10 @@ def main() -> int:
         shutil.rmtree(top, ignore_errors=True)
     res = {"bench": "kube pod start to ready (runp+create+start)", "host": platform.node(),
            "rounds": a.rounds, "median_ms": {h: round(statistics.median(v) * 1000, 1)
-                                             for h, v in times.items() if v}}
+                                             for h, v in times.items() if v},
+           "median_phase_ms": {h: {k: round(statistics.median(x[i] for x in v) * 1000, 1)
+                                   for i, k in enumerate(("runp", "create", "start"))}
+                               for h, v in phases.items() if v}}
     if "runc" in times:
         base = times["runc"]
         res["ratio_vs_runc"] = {
