@@ -235,7 +235,20 @@ def render(job: Job) -> str:
     lines += [
         "pid=$!",
         "echo started >&3",
+        # the guest agent's answers (top, stats): the container's processes are those chrooted
+        # into /newroot by isle-exec; one line each on the control port
+        "isle_mine() { l=,$(busybox ls -l /proc/[0-9]*/root 2>/dev/null | busybox awk"
+        " '$NF == \"/newroot\" {split($(NF - 2), p, \"/\"); printf \"%s,\", p[3]}'); }",
+        "isle_ps() { isle_mine; echo \"ps $(busybox ps -o pid,ppid,user,stat,rss,args"
+        " | busybox awk -v l=\"$l\" 'NR == 1 || index(l, \",\" $1 \",\")'"
+        " | busybox base64 | busybox tr -d '\\n')\"; }",
+        "isle_stats() { isle_mine; echo \"stats $(busybox awk '/^MemTotal:/ {t = $2}"
+        " /^MemAvailable:/ {a = $2} END {print t, a}' /proc/meminfo)"
+        " $(busybox awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat)"
+        " $(echo \"$l\" | busybox tr , '\\n' | busybox grep -c .)\"; }",
         '( while read -r c a b d <&3; do case "$c" in',
+        "    ps) isle_ps >&3;;",
+        "    stats) isle_stats >&3;;",
         '    kill) kill -"$a" "$pid" 2>/dev/null;;',
         # a terminal resized: winsz HVC ROWS COLS (the kernel sends SIGWINCH)
         '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',

@@ -71,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     for verb in ("pause", "resume"):
         sub.add_parser(verb).add_argument("id")
-    for verb in ("ps", "events", "update", "checkpoint", "restore"):
+    p = sub.add_parser("ps")  # runc's: the guest's processes of the container
+    p.add_argument("-f", "--format", default="table", choices=("table", "json"))
+    p.add_argument("id")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    sub.add_parser("stats").add_argument("id")  # isle's: the guest's memory/cpu/pids + QEMU PSS
+    for verb in ("events", "update", "checkpoint", "restore"):
         p = sub.add_parser(verb)
         p.add_argument("rest", nargs=argparse.REMAINDER)
     return ap
@@ -158,6 +163,15 @@ def _dispatch(a: argparse.Namespace) -> int:
             json.dump(spec, f, indent=2)
     elif a.verb == "exec":
         return _exec(a)
+    elif a.verb == "ps":
+        rows = runner.guest_ps(a.id, a.root)
+        if a.format == "json":
+            print(json.dumps([int(r[0]) for r in rows[1:] if r and r[0].isdigit()]))
+        else:
+            for r in rows:
+                print("{:>6} {:<8} {:>8} {}".format(*r) if len(r) == 4 else " ".join(r))
+    elif a.verb == "stats":
+        print(json.dumps(runner.guest_stats(a.id, a.root)))
     else:
         raise Unsupported(f"{a.verb}: not supported by the VM runtime")
     return 0

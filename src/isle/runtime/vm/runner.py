@@ -36,6 +36,10 @@ __all__ = [
     "pause",
     "resume",
     "READY_TIMEOUT",
+    "guest_ps",
+    "guest_stats",
+    "qemu_pss",
+    "console",
 ]
 
 READY_TIMEOUT = float(os.environ.get("ISLE_VM_READY_TIMEOUT", "90"))
@@ -544,6 +548,7 @@ def _serve(
     slots: dict[int, socket.socket | None] = {i: None for i in range(1, EXEC_SLOTS + 1)}
     busy: set[int] = set()
     tty_slot = 0  # the exec slot the VM's terminal (hvc0) is lent to
+    asking: dict[str, list[socket.socket]] = {"ps": [], "stats": []}  # guest agent queries
     stop = {"sig": 0}
 
     def on_term(signum: int, _f: Any) -> None:
@@ -604,6 +609,15 @@ def _serve(
                     except OSError:
                         pass
                     caller.close()
+            elif line.split(" ", 1)[0] in asking:  # the guest agent's answer: to the askers
+                word, _, rest = line.partition(" ")
+                for c in asking[word]:
+                    try:
+                        c.sendall(f"ok {rest}\n".encode())
+                    except OSError:
+                        pass
+                    c.close()
+                asking[word].clear()
             elif line.startswith("error"):
                 raise VMError(f"guest init failed: {line[6:]}")
         if lsock in r:
@@ -657,6 +671,14 @@ def _serve(
                     job_sent = True
                     deadline = time.monotonic() + READY_TIMEOUT
                     waiting.append(conn)
+            elif cmd[:1] in (["ps"], ["stats"]) and len(cmd) == 1:
+                if not started:
+                    conn.sendall(b"error the container's process has not started\n")
+                    conn.close()
+                else:
+                    if not asking[cmd[0]]:
+                        vm.send(cmd[0].encode())
+                    asking[cmd[0]].append(conn)
             elif cmd[:1] == ["winsz"] and len(cmd) == 4 and all(x.isdigit() for x in cmd[1:]):
                 # an exec's terminal resized: winsz SLOT ROWS COLS (the slot's tty is hvcSLOT)
                 if tty_slot and int(cmd[1]) == tty_slot:
@@ -676,7 +698,7 @@ def _serve(
                 conn.close()
 
 
-def _ask(s: st.State, line: str, timeout: float = READY_TIMEOUT) -> None:
+def _ask(s: st.State, line: str, timeout: float = READY_TIMEOUT) -> str:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -689,6 +711,60 @@ def _ask(s: st.State, line: str, timeout: float = READY_TIMEOUT) -> None:
         sock.close()
     if not ans.startswith("ok"):
         raise VMError(f"container {s.id}: {ans.removeprefix('error ') or 'monitor went away'}")
+    return ans[3:]
+
+
+def _running(cid: str, root: str) -> st.State:
+    from isle.errors import InvalidState
+
+    s = st.load(root, cid)
+    if s.status not in ("running", "paused"):
+        raise InvalidState(f"container {cid} is {s.status}, not running")
+    return s
+
+
+def guest_ps(cid: str, root: str) -> list[list[str]]:
+    """The container's processes as the guest sees them (for `top`): a header row (PID USER
+    TIME COMMAND) then one row each; asked of the guest over the control channel."""
+    import base64
+
+    if _running(cid, root).status == "paused":
+        from isle.errors import InvalidState
+
+        raise InvalidState(f"container {cid} is paused: its guest cannot answer")
+    text = base64.b64decode(_ask(_running(cid, root), "ps", timeout=30)).decode(errors="replace")
+    return [ln.split(None, 3) for ln in text.splitlines() if ln.strip()]
+
+
+def guest_stats(cid: str, root: str) -> dict[str, int]:
+    """The guest's view for `stats`: memory used and total (bytes, MemTotal - MemAvailable),
+    CPU time of all guest vCPUs outside idle (ns), the container's processes, and the PSS of
+    QEMU on the host (what the VM really costs the host)."""
+    s = _running(cid, root)
+    out: dict[str, int] = {"qemu_pss": qemu_pss(s)}
+    if s.status == "running":
+        try:
+            total, avail, ticks, pids = (int(x) for x in _ask(s, "stats", timeout=30).split())
+        except ValueError as exc:
+            raise VMError(f"container {cid}: a malformed stats answer from the guest") from exc
+        out.update(memory_usage=(total - avail) << 10, memory_limit=total << 10,
+                   cpu_ns=ticks * 10_000_000, pids=pids)  # USER_HZ = 100
+    return out
+
+
+def qemu_pss(s: st.State) -> int:
+    """Proportional set size of the VM's QEMU in bytes (shared template pages split among the
+    clones that map them); 0 when it is gone."""
+    if not st.pid_alive(s.qemu_pid, s.qemu_start):
+        return 0
+    try:
+        with open(f"/proc/{s.qemu_pid}/smaps_rollup") as f:
+            for ln in f:
+                if ln.startswith("Pss:"):
+                    return int(ln.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def start(cid: str, root: str) -> None:
