@@ -165,3 +165,26 @@ def test_rshared_root_propagation_with_rootfs_mounted(tmp_path: Path, busybox_ro
         rt(root, "delete", "--force", "p1")
         sp.run(["umount", "-R", str(vol)], check=False)
         sp.run(["umount", "-R", str(rootfs)], check=False)
+
+
+def test_kill_errors_use_the_words_the_runc_shim_parses(tmp_path: Path,
+                                                       busybox_rootfs: str) -> None:
+    """containerd's runc shim (checkKillError) treats a kill error saying "container not
+    running" or "does not exist" as 'already gone'; any other wording fails StopPodSandbox."""
+    b = _bundle(tmp_path, busybox_rootfs, lambda c: c["process"].update(args=["true"]))
+    root = tmp_path / "root"
+    try:
+        assert rt(root, "create", "--bundle", str(b), "k1").returncode == 0
+        assert rt(root, "start", "k1").returncode == 0
+        for _ in range(100):
+            if json.loads(rt(root, "state", "k1").stdout)["status"] == "stopped":
+                break
+            import time
+
+            time.sleep(0.05)
+        r = rt(root, "kill", "k1", "KILL")
+        assert r.returncode == 1 and "container not running" in r.stderr, r.stderr
+        r = rt(root, "kill", "nosuch", "KILL")
+        assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
+    finally:
+        rt(root, "delete", "--force", "k1")

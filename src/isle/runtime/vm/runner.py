@@ -781,7 +781,9 @@ def kill(cid: str, root: str, sig: int, all: bool = False) -> None:
 
     s = st.load(root, cid)
     if s.status not in ("created", "running", "paused"):
-        raise InvalidState(f"container {cid} is {s.status}: cannot signal it")
+        # runc's words: containerd's runc shim takes "container not running" after a kill as
+        # "already finished" (anything else fails the CRI's StopPodSandbox, which then retries)
+        raise InvalidState(f"container not running: {cid} is {s.status}")
     _ask(s, f"kill {sig}" + (" all" if all else ""), timeout=10)
 
 
