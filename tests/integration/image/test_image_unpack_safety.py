@@ -252,3 +252,14 @@ print(sorted(os.listdir(m)), os.listdir(m + "/var"), os.listdir(m + "/etc"))
     assert lines[1] == "['etc', 'keep', 'owned', 'var'] ['new'] []"
     assert os.getxattr(tmp_path / "up" / "var", "user.overlay.opaque") == b"y"
     assert os.lstat(tmp_path / "up" / "owned").st_uid == 65534
+
+
+def test_symlink_with_an_empty_target_is_dropped_not_fatal(tmp_path: Path) -> None:
+    # found by tests/security/test_properties.py: symlink(2) refuses "" (ENOENT), which ended
+    # the whole unpack; the entry is dropped and named like any other refused entry
+    target = tmp_path / "t"
+    target.mkdir()
+    entries = [(_e("victim", tarfile.SYMTYPE, linkname=""), None), (_e("ok"), b"x")]
+    _, _, skipped = unpack_layer(_tar(entries), str(target), "")
+    assert [n for n, _ in skipped] == ["victim"] and "empty target" in skipped[0][1]
+    assert not os.path.lexists(target / "victim") and (target / "ok").read_bytes() == b"x"

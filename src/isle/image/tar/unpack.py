@@ -200,6 +200,8 @@ class Unpacker:
             finally:
                 os.close(fd)
         elif m.issym():
+            if not m.linkname:  # symlink(2) refuses an empty target (ENOENT)
+                raise _Skip("symlink with an empty target; dropped")
             self._replacing(parent, base, key, lambda: os.symlink(m.linkname, base, dir_fd=parent))
             self._meta(None, base, m, parent, owned=owned)
         elif m.islnk():
