@@ -30,6 +30,7 @@ from isle.net.networks import (
     Networks,
     check_options,
 )
+from isle.net.sysctl import HostSysctls
 from isle.net.types import Attachment, Network, PortMapping, TapAttachment
 from isle.sys.fs import read_text
 
@@ -47,9 +48,17 @@ class NetworkManager:
         self.attacher = Attacher(self.networks)
         self.store = self.networks.store
         self.nv = self.networks.nv
-        self.sysctls = self.networks.sysctls
         self.default_name = self.networks.default_name
         self._tap_prefix = self.networks.tap_prefix
+
+    @property
+    def sysctls(self) -> HostSysctls:
+        """The host sysctls ledger (replaceable, e.g. a test's private state dir)."""
+        return self.networks.sysctls
+
+    @sysctls.setter
+    def sysctls(self, value: HostSysctls) -> None:
+        self.networks.sysctls = value
 
     # networks ------------------------------------------------------------------------------
     def create(self, name: str, subnet: str | Sequence[str] | None = None,
