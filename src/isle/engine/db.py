@@ -287,26 +287,38 @@ class Db:
         return [ContainerRecord(**_dec(_CFIELDS, r)) for r in rows]
 
     def update_container(self, cid: str, *, event: str = "", attrs: dict[str, Any] | None = None,
-                         **changes: Any) -> None:
+                         when_state: tuple[str, ...] = (), **changes: Any) -> bool:
+        """when_state: only if the row is in one of these states (a compare-and-set: of two
+        processes that saw a container end, one records it and its event); -> whether it did."""
         if not changes and not event:
-            return
+            return True
 
-        def upd(c: Any) -> None:
+        def upd(c: Any) -> bool:
             if changes:
                 sets = ",".join(f"{k} = ?" for k in changes)
-                cur = c.execute(f"UPDATE containers SET {sets} WHERE id = ?",
-                                [_enc(k, v) for k, v in changes.items()] + [cid])
+                cond = ""
+                args = [_enc(k, v) for k, v in changes.items()] + [cid]
+                if when_state:
+                    cond = f" AND state IN ({','.join('?' * len(when_state))})"
+                    args += list(when_state)
+                cur = c.execute(f"UPDATE containers SET {sets} WHERE id = ?{cond}", args)
                 if cur.rowcount == 0:
+                    if when_state and c.execute("SELECT 1 FROM containers WHERE id = ?",
+                                                (cid,)).fetchone():
+                        return False
                     raise NotFound(f"no such container: {cid}")
             if event:
                 self._event(c, "container", event, cid, attrs or {})
+            return True
 
-        self._write(upd, frees=True)
+        if not self._write(upd, frees=True):
+            return False
         if _SNAPSHOT.intersection(changes):
             try:
                 self.save_record(self.get_container(cid))
             except (NotFound, OSError):
                 pass
+        return True
 
     def save_record(self, rec: ContainerRecord) -> None:
         """The record's identity and options into its container directory (RECORD_FILE)."""

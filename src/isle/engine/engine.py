@@ -395,7 +395,10 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
     def list(self, *, all: bool = False) -> list[ContainerRecord]:
         out = []
         for rec in self.db.list_containers():
-            rec = self._refresh(rec)
+            try:
+                rec = self._refresh(rec)
+            except NotFound:  # removed meanwhile (its --rm, an rm -f elsewhere): not listed
+                continue
             if all or rec.state in ("running", "paused"):
                 out.append(rec)
         return out

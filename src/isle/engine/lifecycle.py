@@ -425,9 +425,12 @@ class Lifecycle:
 
                 err = runtime_error(self._oci(rec), rec.id)
         oom = os.path.exists(p.oom_file)
-        self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
-                                 finished_at=finished, oom_killed=oom, error=err,
-                                 event="oom" if oom else "die", attrs={"exitCode": str(code)})
+        if not self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
+                                        finished_at=finished, oom_killed=oom, error=err,
+                                        event="oom" if oom else "die",
+                                        attrs={"exitCode": str(code)},
+                                        when_state=("running", "paused")):
+            return self.db.get_container(rec.id)  # another process recorded the end first
         rec.state, rec.exit_code, rec.pid, rec.finished_at, rec.oom_killed, rec.error = (
             "exited", code, 0, finished, oom, err)
         return rec
