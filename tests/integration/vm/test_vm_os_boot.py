@@ -158,6 +158,45 @@ def test_os_vm_published_port(os_isle: Isle, deb: dict[str, Any]) -> None:
     assert body == b"hello-vm\n"
 
 
+@pytest.mark.timeout(300)
+def test_os_vm_console_login_with_the_provisioned_user(os_isle: Isle,
+                                                       deb: dict[str, Any]) -> None:
+    import os as _os
+    import re
+    import select
+
+    pw = os_isle("vm", "password", "deb").stdout.strip()
+    p = subprocess.Popen(os_isle.argv("vm", "console", "deb", "--timeout", "240"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=os_isle.env)
+    assert p.stdin is not None and p.stdout is not None
+    got = b""
+
+    def until(pat: bytes, send: bytes, timeout: float = 90) -> None:
+        nonlocal got
+        deadline = time.monotonic() + timeout
+        while not re.search(pat, got) and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 1)[0]:
+                got += _os.read(p.stdout.fileno(), 65536)
+            elif pat == rb"login: $":
+                p.stdin.write(b"\n")  # type: ignore[union-attr]
+                p.stdin.flush()  # type: ignore[union-attr]
+        assert re.search(pat, got), got[-1500:]
+        got = b""
+        p.stdin.write(send)  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+
+    try:
+        p.stdin.write(b"\n")
+        p.stdin.flush()
+        until(rb"login: $", b"isle\n")
+        until(rb"Password: $", pw.encode() + b"\n")
+        until(rb"\$ $", b"echo marker-$((6*7)) $(id -un)\n")
+        until(rb"marker-42 isle", b"exit\n")
+    finally:
+        p.kill()
+        p.wait()
+
+
 @pytest.mark.timeout(600)
 def test_os_vm_live_migration_keeps_a_tcp_connection(os_isle: Isle, deb: dict[str, Any],
                                                      tmp_path: Path) -> None:
