@@ -606,11 +606,15 @@ def _die_code(eng: Any, cid: str, after_seq: int) -> int | None:
     return None
 
 
-def wait_for(eng: Any, cid: str, cond: str, rec0: Any, seq0: int) -> tuple[int, str]:
-    """Block until cond ("not-running", "next-exit", "removed") holds; (exit code, error)."""
+def wait_for(eng: Any, cid: str, cond: str, rec0: Any, seq0: int,
+             gone: Any = None) -> tuple[int, str] | None:
+    """Block until cond ("not-running", "next-exit", "removed") holds; (exit code, error), or
+    None once gone() says the client went away."""
     started0 = rec0.started_at
     last_code = rec0.exit_code
     while True:
+        if gone is not None and gone():
+            return None
         try:
             rec = eng.get(cid)
         except NotFound:

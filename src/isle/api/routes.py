@@ -195,7 +195,8 @@ class Api:
         eng = self.engine
 
         def gen() -> Iterator[bytes]:
-            for e in eng.events(since=since, until=until, filters=flt, follow=not until):
+            for e in eng.events(since=since, until=until, filters=flt, follow=not until,
+                                wanted=lambda: not req.client_gone()):
                 yield json.dumps(convert.event(e)).encode() + b"\n"
 
         return Stream(gen())
@@ -330,18 +331,24 @@ class Api:
             if autoremove:
                 # Docker's daemon removes an AutoRemove container itself once it exits; waiting
                 # for conmon's exit command (a fresh interpreter) costs ~50 ms of `run --rm`
-                code0, err0 = convert.wait_for(eng, cid, "next-exit", rec, seq)
+                got = convert.wait_for(eng, cid, "next-exit", rec, seq, gone=req.client_gone)
+                if got is None:
+                    return  # the client went away: nothing to answer, no thread kept
+                code0, err0 = got
                 try:
                     eng.rm(cid, force=True, volumes=True)
                 except NotFound:
                     pass  # the exit command was first
                 except IsleError:
                     pass  # it still goes through the exit command's removal
-                code, err = convert.wait_for(eng, cid, cond, rec, seq)
+                code, err = convert.wait_for(eng, cid, cond, rec, seq) or (code0, err0)
                 if err == "" and code0 is not None and code != code0:
                     code, err = code0, err0
             else:
-                code, err = convert.wait_for(eng, cid, cond, rec, seq)
+                got = convert.wait_for(eng, cid, cond, rec, seq, gone=req.client_gone)
+                if got is None:
+                    return
+                code, err = got
             body: dict[str, Any] = {"StatusCode": code}
             body["Error"] = {"Message": err} if err else None
             yield json.dumps(body).encode() + b"\n"
@@ -369,7 +376,8 @@ class Api:
         chunks = eng.logs(rec.id, follow=req.qbool("follow"), tail=tail_n,
                           since=convert.since_arg(req.q("since")),
                           until=convert.since_arg(req.q("until")),
-                          timestamps=req.qbool("timestamps"))
+                          timestamps=req.qbool("timestamps"),
+                          wanted=lambda: not req.client_gone())
 
         def gen() -> Iterator[bytes]:
             for stream, data in chunks:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import socketserver
 import struct
@@ -72,6 +73,7 @@ class Request:
                                     f"API version is {API_VERSION}")
         self.path = path.rstrip("/") or "/"
         self.query = {k: v for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        self._gone = False
         self.headers = handler.headers
         self.params: dict[str, str] = {}
         self._body: bytes | None = None
@@ -175,6 +177,24 @@ class Request:
                 raise ApiError(400, "request body ended early")
             left -= len(b)
             yield b
+
+    def client_gone(self) -> bool:
+        """The client closed its connection (or reset it): what a long wait (wait, events,
+        logs --follow) checks between its polls, so a killed client holds no thread. Bytes
+        waiting to be read (a pipelined request) mean it is still there."""
+        if self._gone:
+            return True
+        sock = self.h.connection
+        try:
+            p = select.poll()
+            p.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if p.poll(0):
+                self._gone = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._gone = True
+        return self._gone
 
     def json(self, default: Any = None, *, kind: type = dict) -> Any:
         raw = self.body()

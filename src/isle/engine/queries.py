@@ -15,7 +15,7 @@ from isle.oci.fastjson import dumps
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 __all__ = ["Queries"]
@@ -60,8 +60,10 @@ class Queries:
 
     # -- logs ------------------------------------------------------------------------------------
     def logs(self, ref: str, *, follow: bool = False, tail: int = -1, since: str = "",
-             until: str = "", timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
-        """(stream, bytes) chunks of the container's output, Docker's `logs` semantics."""
+             until: str = "", timestamps: bool = False,
+             wanted: Callable[[], bool] | None = None) -> Iterator[tuple[str, bytes]]:
+        """(stream, bytes) chunks of the container's output, Docker's `logs` semantics; a follow
+        ends too once wanted() is false (the API's client went away)."""
         from isle.engine import logs as L
 
         rec = self.get(ref)  # type: ignore[attr-defined]
@@ -79,6 +81,8 @@ class Queries:
             yield e.stream, (e.ts.encode() + b" " if timestamps else b"") + e.data
         if follow and not t1:
             def running() -> bool:
+                if wanted is not None and not wanted():
+                    return False
                 cur = self.get(rec.id)  # type: ignore[attr-defined]
                 return cur.state in ("running", "paused")
 

@@ -14,7 +14,7 @@ from isle.errors import ConfigError, InvalidState, NotFound
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
     from typing import IO, Any
 
@@ -420,7 +420,9 @@ class Transfer:
         return [f"{k} -> {b['HostIp']}:{b['HostPort']}" for k, v in ports.items() for b in v or []]
 
     def events(self, *, since: float = 0.0, until: float = 0.0,
-               filters: list[str] | None = None, follow: bool = False) -> Iterator[dict[str, Any]]:
+               filters: list[str] | None = None, follow: bool = False,
+               wanted: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
+        """Events since/until, filtered; follow: and new ones while wanted() (default: always)."""
         seq = 0
         want: dict[str, set[str]] = {}
         for f in filters or []:
@@ -439,7 +441,8 @@ class Transfer:
                                                    for c in want["container"]):
                     continue
                 yield e
-            if not follow or (until and time.time() > until):
+            if not follow or (until and time.time() > until) or \
+                    (wanted is not None and not wanted()):
                 return
             time.sleep(0.2)
 
