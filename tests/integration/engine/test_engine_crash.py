@@ -299,3 +299,62 @@ def test_vm_run_rm_survives_cli_sigkill(isle):
     _wait_gone(isle, "vmk", timeout=60)
     assert [e["exitCode"] for e in _events(isle, "die") if e["actor"] == cid] == ["6"]
     assert _mounts_under(isle.root) == [] and _mounts_under(isle.runroot) == []
+
+
+def _registry(d) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "config.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(d / "data") +
+        f"\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: isle-crash\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return proc, f"127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > end:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.registry
+@pytest.mark.timeout(240)
+def test_killed_pull_temp_blobs_go_with_the_next_pull(isle, tmp_path):
+    """A pull SIGKILLed (with its group) mid-transfer: system df counts what it left, the next
+    pull cleans it and completes the image."""
+    import shutil
+
+    if shutil.which("docker-registry") is None:
+        pytest.skip("needs Debian's docker-registry")
+    (tmp_path / "reg").mkdir()
+    reg, addr = _registry(tmp_path / "reg")
+    try:
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Containerfile").write_text(
+            "FROM busybox\nRUN head -c 40000000 /dev/urandom > /big\n")
+        isle("build", "--network", "none", "-t", f"{addr}/big", str(ctx), timeout=120)
+        isle("push", "--tls-verify=false", f"{addr}/big", timeout=120)
+        isle("rmi", f"{addr}/big")
+        isle("image", "prune", "-a", "-f", check=False)
+        delays = [0.3, 0.6, 1.0] if SWEEP else [0.4]
+        for d in delays:
+            p = _start_group(isle, "pull", "--tls-verify=false", f"{addr}/big")
+            time.sleep(d)
+            _kill_group(p)
+            assert "Build Cache" in isle("system", "df").stdout
+        isle("pull", "--tls-verify=false", f"{addr}/big", timeout=120)
+        tmp = isle.root / "images" / "tmp"
+        assert [x for x in os.listdir(tmp)] == [], os.listdir(tmp)
+        out = isle("run", "--rm", "--network", "none", f"{addr}/big", "wc", "-c", "/big").stdout
+        assert out.split()[0] == "40000000"
+    finally:
+        reg.terminate()
+        reg.wait(10)
