@@ -917,7 +917,7 @@ class VMs:
         return keys
 
     def prune_disks(self) -> list[str]:
-        """Remove image disks (--from-image) no VM is built on."""
+        """Remove image disks (--from-image) and imported/pulled bases no VM is built on."""
         d = os.path.join(self.store.root, ".disks")
         if not os.path.isdir(d):
             return []
@@ -925,8 +925,9 @@ class VMs:
         gone = []
         for n in sorted(os.listdir(d)):
             p = os.path.join(d, n)
-            if n.endswith(".ext4") and p not in used:
-                stem = p[:-len(".ext4")]
+            imported = n.startswith("import-") and n.endswith(".qcow2")
+            if (n.endswith(".ext4") or imported) and p not in used:
+                stem = p.rsplit(".", 1)[0]
                 for q in (p, p + ".init", stem + ".vmlinuz", stem + ".initrd", stem + ".lock"):
                     if os.path.exists(q):
                         os.unlink(q)
