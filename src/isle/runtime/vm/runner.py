@@ -919,7 +919,7 @@ def exec_(cid: str, root: str, job: vmjob.Job, tty_fd: int = -1) -> int:
                     continue
                 return code  # drained after the exit report
             for x in r:
-                if x is tty_fd:  # keys typed: to the guest's tty (it echoes and signals)
+                if isinstance(x, int):  # keys typed on tty_fd: to the guest's tty (it echoes)
                     try:
                         data = os.read(tty_fd, 65536)
                     except OSError:
