@@ -208,6 +208,61 @@ def _cni_del(n: Node) -> None:
             pass
 
 
+def _iptables_cleanup(network: str) -> None:
+    """Remove the nat rules CNI's bridge (ipMasq) and portmap plugins left for the network so
+    named, and the CNI-* chains they jump to. Their DEL removes them only when
+    it is given the pod's netns (it reads the addresses there), which a half-stopped pod lacks."""
+    import shlex
+
+    if proc.which("iptables") is None:
+        return
+    for tool in ("iptables", "ip6tables"):
+        out = proc.run([tool, "-w", "-t", "nat", "-S"], check=False, timeout=30)
+        if out.returncode != 0:
+            continue
+        chains: set[str] = set()
+        for line in out.stdout.decode(errors="replace").splitlines():
+            # iptables -S prints the comment as "name: \"NET\" id: \"ID\""
+            if not line.startswith("-A ") or ('name: \\"' + network + '\\"') not in line:
+                continue
+            try:
+                args = shlex.split(line)
+            except ValueError:
+                continue
+            if "-j" in args:
+                target = args[args.index("-j") + 1]
+                if target.startswith("CNI-") and not target.startswith("CNI-HOSTPORT-"):
+                    chains.add(target)
+            proc.run([tool, "-w", "-t", "nat", "-D", *args[1:]], check=False, timeout=30)
+        for c in chains:
+            proc.run([tool, "-w", "-t", "nat", "-F", c], check=False, timeout=30)
+            proc.run([tool, "-w", "-t", "nat", "-X", c], check=False, timeout=30)
+        _hostport_base_cleanup(tool)
+
+
+def _hostport_base_cleanup(tool: str) -> None:
+    """portmap's shared CNI-HOSTPORT-* chains (made on first use, never removed by it): gone
+    once no pod's DNAT chain hangs off them (nobody on this host uses CNI hostPorts then)."""
+    import shlex
+
+    out = proc.run([tool, "-w", "-t", "nat", "-S"], check=False, timeout=30)
+    if out.returncode != 0:
+        return
+    lines = out.stdout.decode(errors="replace").splitlines()
+    if any(ln.startswith("-A CNI-HOSTPORT-DNAT ") for ln in lines):
+        return
+    base = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK")
+    for ln in lines:
+        if ln.startswith("-A ") and any(f"-j {b}" in ln for b in base) \
+                and not ln.startswith("-A CNI-HOSTPORT-"):
+            proc.run([tool, "-w", "-t", "nat", "-D", *shlex.split(ln)[1:]], check=False,
+                     timeout=30)
+    for b in base:
+        if f"-N {b}" in lines:
+            proc.run([tool, "-w", "-t", "nat", "-F", b], check=False, timeout=30)
+            proc.run([tool, "-w", "-t", "nat", "-X", b], check=False, timeout=30)
+
+
 def _unmount_under(d: str) -> None:
     from isle.sys.libc import MNT_DETACH, LinuxSyscalls
     from isle.sys.procfs import mountpoints
@@ -244,6 +299,7 @@ def down(d: str, purge: bool = False) -> None:
                 proc.run([binary, "--root", r, "delete", "--force", cid], check=False,
                          timeout=60)
     _cni_del(n)
+    _iptables_cleanup(n.network_name)
     if pid is not None:
         _stop(pid, 10)
     needle = n.socket.encode()

@@ -117,6 +117,9 @@ def _assert_node_clean(d: Path) -> None:
     name = NodeCfg.under(str(d)).network_name
     cache = Path(kube_node.CNI_CACHE)
     assert not cache.exists() or not [f for f in os.listdir(cache) if f.startswith(name + "-")]
+    nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True,
+                         text=True).stdout
+    assert f'name: \\"{name}\\"' not in nat  # bridge ipMasq / portmap rules
 
 
 def _cmdline_has(pid: str, needle: bytes) -> bool:
@@ -191,3 +194,16 @@ def test_pod_to_pod_by_ip_across_handlers(node: Node) -> None:
     assert "0% packet loss" in node.crictl("exec", "-s", ca, "ping", "-c", "1", "-W", "5", ip_b)
     node.crictl("rmp", "-fa")
     assert node.crictl("pods", "-q") == ""
+
+
+@pytest.mark.timeout(120)
+def test_down_without_crictl_still_leaves_nothing(node: Node, monkeypatch: Any) -> None:
+    """A node whose pods were never removed through the CRI (no crictl on the host): down
+    deletes the containers through their runtimes, runs CNI DEL from libcni's cache and removes
+    the masquerade rules that DEL cannot without the pod's netns."""
+    for h in ("runc", "isle"):
+        pod = node.pod("f-" + h, h)
+        node.container(pod, "c", ["sleep", "300"], "f-" + h)
+    monkeypatch.setattr(kube_node, "crictl_path", lambda: None)
+    kube_node.down(str(node.d))
+    _assert_node_clean(node.d)
