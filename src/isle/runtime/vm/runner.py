@@ -85,17 +85,11 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
 
         job = _replace(job, terminal=True)
     boot = boot_of(cfg, bundle, settings)
-    plan = None
-    if not boot.net:  # no engine-made tap: the network namespace config.json names, as Kata
+    plan = _net_plan(cfg) if not vmspec.net_of(cfg)[0] else None
+    if plan is not None:
         from dataclasses import replace
 
-        from isle.runtime.vm import network
-
-        path = network.netns_of(cfg)
-        plan = network.discover(path) if path else None
-        if plan is not None:
-            job = replace(job, net=plan.guest)
-            boot = replace(boot, net="tap")
+        job = replace(job, net=plan.guest)
     ann = cfg.get("annotations") or {}
     template = ann.get("org.isle.vm.template", os.environ.get("ISLE_VM_TEMPLATE", "")) in (
         "1",
@@ -120,8 +114,26 @@ def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
         vcpus=vcpus,
         memory_mib=mem,
         accel=accel.detect()[0],
-        net=vmspec.net_of(cfg)[0],
+        # an engine-made tap (annotations), else a NIC when the network namespace config.json
+        # names has an interface to take over (the caller's veth, as Kata): a template's key
+        net=vmspec.net_of(cfg)[0] or ("tap" if _net_plan(cfg) is not None else ""),
     )
+
+
+_plans: dict[str, Any] = {}
+
+
+def _net_plan(cfg: dict[str, Any]) -> Any:
+    """runtime.vm.network.Plan of the network namespace config.json names (None: no namespace
+    path, or nothing in it to give a guest); read once per process (boot_of and prepare)."""
+    from isle.runtime.vm import network
+
+    path = network.netns_of(cfg)
+    if not path:
+        return None
+    if path not in _plans:
+        _plans[path] = network.discover(path)
+    return _plans[path]
 
 
 def _reopenable(fd: int) -> int:
