@@ -30,11 +30,12 @@ class CheckReport:
 
 
 def _mounted_under(path: str) -> bool:
+    from isle.sys import procfs
+
     try:
-        with open("/proc/self/mountinfo") as f:
-            return any(ln.split()[4] == path or ln.split()[4].startswith(path + "/") for ln in f)
+        return any(m == path or m.startswith(path + "/") for m in procfs.mountpoints())
     except OSError:
-        return False
+        return True  # cannot tell: treat it as busy
 
 
 def _container_dirs(s: Settings) -> list[str]:

@@ -32,12 +32,9 @@ def _state(db: str, cid: str) -> tuple[str, ...] | None:
 
 
 def _alive(pid: int, start: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            rest = f.read().rsplit(b")", 1)[1].split()
-        return rest[0] not in (b"Z", b"X") and int(rest[19]) == start
-    except (OSError, ValueError, IndexError):
-        return False
+    from isle.sys import procfs  # only os: the exit command stays lean
+
+    return procfs.start_time(pid) == start
 
 
 def main(argv: list[str]) -> int:

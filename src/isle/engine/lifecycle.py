@@ -420,7 +420,7 @@ class Lifecycle:
                 finished = os.stat(p.exit_file).st_mtime
             except OSError:
                 finished = time.time()
-            if code and rec.opts.get("isolation") == "vm":  # a QEMU crash: the runtime's reason
+            if code and self._oci(rec).caps.has_guest:  # a QEMU crash: the runtime's reason
                 from isle.engine.monitor import runtime_error
 
                 err = runtime_error(self._oci(rec), rec.id)

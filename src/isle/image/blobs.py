@@ -162,20 +162,19 @@ class BlobStore:
 
 def _owner_alive(name: str) -> bool | None:
     """For tmp/ names KIND-PID-... (blob-, layer-): whether that pid still runs; None: no pid."""
+    from isle.sys import procfs
+
     parts = name.split("-")
     if len(parts) >= 3 and parts[1].isdigit():
-        try:
-            with open(f"/proc/{parts[1]}/stat", "rb") as f:
-                return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-        except (OSError, IndexError):
-            return False
+        return procfs.start_time(int(parts[1])) is not None
     return None
 
 
 def _mounted_under(paths: list[str]) -> set[str]:
+    from isle.sys import procfs
+
     try:
-        with open("/proc/self/mountinfo") as f:
-            points = [ln.split()[4] for ln in f]
+        points = procfs.mountpoints()
     except OSError:
         return set(paths)  # cannot tell: treat all as busy
     return {p for p in paths if any(m == p or m.startswith(p + "/") for m in points)}

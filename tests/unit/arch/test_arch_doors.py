@@ -21,8 +21,8 @@ SUBPROCESS_LEFT = {
 #: modules that open /proc/<pid>/{stat,status,mountinfo,cgroup} or /proc/meminfo themselves:
 #: move them to sys/procfs.py
 PROC_LEFT = {
-    "bench/measure.py", "bench/probe.py", "engine/buildrun.py", "engine/check.py", "image/blobs.py",
-    "engine/engine.py", "engine/exitcmd.py", "engine/layout.py", "engine/lifecycle.py",
+    "bench/measure.py", "bench/probe.py", "engine/buildrun.py",
+    "engine/engine.py", "engine/layout.py", "engine/lifecycle.py",
     "engine/transfer.py", "kube/config.py", "runtime/cgroup.py", "runtime/container.py",
     "runtime/rootfs.py", "runtime/state.py", "vm/machine.py", "vm/osimage.py",
 }
