@@ -487,6 +487,48 @@ def _log(g: dict[str, Any], level: str, msg: str) -> None:
         pass
 
 
+#: verbs that name a container by id only: they follow a VM container's state (_vm_handoff)
+_ID_VERBS = ("start", "state", "kill", "delete", "exec", "ps", "pause", "resume", "update",
+             "events")
+
+
+def _vm_handoff(root: str, cmd: str, args: list[str]) -> int | None:
+    """The annotation hand-off (docs/design.md): a bundle whose config.json says
+    org.isle.isolation=vm runs in isle's VM runtime, for callers that can name one runtime binary
+    only (containerd BinaryName, podman --runtime); its state lives under <root>/vm and the
+    id-only verbs follow it. None: not a VM container, isle-runtime runs it. Costs one read of
+    config.json (create/run) or one stat (other verbs) on the container path."""
+    if cmd in ("create", "run"):
+        bundle = "."
+        for i, a in enumerate(args):
+            if a in ("-b", "--bundle") and i + 1 < len(args):
+                bundle = args[i + 1]
+            elif a.startswith("--bundle="):
+                bundle = a.split("=", 1)[1]
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as f:
+                if b"org.isle.isolation" not in f.read():
+                    return None
+        except OSError:
+            return None  # the verb reports it
+        from isle.runtime.vm import wants_vm
+
+        if not wants_vm(bundle):
+            return None
+    elif cmd in _ID_VERBS:
+        if not os.path.isdir(os.path.join(root, "vm")):  # isle.runtime.vm.vm_root, unimported
+            return None
+        from isle.runtime.vm import owns
+
+        if not any(owns(root, a) for a in args if not a.startswith("-")):
+            return None
+    else:
+        return None
+    from isle.runtime.vm import dispatch, vm_root
+
+    return dispatch(["--root", vm_root(root), cmd, *args])
+
+
 def main(argv: list[str] | None = None) -> int:
     from isle.errors import IsleError
     from isle.runtime.state import trace
@@ -510,7 +552,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"No help topic for '{cmd}'")
         if g.get("debug"):
             _log(g, "debug", "isle-runtime " + " ".join(args))
-        return COMMANDS[cmd](_Ctx(g), rest[1:])
+        ctx = _Ctx(g)
+        handed = _vm_handoff(ctx.root, cmd, rest[1:])
+        if handed is not None:
+            return handed
+        return COMMANDS[cmd](ctx, rest[1:])
     except (IsleError, UsageError) as exc:
         msg = str(exc)
     except OSError as exc:
