@@ -133,6 +133,8 @@ def main() -> int:
     try:
         dist = a.image.removesuffix("-os")
         _isle(root, "image", "bootstrap", "--os", dist, timeout=3600)
+        _isle(root, "vm", "create", "--from-image", a.image, "warm")  # builds the base disk
+        _isle(root, "vm", "rm", "warm")
         isle_t, floor_t = [], []
         for i in range(a.rounds):  # alternate, so load changes hit both alike
             floor_t.append(floor_boot(root, a.image, work, i))
