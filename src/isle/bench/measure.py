@@ -42,14 +42,17 @@ class Plan:
         self.start_rounds = {"native": 5, "container": 3, "sandbox": 2, "microvm": 2,
                              "microvm-template": 2} if quick else \
             {"native": 20, "container": 15, "sandbox": 10, "microvm": 5, "microvm-template": 10}
-        self.density_max = {"native": 4, "container": 4, "sandbox": 3, "microvm": 2,
-                            "microvm-template": 2} if quick else \
+        # --quick: a line through two points per level (one for templates: restores are as
+        # alike as instances get; their slope is the one PSS); the probes run in the network
+        # client's instance (Bench.inside_and_network)
+        self.density_max = {"native": 3, "container": 3, "sandbox": 2, "microvm": 2,
+                            "microvm-template": 1} if quick else \
             {"native": 16, "container": 12, "sandbox": 8, "microvm": 4, "microvm-template": 6}
-        self.cpu_rounds = 40000 if quick else 400000   # x1000 hash steps
-        self.sys_calls = 20000 if quick else 200000
+        self.cpu_rounds = 20000 if quick else 400000   # x1000 hash steps
+        self.sys_calls = 10000 if quick else 200000
         self.fio_seconds = 1 if quick else 5
         self.fio_size = "8m" if quick else "64m"
-        self.net_seconds = 2 if quick else 5
+        self.net_seconds = 1 if quick else 5
         self.rr_count = 200 if quick else 2000
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,6 +183,14 @@ class Bench:
 
         cp = proc.run([*self.isle, *args], timeout=timeout, check=check)
         return cp.stdout.decode(errors="replace")
+
+    def _spawn_isle(self, *args: str) -> Any:
+        """`isle ARGS` started, not waited for (a Popen with stdout and stderr piped)."""
+        import subprocess
+
+        from isle.sys import proc
+
+        return proc.spawn([*self.isle, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def _run(self, level: str, cmd: list[str], *, mounts: list[str] | None = None,
              network: str = "none", timeout: float = 300) -> str:
@@ -344,6 +355,24 @@ class Bench:
 
     def inside(self, level: str) -> dict[str, Any]:
         """CPU kernel, syscall latency, isolation surface and fio, in one instance."""
+        script, iodir, io = self._inside_script(level)
+        import shutil
+
+        try:
+            if level == "native":
+                from isle.sys import proc
+
+                out = proc.run(["sh", "-c", script], timeout=300).stdout.decode(errors="replace")
+            else:
+                out = self._run(level, ["sh", "-c", script],
+                                mounts=[*self._mounts(level), f"{iodir}:{io}"])
+        finally:
+            shutil.rmtree(iodir, ignore_errors=True)
+        return self._inside_result(level, out)
+
+    def _inside_script(self, level: str) -> tuple[str, str, str]:
+        """The probe script of inside() and the host directory fio writes (made here; the
+        caller removes it) and where the instance sees it: (script, iodir, io)."""
         p = self.plan
         tool = "/isle-bench" if level != "native" else self.tools
         # fio writes a host directory at every level (a bind mount, gVisor's gofer, a microVM's
@@ -363,18 +392,10 @@ class Bench:
                    f"--output-format=json; rm -rf {io}/fio.dat {tool_fio}")
         script = (f"{tool}/probe cpu {p.cpu_rounds}; {tool}/probe sys {p.sys_calls}; "
                   f"{tool}/probe surface; echo devices=$(ls /dev | wc -l); {fio}")
-        import shutil
+        return script, iodir, io
 
-        try:
-            if level == "native":
-                from isle.sys import proc
-
-                out = proc.run(["sh", "-c", script], timeout=300).stdout.decode(errors="replace")
-            else:
-                out = self._run(level, ["sh", "-c", script],
-                                mounts=[*self._mounts(level), f"{iodir}:{io}"])
-        finally:
-            shutil.rmtree(iodir, ignore_errors=True)
+    def _inside_result(self, level: str, out: str) -> dict[str, Any]:
+        p = self.plan
         head, _, fio_json = out.partition("---fio---")
         kv = _kv(head)
         res: dict[str, Any] = {
@@ -409,9 +430,25 @@ class Bench:
         self.progress(f"{level}: cpu, syscalls, surface, fio", 1)
         return res
 
-    def network(self, level: str) -> dict[str, Any]:
+    def inside_and_network(self, level: str) -> dict[str, Any]:
+        """inside() and network() with one instance fewer: the network's client instance runs
+        the inside() probes first (before the network load starts, so they measure alone)."""
+        import shutil
+
+        script, iodir, io = self._inside_script(level)
+        try:
+            net, out = self.network(level, pre=script, pre_mounts=[f"{iodir}:{io}"])
+        finally:
+            shutil.rmtree(iodir, ignore_errors=True)
+        res = self._inside_result(level, out)
+        res["network"] = net
+        return res
+
+    def network(self, level: str, pre: str = "",
+                pre_mounts: list[str] | None = None) -> Any:
         """iperf3 and a TCP request/response loop between two instances on one isle network
-        (native: two host processes on 127.0.0.1)."""
+        (native: two host processes on 127.0.0.1). With pre (a script run first in the client
+        instance): (result, pre's output)."""
         p = self.plan
         if level == "native":
             return self._native_network()
@@ -426,22 +463,57 @@ class Bench:
             srv = (f"cp -r {tool}/iperf3 {ip3}; {tool}/probe rr-server 7000 & "
                    f"{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -p 5201")
             args = ["run", "-d", "--network", net, *_FLAGS[level], *self._vm_mem(level),
-                    "-v", f"{self.tools}:{tool}:ro",
-                    self.image, "sh", "-c", srv]
-            cid = self._isle(*args, timeout=300).strip().splitlines()[-1]
-            self._made.append(cid)
-            info = json.loads(self._isle("inspect", cid, timeout=60))[0]
-            ip = info["NetworkSettings"]["Networks"][net]["IPAddress"]
-            time.sleep(1.0 if level.startswith("microvm") else 0.3)
-            cli = (f"{tool}/probe rr-client {ip} 7000 {p.rr_count}; echo ---iperf---; "
+                    "-v", f"{self.tools}:{tool}:ro"]
+            cli = (f"{tool}/probe rr-client {{ip}} 7000 {p.rr_count}; echo ---iperf---; "
                    f"cp -r {tool}/iperf3 {ip3}; {ip3}/ld.so --library-path {ip3} {ip3}/iperf3 "
-                   f"-c {ip} -p 5201 -t {p.net_seconds} -J")
-            out = self._run(level, ["sh", "-c", cli], mounts=[f"{self.tools}:{tool}:ro"],
-                            network=net)
+                   f"-c {{ip}} -p 5201 -t {p.net_seconds} -J")
+            mounts = [f"{self.tools}:{tool}:ro", *(pre_mounts or [])]
+            if pre:
+                out = self._client_beside_server(level, net, args, srv, cli, pre, mounts)
+            else:
+                cid = self._isle(*args, self.image, "sh", "-c", srv,
+                                 timeout=300).strip().splitlines()[-1]
+                self._made.append(cid)
+                info = json.loads(self._isle("inspect", cid, timeout=60))[0]
+                ip = info["NetworkSettings"]["Networks"][net]["IPAddress"]
+                time.sleep(1.0 if level.startswith("microvm") else 0.3)
+                out = self._run(level, ["sh", "-c", cli.format(ip=ip)], mounts=mounts,
+                                network=net)
             self.progress(f"{level}: network", 1)
+            if pre:
+                before, _, out = out.partition("---net---")
+                return self._net_result(out), before
             return self._net_result(out)
         finally:
             self.cleanup()
+
+    def _client_beside_server(self, level: str, net: str, args: list[str], srv: str, cli: str,
+                              pre: str, mounts: list[str]) -> str:
+        """The server and the client instance start together (two boots overlap: the level's
+        slowest part in --quick); the client waits until the server answers, then runs pre (the
+        probes, alone: the server is idle by then) and the network measurements. The server
+        gets a fixed address, the subnet's last but one."""
+        import ipaddress
+
+        nets = json.loads(self._isle("network", "inspect", net, timeout=60))[0]
+        subnet = next(s["subnet"] for s in nets.get("Subnets") or [] if "." in s["subnet"])
+        ip = str(ipaddress.ip_network(subnet)[-2])
+        server = self._spawn_isle(*args, "--ip", ip, self.image, "sh", "-c", srv)
+        out = ""
+        try:
+            wait = (f"n=0; until /isle-bench/probe rr-client {ip} 7000 1 >/dev/null 2>&1; do "
+                    f"n=$((n+1)); [ $n -ge 12 ] && break; done; sleep 0.3")
+            out = self._run(level, ["sh", "-c", f"{wait}; {pre}; echo ---net---; "
+                                    + cli.format(ip=ip)], mounts=mounts, network=net)
+        finally:
+            sout, serr = server.communicate(timeout=300)
+            cid = sout.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            if cid[0]:
+                self._made.append(cid[0])
+            if server.returncode != 0:
+                raise RuntimeError(f"{level}: the network's server instance failed: "
+                                   + serr.decode(errors="replace")[-300:])
+        return out
 
     def _native_network(self) -> dict[str, Any]:
         from isle.sys import proc
@@ -614,27 +686,51 @@ def run_bench(isle_argv: list[str], image: str, *, quick: bool, levels: list[str
                                                                    time.gmtime()),
                            "mode": "quick" if quick else "full", "image": image,
                            "host": host_fingerprint(), "plan": plan.to_dict(), "levels": {}}
+    t_avail = time.perf_counter()
     avail = b.availability(levels)
+    doc["phases_s"] = {"availability": round(time.perf_counter() - t_avail, 2)}
     try:
+        t_prep = time.perf_counter()
         b.prepare()
+        doc["phases_s"]["prepare"] = round(time.perf_counter() - t_prep, 2)
         for lv in levels:
             res: dict[str, Any] = {"ok": False, "reason": avail.get(lv, "")}
             doc["levels"][lv] = res
             if res["reason"]:
                 continue
+            phases: dict[str, float] = {}
+            res["phase_s"] = phases
+            mark = time.perf_counter()
+
+            def phase(name: str, phases: dict[str, float] = phases) -> None:
+                nonlocal mark
+                now = time.perf_counter()
+                phases[name] = round(now - mark, 2)
+                mark = now
             try:
                 if lv == "os-vm":
                     res.update(b.os_vm())
+                    phase("os-vm")
                     res["ok"] = True
                     continue
                 if lv == "microvm-template":
                     res["template"] = b.ensure_template()
+                    phase("template")
                 res["start"] = b.start(lv)
+                phase("start")
                 res["density"] = b.density(lv)
+                phase("density")
                 res["size"] = b.size(lv)
-                if lv != "microvm-template":
-                    res.update(b.inside(lv))
-                res["network"] = b.network(lv)
+                phase("size")
+                if lv in ("native", "microvm-template"):
+                    if lv == "native":
+                        res.update(b.inside(lv))
+                        phase("inside")
+                    res["network"] = b.network(lv)
+                    phase("network")
+                else:  # one instance runs the probes and is the network's client
+                    res.update(b.inside_and_network(lv))
+                    phase("inside+network")
                 res["ok"] = True
             except Exception as exc:  # noqa: BLE001 - one level's failure is its result
                 res["reason"] = f"failed: {exc}"[:600]

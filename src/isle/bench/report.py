@@ -156,18 +156,21 @@ def render_table(doc: dict[str, Any]) -> str:
             f"{h.get('accelerator')} ({h.get('accelerator_reason')}), "
             f"kernel {h.get('kernel')}, cgroups {h.get('cgroup_mode')}")
     fit = []
-    for name, r in doc.get("levels", {}).items():
-        f = _g(r, "density", "fit")
-        if r.get("ok") and f:
+    for name, lv in doc.get("levels", {}).items():
+        f = _g(lv, "density", "fit")
+        if lv.get("ok") and f:
             fit.append(f"  {name}: total PSS = {f['intercept_bytes'] / 1048576:.1f} MiB + "
                        f"{f['slope_bytes'] / 1048576:.2f} MiB x n (measured up to "
-                       f"{r['density']['instances_measured']}; budget "
-                       f"{r['density']['memory_budget_bytes'] / 1048576:.0f} MiB)")
+                       f"{lv['density']['instances_measured']}; budget "
+                       f"{lv['density']['memory_budget_bytes'] / 1048576:.0f} MiB)")
     plan = doc.get("plan", {})
+    took = [f"{name} " + ", ".join(f"{k} {v:.1f}" for k, v in lv["phase_s"].items())
+            for name, lv in doc.get("levels", {}).items() if lv.get("phase_s")]
     return "\n".join([head, "", *lines, "", "density fit:", *fit, "",
                       f"methods: {METHODS}",
                       f"rounds: start {plan.get('start_rounds')}, density bound "
-                      f"{plan.get('density_max')}", "",
+                      f"{plan.get('density_max')}",
+                      *(["time per phase (s): " + "; ".join(took)] if took else []), "",
                       "compared with the literature:",
                       *("  " + n for n in doc.get("literature", []))])
 

@@ -42,6 +42,7 @@ def test_bench_quick_then_advise(isle, tmp_path):
         assert r["cpu_ms"] > 0 and r["syscall_ns"]["getpid"] > 0
         assert r["network"]["rr_us"] > 0
         assert r["surface"]["syscalls_tried"] >= 20
+        assert r["phase_s"] and all(v >= 0 for v in r["phase_s"].values())  # where time goes
     lvs = doc["levels"]
     # the isolation surface: containers share the host kernel, sandbox and VMs do not
     assert lvs["container"]["surface"]["shared_kernel"] is True
@@ -64,7 +65,8 @@ def test_bench_quick_then_advise(isle, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
     assert (tmp_path / "plots" / "bench.svg").exists()
     assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
-    print(f"bench --quick at {levels}: {elapsed:.1f} s")
+    print(f"bench --quick at {levels}: {elapsed:.1f} s; phases: "
+          + "; ".join(f"{k} {v['phase_s']}" for k, v in lvs.items()))
     # advise reads the saved numbers (no new bench)
     w = tmp_path / "w.toml"
     w.write_text('trust = "untrusted"\nio = "high"\n')
