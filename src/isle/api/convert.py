@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import queue
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -459,9 +460,9 @@ def run_options(body: dict[str, Any], name: str) -> Any:
     pub = []
     for port, binds in _obj(hc.get("PortBindings"), "HostConfig.PortBindings").items():
         cport, _, proto = port.partition("/")
-        for b in binds or [{}]:
-            b = _obj(b, "PortBindings")
-            hip, hport = b.get("HostIp") or "", b.get("HostPort") or ""
+        for b0 in binds or [{}]:
+            pb = _obj(b0, "PortBindings")
+            hip, hport = pb.get("HostIp") or "", pb.get("HostPort") or ""
             spec = f"{hport}:{cport}" if hport else cport
             if hip:
                 spec = f"{hip}:{hport}:{cport}"
@@ -749,7 +750,7 @@ class JsonProgress:
 # -- system ------------------------------------------------------------------------------------
 def info(i: dict[str, Any], version: str, settings: Any) -> dict[str, Any]:
     runtimes = {"isle-runtime": {"path": "isle-runtime"}, "runc": {"path": "runc"}}
-    if os.path.exists(os.path.join(os.path.dirname(os.sys.executable), "isle-vm-runtime")):
+    if os.path.exists(os.path.join(os.path.dirname(sys.executable), "isle-vm-runtime")):
         runtimes["isle-vm-runtime"] = {"path": "isle-vm-runtime"}
     return {
         "ID": _host_id(settings), "Containers": i["Containers"],
