@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.compat.conftest import CLIS, Service
 
 pytestmark = [pytest.mark.root, pytest.mark.registry, pytest.mark.timeout(300),

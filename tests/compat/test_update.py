@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tests.compat.conftest import CLIS
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
