@@ -15,9 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.compat.conftest import CLIS, Service
+
+CLIS = [p for p in dict.fromkeys([shutil.which("docker") or "", "/usr/bin/docker"]) if p and
+        os.access(p, os.X_OK)]
 
 pytestmark = [pytest.mark.root, pytest.mark.registry, pytest.mark.timeout(300),
               pytest.mark.skipif(not CLIS, reason="needs a docker CLI")]
@@ -36,7 +39,7 @@ def _registry_mod():
     return mod
 
 
-def _held(svc: Service) -> dict[str, int]:
+def _held(svc: Any) -> dict[str, int]:
     pid = svc.proc.pid
     fds = []
     for f in os.listdir(f"/proc/{pid}/fd"):
@@ -50,7 +53,7 @@ def _held(svc: Service) -> dict[str, int]:
             "fds": len([f for f in fds if not os.path.basename(f).startswith("isle.db")])}
 
 
-def _tmp_files(svc: Service, tmpdir: Path) -> list[str]:
+def _tmp_files(svc: Any, tmpdir: Path) -> list[str]:
     out = [str(p) for p in tmpdir.iterdir()]
     for d, dirs, _ in os.walk(svc.root):
         for x in dirs:
@@ -65,7 +68,7 @@ def _mounts_under(*roots: Path) -> list[str]:
     return [m for m in mps if any(m.startswith(str(r)) for r in roots)]
 
 
-def _settled(svc: Service, base: dict[str, int], tmpdir: Path, mounts0: list[str],
+def _settled(svc: Any, base: dict[str, int], tmpdir: Path, mounts0: list[str],
              wait: float = 30) -> None:
     end = time.monotonic() + wait
     while True:
@@ -81,7 +84,7 @@ def _settled(svc: Service, base: dict[str, int], tmpdir: Path, mounts0: list[str
         time.sleep(0.2)
 
 
-def _ping(svc: Service) -> None:
+def _ping(svc: Any) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(10)
         s.connect(str(svc.sock))
@@ -100,29 +103,28 @@ def _kill_when(p: subprocess.Popen, marker: bytes, timeout: float = 60) -> bytes
     return seen
 
 
-def test_killed_clients_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_clients_leave_nothing(service, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     reg_mod = _registry_mod()
     reg = reg_mod.start_registry(tmp_path / "registry")
     tmpdir = tmp_path / "svc-tmp"
     tmpdir.mkdir()
     ref = f"{reg.addr}/big:1"
     try:
-        # the image to pull, pushed by another service (so the measured one downloads it all)
-        (tmp_path / "pusher").mkdir()
-        pusher = Service(tmp_path / "pusher")
-        try:
-            (tmp_path / "ctx").mkdir()
-            (tmp_path / "ctx" / "Dockerfile").write_text(
-                "FROM busybox\nRUN head -c 40000000 /dev/urandom > /big\n")
-            pusher.docker("build", "-q", "-t", ref, str(tmp_path / "ctx"), timeout=120)
-            pusher.docker("push", ref, timeout=120)
-        finally:
-            pusher.close()
-            shutil.rmtree(pusher.run, ignore_errors=True)
+        # the image to pull, pushed by the fixture's service (so the measured one, a second
+        # service on a fresh root, downloads it all)
+        pusher = service
+        (tmp_path / "ctx").mkdir()
+        (tmp_path / "ctx" / "Dockerfile").write_text(
+            "FROM busybox\nRUN head -c 40000000 /dev/urandom > /big\n")
+        pusher.docker("build", "-q", "-t", ref, str(tmp_path / "ctx"), timeout=120)
+        pusher.docker("push", ref, timeout=120)
+        pusher.docker("rmi", ref)
+        service_class = type(service)
 
         monkeypatch.setenv("TMPDIR", str(tmpdir))  # the service's mkdtemp/mkstemp go here
         (tmp_path / "svc").mkdir()
-        svc = Service(tmp_path / "svc")
+        svc = service_class(tmp_path / "svc")
         monkeypatch.delenv("TMPDIR")
         try:
             cid = svc.docker("run", "-d", "busybox", "sleep", "300").stdout.strip()
