@@ -237,8 +237,12 @@ class Queries:
         if rec.state not in ("running", "paused"):
             raise InvalidState(f"container {rec.id[:12]} is not running")
         rt = self._oci(rec)  # type: ignore[attr-defined]
-        if not rt.caps.host_procs:  # a guest's processes are not this host's to list with ps
-            raise rt.unsupported("top", "its processes live in a guest kernel, not on this host")
+        if not rt.caps.host_procs:  # a guest's processes: its kernel lists them (the agent)
+            if ps_args:
+                raise rt.unsupported("top with ps options", "the guest lists its processes in "
+                                     "one fixed format")
+            rows = rt.guest_top(rec.id)
+            return (rows[0], rows[1:]) if rows else ([], [])
         pids = self._pids(rec, rt)
         fmt = ps_args or ["-o", "uid,pid,ppid,c,stime,tty,time,cmd"]
         out = proc.run(["ps", *fmt, "-p", ",".join(map(str, pids))], check=False,

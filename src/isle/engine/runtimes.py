@@ -168,6 +168,16 @@ class OciCli:
             raise NotFound(f"container {cid} is not running")
         return list(loads(cp.stdout or b"[]") or [])
 
+    def guest_top(self, cid: str) -> list[list[str]]:
+        """caps.has_guest: the container's processes as its guest kernel lists them (a header
+        row, then one row each), for `top`."""
+        raise self.unsupported("top", "its processes live in a guest kernel, not on this host")
+
+    def guest_stats(self, cid: str) -> dict[str, int]:
+        """caps.has_guest: memory_usage/memory_limit (bytes), cpu_ns, pids as the guest sees
+        them, and host_pss: what the instance costs the host (bytes)."""
+        raise self.unsupported("stats", "its memory, CPU and pids are a guest kernel's")
+
     def exec_argv(self, cid: str, process_json: str, *, detach: bool, tty: bool,
                   pid_file: str = "") -> list[str]:
         argv = self._argv("exec", "--process", process_json)
@@ -272,6 +282,18 @@ class IsleVmRuntime(OciCli):
 
     def ps(self, cid: str) -> list[int]:
         raise self.unsupported("top", "its processes are the guest's, not this host's")
+
+    def guest_top(self, cid: str) -> list[list[str]]:
+        from isle.runtime.vm.runner import guest_ps
+
+        return guest_ps(cid, self.root)
+
+    def guest_stats(self, cid: str) -> dict[str, int]:
+        from isle.runtime.vm.runner import guest_stats
+
+        s = guest_stats(cid, self.root)
+        s["host_pss"] = s.pop("qemu_pss", 0)
+        return s
 
     def update(self, cid: str, resources: dict[str, Any]) -> None:
         raise self.unsupported("update of a running container's resources",
