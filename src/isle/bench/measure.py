@@ -562,7 +562,9 @@ class Bench:
         return res
 
     def size(self, level: str) -> dict[str, Any]:
-        img = json.loads(self._isle("image", "inspect", self.image, timeout=60))[0]
+        if not getattr(self, "_img", None):  # one `image inspect` for every level
+            self._img = json.loads(self._isle("image", "inspect", self.image, timeout=60))[0]
+        img: dict[str, Any] = self._img
         out: dict[str, Any] = {"image_bytes": int(img.get("Size") or 0)}
         if level.startswith("microvm") or level == "os-vm":
             import isle.vm
