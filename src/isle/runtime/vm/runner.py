@@ -472,6 +472,40 @@ def create(
         raise VMError(msg or "the VM monitor died before the guest was ready")
     _write_pid(pid_file, int(msg.split()[1]))
     del d
+    try:  # OCI hooks run on the host, as isle-runtime runs them; a failing one undoes the create
+        _hooks_save(root, cid, p.cfg.get("hooks"))
+        for kind in ("prestart", "createRuntime"):
+            _run_hooks(root, cid, kind)
+    except BaseException:
+        delete(cid, root, force=True)
+        raise
+
+
+def _hooks_save(root: str, cid: str, hooks: Any) -> None:
+    """The hooks as they were at create (later edits of config.json must not count)."""
+    if hooks:
+        import json
+
+        with open(os.path.join(root, cid, "hooks.json"), "w") as f:
+            json.dump(hooks, f)
+
+
+def _run_hooks(root: str, cid: str, kind: str, warn_only: bool = False) -> None:
+    import json
+
+    try:
+        with open(os.path.join(root, cid, "hooks.json")) as f:
+            hooks = json.load(f)
+    except FileNotFoundError:
+        return
+    if not (hooks or {}).get(kind):
+        return
+    import sys
+
+    from isle.runtime.hooks import run_hooks
+
+    for w in run_hooks(hooks, kind, st.load(root, cid).oci(), warn_only=warn_only):
+        sys.stderr.write(f"isle-vm-runtime: warning: {w}\n")
 
 
 def _monitor(root: str, s: st.State, p: Prepared, settings: Settings, ready_w: int,
@@ -786,6 +820,7 @@ def start(cid: str, root: str) -> None:
     if s.status != "created":
         raise InvalidState(f"container {cid} is {s.status}, not created")
     _ask(s, "start")
+    _run_hooks(root, cid, "poststart", warn_only=True)
 
 
 def kill(cid: str, root: str, sig: int, all: bool = False) -> None:
@@ -825,6 +860,7 @@ def delete(cid: str, root: str, force: bool = False) -> None:
     drop_cgroup(s.cgroup)
     if s.rundir and os.path.basename(s.rundir).startswith("isle-vm-"):
         shutil.rmtree(s.rundir, ignore_errors=True)
+    _run_hooks(root, cid, "poststop", warn_only=True)
     st.remove(root, cid)
 
 
