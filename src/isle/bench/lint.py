@@ -69,8 +69,10 @@ _RULES = [
          "restarted or health-checked apart, and one dying goes unnoticed",
          "one service per container; connect them with a network (`isle network create`)"),
     Rule("IL004", "warning", "cron inside the container",
-         "cron is a second service with its own schedule, logs and failures hidden from the runtime",
-         "run scheduled jobs as their own short-lived containers (a host timer, a Kubernetes CronJob)"),
+         "cron is a second service with its own schedule, logs and failures hidden from the "
+         "runtime",
+         "run scheduled jobs as their own short-lived containers (a host timer, a Kubernetes "
+         "CronJob)"),
     Rule("IL005", "error", "packages installed or upgraded at start",
          "installing or upgrading packages when the container starts makes every start slow, "
          "network-dependent and different from the tested image",
@@ -84,14 +86,15 @@ _RULES = [
          "the container a pet that must be kept, like a VM",
          "declare a VOLUME (or mount one with -v) for every path the service writes"),
     Rule("IL008", "warning", "runs as root",
-         "root in the container is root on the host kernel's attack surface; one escape is host root",
+         "root in the container is root on the host kernel's attack surface; one escape is host "
+         "root",
          "add a USER with a non-zero uid (or run rootless)"),
     Rule("IL009", "warning", "base image not pinned",
          "`:latest` or no tag moves under you: two builds of one Containerfile differ",
          "pin the base to a version tag and, better, a digest (FROM image:1.2@sha256:...)"),
     Rule("IL010", "error", "secret in the image",
-         "ENV, ARG and files in layers are readable by anyone who can pull the image, forever, even "
-         "if a later layer deletes them",
+         "ENV, ARG and files in layers are readable by anyone who can pull the image, forever, "
+         "even if a later layer deletes them",
          "pass secrets at run time (env from a file, a mounted secret) or use build secrets"),
     Rule("IL011", "warning", "large image or many layers",
          "big images pull, start and scan slowly and carry more to attack; many layers slow every "
@@ -108,10 +111,11 @@ _RULES = [
          'use the exec form: CMD ["prog", "arg"]'),
     Rule("IL015", "warning", "more than one CMD or ENTRYPOINT",
          "only the last one takes effect; the others mislead readers", "keep one"),
-    Rule("IL016", "info", "cd in RUN", "`cd` in RUN does not persist and hides the working directory",
-         "use WORKDIR"),
-    Rule("IL017", "warning", "sudo in the image", "sudo in a container is an unnecessary setuid path "
-         "to root", "run the step as root in the build and switch USER afterwards"),
+    Rule("IL016", "info", "cd in RUN",
+         "`cd` in RUN does not persist and hides the working directory", "use WORKDIR"),
+    Rule("IL017", "warning", "sudo in the image",
+         "sudo in a container is an unnecessary setuid path to root",
+         "run the step as root in the build and switch USER afterwards"),
     Rule("IL018", "info", "apt-get install keeps caches or recommends",
          "package lists and recommended packages grow the image",
          "apt-get install --no-install-recommends ... && rm -rf /var/lib/apt/lists/*"),
@@ -176,7 +180,8 @@ def _cmd_checks(text: str, where: str, line: int = 0) -> list[Finding]:
     if _INIT.search(" " + first) or first.endswith(("/systemd", "/init")):
         out.append(_f("IL002", f"the entrypoint is an init system: {first}", where, line))
     if _SUPERVISOR.search(text):
-        out.append(_f("IL003", f"a process supervisor runs several services: {text!r}", where, line))
+        out.append(_f("IL003", f"a process supervisor runs several services: {text!r}", where,
+                      line))
     elif _BACKGROUND.search(text) and not re.search(r"\bexec\b", text.split("&")[-1]):
         out.append(_f("IL003", f"the command starts background services with '&': {text!r}", where,
                       line))
@@ -259,7 +264,8 @@ def lint_containerfile(text: str, where: str = "Containerfile") -> list[Finding]
             if x.cmd == "ARG":  # an ARG named like a secret leaks through history even unset
                 out.extend(_f("IL010", f"ARG {k} passes a secret through the build (it stays in "
                                        "the image history)", loc, x.line, key=k)
-                           for k, _ in pairs if _SECRET_NAME.search(k) and not _NOT_SECRET.search(k))
+                           for k, _ in pairs
+                           if _SECRET_NAME.search(k) and not _NOT_SECRET.search(k))
             else:
                 out.extend(_env_secrets(pairs, loc, x.line))
         elif x.cmd == "MAINTAINER":
@@ -319,7 +325,8 @@ def lint_image_config(config: dict[str, Any], *, size: int = 0, layers: int = 0,
                       "config:Healthcheck"))
     for n in names:
         if n.endswith(":latest"):
-            out.append(_f("IL009", f"{n} is tagged latest: users of it get whatever was pushed last",
+            out.append(_f("IL009",
+                          f"{n} is tagged latest: users of it get whatever was pushed last",
                           "image name"))
     if size > MAX_SIZE:
         out.append(_f("IL011", f"the image is {size / (1 << 30):.1f} GiB", "image size",
@@ -344,7 +351,7 @@ def lint_layers(layers: Iterable[tuple[str, str]], limit: int = 200_000) -> list
     out: list[Finding] = []
     seen = 0
     for label, top in layers:
-        for dirpath, dirs, files in os.walk(top, followlinks=False):
+        for dirpath, _dirs, files in os.walk(top, followlinks=False):
             rel_dir = os.path.relpath(dirpath, top)
             for name in files:
                 seen += 1

@@ -54,7 +54,10 @@ static int cpu(long n) {
     for (int r = 0; r < 5; r++) {
         double t0 = now_ns();
         for (long i = 0; i < n / 5; i++) {
-            for (int k = 0; k < 1000; k++) { h ^= (unsigned long)(i * 1000 + k); h *= 1099511628211UL; }
+            for (int k = 0; k < 1000; k++) {
+                h ^= (unsigned long)(i * 1000 + k);
+                h *= 1099511628211UL;
+            }
         }
         double t = now_ns() - t0;
         total += t;
@@ -71,7 +74,10 @@ static int sys(long n) {
         for (long i = 0; i < n; i++) syscall(SYS_getpid);
         g[r] = (now_ns() - t0) / n;
         t0 = now_ns();
-        for (long i = 0; i < n / 4; i++) { int fd = open("/", O_RDONLY | O_CLOEXEC); if (fd >= 0) close(fd); }
+        for (long i = 0; i < n / 4; i++) {
+            int fd = open("/", O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) close(fd);
+        }
         o[r] = (now_ns() - t0) / (n / 4);
         t0 = now_ns();
         for (long i = 0; i < n / 4; i++) stat("/", &st);
@@ -133,8 +139,10 @@ static int surface(void) {
     printf("kernel=%s\n", u.release);
     FILE *f = fopen("/proc/self/status", "r"); char line[256];
     while (f && fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "CapEff:", 7) || !strncmp(line, "Seccomp:", 8) || !strncmp(line, "NoNewPrivs:", 11)) {
-            char *c = strchr(line, ':'); *c = 0; char *v = c + 1; while (*v == ' ' || *v == '\t') v++;
+        if (!strncmp(line, "CapEff:", 7) || !strncmp(line, "Seccomp:", 8)
+                || !strncmp(line, "NoNewPrivs:", 11)) {
+            char *c = strchr(line, ':'); *c = 0; char *v = c + 1;
+            while (*v == ' ' || *v == '\t') v++;
             v[strcspn(v, "\n")] = 0; printf("%s=%s\n", line, v);
         }
     }
@@ -174,7 +182,10 @@ static int rr_client(const char *ip, int port, long n) {
     double *v = malloc(n * sizeof *v); char b[64] = {1};
     for (long i = 0; i < n; i++) {
         double t0 = now_ns();
-        if (send(s, b, sizeof b, 0) != sizeof b || recv(s, b, sizeof b, MSG_WAITALL) != sizeof b) { perror("rr"); return 1; }
+        if (send(s, b, sizeof b, 0) != sizeof b || recv(s, b, sizeof b, MSG_WAITALL) != sizeof b) {
+            perror("rr");
+            return 1;
+        }
         v[i] = (now_ns() - t0) / 1e3;
     }
     printf("rr_us=%.1f\n", med(v, n));
@@ -187,8 +198,10 @@ int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "sys")) return sys(atol(argv[2]));
     if (argc >= 2 && !strcmp(argv[1], "surface")) return surface();
     if (argc >= 3 && !strcmp(argv[1], "rr-server")) return rr_server(atoi(argv[2]));
-    if (argc >= 5 && !strcmp(argv[1], "rr-client")) return rr_client(argv[2], atoi(argv[3]), atol(argv[4]));
-    fprintf(stderr, "usage: isle-probe cpu N | sys N | surface | rr-server PORT | rr-client IP PORT N\n");
+    if (argc >= 5 && !strcmp(argv[1], "rr-client"))
+        return rr_client(argv[2], atoi(argv[3]), atol(argv[4]));
+    fprintf(stderr,
+            "usage: isle-probe cpu N | sys N | surface | rr-server PORT | rr-client IP PORT N\n");
     return 2;
 }
 """

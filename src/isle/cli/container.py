@@ -1,6 +1,6 @@
 """Container verbs: run, create, start, stop, restart, kill, rm, pause, unpause, wait, rename,
-update, ps, inspect, logs, exec, top, cp, stats, port, diff, commit, export, events, and the `container`
-group (the same verbs, plus ls, remove, prune, healthcheck).
+update, ps, inspect, logs, exec, top, cp, stats, port, diff, commit, export, events, and the
+`container` group (the same verbs, plus ls, remove, prune, healthcheck).
 
 Every verb is a module-level click command added by `register`; `run`/`create` are built from the
 flag table in cli/run.py, which also serves them without click on the fast path.

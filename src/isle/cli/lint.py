@@ -1,4 +1,5 @@
-"""`isle lint IMAGE | Containerfile | CONTAINER`: the container-as-a-mini-VM mistake, as findings."""
+"""`isle lint IMAGE | Containerfile | CONTAINER`: the container-as-a-mini-VM mistake, as
+findings."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@
 VMs (engine/vms.py): vms = VMs(settings); vms.create(name, disk=..) / create_from_image(name, ref)
     / start / stop(name, timeout) / rm(name, force=) / ls / inspect / console(name) -> socket path;
     vms.template_create(eng, image, memory_mib=, vcpus=, network=) / templates() / template_rm(ref)
-    / prune_templates() / prune_disks(); `--isolation vm` runs use a matching template by themselves.
+    / prune_templates() / prune_disks(); `--isolation vm` runs use a matching template by
+    themselves.
 Errors are isle.errors classes (+ reports.CommandNotFound 127, CannotInvoke 126).
 """

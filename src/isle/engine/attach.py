@@ -71,7 +71,7 @@ def pump(sock: socket.socket, *, stdin_fd: int | None, stdout_fd: int = 1, stder
                 else:
                     d = os.read(stdin_fd, 65536) if stdin_fd is not None else b""
                     if not d:
-                        sel.unregister(stdin_fd)
+                        sel.unregister(stdin_fd)  # type: ignore[arg-type]  # set: d came from it
                         with contextlib.suppress(OSError):
                             sock.shutdown(socket.SHUT_WR)
                     else:
@@ -152,7 +152,7 @@ def run_with_console(argv: list[str], sock_path: str, *, stdin_fd: int | None = 
                     else:
                         d = os.read(stdin_fd, 65536) if stdin_fd is not None else b""
                         if not d:
-                            sel.unregister(stdin_fd)
+                            sel.unregister(stdin_fd)  # type: ignore[arg-type]  # d came from it
                         else:
                             with contextlib.suppress(OSError):
                                 _write_all(master, d)

@@ -159,8 +159,8 @@ def run_in_userns(fn: Callable[[], str]) -> str:
         data = _read_all(r_res)
     finally:
         _reap(pid)
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        for signum, h in old.items():
+            signal.signal(signum, h)
         for fd in (r_go, w_ok, r_res):
             try:
                 os.close(fd)
@@ -194,7 +194,7 @@ def _child(fn: Callable[[], str], w_go: int, r_ok: int, w_res: int,
         # mounts made here (step overlays) never propagate to the host; they die with us
         sc.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
         _INSIDE.update(uid=uid_map, gid=gid_map)
-        res = ("ok", fn())
+        res: tuple[Any, ...] = ("ok", fn())
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         from isle.errors import IsleError
 
@@ -207,8 +207,8 @@ def _child(fn: Callable[[], str], w_go: int, r_ok: int, w_res: int,
             res = ("err", "isle.errors", "IsleError", f"{type(exc).__name__}: {exc}", 125)
     from isle.oci.fastjson import dumps
 
-    data = dumps(list(res))
-    data = data.encode() if isinstance(data, str) else data
+    text = dumps(list(res))
+    data = text.encode() if isinstance(text, str) else text
     while data:
         data = data[os.write(w_res, data):]
     os.close(w_res)
@@ -224,7 +224,7 @@ def _write_maps(pid: int, uid_map: list[dict[str, int]], gid_map: list[dict[str,
 
 
 def _read_all(fd: int) -> bytes:
-    out = []
+    out: list[bytes] = []
     while True:
         try:
             b = os.read(fd, 65536)

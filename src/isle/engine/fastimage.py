@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import errno
 import os
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
 
 from isle.oci.fastjson import dumps, loads
 from isle.record import record
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["LightImage", "resolve", "mount", "unmount"]
 

@@ -1,19 +1,21 @@
 """Health checks (--health-cmd and friends): a small loop process per container that has one.
 
 Only containers with a health check pay for it (~one idle Python process); the rest stay at one
-conmon each. Results go to the record's extra["health"] in Docker's shape (Status, FailingStreak, Log).
+conmon each. Results go to the record's extra["health"] in Docker's shape (Status, FailingStreak,
+Log).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
 
 from isle.engine.options import Healthcheck, RunOptions
 from isle.engine.quiet import suppress
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["healthcheck_of", "spawn_loop", "run_loop", "check_once"]
 

@@ -84,7 +84,8 @@ def read_entries(path: str) -> list[LogEntry]:
 
 
 def follow(path: str, start_offset: int, running: Callable[[], bool]) -> Iterator[LogEntry]:
-    """Yield entries appended after start_offset until running() is false and the file is drained."""
+    """Yield entries appended after start_offset until running() is false and the file is
+    drained."""
     asm = _Assembler()
     pos = start_offset
     ino = None
@@ -132,4 +133,5 @@ def parse_since(value: str, now: float | None = None) -> float:
         v = value.replace("Z", "+00:00")
         return datetime.fromisoformat(v).timestamp()
     except ValueError:
-        raise ConfigError("--since", f"invalid time {value!r} (e.g. 10m, 2024-01-02T15:04:05Z)") from None
+        raise ConfigError("--since",
+                          f"invalid time {value!r} (e.g. 10m, 2024-01-02T15:04:05Z)") from None

@@ -2,19 +2,21 @@
 
 conmon runs ``<runtime> create``, reports the container pid on the sync pipe, then outlives `isle`:
 it owns stdio, writes the k8s-file log (rotated at --log-size-max), writes ``exit`` / ``oom`` files
-into its persist dir, and runs the exit command (``isle container cleanup ID``) when the container ends.
+into its persist dir, and runs the exit command (``isle container cleanup ID``) when the container
+ends.
 """
 
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import socket
 
 from isle.errors import CommandError, IsleError
 from isle.oci.fastjson import loads
 from isle.record import field, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["MonitorArgs", "conmon_argv", "read_sync", "connect_attach", "STDOUT", "STDERR",
            "conmon_path"]
@@ -84,7 +86,8 @@ def conmon_argv(a: MonitorArgs) -> list[str]:
 
 
 def read_sync(fd: int, argv: list[str], timeout: float = 60.0) -> int:
-    """Read conmon's {"data": pid[, "message": ...]} line; the pid, or CommandError with its message."""
+    """Read conmon's {"data": pid[, "message": ...]} line; the pid, or CommandError with its
+    message."""
     import select
 
     buf = b""
@@ -104,12 +107,14 @@ def read_sync(fd: int, argv: list[str], timeout: float = 60.0) -> int:
     except (ValueError, KeyError) as exc:
         raise IsleError(f"monitor sent a bad sync message: {buf[:200]!r}") from exc
     if pid <= 0:
-        raise CommandError(argv, -1, str(msg.get("message", "the runtime failed to create the container")))
+        raise CommandError(argv, -1, str(msg.get("message",
+                                                 "the runtime failed to create the container")))
     return pid
 
 
 def connect_attach(bundle: str) -> socket.socket:
-    """Connect to conmon's SEQPACKET attach socket in the bundle (any path length, via /proc/self/fd)."""
+    """Connect to conmon's SEQPACKET attach socket in the bundle (any path length, via
+    /proc/self/fd)."""
     import socket  # not at the top: `run -d` never attaches, and socket costs ~2 ms to import
 
     dfd = os.open(bundle, os.O_PATH | os.O_CLOEXEC)

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RunOptions", "MountSpec", "Ulimit", "RestartPolicy", "Healthcheck",
     "parse_bytes", "parse_cpus", "parse_volume", "parse_mount", "parse_tmpfs", "parse_ulimit",
-    "parse_restart", "parse_env", "parse_env_file", "check_env_size", "parse_labels", "check_caps", "parse_signal",
+    "parse_restart", "parse_env", "parse_env_file", "check_env_size", "parse_labels", "check_caps",
+    "parse_signal",
     "parse_duration", "check_cpus", "ALL_CAPS", "DEFAULT_CAPS",
 ]
 

@@ -14,7 +14,8 @@ __all__ = ["suppress", "nullcontext"]
 
 
 class suppress:
-    """with suppress(OSError): ...  -- the listed exceptions (and subclasses) end the block quietly."""
+    """with suppress(OSError): ...  -- the listed exceptions (and subclasses) end the block
+    quietly."""
 
     __slots__ = ("_exc",)
 
@@ -36,5 +37,5 @@ class nullcontext:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc: Any) -> bool:
-        return False
+    def __exit__(self, *exc: Any) -> None:
+        return None

@@ -86,9 +86,8 @@ def _hook_main(argv: list[str]) -> int:
     from isle.config import Settings
     from isle.engine.networks import network_manager
     from isle.errors import IsleError
-    from isle.net.types import PortMapping
-
     from isle.net.rootless import connect_slirp
+    from isle.net.types import PortMapping
 
     root, runroot, cid, name, ports, loopback = argv
     try:

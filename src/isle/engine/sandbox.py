@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # light: imported on every start of a runsc container
+    from typing import Any
+
 __all__ = ["is_runsc", "runsc_path", "global_args", "runtime_root", "platform", "oci_args", "check"]
 
 NAME = "runsc"
@@ -124,7 +128,7 @@ def check(opts: object, rootless: bool) -> None:
     opts.isolation = "sandbox"  # type: ignore[attr-defined]
 
 
-def levels(rootless: bool, vm: dict, vm_runtime: bool) -> dict[str, str]:
+def levels(rootless: bool, vm: dict[str, Any], vm_runtime: bool) -> dict[str, str]:
     """{level: "" where it works here, else why not} for `isle info` (container, sandbox, vm)."""
     from isle.sys import proc
 
@@ -146,7 +150,7 @@ def levels(rootless: bool, vm: dict, vm_runtime: bool) -> dict[str, str]:
     return out
 
 
-def level_notes(vm: dict) -> dict[str, str]:
+def level_notes(vm: dict[str, Any]) -> dict[str, str]:
     """How each working level runs here (the platform or accelerator and why)."""
     plat, why = platform()
     acc = str(vm.get("accel", "tcg")).upper()

@@ -6,16 +6,18 @@ exactly once even when several containers start at the same time.
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
-if TYPE_CHECKING:
-    from typing import Any
 
 from isle.config import Settings
 from isle.engine.db import Db, VolumeRecord
 from isle.engine.options import MountSpec
 from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Volumes", "safe_join"]
 
@@ -98,7 +100,7 @@ class Volumes:
     def list(self) -> list[VolumeRecord]:
         return self.db.list_volumes()
 
-    def remove(self, name: str, users: list[str], *, force: bool = False) -> None:
+    def remove(self, name: str, users: builtins.list[str], *, force: bool = False) -> None:
         self.db.get_volume(name)
         if users and not force:
             raise InvalidState(f"remove {name}: volume is in use - [{', '.join(users)}]")
@@ -107,7 +109,8 @@ class Volumes:
 
         shutil.rmtree(self._dir(name), ignore_errors=True)
 
-    def resolve(self, mounts: list[MountSpec], rootfs: str) -> list[dict[str, Any]]:
+    def resolve(self, mounts: builtins.list[MountSpec], rootfs: str
+                ) -> builtins.list[dict[str, Any]]:
         """MountSpecs -> OCI mounts; named volumes get created and filled on first use."""
         out: list[dict[str, Any]] = []
         for m in mounts:

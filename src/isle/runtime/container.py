@@ -243,9 +243,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
     from isle.runtime import hooks
     from isle.runtime.init import (
         Chan,
+        _opt_fds,
         direct_ok,
         init_direct,
-        _opt_fds,
         init_hooks_wait,
         needs_sealed_init,
         preload,
@@ -589,8 +589,8 @@ def _destroy(ctr: Container, hooks: bool) -> None:
     left: list[int] | None = None  # None: unknown
     if cg is not None:
         try:
-            left = cg.pids()
-            for p in left:
+            left = pids = cg.pids()
+            for p in pids:
                 try:
                     os.kill(p, 9)
                 except OSError:
@@ -692,7 +692,7 @@ _pending: list[int] = []
 
 def _hold_signals() -> None:
     """Catch terminal signals from before the init exists; _wait_forwarding delivers them."""
-    import _signal  # type: ignore[import-not-found]  # `signal` wraps it in enums (~3 ms)
+    import _signal  # `signal` wraps it in enums (~3 ms)
 
     for s in _FWD_SIGNALS:
         _signal.signal(s, lambda sig, _f: _pending.append(sig))
@@ -700,7 +700,7 @@ def _hold_signals() -> None:
 
 def _wait_forwarding(pid: int) -> int:
     """Wait for pid (we are its subreaper), forwarding terminal signals; -> exit code."""
-    import _signal  # type: ignore[import-not-found]
+    import _signal
 
     def fwd(sig: int, _frame: Any) -> None:
         try:

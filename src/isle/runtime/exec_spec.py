@@ -27,7 +27,7 @@ def build_process(root: str, cid: str, f: dict[str, Any], args: list[str]) -> di
     if f.get("process"):
         try:
             with open(f["process"], "rb") as fh:
-                proc = json.loads(fh.read())
+                proc: dict[str, Any] = json.loads(fh.read())
         except OSError as exc:
             raise ConfigError("--process", f"{f['process']}: {exc.strerror}") from None
         except ValueError as exc:

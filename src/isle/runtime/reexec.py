@@ -149,7 +149,6 @@ def _preload(cfg: dict[str, Any], proc: dict[str, Any]) -> None:
     if sc:
         import isle.runtime.seccomp_cache  # noqa: F401
         import isle.sys.seccomp_lib  # noqa: F401
-
         from isle.runtime.seccomp_cache import install_simple  # noqa: F401
 
         if sc.get("flags") or sc.get("listenerPath") or any(

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from typing import Any, NamedTuple
 
 from isle.errors import ConfigError, Unsupported
@@ -143,7 +142,7 @@ def _list(v: Any, field: str) -> list[Any]:
 def _uint(v: Any, field: str, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
         raise ConfigError(field, f"must be an integer in 0..{hi}, got {v!r}")
-    return v
+    return int(v)
 
 
 def _action(name: Any, errno_ret: Any, field: str, errno_field: str) -> int:

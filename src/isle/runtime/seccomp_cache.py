@@ -37,8 +37,8 @@ def _canonical(obj: Any) -> str:
         import json
 
         return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    enc = _json.make_encoder({}, None, _json.encode_basestring_ascii, None, ":", ",", True,
-                             False, True)
+    enc = _json.make_encoder({}, None, _json.encode_basestring_ascii,  # type: ignore[arg-type]
+                             None, ":", ",", True, False, True)
     return "".join(enc(obj, 0))
 
 

@@ -88,15 +88,16 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
             opts += ",file.locking=off" + (",backing.file.locking=off" if d.backing else "")
         a += ["-drive", opts, "-device", f"{blk},drive={d.id}"]
     net = "virtio-net-device" if micro else "virtio-net-pci"
-    for n in cfg.nics:
-        if n.kind == "tap" and n.fd >= 0:  # opened by isle (jail.open_tap)
-            a += ["-netdev", f"tap,id={n.id},fd={n.fd}"]
-        elif n.kind == "tap":
-            name = f",ifname={n.ifname}" if n.ifname else ""  # none: QEMU makes a tapN it removes
-            a += ["-netdev", f"tap,id={n.id}{name},script=no,downscript=no"]
+    for nic in cfg.nics:
+        if nic.kind == "tap" and nic.fd >= 0:  # opened by isle (jail.open_tap)
+            a += ["-netdev", f"tap,id={nic.id},fd={nic.fd}"]
+        elif nic.kind == "tap":
+            # no name: QEMU makes a tapN it removes
+            name = f",ifname={nic.ifname}" if nic.ifname else ""
+            a += ["-netdev", f"tap,id={nic.id}{name},script=no,downscript=no"]
         else:
-            a += ["-netdev", f"user,id={n.id}" + "".join(f",hostfwd={h}" for h in n.hostfwd)]
-        a += ["-device", f"{net},netdev={n.id}" + (f",mac={n.mac}" if n.mac else "")]
+            a += ["-netdev", f"user,id={nic.id}" + "".join(f",hostfwd={h}" for h in nic.hostfwd)]
+        a += ["-device", f"{net},netdev={nic.id}" + (f",mac={nic.mac}" if nic.mac else "")]
     if cfg.serial_ports:
         a += ["-device", "virtio-serial-device" if micro else "virtio-serial-pci"]
         for p in cfg.serial_ports:

@@ -35,8 +35,15 @@ def find() -> str:
 def _child_setup(source: str, readonly: bool, cgroup_files: tuple[str, ...] = ()) -> None:
     """In the forked child before exec: die with the parent, join the container's cgroup (its
     memory and pids bound virtiofsd too); a private ro view of source."""
-    from isle.sys.libc import (CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
-                               LinuxSyscalls)
+    from isle.sys.libc import (
+        CLONE_NEWNS,
+        MS_BIND,
+        MS_PRIVATE,
+        MS_RDONLY,
+        MS_REC,
+        MS_REMOUNT,
+        LinuxSyscalls,
+    )
 
     sc = LinuxSyscalls()
     sc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
@@ -26,9 +28,10 @@ def _kernel(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("-")[0].split(".")[:2])
 
 
-def _applies(cond: dict, arch: str, caps: set[str], kernel: tuple[int, ...], exclude: bool) -> bool:
+def _applies(cond: dict[str, Any], arch: str, caps: set[str], kernel: tuple[int, ...],
+             exclude: bool) -> bool:
     """includes: every given condition holds; excludes: any given condition holds."""
-    tests = []
+    tests: list[bool] = []
     if cond.get("arches"):
         tests.append(arch in cond["arches"])
     if cond.get("caps"):
@@ -39,16 +42,16 @@ def _applies(cond: dict, arch: str, caps: set[str], kernel: tuple[int, ...], exc
     return any(tests) if exclude else all(tests)
 
 
-def render(profile: dict, arch: str, caps: set[str], kernel: tuple[int, ...],
-           known: callable = lambda n: True) -> tuple[dict, list[str]]:
-    out: dict = {"defaultAction": profile["defaultAction"]}
+def render(profile: dict[str, Any], arch: str, caps: set[str], kernel: tuple[int, ...],
+           known: Callable[[str], bool] = lambda n: True) -> tuple[dict[str, Any], list[str]]:
+    out: dict[str, Any] = {"defaultAction": profile["defaultAction"]}
     if "defaultErrnoRet" in profile:
         out["defaultErrnoRet"] = profile["defaultErrnoRet"]
     for a in profile.get("archMap") or []:
         if a["architecture"] == NATIVE[arch]:
             out["architectures"] = [a["architecture"], *a.get("subArchitectures", [])]
     dropped: list[str] = []
-    calls = []
+    calls: list[dict[str, Any]] = []
     for c in profile["syscalls"]:
         if c.get("includes") and not _applies(c["includes"], arch, caps, kernel, False):
             continue
@@ -58,7 +61,7 @@ def render(profile: dict, arch: str, caps: set[str], kernel: tuple[int, ...],
         dropped += [n for n in c["names"] if not known(n)]
         if not names:
             continue
-        call = {"names": names, "action": c["action"]}
+        call: dict[str, Any] = {"names": names, "action": c["action"]}
         for k in ("errnoRet", "args"):
             if c.get(k) is not None:
                 call[k] = c[k]
@@ -75,7 +78,10 @@ def main() -> None:
     from isle.runtime.seccomp_cache import lib_path
     from isle.sys.seccomp_lib import NR_SCMP_ERROR, Libseccomp
 
-    lib = Libseccomp(lib_path())
+    path = lib_path()
+    if path is None:
+        sys.exit("libseccomp is not installed (Debian: libseccomp2)")
+    lib = Libseccomp(path)
     out, dropped = render(profile, arch, DEFAULT_CAPS, _kernel(os.uname().release),
                           lambda n: lib.resolve(n) != NR_SCMP_ERROR)
     if dropped:

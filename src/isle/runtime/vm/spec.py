@@ -40,7 +40,7 @@ DEFAULT_MEMORY_MIB = 128
 
 
 def rootfs_path(cfg: dict[str, Any], bundle: str) -> str:
-    p = cfg.get("root", {}).get("path", "rootfs")
+    p = str(cfg.get("root", {}).get("path", "rootfs"))
     p = p if os.path.isabs(p) else os.path.join(bundle, p)
     if not os.path.isdir(p):
         raise ConfigError("root.path", f"{p} is not a directory")
@@ -109,7 +109,7 @@ def _is_bind(m: dict[str, Any]) -> bool:
 def shares_of(cfg: dict[str, Any]) -> tuple[tuple[str, str, str, bool], ...]:
     """Bind mounts of host directories (volumes, -v DIR:...): (tag, source, destination, ro),
     shared over virtio-fs; the guest mounts tag at destination."""
-    out = []
+    out: list[tuple[str, str, str, bool]] = []
     for m in cfg.get("mounts", []):
         src, dest = m.get("source", ""), m.get("destination", "")
         if dest and _is_bind(m) and os.path.isdir(src):
