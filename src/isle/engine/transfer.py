@@ -493,6 +493,10 @@ class Transfer:
         from isle.engine import netplug
 
         live = [r.id for r in self.db.list_containers()]  # type: ignore[attr-defined]
+        from isle.engine import vmos
+
+        # whole-OS VMs own attachments too (engine/vms.py names them vmos-<name>)
+        live += [f"vmos-{n}" for n in vmos.vm_names(self.s)]  # type: ignore[attr-defined]
         try:   # networking left by crashed containers or an `isle` killed mid-setup
             gone = netplug.gc(self.s, live)  # type: ignore[attr-defined]
             out["Network attachments"] = [x[:12] for x in gone["removed"]] + gone["errors"]
