@@ -20,9 +20,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from isle.api import convert
-from isle.api.server import (API_VERSION, MIN_API_VERSION, ApiError, Hijack, Request, Response,
-                             Route, Stream, mux_frame)
-from isle.errors import ConfigError, InvalidState, IsleError, NotFound
+from isle.api.server import (
+    API_VERSION,
+    MIN_API_VERSION,
+    ApiError,
+    Hijack,
+    Request,
+    Response,
+    Route,
+    Stream,
+    mux_frame,
+)
+from isle.errors import IsleError, NotFound
 
 __all__ = ["Api"]
 
@@ -1069,7 +1078,8 @@ class Api:
         ep = body.get("EndpointConfig") or {}
         ipam = ep.get("IPAMConfig") or {}
         ips = [v for v in (ipam.get("IPv4Address"), ipam.get("IPv6Address")) if v]
-        self.networks.connect(self._net(req.params["id"]), ctr, ip=ips, aliases=ep.get("Aliases") or [])
+        self.networks.connect(self._net(req.params["id"]), ctr, ip=ips,
+                              aliases=ep.get("Aliases") or [])
 
     def network_disconnect(self, req: Request) -> None:
         body = req.json()

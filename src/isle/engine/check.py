@@ -106,7 +106,7 @@ def _rebuild_record(s: Settings, cid: str) -> ContainerRecord | None:
 
 
 def _volumes_on_disk(s: Settings) -> list[VolumeRecord]:
-    out = []
+    out: list[VolumeRecord] = []
     try:
         entries = sorted(os.scandir(s.volumes_dir), key=lambda e: e.name)
     except OSError:

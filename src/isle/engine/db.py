@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import os
 import time
+
+from isle.errors import AlreadyExists, IsleError, NotFound
+from isle.oci.fastjson import dumps as _dumps
+from isle.oci.fastjson import loads as _loads
+from isle.record import field, field_names, record
+
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
 
-from isle.errors import AlreadyExists, IsleError, NotFound
-from isle.oci.fastjson import dumps as _dumps
-from isle.record import field, field_names, record
-from isle.oci.fastjson import loads as _loads
-
 try:  # the C module alone: the `sqlite3` package adds datetime adapters (~2 ms) isle never uses
     import _sqlite3 as sqlite3
 except ImportError:  # pragma: no cover - a Python without it
-    import sqlite3  # type: ignore[no-redef]
+    import sqlite3
 
 __all__ = ["Db", "ContainerRecord", "VolumeRecord", "DbError", "RESERVE", "RECORD_FILE"]
 
@@ -217,7 +218,8 @@ class Db:
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         try:
-            return self.conn.execute(sql, args).fetchall()
+            rows: list[Any] = self.conn.execute(sql, args).fetchall()
+            return rows
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
@@ -365,7 +367,8 @@ class Db:
         return VolumeRecord(**_dec(_VFIELDS, row))
 
     def list_volumes(self) -> list[VolumeRecord]:
-        rows = self.conn.execute(f"SELECT {','.join(_VFIELDS)} FROM volumes ORDER BY name").fetchall()
+        rows = self.conn.execute(
+            f"SELECT {','.join(_VFIELDS)} FROM volumes ORDER BY name").fetchall()
         return [VolumeRecord(**_dec(_VFIELDS, r)) for r in rows]
 
     def set_volume_populated(self, name: str) -> bool:
@@ -373,7 +376,7 @@ class Db:
         with self.tx() as c:
             cur = c.execute("UPDATE volumes SET populated = 1 WHERE name = ? AND populated = 0",
                             (name,))
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
     def delete_volume(self, name: str) -> None:
         def dele(c: Any) -> None:
@@ -390,7 +393,8 @@ class Db:
         if cur.lastrowid and cur.lastrowid % 1000 == 0:  # keep the newest ~10000 events
             c.execute("DELETE FROM events WHERE seq <= ?", (cur.lastrowid - 10000,))
 
-    def add_event(self, typ: str, action: str, actor: str, attrs: dict[str, Any] | None = None) -> None:
+    def add_event(self, typ: str, action: str, actor: str,
+                  attrs: dict[str, Any] | None = None) -> None:
         self._write(lambda c: self._event(c, typ, action, actor, attrs or {}), frees=True)
 
     def events(self, after_seq: int = 0, since: float = 0.0) -> list[dict[str, Any]]:
@@ -413,15 +417,14 @@ class _Tx:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         if et is None:
             self.conn.execute("COMMIT")
-            return False
+            return
         try:
             self.conn.execute("ROLLBACK")
         except sqlite3.OperationalError:  # sqlite rolled back itself (an I/O or full error):
             pass  # the error that caused it is the one to report
-        return False
 
 
 _SNAPSHOT = {"name", "opts", "extra"}  # the fields of a record that a repair cannot re-derive

@@ -12,6 +12,7 @@ pid + start-time checks (`_refresh`), so a killed CLI, monitor, or a wiped runro
 from __future__ import annotations
 
 import _signal as signal  # type: ignore[import-not-found]  # `signal` adds enums (~3 ms)
+import builtins
 import os
 import sys
 import time
@@ -403,7 +404,7 @@ class Engine(lifecycle.Lifecycle, Queries, Transfer):
                 out.append(rec)
         return out
 
-    def _volume_users(self, name: str) -> list[str]:
+    def _volume_users(self, name: str) -> builtins.list[str]:
         users = []
         for rec in self.db.list_containers():
             for m in rec.opts.get("mounts", []):
@@ -511,9 +512,8 @@ class _Locked:
         self.cm = cm
         self.eng._held.add(self.cid)
 
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
         self.eng._held.discard(self.cid)
         cm, self.cm = self.cm, None
         if cm is not None:
             cm.__exit__(et, ev, tb)
-        return False

@@ -24,7 +24,8 @@ def _state(db: str, cid: str) -> tuple[str, ...] | None:
     try:
         conn = sqlite3.connect(db, timeout=60)
         try:
-            return conn.execute("SELECT state FROM containers WHERE id = ?", (cid,)).fetchone()
+            row = conn.execute("SELECT state FROM containers WHERE id = ?", (cid,)).fetchone()
+            return None if row is None else tuple(row)
         finally:
             conn.close()
     except sqlite3.Error:

@@ -20,6 +20,7 @@ from isle.oci.fastjson import dumps
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 if TYPE_CHECKING:
@@ -48,11 +49,15 @@ _NET_KEYS = ("ports", "ports_display", "netns", "ip", "networks", "tap", "slirp"
 
 class Lifecycle:
     s: Settings
-    db: Db
+
+    @property
+    def db(self) -> Db:  # Engine's (it opens the database on first use)
+        raise NotImplementedError
     store: Any
     runtime_for: Any
 
-    def paths(self, cid: str) -> ContainerPaths: ...  # provided by Engine
+    paths: Callable[[str], ContainerPaths]  # provided by Engine
+    get: Callable[..., Any]  # provided by Engine
 
     def _oci(self, rec: ContainerRecord) -> OciCli:
         """The record's runtime behind the seam (engine/runtimes.py)."""
@@ -344,7 +349,7 @@ class Lifecycle:
             resize = _resizer(p.bundle, stdin_fd)
         try:
             raw = opts.tty and opts.interactive and stdin_fd is not None
-            with raw_terminal(stdin_fd) if raw else nullcontext():
+            with raw_terminal(stdin_fd) if raw and stdin_fd is not None else nullcontext():
                 pump(sock, stdin_fd=stdin_fd if opts.interactive else None,
                      stdout_fd=stdout_fd, stderr_fd=stderr_fd, on_resize=resize)
         finally:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from isle.config import Settings
-from isle.errors import NotFound
 from isle.engine.vmhook import _MAKING, TEMPLATE_ANNOTATION, annotate
+from isle.errors import NotFound
 from isle.vm.machine import MachineInfo, MachineStore
 
 __all__ = ["VMs", "TemplateInfo", "annotate", "TEMPLATE_ANNOTATION", "bootstrap_os"]

@@ -26,7 +26,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-
 from isle.errors import ImageError, NotFound, RegistryError
 from isle.image.layers import BUF, HashReader, IterReader, unpack_layer
 from isle.image.registry import httpx

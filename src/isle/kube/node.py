@@ -67,14 +67,14 @@ def up(d: str, registries: tuple[str, ...] = (), wait: float = 30,
     the pause image is imported. Undone (down) if any step fails."""
     d = os.path.abspath(d)
     if proc.which("containerd") is None or proc.which("ctr") is None:
-        raise ConfigError("isle kube needs containerd (Debian: containerd)")
+        raise ConfigError("", "isle kube needs containerd (Debian: containerd)")
     if not os.path.isfile(os.path.join(CNI_BIN_DIR, "bridge")):
-        raise ConfigError(f"isle kube needs the CNI plugins in {CNI_BIN_DIR} "
-                          "(Debian: containernetworking-plugins)")
+        raise ConfigError("", f"isle kube needs the CNI plugins in {CNI_BIN_DIR} "
+                              "(Debian: containernetworking-plugins)")
     if _pid(d) is not None:
         raise InvalidState(f"a containerd is already up in {d} (isle kube down --dir {d})")
     if len(os.path.join(d, "containerd.sock.ttrpc")) > 100:
-        raise ConfigError(f"--dir {d}: too long for a unix socket path (at most ~90 characters)")
+        raise ConfigError("--dir", f"{d}: too long for a unix socket path (at most ~90 characters)")
     n = Node.under(d, registries, mirrors)
     for sub in ("", "cni/net.d", "cni/ipam", "runtimes", "opt"):
         os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
@@ -100,7 +100,7 @@ def up(d: str, registries: tuple[str, ...] = (), wait: float = 30,
         end = time.monotonic() + wait
         while True:
             if p.poll() is not None:
-                raise ConfigError(f"containerd exited ({p.returncode}) at start: "
+                raise ConfigError("", f"containerd exited ({p.returncode}) at start: "
                                   + _tail(os.path.join(d, "containerd.log")))
             if os.path.exists(n.socket):
                 try:
@@ -109,7 +109,7 @@ def up(d: str, registries: tuple[str, ...] = (), wait: float = 30,
                 except Exception:
                     pass
             if time.monotonic() > end:
-                raise ConfigError(f"containerd did not answer on {n.socket} within {wait:.0f}s")
+                raise ConfigError("", f"containerd did not answer on {n.socket} within {wait:.0f}s")
             time.sleep(0.05)
         _ctr(n, "images", "import", "--no-unpack=false", archive, timeout=120)
         _ctr(n, "images", "label", PAUSE_IMAGE, "io.cri-containerd.pinned=pinned", timeout=30)

@@ -26,7 +26,7 @@ def build_pause(out: str) -> str:
     if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(SOURCE):
         return out
     if proc.which("gcc") is None:
-        raise ConfigError("making the pause image needs gcc (Debian: gcc, libc6-dev)")
+        raise ConfigError("", "making the pause image needs gcc (Debian: gcc, libc6-dev)")
     tmp = out + ".tmp"
     proc.run(["gcc", "-static", "-O2", "-s", "-o", tmp, SOURCE], timeout=120)
     os.replace(tmp, out)

@@ -31,7 +31,8 @@ def attach_tap(nm: NetworkManager, vm_id: str, network: str = "bridge", *, ip: s
     tap = nm._tap_prefix + hashlib.sha256(owner.encode()).hexdigest()[:6]
     ns = nm.create_netns(owner)
     if ns is None:
-        raise Unsupported("VM taps on bridge networks need root (rootless VMs use QEMU user networking)")
+        raise Unsupported("VM taps on bridge networks need root "
+                          "(rootless VMs use QEMU user networking)")
     try:
         att = nm.connect(owner, ns, [(network, {"ip": ip, "aliases": list(aliases)})],
                          ports, name=name or vm_id[:12])

@@ -258,7 +258,8 @@ def render(job: Job) -> str:
         'wait "$pid"; code=$?',
         # exec'd processes die with the container (as in a pid namespace); their reports go first
         'for f in /x*.pid; do [ -e "$f" ] && read -r xp < "$f" && kill -9 "$xp" 2>/dev/null; done',
-        "n=0; while set -- /x*.pid; [ -e \"$1\" ] && [ $n -lt 200 ]; do n=$((n + 1)); usleep 10000; done",
+        "n=0; while set -- /x*.pid; [ -e \"$1\" ] && [ $n -lt 200 ]; do n=$((n + 1));"
+        " usleep 10000; done",
         'echo "exit $code" >&3',
         "poweroff -f",
     ]

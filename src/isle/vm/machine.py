@@ -361,8 +361,8 @@ class MachineStore:
             cfg, fds = jail.drives_by_fd(cfg)
             if os.geteuid() == 0:
                 j = jail.plan(cfg, r, cgroup_files=cgroup_files, pdeathsig=False)
-            log = os.open(os.path.join(r, "qemu.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            log = os.open(os.path.join(r, "qemu.log"), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                          | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 p, keeper = _spawn_detached(qemu_argv(cfg), log,
                                     tuple(fds) + ((j.lease_fd,) if j else ())

@@ -23,8 +23,16 @@ from typing import Any
 from isle.errors import VMError
 from isle.sys import proc
 from isle.vm import accel as _accel
-from isle.vm.config import (Chardev, Drive, FsShare, MachineConfig, MemoryBackend, Nic, SerialPort,
-                            replace)
+from isle.vm.config import (
+    Chardev,
+    Drive,
+    FsShare,
+    MachineConfig,
+    MemoryBackend,
+    Nic,
+    SerialPort,
+    replace,
+)
 from isle.vm.qemu import argv as qemu_argv
 
 __all__ = ["Boot", "cmdline", "machine_config", "MicroVM", "short_dir", "host_end", "writable",
