@@ -104,3 +104,81 @@ def test_bad_spec_fails_on_the_host_naming_the_field(
                        env=vm_env, capture_output=True, timeout=60)
     assert r.returncode != 0 and b"linux.devices[0].path" in r.stderr, r.stderr
     assert not (tmp_path / "root" / "g2").exists()
+
+
+EXEC_SCRIPT = r"""
+grep -E '^(Cap(Prm|Eff|Bnd)|NoNewPrivs|Seccomp|Groups):' /proc/self/status | tr -s ' \t' ' '
+mkdir /tmp/x 2>/dev/null && echo "mkdir allowed" || echo "mkdir denied"
+echo "limits $(ulimit -n)"
+[ -e /dev/vda ] || echo "no guest disk"
+[ -e /bin/isle-exec ] || echo "container root"
+"""
+
+
+@pytest.mark.timeout(200)
+def test_exec_gets_the_containers_seccomp_caps_and_limits(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    """runc's rule: an exec'd process gets the container's seccomp filter, and its capabilities and
+    rlimits unless its process says otherwise; no_new_privs as its process says."""
+    b = vmh.make_bundle(
+        tmp_path / "b", busybox_rootfs,
+        ["sh", "-c", "echo up; while [ ! -e /tmp/stop ]; do sleep 0.1; done"],
+        user={"uid": 0, "gid": 0, "additionalGids": [10, 20]}, noNewPrivileges=False,
+        rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 123}],
+        capabilities={k: ["CAP_KILL", "CAP_CHOWN"] for k in
+                      ("bounding", "effective", "permitted")},
+    )
+    cfg = json.loads(Path(b, "config.json").read_text())
+    cfg["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    root = tmp_path / "root"
+    p = subprocess.Popen([RUNTIME, "--root", str(root), "run", "-b", b, "gx"], env=vm_env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+    def ex(*args: str) -> list[str]:
+        r = subprocess.run([RUNTIME, "--root", str(root), "exec", *args], env=vm_env,
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.decode().splitlines()
+
+    def has(out: list[str], *wants: str) -> None:
+        for want in wants:
+            assert any(line.startswith(want) for line in out), (want, out)
+
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"up\n"
+        kc = f"{_caps('CAP_KILL', 'CAP_CHOWN'):016x}"
+        # the container's process, other args: everything as the container's process
+        has(ex("gx", "sh", "-c", EXEC_SCRIPT),
+            "Seccomp: 2", "mkdir denied", "NoNewPrivs: 0", f"CapBnd: {kc}", f"CapEff: {kc}",
+            "Groups: 10 20 ", "limits 123", "no guest disk", "container root")
+        # a process.json: its capabilities and no_new_privs; the container's seccomp and rlimits
+        proc = {"args": ["sh", "-c", EXEC_SCRIPT], "cwd": "/", "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0}, "noNewPrivileges": True,
+                "capabilities": {k: ["CAP_KILL"] for k in ("bounding", "effective",
+                                                           "permitted")}}
+        Path(tmp_path, "p.json").write_text(json.dumps(proc))
+        k = f"{_caps('CAP_KILL'):016x}"
+        has(ex("-p", str(tmp_path / "p.json"), "gx"),
+            "Seccomp: 2", "mkdir denied", "NoNewPrivs: 1", f"CapBnd: {k}", f"CapEff: {k}",
+            "limits 123", "container root")
+        # no capabilities in process.json: the container's
+        del proc["capabilities"]
+        Path(tmp_path, "p.json").write_text(json.dumps(proc))
+        has(ex("-p", str(tmp_path / "p.json"), "gx"), "Seccomp: 2", f"CapBnd: {kc}")
+        ex("gx", "touch", "/tmp/stop")
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        subprocess.run([RUNTIME, "--root", str(root), "delete", "--force", "gx"], env=vm_env,
+                       capture_output=True, timeout=60)

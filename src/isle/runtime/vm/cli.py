@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("--pid-file", default=None)
     p.add_argument("--console-socket", default=None)
+    p.add_argument("-c", "--cap", action="append", default=[])
+    p.add_argument("--no-new-privs", action="store_true")
+    p.add_argument("-g", "--additional-gids", action="append", default=[])
     p.add_argument("id")
     p.add_argument("args", nargs=argparse.REMAINDER)
     for verb in ("pause", "resume"):
@@ -191,13 +194,34 @@ def _exec(a: argparse.Namespace) -> int:
     cfg = load(os.path.join(s.bundle, "config.json"))
     if a.process:
         with open(a.process) as f:
-            cfg = {"process": json.load(f)}
+            proc = json.load(f)
+        if not isinstance(proc, dict):
+            raise ConfigError("process", f"{a.process} does not hold a JSON object")
     elif a.args:
-        cfg["process"] = dict(cfg.get("process") or {}, args=a.args)
+        proc = dict(cfg.get("process") or {}, args=a.args)
     else:
         raise ConfigError("args", "exec needs a command or --process")
-    tty = a.tty or bool(cfg["process"].get("terminal"))
-    job = vmspec.to_job({"process": cfg["process"]}, stdin=runner.stdin_wanted(0) and not tty)
+    if a.no_new_privs:
+        proc["noNewPrivileges"] = True
+    if a.additional_gids:
+        try:
+            gids = [int(g) for arg in a.additional_gids for g in arg.split(",") if g]
+        except ValueError:
+            raise ConfigError("additional-gids", f"{a.additional_gids!r} are not gids") from None
+        user = dict(proc.get("user") or {})
+        user["additionalGids"] = list(user.get("additionalGids") or []) + gids
+        proc["user"] = user
+    if a.cap:  # runc's --cap: added to bounding, effective, permitted (ambient if inheritable)
+        caps = {k: list(v) for k, v in ((proc.get("capabilities")
+                                         or (cfg.get("process") or {}).get("capabilities")
+                                         or {}).items())}
+        for k in ("bounding", "effective", "permitted") + (
+                ("ambient",) if caps.get("inheritable") is not None else ()):
+            caps[k] = list(caps.get(k) or []) + list(a.cap)
+        proc["capabilities"] = caps
+    tty = a.tty or bool(proc.get("terminal"))
+    # the container's seccomp, and its capabilities and rlimits unless the process has its own
+    job = vmspec.exec_job(cfg, proc, stdin=runner.stdin_wanted(0) and not tty)
     if tty:
         job = dataclasses.replace(job, terminal=True, stdin=False)
     if a.cwd:

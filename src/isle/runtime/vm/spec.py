@@ -10,6 +10,7 @@ fails on the host with the field named, before any VM boots.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import math
 import os
@@ -21,6 +22,7 @@ from isle.vm.job import USER_DNS, USER_NET, GuestMount, GuestNet, Job
 
 __all__ = [
     "to_job",
+    "exec_job",
     "guest_opts",
     "shares_of",
     "net_of",
@@ -162,6 +164,26 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         files=_files(cfg) + _user_dns(cfg),
         spec_opts=guest_opts(cfg),
     )
+
+
+def exec_job(cfg: dict[str, Any], process: dict[str, Any], *, stdin: bool = False) -> Job:
+    """The Job for one more process in a running VM container (``exec``), by runc's rule: the
+    container's seccomp filter always (a process has no seccomp of its own); the container's
+    capabilities and rlimits unless the process brings its own; no_new_privs, user, groups, cwd
+    and env as the process says. Only the process's parts otherwise: /dev, masked and read-only
+    paths, the read-only root and sysctls were applied once, by the container's process, in the
+    mount table and kernel the exec'd process shares; it is chrooted into the same root."""
+    base = cfg.get("process") or {}
+    proc = dict(process)
+    if proc.get("capabilities") is None and base.get("capabilities") is not None:
+        proc["capabilities"] = base["capabilities"]
+    if not proc.get("rlimits") and base.get("rlimits"):
+        proc["rlimits"] = base["rlimits"]
+    job = to_job({"process": proc}, stdin=stdin)
+    sc = (cfg.get("linux") or {}).get("seccomp")
+    if sc:
+        job = dataclasses.replace(job, spec_opts=job.spec_opts + ("-s", _seccomp(sc)))
+    return job
 
 
 _PROPAGATIONS = {"shared", "rshared", "slave", "rslave", "private", "rprivate", "unbindable",
