@@ -258,7 +258,7 @@ def lint_containerfile(text: str, where: str = "Containerfile") -> list[Finding]
         elif x.cmd in ("ENV", "ARG"):
             try:
                 pairs = parse_kv(x, x.rest) if x.cmd == "ENV" else [
-                    tuple(a.split("=", 1)) if "=" in a else (a, "") for a in x.rest.split()]
+                    (a.partition("=")[0], a.partition("=")[2]) for a in x.rest.split()]
             except Exception:  # noqa: BLE001 -- a malformed line is the parser's to report
                 pairs = []
             if x.cmd == "ARG":  # an ARG named like a secret leaks through history even unset
@@ -401,15 +401,15 @@ def lint_writes(changes: Iterable[tuple[str, str]], volumes: Iterable[str],
     leaves = [p for p in kinds if p not in parents and not under(p, _SCRATCH) and not under(p, vols)
               # a changed directory that only holds runtime-made files (/etc for /etc/hosts)
               and not (kinds[p] == "C" and any(s.startswith(p + "/") for s in _SCRATCH))]
-    tops = set()
+    top_set: set[str] = set()
     for p in leaves:  # name the top-most directory the container added, not every file in it
         top, q = p, p
         while "/" in q.strip("/"):
             q = q.rsplit("/", 1)[0]
             if kinds.get(q) == "A":
                 top = q
-        tops.add(top)
-    tops = sorted(tops)
+        top_set.add(top)
+    tops = sorted(top_set)
     shown = ", ".join(tops[:8]) + (" ..." if len(tops) > 8 else "")
     return [_f("IL007", f"the container wrote outside its volumes: {shown}", where,
                paths=tops)]

@@ -145,7 +145,7 @@ def register(cli: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
                   show_default=True, help="json prints the advice as JSON on stdout.")
     @click.pass_context
-    def advise_cmd(ctx: click.Context, workload: str | None, fmt: str, image: str,
+    def advise_cmd(ctx: click.Context, /, workload: str | None, fmt: str, image: str,
                    **flags: Any) -> None:
         """Recommend an isolation level for a workload, with this host's measured numbers.
 

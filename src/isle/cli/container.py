@@ -249,7 +249,7 @@ def rename(ctx: click.Context, container: str, new_name: str) -> int:
               "unless-stopped).")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_context
-def update(ctx: click.Context, containers: tuple[str, ...], **kw: str | None) -> int:
+def update(ctx: click.Context, /, containers: tuple[str, ...], **kw: str | None) -> int:
     """Change containers' resource limits and restart policy (live, and kept for restarts)."""
     from isle.errors import ConfigError
 
