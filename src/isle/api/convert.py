@@ -333,8 +333,14 @@ def check_connect_body(body: dict[str, Any]) -> None:
 
 def run_options(body: dict[str, Any], name: str) -> Any:
     """POST /containers/create's body -> RunOptions (ConfigError/ApiError name the bad field)."""
-    from isle.engine.options import (Healthcheck, MountSpec, RestartPolicy, RunOptions, Ulimit,
-                                     parse_volume)
+    from isle.engine.options import (
+        Healthcheck,
+        MountSpec,
+        RestartPolicy,
+        RunOptions,
+        Ulimit,
+        parse_volume,
+    )
 
     image = body.get("Image")
     if not image or not isinstance(image, str):
@@ -435,7 +441,8 @@ def run_options(body: dict[str, Any], name: str) -> Any:
     o.remove = bool(hc.get("AutoRemove"))
     rp = _obj(hc.get("RestartPolicy"), "HostConfig.RestartPolicy")
     if rp.get("Name"):
-        o.restart = RestartPolicy(name=rp["Name"], max_retries=int(rp.get("MaximumRetryCount") or 0))
+        o.restart = RestartPolicy(name=rp["Name"],
+                                  max_retries=int(rp.get("MaximumRetryCount") or 0))
     o.runtime = hc.get("Runtime") or ""
     iso_ = (hc.get("Isolation") or "").lower()
     if iso_ in ("", "default"):

@@ -638,8 +638,8 @@ class Api:
         try:
             try:
                 with tarfile.open(fileobj=_iterfile(req.body_chunks(MAX_BUILD_CONTEXT)),
-                                  mode="r|*") as t:
-                    _safe_extract(t, ctx)
+                                  mode="r|*") as tar:
+                    _safe_extract(tar, ctx)
             except tarfile.TarError as exc:
                 raise ApiError(400, f"the build context is not a tar archive: {exc}") from None
             file = _build_file(ctx, tmp, dockerfile, labels, target)
@@ -907,7 +907,8 @@ class Api:
         raise ApiError(501, "image search is not supported: isle talks to registries by name only")
 
     def image_inspect(self, req: Request) -> dict[str, Any]:
-        return self.images.inspect(req.params["name"])
+        out: dict[str, Any] = self.images.inspect(req.params["name"])
+        return out
 
     def image_history(self, req: Request) -> list[dict[str, Any]]:
         rows = self.images.history(req.params["name"])

@@ -149,7 +149,7 @@ def render_table(doc: dict[str, Any]) -> str:
         if r[1].startswith("skipped"):
             lines.append(f"{r[0]:<{widths[0]}}  {r[1]}")
         else:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
     h = doc.get("host", {})
     head = (f"isle bench ({doc.get('mode')}, image {doc.get('image')}, "
             f"{doc.get('elapsed_s')} s) on {h.get('cpu')} x{h.get('ncpu')}, "
@@ -197,8 +197,8 @@ def plots(doc: dict[str, Any], out_dir: str, fmt: str = "png") -> list[str]:
         ("CPU kernel (ms)", [ok[n].get("cpu_ms") for n in names], False),
         ("getpid (ns, log)", [_g(ok[n], "syscall_ns", "getpid") for n in names], True),
     ]
-    for ax, (title, vals, log) in zip(axes.flat, panels):
-        good = [(n, v) for n, v in zip(names, vals) if v is not None
+    for ax, (title, vals, log) in zip(axes.flat, panels, strict=False):
+        good = [(n, v) for n, v in zip(names, vals, strict=False) if v is not None
                 and not (isinstance(v, float) and math.isnan(v))]
         xs, vs = [n for n, _ in good], [v for _, v in good]
         ax.bar(xs, vs, color="#4a7ab5")
