@@ -242,3 +242,21 @@ def test_directory_binds_become_virtiofs_mounts_in_spec_order(tmp_path: Path) ->
     from isle.vm.job import render
 
     assert "mount -t virtiofs -o ro isle1 /newroot/cfg" in render(j)
+
+
+def test_exec_job_takes_the_containers_seccomp_caps_and_rlimits_as_runc_does() -> None:
+    sc = {"defaultAction": "SCMP_ACT_ALLOW",
+          "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    caps = {k: ["CAP_KILL"] for k in ("bounding", "effective", "permitted")}
+    cfg = _cfg(linux={"seccomp": sc}, process={
+        "args": ["x"], "capabilities": caps, "noNewPrivileges": True,
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 9, "hard": 9}]})
+    init = vmspec.guest_opts(cfg)
+    assert init[init.index("-W") + 1] == vmspec.GUEST_SECCOMP  # the init keeps its program
+    j = vmspec.exec_job(cfg, {"args": ["y"]})  # a process.json without caps, rlimits, nnp
+    assert j.spec_opts[-2:] == ("-S", vmspec.GUEST_SECCOMP) and "-s" not in j.spec_opts
+    assert "-c" in j.spec_opts and j.rlimits and not j.no_new_privs
+    own = vmspec.exec_job(cfg, {"args": ["y"], "capabilities": {}, "noNewPrivileges": True})
+    assert own.spec_opts[own.spec_opts.index("-c") + 1].startswith("0,0,0") and own.no_new_privs
+    bare = vmspec.exec_job(_cfg(process={"args": ["x"]}), {"args": ["y"]})
+    assert "-S" not in bare.spec_opts  # no seccomp in the container: none for its exec either

@@ -39,6 +39,9 @@ __all__ = [
 ANNOTATION = "org.isle.isolation"
 MIN_MEMORY_MIB = 64
 DEFAULT_MEMORY_MIB = 128
+#: where the container's process (isle-exec -W) keeps its seccomp program in the guest, outside
+#: the container's root, for exec'd processes (-S): a missing copy fails the exec (never unfiltered)
+GUEST_SECCOMP = "/seccomp.bpf"
 
 
 def rootfs_path(cfg: dict[str, Any], bundle: str) -> str:
@@ -180,9 +183,8 @@ def exec_job(cfg: dict[str, Any], process: dict[str, Any], *, stdin: bool = Fals
     if not proc.get("rlimits") and base.get("rlimits"):
         proc["rlimits"] = base["rlimits"]
     job = to_job({"process": proc}, stdin=stdin)
-    sc = (cfg.get("linux") or {}).get("seccomp")
-    if sc:
-        job = dataclasses.replace(job, spec_opts=job.spec_opts + ("-s", _seccomp(sc)))
+    if (cfg.get("linux") or {}).get("seccomp"):  # the program the container's process saved
+        job = dataclasses.replace(job, spec_opts=job.spec_opts + ("-S", GUEST_SECCOMP))
     return job
 
 
@@ -268,8 +270,8 @@ def guest_opts(cfg: dict[str, Any]) -> tuple[str, ...]:
             raise ConfigError("linux.rootfsPropagation",
                               f"{prop!r} is not one of {', '.join(sorted(_PROPAGATIONS))}")
         out += ["-P", prop]
-    if linux.get("seccomp"):
-        out += ["-s", _seccomp(linux["seccomp"])]
+    if linux.get("seccomp"):  # kept in the guest's own root for exec'd processes (exec_job)
+        out += ["-s", _seccomp(linux["seccomp"]), "-W", GUEST_SECCOMP]
     return tuple(out)
 
 

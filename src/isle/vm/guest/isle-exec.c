@@ -10,7 +10,8 @@
  * guest init and isle exec's processes share the one root this helper prepares.
  *
  *   isle-exec [-r ROOT] [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
- *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64] [-m UMASK] [-o OOM_SCORE_ADJ]
+ *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64 [-W FILE] | -S FILE] [-m UMASK]
+ *             [-o OOM_SCORE_ADJ]
  *             [-d] [-k PATH:TYPE:MAJ:MIN:MODE:UID:GID]... [-y KEY=VALUE]... [-D DOMAIN]
  *             [-M PATH]... [-R PATH]... [-O] [-P PROPAGATION] [-e K=V]... -- PROG ARGS...
  *
@@ -21,7 +22,9 @@
  * domain name, -M masks PATH (/dev/null bound over a file, a read-only tmpfs over a directory), -R
  * makes PATH read-only, -O the root, -P sets the root's propagation (shared, slave, private,
  * unbindable: on the root and the mounts under it); -o writes oom_score_adj. After chroot: the seccomp program
- * (-s: struct sock_filter[], base64; FLAGS for seccomp(2), hex) is loaded before the uid changes
+ * (-s: struct sock_filter[], base64; FLAGS for seccomp(2), hex; -W FILE keeps a copy there before
+ * the chroot, -S FILE loads that copy: the container's process saves it, exec'd ones load it; a
+ * missing FILE fails the exec, never runs it unfiltered) is loaded before the uid changes
  * unless -n (it may need CAP_SYS_ADMIN), else last before exec; -c drops the bounding set, changes
  * uid keeping capabilities, then sets effective/permitted/inheritable and raises ambient (hex
  * masks); -m sets the umask. Every signal is at its default and none blocked at exec: the guest
@@ -195,6 +198,33 @@ static void seccomp_load(const char *arg) {  /* FLAGS:BASE64 of struct sock_filt
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog) < 0) die("seccomp", NULL);
 }
 
+/* -W: the container's process keeps its program (FLAGS:BASE64) in the guest's own root, outside
+ * the container's, so that every exec'd process gets the same filter (-S) without the host
+ * sending ~13 KB per exec (the guest shell reads a control line a byte at a time under TCG) */
+static void seccomp_save(const char *path, const char *arg) {
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) die("open", tmp);
+    size_t n = strlen(arg);
+    if (write(fd, arg, n) != (ssize_t)n || close(fd) != 0) die("write", tmp);
+    if (rename(tmp, path) != 0) die("rename", tmp);
+}
+
+static char *seccomp_read(const char *path) {  /* fails closed: no saved program, no exec */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) die("seccomp program of the container", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("stat", path);
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) die("out of memory", NULL);
+    ssize_t got = read(fd, buf, (size_t)st.st_size);
+    if (got != st.st_size) die("read", path);
+    buf[got] = 0;
+    close(fd);
+    return buf;
+}
+
 static int cap_last(void) {
     int last = 40;
     FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "r");
@@ -204,7 +234,7 @@ static int cap_last(void) {
 
 int main(int argc, char **argv) {
     const char *root = NULL, *cwd = "/", *domain = NULL, *oom = NULL;
-    const char *seccomp = NULL, *prop = NULL;
+    const char *seccomp = NULL, *prop = NULL, *sc_save = NULL, *sc_file = NULL;
     long uid = -1, gid = -1, umask_v = -1;
     int nnp = 0, dev = 0, nenv = 0, ngroups = 0, set_groups = 0, roroot = 0, have_caps = 0;
     int ndevs = 0, nsysctl = 0, nmask = 0, nro = 0;
@@ -247,6 +277,8 @@ int main(int argc, char **argv) {
             have_caps = 1;
             break;
         case 's': seccomp = v; break;
+        case 'W': sc_save = v; break;
+        case 'S': sc_file = v; break;
         case 'm': umask_v = strtol(v, NULL, 8); break;
         case 'o': oom = v; break;
         case 'D': domain = v; break;
@@ -259,6 +291,8 @@ int main(int argc, char **argv) {
         }
     }
     if (i >= argc) bad("no program given", NULL);
+    if (sc_file && !seccomp) seccomp = seccomp_read(sc_file);
+    if (sc_save && seccomp) seccomp_save(sc_save, seccomp);
     umask(0);
     if (dev) setup_dev(root ? root : "", devs, ndevs);
     for (int k = 0; k < nsysctl; k++) {
