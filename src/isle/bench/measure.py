@@ -68,7 +68,7 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
         return 0.0, ys[0] / xs[0] if xs[0] else 0.0
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / sxx
     return my - b * mx, b
 
 
@@ -271,8 +271,9 @@ class Bench:
 
     def start(self, level: str) -> dict[str, Any]:
         """Time to first output and to exit of `echo ready`, cold (first) and warm (median)."""
-        from isle.sys import proc
         import subprocess
+
+        from isle.sys import proc
 
         rounds = self.plan.start_rounds.get(level, 3)
         first, exit_ = [], []
@@ -307,8 +308,9 @@ class Bench:
     def density(self, level: str) -> dict[str, Any]:
         """Idle instances started one by one up to a bound: PSS of each, creation time; a line
         fitted to total PSS(n) extrapolates how many fit in the memory budget."""
-        from isle.sys import proc
         import subprocess
+
+        from isle.sys import proc
 
         n_max = self.plan.density_max.get(level, 2)
         totals, times, per = [], [], []
@@ -516,9 +518,10 @@ class Bench:
         return out
 
     def _native_network(self) -> dict[str, Any]:
-        from isle.sys import proc
         import socket
         import subprocess
+
+        from isle.sys import proc
 
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
