@@ -61,16 +61,11 @@ class NetworkManager:
         self.networks.sysctls = value
 
     # networks ------------------------------------------------------------------------------
-    def create(self, name: str, subnet: str | Sequence[str] | None = None,
-               gateway: str | Sequence[str] | None = None,
-               ip_range: str | Sequence[str] | None = None,
-               internal: bool = False, labels: dict[str, str] | None = None, ipv6: bool = False,
-               driver: str = "bridge", options: dict[str, str] | None = None) -> Network:
-        """A new bridge network; bad or overlapping subnets are refused and nothing is written.
-
-        options: ``{"isolate": "false"}`` lets it reach the other networks that say so too."""
-        return self.networks.create(name, subnet, gateway, ip_range, internal, labels, ipv6,
-                                    driver, options)
+    def create(self, name: str, *args: Any, **kw: Any) -> Network:
+        """A new bridge network (``Networks.create``'s arguments: subnet, gateway, ip_range,
+        internal, labels, ipv6, driver, options); bad or overlapping subnets are refused and
+        nothing is written."""
+        return self.networks.create(name, *args, **kw)
 
     def list(self) -> list[Network]:
         return self.networks.list()
