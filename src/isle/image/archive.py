@@ -34,6 +34,7 @@ from isle.oci.image_spec import (
     config_diff_ids,
     digest_hex,
     layer_compression,
+    one_layer_config,
     parse_manifest_or_index,
     sha256_digest,
 )
@@ -414,26 +415,9 @@ def import_rootfs(
             cfg: dict[str, Any] = {}
             apply_changes(cfg, changes)
             created = now_iso()
-            config = {
-                "architecture": _arch(),
-                "os": "linux",
-                "created": created,
-                "config": cfg,
-                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                "history": [
-                    {
-                        "created": created,
-                        "created_by": "isle import",
-                        **({"comment": message} if message else {}),
-                    }
-                ],
-            }
+            config = one_layer_config(diff_id, created, cfg, "isle import", message or "")
             return store.write_image(config, [desc], [ref] if ref else [])
     finally:
         if isinstance(src, str):
             f.close()
 
-
-def _arch() -> str:
-    m = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from isle.errors import ConfigError, ImageError, NotFound
 from isle.image.reference import Reference
+from isle.oci.image_spec import one_layer_config
 from isle.sys import proc
 
 if TYPE_CHECKING:
@@ -95,14 +96,7 @@ def _image_from_dir(
 ) -> Image:
     with store.transaction():
         desc, diff_id = store.write_layer_from_dir(rootfs, overlay_whiteouts=False)
-        cfg = {
-            "architecture": _arch(),
-            "os": "linux",
-            "created": created,
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": created, "created_by": created_by}],
-        }
+        cfg = one_layer_config(diff_id, created, config, created_by)
         return store.write_image(cfg, [desc], [name])
 
 
@@ -193,7 +187,3 @@ def host_mirror() -> str:
         return cands[0]
     raise ImageError("no apt mirror found in the host's apt sources; pass --mirror")
 
-
-def _arch() -> str:
-    m = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)

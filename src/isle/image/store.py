@@ -43,6 +43,7 @@ from isle.oci.image_spec import (
     canonical_json,
     config_diff_ids,
     digest_hex,
+    host_arch,
     layer_compression,
     parse_manifest_or_index,
 )
@@ -468,7 +469,7 @@ class ImageStore:
                 json.loads(json.dumps(parent_image.config))
                 if parent_image
                 else {
-                    "architecture": _arch(),
+                    "architecture": host_arch(),
                     "os": "linux",
                     "config": {},
                     "rootfs": {"type": "layers", "diff_ids": []},
@@ -682,6 +683,3 @@ class _HashWriter:
         return "sha256:" + self.h.hexdigest()
 
 
-def _arch() -> str:
-    m = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)

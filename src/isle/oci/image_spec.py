@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ __all__ = [
     "config_diff_ids",
     "parse_manifest_or_index",
     "canonical_json",
+    "host_arch",
+    "one_layer_config",
     "layer_compression",
     "chain_ids",
 ]
@@ -147,6 +150,22 @@ def _with_annotations(d: dict[str, Any], annotations: dict[str, str]) -> dict[st
     if annotations:
         d["annotations"] = dict(annotations)
     return d
+
+
+def host_arch() -> str:
+    """This machine's architecture as OCI names it (amd64, arm64, ...)."""
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def one_layer_config(diff_id: str, created: str, config: dict[str, Any], created_by: str,
+                     comment: str = "") -> dict[str, Any]:
+    """The image config of a one-layer image made here (import, the built-in images)."""
+    hist: dict[str, Any] = {"created": created, "created_by": created_by}
+    if comment:
+        hist["comment"] = comment
+    return {"architecture": host_arch(), "os": "linux", "created": created, "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "history": [hist]}
 
 
 def canonical_json(obj: Any) -> bytes:

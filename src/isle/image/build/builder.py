@@ -35,7 +35,7 @@ from isle.image.build.runspec import (
 )
 from isle.image.layers import Unpacker, decompressor
 from isle.image.store import Image, ImageStore, now_iso
-from isle.oci.image_spec import Descriptor, canonical_json
+from isle.oci.image_spec import Descriptor, canonical_json, host_arch
 from isle.sys.fs import atomic_write, flock
 from isle.sys.inroot import Root
 
@@ -214,7 +214,7 @@ class Builder:
         if s.base == "scratch":
             return State(
                 {
-                    "architecture": _arch(),
+                    "architecture": host_arch(),
                     "os": "linux",
                     "config": {},
                     "rootfs": {"type": "layers", "diff_ids": []},
@@ -705,9 +705,6 @@ def _is_archive(path: str) -> bool:
         return False
 
 
-def _arch() -> str:
-    m = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
 
 def build(
@@ -754,7 +751,7 @@ def build(
     with store.transaction():
         st = b.run(text, os.path.basename(file), target)
         st.config["created"] = now_iso()
-        st.config.setdefault("architecture", _arch())
+        st.config.setdefault("architecture", host_arch())
         st.config.setdefault("os", "linux")
         img = store.write_image(st.config, st.layers, list(tags or []))
     out(f"COMMIT {', '.join(tags or [])}".rstrip())
