@@ -112,6 +112,7 @@ mkdir /tmp/x 2>/dev/null && echo "mkdir allowed" || echo "mkdir denied"
 echo "limits $(ulimit -n)"
 [ -e /dev/vda ] || echo "no guest disk"
 [ -e /bin/isle-exec ] || echo "container root"
+for f in 3 4 5 6 7 8 9; do [ -e /proc/$$/fd/$f ] && echo "fd $f open"; done; echo "fds checked"
 """
 
 
@@ -120,10 +121,11 @@ def test_exec_gets_the_containers_seccomp_caps_and_limits(
     tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
 ) -> None:
     """runc's rule: an exec'd process gets the container's seccomp filter, and its capabilities and
-    rlimits unless its process says otherwise; no_new_privs as its process says."""
+    rlimits unless its process says otherwise; no_new_privs as its process says; only fds 0-2."""
     b = vmh.make_bundle(
         tmp_path / "b", busybox_rootfs,
-        ["sh", "-c", "echo up; while [ ! -e /tmp/stop ]; do sleep 0.1; done"],
+        ["sh", "-c", "[ -e /proc/$$/fd/3 ] && echo fd3; echo up; while [ ! -e /tmp/stop ]; do "
+         "sleep 0.1; done"],
         user={"uid": 0, "gid": 0, "additionalGids": [10, 20]}, noNewPrivileges=False,
         rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 123}],
         capabilities={k: ["CAP_KILL", "CAP_CHOWN"] for k in
@@ -146,15 +148,17 @@ def test_exec_gets_the_containers_seccomp_caps_and_limits(
 
     def has(out: list[str], *wants: str) -> None:
         for want in wants:
-            assert any(line.startswith(want) for line in out), (want, out)
+            assert any(line.startswith(want) for line in out), (want, "|".join(out))
 
     try:
+        # the guest shell's control port (its fd 3, to the host's monitor) reaches no process
         assert p.stdout is not None and p.stdout.readline() == b"up\n"
         kc = f"{_caps('CAP_KILL', 'CAP_CHOWN'):016x}"
         # the container's process, other args: everything as the container's process
-        has(ex("gx", "sh", "-c", EXEC_SCRIPT),
-            "Seccomp: 2", "mkdir denied", "NoNewPrivs: 0", f"CapBnd: {kc}", f"CapEff: {kc}",
-            "Groups: 10 20 ", "limits 123", "no guest disk", "container root")
+        out = ex("gx", "sh", "-c", EXEC_SCRIPT)
+        has(out, "Seccomp: 2", "mkdir denied", "NoNewPrivs: 0", f"CapBnd: {kc}", f"CapEff: {kc}",
+            "Groups: 10 20 ", "limits 123", "no guest disk", "container root", "fds checked")
+        assert not [line for line in out if line.startswith("fd ")], out
         # a process.json: its capabilities and no_new_privs; the container's seccomp and rlimits
         proc = {"args": ["sh", "-c", EXEC_SCRIPT], "cwd": "/", "env": ["PATH=/bin"],
                 "user": {"uid": 0, "gid": 0}, "noNewPrivileges": True,

@@ -30,7 +30,8 @@
  * masks); -m sets the umask. Every signal is at its default and none blocked at exec: the guest
  * shell starts it in the background, which ignores SIGINT and SIGQUIT, and a process cannot trap
  * a signal it was started with ignored. Exit 127 if PROG is missing, 126 if it cannot run, 125 for
- * any other failure, each with a message on stderr naming what failed.
+ * any other failure, each with a message on stderr naming what failed. Only fds 0, 1 and 2 reach
+ * PROG: the guest shell's others (its control port to the host) are closed on exec.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -225,6 +226,21 @@ static char *seccomp_read(const char *path) {  /* fails closed: no saved program
     return buf;
 }
 
+/* The guest shell's fds (its control port to the host's monitor, fd 3) must not reach the
+ * container's processes: only 0, 1 and 2 do, as with runc without --preserve-fds */
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+static void cloexec_from(int first) {
+    if (syscall(SYS_close_range, (unsigned)first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+    struct rlimit rl;
+    long top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (long)rl.rlim_cur : 65536;
+    for (long fd = first; fd < top; fd++) fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+}
+
 static int cap_last(void) {
     int last = 40;
     FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "r");
@@ -350,6 +366,7 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     umask(umask_v >= 0 ? (mode_t)umask_v : 022);
     environ = env;
+    cloexec_from(3);  /* before a filter that might deny close_range */
     if (seccomp && nnp) seccomp_load(seccomp);
     execvp(argv[i], &argv[i]);
     int e = errno;
