@@ -127,7 +127,7 @@ class Transfer:
                               "supported; one side must be CONTAINER:PATH")
         if not (sp if sc is not None else dp):
             raise ConfigError("cp", "the container path is empty")
-        rec = self.get(sc or dc)  # type: ignore[attr-defined, arg-type]
+        rec = self.get(sc or dc)  # type: ignore[attr-defined]
         self._host_view(rec, "cp")
         with self._rootfs(rec) as rootfs:
             if sc is not None:
