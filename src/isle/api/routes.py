@@ -521,52 +521,46 @@ class Api:
         return Stream(_pipe_writer(lambda out: eng.export(rec.id, out)),
                       content_type="application/x-tar")
 
-    def _stat(self, cid: str, path: str) -> tuple[dict[str, Any], str]:
-        """Docker's X-Docker-Container-Path-Stat for path in the container (via a copy out)."""
-        tmp = tempfile.mkdtemp(prefix="isle-api-stat-")
-        try:
-            self.engine.cp(f"{cid}:{path}", os.path.join(tmp, "x"))
-            p = os.path.join(tmp, "x")
-            st = os.lstat(p)
-            link = os.readlink(p) if os.path.islink(p) else ""
-            stat = {"name": os.path.basename(path.rstrip("/")) or "/", "size": st.st_size,
-                    "mode": convert.go_file_mode(st.st_mode), "mtime": convert.iso(st.st_mtime),
-                    "linkTarget": link}
-            return stat, base64.b64encode(json.dumps(stat).encode()).decode()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def archive_head(self, req: Request) -> Response:
+    @staticmethod
+    def _path_q(req: Request) -> str:
         path = req.q("path")
         if not path:
             raise ApiError(400, "path is required")
-        _, h = self._stat(req.params["id"], path)
+        return path
+
+    def _copy_out(self, cid: str, path: str) -> tuple[str, str, str]:
+        """path copied out of the container into a new temporary directory (the caller removes
+        it): (that directory, the copy, Docker's X-Docker-Container-Path-Stat for it)."""
+        tmp = tempfile.mkdtemp(prefix="isle-api-cp-")
+        out = os.path.join(tmp, "out")
+        try:
+            self.engine.cp(f"{cid}:{path}", out)
+            st = os.lstat(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        stat = {"name": os.path.basename(path.rstrip("/")) or "/", "size": st.st_size,
+                "mode": convert.go_file_mode(st.st_mode), "mtime": convert.iso(st.st_mtime),
+                "linkTarget": os.readlink(out) if os.path.islink(out) else ""}
+        return tmp, out, base64.b64encode(json.dumps(stat).encode()).decode()
+
+    def archive_head(self, req: Request) -> Response:
+        tmp, _, h = self._copy_out(req.params["id"], self._path_q(req))
+        shutil.rmtree(tmp, ignore_errors=True)
         return Response(200, raw=b"", headers={"X-Docker-Container-Path-Stat": h})
 
     def archive_get(self, req: Request) -> Stream:
         import tarfile
 
-        path = req.q("path")
-        if not path:
-            raise ApiError(400, "path is required")
-        eng = self.engine
-        rec = eng.get(req.params["id"])
-        tmp = tempfile.mkdtemp(prefix="isle-api-cp-")
+        path = self._path_q(req)
+        rec = self.engine.get(req.params["id"])
+        tmp, out, hdr = self._copy_out(rec.id, path)
         name = os.path.basename(path.rstrip("/")) or "."
-        try:
-            eng.cp(f"{rec.id}:{path}", os.path.join(tmp, "out"))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        st = os.lstat(os.path.join(tmp, "out"))
-        stat = {"name": name, "size": st.st_size, "mode": convert.go_file_mode(st.st_mode),
-                "mtime": convert.iso(st.st_mtime), "linkTarget": ""}
-        hdr = base64.b64encode(json.dumps(stat).encode()).decode()
 
-        def write(out: Any) -> None:
+        def write(stream: Any) -> None:
             try:
-                with tarfile.open(fileobj=out, mode="w|") as t:
-                    t.add(os.path.join(tmp, "out"), arcname=name)
+                with tarfile.open(fileobj=stream, mode="w|") as t:
+                    t.add(out, arcname=name)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -576,9 +570,7 @@ class Api:
     def archive_put(self, req: Request) -> Response:
         import tarfile
 
-        path = req.q("path")
-        if not path:
-            raise ApiError(400, "path is required")
+        path = self._path_q(req)
         eng = self.engine
         rec = eng.get(req.params["id"])
         tmp = tempfile.mkdtemp(prefix="isle-api-put-")
