@@ -353,17 +353,7 @@ class MicroVM:
         """Copy fd to the guest's org.isle.stdin port in a thread; EOF reaches the guest."""
         import threading
 
-        path = os.path.join(self.rundir, "in.sock")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        for _ in range(5000):
-            try:
-                s.connect(path)
-                break
-            except OSError:
-                time.sleep(0.002)
-        else:
-            s.close()
-            raise VMError(f"stdin socket {path} never opened")
+        s = _connect_unix(os.path.join(self.rundir, "in.sock"), "stdin socket")
 
         def pump() -> None:
             # half-close on EOF: a full close could make QEMU drop data the guest has not read yet;
@@ -384,17 +374,7 @@ class MicroVM:
         in two threads; the guest's tty does echo, line editing and ^C."""
         import threading
 
-        path = os.path.join(self.rundir, "tty.sock")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        for _ in range(5000):
-            try:
-                s.connect(path)
-                break
-            except OSError:
-                time.sleep(0.002)
-        else:
-            s.close()
-            raise VMError(f"terminal socket {path} never opened")
+        s = _connect_unix(os.path.join(self.rundir, "tty.sock"), "terminal socket")
         src, dst = os.dup(fd), os.dup(fd)
 
         def to_guest() -> None:
@@ -569,3 +549,17 @@ def _wait(p: subprocess.Popen[bytes], timeout: float) -> int:
     finally:
         os.close(fd)
     return p.wait()
+
+
+def _connect_unix(path: str, what: str, tries: int = 5000) -> socket.socket:
+    """A stream socket connected to QEMU's chardev socket at path, retried while QEMU has not
+    opened it yet (~10 s); VMError naming what when it never does."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    for _ in range(tries):
+        try:
+            s.connect(path)
+            return s
+        except OSError:
+            time.sleep(0.002)
+    s.close()
+    raise VMError(f"{what} {path} never opened")
