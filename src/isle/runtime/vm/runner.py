@@ -876,24 +876,22 @@ def _qmp(s: st.State, command: str) -> None:
 
 def pause(cid: str, root: str) -> None:
     """Freeze the whole VM (QMP stop): the guest's clock and vCPUs halt, like a cgroup freeze."""
-    from isle.errors import InvalidState
-
-    s = st.load(root, cid)
-    if s.status != "running":
-        raise InvalidState(f"container {cid} is {s.status}, not running")
-    _qmp(s, "stop")
-    s.status = "paused"
-    st.save(root, s)
+    _move(cid, root, "running", "stop", "paused")
 
 
 def resume(cid: str, root: str) -> None:
+    _move(cid, root, "paused", "cont", "running")
+
+
+def _move(cid: str, root: str, want: str, command: str, then: str) -> None:
+    """A VM in state `want` told `command` over QMP, then recorded as `then`."""
     from isle.errors import InvalidState
 
     s = st.load(root, cid)
-    if s.status != "paused":
-        raise InvalidState(f"container {cid} is {s.status}, not paused")
-    _qmp(s, "cont")
-    s.status = "running"
+    if s.status != want:
+        raise InvalidState(f"container {cid} is {s.status}, not {want}")
+    _qmp(s, command)
+    s.status = then
     st.save(root, s)
 
 
