@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 
 from isle.errors import CommandError, ConfigError, VMError
 from isle.sys import proc
@@ -55,26 +56,31 @@ def rootfs_image(rootfs: str, cache: str, fstype: str = "erofs", key: str = "") 
     out = os.path.join(d, f"{name}.{fstype}")
     if os.path.exists(out):
         return out
-    tmp = f"{out}.tmp.{os.getpid()}"
-    try:
+    def make(tmp: str) -> None:
         if fstype == "erofs":
             proc.run(["mkfs.erofs", "--quiet", "-T0", tmp, rootfs], timeout=600)
-        else:
-            used = sum(
-                os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(rootfs) for f in fs
-            )
-            size_mib = max(16, int(used * 1.3 / 2**20) + 16)
-            proc.run(
-                ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-d", rootfs, tmp, f"{size_mib}M"],
-                timeout=600,
-            )
-        os.rename(tmp, out)
+            return
+        used = sum(os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(rootfs) for f in fs)
+        size_mib = max(16, int(used * 1.3 / 2**20) + 16)
+        proc.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-d", rootfs, tmp,
+                  f"{size_mib}M"], timeout=600)
+
+    return _made_as(out, make, f"build a {fstype} disk from {rootfs}")
+
+
+def _made_as(dest: str, make: Callable[[str], object], what: str) -> str:
+    """make(tmp) writes a file beside dest, which then becomes dest by rename: a failed or killed
+    maker never leaves a partial dest (its tmp goes); VMError 'could not {what}' on failure."""
+    tmp = f"{dest}.tmp.{os.getpid()}"
+    try:
+        make(tmp)
+        os.rename(tmp, dest)
     except CommandError as exc:
-        raise VMError(f"could not build a {fstype} disk from {rootfs}: {exc}") from exc
+        raise VMError(f"could not {what}: {exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return out
+    return dest
 
 
 def info(path: str) -> dict[str, object]:
@@ -141,16 +147,8 @@ def convert(src: str, dest: str, fmt: str, *, subformat: str = "") -> str:
     argv = ["qemu-img", "convert", "-O", fmt]
     if subformat:
         argv += ["-o", f"subformat={subformat}"]
-    tmp = f"{dest}.tmp.{os.getpid()}"
-    try:
-        proc.run([*argv, src, tmp], timeout=3600)
-        os.rename(tmp, dest)
-    except CommandError as exc:
-        raise VMError(f"could not convert {src} to {fmt}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+    return _made_as(dest, lambda tmp: proc.run([*argv, src, tmp], timeout=3600),
+                    f"convert {src} to {fmt}")
 
 
 def head(path: str, fmt: str, n: int = 2048) -> bytes:
