@@ -304,7 +304,9 @@ def _spawn_init(ctr: Container, cfg: dict[str, Any], cg: Any, opts: Options, roo
         os.close(c2p_r)
         (init_direct if direct else stage1)(Chan(p2c_r, c2p_w), cfg, child_opts)
         os._exit(1)  # not reached
-    self_join = direct and _self_join_likely(cfg, early)
+    # the init joins its v1 cgroups itself (tasks files) whether forked directly or by a stage 1
+    # (a sealed init in a pod's pid namespace): the same process, single-threaded, not yet exec'd
+    self_join = (direct or sealed) and _self_join_likely(cfg, early)
     if not self_join:
         from isle.runtime.cgroup import kick_attach
 

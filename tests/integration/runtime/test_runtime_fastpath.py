@@ -72,3 +72,34 @@ def test_direct_init_joins_another_containers_namespaces_by_path(rt, bundle):
     assert host == "podhost" and cmd.strip() == "sleep 30"
     assert net == os.readlink(f"/proc/{pid}/ns/net")
     rt("delete", "--force", "pod-a")
+
+
+def test_sealed_pod_init_joins_its_nested_cgroups_itself(rt, bundle):
+    """A container created into another's pid namespace (a CRI pod's) starts from the sealed
+    interpreter through a stage 1; its init still joins every v1 hierarchy of its own nested
+    cgroupsPath (by tasks files: no RCU grace period on create's critical path), not the
+    runtime's or the pod's, and the cgroups and the parents isle made are gone after delete."""
+    def pod(c):
+        c["linux"]["cgroupsPath"] = "/isle-test-fast/pod1/pause"
+
+    rt("run", "-d", "-b", str(bundle(["sleep", "30"], pod)), "pod-s1")
+    pid = rt.state("pod-s1")["pid"]
+
+    def ctr(c):
+        c["linux"]["cgroupsPath"] = "/isle-test-fast/pod1/c2"
+        c["linux"]["resources"]["memory"] = {"limit": 64 << 20}
+        c.pop("hostname", None)
+        for n in c["linux"]["namespaces"]:
+            if n["type"] in ("network", "ipc", "uts", "pid"):
+                n["path"] = f"/proc/{pid}/ns/{'net' if n['type'] == 'network' else n['type']}"
+
+    try:
+        cp = rt("run", "-b", str(bundle(["sh", "-c", "echo $$; cat /proc/self/cgroup"], ctr,
+                                        name="b2")), "pod-s2")
+    finally:
+        rt("delete", "--force", "pod-s1")
+    lines = cp.stdout.split()
+    assert lines[0] != "1"  # not the pod's init: a process of its pid namespace
+    v1 = [ln for ln in lines[1:] if not ln.startswith("0::")]
+    assert v1 and all(ln.endswith(":/isle-test-fast/pod1/c2") for ln in v1), lines
+    assert not list(Path("/sys/fs/cgroup").glob("*/isle-test-fast"))
