@@ -62,7 +62,8 @@ def test_vm_run_uses_a_template_when_one_exists(isle, vm_cache: str) -> None:
     ts = json.loads(isle("vm", "template", "ls", "--format", "json").stdout)
     assert [(t["key"], t["image"], t["memory_mib"]) for t in ts] == [(key, "busybox", 128)]
     assert os.path.exists(f"/dev/shm/isle-tpl-{key}.ram") and ts[0]["ram_bytes"] > 0
-    assert f"'templates': 1" in isle("info").stdout
+    assert json.loads(isle("info", "--format", "json").stdout)["VM"]["templates"] == 1
+    assert "Templates: 1" in isle("info").stdout
 
     warms = [_timed(isle, *run) for _ in range(2)]
     assert all(out == "hi\n" for _, out in warms)
