@@ -59,7 +59,9 @@ def _write_pid_file(path: str | None, pid: int) -> None:
     if path:
         from isle.sys.fs import atomic_write
 
-        atomic_write(os.path.abspath(path), str(pid).encode(), 0o644)
+        # no fsync (runc's neither): it names a process that does not outlive the boot, and the
+        # caller's state dir may be on a busy disk (containerd's task dir: 5-20 ms per fsync)
+        atomic_write(os.path.abspath(path), str(pid).encode(), 0o644, durable=False)
 
 
 def _connect_console(path: str) -> int:
