@@ -268,8 +268,8 @@ def test_whole_os_vm_qemu_is_jailed_and_its_disks_come_by_fd(tmp_path: Path, vmh
         qemu = info["pid"]
         ids = _assert_jailed(qemu)
         assert "-daemonize" not in open(f"/proc/{qemu}/cmdline", "rb").read().decode()
-        assert _cgroup_of(qemu, "memory") == "/isle/vm-w1"
-        assert _cgroup_of(qemu, "pids") == "/isle/vm-w1"
+        cg = _cgroup_of(qemu, "memory")  # /isle/vm-<name>-<tag of the root>: roots never share
+        assert cg.startswith("/isle/vm-w1-") and _cgroup_of(qemu, "pids") == cg, cg
         # neither the user's disk nor the VM's overlay is in the jail: they came as fds
         assert not os.path.exists(f"/proc/{qemu}/root{base}")
         assert not os.path.exists(f"/proc/{qemu}/root{info['disk']}")
@@ -284,7 +284,7 @@ def test_whole_os_vm_qemu_is_jailed_and_its_disks_come_by_fd(tmp_path: Path, vmh
         assert os.path.exists(info["console"])
     finally:
         call("rm", "-f", "w1", check=False)
-    assert not os.path.exists("/sys/fs/cgroup/memory/isle/vm-w1")
+    assert not os.path.exists(f"/sys/fs/cgroup/memory{cg}")
     assert not list((tmp_path / "run" / "vms").glob("*"))
     assert vmh.qemus(str(tmp_path)) == []
 
