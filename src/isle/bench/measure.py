@@ -655,14 +655,16 @@ class Bench:
                 "size": {"total_bytes": size, "what": "base disk + overlay + kernel + initramfs"}}
 
     def ensure_template(self) -> str:
-        """A template for the image at the default size (made once; reused after)."""
-        ls = self._isle("vm", "template", "ls", timeout=60)
-        for ln in ls.splitlines()[1:]:
-            f = ln.split()
-            if len(f) > 4 and f[1] == self.image and f[4] == "none":
-                return "existing"
-        self._isle("vm", "template", "create", "--network", "none", self.image, timeout=600)
-        return "created"
+        """The template the runs will restore, for the image at the default size. `template
+        create` is idempotent (an existing template with the same boot key answers at once), so
+        it is always asked: a listed template of the same image may have been made for another
+        boot layout, guest kernel or initramfs, which the runs would not match (they would boot
+        cold and the level would measure nothing of templates)."""
+        before = {t.get("key") for t in json.loads(
+            self._isle("vm", "template", "ls", "--format", "json", timeout=60) or "[]")}
+        key = self._isle("vm", "template", "create", "--network", "none", self.image,
+                         timeout=600).strip()
+        return "existing" if key in before else "created"
 
 
 def _children(pid: int) -> list[int]:
