@@ -86,12 +86,36 @@ def write_field(directory: str, file: str, value: str, field: str,
     raise Unsupported(f"{field}: not supported here ({file} is absent in {directory})")
 
 
+#: The mark on a parent cgroup isle made for a cgroupsPath (containerd's /<namespace>/<id>, a
+#: pod's parent...): containers that come later find the parent there and do not list it as
+#: theirs, so whichever container under it goes last removes it by this mark. It lives on the
+#: directory (a trusted xattr, root's only), so it goes with it and never outlives it; where it
+#: cannot be set (an unprivileged caller) parents stay, as runc leaves them.
+MARK = "trusted.isle.made"
+
+
+def _mark(d: str) -> None:
+    try:
+        os.setxattr(d, MARK, b"1")
+    except OSError:
+        pass
+
+
+def _marked(d: str) -> bool:
+    try:
+        os.getxattr(d, MARK)
+        return True
+    except OSError:
+        return False
+
+
 def mkdirs(mount: str, path: str) -> list[str]:
     """mkdir -p mount+path; return the directories this call created, shallowest first.
 
     isle's default parent ("/isle", from a missing cgroupsPath) is never returned: it is shared
-    by every container under it, and rmdirs() removes it once the last of them is gone. A
-    concurrent remover may take a parent between our mkdirs; retry the walk.
+    by every container under it, and rmdirs() removes it once the last of them is gone. Other
+    parents this call makes carry MARK, so the last container under a parent takes it, whoever
+    made it. A concurrent remover may take a parent between our mkdirs; retry the walk.
     """
     leaf = mount + "/" + "/".join(p for p in path.split("/") if p)
     try:
@@ -112,6 +136,8 @@ def mkdirs(mount: str, path: str) -> list[str]:
                     os.mkdir(cur, 0o755)
                     if cur != keep:
                         made.append(cur)
+                        if cur != leaf:
+                            _mark(cur)
                 except FileExistsError:
                     pass
             return made
@@ -150,10 +176,13 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
     """Remove the directories we created, deepest first.
 
     Under a leaf, cgroups the container made itself go first. A leaf that stays busy
-    (processes still inside) is an error; a shared parent still holding others' cgroups stays,
-    and isle's default parent goes with its last container (nothing of isle's outlives it).
+    (processes still inside) is an error, raised once every other hierarchy is done (so a retry
+    has only the busy ones left); a shared parent still holding others' cgroups stays, and a
+    parent isle made (the default "/isle" or a marked one, see MARK) goes with its last
+    container: nothing of isle's outlives it.
     """
     gone: set[str] = set()
+    err: InvalidState | None = None  # the first busy leaf; every other hierarchy is still done
     for leaf in leaves:
         if leaf not in created:
             continue
@@ -171,7 +200,7 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
                 try:
                     _rmdir_patiently(os.path.join(top, d), 1.0)
                 except OSError as e:
-                    raise InvalidState(f"cannot remove cgroup {top}/{d}: {e.strerror}") from e
+                    err = err or InvalidState(f"cannot remove cgroup {top}/{d}: {e.strerror}")
     for d in sorted(created, key=lambda p: p.count("/"), reverse=True):
         if d in gone:
             continue
@@ -179,8 +208,9 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
             _rmdir_patiently(d, 2.0 if d in leaves else 0.0)
         except OSError as e:
             if d in leaves:
-                raise InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
-                                   "(processes still inside?)") from e
+                err = err or InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
+                                          "(processes still inside?)")
+            continue
     for d in created:
         parent = os.path.dirname(d)
         if parent.endswith(DEFAULT_PARENT) and os.path.ismount(os.path.dirname(parent)):
@@ -188,6 +218,19 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
                 os.rmdir(parent)  # EBUSY while other containers are in it: theirs to remove
             except OSError:
                 pass
+    # parents isle made (marked), whichever container made them: the last one out takes them
+    for leaf in leaves:
+        if os.path.isdir(leaf):
+            continue  # still busy: it keeps its parents (a retry of destroy comes back here)
+        parent = os.path.dirname(leaf)
+        while _marked(parent):
+            try:
+                os.rmdir(parent)  # EBUSY: another container (isle's or not) is still in it
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
+    if err is not None:
+        raise err
 
 
 def undo(destroy: Callable[[], None], err: BaseException) -> None:

@@ -234,3 +234,39 @@ def test_empty_cpuset_parent_made_by_another_tool_is_filled(cg: V1Manager) -> No
     finally:
         for d in _all_dirs(cg.path):
             os.rmdir(d)
+
+
+@pytest.mark.parametrize("order", ["first-made-goes-first", "first-made-goes-last"])
+def test_shared_parent_goes_with_whichever_container_is_last(order: str) -> None:
+    """containerd's `ctr` puts containers at /<namespace>/<id>: the first container makes the
+    parent, later ones find it. Whoever is removed last takes the parent isle made with it, in
+    every hierarchy (the unified one too), whatever the order; a sibling made by someone else
+    keeps it."""
+    parent = _name()
+    a, b = (manager_for(f"{parent}/{n}", n) for n in ("a", "b"))
+    a.create()
+    b.create()
+    first, last = (a, b) if order == "first-made-goes-first" else (b, a)
+    try:
+        first.destroy()
+        assert _all_dirs(parent), "the parent went while a container was still in it"
+        last.destroy()
+        assert _all_dirs(parent) == []
+    finally:
+        for d in _all_dirs(f"{parent}/a") + _all_dirs(f"{parent}/b") + _all_dirs(parent):
+            os.rmdir(d)
+
+
+def test_parent_isle_made_stays_while_a_foreign_cgroup_is_in_it() -> None:
+    parent = _name()
+    a = manager_for(f"{parent}/a", "a")
+    a.create()
+    foreign = f"{CG}/pids{parent}/theirs"
+    os.mkdir(foreign)  # another tool's cgroup under the parent isle made
+    try:
+        a.destroy()
+        assert os.path.isdir(foreign)
+    finally:
+        os.rmdir(foreign)
+        for d in _all_dirs(parent):
+            os.rmdir(d)

@@ -6,6 +6,7 @@ One VM boot per test (TCG); each checks traffic both ways and that nothing is le
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -216,7 +217,9 @@ def containerd(tmp_path: Path):
         f'[grpc]\n  address = "{run}/c.sock"\n[ttrpc]\n  address = "{run}/t.sock"\n')
     log = open(tmp_path / "containerd.log", "wb")
     p = subprocess.Popen(["containerd", "--config", str(conf)], stdout=log, stderr=log)
-    ctr = ["ctr", "--address", f"{run}/c.sock", "-n", "isle-test"]
+    # a namespace of our own: containerd puts its containers' cgroups at /<namespace>/<id>
+    ns = f"isle-t{uuid.uuid4().hex[:6]}"
+    ctr = ["ctr", "--address", f"{run}/c.sock", "-n", ns]
     try:
         deadline = time.monotonic() + 20
         while sh(*ctr, "version").returncode != 0:
@@ -232,6 +235,12 @@ def containerd(tmp_path: Path):
             sh(*ctr, "task", "rm", "-f", c)
         for c in sh(*ctr, "c", "ls", "-q").stdout.decode().split():
             sh(*ctr, "c", "rm", c)
+        # every container's cgroup is gone with it (isle-vm-runtime's included); the namespace's
+        # parent is runc's to leave behind (it never removes parents), so the test takes it
+        left = sorted(str(d) for d in Path("/sys/fs/cgroup").glob(f"*/{ns}/*") if d.is_dir())
+        for d in Path("/sys/fs/cgroup").glob(f"*/{ns}"):
+            with contextlib.suppress(OSError):
+                d.rmdir()
         p.terminate()
         try:
             p.wait(10)
@@ -241,6 +250,8 @@ def containerd(tmp_path: Path):
         log.close()
         subprocess.run(["umount", "-R", str(tmp_path / "ctrd-root")], capture_output=True)
         shutil.rmtree(run, ignore_errors=True)
+    assert left == [], f"containers' cgroups left behind: {left}"
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{ns}")), "namespace cgroup left behind"
 
 
 @pytest.fixture

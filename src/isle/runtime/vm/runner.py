@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,12 +302,16 @@ def drop_cgroup(state: dict[str, Any] | None) -> None:
     from isle.runtime.cgroup import from_state
 
     cg = from_state(state)
-    for _ in range(300):  # a QEMU that just quit may still be leaving (its exit is not done)
+    deadline = time.monotonic() + 15  # a QEMU (or virtiofsd) that just quit may still be leaving
+    while True:
         try:
-            cg.destroy()
+            cg.destroy()  # every hierarchy each time; a busy one is retried
             return
-        except (IsleError, OSError):
-            time.sleep(0.01)
+        except (IsleError, OSError) as exc:
+            if time.monotonic() > deadline:  # said, never silently left behind
+                print(f"isle-vm-runtime: {exc}", file=sys.stderr)
+                return
+            time.sleep(0.05)
 
 
 def _net_state(s: st.State, p: Prepared) -> None:
