@@ -519,3 +519,22 @@ def test_cp_keeps_docker_cp_semantics(isle, tmp_path: Path) -> None:
     assert cp("sem:/d/sub/.", str(o)) == 0 and (o / "f").read_text() == "f\n"
     assert cp("sem:/dl", str(o / "dl")) == 0 and not (o / "dl").is_symlink()  # followed inside
     assert cp("sem:/nope", str(o)) != 0 and cp("sem:/file", str(o / "nodir") + "/") != 0
+
+
+def test_workdir_made_at_run_stays_in_the_container(isle, tmp_path: Path) -> None:
+    """`run -w DIR` (and an image's WorkingDir) makes a missing DIR, as Docker does: through the
+    image's own symlinks it is made inside the container's root, never on the host."""
+    d, f = _canary(tmp_path)
+    before = _snap(d, f)
+    imp = io.BytesIO()
+    with tarfile.open(fileobj=imp, mode="w") as tf:
+        ti = tarfile.TarInfo("app")
+        ti.type, ti.linkname = tarfile.SYMTYPE, str(d)  # an absolute link to a host directory
+        tf.addfile(ti)
+    (tmp_path / "app.tar").write_bytes(imp.getvalue())
+    isle("import", "--change", "WORKDIR /app/made-by-workdir", str(tmp_path / "app.tar"), "wdl:1")
+    for args in (["-w", "/app/made-by-w"], []):
+        isle("create", *args, "wdl:1", "true", check=False)
+    assert _snap(d, f) == before
+    assert not (d / "made-by-w").exists() and not (d / "made-by-workdir").exists()
+    isle("rm", "-f", *isle("ps", "-aq").stdout.split(), check=False)
