@@ -70,6 +70,25 @@ def bench_peers():
 
 
 @pytest.fixture(scope="session")
+def registries():
+    """tests/integration/image/conftest.py's registry helpers, for any suite:
+    ``registries.start_registry(dir, tls=False, auth=False) -> Registry`` (Debian's
+    docker-registry on 127.0.0.1; ``.addr``, ``.url``) and ``registries.stop_registry(reg)``."""
+    import importlib.util
+    import sys
+
+    name = "isle_test_registries"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, REPO / "tests" / "integration" / "image" / "conftest.py")
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # its dataclasses look themselves up there
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
 def busybox_rootfs():
     """A busybox rootfs (str path), built once per session; world-traversable so a user-namespaced
     root (rootless tests, QEMU's jailed user) can use it. Tests copy it before changing it."""

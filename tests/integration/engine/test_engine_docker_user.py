@@ -90,34 +90,14 @@ def docker(isle: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry(tmp_path_factory: pytest.TempPathFactory, registries) -> Iterator[str]:
     if shutil.which("docker-registry") is None:
         pytest.skip("needs Debian's docker-registry")
-    d = tmp_path_factory.mktemp("registry-du")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "config.yml").write_text(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(d / "data") +
-        f"\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: isle-du\n")
-    log = open(d / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    reg = registries.start_registry(tmp_path_factory.mktemp("registry-du"))
     try:
-        end = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError((d / "registry.log").read_text()[-2000:]) from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield reg.addr
     finally:
-        proc.terminate()
-        proc.wait(10)
+        registries.stop_registry(reg)
 
 
 def _no_netns_mounts_of(root: str) -> bool:

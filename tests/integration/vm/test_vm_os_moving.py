@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,35 +31,14 @@ def vm(tmp_path: Path, vmh: Any) -> Iterator[VmCli]:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
+def registry(tmp_path: Path, registries) -> Iterator[str]:
     if shutil.which("docker-registry") is None or shutil.which("skopeo") is None:
         pytest.skip("needs Debian's docker-registry and skopeo")
-    d = tmp_path / "registry"
-    d.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "config.yml").write_text(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(d / "data") +
-        f"\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: isle-vmos\n")
-    log = open(d / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    reg = registries.start_registry(tmp_path / "registry")
     try:
-        end = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError((d / "registry.log").read_text()[-2000:]) from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield reg.addr
     finally:
-        proc.terminate()
-        proc.wait(10)
+        registries.stop_registry(reg)
 
 
 def _console_has(vm: VmCli, name: str, timeout: float = 60) -> bool:

@@ -491,8 +491,10 @@ def _hooks_save(root: str, cid: str, hooks: Any) -> None:
     if hooks:
         import json
 
-        with open(os.path.join(root, cid, "hooks.json"), "w") as f:
-            json.dump(hooks, f)
+        from isle.sys.fs import atomic_write
+
+        atomic_write(os.path.join(root, cid, "hooks.json"), json.dumps(hooks).encode(),
+                     durable=False)  # 0600, as every state file
 
 
 def _run_hooks(root: str, cid: str, kind: str, warn_only: bool = False) -> None:
