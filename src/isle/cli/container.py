@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from isle.cli.tables import _print_rows, _table
+from isle.cli.tables import _print_rows, _table, human_size
 
 __all__ = ["register", "COMMANDS"]
 
@@ -65,11 +65,7 @@ def _out(s: str) -> None:
 
 
 def _h(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024:
-            return f"{n:.4g}{unit}"
-        n /= 1024
-    return f"{n:.4g}PiB"
+    return human_size(n, binary=True)
 
 
 def _or_vm(ctx: click.Context, what: str, fn: Callable[[str], Any],

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from isle.cli.tables import human_size
 from isle.config import Settings
 from isle.errors import IsleError
 
@@ -139,11 +140,7 @@ class Progress:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}TB"
+    return human_size(n, precision=3)
 
 
 _IMAGE_HEAD = {"ID": "IMAGE ID", "Id": "IMAGE ID", "CreatedSince": "CREATED",

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from isle.cli.tables import human_size
+
 __all__ = ["register"]
 
 
@@ -93,11 +95,7 @@ def _info_dict(ctx: click.Context) -> dict[str, Any]:
 
 
 def _hi(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024:
-            return f"{n:.4g}{unit}"
-        n /= 1024
-    return f"{n:.4g}PiB"
+    return human_size(n, binary=True)
 
 
 @click.command("info")
@@ -314,8 +312,4 @@ def register(cli: click.Group) -> None:
 
 
 def _h(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000:
-            return f"{n:.4g}{unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n:.4g}PB"
+    return human_size(n)

@@ -8,7 +8,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["_table", "_print_rows", "_HEAD"]
+__all__ = ["_table", "_print_rows", "_HEAD", "human_size"]
+
+
+def human_size(n: float, *, binary: bool = False, precision: int = 4) -> str:
+    """Docker's sizes: decimal units (units.HumanSize: images, df) or binary ones (BytesSize:
+    memory), to `precision` significant digits."""
+    step, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB")) if binary else \
+        (1000, ("B", "kB", "MB", "GB", "TB"))
+    for unit in units:
+        if n < step:
+            return f"{n:.{precision}g}{unit}"
+        n /= step
+    return f"{n:.{precision}g}{'PiB' if binary else 'PB'}"
 
 
 def _out(s: str) -> None:
