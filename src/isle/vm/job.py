@@ -13,6 +13,9 @@ __all__ = [
     "Job",
     "render",
     "render_exec",
+    "render_pod",
+    "POD_TAG",
+    "POD_DIR",
     "premount_script",
     "STANDARD_MOUNTS",
 ]
@@ -84,9 +87,9 @@ STANDARD_MOUNTS = (
 )
 
 
-def _mount_line(m: GuestMount) -> str:
+def _mount_line(m: GuestMount, root: str = "/newroot") -> str:
     opts = [o for o in m.options if o not in _DROP]
-    dest = _q("/newroot" + m.destination)
+    dest = _q(root + m.destination)
     o = f" -o {_q(','.join(opts))}" if opts else ""
     return (
         f"{{ [ -d {dest} ] || mkdir -p {dest}; }} && mount -t {m.type}{o} {_q(m.source)} {dest}"
@@ -154,8 +157,8 @@ def _q(s: str) -> str:
     return shlex.quote(s)
 
 
-def _exec_argv(job: Job) -> list[str]:
-    x = ["/bin/isle-exec", "-r", "/newroot", "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
+def _exec_argv(job: Job, root: str = "/newroot") -> list[str]:
+    x = ["/bin/isle-exec", "-r", root, "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
     if job.additional_gids:
         x += ["-G", ",".join(map(str, job.additional_gids))]
     for res, soft, hard in job.rlimits:
@@ -168,14 +171,15 @@ def _exec_argv(job: Job) -> list[str]:
     return x + ["--", *job.args]
 
 
-def render_exec(job: Job, slot: int) -> str:
-    """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'."""
+def render_exec(job: Job, slot: int, root: str = "/newroot") -> str:
+    """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'. root:
+    the container's in the guest (a pod container's: render_pod's)."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
     if job.terminal:  # the VM's one virtconsole (vm.microvm.machine_config), lent to this exec
         t = "/dev/hvc0"
         return (
             f"n=0; while [ ! -c {t} ] && [ $n -lt 3000 ]; do n=$((n + 1)); usleep 1000; done\n"
-            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job))
+            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job, root))
             + f" <{t} >{t} 2>{t} &\n"
             f"echo $! > /x{slot}.pid\n"
             f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
@@ -184,7 +188,7 @@ def render_exec(job: Job, slot: int) -> str:
     # (render) kills what still runs and waits for those reports, so an exec that finished just
     # before the container's process (e.g. the one that told it to stop) still gets its real code
     return (
-        " ".join(_q(a) for a in _exec_argv(job)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &\n'
+        " ".join(_q(a) for a in _exec_argv(job, root)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &\n'
         f"echo $! > /x{slot}.pid\n"
         f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
     )
@@ -253,6 +257,11 @@ def render(job: Job) -> str:
         # a terminal resized: winsz HVC ROWS COLS (the kernel sends SIGWINCH)
         '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
+        # a pod container's signal (render_pod): xkill SLOT SIG [all]: its process, or every
+        # process chrooted into its root (/xSLOT.root)
+        '    xkill) if [ "$d" = all ] && read -r xr < "/x$a.root"; then'
+        ' kill -"$b" $(' + _ROOTED + ') 2>/dev/null;'
+        ' elif read -r xp < "/x$a.pid"; then kill -"$b" "$xp" 2>/dev/null; fi;;',
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",
         'wait "$pid"; code=$?',
@@ -262,5 +271,63 @@ def render(job: Job) -> str:
         " usleep 10000; done",
         'echo "exit $code" >&3',
         "poweroff -f",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: the pids of the processes chrooted into $xr (two forks, not one per process: TCG)
+_ROOTED = ("busybox ls -l /proc/[0-9]*/root 2>/dev/null | busybox awk -v r=\"$xr\""
+           " '$NF == r {split($(NF - 2), p, \"/\"); print p[3]}'")
+
+#: the virtio-fs tag of a pod VM's shared directory and where the guest mounts it: the host
+#: bind-mounts each pod container's rootfs (and directory mounts) there (runtime.vm.pod)
+POD_TAG = "isle-pod"
+POD_DIR = "/pod"
+
+
+def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool], ...] = ()) -> str:
+    """A pod container's process in its pod's running VM, on exec slot ports (Kata's way): its
+    root is POD_DIR/<cid>/rootfs (the host's bind mount, seen over the pod's virtio-fs share),
+    bound on itself; the job's own mounts and files under it; binds (n, destination, ro) mount
+    POD_DIR/<cid>/m<n> (a host directory the host bound there) at destination. Reports
+    'xexit SLOT CODE'; everything mounted under the root goes when the process has ended. The
+    VM's network, hostname and IPC are the pod's, shared by its containers (its namespaces)."""
+    root = f"{POD_DIR}/{cid}/rootfs"
+    r = _q(root)
+    lines = [
+        "set +e",
+        # the share, mounted once (mkdir is the lock between containers starting together)
+        f"if busybox mkdir {POD_DIR} 2>/dev/null; then mount -t virtiofs {POD_TAG} {POD_DIR}"
+        f" || {{ busybox rmdir {POD_DIR}; echo 'xexit {slot} 125' >&3; exit; }}; fi",
+        f"n=0; while [ ! -e {POD_DIR}/.isle-pod ] && [ $n -lt 5000 ]; do n=$((n + 1));"
+        " usleep 1000; done",
+        f"mount --bind {r} {r} || {{ echo 'isle-init: no root {cid}'; "
+        f"echo 'xexit {slot} 125' >&3; exit; }}",
+    ]
+    dests = {d: (n, ro) for n, d, ro in binds}
+    for m in job.mounts:
+        if m.destination in dests:
+            n, ro = dests[m.destination]
+            dest = _q(root + m.destination)
+            src = _q(f"{POD_DIR}/{cid}/m{n}")
+            lines.append(f"{{ [ -e {dest} ] || mkdir -p {dest}; }} && mount --bind {src} {dest}"
+                         + (f" && mount -o remount,bind,ro {dest}" if ro else "")
+                         + f" || echo 'isle-init: mount {m.destination} failed'")
+        elif m.type in GUEST_FS and m.type != "virtiofs":
+            lines.append(_mount_line(m, root))
+    for dest, text in job.files:
+        parent = _q(root + (dest.rsplit("/", 1)[0] or "/"))
+        lines.append(f"[ -d {parent} ] || mkdir -p {parent}")
+        lines.append(f"printf '%s' {_q(text)} > {_q(root + dest)}")
+    stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
+    lines += [
+        " ".join(_q(a) for a in _exec_argv(job, root)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &',
+        f"echo $! > /x{slot}.pid",
+        f"echo {r} > /x{slot}.root",
+        "wait $!; code=$?",
+        # what still runs chrooted there (its children) goes with it, then its mounts
+        f"xr={r}; kill -9 $({_ROOTED}) 2>/dev/null",
+        f"umount -l {r}",
+        f'echo "xexit {slot} $code" >&3; rm -f /x{slot}.pid /x{slot}.root',
     ]
     return "\n".join(lines) + "\n"

@@ -61,9 +61,13 @@ class Boot:
     #: the device layout's version (part of a template's key: a clone must match its template);
     #: 2: a virtconsole (hvc0: the process's terminal or one exec's)
     layout: int = 2
+    #: exec slots (out/err/in ports each): EXEC_SLOTS, more for a pod's VM whose containers
+    #: each take one (runtime.vm.pod)
+    slots: int = EXEC_SLOTS
 
 
-def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = False) -> str:
+def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = False,
+            slots: int = EXEC_SLOTS) -> str:
     """Kernel command line; each item was paid for under TCG.
 
     tsc_early_khz: without it ~1 boot in 3 hangs calibrating the TSC; tsc=reliable and
@@ -88,6 +92,8 @@ def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = 
         parts.append("isle.net=1")
     if shares:  # the init loads fuse + virtiofs only then
         parts.append("isle.shares=1")
+    if slots != EXEC_SLOTS:  # the init waits for this many exec slots' ports
+        parts.append(f"isle.slots={int(slots)}")
     return " ".join(parts)
 
 
@@ -148,7 +154,7 @@ def machine_config(
         )
     )
     # exec slots: out/err/in ports per concurrent `exec`; the exec caller uses their sockets
-    for i in range(1, EXEC_SLOTS + 1):
+    for i in range(1, boot.slots + 1):
         for k, (suffix, tag) in enumerate((("out", "o"), ("err", "e"), ("in", "i"))):
             ports.append(
                 SerialPort(
@@ -159,7 +165,7 @@ def machine_config(
             )
     # one virtconsole only: a guest with several (hvc0, hvc1, ...) ran out of memory at boot in
     # ~4 of 10 TCG boots (128 MiB); so one terminal at a time: the process's or one exec's
-    ports.append(SerialPort(name=TTY_PORT, nr=5 + 3 * EXEC_SLOTS, console=True,
+    ports.append(SerialPort(name=TTY_PORT, nr=5 + 3 * boot.slots, console=True,
                             chardev=Chardev(backend="socket",
                                             path=os.path.join(rundir, "tty.sock"))))
     return MachineConfig(
@@ -175,6 +181,7 @@ def machine_config(
             _accel.host_tsc_khz() if boot.accel == "tcg" else None,
             net=bool(boot.net),
             shares=bool(shares),
+            slots=boot.slots,
         ),
         # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
         # features must match the clones' or the migration stream is refused)

@@ -14,9 +14,11 @@ fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f
 fstype=erofs
 net=
 shares=
+slots=2
 for a in $(cat /proc/cmdline); do
   case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};;
-    isle.init=*) osinit=${a#isle.init=};; isle.shares=*) shares=${a#isle.shares=};; esac
+    isle.init=*) osinit=${a#isle.init=};; isle.shares=*) shares=${a#isle.shares=};;
+    isle.slots=*) slots=${a#isle.slots=};; esac
 done
 for m in $(cat /modules.order); do
   case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
@@ -54,7 +56,9 @@ ctl=$(waitport org.isle.ctl) || { ctl=; fail "no control port"; }
 out=$(waitport org.isle.stdout) || fail "no stdout port"
 err=$(waitport org.isle.stderr) || fail "no stderr port"
 inp=$(waitport org.isle.stdin) || fail "no stdin port"
-for i in 1 2; do  # exec slots (vm.microvm.EXEC_SLOTS)
+i=0
+while [ $i -lt "$slots" ]; do  # exec slots (vm.microvm.EXEC_SLOTS, or isle.slots= for a pod)
+  i=$((i + 1))
   eval "x${i}o=\$(waitport org.isle.x$i.out) && x${i}e=\$(waitport org.isle.x$i.err) && x${i}i=\$(waitport org.isle.x$i.in)" \
     || fail "no exec slot $i ports"
 done
