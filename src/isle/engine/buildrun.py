@@ -19,7 +19,8 @@ The builder (``image/build``) calls ``prepare`` for each step, runs the runtime,
 afterwards (also when the step fails or the build is interrupted: SIGTERM/SIGHUP become an
 exception during a build). Each live step has a small record under ``<runroot>/build-steps``;
 a build that was killed outright (SIGKILL) leaves its step's container, network, cgroups and
-overlay behind, and the next build sweeps every record whose builder is gone.
+overlay behind, and the next isle command that opens the engine sweeps every record whose
+builder is gone (``engine/buildsteps``: one directory listing when nothing is to be done).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isle.config import Settings
-from isle.engine import netplug
+from isle.engine import buildsteps, netplug
 from isle.engine.options import RunOptions
 from isle.engine.spec import SpecInputs, build_spec, host_bounding_caps, load_default_seccomp
 from isle.errors import ConfigError
@@ -51,7 +52,7 @@ class RunSandbox:
         self.s = settings
         self.network = _network("--network", network)
         self.runtime, self.state_dir, self.unmount = runtime, state_dir, unmount
-        self.steps_dir = os.path.join(settings.runroot, "build-steps")
+        self.steps_dir = os.path.join(settings.runroot, buildsteps.STEPS_DIR)
         self._live: dict[str, RunOptions] = {}
         self._seccomp: dict[str, Any] | None = None
         self._caps: list[str] | None = None
@@ -140,7 +141,8 @@ class RunSandbox:
         from isle.oci.fastjson import dumps
 
         os.makedirs(self.steps_dir, mode=0o700, exist_ok=True)
-        rec = {"owner": os.getpid(), "owner_start": _start_time(os.getpid()), "bundle": bundle,
+        rec = {"owner": os.getpid(), "owner_start": buildsteps.start_time(os.getpid()),
+               "bundle": bundle,
                "network": mode, "runtime": self.runtime, "state": self.state_dir}
         fd = os.open(os.path.join(self.steps_dir, cid),
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -149,7 +151,6 @@ class RunSandbox:
 
     def sweep(self) -> list[str]:
         """Clean up the steps of builds whose process is gone; -> their ids."""
-        from isle.oci.fastjson import loads
         from isle.sys.fs import flock
 
         try:
@@ -159,16 +160,11 @@ class RunSandbox:
         swept = []
         with flock(os.path.join(self.steps_dir, ".lock")):
             for cid in names:
-                if not cid.startswith("isle-build-"):
+                if not cid.startswith(buildsteps.PREFIX):
                     continue
-                try:
-                    with open(os.path.join(self.steps_dir, cid), "rb") as f:
-                        rec = loads(f.read())
-                except (OSError, ValueError):
-                    continue
-                if rec.get("owner_start") and _start_time(rec.get("owner", 0)) == \
-                        rec["owner_start"]:
-                    continue  # its build is still running
+                rec = buildsteps.read_step(self.steps_dir, cid)
+                if rec is None or buildsteps.owner_alive(rec):
+                    continue  # gone meanwhile, or its build is still running
                 self._sweep_one(cid, rec)
                 swept.append(cid)
         return swept
@@ -254,14 +250,6 @@ def _network(flag: str, value: str) -> str:
     return net
 
 
-def _start_time(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 def _in_cgroup(pid: int, cid: str) -> bool:
     try:
         with open(f"/proc/{pid}/cgroup") as f:
@@ -317,7 +305,8 @@ def _read_host(path: str) -> str:
 
 def sweep_dead_builds(settings: Settings, unmount: Callable[[str], None] | None) -> list[str]:
     """What killed builds left (their RUN step's overlay, runtime state, cgroups, network):
-    `system prune` and `system check --repair` call this, as the next build does."""
+    every command that opens the engine asks (buildsteps.sweep_if_dead), as do `system prune`,
+    `system check --repair` and the next build."""
     try:
         if not os.listdir(os.path.join(settings.runroot, "build-steps")):
             return []

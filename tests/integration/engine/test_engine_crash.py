@@ -186,32 +186,55 @@ def test_sig_proxy_false_leaves_the_container_alone(isle):
     assert [e["exitCode"] for e in _events(isle, "die") if e["actor"] == cid] == ["0"]
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("delay", [1.5] + ([0.5, 2.5] if SWEEP else []))
-def test_killed_build_is_cleaned_and_prune_spares_live_mounts(isle, tmp_path, delay):
-    """A build SIGKILLed (with its group) mid-RUN: `system df` counts its leftovers, `system
-    prune` unmounts and removes them (and never deletes under a live mount), nothing stays."""
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Containerfile").write_text("FROM busybox\nRUN echo a > /a; sleep 30\n")
-    isle("run", "--rm", "--network", "none", "busybox", "true")
+def _build_leftovers(isle, steps: set[str]) -> dict[str, list[str]]:
+    """What RUN steps (ids) of builds hold on the host: overlay, runtime state, cgroups (cgroupsPath
+    /<id> in every hierarchy), live-build markers."""
+    cgroups = [f"/sys/fs/cgroup/{h}/{x}" for h in os.listdir("/sys/fs/cgroup") for x in steps
+               if os.path.isdir(f"/sys/fs/cgroup/{h}/{x}")]
+    state, markers = isle.runroot / "build", isle.runroot / "build-steps"
+    return {"mounts": [m for m in _mounts_under(isle.root) if "build-run-" in m],
+            "state": sorted(set(os.listdir(state)) & steps) if state.is_dir() else [],
+            "cgroups": cgroups,
+            "markers": [x for x in os.listdir(markers) if not x.startswith(".")]
+            if markers.is_dir() else []}
+
+
+def _kill_build_mid_run(isle, ctx, delay: float) -> set[str]:
+    """Start a build whose RUN step sleeps, SIGKILL its process group mid-RUN: -> its step ids."""
     p = _start_group(isle, "build", "--network", "none", "-t", "killed", str(ctx))
     end = time.monotonic() + 60
     while time.monotonic() < end and not [m for m in _mounts_under(isle.root) if "build-run-" in m]:
         time.sleep(0.1)
     time.sleep(delay)
+    steps = {x for x in os.listdir(isle.runroot / "build-steps") if x.startswith("isle-build-")}
     _kill_group(p)
-    left = [m for m in _mounts_under(isle.root) if "build-run-" in m]
-    assert left  # the killed step's overlay stays mounted until someone cleans up
+    return steps
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("delay", [1.5] + ([0.5, 2.5] if SWEEP else []))
+def test_killed_build_is_cleaned_by_the_next_command(isle, tmp_path, delay):
+    """A build SIGKILLed (with its group) mid-RUN leaves its step's overlay, runtime state and
+    cgroups; the next command of any kind (`isle ps` here) cleans them up; then a second killed
+    build: `system df` counts the build cache, `system prune` leaves nothing (and never deletes
+    under a live mount: test_sweep_tmp_spares_live_writers_and_mounts)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM busybox\nRUN echo a > /a; sleep 30\n")
+    isle("run", "--rm", "--network", "none", "busybox", "true")
+    steps = _kill_build_mid_run(isle, ctx, delay)
+    left = _build_leftovers(isle, steps)
+    assert steps and left["mounts"] and left["markers"], left  # the step's work stays until...
+    assert left["state"] and left["cgroups"], left
+    assert isle("ps").returncode == 0  # ...the next command
+    nothing = {"mounts": [], "state": [], "cgroups": [], "markers": []}
+    assert _build_leftovers(isle, steps) == nothing
+    steps = _kill_build_mid_run(isle, ctx, 0.5)
     df = isle("system", "df").stdout
     assert "Build Cache" in df, df
-    out = isle("system", "prune", "-f").stdout
-    if left:
-        assert "Build steps" in out, out
-    assert _mounts_under(isle.root) == [], _mounts_under(isle.root)
+    isle("system", "prune", "-f")
+    assert _build_leftovers(isle, steps) == nothing
     assert os.listdir(isle.root / "images" / "tmp") == []
-    assert not os.path.exists(isle.runroot / "build-steps") or \
-        [x for x in os.listdir(isle.runroot / "build-steps") if not x.startswith(".")] == []
 
 
 def test_sweep_tmp_spares_live_writers_and_mounts(tmp_path):
