@@ -64,10 +64,13 @@ class Boot:
     #: exec slots (out/err/in ports each): EXEC_SLOTS, more for a pod's VM whose containers
     #: each take one (runtime.vm.pod)
     slots: int = EXEC_SLOTS
+    #: a writable second disk (/dev/vdb, a host file: vm.disk.upper_image) is the guest's overlay
+    #: upper instead of guest RAM: part of the layout (a template carries its own fresh one)
+    upper: bool = False
 
 
 def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = False,
-            slots: int = EXEC_SLOTS) -> str:
+            slots: int = EXEC_SLOTS, upper: bool = False) -> str:
     """Kernel command line; each item was paid for under TCG.
 
     tsc_early_khz: without it ~1 boot in 3 hangs calibrating the TSC; tsc=reliable and
@@ -94,6 +97,8 @@ def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = 
         parts.append("isle.shares=1")
     if slots != EXEC_SLOTS:  # the init waits for this many exec slots' ports
         parts.append(f"isle.slots={int(slots)}")
+    if upper:  # the overlay upper is /dev/vdb (ext4), not a tmpfs
+        parts.append("isle.upper=1")
     return " ".join(parts)
 
 
@@ -118,12 +123,16 @@ def machine_config(
     mac: str = "",
     shares: tuple[FsShare, ...] = (),
     tty_sock: bool = False,
+    upper: str = "",
 ) -> MachineConfig:
     """The MachineConfig of an isle microVM (pure: paths in, data out).
 
     The terminal is a virtconsole (the guest's /dev/hvc0, a real tty there; host end
     <rundir>/tty.sock), always present so every VM has one layout: the process's when it has a
-    terminal (tty_sock), else free for one `exec -t` at a time."""
+    terminal (tty_sock), else free for one `exec -t` at a time. With boot.upper, upper is the
+    writable layer's file (drive 'upper': the guest's /dev/vdb)."""
+    if boot.upper and not upper:
+        raise VMError("a VM whose writable layer is a disk (Boot.upper) needs that disk's file")
     if shares and memory_backend is None:  # vhost-user needs guest RAM QEMU can hand over
         memory_backend = MemoryBackend(path="", share=True)
     ports = [
@@ -182,11 +191,13 @@ def machine_config(
             net=bool(boot.net),
             shares=bool(shares),
             slots=boot.slots,
+            upper=boot.upper,
         ),
         # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
         # features must match the clones' or the migration stream is refused)
         nics=(Nic(id="net0", kind=boot.net, ifname=tap, mac=mac),) if boot.net else (),
-        drives=(Drive(id="image", path=boot.rootdisk, readonly=True),),
+        drives=(Drive(id="image", path=boot.rootdisk, readonly=True),)
+        + ((Drive(id="upper", path=upper),) if boot.upper else ()),
         serial_ports=tuple(ports),
         console=Chardev(backend="file", path=os.path.join(rundir, "console.log"), append=False),
         qmp_socket=os.path.join(rundir, "qmp.sock"),

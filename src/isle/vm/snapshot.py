@@ -5,9 +5,10 @@ VM state in a migration file written with the x-ignore-shared capability (RAM is
 A clone maps the same RAM file copy-on-write (share=off), so clones share every page they do not
 write, and loads the small state file with ``-incoming defer`` + migrate-incoming.
 
-The writable layer is the guest's own tmpfs overlay upper, in copy-on-write RAM: each clone's writes
-are private to it, and nothing is attached after restore. Identity (hostname, env, args) comes with
-the job, which only arrives after restore.
+The writable layer is the guest's overlay upper: with Boot.upper a disk (the template's own fresh
+ext4 file, mounted before the save, so each clone starts on a sparse copy of that file: its own,
+on the host), else a tmpfs in copy-on-write RAM; nothing is attached after restore. Identity
+(hostname, env, args) comes with the job, which only arrives after restore.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Template:
     @property
     def state(self) -> str:
         return os.path.join(self.dir, "vmstate")
+
+    @property
+    def upper(self) -> str:
+        """The writable layer's file as the template's guest left it (Boot.upper)."""
+        return os.path.join(self.dir, "upper.ext4")
 
 
 def key(boot: Boot) -> str:
@@ -70,6 +76,10 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
         shutil.rmtree(t.dir, ignore_errors=True)
         os.makedirs(t.dir)
         _ram_file(t.ram)
+        if boot.upper:
+            from isle.vm.disk import upper_image
+
+            upper_image(t.upper)
         rundir = short_dir("isle-vm-tpl-")
         cfg = machine_config(
             boot,
@@ -78,6 +88,7 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
             stderr="",
             name=f"isle-tpl-{t.key}",
             memory_backend=MemoryBackend(path=t.ram, share=True),
+            upper=t.upper if boot.upper else "",
         )
         vm = MicroVM(cfg, rundir, groups=_groups())
         tmp = t.state + ".tmp"
@@ -128,14 +139,23 @@ def restore(
     tap: str = "",
     mac: str = "",
     cgroup_files: tuple[str, ...] = (),
+    upper: str = "",
 ) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
     The guest said 'ready' before the save; that line is replayed so callers treat clones and
-    cold boots alike.
+    cold boots alike. With boot.upper, upper (which must not exist: the guest's page cache holds
+    the template's fresh filesystem) becomes a copy of the template's writable layer.
     """
     t = ensure(boot, cache)
     _ram_file(t.ram, create=False)  # a template saved before QEMU was jailed: root's 0600
+    if boot.upper:
+        from isle.errors import VMError
+        from isle.vm.disk import copy_sparse
+
+        if not upper or os.path.exists(upper):
+            raise VMError(f"a clone needs a new writable layer file, not {upper or 'none'}")
+        copy_sparse(t.upper, upper)
     rundir = short_dir()
     cfg = machine_config(
         boot,
@@ -148,6 +168,7 @@ def restore(
         tap=tap,
         mac=mac,
         memory_backend=MemoryBackend(path=t.ram, share=False),
+        upper=upper if boot.upper else "",
     )
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent,
                  cgroup_files=cgroup_files, groups=_groups())

@@ -12,12 +12,14 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f; }
 fstype=erofs
+upper=
 net=
 shares=
 slots=2
 for a in $(cat /proc/cmdline); do
   case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};;
     isle.init=*) osinit=${a#isle.init=};; isle.shares=*) shares=${a#isle.shares=};;
+    isle.upper=*) upper=${a#isle.upper=};;
     isle.slots=*) slots=${a#isle.slots=};; esac
 done
 for m in $(cat /modules.order); do
@@ -68,7 +70,16 @@ while [ ! -b /dev/vda ]; do n=$((n + 1)); [ $n -gt 2000 ] && fail "no root disk 
 mkdir -p /lower /rw /newroot
 if [ "$fstype" = ext4 ]; then opts=ro,noload; else opts=ro; fi
 mount -t "$fstype" -o "$opts" /dev/vda /lower || fail "mount $fstype /dev/vda"
-mount -t tmpfs -o mode=0755 rw /rw && mkdir -p /rw/upper /rw/work
+# the writable layer: the host's file on /dev/vdb (isle.upper=1: the host can read and write what
+# the guest changed), else guest RAM
+if [ "$upper" = 1 ]; then
+  n=0
+  while [ ! -b /dev/vdb ]; do n=$((n + 1)); [ $n -gt 2000 ] && fail "no upper disk /dev/vdb"; usleep 1000; done
+  mount -t ext4 -o noinit_itable /dev/vdb /rw || fail "mount the upper disk /dev/vdb"
+  mkdir -p /rw/upper /rw/work
+else
+  mount -t tmpfs -o mode=0755 rw /rw && mkdir -p /rw/upper /rw/work
+fi
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot || fail "overlay"
 . /premount.sh
 echo ready >&3
