@@ -15,15 +15,14 @@ SRC = Path(__file__).resolve().parents[3] / "src" / "isle"
 #: modules (under src/isle) that import subprocess themselves: move them to sys/proc.py
 SUBPROCESS_LEFT = {
     "bench/measure.py", "engine/attach.py", "engine/direct.py", "engine/health.py",
-    "engine/lifecycle.py", "engine/queries.py", "vm/machine.py", "vm/microvm.py",
+    "engine/queries.py", "vm/machine.py", "vm/microvm.py",
     "vm/osimage.py", "vm/virtiofs.py",
 }
 #: modules that open /proc/<pid>/{stat,status,mountinfo,cgroup} or /proc/meminfo themselves:
 #: move them to sys/procfs.py
 PROC_LEFT = {
-    "bench/measure.py", "bench/probe.py", "engine/buildrun.py",
-    "engine/engine.py", "engine/layout.py", "engine/lifecycle.py",
-    "engine/transfer.py", "kube/config.py", "runtime/cgroup.py", "runtime/container.py",
+    "bench/measure.py", "bench/probe.py", "engine/buildrun.py", "engine/layout.py",
+    "kube/config.py", "runtime/cgroup.py",
     "runtime/rootfs.py", "runtime/state.py", "vm/machine.py", "vm/osimage.py",
 }
 DOORS = {"sys/proc.py", "sys/launcher.py", "sys/libc.py", "sys/seccomp_lib.py", "sys/procfs.py"}
