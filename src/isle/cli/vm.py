@@ -361,12 +361,15 @@ def register(cli: click.Group) -> None:
     def migrate(ctx: click.Context, name: str, to_root: str, to_runroot: str,
                 timeout: float) -> int:
         """Live-migrate a running VM to another isle root on this host (its RAM over a socket
-        between the two QEMUs; disk and network attachment stay: TCP connections survive)."""
+        between the two QEMUs; disk and network attachment stay: TCP connections survive; on
+        QEMU's user network the published and SSH ports follow, their connections do not)."""
         import hashlib
 
         to_runroot = to_runroot or "/run/isle-" + hashlib.sha256(
             os.path.abspath(to_root).encode()).hexdigest()[:8]
         r = _vms(ctx).migrate(name, to_root, to_runroot, timeout=timeout)
+        for why in r.get("forwards_lost") or ():
+            sys.stderr.write(f"warning: a port forward did not follow {name}: {why}\n")
         sys.stderr.write(f"migrated {name} to {r['to']}: downtime {r['downtime_ms']} ms, "
                          f"total {r['total_ms']} ms\n")
         _out(name)

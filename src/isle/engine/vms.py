@@ -602,7 +602,10 @@ class VMs:
         into the new root's directory; both QEMUs only ever hold it by fd) and so does the
         network attachment: the new QEMU's tap joins the same namespace, and at switch-over the
         veth's mirred redirect moves to it, so the guest keeps its address, MAC and open TCP
-        connections. {"downtime_ms", "total_ms"} from QEMU."""
+        connections. On QEMU's user network the host port forwards (published ports, SSH) follow
+        the VM: the new QEMU binds them once the old one has quit (connections through them do
+        not survive: they were the old QEMU's host sockets). {"downtime_ms", "total_ms"} from
+        QEMU, "forwards" moved and "forwards_lost" (rules the new QEMU could not bind)."""
         import dataclasses
         import shutil
         import socket
@@ -615,14 +618,12 @@ class VMs:
             raise InvalidState(f"VM {name} is not running: nothing to migrate live")
         if spec.firmware == "uefi":
             raise ConfigError("migrate", "UEFI VMs (their firmware variables) do not migrate")
-        if spec.network == "user" and spec.ports:
-            raise ConfigError("migrate", "published ports on QEMU's user network cannot move "
-                              "(the host sockets are the old QEMU's); use an isle network")
         dst = VMs(Settings(root=os.path.abspath(to_root), runroot=os.path.abspath(to_runroot),
                            cache=self.s.cache))
         if os.path.abspath(dst.store.root) == os.path.abspath(self.store.root):
             raise ConfigError("--to", "the VM is in that root already")
         sdir, ddir = self.store._dir(name), dst.store._dir(name)
+        fwd = self.store._forwards(name)  # the user network's host ports: they follow the VM
         os.makedirs(dst.store.root, exist_ok=True)
         if os.stat(dst.store.root).st_dev != os.stat(sdir).st_dev:
             raise ConfigError("--to", f"{to_root} is on another filesystem than {self.s.root}: "
@@ -652,8 +653,11 @@ class VMs:
             moved = True
             files = dst._make_cgroup(name, spec.memory_mib, spec.vcpus)
             try:
+                # on QEMU's user network the host ports (published, SSH) are the source QEMU's
+                # sockets: the incoming one starts without them and takes them after it quits
                 dst.store.start(name, cgroup_files=files, nic=nic, cmdline_extra=cmdline,
-                                incoming="defer")
+                                incoming="defer", forwards=({} if spec.network == "user"
+                                                            else None))
             finally:
                 if nic is not None:
                     os.close(nic.fd)
@@ -711,11 +715,13 @@ class VMs:
         deadline = time.monotonic() + 10
         while self.store._pid(name) and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.store._clean_run(name)
+        self.store._clean_run(name)  # (forwards stay: the record's copy is read before)
+        lost = dst.store.add_forwards(name, fwd) if fwd else []
         self._drop_cgroup(name)
         shutil.rmtree(sdir, ignore_errors=True)
         return {"downtime_ms": stats.get("downtime", 0),
-                "total_ms": stats.get("total-time", 0), "to": dst.store.root}
+                "total_ms": stats.get("total-time", 0), "to": dst.store.root,
+                "forwards": fwd, "forwards_lost": lost}
 
     _TAP2 = "isle-tap1"
 

@@ -333,20 +333,26 @@ class MachineStore:
                             log=os.path.join(r, "console.log")),
             qmp_socket=os.path.join(r, "qmp.sock"),
             incoming=incoming,
-            image_locking=not spec.cmdline,  # OS VMs migrate live (isle's pid record guards)
+            # whole-OS VMs (an OS image's kernel, or firmware) migrate live: two QEMUs hold the
+            # disk during the switch-over (isle's pid record guards against a second start)
+            image_locking=bool(spec.kernel and not spec.cmdline),
         )
 
     def start(self, name: str, *, cgroup_files: tuple[str, ...] = (),
               timeout: float = 60.0, nic: Nic | None = None,
-              cmdline_extra: str = "", incoming: str = "") -> MachineInfo:
+              cmdline_extra: str = "", incoming: str = "",
+              forwards: dict[str, int] | None = None) -> MachineInfo:
         """Start QEMU jailed, in the cgroup whose procs files are given (the engine's), and wait
-        until its monitor answers (the machine is built); VMError with QEMU's log if it fails."""
+        until its monitor answers (the machine is built); VMError with QEMU's log if it fails.
+        forwards: the user network's host ports (default: the published ones + a free SSH one;
+        {} for a live migration's incoming QEMU, which takes the source's after it quits)."""
         from isle.vm import jail
         from isle.vm.qmp import Monitor
 
         if self._pid(name):
             raise InvalidState(f"VM {name} is already running")
-        forwards = self._pick_forwards(self._load(name))
+        if forwards is None:
+            forwards = self._pick_forwards(self._load(name))
         cfg = self.config(name, forwards, nic, cmdline_extra, incoming)
         r = self._run(name)
         if len(cfg.qmp_socket) > 100:
@@ -480,6 +486,27 @@ class MachineStore:
             qmp=os.path.join(r, "qmp.sock"),
             forwards=self._forwards(name) if pid else {},
         )
+
+    def add_forwards(self, name: str, forwards: dict[str, int]) -> list[str]:
+        """Add host port forwards to the running VM's user network (HMP hostfwd_add) and record
+        them; the rules QEMU refused (a port taken meanwhile), each with QEMU's reason."""
+        from isle.vm.qmp import Monitor
+
+        have, failed = self._forwards(name), []
+        mon = Monitor(os.path.join(self._run(name), "qmp.sock"), timeout=10)
+        try:
+            for item in forwards.items():
+                rule = _hostfwd(item)
+                why = str(mon.cmd("human-monitor-command",
+                                  **{"command-line": f"hostfwd_add net0 {rule}"}) or "").strip()
+                if why:
+                    failed.append(f"{rule}: {why}")
+                else:
+                    have[item[0]] = item[1]
+        finally:
+            mon.close()
+        atomic_write(self._run(name) + ".fwd", json.dumps(have).encode(), durable=False)
+        return failed
 
     def _forwards(self, name: str) -> dict[str, int]:
         try:

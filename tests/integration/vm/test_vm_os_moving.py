@@ -119,3 +119,73 @@ def test_vm_export_import_ova_vdi_and_stopped_snapshots(vm: VmCli, tmp_path: Pat
     cp = vm("import", str(junk), check=False)
     assert cp.returncode != 0 and "junk.ova" in cp.stderr
     assert vm("ls", "-q").stdout.split() == ["m"]
+
+
+def _echoes(vm: VmCli, name: str, word: bytes) -> bool:
+    """What we type on the console comes back (the boot sector echoes COM1)."""
+    import os
+    import select
+
+    p = subprocess.Popen(vm.argv("console", name), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, env=vm.env)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(word)
+        p.stdin.flush()
+        got, deadline = b"", time.monotonic() + 30
+        while word not in got and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 1)[0]:
+                got += os.read(p.stdout.fileno(), 4096)
+        return word in got
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _listener(port: int) -> int:
+    """The pid listening on 127.0.0.1:port (0: none)."""
+    import re
+
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"pid=(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.timeout(180)
+def test_vm_on_the_user_network_migrates_with_its_published_port(vm: VmCli,
+                                                                 tmp_path: Path) -> None:
+    """`vm migrate` of a VM on QEMU's user network with -p: the host port follows it (the new
+    QEMU binds it once the old one has quit), the guest runs on in the other root."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = boot_disk(tmp_path / "os.img")
+    vm("create", "mv", "--disk", str(base), "--memory", "64M", "--network", "user",
+       "-p", f"127.0.0.1:{port}:80")
+    vm("start", "mv")
+    assert _console_has(vm, "mv")
+    old = json.loads(vm("inspect", "mv").stdout)[0]
+    assert old["forwards"] == {"80/tcp@127.0.0.1": port}
+    assert _listener(port) == old["pid"]
+    other = VmCli(tmp_path / "b", vm.qemus)
+    try:
+        cp = vm("migrate", "mv", "--to", str(other.root), "--to-runroot", str(other.runroot),
+                timeout=120)
+        assert "downtime" in cp.stderr and "warning" not in cp.stderr, cp.stderr
+        assert vm("ls", "-q").stdout.split() == []
+        new = json.loads(other("inspect", "mv").stdout)[0]
+        assert new["status"] == "running" and new["pid"] != old["pid"]
+        assert new["forwards"] == old["forwards"]
+        assert _listener(port) == new["pid"]  # the published port is the new QEMU's
+        assert _echoes(other, "mv", b"moved-42")  # the same guest, running on there
+        # a VM that is not running has nothing to migrate live; a clear error
+        other("stop", "-t", "1", "mv", timeout=60)
+        cp = other("migrate", "mv", "--to", str(vm.root), check=False)
+        assert cp.returncode != 0 and "not running" in cp.stderr
+    finally:
+        other("rm", "-f", "mv", check=False, timeout=60)
+    assert _listener(port) == 0
+    assert vm.qemus(str(tmp_path)) == []
