@@ -23,9 +23,12 @@ from isle.vm.config import MemoryBackend
 from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
 from isle.vm.qmp import Monitor, preload
 
-__all__ = ["Template", "key", "ensure", "restore", "remove", "SHM"]
+__all__ = ["Template", "key", "ensure", "restore", "remove", "evict", "SHM", "AUTO_KEEP"]
 
 SHM = "/dev/shm"
+#: templates the runtime made on first use (label "auto") kept per cache, least recently used
+#: ones removed beyond that; those `isle vm template create` made are never evicted
+AUTO_KEEP = int(os.environ.get("ISLE_VM_TEMPLATES_MAX", "8") or 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,13 @@ def _template(boot: Boot, cache: str) -> Template:
     )
 
 
-def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
-    """The template for boot, made now if missing (one cold boot + save, under a lock)."""
+def ensure(boot: Boot, cache: str, *, timeout: float = 120.0,
+           label: dict[str, object] | None = None) -> Template:
+    """The template for boot, made now if missing (one cold boot + save, under a lock).
+
+    A template made here without a label from the engine (`isle vm template create` writes
+    <key>.json first) gets one marked "auto" from label (what the caller knows: image id...):
+    `isle vm template ls/rm` and `system prune -a` see it, and evict() may drop it later."""
     t = _template(boot, cache)
     os.makedirs(os.path.dirname(t.dir), exist_ok=True)
     with flock(t.dir + ".lock"):
@@ -114,6 +122,7 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
             finally:
                 mon.close()
             os.rename(tmp, t.state)
+            _label(t, boot, label or {})
         except BaseException:
             for p in (tmp, t.ram):
                 if os.path.exists(p):
@@ -122,6 +131,7 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0) -> Template:
             raise
         finally:
             vm.close(grace=5)
+    evict(cache, spare=t.key)  # (after the lock: evict takes the others' locks)
     return t
 
 
@@ -140,6 +150,8 @@ def restore(
     mac: str = "",
     cgroup_files: tuple[str, ...] = (),
     upper: str = "",
+    label: dict[str, object] | None = None,
+    tty_fd: int = -1,
 ) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
@@ -147,8 +159,12 @@ def restore(
     cold boots alike. With boot.upper, upper (which must not exist: the guest's page cache holds
     the template's fresh filesystem) becomes a copy of the template's writable layer.
     """
-    t = ensure(boot, cache)
+    t = ensure(boot, cache, label=label)
     _ram_file(t.ram, create=False)  # a template saved before QEMU was jailed: root's 0600
+    try:
+        os.utime(t.dir)  # last use: evict() drops the least recently used auto-made ones
+    except OSError:
+        pass
     if boot.upper:
         from isle.errors import VMError
         from isle.vm.disk import copy_sparse
@@ -180,6 +196,8 @@ def restore(
         vm.connect()
         if stdin_fd is not None:
             vm.feed_stdin(stdin_fd)
+        if tty_fd >= 0:  # the process's terminal: the same port a cold boot's has (hvc0)
+            vm.attach_tty(tty_fd)
         mon = Monitor(cfg.qmp_socket, alive=vm.alive)
         try:
             mon.cmd(
@@ -228,18 +246,65 @@ def _ram_file(path: str, create: bool = True) -> None:
         os.close(fd)
 
 
-def remove(cache: str, boot: Boot | None = None) -> None:
-    """Delete one template (or all under cache) with its /dev/shm RAM file."""
+def _label(t: Template, boot: Boot, label: dict[str, object]) -> None:
+    """<key>.json beside the template unless the engine wrote one: an "auto" one (evict())."""
+    import json
+    import time
+
+    path = t.dir + ".json"
+    if os.path.exists(path):
+        return
+    from isle.sys.fs import atomic_write
+
+    doc = {"memory_mib": boot.memory_mib, "vcpus": boot.vcpus, "net": boot.net,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **label, "auto": True}
+    atomic_write(path, json.dumps(doc).encode())
+
+
+def evict(cache: str, keep: int = AUTO_KEEP, spare: str = "") -> list[str]:
+    """Remove the least recently used auto-made templates of cache beyond keep (never spare,
+    never one the engine labelled: `isle vm template create`); the keys removed. Running clones
+    keep their mapping of a removed template's RAM file (unlinked, freed with the last one)."""
+    import json
+
     base = os.path.join(cache, "templates")
-    keys = (
-        [key(boot)]
-        if boot
-        else [d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))]
-        if os.path.isdir(base)
-        else []
-    )
+    auto = []
+    for n in _listdir(base):
+        if not n.endswith(".json") or n[:-5] == spare:
+            continue
+        try:
+            with open(os.path.join(base, n)) as f:
+                if not json.load(f).get("auto"):
+                    continue
+            auto.append((os.stat(os.path.join(base, n[:-5])).st_mtime, n[:-5]))
+        except (OSError, ValueError, AttributeError):
+            continue
+    gone = [k for _, k in sorted(auto, reverse=True)[max(keep - (1 if spare else 0), 0):]]
+    for k in gone:
+        with flock(os.path.join(base, f"{k}.lock")):  # not while a clone is being made from it
+            _remove_key(base, k)
+    return gone
+
+
+def _listdir(d: str) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
+def remove(cache: str, boot: Boot | None = None) -> None:
+    """Delete one template (or all under cache) with its /dev/shm RAM file and label."""
+    base = os.path.join(cache, "templates")
+    keys = [key(boot)] if boot else [d for d in _listdir(base)
+                                     if os.path.isdir(os.path.join(base, d))]
     for k in keys:
-        shutil.rmtree(os.path.join(base, k), ignore_errors=True)
-        for p in (os.path.join(SHM, f"isle-tpl-{k}.ram"), os.path.join(base, f"{k}.lock")):
-            if os.path.exists(p):
-                os.unlink(p)
+        _remove_key(base, k)
+
+
+def _remove_key(base: str, k: str) -> None:
+    shutil.rmtree(os.path.join(base, k), ignore_errors=True)
+    for p in (os.path.join(SHM, f"isle-tpl-{k}.ram"), os.path.join(base, f"{k}.lock"),
+              os.path.join(base, f"{k}.json")):
+        if os.path.exists(p):
+            os.unlink(p)
