@@ -64,6 +64,28 @@ def rundirs() -> set[str]:
     )
 
 
+def orphan_rundirs(before: set[str], grace: float = 3.0) -> set[str]:
+    """Run directories made since `before` that no live QEMU names: ours, left behind. Another
+    root's VMs on the same machine (their QEMU names its own run directory) do not count."""
+    import time
+
+    deadline = time.monotonic() + grace
+    while True:
+        live = b"".join(_cmdline(pid) for pid in qemus(""))
+        left = {d for d in rundirs() - before if f"/{d}/".encode() not in live}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 @pytest.fixture
 def vm_env(vm_cache: str) -> Iterator[dict[str, str]]:
     """Environment for the runtime CLI; after the test no QEMU or run directory may remain."""
@@ -72,7 +94,7 @@ def vm_env(vm_cache: str) -> Iterator[dict[str, str]]:
     env.pop("ISLE_VM_TEMPLATE", None)
     yield env
     assert qemus(vm_cache) == [], "QEMU left running"
-    assert rundirs() - before == set(), "run directory left behind"
+    assert orphan_rundirs(before) == set(), "run directory left behind"
 
 
 class VMHelpers:
