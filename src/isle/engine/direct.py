@@ -8,10 +8,11 @@ the runtime's in-process `run` in a fork of this process (no second interpreter 
 imports; isle's runtimes declare it: caps.in_process); other runtimes whose `run` waits and
 forwards signals (caps.direct_run: runc, crun) run as one `<runtime> run --pid-file P ID` child.
 This is a capability of the runtime (engine/runtimes.py), not a bypass of the seam.
-The record says "running" before the runtime starts and keeps the runtime process's pid + start
-time as its monitor, so a SIGKILLed `isle` never makes `ps` lie (_refresh sees the monitor
-alive, then dead without an exit file). The container's own pid is adopted from the pid file by
-_refresh, so stop/kill/rm -f from elsewhere work as usual.
+The bookkeeping is the supervisor's, as for a monitored start (write_bundle, fail_start,
+discard): the record says "running" before the runtime starts and keeps the runtime process's
+pid + start time as its monitor, so a SIGKILLed `isle` never makes `ps` lie (Supervisor.refresh
+sees the monitor alive, then dead without an exit file). The container's own pid is adopted
+from the pid file by Supervisor.refresh, so stop/kill/rm -f from elsewhere work as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from isle.engine.layout import alive, proc_start_time, read_int, write_file
 from isle.engine.quiet import suppress
 from isle.engine.reports import RunReport
 from isle.errors import NotFound
-from isle.oci.fastjson import dumps
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from isle.engine.db import ContainerRecord
     from isle.engine.options import RunOptions
+    from isle.engine.supervisor import Supervisor
 
 __all__ = ["eligible", "run_direct"]
 
@@ -39,15 +40,16 @@ _FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal
             signal.SIGUSR2)
 
 
-def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
+def eligible(sup: Supervisor, opts: RunOptions, stdin_fd: int | None) -> bool:
     """Whether nothing but the CLI's own life is needed: no detach/tty/restart/logs afterwards."""
+    s = sup.ctx.s
     if os.environ.get("ISLE_NO_DIRECT_RUN") or not opts.remove or opts.detach or opts.tty:
         return False
-    if opts.restart.name != "no" or engine.s.rootless or opts.healthcheck is not None:
+    if opts.restart.name != "no" or s.rootless or opts.healthcheck is not None:
         return False
     from isle.engine.runtimes import for_path
 
-    if not _forkable(engine, for_path(opts.runtime or "", engine.s.runtime_root)):
+    if not _forkable(sup, for_path(opts.runtime or "", s.runtime_root)):
         # only a forked runtime can hand a killed CLI's work on (_watch_owner): another
         # runtime's `run` would leave a killed CLI's container unrecorded and never removed
         return False
@@ -56,42 +58,38 @@ def eligible(engine: Any, opts: RunOptions, stdin_fd: int | None) -> bool:
     return not (opts.interactive and stdin_fd is not None and os.isatty(stdin_fd))
 
 
-def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
+def run_direct(sup: Supervisor, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
                stdout_fd: int, stderr_fd: int) -> RunReport | None:
     """Run the created record `rec` to its end; None: the image has a healthcheck (use conmon)."""
     from isle.engine import fastimage
     from isle.engine.health import healthcheck_of
 
-    p = engine.paths(rec.id)
+    ctx = sup.ctx
+    p = ctx.paths(rec.id)
     done_w = -1  # the forked runtime's watcher reads "done" here, or EOF if this CLI died
-    img = fastimage.resolve(engine, rec.image_id)
+    img = fastimage.resolve(ctx, rec.image_id)
     if healthcheck_of(opts, img.config.get("config") or {}) is not None:
         return None
-    oci = engine._oci(rec)
-    fork = _forkable(engine, oci)
-    with engine._locked(rec.id):
+    oci = ctx.oci(rec)
+    fork = _forkable(sup, oci)
+    with ctx.locked(rec.id):
         os.makedirs(p.run, exist_ok=True)
-        rootfs = fastimage.mount(engine, img, p.bundle, copy=False, volatile=True)
+        rootfs = fastimage.mount(ctx, img, p.bundle, copy=False, volatile=True)
         try:
-            spec = engine._spec(rec, opts, img, rootfs)
-            write_file(p.config, dumps(spec).encode())
-            # "running" before the monitor exists: a CLI killed from here on never makes ps lie
-            engine.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
-                                       monitor_start=0, started_at=time.time(), finished_at=0.0,
-                                       exit_code=0, oom_killed=False, error="")
+            sup.write_bundle(rec, opts, img, rootfs)  # the record says "running" from here on
             if fork:
                 mon, status_r, done_w = _fork_runtime(
-                    engine, oci, rec.id, opts, p, stdin_fd, stdout_fd, stderr_fd)
+                    sup, oci, rec.id, opts, p, stdin_fd, stdout_fd, stderr_fd)
             else:
                 child = _spawn_runtime(oci, rec.id, opts, p, stdin_fd, stdout_fd)
                 mon = child.pid
-            engine.db.update_container(rec.id, monitor_pid=mon, monitor_start=proc_start_time(mon),
-                                       event="start")
+            ctx.db.update_container(rec.id, monitor_pid=mon, monitor_start=proc_start_time(mon),
+                                    event="start")
         except BaseException as exc:
-            engine._fail_start(rec, str(exc))
+            sup.fail_start(rec, str(exc))
             raise
     try:
-        return _finish(engine, rec, p, fork, mon if fork else child, status_r if fork else -1,
+        return _finish(sup, rec, p, fork, mon if fork else child, status_r if fork else -1,
                        stderr_fd)
     finally:
         if done_w >= 0:  # all recorded and released: the watcher has nothing to do
@@ -100,9 +98,9 @@ def run_direct(engine: Any, rec: ContainerRecord, opts: RunOptions, stdin_fd: in
             os.close(done_w)
 
 
-def _finish(engine: Any, rec: ContainerRecord, p: Any, fork: bool, child: Any, status_r: int,
-            stderr_fd: int) -> RunReport:
-    from isle.engine.lifecycle import classify_runtime_error
+def _finish(sup: Supervisor, rec: ContainerRecord, p: Any, fork: bool, child: Any,
+            status_r: int, stderr_fd: int) -> RunReport:
+    from isle.engine.supervisor import classify_runtime_error
 
     if fork:
         code, started, err = _wait_forked(child, status_r, p, stderr_fd,
@@ -111,37 +109,33 @@ def _finish(engine: Any, rec: ContainerRecord, p: Any, fork: bool, child: Any, s
         code, started, err = _wait_runtime(child, p, stderr_fd)
     with suppress(OSError):
         write_file(p.exit_file, str(code).encode())
-    with engine._locked(rec.id):
+    db = sup.ctx.db
+    with sup.ctx.locked(rec.id):
         try:
-            cur = engine.db.get_container(rec.id)
+            cur = db.get_container(rec.id)
         except NotFound:  # removed under us (rm -f): nothing left to record
             return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
         if not started:
             msg = err.decode(errors="replace").strip() or f"the runtime exited {code}"
-            engine._fail_start(cur, msg)
-            engine._release(cur, final=True)
-            engine.db.delete_container(rec.id)
-            engine._remove_anon_volumes(cur)
+            sup.fail_start(cur, msg)
+            sup.discard(cur)
             raise classify_runtime_error(msg)
-        engine.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
-                                   finished_at=time.time(), event="die",
-                                   attrs={"exitCode": str(code)})
+        db.update_container(rec.id, state="exited", exit_code=code, pid=0,
+                            finished_at=time.time(), event="die", attrs={"exitCode": str(code)})
         cur.state, cur.pid = "exited", 0
-        engine._release(cur, final=True)
-        engine.db.delete_container(rec.id)
-        engine._remove_anon_volumes(cur)
+        sup.discard(cur)
     return RunReport(id=rec.id, name=rec.name, exit_code=code, removed=True)
 
 
-def _forkable(engine: Any, oci: Any) -> bool:
+def _forkable(sup: Supervisor, oci: Any) -> bool:
     """A runtime with an in-process `run` (isle's: caps.in_process), and this process is the CLI
     (single-threaded, nothing else to serve): its `run` goes into a fork of this process, not a
     fresh interpreter (~25 ms: start + imports)."""
-    return (getattr(engine, "own_process", False) and oci.caps.in_process
+    return (sup.ctx.own_process and oci.caps.in_process
             and oci.caps.direct_run and not os.environ.get("ISLE_NO_FORK_RUNTIME"))
 
 
-def _fork_runtime(engine: Any, oci: Any, cid: str, opts: RunOptions, p: Any,
+def _fork_runtime(sup: Supervisor, oci: Any, cid: str, opts: RunOptions, p: Any,
                   stdin_fd: int | None, stdout_fd: int,
                   stderr_fd: int) -> tuple[int, int, int]:
     """The runtime's in-process `run` (create + start + wait + delete: oci.run_in_process) in a
@@ -184,7 +178,7 @@ def _fork_runtime(engine: Any, oci: Any, cid: str, opts: RunOptions, p: Any,
             os.closerange(lo, keep)
             lo = keep + 1
         os.closerange(lo, os.sysconf("SC_OPEN_MAX"))
-        code = oci.run_in_process(engine.s, cid, p.bundle, p.pidfile)
+        code = oci.run_in_process(sup.ctx.s, cid, p.bundle, p.pidfile)
     except BaseException as exc:  # noqa: BLE001 - reported through the pipe, then _exit
         with suppress(OSError):
             os.write(w, (str(exc) or type(exc).__name__).encode(errors="replace")[:4096])
@@ -192,7 +186,7 @@ def _fork_runtime(engine: Any, oci: Any, cid: str, opts: RunOptions, p: Any,
         try:
             with suppress(OSError):  # the real code, and FinishedAt = now, whoever records it
                 write_file(p.exit_file, str(code).encode())
-            _watch_owner(engine._exit_command(cid), dr)
+            _watch_owner(sup.exit_command(cid), dr)
         finally:
             os._exit(code)
 

@@ -1,4 +1,4 @@
-"""Read-side verbs mixed into Engine: inspect, ps rows, logs, exec, top, volumes."""
+"""Read-side verbs: inspect, ps rows, logs, exec, top, info, volumes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from isle.engine.layout import alive
 from isle.engine.options import RunOptions
 from isle.engine.quiet import suppress
 from isle.engine.reports import ContainerSummary, PruneReport
-from isle.errors import ConfigError, InvalidState, NotFound
+from isle.errors import ConfigError, InvalidState, NotFound, Unsupported
 from isle.oci.fastjson import dumps
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
@@ -18,15 +18,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
 
+    from isle.engine.context import Context
+    from isle.engine.supervisor import Supervisor
+
 __all__ = ["Queries"]
 
 
 class Queries:
-    def _image_config(self, rec: ContainerRecord) -> dict[str, Any]:
+    """inspect, ps, logs, exec, top, info and the volume verbs over a Context and a Supervisor
+    (whose refresh makes every record read here tell the truth)."""
+
+    def __init__(self, ctx: Context, sup: Supervisor) -> None:
+        self.ctx, self.sup = ctx, sup
+
+    def image_config(self, rec: ContainerRecord) -> dict[str, Any]:
         from isle.engine import fastimage
 
         try:
-            img = fastimage.resolve(self, rec.image_id)
+            img = fastimage.resolve(self.ctx, rec.image_id)
         except Exception:  # image gone (forced rmi): show what the record knows
             return {}
         return img.config.get("config") or {}
@@ -34,9 +43,9 @@ class Queries:
     def inspect(self, ref: str) -> dict[str, Any]:
         from isle.engine.views import inspect_json
 
-        rec = self.get(ref)  # type: ignore[attr-defined]
-        p = self.paths(rec.id)  # type: ignore[attr-defined]
-        return inspect_json(rec, self._image_config(rec), bundle=p.bundle, log_path=p.log,
+        rec = self.sup.get(ref)
+        p = self.ctx.paths(rec.id)
+        return inspect_json(rec, self.image_config(rec), bundle=p.bundle, log_path=p.log,
                             rootfs=p.rootfs, upper=p.upper)
 
     def ps(self, *, all: bool = False, filters: list[str] | None = None,
@@ -44,13 +53,13 @@ class Queries:
         from isle.engine.views import summary
 
         by_state = any(f.startswith(("status=", "exited=")) for f in filters or [])
-        recs = self.list(all=all or last >= 0 or by_state)  # type: ignore[attr-defined]
+        recs = self.sup.records(all=all or last >= 0 or by_state)
         cfgs: dict[str, dict[str, Any]] = {}
         now = time.time()
         rows = []
         for rec in recs:
             if rec.image_id not in cfgs:
-                cfgs[rec.image_id] = self._image_config(rec)
+                cfgs[rec.image_id] = self.image_config(rec)
             rows.append(summary(rec, cfgs[rec.image_id], now))
         for f in filters or []:
             rows = [r for r in rows if _match(r, f)]
@@ -66,8 +75,8 @@ class Queries:
         ends too once wanted() is false (the API's client went away)."""
         from isle.engine import logs as L
 
-        rec = self.get(ref)  # type: ignore[attr-defined]
-        path = self.paths(rec.id).log  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
+        path = self.ctx.paths(rec.id).log
         t0 = L.parse_since(since)
         t1 = L.parse_since(until) if until else 0.0
         try:
@@ -83,7 +92,7 @@ class Queries:
             def running() -> bool:
                 if wanted is not None and not wanted():
                     return False
-                cur = self.get(rec.id)  # type: ignore[attr-defined]
+                cur = self.sup.get(rec.id)
                 return cur.state in ("running", "paused")
 
             # re-read from where read_entries stopped (size may have grown since)
@@ -99,54 +108,38 @@ class Queries:
              stdio: tuple[int | None, int, int] | None = None, console_socket: str = "") -> int:
         """Run cmd in a running container with our stdio (or `stdio`: stdin or None, stdout,
         stderr fds, as the API passes); its exit code (126/127 like Docker)."""
+        from isle.engine.bundle import host_caps, precheck_command, read_in_root
         from isle.engine.layout import write_file
-        from isle.engine.lifecycle import _precheck_command
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
 
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         if rec.state == "paused":
             raise InvalidState(f"container {rec.name} is paused, unpause the container before exec")
         if rec.state != "running":
             raise InvalidState(f"container {rec.id[:12]} is not running")
         if not cmd:
             raise ConfigError("exec", "no command given")
-        p = self.paths(rec.id)  # type: ignore[attr-defined]
+        p = self.ctx.paths(rec.id)
         opts = RunOptions.from_dict(rec.opts)
         if privileged:
             opts.privileged = True
 
-        def _read(rel: str) -> str:
-            # the container is running and may swap /etc for a symlink to the host's: the file
-            # resolves inside its root (openat2 RESOLVE_IN_ROOT), a regular file only
-            import stat
-
-            from isle.sys.inroot import Root
-
-            try:
-                with Root(p.rootfs) as r:
-                    fd = r.open(rel, os.O_RDONLY | os.O_NONBLOCK)
-                with os.fdopen(fd, "rb") as f:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        return ""
-                    return f.read(1 << 22).decode(errors="replace")
-            except OSError:
-                return ""
-
-        from isle.engine.lifecycle import _host_caps
-
-        inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self._image_config(rec),
-                         hostname=opts.hostname or rec.id[:12], passwd=_read("/etc/passwd"),
-                         group=_read("/etc/group"), host_caps=_host_caps())
+        # the container is running and may swap /etc for a symlink to the host's: its files
+        # resolve inside its root
+        inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self.image_config(rec),
+                         hostname=opts.hostname or rec.id[:12],
+                         passwd=read_in_root(p.rootfs, "/etc/passwd"),
+                         group=read_in_root(p.rootfs, "/etc/group"), host_caps=host_caps())
         if detach:
             tty = False  # nobody would read a detached terminal
         ps = process_spec(opts, inp, args=list(cmd), env=env or [], user=user or None,
                           workdir=workdir or None, tty=tty)
         if os.path.ismount(p.rootfs) or os.listdir(p.rootfs):
-            _precheck_command(p.rootfs, ps)
+            precheck_command(p.rootfs, ps)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
         write_file(spec_path, dumps(ps).encode())
-        oci = self._oci(rec)  # type: ignore[attr-defined]
+        oci = self.ctx.oci(rec)
         argv = oci.exec_argv(rec.id, spec_path, detach=detach, tty=tty)
         if tty and not detach and stdio is not None and console_socket:
             # the caller (the API) takes the pty master from console_socket and copies it itself
@@ -187,7 +180,7 @@ class Queries:
             _, err = child.communicate() if detach else (None, None)
             rc = child.wait()
             if detach and rc != 0:
-                from isle.engine.lifecycle import classify_runtime_error
+                from isle.engine.supervisor import classify_runtime_error
 
                 raise classify_runtime_error((err or b"").decode(errors="replace"))
             if rc == 255 and not alive(rec.pid, rec.pid_start):
@@ -205,19 +198,19 @@ class Queries:
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
 
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         if rec.state != "running":
             raise InvalidState(f"container {rec.id[:12]} is not running")
-        p = self.paths(rec.id)  # type: ignore[attr-defined]
+        p = self.ctx.paths(rec.id)
         opts = RunOptions.from_dict(rec.opts)
-        inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self._image_config(rec),
+        inp = SpecInputs(container_id=rec.id, rootfs=p.rootfs, image_config=self.image_config(rec),
                          hostname=opts.hostname or rec.id[:12])
         ps = process_spec(opts, inp, args=cmd, user="0", tty=False)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
         write_file(spec_path, dumps(ps).encode())
         try:
-            child = proc.spawn(self._oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False),  # type: ignore[attr-defined]
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            argv = self.ctx.oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False)
+            child = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
             try:
                 out, _ = child.communicate(timeout=timeout)
@@ -233,10 +226,10 @@ class Queries:
     def top(self, ref: str, ps_args: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
         from isle.sys import proc
 
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         if rec.state not in ("running", "paused"):
             raise InvalidState(f"container {rec.id[:12]} is not running")
-        rt = self._oci(rec)  # type: ignore[attr-defined]
+        rt = self.ctx.oci(rec)
         if not rt.caps.host_procs:  # a guest's processes: its kernel lists them (the agent)
             if ps_args:
                 raise rt.unsupported("top with ps options", "the guest lists its processes in "
@@ -263,26 +256,109 @@ class Queries:
                 return sorted(pids)
         return [rec.pid]
 
+    def info(self) -> dict[str, Any]:
+        recs = self.sup.records(all=True)
+        from isle.engine.runtimes import resolve_runtime
+
+        try:
+            rt = resolve_runtime(self.ctx.s.runtime, explicit="ISLE_RUNTIME" in os.environ)
+        except ConfigError as exc:
+            rt = f"unavailable ({exc})"
+        vm = _vm_info(self.ctx.s)
+        lv = _levels(self.ctx.s, vm)
+        s = self.ctx.s
+        return {
+            "Containers": len(recs),
+            "ContainersRunning": sum(r.state == "running" for r in recs),
+            "ContainersPaused": sum(r.state == "paused" for r in recs),
+            "ContainersStopped": sum(r.state not in ("running", "paused") for r in recs),
+            "Images": len(self.ctx.store.list()),
+            "Volumes": len(self.ctx.db.list_volumes()),
+            "Root": s.root, "RunRoot": s.runroot,
+            "DefaultRuntime": s.runtime, "RuntimePath": rt, "Rootless": s.rootless,
+            "CgroupDriver": "cgroupfs", "CgroupVersion": _cgroup_version(),
+            "Isolation": [k for k, v in lv.items() if not v],
+            "IsolationUnavailable": {k: v for k, v in lv.items() if v},
+            "IsolationNotes": _level_notes(vm), "Monitor": "conmon", "VM": vm,
+            "VMAccelerator": f"{vm['accel'].upper()} ({vm['accel_reason']})",
+            "KernelVersion": os.uname().release, "OperatingSystem": _os_name(),
+            "NCPU": os.cpu_count(), "MemTotal": mem_total(),
+        }
+
     # -- volumes ---------------------------------------------------------------------------------
     @property
     def volumes(self) -> Any:
         from isle.engine.volumes import Volumes
 
-        return Volumes(self.s, self.db)  # type: ignore[attr-defined]
+        return Volumes(self.ctx.s, self.ctx.db)
 
     def volume_rm(self, name: str, *, force: bool = False) -> None:
-        self.volumes.remove(name, self._volume_users(name), force=force)  # type: ignore[attr-defined]
+        self.volumes.remove(name, self.ctx.volume_users(name), force=force)
 
     def volume_prune(self, *, all: bool = False) -> PruneReport:
         rep = PruneReport()
         for v in self.volumes.list():
             if not all and not v.anonymous:
                 continue
-            if self._volume_users(v.name):  # type: ignore[attr-defined]
+            if self.ctx.volume_users(v.name):
                 continue
             self.volumes.remove(v.name, [])
             rep.deleted.append(v.name)
         return rep
+
+
+def _vm_info(s: Any) -> dict[str, Any]:
+    """Accelerator (KVM/TCG and why), QEMU, guest kernel, templates: what --isolation vm uses."""
+    import isle.vm
+
+    d = isle.vm.info(s.cache)
+    from isle.engine.vms import VMs
+
+    d["templates"] = len(VMs(s).templates())
+    return d
+
+
+def _levels(s: Any, vm: dict[str, Any]) -> dict[str, str]:
+    """{container|sandbox|vm: "" where it works here, else why not}."""
+    from isle.engine import sandbox
+    from isle.engine.runtimes import vm_runtime_path
+
+    try:
+        vm_runtime_path()
+        has_vm = True
+    except Unsupported:
+        has_vm = False
+    return sandbox.levels(s.rootless, vm, has_vm)
+
+
+def _level_notes(vm: dict[str, Any]) -> dict[str, str]:
+    from isle.engine import sandbox
+
+    return sandbox.level_notes(vm)
+
+
+def _cgroup_version() -> str:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "2"
+    return "1" if os.path.isdir("/sys/fs/cgroup/memory") else "unknown"
+
+
+def _os_name() -> str:
+    with suppress(OSError):
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    return "Linux"
+
+
+def mem_total() -> int:
+    """The host's memory in bytes (0 where /proc/meminfo cannot be read)."""
+    from isle.sys import procfs
+
+    with suppress(OSError):
+        return procfs.meminfo().get("MemTotal", 0)
+    return 0
 
 
 def _match(row: ContainerSummary, f: str) -> bool:

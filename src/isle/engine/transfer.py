@@ -1,4 +1,4 @@
-"""Verbs that move bytes in and out of containers, mixed into Engine: cp, export, diff, commit,
+"""Verbs that move bytes in and out of containers: cp, export, diff, commit,
 stats, port, events, system df/prune."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import stat
 import time
 
 from isle.engine.db import ContainerRecord
+from isle.engine.layout import read_int
 from isle.engine.options import RunOptions
 from isle.engine.quiet import suppress
 from isle.errors import ConfigError, InvalidState, IsleError, NotFound
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
     from typing import IO, Any
+
+    from isle.engine.containers import Containers
+    from isle.engine.context import Context
+    from isle.engine.queries import Queries
+    from isle.engine.supervisor import Supervisor
 
 __all__ = ["Transfer"]
 
@@ -45,6 +51,14 @@ def _du(path: str) -> int:
 
 
 class Transfer:
+    """cp, export, diff, commit, stats, port, events, system df/prune over a Context and a
+    Supervisor; system prune asks the container and volume verbs (passed in) to prune."""
+
+    def __init__(self, ctx: Context, sup: Supervisor, containers: Containers,
+                 queries: Queries) -> None:
+        self.ctx, self.sup = ctx, sup
+        self.containers, self.queries = containers, queries
+
     def _rootfs(self, rec: ContainerRecord) -> AbstractContextManager[str]:
         """The container's merged rootfs on the host; mounted for the block if it is not running."""
         from contextlib import contextmanager  # not at import: ~2 ms of every CLI start
@@ -52,26 +66,26 @@ class Transfer:
         return contextmanager(self._rootfs_gen)(rec)
 
     def _rootfs_gen(self, rec: ContainerRecord) -> Iterator[str]:
-        p = self.paths(rec.id)  # type: ignore[attr-defined]
+        p = self.ctx.paths(rec.id)
         if rec.state in ("running", "paused") and os.path.ismount(p.rootfs):
             yield p.rootfs
             return
-        with self._locked(rec.id):  # type: ignore[attr-defined]
-            img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
-            root = self.store.mount_rootfs(img, p.bundle)  # type: ignore[attr-defined]
+        with self.ctx.locked(rec.id):
+            img = self.ctx.store.resolve(rec.image_id)
+            root = self.ctx.store.mount_rootfs(img, p.bundle)
             try:
                 yield root
             finally:
-                cur = self.get(rec.id)  # type: ignore[attr-defined]
+                cur = self.sup.get(rec.id)
                 if cur.state not in ("running", "paused"):
-                    self.store.unmount_rootfs(p.bundle)  # type: ignore[attr-defined]
+                    self.ctx.store.unmount_rootfs(p.bundle)
 
     def _host_view(self, rec: ContainerRecord, verb: str) -> None:
         """Refuse (Unsupported, exit 125) where the host-side rootfs is not what the container
         sees: a runtime with a guest (caps.host_rootfs false) once it has started, since the
         guest's writes never reach the host's tree. Before its first start the bundle's rootfs
         is what the runtime hands the guest, so cp into a created container works."""
-        rt = self._oci(rec)  # type: ignore[attr-defined]
+        rt = self.ctx.oci(rec)
         if not rt.caps.host_rootfs and (rec.started_at or rec.state in ("running", "paused")):
             raise rt.unsupported(verb, "the guest's writable layer is not visible to the "
                                  "host; the host-side rootfs is not what the container sees")
@@ -94,7 +108,8 @@ class Transfer:
             t = m.target.rstrip("/") or "/"
             if m.type != "tmpfs" and (cpath == t or cpath.startswith(t + "/")):
                 if best is None or len(t) > len(best[0]):
-                    src = m.source if m.type == "bind" else self.db.get_volume(m.source).mountpoint  # type: ignore[attr-defined]
+                    src = (m.source if m.type == "bind"
+                           else self.ctx.db.get_volume(m.source).mountpoint)
                     best = (t, src)
         if best:
             rest = cpath[len(best[0]):] or "/"
@@ -127,7 +142,7 @@ class Transfer:
                               "supported; one side must be CONTAINER:PATH")
         if not (sp if sc is not None else dp):
             raise ConfigError("cp", "the container path is empty")
-        rec = self.get(sc or dc)  # type: ignore[attr-defined]
+        rec = self.sup.get(sc if sc is not None else dc or "")
         self._host_view(rec, "cp")
         with self._rootfs(rec) as rootfs:
             if sc is not None:
@@ -282,10 +297,10 @@ class Transfer:
                 os.close(ddir)
 
     def export(self, ref: str, out: IO[bytes]) -> None:
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         self._host_view(rec, "export")
         with self._rootfs(rec) as root:
-            self.store.tar_directory(root, out)  # type: ignore[attr-defined]
+            self.ctx.store.tar_directory(root, out)
 
     def diff(self, ref: str) -> list[tuple[str, str]]:
         """[(A|C|D, path)] from the overlay upper dir, Docker's order (sorted paths).
@@ -296,10 +311,10 @@ class Transfer:
         from isle.sys import fdtree
         from isle.sys.inroot import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, openat2
 
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         self._host_view(rec, "diff")
-        upper = self.paths(rec.id).upper  # type: ignore[attr-defined]
-        img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
+        upper = self.ctx.paths(rec.id).upper
+        img = self.ctx.store.resolve(rec.image_id)
         lowers = []
         out: list[tuple[str, str]] = []
         try:
@@ -342,24 +357,24 @@ class Transfer:
 
     def commit(self, ref: str, repo: str = "", *, changes: list[str] | None = None,
                message: str = "", author: str = "", pause: bool = True) -> str:
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         self._host_view(rec, "commit")
-        img = self.store.resolve(rec.image_id)  # type: ignore[attr-defined]
+        img = self.ctx.store.resolve(rec.image_id)
         cfg_changes = _parse_changes(changes or [], img.config.get("config") or {})
         paused = False
         if pause and rec.state == "running":
             with suppress(Exception):
-                self._oci(rec).pause(rec.id)  # type: ignore[attr-defined]
+                self.ctx.oci(rec).pause(rec.id)
                 paused = True
         try:
-            new = self.store.commit(self.paths(rec.id).upper, img, cfg_changes,  # type: ignore[attr-defined]
+            new = self.ctx.store.commit(self.ctx.paths(rec.id).upper, img, cfg_changes,
                                     names=[repo] if repo else [], comment=message, author=author,
                                     created_by=f"isle commit {rec.id[:12]}")
         finally:
             if paused:
                 with suppress(Exception):
-                    self._oci(rec).resume(rec.id)  # type: ignore[attr-defined]
-        self.db.add_event("container", "commit", rec.id, {"image": new.id})  # type: ignore[attr-defined]
+                    self.ctx.oci(rec).resume(rec.id)
+        self.ctx.db.add_event("container", "commit", rec.id, {"image": new.id})
         return str(new.id)
 
     def stats(self, refs: list[str] | None = None, *,
@@ -367,13 +382,13 @@ class Transfer:
         """One sample per running container: CPU % over `interval`, memory usage/limit, pids."""
         from isle.cgroups import manager_for
 
-        recs = [self.get(r) for r in refs] if refs else self.list()  # type: ignore[attr-defined]
+        recs = [self.sup.get(r) for r in refs] if refs else self.sup.records()
         for r in recs:
             if r.state not in ("running", "paused"):
                 raise InvalidState(f"container {r.name} is not running")
         # a guest's numbers come from its kernel through the runtime (caps.host_procs false)
-        guests = {r.id: self._oci(r) for r in recs  # type: ignore[attr-defined]
-                  if not self._oci(r).caps.host_procs}  # type: ignore[attr-defined]
+        guests = {r.id: self.ctx.oci(r) for r in recs
+                  if not self.ctx.oci(r).caps.host_procs}
         gfirst: dict[str, tuple[float, dict[str, int]]] = {}
         for r in recs:
             if r.id in guests:
@@ -386,7 +401,7 @@ class Transfer:
             recs = [r for r in recs if r.id not in guests or r.id in gfirst]
         # two samples `interval` apart per container, each timed on its own; only the files the
         # numbers need (300 containers: 2.55 s -> under 1 s, bench/stats_bench.py)
-        mcache = os.path.join(self.s.runroot, ".cgroup-mounts")  # type: ignore[attr-defined]
+        mcache = os.path.join(self.ctx.s.runroot, ".cgroup-mounts")
         mgrs = {}
         first: dict[str, tuple[float, int]] = {}
         t0 = time.monotonic()
@@ -398,7 +413,9 @@ class Transfer:
                 first[r.id] = (time.monotonic(), _cpu_ns(mgrs[r.id]))
         if recs:
             time.sleep(max(0.05, interval - (time.monotonic() - t0)))
-        host_mem = _mem_total()
+        from isle.engine.queries import mem_total
+
+        host_mem = mem_total()
         out = []
         for r in recs:
             if r.id in guests:
@@ -420,7 +437,7 @@ class Transfer:
         return out
 
     def port(self, ref: str, private: str = "") -> list[str]:
-        rec = self.get(ref)  # type: ignore[attr-defined]
+        rec = self.sup.get(ref)
         ports: dict[str, list[dict[str, str]]] = rec.extra.get("ports") or {}
         if private:
             key = private if "/" in private else private + "/tcp"
@@ -439,7 +456,7 @@ class Transfer:
             k, _, v = f.partition("=")
             want.setdefault(k, set()).add(v)
         while True:
-            for e in self.db.events(after_seq=seq, since=since):  # type: ignore[attr-defined]
+            for e in self.ctx.db.events(after_seq=seq, since=since):
                 seq = e["seq"]
                 if until and e["time"] > until:
                     return
@@ -457,20 +474,20 @@ class Transfer:
             time.sleep(0.2)
 
     def system_df(self) -> list[dict[str, Any]]:
-        recs = self.list(all=True)  # type: ignore[attr-defined]
-        imgs = self.store.list()  # type: ignore[attr-defined]
+        recs = self.sup.records(all=True)
+        imgs = self.ctx.store.list()
         used = {r.image_id for r in recs}
         isize = sum(i.size for i in imgs)
-        csizes = {r.id: _du(self.paths(r.id).upper) for r in recs}  # type: ignore[attr-defined]
-        vols = self.db.list_volumes()  # type: ignore[attr-defined]
+        csizes = {r.id: _du(self.ctx.paths(r.id).upper) for r in recs}
+        vols = self.ctx.db.list_volumes()
         vsizes = {v.name: _du(v.mountpoint) for v in vols}
-        vused = {v.name for v in vols if self._volume_users(v.name)}  # type: ignore[attr-defined]
+        vused = {v.name for v in vols if self.ctx.volume_users(v.name)}
         running = [r for r in recs if r.state in ("running", "paused")]
         from isle.image.blobs import tmp_usage
 
         # the build cache's layers no image uses, and tmp/: partial pulls and build steps
-        cache = self.store.build_cache_usage()  # type: ignore[attr-defined]
-        ntmp, tmp_size = tmp_usage(self.store.blobs.tmp_dir)  # type: ignore[attr-defined]
+        cache = self.ctx.store.build_cache_usage()
+        ntmp, tmp_size = tmp_usage(self.ctx.store.blobs.tmp_dir)
         return [
             {"Type": "Images", "Total": len(imgs), "Active": len(used & {i.id for i in imgs}),
              "Size": isize, "Reclaimable": sum(i.size for i in imgs if i.id not in used)},
@@ -487,18 +504,18 @@ class Transfer:
     def system_prune(self, *, all_images: bool = False,
                      volumes: bool = False) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        out["Containers"] = self.container_prune().deleted  # type: ignore[attr-defined]
+        out["Containers"] = self.containers.container_prune().deleted
         if volumes:
-            out["Volumes"] = self.volume_prune().deleted  # type: ignore[attr-defined]
+            out["Volumes"] = self.queries.volume_prune().deleted
         from isle.engine import netplug
 
-        live = [r.id for r in self.db.list_containers()]  # type: ignore[attr-defined]
+        live = [r.id for r in self.ctx.db.list_containers()]
         from isle.engine import vmos
 
         # whole-OS VMs own attachments too (engine/vms.py names them vmos-<name>)
-        live += [f"vmos-{n}" for n in vmos.vm_names(self.s)]  # type: ignore[attr-defined]
+        live += [f"vmos-{n}" for n in vmos.vm_names(self.ctx.s)]
         try:   # networking left by crashed containers or an `isle` killed mid-setup
-            gone = netplug.gc(self.s, live)  # type: ignore[attr-defined]
+            gone = netplug.gc(self.ctx.s, live)
             out["Network attachments"] = [x[:12] for x in gone["removed"]] + gone["errors"]
         except Exception as exc:
             out["Network attachments"] = [f"(network gc failed: {exc})"]
@@ -506,35 +523,20 @@ class Transfer:
 
         try:  # killed builds' RUN overlays first: the image prune below never deletes under one
             out["Build steps"] = sweep_dead_builds(
-                self.s, self.store.unmount_rootfs)  # type: ignore[attr-defined]
+                self.ctx.s, self.ctx.store.unmount_rootfs)
         except Exception as exc:
             out["Build steps"] = [f"(build step sweep failed: {exc})"]
         from isle.engine.vms import VMs
 
-        vms = VMs(self.s)  # type: ignore[attr-defined]
+        vms = VMs(self.ctx.s)
         # templates live in the cache every --root shares (like build cache): only with -a
         out["VM templates"] = vms.prune_templates() if all_images else []
         out["VM image disks"] = vms.prune_disks()
         try:
-            out["Images"] = list(self.store.prune(all_images=all_images))  # type: ignore[attr-defined]
+            out["Images"] = list(self.ctx.store.prune(all_images=all_images))
         except Exception as exc:  # the image store refuses in-use images; report, don't fail
             out["Images"] = [f"(image prune failed: {exc})"]
         return out
-
-
-def _mem_total() -> int:
-    with suppress(OSError, ValueError):
-        with open("/proc/meminfo") as f:
-            return int(f.readline().split()[1]) * 1024
-    return 0
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path, "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
 
 
 def _v1_dirs(mgr: Any) -> dict[str, str] | None:
@@ -548,7 +550,7 @@ def _v1_dirs(mgr: Any) -> dict[str, str] | None:
 def _cpu_ns(mgr: Any) -> int:
     d = _v1_dirs(mgr)
     if d is not None:
-        v = _read_int(os.path.join(d["cpuacct"], "cpuacct.usage"))
+        v = read_int(os.path.join(d["cpuacct"], "cpuacct.usage"))
         if v is not None:
             return v
     return int(mgr.stats()["cpu"]["usage_ns"])
@@ -574,11 +576,11 @@ def _sample(mgr: Any) -> dict[str, Any]:
     d = _v1_dirs(mgr)
     if d is None:
         return mgr.stats()  # type: ignore[no-any-return]
-    lim = _read_int(os.path.join(d["memory"], "memory.limit_in_bytes"))
-    return {"cpu": {"usage_ns": _read_int(os.path.join(d["cpuacct"], "cpuacct.usage")) or 0},
-            "memory": {"usage": _read_int(os.path.join(d["memory"], "memory.usage_in_bytes")),
+    lim = read_int(os.path.join(d["memory"], "memory.limit_in_bytes"))
+    return {"cpu": {"usage_ns": read_int(os.path.join(d["cpuacct"], "cpuacct.usage")) or 0},
+            "memory": {"usage": read_int(os.path.join(d["memory"], "memory.usage_in_bytes")),
                        "limit": None if lim is None or lim >= 1 << 62 else lim},
-            "pids": {"current": _read_int(os.path.join(d["pids"], "pids.current"))}}
+            "pids": {"current": read_int(os.path.join(d["pids"], "pids.current"))}}
 
 
 def _parse_changes(changes: list[str], base: dict[str, Any]) -> dict[str, Any]:

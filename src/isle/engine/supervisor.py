@@ -1,6 +1,8 @@
-"""The container lifecycle under the monitor: start (conmon + runtime), refresh the truth, release.
-
-Mixed into Engine; kept apart so engine.py stays a readable list of verbs.
+"""The supervisor: starts a container through the runtime seam (conmon + `runtime create` +
+`runtime start`, or the monitor-less foreground run of direct.py where the runtime declares
+it), re-derives the truth about a live one (`refresh`), signals it, and releases what a dead
+one held. Every container verb (containers.py) goes through it; it holds no state of its own
+beyond the shared Context.
 """
 
 from __future__ import annotations
@@ -10,27 +12,23 @@ import os
 import sys
 import time
 
+from isle.engine import bundle
 from isle.engine.db import ContainerRecord
-from isle.engine.layout import ContainerPaths, alive, proc_start_time, read_int, rmtree, write_file
+from isle.engine.layout import alive, proc_start_time, read_int, rmtree, write_file
 from isle.engine.options import RunOptions
 from isle.engine.quiet import nullcontext, suppress
 from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
-from isle.errors import CommandError, ConfigError, IsleError, NotFound
+from isle.errors import CommandError, IsleError, NotFound
 from isle.oci.fastjson import dumps
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import socket
     from typing import Any
 
-if TYPE_CHECKING:
-    import socket
+    from isle.engine.context import Context
 
-    from isle.config import Settings
-    from isle.engine.db import Db
-    from isle.engine.runtimes import OciCli
-
-__all__ = ["Lifecycle", "classify_runtime_error"]
+__all__ = ["Supervisor", "classify_runtime_error"]
 
 
 def classify_runtime_error(msg: str) -> IsleError:
@@ -43,46 +41,58 @@ def classify_runtime_error(msg: str) -> IsleError:
     return IsleError(msg.strip() or "the runtime failed to start the container")
 
 
-#: container facts netplug owns (rewritten at every start)
-_NET_KEYS = ("ports", "ports_display", "netns", "ip", "networks", "tap", "slirp", "joined")
+class Supervisor:
+    """start / refresh / signal / release of one container at a time, over a Context."""
 
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
-class Lifecycle:
-    s: Settings
+    def get(self, ref: str) -> ContainerRecord:
+        """A container record by id, name or id prefix, its state brought up to date."""
+        return self.refresh(self.ctx.db.get_container(ref))
 
-    @property
-    def db(self) -> Db:  # Engine's (it opens the database on first use)
-        raise NotImplementedError
-    store: Any
-    runtime_for: Any
+    def records(self, *, all: bool = False) -> list[ContainerRecord]:
+        """Every record (all) or the live ones, each brought up to date."""
+        out = []
+        for rec in self.ctx.db.list_containers():
+            try:
+                rec = self.refresh(rec)
+            except NotFound:  # removed meanwhile (its --rm, an rm -f elsewhere): not listed
+                continue
+            if all or rec.state in ("running", "paused"):
+                out.append(rec)
+        return out
 
-    paths: Callable[[str], ContainerPaths]  # provided by Engine
-    get: Callable[..., Any]  # provided by Engine
-
-    def _oci(self, rec: ContainerRecord) -> OciCli:
-        """The record's runtime behind the seam (engine/runtimes.py)."""
-        from isle.engine.runtimes import for_record
-
-        return (self.runtime_for or for_record)(self.s, rec.opts)
-
-    def _exit_command(self, cid: str, owner: bool = False) -> list[str]:
+    def exit_command(self, cid: str, owner: bool = False) -> list[str]:
         """owner: this process (a foreground `run`) records and removes the container itself;
         the exit command waits for it and does that only if it died first (exitcmd.py)."""
-        args = [self.s.root, self.s.runroot, cid]
+        s = self.ctx.s
+        args = [s.root, s.runroot, cid]
         if owner:
             args += [str(os.getpid()), str(proc_start_time(os.getpid()))]
-        if self.s.rootless:
+        if s.rootless:
             from isle.engine.rootless import python_argv
 
             return python_argv("isle.engine.exitcmd") + args
         return [sys.executable, "-m", "isle.engine.exitcmd", *args]
 
+    def write_bundle(self, rec: ContainerRecord, opts: RunOptions, img: Any,
+                     rootfs: str) -> dict[str, Any]:
+        """config.json into the bundle (bundle.assemble), then the record says "running" before
+        any monitor exists: if the starter dies from here on, refresh finds the monitor and the
+        container through their pid files and never reports a live one as created. Both start
+        paths (start, direct.run_direct) go through here; the caller holds the lock."""
+        spec = bundle.assemble(self.ctx, rec, opts, img, rootfs, self.get)
+        write_file(self.ctx.paths(rec.id).config, dumps(spec).encode())
+        self.ctx.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
+                                     monitor_start=0, started_at=time.time(), finished_at=0.0,
+                                     exit_code=0, oom_killed=False, error="")
+        return spec
+
     # -- start --------------------------------------------------------------------------------
-    def _start(self, rec: ContainerRecord, *, attach: bool,
+    def start(self, rec: ContainerRecord, *, attach: bool,
                foreground: bool) -> socket.socket | None:
         """conmon -> `runtime create`; then `runtime start`. Caller holds the container lock."""
-        import subprocess
-
         from isle.engine.monitor import (
             LOG_SIZE_MAX,
             MonitorArgs,
@@ -93,10 +103,10 @@ class Lifecycle:
         )
         from isle.sys import proc
 
-        p = self.paths(rec.id)
+        p = self.ctx.paths(rec.id)
         opts = RunOptions.from_dict(rec.opts)
-        oci = self._oci(rec)
-        self._release(rec, final=False)
+        oci = self.ctx.oci(rec)
+        self.release(rec, final=False)
         for d in (p.run, p.exit_dir, p.socket_dir, p.bundle):
             os.makedirs(d, exist_ok=True)
         for f in (p.exit_file, p.oom_file, p.pidfile, p.monitor_pidfile,
@@ -105,17 +115,11 @@ class Lifecycle:
                 os.unlink(f)
         from isle.engine import fastimage
 
-        img = fastimage.resolve(self, rec.image_id)
-        rootfs = fastimage.mount(self, img, p.bundle, copy=self.s.rootless)
+        img = fastimage.resolve(self.ctx, rec.image_id)
+        rootfs = fastimage.mount(self.ctx, img, p.bundle, copy=self.ctx.s.rootless)
         sock = None
         try:
-            spec = self._spec(rec, opts, img, rootfs)
-            write_file(p.config, dumps(spec).encode())
-            # "running" before the monitor exists: if we die from here on, _refresh finds the
-            # monitor and container through their pid files and never reports a live one as created
-            self.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
-                                     monitor_start=0, started_at=time.time(), finished_at=0.0,
-                                     exit_code=0, oom_killed=False, error="")
+            self.write_bundle(rec, opts, img, rootfs)
             # always: a foreground CLI may be killed, and then the exit command records the
             # exit and honours --rm (it waits while the CLI, the owner, lives)
             owner = foreground and opts.restart.name == "no"
@@ -125,7 +129,7 @@ class Lifecycle:
                 exit_dir=p.exit_dir, socket_dir=p.socket_dir, log_path=p.log,
                 stdin=opts.interactive, tty=opts.tty,  # -i: open for a later attach too
                 leave_stdin_open=opts.interactive and not opts.stdin_once,
-                exit_command=self._exit_command(rec.id, owner=owner),
+                exit_command=self.exit_command(rec.id, owner=owner),
                 conmon=conmon_path(), log_size_max=opts.log_max_size or LOG_SIZE_MAX)
             argv = conmon_argv(margs)
             r, w = os.pipe()
@@ -133,7 +137,7 @@ class Lifecycle:
             env["_OCI_SYNCPIPE"] = str(w)
             try:
                 with open(os.path.join(p.run, "conmon.err"), "wb") as errf:
-                    child = proc.spawn(argv, pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                    child = proc.spawn(argv, pass_fds=(w,), env=env, stdin=proc.DEVNULL,
                                        stdout=errf, stderr=errf, close_fds=True,
                                        cwd=p.run)  # conmon drops an "oom" file in its cwd
                 os.close(w)
@@ -148,11 +152,11 @@ class Lifecycle:
                 if w >= 0:
                     os.close(w)
             mon = read_int(p.monitor_pidfile) or 0
-            if opts.network not in ("none", "host") and self.s.rootless:
+            if opts.network not in ("none", "host") and self.ctx.s.rootless:
                 from isle.engine import netplug
 
                 try:
-                    more = netplug.after_start(self.s, rec.id, rec.name, pid, opts,
+                    more = netplug.after_start(self.ctx.s, rec.id, rec.name, pid, opts,
                                                img.config.get("config") or {})
                 except BaseException:
                     with suppress(OSError):  # the record has no pid yet: _fail_start cannot
@@ -160,8 +164,8 @@ class Lifecycle:
                     raise
                 if more:
                     rec.extra = {**rec.extra, **more}
-                    self.db.update_container(rec.id, extra=rec.extra)
-            self.db.update_container(rec.id, state="running", pid=pid,
+                    self.ctx.db.update_container(rec.id, extra=rec.extra)
+            self.ctx.db.update_container(rec.id, state="running", pid=pid,
                                      pid_start=proc_start_time(pid), monitor_pid=mon,
                                      monitor_start=proc_start_time(mon), started_at=time.time(),
                                      finished_at=0.0, exit_code=0, oom_killed=False, error="",
@@ -171,8 +175,8 @@ class Lifecycle:
             if healthcheck_of(opts, img.config.get("config") or {}) is not None:
                 extra = dict(rec.extra)
                 extra["health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
-                self.db.update_container(rec.id, extra=extra)
-                spawn_loop(self.s, rec.id)
+                self.ctx.db.update_container(rec.id, extra=extra)
+                spawn_loop(self.ctx.s, rec.id)
             if attach:
                 sock = connect_attach(p.bundle)
             try:
@@ -183,164 +187,58 @@ class Lifecycle:
         except BaseException as exc:
             if sock is not None:
                 sock.close()
-            self._fail_start(rec, str(exc))
+            self.fail_start(rec, str(exc))
             raise
 
-    def _fail_start(self, rec: ContainerRecord, err: str) -> None:
+    def fail_start(self, rec: ContainerRecord, err: str) -> None:
         with suppress(Exception):
-            self._signal(rec, signal.SIGKILL)
+            self.signal(rec, signal.SIGKILL)
         with suppress(Exception):
-            self._release(rec, final=False)
+            self.release(rec, final=False)
         with suppress(Exception):
             code = 127 if "not found" in err else 126 if "permission denied" in err else 128
             # a container that never ran stays "created" (Docker's: its ExitCode and Error set)
-            self.db.update_container(rec.id, state="exited" if rec.started_at else "created",
+            self.ctx.db.update_container(rec.id, state="exited" if rec.started_at else "created",
                                      exit_code=code, pid=0, finished_at=time.time(),
                                      error=err[:2000], event="die")
 
-    def _spec(self, rec: ContainerRecord, opts: RunOptions, img: Any,
-              rootfs: str) -> dict[str, Any]:
-        from isle.engine import netplug
-        from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
-        from isle.engine.volumes import Volumes, safe_join
-
-        p = self.paths(rec.id)
-        rt = self._oci(rec)
-        hostname = opts.hostname or rec.id[:12]
-        mounts = Volumes(self.s, self.db).resolve(opts.mounts, rootfs)
-        netns, net_files, net_extra = netplug.connect(self.s, rec.id, rec.name, hostname, opts,
-                                                      img.config.get("config") or {},
-                                                      lookup=self.get)
-        annotations = net_extra.pop("annotations", {})
-        if net_extra or any(k in rec.extra for k in _NET_KEYS):
-            extra = {k: v for k, v in rec.extra.items() if k not in _NET_KEYS}
-            extra.update(net_extra)
-            self.db.update_container(rec.id, extra=extra)
-            rec.extra = extra
-        etc = self._etc_files(p, hostname, opts, net_files)
-
-        def _read(rel: str) -> str:
-            try:
-                with open(safe_join(rootfs, rel), errors="replace") as f:
-                    return f.read()
-            except OSError:
-                return ""
-
-        seccomp = None
-        if not opts.privileged and opts.seccomp != "unconfined":
-            if opts.seccomp:
-                try:
-                    import json
-
-                    with open(opts.seccomp) as f:
-                        seccomp = json.load(f)
-                except (OSError, ValueError) as exc:
-                    raise ConfigError("--security-opt",
-                                      f"seccomp profile {opts.seccomp}: {exc}") from None
-            else:
-                seccomp = load_default_seccomp()
-        init = ""
-        if opts.init:
-            import shutil
-
-            init = shutil.which("tini-static") or shutil.which("docker-init") or ""
-            if not init:
-                raise ConfigError("--init", "no static init (tini-static) on this host")
-        uid_map: list[dict[str, int]] = []
-        gid_map: list[dict[str, int]] = []
-        delegated = False
-        if self.s.rootless:
-            from isle.engine.rootless import cgroup_delegated, id_maps
-
-            uid_map, gid_map = id_maps()
-            delegated = cgroup_delegated()
-        inp = SpecInputs(container_id=rec.id, rootfs=rootfs,
-                         image_config=img.config.get("config") or {}, hostname=hostname,
-                         passwd=_read("/etc/passwd"), group=_read("/etc/group"), mounts=mounts,
-                         etc_files=etc, netns_path=netns,
-                         cgroups_path="" if self.s.rootless else f"/isle-{rec.id}",
-                         init_path=init, seccomp_profile=seccomp, rootless=self.s.rootless,
-                         uid_map=uid_map, gid_map=gid_map, host_caps=_host_caps(),
-                         rootless_cgroup=delegated, guest_kernel=rt.caps.has_guest)
-        spec = build_spec(opts, inp)
-        spec["annotations"].update(annotations)
-        if self.s.rootless:
-            from isle.engine import netplug
-
-            hook = netplug.slirp_hook(self.s, rec.id, rec.name, opts,
-                                      img.config.get("config") or {})
-            if hook is not None:
-                spec.setdefault("hooks", {}).setdefault("createRuntime", []).append(hook)
-        _make_cwd(rootfs, spec["process"].get("cwd") or "/")  # before the VM's disk is chosen
-        rt.prepare_spec(self.s, spec, p.bundle, rec.image_id)
-        proc = spec["process"]
-        if init:  # check the user's command, not the init bind-mounted in front of it
-            proc = {**proc, "args": proc["args"][2:]}
-        _precheck_command(rootfs, proc)
-        return spec
-
-    def _etc_files(self, p: ContainerPaths, hostname: str, opts: RunOptions,
-                   net_files: dict[str, str]) -> dict[str, str]:
-        files = {}
-        if net_files:
-            for dest, text in net_files.items():
-                host = os.path.join(p.bundle, os.path.basename(dest))
-                write_file(host, text.encode(), 0o644)
-                files[dest] = host
-            return files
-        hn = os.path.join(p.bundle, "hostname")
-        write_file(hn, (hostname + "\n").encode(), 0o644)
-        files["/etc/hostname"] = hn
-        hosts = os.path.join(p.bundle, "hosts")
-        if opts.network == "host":
-            with open("/etc/hosts", "rb") as f:
-                write_file(hosts, f.read(), 0o644)
-        else:
-            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-                     f"127.0.0.1\t{hostname}"] + [h.replace(":", "\t", 1) for h in opts.extra_hosts]
-            write_file(hosts, ("\n".join(lines) + "\n").encode(), 0o644)
-        files["/etc/hosts"] = hosts
-        rc = os.path.join(p.bundle, "resolv.conf")
-        if opts.dns or opts.dns_search or opts.dns_options:
-            from isle.net import etc as netetc
-
-            try:
-                with open("/etc/resolv.conf") as f:
-                    host = f.read()
-            except OSError:
-                host = ""
-            write_file(rc, netetc.render_resolv(
-                host_resolv=host, dns=opts.dns, dns_search=opts.dns_search,
-                dns_options=opts.dns_options, host_network=opts.network == "host").encode(), 0o644)
-        else:
-            try:
-                with open("/etc/resolv.conf", "rb") as f:
-                    data = f.read()
-            except OSError:
-                data = b""
-            write_file(rc, data, 0o644)
-        files["/etc/resolv.conf"] = rc
-        return files
-
     # -- foreground run -------------------------------------------------------------------------
-    def _run_foreground(self, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
+    def run_foreground(self, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
+                       stdout_fd: int, stderr_fd: int, *, direct: bool = False) -> RunReport:
+        """Start `rec` and stream its I/O until it ends; its exit code. direct=True (`run`): the
+        monitor-less run of direct.py where it is eligible (a capability the runtime declares,
+        the same bookkeeping: write_bundle, fail_start, discard), else under conmon."""
+        if direct:
+            from isle.engine import direct as d
+
+            if d.eligible(self, opts, stdin_fd):
+                try:
+                    rr = d.run_direct(self, rec, opts, stdin_fd, stdout_fd, stderr_fd)
+                except BaseException:
+                    self.remove_after_failure(rec, opts)
+                    raise
+                if rr is not None:
+                    return rr
+        return self._monitored_foreground(rec, opts, stdin_fd, stdout_fd, stderr_fd)
+
+    def _monitored_foreground(self, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
                         stdout_fd: int, stderr_fd: int) -> RunReport:
         from isle.engine.attach import pump, raw_terminal, wait_pid_exit
 
-        p = self.paths(rec.id)
+        p = self.ctx.paths(rec.id)
         try:
-            with self._locked(rec.id):  # type: ignore[attr-defined]
-                sock = self._start(rec, attach=True, foreground=True)
+            with self.ctx.locked(rec.id):
+                sock = self.start(rec, attach=True, foreground=True)
         except BaseException:
-            self._remove_after_failure(rec, opts)  # type: ignore[attr-defined]
+            self.remove_after_failure(rec, opts)
             raise
-        rec = self.db.get_container(rec.id)
+        rec = self.ctx.db.get_container(rec.id)
         assert sock is not None
         old: dict[int, Any] = {}
         if opts.sig_proxy:  # Docker's sig-proxy, with a tty too (a terminal's ^C is a byte)
             def _fwd(sig: int, _f: Any) -> None:
                 with suppress(Exception):
-                    self._signal(rec, sig)  # through the runtime where it must (a VM's guest)
+                    self.signal(rec, sig)  # through the runtime where it must (a VM's guest)
             for sg in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                        signal.SIGUSR1, signal.SIGUSR2):
                 old[sg] = signal.signal(sg, _fwd)
@@ -367,22 +265,20 @@ class Lifecycle:
                     break
         if opts.restart.name != "no":  # the exit command owns the record from here
             return RunReport(id=rec.id, name=rec.name, exit_code=code if code is not None else 255)
-        with self._locked(rec.id):  # type: ignore[attr-defined]
-            rec = self._refresh(self.db.get_container(rec.id))
+        with self.ctx.locked(rec.id):
+            rec = self.refresh(self.ctx.db.get_container(rec.id))
             if opts.remove:
-                self._release(rec, final=True)
-                self.db.delete_container(rec.id)
-                self._remove_anon_volumes(rec)  # type: ignore[attr-defined]
+                self.discard(rec)
             else:
-                self._release(rec, final=False)
+                self.release(rec, final=False)
         return RunReport(id=rec.id, name=rec.name, exit_code=rec.exit_code, removed=opts.remove)
 
     # -- truth ----------------------------------------------------------------------------------
-    def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
+    def refresh(self, rec: ContainerRecord) -> ContainerRecord:
         """Re-derive a live container's state from conmon's exit file and pid liveness."""
         if rec.state not in ("running", "paused"):
             return rec
-        p = self.paths(rec.id)
+        p = self.ctx.paths(rec.id)
         code = read_int(p.exit_file)
         if code is None:
             if alive(rec.pid, rec.pid_start):
@@ -391,61 +287,62 @@ class Lifecycle:
                     from isle.engine.monitor import note_monitor_lost
 
                     rec.error = note_monitor_lost(p.log)  # the loss visible: inspect, logs
-                    self.db.update_container(rec.id, error=rec.error)
+                    self.ctx.db.update_container(rec.id, error=rec.error)
                 return rec
             if alive(rec.monitor_pid, rec.monitor_start):
                 if not rec.pid:  # a monitor-less foreground run (direct.py): adopt the pid file
                     cpid = read_int(p.pidfile) or 0
                     if proc_start_time(cpid):
                         rec.pid, rec.pid_start = cpid, proc_start_time(cpid)
-                        self.db.update_container(rec.id, pid=cpid, pid_start=rec.pid_start)
+                        self.ctx.db.update_container(rec.id, pid=cpid, pid_start=rec.pid_start)
                 return rec
             if not rec.pid:  # a start in progress or cut short
-                if self._lock_busy(rec.id):  # type: ignore[attr-defined]
+                if self.ctx.lock_busy(rec.id):
                     return rec  # someone is starting it right now
                 cpid = read_int(p.pidfile) or 0
                 if proc_start_time(cpid):
-                    st = self._oci(rec).state(rec.id) or {}
+                    st = self.ctx.oci(rec).state(rec.id) or {}
                     if st.get("status") in ("running", "paused"):
-                        self.db.update_container(rec.id, pid=cpid, pid_start=proc_start_time(cpid))
+                        self.ctx.db.update_container(rec.id, pid=cpid,
+                                                     pid_start=proc_start_time(cpid))
                         rec.pid, rec.pid_start = cpid, proc_start_time(cpid)
                         return rec
                     # created but never started: the starter died; undo it, say so
-                    self._fail_start(rec, "the start was interrupted")
-                    return self.db.get_container(rec.id)
+                    self.fail_start(rec, "the start was interrupted")
+                    return self.ctx.db.get_container(rec.id)
             code = read_int(p.exit_file)  # written between our two looks
         err = ""
         if code is None:
             from isle.engine.monitor import lost_exit
 
-            code, err = lost_exit(self._oci(rec), rec.id, rec.error)
+            code, err = lost_exit(self.ctx.oci(rec), rec.id, rec.error)
             finished = time.time()
         else:
             try:
                 finished = os.stat(p.exit_file).st_mtime
             except OSError:
                 finished = time.time()
-            if code and self._oci(rec).caps.has_guest:  # a QEMU crash: the runtime's reason
+            if code and self.ctx.oci(rec).caps.has_guest:  # a QEMU crash: the runtime's reason
                 from isle.engine.monitor import runtime_error
 
-                err = runtime_error(self._oci(rec), rec.id)
+                err = runtime_error(self.ctx.oci(rec), rec.id)
         oom = os.path.exists(p.oom_file)
-        if not self.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
+        if not self.ctx.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
                                         finished_at=finished, oom_killed=oom, error=err,
                                         event="oom" if oom else "die",
                                         attrs={"exitCode": str(code)},
                                         when_state=("running", "paused")):
-            return self.db.get_container(rec.id)  # another process recorded the end first
+            return self.ctx.db.get_container(rec.id)  # another process recorded the end first
         rec.state, rec.exit_code, rec.pid, rec.finished_at, rec.oom_killed, rec.error = (
             "exited", code, 0, finished, oom, err)
         return rec
 
-    def _signal(self, rec: ContainerRecord, sig: int) -> None:
+    def signal(self, rec: ContainerRecord, sig: int) -> None:
         """Signal the container's init (what `runtime kill ID SIG` does, minus a process start);
         SIGKILL of a pid namespace's init takes every process in it along."""
         if not alive(rec.pid, rec.pid_start):
             return
-        rt = self._oci(rec)
+        rt = self.ctx.oci(rec)
         if not rt.caps.signals_host_pid:
             # e.g. isle-vm-runtime: the pid is the VM's host side; the runtime signals the guest
             if rt.kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL):
@@ -455,16 +352,16 @@ class Lifecycle:
         except OSError:
             rt.kill(rec.id, int(sig), all_procs=sig == signal.SIGKILL)
 
-    def _kill_for_removal(self, rec: ContainerRecord) -> None:
+    def kill_for_removal(self, rec: ContainerRecord) -> None:
         """rm -f: the monitor first (so no exit command runs for a record about to vanish),
         then the container; wait until its init is gone."""
         if alive(rec.monitor_pid, rec.monitor_start):
             with suppress(OSError):
                 os.kill(rec.monitor_pid, signal.SIGKILL)
-        self._signal(rec, signal.SIGKILL)
-        self._wait_dead(rec, 10)
+        self.signal(rec, signal.SIGKILL)
+        self.wait_dead(rec, 10)
 
-    def _wait_dead(self, rec: ContainerRecord, timeout: float) -> bool:
+    def wait_dead(self, rec: ContainerRecord, timeout: float) -> bool:
         from isle.engine.attach import wait_pid_exit
 
         if not alive(rec.pid, rec.pid_start):
@@ -472,29 +369,29 @@ class Lifecycle:
         wait_pid_exit(rec.pid, timeout)
         return not alive(rec.pid, rec.pid_start)
 
-    def _reap(self, rec: ContainerRecord) -> None:
+    def reap(self, rec: ContainerRecord) -> None:
         """After the container died: let conmon write its exit file, then record and release."""
         from isle.engine.attach import wait_pid_exit
 
         if alive(rec.monitor_pid, rec.monitor_start):
             wait_pid_exit(rec.monitor_pid, 10)
-        with self._locked(rec.id):  # type: ignore[attr-defined]
+        with self.ctx.locked(rec.id):
             try:
-                cur = self._refresh(self.db.get_container(rec.id))
+                cur = self.refresh(self.ctx.db.get_container(rec.id))
             except NotFound:  # a `run --rm` that owned it has removed it already
                 return
             if cur.state == "exited":
-                self._release(cur, final=False)
+                self.release(cur, final=False)
 
-    def _release(self, rec: ContainerRecord, *, final: bool) -> None:
+    def release(self, rec: ContainerRecord, *, final: bool) -> None:
         """Give back what a (dead) container held: runtime state, cgroups, rootfs mount."""
-        p = self.paths(rec.id)
+        p = self.ctx.paths(rec.id)
         if alive(rec.pid, rec.pid_start) and rec.state not in ("running", "paused"):
             with suppress(OSError):
                 os.kill(rec.pid, signal.SIGKILL)
         # the runtime's own state, through the runtime (its CLI, or its module where it declares
         # an in-process path): never by removing its state dir here
-        self._oci(rec).release(rec.id, running=alive(rec.pid, rec.pid_start)
+        self.ctx.oci(rec).release(rec.id, running=alive(rec.pid, rec.pid_start)
                                or rec.state in ("running", "paused"))
         from isle.cgroups import remove_everywhere  # the runtime's fallback: it lost its state
 
@@ -502,11 +399,11 @@ class Lifecycle:
         from isle.engine import netplug  # always: an `isle` killed mid-setup recorded no netns
 
         with suppress(Exception):
-            netplug.teardown(self.s, rec.id, RunOptions.from_dict(rec.opts))
+            netplug.teardown(self.ctx.s, rec.id, RunOptions.from_dict(rec.opts))
         from isle.engine import fastimage
 
         with suppress(Exception):
-            fastimage.unmount(self, p.bundle)
+            fastimage.unmount(self.ctx, p.bundle)
         if not os.path.isdir(p.run) and not final:
             return
         for f in (os.path.join(p.exit_dir, rec.id), os.path.join(p.socket_dir, rec.id[:12])):
@@ -518,62 +415,73 @@ class Lifecycle:
             with suppress(OSError):
                 os.unlink(p.lock)
 
+    def discard(self, rec: ContainerRecord) -> None:
+        """The end of an --rm container (or a failed start of one): release everything, drop
+        the record, remove its anonymous volumes. The caller holds the lock."""
+        self.release(rec, final=True)
+        self.ctx.db.delete_container(rec.id)
+        self.remove_anon_volumes(rec)
+
+    def remove_after_failure(self, rec: ContainerRecord, opts: RunOptions) -> None:
+        if opts.remove:
+            with suppress(Exception):
+                self.remove(rec.id, force=True, volumes=True)
+        else:
+            with suppress(Exception):  # never started: Docker's "Created" with the exit code
+                self.ctx.db.update_container(rec.id,
+                                             state="exited" if rec.started_at else "created",
+                                             exit_code=128, finished_at=time.time())
+
+    def remove(self, ref: str, *, force: bool = False,
+               volumes: bool = False) -> ContainerRecord:
+        """rm: a live container is killed first (force) and everything it held released."""
+        from isle.engine.state import State
+        from isle.errors import InvalidState
+
+        rec = self.get(ref)
+        if not State.of(rec.state).can_remove(force):
+            raise InvalidState(f"cannot remove container {rec.name}: container is {rec.state}: "
+                               "stop the container before removing or force remove")
+        with self.ctx.locked(rec.id):
+            try:
+                rec = self.refresh(self.ctx.db.get_container(rec.id))
+            except NotFound:  # another rm won the race: name the container as the caller did
+                raise NotFound(f"no such container: {ref}") from None
+            if rec.state in ("running", "paused"):
+                self.ctx.db.update_container(rec.id, stopped_by_user=True)
+                if rec.state == "paused":
+                    with suppress(Exception):
+                        self.ctx.oci(rec).resume(rec.id)
+                self.kill_for_removal(rec)
+                rec.state = "exited"
+            self.release(rec, final=True)
+            self.ctx.db.delete_container(rec.id)
+        if volumes:
+            self.remove_anon_volumes(rec)
+        return rec
+
+    def remove_anon_volumes(self, rec: ContainerRecord) -> None:
+        from isle.engine.volumes import Volumes
+
+        vols = Volumes(self.ctx.s, self.ctx.db)
+        for m in RunOptions.from_dict(rec.opts).mounts:
+            if m.type == "volume" and m.anonymous and m.source:
+                with suppress(NotFound):
+                    vols.remove(m.source, self.ctx.volume_users(m.source))
+
 
 def _rmtree_bundle(bundle: str) -> None:
     rootfs = os.path.join(bundle, "rootfs")
+    from isle.sys import procfs
+
     with suppress(OSError):
-        with open("/proc/self/mountinfo") as f:
-            if any(line.split()[4] == rootfs for line in f):
-                return  # never recurse into a live mount
+        if rootfs in procfs.mountpoints():
+            return  # never recurse into a live mount
     rmtree(bundle)
     if os.path.lexists(bundle) and os.geteuid() != 0:
         from isle.engine import buildns  # files of the user's subordinate ids (chown inside)
 
         buildns.rmtree(bundle)
-
-
-def _host_caps() -> list[str]:
-    from isle.engine.spec import host_bounding_caps
-
-    with open("/proc/self/status") as f:
-        return host_bounding_caps(f.read())
-
-
-def _make_cwd(rootfs: str, cwd: str) -> None:
-    """Docker's -w: a missing working directory is made (0755, root's) in the container's
-    filesystem before it starts, for every runtime and isolation (the rootfs is the host's)."""
-    from isle.engine.volumes import safe_join
-
-    host = safe_join(rootfs, cwd)
-    if not os.path.lexists(host):
-        os.makedirs(host, 0o755, exist_ok=True)
-
-
-def _precheck_command(rootfs: str, process: dict[str, Any]) -> None:
-    """Docker's 127/126 before anything starts: resolve argv[0] in the rootfs like execvp would."""
-    from isle.engine.volumes import safe_join
-
-    argv0 = process["args"][0]
-    if "/" in argv0:
-        cands = [argv0 if argv0.startswith("/") else os.path.join(process.get("cwd") or "/", argv0)]
-    else:
-        path = next((e.split("=", 1)[1] for e in process.get("env", []) if e.startswith("PATH=")),
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        cands = [os.path.join(d or "/", argv0) for d in path.split(":")]
-    for c in cands:
-        try:
-            host = safe_join(rootfs, c)
-        except ConfigError:
-            continue
-        if os.path.isfile(host):
-            if not os.access(host, os.X_OK):
-                raise CannotInvoke(f"exec: {argv0!r}: permission denied")
-            return
-        if os.path.isdir(host) and "/" in argv0:
-            raise CannotInvoke(f"exec: {argv0!r}: is a directory")
-    if os.path.isdir(os.path.join(rootfs, "bin")) or os.path.isdir(os.path.join(rootfs, "usr")):
-        where = "" if "/" in argv0 else " in $PATH"
-        raise CommandNotFound(f"exec: {argv0!r}: executable file not found{where}")
 
 
 def _resizer(bundle: str, fd: int) -> Any:

@@ -1,0 +1,128 @@
+"""What every part of the engine shares: settings, the record db, the image store, the
+container locks and the runtime factory. The Engine builds one and hands it to its parts
+(supervisor.py, containers.py, queries.py, transfer.py); none of them reaches another's state.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from isle.config import Settings
+from isle.engine.db import Db
+from isle.engine.layout import ContainerPaths
+from isle.errors import Unsupported
+from isle.sys.fs import flock
+
+TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+if TYPE_CHECKING:
+    from typing import Any
+
+    from isle.engine.db import ContainerRecord
+    from isle.engine.runtimes import OciCli
+
+__all__ = ["Context"]
+
+
+class Context:
+    """settings, db (opened on first use), store (opened on first use), per-container locks,
+    the record -> runtime factory."""
+
+    def __init__(self, settings: Settings, *, runtime_for: Any = None) -> None:
+        """runtime_for(settings, record_opts) -> the record's OCI runtime (engine/runtimes.py
+        for_record by default; the unit tests pass a recording fake)."""
+        self.s = settings
+        self.runtime_for = runtime_for
+        self._db: Db | None = None
+        self._store: Any = None
+        self.held: set[str] = set()
+        #: the caller is a CLI process of its own (stdio = the container's, nothing else running
+        #: in it): a foreground `run --rm` may call isle's runtime in this process (direct.py)
+        self.own_process = False
+        #: where `run` reports warnings before the container's output (the API may replace it)
+        self.warn: Any = lambda msg: sys.stderr.write(f"WARNING: {msg}\n")
+
+    @property
+    def db(self) -> Db:
+        if self._db is None:
+            self._db = Db(self.s.db_path, private=(self.s.runroot,))
+        return self._db
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            try:
+                from isle.image.store import ImageStore
+            except ImportError as exc:
+                raise Unsupported("the image store (isle.image.store) is not available") from exc
+            self._store = ImageStore.from_settings(self.s)
+            self._store.set_users_callback(self._image_users)
+        return self._store
+
+    def _image_users(self, image_id: str) -> list[str]:
+        return [r.id for r in self.db.list_containers() if r.image_id == image_id]
+
+    def volume_users(self, name: str) -> list[str]:
+        """Short ids of the containers whose mounts name volume `name`."""
+        users = []
+        for rec in self.db.list_containers():
+            for m in rec.opts.get("mounts", []):
+                if m.get("type") == "volume" and m.get("source") == name:
+                    users.append(rec.id[:12])
+        return users
+
+    def paths(self, cid: str) -> ContainerPaths:
+        return ContainerPaths.of(self.s, cid)
+
+    def oci(self, rec: ContainerRecord) -> OciCli:
+        """The record's runtime behind the seam (engine/runtimes.py)."""
+        from isle.engine.runtimes import for_record
+
+        return (self.runtime_for or for_record)(self.s, rec.opts)
+
+    def locked(self, cid: str) -> Locked:
+        """with ctx.locked(cid): the container's flock (start/stop/cleanup/rm serialise)."""
+        return Locked(self, cid)
+
+    def lock_busy(self, cid: str) -> bool:
+        """Another process holds this container's lock (e.g. it is starting it right now)."""
+        import fcntl
+
+        if cid in self.held:
+            return False
+        try:
+            fd = os.open(self.paths(cid).lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+class Locked:
+    """Context.locked's context manager: isle.sys.fs.flock plus the set of locks this process
+    holds (a class: contextlib costs ~2 ms of import on every CLI start)."""
+
+    __slots__ = ("ctx", "cid", "cm")
+
+    def __init__(self, ctx: Context, cid: str) -> None:
+        self.ctx, self.cid = ctx, cid
+        self.cm: flock | None = None
+
+    def __enter__(self) -> None:
+        lock = self.ctx.paths(self.cid).lock
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        cm = flock(lock)
+        cm.__enter__()
+        self.cm = cm
+        self.ctx.held.add(self.cid)
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        self.ctx.held.discard(self.cid)
+        cm, self.cm = self.cm, None
+        if cm is not None:
+            cm.__exit__(et, ev, tb)
