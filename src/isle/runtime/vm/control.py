@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from isle.errors import VMError
@@ -85,11 +86,16 @@ def qemu_pss(s: st.State) -> int:
     return 0
 
 
-def exec_(cid: str, root: str, job: vmjob.Job, tty_fd: int = -1) -> int:
+def exec_(cid: str, root: str, job: vmjob.Job, tty_fd: int = -1, *,
+          script: Callable[[int], str] | None = None,
+          on_slot: Callable[[int], None] | None = None,
+          fds: tuple[int, int, int] = (0, 1, 2)) -> int:
     """Run one more process in a running VM on a free exec slot; stream its stdio; its exit code.
 
     With job.terminal the process runs on the slot's guest tty, relayed to tty_fd (a raw pty
-    slave, or our own terminal), whose size changes are passed on."""
+    slave, or our own terminal), whose size changes are passed on. script(slot): the guest
+    shell to run instead of job's (render_exec's contract: the slot's ports, 'xexit SLOT N');
+    on_slot(slot) once it was sent; fds: the stdin, stdout and stderr to stream."""
     import base64
     import threading
 
@@ -124,16 +130,18 @@ def exec_(cid: str, root: str, job: vmjob.Job, tty_fd: int = -1) -> int:
 
             def pump() -> None:
                 try:
-                    while chunk := os.read(0, 65536):
+                    while chunk := os.read(fds[0], 65536):
                         xi.sendall(chunk)
                     xi.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
 
             threading.Thread(target=pump, daemon=True).start()
-        script = base64.b64encode(vmjob.render_exec(job, i).encode()).decode()
-        conn.sendall(f"exec {i} {script}\n".encode())
-        outs = {ends["t"]: tty_fd} if job.terminal else {ends["o"]: 1, ends["e"]: 2}
+        text = script(i) if script is not None else vmjob.render_exec(job, i)
+        conn.sendall(f"exec {i} {base64.b64encode(text.encode()).decode()}\n".encode())
+        if on_slot is not None:
+            on_slot(i)
+        outs = {ends["t"]: tty_fd} if job.terminal else {ends["o"]: fds[1], ends["e"]: fds[2]}
         code: int | None = None
         buf = b""
         size = (0, 0)
