@@ -65,6 +65,10 @@ class Node:
     #: CAP_SYS_RESOURCE (runc cannot lower a pod's score then, and sandboxes ask for -998)
     restrict_oom_score_adj: bool = False
     binaries: dict[str, str] = field(default_factory=dict)
+    #: where the pods' cgroups go (cgroupfs driver): containerd's CRI gives a pod that names no
+    #: cgroup_parent (crictl, critest) /<its namespace>/<id>, and runc makes that parent and
+    #: never removes it; a kubelet names its own (kubepods). ``down`` removes it once empty
+    cgroup_parent: str = "/k8s.io"
 
     @classmethod
     def system(cls, registries: tuple[str, ...] = (),

@@ -8,7 +8,10 @@ state/, runtimes/<handler>/ (each OCI runtime's --root), cni/net.d/ (the conflis
 (which runs CNI DEL and stops the shims), then whatever is left is taken apart by hand: every
 container the handlers' runtimes still list is deleted with --force, CNI DEL is run from
 libcni's cache for each attachment of this node's network, containerd and its shims are
-stopped by pid, every mount under DIR is detached, the leases and the bridge are removed.
+stopped by pid, every mount under DIR is detached, the leases and the bridge are removed, and
+the cgroups of the node's containers (named by their ids, under the node's cgroup parent) in every
+hierarchy, then that parent itself when it is empty (runc makes /k8s.io and never removes it).
+``leftovers(DIR)`` lists what of the node is still on the host (empty after ``down``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from isle.errors import ConfigError, InvalidState
 from isle.kube.config import CNI_BIN_DIR, PAUSE_IMAGE, Node, cni_conflist, containerd_config
 from isle.sys import proc
 
-__all__ = ["up", "down", "status", "crictl_path", "CNI_CACHE"]
+__all__ = ["up", "down", "status", "leftovers", "crictl_path", "CNI_CACHE"]
 
 CNI_CACHE = "/var/lib/cni/results"  # libcni's cache (containerd does not move it)
 NAMESPACE = "k8s.io"
@@ -263,6 +266,93 @@ def _hostport_base_cleanup(tool: str) -> None:
             proc.run([tool, "-w", "-t", "nat", "-X", b], check=False, timeout=30)
 
 
+def _is_id(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _node_ids(n: Node) -> set[str]:
+    """The ids of the sandboxes and containers this node knows: containerd's CRI dirs, the runc
+    shim's task dirs and each handler's runtime root (what is left of them after a crash too)."""
+    cri = os.path.join(n.root, "io.containerd.grpc.v1.cri")
+    bases = [os.path.join(cri, "sandboxes"), os.path.join(cri, "containers"),
+             os.path.join(n.state, "io.containerd.runtime.v2.task", NAMESPACE)]
+    bases += [os.path.join(n.runtime_root, h, NAMESPACE) for h in n.binaries]
+    ids: set[str] = set()
+    for b in bases:
+        try:
+            ids.update(e for e in os.listdir(b) if _is_id(e))
+        except OSError:
+            pass
+    return ids
+
+
+def _cgroup_dirs(rel: str, root: str = "/sys/fs/cgroup") -> list[str]:
+    """The directories of cgroup rel (e.g. "/k8s.io") in every hierarchy under root."""
+    try:
+        hier = sorted(os.listdir(root))
+    except OSError:
+        return []
+    out = [os.path.join(root, h, rel.strip("/")) for h in hier]
+    return [p for p in out if os.path.isdir(p)]
+
+
+def _remove_cgroups(n: Node, ids: set[str]) -> None:
+    """The cgroups of this node's containers (<parent>/<id>: a runtime's delete normally took
+    them; a killed shim's container keeps its own), then the parent in each hierarchy where it is
+    empty: a cgroup with tasks or children cannot be removed, so other nodes' pods keep it."""
+    from isle.cgroups import remove_everywhere
+
+    parent = n.cgroup_parent.strip("/")
+    if not parent:
+        return  # the node puts pods at the root: nothing of its own to remove
+    for cid in sorted(ids):
+        if _cgroup_dirs(f"{parent}/{cid}"):
+            remove_everywhere(f"{parent}/{cid}", tries=50)
+    for d in _cgroup_dirs(parent):
+        try:
+            os.rmdir(d)  # EBUSY while anything (another node's pod) is under it
+        except OSError:
+            pass
+
+
+def leftovers(d: str, ids: set[str] | None = None) -> dict[str, list[str]]:
+    """What of the node in d is still on the host (by kind; empty after ``down``): containerd and
+    shim processes, mounts under d, IPAM leases, libcni cache entries and nat rules of its
+    network, its bridge, cgroups of its containers (ids: those known before down, with the ones
+    still under d) and its cgroup parent when empty."""
+    from isle.sys.procfs import mountpoints
+
+    d = os.path.abspath(d)
+    n = Node.under(d)
+    ids = set(ids or ()) | _node_ids(n)
+    out: dict[str, list[str]] = {}
+    out["processes"] = [str(p) for p in _procs_with(n.socket.encode()) if not _zombie(p)]
+    out["mounts"] = [m for m in mountpoints() if m == d or m.startswith(d + "/")]
+    try:
+        out["leases"] = [f for f in os.listdir(os.path.join(n.cni_ipam_dir, n.network_name))
+                         if not f.startswith(("last_reserved_ip", "lock"))]
+    except OSError:
+        pass
+    try:
+        out["cni_cache"] = [f for f in os.listdir(CNI_CACHE)
+                            if f.startswith(n.network_name + "-")]
+    except OSError:
+        pass
+    if os.path.exists(f"/sys/class/net/{n.bridge}"):
+        out["links"] = [n.bridge]
+    if proc.which("iptables") is not None:
+        nat = proc.run(["iptables", "-w", "-t", "nat", "-S"], check=False, timeout=30)
+        tag = 'name: \\"' + n.network_name + '\\"'
+        out["nat"] = [ln for ln in nat.stdout.decode(errors="replace").splitlines() if tag in ln]
+    parent = n.cgroup_parent.strip("/")
+    if parent:
+        cg = [p for cid in sorted(ids) for p in _cgroup_dirs(f"{parent}/{cid}")]
+        cg += [p for p in _cgroup_dirs(parent) if not any(
+            os.path.isdir(os.path.join(p, e)) for e in os.listdir(p))]
+        out["cgroups"] = cg
+    return {k: v for k, v in out.items() if v}
+
+
 def _unmount_under(d: str) -> None:
     from isle.sys.libc import MNT_DETACH, LinuxSyscalls
     from isle.sys.procfs import mountpoints
@@ -281,6 +371,7 @@ def down(d: str, purge: bool = False) -> None:
     doc). Safe to call again, and on a half-started node. purge: remove d as well."""
     d = os.path.abspath(d)
     n = Node.under(d)
+    ids = _node_ids(n)  # before anything goes: the cgroups are named by them
     pid = _pid(d)
     crictl = crictl_path()
     if pid is not None and crictl and os.path.exists(n.socket):
@@ -296,6 +387,8 @@ def down(d: str, purge: bool = False) -> None:
                 continue
             ls = proc.run([binary, "--root", r, "list", "-q"], check=False, timeout=30)
             for cid in ls.stdout.decode().split():
+                if not sub and cid == NAMESPACE:
+                    continue  # the namespace's own root, not a container (isle-runtime lists it)
                 proc.run([binary, "--root", r, "delete", "--force", cid], check=False,
                          timeout=60)
     _cni_del(n)
@@ -306,6 +399,7 @@ def down(d: str, purge: bool = False) -> None:
     for shim in _procs_with(needle):  # containerd-shim-runc-v2 ... -address DIR/containerd.sock
         _stop(shim, 5)
     _unmount_under(d)
+    _remove_cgroups(n, ids)
     proc.run(["ip", "link", "del", n.bridge], check=False, timeout=10)
     import shutil
 
