@@ -380,11 +380,13 @@ def register(cli: click.Group) -> None:
     @click.argument("ref")
     @click.option("--tls-verify/--no-tls-verify", default=True, show_default=True,
                   help="Require HTTPS with a verified certificate.")
+    @click.option("--artifact", is_flag=True, help="Push an OCI artifact (oras's layout: the "
+                  "qcow2 file as its one layer) instead of a containerDisk image.")
     @click.pass_context
-    def push(ctx: click.Context, name: str, ref: str, tls_verify: bool) -> int:
+    def push(ctx: click.Context, name: str, ref: str, tls_verify: bool, artifact: bool) -> int:
         """Push a stopped VM's disk to a registry (an OCI image with /disk/disk.qcow2, as
-        KubeVirt's containerDisk); print the manifest digest."""
-        _out(_vms(ctx).push(name, ref, tls_verify=tls_verify))
+        KubeVirt's containerDisk, or an OCI artifact); print the manifest digest."""
+        _out(_vms(ctx).push(name, ref, tls_verify=tls_verify, artifact=artifact))
         return 0
 
     @vm.command("pull")
@@ -397,7 +399,8 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def pull(ctx: click.Context, ref: str, name: str, tls_verify: bool, network: str,
              user: str) -> int:
-        """Make a VM from a disk in a registry (isle vm push's or a containerDisk image)."""
+        """Make a VM from a disk in a registry (isle vm push's, a containerDisk image, or an OCI
+        artifact holding the disk file, as `oras push` makes)."""
         _out(_vms(ctx).pull(ref, name, tls_verify=tls_verify, network=network,
                             user=user).spec.name)
         return 0

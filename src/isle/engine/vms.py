@@ -21,10 +21,17 @@ from typing import Any
 
 from isle.config import Settings
 from isle.engine.vmhook import _MAKING, TEMPLATE_ANNOTATION, annotate
-from isle.errors import NotFound
+from isle.errors import IsleError, NotFound
 from isle.vm.machine import MachineInfo, MachineStore
 
 __all__ = ["VMs", "TemplateInfo", "annotate", "TEMPLATE_ANNOTATION", "bootstrap_os"]
+
+#: `isle vm push --artifact`: the artifact's type and its disk layer's media type (ORAS style)
+ARTIFACT_TYPE = "application/vnd.isle.vm.disk.v1"
+DISK_MEDIA_TYPE = "application/vnd.isle.vm.disk.qcow2"
+
+#: file names a VM disk in a registry goes by (a containerDisk's /disk/*, an artifact's title)
+_DISK_EXTS = (".qcow2", ".img", ".raw", ".vmdk", ".vdi", ".vhdx")
 
 #: QEMU's TCG translation cache (tb-size) default, MiB: part of a VM's memory bound under TCG
 TCG_TB_MIB = 1024
@@ -286,10 +293,12 @@ class VMs:
 
     # -- disks as OCI artifacts in registries ------------------------------------------------
     def push(self, name: str, ref: str, *, tls_verify: bool = True,
-             progress: Any = None) -> str:
+             progress: Any = None, artifact: bool = False) -> str:
         """The stopped VM's disk pushed to a registry as a one-layer OCI image holding
         /disk/disk.qcow2 (KubeVirt's containerDisk layout: skopeo, crane, podman and KubeVirt
-        read it) with the VM's size in its labels; the manifest digest."""
+        read it) with the VM's size in its labels, or (artifact) as an OCI artifact the way
+        `oras push` makes one (artifactType, an empty config, the qcow2 file itself as the one
+        layer, named by its title); the manifest digest."""
         import shutil
         import tempfile
 
@@ -298,6 +307,8 @@ class VMs:
         from isle.image.store import now_iso
 
         spec = self.store._load(name)
+        if artifact:
+            return self._push_artifact(name, spec, ref, tls_verify=tls_verify)
         d = os.path.join(self.store.root, ".disks")
         os.makedirs(d, exist_ok=True)
         work = tempfile.mkdtemp(prefix="push-", dir=d)
@@ -321,13 +332,84 @@ class VMs:
             except Exception:
                 pass
 
+    def _push_artifact(self, name: str, spec: Any, ref: str, *, tls_verify: bool) -> str:
+        import hashlib
+        import json
+        import shutil
+        import tempfile
+
+        from isle.engine.images import Images
+        from isle.image.reference import Reference
+        from isle.image.store import now_iso
+        from isle.oci.image_spec import MT_OCI_MANIFEST
+
+        r = Reference.parse(ref)
+        d = os.path.join(self.store.root, ".disks")
+        os.makedirs(d, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="push-", dir=d)
+        try:
+            disk = os.path.join(work, "disk.qcow2")
+            self.store.export(name, disk, "qcow2")
+            h = hashlib.sha256()
+            with open(disk, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            digest, size = "sha256:" + h.hexdigest(), os.path.getsize(disk)
+
+            def chunks() -> Any:
+                with open(disk, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        yield chunk
+
+            empty = b"{}"
+            edigest = "sha256:" + hashlib.sha256(empty).hexdigest()
+            manifest = {
+                "schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": edigest,
+                           "size": len(empty), "data": "e30="},
+                "layers": [{"mediaType": DISK_MEDIA_TYPE, "digest": digest, "size": size,
+                            "annotations": {"org.opencontainers.image.title": "disk.qcow2"}}],
+                "annotations": {"org.opencontainers.image.created": now_iso(),
+                                "org.isle.vm.memory_mib": str(spec.memory_mib),
+                                "org.isle.vm.vcpus": str(spec.vcpus),
+                                "org.isle.vm.firmware": spec.firmware}}
+            with Images(self.s).client(r.registry, tls_verify=tls_verify) as c:
+                for dg, n, body in ((edigest, len(empty), empty), (digest, size, None)):
+                    if not c.has_blob(r.repository, dg):
+                        c.upload_blob(r.repository, dg, n, body if body is not None
+                                      else chunks())
+                return str(c.put_manifest(r.repository, r.digest or r.tag,
+                                          json.dumps(manifest).encode(), MT_OCI_MANIFEST))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     def pull(self, ref: str, name: str = "", *, tls_verify: bool = True,
              progress: Any = None, network: str = "", user: str = "") -> MachineInfo:
-        """A VM from a disk in a registry (isle vm push's, or any containerDisk image: the
-        first *.qcow2/*.img/*.raw/*.vmdk under /disk)."""
+        """A VM from a disk in a registry: an OCI artifact (ORAS's layout: the disk file is a
+        layer blob itself, e.g. `oras push REF disk.qcow2`, or `isle vm push --artifact`), or an
+        image (isle vm push's, any containerDisk: the first *.qcow2/*.img/*.raw/*.vmdk under
+        /disk)."""
+        import shutil
+        import tempfile
+
         from isle.engine.images import Images
         from isle.errors import NotFound as NF
 
+        name = name or ref.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
+        d = os.path.join(self.store.root, ".disks")
+        os.makedirs(d, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="pull-", dir=d)
+        try:
+            got = self._artifact_disk(ref, work, tls_verify=tls_verify)
+            if got is not None:
+                path, ann = got
+                return self.import_(path, name,
+                                    memory_mib=int(ann.get("org.isle.vm.memory_mib") or 0),
+                                    vcpus=int(ann.get("org.isle.vm.vcpus") or 0),
+                                    firmware=ann.get("org.isle.vm.firmware") or "bios",
+                                    network=network, user=user)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         imgs = Images(self.s)
         img = imgs.pull(ref, tls_verify=tls_verify, progress=progress)
         try:
@@ -337,15 +419,14 @@ class VMs:
                 dd = os.path.join(layer, "disk")
                 if os.path.isdir(dd):
                     for n in sorted(os.listdir(dd)):
-                        if n.endswith((".qcow2", ".img", ".raw", ".vmdk", ".vdi", ".vhdx")):
+                        if n.endswith(_DISK_EXTS):
                             disk_path = os.path.join(dd, n)
                             break
                 if disk_path:
                     break
             if not disk_path:
                 raise NF(f"{ref} holds no VM disk (/disk/*.qcow2)")
-            return self.import_(disk_path, name or ref.rsplit("/", 1)[-1].split(":")[0]
-                                .split("@")[0],
+            return self.import_(disk_path, name,
                                 memory_mib=int(labels.get("org.isle.vm.memory_mib") or 0),
                                 vcpus=int(labels.get("org.isle.vm.vcpus") or 0),
                                 firmware=labels.get("org.isle.vm.firmware") or "bios",
@@ -355,6 +436,56 @@ class VMs:
                 imgs.store.remove(ref)  # the disk is a base under .disks/ now
             except Exception:
                 pass
+
+    def _artifact_disk(self, ref: str, work: str, *,
+                       tls_verify: bool) -> tuple[str, dict[str, str]] | None:
+        """(the disk downloaded into work, the manifest's annotations) if ref is an OCI artifact
+        whose layers are files, not tars (ORAS: artifactType, a file's media type, its name in
+        org.opencontainers.image.title); None for an image."""
+        import hashlib
+        import json
+
+        from isle.engine.images import Images
+        from isle.errors import ImageError
+        from isle.image.reference import Reference
+        from isle.oci.image_spec import LAYER_TYPES, MT_OCI_MANIFEST, check_digest
+
+        r = Reference.parse(ref)
+        with Images(self.s).client(r.registry, tls_verify=tls_verify) as c:
+            body, mt, _ = c.get_manifest(r.repository, r.digest or r.tag)
+            try:
+                m = json.loads(body)
+            except ValueError as exc:
+                raise ImageError(f"{ref}: manifest is not JSON: {exc}") from None
+            if not isinstance(m, dict) or (m.get("mediaType") or mt) != MT_OCI_MANIFEST:
+                return None
+            files = [x for x in m.get("layers") or [] if isinstance(x, dict)
+                     and x.get("mediaType") not in LAYER_TYPES]
+            if not files:
+                return None  # an image: its layers are tars
+
+            def title(x: dict[str, Any]) -> str:
+                return str((x.get("annotations") or {}).get("org.opencontainers.image.title")
+                           or "")
+
+            disks = [x for x in files if title(x).endswith(_DISK_EXTS)] or files
+            layer = disks[0]
+            digest = check_digest(layer.get("digest"), f"{ref}: layer digest")
+            ext = next((e for e in _DISK_EXTS if title(layer).endswith(e)), ".img")
+            out = os.path.join(work, "disk" + ext)
+            h = hashlib.sha256()
+            resp = c.blob_stream(r.repository, digest)
+            try:
+                with open(out, "wb") as f:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        h.update(chunk)
+                        f.write(chunk)
+            finally:
+                resp.close()
+            if "sha256:" + h.hexdigest() != digest:
+                raise ImageError(f"{ref}: disk blob {digest}: digest mismatch")
+            ann = m.get("annotations") or {}
+            return out, {str(k): str(v) for k, v in ann.items()}
 
     def _kernel_from_disk(self, base: str, work: str) -> tuple[str, str]:
         """An isle OS disk's newest kernel + initramfs, copied out with debugfs (no mount)."""
@@ -891,10 +1022,24 @@ class VMs:
             ram = os.stat(f"/dev/shm/isle-tpl-{key}.ram").st_blocks * 512
         except OSError:
             ram = 0
-        return TemplateInfo(key=key, image=label.get("image", "?"),
+        return TemplateInfo(key=key, image=label.get("image") or self._image_of(label),
                             memory_mib=int(label.get("memory_mib", 0)),
                             vcpus=int(label.get("vcpus", 0)), net=label.get("net", ""),
                             created=label.get("created", ""), ram_bytes=ram)
+
+    def _image_of(self, label: dict[str, Any]) -> str:
+        """The image a template the runtime made on first use boots (its label has the image id):
+        its first name, Docker's short form without ':latest'; '?' when gone."""
+        from isle.engine.images import familiar_name
+        from isle.image.store import ImageStore
+
+        if not label.get("image_id"):
+            return "?"
+        try:
+            img = ImageStore.from_settings(self.s).resolve(str(label["image_id"]))
+            return familiar_name(img.names[0]).removesuffix(":latest")
+        except (KeyError, IndexError, IsleError, ValueError):
+            return "?"
 
     def templates(self) -> list[TemplateInfo]:
         d = self._tdir()

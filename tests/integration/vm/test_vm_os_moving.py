@@ -73,6 +73,82 @@ def test_vm_push_pull_through_a_registry(vm: VmCli, tmp_path: Path, registry: st
     vm("stop", "-t", "1", "back", timeout=60)
     cp = vm("pull", f"{registry}/vms/none:v1", "--no-tls-verify", check=False, timeout=60)
     assert cp.returncode != 0
+    vm("rm", "-f", "back", timeout=60)
+
+
+def _put(url: str, data: bytes, ctype: str = "application/octet-stream",
+         method: str = "PUT") -> Any:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": ctype})
+    return urllib.request.urlopen(req, timeout=30)
+
+
+def _oras_push(registry: str, repo: str, tag: str, disk: bytes, title: str) -> str:
+    """What `oras push REG/REPO:TAG os.img:application/vnd.acme.disk.raw` writes (built by
+    hand: no oras binary here): an OCI manifest with artifactType, the empty config and the file
+    itself as the one layer, named by its title annotation. Its digest."""
+    import hashlib
+
+    base = f"http://{registry}/v2/{repo}"
+
+    def blob(data: bytes) -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with _put(f"{base}/blobs/uploads/", b"", method="POST") as r:
+            loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = f"http://{registry}{loc}"
+        _put(f"{loc}{'&' if '?' in loc else '?'}digest={digest}", data).close()
+        return {"digest": digest, "size": len(data)}
+
+    manifest = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.acme.vm.disk",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", **blob(b"{}"),
+                   "data": "e30="},
+        "layers": [{"mediaType": "application/vnd.acme.disk.raw", **blob(disk),
+                    "annotations": {"org.opencontainers.image.title": title}}],
+        "annotations": {"org.opencontainers.image.created": "2026-12-07T00:00:00Z"}}
+    body = json.dumps(manifest).encode()
+    _put(f"{base}/manifests/{tag}", body, "application/vnd.oci.image.manifest.v1+json").close()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.registry
+@pytest.mark.timeout(300)
+def test_vm_disks_as_oras_style_artifacts(vm: VmCli, tmp_path: Path, registry: str) -> None:
+    """An OCI artifact holding a disk file (oras's layout) comes in through `vm pull` and boots;
+    `vm push --artifact` writes that layout (skopeo reads its manifest) and pulls back."""
+    disk = boot_disk(tmp_path / "os.img").read_bytes()
+    _oras_push(registry, "vms/oras", "v1", disk, "os.img")
+    assert vm("pull", f"{registry}/vms/oras:v1", "--name", "fromoras", "--no-tls-verify",
+              timeout=120).stdout == "fromoras\n"
+    vm("start", "fromoras")
+    assert _console_has(vm, "fromoras")
+    vm("stop", "-t", "1", "fromoras", timeout=60)
+    # isle's own artifact form: skopeo sees the artifact, isle pulls it back with its size
+    vm("create", "art", "--disk", str(tmp_path / "os.img"), "--memory", "96M", "--cpus", "2")
+    ref = f"{registry}/vms/art:v1"
+    digest = vm("push", "art", ref, "--artifact", "--no-tls-verify", timeout=120).stdout.strip()
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                     f"docker://{ref}"], capture_output=True, text=True,
+                                    check=True, timeout=60).stdout)
+    assert raw["artifactType"] == "application/vnd.isle.vm.disk.v1"
+    [layer] = raw["layers"]
+    assert layer["annotations"]["org.opencontainers.image.title"] == "disk.qcow2"
+    assert digest.startswith("sha256:")
+    vm("rm", "art")
+    assert vm("pull", ref, "--no-tls-verify", timeout=120).stdout == "art\n"
+    d = json.loads(vm("inspect", "art").stdout)[0]
+    assert (d["memory_mib"], d["vcpus"]) == (96, 2)
+    vm("start", "art")
+    assert _console_has(vm, "art")
+    vm("rm", "-f", "art", "fromoras", timeout=60)
+    # a digest the registry does not have: a clear error, nothing made
+    cp = vm("pull", f"{registry}/vms/oras@sha256:{'0' * 64}", "--no-tls-verify", check=False,
+            timeout=60)
+    assert cp.returncode != 0 and cp.stderr
+    assert vm("ls", "-q").stdout.split() == []
 
 
 @pytest.mark.timeout(300)
