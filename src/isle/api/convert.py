@@ -507,7 +507,7 @@ def _ports(rec: Any) -> list[dict[str, Any]]:
 def container_summary(eng: Any, rec: Any) -> dict[str, Any]:
     from isle.engine.views import summary
 
-    s = summary(rec, eng._image_config(rec))
+    s = summary(rec, eng.image_config(rec))
     nets = rec.extra.get("networks") or {}
     return {
         "Id": rec.id, "Names": ["/" + rec.name], "Image": rec.image, "ImageID": rec.image_id,

@@ -60,7 +60,7 @@ def ls(ctx: click.Context, quiet: bool, fmt: str, filters: tuple[str, ...]) -> i
             lk, _, lv = v.partition("=")
             vols = [x for x in vols if lk in x.labels and (not lv or x.labels[lk] == lv)]
         elif k == "dangling":
-            users = ctx.obj.engine._volume_users
+            users = ctx.obj.engine.volume_users
             want = v in ("true", "1")
             vols = [x for x in vols if (not users(x.name)) == want]
         else:

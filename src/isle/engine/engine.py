@@ -26,7 +26,7 @@ from __future__ import annotations
 from isle.config import Settings, default_settings
 from isle.engine.containers import Containers
 from isle.engine.context import Context
-from isle.engine.db import ContainerRecord, Db
+from isle.engine.db import Db
 from isle.engine.queries import Queries
 from isle.engine.supervisor import Supervisor
 from isle.engine.transfer import Transfer
@@ -104,13 +104,6 @@ class Engine:
         from isle.engine.update import apply
 
         return apply(self, ref, changes, restart)
-
-    # the names other layers used before the split (api/convert, cli/volume, health)
-    def _image_config(self, rec: ContainerRecord) -> dict[str, Any]:
-        return self.image_config(rec)
-
-    def _volume_users(self, name: str) -> list[str]:
-        return self.volume_users(name)
 
     def __repr__(self) -> str:
         return f"Engine(root={self.s.root!r}, runroot={self.s.runroot!r})"

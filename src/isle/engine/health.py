@@ -61,7 +61,7 @@ def check_once(engine: Any, cid: str) -> str:
     """Run the check once, record the result; the new status (starting|healthy|unhealthy)."""
     rec = engine.get(cid)
     opts = RunOptions.from_dict(rec.opts)
-    hc = healthcheck_of(opts, engine._image_config(rec))
+    hc = healthcheck_of(opts, engine.image_config(rec))
     if hc is None:
         from isle.errors import ConfigError
 
@@ -90,7 +90,7 @@ def check_once(engine: Any, cid: str) -> str:
 def run_loop(engine: Any, cid: str) -> None:
     rec = engine.get(cid)
     started = rec.started_at
-    hc = healthcheck_of(RunOptions.from_dict(rec.opts), engine._image_config(rec))
+    hc = healthcheck_of(RunOptions.from_dict(rec.opts), engine.image_config(rec))
     if hc is None:
         return
     while True:

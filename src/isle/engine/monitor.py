@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
+    from isle.engine.runtimes import OciCli
+
 __all__ = ["MonitorArgs", "conmon_argv", "read_sync", "connect_attach", "STDOUT", "STDERR",
            "conmon_path"]
 
@@ -149,12 +151,12 @@ def note_monitor_lost(log_path: str) -> str:
     return msg
 
 
-def lost_exit(runtime: object, cid: str, error: str) -> tuple[int, str]:
+def lost_exit(runtime: OciCli, cid: str, error: str) -> tuple[int, str]:
     """The monitor died and left no exit file: the code and reason the runtime still knows
     (isle-vm-runtime's state reports the guest's exitCode and a QEMU crash's error), else 255."""
     st: dict[str, object] = {}
     try:
-        st = runtime.state(cid) or {}  # type: ignore[attr-defined]
+        st = runtime.state(cid) or {}
     except Exception:  # noqa: BLE001 - a gone runtime state says nothing
         st = {}
     why = str(st.get("error") or "")
@@ -165,10 +167,10 @@ def lost_exit(runtime: object, cid: str, error: str) -> tuple[int, str]:
     return 255, "; ".join(x for x in (base, why) if x)
 
 
-def runtime_error(runtime: object, cid: str) -> str:
+def runtime_error(runtime: OciCli, cid: str) -> str:
     """Why a runtime with a guest says the container ended (a QEMU crash), from its `state`."""
     try:
-        st = runtime.state(cid) or {}  # type: ignore[attr-defined]
+        st = runtime.state(cid) or {}
     except Exception:  # noqa: BLE001
         return ""
     return str(st.get("error") or "")

@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # light: imported on every start of a runsc container
     from typing import Any
 
+    from isle.engine.options import RunOptions
+
 __all__ = ["is_runsc", "runsc_path", "global_args", "runtime_root", "platform", "oci_args", "check"]
 
 NAME = "runsc"
@@ -110,13 +112,13 @@ def oci_args(runroot: str, runsc: str, network_mode: str) -> tuple[str, str, lis
     return exe, runtime_root(runroot), global_args(network_mode)
 
 
-def check(opts: object, rootless: bool) -> None:
+def check(opts: RunOptions, rootless: bool) -> None:
     """At create: settle opts.isolation/runtime for gVisor (a --runtime runsc run is a sandbox);
     a clear error where it cannot run."""
     from isle.errors import ConfigError, Unsupported
 
-    rt = getattr(opts, "runtime", "") or ""
-    iso = getattr(opts, "isolation", "") or ""
+    rt = opts.runtime or ""
+    iso = opts.isolation or ""
     if iso == "sandbox" and rt and not is_runsc(rt):
         raise ConfigError("--runtime", f"--isolation sandbox runs on gVisor's runsc, not {rt!r}")
     if rootless:
@@ -124,8 +126,8 @@ def check(opts: object, rootless: bool) -> None:
                           "mode has no networking or cgroups here")
     if not rt:
         rt = runsc_path()
-    opts.runtime = rt  # type: ignore[attr-defined]
-    opts.isolation = "sandbox"  # type: ignore[attr-defined]
+    opts.runtime = rt
+    opts.isolation = "sandbox"
 
 
 def levels(rootless: bool, vm: dict[str, Any], vm_runtime: bool) -> dict[str, str]:

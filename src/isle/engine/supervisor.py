@@ -91,7 +91,7 @@ class Supervisor:
 
     # -- start --------------------------------------------------------------------------------
     def start(self, rec: ContainerRecord, *, attach: bool,
-               foreground: bool) -> socket.socket | None:
+              foreground: bool) -> socket.socket | None:
         """conmon -> `runtime create`; then `runtime start`. Caller holds the container lock."""
         from isle.engine.monitor import (
             LOG_SIZE_MAX,
@@ -166,10 +166,10 @@ class Supervisor:
                     rec.extra = {**rec.extra, **more}
                     self.ctx.db.update_container(rec.id, extra=rec.extra)
             self.ctx.db.update_container(rec.id, state="running", pid=pid,
-                                     pid_start=proc_start_time(pid), monitor_pid=mon,
-                                     monitor_start=proc_start_time(mon), started_at=time.time(),
-                                     finished_at=0.0, exit_code=0, oom_killed=False, error="",
-                                     event="start")
+                                         pid_start=proc_start_time(pid), monitor_pid=mon,
+                                         monitor_start=proc_start_time(mon), started_at=time.time(),
+                                         finished_at=0.0, exit_code=0, oom_killed=False, error="",
+                                         event="start")
             from isle.engine.health import healthcheck_of, spawn_loop
 
             if healthcheck_of(opts, img.config.get("config") or {}) is not None:
@@ -199,8 +199,8 @@ class Supervisor:
             code = 127 if "not found" in err else 126 if "permission denied" in err else 128
             # a container that never ran stays "created" (Docker's: its ExitCode and Error set)
             self.ctx.db.update_container(rec.id, state="exited" if rec.started_at else "created",
-                                     exit_code=code, pid=0, finished_at=time.time(),
-                                     error=err[:2000], event="die")
+                                         exit_code=code, pid=0, finished_at=time.time(),
+                                         error=err[:2000], event="die")
 
     # -- foreground run -------------------------------------------------------------------------
     def run_foreground(self, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
@@ -222,7 +222,7 @@ class Supervisor:
         return self._monitored_foreground(rec, opts, stdin_fd, stdout_fd, stderr_fd)
 
     def _monitored_foreground(self, rec: ContainerRecord, opts: RunOptions, stdin_fd: int | None,
-                        stdout_fd: int, stderr_fd: int) -> RunReport:
+                              stdout_fd: int, stderr_fd: int) -> RunReport:
         from isle.engine.attach import pump, raw_terminal, wait_pid_exit
 
         p = self.ctx.paths(rec.id)
@@ -328,10 +328,10 @@ class Supervisor:
                 err = runtime_error(self.ctx.oci(rec), rec.id)
         oom = os.path.exists(p.oom_file)
         if not self.ctx.db.update_container(rec.id, state="exited", exit_code=code, pid=0,
-                                        finished_at=finished, oom_killed=oom, error=err,
-                                        event="oom" if oom else "die",
-                                        attrs={"exitCode": str(code)},
-                                        when_state=("running", "paused")):
+                                            finished_at=finished, oom_killed=oom, error=err,
+                                            event="oom" if oom else "die",
+                                            attrs={"exitCode": str(code)},
+                                            when_state=("running", "paused")):
             return self.ctx.db.get_container(rec.id)  # another process recorded the end first
         rec.state, rec.exit_code, rec.pid, rec.finished_at, rec.oom_killed, rec.error = (
             "exited", code, 0, finished, oom, err)
@@ -392,7 +392,7 @@ class Supervisor:
         # the runtime's own state, through the runtime (its CLI, or its module where it declares
         # an in-process path): never by removing its state dir here
         self.ctx.oci(rec).release(rec.id, running=alive(rec.pid, rec.pid_start)
-                               or rec.state in ("running", "paused"))
+                                  or rec.state in ("running", "paused"))
         from isle.cgroups import remove_everywhere  # the runtime's fallback: it lost its state
 
         remove_everywhere(f"isle-{rec.id}")
