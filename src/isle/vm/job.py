@@ -157,8 +157,13 @@ def _q(s: str) -> str:
     return shlex.quote(s)
 
 
-def _exec_argv(job: Job, root: str = "/newroot") -> list[str]:
-    x = ["/bin/isle-exec", "-r", root, "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
+#: the guest file naming the container's process once it is in its own root (isle-exec -N); an
+#: exec'd process joins that process's namespaces (isle-exec -J)
+CTR_PID = "/ctr.pid"
+
+
+def _exec_argv(job: Job, root: str = "/newroot", ns: tuple[str, ...] = ()) -> list[str]:
+    x = ["/bin/isle-exec", "-r", root, *ns, "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
     if job.additional_gids:
         x += ["-G", ",".join(map(str, job.additional_gids))]
     for res, soft, hard in job.rlimits:
@@ -175,11 +180,13 @@ def render_exec(job: Job, slot: int, root: str = "/newroot") -> str:
     """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'. root:
     the container's in the guest (a pod container's: render_pod's)."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
+    # the VM's container: into its namespaces (-J); a pod container (its own root): chrooted
+    ns = ("-J", CTR_PID) if root == "/newroot" else ()
     if job.terminal:  # the VM's one virtconsole (vm.microvm.machine_config), lent to this exec
         t = "/dev/hvc0"
         return (
             f"n=0; while [ ! -c {t} ] && [ $n -lt 3000 ]; do n=$((n + 1)); usleep 1000; done\n"
-            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job, root))
+            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job, root, ns))
             + f" <{t} >{t} 2>{t} &\n"
             f"echo $! > /x{slot}.pid\n"
             f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
@@ -188,7 +195,8 @@ def render_exec(job: Job, slot: int, root: str = "/newroot") -> str:
     # (render) kills what still runs and waits for those reports, so an exec that finished just
     # before the container's process (e.g. the one that told it to stop) still gets its real code
     return (
-        " ".join(_q(a) for a in _exec_argv(job, root)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &\n'
+        " ".join(_q(a) for a in _exec_argv(job, root, ns))
+        + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &\n'
         f"echo $! > /x{slot}.pid\n"
         f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
     )
@@ -225,7 +233,7 @@ def render(job: Job) -> str:
             lines.append(f"ip route add default via {_q(n.gateway)}")
         for dst, via in n.routes:
             lines.append(f"ip route add {_q(dst)} " + (f"via {_q(via)}" if via else "dev eth0"))
-    x = _exec_argv(job)
+    x = _exec_argv(job, ns=("-N", CTR_PID))  # its own mount and pid namespaces, pivoted
     # init.sh found the ports: $out, $err, $inp
     if job.terminal:
         lines += [
@@ -239,10 +247,11 @@ def render(job: Job) -> str:
     lines += [
         "pid=$!",
         "echo started >&3",
-        # the guest agent's answers (top, stats): the container's processes are those chrooted
-        # into /newroot by isle-exec; one line each on the control port
-        "isle_mine() { l=,$(busybox ls -l /proc/[0-9]*/root 2>/dev/null | busybox awk"
-        " '$NF == \"/newroot\" {split($(NF - 2), p, \"/\"); printf \"%s,\", p[3]}'); }",
+        # the guest agent's answers (top, stats): the container's processes are those in its
+        # pid namespace (isle-exec -N named its first in CTR_PID); one line each on the control port
+        f"isle_mine() {{ read -r cp < {CTR_PID}; ns=$(busybox readlink /proc/$cp/ns/pid);"
+        " l=,$(busybox ls -l /proc/[0-9]*/ns/pid 2>/dev/null | busybox awk -v ns=\"$ns\""
+        " '$NF == ns {split($(NF - 2), p, \"/\"); printf \"%s,\", p[3]}'); }",
         "isle_ps() { isle_mine; echo \"ps $(busybox ps -o pid,ppid,user,stat,rss,args"
         " | busybox awk -v l=\"$l\" 'NR == 1 || index(l, \",\" $1 \",\")'"
         " | busybox base64 | busybox tr -d '\\n')\"; }",
@@ -269,6 +278,7 @@ def render(job: Job) -> str:
         'for f in /x*.pid; do [ -e "$f" ] && read -r xp < "$f" && kill -9 "$xp" 2>/dev/null; done',
         "n=0; while set -- /x*.pid; [ -e \"$1\" ] && [ $n -lt 200 ]; do n=$((n + 1));"
         " usleep 10000; done",
+        "sync",  # the writable layer may be a host file (isle.upper=1): on it before poweroff
         'echo "exit $code" >&3',
         "poweroff -f",
     ]

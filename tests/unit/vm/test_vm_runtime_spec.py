@@ -81,6 +81,9 @@ def test_guest_opts_carry_the_rest_of_the_spec() -> None:
     ({"devices": [{"path": "/dev/x", "type": "q"}]}, r"linux.devices\[0\].type"),
     ({"sysctl": {"../x": "1"}}, r"linux.sysctl"),
     ({"rootfsPropagation": "sideways"}, r"linux.rootfsPropagation"),
+    ({"namespaces": [{"type": "user"}]}, r"linux.uidMappings"),
+    ({"namespaces": [{"type": "user"}], "uidMappings": [{"containerID": 0, "hostID": 1,
+                                                         "size": 0}]}, r"linux.uidMappings\[0\]"),
     ({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
                   "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}},
      r"linux.seccomp"),
@@ -88,6 +91,18 @@ def test_guest_opts_carry_the_rest_of_the_spec() -> None:
 def test_guest_opts_name_bad_fields(linux: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         vmspec.guest_opts(_cfg(linux=linux))
+
+
+def test_user_namespace_maps_go_to_the_guest() -> None:
+    user = {"namespaces": [{"type": "user"}],
+            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 2000}],
+            "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 3000},
+                            {"containerID": 5000, "hostID": 9000, "size": 1}]}
+    o = vmspec.guest_opts(_cfg(linux=user))
+    pairs = list(zip(o, o[1:], strict=False))
+    assert ("-U", "0:1000:2000") in pairs and ("-V", "0:1000:3000,5000:9000:1") in pairs
+    # maps without a user namespace are not applied (runc: the namespace asks for them)
+    assert "-U" not in vmspec.guest_opts(_cfg(linux={"uidMappings": user["uidMappings"]}))
 
 
 def test_guest_opts_seccomp_is_isle_runtimes_program() -> None:

@@ -3,8 +3,8 @@
 The spec is applied inside the guest by isle-exec (vm/guest/isle-exec.c, which says why a static
 helper): ``guest_opts`` turns the parts the shell job does not do (capabilities, seccomp compiled
 to BPF here with runtime/seccomp, umask, oom_score_adj, /dev and its devices, sysctl, domainname,
-masked and read-only paths, read-only root) into its options, validated here so that bad input
-fails on the host with the field named, before any VM boots.
+masked and read-only paths, read-only root, a user namespace's id maps) into its options,
+validated here so that bad input fails on the host with the field named, before any VM boots.
 """
 
 from __future__ import annotations
@@ -262,6 +262,7 @@ def guest_opts(cfg: dict[str, Any]) -> tuple[str, ...]:
     for key, opt in (("maskedPaths", "-M"), ("readonlyPaths", "-R")):
         for i, path in enumerate(linux.get(key) or []):
             out += [opt, _path(path, f"linux.{key}[{i}]")]
+    out += _id_maps(linux)
     if (cfg.get("root") or {}).get("readonly"):
         out.append("-O")
     prop = linux.get("rootfsPropagation")
@@ -273,6 +274,31 @@ def guest_opts(cfg: dict[str, Any]) -> tuple[str, ...]:
     if linux.get("seccomp"):  # kept in the guest's own root for exec'd processes (exec_job)
         out += ["-s", _seccomp(linux["seccomp"]), "-W", GUEST_SECCOMP]
     return tuple(out)
+
+
+def _id_maps(linux: dict[str, Any]) -> list[str]:
+    """-U/-V: a user namespace inside the guest for the container (a path is meaningless there:
+    the guest's kernel has no namespace of the host's), made with these maps, as runc does."""
+    if not any(isinstance(n, dict) and n.get("type") == "user"
+               for n in linux.get("namespaces") or []):
+        return []
+    out = []
+    for key, opt in (("uidMappings", "-U"), ("gidMappings", "-V")):
+        maps = linux.get(key) or []
+        if not maps:
+            raise ConfigError(f"linux.{key}", "a user namespace needs uid and gid mappings")
+        parts = []
+        for i, m in enumerate(maps):
+            try:
+                c, h, n = (int(m[k]) for k in ("containerID", "hostID", "size"))
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"linux.{key}[{i}]",
+                                  "containerID, hostID and size must be numbers") from None
+            if min(c, h) < 0 or n <= 0 or max(c, h) + n > 2**32 - 1:
+                raise ConfigError(f"linux.{key}[{i}]", f"{c}:{h}:{n} is not a valid id range")
+            parts.append(f"{c}:{h}:{n}")
+        out += [opt, ",".join(parts)]
+    return out
 
 
 def _seccomp(sc: dict[str, Any]) -> str:

@@ -5,17 +5,25 @@
  * rootfs of its own, and does the whole spec in one fork+exec (under TCG every exec costs ms); the
  * host side (runtime/vm/spec.py) does everything that needs Python or libseccomp -- it validates
  * the spec and compiles the seccomp filter to BPF with isle's own runtime/seccomp code -- and
- * hands the result over as options. Namespaces: the VM is the container's namespace set (its own
- * kernel, mount table, hostname, IPC, pids), so nothing is unshared again inside the guest; the
- * guest init and isle exec's processes share the one root this helper prepares.
+ * hands the result over as options. Namespaces: the VM gives the container its own kernel,
+ * network, hostname and IPC; inside the guest the container's process gets a mount and a pid
+ * namespace of its own (-N), so that container root cannot reach the guest's files or processes
+ * (the guest init, its control port): ROOT is bound on itself, gets a /proc of its own pid
+ * namespace, and becomes the root by pivot_root with the guest's root detached (the guest left its
+ * initramfs for a tmpfs first: init.sh), as runc does on a host. With -U/-V a user namespace with
+ * those maps (C:H:N,... as uid_map/gid_map lines) is made first and owns the others. An exec'd
+ * process joins that process's user, pid and mount namespaces (-J, the file -N wrote). Both
+ * fork: the parent stays in the guest, forwards signals sent to it and exits as the child did.
+ * Without -N/-J the process is only chrooted into ROOT.
  *
- *   isle-exec [-r ROOT] [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
+ *   isle-exec [-r ROOT] [-N PIDFILE [-U MAPS -V MAPS] | -J PIDFILE]
+ *             [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
  *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64 [-W FILE] | -S FILE] [-m UMASK]
  *             [-o OOM_SCORE_ADJ]
  *             [-d] [-k PATH:TYPE:MAJ:MIN:MODE:UID:GID]... [-y KEY=VALUE]... [-D DOMAIN]
  *             [-M PATH]... [-R PATH]... [-O] [-P PROPAGATION] [-e K=V]... -- PROG ARGS...
  *
- * Before chroot to ROOT: -d makes, in ROOT/dev (the spec's tmpfs the guest mounted there, not
+ * Before pivot_root (or chroot) to ROOT: -d makes, in ROOT/dev (the spec's tmpfs the guest mounted there, not
  * its devtmpfs, which holds the guest's disk and control ports), the default devices (null zero
  * full random urandom tty), the -k devices and the symlinks fd stdin stdout stderr ptmx (core if
  * /proc/kcore exists); -y writes /proc/sys/KEY, -D sets the
@@ -45,6 +53,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -52,6 +61,8 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAXV 128
@@ -169,6 +180,173 @@ static void readonly(const char *root, const char *path, int bind) {
     free(p);
 }
 
+/* -N and -J: the parent stays in the guest's namespaces and supervises the container's process:
+ * signals sent to it by a process (the guest shell's kill) go on to the child, the child's end is
+ * its exit status (128 + SIGNAL when killed, as the shell reports it). Signals from the terminal
+ * (si_code > 0) reach the child directly: it shares the session and process group. */
+static volatile pid_t child_pid;
+
+static void forward(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    if (si->si_code <= 0 && child_pid > 0) kill(child_pid, sig);
+}
+
+static void forward_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = forward;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD) sigaction(sig, &sa, NULL);
+}
+
+static int supervise(pid_t c) {  /* reaps everything reparented here (subreaper), returns c's end */
+    child_pid = c;
+    for (;;) {
+        int st;
+        pid_t w = waitpid(-1, &st, 0);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) die("wait", NULL);
+        if (w == c) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+}
+
+static void xwrite(int fd, const void *b, size_t n, const char *what) {
+    if (write(fd, b, n) != (ssize_t)n) die("write", what);
+}
+
+static void write_map(pid_t pid, const char *file, const char *spec) {  /* "C:H:N,C:H:N" */
+    char path[64], buf[4096];
+    size_t n = 0;
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+    for (const char *s = spec; *s && n < sizeof buf - 2; s++) {
+        buf[n++] = *s == ':' ? ' ' : *s == ',' ? '\n' : *s;
+    }
+    buf[n++] = '\n';
+    buf[n] = 0;
+    write_file(path, buf);
+}
+
+/* -N: the container's process in a mount and pid namespace of its own (a user namespace too when
+ * uid/gid maps are given, made first so that it owns the others, as runc does). Returns 0 in the
+ * container's process (pid 1 of its namespace); the parent supervises it and exits. The middle
+ * process (M) unshares and forks the container's process, whose pid it hands up before it exits;
+ * the parent, a subreaper, inherits it. `ready` is written by the child once it has pivoted: only
+ * then does PIDFILE name it (an exec joining earlier would join the guest's root). */
+static int ready_fd = -1;
+
+static void spawn(const char *pidfile, const char *uidmap, const char *gidmap) {
+    int up[2], down[2], rd[2];
+    if (pipe2(up, O_CLOEXEC) || pipe2(down, O_CLOEXEC) || pipe2(rd, O_CLOEXEC)) die("pipe", NULL);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) die("subreaper", NULL);
+    forward_signals();
+    pid_t m = fork();
+    if (m < 0) die("fork", NULL);
+    if (m == 0) {
+        close(up[0]); close(down[1]); close(rd[0]);
+        char b;
+        if (uidmap) {
+            if (unshare(CLONE_NEWUSER) != 0) die("unshare", "user namespace");
+            xwrite(up[1], "u", 1, "sync");
+            if (read(down[0], &b, 1) != 1) _exit(125);  /* the parent said why */
+        }
+        if (unshare(CLONE_NEWNS | CLONE_NEWPID) != 0) die("unshare", "mount and pid namespaces");
+        pid_t c = fork();
+        if (c < 0) die("fork", NULL);
+        if (c == 0) {
+            close(up[1]); close(down[0]);
+            ready_fd = rd[1];
+            return;
+        }
+        xwrite(up[1], &c, sizeof c, "sync");
+        _exit(0);
+    }
+    close(up[1]); close(down[0]); close(rd[1]);
+    char b;
+    if (uidmap) {
+        if (read(up[0], &b, 1) == 1) {
+            write_map(m, "uid_map", uidmap);
+            write_map(m, "gid_map", gidmap ? gidmap : uidmap);
+            xwrite(down[1], "m", 1, "sync");
+        }
+    }
+    pid_t c = 0;
+    if (read(up[0], &c, sizeof c) != sizeof c) c = 0;
+    close(up[0]); close(down[1]);
+    if (c <= 0) { int st; waitpid(m, &st, 0); exit(125); }  /* M said why on stderr */
+    child_pid = c;
+    if (read(rd[0], &b, 1) == 1) {  /* pivoted: execs may join it now */
+        char tmp[512], num[32];
+        snprintf(tmp, sizeof tmp, "%s.tmp", pidfile);
+        snprintf(num, sizeof num, "%d\n", (int)c);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) die("open", tmp);
+        xwrite(fd, num, strlen(num), tmp);
+        close(fd);
+        if (rename(tmp, pidfile) != 0) die("rename", tmp);
+    }
+    close(rd[0]);
+    exit(supervise(c));
+}
+
+/* the container's side of -N, ROOT being the guest's view of its root: a private copy of the
+ * mount table, ROOT bound on itself (a mount this namespace owns, which pivot_root needs), a
+ * /proc of its own pid namespace over the guest's, then (after masks and read-only paths, done
+ * by the caller on the copy) pivot_root into it with the guest's root detached: no path, '..'
+ * or chroot trick leads back to the guest's files */
+static void enter_root(const char *root) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("make / private", NULL);
+    if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) != 0) die("bind", root);
+    char *proc = at(root, "/proc");
+    struct statfs sf;
+    if (statfs(proc, &sf) == 0 && sf.f_type == 0x9fa0 /* PROC_SUPER_MAGIC */ &&
+        mount("proc", proc, "proc", vfs_flags(proc), NULL) != 0)
+        die("mount", proc);
+    free(proc);
+}
+
+static void pivot(const char *root) {
+    if (chdir(root) != 0) die("chdir", root);
+    if (syscall(SYS_pivot_root, ".", ".") != 0) die("pivot_root", root);
+    if (umount2(".", MNT_DETACH) != 0) die("detach the guest's root", NULL);
+    if (chdir("/") != 0) die("chdir", "/");
+}
+
+/* -J: an exec'd process joins the container's user (if it has one), pid and mount namespaces;
+ * its root becomes the container's. The parent supervises the forked child, as with -N. */
+static void join(const char *pidfile) {
+    int fd = -1;
+    for (int n = 0; n < 3000 && (fd = open(pidfile, O_RDONLY | O_CLOEXEC)) < 0; n++)
+        usleep(1000);  /* the container's process is still starting */
+    if (fd < 0) die("open", pidfile);
+    char buf[32] = {0};
+    if (read(fd, buf, sizeof buf - 1) <= 0) die("read", pidfile);
+    close(fd);
+    int pid = atoi(buf);
+    static const struct { const char *name; int type; } NS[] = {
+        {"user", CLONE_NEWUSER}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS},
+    };
+    int fds[3];
+    for (int k = 0; k < 3; k++) {  /* all opened first: /proc is the container's once in its ns */
+        char p[64];
+        snprintf(p, sizeof p, "/proc/%d/ns/%s", pid, NS[k].name);
+        if ((fds[k] = open(p, O_RDONLY | O_CLOEXEC)) < 0) die("the container's namespace", p);
+    }
+    struct stat mine, theirs;
+    if (fstat(fds[0], &theirs) == 0 && stat("/proc/self/ns/user", &mine) == 0 &&
+        mine.st_ino != theirs.st_ino && setns(fds[0], CLONE_NEWUSER) != 0)
+        die("join", "user namespace");
+    if (setns(fds[1], CLONE_NEWPID) != 0) die("join", "pid namespace");
+    if (setns(fds[2], CLONE_NEWNS) != 0) die("join", "mount namespace");
+    for (int k = 0; k < 3; k++) close(fds[k]);
+    forward_signals();
+    pid_t c = fork();
+    if (c < 0) die("fork", NULL);
+    if (c == 0) return;
+    exit(supervise(c));
+}
+
 static int b64(int c) {
     if (c >= 'A' && c <= 'Z') return c - 'A';
     if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -251,6 +429,7 @@ static int cap_last(void) {
 int main(int argc, char **argv) {
     const char *root = NULL, *cwd = "/", *domain = NULL, *oom = NULL;
     const char *seccomp = NULL, *prop = NULL, *sc_save = NULL, *sc_file = NULL;
+    const char *new_ns = NULL, *join_ns = NULL, *uidmap = NULL, *gidmap = NULL;
     long uid = -1, gid = -1, umask_v = -1;
     int nnp = 0, dev = 0, nenv = 0, ngroups = 0, set_groups = 0, roroot = 0, have_caps = 0;
     int ndevs = 0, nsysctl = 0, nmask = 0, nro = 0;
@@ -303,12 +482,19 @@ int main(int argc, char **argv) {
         case 'y': if (nsysctl < MAXV) sysctls[nsysctl++] = v; break;
         case 'M': if (nmask < MAXV) masked[nmask++] = v; break;
         case 'R': if (nro < MAXV) ros[nro++] = v; break;
+        case 'N': new_ns = v; break;
+        case 'J': join_ns = v; break;
+        case 'U': uidmap = v; break;
+        case 'V': gidmap = v; break;
         default: bad("unknown option", a);
         }
     }
     if (i >= argc) bad("no program given", NULL);
     if (sc_file && !seccomp) seccomp = seccomp_read(sc_file);
     if (sc_save && seccomp) seccomp_save(sc_save, seccomp);
+    if (join_ns) { join(join_ns); root = NULL; }  /* the container's root is ours now */
+    if (new_ns && !root) bad("-N needs", "-r ROOT");
+    if (uidmap && !new_ns) bad("-U needs", "-N PIDFILE");
     umask(0);
     if (dev) setup_dev(root ? root : "", devs, ndevs);
     for (int k = 0; k < nsysctl; k++) {
@@ -321,16 +507,26 @@ int main(int argc, char **argv) {
         write_file(path, eq + 1);
     }
     if (domain && setdomainname(domain, strlen(domain)) != 0) die("setdomainname", domain);
+    if (oom) write_file("/proc/self/oom_score_adj", oom);
+    if (new_ns) {
+        spawn(new_ns, uidmap, gidmap);  /* returns in the container's process only */
+        enter_root(root);
+    }
     for (int k = 0; k < nmask; k++) mask(root ? root : "", masked[k]);
     for (int k = 0; k < nro; k++) readonly(root ? root : "", ros[k], 1);
     if (roroot && root) readonly(root, NULL, 0);
+    if (new_ns) {
+        pivot(root);
+        xwrite(ready_fd, "r", 1, "sync");
+        close(ready_fd);
+    }
     if (prop && root) {  /* linux.rootfsPropagation, on the root and every mount under it */
         unsigned long f = strstr(prop, "shared") ? MS_SHARED : strstr(prop, "slave") ? MS_SLAVE
                         : strstr(prop, "unbindable") ? MS_UNBINDABLE : MS_PRIVATE;
-        if (mount(NULL, root, NULL, MS_REC | f, NULL) != 0) die("rootfs propagation", prop);
+        if (mount(NULL, new_ns ? "/" : root, NULL, MS_REC | f, NULL) != 0)
+            die("rootfs propagation", prop);
     }
-    if (oom) write_file("/proc/self/oom_score_adj", oom);
-    if (root && (chdir(root) != 0 || chroot(".") != 0)) die("chroot", root);
+    if (root && !new_ns && (chdir(root) != 0 || chroot(".") != 0)) die("chroot", root);
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
     if (seccomp && !nnp) seccomp_load(seccomp);
