@@ -178,6 +178,14 @@ class OciCli:
         them, and host_pss: what the instance costs the host (bytes)."""
         raise self.unsupported("stats", "its memory, CPU and pids are a guest kernel's")
 
+    def guest_files(self, settings: Settings, cid: str, bundle: str, op: str,
+                    args: tuple[str, ...], in_fd: int, out_fd: int) -> None:
+        """caps.has_guest: a tar of the container's files as its guest sees them, made by the
+        guest (running, or booted for it when stopped): op 'out' PATH, 'in' DEST ISDIR CONTENTS
+        NAME (a tar from in_fd), 'upper' (its writable layer), 'export'; tars go to out_fd.
+        NotFound/ConfigError in the guest's words (runtime/vm/guestfs.py)."""
+        raise self.unsupported("cp", "its files live in a guest this runtime cannot reach")
+
     def exec_argv(self, cid: str, process_json: str, *, detach: bool, tty: bool,
                   pid_file: str = "") -> list[str]:
         argv = self._argv("exec", "--process", process_json)
@@ -274,6 +282,16 @@ class IsleVmRuntime(OciCli):
         from isle.engine.vmhook import annotate
 
         annotate(settings, spec, bundle, image_id)
+        # the writable layer as a file in the bundle: it outlives the runtime's state, so the
+        # engine's cp/diff/commit/export reach it after the container stopped
+        spec.setdefault("annotations", {}).setdefault(
+            "org.isle.vm.upper", os.path.join(os.path.abspath(bundle), "guest-upper.ext4"))
+
+    def guest_files(self, settings: Settings, cid: str, bundle: str, op: str,
+                    args: tuple[str, ...], in_fd: int, out_fd: int) -> None:
+        from isle.runtime.vm.guestfs import run_op
+
+        run_op(cid, self.root, settings, bundle, op, args, in_fd, out_fd)
 
     def run_in_process(self, settings: Settings, cid: str, bundle: str, pid_file: str) -> int:
         from isle.runtime.vm.runner import run as vm_run
