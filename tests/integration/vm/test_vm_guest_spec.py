@@ -186,3 +186,44 @@ def test_exec_gets_the_containers_seccomp_caps_and_limits(
                 p.wait()
         subprocess.run([RUNTIME, "--root", str(root), "delete", "--force", "gx"], env=vm_env,
                        capture_output=True, timeout=60)
+
+
+@pytest.mark.timeout(200)
+def test_foreground_run_runs_the_hooks_on_the_host(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    """`run` runs the hooks create + start + delete would (prestart, createRuntime and
+    createContainer before the process, poststart after it started, poststop at the end), each
+    given the state on stdin; a failing prestart ends the run before the process, leaving
+    nothing; startContainer hooks (a binary of the container's, inside the guest) are refused."""
+    out = tmp_path / "out"
+    out.mkdir()
+    kinds = ("prestart", "createRuntime", "createContainer", "poststart", "poststop")
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["echo", "ran"])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    cfg["hooks"] = {k: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/{k}"]}]
+                    for k in kinds}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "hk1"],
+                       env=vm_env, capture_output=True, timeout=150)
+    assert (r.returncode, r.stdout) == (0, b"ran\n"), r.stderr
+    for k in kinds:
+        state = json.loads((out / k).read_text())
+        assert state["id"] == "hk1" and state["bundle"] == b, (k, state)
+
+    cfg["hooks"] = {"prestart": [{"path": "/bin/false"}],
+                    "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/stop2"]}]}
+    cfg["process"]["args"] = ["sh", "-c", "echo should-not-run"]
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "hk2"],
+                       env=vm_env, capture_output=True, timeout=150)
+    assert r.returncode != 0 and b"should-not-run" not in r.stdout, r
+    assert b"prestart" in r.stderr, r.stderr
+    assert not (tmp_path / "root" / "hk2").exists()
+
+    cfg["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "hk3"],
+                       env=vm_env, capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"hooks.startContainer" in r.stderr, r.stderr
+    assert not (tmp_path / "root" / "hk3").exists()

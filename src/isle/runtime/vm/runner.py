@@ -94,7 +94,14 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         s.cgroup, files = make_cgroup(cid, p)
         st.save(root, s)
         vm = launch(p, settings, 1, 2, cgroup_files=files)
+        hooks = p.cfg.get("hooks")
+        if hooks:  # as create + start would: a failing one ends the run before the process
+            _hooks_save(root, cid, hooks)
+            for kind in CREATE_HOOKS:
+                _run_hooks(root, cid, kind)
         vm.send_job(p.script)
+        if hooks:
+            _run_hooks(root, cid, "poststart", warn_only=True)
         lsock = listen(vm)
         s.qemu_pid, s.rundir = vm.pid, vm.rundir
         s.pid_start, s.qemu_start = st.starttime(s.pid), st.starttime(vm.pid)
@@ -117,6 +124,8 @@ def run(cid: str, bundle: str, root: str, settings: Settings, pid_file: str | No
         if s is not None:
             unplug(s)
         drop_cgroup(s.cgroup if s is not None else None)
+        if s is not None and p is not None and p.cfg.get("hooks"):
+            _run_hooks(root, cid, "poststop", warn_only=True)
         st.remove(root, cid)
         del d
 
@@ -171,11 +180,18 @@ def create(
     del d
     try:  # OCI hooks run on the host, as isle-runtime runs them; a failing one undoes the create
         _hooks_save(root, cid, p.cfg.get("hooks"))
-        for kind in ("prestart", "createRuntime"):
+        for kind in CREATE_HOOKS:
             _run_hooks(root, cid, kind)
     except BaseException:
         delete(cid, root, force=True)
         raise
+
+
+#: run on the host once the VM exists, before its process starts. createContainer hooks belong in
+#: the container's namespaces, which are the guest's: a host binary cannot run there, so they run
+#: here too, after createRuntime (as Kata's runtime does); startContainer hooks (a binary inside the
+#: container) are refused by spec.to_job rather than skipped
+CREATE_HOOKS = ("prestart", "createRuntime", "createContainer")
 
 
 def _hooks_save(root: str, cid: str, hooks: Any) -> None:

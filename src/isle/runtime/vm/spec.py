@@ -127,6 +127,9 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
     p = cfg.get("process")
     if not p or not p.get("args"):
         raise ConfigError("process.args", "a VM runs one process: process.args must not be empty")
+    if (cfg.get("hooks") or {}).get("startContainer"):  # the others run on the host (runner)
+        raise ConfigError("hooks.startContainer", "not supported for a VM: these run a binary of "
+                          "the container's inside its namespaces, which are the guest's")
     user = p.get("user", {})
     rl = []
     for i, r in enumerate(p.get("rlimits", [])):
