@@ -32,10 +32,10 @@ from typing import Any
 
 from isle.config import Settings
 from isle.engine import buildsteps, netplug
+from isle.engine.bundle import host_caps, read_in_root
 from isle.engine.options import RunOptions
-from isle.engine.spec import SpecInputs, build_spec, host_bounding_caps, load_default_seccomp
+from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
 from isle.errors import ConfigError
-from isle.sys.inroot import Root
 
 __all__ = ["RunSandbox", "NETWORKS"]
 
@@ -71,7 +71,7 @@ class RunSandbox:
             mode = "none"
         opts = RunOptions(image="", command=list(argv), entrypoint=[], env=list(env),
                           workdir=cwd or "/", user=user or "", network=mode)
-        passwd, group = _read_in(rootfs, "/etc/passwd"), _read_in(rootfs, "/etc/group")
+        passwd, group = read_in_root(rootfs, "/etc/passwd"), read_in_root(rootfs, "/etc/group")
         self._live[cid] = opts
         try:
             self._record(cid, bundle, mode)
@@ -235,8 +235,7 @@ class RunSandbox:
 
     def _host_caps(self) -> list[str]:
         if self._caps is None:
-            with open("/proc/self/status") as f:
-                self._caps = host_bounding_caps(f.read())
+            self._caps = host_caps()
         return self._caps
 
 
@@ -278,21 +277,6 @@ def _rm_cgroups(cid: str) -> bool:
 
 def _interrupted(sig: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {sig}")
-
-
-def _read_in(rootfs: str, path: str) -> str:
-    """A file of the image as the container sees it (symlinks resolved inside the rootfs)."""
-    import stat
-
-    try:
-        with Root(rootfs) as r:
-            fd = r.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the build
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
-            return f.read(1 << 22).decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _read_host(path: str) -> str:

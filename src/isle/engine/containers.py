@@ -182,19 +182,20 @@ class Containers:
         return RmReport(id=rec.id, name=rec.name)
 
     def pause(self, ref: str) -> RmReport:
-        rec = self.sup.get(ref)
-        if not State.of(rec.state).can_pause():
-            raise InvalidState(f"container {rec.name} is not running")
-        self.ctx.oci(rec).pause(rec.id)
-        self.ctx.db.update_container(rec.id, state="paused", event="pause")
-        return RmReport(id=rec.id, name=rec.name)
+        return self._set_paused(ref, True)
 
     def unpause(self, ref: str) -> RmReport:
+        return self._set_paused(ref, False)
+
+    def _set_paused(self, ref: str, paused: bool) -> RmReport:
         rec = self.sup.get(ref)
-        if not State.of(rec.state).can_unpause():
-            raise InvalidState(f"container {rec.name} is not paused")
-        self.ctx.oci(rec).resume(rec.id)
-        self.ctx.db.update_container(rec.id, state="running", event="unpause")
+        st = State.of(rec.state)
+        if not (st.can_pause() if paused else st.can_unpause()):
+            raise InvalidState(f"container {rec.name} is not {'running' if paused else 'paused'}")
+        rt = self.ctx.oci(rec)
+        (rt.pause if paused else rt.resume)(rec.id)
+        self.ctx.db.update_container(rec.id, state="paused" if paused else "running",
+                                     event="pause" if paused else "unpause")
         return RmReport(id=rec.id, name=rec.name)
 
     def wait(self, ref: str) -> int:

@@ -38,7 +38,25 @@ if TYPE_CHECKING:
 __all__ = ["Engine"]
 
 
+class _OnContext:
+    """An Engine setting that lives on its Context, read and set through the Engine."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, eng: Any, owner: type | None = None) -> Any:
+        return getattr(eng.ctx, self.name)
+
+    def __set__(self, eng: Any, value: Any) -> None:
+        setattr(eng.ctx, self.name, value)
+
+
 class Engine:
+    #: the caller is a CLI process of its own (Context.own_process: direct.py may fork the
+    #: runtime); where `run` reports warnings (Context.warn: the API replaces it)
+    own_process = _OnContext()
+    warn = _OnContext()
+
     def __init__(self, settings: Settings | None = None, *, runtime_for: Any = None) -> None:
         """runtime_for(settings, record_opts) -> the record's OCI runtime (engine/runtimes.py
         for_record by default; the unit tests pass a recording fake)."""
@@ -78,25 +96,6 @@ class Engine:
     @property
     def volumes(self) -> Any:
         return self.queries.volumes
-
-    @property
-    def own_process(self) -> bool:
-        """The caller is a CLI process of its own (stdio = the container's, nothing else running
-        in it): a foreground `run --rm` may call isle's runtime in this process (direct.py)."""
-        return self.ctx.own_process
-
-    @own_process.setter
-    def own_process(self, v: bool) -> None:
-        self.ctx.own_process = v
-
-    @property
-    def warn(self) -> Any:
-        """Where `run` reports warnings before the container's output (the API replaces it)."""
-        return self.ctx.warn
-
-    @warn.setter
-    def warn(self, fn: Any) -> None:
-        self.ctx.warn = fn
 
     def update(self, ref: str, changes: dict[str, Any], restart: Any = None) -> Any:
         """New resource limits (RunOptions field -> value) and/or restart policy, live through

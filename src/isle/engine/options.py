@@ -17,7 +17,7 @@ __all__ = [
     "parse_bytes", "parse_cpus", "parse_volume", "parse_mount", "parse_tmpfs", "parse_ulimit",
     "parse_restart", "parse_env", "parse_env_file", "check_env_size", "parse_labels", "check_caps",
     "parse_signal",
-    "parse_duration", "check_cpus", "ALL_CAPS", "DEFAULT_CAPS",
+    "parse_duration", "check_cpus", "DEFAULT_CAPS",
 ]
 
 #: Docker's default capability set (moby oci/caps/defaults.go)
@@ -27,16 +27,6 @@ DEFAULT_CAPS = [
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
 
-ALL_CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-]
 
 SIGNALS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
@@ -389,6 +379,8 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 
 def check_caps(flag: str, caps: list[str]) -> list[str]:
     """Normalise 'net_admin' -> 'CAP_NET_ADMIN'; 'ALL' passes; unknown names are errors."""
+    from isle.oci.runtime_spec import CAPABILITIES
+
     out = []
     for c in caps:
         u = c.upper()
@@ -397,7 +389,7 @@ def check_caps(flag: str, caps: list[str]) -> list[str]:
             continue
         if not u.startswith("CAP_"):
             u = "CAP_" + u
-        if u not in ALL_CAPS:
+        if u not in CAPABILITIES:
             raise ConfigError(flag, f"unknown capability {c!r}")
         out.append(u)
     return out

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 
-from isle.engine.options import ALL_CAPS, DEFAULT_CAPS, RunOptions, check_cpus
+from isle.engine.options import DEFAULT_CAPS, RunOptions, check_cpus
 from isle.errors import ConfigError
 from isle.oci.fastjson import loads
+from isle.oci.runtime_spec import CAPABILITIES
 from isle.record import field, record
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
     from typing import Any
+
+#: every capability, in bit order (linux/capability.h)
+ALL_CAPS = list(CAPABILITIES)
 
 __all__ = ["SpecInputs", "build_spec", "process_spec", "resolve_user", "command_line",
            "host_bounding_caps",
