@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from isle.config import Settings
+from isle.engine.options import parse_labels
 from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound, Unsupported
 from isle.net import Network, NetworkManager
 
@@ -30,16 +31,6 @@ def report(net: Network) -> dict[str, Any]:
             "Subnets": [s.to_dict() for s in net.subnets], "Internal": net.internal,
             "IPv6": net.ipv6, "DNS": net.dns_enabled, "Labels": dict(net.labels),
             "Options": dict(net.options), "Isolated": net.isolate, "Created": net.created}
-
-
-def parse_labels(labels: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for lab in labels:
-        k, _, v = lab.partition("=")
-        if not k:
-            raise ConfigError("label", f"{lab!r} is not KEY=VALUE")
-        out[k] = v
-    return out
 
 
 class Networks:
@@ -61,7 +52,7 @@ class Networks:
                 raise ConfigError("opt", f"{o!r} is not KEY=VALUE")
             opts[k.strip()] = v
         return report(self.nm.create(name, list(subnet) or None, list(gateway) or None,
-                                     list(ip_range) or None, internal, parse_labels(labels),
+                                     list(ip_range) or None, internal, parse_labels(list(labels)),
                                      ipv6, driver, opts))
 
     def list(self) -> builtins.list[dict[str, Any]]:
