@@ -82,6 +82,9 @@ class FsShare:
     socket: str  # virtiofsd's vhost-user socket
     source: str  # the host directory
     readonly: bool = False
+    #: "": the share's root is source; NAME: a directory of virtiofsd's own holding source as NAME
+    #: (the guest binds TAG/NAME, so its mountinfo names the directory as a host bind mount would)
+    expose: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

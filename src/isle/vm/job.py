@@ -87,10 +87,24 @@ STANDARD_MOUNTS = (
 )
 
 
+#: where the guest mounts a virtio-fs share whose directory it binds (TAG/NAME: FsShare.expose)
+SHARES = "/.shares"
+
+
 def _mount_line(m: GuestMount, root: str = "/newroot") -> str:
     opts = [o for o in m.options if o not in _DROP]
     dest = _q(root + m.destination)
     o = f" -o {_q(','.join(opts))}" if opts else ""
+    if m.type == "virtiofs" and "/" in m.source:  # the share at SHARES/TAG, its NAME bound
+        tag = m.source.split("/", 1)[0]
+        at = _q(f"{SHARES}/{tag}")
+        ro = f" && mount -o remount,bind,ro {dest}" if "ro" in opts else ""
+        src = _q(f"{SHARES}/{m.source}")
+        return (
+            f"mkdir -p {at} && mount -t virtiofs{o} {_q(tag)} {at}"
+            f" && {{ [ -d {dest} ] || mkdir -p {dest}; }} && mount --bind {src} {dest}{ro}"
+            f" || echo 'isle-init: mount {m.destination} failed'"
+        )
     return (
         f"{{ [ -d {dest} ] || mkdir -p {dest}; }} && mount -t {m.type}{o} {_q(m.source)} {dest}"
         f" || echo 'isle-init: mount {m.destination} failed'"

@@ -4,7 +4,9 @@ One virtiofsd per shared directory, started before QEMU (which connects to its v
 at start) and gone with it: virtiofsd exits when QEMU disconnects, and dies with its parent.
 A read-only share is a read-only bind mount of the directory in virtiofsd's own mount namespace
 (QEMU 7.2's C virtiofsd has no --readonly), so the guest cannot write through it whatever it
-mounts, and nothing is mounted on the host.
+mounts, and nothing is mounted on the host. A share with `expose` serves a read-only tmpfs there
+holding the directory (bound) under that name, so that the guest can bind TAG/NAME: its mountinfo
+then names the directory, as a bind mount on a host does (OCI runtime-tools checks it).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ def find() -> str:
                   "it is needed to share a volume or bind mount with a VM")
 
 
-def _child_setup(source: str, readonly: bool, cgroup_files: tuple[str, ...] = ()) -> None:
+def _child_setup(source: str, readonly: bool, cgroup_files: tuple[str, ...] = (),
+                 staging: str = "", expose: str = "") -> None:
     """In the forked child before exec: die with the parent, join the container's cgroup (its
-    memory and pids bound virtiofsd too); a private ro view of source."""
+    memory and pids bound virtiofsd too); a private ro view of source, or of staging holding it
+    as expose."""
     from isle.sys.libc import (
         CLONE_NEWNS,
         MS_BIND,
@@ -53,9 +57,16 @@ def _child_setup(source: str, readonly: bool, cgroup_files: tuple[str, ...] = ()
             os.write(fd, b"0")
         finally:
             os.close(fd)
-    if readonly:
+    if readonly or expose:
         sc.unshare(CLONE_NEWNS)
         sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if expose:  # all in this namespace: nothing is mounted on the host
+        sc.mount("isle-share", staging, "tmpfs", 0, "mode=0755,size=16k")
+        os.mkdir(os.path.join(staging, expose), 0o755)
+        sc.mount(source, os.path.join(staging, expose), None, MS_BIND | MS_REC)
+        source = os.path.join(staging, expose)
+        sc.mount(None, staging, None, MS_REMOUNT | MS_RDONLY)
+    if readonly:
         sc.mount(source, source, None, MS_BIND | MS_REC)
         sc.mount(None, source, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
@@ -77,13 +88,20 @@ def start(share: FsShare, log: str, timeout: float = 10.0,
         raise VMError(f"cannot share {share.source} with a VM without root: virtiofsd needs "
                       "root here (run the VM without volumes or bind mounts, or as root)")
     exe = find()
+    served = share.source
+    if share.expose:
+        if "/" in share.expose or share.expose in (".", ".."):
+            raise VMError(f"cannot share {share.source} as {share.expose!r}: not a name")
+        served = share.socket + ".d"  # beside the socket, in the VM's run directory
+        os.makedirs(served, mode=0o700, exist_ok=True)
     with open(log, "ab") as out:
         p = proc.spawn(
-            [exe, f"--socket-path={share.socket}", "-o", f"source={share.source}",
+            [exe, f"--socket-path={share.socket}", "-o", f"source={served}",
              "-o", "cache=auto", "-o", "xattr", "-o", "sandbox=namespace"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             env={"PATH": "/usr/bin:/bin"},
-            preexec_fn=lambda: _child_setup(share.source, share.readonly, cgroup_files))
+            preexec_fn=lambda: _child_setup(share.source, share.readonly, cgroup_files, served,
+                                            share.expose))
     deadline = time.monotonic() + timeout
     while not os.path.exists(share.socket):
         if p.poll() is not None:

@@ -251,12 +251,16 @@ def test_directory_binds_become_virtiofs_mounts_in_spec_order(tmp_path: Path) ->
                                      ("isle1", str(tmp_path / "d2"), "/cfg", True))
     j = vmspec.to_job(cfg)
     fs = [(m.destination, m.source, m.options) for m in j.mounts if m.type == "virtiofs"]
-    assert fs == [("/data", "isle0", ()), ("/cfg", "isle1", ("ro",))]
+    # served under their base names: the guest binds TAG/NAME, so its mountinfo names them
+    assert fs == [("/data", "isle0/d1", ()), ("/cfg", "isle1/d2", ("ro",))]
     assert not any(m.destination == "/gone" for m in j.mounts)
     assert ("/etc/hosts", "127.0.0.1 x\n") in j.files
     from isle.vm.job import render
 
-    assert "mount -t virtiofs -o ro isle1 /newroot/cfg" in render(j)
+    s = render(j)
+    assert "mount -t virtiofs -o ro isle1 /.shares/isle1" in s
+    assert "mount --bind /.shares/isle1/d2 /newroot/cfg && mount -o remount,bind,ro" in s
+    assert vmspec.share_name(str(tmp_path / "d1"), "/.isle-pod") == ""  # isle's own plumbing
 
 
 def test_exec_job_takes_the_containers_seccomp_caps_and_rlimits_as_runc_does() -> None:

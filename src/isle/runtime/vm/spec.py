@@ -25,6 +25,7 @@ __all__ = [
     "exec_job",
     "guest_opts",
     "shares_of",
+    "share_name",
     "net_of",
     "vm_size",
     "rootfs_path",
@@ -123,6 +124,15 @@ def shares_of(cfg: dict[str, Any]) -> tuple[tuple[str, str, str, bool], ...]:
     return tuple(out)
 
 
+def share_name(source: str, destination: str) -> str:
+    """The name a share serves its directory under (virtiofs.FsShare.expose): its base name, so
+    that the guest's mountinfo names the directory as a host bind mount would; "" (the directory
+    is the share's root) for isle's own plumbing (destinations under /.isle, e.g. a pod's share)."""
+    if destination.startswith("/.isle"):
+        return ""
+    return os.path.basename(source.rstrip("/"))
+
+
 def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
     p = cfg.get("process")
     if not p or not p.get("args"):
@@ -137,7 +147,8 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         if num is None:
             raise ConfigError(f"process.rlimits[{i}].type", f"unknown rlimit {r.get('type')!r}")
         rl.append((int(num), int(r.get("soft", 0)), int(r.get("hard", 0))))
-    shares = {dest: (tag, ro) for tag, _, dest, ro in shares_of(cfg)}
+    shares = {dest: (tag + ("/" + share_name(src, dest) if share_name(src, dest) else ""), ro)
+              for tag, src, dest, ro in shares_of(cfg)}
     mounts = []
     for m in cfg.get("mounts", []):
         dest = m.get("destination")
