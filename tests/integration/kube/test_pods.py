@@ -207,3 +207,61 @@ def test_down_without_crictl_still_leaves_nothing(node: Node, monkeypatch: Any) 
     monkeypatch.setattr(kube_node, "crictl_path", lambda: None)
     kube_node.down(str(node.d))
     _assert_node_clean(node.d)
+
+
+def _qemus_of(n: Node) -> list[int]:
+    """QEMU processes started under this node's shims (the monitor's child, the shim's
+    grandchild): others' VMs on the machine do not count."""
+    needle = str(n.d / "containerd.sock").encode()
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or not _cmdline_has(p, b"qemu-system"):
+            continue
+        pid = p
+        for _ in range(4):
+            try:
+                pid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                break
+            if _cmdline_has(pid, needle):
+                found.append(int(p))
+                break
+    return found
+
+
+@pytest.mark.qemu
+@pytest.mark.timeout(240)
+def test_vm_pod_containers_share_one_vm_and_localhost(node: Node) -> None:
+    """handler isle-vm: one VM per pod; its containers run inside it (no VM of their own),
+    share the pod's localhost, and have their own logs, exit codes, exec and stop."""
+    pod = node.pod("vp", "isle-vm")
+    assert len(_qemus_of(node)) == 1
+    web = node.container(pod, "web", ["httpd", "-f", "-p", "8080", "-h", "/etc"], "vp")
+    main = node.container(pod, "main", ["sh", "-c", "echo hello-vm; exec sleep 300"], "vp")
+    assert len(_qemus_of(node)) == 1  # the containers booted nothing
+    out = ""
+    for _ in range(100):
+        out = node.crictl("exec", "-s", main, "wget", "-qO-", "http://127.0.0.1:8080/hostname",
+                          check=False)
+        if out:
+            break
+        time.sleep(0.2)
+    assert out == "vp"
+    # each container sees its own root: the web container's /etc is its image's, main's too
+    assert node.crictl("exec", "-s", main, "sh", "-c", "echo $$ > /mine; cat /mine").isdigit()
+    assert node.crictl("exec", "-s", web, "sh", "-c", "test -e /mine || echo absent") == "absent"
+    assert node.logs(main).strip() == "hello-vm"
+    bye = node.container(pod, "exits", ["sh", "-c", "echo bye >&2; exit 3"], "vp")
+    st = _wait_exited(node, bye, timeout=60)
+    assert st["state"] == "CONTAINER_EXITED" and st["exitCode"] == 3
+    assert node.logs(bye).strip() == "bye"
+    node.crictl("stop", "-t", "5", web)
+    st = node.inspect(web)
+    assert st["state"] == "CONTAINER_EXITED" and st["exitCode"] in (143, 137, 0)
+    node.crictl("rm", web)
+    node.crictl("stopp", pod)
+    assert _qemus_of(node) == []
+    node.crictl("rmp", pod)
+    assert node.crictl("pods", "-q") == "" and node.crictl("ps", "-aq") == ""
+    assert not any((node.d / "cni" / "ipam").rglob("10.*"))
+    assert not [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if ".pod-" in m]

@@ -115,13 +115,43 @@ def _features() -> dict[str, Any]:
     }
 
 
+def _pod_container(bundle: str) -> bool:
+    """config.json is a CRI pod's container (not its sandbox): it runs in the pod's VM."""
+    from isle.runtime.vm.pod import role
+
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            ann = json.load(f).get("annotations") or {}
+    except (OSError, ValueError, AttributeError):
+        return False  # (create reports the bundle's problem)
+    return isinstance(ann, dict) and role(ann)[0] == "container"
+
+
 def _dispatch(a: argparse.Namespace) -> int:
     from isle.config import default_settings
     from isle.errors import InvalidState, Unsupported
-    from isle.runtime.vm import runner
+    from isle.runtime.vm import pod, runner
     from isle.runtime.vm import state as st
 
     settings = default_settings()
+    if a.verb in ("create", "run") and _pod_container(a.bundle):  # runs in its pod's VM
+        if a.verb == "run" and not a.detach:
+            raise Unsupported("run: a pod's container runs detached (create, start) in its pod")
+        pod.create(a.id, a.bundle, a.root, a.pid_file, a.console_socket)
+        if a.verb == "run":
+            pod.start(a.id, a.root)
+        return 0
+    if a.verb in ("start", "kill", "delete", "ps") and pod.member_of(a.root, a.id):
+        if a.verb == "start":
+            pod.start(a.id, a.root)
+        elif a.verb == "kill":
+            pod.kill(a.id, a.root, parse_signal(a.signal), all=a.all)
+        elif a.verb == "delete":
+            pod.delete(a.id, a.root, a.force)
+        else:
+            print(json.dumps(pod.pids(a.id, a.root)) if a.format == "json" else
+                  "\n".join(["PID", *map(str, pod.pids(a.id, a.root))]))
+        return 0
     if a.verb == "run":
         if a.detach:
             runner.create(a.id, a.bundle, a.root, settings, a.pid_file, a.console_socket)
@@ -183,10 +213,11 @@ def _dispatch(a: argparse.Namespace) -> int:
 def _exec(a: argparse.Namespace) -> int:
     """runc exec: args (or -p process.json) run beside the container's process, stdio streamed."""
     import dataclasses
+    import functools
 
     from isle.errors import ConfigError
     from isle.oci.runtime_spec import load
-    from isle.runtime.vm import runner
+    from isle.runtime.vm import pod, runner
     from isle.runtime.vm import spec as vmspec
     from isle.runtime.vm import state as st
 
@@ -247,9 +278,13 @@ def _exec(a: argparse.Namespace) -> int:
             tty_fd = 0
         else:
             raise ConfigError("tty", "exec --tty needs --console-socket or a terminal on stdin")
+    if pod.member_of(a.root, a.id):  # in its pod's VM, with its root
+        run_job = functools.partial(pod.exec_in, a.id, a.root, job)
+    else:
+        run_job = functools.partial(runner.exec_, a.id, a.root, job)
     if not a.detach:
         try:
-            return runner.exec_(a.id, a.root, job, tty_fd)
+            return run_job(tty_fd)
         finally:
             if restore is not None:
                 import termios
@@ -270,7 +305,7 @@ def _exec(a: argparse.Namespace) -> int:
             os.close(w)
             code = 1
             try:
-                code = runner.exec_(a.id, a.root, job, tty_fd)
+                code = run_job(tty_fd)
             except Exception as exc:  # reported on the exec's stderr, like runc's
                 print(f"isle-vm-runtime: exec: {exc}", file=sys.stderr)
             os._exit(code)
@@ -316,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # said where the shim looks (--log), never a bare traceback
+        _log(a, f"internal error: {exc!r}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -99,12 +99,10 @@ def serve(
     forward_signals: bool = False,
 ) -> int:
     """The monitor loop: guest control lines, and start/kill/exec requests on monitor.sock."""
-    from isle.vm.microvm import EXEC_SLOTS
-
     assert vm.ctl is not None
     started = False
     waiting: list[socket.socket] = []  # `start` callers answered once the guest says started
-    slots: dict[int, socket.socket | None] = {i: None for i in range(1, EXEC_SLOTS + 1)}
+    slots: dict[int, socket.socket | None] = {i: None for i in range(1, p.boot.slots + 1)}
     busy: set[int] = set()
     tty_slot = 0  # the exec slot the VM's terminal (hvc0) is lent to
     asking: dict[str, list[socket.socket]] = {"ps": [], "stats": []}  # guest agent queries
@@ -242,6 +240,13 @@ def serve(
                 # an exec's terminal resized: winsz SLOT ROWS COLS (the slot's tty is hvcSLOT)
                 if tty_slot and int(cmd[1]) == tty_slot:
                     vm.send(f"winsz 0 {int(cmd[2])} {int(cmd[3])}".encode())
+                conn.sendall(b"ok\n")
+                conn.close()
+            elif (cmd[:1] == ["xkill"] and len(cmd) in (3, 4) and cmd[1].isdigit()
+                  and cmd[2].isdigit() and cmd[3:] in ([], ["all"])):
+                # a pod container's signal (runtime.vm.pod): xkill SLOT SIG [all]
+                if int(cmd[1]) in busy:
+                    vm.send(" ".join(cmd).encode())
                 conn.sendall(b"ok\n")
                 conn.close()
             elif cmd[:1] == ["kill"] and len(cmd) in (2, 3):

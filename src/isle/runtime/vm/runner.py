@@ -11,6 +11,7 @@ from typing import Any
 
 from isle.config import Settings
 from isle.errors import ConfigError, VMError
+from isle.runtime.vm import pod
 from isle.runtime.vm import state as st
 from isle.runtime.vm.boot import (
     Prepared,
@@ -137,22 +138,26 @@ def create(
 ) -> None:
     """Boot the VM to 'ready' under a detached monitor; the job waits for `start`."""
     d = st.create_dir(root, cid)
+    sandbox = False
     try:
         p = prepare(bundle, settings, stdin=stdin_wanted(0))
+        if pod.role(p.cfg.get("annotations"))[0] == "sandbox":  # a CRI pod's VM
+            sandbox = True
+            pod.as_sandbox(root, cid, p)
         if p.terminal:
             if not console_socket:
                 raise ConfigError("process.terminal",
                                   "a detached container with a terminal needs --console-socket")
             p.tty_fd = console(console_socket)
     except BaseException:
-        st.remove(root, cid)
+        _undo(root, cid, sandbox)
         raise
     s = st.State(id=cid, bundle=os.path.abspath(bundle), annotations=p.cfg.get("annotations") or {})
     net_state(s, p)
     try:
         s.cgroup, files = make_cgroup(cid, p)
     except BaseException:
-        st.remove(root, cid)
+        _undo(root, cid, sandbox)
         raise
     st.save(root, s)
     r, w = os.pipe()
@@ -174,7 +179,7 @@ def create(
         msg = f.read().decode(errors="replace").strip()
     if not msg.startswith("ok"):
         drop_cgroup(s.cgroup)
-        st.remove(root, cid)
+        _undo(root, cid, sandbox)
         raise VMError(msg or "the VM monitor died before the guest was ready")
     _write_pid(pid_file, int(msg.split()[1]))
     del d
@@ -185,6 +190,13 @@ def create(
     except BaseException:
         delete(cid, root, force=True)
         raise
+
+
+def _undo(root: str, cid: str, sandbox: bool) -> None:
+    """A create that failed: its state, and a pod sandbox's shared directory."""
+    if sandbox:
+        pod.teardown_sandbox(root, cid)
+    st.remove(root, cid)
 
 
 #: run on the host once the VM exists, before its process starts. createContainer hooks belong in
@@ -270,6 +282,8 @@ def delete(cid: str, root: str, force: bool = False) -> None:
     drop_cgroup(s.cgroup)
     if s.rundir and os.path.basename(s.rundir).startswith("isle-vm-"):
         shutil.rmtree(s.rundir, ignore_errors=True)
+    if pod.role(s.annotations)[0] == "sandbox":  # its containers' leftovers, its shared dir
+        pod.teardown_sandbox(root, cid)
     _run_hooks(root, cid, "poststop", warn_only=True)
     st.remove(root, cid)
 

@@ -1,0 +1,456 @@
+"""VM-isolated pods, Kata's way: one VM per pod sandbox, the pod's containers run inside it.
+
+containerd's CRI marks each bundle with ``io.kubernetes.cri.container-type`` (``sandbox`` or
+``container``) and ``io.kubernetes.cri.sandbox-id``. The sandbox (the pause container) boots the
+pod's VM as any VM container does, connected to the pod's network namespace, with two additions:
+a shared directory (``<root>/.pod-<sandbox id>``, a shared mount so what is bound under it later
+reaches virtiofsd's own mount namespace) exported to the guest once over virtio-fs (tag
+vm.job.POD_TAG), and more exec slots (POD_SLOTS). A container of that pod boots nothing: its
+rootfs (and its directory mounts) are bound under ``<shared>/<cid>/`` on the host, and its process
+runs in the pod's VM on an exec slot (vm.job.render_pod: its own root, mounts and spec applied by
+isle-exec; the guest's network, hostname and IPC are the pod's, so its containers share
+``localhost``).
+
+The container's pid for containerd's runc shim is a host-side relay per container (like
+``exec -d``): ``create`` leaves it waiting for ``start``; it then streams the process's stdio to
+the fds the shim gave and exits with the process's exit code (recorded in <root>/<cid>/exit).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+from typing import Any
+
+from isle.errors import ConfigError, InvalidState, IsleError, NotFound, VMError
+from isle.runtime.vm import state as st
+
+__all__ = ["CONTAINER_TYPE", "SANDBOX_ID", "POD_SLOTS", "role", "member_of", "shared_dir",
+           "setup_sandbox", "as_sandbox", "teardown_sandbox", "create", "start", "kill", "delete",
+           "exec_in", "pids", "pod_tag", "seccomp_path", "guest_root"]
+
+CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+#: exec slots of a pod's VM: each running container takes one, each exec another (the virtio
+#: serial device has 31 ports: ctl, stdio, 3 per slot, a console)
+POD_SLOTS = 8
+START_TIMEOUT = 60.0
+#: a pod's VM holds all its containers: at least this much memory (MiB) unless the sandbox's
+#: spec asks more (128 MiB with 8 slots' ports ran out of memory at boot)
+POD_MEMORY_MIB = 256
+
+
+def role(annotations: dict[str, str] | None) -> tuple[str, str]:
+    """("sandbox" | "container" | "", sandbox id) from the CRI's annotations."""
+    ann = annotations or {}
+    kind = ann.get(CONTAINER_TYPE, "")
+    return (kind if kind in ("sandbox", "container") else "", ann.get(SANDBOX_ID, ""))
+
+
+def member_of(root: str, cid: str) -> str:
+    """The sandbox id when cid is a container running in its pod's VM under root, else ""."""
+    try:
+        s = st.load(root, cid)
+    except (NotFound, ConfigError):
+        return ""
+    kind, sid = role(s.annotations)
+    return sid if kind == "container" and not s.qemu_pid else ""
+
+
+def shared_dir(root: str, sid: str) -> str:
+    """The pod's shared directory (outside <root>/<sid>, whose removal must never reach it)."""
+    return os.path.join(os.path.abspath(root), f".pod-{sid}")
+
+
+def _sys() -> Any:
+    from isle.sys.libc import LinuxSyscalls
+
+    return LinuxSyscalls()
+
+
+def setup_sandbox(root: str, sid: str) -> str:
+    """Make the pod's shared directory: a mount of its own, shared, so binds made under it after
+    virtiofsd started (in its own, slave, mount namespace) reach the guest; a marker the guest
+    waits for. Its path."""
+    from isle.sys.libc import MS_BIND, MS_SHARED
+
+    d = shared_dir(root, sid)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    sc = _sys()
+    sc.mount(d, d, None, MS_BIND)
+    sc.mount(None, d, None, MS_SHARED)
+    with open(os.path.join(d, ".isle-pod"), "w"):
+        pass
+    return d
+
+
+def as_sandbox(root: str, sid: str, p: Any) -> None:
+    """Make the Prepared VM of a pod sandbox the pod's VM: its shared directory as one more
+    virtio-fs share (a bind mount added to the spec the VM is launched from, last, so its tag is
+    the last of spec.shares_of; kept in <root>/<sid>/pod-tag for the containers), POD_SLOTS exec
+    slots, POD_MEMORY_MIB at least, no template (a template has no share)."""
+    import dataclasses
+
+    from isle.runtime.vm import spec as vmspec
+    from isle.runtime.vm.monitor import note
+
+    d = setup_sandbox(root, sid)
+    try:
+        p.cfg["mounts"] = [*(p.cfg.get("mounts") or []),
+                           {"type": "bind", "source": d, "destination": "/.isle-pod",
+                            "options": ["rbind", "rw"]}]
+        tag = vmspec.shares_of(p.cfg)[-1][0]
+        note(os.path.join(root, sid), "pod-tag", tag)
+        p.boot = dataclasses.replace(p.boot, slots=POD_SLOTS,
+                                     memory_mib=max(p.boot.memory_mib, POD_MEMORY_MIB))
+        p.template = False
+    except BaseException:
+        _remove_tree(d)
+        raise
+
+
+def pod_tag(root: str, sid: str) -> str:
+    from isle.vm.job import POD_TAG
+
+    try:
+        with open(os.path.join(root, sid, "pod-tag")) as f:
+            return f.read().strip() or POD_TAG
+    except OSError:
+        return POD_TAG
+
+
+def _unmount_under(path: str) -> None:
+    """Detach every mount at or under path (deepest first), ours only."""
+    from isle.sys import procfs
+    from isle.sys.libc import MNT_DETACH
+
+    sc = _sys()
+    prefix = path.rstrip("/") + "/"
+    for m in sorted((m for m in procfs.mountpoints() if m == path or m.startswith(prefix)),
+                    key=len, reverse=True):
+        try:
+            sc.umount2(m, MNT_DETACH)
+        except IsleError:
+            pass
+
+
+def _remove_tree(path: str) -> None:
+    """rmtree only once nothing is mounted under path (a container's rootfs must never go)."""
+    from isle.sys import procfs
+
+    _unmount_under(path)
+    prefix = path.rstrip("/") + "/"
+    if any(m == path or m.startswith(prefix) for m in procfs.mountpoints()):
+        print(f"isle-vm-runtime: {path}: still mounted, left in place", file=sys.stderr)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def teardown_sandbox(root: str, sid: str) -> None:
+    """After the pod's VM is gone: its containers' leftovers (relays, binds, state), then the
+    shared directory."""
+    for cid in st.list_ids(root):
+        if cid != sid and member_of(root, cid) == sid:
+            try:
+                delete(cid, root, force=True)
+            except IsleError as exc:
+                print(f"isle-vm-runtime: {exc}", file=sys.stderr)
+    _remove_tree(shared_dir(root, sid))
+
+
+def _sandbox(root: str, sid: str, cid: str) -> st.State:
+    if not sid:
+        raise ConfigError(f"annotations.{SANDBOX_ID}",
+                          f"container {cid} is a pod container without a sandbox id")
+    try:
+        s = st.load(root, sid)
+    except NotFound:
+        raise NotFound(f"pod sandbox {sid} of container {cid} does not run under {root}") from None
+    if s.status not in ("running", "paused") or not s.rundir:
+        raise InvalidState(f"pod sandbox {sid} of container {cid} is {s.status}, not running")
+    return s
+
+
+def _binds(cfg: dict[str, Any]) -> list[tuple[int, str, str, bool]]:
+    """The container's directory mounts to bind under its shared directory: (n, source,
+    destination, ro). The sandbox's /dev/shm is not one: the guest gives each its own tmpfs."""
+    from isle.runtime.vm import spec as vmspec
+
+    return [(n, src, dest, ro) for n, (_, src, dest, ro) in enumerate(vmspec.shares_of(cfg))
+            if dest != "/dev/shm"]
+
+
+def _job(cfg: dict[str, Any], cid: str, stdin: bool) -> Any:
+    """The container's Job for its pod's VM: its seccomp copy kept per container in the guest;
+    no network or hostname of its own (the pod's); /dev/shm a tmpfs of its own."""
+    import dataclasses
+
+    from isle.runtime.vm import spec as vmspec
+    from isle.vm.job import STANDARD_MOUNTS
+
+    job = vmspec.to_job(cfg, stdin=stdin)
+    opts = list(job.spec_opts)
+    for i, o in enumerate(opts[:-1]):
+        if o in ("-W", "-S") and opts[i + 1] == vmspec.GUEST_SECCOMP:
+            opts[i + 1] = seccomp_path(cid)
+    mounts = list(job.mounts)
+    if any(m.destination == "/dev/shm" for m in mounts):
+        shm = next(m for m in STANDARD_MOUNTS if m.destination == "/dev/shm")
+        mounts = [shm if m.destination == "/dev/shm" else m for m in mounts]
+    return dataclasses.replace(job, spec_opts=tuple(opts), net=None, hostname="",
+                               mounts=tuple(mounts))
+
+
+def seccomp_path(cid: str) -> str:
+    """Where a pod container's process keeps its seccomp program in the guest (for its execs)."""
+    return f"/seccomp-{cid}.bpf"
+
+
+def guest_root(cid: str) -> str:
+    from isle.vm.job import POD_DIR
+
+    return f"{POD_DIR}/{cid}/rootfs"
+
+
+def create(cid: str, bundle: str, root: str, pid_file: str | None = None,
+           console_socket: str | None = None) -> None:
+    """A pod container: its rootfs bound into the pod's shared directory, a relay left waiting
+    for `start` (its pid to pid_file)."""
+    from isle.oci import runtime_spec
+    from isle.runtime.vm import spec as vmspec
+    from isle.runtime.vm.boot import stdin_wanted
+    from isle.sys.libc import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
+
+    bundle = os.path.abspath(bundle)
+    cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
+    ann = cfg.get("annotations") or {}
+    sid = role(ann)[1]
+    if (cfg.get("process") or {}).get("terminal"):
+        raise ConfigError("process.terminal", "a terminal for a container in a VM pod is not "
+                          "supported yet (exec -t is)")
+    del console_socket
+    _sandbox(root, sid, cid)
+    job = _job(cfg, cid, stdin_wanted(0))
+    rootfs = vmspec.rootfs_path(cfg, bundle)
+    binds = _binds(cfg)
+    st.create_dir(root, cid)
+    mine = os.path.join(shared_dir(root, sid), cid)
+    sc = _sys()
+    try:
+        os.makedirs(os.path.join(mine, "rootfs"), mode=0o755)
+        sc.mount(rootfs, os.path.join(mine, "rootfs"), None, MS_BIND | MS_REC)
+        for n, src, _, ro in binds:
+            dst = os.path.join(mine, f"m{n}")
+            os.mkdir(dst, 0o755)
+            sc.mount(src, dst, None, MS_BIND | MS_REC)
+            if ro:
+                sc.mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        s = st.State(id=cid, bundle=bundle, annotations=ann)
+        st.save(root, s)
+        relay = _spawn_relay(root, cid, sid, job, tuple((n, d, ro) for n, _, d, ro in binds))
+    except BaseException:
+        _remove_tree(mine)
+        try:
+            rundir = st.load(root, cid).rundir
+        except IsleError:
+            rundir = ""
+        if os.path.basename(rundir).startswith("isle-pod-"):
+            shutil.rmtree(rundir, ignore_errors=True)
+        st.remove(root, cid)
+        raise
+    if pid_file:
+        from isle.sys.fs import atomic_write
+
+        atomic_write(pid_file, str(relay).encode(), durable=False)
+
+
+def _spawn_relay(root: str, cid: str, sid: str, job: Any,
+                 binds: tuple[tuple[int, str, bool], ...]) -> int:
+    """Fork the container's relay (a new session, nobody's child but init's or the subreaper's);
+    it listens on relay.sock in a short private directory (the state's rundir: a socket path
+    under a CRI root with a 64-character id is too long) before its pid is returned."""
+    from isle.vm.microvm import short_dir
+
+    rundir = short_dir("isle-pod-")
+    s = st.load(root, cid)
+    s.rundir = rundir
+    st.save(root, s)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    lsock.bind(os.path.join(rundir, "relay.sock"))
+    lsock.listen(4)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setsid()
+            child = os.fork()
+            if child:
+                os.write(w, f"{child}".encode())
+                os._exit(0)
+            os.close(w)
+            os._exit(_relay(root, cid, sid, job, binds, lsock))
+        finally:
+            os._exit(1)
+    os.close(w)
+    lsock.close()
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        text = f.read().strip()
+    if not text.isdigit():
+        raise VMError(f"container {cid}: its relay did not start")
+    relay = int(text)
+    s = st.load(root, cid)
+    s.status, s.pid, s.pid_start = "created", relay, st.starttime(relay)
+    st.save(root, s)
+    return relay
+
+
+def _relay(root: str, cid: str, sid: str, job: Any, binds: tuple[tuple[int, str, bool], ...],
+           lsock: socket.socket) -> int:
+    """The relay's life: wait for `start`, run the process in the pod's VM, stream its stdio,
+    record and return its exit code."""
+    from isle.runtime.vm import control
+    from isle.runtime.vm.monitor import note
+    from isle.vm.job import POD_TAG, render_pod
+
+    tag = pod_tag(root, sid)
+
+    def script(i: int) -> str:  # the share's tag is the sandbox's (as_sandbox)
+        return render_pod(job, i, cid, binds).replace(f" -t virtiofs {POD_TAG} ",
+                                                      f" -t virtiofs {tag} ")
+
+    sdir = os.path.join(root, cid)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    while True:
+        conn, _ = lsock.accept()
+        conn.settimeout(10)
+        try:
+            cmd = conn.recv(256).decode().split()
+        except OSError:
+            conn.close()
+            continue
+        if cmd == ["start"]:
+            break
+        conn.close()
+    lsock.close()
+    starter: list[socket.socket] = [conn]
+
+    def started(slot: int) -> None:
+        note(sdir, "slot", str(slot))
+        s = st.load(root, cid)
+        s.status = "running"
+        st.save(root, s)
+        for c in starter:
+            try:
+                c.sendall(b"ok\n")
+            except OSError:
+                pass
+            c.close()
+        starter.clear()
+
+    try:
+        code = control.exec_(sid, root, job, script=script, on_slot=started)
+    except IsleError as exc:
+        for c in starter:  # refused before it started: the start fails with the reason
+            try:
+                c.sendall(f"error {exc}\n".encode())
+            except OSError:
+                pass
+            c.close()
+        print(f"isle-vm-runtime: {exc}", file=sys.stderr)
+        code = 255
+    note(sdir, "exit", str(code))
+    return code
+
+
+def start(cid: str, root: str) -> None:
+    s = st.load(root, cid)
+    if s.status != "created":
+        raise InvalidState(f"container {cid} is {s.status}, not created")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(START_TIMEOUT)
+    try:
+        sock.connect(os.path.join(s.rundir, "relay.sock"))
+        sock.sendall(b"start\n")
+        ans = sock.recv(4096).decode().strip()
+    except OSError as exc:
+        raise VMError(f"container {cid}: its relay does not answer ({exc})") from exc
+    finally:
+        sock.close()
+    if ans != "ok":
+        raise VMError(f"container {cid}: {ans.removeprefix('error ') or 'relay went away'}")
+
+
+def _slot(root: str, cid: str) -> int:
+    try:
+        with open(os.path.join(root, cid, "slot")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def kill(cid: str, root: str, sig: int, all: bool = False) -> None:
+    """The signal to the container's process in the pod's VM (all: every process in its root);
+    before start, to the relay (nothing runs in the guest yet)."""
+    from isle.runtime.vm import control
+
+    s = st.load(root, cid)
+    if s.status not in ("created", "running", "paused"):
+        raise InvalidState(f"container not running: {cid} is {s.status}")
+    slot = _slot(root, cid)
+    if s.status == "created" or not slot:
+        st.signal_if_same(s.pid, s.pid_start, sig)
+        return
+    sb = _sandbox(root, role(s.annotations)[1], cid)
+    control.ask(sb, f"xkill {slot} {sig}" + (" all" if all else ""), timeout=10)
+
+
+def delete(cid: str, root: str, force: bool = False) -> None:
+    import time
+
+    s = st.load(root, cid)
+    if s.status in ("running", "paused") and not force:
+        raise InvalidState(f"container {cid} is {s.status}: stop it or use --force")
+    if st.pid_alive(s.pid, s.pid_start):
+        try:
+            kill(cid, root, signal.SIGKILL, all=True)
+        except IsleError:
+            pass
+        for _ in range(200):  # the relay ends when the guest reports the process's end
+            if not st.pid_alive(s.pid, s.pid_start):
+                break
+            time.sleep(0.02)
+        st.signal_if_same(s.pid, s.pid_start, signal.SIGKILL)
+    sid = role(s.annotations)[1]
+    if sid:
+        _remove_tree(os.path.join(shared_dir(root, sid), cid))
+    if os.path.basename(s.rundir).startswith("isle-pod-"):
+        shutil.rmtree(s.rundir, ignore_errors=True)
+    st.remove(root, cid)
+
+
+def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
+    """`exec` into a pod container: in its pod's VM, chrooted into its root, with its seccomp."""
+    import dataclasses
+
+    from isle.runtime.vm import control
+    from isle.runtime.vm import spec as vmspec
+    from isle.vm.job import render_exec
+
+    s = st.load(root, cid)
+    if s.status != "running":
+        raise InvalidState(f"container {cid} is {s.status}, not running")
+    opts = tuple(seccomp_path(cid) if o == vmspec.GUEST_SECCOMP else o for o in job.spec_opts)
+    job = dataclasses.replace(job, spec_opts=opts)
+    return control.exec_(role(s.annotations)[1], root, job, tty_fd,
+                         script=lambda i: render_exec(job, i, guest_root(cid)))
+
+
+def pids(cid: str, root: str) -> list[int]:
+    """`ps --format json`: the container's host-side process (its relay) while it runs."""
+    s = st.load(root, cid)
+    return [s.pid] if st.pid_alive(s.pid, s.pid_start) else []
