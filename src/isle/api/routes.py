@@ -836,37 +836,15 @@ class Api:
         host = convert.registry_host(ref)
         imgs = self.images
 
-        def gen() -> Iterator[bytes]:
-            prog = convert.JsonProgress()
-            prog.message(f"Pulling from {ref.rsplit(':', 1)[0]}")
-            result: dict[str, Any] = {}
+        def pulled(img: Any) -> list[dict[str, Any]]:
+            return [{"status": f"Digest: {img.digest}"},
+                    {"status": f"Status: Downloaded newer image for {ref}"}]
 
-            def work() -> None:
-                try:
-                    result["img"] = imgs.pull(ref, tls_verify=not convert.insecure_registry(host),
-                                              creds=creds, progress=prog)
-                except BaseException as exc:  # noqa: BLE001 -- reported in the stream
-                    result["err"] = exc
-                finally:
-                    prog.close()
-
-            th = threading.Thread(target=work, daemon=True)
-            th.start()
-            try:
-                yield from prog.lines()
-            finally:  # the client went away (GeneratorExit): stop the pull, let it undo itself
-                prog.cancel()
-                th.join()
-            if "err" in result:
-                msg = str(result["err"])
-                yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
-                return
-            img = result["img"]
-            yield json.dumps({"status": f"Digest: {img.digest}"}).encode() + b"\n"
-            yield json.dumps({"status": f"Status: Downloaded newer image for {ref}"}).encode() \
-                + b"\n"
-
-        return Stream(gen())
+        prog = convert.JsonProgress()
+        prog.message(f"Pulling from {ref.rsplit(':', 1)[0]}")
+        return Stream(_progress_stream(prog, lambda: imgs.pull(
+            ref, tls_verify=not convert.insecure_registry(host), creds=creds, progress=prog),
+            pulled))
 
     def _image_import(self, req: Request, src: str) -> Stream:
         """docker import: the body is the rootfs tar (fromSrc=-); URLs are not fetched."""
@@ -928,36 +906,15 @@ class Api:
         host = convert.registry_host(ref)
         imgs = self.images
 
-        def gen() -> Iterator[bytes]:
-            prog = convert.JsonProgress(verb="Pushed")
-            prog.message(f"The push refers to repository [{ref.rsplit(':', 1)[0]}]")
-            result: dict[str, Any] = {}
+        def pushed(d: str) -> list[dict[str, Any]]:
+            return [{"status": f"{tag or 'latest'}: digest: {d}",
+                     "aux": {"Tag": tag or "latest", "Digest": d}}]
 
-            def work() -> None:
-                try:
-                    result["digest"] = imgs.push(ref, tls_verify=not convert.insecure_registry(
-                        host), creds=creds, progress=prog)
-                except BaseException as exc:  # noqa: BLE001 -- reported in the stream
-                    result["err"] = exc
-                finally:
-                    prog.close()
-
-            th = threading.Thread(target=work, daemon=True)
-            th.start()
-            try:
-                yield from prog.lines()
-            finally:  # the client went away: stop the push at its next progress report
-                prog.cancel()
-                th.join()
-            if "err" in result:
-                msg = str(result["err"])
-                yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
-                return
-            d = result["digest"]
-            yield json.dumps({"status": f"{tag or 'latest'}: digest: {d}",
-                              "aux": {"Tag": tag or "latest", "Digest": d}}).encode() + b"\n"
-
-        return Stream(gen())
+        prog = convert.JsonProgress(verb="Pushed")
+        prog.message(f"The push refers to repository [{ref.rsplit(':', 1)[0]}]")
+        return Stream(_progress_stream(prog, lambda: imgs.push(
+            ref, tls_verify=not convert.insecure_registry(host), creds=creds, progress=prog),
+            pushed))
 
     def image_delete(self, req: Request) -> list[dict[str, str]]:
         name = req.params["name"]
@@ -1136,6 +1093,37 @@ def _int(v: str, name: str) -> int:
         return int(v)
     except ValueError:
         raise ApiError(400, f"invalid value for {name}: {v!r}") from None
+
+
+def _progress_stream(prog: Any, work: Callable[[], Any],
+                     done: Callable[[Any], list[dict[str, Any]]]) -> Iterator[bytes]:
+    """A pull or push as Docker streams it: work() runs in a thread reporting to prog (a
+    convert.JsonProgress) while its lines go out; then done(its result)'s lines, or the error
+    line. A client gone (GeneratorExit) cancels the work at its next progress report and
+    waits for it to undo itself."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["ok"] = work()
+        except BaseException as exc:  # noqa: BLE001 -- reported in the stream
+            result["err"] = exc
+        finally:
+            prog.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    try:
+        yield from prog.lines()
+    finally:
+        prog.cancel()
+        th.join()
+    if "err" in result:
+        msg = str(result["err"])
+        yield json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\n"
+        return
+    for line in done(result["ok"]):
+        yield json.dumps(line).encode() + b"\n"
 
 
 class _suppress:  # noqa: N801 -- used like contextlib.suppress(OSError)
