@@ -59,36 +59,36 @@ class Api:
             self.version = "0.0.0"
 
     # -- collaborators -------------------------------------------------------------------------
-    @property
-    def engine(self) -> Any:
-        e = getattr(self._local, "engine", None)
-        if e is None:
-            from isle.engine.engine import Engine
+    def _per_thread(self, name: str, make: Callable[[], Any]) -> Any:
+        """This request thread's own `name` (sqlite connections are per thread), made once."""
+        v = getattr(self._local, name, None)
+        if v is None:
+            v = make()
+            setattr(self._local, name, v)
+        return v
 
-            e = Engine(self.settings)
-            e.warn = lambda msg: None
-            self._local.engine = e
+    def _new_engine(self) -> Any:
+        from isle.engine.engine import Engine
+
+        e = Engine(self.settings)
+        e.warn = lambda msg: None
         return e
 
     @property
-    def images(self) -> Any:
-        i = getattr(self._local, "images", None)
-        if i is None:
-            from isle.engine.images import Images
+    def engine(self) -> Any:
+        return self._per_thread("engine", self._new_engine)
 
-            i = Images(self.settings, store=self.engine.store)
-            self._local.images = i
-        return i
+    @property
+    def images(self) -> Any:
+        from isle.engine.images import Images
+
+        return self._per_thread("images", lambda: Images(self.settings, store=self.engine.store))
 
     @property
     def networks(self) -> Any:
-        n = getattr(self._local, "networks", None)
-        if n is None:
-            from isle.engine.networks import Networks
+        from isle.engine.networks import Networks
 
-            n = Networks(self.settings)
-            self._local.networks = n
-        return n
+        return self._per_thread("networks", lambda: Networks(self.settings))
 
     def routes(self) -> list[Route]:
         t: list[tuple[str, str, Callable[[Request], Any]]] = [
@@ -856,15 +856,9 @@ class Api:
         if repo:
             ref = f"{repo}:{tag}" if tag else repo
             _check_ref(ref)
-        fd, path = tempfile.mkstemp(prefix="isle-api-import-", suffix=".tar")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in req.body_chunks(64 << 30):
-                    f.write(chunk)
-            with open(path, "rb") as f:
-                img = self.images.import_(f, ref, req.qlist("changes"), req.q("message"))
-        finally:
-            os.unlink(path)
+        img = _spooled(req, "isle-api-import-",
+                       lambda f: self.images.import_(f, ref, req.qlist("changes"),
+                                                     req.q("message")))
         return Stream(iter([json.dumps({"status": img.id}).encode() + b"\n"]))
 
     def images_prune(self, req: Request) -> dict[str, Any]:
@@ -946,15 +940,7 @@ class Api:
                       content_type="application/x-tar")
 
     def images_load(self, req: Request) -> Response:
-        fd, path = tempfile.mkstemp(prefix="isle-api-load-", suffix=".tar")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in req.body_chunks(64 << 30):
-                    f.write(chunk)
-            with open(path, "rb") as f:
-                loaded = self.images.load(f)
-        finally:
-            os.unlink(path)
+        loaded = _spooled(req, "isle-api-load-", self.images.load)
         lines = []
         for img in loaded:
             names = img.names or [img.id]
@@ -1124,6 +1110,20 @@ def _progress_stream(prog: Any, work: Callable[[], Any],
         return
     for line in done(result["ok"]):
         yield json.dumps(line).encode() + b"\n"
+
+
+def _spooled(req: Request, prefix: str, use: Callable[[Any], Any]) -> Any:
+    """use(the request body as a file): the body (up to 64 GiB) spooled to a temporary tar
+    first, removed after."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".tar")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in req.body_chunks(64 << 30):
+                f.write(chunk)
+        with open(path, "rb") as f:
+            return use(f)
+    finally:
+        os.unlink(path)
 
 
 class _suppress:  # noqa: N801 -- used like contextlib.suppress(OSError)
