@@ -550,7 +550,6 @@ def _loopback_up() -> None:
 def _setup_console(sys: L.LinuxSyscalls, console_fd: int, proc: dict[str, Any]) -> None:
     """Make a pty in the container's devpts, send the master over --console-socket, use slave."""
     import fcntl
-    import socket
     import termios
 
     from isle.runtime import rootfs
@@ -564,17 +563,7 @@ def _setup_console(sys: L.LinuxSyscalls, console_fd: int, proc: dict[str, Any]) 
                     struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
     path = os.ttyname(slave)
     rootfs.mount_console(sys, path, slave)
-    sock = socket.socket(fileno=console_fd)
-    try:
-        socket.send_fds(sock, [path.encode()], [master])
-    finally:
-        sock.close()
-    os.close(master)
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
+    _hand_console(console_fd, path, master, slave)
 
 
 def _inherit_tty() -> None:
@@ -640,12 +629,17 @@ def exec_stage1(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], init_pid:
 
 
 def _setup_console_exec(console_fd: int, proc: dict[str, Any]) -> None:
+    master, slave = os.openpty()
+    _hand_console(console_fd, os.ttyname(slave), master, slave)
+
+
+def _hand_console(console_fd: int, path: str, master: int, slave: int) -> None:
+    """Send the pty master over --console-socket; the slave becomes this process's controlling
+    terminal and stdio."""
     import fcntl
     import socket
     import termios
 
-    master, slave = os.openpty()
-    path = os.ttyname(slave)
     sock = socket.socket(fileno=console_fd)
     try:
         socket.send_fds(sock, [path.encode()], [master])
