@@ -281,11 +281,12 @@ class IsleVmRuntime(OciCli):
                      image_id: str) -> None:
         from isle.engine.vmhook import annotate
 
-        annotate(settings, spec, bundle, image_id)
         # the writable layer as a file in the bundle: it outlives the runtime's state, so the
-        # engine's cp/diff/commit/export reach it after the container stopped
+        # engine's cp/diff/commit/export reach it after the container stopped (first: it is
+        # part of the boot identity annotate() matches templates by)
         spec.setdefault("annotations", {}).setdefault(
             "org.isle.vm.upper", os.path.join(os.path.abspath(bundle), "guest-upper.ext4"))
+        annotate(settings, spec, bundle, image_id)
 
     def guest_files(self, settings: Settings, cid: str, bundle: str, op: str,
                     args: tuple[str, ...], in_fd: int, out_fd: int) -> None:

@@ -37,6 +37,9 @@ class Prepared:
     #: process.terminal: the process runs on a guest tty relayed to tty_fd (a pty slave, raw)
     terminal: bool = False
     tty_fd: int = -1
+    #: the writable layer's file (org.isle.vm.upper; "": a tmpfs in guest RAM): made fresh at a
+    #: cold boot, a copy of the template's at a clone, kept as it is for a restart
+    upper: str = ""
 
 
 def stdin_wanted(fd: int = 0) -> bool:
@@ -70,8 +73,17 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared
 
         job = replace(job, net=plan.guest)
     template = template_wanted(cfg)
+    upper = _upper(cfg)
+    if upper and os.path.exists(upper):
+        template = False  # a restart: the guest mounts the layer it left, not a template's
     return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin,
-                    net=plan, terminal=terminal)
+                    net=plan, terminal=terminal, upper=upper)
+
+
+def _upper(cfg: dict[str, Any]) -> str:
+    from isle.runtime.vm.guestfs import upper_path
+
+    return upper_path(cfg)
 
 
 def template_wanted(cfg: dict[str, Any]) -> bool:
@@ -110,6 +122,7 @@ def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
         # an engine-made tap (annotations), else a NIC when the network namespace config.json
         # names has an interface to take over (the caller's veth, as Kata): a template's key
         net=vmspec.net_of(cfg)[0] or ("tap" if _net_plan(cfg) is not None else ""),
+        upper=bool(_upper(cfg)),
     )
 
 
@@ -210,14 +223,22 @@ def launch(
                 label={"image_id": (p.cfg.get("annotations") or {}).get(
                     "org.isle.vm.rootfs-key", "")},
                 tty_fd=p.tty_fd if p.terminal else -1,
+                upper=p.upper,
             )
+        if p.upper:
+            ann = p.cfg.get("annotations") or {}
+            try:
+                size = int(ann.get("org.isle.vm.upper-size", disk.UPPER_MIB))
+            except ValueError:
+                raise ConfigError("annotations.org.isle.vm.upper-size",
+                                  "the writable layer's size in MiB, a number") from None
+            disk.upper_image(p.upper, size)
         rundir = short_dir()
         from isle.vm.config import FsShare
 
         shares = tuple(
-            FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro,
-                    expose=vmspec.share_name(src, dest))
-            for tag, src, dest, ro in vmspec.shares_of(p.cfg)
+            FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro)
+            for tag, src, _, ro in vmspec.shares_of(p.cfg)
         )
         cfg = machine_config(
             p.boot,
@@ -230,6 +251,7 @@ def launch(
             mac=mac,
             shares=shares,
             tty_sock=p.terminal,
+            upper=p.upper,
         )
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent,
                      cgroup_files=cgroup_files)
