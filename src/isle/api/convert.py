@@ -674,6 +674,8 @@ def stats(eng: Any, rec: Any, interval: float) -> dict[str, Any]:
         "blkio_stats": {"io_service_bytes_recursive": None},
         "networks": {},
         "isle_cpu_percent": float(s.get("cpu_percent") or 0.0),
+        # a VM container: what it costs the host (QEMU's PSS; template pages split among clones)
+        "isle_host_pss": int(s.get("HostPSS") or 0),
     }
 
 

@@ -496,7 +496,8 @@ def cp(ctx: click.Context, archive: bool, follow_link: bool, src: str, dst: str)
 
 _STATS_HEAD = {"ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %",
                "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "PIDs": "PIDS",
-               "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "Container": "CONTAINER"}
+               "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "Container": "CONTAINER",
+               "HostPSS": "HOST PSS"}
 
 
 @_verb("stats")
@@ -529,10 +530,14 @@ def stats(ctx: click.Context, no_stream: bool, all_: bool, fmt: str, no_trunc: b
             ds.append(d)
 
         def default(ds: list[dict[str, Any]] = ds) -> None:
-            t = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]]
+            # a VM container's memory is its guest's; what it costs the host is QEMU's PSS
+            pss = any(d.get("HostPSS") for d in ds)
+            t = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]
+                 + (["HOST PSS"] if pss else [])]
             for d in ds:
                 t.append([d["ID"], d["Name"], d["CPUPerc"], d["MemUsage"], d["MemPerc"],
-                          str(d["PIDs"])])
+                          str(d["PIDs"])]
+                         + ([_h(d["HostPSS"]) if d.get("HostPSS") else "--"] if pss else []))
             _table(t)
 
         format_rows(fmt, ds, default, _STATS_HEAD)
