@@ -383,6 +383,15 @@ class VMs:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def _import_annotated(self, path: str, name: str, ann: dict[str, str], network: str,
+                          user: str) -> MachineInfo:
+        """import_ with the machine settings a pushed disk carries (org.isle.vm.* annotations
+        of an artifact, labels of an image)."""
+        return self.import_(path, name, memory_mib=int(ann.get("org.isle.vm.memory_mib") or 0),
+                            vcpus=int(ann.get("org.isle.vm.vcpus") or 0),
+                            firmware=ann.get("org.isle.vm.firmware") or "bios",
+                            network=network, user=user)
+
     def pull(self, ref: str, name: str = "", *, tls_verify: bool = True,
              progress: Any = None, network: str = "", user: str = "") -> MachineInfo:
         """A VM from a disk in a registry: an OCI artifact (ORAS's layout: the disk file is a
@@ -402,12 +411,7 @@ class VMs:
         try:
             got = self._artifact_disk(ref, work, tls_verify=tls_verify)
             if got is not None:
-                path, ann = got
-                return self.import_(path, name,
-                                    memory_mib=int(ann.get("org.isle.vm.memory_mib") or 0),
-                                    vcpus=int(ann.get("org.isle.vm.vcpus") or 0),
-                                    firmware=ann.get("org.isle.vm.firmware") or "bios",
-                                    network=network, user=user)
+                return self._import_annotated(got[0], name, got[1], network, user)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         imgs = Images(self.s)
@@ -426,11 +430,7 @@ class VMs:
                     break
             if not disk_path:
                 raise NF(f"{ref} holds no VM disk (/disk/*.qcow2)")
-            return self.import_(disk_path, name,
-                                memory_mib=int(labels.get("org.isle.vm.memory_mib") or 0),
-                                vcpus=int(labels.get("org.isle.vm.vcpus") or 0),
-                                firmware=labels.get("org.isle.vm.firmware") or "bios",
-                                network=network, user=user)
+            return self._import_annotated(disk_path, name, labels, network, user)
         finally:
             try:
                 imgs.store.remove(ref)  # the disk is a base under .disks/ now
