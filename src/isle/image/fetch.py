@@ -268,9 +268,39 @@ def _job(
         _check_diff_id(layer, got, diff_id)
         return {"size": size, "blob": False, "status": "unpacked from store"}
     out.start(layer.digest, layer.size)
+
+    def fetch_once() -> int:
+        """The layer from the registry: blob and unpacked tree in one pass, both verified."""
+        with store.blobs.writer(layer.digest, layer.size, tmp=blob_tmp) as w:
+            resp = client.blob_stream(repo, layer.digest)
+            try:
+
+                def sink(b: bytes) -> None:
+                    w.write(b)
+                    out.advance(layer.digest, len(b))
+
+                # the blob writer hashes the compressed bytes; no second hash here
+                src = IterReader(resp.iter_raw(BUF), sink=sink)
+                try:
+                    got, size, _ = unpack_layer(src, tmpd, comp)
+                except ImageError as e:
+                    src.drain()
+                    if w.digest != layer.digest:
+                        raise ImageError(
+                            f"layer {layer.digest}: digest mismatch (got {w.digest})"
+                        ) from e
+                    raise ImageError(f"layer {layer.digest}: {e}") from e
+                src.drain()
+            finally:
+                resp.close()
+            if w.digest == layer.digest:
+                _check_diff_id(layer, got, diff_id)
+            w.finish()  # raises on digest or size mismatch, removing the temp blob
+        return size
+
     for attempt in range(client.retries + 1):
         try:
-            size = _fetch_once(store, client, repo, layer, diff_id, tmpd, blob_tmp, out)
+            size = fetch_once()
             return {"size": size, "blob": True, "status": "pull complete"}
         except (httpx.TransportError, ImageError) as e:
             # a connection lost mid-body starts that layer again, from a clean directory
@@ -293,42 +323,3 @@ def _check_diff_id(layer: Descriptor, got: str, diff_id: str) -> None:
             f"layer {layer.digest}: uncompressed digest {got} does not "
             f"match the config's diff_id {diff_id}"
         )
-
-
-def _fetch_once(
-    store: ImageStore,
-    client: RegistryClient,
-    repo: str,
-    layer: Descriptor,
-    diff_id: str,
-    tmpd: str,
-    blob_tmp: str,
-    out: _Pipe,
-) -> int:
-    comp = layer_compression(layer.media_type)
-    with store.blobs.writer(layer.digest, layer.size, tmp=blob_tmp) as w:
-        resp = client.blob_stream(repo, layer.digest)
-        try:
-
-            def sink(b: bytes) -> None:
-                w.write(b)
-                out.advance(layer.digest, len(b))
-
-            # the blob writer hashes the compressed bytes; no second hash here
-            src = IterReader(resp.iter_raw(BUF), sink=sink)
-            try:
-                got, size, _ = unpack_layer(src, tmpd, comp)
-            except ImageError as e:
-                src.drain()
-                if w.digest != layer.digest:
-                    raise ImageError(
-                        f"layer {layer.digest}: digest mismatch (got {w.digest})"
-                    ) from e
-                raise ImageError(f"layer {layer.digest}: {e}") from e
-            src.drain()
-        finally:
-            resp.close()
-        if w.digest == layer.digest:
-            _check_diff_id(layer, got, diff_id)
-        w.finish()  # raises on digest or size mismatch, removing the temp blob
-    return size
