@@ -24,7 +24,7 @@ from __future__ import annotations
 from isle.config import Settings
 from isle.engine.options import RunOptions
 from isle.engine.quiet import suppress
-from isle.errors import ConfigError, InvalidState
+from isle.errors import ConfigError, InvalidState, NotFound
 
 TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
 if TYPE_CHECKING:
@@ -154,6 +154,15 @@ def validate(settings: Settings, opts: RunOptions,
         for n in mode.split(","):
             if n != nm.default_name:
                 nm.inspect(n)  # NotFound names the network
+        if opts.ip:  # checked now: a failed start must not leave a Created container behind
+            from isle.net.ipam import check_requested
+
+            try:
+                net = nm.networks.get(mode.split(",")[0])
+            except NotFound:  # the default network is made at its first use
+                net = None
+            if net is not None:
+                check_requested(net, [opts.ip], "--ip")
 
 
 def _nm(settings: Settings) -> Any:

@@ -52,6 +52,20 @@ def _addr(text: str, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
         raise ConfigError(field, f"{text!r} is not an IP address") from None
 
 
+def check_requested(net: Network, requested: Iterable[str],
+                    field: str = "ip") -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The requested addresses, each an address inside one of net's subnets (else one error
+    naming the address, the network and its subnets)."""
+    want = [_addr(r, field) for r in requested]
+    subnets = [ip_network(s.subnet) for s in net.subnets]
+    for w in want:
+        if not any(w.version == n.version and w in n for n in subnets):
+            cidrs = ", ".join(str(n) for n in subnets)
+            raise ConfigError(field, f"{w} is outside the subnets of network {net.name} "
+                                     f"({cidrs})")
+    return want
+
+
 def plan_subnet(subnet: str, gateway: str | None = None, ip_range: str | None = None,
                 *, internal: bool = False) -> Subnet:
     """Validate one subnet with its gateway (default: first host) and lease range."""
@@ -126,13 +140,8 @@ class Leases:
     def allocate(self, net: Network, owner: str, requested: Iterable[str] = ()) -> list[str]:
         """One address per subnet: the requested one (checked) or the first free in its range."""
         table = self.data.setdefault(net.name, {})
-        want = [_addr(r, "ip") for r in requested]
+        want = check_requested(net, requested)
         subnets = [(ip_network(s.subnet), s) for s in net.subnets]
-        for w in want:
-            if not any(w.version == n.version and w in n for n, _ in subnets):
-                cidrs = ", ".join(str(n) for n, _ in subnets)
-                raise ConfigError("ip", f"{w} is outside the subnets of network {net.name} "
-                                        f"({cidrs})")
         got: list[str] = []
         for n, s in subnets:
             mine = [w for w in want if w.version == n.version and w in n]

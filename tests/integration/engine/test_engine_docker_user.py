@@ -184,6 +184,31 @@ def test_port_clash_leaves_no_exited_container(isle: Cli, docker: Cli) -> None:
         docker("network", "rm", "du-ports", check=False)
 
 
+@pytest.mark.leaks_ok
+@pytest.mark.timeout(120)
+def test_ip_outside_the_network_is_refused_before_a_container_exists(isle: Cli,
+                                                                     docker: Cli) -> None:
+    """--ip outside the network's subnets: 125 naming the address (Docker's too); isle checks it
+    at create time, so no Created container is left behind."""
+    try:
+        for cli in (isle, docker):
+            cli("network", "create", "--subnet", "10.213.7.0/24", "du-ip")
+            cp = cli("run", "-d", "--network", "du-ip", "--ip", "10.1.2.3", "--name", "badip",
+                     "busybox", "true", check=False)
+            assert cp.returncode == 125 and "10.1.2.3" in cp.stderr, (cli.prefix, cp.stderr)
+            cli("rm", "-f", "badip", check=False)
+        cp = isle("run", "-d", "--network", "du-ip", "--ip", "10.1.2.3", "busybox", "true",
+                  check=False)
+        assert "--ip: 10.1.2.3 is outside the subnets of network du-ip (10.213.7.0/24)" \
+            in cp.stderr, cp.stderr
+        assert isle("ps", "-aq").stdout == ""
+        assert isle("run", "--rm", "--network", "du-ip", "--ip", "10.213.7.9", "busybox",
+                    "true").returncode == 0
+    finally:
+        for cli in (isle, docker):
+            cli("network", "rm", "du-ip", check=False)
+
+
 # -- network connect -------------------------------------------------------------------------------
 @pytest.mark.leaks_ok
 @pytest.mark.timeout(180)
