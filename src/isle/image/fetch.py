@@ -32,6 +32,8 @@ from isle.image.registry import httpx
 from isle.oci.image_spec import Descriptor, layer_compression
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from isle.image.pull import Progress
     from isle.image.registry import RegistryClient
     from isle.image.store import ImageStore
@@ -181,25 +183,15 @@ def _spawn(
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _child(store, client, repo, layer, diff_id, tmpd, blob_tmp, wfd, [r, *inherited],
-               parent, libc)  # fmt: skip
+        _child(lambda out: _job(store, client, repo, layer, diff_id, tmpd, blob_tmp, out),
+               wfd, [r, *inherited], parent, libc)  # fmt: skip
     os.close(wfd)
     return _Worker(pid, r, layer, diff_id, tmpd, blob_tmp)
 
 
-def _child(
-    store: ImageStore,
-    client: RegistryClient,
-    repo: str,
-    layer: Descriptor,
-    diff_id: str,
-    tmpd: str,
-    blob_tmp: str,
-    wfd: int,
-    close: list[int],
-    parent: int,
-    libc: Any,
-) -> NoReturn:
+def _child(job: Callable[[_Pipe], dict[str, Any]], wfd: int, close: list[int], parent: int,
+           libc: Any) -> NoReturn:  # fmt: skip
+    """The forked worker: job's result (or its error) goes to the parent over wfd."""
     code = 1
     out = _Pipe(wfd)
     try:
@@ -212,8 +204,7 @@ def _child(
             os._exit(1)
         gc.disable()  # a short life: collecting the parser's garbage cycles costs ~2% of it
         libc.keep_heap()  # reuse the MB-sized buffers' pages instead of faulting in new ones
-        client.after_fork()
-        out.send("result", _job(store, client, repo, layer, diff_id, tmpd, blob_tmp, out))
+        out.send("result", job(out))
         code = 0
     except BaseException as e:  # noqa: BLE001 - everything goes to the parent
         with contextlib.suppress(BaseException):
@@ -246,17 +237,10 @@ class _Pipe:
         self.send("message", text)
 
 
-def _job(
-    store: ImageStore,
-    client: RegistryClient,
-    repo: str,
-    layer: Descriptor,
-    diff_id: str,
-    tmpd: str,
-    blob_tmp: str,
-    out: _Pipe,
-) -> dict[str, Any]:
+def _job(store: ImageStore, client: RegistryClient, repo: str, layer: Descriptor, diff_id: str,
+         tmpd: str, blob_tmp: str, out: _Pipe) -> dict[str, Any]:  # fmt: skip
     """In the worker: the layer into tmpd (and its blob into blob_tmp), verified."""
+    client.after_fork()
     comp = layer_compression(layer.media_type)
     if store.blobs.has(layer.digest):
         with open(store.blobs.path(layer.digest), "rb") as f:
