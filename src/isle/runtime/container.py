@@ -95,24 +95,38 @@ def _poststart(ctr: Container) -> None:
 
 
 def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
+    """Signal the init; with all_, every process in the container's cgroup, as runc does, even
+    once the init has exited: containerd's shim asks so for what a container left behind in a
+    pod's shared pid namespace (the init's death kills nothing there)."""
     ctr = Container(root, cid).load()
     status = ctr.status()
-    if status == STOPPED:
-        raise InvalidState("container not running")
     cg = ctr.cgroup()
     if all_ and cg is not None:
-        for p in cg.pids():
+        try:
+            pids = cg.pids()
+        except OSError:  # the cgroup went with the last process
+            pids = []
+        for p in pids:
             try:
                 os.kill(p, sig)
             except ProcessLookupError:
                 pass
-        if status == PAUSED and sig == 9:
+        if sig == 9 and pids and (status == PAUSED or _frozen(cg)):
             cg.thaw()
         return
+    if status == STOPPED:
+        raise InvalidState("container not running")
     assert ctr.pid
     os.kill(ctr.pid, sig)
     if status == PAUSED and sig == 9 and cg is not None:
         cg.thaw()
+
+
+def _frozen(cg: Any) -> bool:
+    try:
+        return bool(cg.frozen())
+    except OSError:
+        return False
 
 
 def delete(root: str, cid: str, force: bool = False) -> None:

@@ -408,3 +408,34 @@ def test_run_survives_a_signal_sent_while_the_container_is_being_made(rt, bundle
         # never with its own 130 or by the signal, and leaves no container behind
         assert p.returncode in (3, 7), (delay, p.returncode, err)
         assert not (rt.root / f"sig{i}").exists()
+
+
+def test_kill_all_reaches_what_a_stopped_container_left_in_a_shared_pid_namespace(rt, bundle):
+    """runc's `kill --all` signals the cgroup whatever the state: containerd's shim sends it once
+    a pod container's init has exited, for the processes it left in the pod's pid namespace (there
+    the init's death kills nothing; they go to the pod's pid 1)."""
+    rt("run", "--detach", "-b", str(bundle(["sleep", "300"], name="pod")), "pod")
+    pod_pid = rt.state("pod")["pid"]
+
+    def join(c):
+        for n in c["linux"]["namespaces"]:
+            if n["type"] == "pid":
+                n["path"] = f"/proc/{pod_pid}/ns/pid"
+
+    rt("create", "-b", str(bundle(["sh", "-c", "sleep 301 & exit 0"], join, name="c")), "c")
+    rt("start", "c")
+    for _ in range(200):
+        if rt.state("c")["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert rt.state("c")["status"] == "stopped"
+    assert json.loads(rt("ps", "--format", "json", "c").stdout), "the sleep stays in its cgroup"
+    assert rt("kill", "c", "9", check=False).returncode != 0  # the init alone: not running
+    rt("kill", "--all", "c", "9")
+    for _ in range(200):
+        if not json.loads(rt("ps", "--format", "json", "c").stdout):
+            break
+        time.sleep(0.02)
+    assert json.loads(rt("ps", "--format", "json", "c").stdout) == []
+    rt("delete", "c")
+    rt("delete", "--force", "pod")
