@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from isle.cli.tables import _print_rows, _table, human_size
+from isle.cli.tables import _print_rows, _table, human_size, print_pruned
 
 __all__ = ["register", "COMMANDS"]
 
@@ -646,12 +646,7 @@ def events(ctx: click.Context, since: str, until: str, filters: tuple[str, ...],
 @click.pass_context
 def prune(ctx: click.Context, force: bool) -> int:
     """Remove all stopped containers."""
-    rep = _engine(ctx).container_prune()
-    if rep.deleted:
-        _out("Deleted Containers:")
-        for d in rep.deleted:
-            _out(d)
-    _out(f"Total reclaimed space: {rep.reclaimed}B")
+    print_pruned("Containers", _engine(ctx).container_prune())
     return 0
 
 

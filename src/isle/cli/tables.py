@@ -27,6 +27,15 @@ def _out(s: str) -> None:
     sys.stdout.write(s + "\n")
 
 
+def print_pruned(kind: str, rep: Any) -> None:
+    """A prune's report (engine/reports.PruneReport) as Docker prints it."""
+    if rep.deleted:
+        _out(f"Deleted {kind}:")
+        for d in rep.deleted:
+            _out(d)
+    _out(f"Total reclaimed space: {rep.reclaimed}B")
+
+
 def _table(rows: list[list[str]]) -> None:
     if not rows:
         return

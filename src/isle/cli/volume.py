@@ -116,12 +116,9 @@ def rm(ctx: click.Context, force: bool, names: tuple[str, ...]) -> int:
 @click.pass_context
 def prune(ctx: click.Context, force: bool, all_: bool) -> int:
     """Remove unused anonymous volumes (-a: all unused)."""
-    rep = ctx.obj.engine.volume_prune(all=all_)
-    if rep.deleted:
-        _out("Deleted Volumes:")
-        for d in rep.deleted:
-            _out(d)
-    _out(f"Total reclaimed space: {rep.reclaimed}B")
+    from isle.cli.tables import print_pruned
+
+    print_pruned("Volumes", ctx.obj.engine.volume_prune(all=all_))
     return 0
 
 
