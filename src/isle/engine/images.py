@@ -107,15 +107,9 @@ class Images:
         return self.store.disk_usage()
 
     # -- registries ----------------------------------------------------------------------------
-    def client(
-        self,
-        registry: str,
-        *,
-        tls_verify: bool = True,
-        authfile: str | None = None,
-        creds: tuple[str, str] | None = None,
-        ca_file: str | None = None,
-    ) -> Any:
+    def client(self, registry: str, *, tls_verify: bool = True, authfile: str | None = None,
+               creds: tuple[str, str] | None = None, ca_file: str | None = None) -> Any:
+        """A registry client with the credentials given, or the auth file's for registry."""
         from isle.image.auth import get_credentials
         from isle.image.registry import RegistryClient
 
