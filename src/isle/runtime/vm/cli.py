@@ -292,35 +292,21 @@ def _exec(a: argparse.Namespace) -> int:
                 termios.tcsetattr(0, termios.TCSADRAIN, restore)
     # --detach (conmon's way): a daemon streams to our stdio and exits with the process's code;
     # its pid goes to --pid-file so a subreaper waits for it
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
+
+    def body() -> int:
         try:
-            os.setsid()
-            child = os.fork()
-            if child:
-                os.write(w, f"{child}".encode())
-                os._exit(0)
-            os.close(w)
-            code = 1
-            try:
-                code = run_job(tty_fd)
-            except Exception as exc:  # reported on the exec's stderr, like runc's
-                print(f"isle-vm-runtime: exec: {exc}", file=sys.stderr)
-            os._exit(code)
-        finally:
-            os._exit(1)
-    os.close(w)
+            return run_job(tty_fd)
+        except Exception as exc:  # reported on the exec's stderr, like runc's
+            print(f"isle-vm-runtime: exec: {exc}", file=sys.stderr)
+            return 1
+
+    daemon = pod.detached(body)
     if tty_fd >= 0:
         os.close(tty_fd)  # the daemon has its copy
-    os.waitpid(pid, 0)
-    with os.fdopen(r) as f:
-        daemon = f.read().strip()
-    if a.pid_file and daemon:
+    if a.pid_file:
         from isle.sys.fs import atomic_write
 
-        atomic_write(a.pid_file, daemon.encode(), durable=False)
+        atomic_write(a.pid_file, str(daemon).encode(), durable=False)
     return 0
 
 

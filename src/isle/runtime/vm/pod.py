@@ -23,14 +23,14 @@ import shutil
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from isle.errors import ConfigError, InvalidState, IsleError, NotFound, VMError
 from isle.runtime.vm import state as st
 
 __all__ = ["CONTAINER_TYPE", "SANDBOX_ID", "POD_SLOTS", "role", "member_of", "shared_dir",
            "setup_sandbox", "as_sandbox", "teardown_sandbox", "create", "start", "kill", "delete",
-           "exec_in", "pids", "pod_tag", "seccomp_path", "guest_root"]
+           "exec_in", "pids", "detached", "pod_tag", "seccomp_path", "guest_root"]
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
@@ -281,6 +281,19 @@ def _spawn_relay(root: str, cid: str, sid: str, job: Any,
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     lsock.bind(os.path.join(rundir, "relay.sock"))
     lsock.listen(4)
+    try:
+        relay = detached(lambda: _relay(root, cid, sid, job, binds, lsock))
+    finally:
+        lsock.close()
+    s = st.load(root, cid)
+    s.status, s.pid, s.pid_start = "created", relay, st.starttime(relay)
+    st.save(root, s)
+    return relay
+
+
+def detached(body: Callable[[], int]) -> int:
+    """Run body in a daemon (a new session, double-forked: nobody's child but init's or the
+    subreaper's, e.g. containerd's shim) that exits with body's return; the daemon's pid."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -292,21 +305,16 @@ def _spawn_relay(root: str, cid: str, sid: str, job: Any,
                 os.write(w, f"{child}".encode())
                 os._exit(0)
             os.close(w)
-            os._exit(_relay(root, cid, sid, job, binds, lsock))
+            os._exit(body())
         finally:
             os._exit(1)
     os.close(w)
-    lsock.close()
     os.waitpid(pid, 0)
     with os.fdopen(r) as f:
         text = f.read().strip()
     if not text.isdigit():
-        raise VMError(f"container {cid}: its relay did not start")
-    relay = int(text)
-    s = st.load(root, cid)
-    s.status, s.pid, s.pid_start = "created", relay, st.starttime(relay)
-    st.save(root, s)
-    return relay
+        raise VMError("a daemon process did not start")
+    return int(text)
 
 
 def _relay(root: str, cid: str, sid: str, job: Any, binds: tuple[tuple[int, str, bool], ...],
