@@ -159,7 +159,7 @@ class Supervisor:
                     more = netplug.after_start(self.ctx.s, rec.id, rec.name, pid, opts,
                                                img.config.get("config") or {})
                 except BaseException:
-                    with suppress(OSError):  # the record has no pid yet: _fail_start cannot
+                    with suppress(OSError):  # the record has no pid yet: fail_start cannot
                         os.kill(pid, signal.SIGKILL)  # and the init would wait on exec.fifo
                     raise
                 if more:
