@@ -1,13 +1,15 @@
 """Soak: N x `isle run -d` then `rm -f` of them all, in a private root; nothing may be left.
 
-    .venv/bin/python bench/soak_bench.py [--count 1000] [--batch 50] [--network none|bridge]
+    .venv/bin/python bench/soak_bench.py [--count 1000] [--batch 50] [--network bridge|none]
                                          [--out bench/results]
 
 Containers are made in batches (`run -d` one after another, as a script would), the host's
 MemAvailable and the monitors' PSS are sampled after each batch, then all are removed with one
 `rm -f` per batch. Printed: per-phase time (total, per container, p50/p90 of `run -d`), host
-memory per running container, `ps -a` time at the peak, and a leak check afterwards (records,
-container directories, mounts under the root, conmon processes, cgroups, the bridge's ports).
+memory per running container, `ps -a` time at the peak, and a leak check afterwards, printed
+item by item: records, container directories, mounts under the root and runroot (overlays, netns
+bind mounts), netns files, conmon processes, cgroups (every hierarchy), the bridge's ports
+(veths), nftables rules naming the bridge or its subnet beyond those before the first container.
 """
 
 from __future__ import annotations
@@ -68,16 +70,34 @@ def mounts_under(path: str) -> list[str]:
 
 
 def cgroups_of(ids: set[str]) -> list[str]:
+    """The containers' cgroups (cgroupsPath isle-<id>) in every hierarchy, and under /isle."""
     found = []
-    for ctl in ("pids", "memory", "cpu,cpuacct", "unified"):
-        base = f"/sys/fs/cgroup/{ctl}"
-        try:
-            for e in os.listdir(base):
-                if e.startswith("isle-") and e[5:] in ids:
-                    found.append(f"{base}/{e}")
-        except OSError:
-            pass
+    for ctl in os.listdir("/sys/fs/cgroup"):
+        for base in (f"/sys/fs/cgroup/{ctl}", f"/sys/fs/cgroup/{ctl}/isle"):
+            if os.path.islink(base) or not os.path.isdir(base):
+                continue
+            found += [f"{base}/{e}" for e in os.listdir(base)
+                      if e.removeprefix("isle-") in ids]
     return found
+
+
+def nft_lines(words: list[str]) -> set[str]:
+    """The nftables ruleset's lines that name any of words (the bridge, its subnet)."""
+    cp = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True)
+    return {ln.strip() for ln in cp.stdout.splitlines() if any(w in ln for w in words)}
+
+
+def _prefix(subnet: str) -> str:
+    """"10.77.0.0/16" -> "10.77." (the octets its mask fixes: what its addresses start with)."""
+    addr, _, bits = subnet.partition("/")
+    return ".".join(addr.split(".")[:max(int(bits or 32) // 8, 1)]) + "."
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    try:
+        return os.listdir(f"/sys/class/net/{bridge}/brif")
+    except OSError:
+        return []
 
 
 def cgroup_mem_kib(ids: list[str]) -> int:
@@ -99,7 +119,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--network", default="none")
+    ap.add_argument("--network", default="bridge")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
 
@@ -115,6 +135,13 @@ def main() -> int:
         return cp
 
     isle("run", "--rm", "--network", a.network, "busybox", "true")  # image + network made
+    bridge, words = "", []
+    if a.network not in ("none", "host"):
+        net = json.loads(isle("network", "inspect", a.network).stdout)[0]
+        bridge = net.get("Bridge") or ""
+        words = [w for w in [bridge] + [_prefix(s["subnet"]) for s in net.get("Subnets") or []
+                                        if "." in s["subnet"]] if w]
+    nft0 = nft_lines(words) if words else set()
     mem0 = mem_available_kib()
     ids: list[str] = []
     run_times: list[float] = []
@@ -151,9 +178,15 @@ def main() -> int:
         "container_dirs": os.listdir(os.path.join(root, "containers"))
         if os.path.isdir(os.path.join(root, "containers")) else [],
         "mounts": mounts_under(tmp),
+        "netns": os.listdir(os.path.join(runroot, "networks", "netns"))
+        if os.path.isdir(os.path.join(runroot, "networks", "netns")) else [],
         "monitors": monitors(runroot),
         "cgroups": cgroups_of(set(ids)),
+        "veths": bridge_ports(bridge) if bridge else [],
+        "nft_rules": sorted(nft_lines(words) - nft0) if words else [],
     }
+    for k, v in left.items():
+        print(f"left after rm -f: {k:15s} {len(v):5d}  {'ok' if not v else v[:3]}")
     n = len(ids)
     per = (samples[-1]["mem_used_kib"] / n) if n else 0
     res = {
