@@ -260,6 +260,9 @@ def render(job: Job) -> str:
         lines.append(" ".join(_q(a) for a in x) + ' <"$in" >"$out" 2>"$err" &')
     lines += [
         "pid=$!",
+        # started once it is in its own root (what runc's start waits for: the exec of it)
+        f"n=0; while [ ! -e {CTR_PID} ] && [ $n -lt 5000 ] && kill -0 $pid 2>/dev/null; do"
+        " n=$((n + 1)); usleep 1000; done",
         "echo started >&3",
         # the guest agent's answers (top, stats): the container's processes are those in its
         # pid namespace (isle-exec -N named its first in CTR_PID); one line each on the control port
@@ -281,8 +284,9 @@ def render(job: Job) -> str:
         '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
         # a pod container's signal (render_pod): xkill SLOT SIG [all]: its process, or every
-        # process chrooted into its root (/xSLOT.root)
-        '    xkill) if [ "$d" = all ] && read -r xr < "/x$a.root"; then'
+        # process chrooted into its root (/xSLOT.root); also left in /xSLOT.kill for a process
+        # not started yet (render_pod reads it once it has written /xSLOT.pid)
+        '    xkill) echo "$b" > "/x$a.kill"; if [ "$d" = all ] && read -r xr < "/x$a.root"; then'
         ' kill -"$b" $(' + _ROOTED + ') 2>/dev/null;'
         ' elif read -r xp < "/x$a.pid"; then kill -"$b" "$xp" 2>/dev/null; fi;;',
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
@@ -346,12 +350,15 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
     lines += [
         " ".join(_q(a) for a in _exec_argv(job, root)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &',
-        f"echo $! > /x{slot}.pid",
+        f"xp=$!; echo $xp > /x{slot}.pid",
         f"echo {r} > /x{slot}.root",
-        "wait $!; code=$?",
+        # a signal sent before the pid was known (a stop right after start)
+        f'if read -r xs < /x{slot}.kill; then kill -"$xs" "$xp" 2>/dev/null; fi',
+        'wait "$xp"; code=$?',
         # what still runs chrooted there (its children) goes with it, then its mounts
         f"xr={r}; kill -9 $({_ROOTED}) 2>/dev/null",
         f"umount -l {r}",
+        f"rm -f /x{slot}.kill",
         f'echo "xexit {slot} $code" >&3; rm -f /x{slot}.pid /x{slot}.root',
     ]
     return "\n".join(lines) + "\n"

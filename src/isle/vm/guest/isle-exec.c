@@ -229,10 +229,11 @@ static void write_map(pid_t pid, const char *file, const char *spec) {  /* "C:H:
 }
 
 /* -N: the container's process in a mount and pid namespace of its own (a user namespace too when
- * uid/gid maps are given, made first so that it owns the others, as runc does). Returns 0 in the
- * container's process (pid 1 of its namespace); the parent supervises it and exits. The middle
- * process (M) unshares and forks the container's process, whose pid it hands up before it exits;
- * the parent, a subreaper, inherits it. `ready` is written by the child once it has pivoted: only
+ * uid/gid maps are given, made first so that it owns the others, as runc does). Returns in the
+ * container's process (pid 1 of its namespace); the parent supervises it and exits. With a user
+ * namespace a middle process (M) unshares it, waits for the parent to write its maps, unshares
+ * the rest and forks the container's process, whose pid it hands up before it exits (the parent,
+ * a subreaper, inherits it); without one the parent forks the container's process itself. `ready` is written by the child once it has pivoted: only
  * then does PIDFILE name it (an exec joining earlier would join the guest's root). */
 static int ready_fd = -1;
 
@@ -241,9 +242,20 @@ static void spawn(const char *pidfile, const char *uidmap, const char *gidmap) {
     if (pipe2(up, O_CLOEXEC) || pipe2(down, O_CLOEXEC) || pipe2(rd, O_CLOEXEC)) die("pipe", NULL);
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) die("subreaper", NULL);
     forward_signals();
-    pid_t m = fork();
-    if (m < 0) die("fork", NULL);
-    if (m == 0) {
+    pid_t c = 0, m = 0;
+    if (!uidmap) {  /* no user namespace: no middle process (every fork counts under TCG) */
+        if (unshare(CLONE_NEWPID) != 0) die("unshare", "pid namespace");
+        c = fork();
+        if (c < 0) die("fork", NULL);
+        if (c == 0) {
+            if (unshare(CLONE_NEWNS) != 0) die("unshare", "mount namespace");
+            close(up[0]); close(up[1]); close(down[0]); close(down[1]); close(rd[0]);
+            ready_fd = rd[1];
+            return;
+        }
+    } else if ((m = fork()) < 0) {
+        die("fork", NULL);
+    } else if (m == 0) {
         close(up[0]); close(down[1]); close(rd[0]);
         char b;
         if (uidmap) {
@@ -264,17 +276,16 @@ static void spawn(const char *pidfile, const char *uidmap, const char *gidmap) {
     }
     close(up[1]); close(down[0]); close(rd[1]);
     char b;
-    if (uidmap) {
+    if (m > 0) {
         if (read(up[0], &b, 1) == 1) {
             write_map(m, "uid_map", uidmap);
             write_map(m, "gid_map", gidmap ? gidmap : uidmap);
             xwrite(down[1], "m", 1, "sync");
         }
+        if (read(up[0], &c, sizeof c) != sizeof c) c = 0;
+        if (c <= 0) { int st; waitpid(m, &st, 0); exit(125); }  /* M said why on stderr */
     }
-    pid_t c = 0;
-    if (read(up[0], &c, sizeof c) != sizeof c) c = 0;
     close(up[0]); close(down[1]);
-    if (c <= 0) { int st; waitpid(m, &st, 0); exit(125); }  /* M said why on stderr */
     child_pid = c;
     if (read(rd[0], &b, 1) == 1) {  /* pivoted: execs may join it now */
         char tmp[512], num[32];
