@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import IO, Any
 
-__all__ = ["is_guest", "cp_out", "cp_in", "export", "upper"]
+__all__ = ["is_guest", "cp_out", "cp_in", "export", "upper", "host_source"]
 
 
 def is_guest(t: Any, rec: ContainerRecord) -> bool:
@@ -129,6 +129,23 @@ def cp_out(t: Any, rec: ContainerRecord, sp: str, dp: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def host_source(sp: str, follow: bool) -> tuple[bool, str, str, bool, os.stat_result]:
+    """Docker's reading of the host side of `cp SP CONTAINER:DP`: (its contents only ('DIR/.'),
+    its path, the name it gets, whether its own symlink is followed (-L, 'DIR/', 'DIR/.'),
+    its stat); NotFound if it is missing."""
+    contents = sp.endswith("/.")
+    hpath = sp.rstrip("/").removesuffix("/.").rstrip("/") or "/"
+    hname = os.path.basename(hpath)
+    follow = follow or contents or sp.endswith("/") or hname in ("", ".", "..")
+    try:
+        hst = os.stat(hpath, follow_symlinks=follow)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"could not find the file {sp} on the host") from None
+    if hname in ("", ".", ".."):
+        hname = os.path.basename(os.path.realpath(hpath)) or "rootfs"
+    return contents, hpath, hname, follow, hst
+
+
 def cp_in(t: Any, rec: ContainerRecord, sp: str, dp: str, follow: bool) -> None:
     """`cp SP CONTAINER:DP` of a guest: a tar of the host source (owned by root, no device
     nodes) whose one top entry the guest places at DP by docker cp's rules."""
@@ -139,19 +156,10 @@ def cp_in(t: Any, rec: ContainerRecord, sp: str, dp: str, follow: bool) -> None:
 
     if _in_volume(t, rec, dp):
         return t._cp_in(rec, "/nonexistent", sp, dp, follow)  # type: ignore[no-any-return]
-    contents = sp.endswith("/.")
-    hpath = sp.rstrip("/").removesuffix("/.").rstrip("/") or "/"
-    hname = os.path.basename(hpath)
-    follow = follow or contents or sp.endswith("/") or hname in ("", ".", "..")
-    try:
-        hst = os.stat(hpath, follow_symlinks=follow)
-    except (FileNotFoundError, NotADirectoryError):
-        raise NotFound(f"could not find the file {sp} on the host") from None
+    contents, hpath, hname, follow, hst = host_source(sp, follow)
     src_dir = stat.S_ISDIR(hst.st_mode)
     if contents and not src_dir:
         raise ConfigError("cp", f"{sp}: not a directory")
-    if hname in ("", ".", ".."):
-        hname = os.path.basename(os.path.realpath(hpath)) or "rootfs"
     src = os.path.realpath(hpath) if follow else hpath
 
     def own(ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
