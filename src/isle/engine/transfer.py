@@ -80,15 +80,14 @@ class Transfer:
                 if cur.state not in ("running", "paused"):
                     self.ctx.store.unmount_rootfs(p.bundle)
 
-    def _host_view(self, rec: ContainerRecord, verb: str) -> None:
-        """Refuse (Unsupported, exit 125) where the host-side rootfs is not what the container
-        sees: a runtime with a guest (caps.host_rootfs false) once it has started, since the
-        guest's writes never reach the host's tree. Before its first start the bundle's rootfs
-        is what the runtime hands the guest, so cp into a created container works."""
-        rt = self.ctx.oci(rec)
-        if not rt.caps.host_rootfs and (rec.started_at or rec.state in ("running", "paused")):
-            raise rt.unsupported(verb, "the guest's writable layer is not visible to the "
-                                 "host; the host-side rootfs is not what the container sees")
+    def _guest(self, rec: ContainerRecord) -> bool:
+        """Its files are a guest's (caps.host_rootfs false, started at least once): cp, export,
+        diff and commit go through its runtime (engine/guestfs.py); a runtime that cannot reach
+        its guest refuses them (Unsupported, exit 125). Before its first start the bundle's
+        rootfs is what the runtime hands the guest: the host way."""
+        from isle.engine import guestfs
+
+        return guestfs.is_guest(self, rec)
 
     def _croot(self, rec: ContainerRecord, rootfs: str, cpath: str) -> tuple[str, str]:
         """A container path -> (the host directory that is '/' for it, the path inside that).
@@ -143,7 +142,12 @@ class Transfer:
         if not (sp if sc is not None else dp):
             raise ConfigError("cp", "the container path is empty")
         rec = self.sup.get(sc if sc is not None else dc or "")
-        self._host_view(rec, "cp")
+        if self._guest(rec):
+            from isle.engine import guestfs
+
+            if sc is not None:
+                return guestfs.cp_out(self, rec, sp, dp)
+            return guestfs.cp_in(self, rec, sp, dp, follow_link)
         with self._rootfs(rec) as rootfs:
             if sc is not None:
                 self._cp_out(rec, rootfs, sp, dp)
@@ -224,21 +228,14 @@ class Transfer:
             os.close(pfd)
 
     def _cp_in(self, rec: ContainerRecord, rootfs: str, sp: str, dp: str, follow: bool) -> None:
+        from isle.engine.guestfs import host_source
         from isle.sys import fdtree
         from isle.sys.inroot import Root
 
-        contents = sp.endswith("/.")
-        hpath = sp.rstrip("/").removesuffix("/.").rstrip("/") or "/"
-        hparent, hname = os.path.split(hpath)
         # the host source: its own symlink is copied as a link unless -L (or 'dir/', 'dir/.')
-        follow = follow or contents or sp.endswith("/") or hname in ("", ".", "..")
-        try:
-            hst = os.stat(hpath, follow_symlinks=follow)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"could not find the file {sp} on the host") from None
+        contents, hpath, hname, follow, hst = host_source(sp, follow)
         src_dir = stat.S_ISDIR(hst.st_mode)
-        if hname in ("", ".", ".."):
-            hname = os.path.basename(os.path.realpath(hpath)) or "rootfs"
+        hparent = os.path.dirname(hpath)
         base, rel = self._croot(rec, rootfs, dp)
         with Root(base) as r:
             try:
@@ -298,7 +295,10 @@ class Transfer:
 
     def export(self, ref: str, out: IO[bytes]) -> None:
         rec = self.sup.get(ref)
-        self._host_view(rec, "export")
+        if self._guest(rec):
+            from isle.engine import guestfs
+
+            return guestfs.export(self, rec, out)
         with self._rootfs(rec) as root:
             self.ctx.store.tar_directory(root, out)
 
@@ -308,12 +308,18 @@ class Transfer:
         The upper dir is the container's to change while this runs: it is walked by directory
         fd (sys/fdtree), and a path is looked up in the image's layers without following any
         symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)."""
+        rec = self.sup.get(ref)
+        if self._guest(rec):
+            from isle.engine import guestfs
+
+            with guestfs.upper(self, rec) as up:
+                return self._diff(rec, up)
+        return self._diff(rec, self.ctx.paths(rec.id).upper)
+
+    def _diff(self, rec: ContainerRecord, upper: str) -> list[tuple[str, str]]:
         from isle.sys import fdtree
         from isle.sys.inroot import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, openat2
 
-        rec = self.sup.get(ref)
-        self._host_view(rec, "diff")
-        upper = self.ctx.paths(rec.id).upper
         img = self.ctx.store.resolve(rec.image_id)
         lowers = []
         out: list[tuple[str, str]] = []
@@ -358,18 +364,24 @@ class Transfer:
     def commit(self, ref: str, repo: str = "", *, changes: list[str] | None = None,
                message: str = "", author: str = "", pause: bool = True) -> str:
         rec = self.sup.get(ref)
-        self._host_view(rec, "commit")
+        guest = self._guest(rec)  # its guest answers while it runs: not paused
         img = self.ctx.store.resolve(rec.image_id)
         cfg_changes = _parse_changes(changes or [], img.config.get("config") or {})
         paused = False
-        if pause and rec.state == "running":
+        if pause and rec.state == "running" and not guest:
             with suppress(Exception):
                 self.ctx.oci(rec).pause(rec.id)
                 paused = True
         try:
-            new = self.ctx.store.commit(self.ctx.paths(rec.id).upper, img, cfg_changes,
-                                    names=[repo] if repo else [], comment=message, author=author,
-                                    created_by=f"isle commit {rec.id[:12]}")
+            from contextlib import nullcontext
+
+            from isle.engine import guestfs
+
+            with (guestfs.upper(self, rec) if guest
+                  else nullcontext(self.ctx.paths(rec.id).upper)) as up:
+                new = self.ctx.store.commit(up, img, cfg_changes, names=[repo] if repo else [],
+                                            comment=message, author=author,
+                                            created_by=f"isle commit {rec.id[:12]}")
         finally:
             if paused:
                 with suppress(Exception):

@@ -1,12 +1,17 @@
 """A VM container through the engine's runtime seam (QEMU; TCG here): before its first start the
-bundle's rootfs is what the guest gets, so `cp` into it works; once the guest runs, its writes
-live in the guest, so cp/diff/commit/export/top/stats refuse clearly (exit 125) instead of
-answering from the host-side tree; top and stats ask the guest's kernel (the runtime's agent),
-with the host's PSS of the VM beside the guest's own memory figures."""
+bundle's rootfs is what the guest gets, so `cp` into it works; once the guest runs, its writable
+layer is a host file only the guest mounts, so cp/diff/commit/export ask the guest (an exec
+slot while it runs, a maintenance boot once stopped) and act on what it sees; top and stats ask
+the guest's kernel (the runtime's agent), with the host's PSS of the VM beside the guest's own
+memory figures."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import tarfile
 import time
 
 import pytest
@@ -14,11 +19,11 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def test_vm_container_cp_before_start_then_host_side_verbs_refuse(isle, tmp_path):
+def test_vm_container_files_through_its_guest_running_and_stopped(isle, tmp_path):
     src = tmp_path / "greeting"
     src.write_text("hello from the host\n")
     isle("create", "--isolation", "vm", "--network", "none", "--name", "vs", "busybox", "sh",
-         "-c", "cat /greeting; echo up; sleep 100")
+         "-c", "cat /greeting; echo guest-made > /made; rm /bin/ls; echo up; sleep 100")
     isle("cp", str(src), "vs:/greeting")              # created, never started: the disk-to-be
     isle("start", "vs", timeout=120)
     for _ in range(150):
@@ -26,17 +31,28 @@ def test_vm_container_cp_before_start_then_host_side_verbs_refuse(isle, tmp_path
             break
         time.sleep(0.2)
     assert isle("logs", "vs").stdout == "hello from the host\nup\n"
+    # the writable layer is a sparse host file, not guest RAM
+    upper = isle.root / "containers" / isle.inspect("vs")["Id"] / "guest-upper.ext4"
+    assert upper.stat().st_blocks * 512 < upper.stat().st_size // 16
+    # running: out of and into what the guest sees, at once
     out = tmp_path / "out"
-    for args in (("cp", "vs:/greeting", str(out)), ("cp", str(src), "vs:/x"), ("diff", "vs"),
-                 ("commit", "vs", "vs-img"), ("export", "-o", str(tmp_path / "x.tar"), "vs")):
-        cp = isle(*args, check=False)
-        assert cp.returncode == 125, (args, cp.stdout, cp.stderr)
-        assert "not supported for a container of isle-vm-runtime" in cp.stderr, cp.stderr
-        assert "Traceback" not in cp.stderr
-    assert not out.exists()
-    tar = tmp_path / "x.tar"  # (the CLI may have opened -o FILE before the refusal: empty)
-    assert not tar.exists() or tar.stat().st_size == 0
-    assert "vs-img" not in isle("images").stdout
+    out.mkdir()
+    isle("cp", "vs:/made", str(out / "made"))
+    assert (out / "made").read_text() == "guest-made\n"
+    isle("cp", str(src), "vs:/tmp/")
+    assert isle("exec", "vs", "cat", "/tmp/greeting").stdout == "hello from the host\n"
+    cp = isle("cp", "vs:/nope", str(out / "nope"), check=False)
+    assert cp.returncode != 0 and "could not find the file /nope" in cp.stderr, cp.stderr
+    diff = isle("diff", "vs").stdout.split("\n")
+    for line in ("A /made", "D /bin/ls", "A /tmp/greeting", "A /greeting"):
+        assert line in diff, diff
+    assert not [x for x in diff if x.endswith(("/etc/hosts", "/etc/resolv.conf"))], diff
+    isle("commit", "vs", "vs-img")
+    assert isle("run", "--rm", "vs-img", "sh", "-c",
+                "cat /made /tmp/greeting; ls /bin/ls || echo gone").stdout == \
+        "guest-made\nhello from the host\ngone\n"
+    names = tarfile.open(fileobj=io.BytesIO(_export(isle, "vs"))).getnames()
+    assert "./made" in names and "./tmp/greeting" in names and "./bin/ls" not in names
     top = isle("top", "vs").stdout
     assert "PID" in top.splitlines()[0] and "sleep 100" in top, top
     cp = isle("top", "vs", "-o", "pid", check=False)
@@ -44,5 +60,22 @@ def test_vm_container_cp_before_start_then_host_side_verbs_refuse(isle, tmp_path
     st = json.loads(isle("stats", "--no-stream", "--format", "{{json .}}", "vs").stdout)
     assert int(st.get("PIDs") or 0) >= 1 and st["HostPSS"] > 0, st  # sleep (sh exec'd it)
     assert isle("stats", "--no-stream", "--format", "{{.Name}}").stdout.split() == ["vs"]
+    # stopped: a maintenance boot of its writable layer answers; the next start sees it
+    isle("stop", "-t", "5", "vs", timeout=60)
+    isle("cp", "vs:/made", str(out / "made2"))
+    assert (out / "made2").read_text() == "guest-made\n"
+    isle("cp", str(src), "vs:/after-stop")
+    assert "A /after-stop" in isle("diff", "vs").stdout.split("\n")
+    isle("start", "vs", timeout=120)
+    assert isle("exec", "vs", "cat", "/after-stop", "/made", timeout=60).stdout == \
+        "hello from the host\nguest-made\n"
     isle("rm", "-f", "vs", timeout=60)
     assert isle("ps", "-aq").stdout == ""
+    assert not os.listdir(isle.runroot / "guest-files")  # its private unpack dirs went
+    assert not upper.exists()
+
+
+def _export(isle, ref: str) -> bytes:
+    cp = subprocess.run(isle.argv("export", ref), capture_output=True, env=isle.env, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
