@@ -135,7 +135,10 @@ def serve(
                 f"the guest did not start the process within {READY_TIMEOUT:.0f}s; {vm.diagnose()}"
             )
         try:
-            r, _, _ = select.select([vm.ctl, lsock], [], [], 0.2 if p.tty_fd >= 0 else 1.0)
+            # a line already buffered (a clone's replayed 'ready', two lines in one read) is
+            # handled now, not after the select's timeout
+            wait = 0.0 if b"\n" in vm._buf else 0.2 if p.tty_fd >= 0 else 1.0
+            r, _, _ = select.select([vm.ctl, lsock], [], [], wait)
         except InterruptedError:
             continue
         if vm.ctl in r or b"\n" in vm._buf:
