@@ -311,7 +311,10 @@ class Supervisor:
                     self.fail_start(rec, "the start was interrupted")
                     return self.ctx.db.get_container(rec.id)
             code = read_int(p.exit_file)  # written between our two looks
+        if code is None and _reaped_soon(rec.monitor_pid):
+            return rec  # its parent (a foreground `isle run` waiting for it) records the end
         err = ""
+        orphaned = code is None  # no monitor recorded the end, nor will it run the exit command
         if code is None:
             from isle.engine.monitor import lost_exit
 
@@ -335,6 +338,12 @@ class Supervisor:
             return self.ctx.db.get_container(rec.id)  # another process recorded the end first
         rec.state, rec.exit_code, rec.pid, rec.finished_at, rec.oom_killed, rec.error = (
             "exited", code, 0, finished, oom, err)
+        if orphaned:  # its monitor died first: run the exit command it would have (--rm, release)
+            from isle.sys import proc
+
+            with suppress(Exception):
+                proc.spawn(self.exit_command(rec.id), stdin=proc.DEVNULL, stdout=proc.DEVNULL,
+                           stderr=proc.DEVNULL, start_new_session=True)
         return rec
 
     def signal(self, rec: ContainerRecord, sig: int) -> None:
@@ -499,3 +508,11 @@ def _resizer(bundle: str, fd: int) -> Any:
             finally:
                 os.close(wfd)
     return resize
+
+
+def _reaped_soon(pid: int) -> bool:
+    """pid is a zombie whose parent is not the host's init: an isle process about to wait for
+    it (a killed conmon's parent is init, which may take its time to reap)."""
+    from isle.sys.procfs import ppid, state
+
+    return pid > 0 and state(pid) == "Z" and (ppid(pid) or 1) != 1

@@ -280,6 +280,26 @@ def test_monitor_killed_loss_is_visible(isle):
     isle("rm", cid)
 
 
+def test_monitor_killed_then_the_next_command_runs_its_exit_command(isle):
+    """conmon SIGKILLed, then the container ends: nobody's exit command ran, so the next command
+    that sees the end runs it: --rm is honoured, a kept container's overlay and netns go."""
+    rm = isle("run", "-d", "--rm", "busybox", "sh", "-c", "sleep 1; exit 3").stdout.strip()
+    keep = isle("run", "-d", "busybox", "sh", "-c", "sleep 1; exit 4").stdout.strip()
+    for cid in (rm, keep):
+        os.kill(_read(isle.runroot / "containers" / cid / "conmon.pid"), signal.SIGKILL)
+    end = time.monotonic() + 20
+    while time.monotonic() < end and isle("ps", "-aq", "--no-trunc").stdout.split() != [keep]:
+        time.sleep(0.2)
+    assert isle("ps", "-aq", "--no-trunc").stdout.split() == [keep]  # the --rm one is gone
+    st = isle.inspect(keep)["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 255 and "monitor" in st["Error"], st
+    while time.monotonic() < end and [ln for ln in open("/proc/self/mountinfo")
+                                      if keep in ln or rm in ln]:
+        time.sleep(0.2)
+    assert not [ln for ln in open("/proc/self/mountinfo") if keep in ln or rm in ln]
+    isle("rm", keep)
+
+
 @pytest.mark.qemu
 @pytest.mark.slow
 @pytest.mark.timeout(240)
