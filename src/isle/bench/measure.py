@@ -49,9 +49,9 @@ class Plan:
                             "microvm-template": 1} if quick else \
             {"native": 16, "container": 12, "sandbox": 8, "microvm": 4, "microvm-template": 6}
         self.cpu_rounds = 20000 if quick else 400000   # x1000 hash steps
-        self.sys_calls = 10000 if quick else 200000
-        self.fio_seconds = 1 if quick else 5
-        self.fio_size = "8m" if quick else "64m"
+        self.sys_calls = 5000 if quick else 200000
+        self.fio_seconds = 0.5 if quick else 5
+        self.fio_size = "4m" if quick else "64m"
         self.net_seconds = 1 if quick else 5
         self.rr_count = 200 if quick else 2000
 
@@ -113,6 +113,19 @@ def _pss(pids: list[int]) -> int:
             if ln.startswith("Pss:"):
                 total += int(ln.split()[1]) * 1024
     return total
+
+
+def _settled_pss(pids: list[int], limit: float) -> int:
+    """PSS of pids once idle: sampled every 50 ms until two samples in a row agree within 1%
+    (a process still starting grows between samples), at most limit seconds."""
+    end = time.perf_counter() + limit
+    last = _pss(pids)
+    while True:
+        time.sleep(0.05)
+        now = _pss(pids)
+        if abs(now - last) <= 0.01 * max(now, 1) or time.perf_counter() >= end:
+            return now
+        last = now
 
 
 def _cgroup_pids(cid: str) -> list[int]:
@@ -211,8 +224,12 @@ class Bench:
         return [f"{self.tools}:/isle-bench:ro"]
 
     def cleanup(self) -> None:
+        """Remove the instances made (one `rm -f` each, all at once: a sandbox's `runsc delete`
+        waits ~1.5 s for its sentry, a microVM's for QEMU; nothing is measured meanwhile), then
+        the networks."""
         if self._made:
-            self._isle("rm", "-f", *self._made, check=False, timeout=300)
+            for p in [self._spawn_isle("rm", "-f", cid) for cid in self._made]:
+                p.communicate(timeout=300)
             self._made.clear()
         for n in self._nets:
             self._isle("network", "rm", n, check=False, timeout=60)
@@ -322,7 +339,6 @@ class Bench:
                     p = proc.spawn(["sleep", "3600"], stdout=subprocess.DEVNULL)
                     natives.append(p)
                     pids = [p.pid]
-                    time.sleep(0.05)
                 else:
                     argv = ["run", "-d", "--network", "none", *_FLAGS[level]]
                     for m in self._mounts(level):
@@ -331,10 +347,9 @@ class Bench:
                     self._made.append(cid)
                     pids = []
                 times.append((time.perf_counter() - t0) * 1e3)
-                time.sleep(0.5 if level.startswith("microvm") else 0.2)  # settle to idle
                 if level != "native":
                     pids = _cgroup_pids(self._made[-1])
-                pss = _pss(pids)
+                pss = _settled_pss(pids, 1.5 if level.startswith("microvm") else 0.5)
                 per.append(pss)
                 totals.append(sum(per))
                 self.progress(f"{level}: density {i + 1}/{n_max}", 1 / n_max)
@@ -390,7 +405,8 @@ class Bench:
             fio = (f"echo ---fio---; cp -r {tool}/fio {tool_fio}; "
                    f"{tool_fio}/ld.so --library-path {tool_fio} {tool_fio}/fio "
                    f"--name=isle --filename={io}/fio.dat --size={p.fio_size} "
-                   f"--rw=randrw --bs=4k --ioengine=psync --runtime={p.fio_seconds} --time_based "
+                   f"--rw=randrw --bs=4k --ioengine=psync --runtime={int(p.fio_seconds * 1000)}ms "
+                   "--time_based "
                    f"--output-format=json; rm -rf {io}/fio.dat {tool_fio}")
         script = (f"{tool}/probe cpu {p.cpu_rounds}; {tool}/probe sys {p.sys_calls}; "
                   f"{tool}/probe surface; echo devices=$(ls /dev | wc -l); {fio}")
@@ -462,8 +478,15 @@ class Bench:
         try:
             tool = "/isle-bench"
             ip3 = f"/tmp/isle-bench-{self.tag}"  # copied: see inside()
-            srv = (f"cp -r {tool}/iperf3 {ip3}; {tool}/probe rr-server 7000 & "
-                   f"{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -p 5201")
+            # iperf3 listening first (port 5201 = 0x1451 in /proc/net/tcp*), then the echo
+            # server: once it answers the client, the server instance is idle. iperf3 serves
+            # one test (-1) and the instance ends with it: its removal needs no kill (a running
+            # sandbox's `runsc delete` waits ~1.5 s for the sentry)
+            srv = (f"cp -r {tool}/iperf3 {ip3}; "
+                   f"{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -1 -p 5201 & i=$!; n=0; "
+                   "until grep -qE ':1451 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 "
+                   "2>/dev/null || [ $n -ge 100 ]; do n=$((n+1)); sleep 0.05; done; "
+                   f"{tool}/probe rr-server 7000 & wait $i")
             args = ["run", "-d", "--network", net, *_FLAGS[level], *self._vm_mem(level),
                     "-v", f"{self.tools}:{tool}:ro"]
             cli = (f"{tool}/probe rr-client {{ip}} 7000 {p.rr_count}; echo ---iperf---; "
@@ -504,7 +527,7 @@ class Bench:
         out = ""
         try:
             wait = (f"n=0; until /isle-bench/probe rr-client {ip} 7000 1 >/dev/null 2>&1; do "
-                    f"n=$((n+1)); [ $n -ge 12 ] && break; done; sleep 0.3")
+                    f"n=$((n+1)); [ $n -ge 12 ] && break; done")
             out = self._run(level, ["sh", "-c", f"{wait}; {pre}; echo ---net---; "
                                     + cli.format(ip=ip)], mounts=mounts, network=net)
         finally:
@@ -534,7 +557,7 @@ class Bench:
             ip3 = proc.spawn([self.iperf, "-s", "-p", str(port + 1), "-B", "127.0.0.1"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(0.3)
+            _wait_listening(port + 1 if ip3 is not None else port)  # rr-client retries itself
             out = proc.run([os.path.join(self.tools, "probe"), "rr-client", "127.0.0.1", str(port),
                             str(self.plan.rr_count)], timeout=120).stdout.decode()
             if ip3 is not None:
@@ -665,6 +688,17 @@ class Bench:
         key = self._isle("vm", "template", "create", "--network", "none", self.image,
                          timeout=600).strip()
         return "existing" if key in before else "created"
+
+
+def _wait_listening(port: int, limit: float = 5.0) -> None:
+    """Until a TCP socket listens on port on this host (or limit seconds)."""
+    want = f":{port:04X} "
+    end = time.perf_counter() + limit
+    while time.perf_counter() < end:
+        for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+            if any(want in ln and ln.split()[3] == "0A" for ln in _read(f).splitlines()[1:]):
+                return
+        time.sleep(0.01)
 
 
 def _children(pid: int) -> list[int]:
