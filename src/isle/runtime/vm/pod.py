@@ -454,8 +454,13 @@ def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
         raise InvalidState(f"container {cid} is {s.status}, not running")
     opts = tuple(seccomp_path(cid) if o == vmspec.GUEST_SECCOMP else o for o in job.spec_opts)
     job = dataclasses.replace(job, spec_opts=opts)
+    # `start` returns once the container's script was sent: an exec right after it waits (10 s
+    # at most) until that script has made the root and started the process (/xSLOT.root)
+    slot = _slot(root, cid)
+    wait = (f"n=0; while [ ! -e /x{slot}.root ] && [ $n -lt 10000 ]; do n=$((n + 1));"
+            " usleep 1000; done\n") if slot else ""
     return control.exec_(role(s.annotations)[1], root, job, tty_fd,
-                         script=lambda i: render_exec(job, i, guest_root(cid)))
+                         script=lambda i: wait + render_exec(job, i, guest_root(cid)))
 
 
 def pids(cid: str, root: str) -> list[int]:
