@@ -29,10 +29,16 @@ if TYPE_CHECKING:
 __all__ = ["is_guest", "cp_out", "cp_in", "export", "upper", "host_source"]
 
 
-def is_guest(t: Any, rec: ContainerRecord) -> bool:
-    """Its files are a guest's: a runtime with a guest kernel, started at least once."""
+def is_guest(t: Any, rec: ContainerRecord, verb: str) -> bool:
+    """Its files are a guest's: a runtime with a guest kernel, started at least once; a runtime
+    that cannot reach them (no caps.guest_files) refuses verb (Unsupported, exit 125)."""
     rt = t.ctx.oci(rec)
-    return not rt.caps.host_rootfs and bool(rec.started_at or rec.state in ("running", "paused"))
+    if rt.caps.host_rootfs or not (rec.started_at or rec.state in ("running", "paused")):
+        return False
+    if not rt.caps.guest_files:
+        raise rt.unsupported(verb, "its guest's files are not visible to the host; the "
+                             "host-side rootfs is not what the container sees")
+    return True
 
 
 def _in_volume(t: Any, rec: ContainerRecord, cpath: str) -> bool:

@@ -47,13 +47,14 @@ class Caps:
     for an unknown runc-compatible CLI."""
 
     __slots__ = ("in_process", "direct_run", "signals_host_pid", "has_guest", "tty_copy",
-                 "host_rootfs", "host_procs", "needs_netns", "multi_network", "rootless_network")
+                 "host_rootfs", "host_procs", "needs_netns", "multi_network", "rootless_network",
+                 "guest_files")
 
     def __init__(self, *, in_process: bool = False, direct_run: bool = False,
                  signals_host_pid: bool = False, has_guest: bool = False,
                  tty_copy: bool = False, host_rootfs: bool = True, host_procs: bool = True,
                  needs_netns: bool = True, multi_network: bool = True,
-                 rootless_network: bool = True) -> None:
+                 rootless_network: bool = True, guest_files: bool = False) -> None:
         #: start/delete/foreground run may call the runtime's own module in this process (or a
         #: fork of it) instead of starting its CLI: isle's runtimes only
         self.in_process = in_process
@@ -70,6 +71,9 @@ class Caps:
         self.tty_copy = tty_copy
         #: the bundle's rootfs on the host is what the container sees (cp/diff/commit/export)
         self.host_rootfs = host_rootfs
+        #: without host_rootfs: guest_files reaches what the guest sees (else those verbs are
+        #: refused)
+        self.guest_files = guest_files
         #: the container's processes are host processes in cgroup isle-<id> (top/stats)
         self.host_procs = host_procs
         #: takes the network namespace named in the spec (every runtime here does; a VM runtime
@@ -186,6 +190,11 @@ class OciCli:
         NotFound/ConfigError in the guest's words (runtime/vm/guestfs.py)."""
         raise self.unsupported("cp", "its files live in a guest this runtime cannot reach")
 
+    def layer_files(self, bundle: str) -> list[str]:
+        """Files beside the bundle's upper dir that hold the container's writable layer (a
+        guest's disk): `system df` counts their allocated bytes."""
+        return []
+
     def exec_argv(self, cid: str, process_json: str, *, detach: bool, tty: bool,
                   pid_file: str = "") -> list[str]:
         argv = self._argv("exec", "--process", process_json)
@@ -275,7 +284,7 @@ class IsleVmRuntime(OciCli):
     level = "vm"
     state_in_root = True
     caps = Caps(in_process=True, direct_run=True, has_guest=True, host_rootfs=False,
-                host_procs=False, multi_network=False, rootless_network=False)
+                host_procs=False, multi_network=False, rootless_network=False, guest_files=True)
 
     def prepare_spec(self, settings: Settings, spec: dict[str, Any], bundle: str,
                      image_id: str) -> None:
@@ -284,9 +293,12 @@ class IsleVmRuntime(OciCli):
         # the writable layer as a file in the bundle: it outlives the runtime's state, so the
         # engine's cp/diff/commit/export reach it after the container stopped (first: it is
         # part of the boot identity annotate() matches templates by)
-        spec.setdefault("annotations", {}).setdefault(
-            "org.isle.vm.upper", os.path.join(os.path.abspath(bundle), "guest-upper.ext4"))
+        spec.setdefault("annotations", {}).setdefault("org.isle.vm.upper",
+                                                      self.layer_files(bundle)[0])
         annotate(settings, spec, bundle, image_id)
+
+    def layer_files(self, bundle: str) -> list[str]:
+        return [os.path.join(os.path.abspath(bundle), "guest-upper.ext4")]
 
     def guest_files(self, settings: Settings, cid: str, bundle: str, op: str,
                     args: tuple[str, ...], in_fd: int, out_fd: int) -> None:

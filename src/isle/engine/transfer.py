@@ -50,6 +50,14 @@ def _du(path: str) -> int:
     return total
 
 
+def _allocated(path: str) -> int:
+    """Bytes a (sparse) file really uses on disk; 0 if it is missing."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
 class Transfer:
     """cp, export, diff, commit, stats, port, events, system df/prune over a Context and a
     Supervisor; system prune asks the container and volume verbs (passed in) to prune."""
@@ -80,14 +88,14 @@ class Transfer:
                 if cur.state not in ("running", "paused"):
                     self.ctx.store.unmount_rootfs(p.bundle)
 
-    def _guest(self, rec: ContainerRecord) -> bool:
+    def _guest(self, rec: ContainerRecord, verb: str) -> bool:
         """Its files are a guest's (caps.host_rootfs false, started at least once): cp, export,
         diff and commit go through its runtime (engine/guestfs.py); a runtime that cannot reach
         its guest refuses them (Unsupported, exit 125). Before its first start the bundle's
         rootfs is what the runtime hands the guest: the host way."""
         from isle.engine import guestfs
 
-        return guestfs.is_guest(self, rec)
+        return guestfs.is_guest(self, rec, verb)
 
     def _croot(self, rec: ContainerRecord, rootfs: str, cpath: str) -> tuple[str, str]:
         """A container path -> (the host directory that is '/' for it, the path inside that).
@@ -142,7 +150,7 @@ class Transfer:
         if not (sp if sc is not None else dp):
             raise ConfigError("cp", "the container path is empty")
         rec = self.sup.get(sc if sc is not None else dc or "")
-        if self._guest(rec):
+        if self._guest(rec, "cp"):
             from isle.engine import guestfs
 
             if sc is not None:
@@ -295,7 +303,7 @@ class Transfer:
 
     def export(self, ref: str, out: IO[bytes]) -> None:
         rec = self.sup.get(ref)
-        if self._guest(rec):
+        if self._guest(rec, "export"):
             from isle.engine import guestfs
 
             return guestfs.export(self, rec, out)
@@ -309,7 +317,7 @@ class Transfer:
         fd (sys/fdtree), and a path is looked up in the image's layers without following any
         symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)."""
         rec = self.sup.get(ref)
-        if self._guest(rec):
+        if self._guest(rec, "diff"):
             from isle.engine import guestfs
 
             with guestfs.upper(self, rec) as up:
@@ -364,7 +372,7 @@ class Transfer:
     def commit(self, ref: str, repo: str = "", *, changes: list[str] | None = None,
                message: str = "", author: str = "", pause: bool = True) -> str:
         rec = self.sup.get(ref)
-        guest = self._guest(rec)  # its guest answers while it runs: not paused
+        guest = self._guest(rec, "commit")  # its guest answers while it runs: not paused
         img = self.ctx.store.resolve(rec.image_id)
         cfg_changes = _parse_changes(changes or [], img.config.get("config") or {})
         paused = False
@@ -490,7 +498,9 @@ class Transfer:
         imgs = self.ctx.store.list()
         used = {r.image_id for r in recs}
         isize = sum(i.size for i in imgs)
-        csizes = {r.id: _du(self.ctx.paths(r.id).upper) for r in recs}
+        csizes = {r.id: _du(self.ctx.paths(r.id).upper) + sum(
+            _allocated(f) for f in self.ctx.oci(r).layer_files(self.ctx.paths(r.id).bundle))
+            for r in recs}
         vols = self.ctx.db.list_volumes()
         vsizes = {v.name: _du(v.mountpoint) for v in vols}
         vused = {v.name for v in vols if self.ctx.volume_users(v.name)}

@@ -53,6 +53,15 @@ def test_vm_container_files_through_its_guest_running_and_stopped(isle, tmp_path
         "guest-made\nhello from the host\ngone\n"
     names = tarfile.open(fileobj=io.BytesIO(_export(isle, "vs"))).getnames()
     assert "./made" in names and "./tmp/greeting" in names and "./bin/ls" not in names
+    # a 40 MB write lands in the host file (a tmpfs upper held it in the 128 MiB guest's RAM),
+    # and `system df` counts it as the container's
+    isle("exec", "vs", "sh", "-c", "dd if=/dev/zero of=/big bs=1M count=40 2>/dev/null && sync",
+         timeout=120)
+    assert upper.stat().st_blocks * 512 >= 40 << 20
+    rows = isle("system", "df", "--format", "{{.Type}} {{.Size}}").stdout.splitlines()
+    size = [r.split()[-1] for r in rows if r.startswith("Containers")][0]
+    assert size.endswith("MB") and float(size[:-2]) >= 40, rows  # Docker's decimal units
+    isle("exec", "vs", "rm", "/big")
     top = isle("top", "vs").stdout
     assert "PID" in top.splitlines()[0] and "sleep 100" in top, top
     cp = isle("top", "vs", "-o", "pid", check=False)
