@@ -54,7 +54,12 @@ def check(argv: list[str], name: str, **kw: object) -> None:
     allowed = budget(name)
     exact = {a for a in allowed if not a.endswith(".*")}
     patterns = [a for a in allowed if a.endswith(".*")]
-    extra = sorted(m for m in mods - bootstrap(argv[0], argv[1:-1]) - exact
+    # the interpreter's own start-up, with the launcher's flags only (not the command: that
+    # would import everything and leave nothing to check)
+    script = next(i for i, a in enumerate(argv) if i and not a.startswith("-"))
+    boot = bootstrap(argv[0], argv[1:script])
+    assert not any(m.startswith("isle") for m in boot), sorted(boot)
+    extra = sorted(m for m in mods - boot - exact
                    if not any(fnmatch.fnmatchcase(m, p) for p in patterns))
     assert not extra, (f"`{name}` imports modules outside its budget in docs/startup.md: "
                        f"{extra} (measure them and declare them there, or import them later)")

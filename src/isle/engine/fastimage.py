@@ -3,9 +3,9 @@
 - ``resolve``: (id, config, layer dirs) of an image, cached in the engine db per reference and
   keyed by the identity of the store's index file (inode, mtime, size), which the store replaces
   atomically on every change; any change misses the cache and asks the store itself.
-- ``mount`` / ``unmount``: the overlay rootfs in the store's layout (workdir/rootfs, /upper, /work,
-  as isle.image.mount makes it); anything unusual (rootless copy, scratch images, long option
-  strings) is left to the store.
+- ``mount`` / ``unmount``: the overlay rootfs through isle.image.mount (the one place rootfs
+  mounts are made) from the cached layer dirs; anything unusual (rootless copy, scratch images,
+  long option strings) is left to the store.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ __all__ = ["LightImage", "resolve", "mount", "unmount"]
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS image_cache (ref TEXT PRIMARY KEY, key TEXT NOT NULL, "
            "image_id TEXT NOT NULL, config TEXT NOT NULL, layer_dirs TEXT NOT NULL)")
-MAX_OPTIONS = 4000
 
 
 @record
@@ -70,54 +69,33 @@ def resolve(engine: Any, ref: str) -> LightImage:
     return LightImage(id=img.id, config=img.config, layer_dirs=list(img.layer_dirs))
 
 
-def _esc(p: str) -> str:
-    return p.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
-
-
 def mount(engine: Any, img: LightImage, workdir: str, *, copy: bool = False,
           volatile: bool = False) -> str:
-    """volatile: the writable layer dies with the container (run --rm): overlayfs never syncs
-    it, so the unmount skips a flush of the host filesystem's journal (1-60 ms here)."""
-    rootfs, upper, work = (os.path.join(workdir, n) for n in ("rootfs", "upper", "work"))
-    lower = ":".join(_esc(d) for d in reversed(img.layer_dirs))
-    opts = f"lowerdir={lower},upperdir={_esc(upper)},workdir={_esc(work)}"
-    if volatile:
-        opts += ",volatile"
-    if copy or not img.layer_dirs or len(opts) > MAX_OPTIONS \
-            or os.path.exists(os.path.join(workdir, ".copy")):
-        full = engine.store.resolve(img.id)
-        if copy and engine.s.rootless:
-            from isle.engine import buildns
+    """volatile: the writable layer dies with the container (run --rm): see mount_overlay."""
+    from isle.image.mount import mount_overlay
 
-            if buildns.needs_owners(full.layer_dirs):  # a rootless build's files of other ids
-                return buildns.run_in_userns(
-                    lambda: str(engine.store.mount_rootfs(full, workdir, copy=True)))
-        return str(engine.store.mount_rootfs(full, workdir, copy=copy))
-    for d in (rootfs, upper, work):
-        os.makedirs(d, exist_ok=True)
-    from isle.sys.libc import LinuxSyscalls
+    if not copy and not os.path.exists(os.path.join(workdir, ".copy")):
+        try:
+            return mount_overlay(img.layer_dirs, workdir, volatile=volatile)
+        except ValueError:  # no layers, or too many for one mount call: the store's way
+            pass
+        except OSError as exc:
+            rootfs = os.path.join(workdir, "rootfs")
+            if exc.errno == errno.EBUSY and os.path.ismount(rootfs):
+                return rootfs  # mounted already (a start after a crash)
+            if volatile and exc.errno == errno.EINVAL:  # a kernel before 5.10
+                return mount(engine, img, workdir, copy=copy)
+    full = engine.store.resolve(img.id)
+    if copy and engine.s.rootless:
+        from isle.engine import buildns
 
-    try:
-        LinuxSyscalls().mount("overlay", rootfs, "overlay", 0, opts)
-    except OSError as exc:
-        if exc.errno == errno.EBUSY and os.path.ismount(rootfs):
-            return rootfs  # mounted already (a start after a crash)
-        if volatile and exc.errno == errno.EINVAL:  # a kernel before 5.10
-            return mount(engine, img, workdir, copy=copy)
-        return str(engine.store.mount_rootfs(engine.store.resolve(img.id), workdir))
-    return rootfs
+        if buildns.needs_owners(full.layer_dirs):  # a rootless build's files of other ids
+            return buildns.run_in_userns(
+                lambda: str(engine.store.mount_rootfs(full, workdir, copy=True)))
+    return str(engine.store.mount_rootfs(full, workdir, copy=copy))
 
 
 def unmount(engine: Any, workdir: str) -> None:
-    rootfs = os.path.join(workdir, "rootfs")
-    if not os.path.isdir(rootfs):
-        return
-    from isle.sys.libc import MNT_DETACH, LinuxSyscalls
+    from isle.image.mount import unmount_rootfs
 
-    sc = LinuxSyscalls()
-    try:
-        sc.umount2(rootfs, 0)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:  # not a mount point
-            return
-        sc.umount2(rootfs, MNT_DETACH)
+    unmount_rootfs(workdir)

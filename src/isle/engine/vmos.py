@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not on `isle ps`'s budget (docs/startup.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ISOLATION", "vm_names", "is_vm", "ps_rows", "inspect_dict", "stats_rows",
            "console_log", "verb"]

@@ -3,17 +3,21 @@
 workdir/rootfs   the merged view (mount point, or the copy)
 workdir/upper    overlay upperdir: the container's changes (what ``commit`` turns into a layer)
 workdir/work     overlay workdir
+
+The one place a rootfs is mounted and unmounted: the image store's ``mount_rootfs`` and the
+engine's start path (engine/fastimage.py, which only skips the store's index) both come here.
+Light at import (os and sys/ only): it is on `isle run`'s path; the layer copier is imported
+when a copy is needed.
 """
 
 from __future__ import annotations
 
 import os
 
-from isle.image.layers import apply_layers
 from isle.sys import procfs
 from isle.sys.libc import MNT_DETACH, LinuxSyscalls, fs_mount
 
-__all__ = ["mount_rootfs", "unmount_rootfs", "is_mounted", "overlay_options"]
+__all__ = ["mount_rootfs", "mount_overlay", "unmount_rootfs", "is_mounted", "overlay_options"]
 
 MAX_OPTIONS = 4000  # the kernel copies mount data into one page
 
@@ -25,6 +29,21 @@ def overlay_options(layer_dirs: list[str], upper: str, work: str) -> str:
 
 def _esc(p: str) -> str:
     return p.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def mount_overlay(layer_dirs: list[str], workdir: str, *, volatile: bool = False) -> str:
+    """The plain overlay of layer_dirs (bottom first) at workdir/rootfs; volatile: the writable
+    layer dies with the container (run --rm), so overlayfs never syncs it and the unmount skips
+    a flush of the host filesystem's journal. OSError where the kernel refuses (EBUSY: mounted
+    already); ValueError where the options would not fit one mount call: mount_rootfs copes."""
+    rootfs, upper, work = (os.path.join(workdir, n) for n in ("rootfs", "upper", "work"))
+    opts = overlay_options(layer_dirs, upper, work) + (",volatile" if volatile else "")
+    if not layer_dirs or len(opts) > MAX_OPTIONS:
+        raise ValueError("the overlay's options do not fit one mount call")
+    for d in (rootfs, upper, work):
+        os.makedirs(d, exist_ok=True)
+    LinuxSyscalls().mount("overlay", rootfs, "overlay", 0, opts)
+    return rootfs
 
 
 def is_mounted(path: str) -> bool:
@@ -68,6 +87,8 @@ def mount_rootfs(layer_dirs: list[str], workdir: str, *, copy: bool = False) -> 
         except OSError:
             pass
     if not os.path.exists(os.path.join(workdir, ".copy")):
+        from isle.image.layers import apply_layers
+
         apply_layers(layer_dirs, rootfs)
         open(os.path.join(workdir, ".copy"), "w").close()
     return rootfs
@@ -92,11 +113,17 @@ def _short(layer: str) -> str:
 
 
 def unmount_rootfs(workdir: str) -> None:
+    """workdir/rootfs unmounted if it is a mount (lazily, if it is busy)."""
+    import errno
+
     rootfs = os.path.join(workdir, "rootfs")
-    if not os.path.exists(rootfs) or not is_mounted(rootfs):
+    if not os.path.isdir(rootfs):
         return
     sc = LinuxSyscalls()
     try:
         sc.umount2(rootfs, 0)
-    except OSError:
+    except OSError as exc:
+        # EINVAL: not a mount point (a copy, or never mounted); EPERM unprivileged likewise
+        if exc.errno == errno.EINVAL or not is_mounted(rootfs):
+            return
         sc.umount2(rootfs, MNT_DETACH)
