@@ -373,4 +373,15 @@ def build_options(kw: dict[str, Any]) -> Any:
         dns_search=list(kw["dns_search"]), dns_options=list(kw["dns_option"]),
         network_aliases=list(kw["network_alias"]),
         extra_hosts=list(kw["add_host"]), log_max_size=log_max,
+        console_size=_terminal_size() if kw["tty"] else [],
     )
+
+
+def _terminal_size() -> list[int]:
+    """[rows, cols] of our terminal: a -t container's pty has it from its first instruction, as
+    Docker's CLI sends ConsoleSize (a resize after the start comes too late for `stty size`)."""
+    try:
+        cols, rows = os.get_terminal_size(0)
+    except OSError:
+        return []
+    return [rows, cols] if rows and cols else []
