@@ -27,6 +27,15 @@ pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 OS_CACHE = "/var/cache/isle/os-images"
 
 
+def vm_cgroups(root: Path, name: str) -> list[str]:
+    """The host cgroups of VM name of the isle root (/isle/vm-<name>-<root tag>, any hierarchy)."""
+    import glob
+    import hashlib
+
+    tag = hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:6]
+    return glob.glob(f"/sys/fs/cgroup/*/isle/vm-{name}-{tag}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,6 +139,7 @@ def deb(os_isle: Isle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         os_isle("vm", "rm", "-f", "deb", check=False)
         os_isle("network", "rm", NET, check=False)
     assert os_isle.qemus(str(os_isle.root)) == [], "QEMU left running"
+    assert vm_cgroups(os_isle.root, "deb") == [], "the VM's cgroup is left"
     assert not (os_isle.root / "vms" / "deb").exists(), "the VM's dir (seed ISO, keys) is left"
     nets = os_isle.root / "networks"
     assert not any("vmos-deb" in str(p) for p in nets.rglob("*")), "lease/netns left behind"
@@ -299,6 +309,7 @@ def test_os_vm_live_migration_keeps_a_tcp_connection(os_isle: Isle, deb: dict[st
         shutil.rmtree(other.runroot, ignore_errors=True)
     assert os_isle.qemus(str(tmp_path)) == []
     assert os_isle.qemus(str(os_isle.root)) == []
+    assert vm_cgroups(other.root, "deb") == []
 
 
 def test_os_vm_bad_input(os_isle: Isle, tmp_path: Path) -> None:
@@ -378,3 +389,6 @@ def test_debian13_boots_snapshots_exports_to_vmdk_and_imports_back(os_isle: Isle
         os_isle("vm", "rm", "-f", "trixie", "back", check=False)
     assert os_isle.qemus(str(os_isle.root)) == []
     assert not (os_isle.root / "vms" / "trixie").exists()
+    assert vm_cgroups(os_isle.root, "trixie") == vm_cgroups(os_isle.root, "back") == []
+    nets = os_isle.root / "networks"
+    assert not any("vmos-" in str(p) for p in nets.rglob("*")), "lease/netns left behind"

@@ -6,6 +6,7 @@ and bad input."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,6 +29,12 @@ def vm(tmp_path: Path, vmh: Any) -> Iterator[VmCli]:
     if names:
         v("rm", "-f", *names, check=False)
     assert vmh.qemus(str(tmp_path)) == [], "QEMU left running"
+    import glob
+    import hashlib
+
+    for r in (v.root, tmp_path / "b" / "root"):  # this root and a migration's other one
+        tag = hashlib.sha256(os.path.abspath(r).encode()).hexdigest()[:6]
+        assert glob.glob(f"/sys/fs/cgroup/*/isle/vm-*-{tag}") == [], "a VM cgroup is left"
 
 
 @pytest.fixture
@@ -199,7 +206,6 @@ def test_vm_export_import_ova_vdi_and_stopped_snapshots(vm: VmCli, tmp_path: Pat
 
 def _echoes(vm: VmCli, name: str, word: bytes) -> bool:
     """What we type on the console comes back (the boot sector echoes COM1)."""
-    import os
     import select
 
     p = subprocess.Popen(vm.argv("console", name), stdin=subprocess.PIPE,
