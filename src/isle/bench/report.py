@@ -170,6 +170,10 @@ def render_table(doc: dict[str, Any]) -> str:
                       f"methods: {METHODS}",
                       f"rounds: start {plan.get('start_rounds')}, density bound "
                       f"{plan.get('density_max')}",
+                      f"sizes: CPU {plan.get('cpu_rounds')} x1000 steps, {plan.get('sys_calls')} "
+                      f"calls per syscall loop, fio {plan.get('fio_seconds')} s on "
+                      f"{plan.get('fio_size')}, iperf3 {plan.get('net_seconds')} s, "
+                      f"{plan.get('rr_count')} request/response round trips",
                       *(["time per phase (s): " + "; ".join(took)] if took else []), "",
                       "compared with the literature:",
                       *("  " + n for n in doc.get("literature", []))])
