@@ -163,19 +163,12 @@ class Queries:
         try:
             kw: dict[str, Any] = {}
             if detach:
-                import subprocess
-
-                kw = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
-                      "stderr": subprocess.PIPE}
+                kw = {"stdin": proc.DEVNULL, "stdout": proc.DEVNULL, "stderr": proc.PIPE}
             elif stdio is not None:
-                import subprocess
-
-                kw = {"stdin": subprocess.DEVNULL if stdio[0] is None else stdio[0],
+                kw = {"stdin": proc.DEVNULL if stdio[0] is None else stdio[0],
                       "stdout": stdio[1], "stderr": stdio[2]}
             elif not interactive:
-                import subprocess
-
-                kw = {"stdin": subprocess.DEVNULL}
+                kw = {"stdin": proc.DEVNULL}
             child = proc.spawn(argv, **kw)
             _, err = child.communicate() if detach else (None, None)
             rc = child.wait()
@@ -191,9 +184,8 @@ class Queries:
                 os.unlink(spec_path)
 
     def exec_capture(self, ref: str, cmd: list[str], *, timeout: float = 30) -> tuple[int, str]:
-        """Run cmd in the container, capturing combined output (health checks)."""
-        import subprocess
-
+        """Run cmd in the container, capturing combined output (health checks); the output is
+        collected in a file, so a process it leaves behind holding stdout cannot stall it."""
         from isle.engine.layout import write_file
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
@@ -208,20 +200,24 @@ class Queries:
         ps = process_spec(opts, inp, args=cmd, user="0", tty=False)
         spec_path = os.path.join(p.run, f"exec-{os.urandom(6).hex()}.json")
         write_file(spec_path, dumps(ps).encode())
+        out_path = spec_path[:-len(".json")] + ".out"
+        fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             argv = self.ctx.oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False)
-            child = proc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-            try:
-                out, _ = child.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            child = proc.spawn(argv, stdin=proc.DEVNULL, stdout=fd, stderr=proc.STDOUT)
+            rc = proc.wait(child, timeout)
+            if rc is None:
                 child.kill()
-                out, _ = child.communicate()
+                child.wait()
                 return -1, f"Health check exceeded timeout ({timeout}s)"
-            return child.returncode, out.decode(errors="replace")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                f.seek(0)
+                return rc, f.read().decode(errors="replace")
         finally:
-            with suppress(OSError):
-                os.unlink(spec_path)
+            os.close(fd)
+            for f_ in (spec_path, out_path):
+                with suppress(OSError):
+                    os.unlink(f_)
 
     def top(self, ref: str, ps_args: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
         from isle.sys import proc
