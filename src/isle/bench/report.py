@@ -261,17 +261,37 @@ def render_html(doc: dict[str, Any], png_path: str | None = None) -> str:
 
 
 def save(doc: dict[str, Any], root: str) -> str:
-    """<root>/bench/latest.json (and a timestamped copy); its path."""
+    """<root>/bench/latest.json (and a timestamped copy of this run alone); its path. A run of
+    some levels (--level) keeps the other levels of the previous latest.json from the same host
+    and image, each marked with the run that measured it ("measured_in"): `isle advise` reads
+    every level's last numbers, not only the last run's."""
     from isle.sys.fs import atomic_write
 
     d = os.path.join(root, "bench")
     os.makedirs(d, exist_ok=True)
-    data = json.dumps(doc, indent=1, sort_keys=True).encode()
     stamp = doc.get("created", "").replace(":", "")
-    atomic_write(os.path.join(d, f"bench-{stamp}.json"), data)
+    atomic_write(os.path.join(d, f"bench-{stamp}.json"),
+                 json.dumps(doc, indent=1, sort_keys=True).encode())
     path = os.path.join(d, "latest.json")
-    atomic_write(path, data)
+    atomic_write(path, json.dumps(merge_previous(load(root), doc), indent=1,
+                                  sort_keys=True).encode())
     return path
+
+
+def merge_previous(prev: dict[str, Any] | None, doc: dict[str, Any]) -> dict[str, Any]:
+    """doc plus the levels of prev it did not measure (same host and image only)."""
+    def key(x: dict[str, Any]) -> tuple[Any, ...]:
+        h = x.get("host") or {}
+        return (h.get("cpu"), h.get("kernel"), h.get("accelerator"), x.get("image"))
+
+    if not prev or key(prev) != key(doc):
+        return doc
+    levels = dict(doc.get("levels") or {})
+    for name, r in (prev.get("levels") or {}).items():
+        if name not in levels and isinstance(r, dict):
+            levels[name] = {**r, "measured_in": r.get("measured_in")
+                            or f"{prev.get('mode', '?')} run of {prev.get('created', '?')}"}
+    return {**doc, "levels": levels}
 
 
 def load(root: str) -> dict[str, Any] | None:

@@ -58,6 +58,29 @@ def test_save_load_roundtrip(tmp_path):
     assert report.load(str(tmp_path / "nothing")) is None
 
 
+def test_a_run_of_some_levels_keeps_the_others_for_advise(tmp_path):
+    """`isle bench --level native` after a full run: latest.json has the new native numbers and
+    the earlier container and microvm ones, marked with the run that measured them."""
+    report.save(_doc(), str(tmp_path))
+    new = _doc()
+    new["created"] = "2026-12-07T00:00:00Z"
+    new["levels"] = {"native": dict(new["levels"]["native"], cpu_ms=9.0)}
+    report.save(new, str(tmp_path))
+    got = report.load(str(tmp_path))
+    assert got is not None and got["created"] == new["created"]
+    assert got["levels"]["native"]["cpu_ms"] == 9.0 and "measured_in" not in got["levels"]["native"]
+    assert got["levels"]["microvm"]["ok"] and \
+        got["levels"]["microvm"]["measured_in"] == "quick run of 2026-12-06T00:00:00Z"
+    assert set(got["levels"]) == {"native", "container", "microvm", "os-vm"}
+    other = _doc()  # another host: nothing carried over
+    other["host"] = dict(other["host"], kernel="6.9")
+    other["levels"] = {"native": other["levels"]["native"]}
+    report.save(other, str(tmp_path))
+    assert set(report.load(str(tmp_path))["levels"]) == {"native"}
+    stamped = sorted(p.name for p in (tmp_path / "bench").iterdir() if p.name != "latest.json")
+    assert len(stamped) == 2  # each run alone (the first and third share a timestamp)
+
+
 def _png_pixels(path):
     """Decode a PNG's IDAT far enough to know it holds an image (width, height, data bytes)."""
     data = open(path, "rb").read()
