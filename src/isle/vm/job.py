@@ -247,7 +247,8 @@ def render(job: Job) -> str:
             lines.append(f"ip route add default via {_q(n.gateway)}")
         for dst, via in n.routes:
             lines.append(f"ip route add {_q(dst)} " + (f"via {_q(via)}" if via else "dev eth0"))
-    x = _exec_argv(job, ns=("-N", CTR_PID))  # its own mount and pid namespaces, pivoted
+    # its own mount and pid namespaces, pivoted; isle-exec says "started" on the control port
+    x = _exec_argv(job, ns=("-N", CTR_PID, "-A", "3"))
     # init.sh found the ports: $out, $err, $inp
     if job.terminal:
         lines += [
@@ -260,10 +261,6 @@ def render(job: Job) -> str:
         lines.append(" ".join(_q(a) for a in x) + ' <"$in" >"$out" 2>"$err" &')
     lines += [
         "pid=$!",
-        # started once it is in its own root (what runc's start waits for: the exec of it)
-        f"n=0; while [ ! -e {CTR_PID} ] && [ $n -lt 5000 ] && kill -0 $pid 2>/dev/null; do"
-        " n=$((n + 1)); usleep 1000; done",
-        "echo started >&3",
         # the guest agent's answers (top, stats): the container's processes are those in its
         # pid namespace (isle-exec -N named its first in CTR_PID); one line each on the control port
         f"isle_mine() {{ read -r cp < {CTR_PID}; ns=$(busybox readlink /proc/$cp/ns/pid);"

@@ -6,12 +6,18 @@
 # on their own virtio ports. It reports "exit N", forwards "kill SIG" to the process, and powers off.
 # Its own messages go to the kernel console (a log file on the host), never to the program's stdout.
 export PATH=/bin
-if [ "$1" != switched ]; then
-  /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
-  exec </dev/console >/dev/console 2>&1
-  mount -t proc proc /proc
-  mount -t sysfs sys /sys
+if [ "$1" != rooted ]; then
+  # the guest's root becomes a bind mount of the initramfs (the same files: nothing is copied), a
+  # mount with a parent, which pivot_root needs: isle-exec -N pivots the container into its own
+  # root, and the kernel's rootfs cannot be left. The container's root then sits on the rootfs's
+  # own root, where '..' ends: no chroot trick climbs from it to the guest's files.
+  mount --bind / /tmp && cd /tmp && mount --move . / && exec busybox chroot . /init rooted
+  echo "isle-init: no bind root: containers cannot pivot_root"
 fi
+/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sys /sys
 fail() { echo "isle-init: $*"; [ -n "$ctl" ] && echo "error $*" >&3; poweroff -f; }
 fstype=erofs
 upper=
@@ -25,7 +31,7 @@ for a in $cmdline; do
     isle.upper=*) upper=${a#isle.upper=};;
     isle.slots=*) slots=${a#isle.slots=};; esac
 done
-[ "$1" = switched ] || for m in $(cat /modules.order); do
+for m in $(cat /modules.order); do
   case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
   case "$net:$m" in :virtio_net|:net_failover|:failover) continue;; esac  # no NIC, no driver
   case "$shares:$m" in :fuse|:virtiofs) continue;; esac  # no volume shared, no virtio-fs
@@ -41,18 +47,6 @@ if [ -n "$osinit" ]; then  # a whole OS (isle vm create --from-image): its disk,
   umount /proc /sys
   mount --move /dev /newroot/dev 2>/dev/null || umount /dev
   exec /bin/busybox switch_root /newroot "$osinit"
-fi
-if [ "$1" != switched ]; then
-  # leave the initramfs (the kernel's rootfs, which pivot_root cannot leave) for a tmpfs holding
-  # only what the guest needs from now on: busybox, isle-exec, this script; switch_root frees the
-  # rest (modules) and the rootfs stays empty under everything, so a container that climbs out of
-  # its root (isle-exec -N: pivot_root, the guest's root detached) finds nothing of the guest's
-  mount -t tmpfs -o mode=0755 guest /tmp || fail "tmpfs for the guest's root"
-  busybox cp -a /bin /init /premount.sh /tmp/ || fail "copy the guest's files"
-  mkdir /tmp/dev /tmp/proc /tmp/sys /tmp/lower /tmp/rw /tmp/newroot /tmp/tmp
-  mount --move /dev /tmp/dev && mount --move /proc /tmp/proc && mount --move /sys /tmp/sys \
-    || fail "move /dev /proc /sys"
-  exec busybox switch_root /tmp /init switched
 fi
 ip link set lo up
 

@@ -13,10 +13,11 @@
  * initramfs for a tmpfs first: init.sh), as runc does on a host. With -U/-V a user namespace with
  * those maps (C:H:N,... as uid_map/gid_map lines) is made first and owns the others. An exec'd
  * process joins that process's user, pid and mount namespaces (-J, the file -N wrote). Both
- * fork: the parent stays in the guest, forwards signals sent to it and exits as the child did.
+ * fork: the parent stays in the guest, forwards signals sent to it and exits as the child did;
+ * with -A it writes "started" to FD (the guest's control port) once the child is in its root.
  * Without -N/-J the process is only chrooted into ROOT.
  *
- *   isle-exec [-r ROOT] [-N PIDFILE [-U MAPS -V MAPS] | -J PIDFILE]
+ *   isle-exec [-r ROOT] [-N PIDFILE [-A FD] [-U MAPS -V MAPS] | -J PIDFILE]
  *             [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
  *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64 [-W FILE] | -S FILE] [-m UMASK]
  *             [-o OOM_SCORE_ADJ]
@@ -236,6 +237,7 @@ static void write_map(pid_t pid, const char *file, const char *spec) {  /* "C:H:
  * a subreaper, inherits it); without one the parent forks the container's process itself. `ready` is written by the child once it has pivoted: only
  * then does PIDFILE name it (an exec joining earlier would join the guest's root). */
 static int ready_fd = -1;
+static int announce_fd = -1;  /* -A FD: "started" written there once the child is in its root */
 
 static void spawn(const char *pidfile, const char *uidmap, const char *gidmap) {
     int up[2], down[2], rd[2];
@@ -298,6 +300,9 @@ static void spawn(const char *pidfile, const char *uidmap, const char *gidmap) {
         if (rename(tmp, pidfile) != 0) die("rename", tmp);
     }
     close(rd[0]);
+    /* as soon as the child is in its root, or has failed before: the guest shell need not poll
+     * (a fork+exec per poll under TCG) and a failed start still gets its "started" then "exit" */
+    if (announce_fd >= 0 && write(announce_fd, "started\n", 8) != 8) die("write", "started");
     exit(supervise(c));
 }
 
@@ -494,6 +499,7 @@ int main(int argc, char **argv) {
         case 'M': if (nmask < MAXV) masked[nmask++] = v; break;
         case 'R': if (nro < MAXV) ros[nro++] = v; break;
         case 'N': new_ns = v; break;
+        case 'A': announce_fd = atoi(v); break;
         case 'J': join_ns = v; break;
         case 'U': uidmap = v; break;
         case 'V': gidmap = v; break;
