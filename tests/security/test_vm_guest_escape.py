@@ -1,7 +1,7 @@
 """Inside a VM container's guest, container root must not reach the guest's own files: the
-container's root is a pivot_root in a mount namespace of its own (isle-exec -N) over a guest that
-left its initramfs for a tmpfs (init.sh's switch_root), with the guest's root detached; its pid
-namespace is its own. Root keeps Docker's CAP_SYS_CHROOT and tries the classic chroot escape
+container's root is a pivot_root in a mount namespace of its own (isle-exec -N; the guest's root
+is a bind mount of the initramfs, init.sh), with the guest's root detached; its pid namespace is
+its own. Root keeps Docker's CAP_SYS_CHROOT and tries the classic chroot escape
 (chroot into a subdirectory, climb with '..', chroot there): it must find nothing of the guest's
 (no /init, no isle-exec, no control files), and see only its own processes."""
 
