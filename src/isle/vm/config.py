@@ -119,6 +119,10 @@ class MachineConfig:
     #: QEMU's image locks (OFD locks on the disk files); off where isle's own records guarantee
     #: one writer and a live migration's two QEMUs hold the same disk
     image_locking: bool = True
+    #: a virtio-balloon with free-page reporting: the guest hands pages it frees back to the
+    #: host. Never with a file-backed RAM a clone maps privately (a template's): QEMU < 8.1
+    #: discards reported pages of any fd-backed RAM by punching holes in the file itself
+    balloon: bool = False
 
     def __post_init__(self) -> None:
         if self.machine not in ("microvm", "q35"):
@@ -136,6 +140,9 @@ class MachineConfig:
         ids = [d.id for d in self.drives] + [n.id for n in self.nics]
         if len(ids) != len(set(ids)):
             raise ConfigError("drives", f"device ids are not unique: {ids}")
+        if self.balloon and self.memory_backend is not None and self.memory_backend.path:
+            raise ConfigError("balloon", "free-page reporting would punch holes in the RAM file "
+                              f"{self.memory_backend.path} (a template's, shared by its clones)")
         nrs = [p.nr for p in self.serial_ports]
         if len(nrs) != len(set(nrs)) or any(n < 1 for n in nrs):
             raise ConfigError("serial_ports", f"port numbers must be unique and >= 1: {nrs}")

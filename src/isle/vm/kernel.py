@@ -6,7 +6,7 @@ Cache layout (``<cache>/kernel``):
     6.1.0-56-cloud-amd64/vmlinuz           bzImage (LZ4 in Debian's cloud config)
     6.1.0-56-cloud-amd64/vmlinux           the ELF inside it, booted by PVH entry (no decompression)
     6.1.0-56-cloud-amd64/config            the kernel's .config
-    6.1.0-56-cloud-amd64/modules/*.ko      only MODULES and their dependencies
+    6.1.0-56-cloud-amd64/modules/*.ko      only MODULES (+ OPTIONAL_MODULES) and their dependencies
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from isle.sys import proc
 __all__ = [
     "GuestKernel",
     "MODULES",
+    "OPTIONAL_MODULES",
     "META_PACKAGE",
     "kernel_dir",
     "find",
@@ -33,6 +34,9 @@ META_PACKAGE = "linux-image-cloud-amd64"
 #: modules the guest init loads (the cloud config builds them as =m); deps are added automatically
 MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs", "virtio_net",
            "virtiofs")
+#: modules used when the cache has them (a cache made before they were added still boots):
+#: virtio_balloon, whose free-page reporting gives an idle cold-booted guest's free RAM back
+OPTIONAL_MODULES = ("virtio_balloon",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +107,10 @@ def _modinfo_depends(path: str) -> list[str]:
     return [d for d in deps.split(",") if d]
 
 
-def module_load_order(modules_dir: str, wanted: tuple[str, ...] = MODULES) -> list[str]:
-    """Names of wanted modules and their deps, dependencies first (what insmod needs)."""
+def module_load_order(modules_dir: str, wanted: tuple[str, ...] = MODULES,
+                      optional: tuple[str, ...] = OPTIONAL_MODULES) -> list[str]:
+    """Names of wanted modules (and of the optional ones modules_dir has) and their deps,
+    dependencies first (what insmod needs)."""
     order: list[str] = []
 
     def visit(name: str, stack: tuple[str, ...]) -> None:
@@ -121,6 +127,9 @@ def module_load_order(modules_dir: str, wanted: tuple[str, ...] = MODULES) -> li
 
     for m in wanted:
         visit(m, ())
+    for m in optional:
+        if os.path.exists(os.path.join(modules_dir, f"{m}.ko")):
+            visit(m, ())
     return order
 
 
@@ -190,6 +199,7 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
     try:
         k = find(cache)
         module_load_order(k.modules_dir)  # a cache made when MODULES was shorter is refetched
+        _add_optional(k, package)
         return k
     except VMError:
         pass
@@ -208,11 +218,7 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
         os.makedirs(os.path.join(stage, "modules"))
         shutil.copy(os.path.join(x, "boot", f"vmlinuz-{version}"), os.path.join(stage, "vmlinuz"))
         shutil.copy(os.path.join(x, "boot", f"config-{version}"), os.path.join(stage, "config"))
-        kos: dict[str, str] = {}
-        for root, _, files in os.walk(os.path.join(x, "lib", "modules", version, "kernel")):
-            for f in files:
-                if f.endswith(".ko"):
-                    kos[f[:-3].replace("-", "_")] = os.path.join(root, f)
+        kos = _kos(os.path.join(x, "lib", "modules", version, "kernel"))
         tmpmods = os.path.join(tmp, "allmods")
         os.makedirs(tmpmods)
         for name, path in kos.items():
@@ -228,6 +234,43 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
     os.symlink(version, link)
     os.replace(link, os.path.join(base, "current"))
     return find(cache)
+
+
+def _add_optional(k: GuestKernel, package: str | None) -> None:
+    """Copy OPTIONAL_MODULES (and deps) a cache made before they were added lacks from k's own
+    package, once (a marker remembers the attempt: an older kernel may not build them)."""
+    marker = os.path.join(k.dir, ".optional-" + "-".join(OPTIONAL_MODULES))
+    if os.path.exists(marker) or all(os.path.exists(k.module(m)) for m in OPTIONAL_MODULES):
+        return
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(k.dir), prefix=".fetch-") as tmp:
+        proc.run(["apt-get", "download", "-q", package or f"linux-image-{k.version}"], cwd=tmp,
+                 timeout=600)
+        debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if not debs:
+            raise VMError(f"apt-get download linux-image-{k.version} produced no .deb")
+        x = os.path.join(tmp, "x")
+        proc.run(["dpkg-deb", "-x", os.path.join(tmp, debs[0]), x], timeout=300)
+        kos = _kos(os.path.join(x, "lib", "modules", k.version, "kernel"))
+        links = os.path.join(tmp, "allmods")
+        os.makedirs(links)
+        for name, path in kos.items():
+            os.symlink(path, os.path.join(links, f"{name}.ko"))
+        for name in module_load_order(links):
+            if not os.path.exists(k.module(name)):  # beside, then renamed: never a partial .ko
+                shutil.copy(kos[name], k.module(name) + ".tmp")
+                os.rename(k.module(name) + ".tmp", k.module(name))
+    with open(marker, "w"):
+        pass
+
+
+def _kos(tree: str) -> dict[str, str]:
+    """{module name: path} of the .ko files under a kernel package's module tree."""
+    kos: dict[str, str] = {}
+    for root, _, files in os.walk(tree):
+        for f in files:
+            if f.endswith(".ko"):
+                kos[f[:-3].replace("-", "_")] = os.path.join(root, f)
+    return kos
 
 
 def _main() -> int:

@@ -70,7 +70,7 @@ class Boot:
 
 
 def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = False,
-            slots: int = EXEC_SLOTS, upper: bool = False) -> str:
+            slots: int = EXEC_SLOTS, upper: bool = False, balloon: bool = False) -> str:
     """Kernel command line; each item was paid for under TCG.
 
     tsc_early_khz: without it ~1 boot in 3 hangs calibrating the TSC; tsc=reliable and
@@ -99,6 +99,8 @@ def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = 
         parts.append(f"isle.slots={int(slots)}")
     if upper:  # the overlay upper is /dev/vdb (ext4), not a tmpfs
         parts.append("isle.upper=1")
+    if balloon:  # the init loads virtio_balloon only then
+        parts.append("isle.balloon=1")
     return " ".join(parts)
 
 
@@ -124,13 +126,16 @@ def machine_config(
     shares: tuple[FsShare, ...] = (),
     tty_sock: bool = False,
     upper: str = "",
+    balloon: bool = False,
 ) -> MachineConfig:
     """The MachineConfig of an isle microVM (pure: paths in, data out).
 
     The terminal is a virtconsole (the guest's /dev/hvc0, a real tty there; host end
     <rundir>/tty.sock), always present so every VM has one layout: the process's when it has a
     terminal (tty_sock), else free for one `exec -t` at a time. With boot.upper, upper is the
-    writable layer's file (drive 'upper': the guest's /dev/vdb)."""
+    writable layer's file (drive 'upper': the guest's /dev/vdb). balloon: free-page reporting
+    (an idle guest's freed RAM goes back to the host); not in a template's layout, so a cold
+    boot's own (vm.config.MachineConfig.balloon says why)."""
     if boot.upper and not upper:
         raise VMError("a VM whose writable layer is a disk (Boot.upper) needs that disk's file")
     if shares and memory_backend is None:  # vhost-user needs guest RAM QEMU can hand over
@@ -192,6 +197,7 @@ def machine_config(
             shares=bool(shares),
             slots=boot.slots,
             upper=boot.upper,
+            balloon=balloon,
         ),
         # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
         # features must match the clones' or the migration stream is refused)
@@ -206,6 +212,7 @@ def machine_config(
         pidfile=os.path.join(rundir, "qemu.pid"),
         fdsets=fdsets,
         shares=shares,
+        balloon=balloon,
     )
 
 

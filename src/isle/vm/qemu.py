@@ -109,6 +109,9 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
                 f"{'virtconsole' if p.console else 'virtserialport'},chardev={cid},"
                 f"name={p.name},nr={p.nr}",
             ]
+    if cfg.balloon:  # free-page reporting only: isle never inflates it
+        a += ["-device", ("virtio-balloon-device" if micro else "virtio-balloon-pci")
+              + ",free-page-reporting=on"]
     fs = "vhost-user-fs-device" if micro else "vhost-user-fs-pci"
     if micro and cfg.shares:  # virtiofsd (libvhost-user) serves virtio 1.0 devices only
         a += ["-global", "virtio-mmio.force-legacy=false"]

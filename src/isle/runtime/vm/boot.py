@@ -252,6 +252,9 @@ def launch(
             shares=shares,
             tty_sock=p.terminal,
             upper=p.upper,
+            # a cold boot gives the RAM its guest frees back (free-page reporting); a
+            # template's layout has no balloon (vm.config.MachineConfig.balloon: why)
+            balloon=True,
         )
         vm = MicroVM(cfg, rundir, pass_fds=(out, err), die_with_parent=die_with_parent,
                      cgroup_files=cgroup_files)
