@@ -55,15 +55,15 @@ def _private_dir(t: Any) -> str:
 
 
 def _guest(t: Any, rec: ContainerRecord, op: str, args: tuple[str, ...], in_fd: int,
-           out_fd: int) -> None:
-    """The runtime runs op in the container's guest (a stopped one: on its bundle, mounted)."""
+           out_fd: int) -> str:
+    """The runtime runs op in the container's guest (a stopped one: on its bundle, mounted);
+    the guest's notes."""
     rt = t.ctx.oci(rec)
     p = t.ctx.paths(rec.id)
     if rec.state in ("running", "paused"):
-        rt.guest_files(t.ctx.s, rec.id, p.bundle, op, args, in_fd, out_fd)
-        return
+        return str(rt.guest_files(t.ctx.s, rec.id, p.bundle, op, args, in_fd, out_fd))
     with t._rootfs(rec):  # the image disk is made from (or keyed by) the bundle's rootfs
-        rt.guest_files(t.ctx.s, rec.id, p.bundle, op, args, in_fd, out_fd)
+        return str(rt.guest_files(t.ctx.s, rec.id, p.bundle, op, args, in_fd, out_fd))
 
 
 #: files the runtime writes into a guest's root for the container (bind mounts in a container:
@@ -209,10 +209,30 @@ def export(t: Any, rec: ContainerRecord, out: IO[bytes]) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _opaque(top: str, rel: str) -> None:
+    """Mark top/rel an overlay opaque directory, resolved beneath top without following a
+    symlink (the tree is the guest's)."""
+    from isle.image.layers import OPAQUE_XATTR
+    from isle.sys.inroot import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, openat2
+
+    tfd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = openat2(tfd, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, 0,
+                     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+    except OSError:
+        return  # not a directory of the unpacked layer: nothing to mark
+    finally:
+        os.close(tfd)
+    try:
+        os.setxattr(fd, OPAQUE_XATTR, b"y")
+    finally:
+        os.close(fd)
+
+
 def upper(t: Any, rec: ContainerRecord) -> Any:
     """A context manager: a private directory holding the container's changes in overlay form
-    (what the bundle's upper holds, then the guest's writable layer over it), for diff and
-    commit. (The guest's tar carries no xattrs: an opaque directory reads as changed.)"""
+    (what the bundle's upper holds, then the guest's writable layer over it: its whiteouts, and
+    its opaque directories, which the guest names beside its tar), for diff and commit."""
     from contextlib import contextmanager
 
     @contextmanager
@@ -236,9 +256,12 @@ def upper(t: Any, rec: ContainerRecord) -> Any:
                     os.close(sfd)
                     os.close(dfd)
             with tempfile.TemporaryFile(dir=root) as tar:
-                _guest(t, rec, "upper", (), -1, tar.fileno())
+                notes = _guest(t, rec, "upper", (), -1, tar.fileno())
                 tar.seek(0)
                 _unpack(tar, merged, whiteouts=True)
+            for line in notes.splitlines():
+                if line.startswith("opaque ./"):
+                    _opaque(merged, line.removeprefix("opaque ./"))
             yield merged
         finally:
             shutil.rmtree(root, ignore_errors=True)

@@ -183,11 +183,12 @@ class OciCli:
         raise self.unsupported("stats", "its memory, CPU and pids are a guest kernel's")
 
     def guest_files(self, settings: Settings, cid: str, bundle: str, op: str,
-                    args: tuple[str, ...], in_fd: int, out_fd: int) -> None:
-        """caps.has_guest: a tar of the container's files as its guest sees them, made by the
-        guest (running, or booted for it when stopped): op 'out' PATH, 'in' DEST ISDIR CONTENTS
-        NAME (a tar from in_fd), 'upper' (its writable layer), 'export'; tars go to out_fd.
-        NotFound/ConfigError in the guest's words (runtime/vm/guestfs.py)."""
+                    args: tuple[str, ...], in_fd: int, out_fd: int) -> str:
+        """caps.guest_files: a tar of the container's files as its guest sees them, made by
+        the guest (running, or booted for it when stopped): op 'out' PATH, 'in' DEST ISDIR
+        CONTENTS NAME (a tar from in_fd), 'upper' (its writable layer), 'export'; tars go to
+        out_fd; returns the guest's notes ('upper': 'opaque DIR' lines). NotFound/ConfigError
+        in the guest's words (runtime/vm/guestfs.py)."""
         raise self.unsupported("cp", "its files live in a guest this runtime cannot reach")
 
     def layer_files(self, bundle: str) -> list[str]:
@@ -301,10 +302,10 @@ class IsleVmRuntime(OciCli):
         return [os.path.join(os.path.abspath(bundle), "guest-upper.ext4")]
 
     def guest_files(self, settings: Settings, cid: str, bundle: str, op: str,
-                    args: tuple[str, ...], in_fd: int, out_fd: int) -> None:
+                    args: tuple[str, ...], in_fd: int, out_fd: int) -> str:
         from isle.runtime.vm.guestfs import run_op
 
-        run_op(cid, self.root, settings, bundle, op, args, in_fd, out_fd)
+        return run_op(cid, self.root, settings, bundle, op, args, in_fd, out_fd)
 
     def run_in_process(self, settings: Settings, cid: str, bundle: str, pid_file: str) -> int:
         from isle.runtime.vm.runner import run as vm_run

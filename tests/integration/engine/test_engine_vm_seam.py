@@ -23,7 +23,8 @@ def test_vm_container_files_through_its_guest_running_and_stopped(isle, tmp_path
     src = tmp_path / "greeting"
     src.write_text("hello from the host\n")
     isle("create", "--isolation", "vm", "--network", "none", "--name", "vs", "busybox", "sh",
-         "-c", "cat /greeting; echo guest-made > /made; rm /bin/ls; echo up; sleep 100")
+         "-c", "cat /greeting; echo guest-made > /made; rm /bin/ls; rm -rf /var; mkdir /var; "
+         ">/var/new; echo up; sleep 100")
     isle("cp", str(src), "vs:/greeting")              # created, never started: the disk-to-be
     isle("start", "vs", timeout=120)
     for _ in range(150):
@@ -48,9 +49,9 @@ def test_vm_container_files_through_its_guest_running_and_stopped(isle, tmp_path
         assert line in diff, diff
     assert not [x for x in diff if x.endswith(("/etc/hosts", "/etc/resolv.conf"))], diff
     isle("commit", "vs", "vs-img")
-    assert isle("run", "--rm", "vs-img", "sh", "-c",
-                "cat /made /tmp/greeting; ls /bin/ls || echo gone").stdout == \
-        "guest-made\nhello from the host\ngone\n"
+    assert isle("run", "--rm", "vs-img", "sh", "-c",  # /var: opaque (its /var/tmp is gone)
+                "cat /made /tmp/greeting; ls /bin/ls || echo gone; ls /var").stdout == \
+        "guest-made\nhello from the host\ngone\nnew\n"
     names = tarfile.open(fileobj=io.BytesIO(_export(isle, "vs"))).getnames()
     assert "./made" in names and "./tmp/greeting" in names and "./bin/ls" not in names
     # a 40 MB write lands in the host file (a tmpfs upper held it in the 128 MiB guest's RAM),
@@ -74,7 +75,6 @@ def test_vm_container_files_through_its_guest_running_and_stopped(isle, tmp_path
     isle("cp", "vs:/made", str(out / "made2"))
     assert (out / "made2").read_text() == "guest-made\n"
     isle("cp", str(src), "vs:/after-stop")
-    assert "A /after-stop" in isle("diff", "vs").stdout.split("\n")
     isle("start", "vs", timeout=120)
     assert isle("exec", "vs", "cat", "/after-stop", "/made", timeout=60).stdout == \
         "hello from the host\nguest-made\n"

@@ -20,7 +20,11 @@ symlinks and '..' never leave it; exit 2 means not found, 3 the wrong kind (the 
     in DEST ISDIR CONTENTS NAME  the tar on stdin (one top entry 's') placed at DEST, docker cp's
                               rules: into an existing directory as NAME (CONTENTS=1: s's
                               entries), over an existing file, or as a new DEST
-    upper                     tar of the overlay upper (whiteouts: char 0/0 entries)
+    upper                     tar of the overlay upper (whiteouts: char 0/0 entries); busybox
+                              tar keeps no xattrs, so its opaque directories (a lower one
+                              removed and made again) are named on stderr: 'opaque DIR'
+                              (a directory of the upper hiding an entry of the lower it has no
+                              whiteout for)
     export                    tar of the container's root filesystem (no /proc, /sys, volumes)
 """
 
@@ -91,6 +95,19 @@ else
 fi
 """
 
+_UPPER = r"""cd /rw/upper || exit 1
+busybox find . -type d | while IFS= read -r d; do
+  [ "$d" != . ] && [ -d "/lower/$d" ] && [ ! -L "/lower/$d" ] || continue
+  for e in "/lower/$d"/* "/lower/$d"/.[!.]* "/lower/$d"/..?*; do
+    { [ -e "$e" ] || [ -L "$e" ]; } || continue
+    n=${e##*/}
+    [ -e "/newroot/$d/$n" ] || [ -L "/newroot/$d/$n" ] || [ -c "$d/$n" ] ||
+      { echo "opaque $d" >&2; break; }
+  done
+done
+exec busybox tar -c -f - .
+"""
+
 _EXPORT = r"""busybox unshare -m --propagation private /bin/busybox sh -c '
   mkdir -p /isle-root && mount --bind /newroot /isle-root && cd /isle-root || exit 125
   exec busybox tar -c -f - .'
@@ -110,7 +127,7 @@ def script(op: str, args: tuple[str, ...] = ()) -> str:
     if op == "in" and len(args) == 4:
         return _ENTER + f"isle_root {_q(_IN)} " + " ".join(_q(a) for a in args) + "\n"
     if op == "upper" and not args:
-        return "cd /rw/upper && exec busybox tar -c -f - .\n"
+        return _UPPER
     if op == "export" and not args:
         return _EXPORT
     raise ConfigError("guest files", f"unknown operation {op!r} with {len(args)} arguments")
@@ -126,10 +143,11 @@ def upper_path(cfg: dict[str, Any]) -> str:
 
 
 def run_op(cid: str, root: str, settings: Settings, bundle: str, op: str,
-           args: tuple[str, ...], in_fd: int, out_fd: int) -> None:
+           args: tuple[str, ...], in_fd: int, out_fd: int) -> str:
     """Run op on container cid's files: stdin from in_fd (-1: none), its tar on out_fd (a
-    write-only file or pipe). A running VM does it; else (stopped, or no state) a maintenance
-    boot of bundle. NotFound (exit 2), ConfigError (3) or VMError with the guest's words."""
+    write-only file or pipe); what it said on stderr (up to 1 MiB). A running VM does it; else
+    (stopped, or no state) a maintenance boot of bundle. NotFound (exit 2), ConfigError (3) or
+    VMError with the guest's words."""
     from isle.runtime.vm import state as st
 
     text = script(op, args)
@@ -158,10 +176,11 @@ def run_op(cid: str, root: str, settings: Settings, bundle: str, op: str,
             raise InvalidState(f"container {cid} is created, not started: its guest runs no job")
         else:
             code = _offline(bundle, settings, text, in_fd, out_fd, err.fileno())
-        if code == 0:
-            return
         err.seek(0)
-        msg = err.read(4096).decode(errors="replace").strip().splitlines()
+        said = err.read(1 << 20).decode(errors="replace")
+        if code == 0:
+            return said
+        msg = said.strip().splitlines()
     why = msg[-1] if msg else f"the guest's {op} failed with exit code {code}"
     if code == 2:
         raise NotFound(why)
