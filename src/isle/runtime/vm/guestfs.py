@@ -155,6 +155,13 @@ def run_op(cid: str, root: str, settings: Settings, bundle: str, op: str,
         s = st.load(root, cid)
     except (NotFound, FileNotFoundError):
         s = None
+    from isle.runtime.vm.pod import role
+
+    if role(s.annotations if s is not None else _annotations(bundle))[0] == "container":
+        from isle.errors import Unsupported
+
+        raise Unsupported(f"container {cid} runs in its pod's VM, under the pod's root: its "
+                          "files are not reachable as a VM container's")
     import tempfile
 
     with tempfile.TemporaryFile(prefix="isle-guest-err-") as err:
@@ -187,6 +194,17 @@ def run_op(cid: str, root: str, settings: Settings, bundle: str, op: str,
     if code == 3:
         raise ConfigError("cp", why)
     raise VMError(f"container {cid}: {why}")
+
+
+def _annotations(bundle: str) -> dict[str, str]:
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            ann = json.load(f).get("annotations") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return ann if isinstance(ann, dict) else {}
 
 
 def _offline(bundle: str, settings: Settings, text: str, in_fd: int, out_fd: int,
