@@ -748,6 +748,10 @@ def run_bench(isle_argv: list[str], image: str, *, quick: bool, levels: list[str
                 now = time.perf_counter()
                 phases[name] = round(now - mark, 2)
                 mark = now
+            # the microvm level is the cold boot (a template's clone is the runtime's default)
+            cold_env = os.environ.pop("ISLE_VM_TEMPLATE", None)
+            if lv == "microvm":
+                os.environ["ISLE_VM_TEMPLATE"] = "0"
             try:
                 if lv == "os-vm":
                     res.update(b.os_vm())
@@ -777,6 +781,9 @@ def run_bench(isle_argv: list[str], image: str, *, quick: bool, levels: list[str
                 res["reason"] = f"failed: {exc}"[:600]
             finally:
                 b.cleanup()
+                os.environ.pop("ISLE_VM_TEMPLATE", None)
+                if cold_env is not None:
+                    os.environ["ISLE_VM_TEMPLATE"] = cold_env
     finally:
         b.cleanup()
     doc["elapsed_s"] = round(time.time() - t0, 1)

@@ -36,8 +36,9 @@ def annotate(settings: Settings, spec: dict[str, Any], bundle: str, image_id: st
     # digests the merged tree, so a file added by `isle cp` before start reaches the disk)
     if image_id and os.path.isdir(upper) and not os.listdir(upper):
         ann["org.isle.vm.rootfs-key"] = image_id.removeprefix("sha256:")[:40]
-    if ann.get(TEMPLATE_ANNOTATION) in ("false", "0"):
-        return
+    env = "" if _MAKING else os.environ.get("ISLE_VM_TEMPLATE", "")
+    if ann.get(TEMPLATE_ANNOTATION, env) in ("false", "0"):
+        return  # a cold boot asked for (the runtime reads the same annotation, then env)
     d = os.path.join(settings.cache, "templates")
     if not _MAKING and not any(n.endswith(".json") for n in _listdir(d)):
         return  # no template at all: leave the disk digest to the runtime (cold path cost)
