@@ -66,7 +66,9 @@ def register(cli: click.Group) -> None:
         """Stop the private containerd in DIR; remove its pods, shims, netns, leases, bridge."""
         from isle.kube.node import down
 
-        down(d, purge)
+        for kind, items in down(d, purge).items():  # what could not be removed: say so
+            click.echo(f"isle kube down: warning: left on the host: {kind}: {', '.join(items)}",
+                       err=True)
 
     @kube.command("status")
     @click.option("--dir", "d", required=True)

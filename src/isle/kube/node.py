@@ -54,10 +54,15 @@ def _pid(d: str) -> int | None:
 
 
 def status(d: str) -> dict[str, object]:
+    """Whether the node in d is up; when it is not, also what of it is left on the host
+    (leftovers: empty after a clean ``down``)."""
     d = os.path.abspath(d)
     pid = _pid(d)
-    return {"dir": d, "pid": pid, "running": pid is not None,
-            "socket": os.path.join(d, "containerd.sock")}
+    out: dict[str, object] = {"dir": d, "pid": pid, "running": pid is not None,
+                              "socket": os.path.join(d, "containerd.sock")}
+    if pid is None:
+        out["leftovers"] = leftovers(d)
+    return out
 
 
 def _ctr(n: Node, *args: str, timeout: float = 60) -> bytes:
@@ -366,9 +371,10 @@ def _unmount_under(d: str) -> None:
             pass
 
 
-def down(d: str, purge: bool = False) -> None:
+def down(d: str, purge: bool = False) -> dict[str, list[str]]:
     """Stop the private containerd in d and remove everything it made on the host (see module
-    doc). Safe to call again, and on a half-started node. purge: remove d as well."""
+    doc). Safe to call again, and on a half-started node. purge: remove d as well.
+    -> what could not be removed (leftovers; empty when all went)."""
     d = os.path.abspath(d)
     n = Node.under(d)
     ids = _node_ids(n)  # before anything goes: the cgroups are named by them
@@ -410,5 +416,7 @@ def down(d: str, purge: bool = False) -> None:
         except OSError:
             pass
     shutil.rmtree(n.state, ignore_errors=True)
+    left = leftovers(d, ids)
     if purge:
         shutil.rmtree(d, ignore_errors=True)
+    return left

@@ -43,6 +43,7 @@ def test_down_removes_pod_cgroups_and_the_empty_parent(tmp_path: Path) -> None:
     sock = "unix://" + str(d / "containerd.sock")
     cri = [str(CRICTL), "-r", sock, "-i", sock, "--timeout", "50s"]
     ids: set[str] = set()
+    left: dict[str, list[str]] | None = None
     kube_node.up(str(d))
     try:
         subprocess.run(["ctr", "-a", str(d / "containerd.sock"), "-n", "k8s.io", "images",
@@ -65,8 +66,11 @@ def test_down_removes_pod_cgroups_and_the_empty_parent(tmp_path: Path) -> None:
         # the pods' containers sit in /k8s.io/<id> (containerd's default parent)
         assert len(_cgroups_named(ids)) >= 4
     finally:
-        kube_node.down(str(d))
+        left = kube_node.down(str(d))
+    assert left == {}  # down says what it could not remove
     assert kube_node.leftovers(str(d), ids) == {}
+    st = kube_node.status(str(d))
+    assert not st["running"] and st["leftovers"] == {}
     assert _cgroups_named(ids) == []
     for h in Path("/sys/fs/cgroup").iterdir():  # the parent goes unless another node uses it
         parent = h / "k8s.io"
