@@ -104,14 +104,12 @@ def run_with_console(argv: list[str], sock_path: str, *, stdin_fd: int | None = 
                      stdout_fd: int = 1) -> int:
     """Run a runtime command that hands its pty master to sock_path (--console-socket); copy
     between that pty and our terminal until the process ends; its exit code."""
-    import subprocess
-
     from isle.sys import proc
 
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     srv.bind(sock_path)
     srv.listen(1)
-    child = proc.spawn(argv, stdin=subprocess.DEVNULL)
+    child = proc.spawn(argv, stdin=proc.DEVNULL)
     master = -1
     try:
         import select

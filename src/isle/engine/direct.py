@@ -236,14 +236,11 @@ def _wait_forked(pid: int, status_r: int, p: Any, stderr_fd: int,
 def _spawn_runtime(oci: Any, cid: str, opts: RunOptions, p: Any,
                    stdin_fd: int | None, stdout_fd: int) -> Any:
     """Another runtime (runc, crun; isle's when not forkable): its `run` in a child process."""
-    import subprocess
-
     from isle.sys import proc
 
     argv = oci.run_argv(cid, p.bundle, p.pidfile)
-    stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else subprocess.DEVNULL
-    return proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=subprocess.PIPE,
-                      process_group=0)
+    stdin = stdin_fd if (opts.interactive and stdin_fd is not None) else proc.DEVNULL
+    return proc.spawn(argv, stdin=stdin, stdout=stdout_fd, stderr=proc.PIPE, process_group=0)
 
 
 def _wait_runtime(child: Any, p: Any, stderr_fd: int) -> tuple[int, bool, bytes]:

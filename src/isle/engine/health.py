@@ -34,8 +34,6 @@ def healthcheck_of(opts: RunOptions, image_config: dict[str, Any]) -> Healthchec
 
 
 def spawn_loop(settings: Any, cid: str) -> None:
-    import subprocess
-
     from isle.sys import proc
 
     py = [sys.executable, "-m", "isle.cli.main"]
@@ -45,7 +43,7 @@ def spawn_loop(settings: Any, cid: str) -> None:
         py = python_argv("isle.cli.main")
     proc.spawn(py + ["--root", settings.root, "--runroot", settings.runroot, "container",
                      "healthcheck", "--loop", cid],
-               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+               stdin=proc.DEVNULL, stdout=proc.DEVNULL, stderr=proc.DEVNULL,
                start_new_session=True)
 
 

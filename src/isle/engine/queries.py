@@ -186,6 +186,7 @@ class Queries:
     def exec_capture(self, ref: str, cmd: list[str], *, timeout: float = 30) -> tuple[int, str]:
         """Run cmd in the container, capturing combined output (health checks); the output is
         collected in a file, so a process it leaves behind holding stdout cannot stall it."""
+        from isle.engine.attach import wait_pid_exit
         from isle.engine.layout import write_file
         from isle.engine.spec import SpecInputs, process_spec
         from isle.sys import proc
@@ -205,11 +206,11 @@ class Queries:
         try:
             argv = self.ctx.oci(rec).exec_argv(rec.id, spec_path, detach=False, tty=False)
             child = proc.spawn(argv, stdin=proc.DEVNULL, stdout=fd, stderr=proc.STDOUT)
-            rc = proc.wait(child, timeout)
-            if rc is None:
+            if not wait_pid_exit(child.pid, timeout):  # a pidfd: no polling
                 child.kill()
                 child.wait()
                 return -1, f"Health check exceeded timeout ({timeout}s)"
+            rc = child.wait()
             with os.fdopen(os.dup(fd), "rb") as f:
                 f.seek(0)
                 return rc, f.read().decode(errors="replace")

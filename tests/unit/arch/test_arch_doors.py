@@ -14,8 +14,7 @@ SRC = Path(__file__).resolve().parents[3] / "src" / "isle"
 
 #: modules (under src/isle) that import subprocess themselves: move them to sys/proc.py
 SUBPROCESS_LEFT = {
-    "bench/measure.py", "engine/attach.py", "engine/direct.py", "engine/health.py",
-    "vm/machine.py", "vm/microvm.py",
+    "bench/measure.py", "vm/machine.py", "vm/microvm.py",
     "vm/osimage.py", "vm/virtiofs.py",
 }
 #: modules that open /proc/<pid>/{stat,status,mountinfo,cgroup} or /proc/meminfo themselves:
