@@ -14,6 +14,7 @@ __all__ = [
     "render",
     "render_exec",
     "render_pod",
+    "pod_ctr",
     "POD_TAG",
     "POD_DIR",
     "premount_script",
@@ -190,12 +191,13 @@ def _exec_argv(job: Job, root: str = "/newroot", ns: tuple[str, ...] = ()) -> li
     return x + ["--", *job.args]
 
 
-def render_exec(job: Job, slot: int, root: str = "/newroot") -> str:
+def render_exec(job: Job, slot: int, root: str = "/newroot", ctr: str = "") -> str:
     """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'. root:
-    the container's in the guest (a pod container's: render_pod's)."""
+    the container's in the guest; ctr: the file naming its process (a pod container's:
+    pod_ctr)."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
-    # the VM's container: into its namespaces (-J); a pod container (its own root): chrooted
-    ns = ("-J", CTR_PID) if root == "/newroot" else ()
+    # the VM's container, or a pod's: into its namespaces (-J); another root: chrooted
+    ns = ("-J", ctr or CTR_PID) if root == "/newroot" or ctr else ()
     if job.terminal:  # the VM's one virtconsole (vm.microvm.machine_config), lent to this exec
         t = "/dev/hvc0"
         return (
@@ -280,11 +282,12 @@ def render(job: Job) -> str:
         # a terminal resized: winsz HVC ROWS COLS (the kernel sends SIGWINCH)
         '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
-        # a pod container's signal (render_pod): xkill SLOT SIG [all]: its process, or every
-        # process chrooted into its root (/xSLOT.root); also left in /xSLOT.kill for a process
-        # not started yet (render_pod reads it once it has written /xSLOT.pid)
-        '    xkill) echo "$b" > "/x$a.kill"; if [ "$d" = all ] && read -r xr < "/x$a.root"; then'
-        ' kill -"$b" $(' + _ROOTED + ') 2>/dev/null;'
+        # a pod container's signal (render_pod): xkill SLOT SIG [all]: to isle-exec, which
+        # passes it on; SIGKILL or all: to the first process of its pid namespace (/xSLOT.cpid:
+        # the namespace goes with it); also left in /xSLOT.kill for a process not started yet
+        # (render_pod reads it once it has written /xSLOT.pid)
+        '    xkill) echo "$b" > "/x$a.kill"; if { [ "$b" = 9 ] || [ "$d" = all ]; }'
+        ' && read -r cp < "/x$a.cpid"; then kill -"$b" "$cp" 2>/dev/null;'
         ' elif read -r xp < "/x$a.pid"; then kill -"$b" "$xp" 2>/dev/null; fi;;',
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",
@@ -300,9 +303,9 @@ def render(job: Job) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: the pids of the processes chrooted into $xr (two forks, not one per process: TCG)
-_ROOTED = ("busybox ls -l /proc/[0-9]*/root 2>/dev/null | busybox awk -v r=\"$xr\""
-           " '$NF == r {split($(NF - 2), p, \"/\"); print p[3]}'")
+def pod_ctr(cid: str) -> str:
+    """The guest file naming a pod container's process once in its own namespaces (-N/-J)."""
+    return f"/ctr-{cid}.pid"
 
 #: the virtio-fs tag of a pod VM's shared directory and where the guest mounts it: the host
 #: bind-mounts each pod container's rootfs (and directory mounts) there (runtime.vm.pod)
@@ -316,6 +319,7 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
     bound on itself; the job's own mounts and files under it; binds (n, destination, ro) mount
     POD_DIR/<cid>/m<n> (a host directory the host bound there) at destination. Reports
     'xexit SLOT CODE'; everything mounted under the root goes when the process has ended. The
+    process has its own mount and pid namespaces (isle-exec -N, as the VM's container has); the
     VM's network, hostname and IPC are the pod's, shared by its containers (its namespaces)."""
     root = f"{POD_DIR}/{cid}/rootfs"
     r = _q(root)
@@ -345,17 +349,25 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
         lines.append(f"[ -d {parent} ] || mkdir -p {parent}")
         lines.append(f"printf '%s' {_q(text)} > {_q(root + dest)}")
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
+    ctr = _q(pod_ctr(cid))
     lines += [
-        " ".join(_q(a) for a in _exec_argv(job, root)) + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &',
+        f"rm -f {ctr}",
+        " ".join(_q(a) for a in _exec_argv(job, root, ns=("-N", pod_ctr(cid))))
+        + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &',
         f"xp=$!; echo $xp > /x{slot}.pid",
+        # in its own root (seccomp copy written, namespaces made) or gone: execs may come
+        f"n=0; while [ ! -e {ctr} ] && [ $n -lt 10000 ] && kill -0 $xp 2>/dev/null; do"
+        " n=$((n + 1)); usleep 1000; done",
+        f"cp=; read -r cp < {ctr} 2>/dev/null && echo $cp > /x{slot}.cpid",
         f"echo {r} > /x{slot}.root",
         # a signal sent before the pid was known (a stop right after start)
-        f'if read -r xs < /x{slot}.kill; then kill -"$xs" "$xp" 2>/dev/null; fi',
+        f'if read -r xs < /x{slot}.kill; then if [ "$xs" = 9 ] && [ -n "$cp" ];'
+        ' then kill -9 "$cp"; else kill -"$xs" "$xp"; fi 2>/dev/null; fi',
         'wait "$xp"; code=$?',
-        # what still runs chrooted there (its children) goes with it, then its mounts
-        f"xr={r}; kill -9 $({_ROOTED}) 2>/dev/null",
+        # its namespace goes with its first process; its mounts after
+        '[ -n "$cp" ] && kill -9 "$cp" 2>/dev/null',
         f"umount -l {r}",
-        f"rm -f /x{slot}.kill",
+        f"rm -f /x{slot}.kill /x{slot}.cpid {ctr}",
         f'echo "xexit {slot} $code" >&3; rm -f /x{slot}.pid /x{slot}.root',
     ]
     return "\n".join(lines) + "\n"

@@ -447,7 +447,7 @@ def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
 
     from isle.runtime.vm import control
     from isle.runtime.vm import spec as vmspec
-    from isle.vm.job import render_exec
+    from isle.vm.job import pod_ctr, render_exec
 
     s = st.load(root, cid)
     if s.status != "running":
@@ -455,12 +455,13 @@ def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
     opts = tuple(seccomp_path(cid) if o == vmspec.GUEST_SECCOMP else o for o in job.spec_opts)
     job = dataclasses.replace(job, spec_opts=opts)
     # `start` returns once the container's script was sent: an exec right after it waits (10 s
-    # at most) until that script has made the root and started the process (/xSLOT.root)
+    # at most) until the process is in its own namespaces and root (/xSLOT.root), then joins them
     slot = _slot(root, cid)
     wait = (f"n=0; while [ ! -e /x{slot}.root ] && [ $n -lt 10000 ]; do n=$((n + 1));"
             " usleep 1000; done\n") if slot else ""
     return control.exec_(role(s.annotations)[1], root, job, tty_fd,
-                         script=lambda i: wait + render_exec(job, i, guest_root(cid)))
+                         script=lambda i: wait + render_exec(job, i, guest_root(cid),
+                                                             pod_ctr(cid)))
 
 
 def pids(cid: str, root: str) -> list[int]:
