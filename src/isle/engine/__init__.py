@@ -20,4 +20,9 @@ VMs (engine/vms.py): vms = VMs(settings); vms.create(name, disk=..) / create_fro
     / prune_templates() / prune_disks(); `--isolation vm` runs use a matching template by
     themselves.
 Errors are isle.errors classes (+ reports.CommandNotFound 127, CannotInvoke 126).
+
+Inside, Engine is a composition root (engine.py): a Context (context.py) shared by the
+Supervisor (supervisor.py: start, refresh, signal, release) and the verbs that use it:
+Containers (containers.py), Queries (queries.py), Transfer (transfer.py). docs/design.md,
+"Engine shape".
 """
