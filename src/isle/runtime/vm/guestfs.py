@@ -182,6 +182,8 @@ def run_op(cid: str, root: str, settings: Settings, bundle: str, op: str,
         elif s is not None and s.status == "created":
             raise InvalidState(f"container {cid} is created, not started: its guest runs no job")
         else:
+            if s is not None:
+                _gone(s)
             code = _offline(bundle, settings, text, in_fd, out_fd, err.fileno())
         err.seek(0)
         said = err.read(1 << 20).decode(errors="replace")
@@ -194,6 +196,20 @@ def run_op(cid: str, root: str, settings: Settings, bundle: str, op: str,
     if code == 3:
         raise ConfigError("cp", why)
     raise VMError(f"container {cid}: {why}")
+
+
+def _gone(s: Any, timeout: float = 10.0) -> None:
+    """The container's own QEMU has quit (a stopped container's VM powers off after its exit
+    report): two VMs must never have its writable layer at once."""
+    import time
+
+    from isle.runtime.vm import state as st
+
+    deadline = time.monotonic() + timeout
+    while st.pid_alive(s.qemu_pid, s.qemu_start):
+        if time.monotonic() > deadline:
+            raise InvalidState(f"container {s.id}: its VM is still shutting down")
+        time.sleep(0.05)
 
 
 def _annotations(bundle: str) -> dict[str, str]:
