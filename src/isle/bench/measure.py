@@ -387,6 +387,17 @@ class Bench:
             shutil.rmtree(iodir, ignore_errors=True)
         return self._inside_result(level, out)
 
+    def _tool(self, level: str, tool: str, name: str) -> tuple[str, str, str]:
+        """(shell to run first, the directory of the tool's binary and libraries inside the
+        instance, what to remove after). A microVM copies it out of the shared directory first:
+        its virtiofs cannot map the zero-fill pages of some libraries ("cannot map zero-fill
+        pages"); elsewhere it runs from the mount (fio and its 64 libraries are ~80 MiB: the copy
+        cost a sandbox's gofer a second)."""
+        if not level.startswith("microvm"):
+            return "", f"{tool}/{name}", ""
+        d = f"/tmp/isle-bench-{self.tag}-{name}"
+        return f"cp -r {tool}/{name} {d}; ", d, d
+
     def _inside_script(self, level: str) -> tuple[str, str, str]:
         """The probe script of inside() and the host directory fio writes (made here; the
         caller removes it) and where the instance sees it: (script, iodir, io)."""
@@ -399,15 +410,13 @@ class Bench:
         io = "/isle-io" if level != "native" else iodir
         fio = ""
         if self.fio:
-            # copied out of the shared directory first: a microVM's virtiofs cannot map the
-            # zero-fill pages of some libraries ("cannot map zero-fill pages")
-            tool_fio = f"/tmp/isle-bench-{self.tag}"
-            fio = (f"echo ---fio---; cp -r {tool}/fio {tool_fio}; "
+            prep, tool_fio, done = self._tool(level, tool, "fio")
+            fio = (f"echo ---fio---; {prep}"
                    f"{tool_fio}/ld.so --library-path {tool_fio} {tool_fio}/fio "
                    f"--name=isle --filename={io}/fio.dat --size={p.fio_size} "
                    f"--rw=randrw --bs=4k --ioengine=psync --runtime={int(p.fio_seconds * 1000)}ms "
                    "--time_based "
-                   f"--output-format=json; rm -rf {io}/fio.dat {tool_fio}")
+                   f"--output-format=json; rm -rf {io}/fio.dat {done}")
         script = (f"{tool}/probe cpu {p.cpu_rounds}; {tool}/probe sys {p.sys_calls}; "
                   f"{tool}/probe surface; echo devices=$(ls /dev | wc -l); {fio}")
         return script, iodir, io
@@ -477,20 +486,20 @@ class Bench:
         self._nets.append(net)
         try:
             tool = "/isle-bench"
-            ip3 = f"/tmp/isle-bench-{self.tag}"  # copied: see inside()
+            prep, ip3, _ = self._tool(level, tool, "iperf3")
             # iperf3 listening first (port 5201 = 0x1451 in /proc/net/tcp*), then the echo
             # server: once it answers the client, the server instance is idle. iperf3 serves
             # one test (-1) and the instance ends with it: its removal needs no kill (a running
             # sandbox's `runsc delete` waits ~1.5 s for the sentry)
-            srv = (f"cp -r {tool}/iperf3 {ip3}; "
-                   f"{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -1 -p 5201 & i=$!; n=0; "
+            srv = (f"{prep}{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 -s -1 -p 5201 & "
+                   "i=$!; n=0; "
                    "until grep -qE ':1451 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 "
                    "2>/dev/null || [ $n -ge 100 ]; do n=$((n+1)); sleep 0.05; done; "
                    f"{tool}/probe rr-server 7000 & wait $i")
             args = ["run", "-d", "--network", net, *_FLAGS[level], *self._vm_mem(level),
                     "-v", f"{self.tools}:{tool}:ro"]
             cli = (f"{tool}/probe rr-client {{ip}} 7000 {p.rr_count}; echo ---iperf---; "
-                   f"cp -r {tool}/iperf3 {ip3}; {ip3}/ld.so --library-path {ip3} {ip3}/iperf3 "
+                   f"{prep}{ip3}/ld.so --library-path {ip3} {ip3}/iperf3 "
                    f"-c {{ip}} -p 5201 -t {p.net_seconds} -J")
             mounts = [f"{self.tools}:{tool}:ro", *(pre_mounts or [])]
             if pre:
