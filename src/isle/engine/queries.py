@@ -62,6 +62,7 @@ class Queries:
                 cfgs[rec.image_id] = self.image_config(rec)
             rows.append(summary(rec, cfgs[rec.image_id], now))
         for f in filters or []:
+            _check_filter(f)  # a bad filter is an error with no containers too, as Docker's
             rows = [r for r in rows if _match(r, f)]
         if last >= 0:
             rows = rows[:last]
@@ -358,10 +359,28 @@ def mem_total() -> int:
     return 0
 
 
-def _match(row: ContainerSummary, f: str) -> bool:
+_FILTER_KEYS = ("id", "name", "status", "label", "exited", "ancestor", "isolation", "network",
+                "volume")
+
+
+def _check_filter(f: str) -> None:
+    """KEY=VALUE with a key ps knows and, for status and isolation, a value they can have."""
     k, sep, v = f.partition("=")
     if not sep:
         raise ConfigError("--filter", f"bad format of filter {f!r} (expected name=value)")
+    if k not in _FILTER_KEYS:
+        raise ConfigError("--filter", f"invalid filter {k!r}")
+    if k == "status" and v not in ("created", "restarting", "running", "removing", "paused",
+                                   "exited", "dead"):
+        raise ConfigError("--filter", f"invalid filter 'status={v}'")
+    if k == "isolation" and v not in ("container", "sandbox", "vm", "vm-os"):
+        raise ConfigError("--filter", f"invalid filter 'isolation={v}' (container, sandbox, "
+                                      "vm; vm-os: whole-OS VMs)")
+
+
+def _match(row: ContainerSummary, f: str) -> bool:
+    """Whether row passes filter f (checked by _check_filter)."""
+    k, _, v = f.partition("=")
     if k == "id":
         return row.full_id.startswith(v)
     if k == "name":
@@ -369,8 +388,6 @@ def _match(row: ContainerSummary, f: str) -> bool:
 
         return re.search(v, row.Names) is not None
     if k == "status":
-        if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
-            raise ConfigError("--filter", f"invalid filter 'status={v}'")
         return row.State == v
     if k == "label":
         lk, lsep, lv = v.partition("=")
@@ -379,10 +396,9 @@ def _match(row: ContainerSummary, f: str) -> bool:
         return row.State == "exited" and str(row.exit_code) == v
     if k == "ancestor":
         return v in (row.Image, row.ImageID) or row.ImageID.startswith("sha256:" + v)
-    if k == "isolation":
-        if v not in ("container", "sandbox", "vm"):
-            raise ConfigError("--filter", f"invalid filter 'isolation={v}' "
-                              "(container, sandbox, vm)")
-        return row.Isolation == v
-    raise ConfigError("--filter", f"invalid filter {k!r}")
+    if k == "network":
+        return v in row.Networks.split(",")
+    if k == "volume":
+        return v in row.Mounts.split(",")
+    return row.Isolation == v  # isolation (vm-os: none of these, `isle vm` rows are added after)
 
