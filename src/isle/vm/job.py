@@ -282,12 +282,12 @@ def render(job: Job) -> str:
         # a terminal resized: winsz HVC ROWS COLS (the kernel sends SIGWINCH)
         '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
-        # a pod container's signal (render_pod): xkill SLOT SIG [all]: to isle-exec, which
-        # passes it on; SIGKILL or all: to the first process of its pid namespace (/xSLOT.cpid:
-        # the namespace goes with it); also left in /xSLOT.kill for a process not started yet
-        # (render_pod reads it once it has written /xSLOT.pid)
-        '    xkill) echo "$b" > "/x$a.kill"; if { [ "$b" = 9 ] || [ "$d" = all ]; }'
-        ' && read -r cp < "/x$a.cpid"; then kill -"$b" "$cp" 2>/dev/null;'
+        # a pod container's signal (render_pod): xkill SLOT SIG [all]: to the first process of
+        # its pid namespace (/xSLOT.cpid: as runc signals a container's init; SIGKILL ends the
+        # namespace), else to isle-exec; also left in /xSLOT.kill for a process not in its
+        # namespace yet (render_pod applies it once it has written /xSLOT.cpid)
+        '    xkill) echo "$b" > "/x$a.kill"; if read -r cp < "/x$a.cpid"; then'
+        ' kill -"$b" "$cp" 2>/dev/null;'
         ' elif read -r xp < "/x$a.pid"; then kill -"$b" "$xp" 2>/dev/null; fi;;',
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
         "  esac; done ) &",
@@ -361,8 +361,12 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
         f"cp=; read -r cp < {ctr} 2>/dev/null && echo $cp > /x{slot}.cpid",
         f"echo {r} > /x{slot}.root",
         # a signal sent before the pid was known (a stop right after start)
-        f'if read -r xs < /x{slot}.kill; then if [ "$xs" = 9 ] && [ -n "$cp" ];'
-        ' then kill -9 "$cp"; else kill -"$xs" "$xp"; fi 2>/dev/null; fi',
+        # (once the process catches it, 2 s at most: a stop right after start must not hit a
+        # namespace's first process before its handler is there, which the kernel drops)
+        f'if read -r xs < /x{slot}.kill; then n=0; while [ -n "$cp" ] && [ "$xs" != 9 ]'
+        ' && [ $n -lt 200 ]; do cg=0; while read -r k v; do [ "$k" = SigCgt: ] && cg=$v; done'
+        ' < /proc/$cp/status; [ $(((0x$cg >> (xs - 1)) & 1)) = 1 ] && break; n=$((n + 1));'
+        ' usleep 10000; done; kill -"$xs" "${cp:-$xp}" 2>/dev/null; fi',
         'wait "$xp"; code=$?',
         # its namespace goes with its first process; its mounts after
         '[ -n "$cp" ] && kill -9 "$cp" 2>/dev/null',
