@@ -535,7 +535,7 @@ class Transfer:
         from isle.engine import vmos
 
         # whole-OS VMs own attachments too (engine/vms.py names them vmos-<name>)
-        live += [f"vmos-{n}" for n in vmos.vm_names(self.ctx.s)]
+        live += vmos.net_owners(self.ctx.s)  # (and those live-migrated to another root)
         try:   # networking left by crashed containers or an `isle` killed mid-setup
             gone = netplug.gc(self.ctx.s, live)
             out["Network attachments"] = [x[:12] for x in gone["removed"]] + gone["errors"]

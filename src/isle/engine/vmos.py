@@ -16,8 +16,8 @@ TYPE_CHECKING = False  # typing is not on `isle ps`'s budget (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ISOLATION", "vm_names", "is_vm", "ps_rows", "inspect_dict", "stats_rows",
-           "console_log", "verb"]
+__all__ = ["ISOLATION", "vm_names", "moved_away", "net_owners", "is_vm", "ps_rows",
+           "inspect_dict", "stats_rows", "console_log", "verb"]
 
 
 ISOLATION = "vm-os"
@@ -35,6 +35,33 @@ def vm_names(settings: Any) -> list[str]:
                       if os.path.exists(os.path.join(d, n, "machine.json")))
     except OSError:
         return []
+
+
+def moved_away(settings: Any) -> dict[str, str]:
+    """{name: isle root} of VMs live-migrated from this root (or through it) that still use what
+    it holds for them: their network attachment, their base disk (engine/vms.py leaves
+    <root>/vms/.moved/<name> naming the root the VM went to)."""
+    d = os.path.join(_vm_root(settings), ".moved")
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return {}
+    out = {}
+    for n in names:
+        try:
+            with open(os.path.join(d, n)) as f:
+                where = f.read().strip()
+        except OSError:
+            continue
+        if where and os.path.exists(os.path.join(where, "vms", n, "machine.json")):
+            out[n] = where
+    return out
+
+
+def net_owners(settings: Any) -> list[str]:
+    """The network attachment owners (vmos-<name>) this root's networks hold for whole-OS VMs:
+    its own VMs and those migrated to another root (moved_away). What `system prune` keeps."""
+    return [f"vmos-{n}" for n in [*vm_names(settings), *moved_away(settings)]]
 
 
 def is_vm(settings: Any, ref: str) -> bool:

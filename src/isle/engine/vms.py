@@ -848,11 +848,47 @@ class VMs:
             time.sleep(0.02)
         self.store._clean_run(name)  # (forwards stay: the record's copy is read before)
         lost = dst.store.add_forwards(name, fwd) if fwd else []
+        # what stays behind for the VM (its base disk, its network attachment): the roots that
+        # hold it keep it through their prunes (engine/vmos.moved_away)
+        home = os.path.abspath(dst.s.root)
+        for keep in self._held_by(newspec):
+            self._mark_moved(keep, name, None if keep == home else home)
         self._drop_cgroup(name)
         shutil.rmtree(sdir, ignore_errors=True)
         return {"downtime_ms": stats.get("downtime", 0),
                 "total_ms": stats.get("total-time", 0), "to": dst.store.root,
                 "forwards": fwd, "forwards_lost": lost}
+
+    @staticmethod
+    def _held_by(spec: Any) -> set[str]:
+        """The isle roots holding something of VM spec: its network attachment (netroot), its
+        base disk (<root>/vms/.disks/: built or imported there)."""
+        roots = {os.path.abspath(spec.netroot[0])} if spec.netroot else set()
+        disks = os.path.dirname(os.path.abspath(spec.base or "/"))
+        if os.path.basename(disks) == ".disks":
+            roots.add(os.path.dirname(os.path.dirname(disks)))
+        return roots
+
+    @staticmethod
+    def _mark_moved(root: str, name: str, to: str | None, only: str = "") -> None:
+        """<root>/vms/.moved/<name>: the isle root VM name (which uses something root holds)
+        lives in now (engine/vmos.moved_away); to=None: it is gone (only: if it lived there)."""
+        from isle.sys.fs import atomic_write
+
+        d = os.path.join(root, "vms", ".moved")
+        p = os.path.join(d, name)
+        if to is None:
+            try:
+                if only:
+                    with open(p) as f:
+                        if f.read().strip() != os.path.abspath(only):
+                            return
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            return
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        atomic_write(p, os.path.abspath(to).encode(), durable=False)
 
     _TAP2 = "isle-tap1"
 
@@ -926,6 +962,8 @@ class VMs:
         self.store.rm(name, force=force)
         self._drop_cgroup(name)
         self._net_down(name, spec)
+        for r in self._held_by(spec) - {os.path.abspath(self.s.root)}:
+            self._mark_moved(r, name, None, only=self.s.root)
 
     def cgroup_name(self, name: str) -> str:
         """/isle/vm-<name>-<root tag>: per root, as two roots (a live migration's two ends)
@@ -1073,6 +1111,13 @@ class VMs:
         if not os.path.isdir(d):
             return []
         used = {i.spec.base for i in self.ls()}
+        from isle.engine import vmos
+
+        for n, r in vmos.moved_away(self.s).items():  # VMs migrated away, on a base here
+            try:
+                used.add(MachineStore(os.path.join(r, "vms"), "")._load(n).base)
+            except (NotFound, OSError, ValueError, TypeError):
+                pass
         gone = []
         for n in sorted(os.listdir(d)):
             p = os.path.join(d, n)

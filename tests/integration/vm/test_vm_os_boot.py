@@ -299,6 +299,10 @@ def test_os_vm_live_migration_keeps_a_tcp_connection(os_isle: Isle, deb: dict[st
         assert "downtime" in cp.stderr, cp.stderr
         conn.sendall(b"after")
         assert conn.recv(100) == b"AFTER"  # the same connection, now into the new QEMU
+        # the attachment stays in the first root (its network): its prune keeps it
+        assert "vmos-" not in os_isle("system", "prune", "-f").stdout
+        conn.sendall(b"pruned")
+        assert conn.recv(100) == b"PRUNED"
         assert "deb" not in os_isle("vm", "ls", "-q").stdout.split()
         assert "deb vm-os" in other("ps", "--format", "{{.Names}} {{.Isolation}}").stdout
         assert other("vm", "exec", "deb", "--", "cat", "/var/tmp/isle-user-data").stdout \
@@ -310,6 +314,7 @@ def test_os_vm_live_migration_keeps_a_tcp_connection(os_isle: Isle, deb: dict[st
     assert os_isle.qemus(str(tmp_path)) == []
     assert os_isle.qemus(str(os_isle.root)) == []
     assert vm_cgroups(other.root, "deb") == []
+    assert not (os_isle.root / "vms" / ".moved" / "deb").exists()
 
 
 def test_os_vm_bad_input(os_isle: Isle, tmp_path: Path) -> None:

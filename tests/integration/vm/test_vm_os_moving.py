@@ -271,3 +271,29 @@ def test_vm_on_the_user_network_migrates_with_its_published_port(vm: VmCli,
         other("rm", "-f", "mv", check=False, timeout=60)
     assert _listener(port) == 0
     assert vm.qemus(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(180)
+def test_prune_keeps_the_base_disk_of_a_vm_migrated_away(vm: VmCli, tmp_path: Path) -> None:
+    """An imported VM's base disk stays in the root it was imported into when the VM migrates
+    to another root: `system prune` there keeps it while the VM lives on, and removes it once
+    the VM is gone."""
+    vm("import", str(boot_disk(tmp_path / "os.img")), "--name", "mv", "--memory", "64M")
+    base = Path(json.loads(vm("inspect", "mv").stdout)[0]["base"])
+    assert base.parent.name == ".disks" and base.exists()
+    vm("start", "mv")
+    other = VmCli(tmp_path / "b", vm.qemus)
+
+    def prune() -> str:
+        return subprocess.run(vm.argv()[:-1] + ["system", "prune", "-f"], capture_output=True,
+                              text=True, env=vm.env, check=True, timeout=120).stdout
+
+    try:
+        vm("migrate", "mv", "--to", str(other.root), "--to-runroot", str(other.runroot),
+           timeout=120)
+        assert base.name not in prune() and base.exists()
+        assert _echoes(other, "mv", b"still-42")  # the guest runs on, on that base
+    finally:
+        other("rm", "-f", "mv", check=False, timeout=60)
+    assert base.name in prune() and not base.exists()
+    assert not (vm.root / "vms" / ".moved" / "mv").exists()
