@@ -29,11 +29,20 @@ class Monitor:
             if time.monotonic() > deadline:
                 raise VMError(f"QMP socket {path} did not appear within {timeout:.0f}s")
             time.sleep(0.002)
-        self._qmp = QEMUMonitorProtocol(path)
-        try:
-            self._qmp.connect(negotiate=True)
-        except Exception as exc:  # qemu.qmp raises its own tree (ConnectError, OSError...)
-            raise VMError(f"QMP connect to {path} failed: {exc}") from exc
+        while True:
+            self._qmp = QEMUMonitorProtocol(path)
+            try:
+                self._qmp.connect(negotiate=True)
+                break
+            except Exception as exc:  # qemu.qmp raises its own tree (ConnectError, OSError...)
+                # QEMU binds the socket before it listens: refused in between (a loaded host
+                # widens that window); retried while QEMU lives, until the deadline
+                refused = isinstance(getattr(exc, "exc", exc), ConnectionRefusedError)
+                if not refused or time.monotonic() > deadline or (
+                        alive is not None and not alive()):
+                    raise VMError(f"QMP connect to {path} failed: {exc}") from exc
+                self.close()
+                time.sleep(0.005)
         self._qmp.settimeout(timeout)
 
     def cmd(self, name: str, **args: Any) -> Any:
