@@ -266,6 +266,7 @@ def evict(cache: str, keep: int = AUTO_KEEP, spare: str = "") -> list[str]:
     never one the engine labelled: `isle vm template create`); the keys removed. Running clones
     keep their mapping of a removed template's RAM file (unlinked, freed with the last one)."""
     import json
+    import time
 
     base = os.path.join(cache, "templates")
     auto = []
@@ -276,7 +277,9 @@ def evict(cache: str, keep: int = AUTO_KEEP, spare: str = "") -> list[str]:
             with open(os.path.join(base, n)) as f:
                 if not json.load(f).get("auto"):
                     continue
-            auto.append((os.stat(os.path.join(base, n[:-5])).st_mtime, n[:-5]))
+            used = os.stat(os.path.join(base, n[:-5])).st_mtime
+            if used < time.time() - 60:  # (one in use this minute may be being restored)
+                auto.append((used, n[:-5]))
         except (OSError, ValueError, AttributeError):
             continue
     gone = [k for _, k in sorted(auto, reverse=True)[max(keep - (1 if spare else 0), 0):]]
