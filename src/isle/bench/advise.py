@@ -221,7 +221,8 @@ def advise(w: Workload, doc: dict[str, Any]) -> dict[str, Any]:
     if r:
         st = (r.get("start") or {}).get("exit_ms") or {}
         reasons.append(f"start here ({measured}): cold {st.get('cold')} ms, "
-                       f"warm {st.get('warm')} ms")
+                       f"warm {st.get('warm')} ms"
+                       + (f" (from the {r['measured_in']})" if r.get("measured_in") else ""))
         pss = _pss_mib(doc, measured)
         if pss is not None:
             reasons.append(f"idle PSS {pss:.1f} MiB per instance; "
