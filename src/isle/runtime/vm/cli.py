@@ -148,7 +148,11 @@ def _dispatch(a: argparse.Namespace) -> int:
         if a.verb == "run":
             pod.start(a.id, a.root)
         return 0
-    if a.verb in ("start", "kill", "delete", "ps") and pod.member_of(a.root, a.id):
+    if a.verb in ("start", "kill", "delete", "ps", "pause", "resume", "stats") \
+            and pod.member_of(a.root, a.id):
+        if a.verb in ("pause", "resume", "stats"):
+            raise Unsupported(f"{a.verb}: not supported for a container of a VM pod "
+                              "(its processes are the pod VM's)")
         if a.verb == "start":
             pod.start(a.id, a.root)
         elif a.verb == "kill":
