@@ -166,6 +166,9 @@ class Job:
     #: process.terminal: run on the guest's /dev/hvc0 (a virtconsole the host relays to its pty)
     #: as the session's controlling terminal; stdout and stderr both go there
     terminal: bool = False
+    #: process.consoleSize (rows, columns): the terminal's size before the process starts
+    #: (isle-exec -z; Docker sends it so that the first thing a program prints fits)
+    console_size: tuple[int, int] = (0, 0)
 
 
 def _q(s: str) -> str:
@@ -185,6 +188,8 @@ def _exec_argv(job: Job, root: str = "/newroot", ns: tuple[str, ...] = ()) -> li
         x += ["-l", f"{res}:{soft}:{hard}"]
     if job.no_new_privs:
         x += ["-n"]
+    if job.terminal and min(job.console_size) > 0:
+        x += ["-z", "%d:%d" % job.console_size]
     x += job.spec_opts
     for e in job.env:
         x += ["-e", e]
@@ -249,8 +254,10 @@ def render(job: Job) -> str:
             lines.append(f"ip route add default via {_q(n.gateway)}")
         for dst, via in n.routes:
             lines.append(f"ip route add {_q(dst)} " + (f"via {_q(via)}" if via else "dev eth0"))
-    # its own mount and pid namespaces, pivoted; isle-exec says "started" on the control port
-    x = _exec_argv(job, ns=("-N", CTR_PID, "-A", "3"))
+    # its own mount and pid namespaces, pivoted; isle-exec says "started" on the control port;
+    # a terminal is bound on its /dev/console (-t), as runc binds the pty there
+    x = _exec_argv(job, ns=("-N", CTR_PID, "-A", "3") + (("-t", "/dev/hvc0") if job.terminal
+                                                          else ()))
     # init.sh found the ports: $out, $err, $inp
     if job.terminal:
         lines += [

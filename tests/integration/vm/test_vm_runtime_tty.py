@@ -39,9 +39,12 @@ def _read_until(fd: int, buf: bytearray, want: bytes, timeout: float = 90) -> bo
 def test_create_with_console_socket_gives_a_tty_that_resizes(
     tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
 ) -> None:
-    script = ('[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo is-a-tty; '
+    # process.consoleSize holds from the first instruction; the terminal has a node in the
+    # container's /dev (/dev/console, as runc binds the pty there), so tty names it
+    script = ('[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo is-a-tty; echo "size $(stty size)"; tty; '
               'while read x; do [ "$x" = q ] && break; echo "got:$x"; stty size; done; exit 7')
-    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", script], terminal=True)
+    b = vmh.make_bundle(tmp_path / "b", busybox_rootfs, ["sh", "-c", script], terminal=True,
+                        consoleSize={"height": 21, "width": 77})
     root = str(tmp_path / "root")
     sp = str(tmp_path / "console.sock")
     ls = socket.socket(socket.AF_UNIX)
@@ -73,6 +76,8 @@ def test_create_with_console_socket_gives_a_tty_that_resizes(
         assert rt("start", "t1").returncode == 0
         out = bytearray()
         assert _read_until(master, out, b"is-a-tty"), out
+        assert _read_until(master, out, b"/dev/console"), out
+        assert b"size 21 77" in out, out
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
         time.sleep(0.8)  # the runtime polls the size every 0.2 s
         os.write(master, b"hello\r")

@@ -147,6 +147,11 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         if num is None:
             raise ConfigError(f"process.rlimits[{i}].type", f"unknown rlimit {r.get('type')!r}")
         rl.append((int(num), int(r.get("soft", 0)), int(r.get("hard", 0))))
+    size = p.get("consoleSize") or {}
+    try:
+        console = (int(size.get("height") or 0), int(size.get("width") or 0))
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError("process.consoleSize", "height and width must be numbers") from None
     shares = {dest: (tag + ("/" + share_name(src, dest) if share_name(src, dest) else ""), ro)
               for tag, src, dest, ro in shares_of(cfg)}
     mounts = []
@@ -180,6 +185,7 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
         net=net_of(cfg)[3],
         files=_files(cfg) + _user_dns(cfg),
         spec_opts=guest_opts(cfg),
+        console_size=console if min(console) > 0 else (0, 0),
     )
 
 

@@ -18,13 +18,15 @@
  * Without -N/-J the process is only chrooted into ROOT.
  *
  *   isle-exec [-r ROOT] [-N PIDFILE [-A FD] [-U MAPS -V MAPS] | -J PIDFILE]
- *             [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
+ *             [-t TTY] [-z ROWS:COLS] [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
  *             [-c BND,EFF,PRM,INH,AMB] [-s FLAGS:BASE64 [-W FILE] | -S FILE] [-m UMASK]
  *             [-o OOM_SCORE_ADJ]
  *             [-d] [-k PATH:TYPE:MAJ:MIN:MODE:UID:GID]... [-y KEY=VALUE]... [-D DOMAIN]
  *             [-M PATH]... [-R PATH]... [-O] [-P PROPAGATION] [-e K=V]... -- PROG ARGS...
  *
- * Before pivot_root (or chroot) to ROOT: -d makes, in ROOT/dev (the spec's tmpfs the guest mounted there, not
+ * Before pivot_root (or chroot) to ROOT: -t binds TTY (the process's terminal) on ROOT/dev/console
+ * and the stdio that is that terminal is reopened there once in the root; -z sets the size of
+ * the terminal on stdin; -d makes, in ROOT/dev (the spec's tmpfs the guest mounted there, not
  * its devtmpfs, which holds the guest's disk and control ports), the default devices (null zero
  * full random urandom tty), the -k devices and the symlinks fd stdin stdout stderr ptmx (core if
  * /proc/kcore exists); -y writes /proc/sys/KEY, -D sets the
@@ -61,6 +63,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -322,6 +325,30 @@ static void enter_root(const char *root) {
     free(proc);
 }
 
+/* -t TTY: the process's terminal (the guest's virtconsole) bound on ROOT/dev/console, as runc binds
+ * the pty there, so that the container's /dev has a node for it */
+static void bind_console(const char *root, const char *tty, int create) {
+    char *p = at(root, "/dev/console");
+    if (create) {  /* as the guest's root, before any user namespace */
+        int fd = open(p, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) die("create", p);
+        if (fd >= 0) close(fd);
+    } else if (mount(tty, p, NULL, MS_BIND, NULL) != 0) {
+        die("bind the terminal on", p);
+    }
+    free(p);
+}
+
+/* after the root changed: stdio that is the terminal reopened by its path in the container's
+ * /dev, so that ttyname() (readlink of /proc/self/fd/N) names a file the container has */
+static void reopen_console(void) {
+    int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return;
+    for (int i = 0; i < 3; i++)
+        if (isatty(i) && dup2(fd, i) < 0) die("dup2", "/dev/console");
+    close(fd);
+}
+
 static void pivot(const char *root) {
     if (chdir(root) != 0) die("chdir", root);
     if (syscall(SYS_pivot_root, ".", ".") != 0) die("pivot_root", root);
@@ -445,7 +472,8 @@ static int cap_last(void) {
 int main(int argc, char **argv) {
     const char *root = NULL, *cwd = "/", *domain = NULL, *oom = NULL;
     const char *seccomp = NULL, *prop = NULL, *sc_save = NULL, *sc_file = NULL;
-    const char *new_ns = NULL, *join_ns = NULL, *uidmap = NULL, *gidmap = NULL;
+    const char *new_ns = NULL, *join_ns = NULL, *uidmap = NULL, *gidmap = NULL, *tty = NULL;
+    struct winsize winsz = {0};
     long uid = -1, gid = -1, umask_v = -1;
     int nnp = 0, dev = 0, nenv = 0, ngroups = 0, set_groups = 0, roroot = 0, have_caps = 0;
     int ndevs = 0, nsysctl = 0, nmask = 0, nro = 0;
@@ -500,6 +528,10 @@ int main(int argc, char **argv) {
         case 'R': if (nro < MAXV) ros[nro++] = v; break;
         case 'N': new_ns = v; break;
         case 'A': announce_fd = atoi(v); break;
+        case 't': tty = v; break;
+        case 'z':
+            if (sscanf(v, "%hu:%hu", &winsz.ws_row, &winsz.ws_col) != 2) bad("bad size", v);
+            break;
         case 'J': join_ns = v; break;
         case 'U': uidmap = v; break;
         case 'V': gidmap = v; break;
@@ -525,10 +557,12 @@ int main(int argc, char **argv) {
     }
     if (domain && setdomainname(domain, strlen(domain)) != 0) die("setdomainname", domain);
     if (oom) write_file("/proc/self/oom_score_adj", oom);
+    if (tty && root) bind_console(root, tty, 1);
     if (new_ns) {
         spawn(new_ns, uidmap, gidmap);  /* returns in the container's process only */
         enter_root(root);
     }
+    if (tty && root) bind_console(root, tty, 0);
     for (int k = 0; k < nmask; k++) mask(root ? root : "", masked[k]);
     for (int k = 0; k < nro; k++) readonly(root ? root : "", ros[k], 1);
     if (roroot && root) readonly(root, NULL, 0);
@@ -544,6 +578,10 @@ int main(int argc, char **argv) {
             die("rootfs propagation", prop);
     }
     if (root && !new_ns && (chdir(root) != 0 || chroot(".") != 0)) die("chroot", root);
+    if (tty && root) reopen_console();
+    /* -z: the terminal's size before the program looks (the tty is stdin; a resize set from the
+     * guest shell would not last: the last close of the tty resets it) */
+    if (winsz.ws_row && isatty(0) && ioctl(0, TIOCSWINSZ, &winsz) != 0) die("set the size", NULL);
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
     if (seccomp && !nnp) seccomp_load(seccomp);
