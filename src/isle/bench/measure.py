@@ -396,7 +396,7 @@ class Bench:
         if not level.startswith("microvm"):
             return "", f"{tool}/{name}", ""
         d = f"/tmp/isle-bench-{self.tag}-{name}"
-        return f"cp -r {tool}/{name} {d}; ", d, d
+        return f"[ -d {d} ] || cp -r {tool}/{name} {d}; ", d, d  # once: see _client_beside_server
 
     def _inside_script(self, level: str) -> tuple[str, str, str]:
         """The probe script of inside() and the host directory fio writes (made here; the
@@ -535,8 +535,11 @@ class Bench:
         server = self._spawn_isle(*args, "--ip", ip, self.image, "sh", "-c", srv)
         out = ""
         try:
-            wait = (f"n=0; until /isle-bench/probe rr-client {ip} 7000 1 >/dev/null 2>&1; do "
-                    f"n=$((n+1)); [ $n -ge 12 ] && break; done")
+            # a microVM copies its tools while the server boots (nothing is measured yet)
+            early = "".join(self._tool(level, "/isle-bench", t)[0]
+                            for t, have in (("fio", self.fio), ("iperf3", self.iperf)) if have)
+            wait = (f"{early}n=0; until /isle-bench/probe rr-client {ip} 7000 1 >/dev/null 2>&1; "
+                    f"do n=$((n+1)); [ $n -ge 12 ] && break; done")
             out = self._run(level, ["sh", "-c", f"{wait}; {pre}; echo ---net---; "
                                     + cli.format(ip=ip)], mounts=mounts, network=net)
         finally:
