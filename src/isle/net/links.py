@@ -4,7 +4,8 @@ routes."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from isle.errors import NotFound, Unsupported
 
@@ -18,11 +19,36 @@ def _ipr() -> Any:
     return IPRoute()
 
 
+_T = TypeVar("_T")
+
+
+def _redumped(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a netlink read again when the kernel says its dump was interrupted (NLM_F_DUMP_INTR:
+    another process changed the table meanwhile, e.g. a container's veth came or went); reads
+    only, so trying again is safe."""
+    import functools
+
+    @functools.wraps(fn)
+    def again(*args: Any, **kw: Any) -> _T:
+        from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
+
+        for _ in range(9):
+            try:
+                return fn(*args, **kw)
+            except NetlinkDumpInterrupted:
+                continue
+        return fn(*args, **kw)
+
+    return again
+
+
+@_redumped
 def link_names() -> list[str]:
     with _ipr() as ipr:
         return [ln.get_attr("IFLA_IFNAME") for ln in ipr.get_links()]
 
 
+@_redumped
 def link_exists(name: str) -> bool:
     with _ipr() as ipr:
         return bool(ipr.link_lookup(ifname=name))
@@ -70,6 +96,7 @@ def delete_link(name: str) -> bool:
         return True
 
 
+@_redumped
 def bridge_ports(bridge: str) -> list[str]:
     with _ipr() as ipr:
         br = ipr.link_lookup(ifname=bridge)
@@ -79,6 +106,7 @@ def bridge_ports(bridge: str) -> list[str]:
                 if ln.get_attr("IFLA_MASTER") == br[0]]
 
 
+@_redumped
 def route_cidrs() -> list[str]:
     """Destinations of the host's routes (main table), to keep new subnets off them."""
     out: list[str] = []
