@@ -40,6 +40,22 @@ def owns(root: str, cid: str) -> bool:
 
 def dispatch(argv: list[str]) -> int:
     """Run one runc-style command line (no program name) in the VM runtime; its exit code."""
+    _see_site_packages()
     from isle.runtime.vm.cli import main
 
     return main(argv)
+
+
+def _see_site_packages() -> None:
+    """The VM runtime's QMP client (qemu.qmp: template restores, pause) comes from the venv's
+    site-packages, which isle-runtime's lean launcher leaves off sys.path: added for a hand-off
+    (the launcher's venv: <venv>/bin/isle-runtime -> <venv>/lib/pythonX.Y/site-packages)."""
+    import sys
+
+    if any(p.endswith("site-packages") for p in sys.path):
+        return
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0] or ".")))
+    site = os.path.join(venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                        "site-packages")
+    if os.path.isdir(site):
+        sys.path.append(site)
