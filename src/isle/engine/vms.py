@@ -350,11 +350,9 @@ class VMs:
         try:
             disk = os.path.join(work, "disk.qcow2")
             self.store.export(name, disk, "qcow2")
-            h = hashlib.sha256()
             with open(disk, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            digest, size = "sha256:" + h.hexdigest(), os.path.getsize(disk)
+                digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+            size = os.path.getsize(disk)
 
             def chunks() -> Any:
                 with open(disk, "rb") as f:
