@@ -270,9 +270,9 @@ def _pulling(obj: Any, kw: dict[str, Any], ref: str, fn: Any) -> Any:
         pull_image(obj, ref, bool(kw.get("tls_verify", True)))
     try:
         return fn()
-    except NotFound:
-        if obj.engine.store.exists(ref):  # something else is missing
-            raise
+    except NotFound as exc:
+        if _have_image(obj, ref):  # something else is missing (a network, a container)
+            raise exc from None
         if policy == "never":
             raise NotFound(f"No such image: {ref}") from None
         if policy == "always":
@@ -280,6 +280,17 @@ def _pulling(obj: Any, kw: dict[str, Any], ref: str, fn: Any) -> Any:
     sys.stderr.write(f"Unable to find image '{ref}' locally\n")
     pull_image(obj, ref, bool(kw.get("tls_verify", True)))
     return fn()
+
+
+def _have_image(obj: Any, ref: str) -> bool:
+    """The image is here, or made offline on first use (busybox from Debian's busybox-static)."""
+    from isle.errors import IsleError
+
+    try:
+        obj.engine.store.resolve(ref)
+    except IsleError:
+        return False
+    return True
 
 
 def pull_image(obj: Any, ref: str, tls_verify: bool) -> None:
