@@ -102,7 +102,9 @@ def register(cli: click.Group) -> None:
         lv = list(levels) or [x for x in LEVELS]
         doc = run_bench(ctx, quick=quick, levels=lv, image=image,
                         budget=_size(memory_budget) if memory_budget else 0,
-                        show_progress=not no_progress and fmt == "table",
+                        # on stderr: with --format json too when a person watches it
+                        show_progress=not no_progress and (fmt == "table"
+                                                           or sys.stderr.isatty()),
                         explicit=bool(levels))
         png = None
         if plot_dir or html_path:
