@@ -237,8 +237,9 @@ def launch(
         from isle.vm.config import FsShare
 
         shares = tuple(
-            FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro)
-            for tag, src, _, ro in vmspec.shares_of(p.cfg)
+            FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro,
+                    expose=vmspec.share_name(src, dest))
+            for tag, src, dest, ro in vmspec.shares_of(p.cfg)
         )
         cfg = machine_config(
             p.boot,
