@@ -28,13 +28,6 @@ DEFAULT_CAPS = [
 ]
 
 
-SIGNALS = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
-    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16,
-    "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24,
-    "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
-}
-
 RLIMITS = {
     "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
     "rss", "rtprio", "rttime", "sigpending", "stack", "as",
@@ -396,18 +389,6 @@ def check_caps(flag: str, caps: list[str]) -> list[str]:
 
 
 def parse_signal(flag: str, value: str) -> int:
-    v = value.upper()
-    if v.isdigit():
-        n = int(v)
-        if 1 <= n <= 64:
-            return n
-        raise ConfigError(flag, f"invalid signal {value!r}")
-    v = v.removeprefix("SIG")
-    if v in SIGNALS:
-        return SIGNALS[v]
-    import re
+    from isle.sys.signals import parse
 
-    m = re.fullmatch(r"RTMIN(\+\d+)?", v)
-    if m:
-        return 34 + int(m.group(1) or 0)
-    raise ConfigError(flag, f"invalid signal {value!r}")
+    return parse(value, flag)

@@ -11,6 +11,7 @@ import os
 from isle.errors import ConfigError
 from isle.oci.runtime_spec import CAPABILITIES
 from isle.sys import libc as L
+from isle.sys import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
@@ -167,34 +168,6 @@ def cap_mask(names: list[str] | None) -> int:
     return mask
 
 
-_SIGNALS = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
-    "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
-    "STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22,
-    "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29,
-    "POLL": 29, "PWR": 30, "SYS": 31,
-}
-
-
 def parse_signal(s: str) -> int:
-    """'9', 'KILL', 'SIGKILL', 'sigterm', 'RTMIN+3' -> number."""
-    u = s.strip().upper()
-    if u.isdigit():
-        n = int(u)
-        if 0 < n < 65:
-            return n
-        raise ConfigError("signal", f"invalid signal {s!r}")
-    if u.startswith("SIG"):
-        u = u[3:]
-    if u in _SIGNALS:
-        return _SIGNALS[u]
-    if u.startswith("RTMIN") or u.startswith("RTMAX"):
-        base = 34 if u.startswith("RTMIN") else 64
-        rest = u[5:]
-        try:
-            n = base + int(rest) if rest else base
-        except ValueError:
-            n = 0
-        if 34 <= n <= 64:
-            return n
-    raise ConfigError("signal", f"unknown signal {s!r}")
+    """'9', 'KILL', 'SIGKILL', 'sigterm', 'RTMIN+3' -> number (isle.sys.signals)."""
+    return signals.parse(s)

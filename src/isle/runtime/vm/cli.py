@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from typing import Any
 
@@ -93,17 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_signal(s: str) -> int:
-    from isle.errors import ConfigError
+    from isle.sys.signals import parse
 
-    if s.isdigit():
-        n = int(s)
-    else:
-        name = s.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        n = getattr(signal, name, 0)
-    if not 0 < int(n) < 65:
-        raise ConfigError("signal", f"{s!r} is not a signal")
-    return int(n)
+    return parse(s)
 
 
 def _features() -> dict[str, Any]:
