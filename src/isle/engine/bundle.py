@@ -11,7 +11,7 @@ from isle.engine.layout import ContainerPaths, write_file
 from isle.engine.reports import CannotInvoke, CommandNotFound
 from isle.errors import ConfigError
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any

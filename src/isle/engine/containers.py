@@ -19,7 +19,7 @@ from isle.engine.reports import CreateReport, PruneReport, RmReport, RunReport
 from isle.engine.state import State, restart_delay, should_restart
 from isle.errors import ConfigError, InvalidState, NotFound
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -14,7 +14,7 @@ from isle.engine.layout import ContainerPaths
 from isle.errors import Unsupported
 from isle.sys.fs import flock
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

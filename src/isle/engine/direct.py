@@ -26,7 +26,7 @@ from isle.engine.quiet import suppress
 from isle.engine.reports import RunReport
 from isle.errors import NotFound
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

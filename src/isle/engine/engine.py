@@ -31,7 +31,7 @@ from isle.engine.queries import Queries
 from isle.engine.supervisor import Supervisor
 from isle.engine.transfer import Transfer
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

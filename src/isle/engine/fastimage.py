@@ -16,7 +16,7 @@ import os
 from isle.oci.fastjson import dumps, loads
 from isle.record import record
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -13,7 +13,7 @@ import time
 from isle.engine.options import Healthcheck, RunOptions
 from isle.engine.quiet import suppress
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -13,7 +13,7 @@ from isle.engine.reports import ContainerSummary, PruneReport
 from isle.errors import ConfigError, InvalidState, NotFound, Unsupported
 from isle.oci.fastjson import dumps
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any

@@ -5,7 +5,7 @@ from __future__ import annotations
 from isle.errors import IsleError
 from isle.record import field, record
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -14,7 +14,7 @@ from isle.oci.fastjson import loads
 from isle.oci.runtime_spec import CAPABILITIES
 from isle.record import field, record
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

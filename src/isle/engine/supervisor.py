@@ -21,7 +21,7 @@ from isle.engine.reports import CannotInvoke, CommandNotFound, RunReport
 from isle.errors import CommandError, IsleError, NotFound
 from isle.oci.fastjson import dumps
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     import socket
     from typing import Any

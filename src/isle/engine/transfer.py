@@ -13,7 +13,7 @@ from isle.engine.options import RunOptions
 from isle.engine.quiet import suppress
 from isle.errors import ConfigError, InvalidState, IsleError, NotFound
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager

@@ -12,7 +12,7 @@ from isle.engine.options import RunOptions
 from isle.engine.reports import ContainerSummary
 from isle.errors import ConfigError
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -15,7 +15,7 @@ from isle.engine.db import Db, VolumeRecord
 from isle.engine.options import MountSpec
 from isle.errors import AlreadyExists, ConfigError, InvalidState, NotFound
 
-TYPE_CHECKING = False  # importing typing costs ~5 ms of every CLI start
+TYPE_CHECKING = False  # no typing at run time on a start path (docs/startup.md)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from isle.errors import ConfigError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["load", "validate", "unknown_capabilities", "default_spec", "CAPABILITIES",

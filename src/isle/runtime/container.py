@@ -27,7 +27,7 @@ from isle.runtime.state import (
 )
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["create", "start", "kill", "delete", "run", "exec_process", "pause", "resume",

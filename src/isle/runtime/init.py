@@ -21,7 +21,7 @@ from isle.runtime.state import trace
 from isle.sys import libc as L
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["Chan", "stage1", "init_direct", "direct_ok", "exec_stage1", "NS_PROC_NAMES",

@@ -30,7 +30,7 @@ from isle.runtime.state import (
 from isle.runtime.teardown import destroy, warn
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
     from isle.runtime.container import Options

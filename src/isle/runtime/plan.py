@@ -14,7 +14,7 @@ from isle.sys import libc as L
 from isle.sys import signals
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["parse_mount_options", "split_namespaces", "mount_plan", "device_plan",

@@ -14,7 +14,7 @@ from isle.sys import inroot
 from isle.sys import libc as L
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["set_rlimits", "set_oom_score", "set_user_and_caps", "lsm_labels", "lookup_exec",

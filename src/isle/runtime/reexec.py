@@ -46,7 +46,7 @@ from isle.runtime.init import Chan, _fail
 from isle.sys import libc as L
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["spawn", "send_payload", "main", "payload_opts"]

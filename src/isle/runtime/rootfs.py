@@ -27,7 +27,7 @@ from isle.sys import libc as L
 from isle.sys.inroot import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS, Root, openat2
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from collections.abc import Callable
     from typing import Any
 

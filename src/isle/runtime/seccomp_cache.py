@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - Python >= 3.12 renamed it
     from hashlib import sha256
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["cache_path", "read_cached", "lookup", "install_simple", "default_cache_dir",

@@ -13,7 +13,7 @@ from isle.errors import ConfigError, NotFound
 from isle.oci import fastjson as json
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms of start-up (it imports re)
+if TYPE_CHECKING:  # no typing at run time on a start path (docs/startup.md)
     from typing import Any
 
 __all__ = ["Container", "valid_id", "private_root", "proc_starttime", "alive", "now_rfc3339"]
