@@ -465,7 +465,25 @@ def _finish(chan: Chan, cfg: dict[str, Any], proc: dict[str, Any], exe: str,
     if hook_state is not None and (cfg.get("hooks") or {}).get("startContainer"):
         hooks.run_hooks(cfg["hooks"], "startContainer", dict(hook_state, status="running"))
     trace('init exec')
+    _default_signals()
     os.execve(exe, proc["args"], envd)
+
+
+def _default_signals() -> None:
+    """Every signal back to its default action for the container's process, as runc gives it:
+    an ignored disposition survives execve, and the Python running this init ignores SIGPIPE
+    and SIGXFSZ (so `yes | head` in the container would see EPIPE instead of dying), and a
+    caller started in the background of a shell ignores SIGINT and SIGQUIT (then the process
+    could not trap them)."""
+    import _signal  # type: ignore[import-not-found]
+
+    for s in range(1, 65):
+        if s in (9, 19, 32, 33):  # KILL and STOP cannot change; 32/33 belong to the C library
+            continue
+        try:
+            _signal.signal(s, 0)  # SIG_DFL
+        except (OSError, ValueError):
+            pass
 
 
 def _seccomp_prog(sc: dict[str, Any]) -> bytes:

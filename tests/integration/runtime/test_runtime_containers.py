@@ -439,3 +439,30 @@ def test_kill_all_reaches_what_a_stopped_container_left_in_a_shared_pid_namespac
     assert json.loads(rt("ps", "--format", "json", "c").stdout) == []
     rt("delete", "c")
     rt("delete", "--force", "pod")
+
+
+def _ignoring_caller() -> None:
+    """A caller like a shell's background job (INT and QUIT ignored), on top of the SIGPIPE and
+    SIGXFSZ Python ignores (kept: restore_signals=False)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+
+def test_the_container_process_starts_with_no_ignored_signal(rt, bundle):
+    """An ignored disposition survives execve: the container's process and an exec'd one start
+    with every signal at its default action whatever the caller ignored, as with runc."""
+    b = bundle(["sleep", "30"])
+    out = subprocess.run([RUNTIME, "--root", str(rt.root), "run", "-b",
+                          str(bundle(["grep", "SigIgn", "/proc/self/status"], name="b1")), "sig1"],
+                         capture_output=True, text=True, timeout=30, preexec_fn=_ignoring_caller,
+                         restore_signals=False)
+    assert out.stdout.split() == ["SigIgn:", "0000000000000000"], out.stderr
+    rt("run", "-d", "-b", str(b), "sig2", preexec_fn=_ignoring_caller, restore_signals=False,
+       stdin=subprocess.DEVNULL)
+    ex = subprocess.run([RUNTIME, "--root", str(rt.root), "exec", "sig2", "grep", "SigIgn",
+                         "/proc/self/status"], capture_output=True, text=True, timeout=30,
+                        preexec_fn=_ignoring_caller, restore_signals=False)
+    assert ex.stdout.split() == ["SigIgn:", "0000000000000000"], ex.stderr
+    init = rt("exec", "sig2", "grep", "SigIgn", "/proc/1/status").stdout
+    assert init.split() == ["SigIgn:", "0000000000000000"]
+    rt("delete", "--force", "sig2")
