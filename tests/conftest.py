@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
+
+# A suite started as a shell's background job (`.ci/run &`, nohup) inherits SIGINT, SIGQUIT (and
+# SIGHUP) ignored, and an ignored signal stays ignored across exec in every program the tests
+# start: tests that interrupt a CLI (Ctrl-C on build, sig-proxy) need them at their defaults.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+for _sig in (signal.SIGQUIT, signal.SIGHUP):
+    if signal.getsignal(_sig) is signal.SIG_IGN:
+        signal.signal(_sig, signal.SIG_DFL)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
