@@ -54,7 +54,7 @@ def run(
     """Run argv to completion; raise CommandError (argv, rc, stderr) if it fails and check."""
     import subprocess
 
-    argv = [os.fspath(a) for a in argv]
+    argv = _resolved(argv)
     try:
         cp = subprocess.run(
             argv,
@@ -80,7 +80,7 @@ def spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
     """Start argv in the background (no shell); the caller owns the process."""
     import subprocess
 
-    argv = [os.fspath(a) for a in argv]
+    argv = _resolved(argv)
     try:
         return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload,no-any-return]
     except FileNotFoundError as exc:
@@ -97,7 +97,33 @@ def wait(p: subprocess.Popen[bytes], timeout: float) -> int | None:
         return None
 
 
+#: where Debian installs administration tools (mkfs.ext4, debugfs, ...): on root's PATH, not on
+#: an ordinary user's, whom rootless isle runs as
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 def which(name: str) -> str | None:
+    """name on PATH, else in the sbin directories; None if neither has it."""
     import shutil
 
-    return shutil.which(name)
+    found = shutil.which(name)
+    if found or "/" in name:
+        return found
+    for d in SBIN:
+        if os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return None
+
+
+def _resolved(argv: Sequence[str]) -> list[str]:
+    """argv as strings, a bare program name not on PATH looked up in the sbin directories (a
+    name found nowhere stays as it is: running it fails with "not found")."""
+    out = [os.fspath(a) for a in argv]
+    if out and "/" not in out[0] and not _on_path(out[0]):
+        out[0] = which(out[0]) or out[0]
+    return out
+
+
+def _on_path(name: str) -> bool:
+    return any(os.access(os.path.join(d, name), os.X_OK)
+               for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d)
