@@ -42,6 +42,16 @@ def _links() -> set[str]:
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line}
 
 
+def _nft_tables() -> set[str]:
+    """isle's nftables tables (`inet isle-<bridge>`): one per network with members."""
+    try:
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return {line.strip() for line in out.splitlines() if " isle-" in line}
+
+
 def _netns() -> set[str]:
     try:
         return set(os.listdir("/run/netns"))
@@ -73,7 +83,7 @@ def snapshot() -> dict[str, set]:
     if os.geteuid() != 0:
         return {"mounts": _mounts()}
     return {"mounts": _mounts(), "cgroups": _cgroups(), "links": _links(), "netns": _netns(),
-            "children": _children()}
+            "nft": _nft_tables(), "children": _children()}
 
 
 # Several test runs, benchmarks or conformance suites may share one host (engineers' shells, a CI
@@ -87,13 +97,19 @@ _ID = re.compile(r"[0-9a-f]{12,64}")
 
 def own_ids(roots: list[Path]) -> set[str]:
     """Ids named under the test's roots (12-hex prefixes, and 8-hex ones, which bridge names
-    carry as "isle-<8 hex>")."""
+    carry as "isle-<8 hex>"), and the names a root's network store gives its default bridge and
+    taps ("isle<6 hex>d", "isle<4 hex>t": a hash of the store's path, see net/networks.py)."""
+    import hashlib
+
     ids: set[str] = set()
     for r in roots:
-        for _, dirs, files in os.walk(r):
+        for top, dirs, files in os.walk(r):
             for n in (*dirs, *files):
                 for m in _ID.findall(n):
                     ids.update((m[:12], m[:8]))
+            if "networks" in dirs:
+                tag = hashlib.sha256(os.path.join(top, "networks").encode()).hexdigest()
+                ids.update((f"isle{tag[:6]}d", f"isle{tag[:4]}t"))
     return ids
 
 

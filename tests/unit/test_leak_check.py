@@ -31,3 +31,22 @@ def test_scoped_keeps_only_what_the_test_made(tmp_path: Path) -> None:
         "links": [f"isle-{cid[:8]}"],
         "children": ["4242"],
     }
+
+
+def test_a_roots_default_bridge_and_its_nft_table_are_the_tests(tmp_path: Path) -> None:
+    """A root's default bridge is named after a hash of its network store's path
+    (isle<6 hex>d), not after an id: its bridge, taps and nft table still count as the test's."""
+    import hashlib
+
+    from isle.net.networks import Networks
+
+    store = tmp_path / "root" / "networks"
+    store.mkdir(parents=True)
+    bridge = Networks(str(store), str(tmp_path / "run" / "networks")).default_bridge
+    tag = hashlib.sha256(str(store).encode()).hexdigest()
+    assert bridge == f"isle{tag[:6]}d"
+    ids = leaks.own_ids([tmp_path])
+    leaked = {"links": [bridge, "isle0a0b0cd"],
+              "nft": [f"table inet isle-{bridge}", "table inet isle-isle0a0b0cd"]}
+    assert leaks.scoped(leaked, [tmp_path], ids) == {
+        "links": [bridge], "nft": [f"table inet isle-{bridge}"]}

@@ -212,15 +212,18 @@ class Networks:
         if (st is not None and st.get("boot") == boot
                 and os.path.exists(f"/sys/class/net/{net.bridge}")):
             return
-        firewall.apply(net.bridge, net.isolate)
+        prev = (st or {}).get("route_localnet") or sysctl.read(
+            "net/ipv4/conf/default/route_localnet") or "0"
+        state = {"isolate": net.isolate, "route_localnet": prev, "boot": ""}
+        # recorded before the table is made: a process killed in between leaves a record that
+        # deactivate and gc find (a table made first and recorded after could be orphaned)
+        self.store.save_fw_state(net.bridge, state)
         try:
+            firewall.apply(net.bridge, net.isolate)
             self.sysctls.hold(net.bridge, net.ipv6)
-            prev = (st or {}).get("route_localnet") or sysctl.read(
-                "net/ipv4/conf/default/route_localnet") or "0"
-            self.store.save_fw_state(net.bridge, {"isolate": net.isolate, "route_localnet": prev,
-                                                  "boot": boot})
+            self.store.save_fw_state(net.bridge, dict(state, boot=boot))
         except BaseException:
-            firewall.remove(net.bridge)
+            self.deactivate(net)
             raise
 
     def deactivate(self, net: Network) -> None:

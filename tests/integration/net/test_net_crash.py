@@ -140,3 +140,42 @@ def test_vm_tap_left_by_a_killed_isle_is_removed_by_gc(nm, kit):
     assert_clean(nm, kit, fw0, links0)
     assert tap not in kit.links()
     nm.remove("isle-test-t")
+
+
+FW_CHILD = """
+import os, signal, sys
+from isle.net import NetworkManager, firewall
+nm = NetworkManager(root=sys.argv[1], runroot=sys.argv[2], default_subnet="10.203.9.0/24",
+                    default_bridge="isletstcrash")
+real = firewall.apply
+
+def apply_then_die(bridge, isolate=True):
+    real(bridge, isolate)
+    os.kill(os.getpid(), signal.SIGKILL)     # isle dies with the network's table just made
+
+firewall.apply = apply_then_die
+nm.connect("f" * 64, nm.create_netns("f" * 64), ["isle-test-f"])
+"""
+
+
+def _nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                         timeout=10).stdout
+    return {ln.strip() for ln in out.splitlines()}
+
+
+@pytest.mark.timeout(60)
+def test_network_table_left_by_an_isle_killed_mid_activate_is_removed_by_gc(nm, kit):
+    """isle's nft table for a bridge is recorded before it is made: an isle SIGKILLed right
+    after making it leaves a record gc finds (the table made first was orphaned for good)."""
+    net = nm.create("isle-test-f", subnet="10.203.6.0/24")
+    table = f"table inet isle-{net.bridge}"
+    child = subprocess.run([sys.executable, "-c", FW_CHILD, nm.store.root, nm.store.runroot],
+                           capture_output=True, text=True, timeout=30)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert table in _nft_tables()
+    report = nm.gc(live=set())
+    assert report["errors"] == []
+    assert table not in _nft_tables()
+    assert nm.store.fw_bridges() == [] and os.listdir(nm.store.netns_dir) == []
+    nm.remove("isle-test-f")
