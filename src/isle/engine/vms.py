@@ -618,12 +618,15 @@ class VMs:
         """Start the VM's QEMU jailed inside a cgroup of its own (/isle/vm-<name>): its RAM plus
         QEMU's overhead and its threads bound it, as a container's limits bound a container."""
         spec = self.store._load(name)
+        with self._lock(name):
+            return self._start(name, spec)
+
+    def _start(self, name: str, spec: Any) -> MachineInfo:
         if self.store._pid(name):
             from isle.errors import InvalidState
 
             raise InvalidState(f"VM {name} is already running")
-        self._drop_cgroup(name)  # a VM that powered off by itself left its cgroup
-        self._net_down(name)  # ... and its network attachment
+        self._release(name)  # what a VM that ended by itself left (if nobody saw it end)
         files = self._make_cgroup(name, spec.memory_mib, spec.vcpus)
         fd = -1
         try:
@@ -633,8 +636,7 @@ class VMs:
                 fd = nic.fd
             return self.store.start(name, cgroup_files=files, nic=nic, cmdline_extra=cmdline)
         except BaseException:
-            self._drop_cgroup(name)
-            self._net_down(name)
+            self._release(name)
             raise
         finally:
             if fd >= 0:
@@ -950,16 +952,17 @@ class VMs:
             pass
 
     def stop(self, name: str, timeout: float = 30.0) -> MachineInfo:
-        info = self.store.stop(name, timeout=timeout)
-        self._drop_cgroup(name)
-        self._net_down(name)
+        self.store._load(name)
+        with self._lock(name):
+            info = self.store.stop(name, timeout=timeout)
+            self._release(name)
         return info
 
     def rm(self, name: str, force: bool = False) -> None:
         spec = self.store._load(name)
-        self.store.rm(name, force=force)
-        self._drop_cgroup(name)
-        self._net_down(name, spec)
+        with self._lock(name):
+            self.store.rm(name, force=force)
+            self._release(name, spec)
         for r in self._held_by(spec) - {os.path.abspath(self.s.root)}:
             self._mark_moved(r, name, None, only=self.s.root)
 
@@ -1013,10 +1016,49 @@ class VMs:
         os.unlink(path)
 
     def ls(self) -> list[MachineInfo]:
-        return self.store.ls()
+        infos = self.store.ls()
+        for i in infos:
+            self._reap(i)
+        return infos
 
     def inspect(self, name: str) -> MachineInfo:
-        return self.store.inspect(name)
+        info = self.store.inspect(name)
+        self._reap(info)
+        return info
+
+    # -- what a VM holds on the host besides QEMU: its cgroup and network attachment ------------
+    def _lock(self, name: str, wait: bool = True) -> Any:
+        """The VM's own lock (in its directory, gone with it): start, stop, rm and a reap of
+        the same VM never interleave."""
+        from isle.sys.fs import flock
+
+        return flock(os.path.join(self.store.root, name, ".lock"), wait=wait)
+
+    def _release(self, name: str, spec: Any = None) -> None:
+        """Give back the cgroup and the network attachment of a VM whose QEMU is gone."""
+        self._drop_cgroup(name)
+        self._net_down(name, spec)
+
+    def _holds(self, name: str) -> bool:
+        if os.path.exists(self._cgroup_record(name)):
+            return True
+        nm = self._nm(name)
+        return self._net_owner(name) in nm.store.netns_ids()
+
+    def _reap(self, info: MachineInfo) -> None:
+        """A VM whose QEMU ended without `vm stop` (powered off by itself, crashed, killed)
+        still holds its cgroup and network attachment (netns, veth, lease, nft rules): whoever
+        sees it stopped gives them back, as a container's end is handled by the next command
+        that sees it. Skipped while a start, stop or rm of it holds its lock (that one does)."""
+        name = info.spec.name
+        if info.status == "running" or not self._holds(name):
+            return
+        try:
+            with self._lock(name, wait=False):
+                if not self.store._pid(name):
+                    self._release(name, info.spec)
+        except (BlockingIOError, FileNotFoundError):  # busy, or removed meanwhile
+            return
 
     def console(self, name: str) -> str:
         return self.store.console(name)

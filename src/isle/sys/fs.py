@@ -34,15 +34,17 @@ class flock:  # noqa: N801 - used as a function: with flock(path) as fd
     A class, not a contextlib generator: importing contextlib (collections, functools, its ABCs)
     costs ~2 ms of every `isle` start, and this is the only use on that path."""
 
-    __slots__ = ("path", "shared", "fd")
+    __slots__ = ("path", "shared", "wait", "fd")
 
-    def __init__(self, path: str, shared: bool = False) -> None:
-        self.path, self.shared, self.fd = path, shared, -1
+    def __init__(self, path: str, shared: bool = False, wait: bool = True) -> None:
+        """wait=False: BlockingIOError at once when someone else holds it."""
+        self.path, self.shared, self.wait, self.fd = path, shared, wait, -1
 
     def __enter__(self) -> int:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+                        | (0 if self.wait else fcntl.LOCK_NB))
         except BaseException:
             os.close(fd)
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -397,3 +398,42 @@ def test_debian13_boots_snapshots_exports_to_vmdk_and_imports_back(os_isle: Isle
     assert vm_cgroups(os_isle.root, "trixie") == vm_cgroups(os_isle.root, "back") == []
     nets = os_isle.root / "networks"
     assert not any("vmos-" in str(p) for p in nets.rglob("*")), "lease/netns left behind"
+
+
+@pytest.mark.timeout(300)
+def test_os_vm_killed_gives_back_its_network_and_cgroup(os_isle: Isle, tmp_path: Path) -> None:
+    """A whole-OS VM whose QEMU dies without `vm stop` (killed, crashed, powered off) holds a
+    netns, a veth on the network's bridge, a lease, isle's nft table and a cgroup: the next
+    command that sees it stopped gives them back, as for a container whose monitor died."""
+    net = "isleosdead"
+    os_isle("network", "create", net)
+    bridge = json.loads(os_isle("network", "inspect", net).stdout)[0]["Bridge"]
+    try:
+        os_isle("vm", "create", "--from-image", "debian:bookworm-os", "-m", "256M",
+                "--network", net, "dead")
+        os_isle("vm", "start", "dead")
+        netns = Path(os_isle.runroot) / "networks" / "netns" / "vmos-dead"
+        assert netns.exists() and vm_cgroups(os_isle.root, "dead")
+        qemu = json.loads(os_isle("vm", "inspect", "dead").stdout)[0]["pid"]
+        assert qemu in os_isle.qemus(str(os_isle.root))
+        os.kill(qemu, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{qemu}"):
+            time.sleep(0.1)
+        rows = os_isle("ps", "-a", "--filter", "isolation=vm-os").stdout
+        assert "dead" in rows and "Exited" in rows
+        assert not netns.exists(), "the dead VM's netns is left"
+        assert vm_cgroups(os_isle.root, "dead") == [], "the dead VM's cgroup is left"
+        assert not os.path.exists(f"/sys/class/net/{bridge}"), "its bridge (and veth) is left"
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                                timeout=10).stdout
+        assert f"isle-{bridge}" not in tables, "isle's nft table of its network is left"
+        leases = json.loads(os_isle("network", "inspect", net).stdout)[0]["Containers"]
+        assert leases == {}, leases
+        # and it starts again on the same network
+        os_isle("vm", "start", "dead")
+        assert netns.exists()
+    finally:
+        os_isle("vm", "rm", "-f", "dead", check=False)
+        os_isle("network", "rm", net, check=False)
+    assert vm_cgroups(os_isle.root, "dead") == []
