@@ -55,3 +55,33 @@ def test_container_root_cannot_climb_out_to_the_guest(
     seen = set(out["escaped"].split())
     assert "escape" in seen, seen
     assert not {"init", "premount.sh", "modules.order", "ctr.pid", "newroot", "lower"} & seen, seen
+
+
+@pytest.mark.timeout(180)
+def test_image_symlinks_cannot_lead_the_guest_out_of_the_container_root(
+    tmp_path: Path, busybox_rootfs: str, vm_env: dict[str, str], vmh
+) -> None:
+    """The guest's init shell makes the spec's mounts and isle's files before the container
+    starts, as guest root: a destination that is a symlink in the image resolves inside the
+    container's root (as runc resolves it), never to the guest's own path. Here /data -> /bin:
+    followed on the guest, the host directory would cover the guest's /bin (its isle-exec)."""
+    import json
+    import os
+
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    busybox = next(p for p in (rootfs / "bin" / "busybox", rootfs / "busybox") if p.exists())
+    (rootfs / "opt").mkdir(exist_ok=True)
+    shutil.copy2(busybox, rootfs / "opt" / "busybox")  # outside /bin, which the mount covers
+    os.symlink("/bin", rootfs / "data")
+    host = tmp_path / "hostdir"
+    host.mkdir()
+    (host / "marker").write_text("from-host\n")
+    b = vmh.make_bundle(tmp_path / "b", str(rootfs), ["/opt/busybox", "cat", "/bin/marker"])
+    cfg = json.loads((Path(b) / "config.json").read_text())
+    cfg["mounts"].append({"destination": "/data", "type": "bind", "source": str(host),
+                          "options": ["rbind", "ro"]})
+    (Path(b) / "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([RUNTIME, "--root", str(tmp_path / "root"), "run", "-b", b, "lnk"],
+                       env=vm_env, capture_output=True, timeout=150)
+    assert (r.returncode, r.stdout) == (0, b"from-host\n"), r.stderr

@@ -92,24 +92,39 @@ STANDARD_MOUNTS = (
 SHARES = "/.shares"
 
 
+def _in_root(root: str, dest: str, then: str, what: str) -> str:
+    """Shell that resolves dest inside root (init.sh's inroot: "$R"), then runs `then` on "$R";
+    a failure says what failed. Never a plain root + dest: the image's symlinks would lead the
+    guest's root shell out of the container's root."""
+    return (f"{{ inroot {_q(root)} {_q(dest)} && {then}; }}"
+            f" || echo {_q(f'isle-init: {what} {dest} failed')}")
+
+
+def _mkdir_r() -> str:
+    return '{ [ -d "$R" ] || mkdir -p "$R"; }'
+
+
 def _mount_line(m: GuestMount, root: str = "/newroot") -> str:
     opts = [o for o in m.options if o not in _DROP]
-    dest = _q(root + m.destination)
     o = f" -o {_q(','.join(opts))}" if opts else ""
     if m.type == "virtiofs" and "/" in m.source:  # the share at SHARES/TAG, its NAME bound
         tag = m.source.split("/", 1)[0]
         at = _q(f"{SHARES}/{tag}")
-        ro = f" && mount -o remount,bind,ro {dest}" if "ro" in opts else ""
+        ro = ' && mount -o remount,bind,ro "$R"' if "ro" in opts else ""
         src = _q(f"{SHARES}/{m.source}")
-        return (
-            f"mkdir -p {at} && mount -t virtiofs{o} {_q(tag)} {at}"
-            f" && {{ [ -d {dest} ] || mkdir -p {dest}; }} && mount --bind {src} {dest}{ro}"
-            f" || echo 'isle-init: mount {m.destination} failed'"
-        )
-    return (
-        f"{{ [ -d {dest} ] || mkdir -p {dest}; }} && mount -t {m.type}{o} {_q(m.source)} {dest}"
-        f" || echo 'isle-init: mount {m.destination} failed'"
-    )
+        return _in_root(root, m.destination,
+                        f"mkdir -p {at} && mount -t virtiofs{o} {_q(tag)} {at}"
+                        f' && {_mkdir_r()} && mount --bind {src} "$R"{ro}', "mount")
+    return _in_root(root, m.destination,
+                    f'{_mkdir_r()} && mount -t {m.type}{o} {_q(m.source)} "$R"', "mount")
+
+
+def _file_line(root: str, dest: str, text: str) -> str:
+    """A file isle writes into the container's root (/etc/hosts...): its directory made, and
+    only a regular file replaced (never a FIFO the image left there, which would block)."""
+    return _in_root(root, dest,
+                    '{ [ -d "${R%/*}" ] || mkdir -p "${R%/*}"; } && { [ ! -e "$R" ] || '
+                    f'[ -f "$R" ]; }} && printf \'%s\' {_q(text)} > "$R"', "write")
 
 
 def premount_script() -> str:
@@ -231,17 +246,14 @@ def render(job: Job) -> str:
     wanted = [m for m in job.mounts if m.type in GUEST_FS]
     keys = {_key(m) for m in wanted}
     unused = [m for m in STANDARD_MOUNTS if _key(m) not in keys]
-    if unused:  # deepest first
-        paths = sorted((_q("/newroot" + m.destination) for m in unused), key=len, reverse=True)
-        lines.append("umount " + " ".join(paths) + " 2>/dev/null")
+    for m in sorted(unused, key=lambda m: len(m.destination), reverse=True):  # deepest first
+        lines.append(f'{{ inroot /newroot {_q(m.destination)} && umount "$R"; }} 2>/dev/null')
     standard = {_key(m) for m in STANDARD_MOUNTS}
     for m in wanted:
         if _key(m) not in standard:
             lines.append(_mount_line(m))
     for dest, text in job.files:
-        parent = _q("/newroot" + (dest.rsplit("/", 1)[0] or "/"))
-        lines.append(f"[ -d {parent} ] || mkdir -p {parent}")
-        lines.append(f"printf '%s' {_q(text)} > {_q('/newroot' + dest)}")
+        lines.append(_file_line("/newroot", dest, text))
     if job.net is not None:
         n = job.net
         if n.mac:
@@ -344,17 +356,14 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
     for m in job.mounts:
         if m.destination in dests:
             n, ro = dests[m.destination]
-            dest = _q(root + m.destination)
             src = _q(f"{POD_DIR}/{cid}/m{n}")
-            lines.append(f"{{ [ -e {dest} ] || mkdir -p {dest}; }} && mount --bind {src} {dest}"
-                         + (f" && mount -o remount,bind,ro {dest}" if ro else "")
-                         + f" || echo 'isle-init: mount {m.destination} failed'")
+            lines.append(_in_root(root, m.destination,
+                                  f'{{ [ -e "$R" ] || mkdir -p "$R"; }} && mount --bind {src} "$R"'
+                                  + (' && mount -o remount,bind,ro "$R"' if ro else ""), "mount"))
         elif m.type in GUEST_FS and m.type != "virtiofs":
             lines.append(_mount_line(m, root))
     for dest, text in job.files:
-        parent = _q(root + (dest.rsplit("/", 1)[0] or "/"))
-        lines.append(f"[ -d {parent} ] || mkdir -p {parent}")
-        lines.append(f"printf '%s' {_q(text)} > {_q(root + dest)}")
+        lines.append(_file_line(root, dest, text))
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
     ctr = _q(pod_ctr(cid))
     lines += [

@@ -84,8 +84,10 @@ def test_job_script_quotes_everything_and_keeps_stdio_apart() -> None:
     )
     s = render(job)
     assert "echo 'h'\"'\"'x' > /proc/sys/kernel/hostname" in s
-    assert "mount -t proc -o nosuid,hidepid=2 proc /newroot/proc" in s  # not the standard one
-    assert "umount /newroot/dev/mqueue" in s  # standard mounts the job did not ask for go
+    # not the standard one
+    assert "inroot /newroot /proc && " in s and 'mount -t proc -o nosuid,hidepid=2 proc "$R"' in s
+    # standard mounts the job did not ask for go
+    assert '{ inroot /newroot /dev/mqueue && umount "$R"; }' in s
     assert "/etc/hosts" not in s  # host paths cannot reach a VM
     assert "-e 'B=$(reboot)'" in s and "-e 'A=x y'" in s
     assert "-w '/w d' -u 1000 -g 100 -G 5,6 -l 7:64:128 -n" in s

@@ -32,10 +32,12 @@ def test_render_pod_runs_in_its_own_root_with_its_mounts() -> None:
     root = "/pod/c1/rootfs"
     assert f"mount -t virtiofs {vmjob.POD_TAG} {vmjob.POD_DIR}" in text
     assert f"mount --bind {root} {root}" in text
-    assert f"mount -t proc -o nosuid,noexec,nodev proc {root}/proc" in text
-    assert f"mount --bind /pod/c1/m0 {root}/data && mount -o remount,bind,ro {root}/data" in text
+    assert f"inroot {root} /proc && " in text
+    assert 'mount -t proc -o nosuid,noexec,nodev proc "$R"' in text
+    assert f"inroot {root} /data && " in text
+    assert 'mount --bind /pod/c1/m0 "$R" && mount -o remount,bind,ro "$R"' in text
     assert "isle1" not in text  # a share that is not the container's bind is never mounted
-    assert f"> {root}/etc/hosts" in text
+    assert f"inroot {root} /etc/hosts && " in text and '> "$R"' in text
     assert f"/bin/isle-exec -r {root} " in text
     assert '>"$x3o" 2>"$x3e"' in text
     # a signal that came first is applied; the slot is reported, and cleaned, at the end

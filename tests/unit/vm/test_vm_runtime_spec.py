@@ -229,7 +229,7 @@ def test_network_annotations(tmp_path: Path) -> None:
         "/etc/resolv.conf": "nameserver 10.0.2.3\n",
     }
     s = render(job)
-    assert "printf '%s' '1.2.3.4 x\n' > /newroot/etc/hosts" in s
+    assert "inroot /newroot /etc/hosts && " in s and "printf '%s' '1.2.3.4 x\n' > \"$R\"" in s
     assert "ip addr add 10.0.2.15/24 dev eth0" in s and "ip route add default via 10.0.2.2" in s
 
 
@@ -259,7 +259,8 @@ def test_directory_binds_become_virtiofs_mounts_in_spec_order(tmp_path: Path) ->
 
     s = render(j)
     assert "mount -t virtiofs -o ro isle1 /.shares/isle1" in s
-    assert "mount --bind /.shares/isle1/d2 /newroot/cfg && mount -o remount,bind,ro" in s
+    assert "inroot /newroot /cfg && " in s
+    assert 'mount --bind /.shares/isle1/d2 "$R" && mount -o remount,bind,ro' in s
     assert vmspec.share_name(str(tmp_path / "d1"), "/.isle-pod") == ""  # isle's own plumbing
 
 

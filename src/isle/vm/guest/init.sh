@@ -65,6 +65,27 @@ waitport() {
   n=0
   while ! port "$1"; do n=$((n + 1)); [ $n -gt 3000 ] && return 1; usleep 1000; done
 }
+# inroot ROOT PATH: sets R to PATH resolved inside ROOT as the container will see it (its
+# symlinks followed within ROOT, '..' stopping at ROOT), so no link the image holds makes this
+# shell write or mount outside the container's root (the guest's /init, /bin/isle-exec, another
+# pod container's root); fails after 40 links. Builtins only, but readlink where there is a link.
+inroot() {
+  R= ; _r=$2 ; _n=0
+  while [ -n "$_r" ]; do
+    _r=${_r#/}
+    case $_r in */*) _c=${_r%%/*}; _r=${_r#*/} ;; *) _c=$_r; _r= ;; esac
+    case $_c in ''|.) continue ;; ..) R=${R%/*}; continue ;; esac
+    if [ -L "$1$R/$_c" ]; then
+      _n=$((_n + 1)); [ $_n -gt 40 ] && return 1
+      _l=$(readlink "$1$R/$_c")
+      case $_l in /*) R= ;; esac
+      _r=$_l/$_r
+    else
+      R=$R/$_c
+    fi
+  done
+  R=$1$R
+}
 ctl=$(waitport org.isle.ctl) || { ctl=; fail "no control port"; }
 out=$(waitport org.isle.stdout) || fail "no stdout port"
 err=$(waitport org.isle.stderr) || fail "no stderr port"
