@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -78,10 +79,50 @@ static void die(const char *what, const char *arg) {
 
 static void bad(const char *what, const char *arg) { errno = EINVAL; die(what, arg); }
 
-static char *at(const char *root, const char *path) {  /* ROOT + PATH */
-    char *p = malloc(strlen(root) + strlen(path) + 2);
+/* ROOT + PATH with PATH resolved inside ROOT, as the container will see it: its symlinks are
+ * followed within ROOT (an absolute one from ROOT) and '..' stops at ROOT, so no link the image
+ * holds leads the guest's root to make a device, a mask or a mount outside the container's root.
+ * Nothing runs in ROOT yet while this runs (the container's process starts after). */
+static char *at(const char *root, const char *path) {
+    char rest[2 * PATH_MAX], cur[PATH_MAX] = "", full[3 * PATH_MAX], link[PATH_MAX];
+    int links = 0;
+    if (snprintf(rest, sizeof rest, "%s", path) >= (int)sizeof rest) bad("path too long", path);
+    for (char *r = rest; *r;) {
+        while (*r == '/') r++;
+        if (!*r) break;
+        size_t n = strcspn(r, "/");
+        char comp[NAME_MAX + 1];
+        if (n > NAME_MAX) bad("name too long", path);
+        memcpy(comp, r, n);
+        comp[n] = 0;
+        r += n;
+        if (strcmp(comp, ".") == 0) continue;
+        if (strcmp(comp, "..") == 0) {
+            char *s = strrchr(cur, '/');
+            if (s) *s = 0;
+            continue;
+        }
+        snprintf(full, sizeof full, "%s%s/%s", root, cur, comp);
+        ssize_t ln = readlink(full, link, sizeof link - 1);
+        if (ln >= 0) {
+            char next[2 * PATH_MAX];
+            if (++links > 40) bad("too many levels of symbolic links", path);
+            link[ln] = 0;
+            if (snprintf(next, sizeof next, "%s/%s", link, r) >= (int)sizeof next)
+                bad("path too long", path);
+            memcpy(rest, next, sizeof rest);
+            r = rest;
+            if (link[0] == '/') cur[0] = 0;
+        } else {
+            size_t l = strlen(cur);
+            if (l + n + 2 > sizeof cur) bad("path too long", path);
+            cur[l] = '/';
+            memcpy(cur + l + 1, comp, n + 1);
+        }
+    }
+    char *p = malloc(strlen(root) + strlen(cur) + 2);
     if (!p) die("out of memory", NULL);
-    sprintf(p, "%s%s%s", root, path[0] == '/' ? "" : "/", path);
+    sprintf(p, "%s%s", root, cur[0] ? cur : "/");
     return p;
 }
 
