@@ -71,20 +71,33 @@ def _sys() -> Any:
     return LinuxSyscalls()
 
 
+def guest_view(root: str, sid: str) -> str:
+    """What the pod's VM is given of its shared directory: a read-only bind of it, in its peer
+    group, so the binds the host makes under the shared directory later (each container's root
+    and volumes, read-write mounts of their own) appear there too, while the directory itself and
+    each container's entry stay read-only to the guest: guest root can never rename an entry or
+    plant a symlink where the host makes, mounts or unmounts the next one."""
+    return shared_dir(root, sid) + ".guest"
+
+
 def setup_sandbox(root: str, sid: str) -> str:
     """Make the pod's shared directory: a mount of its own, shared, so binds made under it after
-    virtiofsd started (in its own, slave, mount namespace) reach the guest; a marker the guest
-    waits for. Its path."""
-    from isle.sys.libc import MS_BIND, MS_SHARED
+    virtiofsd started reach the guest; a marker the guest waits for; and the read-only view of
+    it the guest gets (guest_view). The view's path."""
+    from isle.sys.fs import private_dir
+    from isle.sys.libc import MS_BIND, MS_RDONLY, MS_REMOUNT, MS_SHARED
 
-    d = shared_dir(root, sid)
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    d, view = shared_dir(root, sid), guest_view(root, sid)
+    private_dir(d)
+    private_dir(view)
     sc = _sys()
     sc.mount(d, d, None, MS_BIND)
     sc.mount(None, d, None, MS_SHARED)
     with open(os.path.join(d, ".isle-pod"), "w"):
         pass
-    return d
+    sc.mount(d, view, None, MS_BIND)  # a bind of a shared mount: in its peer group
+    sc.mount(None, view, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    return view
 
 
 def as_sandbox(root: str, sid: str, p: Any) -> None:
@@ -97,10 +110,10 @@ def as_sandbox(root: str, sid: str, p: Any) -> None:
     from isle.runtime.vm import spec as vmspec
     from isle.runtime.vm.monitor import note
 
-    d = setup_sandbox(root, sid)
     try:
+        view = setup_sandbox(root, sid)
         p.cfg["mounts"] = [*(p.cfg.get("mounts") or []),
-                           {"type": "bind", "source": d, "destination": "/.isle-pod",
+                           {"type": "bind", "source": view, "destination": "/.isle-pod",
                             "options": ["rbind", "rw"]}]
         tag = vmspec.shares_of(p.cfg)[-1][0]
         note(os.path.join(root, sid), "pod-tag", tag)
@@ -108,8 +121,20 @@ def as_sandbox(root: str, sid: str, p: Any) -> None:
                                      memory_mib=max(p.boot.memory_mib, POD_MEMORY_MIB))
         p.template = False
     except BaseException:
-        _remove_tree(d)
+        _remove_shared(root, sid)
         raise
+
+
+def _remove_shared(root: str, sid: str) -> None:
+    """The guest's view first (its propagated copies of the containers' binds), then the
+    shared directory."""
+    view = guest_view(root, sid)
+    _unmount_under(view)
+    try:
+        os.rmdir(view)
+    except OSError:
+        pass
+    _remove_tree(shared_dir(root, sid))
 
 
 def pod_tag(root: str, sid: str) -> str:
@@ -158,7 +183,7 @@ def teardown_sandbox(root: str, sid: str) -> None:
                 delete(cid, root, force=True)
             except IsleError as exc:
                 print(f"isle-vm-runtime: {exc}", file=sys.stderr)
-    _remove_tree(shared_dir(root, sid))
+    _remove_shared(root, sid)
 
 
 def _sandbox(root: str, sid: str, cid: str) -> st.State:
