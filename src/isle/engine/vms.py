@@ -384,7 +384,10 @@ class VMs:
     def _import_annotated(self, path: str, name: str, ann: dict[str, str], network: str,
                           user: str) -> MachineInfo:
         """import_ with the machine settings a pushed disk carries (org.isle.vm.* annotations
-        of an artifact, labels of an image)."""
+        of an artifact, labels of an image); a disk that reads other files is refused."""
+        from isle.vm import disk
+
+        disk.check_self_contained(path)
         return self.import_(path, name, memory_mib=int(ann.get("org.isle.vm.memory_mib") or 0),
                             vcpus=int(ann.get("org.isle.vm.vcpus") or 0),
                             firmware=ann.get("org.isle.vm.firmware") or "bios",
@@ -471,16 +474,23 @@ class VMs:
             digest = check_digest(layer.get("digest"), f"{ref}: layer digest")
             ext = next((e for e in _DISK_EXTS if title(layer).endswith(e)), ".img")
             out = os.path.join(work, "disk" + ext)
-            h = hashlib.sha256()
+            size = layer.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise ImageError(f"{ref}: disk layer {digest} has no size")
+            h, got = hashlib.sha256(), 0
             resp = c.blob_stream(r.repository, digest)
             try:
                 with open(out, "wb") as f:
                     for chunk in resp.iter_bytes(1 << 20):
+                        got += len(chunk)
+                        if got > size:  # never more than the manifest says (a full disk)
+                            raise ImageError(f"{ref}: disk blob {digest} is larger than the "
+                                             f"{size} bytes its manifest says")
                         h.update(chunk)
                         f.write(chunk)
             finally:
                 resp.close()
-            if "sha256:" + h.hexdigest() != digest:
+            if got != size or "sha256:" + h.hexdigest() != digest:
                 raise ImageError(f"{ref}: disk blob {digest}: digest mismatch")
             ann = m.get("annotations") or {}
             return out, {str(k): str(v) for k, v in ann.items()}

@@ -151,6 +151,28 @@ def info(path: str) -> dict[str, object]:
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
+def check_self_contained(path: str) -> dict[str, object]:
+    """qemu-img info of a disk from elsewhere (a registry), refused (VMError) unless its data is
+    all in the file itself: a backing file, a qcow2 external data file or a vmdk extent naming
+    another file would make `convert` copy that host file (/etc/shadow, another VM's disk) into
+    the new VM's disk."""
+    meta = info(path)
+    fs = meta.get("format-specific")
+    data = fs.get("data") if isinstance(fs, dict) else None
+    data = data if isinstance(data, dict) else {}
+    me = os.path.realpath(path)
+    others = [str(x) for x in (meta.get("backing-filename"), meta.get("full-backing-filename"),
+                               data.get("data-file")) if x]
+    for ext in data.get("extents") or ():
+        f = ext.get("filename") if isinstance(ext, dict) else None
+        if f and os.path.realpath(str(f)) != me:
+            others.append(str(f))
+    if others:
+        raise VMError(f"{path}: refused: the disk reads other files ({', '.join(others)}); "
+                      "a disk from a registry must be self-contained")
+    return meta
+
+
 #: disk formats a VM boots from (QEMU reads them as the overlay's backing file): QEMU's own, and
 #: VirtualBox's, VMware's and Hyper-V's
 FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc")
