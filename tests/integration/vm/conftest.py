@@ -56,12 +56,23 @@ def qemus(marker: str) -> list[int]:
     return out
 
 
+#: isle-vm-runtime's default --root (podman and runtime-tools use it): a state root that stays,
+#: like /run/runc, not a VM's run directory; what may not stay is a container's state in it
+STATE_ROOT = "isle-vm-runtime"
+
+
 def rundirs() -> set[str]:
     return (
-        {p for p in os.listdir("/run") if p.startswith("isle-vm-")}
+        {p for p in os.listdir("/run") if p.startswith("isle-vm-") and p != STATE_ROOT}
         if os.path.isdir("/run")
         else set()
     )
+
+
+def states() -> set[str]:
+    """Container states in the VM runtime's default root."""
+    d = os.path.join("/run", STATE_ROOT)
+    return set(os.listdir(d)) if os.path.isdir(d) else set()
 
 
 def orphan_rundirs(before: set[str], grace: float = 3.0) -> set[str]:
@@ -89,12 +100,13 @@ def _cmdline(pid: int) -> bytes:
 @pytest.fixture
 def vm_env(vm_cache: str) -> Iterator[dict[str, str]]:
     """Environment for the runtime CLI; after the test no QEMU or run directory may remain."""
-    before = rundirs()
+    before, states_before = rundirs(), states()
     env = dict(os.environ, ISLE_CACHE=vm_cache, ISLE_VM_READY_TIMEOUT="100")
     env.pop("ISLE_VM_TEMPLATE", None)
     yield env
     assert qemus(vm_cache) == [], "QEMU left running"
     assert orphan_rundirs(before) == set(), "run directory left behind"
+    assert states() - states_before == set(), "container state left in /run/" + STATE_ROOT
 
 
 class VMHelpers:
