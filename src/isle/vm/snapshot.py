@@ -26,9 +26,21 @@ from isle.vm.qmp import Monitor, preload
 __all__ = ["Template", "key", "ensure", "restore", "remove", "evict", "SHM", "AUTO_KEEP"]
 
 SHM = "/dev/shm"
+
+
+def _env_count(name: str, default: int) -> int:
+    """A count from the environment: default when unset, empty, not a number or negative (a
+    typo in the environment must not make every VM command fail at import)."""
+    try:
+        n = int(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return n if n >= 0 else default
+
+
 #: templates the runtime made on first use (label "auto") kept per cache, least recently used
 #: ones removed beyond that; those `isle vm template create` made are never evicted
-AUTO_KEEP = int(os.environ.get("ISLE_VM_TEMPLATES_MAX", "8") or 8)
+AUTO_KEEP = _env_count("ISLE_VM_TEMPLATES_MAX", 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,35 @@ def key(boot: Boot) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
+class _keylock:  # noqa: N801 - used as a function, like isle.sys.fs.flock
+    """isle.sys.fs.flock on a template's <key>.lock, which _remove_key unlinks while holding it:
+    a waiter that then gets the lock holds a file no longer at path (another may have made and
+    locked a new one there), so it checks, once locked, that its fd is still the file at path
+    (same device and inode) and else takes the lock again on the new one."""
+
+    __slots__ = ("path", "lock")
+
+    def __init__(self, path: str) -> None:
+        self.path, self.lock = path, flock(path)
+
+    def __enter__(self) -> int:
+        while True:
+            fd = self.lock.__enter__()
+            try:
+                st, now = os.fstat(fd), os.stat(self.path)
+                if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                self.lock.__exit__()
+                raise
+            self.lock.__exit__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.__exit__()
+
+
 def _template(boot: Boot, cache: str) -> Template:
     k = key(boot)
     return Template(
@@ -75,11 +116,17 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0,
 
     A template made here without a label from the engine (`isle vm template create` writes
     <key>.json first) gets one marked "auto" from label (what the caller knows: image id...):
-    `isle vm template ls/rm` and `system prune -a` see it, and evict() may drop it later."""
+    `isle vm template ls/rm` and `system prune -a` see it, and evict() may drop it later.
+    Its use is recorded under the lock (the directory's mtime: evict() drops the least recently
+    used auto-made ones, and re-reads it under the same lock)."""
     t = _template(boot, cache)
     os.makedirs(os.path.dirname(t.dir), exist_ok=True)
-    with flock(t.dir + ".lock"):
+    with _keylock(t.dir + ".lock"):
         if os.path.exists(t.state) and os.path.exists(t.ram):
+            try:
+                os.utime(t.dir)
+            except OSError:
+                pass
             return t
         shutil.rmtree(t.dir, ignore_errors=True)
         os.makedirs(t.dir)
@@ -161,10 +208,6 @@ def restore(
     """
     t = ensure(boot, cache, label=label)
     _ram_file(t.ram, create=False)  # a template saved before QEMU was jailed: root's 0600
-    try:
-        os.utime(t.dir)  # last use: evict() drops the least recently used auto-made ones
-    except OSError:
-        pass
     if boot.upper:
         from isle.errors import VMError
         from isle.vm.disk import copy_sparse
@@ -264,7 +307,9 @@ def _label(t: Template, boot: Boot, label: dict[str, object]) -> None:
 def evict(cache: str, keep: int = AUTO_KEEP, spare: str = "") -> list[str]:
     """Remove the least recently used auto-made templates of cache beyond keep (never spare,
     never one the engine labelled: `isle vm template create`); the keys removed. Running clones
-    keep their mapping of a removed template's RAM file (unlinked, freed with the last one)."""
+    keep their mapping of a removed template's RAM file (unlinked, freed with the last one).
+    Each is removed under its lock, and only if still unused for a minute then (ensure() records
+    a use under that lock; a restore reads the template's files within that minute)."""
     import json
     import time
 
@@ -282,10 +327,16 @@ def evict(cache: str, keep: int = AUTO_KEEP, spare: str = "") -> list[str]:
                 auto.append((used, n[:-5]))
         except (OSError, ValueError, AttributeError):
             continue
-    gone = [k for _, k in sorted(auto, reverse=True)[max(keep - (1 if spare else 0), 0):]]
-    for k in gone:
-        with flock(os.path.join(base, f"{k}.lock")):  # not while a clone is being made from it
+    gone = []
+    for _, k in sorted(auto, reverse=True)[max(keep - (1 if spare else 0), 0):]:
+        with _keylock(os.path.join(base, f"{k}.lock")):  # not while one is made or restored
+            try:
+                if os.stat(os.path.join(base, k)).st_mtime >= time.time() - 60:
+                    continue  # used since it was listed
+            except FileNotFoundError:
+                pass  # (a half-made or already removed one: its files go)
             _remove_key(base, k)
+        gone.append(k)
     return gone
 
 
@@ -296,18 +347,26 @@ def _listdir(d: str) -> list[str]:
         return []
 
 
-def remove(cache: str, boot: Boot | None = None) -> None:
-    """Delete one template (or all under cache) with its /dev/shm RAM file and label."""
+def remove(cache: str, boot: Boot | None = None, keys: tuple[str, ...] = ()) -> None:
+    """Delete one template (boot's, or those of keys; else all under cache) with its /dev/shm
+    RAM file and label, each under its lock (one being made or restored is waited for)."""
     base = os.path.join(cache, "templates")
-    keys = [key(boot)] if boot else [d for d in _listdir(base)
-                                     if os.path.isdir(os.path.join(base, d))]
+    if boot:
+        keys = (key(boot),)
+    elif not keys:
+        keys = tuple(d for d in _listdir(base) if os.path.isdir(os.path.join(base, d)))
     for k in keys:
-        _remove_key(base, k)
+        if os.path.isdir(base):
+            with _keylock(os.path.join(base, f"{k}.lock")):
+                _remove_key(base, k)
 
 
 def _remove_key(base: str, k: str) -> None:
+    """Remove template k; the caller holds its lock (_keylock), whose file goes last."""
     shutil.rmtree(os.path.join(base, k), ignore_errors=True)
-    for p in (os.path.join(SHM, f"isle-tpl-{k}.ram"), os.path.join(base, f"{k}.lock"),
-              os.path.join(base, f"{k}.json")):
-        if os.path.exists(p):
+    for p in (os.path.join(SHM, f"isle-tpl-{k}.ram"), os.path.join(base, f"{k}.json"),
+              os.path.join(base, f"{k}.lock")):
+        try:
             os.unlink(p)
+        except FileNotFoundError:
+            pass

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from isle.sys.fs import flock
 from isle.vm import snapshot
 
 
@@ -33,3 +36,75 @@ def test_evict_drops_least_recently_used_auto_templates_only(tmp_path: Path) -> 
 
 def test_evict_of_an_empty_or_missing_cache_is_a_no_op(tmp_path: Path) -> None:
     assert snapshot.evict(str(tmp_path / "nothing"), keep=0) == []
+
+
+def test_a_bad_templates_max_is_the_default_not_an_import_error() -> None:
+    """ISLE_VM_TEMPLATES_MAX that is no count (a typo) leaves the default: it raised ValueError
+    at import, so every command that loads the VM runtime failed with a traceback."""
+    import subprocess
+    import sys
+
+    code = "from isle.vm import snapshot; print(snapshot.AUTO_KEEP)"
+    for value, want in (("lots", "8"), ("-2", "8"), ("", "8"), (" 3 ", "3"), ("0", "0")):
+        env = {**os.environ, "ISLE_VM_TEMPLATES_MAX": value}
+        cp = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)
+        assert (cp.returncode, cp.stdout.strip()) == (0, want), (value, cp.stderr)
+
+
+def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    return t, out
+
+
+def test_evict_waits_for_a_held_template_and_keeps_it_if_used_meanwhile(
+        tmp_path: Path) -> None:
+    """evict() takes the template's lock before removing it, and re-reads its last use under
+    that lock: a restore that used it (ensure() records the use under the lock) while evict was
+    waiting keeps it (evict had decided from a listing made before)."""
+    base = tmp_path / "templates"
+    _tpl(base, "auto0", 1000, auto=True)
+    lock = flock(str(base / "auto0.lock"))  # (as ensure() holds it: restoring a clone)
+    lock.__enter__()
+    try:
+        t, out = _in_thread(lambda: snapshot.evict(str(tmp_path), keep=0))
+        t.join(0.3)
+        assert t.is_alive()  # waits for the lock
+        os.utime(base / "auto0")  # a use, under the lock
+    finally:
+        lock.__exit__()
+    t.join(10)
+    assert out == [[]] and (base / "auto0" / "vmstate").exists()
+    os.utime(base / "auto0", (1000, 1000))  # unused again: it goes, with its lock file
+    assert snapshot.evict(str(tmp_path), keep=0) == ["auto0"]
+    assert sorted(os.listdir(base)) == []
+
+
+def test_a_template_lock_unlinked_by_its_holder_is_taken_again_by_a_waiter(
+        tmp_path: Path) -> None:
+    """_remove_key (evict, remove) unlinks <key>.lock while holding it. A waiter blocked on that
+    file then gets a lock nobody else contends for, while a newcomer locks a new file at the
+    same path: both would make or remove the template at once. The waiter checks, once locked,
+    that its file is still the one at the path, and else waits for the new one."""
+    path = str(tmp_path / "k.lock")
+    first = snapshot._keylock(path)
+    first.__enter__()
+    waiter, got = _in_thread(lambda: _locked_inode(path))
+    waiter.join(0.2)
+    assert waiter.is_alive()
+    os.unlink(path)  # the holder removes the template and its lock file...
+    newcomer = snapshot._keylock(path)
+    newcomer.__enter__()  # ...someone locks a new file at the path...
+    first.__exit__()  # ...and the holder lets go of the old one
+    waiter.join(0.3)
+    assert waiter.is_alive(), "the waiter holds the unlinked file's lock beside the newcomer"
+    newcomer.__exit__()
+    waiter.join(10)
+    assert got == [os.stat(path).st_ino]
+
+
+def _locked_inode(path: str) -> int:
+    with snapshot._keylock(path) as fd:
+        return os.fstat(fd).st_ino
