@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
-from isle.errors import VMError
+from isle.errors import IsleError, VMError
 from isle.sys import proc
 
 __all__ = [
@@ -199,10 +199,11 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
     try:
         k = find(cache)
         module_load_order(k.modules_dir)  # a cache made when MODULES was shorter is refetched
-        _add_optional(k, package)
-        return k
     except VMError:
         pass
+    else:  # a kernel that boots: an optional module it cannot get is no reason to fail
+        _add_optional(k, package)
+        return k
     base = kernel_dir(cache)
     os.makedirs(base, exist_ok=True)
     package = package or _resolve_package()
@@ -238,16 +239,33 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
 
 def _add_optional(k: GuestKernel, package: str | None) -> None:
     """Copy OPTIONAL_MODULES (and deps) a cache made before they were added lacks from k's own
-    package, once (a marker remembers the attempt: an older kernel may not build them)."""
+    package, once (a marker remembers the attempt: an older kernel may not build them). A
+    failure to get them (the package gone from the mirror, no network) is only warned about,
+    naming the modules, and tried again on the next fetch: the guest boots without them."""
     marker = os.path.join(k.dir, ".optional-" + "-".join(OPTIONAL_MODULES))
-    if os.path.exists(marker) or all(os.path.exists(k.module(m)) for m in OPTIONAL_MODULES):
+    missing = [m for m in OPTIONAL_MODULES if not os.path.exists(k.module(m))]
+    if os.path.exists(marker) or not missing:
         return
+    if package is None or package.removeprefix("linux-image-") != k.version:
+        package = f"linux-image-{k.version}"  # the cached kernel's own, not another version's
+    try:
+        _copy_optional(k, package)
+    except (IsleError, OSError) as exc:
+        import sys
+
+        print(f"isle: guest kernel {k.version}: optional module(s) {', '.join(missing)} not "
+              f"added ({exc}); guests boot without them", file=sys.stderr)
+        return
+    with open(marker, "w"):
+        pass
+
+
+def _copy_optional(k: GuestKernel, package: str) -> None:
     with tempfile.TemporaryDirectory(dir=os.path.dirname(k.dir), prefix=".fetch-") as tmp:
-        proc.run(["apt-get", "download", "-q", package or f"linux-image-{k.version}"], cwd=tmp,
-                 timeout=600)
+        proc.run(["apt-get", "download", "-q", package], cwd=tmp, timeout=600)
         debs = [f for f in os.listdir(tmp) if f.endswith(".deb")]
         if not debs:
-            raise VMError(f"apt-get download linux-image-{k.version} produced no .deb")
+            raise VMError(f"apt-get download {package} produced no .deb")
         x = os.path.join(tmp, "x")
         proc.run(["dpkg-deb", "-x", os.path.join(tmp, debs[0]), x], timeout=300)
         kos = _kos(os.path.join(x, "lib", "modules", k.version, "kernel"))
@@ -259,8 +277,6 @@ def _add_optional(k: GuestKernel, package: str | None) -> None:
             if not os.path.exists(k.module(name)):  # beside, then renamed: never a partial .ko
                 shutil.copy(kos[name], k.module(name) + ".tmp")
                 os.rename(k.module(name) + ".tmp", k.module(name))
-    with open(marker, "w"):
-        pass
 
 
 def _kos(tree: str) -> dict[str, str]:

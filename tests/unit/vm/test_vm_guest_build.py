@@ -65,6 +65,34 @@ def test_no_kernel_cached_says_how_to_get_one(tmp_path: Path) -> None:
         kernel.find(str(tmp_path))
 
 
+def test_fetch_keeps_a_cached_kernel_when_an_optional_module_cannot_be_had(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A cached kernel that boots is returned even when its package (for an optional module it
+    lacks) cannot be downloaded: a warning names the module, no marker stops the next try."""
+    from isle.errors import CommandError
+
+    d = tmp_path / "kernel" / "6.1.0-9-cloud-amd64"
+    (d / "modules").mkdir(parents=True)
+    (d / "vmlinuz").write_bytes(b"x")
+    os.symlink("6.1.0-9-cloud-amd64", tmp_path / "kernel" / "current")
+    for m in kernel.MODULES:
+        _fake_ko(d / "modules", m, "")
+    asked: list[list[str]] = []
+
+    def run(argv: list[str], **_: object) -> None:
+        asked.append(list(argv))
+        raise CommandError(list(argv), 100, "E: Can't find a source to download")
+
+    monkeypatch.setattr(kernel.proc, "run", run)
+    k = kernel.fetch(str(tmp_path), package="linux-image-6.1.0-99-cloud-amd64")
+    assert k.version == "6.1.0-9-cloud-amd64"
+    assert asked == [["apt-get", "download", "-q", "linux-image-6.1.0-9-cloud-amd64"]]
+    err = capsys.readouterr().err
+    assert "virtio_balloon" in err and "not added" in err
+    assert not [f for f in os.listdir(d) if f.startswith(".optional-")]
+
+
 def test_job_script_quotes_everything_and_keeps_stdio_apart() -> None:
     job = Job(
         args=("sh", "-c", "echo 'a b'; exit 3"),
