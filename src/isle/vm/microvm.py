@@ -444,6 +444,12 @@ class MicroVM:
         """Signal the job's process (all=True: every process in the guest but its init)."""
         self.send(f"{'killall' if all else 'kill'} {int(signum)}".encode())
 
+    def has_line(self) -> bool:
+        """Whether a whole control line is buffered already (readline returns it at once): a
+        select on the control socket does not see it (a clone's replayed 'ready', two lines
+        received in one read)."""
+        return b"\n" in self._buf
+
     def readline(self, timeout: float | None) -> str:
         """Next control line from the guest; VMError on EOF (QEMU gone) or timeout."""
         assert self.ctl is not None

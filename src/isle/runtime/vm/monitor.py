@@ -137,11 +137,11 @@ def serve(
         try:
             # a line already buffered (a clone's replayed 'ready', two lines in one read) is
             # handled now, not after the select's timeout
-            wait = 0.0 if b"\n" in vm._buf else 0.2 if p.tty_fd >= 0 else 1.0
+            wait = 0.0 if vm.has_line() else 0.2 if p.tty_fd >= 0 else 1.0
             r, _, _ = select.select([vm.ctl, lsock], [], [], wait)
         except InterruptedError:
             continue
-        if vm.ctl in r or b"\n" in vm._buf:
+        if vm.ctl in r or vm.has_line():
             line = vm.readline(5)
             if line == "started":
                 started = True
