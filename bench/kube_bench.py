@@ -201,9 +201,11 @@ def replay(rounds: int, out_dir: str) -> int:
                           flush=True)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-        for d in Path("/sys/fs/cgroup").iterdir():
+        from isle.kube.node import cgroup_hierarchies
+
+        for h in cgroup_hierarchies():  # v1, v2 or hybrid
             try:
-                (d / "k8s.io").rmdir()  # only when empty (no other node's pods)
+                os.rmdir(os.path.join(h, "k8s.io"))  # only when empty (no other node's pods)
             except OSError:
                 pass
     res = {"bench": "pod start, the runtimes' share (shim calls replayed: pause create+start, "

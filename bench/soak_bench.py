@@ -70,11 +70,14 @@ def mounts_under(path: str) -> list[str]:
 
 
 def cgroups_of(ids: set[str]) -> list[str]:
-    """The containers' cgroups (cgroupsPath isle-<id>) in every hierarchy, and under /isle."""
+    """The containers' cgroups (cgroupsPath isle-<id>) in every hierarchy, and under /isle (the
+    hierarchies of the host's setup: v1, v2 or hybrid)."""
+    from isle.kube.node import cgroup_hierarchies
+
     found = []
-    for ctl in os.listdir("/sys/fs/cgroup"):
-        for base in (f"/sys/fs/cgroup/{ctl}", f"/sys/fs/cgroup/{ctl}/isle"):
-            if os.path.islink(base) or not os.path.isdir(base):
+    for h in cgroup_hierarchies():
+        for base in (h, f"{h}/isle"):
+            if not os.path.isdir(base):
                 continue
             found += [f"{base}/{e}" for e in os.listdir(base)
                       if e.removeprefix("isle-") in ids]

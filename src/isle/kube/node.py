@@ -26,7 +26,7 @@ from isle.errors import ConfigError, InvalidState
 from isle.kube.config import CNI_BIN_DIR, PAUSE_IMAGE, Node, cni_conflist, containerd_config
 from isle.sys import proc
 
-__all__ = ["up", "down", "status", "leftovers", "crictl_path", "CNI_CACHE"]
+__all__ = ["up", "down", "status", "leftovers", "crictl_path", "cgroup_hierarchies", "CNI_CACHE"]
 
 CNI_CACHE = "/var/lib/cni/results"  # libcni's cache (containerd does not move it)
 NAMESPACE = "k8s.io"
@@ -291,17 +291,27 @@ def _node_ids(n: Node) -> set[str]:
     return ids
 
 
-def _cgroup_dirs(rel: str, root: str = "/sys/fs/cgroup") -> list[str]:
-    """The directories of cgroup rel (e.g. "/k8s.io") in every hierarchy under root."""
-    try:
-        hier = sorted(os.listdir(root))
-    except OSError:
-        return []
-    out = [os.path.join(root, h, rel.strip("/")) for h in hier]
+def cgroup_hierarchies(root: str = "/sys/fs/cgroup") -> list[str]:
+    """The cgroup hierarchies mounted under root, by the host's setup (isle.cgroups'
+    detect_setup): root itself on cgroup v2; every v1 hierarchy once (not again through an alias
+    such as cpu -> cpu,cpuacct) and, on a hybrid host, root/unified as well."""
+    from isle.cgroups import detect_setup
+    from isle.cgroups.paths import v1_mounts
+
+    setup = detect_setup(root)
+    if setup == "v2":
+        return [root]
+    out = sorted(set(v1_mounts(root).values()))
+    return out + [os.path.join(root, "unified")] if setup == "hybrid" else out
+
+
+def _cgroup_dirs(rel: str, hierarchies: list[str]) -> list[str]:
+    """The directories of cgroup rel (e.g. "/k8s.io") in those of hierarchies that have it."""
+    out = [os.path.join(h, rel.strip("/")) for h in hierarchies]
     return [p for p in out if os.path.isdir(p)]
 
 
-def _remove_cgroups(n: Node, ids: set[str]) -> None:
+def _remove_cgroups(n: Node, ids: set[str], root: str = "/sys/fs/cgroup") -> None:
     """The cgroups of this node's containers (<parent>/<id>: a runtime's delete normally took
     them; a killed shim's container keeps its own), then the parent in each hierarchy where it is
     empty: a cgroup with tasks or children cannot be removed, so other nodes' pods keep it."""
@@ -310,10 +320,11 @@ def _remove_cgroups(n: Node, ids: set[str]) -> None:
     parent = n.cgroup_parent.strip("/")
     if not parent:
         return  # the node puts pods at the root: nothing of its own to remove
+    hier = cgroup_hierarchies(root)
     for cid in sorted(ids):
-        if _cgroup_dirs(f"{parent}/{cid}"):
-            remove_everywhere(f"{parent}/{cid}", tries=50)
-    for d in _cgroup_dirs(parent):
+        if _cgroup_dirs(f"{parent}/{cid}", hier):
+            remove_everywhere(f"{parent}/{cid}", root=root, tries=50)
+    for d in _cgroup_dirs(parent, hier):
         try:
             os.rmdir(d)  # EBUSY while anything (another node's pod) is under it
         except OSError:
@@ -351,8 +362,9 @@ def leftovers(d: str, ids: set[str] | None = None) -> dict[str, list[str]]:
         out["nat"] = [ln for ln in nat.stdout.decode(errors="replace").splitlines() if tag in ln]
     parent = n.cgroup_parent.strip("/")
     if parent:
-        cg = [p for cid in sorted(ids) for p in _cgroup_dirs(f"{parent}/{cid}")]
-        cg += [p for p in _cgroup_dirs(parent) if not any(
+        hier = cgroup_hierarchies()
+        cg = [p for cid in sorted(ids) for p in _cgroup_dirs(f"{parent}/{cid}", hier)]
+        cg += [p for p in _cgroup_dirs(parent, hier) if not any(
             os.path.isdir(os.path.join(p, e)) for e in os.listdir(p))]
         out["cgroups"] = cg
     return {k: v for k, v in out.items() if v}
