@@ -78,13 +78,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("ps_args", nargs=argparse.REMAINDER)
     sub.add_parser("stats").add_argument("id")  # isle's: the guest's memory/cpu/pids + QEMU PSS
-    # isle's: a tar of the container's files made by its guest (runtime/vm/guestfs.py): out PATH,
-    # in DEST ISDIR CONTENTS NAME (the tar on stdin), upper, export; a stopped one: -b BUNDLE
-    p = sub.add_parser("files")
-    p.add_argument("-b", "--bundle", default="")
-    p.add_argument("id")
-    p.add_argument("op", choices=("out", "in", "upper", "export"))
-    p.add_argument("args", nargs="*")
     for verb in ("events", "update", "checkpoint", "restore"):
         p = sub.add_parser(verb)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -207,13 +200,6 @@ def _dispatch(a: argparse.Namespace) -> int:
                 print("{:>6} {:<8} {:>8} {}".format(*r) if len(r) == 4 else " ".join(r))
     elif a.verb == "stats":
         print(json.dumps(runner.guest_stats(a.id, a.root)))
-    elif a.verb == "files":
-        from isle.runtime.vm import state as vmstate
-        from isle.runtime.vm.guestfs import run_op
-
-        bundle = a.bundle or vmstate.load(a.root, a.id).bundle
-        sys.stderr.write(run_op(a.id, a.root, settings, bundle, a.op, tuple(a.args),
-                                0 if a.op == "in" else -1, 1))
     else:
         raise Unsupported(f"{a.verb}: not supported by the VM runtime")
     return 0
