@@ -96,6 +96,10 @@ def setup_sandbox(root: str, sid: str) -> str:
     with open(os.path.join(d, ".isle-pod"), "w"):
         pass
     sc.mount(d, view, None, MS_BIND)  # a bind of a shared mount: in its peer group
+    # read-only at the top only, deliberately (as runc's classic, non-recursive read-only bind):
+    # the containers' roots and volumes the host binds under d later reach the view as mounts
+    # of their own and stay writable to the guest, which runs those containers
+    # (tests/security/test_vm_pod_share.py)
     sc.mount(None, view, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     return view
 
