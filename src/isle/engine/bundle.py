@@ -33,7 +33,7 @@ def assemble(ctx: Context, rec: ContainerRecord, opts: RunOptions, img: Any, roo
     lookup(ref): another container's record (--network container:NAME)."""
     from isle.engine import netplug
     from isle.engine.spec import SpecInputs, build_spec, load_default_seccomp
-    from isle.engine.volumes import Volumes, safe_join
+    from isle.engine.volumes import Volumes
 
     p = ctx.paths(rec.id)
     rt = ctx.oci(rec)
@@ -49,14 +49,9 @@ def assemble(ctx: Context, rec: ContainerRecord, opts: RunOptions, img: Any, roo
         ctx.db.update_container(rec.id, extra=extra)
         rec.extra = extra
     etc = etc_files(p, hostname, opts, net_files)
-
-    def _read(rel: str) -> str:
-        try:
-            with open(safe_join(rootfs, rel), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
+    # the image's user db, resolved inside its root: a FIFO there must not hang the start, nor
+    # a symlink lead to the host's (read_in_root: regular files only, opened non-blocking)
+    passwd, group = read_in_root(rootfs, "/etc/passwd"), read_in_root(rootfs, "/etc/group")
     seccomp = None
     if not opts.privileged and opts.seccomp != "unconfined":
         if opts.seccomp:
@@ -87,7 +82,7 @@ def assemble(ctx: Context, rec: ContainerRecord, opts: RunOptions, img: Any, roo
         delegated = cgroup_delegated()
     inp = SpecInputs(container_id=rec.id, rootfs=rootfs,
                      image_config=img.config.get("config") or {}, hostname=hostname,
-                     passwd=_read("/etc/passwd"), group=_read("/etc/group"), mounts=mounts,
+                     passwd=passwd, group=group, mounts=mounts,
                      etc_files=etc, netns_path=netns,
                      cgroups_path="" if ctx.s.rootless else f"/isle-{rec.id}",
                      init_path=init, seccomp_profile=seccomp, rootless=ctx.s.rootless,
@@ -211,7 +206,7 @@ def read_in_root(rootfs: str, path: str) -> str:
 
     try:
         with Root(rootfs) as r:
-            fd = r.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the caller
+            fd = r.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO must not hang
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return ""
