@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from isle.engine.context import Context
     from isle.engine.db import ContainerRecord
     from isle.engine.options import RunOptions
+    from isle.sys.inroot import Root
 
 __all__ = ["assemble", "etc_files", "host_caps", "make_cwd", "precheck_command", "read_in_root"]
 
@@ -170,8 +171,13 @@ def make_cwd(rootfs: str, cwd: str) -> None:
 
 
 def precheck_command(rootfs: str, process: dict[str, Any]) -> None:
-    """Docker's 127/126 before anything starts: resolve argv[0] in the rootfs like execvp would."""
-    from isle.engine.volumes import safe_join
+    """Docker's 127/126 before anything starts: resolve argv[0] in the rootfs like execvp would.
+
+    Each candidate is looked up once, inside the root (inroot.Root: the image's symlinks are
+    followed within it, never to the host's files), and judged by what that one lookup found."""
+    import stat
+
+    from isle.sys.inroot import Root
 
     argv0 = process["args"][0]
     if "/" in argv0:
@@ -180,20 +186,39 @@ def precheck_command(rootfs: str, process: dict[str, Any]) -> None:
         path = next((e.split("=", 1)[1] for e in process.get("env", []) if e.startswith("PATH=")),
                     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         cands = [os.path.join(d or "/", argv0) for d in path.split(":")]
-    for c in cands:
-        try:
-            host = safe_join(rootfs, c)
-        except ConfigError:
-            continue
-        if os.path.isfile(host):
-            if not os.access(host, os.X_OK):
-                raise CannotInvoke(f"exec: {argv0!r}: permission denied")
+    try:
+        r = Root(rootfs)
+    except OSError:
+        return  # no root to look in (the runtime reports that)
+    with r:
+        for c in cands:
+            try:
+                fd = r.open(c, os.O_PATH)
+            except OSError:
+                continue
+            try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISREG(mode):
+                    # access(2) on this very file (the magic link of the fd just resolved)
+                    if not os.access(f"/proc/self/fd/{fd}", os.X_OK):
+                        raise CannotInvoke(f"exec: {argv0!r}: permission denied")
+                    return
+                if stat.S_ISDIR(mode) and "/" in argv0:
+                    raise CannotInvoke(f"exec: {argv0!r}: is a directory")
+            finally:
+                os.close(fd)
+        if not (_is_dir(r, "bin") or _is_dir(r, "usr")):
             return
-        if os.path.isdir(host) and "/" in argv0:
-            raise CannotInvoke(f"exec: {argv0!r}: is a directory")
-    if os.path.isdir(os.path.join(rootfs, "bin")) or os.path.isdir(os.path.join(rootfs, "usr")):
-        where = "" if "/" in argv0 else " in $PATH"
-        raise CommandNotFound(f"exec: {argv0!r}: executable file not found{where}")
+    where = "" if "/" in argv0 else " in $PATH"
+    raise CommandNotFound(f"exec: {argv0!r}: executable file not found{where}")
+
+
+def _is_dir(r: Root, path: str) -> bool:
+    try:
+        os.close(r.open(path, os.O_PATH | os.O_DIRECTORY))
+    except OSError:
+        return False
+    return True
 
 
 def read_in_root(rootfs: str, path: str) -> str:
