@@ -181,17 +181,17 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
     parent isle made (the default "/isle" or a marked one, see MARK) goes with its last
     container: nothing of isle's outlives it.
     """
-    gone: set[str] = set()
+    tried: dict[str, bool] = {}  # each directory is tried once: whether it went
     err: InvalidState | None = None  # the first busy leaf; every other hierarchy is still done
     for leaf in leaves:
         if leaf not in created:
             continue
         try:
             os.rmdir(leaf)  # the usual case: no sub-cgroups, no tasks; else walk below it
-            gone.add(leaf)
+            tried[leaf] = True
             continue
         except FileNotFoundError:
-            gone.add(leaf)
+            tried[leaf] = True
             continue
         except OSError:
             pass
@@ -202,32 +202,41 @@ def rmdirs(created: list[str], leaves: tuple[str, ...] = ()) -> None:
                 except OSError as e:
                     err = err or InvalidState(f"cannot remove cgroup {top}/{d}: {e.strerror}")
     for d in sorted(created, key=lambda p: p.count("/"), reverse=True):
-        if d in gone:
+        if d in tried:
             continue
         try:
             _rmdir_patiently(d, 2.0 if d in leaves else 0.0)
+            tried[d] = True
         except OSError as e:
+            tried[d] = False
             if d in leaves:
                 err = err or InvalidState(f"cannot remove cgroup {d}: {e.strerror} "
                                           "(processes still inside?)")
-            continue
+
+    def take(d: str) -> bool:
+        """rmdir d unless tried already; -> whether it is gone. EBUSY while other containers
+        (isle's or not) are in it: theirs to remove."""
+        if d not in tried:
+            try:
+                os.rmdir(d)
+                tried[d] = True
+            except FileNotFoundError:
+                tried[d] = True
+            except OSError:
+                tried[d] = False
+        return tried[d]
+
     for d in created:
         parent = os.path.dirname(d)
         if parent.endswith(DEFAULT_PARENT) and os.path.ismount(os.path.dirname(parent)):
-            try:
-                os.rmdir(parent)  # EBUSY while other containers are in it: theirs to remove
-            except OSError:
-                pass
-    # parents isle made (marked), whichever container made them: the last one out takes them
+            take(parent)
+    # parents isle made (marked), whichever container made them: the last one out takes them,
+    # up to the first that is not isle's or stays (one this call made and removed is passed)
     for leaf in leaves:
         if os.path.isdir(leaf):
             continue  # still busy: it keeps its parents (a retry of destroy comes back here)
         parent = os.path.dirname(leaf)
-        while _marked(parent):
-            try:
-                os.rmdir(parent)  # EBUSY: another container (isle's or not) is still in it
-            except OSError:
-                break
+        while tried.get(parent) or (parent not in tried and _marked(parent) and take(parent)):
             parent = os.path.dirname(parent)
     if err is not None:
         raise err
