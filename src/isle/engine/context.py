@@ -86,21 +86,16 @@ class Context:
 
     def lock_busy(self, cid: str) -> bool:
         """Another process holds this container's lock (e.g. it is starting it right now)."""
-        import fcntl
-
-        if cid in self.held:
-            return False
+        lock = self.paths(cid).lock
+        if cid in self.held or not os.path.exists(lock):
+            return False  # a probe never makes the lock file (rm removes it)
         try:
-            fd = os.open(self.paths(cid).lock, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with flock(lock, wait=False):
+                return False
         except BlockingIOError:
             return True
-        finally:
-            os.close(fd)
-        return False
+        except OSError:
+            return False
 
 
 class Locked:
