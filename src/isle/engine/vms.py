@@ -746,7 +746,16 @@ class VMs:
         connections. On QEMU's user network the host port forwards (published ports, SSH) follow
         the VM: the new QEMU binds them once the old one has quit (connections through them do
         not survive: they were the old QEMU's host sockets). {"downtime_ms", "total_ms"} from
-        QEMU, "forwards" moved and "forwards_lost" (rules the new QEMU could not bind)."""
+        QEMU, "forwards" moved and "forwards_lost" (rules the new QEMU could not bind).
+
+        Under the VM's lock, as start, stop and rm: a reap (ls, inspect) that saw the source
+        QEMU gone would otherwise give back the cgroup and network attachment being moved."""
+        self.store._load(name)
+        with self._lock(name):
+            return self._migrate(name, to_root, to_runroot, timeout=timeout)
+
+    def _migrate(self, name: str, to_root: str, to_runroot: str, *,
+                 timeout: float) -> dict[str, Any]:
         import dataclasses
         import shutil
         import socket
@@ -773,101 +782,104 @@ class VMs:
             os.mkdir(ddir)
         except FileExistsError:
             raise AlreadyExists(f"{to_root} has a VM named {name}") from None
-        moved = False
-        nic = None
-        plan = None
-        try:
-            for f in os.listdir(sdir):
-                if f not in ("disk.qcow2", "machine.json"):
-                    shutil.copy2(os.path.join(sdir, f), os.path.join(ddir, f))
-            newspec = dataclasses.replace(spec)
-            cmdline = ""
-            if spec.network not in ("none", "user"):
-                newspec.netroot = spec.netroot or [os.path.abspath(self.s.root),
-                                                   os.path.abspath(self.s.runroot)]
-                nic, cmdline, plan = self._second_tap(name, spec)
-            from isle.sys.fs import atomic_write
+        # the new root's reap (its ls, inspect) would see this VM stopped until the new QEMU
+        # runs, and give back the cgroup and the network attachment it is being moved with
+        with dst._lock(name):
+            moved = False
+            nic = None
+            plan = None
+            try:
+                for f in os.listdir(sdir):
+                    if f not in ("disk.qcow2", "machine.json", ".lock"):
+                        shutil.copy2(os.path.join(sdir, f), os.path.join(ddir, f))
+                newspec = dataclasses.replace(spec)
+                cmdline = ""
+                if spec.network not in ("none", "user"):
+                    newspec.netroot = spec.netroot or [os.path.abspath(self.s.root),
+                                                       os.path.abspath(self.s.runroot)]
+                    nic, cmdline, plan = self._second_tap(name, spec)
+                from isle.sys.fs import atomic_write
 
-            atomic_write(os.path.join(ddir, "machine.json"),
-                         json.dumps(dataclasses.asdict(newspec)).encode())
-            os.rename(os.path.join(sdir, "disk.qcow2"), os.path.join(ddir, "disk.qcow2"))
-            moved = True
-            files = dst._make_cgroup(name, spec.memory_mib, spec.vcpus)
-            try:
-                # on QEMU's user network the host ports (published, SSH) are the source QEMU's
-                # sockets: the incoming one starts without them and takes them after it quits
-                dst.store.start(name, cgroup_files=files, nic=nic, cmdline_extra=cmdline,
-                                incoming="defer", forwards=({} if spec.network == "user"
-                                                            else None))
-            finally:
-                if nic is not None:
-                    os.close(nic.fd)
-            a, b = socket.socketpair()
-            src_mon = Monitor(os.path.join(self.store._run(name), "qmp.sock"), timeout=30)
-            dst_mon = Monitor(os.path.join(dst.store._run(name), "qmp.sock"), timeout=30)
-            try:
-                dst_mon.send_fd(b.fileno(), "mig")
-                src_mon.send_fd(a.fileno(), "mig")
-                a.close()
-                b.close()
-                dst_mon.cmd("migrate-incoming", uri="fd:mig")
-                src_mon.cmd("migrate-set-parameters", **{"downtime-limit": 100})
-                src_mon.cmd("migrate", uri="fd:mig")
-                src_mon.wait_migration(timeout)
-                stats = src_mon.cmd("query-migrate") or {}
-                if plan is not None:  # the veth's frames now go to the new QEMU's tap
-                    self._switch_tap(plan)
-                deadline = time.monotonic() + 30
-                while (st := (dst_mon.cmd("query-status") or {}).get("status")) != "running":
-                    if st == "paused":  # arrived whole (QEMU leaves a deferred incoming paused)
-                        dst_mon.cmd("cont")
-                    if time.monotonic() > deadline:
-                        mig = dst_mon.cmd("query-migrate") or {}
-                        raise VMError(f"the migrated VM did not resume ({st}, incoming "
-                                      f"{mig.get('status', '?')})")
-                    time.sleep(0.01)
+                atomic_write(os.path.join(ddir, "machine.json"),
+                             json.dumps(dataclasses.asdict(newspec)).encode())
+                os.rename(os.path.join(sdir, "disk.qcow2"), os.path.join(ddir, "disk.qcow2"))
+                moved = True
+                files = dst._make_cgroup(name, spec.memory_mib, spec.vcpus)
                 try:
-                    src_mon.cmd("quit")
+                    # on QEMU's user network the host ports (published, SSH) are the source QEMU's
+                    # sockets: the incoming one starts without them and takes them after it quits
+                    dst.store.start(name, cgroup_files=files, nic=nic, cmdline_extra=cmdline,
+                                    incoming="defer", forwards=({} if spec.network == "user"
+                                                                else None))
+                finally:
+                    if nic is not None:
+                        os.close(nic.fd)
+                a, b = socket.socketpair()
+                src_mon = Monitor(os.path.join(self.store._run(name), "qmp.sock"), timeout=30)
+                dst_mon = Monitor(os.path.join(dst.store._run(name), "qmp.sock"), timeout=30)
+                try:
+                    dst_mon.send_fd(b.fileno(), "mig")
+                    src_mon.send_fd(a.fileno(), "mig")
+                    a.close()
+                    b.close()
+                    dst_mon.cmd("migrate-incoming", uri="fd:mig")
+                    src_mon.cmd("migrate-set-parameters", **{"downtime-limit": 100})
+                    src_mon.cmd("migrate", uri="fd:mig")
+                    src_mon.wait_migration(timeout)
+                    stats = src_mon.cmd("query-migrate") or {}
+                    if plan is not None:  # the veth's frames now go to the new QEMU's tap
+                        self._switch_tap(plan)
+                    deadline = time.monotonic() + 30
+                    while (st := (dst_mon.cmd("query-status") or {}).get("status")) != "running":
+                        if st == "paused":  # arrived whole (QEMU leaves a deferred incoming paused)
+                            dst_mon.cmd("cont")
+                        if time.monotonic() > deadline:
+                            mig = dst_mon.cmd("query-migrate") or {}
+                            raise VMError(f"the migrated VM did not resume ({st}, incoming "
+                                          f"{mig.get('status', '?')})")
+                        time.sleep(0.01)
+                    try:
+                        src_mon.cmd("quit")
+                    except VMError:
+                        pass
+                finally:
+                    src_mon.close()
+                    dst_mon.close()
+            except BaseException:
+                if dst.store._pid(name):
+                    dst.store.stop(name, timeout=0)
+                try:  # the source ran up to the switch-over: it carries on
+                    with_mon = Monitor(os.path.join(self.store._run(name), "qmp.sock"), timeout=10)
+                    try:
+                        if (with_mon.cmd("query-status") or {}).get("status") != "running":
+                            with_mon.cmd("cont")
+                    finally:
+                        with_mon.close()
                 except VMError:
                     pass
-            finally:
-                src_mon.close()
-                dst_mon.close()
-        except BaseException:
-            if dst.store._pid(name):
-                dst.store.stop(name, timeout=0)
-            try:  # the source ran up to the switch-over: it carries on
-                with_mon = Monitor(os.path.join(self.store._run(name), "qmp.sock"), timeout=10)
-                try:
-                    if (with_mon.cmd("query-status") or {}).get("status") != "running":
-                        with_mon.cmd("cont")
-                finally:
-                    with_mon.close()
-            except VMError:
-                pass
-            dst._drop_cgroup(name)
-            if moved:
-                os.rename(os.path.join(ddir, "disk.qcow2"), os.path.join(sdir, "disk.qcow2"))
-            if plan is not None:
-                self._drop_second_tap(plan)
-                self._switch_tap(plan, back=True)
-            shutil.rmtree(ddir, ignore_errors=True)
-            raise
-        deadline = time.monotonic() + 10
-        while self.store._pid(name) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.store._clean_run(name)  # (forwards stay: the record's copy is read before)
-        lost = dst.store.add_forwards(name, fwd) if fwd else []
-        # what stays behind for the VM (its base disk, its network attachment): the roots that
-        # hold it keep it through their prunes (engine/vmos.moved_away)
-        home = os.path.abspath(dst.s.root)
-        for keep in self._held_by(newspec):
-            self._mark_moved(keep, name, None if keep == home else home)
-        self._drop_cgroup(name)
-        shutil.rmtree(sdir, ignore_errors=True)
-        return {"downtime_ms": stats.get("downtime", 0),
-                "total_ms": stats.get("total-time", 0), "to": dst.store.root,
-                "forwards": fwd, "forwards_lost": lost}
+                dst._drop_cgroup(name)
+                if moved:
+                    os.rename(os.path.join(ddir, "disk.qcow2"), os.path.join(sdir, "disk.qcow2"))
+                if plan is not None:
+                    self._drop_second_tap(plan)
+                    self._switch_tap(plan, back=True)
+                shutil.rmtree(ddir, ignore_errors=True)
+                raise
+            deadline = time.monotonic() + 10
+            while self.store._pid(name) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.store._clean_run(name)  # (forwards stay: the record's copy is read before)
+            lost = dst.store.add_forwards(name, fwd) if fwd else []
+            # what stays behind for the VM (its base disk, its network attachment): the roots that
+            # hold it keep it through their prunes (engine/vmos.moved_away)
+            home = os.path.abspath(dst.s.root)
+            for keep in self._held_by(newspec):
+                self._mark_moved(keep, name, None if keep == home else home)
+            self._drop_cgroup(name)
+            shutil.rmtree(sdir, ignore_errors=True)
+            return {"downtime_ms": stats.get("downtime", 0),
+                    "total_ms": stats.get("total-time", 0), "to": dst.store.root,
+                    "forwards": fwd, "forwards_lost": lost}
 
     @staticmethod
     def _held_by(spec: Any) -> set[str]:
