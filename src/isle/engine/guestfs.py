@@ -47,11 +47,14 @@ def _in_volume(t: Any, rec: ContainerRecord, cpath: str) -> bool:
 
 
 def _private_dir(t: Any) -> str:
+    """A new 0700 directory under <runroot>/guest-files, itself made or tightened to 0700 (an
+    existing one keeps no wider mode: the guest's files are unpacked below it)."""
     import tempfile
 
-    base = os.path.join(t.ctx.s.runroot, "guest-files")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    return tempfile.mkdtemp(prefix="cp-", dir=base)
+    from isle.sys.fs import private_dir
+
+    return tempfile.mkdtemp(prefix="cp-", dir=private_dir(os.path.join(t.ctx.s.runroot,
+                                                                       "guest-files")))
 
 
 def _guest(t: Any, rec: ContainerRecord, op: str, args: tuple[str, ...], in_fd: int,
