@@ -5,7 +5,8 @@ runtime/vm/guestfs.py), while it runs and after it stopped.
 What comes out of a guest is untrusted: it is unpacked by the image layer unpacker (image.layers:
 nothing escapes the private directory it unpacks into, no device node is made) into a private
 directory, then the host-side verbs run on that as they run on a container's own rootfs or upper
-(so `cp` keeps its rules: set-id bits dropped, devices never recreated on the host). What goes in
+(so `cp` keeps its rules: set-id bits dropped, devices never recreated on the host); `export`'s
+tar alone is not unpacked: it goes to the client as the guest made it (see export). What goes in
 is a tar isle makes of the host source; the guest places it inside the container's root.
 
 Paths under a volume or bind mount are the host's own directories (shared with the guest over
@@ -198,7 +199,12 @@ def cp_in(t: Any, rec: ContainerRecord, sp: str, dp: str, follow: bool) -> None:
 
 def export(t: Any, rec: ContainerRecord, out: IO[bytes]) -> None:
     """`export` of a guest: its root filesystem as the guest sees it (the overlay alone: no
-    /proc, /sys or volumes), re-packed by isle (names, types and owners as the guest gave them)."""
+    /proc, /sys or volumes), as the guest's own tar, byte for byte (not re-packed by isle).
+
+    That tar is untrusted and stays safe for the host because the host never reads it: it is
+    spooled to a file in a private (0700) directory and copied to `out`, never unpacked or
+    parsed here. The client gets what a container's export always holds, whatever its
+    processes wrote (as with any runtime's export)."""
     import shutil
     import tempfile
 
