@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,13 @@ def test_a_missing_program_is_still_a_clear_127(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(Exception) as e:
         proc.run(["isle-no-such-tool"])
     assert "not found" in str(e.value)
+
+
+def test_a_program_on_path_stays_bare(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # exec looks it up (in env's PATH when one is given); only a name PATH lacks is resolved
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    (tmp_path / "mkfs.ext4").mkdir()  # a directory is not a program: still looked up in sbin
+    assert proc._resolved(["true", "x"]) == ["true", "x"]
+    assert proc._resolved(["isle-no-such-tool"]) == ["isle-no-such-tool"]
+    found = proc._resolved(["mkfs.ext4"])[0]
+    assert found == "mkfs.ext4" if proc.which("mkfs.ext4") is None else found.startswith("/")
