@@ -250,11 +250,11 @@ def _network(flag: str, value: str) -> str:
 
 
 def _in_cgroup(pid: int, cid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return any(line.rstrip().endswith("/" + cid) for line in f)
-    except OSError:
-        return False
+    """pid is in the step's cgroup (cgroupsPath "/<cid>") in some hierarchy: the step's init,
+    not whatever process reused its pid; False once it is gone."""
+    from isle.sys.procfs import cgroup_lines
+
+    return any(path.endswith("/" + cid) for _, _, path in cgroup_lines(pid))
 
 
 def _rm_cgroups(cid: str) -> bool:

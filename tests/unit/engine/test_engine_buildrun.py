@@ -70,3 +70,30 @@ def test_a_containerfile_cannot_take_the_host_network(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="RUN --network=host"):
         _sandbox(tmp_path).prepare("isle-build-0123456789ad", str(rootfs),
                                    str(tmp_path / "bundle"), ["true"], [], "/", "", network="host")
+
+
+def test_in_cgroup_names_only_a_process_of_the_steps_cgroup(tmp_path: Path) -> None:
+    """The sweep kills a step's init only if the pid is still in the step's cgroup (/<cid>)."""
+    import os
+    import subprocess
+
+    from isle.engine.buildrun import _in_cgroup
+
+    cid = f"isle-build-test{os.getpid()}"
+    d = next((f"/sys/fs/cgroup/{h}/{cid}" for h in ("pids", "unified")
+              if os.path.isfile(f"/sys/fs/cgroup/{h}/cgroup.procs")), "")
+    if os.geteuid() != 0 or not d:
+        pytest.skip("needs root and a pids or cgroup2 hierarchy")
+    os.mkdir(d)
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not _in_cgroup(p.pid, cid)
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))
+        assert _in_cgroup(p.pid, cid)
+        assert not _in_cgroup(p.pid, cid[:-1])  # a step whose name is a prefix of this one's
+    finally:
+        p.kill()
+        p.wait()
+        os.rmdir(d)
+    assert not _in_cgroup(p.pid, cid)  # gone
