@@ -115,19 +115,25 @@ def _join(base: str, rel: str) -> str:
 
 def remove_everywhere(path: str, *, root: str = ROOT, kill: bool = True,
                       tries: int = 50) -> bool:
-    """Fallback removal when no manager state is left: in every hierarchy under root (and root
-    itself, for cgroup v2) SIGKILL what is still in cgroup path (relative to the hierarchy,
-    "x" or "/isle/x") when kill, and rmdir it, retrying while its tasks die. Returns whether
-    any of them is still there."""
+    """Fallback removal when no manager state is left: in every hierarchy under root (root
+    itself on cgroup v2, each v1 mount and a hybrid host's unified one otherwise) SIGKILL what is
+    still in cgroup path (relative to the hierarchy, "x" or "/isle/x") when kill, and rmdir it,
+    retrying while its tasks die. Returns whether any of them is still there.
+
+    On v2 the entries of root are child cgroups, not hierarchies: root/<child>/<path> is another
+    cgroup's, never looked at."""
     rel = path.strip("/")
     if not rel or ".." in rel.split("/"):
         raise ConfigError("cgroup", f"{path!r} cannot name a container's cgroup")
-    try:
-        hierarchies = os.listdir(root)
-    except OSError:
-        return False
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        hierarchies = ["."]  # cgroup v2: one hierarchy, root itself
+    else:
+        try:
+            hierarchies = os.listdir(root)  # v1 mounts (and hybrid's unified)
+        except OSError:
+            return False
     left = False
-    for h in [*hierarchies, "."]:
+    for h in hierarchies:
         d = os.path.normpath(os.path.join(root, h, rel))
         if not os.path.isdir(d):
             continue

@@ -99,3 +99,15 @@ def test_remove_everywhere_reports_what_stays(tmp_path: Path) -> None:
     d.mkdir(parents=True)
     (d / "file").write_text("")  # not empty: rmdir fails, as for a cgroup with live tasks
     assert isle.cgroups.remove_everywhere("c2", root=str(tmp_path), kill=False, tries=2)
+
+
+def test_remove_everywhere_on_v2_leaves_child_cgroups_alone(tmp_path: Path) -> None:
+    # cgroup v2: root's entries are child cgroups, not hierarchies; <child>/isle/c3 belongs to
+    # someone else (here system.slice) and must neither be killed nor removed
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "isle" / "c3").mkdir(parents=True)
+    other = tmp_path / "system.slice" / "isle" / "c3"
+    other.mkdir(parents=True)
+    assert isle.cgroups.remove_everywhere("/isle/c3", root=str(tmp_path), kill=False) is False
+    assert not (tmp_path / "isle" / "c3").exists()
+    assert other.is_dir()
