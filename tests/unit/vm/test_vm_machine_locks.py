@@ -1,9 +1,13 @@
-"""Whole-OS VMs (engine/vms.VMs): what a verb holds while it works on a VM. No QEMU runs here."""
+"""Whole-OS VMs (engine/vms.VMs): what a verb holds while it works on a VM, and the cheap check
+`isle ps` / `vm ls` make of every stopped VM for what it left on the host. No QEMU runs here."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -56,3 +60,41 @@ def test_migrate_takes_the_vms_lock_like_start_stop_and_rm(tmp_path: Path,
                 pass
     t.join(10)
     assert looked == ["mv"] and len(errors) == 1 and isinstance(errors[0], InvalidState)
+
+
+def test_holds_looks_for_the_netns_where_the_network_manager_makes_it(tmp_path: Path) -> None:
+    """_holds checks the VM's network namespace by path (no network manager: its import costs
+    ~25 ms of every `isle ps`): the path is the network manager's own, in this root or, for a VM
+    a live migration brought here, in the root that holds its attachment (spec.netroot)."""
+    from isle.engine.networks import network_manager
+
+    vms = _vms(tmp_path)
+    other = _vms(tmp_path, "b")
+    here = _machine(vms, "n1", network="net0")
+    moved = _machine(vms, "n2", network="net0", netroot=[other.s.root, other.s.runroot])
+    for name, spec, s in (("n1", here, vms.s), ("n2", moved, other.s)):
+        want = network_manager(s).store.netns_path(vms._net_owner(name))
+        assert vms._netns_path(name, spec) == want
+        assert not vms._holds(name, spec)
+        Path(want).write_bytes(b"")  # (a bind mount of the namespace, in real life)
+        assert vms._holds(name, spec)
+        os.unlink(want)
+    os.makedirs(vms.store.runroot, exist_ok=True)
+    Path(vms._cgroup_record("n1")).write_text("{}")
+    assert vms._holds("n1", here)
+
+
+def test_ls_of_stopped_vms_loads_no_network_code(tmp_path: Path) -> None:
+    """`vm ls` (and `isle ps`) reap stopped VMs: checking what they hold imports nothing of
+    isle.net (it built a NetworkManager per stopped VM before)."""
+    vms = _vms(tmp_path)
+    _machine(vms, "off", network="net0")
+    code = ("import sys\n"
+            "from isle.config import Settings\n"
+            "from isle.engine.vms import VMs\n"
+            f"s = Settings(root={vms.s.root!r}, runroot={vms.s.runroot!r}, "
+            f"cache={vms.s.cache!r})\n"
+            "assert [i.status for i in VMs(s).ls()] == ['stopped']\n"
+            "print(sorted(m for m in sys.modules if m.startswith('isle.net')))\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (cp.returncode, cp.stdout.strip()) == (0, "[]"), cp.stderr
