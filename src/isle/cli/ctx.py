@@ -39,26 +39,7 @@ class Ctx:
         if self._engine is None:
             from isle.engine.engine import Engine
 
-            self._engine = Engine(self.settings)
+            self._engine = Engine(self.settings)  # opening it sweeps killed builds (Context)
             self._engine.own_process = Ctx.own_process
-            _sweep_killed_builds(self._engine.s)
         return self._engine
 
-
-def _sweep_killed_builds(settings: Any) -> None:
-    """What a killed `isle build` left (a RUN step's overlay, runtime state, cgroups) goes with
-    the next command: one listdir when no build runs (engine/buildsteps)."""
-    try:
-        names = os.listdir(os.path.join(settings.runroot, "build-steps"))
-    except OSError:
-        return
-    if not any(n.startswith("isle-build-") for n in names):
-        return
-    from isle.engine.buildsteps import sweep_if_dead
-
-    try:
-        sweep_if_dead(settings)
-    except Exception as exc:  # noqa: BLE001 - the user's own command goes on
-        import sys
-
-        sys.stderr.write(f"isle: warning: cleaning up after a killed build failed: {exc}\n")

@@ -1,6 +1,8 @@
 """What every part of the engine shares: settings, the record db, the image store, the
 container locks and the runtime factory. The Engine builds one and hands it to its parts
 (supervisor.py, containers.py, queries.py, transfer.py); none of them reaches another's state.
+Opening one clears up after killed builds (sweep_killed_builds): the CLI's engine and each of
+the API service's alike.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from isle.engine.db import ContainerRecord
     from isle.engine.runtimes import OciCli
 
-__all__ = ["Context"]
+__all__ = ["Context", "sweep_killed_builds"]
 
 
 class Context:
@@ -41,6 +43,7 @@ class Context:
         self.own_process = False
         #: where `run` reports warnings before the container's output (the API may replace it)
         self.warn: Any = lambda msg: sys.stderr.write(f"WARNING: {msg}\n")
+        sweep_killed_builds(settings)
 
     @property
     def db(self) -> Db:
@@ -96,6 +99,25 @@ class Context:
             return True
         except OSError:
             return False
+
+
+def sweep_killed_builds(settings: Settings) -> None:
+    """What a killed `isle build` left (a RUN step's overlay, runtime state, cgroups) goes
+    when the engine is next opened, by the CLI or the API service alike (engine/buildsteps).
+    The start path pays one listdir of <runroot>/build-steps (a failed one when no build ever
+    ran); the rest only when a step's marker is there."""
+    try:
+        names = os.listdir(os.path.join(settings.runroot, "build-steps"))
+    except OSError:
+        return
+    if not any(n.startswith("isle-build-") for n in names):
+        return
+    from isle.engine.buildsteps import sweep_if_dead
+
+    try:
+        sweep_if_dead(settings)
+    except Exception as exc:  # noqa: BLE001 - the user's own command goes on
+        sys.stderr.write(f"isle: warning: cleaning up after a killed build failed: {exc}\n")
 
 
 class Locked:

@@ -40,3 +40,48 @@ def test_lock_busy_only_while_another_process_holds_it(settings: Settings) -> No
     finally:
         holder.communicate("", timeout=10)
     assert not ctx.lock_busy(cid)
+
+
+def _dead_step(settings: Settings) -> Path:
+    """A live-build marker whose builder is gone (a SIGKILLed `isle build`)."""
+    import json
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    steps = Path(settings.runroot) / "build-steps"
+    steps.mkdir(parents=True, exist_ok=True)
+    marker = steps / "isle-build-0123456789ab"
+    marker.write_text(json.dumps({"owner": gone.pid, "owner_start": 1, "bundle": "",
+                                  "network": "none"}))
+    return marker
+
+
+def test_the_api_services_engine_sweeps_killed_builds(settings: Settings) -> None:
+    """The Docker API service opens its own engines (one per connection's thread), never the
+    CLI's Ctx: opening one clears a killed build's step as the CLI's next command does."""
+    from isle.api.routes import Api
+
+    marker = _dead_step(settings)
+    api = Api(settings)
+    assert api.engine is not None
+    assert not marker.exists()
+
+
+def test_the_clis_engine_sweeps_killed_builds(settings: Settings) -> None:
+    from isle.cli.ctx import Ctx
+
+    marker = _dead_step(settings)
+    Ctx(settings.root, settings.runroot, None).engine
+    assert not marker.exists()
+
+
+def test_opening_the_engine_with_no_build_costs_no_import(settings: Settings) -> None:
+    """No build-steps directory (or only its lock): the sweep's module is not even imported."""
+    code = ("import sys; from isle.config import Settings; from isle.engine.engine import Engine; "
+            "Engine(Settings(root=sys.argv[1], runroot=sys.argv[2])); "
+            "print('isle.engine.buildsteps' in sys.modules)")
+    Path(settings.runroot, "build-steps").mkdir(parents=True)
+    Path(settings.runroot, "build-steps", ".lock").touch()
+    out = subprocess.run([sys.executable, "-c", code, settings.root, settings.runroot],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"
