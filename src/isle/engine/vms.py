@@ -398,25 +398,31 @@ class VMs:
         """A VM from a disk in a registry: an OCI artifact (ORAS's layout: the disk file is a
         layer blob itself, e.g. `oras push REF disk.qcow2`, or `isle vm push --artifact`), or an
         image (isle vm push's, any containerDisk: the first *.qcow2/*.img/*.raw/*.vmdk under
-        /disk)."""
+        /disk). The manifest is fetched once, through one client, for both."""
         import shutil
         import tempfile
 
         from isle.engine.images import Images
         from isle.errors import NotFound as NF
+        from isle.image.pull import pull as pull_image
+        from isle.image.reference import Reference
 
         name = name or ref.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
+        r = Reference.parse(ref)
         d = os.path.join(self.store.root, ".disks")
         os.makedirs(d, exist_ok=True)
         work = tempfile.mkdtemp(prefix="pull-", dir=d)
+        imgs = Images(self.s)
         try:
-            got = self._artifact_disk(ref, work, tls_verify=tls_verify)
+            with imgs.client(r.registry, tls_verify=tls_verify) as c:
+                manifest = c.get_manifest(r.repository, r.digest or r.tag)
+                got = self._artifact_disk(ref, c, manifest, work)
+                if got is None:
+                    img = pull_image(imgs.store, str(r), c, progress=progress, manifest=manifest)
             if got is not None:
                 return self._import_annotated(got[0], name, got[1], network, user)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        imgs = Images(self.s)
-        img = imgs.pull(ref, tls_verify=tls_verify, progress=progress)
         try:
             labels = (img.config.get("config") or {}).get("Labels") or {}
             disk_path = ""
@@ -438,62 +444,62 @@ class VMs:
             except Exception:
                 pass
 
-    def _artifact_disk(self, ref: str, work: str, *,
-                       tls_verify: bool) -> tuple[str, dict[str, str]] | None:
-        """(the disk downloaded into work, the manifest's annotations) if ref is an OCI artifact
+    @staticmethod
+    def _artifact_disk(ref: str, c: Any, manifest: tuple[bytes, str, str],
+                       work: str) -> tuple[str, dict[str, str]] | None:
+        """(the disk downloaded into work through registry client c, the manifest's
+        annotations) if ref, whose manifest is manifest (c.get_manifest's), is an OCI artifact
         whose layers are files, not tars (ORAS: artifactType, a file's media type, its name in
         org.opencontainers.image.title); None for an image."""
         import hashlib
         import json
 
-        from isle.engine.images import Images
         from isle.errors import ImageError
         from isle.image.reference import Reference
         from isle.oci.image_spec import LAYER_TYPES, MT_OCI_MANIFEST, check_digest
 
         r = Reference.parse(ref)
-        with Images(self.s).client(r.registry, tls_verify=tls_verify) as c:
-            body, mt, _ = c.get_manifest(r.repository, r.digest or r.tag)
-            try:
-                m = json.loads(body)
-            except ValueError as exc:
-                raise ImageError(f"{ref}: manifest is not JSON: {exc}") from None
-            if not isinstance(m, dict) or (m.get("mediaType") or mt) != MT_OCI_MANIFEST:
-                return None
-            files = [x for x in m.get("layers") or [] if isinstance(x, dict)
-                     and x.get("mediaType") not in LAYER_TYPES]
-            if not files:
-                return None  # an image: its layers are tars
+        body, mt, _ = manifest
+        try:
+            m = json.loads(body)
+        except ValueError as exc:
+            raise ImageError(f"{ref}: manifest is not JSON: {exc}") from None
+        if not isinstance(m, dict) or (m.get("mediaType") or mt) != MT_OCI_MANIFEST:
+            return None
+        files = [x for x in m.get("layers") or [] if isinstance(x, dict)
+                 and x.get("mediaType") not in LAYER_TYPES]
+        if not files:
+            return None  # an image: its layers are tars
 
-            def title(x: dict[str, Any]) -> str:
-                return str((x.get("annotations") or {}).get("org.opencontainers.image.title")
-                           or "")
+        def title(x: dict[str, Any]) -> str:
+            return str((x.get("annotations") or {}).get("org.opencontainers.image.title")
+                       or "")
 
-            disks = [x for x in files if title(x).endswith(_DISK_EXTS)] or files
-            layer = disks[0]
-            digest = check_digest(layer.get("digest"), f"{ref}: layer digest")
-            ext = next((e for e in _DISK_EXTS if title(layer).endswith(e)), ".img")
-            out = os.path.join(work, "disk" + ext)
-            size = layer.get("size")
-            if not isinstance(size, int) or size < 0:
-                raise ImageError(f"{ref}: disk layer {digest} has no size")
-            h, got = hashlib.sha256(), 0
-            resp = c.blob_stream(r.repository, digest)
-            try:
-                with open(out, "wb") as f:
-                    for chunk in resp.iter_bytes(1 << 20):
-                        got += len(chunk)
-                        if got > size:  # never more than the manifest says (a full disk)
-                            raise ImageError(f"{ref}: disk blob {digest} is larger than the "
-                                             f"{size} bytes its manifest says")
-                        h.update(chunk)
-                        f.write(chunk)
-            finally:
-                resp.close()
-            if got != size or "sha256:" + h.hexdigest() != digest:
-                raise ImageError(f"{ref}: disk blob {digest}: digest mismatch")
-            ann = m.get("annotations") or {}
-            return out, {str(k): str(v) for k, v in ann.items()}
+        disks = [x for x in files if title(x).endswith(_DISK_EXTS)] or files
+        layer = disks[0]
+        digest = check_digest(layer.get("digest"), f"{ref}: layer digest")
+        ext = next((e for e in _DISK_EXTS if title(layer).endswith(e)), ".img")
+        out = os.path.join(work, "disk" + ext)
+        size = layer.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise ImageError(f"{ref}: disk layer {digest} has no size")
+        h, got = hashlib.sha256(), 0
+        resp = c.blob_stream(r.repository, digest)
+        try:
+            with open(out, "wb") as f:
+                for chunk in resp.iter_bytes(1 << 20):
+                    got += len(chunk)
+                    if got > size:  # never more than the manifest says (a full disk)
+                        raise ImageError(f"{ref}: disk blob {digest} is larger than the "
+                                         f"{size} bytes its manifest says")
+                    h.update(chunk)
+                    f.write(chunk)
+        finally:
+            resp.close()
+        if got != size or "sha256:" + h.hexdigest() != digest:
+            raise ImageError(f"{ref}: disk blob {digest}: digest mismatch")
+        ann = m.get("annotations") or {}
+        return out, {str(k): str(v) for k, v in ann.items()}
 
     def _kernel_from_disk(self, base: str, work: str) -> tuple[str, str]:
         """An isle OS disk's newest kernel + initramfs, copied out with debugfs (no mount)."""

@@ -64,14 +64,17 @@ def pull(
     platform: Platform | None = None,
     progress: Progress | None = None,
     jobs: int = 4,
+    manifest: tuple[bytes, str, str] | None = None,
 ) -> Image:
+    """ref pulled through client into store; manifest: what client.get_manifest gave for ref
+    when the caller fetched it already (`isle vm pull` looks for a disk artifact first)."""
     r = Reference.parse(ref)
     prog = progress or NullProgress()
     from isle.image.blobs import sweep_tmp
 
     sweep_tmp(store.blobs.tmp_dir)  # what killed pulls left (their writers are gone)
     with store.transaction():
-        body, mt, digest = client.get_manifest(r.repository, r.digest or r.tag)
+        body, mt, digest = manifest or client.get_manifest(r.repository, r.digest or r.tag)
         top_digest = digest  # the index's digest when the tag names an index
         m = parse_manifest_or_index(body, mt)
         if isinstance(m, Index):

@@ -98,3 +98,52 @@ def test_ls_of_stopped_vms_loads_no_network_code(tmp_path: Path) -> None:
             "print(sorted(m for m in sys.modules if m.startswith('isle.net')))\n")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (cp.returncode, cp.stdout.strip()) == (0, "[]"), cp.stderr
+
+
+class _Registry:
+    """A registry client that serves one image manifest (no layers) and counts its fetches."""
+
+    def __init__(self) -> None:
+        import hashlib
+
+        self.config = json.dumps({"architecture": "amd64", "os": "linux",
+                                  "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        cdigest = "sha256:" + hashlib.sha256(self.config).hexdigest()
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cdigest, "size": len(self.config)},
+            "layers": []}).encode()
+        self.fetched: list[str] = []
+
+    def __enter__(self) -> _Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
+        import hashlib
+
+        self.fetched.append(f"{repo}:{ref}")
+        return (self.manifest, "application/vnd.oci.image.manifest.v1+json",
+                "sha256:" + hashlib.sha256(self.manifest).hexdigest())
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        return self.config
+
+
+def test_vm_pull_fetches_the_manifest_once(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vm pull` looks at the manifest for a disk artifact, and pulls an image with that same
+    manifest (it fetched it a second time, through a second client)."""
+    from isle.engine.images import Images
+    from isle.errors import NotFound
+
+    reg = _Registry()
+    monkeypatch.setattr(Images, "client", lambda self, registry, **kw: reg)
+    vms = _vms(tmp_path)
+    with pytest.raises(NotFound, match="holds no VM disk"):  # (an image without /disk)
+        vms.pull("localhost:5000/vms/empty:v1")
+    assert reg.fetched == ["vms/empty:v1"]
+    assert vms.ls() == [] and Images(vms.s).store.list() == []
