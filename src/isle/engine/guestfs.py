@@ -48,13 +48,15 @@ def _in_volume(t: Any, rec: ContainerRecord, cpath: str) -> bool:
 
 
 def _private_dir(t: Any) -> str:
-    """A new 0700 directory under <runroot>/guest-files, itself made or tightened to 0700 (an
-    existing one keeps no wider mode: the guest's files are unpacked below it)."""
+    """A new 0700 directory under <root>/guest-files, itself made or tightened to 0700 (an
+    existing one keeps no wider mode: the guest's files are unpacked below it). Under the data
+    root, on disk as the images are, not the runroot: that is often a tmpfs, where what a guest
+    sends (bounded only by its disk) would take the host's RAM."""
     import tempfile
 
     from isle.sys.fs import private_dir
 
-    return tempfile.mkdtemp(prefix="cp-", dir=private_dir(os.path.join(t.ctx.s.runroot,
+    return tempfile.mkdtemp(prefix="cp-", dir=private_dir(os.path.join(t.ctx.s.root,
                                                                        "guest-files")))
 
 

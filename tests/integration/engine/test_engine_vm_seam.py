@@ -80,7 +80,7 @@ def test_vm_container_files_through_its_guest_running_and_stopped(isle, tmp_path
         "hello from the host\nguest-made\n"
     isle("rm", "-f", "vs", timeout=60)
     assert isle("ps", "-aq").stdout == ""
-    assert not os.listdir(isle.runroot / "guest-files")  # its private unpack dirs went
+    assert not os.listdir(isle.root / "guest-files")  # its private unpack dirs went
     assert not upper.exists()
 
 

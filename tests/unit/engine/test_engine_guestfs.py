@@ -16,13 +16,14 @@ pytestmark = pytest.mark.timeout(20)
 
 
 def _t(tmp_path: Path) -> SimpleNamespace:
-    return SimpleNamespace(ctx=SimpleNamespace(s=SimpleNamespace(runroot=str(tmp_path / "run"))))
+    return SimpleNamespace(ctx=SimpleNamespace(s=SimpleNamespace(root=str(tmp_path / "data"),
+                                                   runroot=str(tmp_path / "run"))))
 
 
 def test_private_dir_tightens_an_existing_guest_files_dir(tmp_path: Path) -> None:
     """A guest-files directory left world-readable (an older install, an admin's mkdir) is
     made 0700 before a guest's files are unpacked below it."""
-    base = tmp_path / "run" / "guest-files"
+    base = tmp_path / "data" / "guest-files"
     base.mkdir(parents=True)
     base.chmod(0o755)
     d = guestfs._private_dir(_t(tmp_path))
@@ -45,4 +46,4 @@ def test_export_passes_the_guests_tar_through_and_leaves_nothing(tmp_path: Path,
     out = io.BytesIO()
     guestfs.export(_t(tmp_path), None, out)
     assert out.getvalue() == blob
-    assert os.listdir(tmp_path / "run" / "guest-files") == []
+    assert os.listdir(tmp_path / "data" / "guest-files") == []
