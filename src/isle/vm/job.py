@@ -332,9 +332,11 @@ POD_TAG = "isle-pod"
 POD_DIR = "/pod"
 
 
-def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool], ...] = ()) -> str:
+def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool], ...] = (),
+               tag: str = POD_TAG) -> str:
     """A pod container's process in its pod's running VM, on exec slot ports (Kata's way): its
-    root is POD_DIR/<cid>/rootfs (the host's bind mount, seen over the pod's virtio-fs share),
+    root is POD_DIR/<cid>/rootfs (the host's bind mount, seen over the pod's virtio-fs share
+    tag, mounted at POD_DIR by the first container),
     bound on itself; the job's own mounts and files under it; binds (n, destination, ro) mount
     POD_DIR/<cid>/m<n> (a host directory the host bound there) at destination. Reports
     'xexit SLOT CODE'; everything mounted under the root goes when the process has ended. The
@@ -345,7 +347,7 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
     lines = [
         "set +e",
         # the share, mounted once (mkdir is the lock between containers starting together)
-        f"if busybox mkdir {POD_DIR} 2>/dev/null; then mount -t virtiofs {POD_TAG} {POD_DIR}"
+        f"if busybox mkdir {POD_DIR} 2>/dev/null; then mount -t virtiofs {_q(tag)} {POD_DIR}"
         f" || {{ busybox rmdir {POD_DIR}; echo 'xexit {slot} 125' >&3; exit; }}; fi",
         f"n=0; while [ ! -e {POD_DIR}/.isle-pod ] && [ $n -lt 5000 ]; do n=$((n + 1));"
         " usleep 1000; done",

@@ -3,6 +3,9 @@ script (runtime.vm.pod, vm.job.render_pod)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from unittest import mock
+
 from isle.runtime.vm import pod
 from isle.vm import job as vmjob
 
@@ -44,6 +47,34 @@ def test_render_pod_runs_in_its_own_root_with_its_mounts() -> None:
     assert "read -r xs < /x3.kill" in text
     assert text.rstrip().endswith('echo "xexit 3 $code" >&3; rm -f /x3.pid /x3.root')
     assert f"umount -l {root}" in text
+
+
+def test_render_pod_mounts_the_sandbox_share_by_its_tag() -> None:
+    text = vmjob.render_pod(vmjob.Job(args=("true",)), 1, "c1", (), "isle2")
+    assert f"mount -t virtiofs isle2 {vmjob.POD_DIR}" in text
+    assert f"virtiofs {vmjob.POD_TAG} " not in text
+
+
+def test_the_sandbox_share_is_the_vms_not_the_sandbox_process(tmp_path: Path) -> None:
+    """sandbox_config adds the pod's share to the config the VM is prepared from (its tag
+    noted for the containers), leaves the caller's config as it was, and to_job keeps it out of
+    the sandbox's own process, so the job rendered from that config is the sandbox's alone."""
+    from isle.runtime.vm import spec as vmspec
+
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    cfg = {"process": {"args": ["/pause"]},
+           "mounts": [{"type": "bind", "source": str(vol), "destination": "/v"}]}
+    view = tmp_path / "view"
+    view.mkdir()
+    (tmp_path / "sb").mkdir()
+    with mock.patch.object(pod, "setup_sandbox", return_value=str(view)):
+        out = pod.sandbox_config(str(tmp_path), "sb", cfg)
+    assert len(cfg["mounts"]) == 1
+    assert [(t, d) for t, _, d, _ in vmspec.shares_of(out)] == [("isle0", "/v"),
+                                                                ("isle1", vmspec.POD_SHARE)]
+    assert pod.pod_tag(str(tmp_path), "sb") == "isle1"
+    assert [m.destination for m in vmspec.to_job(out).mounts] == ["/v"]
 
 
 def test_guest_agent_takes_xkill() -> None:

@@ -55,10 +55,14 @@ def stdin_wanted(fd: int = 0) -> bool:
     )
 
 
-def prepare(bundle: str, settings: Settings, *, stdin: bool = False) -> Prepared:
-    """Validate config.json and make sure kernel, initramfs and image disk are cached."""
+def prepare(bundle: str, settings: Settings, *, stdin: bool = False,
+            cfg: dict[str, Any] | None = None) -> Prepared:
+    """Validate config.json and make sure kernel, initramfs and image disk are cached. cfg: the
+    bundle's config as the caller loaded and completed it (a pod sandbox's: pod.sandbox_config),
+    everything rendered from it."""
     bundle = os.path.abspath(bundle)
-    cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
+    if cfg is None:
+        cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     terminal = bool((cfg.get("process") or {}).get("terminal"))
     stdin = stdin and not terminal  # a terminal is the process's stdin
     job = vmspec.to_job(cfg, stdin=stdin)

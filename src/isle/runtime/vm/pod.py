@@ -29,8 +29,9 @@ from isle.errors import ConfigError, InvalidState, IsleError, NotFound, VMError
 from isle.runtime.vm import state as st
 
 __all__ = ["CONTAINER_TYPE", "SANDBOX_ID", "POD_SLOTS", "role", "member_of", "shared_dir",
-           "setup_sandbox", "as_sandbox", "teardown_sandbox", "create", "start", "kill", "delete",
-           "exec_in", "pids", "detached", "pod_tag", "seccomp_path", "guest_root"]
+           "setup_sandbox", "sandbox_config", "as_sandbox", "teardown_sandbox", "create",
+           "start", "kill", "delete", "exec_in", "pids", "detached", "pod_tag", "seccomp_path",
+           "guest_root"]
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
@@ -104,29 +105,35 @@ def setup_sandbox(root: str, sid: str) -> str:
     return view
 
 
-def as_sandbox(root: str, sid: str, p: Any) -> None:
-    """Make the Prepared VM of a pod sandbox the pod's VM: its shared directory as one more
-    virtio-fs share (a bind mount added to the spec the VM is launched from, last, so its tag is
-    the last of spec.shares_of; kept in <root>/<sid>/pod-tag for the containers), POD_SLOTS exec
-    slots, POD_MEMORY_MIB at least, no template (a template has no share)."""
-    import dataclasses
-
+def sandbox_config(root: str, sid: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config a pod sandbox's VM is prepared from (before anything is rendered from it):
+    cfg (not changed) with the pod's shared directory (setup_sandbox's guest view) as one more
+    bind mount at spec.POD_SHARE, last, so its virtio-fs tag is the last of spec.shares_of (kept
+    in <root>/<sid>/pod-tag for the containers). A share of the VM only: spec.to_job leaves it
+    out of the sandbox's own process; the containers' scripts mount it (vm.job.render_pod)."""
     from isle.runtime.vm import spec as vmspec
     from isle.runtime.vm.monitor import note
 
     try:
         view = setup_sandbox(root, sid)
-        p.cfg["mounts"] = [*(p.cfg.get("mounts") or []),
-                           {"type": "bind", "source": view, "destination": "/.isle-pod",
-                            "options": ["rbind", "rw"]}]
-        tag = vmspec.shares_of(p.cfg)[-1][0]
-        note(os.path.join(root, sid), "pod-tag", tag)
-        p.boot = dataclasses.replace(p.boot, slots=POD_SLOTS,
-                                     memory_mib=max(p.boot.memory_mib, POD_MEMORY_MIB))
-        p.template = False
+        out = {**cfg, "mounts": [*(cfg.get("mounts") or []),
+                                 {"type": "bind", "source": view,
+                                  "destination": vmspec.POD_SHARE, "options": ["rbind", "rw"]}]}
+        note(os.path.join(root, sid), "pod-tag", vmspec.shares_of(out)[-1][0])
     except BaseException:
         _remove_shared(root, sid)
         raise
+    return out
+
+
+def as_sandbox(p: Any) -> Any:
+    """The Prepared VM of a pod sandbox (from sandbox_config's config) as the pod's VM: POD_SLOTS
+    exec slots, POD_MEMORY_MIB at least, no template (a template has no share)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        p, template=False, boot=dataclasses.replace(
+            p.boot, slots=POD_SLOTS, memory_mib=max(p.boot.memory_mib, POD_MEMORY_MIB)))
 
 
 def _remove_shared(root: str, sid: str) -> None:
@@ -142,6 +149,7 @@ def _remove_shared(root: str, sid: str) -> None:
 
 
 def pod_tag(root: str, sid: str) -> str:
+    """The virtio-fs tag of the pod's shared directory in its VM (sandbox_config noted it)."""
     from isle.vm.job import POD_TAG
 
     try:
@@ -352,13 +360,12 @@ def _relay(root: str, cid: str, sid: str, job: Any, binds: tuple[tuple[int, str,
     record and return its exit code."""
     from isle.runtime.vm import control
     from isle.runtime.vm.monitor import note
-    from isle.vm.job import POD_TAG, render_pod
+    from isle.vm.job import render_pod
 
     tag = pod_tag(root, sid)
 
-    def script(i: int) -> str:  # the share's tag is the sandbox's (as_sandbox)
-        return render_pod(job, i, cid, binds).replace(f" -t virtiofs {POD_TAG} ",
-                                                      f" -t virtiofs {tag} ")
+    def script(i: int) -> str:
+        return render_pod(job, i, cid, binds, tag)
 
     sdir = os.path.join(root, cid)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)

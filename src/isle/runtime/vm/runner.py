@@ -11,6 +11,7 @@ from typing import Any
 
 from isle.config import Settings
 from isle.errors import ConfigError, VMError
+from isle.oci import runtime_spec
 from isle.runtime.vm import pod
 from isle.runtime.vm import state as st
 from isle.runtime.vm.boot import (
@@ -140,10 +141,13 @@ def create(
     d = st.create_dir(root, cid)
     sandbox = False
     try:
-        p = prepare(bundle, settings, stdin=stdin_wanted(0))
-        if pod.role(p.cfg.get("annotations"))[0] == "sandbox":  # a CRI pod's VM
+        cfg = runtime_spec.load(os.path.join(os.path.abspath(bundle), "config.json"))
+        if pod.role(cfg.get("annotations"))[0] == "sandbox":  # a CRI pod's VM
             sandbox = True
-            pod.as_sandbox(root, cid, p)
+            cfg = pod.sandbox_config(root, cid, cfg)
+        p = prepare(bundle, settings, stdin=stdin_wanted(0), cfg=cfg)
+        if sandbox:
+            p = pod.as_sandbox(p)
         if p.terminal:
             if not console_socket:
                 raise ConfigError("process.terminal",

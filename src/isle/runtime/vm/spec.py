@@ -35,6 +35,7 @@ __all__ = [
     "host_resources",
     "QEMU_MEMORY_OVERHEAD_MIB",
     "QEMU_THREADS",
+    "POD_SHARE",
 ]
 
 ANNOTATION = "org.isle.isolation"
@@ -43,6 +44,9 @@ DEFAULT_MEMORY_MIB = 128
 #: where the container's process (isle-exec -W) keeps its seccomp program in the guest, outside
 #: the container's root, for exec'd processes (-S): a missing copy fails the exec (never unfiltered)
 GUEST_SECCOMP = "/seccomp.bpf"
+#: the destination of a pod sandbox's share of the pod's directory (runtime.vm.pod.sandbox_config):
+#: a virtio-fs share of the VM, never a mount of the sandbox's own process (to_job leaves it out)
+POD_SHARE = "/.isle-pod"
 
 
 def rootfs_path(cfg: dict[str, Any], bundle: str) -> str:
@@ -157,7 +161,7 @@ def to_job(cfg: dict[str, Any], *, stdin: bool = False) -> Job:
     mounts = []
     for m in cfg.get("mounts", []):
         dest = m.get("destination")
-        if not dest:
+        if not dest or dest == POD_SHARE:
             continue
         if dest in shares and _is_bind(m):  # in spec order: a share may sit inside a tmpfs
             tag, ro = shares[dest]
