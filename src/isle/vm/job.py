@@ -301,11 +301,11 @@ def render(job: Job) -> str:
         # a terminal resized: winsz HVC ROWS COLS (the kernel sends SIGWINCH)
         '    winsz) busybox stty -F "/dev/hvc$a" rows "$b" cols "$d" 2>/dev/null;;',
         '    killall) kill -"$a" -1 2>/dev/null;;',  # every process but init and this reader
-        # a pod container's signal (render_pod): xkill SLOT SIG [all]: to the first process of
-        # its pid namespace (/xSLOT.cpid: as runc signals a container's init; SIGKILL ends the
-        # namespace), else to isle-exec; also left in /xSLOT.kill for a process not in its
-        # namespace yet (render_pod applies it once it has written /xSLOT.cpid)
-        '    xkill) echo "$b" > "/x$a.kill"; if read -r cp < "/x$a.cpid"; then'
+        # a pod container's signal (render_pod): xkill SLOT SIG CID: to the first process of
+        # its pid namespace (the one pod_ctr(CID) names: as runc signals a container's init;
+        # SIGKILL ends the namespace), else to isle-exec; also left in /xSLOT.kill for a process
+        # not in its namespace yet (render_pod applies it once that file names the process)
+        f'    xkill) echo "$b" > "/x$a.kill"; if read -r cp < "{pod_ctr("$d")}"; then'
         ' kill -"$b" "$cp" 2>/dev/null;'
         ' elif read -r xp < "/x$a.pid"; then kill -"$b" "$xp" 2>/dev/null; fi;;',
         '    exec) echo "$b" | base64 -d > "/x$a.sh" && ( . "/x$a.sh" ) & ;;',
@@ -376,8 +376,7 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
         # in its own root (seccomp copy written, namespaces made) or gone: execs may come
         f"n=0; while [ ! -e {ctr} ] && [ $n -lt 10000 ] && kill -0 $xp 2>/dev/null; do"
         " n=$((n + 1)); usleep 1000; done",
-        f"cp=; read -r cp < {ctr} 2>/dev/null && echo $cp > /x{slot}.cpid",
-        f"echo {r} > /x{slot}.root",
+        f"cp=; read -r cp < {ctr} 2>/dev/null",
         # a signal sent before the pid was known (a stop right after start)
         # (once the process catches it, 2 s at most: a stop right after start must not hit a
         # namespace's first process before its handler is there, which the kernel drops)
@@ -389,7 +388,7 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
         # its namespace goes with its first process; its mounts after
         '[ -n "$cp" ] && kill -9 "$cp" 2>/dev/null',
         f"umount -l {r}",
-        f"rm -f /x{slot}.kill /x{slot}.cpid {ctr}",
-        f'echo "xexit {slot} $code" >&3; rm -f /x{slot}.pid /x{slot}.root',
+        f"rm -f /x{slot}.kill {ctr}",
+        f'echo "xexit {slot} $code" >&3; rm -f /x{slot}.pid',
     ]
     return "\n".join(lines) + "\n"

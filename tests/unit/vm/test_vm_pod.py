@@ -45,8 +45,10 @@ def test_render_pod_runs_in_its_own_root_with_its_mounts() -> None:
     assert '>"$x3o" 2>"$x3e"' in text
     # a signal that came first is applied; the slot is reported, and cleaned, at the end
     assert "read -r xs < /x3.kill" in text
-    assert text.rstrip().endswith('echo "xexit 3 $code" >&3; rm -f /x3.pid /x3.root')
+    assert text.rstrip().endswith('echo "xexit 3 $code" >&3; rm -f /x3.pid')
     assert f"umount -l {root}" in text
+    # no derived files: execs wait for and join the process pod_ctr names, xkill reads it too
+    assert ".cpid" not in text and ".root" not in text
 
 
 def test_render_pod_mounts_the_sandbox_share_by_its_tag() -> None:
@@ -80,6 +82,7 @@ def test_the_sandbox_share_is_the_vms_not_the_sandbox_process(tmp_path: Path) ->
 def test_guest_agent_takes_xkill() -> None:
     text = vmjob.render(vmjob.Job(args=("/pause",)))
     assert "xkill)" in text and '/x$a.kill' in text
+    assert f'read -r cp < "{vmjob.pod_ctr("$d")}"' in text  # xkill SLOT SIG CID
 
 
 def test_pod_vm_cmdline_asks_for_its_slots() -> None:

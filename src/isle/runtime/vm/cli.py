@@ -140,7 +140,7 @@ def _dispatch(a: argparse.Namespace) -> int:
         if a.verb == "start":
             pod.start(a.id, a.root)
         elif a.verb == "kill":
-            pod.kill(a.id, a.root, parse_signal(a.signal), all=a.all)
+            pod.kill(a.id, a.root, parse_signal(a.signal))
         elif a.verb == "delete":
             pod.delete(a.id, a.root, a.force)
         else:

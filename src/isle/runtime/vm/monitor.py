@@ -6,6 +6,7 @@ code, so a subreaper (conmon, containerd's shim) sees the program's real status.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -17,6 +18,8 @@ from isle.runtime.vm import state as st
 from isle.runtime.vm.boot import Prepared, drain_relays, drop_cgroup, launch, unplug, winsize
 from isle.vm.microvm import MicroVM
 
+#: a container id as runtime.vm.state accepts it (one is passed on to the guest's shell)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 READY_TIMEOUT = float(os.environ.get("ISLE_VM_READY_TIMEOUT", "90"))
 FAILED = 255  # exit code recorded when the VM itself failed (QEMU died, guest vanished)
 
@@ -245,9 +248,9 @@ def serve(
                     vm.send(f"winsz 0 {int(cmd[2])} {int(cmd[3])}".encode())
                 conn.sendall(b"ok\n")
                 conn.close()
-            elif (cmd[:1] == ["xkill"] and len(cmd) in (3, 4) and cmd[1].isdigit()
-                  and cmd[2].isdigit() and cmd[3:] in ([], ["all"])):
-                # a pod container's signal (runtime.vm.pod): xkill SLOT SIG [all]
+            elif (cmd[:1] == ["xkill"] and len(cmd) == 4 and cmd[1].isdigit()
+                  and cmd[2].isdigit() and _ID.fullmatch(cmd[3])):
+                # a pod container's signal (runtime.vm.pod): xkill SLOT SIG CID
                 if int(cmd[1]) in busy:
                     vm.send(" ".join(cmd).encode())
                 conn.sendall(b"ok\n")

@@ -437,9 +437,10 @@ def _slot(root: str, cid: str) -> int:
         return 0
 
 
-def kill(cid: str, root: str, sig: int, all: bool = False) -> None:
-    """The signal to the container's process in the pod's VM (all: every process in its root);
-    before start, to the relay (nothing runs in the guest yet)."""
+def kill(cid: str, root: str, sig: int) -> None:
+    """The signal to the container's process in the pod's VM: the first process of its pid
+    namespace, as runc signals a container's init (SIGKILL ends them all; `kill --all` does no
+    more); before start, to the relay (nothing runs in the guest yet)."""
     from isle.runtime.vm import control
 
     s = st.load(root, cid)
@@ -450,7 +451,7 @@ def kill(cid: str, root: str, sig: int, all: bool = False) -> None:
         st.signal_if_same(s.pid, s.pid_start, sig)
         return
     sb = _sandbox(root, role(s.annotations)[1], cid)
-    control.ask(sb, f"xkill {slot} {sig}" + (" all" if all else ""), timeout=10)
+    control.ask(sb, f"xkill {slot} {sig} {cid}", timeout=10)
 
 
 def delete(cid: str, root: str, force: bool = False) -> None:
@@ -461,7 +462,7 @@ def delete(cid: str, root: str, force: bool = False) -> None:
         raise InvalidState(f"container {cid} is {s.status}: stop it or use --force")
     if st.pid_alive(s.pid, s.pid_start):
         try:
-            kill(cid, root, signal.SIGKILL, all=True)
+            kill(cid, root, signal.SIGKILL)
         except IsleError:
             pass
         for _ in range(200):  # the relay ends when the guest reports the process's end
@@ -491,13 +492,13 @@ def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
     opts = tuple(seccomp_path(cid) if o == vmspec.GUEST_SECCOMP else o for o in job.spec_opts)
     job = dataclasses.replace(job, spec_opts=opts)
     # `start` returns once the container's script was sent: an exec right after it waits (10 s
-    # at most) until the process is in its own namespaces and root (/xSLOT.root), then joins them
-    slot = _slot(root, cid)
-    wait = (f"n=0; while [ ! -e /x{slot}.root ] && [ $n -lt 10000 ]; do n=$((n + 1));"
-            " usleep 1000; done\n") if slot else ""
+    # at most) until the process is in its own namespaces and root (isle-exec -N names it in
+    # pod_ctr only then), then joins them
+    ctr = pod_ctr(cid)
+    wait = (f"n=0; while [ ! -e {ctr} ] && [ $n -lt 10000 ]; do n=$((n + 1));"
+            " usleep 1000; done\n")
     return control.exec_(role(s.annotations)[1], root, job, tty_fd,
-                         script=lambda i: wait + render_exec(job, i, guest_root(cid),
-                                                             pod_ctr(cid)))
+                         script=lambda i: wait + render_exec(job, i, guest_root(cid), ctr))
 
 
 def pids(cid: str, root: str) -> list[int]:
