@@ -195,8 +195,10 @@ def _q(s: str) -> str:
 CTR_PID = "/ctr.pid"
 
 
-def _exec_argv(job: Job, root: str = "/newroot", ns: tuple[str, ...] = ()) -> list[str]:
-    x = ["/bin/isle-exec", "-r", root, *ns, "-w", job.cwd, "-u", str(job.uid), "-g", str(job.gid)]
+def _exec_argv(job: Job, root: str, ns: tuple[str, ...]) -> list[str]:
+    """isle-exec's command line: ROOT for a new container (-N), none when joining one (-J)."""
+    x = ["/bin/isle-exec", *(("-r", root) if root else ()), *ns, "-w", job.cwd,
+         "-u", str(job.uid), "-g", str(job.gid)]
     if job.additional_gids:
         x += ["-G", ",".join(map(str, job.additional_gids))]
     for res, soft, hard in job.rlimits:
@@ -211,18 +213,17 @@ def _exec_argv(job: Job, root: str = "/newroot", ns: tuple[str, ...] = ()) -> li
     return x + ["--", *job.args]
 
 
-def render_exec(job: Job, slot: int, root: str = "/newroot", ctr: str = "") -> str:
-    """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'. root:
-    the container's in the guest; ctr: the file naming its process (a pod container's:
-    pod_ctr)."""
+def render_exec(job: Job, slot: int, ctr: str = CTR_PID) -> str:
+    """A further process in a running VM, on exec slot ports; reports 'xexit SLOT CODE'. It
+    joins the namespaces and root of the process ctr names (isle-exec -J): the VM's container's
+    (CTR_PID), or a pod container's (pod_ctr)."""
     stdin = f'"$x{slot}i"' if job.stdin else "/dev/null"
-    # the VM's container, or a pod's: into its namespaces (-J); another root: chrooted
-    ns = ("-J", ctr or CTR_PID) if root == "/newroot" or ctr else ()
+    ns = ("-J", ctr)
     if job.terminal:  # the VM's one virtconsole (vm.microvm.machine_config), lent to this exec
         t = "/dev/hvc0"
         return (
             f"n=0; while [ ! -c {t} ] && [ $n -lt 3000 ]; do n=$((n + 1)); usleep 1000; done\n"
-            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job, root, ns))
+            "busybox setsid -c " + " ".join(_q(a) for a in _exec_argv(job, "", ns))
             + f" <{t} >{t} 2>{t} &\n"
             f"echo $! > /x{slot}.pid\n"
             f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
@@ -231,7 +232,7 @@ def render_exec(job: Job, slot: int, root: str = "/newroot", ctr: str = "") -> s
     # (render) kills what still runs and waits for those reports, so an exec that finished just
     # before the container's process (e.g. the one that told it to stop) still gets its real code
     return (
-        " ".join(_q(a) for a in _exec_argv(job, root, ns))
+        " ".join(_q(a) for a in _exec_argv(job, "", ns))
         + f' <{stdin} >"$x{slot}o" 2>"$x{slot}e" &\n'
         f"echo $! > /x{slot}.pid\n"
         f'wait $!; echo "xexit {slot} $?" >&3; rm -f /x{slot}.pid\n'
@@ -268,8 +269,8 @@ def render(job: Job) -> str:
             lines.append(f"ip route add {_q(dst)} " + (f"via {_q(via)}" if via else "dev eth0"))
     # its own mount and pid namespaces, pivoted; isle-exec says "started" on the control port;
     # a terminal is bound on its /dev/console (-t), as runc binds the pty there
-    x = _exec_argv(job, ns=("-N", CTR_PID, "-A", "3") + (("-t", "/dev/hvc0") if job.terminal
-                                                          else ()))
+    x = _exec_argv(job, "/newroot", ("-N", CTR_PID, "-A", "3") + (("-t", "/dev/hvc0")
+                                                                  if job.terminal else ()))
     # init.sh found the ports: $out, $err, $inp
     if job.terminal:
         lines += [

@@ -284,14 +284,14 @@ def test_exec_job_takes_the_containers_seccomp_caps_and_rlimits_as_runc_does() -
 
 def test_the_container_gets_its_own_namespaces_in_the_guest_and_execs_join_them() -> None:
     """render: isle-exec -N (own mount and pid namespaces, pivot_root; it says 'started' on the
-    control port itself, fd 3: the job does not poll); render_exec joins them (-J); a pod
-    container's exec (its own root) stays as it was."""
-    from isle.vm.job import CTR_PID, render, render_exec
+    control port itself, fd 3: the job does not poll); render_exec joins them (-J), a pod
+    container's exec joins its container's (pod_ctr): never a bare chroot."""
+    from isle.vm.job import CTR_PID, pod_ctr, render, render_exec
 
     j = vmspec.to_job(_cfg())
     s = render(j)
     assert f"/bin/isle-exec -r /newroot -N {CTR_PID} -A 3 " in s
     assert "echo started" not in s and "usleep 1000; done" not in s.split("isle-exec", 1)[1]
     x = vmspec.exec_job(_cfg(), {"args": ["true"]})
-    assert f"/bin/isle-exec -r /newroot -J {CTR_PID} " in render_exec(x, 1)
-    assert "-J" not in render_exec(x, 1, root="/pod/c1/rootfs")
+    assert f"/bin/isle-exec -J {CTR_PID} " in render_exec(x, 1)
+    assert f"/bin/isle-exec -J {pod_ctr('c1')} " in render_exec(x, 1, pod_ctr("c1"))

@@ -128,7 +128,7 @@ def _dispatch(a: argparse.Namespace) -> int:
     if a.verb in ("create", "run") and _pod_container(a.bundle):  # runs in its pod's VM
         if a.verb == "run" and not a.detach:
             raise Unsupported("run: a pod's container runs detached (create, start) in its pod")
-        pod.create(a.id, a.bundle, a.root, a.pid_file, a.console_socket)
+        pod.create(a.id, a.bundle, a.root, a.pid_file)
         if a.verb == "run":
             pod.start(a.id, a.root)
         return 0

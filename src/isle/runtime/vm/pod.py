@@ -30,8 +30,7 @@ from isle.runtime.vm import state as st
 
 __all__ = ["CONTAINER_TYPE", "SANDBOX_ID", "POD_SLOTS", "role", "member_of", "shared_dir",
            "setup_sandbox", "sandbox_config", "as_sandbox", "teardown_sandbox", "create",
-           "start", "kill", "delete", "exec_in", "pids", "detached", "pod_tag", "seccomp_path",
-           "guest_root"]
+           "start", "kill", "delete", "exec_in", "pids", "detached", "pod_tag", "seccomp_path"]
 
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
@@ -246,14 +245,7 @@ def seccomp_path(cid: str) -> str:
     return f"/seccomp-{cid}.bpf"
 
 
-def guest_root(cid: str) -> str:
-    from isle.vm.job import POD_DIR
-
-    return f"{POD_DIR}/{cid}/rootfs"
-
-
-def create(cid: str, bundle: str, root: str, pid_file: str | None = None,
-           console_socket: str | None = None) -> None:
+def create(cid: str, bundle: str, root: str, pid_file: str | None = None) -> None:
     """A pod container: its rootfs bound into the pod's shared directory, a relay left waiting
     for `start` (its pid to pid_file)."""
     from isle.oci import runtime_spec
@@ -268,7 +260,6 @@ def create(cid: str, bundle: str, root: str, pid_file: str | None = None,
     if (cfg.get("process") or {}).get("terminal"):
         raise ConfigError("process.terminal", "a terminal for a container in a VM pod is not "
                           "supported yet (exec -t is)")
-    del console_socket
     _sandbox(root, sid, cid)
     job = _job(cfg, cid, stdin_wanted(0))
     rootfs = vmspec.rootfs_path(cfg, bundle)
@@ -479,7 +470,8 @@ def delete(cid: str, root: str, force: bool = False) -> None:
 
 
 def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
-    """`exec` into a pod container: in its pod's VM, chrooted into its root, with its seccomp."""
+    """`exec` into a pod container: in its pod's VM, in its namespaces and root (isle-exec -J),
+    with its seccomp."""
     import dataclasses
 
     from isle.runtime.vm import control
@@ -498,7 +490,7 @@ def exec_in(cid: str, root: str, job: Any, tty_fd: int = -1) -> int:
     wait = (f"n=0; while [ ! -e {ctr} ] && [ $n -lt 10000 ]; do n=$((n + 1));"
             " usleep 1000; done\n")
     return control.exec_(role(s.annotations)[1], root, job, tty_fd,
-                         script=lambda i: wait + render_exec(job, i, guest_root(cid), ctr))
+                         script=lambda i: wait + render_exec(job, i, ctr))
 
 
 def pids(cid: str, root: str) -> list[int]:

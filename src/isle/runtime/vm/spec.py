@@ -199,7 +199,8 @@ def exec_job(cfg: dict[str, Any], process: dict[str, Any], *, stdin: bool = Fals
     capabilities and rlimits unless the process brings its own; no_new_privs, user, groups, cwd
     and env as the process says. Only the process's parts otherwise: /dev, masked and read-only
     paths, the read-only root and sysctls were applied once, by the container's process, in the
-    mount table and kernel the exec'd process shares; it is chrooted into the same root."""
+    mount table and kernel the exec'd process shares: it joins that process's namespaces and root
+    (isle-exec -J)."""
     base = cfg.get("process") or {}
     proc = dict(process)
     if proc.get("capabilities") is None and base.get("capabilities") is not None:

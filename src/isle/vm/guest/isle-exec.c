@@ -9,13 +9,16 @@
  * network, hostname and IPC; inside the guest the container's process gets a mount and a pid
  * namespace of its own (-N), so that container root cannot reach the guest's files or processes
  * (the guest init, its control port): ROOT is bound on itself, gets a /proc of its own pid
- * namespace, and becomes the root by pivot_root with the guest's root detached (the guest left its
- * initramfs for a tmpfs first: init.sh), as runc does on a host. With -U/-V a user namespace with
+ * namespace, and becomes the root by pivot_root with the guest's root detached (the guest's root
+ * is a bind mount of its initramfs, not the kernel's rootfs, which pivot_root cannot leave:
+ * init.sh), as runc does on a host. With -U/-V a user namespace with
  * those maps (C:H:N,... as uid_map/gid_map lines) is made first and owns the others. An exec'd
  * process joins that process's user, pid and mount namespaces (-J, the file -N wrote). Both
  * fork: the parent stays in the guest, forwards signals sent to it and exits as the child did;
  * with -A it writes "started" to FD (the guest's control port) once the child is in its root.
- * Without -N/-J the process is only chrooted into ROOT.
+ * Without -N/-J the process is only chrooted into ROOT: the guest's job scripts always give one;
+ * bench/vm_bench.py's floor (in a guest) and tests/security/test_vm_guest_paths.py (on the host)
+ * run it so.
  *
  *   isle-exec [-r ROOT] [-N PIDFILE [-A FD] [-U MAPS -V MAPS] | -J PIDFILE]
  *             [-t TTY] [-z ROWS:COLS] [-w CWD] [-u UID] [-g GID] [-G G1,G2] [-l RES:SOFT:HARD]... [-n]
@@ -32,10 +35,11 @@
  * /proc/kcore exists); -y writes /proc/sys/KEY, -D sets the
  * domain name, -M masks PATH (/dev/null bound over a file, a read-only tmpfs over a directory), -R
  * makes PATH read-only, -O the root, -P sets the root's propagation (shared, slave, private,
- * unbindable: on the root and the mounts under it); -o writes oom_score_adj. After chroot: the seccomp program
- * (-s: struct sock_filter[], base64; FLAGS for seccomp(2), hex; -W FILE keeps a copy there before
- * the chroot, -S FILE loads that copy: the container's process saves it, exec'd ones load it; a
- * missing FILE fails the exec, never runs it unfiltered) is loaded before the uid changes
+ * unbindable: on the root and the mounts under it); -o writes oom_score_adj. In the root: the
+ * seccomp program (-s: struct sock_filter[], base64; FLAGS for seccomp(2), hex; -W FILE keeps a
+ * copy there before anything else, -S FILE loads that copy: the container's process saves it,
+ * exec'd ones load it; a missing FILE fails the exec, never runs it unfiltered) is loaded before
+ * the uid changes
  * unless -n (it may need CAP_SYS_ADMIN), else last before exec; -c drops the bounding set, changes
  * uid keeping capabilities, then sets effective/permitted/inheritable and raises ambient (hex
  * masks); -m sets the umask. Every signal is at its default and none blocked at exec: the guest
@@ -303,12 +307,10 @@ static void spawn(const char *pidfile, const char *uidmap, const char *gidmap) {
         die("fork", NULL);
     } else if (m == 0) {
         close(up[0]); close(down[1]); close(rd[0]);
-        char b;
-        if (uidmap) {
-            if (unshare(CLONE_NEWUSER) != 0) die("unshare", "user namespace");
-            xwrite(up[1], "u", 1, "sync");
-            if (read(down[0], &b, 1) != 1) _exit(125);  /* the parent said why */
-        }
+        char b;  /* (uidmap is set here: the branch above has none) */
+        if (unshare(CLONE_NEWUSER) != 0) die("unshare", "user namespace");
+        xwrite(up[1], "u", 1, "sync");
+        if (read(down[0], &b, 1) != 1) _exit(125);  /* the parent said why */
         if (unshare(CLONE_NEWNS | CLONE_NEWPID) != 0) die("unshare", "mount and pid namespaces");
         pid_t c = fork();
         if (c < 0) die("fork", NULL);
