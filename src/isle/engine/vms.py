@@ -1209,14 +1209,11 @@ class VMs:
         return gone
 
     def _remove(self, key: str) -> None:
-        import shutil
+        """The runtime's own removal (vm.snapshot), under the template's lock: not while it is
+        being made or a clone restored from it, and its lock file goes only while held."""
+        from isle.vm import snapshot
 
-        d = self._tdir()
-        shutil.rmtree(os.path.join(d, key), ignore_errors=True)
-        for p in (f"/dev/shm/isle-tpl-{key}.ram", os.path.join(d, f"{key}.lock"),
-                  os.path.join(d, f"{key}.json")):
-            if os.path.exists(p):
-                os.unlink(p)
+        snapshot.remove(self.s.cache, keys=(key,))
 
 
 def bootstrap_os(settings: Settings, os_ref: str, ref: str = "", *, mirror: str | None = None,

@@ -108,3 +108,25 @@ def test_a_template_lock_unlinked_by_its_holder_is_taken_again_by_a_waiter(
 def _locked_inode(path: str) -> int:
     with snapshot._keylock(path) as fd:
         return os.fstat(fd).st_ino
+
+
+def test_template_rm_waits_for_a_template_in_use_and_takes_its_lock_file(tmp_path: Path) -> None:
+    """`isle vm template rm` / `system prune -a` remove a template under its lock, as evict()
+    does: they unlinked its files and lock file while a clone was being made from it."""
+    from isle.config import Settings
+    from isle.engine.vms import VMs
+
+    base = tmp_path / "cache" / "templates"
+    _tpl(base, "k1", 1000, auto=False)
+    vms = VMs(Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run"),
+                       cache=str(tmp_path / "cache")))
+    lock = flock(str(base / "k1.lock"))  # (ensure() making or restoring it)
+    lock.__enter__()
+    try:
+        t, out = _in_thread(lambda: vms.template_rm("k1"))
+        t.join(0.3)
+        assert t.is_alive() and (base / "k1" / "vmstate").exists()
+    finally:
+        lock.__exit__()
+    t.join(10)
+    assert out == [["k1"]] and sorted(os.listdir(base)) == []
