@@ -98,7 +98,7 @@ __all__ = [
     "PR_SET_PDEATHSIG", "PR_SET_DUMPABLE", "PR_SET_KEEPCAPS", "PR_SET_NAME",
     "PR_CAPBSET_READ", "PR_CAPBSET_DROP", "PR_SET_SECUREBITS", "PR_SET_NO_NEW_PRIVS",
     "PR_SET_CHILD_SUBREAPER", "PR_CAP_AMBIENT", "PR_CAP_AMBIENT_RAISE",
-    "PR_CAP_AMBIENT_CLEAR_ALL", "PR_SET_SECCOMP",
+    "PR_CAP_AMBIENT_CLEAR_ALL", "PR_SET_SECCOMP", "punch_hole",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -207,6 +207,13 @@ def _check(ret: int, what: str, path: str | None = None) -> int:
             raise OSError(err, f"{what}: {os.strerror(err)}", path)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return ret
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the range of fd's file reads as
+    zeroes and its blocks are freed (a tmpfs file's pages too)."""
+    _check(libc().fallocate(ctypes.c_int(fd), ctypes.c_int(0x02 | 0x01), ctypes.c_long(offset),
+                            ctypes.c_long(length)), "fallocate")
 
 
 def _b(s: str | bytes | None) -> bytes | None:

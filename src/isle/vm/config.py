@@ -7,7 +7,10 @@ from dataclasses import dataclass, field, replace
 from isle.errors import ConfigError
 
 __all__ = ["Chardev", "Drive", "Nic", "SerialPort", "MemoryBackend", "FsShare", "MachineConfig",
-           "replace"]
+           "replace", "HOTPLUG_PORT"]
+
+#: the root port of MachineConfig.hotplug_slot
+HOTPLUG_PORT = "hp0"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +126,9 @@ class MachineConfig:
     #: host. Never with a file-backed RAM a clone maps privately (a template's): QEMU < 8.1
     #: discards reported pages of any fd-backed RAM by punching holes in the file itself
     balloon: bool = False
+    #: microvm only: a PCIe host bridge with one empty root port (id HOTPLUG_PORT) a device can
+    #: be hot-plugged into (device_add), which microvm's virtio-mmio transports cannot take
+    hotplug_slot: bool = False
 
     def __post_init__(self) -> None:
         if self.machine not in ("microvm", "q35"):
@@ -143,6 +149,8 @@ class MachineConfig:
         if self.balloon and self.memory_backend is not None and self.memory_backend.path:
             raise ConfigError("balloon", "free-page reporting would punch holes in the RAM file "
                               f"{self.memory_backend.path} (a template's, shared by its clones)")
+        if self.hotplug_slot and self.machine != "microvm":
+            raise ConfigError("hotplug_slot", "a hot-plug slot is a microvm's only")
         nrs = [p.nr for p in self.serial_ports]
         if len(nrs) != len(set(nrs)) or any(n < 1 for n in nrs):
             raise ConfigError("serial_ports", f"port numbers must be unique and >= 1: {nrs}")

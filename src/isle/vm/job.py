@@ -348,8 +348,10 @@ def render_pod(job: Job, slot: int, cid: str, binds: tuple[tuple[int, str, bool]
     lines = [
         "set +e",
         # the share, mounted once (mkdir is the lock between containers starting together)
-        f"if busybox mkdir {POD_DIR} 2>/dev/null; then mount -t virtiofs {_q(tag)} {POD_DIR}"
-        f" || {{ busybox rmdir {POD_DIR}; echo 'xexit {slot} 125' >&3; exit; }}; fi",
+        # (a template's clone: the share's device is being hot-plugged, ~0.2 s; 10 s at most)
+        f"if busybox mkdir {POD_DIR} 2>/dev/null; then n=0; until mount -t virtiofs {_q(tag)}"
+        f" {POD_DIR} 2>/dev/null; do n=$((n + 1)); [ $n -gt 1000 ] && {{ busybox rmdir"
+        f" {POD_DIR}; echo 'xexit {slot} 125' >&3; exit; }}; usleep 10000; done; fi",
         f"n=0; while [ ! -e {POD_DIR}/.isle-pod ] && [ $n -lt 5000 ]; do n=$((n + 1));"
         " usleep 1000; done",
         f"mount --bind {r} {r} || {{ echo 'isle-init: no root {cid}'; "

@@ -35,8 +35,9 @@ META_PACKAGE = "linux-image-cloud-amd64"
 MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs", "virtio_net",
            "virtiofs")
 #: modules used when the cache has them (a cache made before they were added still boots):
-#: virtio_balloon, whose free-page reporting gives an idle cold-booted guest's free RAM back
-OPTIONAL_MODULES = ("virtio_balloon",)
+#: virtio_balloon, whose free-page reporting gives an idle cold-booted guest's free RAM back;
+#: virtio_pci, for a pod VM's PCIe slot its share is hot-plugged into (vm.snapshot.restore)
+OPTIONAL_MODULES = ("virtio_balloon", "virtio_pci")
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,10 +67,15 @@ class Boot:
     #: a writable second disk (/dev/vdb, a host file: vm.disk.upper_image) is the guest's overlay
     #: upper instead of guest RAM: part of the layout (a template carries its own fresh one)
     upper: bool = False
+    #: a pod's VM: an empty PCIe slot (a root port the guest's pciehp watches) its share is
+    #: hot-plugged into when it starts as a template's clone (vm.snapshot.restore), virtio-fs
+    #: loaded; part of the layout
+    pod: bool = False
 
 
 def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = False,
-            slots: int = EXEC_SLOTS, upper: bool = False, balloon: bool = False) -> str:
+            slots: int = EXEC_SLOTS, upper: bool = False, balloon: bool = False,
+            pod: bool = False) -> str:
     """Kernel command line; each item was paid for under TCG.
 
     tsc_early_khz: without it ~1 boot in 3 hangs calibrating the TSC; tsc=reliable and
@@ -101,6 +106,8 @@ def cmdline(fstype: str, tsc_khz: int | None, net: bool = False, shares: bool = 
         parts.append("isle.upper=1")
     if balloon:  # the init loads virtio_balloon only then
         parts.append("isle.balloon=1")
+    if pod:  # virtio_pci loaded; pciehp handles the slot (microvm's ACPI grants no hotplug: _OSC)
+        parts += ["isle.pci=1", "pcie_ports=native"]
     return " ".join(parts)
 
 
@@ -194,10 +201,11 @@ def machine_config(
             boot.fstype,
             _accel.host_tsc_khz() if boot.accel == "tcg" else None,
             net=bool(boot.net),
-            shares=bool(shares),
+            shares=bool(shares) or boot.pod,
             slots=boot.slots,
             upper=boot.upper,
             balloon=balloon,
+            pod=boot.pod,
         ),
         # a template has no tap of its own: QEMU makes a throwaway one (the tap backend's offload
         # features must match the clones' or the migration stream is refused)
@@ -213,6 +221,7 @@ def machine_config(
         fdsets=fdsets,
         shares=shares,
         balloon=balloon,
+        hotplug_slot=boot.pod,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from isle.vm.config import Chardev, MachineConfig
+from isle.vm.config import HOTPLUG_PORT, Chardev, MachineConfig
 
 __all__ = ["argv", "QEMU", "SANDBOX"]
 
@@ -28,6 +28,8 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
     micro = cfg.machine == "microvm"
     # microvm: no PIT/PIC/RTC emulation to speak of, ACPI on (its poweroff), virtio over MMIO
     machine = "microvm,pit=off,pic=off,isa-serial=on" if micro else "q35"
+    if micro and cfg.hotplug_slot:  # a PCIe host bridge (ECAM, described by ACPI)
+        machine += ",pcie=on"
     if cfg.memory_backend is not None:
         machine += ",memory-backend=mem"
     a = [
@@ -112,6 +114,8 @@ def argv(cfg: MachineConfig, qemu: str = QEMU) -> list[str]:
     if cfg.balloon:  # free-page reporting only: isle never inflates it
         a += ["-device", ("virtio-balloon-device" if micro else "virtio-balloon-pci")
               + ",free-page-reporting=on"]
+    if micro and cfg.hotplug_slot:  # empty: vhost-user-fs-pci goes there after a restore
+        a += ["-device", f"pcie-root-port,id={HOTPLUG_PORT},bus=pcie.0,chassis=1,slot=1"]
     fs = "vhost-user-fs-device" if micro else "vhost-user-fs-pci"
     if micro and cfg.shares:  # virtiofsd (libvhost-user) serves virtio 1.0 devices only
         a += ["-global", "virtio-mmio.force-legacy=false"]

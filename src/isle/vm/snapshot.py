@@ -5,6 +5,13 @@ VM state in a migration file written with the x-ignore-shared capability (RAM is
 A clone maps the same RAM file copy-on-write (share=off), so clones share every page they do not
 write, and loads the small state file with ``-incoming defer`` + migrate-incoming.
 
+A pod's VM (Boot.pod) clones too, though its share (virtio-fs: a vhost-user device, which QEMU
+7.2 can neither save nor load) cannot be in the template: its template has an empty PCIe slot,
+and the clone gets the device hot-plugged there after the state is loaded (device_add; the
+guest's pciehp probes it: ~0.2 s under TCG); vhost-user needs guest RAM virtiofsd can map too,
+so such a clone's RAM is its own shared copy of the template's file (its non-zero pages: ~70
+MiB of a 256 MiB guest) rather than a private mapping of it, unlinked once QEMU has it.
+
 The writable layer is the guest's overlay upper: with Boot.upper a disk (the template's own fresh
 ext4 file, mounted before the save, so each clone starts on a sparse copy of that file: its own,
 on the host), else a tmpfs in copy-on-write RAM; nothing is attached after restore. Identity
@@ -19,7 +26,7 @@ import shutil
 from dataclasses import asdict, dataclass
 
 from isle.sys.fs import flock
-from isle.vm.config import MemoryBackend
+from isle.vm.config import HOTPLUG_PORT, FsShare, MemoryBackend
 from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
 from isle.vm.qmp import Monitor, preload
 
@@ -168,6 +175,8 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0,
                 mon.cmd("quit")
             finally:
                 mon.close()
+            if boot.pod:  # each clone copies the file: its zero pages are holes (~200 -> ~70 MiB)
+                _punch_zeros(t.ram)
             os.rename(tmp, t.state)
             _label(t, boot, label or {})
         except BaseException:
@@ -199,23 +208,41 @@ def restore(
     upper: str = "",
     label: dict[str, object] | None = None,
     tty_fd: int = -1,
+    shares: tuple[FsShare, ...] = (),
 ) -> MicroVM:
     """A running clone of the template (made if missing), connected, its guest waiting for a job.
 
     The guest said 'ready' before the save; that line is replayed so callers treat clones and
     cold boots alike. With boot.upper, upper (which must not exist: the guest's page cache holds
-    the template's fresh filesystem) becomes a copy of the template's writable layer.
+    the template's fresh filesystem) becomes a copy of the template's writable layer. shares
+    (one at most, their socket paths ignored: a pod's, boot.pod) are hot-plugged before the
+    guest resumes, served by a virtiofsd each as a cold boot's are.
     """
+    from isle.errors import VMError
+
+    if shares and (not boot.pod or len(shares) > 1):
+        raise VMError("a template's clone takes one share, in a pod VM's hot-plug slot")
     t = ensure(boot, cache, label=label)
     _ram_file(t.ram, create=False)  # a template saved before QEMU was jailed: root's 0600
     if boot.upper:
-        from isle.errors import VMError
         from isle.vm.disk import copy_sparse
 
         if not upper or os.path.exists(upper):
             raise VMError(f"a clone needs a new writable layer file, not {upper or 'none'}")
         copy_sparse(t.upper, upper)
     rundir = short_dir()
+    ram = ""
+    if shares:
+        import dataclasses
+
+        shares = tuple(dataclasses.replace(sh, socket=os.path.join(rundir, f"{sh.tag}.sock"))
+                       for sh in shares)
+        ram = os.path.join(SHM, f"isle-clone-{os.path.basename(rundir)}.ram")
+        try:
+            _copy_ram(t.ram, ram)
+        except BaseException:
+            shutil.rmtree(rundir, ignore_errors=True)
+            raise
     cfg = machine_config(
         boot,
         rundir,
@@ -226,13 +253,21 @@ def restore(
         fdsets=fdsets,
         tap=tap,
         mac=mac,
-        memory_backend=MemoryBackend(path=t.ram, share=False),
+        memory_backend=MemoryBackend(path=ram, share=True) if ram
+        else MemoryBackend(path=t.ram, share=False),
         upper=upper if boot.upper else "",
     )
     vm = MicroVM(cfg, rundir, pass_fds=pass_fds, die_with_parent=die_with_parent,
                  cgroup_files=cgroup_files, groups=_groups())
     try:
         vm.spawn()
+        if shares:  # (while QEMU starts) its socket QEMU's, as a cold boot's (MicroVM.spawn)
+            from isle.vm import virtiofs
+
+            for sh in shares:
+                vm._fsd.append(virtiofs.start(sh, os.path.join(rundir, "virtiofsd.log"),
+                                              cgroup_files=cgroup_files))
+                os.chown(sh.socket, vm.uid, vm.uid)
         preload()  # QEMU needs longer than this import to open its sockets
         # connect host ends BEFORE loading state: a port whose host end is closed at resume tells
         # the guest 'host disconnected', and a guest blocked reading it would see EOF
@@ -254,14 +289,100 @@ def restore(
                 os.close(fd)
             mon.cmd("migrate-incoming", uri="fd:tplin")
             mon.wait_migration(timeout)  # the template was saved stopped: resume explicitly
+            for i, sh in enumerate(shares):  # (after the load: QEMU 7.2 loads no vhost-user)
+                mon.cmd("chardev-add", id=f"fs{i}", backend={"type": "socket", "data": {
+                    "addr": {"type": "unix", "data": {"path": sh.socket}}, "server": False}})
+                mon.cmd("device_add", driver="vhost-user-fs-pci", id=f"fsdev{i}",
+                        chardev=f"fs{i}", tag=sh.tag, bus=HOTPLUG_PORT)
             mon.cmd("cont")
         finally:
             mon.close()
+            if ram:  # QEMU (and virtiofsd, by fd) map it: it goes with them, never left here
+                os.unlink(ram)
+                ram = ""
         vm._buf = b"ready\n"
     except BaseException:
         vm.close(grace=0)
+        if ram and os.path.exists(ram):
+            os.unlink(ram)
         raise
     return vm
+
+
+def _copy_ram(src: str, dest: str) -> None:
+    """dest (new): a copy of the template's RAM file src keeping its holes (ensure punched its
+    zero pages), for the clone to map shared; root:template group 0660 as the template's (QEMU
+    opens it read-write)."""
+    from isle.vm.jail import TEMPLATE_GID
+
+    fi = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fo = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fo, 0, TEMPLATE_GID)
+                os.fchmod(fo, 0o660)
+            size = os.fstat(fi).st_size
+            os.ftruncate(fo, size)
+            for off, end in _data(fi, size):
+                while off < end:
+                    n = os.copy_file_range(fi, fo, end - off, off, off)
+                    if n <= 0:
+                        raise OSError(f"short copy of {src}")
+                    off += n
+        finally:
+            os.close(fo)
+    except BaseException:
+        if os.path.exists(dest):
+            os.unlink(dest)
+        raise
+    finally:
+        os.close(fi)
+
+
+def _data(fd: int, size: int) -> list[tuple[int, int]]:
+    """(start, end) of fd's data ranges (its holes left out)."""
+    out, off = [], 0
+    while off < size:
+        try:
+            off = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(fd, off, os.SEEK_HOLE)
+        out.append((off, end))
+        off = end
+    return out
+
+
+def _punch_zeros(path: str, chunk: int = 1 << 20, page: int = 4096) -> None:
+    """Make path's all-zero pages holes (what a guest zeroed is most of what it wrote: the
+    pages still read as zeroes)."""
+    from isle.sys.libc import punch_hole
+
+    zero = bytes(chunk)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for off, end in _data(fd, os.fstat(fd).st_size):
+            while off < end:
+                data = os.pread(fd, min(chunk - off % chunk, end - off), off)
+                if not data:
+                    break
+                if data == zero[:len(data)]:
+                    punch_hole(fd, off, len(data))
+                else:
+                    zp, mv = zero[:page], memoryview(data)
+                    i = 0
+                    while i < len(data):  # runs of zero pages
+                        j = i
+                        while j < len(data) and mv[j:j + page] == zp:
+                            j += page
+                        if j > i:
+                            punch_hole(fd, off + i, min(j, len(data)) - i)
+                        i = j + page
+                off += len(data)
+    finally:
+        os.close(fd)
 
 
 def _groups() -> tuple[int, ...]:

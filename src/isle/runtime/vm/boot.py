@@ -65,23 +65,29 @@ def prepare(bundle: str, settings: Settings, *, stdin: bool = False,
         cfg = runtime_spec.load(os.path.join(bundle, "config.json"))
     terminal = bool((cfg.get("process") or {}).get("terminal"))
     stdin = stdin and not terminal  # a terminal is the process's stdin
-    job = vmspec.to_job(cfg, stdin=stdin)
-    if terminal:
-        from dataclasses import replace as _replace
-
-        job = _replace(job, terminal=True)
+    job = vmspec.to_job(cfg, stdin=stdin)  # (the spec checked before any disk is built)
     boot = boot_of(cfg, bundle, settings)
     plan = _net_plan(cfg) if not vmspec.net_of(cfg)[0] else None
-    if plan is not None:
-        from dataclasses import replace
-
-        job = replace(job, net=plan.guest)
     template = template_wanted(cfg)
     upper = _upper(cfg)
     if upper and os.path.exists(upper):
         template = False  # a restart: the guest mounts the layer it left, not a template's
-    return Prepared(cfg=cfg, boot=boot, script=vmjob.render(job), template=template, stdin=stdin,
-                    net=plan, terminal=terminal, upper=upper)
+    return Prepared(cfg=cfg, boot=boot, script=render_script(cfg, stdin, terminal, plan, job),
+                    template=template, stdin=stdin, net=plan, terminal=terminal, upper=upper)
+
+
+def render_script(cfg: dict[str, Any], stdin: bool, terminal: bool, net: Any,
+                  job: Any = None) -> str:
+    """The guest's job script for cfg (again after a change to it: runtime.vm.pod)."""
+    from dataclasses import replace
+
+    if job is None:
+        job = vmspec.to_job(cfg, stdin=stdin)
+    if terminal:
+        job = replace(job, terminal=True)
+    if net is not None:
+        job = replace(job, net=net.guest)
+    return vmjob.render(job)
 
 
 def _upper(cfg: dict[str, Any]) -> str:
@@ -96,16 +102,21 @@ def template_wanted(cfg: dict[str, Any]) -> bool:
     output instead of a boot; clones share the template's untouched RAM pages).
 
     Asked for or refused by the annotation org.isle.vm.template (true/false), else by
-    ISLE_VM_TEMPLATE (1/0). Never for virtio-fs shares (volumes, a pod's share): vhost-user
-    needs guest RAM QEMU shares with virtiofsd (a memfd), while a clone maps its template's RAM
-    privately (copy-on-write), and the share devices are the container's own, not in a template's
-    layout. Terminals, stdin, the network (engine tap or the caller's namespace taken over) and
-    a writable-layer disk are in every layout, so they clone."""
+    ISLE_VM_TEMPLATE (1/0). Never for virtio-fs shares (volumes): vhost-user needs guest RAM
+    QEMU shares with virtiofsd (a memfd), while a clone maps its template's RAM privately
+    (copy-on-write), and the share devices are the container's own, not in a template's layout;
+    a pod's VM is the exception (its one share hot-plugged into the clone, which gets a shared
+    copy of the template's RAM: vm.snapshot; runtime.vm.pod.sandbox_config adds it).
+    Terminals, stdin, the network (engine tap or the caller's namespace taken over) and a
+    writable-layer disk are in every layout, so they clone."""
     ann = cfg.get("annotations") or {}
     want = ann.get(TEMPLATE_ANNOTATION, os.environ.get("ISLE_VM_TEMPLATE", "")).lower()
     if want in ("0", "false"):
         return False
-    return not vmspec.shares_of(cfg)
+    shares = vmspec.shares_of(cfg)
+    if ann.get("io.kubernetes.cri.container-type") == "sandbox":  # runtime.vm.pod.CONTAINER_TYPE
+        shares = [s for s in shares if s[2] != vmspec.POD_SHARE]  # the pod's, hot-plugged
+    return not shares
 
 
 def boot_of(cfg: dict[str, Any], bundle: str, settings: Settings) -> Boot:
@@ -228,6 +239,8 @@ def launch(
                     "org.isle.vm.rootfs-key", "")},
                 tty_fd=p.tty_fd if p.terminal else -1,
                 upper=p.upper,
+                # a pod's share (runtime.vm.pod.as_sandbox), hot-plugged into the clone
+                shares=_shares(p, ""),
             )
         if p.upper:
             ann = p.cfg.get("annotations") or {}
@@ -238,13 +251,7 @@ def launch(
                                   "the writable layer's size in MiB, a number") from None
             disk.upper_image(p.upper, size)
         rundir = short_dir()
-        from isle.vm.config import FsShare
-
-        shares = tuple(
-            FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro,
-                    expose=vmspec.share_name(src, dest))
-            for tag, src, dest, ro in vmspec.shares_of(p.cfg)
-        )
+        shares = _shares(p, rundir)
         cfg = machine_config(
             p.boot,
             rundir,
@@ -282,6 +289,17 @@ def launch(
 
             jail.PREOPENED.pop(network.TAP, None)
             os.close(tapfd)  # QEMU holds the tap now; it goes when QEMU does
+
+
+def _shares(p: Prepared, rundir: str) -> tuple[Any, ...]:
+    """The VM's virtio-fs shares (vm.config.FsShare), their sockets in rundir."""
+    from isle.vm.config import FsShare
+
+    return tuple(
+        FsShare(tag=tag, socket=os.path.join(rundir, f"{tag}.sock"), source=src, readonly=ro,
+                expose=vmspec.share_name(src, dest))
+        for tag, src, dest, ro in vmspec.shares_of(p.cfg)
+    )
 
 
 def make_cgroup(cid: str, p: Prepared) -> tuple[dict[str, Any] | None, tuple[str, ...]]:

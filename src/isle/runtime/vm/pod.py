@@ -109,13 +109,18 @@ def sandbox_config(root: str, sid: str, cfg: dict[str, Any]) -> dict[str, Any]:
     cfg (not changed) with the pod's shared directory (setup_sandbox's guest view) as one more
     bind mount at spec.POD_SHARE, last, so its virtio-fs tag is the last of spec.shares_of (kept
     in <root>/<sid>/pod-tag for the containers). A share of the VM only: spec.to_job leaves it
-    out of the sandbox's own process; the containers' scripts mount it (vm.job.render_pod)."""
+    out of the sandbox's own process; the containers' scripts mount it (vm.job.render_pod).
+
+    The CRI's host /dev/shm directory for the pod is left out: the pod's containers do not share
+    it (each has a tmpfs of its own in the guest), nor does the sandbox then (the guest's standard
+    tmpfs), and a share less lets the pod's VM clone a template (boot.template_wanted)."""
     from isle.runtime.vm import spec as vmspec
     from isle.runtime.vm.monitor import note
 
     try:
         view = setup_sandbox(root, sid)
-        out = {**cfg, "mounts": [*(cfg.get("mounts") or []),
+        mounts = [m for m in cfg.get("mounts") or [] if m.get("destination") != "/dev/shm"]
+        out = {**cfg, "mounts": [*mounts,
                                  {"type": "bind", "source": view,
                                   "destination": vmspec.POD_SHARE, "options": ["rbind", "rw"]}]}
         note(os.path.join(root, sid), "pod-tag", vmspec.shares_of(out)[-1][0])
@@ -127,12 +132,14 @@ def sandbox_config(root: str, sid: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def as_sandbox(p: Any) -> Any:
     """The Prepared VM of a pod sandbox (from sandbox_config's config) as the pod's VM: POD_SLOTS
-    exec slots, POD_MEMORY_MIB at least, no template (a template has no share)."""
+    exec slots, POD_MEMORY_MIB at least, a pod VM's layout (Boot.pod: a PCIe slot the share is
+    hot-plugged into when the VM starts as a template's clone, vm.snapshot.restore; a template
+    unless refused or another share is there: boot.template_wanted)."""
     import dataclasses
 
     return dataclasses.replace(
-        p, template=False, boot=dataclasses.replace(
-            p.boot, slots=POD_SLOTS, memory_mib=max(p.boot.memory_mib, POD_MEMORY_MIB)))
+        p, boot=dataclasses.replace(
+            p.boot, slots=POD_SLOTS, pod=True, memory_mib=max(p.boot.memory_mib, POD_MEMORY_MIB)))
 
 
 def _remove_shared(root: str, sid: str) -> None:

@@ -24,19 +24,21 @@ upper=
 net=
 shares=
 balloon=
+pci=
 slots=2
 read -r cmdline < /proc/cmdline
 for a in $cmdline; do
   case "$a" in isle.rootfs=*) fstype=${a#isle.rootfs=};; isle.net=*) net=${a#isle.net=};;
     isle.init=*) osinit=${a#isle.init=};; isle.shares=*) shares=${a#isle.shares=};;
     isle.upper=*) upper=${a#isle.upper=};; isle.balloon=*) balloon=${a#isle.balloon=};;
-    isle.slots=*) slots=${a#isle.slots=};; esac
+    isle.slots=*) slots=${a#isle.slots=};; isle.pci=*) pci=${a#isle.pci=};; esac
 done
 for m in $(cat /modules.order); do
   case "$fstype:$m" in ext4:erofs|ext4:libcrc32c) continue;; esac  # ext4 is built in
   case "$net:$m" in :virtio_net|:net_failover|:failover) continue;; esac  # no NIC, no driver
   case "$shares:$m" in :fuse|:virtiofs) continue;; esac  # no volume shared, no virtio-fs
   case "$balloon:$m" in :virtio_balloon) continue;; esac  # no balloon (templates, clones)
+  case "$pci:$m" in :virtio_pci*) continue;; esac  # no PCIe slot (a pod's VM has one)
   insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done
 if [ -n "$osinit" ]; then  # a whole OS (isle vm create --from-image): its disk, its own init
