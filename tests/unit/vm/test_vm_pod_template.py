@@ -138,3 +138,16 @@ def test_only_a_sandbox_may_clone_with_a_share_at_the_pods_place(tmp_path: Path)
     cfg = {"process": {"args": ["/x"], "cwd": "/"}, "root": {"path": "rootfs"},
            "mounts": [{"destination": "/.isle-pod", "type": "bind", "source": str(tmp_path)}]}
     assert not template_wanted(cfg)
+
+
+def test_a_kernel_cache_without_virtio_pci_boots_pods_cold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isle.runtime.vm import boot as vmboot
+    from isle.vm import kernel
+
+    k = kernel.GuestKernel(version="6.1.0-x-cloud-amd64", dir=str(tmp_path))
+    monkeypatch.setattr(kernel, "find", lambda cache=None: k)
+    os.makedirs(k.modules_dir)
+    assert not vmboot.hotplug_ready(str(tmp_path))
+    open(k.module("virtio_pci"), "wb").close()
+    assert vmboot.hotplug_ready(str(tmp_path))

@@ -115,7 +115,7 @@ def template_wanted(cfg: dict[str, Any]) -> bool:
         return False
     shares = vmspec.shares_of(cfg)
     if ann.get("io.kubernetes.cri.container-type") == "sandbox":  # runtime.vm.pod.CONTAINER_TYPE
-        shares = [s for s in shares if s[2] != vmspec.POD_SHARE]  # the pod's, hot-plugged
+        shares = tuple(s for s in shares if s[2] != vmspec.POD_SHARE)  # the pod's, hot-plugged
     return not shares
 
 
@@ -219,7 +219,7 @@ def launch(
             tap, mac = network.TAP, p.net.guest.mac
             tapfd = network.connect(p.net)
             jail.PREOPENED[tap] = tapfd  # QEMU gets it by fd: the tap is in another namespace
-        if p.template:
+        if p.template and (not p.boot.pod or hotplug_ready(settings.cache)):
             from isle.vm import snapshot
 
             return snapshot.restore(
@@ -289,6 +289,13 @@ def launch(
 
             jail.PREOPENED.pop(network.TAP, None)
             os.close(tapfd)  # QEMU holds the tap now; it goes when QEMU does
+
+
+def hotplug_ready(cache: str) -> bool:
+    """Whether a pod's VM can clone its template: the guest kernel cache has virtio_pci (an
+    optional module: a cache fetched before it was one lacks it, and the hot-plugged share would
+    never be probed), else the pod's VM boots cold."""
+    return os.path.exists(kernel.find(cache).module("virtio_pci"))
 
 
 def _shares(p: Prepared, rundir: str) -> tuple[Any, ...]:
