@@ -4,6 +4,7 @@ with address leases, published ports and DNS names; teardown and gc undo them fr
 from __future__ import annotations
 
 import builtins
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -153,6 +154,8 @@ class Attacher:
                 self.store.save_record(rec)
             else:
                 self.store.delete_record(cid)
+            with contextlib.suppress(Exception):  # a network activated for it, now unused
+                self.networks.deactivate_unused()
             raise
         return self.to_attachment(rec)
 
@@ -263,6 +266,9 @@ class Attacher:
         path = self.store.netns_path(cid)
         if os.path.lexists(path):
             netns.remove(path)
+        # a lease without a record (a connect killed in activate, before its record was saved)
+        # was its network's last member: its table goes now, not with the next member's teardown
+        self.networks.deactivate_unused()
         return errors
 
     def gc(self, live: Iterable[str]) -> dict[str, builtins.list[str]]:
@@ -287,11 +293,7 @@ class Attacher:
                     links.delete_link(n)
                     removed.append(n)
             # isle's nft tables of networks left without members (a crash between setup steps)
-            by_bridge = {n.bridge: n for n in self.store.networks()}
-            for b in self.store.fw_bridges():
-                net = by_bridge.get(b)
-                if net is None or not self.networks.members(net.name):
-                    self.networks.deactivate(net or Network(name="-", id="-", bridge=b))
+            self.networks.deactivate_unused()
             self.networks.sysctls.release(None)
         return {"removed": removed, "errors": errors}
 

@@ -240,6 +240,28 @@ class Networks:
         self.store.delete_fw_state(net.bridge)
         self.sysctls.release(net.bridge)
 
+    def deactivate_unused(self) -> builtins.list[str]:
+        """Drop isle's host state (``deactivate``) of every bridge whose network has no member
+        left, or is gone; the caller holds the store lock. -> those bridges.
+
+        A member's teardown cannot always know it was the last one: a CLI killed inside
+        ``activate`` or before its record was written leaves a table and a lease but no record,
+        and teardown then releases the lease alone (the table stayed, with no member to drop
+        it). So every teardown and gc ends here, and decides from what is recorded."""
+        bridges = self.store.fw_bridges()
+        if not bridges:
+            return []
+        by_bridge = {n.bridge: n for n in self.store.networks()}
+        used = {n for r in self.store.records() for n in r["networks"]}
+        leases = self.store.leases()
+        gone = []
+        for b in bridges:
+            net = by_bridge.get(b)
+            if net is None or (net.name not in used and not leases.members(net.name)):
+                self.deactivate(net or Network(name="-", id="-", bridge=b))
+                gone.append(b)
+        return gone
+
     def sync_localnet(self, net: Network, exclude: str | None = None) -> None:
         """route_localnet back to its value before netavark once no member of net publishes a
         port the host reaches on 127.0.0.1 (netavark sets it for any published port)."""
