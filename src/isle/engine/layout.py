@@ -2,7 +2,8 @@
 
     <root>/containers/<id>/       bundle: config.json, rootfs/ (mount), upper/, work/, ctr.log,
                                   hostname, hosts, resolv.conf, attach socket (conmon)
-    <runroot>/containers/<id>/    pidfile, conmon.pid, exit, oom  (conmon's persist dir)
+    <runroot>/containers/<id>/    pidfile, conmon.pid, exit, oom  (conmon's persist dir);
+                                  starter: "PID START" of the process starting it (isle's)
     <runroot>/exits/<id>          conmon's exit file;  <runroot>/socket/<short id> -> bundle
     <runroot>/locks/<id>.lock     per-container flock (start/stop/cleanup/rm serialise on it)
 """
@@ -67,6 +68,10 @@ class ContainerPaths:
     @property
     def monitor_pidfile(self) -> str:
         return os.path.join(self.run, "conmon.pid")
+
+    @property
+    def starter(self) -> str:
+        return os.path.join(self.run, "starter")
 
 
 def proc_start_time(pid: int) -> int:

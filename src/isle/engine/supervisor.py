@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor", "classify_runtime_error"]
 
+#: how long a look at a record whose starter died waits for the lock's holder to settle it
+SETTLE_WAIT = 10.0
+INTERRUPTED = "the start was interrupted"
+
 
 def classify_runtime_error(msg: str) -> IsleError:
     """Runtime create/start stderr -> Docker's 127 (not found) / 126 (cannot invoke) / 125."""
@@ -81,9 +85,14 @@ class Supervisor:
         """config.json into the bundle (bundle.assemble), then the record says "running" before
         any monitor exists: if the starter dies from here on, refresh finds the monitor and the
         container through their pid files and never reports a live one as created. Both start
-        paths (start, direct.run_direct) go through here; the caller holds the lock."""
+        paths (start, direct.run_direct) go through here; the caller holds the lock. The starter
+        (this process) is named in the run dir: while the record has no pid, only it may hold
+        the lock and leave the record "running" (refresh)."""
         spec = bundle.assemble(self.ctx, rec, opts, img, rootfs, self.get)
-        write_file(self.ctx.paths(rec.id).config, dumps(spec).encode())
+        p = self.ctx.paths(rec.id)
+        write_file(p.config, dumps(spec).encode())
+        me = os.getpid()
+        write_file(p.starter, f"{me} {proc_start_time(me)}".encode())
         self.ctx.db.update_container(rec.id, state="running", pid=0, pid_start=0, monitor_pid=0,
                                      monitor_start=0, started_at=time.time(), finished_at=0.0,
                                      exit_code=0, oom_killed=False, error="")
@@ -298,7 +307,9 @@ class Supervisor:
                 return rec
             if not rec.pid:  # a start in progress or cut short
                 if self.ctx.lock_busy(rec.id):
-                    return rec  # someone is starting it right now
+                    if _starter_alive(p.starter):
+                        return rec  # its starter is at it right now
+                    return self._settled_by_holder(rec)
                 cpid = read_int(p.pidfile) or 0
                 if proc_start_time(cpid):
                     st = self.ctx.oci(rec).state(rec.id) or {}
@@ -308,7 +319,7 @@ class Supervisor:
                         rec.pid, rec.pid_start = cpid, proc_start_time(cpid)
                         return rec
                     # created but never started: the starter died; undo it, say so
-                    self.fail_start(rec, "the start was interrupted")
+                    self.fail_start(rec, INTERRUPTED)
                     return self.ctx.db.get_container(rec.id)
             code = read_int(p.exit_file)  # written between our two looks
         if code is None and _reaped_soon(rec.monitor_pid):
@@ -344,6 +355,25 @@ class Supervisor:
             with suppress(Exception):
                 proc.spawn(self.exit_command(rec.id), stdin=proc.DEVNULL, stdout=proc.DEVNULL,
                            stderr=proc.DEVNULL, start_new_session=True)
+        return rec
+
+    def _settled_by_holder(self, rec: ContainerRecord) -> ContainerRecord:
+        """rec says a start is in progress (running, no pid), but its starter died (SIGKILLed
+        between `runtime create` and `runtime start`) and another process holds the lock: the
+        exit command conmon ran, an rm, a stop or a new start, each of which settles the record
+        first (this refresh under the lock). Their answer, not a "running" without a pid that
+        the next look contradicts: wait for it (the record changes or the lock is let go); if
+        it takes longer than SETTLE_WAIT, the same answer, unrecorded."""
+        p = self.ctx.paths(rec.id)
+        end = time.monotonic() + SETTLE_WAIT
+        while time.monotonic() < end:
+            time.sleep(0.01)
+            cur = self.ctx.db.get_container(rec.id)  # NotFound: removed by the holder
+            if (cur.pid or cur.state not in ("running", "paused") or _starter_alive(p.starter)
+                    or not self.ctx.lock_busy(rec.id)):
+                return self.refresh(cur)
+        rec.state, rec.exit_code, rec.pid, rec.finished_at = "exited", 128, 0, time.time()
+        rec.error = rec.error or INTERRUPTED
         return rec
 
     def signal(self, rec: ContainerRecord, sig: int) -> None:
@@ -508,6 +538,16 @@ def _resizer(bundle: str, fd: int) -> Any:
             finally:
                 os.close(wfd)
     return resize
+
+
+def _starter_alive(path: str) -> bool:
+    """The process write_bundle named as the container's starter is still there."""
+    try:
+        with open(path) as f:
+            pid, start = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return False
+    return alive(pid, start)
 
 
 def _reaped_soon(pid: int) -> bool:
