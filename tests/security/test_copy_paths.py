@@ -90,18 +90,33 @@ def _tar_leaks(data: bytes) -> bool:
 
 
 def _store_leaks(root: Path) -> bool:
-    """The engine's store (unpacked layers included) holds no copy of the secret."""
-    for top, _, files in os.walk(root):
+    """The engine's store (unpacked layers included) holds no copy of the secret.
+
+    The root also holds the running containers' upper dirs and merged rootfs, which the swapping
+    container changes while this looks: walked by directory fd (os.fwalk enters a directory only
+    if it is still the one listed) and each file opened in its directory with O_NOFOLLOW, so this
+    check never follows a symlink swapped in mid-walk to the host canary itself (os.walk and
+    joined paths did: upper/w/secret read as the canary's secret, a false leak)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _, _, files, dfd in os.fwalk(root):
         for n in files:
             if HOSTONLY in n:
                 return True
-            p = os.path.join(top, n)
+            try:  # no device node opened: only what was a regular file when looked at
+                if not stat.S_ISREG(os.stat(n, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    continue
+                fd = os.open(n, flags, dir_fd=dfd)
+            except OSError:
+                continue  # swapped for a symlink (ELOOP), or gone, since the listing
             try:
-                if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) < 1 << 16:
-                    if SECRET.encode() in Path(p).read_bytes():
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and st.st_size < 1 << 16:
+                    if SECRET.encode() in os.read(fd, 1 << 16):
                         return True
             except OSError:
                 pass
+            finally:
+                os.close(fd)
     return False
 
 
