@@ -239,7 +239,7 @@ def restore(
                        for sh in shares)
         ram = os.path.join(SHM, f"isle-clone-{os.path.basename(rundir)}.ram")
         try:
-            _copy_ram(t.ram, ram)
+            _copy_ram_in(t.ram, ram, cgroup_files)
         except BaseException:
             shutil.rmtree(rundir, ignore_errors=True)
             raise
@@ -307,6 +307,36 @@ def restore(
             os.unlink(ram)
         raise
     return vm
+
+
+def _copy_ram_in(src: str, dest: str, cgroup_files: tuple[str, ...]) -> None:
+    """_copy_ram by a child that first joined the VM's cgroup (cgroup_files: its cgroup.procs):
+    tmpfs pages are charged to the cgroup of whoever allocates them, so the copy counts against
+    the pod's memory limit, as the pages QEMU touches later do, not against the runtime's."""
+    if not cgroup_files:
+        return _copy_ram(src, dest)
+    from isle.errors import VMError
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            for f in cgroup_files:
+                fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
+            _copy_ram(src, dest)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        raise VMError("the clone's copy of the template's RAM failed in the container's cgroup "
+                      f"(status {os.waitstatus_to_exitcode(status)}: its memory limit?)")
 
 
 def _copy_ram(src: str, dest: str) -> None:
