@@ -30,7 +30,8 @@ from isle.vm.config import HOTPLUG_PORT, FsShare, MemoryBackend
 from isle.vm.microvm import Boot, MicroVM, machine_config, short_dir
 from isle.vm.qmp import Monitor, preload
 
-__all__ = ["Template", "key", "ensure", "restore", "remove", "evict", "SHM", "AUTO_KEEP"]
+__all__ = ["Template", "key", "ensure", "restore", "remove", "evict", "sweep_orphans", "SHM",
+           "AUTO_KEEP", "OWNER_XATTR"]
 
 SHM = "/dev/shm"
 
@@ -137,7 +138,7 @@ def ensure(boot: Boot, cache: str, *, timeout: float = 120.0,
             return t
         shutil.rmtree(t.dir, ignore_errors=True)
         os.makedirs(t.dir)
-        _ram_file(t.ram)
+        _ram_file(t.ram, owner=t.dir)
         if boot.upper:
             from isle.vm.disk import upper_image
 
@@ -422,12 +423,17 @@ def _groups() -> tuple[int, ...]:
     return (TEMPLATE_GID,) if os.geteuid() == 0 else ()
 
 
-def _ram_file(path: str, create: bool = True) -> None:
+#: on a template's RAM file: the template directory it belongs to (sweep_orphans)
+OWNER_XATTR = "trusted.isle.template"
+
+
+def _ram_file(path: str, create: bool = True, owner: str = "") -> None:
     """The template's RAM file, made before QEMU (whose jail only binds existing files):
     root:TEMPLATE_GID 0660. QEMU 7.2 opens a memory-backend-file read-write even to map it
     copy-on-write (share=off), so clones need write permission; each clone's jail holds only its
     own template's file, so a clone can reach no other template. (QEMU >= 8.2 can open it
-    read-only: readonly=on,rom=off.)"""
+    read-only: readonly=on,rom=off.) A new one names its template directory (owner) in
+    OWNER_XATTR, so that a cache deleted without `vm template rm` leaves no RAM behind for long."""
     flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC if create else os.O_RDONLY
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -436,8 +442,46 @@ def _ram_file(path: str, create: bool = True) -> None:
 
             os.fchown(fd, 0, TEMPLATE_GID)
             os.fchmod(fd, 0o660)
+        if create and owner:
+            try:
+                os.setxattr(fd, OWNER_XATTR, os.path.abspath(owner).encode())
+            except OSError:
+                pass  # (rootless: no trusted.* xattrs; its RAM goes with its own cache's rm)
     finally:
         os.close(fd)
+
+
+def sweep_orphans(shm: str = "") -> list[str]:
+    """Remove the template RAM files in /dev/shm whose template directory is gone (its cache
+    deleted without `vm template rm` / `system prune -a`: a test's or a benchmark's scratch
+    cache): tmpfs is the host's RAM. A file that names no directory (made before OWNER_XATTR) is
+    left. Each under its template's lock while the cache is there (one being made is waited
+    for). The paths removed."""
+    shm = shm or SHM
+    gone = []
+    for n in _listdir(shm):
+        if not (n.startswith("isle-tpl-") and n.endswith(".ram")):
+            continue
+        path = os.path.join(shm, n)
+        try:
+            owner = os.getxattr(path, OWNER_XATTR, follow_symlinks=False).decode()
+        except OSError:
+            continue
+        if os.path.isdir(owner):
+            continue
+        try:
+            if os.path.isdir(os.path.dirname(owner)):
+                with _keylock(owner + ".lock"):
+                    if os.path.isdir(owner):
+                        continue  # made again meanwhile
+                    os.unlink(path)
+                    os.unlink(owner + ".lock")  # (held: as _remove_key does, last)
+            else:
+                os.unlink(path)
+            gone.append(path)
+        except OSError:
+            continue
+    return gone
 
 
 def _label(t: Template, boot: Boot, label: dict[str, object]) -> None:
@@ -488,6 +532,7 @@ def evict(cache: str, keep: int = AUTO_KEEP, spare: str = "") -> list[str]:
                 pass  # (a half-made or already removed one: its files go)
             _remove_key(base, k)
         gone.append(k)
+    sweep_orphans()
     return gone
 
 
@@ -510,6 +555,7 @@ def remove(cache: str, boot: Boot | None = None, keys: tuple[str, ...] = ()) -> 
         if os.path.isdir(base):
             with _keylock(os.path.join(base, f"{k}.lock")):
                 _remove_key(base, k)
+    sweep_orphans()
 
 
 def _remove_key(base: str, k: str) -> None:

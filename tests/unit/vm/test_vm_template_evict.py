@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from isle.sys.fs import flock
 from isle.vm import snapshot
 
@@ -130,3 +132,30 @@ def test_template_rm_waits_for_a_template_in_use_and_takes_its_lock_file(tmp_pat
         lock.__exit__()
     t.join(10)
     assert out == [["k1"]] and sorted(os.listdir(base)) == []
+
+
+@pytest.mark.root
+def test_ram_of_a_deleted_cache_is_swept_and_others_are_kept(tmp_path, monkeypatch) -> None:
+    """A template RAM file names its template directory; once that is gone (a scratch cache
+    deleted without `vm template rm`), the next sweep frees it. Live ones and files that name
+    nothing (older) stay."""
+    from isle.vm import snapshot
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    live = tmp_path / "a" / "templates" / "k1"
+    live.mkdir(parents=True)
+    gone_cache = tmp_path / "b" / "templates" / "k2"  # its whole cache deleted
+    half = tmp_path / "a" / "templates" / "k3"  # its cache is there, the template is not
+    for k, owner in (("k1", live), ("k2", gone_cache), ("k3", half)):
+        snapshot._ram_file(str(shm / f"isle-tpl-{k}.ram"), owner=str(owner))
+    (shm / "isle-tpl-k4.ram").write_bytes(b"")  # no owner recorded: left alone
+    (shm / "other.ram").write_bytes(b"")
+    try:
+        os.getxattr(shm / "isle-tpl-k1.ram", snapshot.OWNER_XATTR)
+    except OSError:
+        pytest.skip("no trusted.* xattrs on this filesystem")
+    gone = snapshot.sweep_orphans(str(shm))
+    assert sorted(os.path.basename(p) for p in gone) == ["isle-tpl-k2.ram", "isle-tpl-k3.ram"]
+    assert sorted(os.listdir(shm)) == ["isle-tpl-k1.ram", "isle-tpl-k4.ram", "other.ram"]
+    assert not (tmp_path / "a" / "templates" / "k3.lock").exists()  # no lock file made
