@@ -12,7 +12,8 @@ from isle.errors import CommandError, ConfigError, VMError
 from isle.sys import proc
 
 __all__ = ["rootfs_image", "tree_digest", "info", "check_bootable", "overlay", "FORMATS",
-           "convert", "upper_image", "copy_sparse", "UPPER_MIB"]
+           "convert", "upper_image", "copy_sparse", "copy_fd_sparse",
+           "data_ranges", "UPPER_MIB"]
 
 
 def tree_digest(root: str) -> str:
@@ -94,6 +95,32 @@ def upper_image(path: str, size_mib: int = UPPER_MIB) -> str:
     return _made_as(path, make, f"make the writable layer {path}")
 
 
+def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """(start, end) of fd's data ranges (its holes left out)."""
+    out, off = [], 0
+    while off < size:
+        try:
+            off = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(fd, off, os.SEEK_HOLE)
+        out.append((off, end))
+        off = end
+    return out
+
+
+def copy_fd_sparse(fi: int, fo: int) -> None:
+    """fo (empty) becomes a copy of fi's data ranges, its holes left holes, at fi's size."""
+    size = os.fstat(fi).st_size
+    os.ftruncate(fo, size)
+    for off, end in data_ranges(fi, size):
+        while off < end:
+            n = os.copy_file_range(fi, fo, end - off, off, off)
+            if n <= 0:
+                raise OSError("short copy")
+            off += n
+
+
 def copy_sparse(src: str, dest: str) -> str:
     """dest becomes a copy of src keeping its holes (a template's fresh upper: ~1 MiB of data in
     a 1 GiB file), made beside dest and renamed, 0600."""
@@ -101,20 +128,7 @@ def copy_sparse(src: str, dest: str) -> str:
         fi = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         fo = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            size = os.fstat(fi).st_size
-            off = 0
-            while off < size:
-                try:
-                    off = os.lseek(fi, off, os.SEEK_DATA)
-                except OSError:  # ENXIO: only a hole is left
-                    break
-                end = os.lseek(fi, off, os.SEEK_HOLE)
-                while off < end:
-                    n = os.copy_file_range(fi, fo, end - off, off, off)
-                    if n <= 0:
-                        raise OSError(f"short copy of {src}")
-                    off += n
-            os.ftruncate(fo, size)
+            copy_fd_sparse(fi, fo)
         finally:
             os.close(fi)
             os.close(fo)

@@ -354,14 +354,9 @@ def _copy_ram(src: str, dest: str) -> None:
             if os.geteuid() == 0:
                 os.fchown(fo, 0, TEMPLATE_GID)
                 os.fchmod(fo, 0o660)
-            size = os.fstat(fi).st_size
-            os.ftruncate(fo, size)
-            for off, end in _data(fi, size):
-                while off < end:
-                    n = os.copy_file_range(fi, fo, end - off, off, off)
-                    if n <= 0:
-                        raise OSError(f"short copy of {src}")
-                    off += n
+            from isle.vm.disk import copy_fd_sparse
+
+            copy_fd_sparse(fi, fo)
         finally:
             os.close(fo)
     except BaseException:
@@ -372,29 +367,16 @@ def _copy_ram(src: str, dest: str) -> None:
         os.close(fi)
 
 
-def _data(fd: int, size: int) -> list[tuple[int, int]]:
-    """(start, end) of fd's data ranges (its holes left out)."""
-    out, off = [], 0
-    while off < size:
-        try:
-            off = os.lseek(fd, off, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole is left
-            break
-        end = os.lseek(fd, off, os.SEEK_HOLE)
-        out.append((off, end))
-        off = end
-    return out
-
-
 def _punch_zeros(path: str, chunk: int = 1 << 20, page: int = 4096) -> None:
     """Make path's all-zero pages holes (what a guest zeroed is most of what it wrote: the
     pages still read as zeroes)."""
     from isle.sys.libc import punch_hole
+    from isle.vm.disk import data_ranges
 
     zero = bytes(chunk)
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        for off, end in _data(fd, os.fstat(fd).st_size):
+        for off, end in data_ranges(fd, os.fstat(fd).st_size):
             while off < end:
                 data = os.pread(fd, min(chunk - off % chunk, end - off), off)
                 if not data:

@@ -92,3 +92,13 @@ class FakeRuntime(OciCli):
     def prepare_spec(self, settings: Any, spec: dict[str, Any], bundle: str,
                      image_id: str) -> None:
         self._rec("prepare_spec", bundle)
+
+
+def fake_engine(tmp: Any, fake: FakeRuntime | None = None) -> Any:
+    """An Engine over a private root under tmp whose every runtime is fake (a FakeRuntime)."""
+    from isle.config import Settings
+    from isle.engine.engine import Engine
+
+    s = Settings(root=str(tmp / "root"), runroot=str(tmp / "run"), cache=str(tmp / "cache"),
+                 runtime="isle-runtime", rootless=False)
+    return Engine(s, runtime_for=(fake or FakeRuntime()).factory)

@@ -14,23 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from isle.config import Settings
 from isle.engine import supervisor
 from isle.engine.db import ContainerRecord, Db
 from isle.engine.engine import Engine
 from isle.engine.layout import proc_start_time
 from isle.engine.options import RunOptions
 
-from .fake_runtime import FakeRuntime
+from .fake_runtime import fake_engine
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def eng(tmp_path: Path) -> Engine:
-    s = Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run"),
-                 cache=str(tmp_path / "cache"), runtime="isle-runtime", rootless=False)
-    return Engine(s, runtime_for=FakeRuntime().factory)
+    return fake_engine(tmp_path)  # type: ignore[no-any-return]
 
 
 def _starting(eng: Engine, starter: tuple[int, int]) -> ContainerRecord:

@@ -9,22 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from isle.config import Settings
 from isle.engine.db import ContainerRecord
 from isle.engine.engine import Engine
 from isle.engine.options import MountSpec, RunOptions
 from isle.errors import NotFound
 
-from .fake_runtime import FakeRuntime
+from .fake_runtime import FakeRuntime, fake_engine
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def eng(tmp_path: Path) -> Engine:
-    s = Settings(root=str(tmp_path / "root"), runroot=str(tmp_path / "run"),
-                 cache=str(tmp_path / "cache"), runtime="isle-runtime", rootless=False)
-    return Engine(s, runtime_for=FakeRuntime().factory)
+    return fake_engine(tmp_path)  # type: ignore[no-any-return]
 
 
 def _record(eng: Engine, name: str, **opts: object) -> ContainerRecord:
