@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from isle.errors import VMError
 from isle.sys import proc
 from isle.vm.job import premount_script
-from isle.vm.kernel import GuestKernel, module_load_order
+from isle.vm.kernel import ON_DEMAND_MODULES, GuestKernel, module_load_order
 
-__all__ = ["Entry", "newc", "build", "exec_helper", "APPLETS"]
+__all__ = ["Entry", "newc", "build", "exec_helper", "modprobe_script", "APPLETS"]
 
 #: busybox applets init.sh and the job scripts use
 APPLETS = (
@@ -143,11 +143,26 @@ def entries(kernel: GuestKernel, cache: str) -> list[Entry]:
     out.append(Entry("bin/busybox", stat.S_IFREG | 0o755, bb))
     out.append(Entry("bin/isle-exec", stat.S_IFREG | 0o755, helper))
     out += [Entry(f"bin/{a}", stat.S_IFLNK | 0o777, target="busybox") for a in APPLETS]
-    for m in order:
+    demand = {m: [d for d in module_load_order(kernel.modules_dir, (), (m,)) if d not in order]
+              for m in ON_DEMAND_MODULES}  # each with the deps boot did not load, deps first
+    for m in dict.fromkeys([*order, *(d for ds in demand.values() for d in ds)]):
         with open(kernel.module(m), "rb") as f:
             out.append(Entry(f"lib/modules/{m}.ko", stat.S_IFREG | 0o644, f.read()))
     out.append(Entry("modules.order", stat.S_IFREG | 0o644, ("\n".join(order) + "\n").encode()))
+    out.append(Entry("bin/isle-modprobe", stat.S_IFREG | 0o755, modprobe_script(demand).encode()))
     return out
+
+
+def modprobe_script(demand: dict[str, list[str]]) -> str:
+    """The guest's kernel.modprobe (init.sh sets it): the kernel runs it as `isle-modprobe -q --
+    NAME` when a process needs a module (request_module); it loads only the on-demand modules the
+    initramfs holds (kernel.ON_DEMAND_MODULES, also by their rtnl-link alias), deps first."""
+    cases = "".join(
+        f"  {m}|rtnl-link-{m}) for k in {' '.join(ds)}; do"
+        f" insmod /lib/modules/$k.ko 2>/dev/null; done;;\n"
+        for m, ds in demand.items() if ds)
+    return ("#!/bin/sh\n# isle-modprobe: the guest's kernel.modprobe (vm/initramfs.py)\n"
+            'for a; do n=$a; done\ncase "$n" in\n' + cases + "  *) exit 1;;\nesac\n")
 
 
 def build(kernel: GuestKernel, cache: str, *, compress: str = "none") -> str:

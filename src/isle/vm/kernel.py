@@ -23,6 +23,7 @@ __all__ = [
     "GuestKernel",
     "MODULES",
     "OPTIONAL_MODULES",
+    "ON_DEMAND_MODULES",
     "META_PACKAGE",
     "kernel_dir",
     "find",
@@ -38,6 +39,11 @@ MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "erofs", "v
 #: virtio_balloon, whose free-page reporting gives an idle cold-booted guest's free RAM back;
 #: virtio_pci, for a pod VM's PCIe slot its share is hot-plugged into (vm.snapshot.restore)
 OPTIONAL_MODULES = ("virtio_balloon", "virtio_pci")
+#: modules in the initramfs that the guest kernel loads when it asks for them (module autoload:
+#: kernel.modprobe is the initramfs's isle-modprobe), never at boot: bridge (brctl addbr /
+#: ip link add type bridge in a privileged or CAP_NET_ADMIN container), fetched as the optional
+#: ones are
+ON_DEMAND_MODULES = ("bridge",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +231,7 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
         os.makedirs(tmpmods)
         for name, path in kos.items():
             os.symlink(path, os.path.join(tmpmods, f"{name}.ko"))
-        for name in module_load_order(tmpmods):
+        for name in module_load_order(tmpmods, optional=OPTIONAL_MODULES + ON_DEMAND_MODULES):
             shutil.copy(kos[name], os.path.join(stage, "modules", f"{name}.ko"))
         _extract_vmlinux(os.path.join(stage, "vmlinuz"), os.path.join(stage, "vmlinux"))
         final = os.path.join(base, version)
@@ -239,12 +245,14 @@ def fetch(cache: str | None = None, *, package: str | None = None) -> GuestKerne
 
 
 def _add_optional(k: GuestKernel, package: str | None) -> None:
-    """Copy OPTIONAL_MODULES (and deps) a cache made before they were added lacks from k's own
-    package, once (a marker remembers the attempt: an older kernel may not build them). A
+    """Copy OPTIONAL_MODULES and ON_DEMAND_MODULES (and deps) a cache made before they were added
+    lacks from k's own package, once (a marker remembers the attempt: an older kernel may not
+    build them). A
     failure to get them (the package gone from the mirror, no network) is only warned about,
     naming the modules, and tried again on the next fetch: the guest boots without them."""
-    marker = os.path.join(k.dir, ".optional-" + "-".join(OPTIONAL_MODULES))
-    missing = [m for m in OPTIONAL_MODULES if not os.path.exists(k.module(m))]
+    extra = OPTIONAL_MODULES + ON_DEMAND_MODULES
+    marker = os.path.join(k.dir, ".optional-" + "-".join(extra))
+    missing = [m for m in extra if not os.path.exists(k.module(m))]
     if os.path.exists(marker) or not missing:
         return
     if package is None or package.removeprefix("linux-image-") != k.version:
@@ -274,7 +282,7 @@ def _copy_optional(k: GuestKernel, package: str) -> None:
         os.makedirs(links)
         for name, path in kos.items():
             os.symlink(path, os.path.join(links, f"{name}.ko"))
-        for name in module_load_order(links):
+        for name in module_load_order(links, optional=OPTIONAL_MODULES + ON_DEMAND_MODULES):
             if not os.path.exists(k.module(name)):  # beside, then renamed: never a partial .ko
                 shutil.copy(kos[name], k.module(name) + ".tmp")
                 os.rename(k.module(name) + ".tmp", k.module(name))

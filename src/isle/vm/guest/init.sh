@@ -52,6 +52,7 @@ if [ -n "$osinit" ]; then  # a whole OS (isle vm create --from-image): its disk,
   mount --move /dev /newroot/dev 2>/dev/null || umount /dev
   exec /bin/busybox switch_root /newroot "$osinit"
 fi
+echo /bin/isle-modprobe > /proc/sys/kernel/modprobe  # on-demand modules (bridge): the kernel asks
 ip link set lo up
 
 # virtio ports appear asynchronously after virtio_console probes; find them by name once, with
