@@ -53,8 +53,10 @@ def attacker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def runtime_copy(tmp_path: Path) -> tuple[Path, Path]:
     """(launcher, interpreter): isle-runtime started on a private copy of its interpreter."""
-    real = Path((REPO / ".venv" / "bin" / "isle-runtime").read_text().split("\n", 1)[0][2:]
-                .split()[0]).resolve()
+    bin_ = REPO / ".venv" / "bin"
+    script = bin_ / ".isle-runtime.py"  # the native front hands every verb but start to it
+    script = script if script.exists() else bin_ / "isle-runtime"
+    real = Path(script.read_text().split("\n", 1)[0][2:].split()[0]).resolve()
     d = tmp_path / "interp"
     d.mkdir()
     py = d / real.name

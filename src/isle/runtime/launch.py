@@ -194,12 +194,27 @@ def launch(root: str, cid: str, opts: Options) -> Container:
         spawn_init(ctr, cfg, cg, opts, rootfs, console_fd, res, early, cgm, mcache)
         ctr.data["status"] = RUNNING if opts.start_now else CREATED
         ctr.save()
+        if not opts.start_now:
+            _start_plan(ctr, cfg)
         trace('created')
         write_pid_file(opts.pid_file, ctr.data["pid"])
         return ctr
     except BaseException:
         destroy(ctr, hooks=False)
         raise
+
+
+def _start_plan(ctr: Container, cfg: dict[str, Any]) -> None:
+    """<dir>/start.plan: what the native front (runtime/front.c) needs to do `start` without an
+    interpreter: the init's pid and start time, and whether poststart hooks must run (then
+    Python starts it). Written once the container is "created"; gone with its directory."""
+    hooks = 1 if ((cfg.get("hooks") or {}).get("poststart")) else 0
+    fd = os.open(os.path.join(ctr.dir, "start.plan"),
+                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{ctr.data['pid']} {ctr.data.get('starttime') or 0} {hooks}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def self_join_likely(cfg: dict[str, Any], early: bool) -> bool:

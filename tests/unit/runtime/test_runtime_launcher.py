@@ -33,7 +33,7 @@ def test_a_missing_or_other_version_python_is_not_compatible(tmp_path: Path) -> 
 def test_written_launcher_runs_the_cli(tmp_path: Path) -> None:
     target = tmp_path / "isle-runtime"
     launcher.install(str(target))
-    assert target.read_text().startswith("#!")
+    assert (tmp_path / ".isle-runtime.py").read_text().startswith("#!")
     out = subprocess.run([str(target), "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.startswith("isle-runtime version")
     bad = subprocess.run([str(target), "nosuchverb"], capture_output=True, text=True, timeout=30)
