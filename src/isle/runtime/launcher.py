@@ -64,7 +64,8 @@ def _build_front(target: str, python: str, script: str) -> bool:
     there is no gcc or it fails (the Python launcher then serves every verb)."""
     import json
     import shutil
-    import subprocess
+
+    from isle.sys import proc
 
     gcc = shutil.which("gcc")
     if not gcc:
@@ -73,8 +74,8 @@ def _build_front(target: str, python: str, script: str) -> bool:
     tmp = f"{target}.{os.getpid()}.tmp"
     defs = [f"-DPYTHON={json.dumps(python)}", f"-DSCRIPT={json.dumps(script)}"]
     for static in (["-static"], []):
-        r = subprocess.run([gcc, *static, "-O2", "-s", "-Wall", "-o", tmp, *defs, c],
-                           capture_output=True, timeout=120)
+        r = proc.run([gcc, *static, "-O2", "-s", "-Wall", "-o", tmp, *defs, c], timeout=120,
+                     check=False)
         if r.returncode == 0:
             os.chmod(tmp, 0o755)
             os.rename(tmp, target)
